@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Starts, stops and describes a local stack: PostgreSQL, Redis and a
+# single-node Apache Kafka (KRaft), each its own process on a loopback port,
+# all state under $TODO_STACK_ROOT/<name>.
+#
+#   scripts/stack.sh start [name]   start what is not running (default name: dev)
+#   scripts/stack.sh stop  [name]   stop everything of that stack
+#   scripts/stack.sh env   [name]   print the stack's settings as shell exports
+#   scripts/stack.sh status [name]
+#   scripts/stack.sh wipe  [name]   stop and delete the stack's data
+#
+# The dev stack uses fixed ports (overridable, see docs/OPERATIONS.md); any
+# other stack picks free ports on its first start and keeps them. Two stacks
+# run side by side. Starting a stack twice reuses what is already running.
+source "$(dirname "$0")/lib.sh"
+
+cmd=${1:-status}
+name=${2:-dev}
+[[ "$name" =~ ^[a-z0-9_-]+$ ]] || die "stack name '$name' must be lowercase letters, digits, - or _"
+dir="$TODO_STACK_ROOT/$name"
+envf="$dir/stack.env"
+
+choose_ports() {
+  if [ -f "$envf" ]; then
+    # shellcheck disable=SC1090
+    source "$envf"
+    return
+  fi
+  if [ "$name" = dev ]; then
+    PG_PORT=${TODO_DEV_PG_PORT:-54329}
+    REDIS_PORT=${TODO_DEV_REDIS_PORT:-63799}
+    KAFKA_PORT=${TODO_DEV_KAFKA_PORT:-19092}
+    KAFKA_CTL_PORT=${TODO_DEV_KAFKA_CTL_PORT:-19093}
+    COMMAND_PORT=${TODO_DEV_COMMAND_PORT:-50051}
+    QUERY_PORT=${TODO_DEV_QUERY_PORT:-50052}
+  else
+    PG_PORT=$(free_port); REDIS_PORT=$(free_port)
+    KAFKA_PORT=$(free_port); KAFKA_CTL_PORT=$(free_port)
+    COMMAND_PORT=$(free_port); QUERY_PORT=$(free_port)
+  fi
+  mkdir -p "$dir"
+  cat > "$envf" <<ENV
+PG_PORT=$PG_PORT
+REDIS_PORT=$REDIS_PORT
+KAFKA_PORT=$KAFKA_PORT
+KAFKA_CTL_PORT=$KAFKA_CTL_PORT
+COMMAND_PORT=$COMMAND_PORT
+QUERY_PORT=$QUERY_PORT
+ENV
+}
+
+print_env() {
+  cat <<ENV
+export TODO_STACK=$name
+export TODO_ENV=local
+export TODO_PG_URL=postgresql://postgres@127.0.0.1:$PG_PORT/todo
+export TODO_COMMAND_PG_URL=postgresql://todo_command@127.0.0.1:$PG_PORT/todo
+export TODO_QUERY_PG_URL=postgresql://todo_query@127.0.0.1:$PG_PORT/todo
+export TODO_PROJECTOR_PG_URL=postgresql://todo_projector@127.0.0.1:$PG_PORT/todo
+export TODO_REDIS_URL=redis://127.0.0.1:$REDIS_PORT
+export TODO_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
+export TODO_COMMAND_ADDR=127.0.0.1:$COMMAND_PORT
+export TODO_QUERY_ADDR=127.0.0.1:$QUERY_PORT
+export TODO_STACK_DIR=$dir
+ENV
+}
+
+pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres; }
+
+start_pg() {
+  local data="$dir/pg/data" logf="$dir/pg/postgres.log"
+  if pg_ready; then log "PostgreSQL already answers on $PG_PORT"; return; fi
+  mkdir -p "$dir/pg"
+  [ "$(id -u)" = 0 ] && chown postgres: "$dir/pg"
+  if [ ! -f "$data/PG_VERSION" ]; then
+    as_postgres "$PG_BIN/initdb" -D "$data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$dir/pg/initdb.log" 2>&1 \
+      || { tail -n 20 "$dir/pg/initdb.log" >&2; die "initdb failed"; }
+  fi
+  as_postgres "$PG_BIN/pg_ctl" -D "$data" -l "$logf" -w -t 60 start \
+    -o "-p $PG_PORT -k $dir/pg -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=128MB" >/dev/null \
+    || { tail -n 30 "$logf" >&2; die "PostgreSQL did not start"; }
+  wait_for 60 PostgreSQL "$logf" pg_ready
+  if ! "$PG_BIN/../bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -Atqc "select 1 from pg_database where datname='todo'" postgres | grep -q 1; then
+    "$PG_BIN/../bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "create database todo" postgres
+  fi
+  log "PostgreSQL on 127.0.0.1:$PG_PORT"
+}
+
+redis_ready() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
+
+start_redis() {
+  if redis_ready; then log "Redis already answers on $REDIS_PORT"; return; fi
+  mkdir -p "$dir/redis"
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --daemonize yes \
+    --pidfile "$dir/redis/redis.pid" --logfile "$dir/redis/redis.log" --dir "$dir/redis" \
+    --save "" --appendonly no >/dev/null
+  wait_for 30 Redis "$dir/redis/redis.log" redis_ready
+  log "Redis on 127.0.0.1:$REDIS_PORT"
+}
+
+kafka_ready() { kcat -b "127.0.0.1:$KAFKA_PORT" -L -m 2 >/dev/null 2>&1; }
+
+start_kafka() {
+  local kd="$dir/kafka"
+  if pid_alive "$kd/kafka.pid" && kafka_ready; then log "Kafka already answers on $KAFKA_PORT"; return; fi
+  [ -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ] || die "Kafka jars missing in $KAFKA_LIBS: run scripts/install-deps.sh"
+  mkdir -p "$kd/data"
+  cat > "$kd/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CTL_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CTL_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$kd/data
+num.partitions=3
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+log.retention.hours=-1
+PROPS
+  cat > "$kd/log4j.properties" <<PROPS
+log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.FileAppender
+log4j.appender.file.File=$kd/server.log
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka=INFO
+log4j.logger.org.apache.kafka=INFO
+PROPS
+  local java_opts=(-Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true
+                   "-Dlog4j.configuration=file:$kd/log4j.properties")
+  if [ ! -f "$kd/data/meta.properties" ]; then
+    local uuid
+    uuid=$(python3 -c 'import uuid,base64; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+    java "${java_opts[@]}" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format -t "$uuid" \
+      -c "$kd/server.properties" >"$kd/format.log" 2>&1 || { cat "$kd/format.log" >&2; die "Kafka storage format failed"; }
+  fi
+  nohup java "${java_opts[@]}" -cp "$KAFKA_LIBS/*" kafka.Kafka "$kd/server.properties" \
+    >"$kd/stdout.log" 2>&1 </dev/null &
+  echo $! > "$kd/kafka.pid"
+  wait_for 90 Kafka "$kd/server.log" kafka_ready || { tail -n 20 "$kd/stdout.log" >&2; exit 1; }
+  log "Kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT"
+}
+
+stop_all() {
+  if [ -f "$dir/kafka/kafka.pid" ]; then
+    local pid; pid=$(cat "$dir/kafka/kafka.pid")
+    if kill "$pid" 2>/dev/null; then
+      for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$dir/kafka/kafka.pid"
+  fi
+  if [ -f "$dir/redis/redis.pid" ]; then
+    kill "$(cat "$dir/redis/redis.pid")" 2>/dev/null || true
+    rm -f "$dir/redis/redis.pid"
+  fi
+  if [ -f "$dir/pg/data/postmaster.pid" ]; then
+    as_postgres "$PG_BIN/pg_ctl" -D "$dir/pg/data" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+  log "stack '$name' stopped"
+}
+
+case "$cmd" in
+  start)
+    choose_ports
+    t0=$(date +%s.%N)
+    start_pg; start_redis; start_kafka
+    log "stack '$name' up in $(python3 -c "print(round($(date +%s.%N)-$t0,1))")s; settings: scripts/stack.sh env $name"
+    ;;
+  stop) [ -f "$envf" ] && source "$envf"; stop_all ;;
+  wipe) [ -f "$envf" ] && { source "$envf"; stop_all; }; rm -rf "$dir" ;;
+  env) choose_ports; print_env ;;
+  status)
+    [ -f "$envf" ] || { echo "stack '$name': never started"; exit 0; }
+    source "$envf"
+    pg_ready && echo "postgres  up   127.0.0.1:$PG_PORT" || echo "postgres  down 127.0.0.1:$PG_PORT"
+    redis_ready && echo "redis     up   127.0.0.1:$REDIS_PORT" || echo "redis     down 127.0.0.1:$REDIS_PORT"
+    kafka_ready && echo "kafka     up   127.0.0.1:$KAFKA_PORT" || echo "kafka     down 127.0.0.1:$KAFKA_PORT"
+    ;;
+  *) die "unknown command '$cmd' (start, stop, env, status, wipe)" ;;
+esac

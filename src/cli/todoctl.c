@@ -1,0 +1,395 @@
+/*
+ * todoctl: the operators' and developers' command line.
+ *
+ *   todoctl token --user ID [--ttl SECONDS]      print a bearer token (HS256)
+ *   todoctl migrate                             apply pending migrations
+ *   todoctl topics apply [--replication N]      create missing topics
+ *   todoctl topics list                         the topic table
+ *   todoctl add TITLE [--priority P] [--due WHEN] [--category C] [--tag T]... [--description D]
+ *   todoctl list [--completed|--pending] [--priority P] [--limit N] [--all]
+ *   todoctl get TASK_ID
+ *   todoctl health [command|query]
+ *
+ * Task commands act as --user (default $TODO_USER, else "alice"), with a
+ * token minted from the configured secret, or $TODO_TOKEN when set. Settings
+ * come from the environment like the services' (docs/OPERATIONS.md). Exit
+ * status: 0 ok, 1 the operation failed, 2 bad usage.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "auth.h"
+#include "config.h"
+#include "event.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "grpcx.h"
+#include "grpcx_client.h"
+#include "kafkax.h"
+#include "log.h"
+#include "migrate.h"
+#include "todo/v1/command.pb-c.h"
+#include "todo/v1/query.pb-c.h"
+
+#define TIMEOUT_MS 10000
+
+static todo_config cfg;
+
+static int usage(void)
+{
+    fputs("usage:\n"
+          "  todoctl token --user ID [--ttl SECONDS]\n"
+          "  todoctl migrate\n"
+          "  todoctl topics apply [--replication N] | topics list\n"
+          "  todoctl add TITLE [--priority low|medium|high|urgent] [--due WHEN] [--category C] [--tag T]...\n"
+          "                    [--description TEXT]\n"
+          "      WHEN: today, tomorrow, +Nd, +Nh, YYYY-MM-DD or an RFC 3339 time (UTC)\n"
+          "  todoctl list [--completed|--pending] [--priority P] [--limit N] [--all]\n"
+          "  todoctl get TASK_ID\n"
+          "  todoctl health [command|query]\n"
+          "task commands take --user ID (default $TODO_USER or alice) or use $TODO_TOKEN\n",
+          stderr);
+    return 2;
+}
+
+/* The value after flag name at argv[*i], advancing *i; NULL when missing. */
+static const char *flag_value(int argc, char **argv, int *i)
+{
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "todoctl: %s needs a value\n", argv[*i]);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+static int parse_priority(const char *s)
+{
+    static const char *const names[] = {"", "low", "medium", "high", "urgent"};
+    for (int i = 1; i <= 4; i++)
+        if (strcasecmp(s, names[i]) == 0) return i;
+    return -1;
+}
+
+/* Parses WHEN (see usage) into seconds since the epoch; -1 when invalid. */
+static long long parse_due(const char *s, time_t now)
+{
+    struct tm tm;
+    int n;
+    char unit;
+    memset(&tm, 0, sizeof tm);
+    if (strcmp(s, "today") == 0 || strcmp(s, "tomorrow") == 0) {
+        time_t day = now + (s[1] == 'o' && s[2] == 'm' ? 86400 : 0);
+        gmtime_r(&day, &tm);
+        tm.tm_hour = 23, tm.tm_min = 59, tm.tm_sec = 59;
+        return (long long)timegm(&tm);
+    }
+    if (sscanf(s, "+%d%c", &n, &unit) == 2 && n >= 0 && (unit == 'd' || unit == 'h'))
+        return (long long)now + (long long)n * (unit == 'd' ? 86400 : 3600);
+    const char *end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (end != NULL && (*end == 'Z' || *end == '\0')) return (long long)timegm(&tm);
+    memset(&tm, 0, sizeof tm);
+    end = strptime(s, "%Y-%m-%d", &tm);
+    if (end != NULL && *end == '\0') {
+        tm.tm_hour = 23, tm.tm_min = 59, tm.tm_sec = 59;
+        return (long long)timegm(&tm);
+    }
+    return -1;
+}
+
+/* "Bearer <token>" for the acting user, malloc'ed. */
+static char *authorization(const char *user)
+{
+    const char *env = getenv("TODO_TOKEN");
+    todo_err err;
+    char *tok = env != NULL && env[0] ? strdup(env) : auth_issue(cfg.jwt_secret, user, 3600, (long)time(NULL), &err);
+    if (tok == NULL) {
+        fprintf(stderr, "todoctl: %s\n", err.msg);
+        return NULL;
+    }
+    size_t n = strlen(tok) + 8;
+    char *h = malloc(n);
+    if (h != NULL) snprintf(h, n, "Bearer %s", tok);
+    free(tok);
+    return h;
+}
+
+/* Calls one RPC and prints a failure; returns 0 on OK. */
+static int call(const char *addr, const char *path, const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rd,
+                const char *auth, ProtobufCMessage **resp)
+{
+    grpcx_channel *ch = grpcx_channel_new(addr);
+    grpcx_result res;
+    if (ch == NULL) {
+        fprintf(stderr, "todoctl: bad address %s\n", addr);
+        return 1;
+    }
+    grpcx_unary(ch, path, req, rd, auth, TIMEOUT_MS, resp, &res);
+    grpcx_channel_free(ch);
+    if (res.code != GRPC_STATUS_OK) {
+        fprintf(stderr, "todoctl: %s: %s\n", grpcx_code_name(res.code), res.message);
+        return 1;
+    }
+    return 0;
+}
+
+static void print_time(const Google__Protobuf__Timestamp *ts, char *out, size_t cap)
+{
+    if (ts == NULL) {
+        snprintf(out, cap, "-");
+        return;
+    }
+    time_t t = (time_t)ts->seconds;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, cap, "%Y-%m-%d %H:%M", &tm);
+}
+
+static void print_task(const Todo__V1__Task *t)
+{
+    static const char *const prio[] = {"-", "low", "medium", "high", "urgent"};
+    char due[32];
+    print_time(t->due_at, due, sizeof due);
+    printf("%s  %-6s  %-16s  %s  %s%s\n", t->id, prio[t->priority >= 0 && t->priority <= 4 ? t->priority : 0], due,
+           t->completed ? "[x]" : "[ ]", t->title, t->overdue ? "  (overdue)" : "");
+}
+
+static int cmd_token(int argc, char **argv)
+{
+    const char *user = NULL;
+    long ttl = 3600;
+    todo_err err;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--user") == 0) {
+            if ((user = flag_value(argc, argv, &i)) == NULL) return 2;
+        } else if (strcmp(argv[i], "--ttl") == 0) {
+            const char *v = flag_value(argc, argv, &i);
+            if (v == NULL || (ttl = strtol(v, NULL, 10)) <= 0) return usage();
+        } else {
+            return usage();
+        }
+    }
+    if (user == NULL) return usage();
+    char *tok = auth_issue(cfg.jwt_secret, user, ttl, (long)time(NULL), &err);
+    if (tok == NULL) {
+        fprintf(stderr, "todoctl: %s\n", err.msg);
+        return 1;
+    }
+    printf("%s\n", tok);
+    free(tok);
+    return 0;
+}
+
+static int cmd_migrate(void)
+{
+    todo_err err;
+    int applied;
+    if (migrate_run(cfg.admin_pg_url, cfg.migrations_dir, &applied, &err) != 0) {
+        fprintf(stderr, "todoctl: migrate: %s\n", err.msg);
+        return 1;
+    }
+    printf("migrations: %d applied now, database up to date\n", applied);
+    return 0;
+}
+
+static int cmd_topics(int argc, char **argv)
+{
+    int n, rf = 1;
+    const kafkax_topic *t = kafkax_topics(&n);
+    todo_err err;
+    if (argc >= 3 && strcmp(argv[2], "list") == 0) {
+        printf("%-28s %10s  %-8s  %s\n", "topic", "partitions", "cleanup", "retention.ms");
+        for (int i = 0; i < n; i++)
+            printf("%-28s %10d  %-8s  %s\n", t[i].name, t[i].partitions, t[i].cleanup_policy, t[i].retention_ms);
+        return 0;
+    }
+    if (argc < 3 || strcmp(argv[2], "apply") != 0) return usage();
+    for (int i = 3; i < argc; i++) {
+        if (strcmp(argv[i], "--replication") == 0) {
+            const char *v = flag_value(argc, argv, &i);
+            if (v == NULL || (rf = atoi(v)) < 1) return usage();
+        } else {
+            return usage();
+        }
+    }
+    if (kafkax_topics_apply(cfg.kafka_brokers, rf, 15000, &err) != 0) {
+        fprintf(stderr, "todoctl: topics: %s\n", err.msg);
+        return 1;
+    }
+    printf("topics: %d in place on %s\n", n, cfg.kafka_brokers);
+    return 0;
+}
+
+static const char *acting_user(int argc, char **argv)
+{
+    for (int i = 2; i + 1 < argc; i++)
+        if (strcmp(argv[i], "--user") == 0) return argv[i + 1];
+    const char *u = getenv("TODO_USER");
+    return u != NULL && u[0] ? u : "alice";
+}
+
+static int cmd_add(int argc, char **argv)
+{
+    Todo__V1__CreateTaskRequest rq = TODO__V1__CREATE_TASK_REQUEST__INIT;
+    Google__Protobuf__Timestamp due = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    char *tags[32];
+    ProtobufCMessage *resp = NULL;
+    rq.tags = tags;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (a[0] != '-' || a[1] != '-') {
+            if (rq.title[0] != '\0') return usage();
+            rq.title = (char *)a;
+            continue;
+        }
+        if ((v = flag_value(argc, argv, &i)) == NULL) return 2;
+        if (strcmp(a, "--priority") == 0) {
+            int p = parse_priority(v);
+            if (p < 0) {
+                fprintf(stderr, "todoctl: --priority must be low, medium, high or urgent\n");
+                return 2;
+            }
+            rq.priority = (Todo__V1__Priority)p;
+        } else if (strcmp(a, "--due") == 0) {
+            long long s = parse_due(v, time(NULL));
+            if (s < 0) {
+                fprintf(stderr, "todoctl: --due: cannot read \"%s\"\n", v);
+                return 2;
+            }
+            due.seconds = s;
+            rq.due_at = &due;
+        } else if (strcmp(a, "--category") == 0) {
+            rq.category = (char *)v;
+        } else if (strcmp(a, "--description") == 0) {
+            rq.description = (char *)v;
+        } else if (strcmp(a, "--tag") == 0) {
+            if (rq.n_tags == 32) return usage();
+            tags[rq.n_tags++] = (char *)v;
+        } else if (strcmp(a, "--user") != 0) {
+            return usage();
+        }
+    }
+    if (rq.title[0] == '\0') return usage();
+    char *auth = authorization(acting_user(argc, argv));
+    if (auth == NULL) return 1;
+    int rc = call(cfg.command_addr, "/todo.v1.TaskCommandService/CreateTask", &rq.base,
+                  &todo__v1__command_reply__descriptor, auth, &resp);
+    free(auth);
+    if (rc != 0) return rc;
+    Todo__V1__CommandReply *rp = (Todo__V1__CommandReply *)resp;
+    printf("created %s (version %lld)\n", rp->id, (long long)rp->version);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return 0;
+}
+
+static int cmd_list(int argc, char **argv)
+{
+    Todo__V1__ListTasksRequest rq = TODO__V1__LIST_TASKS_REQUEST__INIT;
+    Google__Protobuf__BoolValue completed = GOOGLE__PROTOBUF__BOOL_VALUE__INIT;
+    bool all = false;
+    int shown = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (strcmp(a, "--completed") == 0 || strcmp(a, "--pending") == 0) {
+            completed.value = a[2] == 'c';
+            rq.completed = &completed;
+        } else if (strcmp(a, "--all") == 0) {
+            all = true;
+        } else if (strcmp(a, "--priority") == 0 || strcmp(a, "--limit") == 0 || strcmp(a, "--user") == 0) {
+            if ((v = flag_value(argc, argv, &i)) == NULL) return 2;
+            if (a[2] == 'p' && (rq.priority = (Todo__V1__Priority)parse_priority(v)) < 0) return usage();
+            if (a[2] == 'l') rq.page_size = atoi(v);
+        } else {
+            return usage();
+        }
+    }
+    char *auth = authorization(acting_user(argc, argv));
+    if (auth == NULL) return 1;
+    char *token = NULL;
+    int rc = 0;
+    do {
+        ProtobufCMessage *resp = NULL;
+        rq.page_token = token != NULL ? token : (char *)"";
+        rc = call(cfg.query_addr, "/todo.v1.TaskQueryService/ListTasks", &rq.base,
+                  &todo__v1__list_tasks_response__descriptor, auth, &resp);
+        free(token);
+        token = NULL;
+        if (rc != 0) break;
+        Todo__V1__ListTasksResponse *rs = (Todo__V1__ListTasksResponse *)resp;
+        for (size_t i = 0; i < rs->n_tasks; i++) print_task(rs->tasks[i]);
+        shown += (int)rs->n_tasks;
+        if (all && rs->next_page_token[0] != '\0') token = strdup(rs->next_page_token);
+        else if (rs->next_page_token[0] != '\0') printf("(more: use --all or --limit)\n");
+        protobuf_c_message_free_unpacked(resp, NULL);
+    } while (token != NULL);
+    free(auth);
+    if (rc == 0 && shown == 0) printf("no tasks\n");
+    return rc;
+}
+
+static int cmd_get(int argc, char **argv)
+{
+    Todo__V1__GetTaskRequest rq = TODO__V1__GET_TASK_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    if (argc < 3) return usage();
+    rq.task_id = argv[2];
+    char *auth = authorization(acting_user(argc, argv));
+    if (auth == NULL) return 1;
+    int rc = call(cfg.query_addr, "/todo.v1.TaskQueryService/GetTask", &rq.base, &todo__v1__task__descriptor, auth, &resp);
+    free(auth);
+    if (rc != 0) return rc;
+    Todo__V1__Task *t = (Todo__V1__Task *)resp;
+    char created[32];
+    print_task(t);
+    print_time(t->created_at, created, sizeof created);
+    printf("  created %s UTC, version %lld, category \"%s\", %zu tag(s)\n", created, (long long)t->version, t->category,
+           t->n_tags);
+    if (t->description[0]) printf("  %s\n", t->description);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return 0;
+}
+
+static int cmd_health(int argc, char **argv)
+{
+    int rc = 0;
+    for (int which = 0; which < 2; which++) {
+        const char *name = which == 0 ? "command" : "query";
+        if (argc >= 3 && strcmp(argv[2], name) != 0) continue;
+        Grpc__Health__V1__HealthCheckRequest rq = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+        ProtobufCMessage *resp = NULL;
+        const char *addr = which == 0 ? cfg.command_addr : cfg.query_addr;
+        if (call(addr, "/grpc.health.v1.Health/Check", &rq.base, &grpc__health__v1__health_check_response__descriptor,
+                 NULL, &resp) != 0) {
+            rc = 1;
+            continue;
+        }
+        Grpc__Health__V1__HealthCheckResponse *hr = (Grpc__Health__V1__HealthCheckResponse *)resp;
+        printf("%-8s %-22s %s\n", name, addr,
+               hr->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING ? "SERVING" : "NOT_SERVING");
+        if (hr->status != GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING) rc = 1;
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    todo_err err;
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) return usage();
+    if (config_load(&cfg, CONFIG_CLI, NULL, NULL, &err) != 0) {
+        fprintf(stderr, "todoctl: %s\n", err.msg);
+        return 2;
+    }
+    log_set_level(cfg.log_level);
+    const char *c = argv[1];
+    if (strcmp(c, "token") == 0) return cmd_token(argc, argv);
+    if (strcmp(c, "migrate") == 0) return cmd_migrate();
+    if (strcmp(c, "topics") == 0) return cmd_topics(argc, argv);
+    if (strcmp(c, "add") == 0) return cmd_add(argc, argv);
+    if (strcmp(c, "list") == 0) return cmd_list(argc, argv);
+    if (strcmp(c, "get") == 0) return cmd_get(argc, argv);
+    if (strcmp(c, "health") == 0) return cmd_health(argc, argv);
+    fprintf(stderr, "todoctl: unknown command \"%s\"\n", c);
+    return usage();
+}

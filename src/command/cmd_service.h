@@ -1,0 +1,23 @@
+/*
+ * cmd_service: the handlers of todo.v1.TaskCommandService.
+ *
+ * Each handler authenticates the caller (the user id comes from the bearer
+ * token only), validates the request (cmd_validate), and writes the state
+ * change and its event (the outbox row) in one transaction, then answers with
+ * the new version and a consistency token. Handlers run on the gRPC worker
+ * threads, each with its own PostgreSQL connection (cmd_thread).
+ */
+#ifndef TODO_CMD_SERVICE_H
+#define TODO_CMD_SERVICE_H
+
+#include "config.h"
+#include "grpcx.h"
+
+/* Hosts TaskCommandService on s. cfg is borrowed and must outlive s. */
+int cmd_service_register(grpcx_server *s, todo_err *err);
+
+/* grpcx thread hooks: app is the todo_config. */
+void *cmd_thread_init(void *app, int index);
+void cmd_thread_cleanup(void *state);
+
+#endif

@@ -1,0 +1,53 @@
+/*
+ * todo-command: the write side. Serves todo.v1.TaskCommandService over gRPC
+ * and runs the outbox relay. Settings come from the environment
+ * (docs/OPERATIONS.md); SIGINT or SIGTERM stop it gracefully.
+ */
+#include <stdio.h>
+
+#include "cmd_relay.h"
+#include "cmd_service.h"
+#include "config.h"
+#include "grpcx.h"
+#include "log.h"
+#include "svc.h"
+
+int main(void)
+{
+    todo_config cfg;
+    todo_err err;
+    sigset_t sigs;
+
+    if (config_load(&cfg, CONFIG_COMMAND, NULL, NULL, &err) != 0) {
+        fprintf(stderr, "todo-command: %s\n", err.msg);
+        return 2;
+    }
+    log_set_level(cfg.log_level);
+    if (cfg.jwt_secret_is_default)
+        log_warn("command", "using the built-in development JWT secret (TODO_ENV=local)", NULL);
+    svc_signals_block(&sigs);
+
+    cmd_relay *relay = cmd_relay_start(&cfg, &err);
+    if (relay == NULL) {
+        log_error("command", "cannot start the outbox relay", "error=\"%s\"", err.msg);
+        return 1;
+    }
+    grpcx_server_opts opts = {
+        .threads = cfg.grpc_threads, .max_message_bytes = cfg.max_message_bytes,
+        .thread_init = cmd_thread_init, .thread_cleanup = cmd_thread_cleanup, .app = &cfg,
+        .component = "command",
+    };
+    grpcx_server *srv = grpcx_server_new(&opts, &err);
+    if (srv == NULL || cmd_service_register(srv, &err) != 0 || grpcx_server_start(srv, cfg.command_addr, &err) != 0) {
+        log_error("command", "cannot start the gRPC server", "error=\"%s\"", err.msg);
+        grpcx_server_free(srv);
+        cmd_relay_stop(relay);
+        return 1;
+    }
+    int sig = svc_signals_wait(&sigs);
+    log_info("command", "stopping", "signal=%d", sig);
+    grpcx_server_shutdown(srv, cfg.shutdown_grace_ms);
+    cmd_relay_stop(relay);
+    grpcx_server_free(srv);
+    return 0;
+}

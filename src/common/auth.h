@@ -1,0 +1,34 @@
+/*
+ * auth: caller identity from `authorization: Bearer <JWT>`.
+ *
+ * Tokens are HS256 JSON Web Tokens whose `sub` is the user id and whose
+ * `exp` (seconds since the epoch) is required and checked; every other
+ * algorithm, including "none", is refused. The user id always comes from the
+ * token, never from a request body. User ids are 1..128 characters of
+ * [A-Za-z0-9._@:-], so they are safe as Kafka keys, log values and SQL
+ * parameters alike. Thread-safe.
+ */
+#ifndef TODO_AUTH_H
+#define TODO_AUTH_H
+
+#include "todo_err.h"
+
+#include <stdbool.h>
+
+#define AUTH_USER_MAX 129 /* 128 characters and the NUL */
+
+/* Checks the value of an authorization header against secret at time now.
+ * On success copies the user id into user and returns TODO_OK; otherwise
+ * TODO_EUNAUTH with the reason (missing header, not a bearer token, bad
+ * signature, expired, no or invalid sub) in err. */
+int auth_verify(const char *secret, const char *authorization, long now, char user[AUTH_USER_MAX],
+                todo_err *err);
+
+/* Issues a token for user valid for ttl_s seconds from now. Returns a
+ * malloc'ed string the caller frees, or NULL with err set. */
+char *auth_issue(const char *secret, const char *user, long ttl_s, long now, todo_err *err);
+
+/* True when user is a well-formed user id (see above). */
+bool auth_user_valid(const char *user);
+
+#endif

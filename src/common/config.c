@@ -1,0 +1,118 @@
+/* config: see config.h. */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+static const char *env_get(const char *name, void *ctx)
+{
+    (void)ctx;
+    const char *v = getenv(name);
+    return v != NULL && v[0] != '\0' ? v : NULL;
+}
+
+static int get_str(char *dst, const char *name, const char *def, config_getter get, void *ctx,
+                   todo_err *err)
+{
+    const char *v = get(name, ctx);
+    if (v == NULL) v = def;
+    if (strlen(v) >= CONFIG_STR_MAX)
+        return todo_err_set(err, TODO_EINVAL, "%s is longer than %d bytes", name, CONFIG_STR_MAX - 1);
+    strcpy(dst, v);
+    return TODO_OK;
+}
+
+static int get_int(int *dst, const char *name, int def, int min, int max, config_getter get,
+                   void *ctx, todo_err *err)
+{
+    const char *v = get(name, ctx);
+    char *end;
+    long n;
+    if (v == NULL) {
+        *dst = def;
+        return TODO_OK;
+    }
+    errno = 0;
+    n = strtol(v, &end, 10);
+    if (errno != 0 || end == v || *end != '\0' || n < min || n > max)
+        return todo_err_set(err, TODO_EINVAL, "%s must be an integer from %d to %d, got \"%s\"",
+                            name, min, max, v);
+    *dst = (int)n;
+    return TODO_OK;
+}
+
+int config_load(todo_config *cfg, config_service svc, config_getter get, void *ctx, todo_err *err)
+{
+    static const char *const role_vars[] = {
+        [CONFIG_COMMAND] = "TODO_COMMAND_PG_URL",
+        [CONFIG_QUERY] = "TODO_QUERY_PG_URL",
+        [CONFIG_PROJECTOR] = "TODO_PROJECTOR_PG_URL",
+        [CONFIG_CLI] = "TODO_PG_URL",
+    };
+    const char *envname, *level;
+    int rc;
+
+    if (get == NULL) get = env_get;
+    memset(cfg, 0, sizeof *cfg);
+
+    envname = get("TODO_ENV", ctx);
+    if (envname == NULL || strcmp(envname, "local") == 0)
+        cfg->local = true;
+    else if (strcmp(envname, "production") == 0)
+        cfg->local = false;
+    else
+        return todo_err_set(err, TODO_EINVAL, "TODO_ENV must be \"local\" or \"production\", got \"%s\"",
+                            envname);
+
+    if ((rc = get_str(cfg->admin_pg_url, "TODO_PG_URL", "postgresql://postgres@127.0.0.1:54329/todo",
+                      get, ctx, err)) != 0)
+        return rc;
+    if ((rc = get_str(cfg->pg_url, role_vars[svc], cfg->admin_pg_url, get, ctx, err)) != 0) return rc;
+    if ((rc = get_str(cfg->kafka_brokers, "TODO_KAFKA_BROKERS", "127.0.0.1:19092", get, ctx, err)) != 0)
+        return rc;
+    if ((rc = get_str(cfg->redis_url, "TODO_REDIS_URL", "redis://127.0.0.1:63799", get, ctx, err)) != 0)
+        return rc;
+    if ((rc = get_str(cfg->command_addr, "TODO_COMMAND_ADDR", "127.0.0.1:50051", get, ctx, err)) != 0)
+        return rc;
+    if ((rc = get_str(cfg->query_addr, "TODO_QUERY_ADDR", "127.0.0.1:50052", get, ctx, err)) != 0)
+        return rc;
+    if ((rc = get_str(cfg->migrations_dir, "TODO_MIGRATIONS_DIR", "migrations", get, ctx, err)) != 0)
+        return rc;
+
+    if (get("TODO_JWT_SECRET", ctx) == NULL) {
+        if (!cfg->local)
+            return todo_err_set(err, TODO_EINVAL,
+                                "TODO_JWT_SECRET is not set; outside TODO_ENV=local a secret is required");
+        strcpy(cfg->jwt_secret, CONFIG_DEV_JWT_SECRET);
+        cfg->jwt_secret_is_default = true;
+    } else {
+        if ((rc = get_str(cfg->jwt_secret, "TODO_JWT_SECRET", "", get, ctx, err)) != 0) return rc;
+        if (strlen(cfg->jwt_secret) < 32)
+            return todo_err_set(err, TODO_EINVAL, "TODO_JWT_SECRET must be at least 32 bytes long");
+    }
+
+    if ((rc = get_int(&cfg->grpc_threads, "TODO_GRPC_THREADS", 8, 1, 64, get, ctx, err)) != 0) return rc;
+    if ((rc = get_int(&cfg->max_message_bytes, "TODO_GRPC_MAX_MESSAGE_BYTES", 1 << 20, 1024, 64 << 20,
+                      get, ctx, err)) != 0)
+        return rc;
+    if ((rc = get_int(&cfg->shutdown_grace_ms, "TODO_SHUTDOWN_GRACE_MS", 10000, 0, 600000, get, ctx,
+                      err)) != 0)
+        return rc;
+    if ((rc = get_int(&cfg->relay_batch, "TODO_RELAY_BATCH", 500, 1, 10000, get, ctx, err)) != 0) return rc;
+    if ((rc = get_int(&cfg->relay_poll_ms, "TODO_RELAY_POLL_MS", 1000, 10, 60000, get, ctx, err)) != 0)
+        return rc;
+    if ((rc = get_int(&cfg->projector_batch, "TODO_PROJECTOR_BATCH", 500, 1, 10000, get, ctx, err)) != 0)
+        return rc;
+
+    level = get("TODO_LOG_LEVEL", ctx);
+    cfg->log_level = level == NULL ? LOG_INFO : log_level_parse(level);
+    if (cfg->log_level < 0)
+        return todo_err_set(err, TODO_EINVAL, "TODO_LOG_LEVEL must be debug, info, warn or error, got \"%s\"",
+                            level);
+    return TODO_OK;
+}

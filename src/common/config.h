@@ -1,0 +1,51 @@
+/*
+ * config: every setting of every process, read once at start-up from the
+ * environment, validated, and passed down as an immutable struct. A bad value
+ * stops start-up with a message naming the variable. docs/OPERATIONS.md lists
+ * the variables and their defaults.
+ */
+#ifndef TODO_CONFIG_H
+#define TODO_CONFIG_H
+
+#include "todo_err.h"
+
+#include <stdbool.h>
+
+#define CONFIG_STR_MAX 512
+
+typedef struct todo_config {
+    bool local;                           /* TODO_ENV=local (default) or production */
+    char pg_url[CONFIG_STR_MAX];          /* the process's own role: TODO_<SERVICE>_PG_URL or TODO_PG_URL */
+    char admin_pg_url[CONFIG_STR_MAX];    /* TODO_PG_URL: migrations */
+    char kafka_brokers[CONFIG_STR_MAX];   /* TODO_KAFKA_BROKERS */
+    char redis_url[CONFIG_STR_MAX];       /* TODO_REDIS_URL */
+    char command_addr[CONFIG_STR_MAX];    /* TODO_COMMAND_ADDR: where todo-command listens */
+    char query_addr[CONFIG_STR_MAX];      /* TODO_QUERY_ADDR */
+    char jwt_secret[CONFIG_STR_MAX];      /* TODO_JWT_SECRET */
+    bool jwt_secret_is_default;           /* the built-in local secret is in use */
+    int grpc_threads;                     /* TODO_GRPC_THREADS, 1..64 */
+    int max_message_bytes;                /* TODO_GRPC_MAX_MESSAGE_BYTES, 1 KiB..64 MiB */
+    int shutdown_grace_ms;                /* TODO_SHUTDOWN_GRACE_MS */
+    int relay_batch;                      /* TODO_RELAY_BATCH, 1..10000 */
+    int relay_poll_ms;                    /* TODO_RELAY_POLL_MS: fallback poll when no NOTIFY arrives */
+    int projector_batch;                  /* TODO_PROJECTOR_BATCH, 1..10000 */
+    int log_level;                        /* TODO_LOG_LEVEL: debug, info, warn, error */
+    char migrations_dir[CONFIG_STR_MAX];  /* TODO_MIGRATIONS_DIR */
+} todo_config;
+
+/* Which process reads the config: picks the PostgreSQL role variable. */
+typedef enum config_service {
+    CONFIG_COMMAND, CONFIG_QUERY, CONFIG_PROJECTOR, CONFIG_CLI
+} config_service;
+
+/* A source of settings: returns the value of name or NULL when unset. */
+typedef const char *(*config_getter)(const char *name, void *ctx);
+
+/* The development JWT secret, accepted only when TODO_ENV=local. */
+#define CONFIG_DEV_JWT_SECRET "todo-local-development-secret-do-not-use-in-production"
+
+/* Fills cfg from get (getenv when NULL). Returns TODO_OK or TODO_EINVAL with
+ * the variable named in err. */
+int config_load(todo_config *cfg, config_service svc, config_getter get, void *ctx, todo_err *err);
+
+#endif

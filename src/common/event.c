@@ -1,0 +1,164 @@
+/* event: see event.h. */
+#include "event.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "text.h"
+
+int64_t event_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void event_format_time(int64_t us, char *out, size_t cap)
+{
+    time_t secs = (time_t)(us / 1000000);
+    long frac = (long)(us % 1000000);
+    struct tm tm;
+    char base[24];
+    if (frac < 0) {
+        frac += 1000000;
+        secs -= 1;
+    }
+    gmtime_r(&secs, &tm);
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, cap, "%s.%06ldZ", base, frac);
+}
+
+static char *dup_or_empty(arena *a, const char *s) { return arena_strdup(a, s != NULL ? s : ""); }
+
+int event_encode(const event_meta *m, const ProtobufCMessage *payload, arena *a, uint8_t **out, size_t *len,
+                 todo_err *err)
+{
+    Todo__V1__EventEnvelope env = TODO__V1__EVENT_ENVELOPE__INIT;
+    Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+
+    if (m->event_id == NULL || !text_is_uuid(m->event_id) || m->event_type == NULL || m->user_id == NULL ||
+        m->aggregate_id == NULL || m->aggregate_version < 1)
+        return todo_err_set(err, TODO_EINTERNAL, "event metadata is incomplete");
+    ts.seconds = m->time_us / 1000000;
+    ts.nanos = (int32_t)(m->time_us % 1000000) * 1000;
+    env.event_id = dup_or_empty(a, m->event_id);
+    env.event_type = dup_or_empty(a, m->event_type);
+    env.source = dup_or_empty(a, m->source);
+    env.time = &ts;
+    env.user_id = dup_or_empty(a, m->user_id);
+    env.aggregate_type = dup_or_empty(a, m->aggregate_type);
+    env.aggregate_id = dup_or_empty(a, m->aggregate_id);
+    env.aggregate_version = m->aggregate_version;
+    env.schema_version = m->schema_version;
+    env.correlation_id = dup_or_empty(a, m->correlation_id);
+    env.causation_id = dup_or_empty(a, m->causation_id);
+    env.data.len = protobuf_c_message_get_packed_size(payload);
+    env.data.data = arena_alloc(a, env.data.len + 1);
+    protobuf_c_message_pack(payload, env.data.data);
+    *len = todo__v1__event_envelope__get_packed_size(&env);
+    *out = arena_alloc(a, *len + 1);
+    todo__v1__event_envelope__pack(&env, *out);
+    return TODO_OK;
+}
+
+int event_decode(const uint8_t *bytes, size_t len, arena *a, Todo__V1__EventEnvelope **out, todo_err *err)
+{
+    ProtobufCAllocator alloc;
+    arena_pbc_allocator(a, &alloc);
+    Todo__V1__EventEnvelope *env = todo__v1__event_envelope__unpack(&alloc, len, bytes);
+    if (env == NULL) return todo_err_set(err, TODO_EINVAL, "value is not a todo.v1.EventEnvelope");
+    if (!text_is_uuid(env->event_id)) return todo_err_set(err, TODO_EINVAL, "envelope event_id is not a UUID");
+    if (env->event_type[0] == '\0') return todo_err_set(err, TODO_EINVAL, "envelope event_type is empty");
+    if (env->user_id[0] == '\0') return todo_err_set(err, TODO_EINVAL, "envelope user_id is empty");
+    if (env->aggregate_id[0] == '\0') return todo_err_set(err, TODO_EINVAL, "envelope aggregate_id is empty");
+    if (env->aggregate_version < 1) return todo_err_set(err, TODO_EINVAL, "envelope aggregate_version is below 1");
+    *out = env;
+    return TODO_OK;
+}
+
+const char *event_message_name(const char *type, int32_t v)
+{
+    static const struct { const char *type; int32_t v; const char *msg; } map[] = {
+        {"task.created", 1, "todo.v1.TaskCreated"},
+        {"task.created", 2, "todo.v1.TaskCreatedV2"},
+        {"task.updated", 1, "todo.v1.TaskUpdated"},
+        {"task.completed", 1, "todo.v1.TaskCompleted"},
+        {"task.reopened", 1, "todo.v1.TaskReopened"},
+        {"task.deleted", 1, "todo.v1.TaskDeleted"},
+        {"task.restored", 1, "todo.v1.TaskRestored"},
+        {"reminder.scheduled", 1, "todo.v1.ReminderScheduled"},
+        {"reminder.cancelled", 1, "todo.v1.ReminderCancelled"},
+        {"reminder.snoozed", 1, "todo.v1.ReminderSnoozed"},
+        {"reminder.triggered", 1, "todo.v1.ReminderTriggered"},
+    };
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (strcmp(map[i].type, type) == 0 && map[i].v == v) return map[i].msg;
+    return NULL;
+}
+
+void event_token_encode(int64_t position, char out[40])
+{
+    char raw[32];
+    int n = snprintf(raw, sizeof raw, "ct1:%" PRId64, position);
+    text_b64url_encode((const unsigned char *)raw, (size_t)n, out);
+}
+
+int event_token_decode(const char *token, int64_t *position, todo_err *err)
+{
+    unsigned char raw[32];
+    size_t n = strlen(token);
+    long len = n <= 40 ? text_b64url_decode(token, n, raw, sizeof raw - 1) : -1;
+    char *end;
+    if (len < 5 || memcmp(raw, "ct1:", 4) != 0)
+        return todo_err_set(err, TODO_EINVAL, "consistency_token: not a token from a command reply");
+    raw[len] = '\0';
+    long long v = strtoll((const char *)raw + 4, &end, 10);
+    if (*end != '\0' || v < 1)
+        return todo_err_set(err, TODO_EINVAL, "consistency_token: not a token from a command reply");
+    *position = v;
+    return TODO_OK;
+}
+
+const char *event_topic(const char *type)
+{
+    if (strncmp(type, "task.", 5) == 0 || strncmp(type, "recurring.", 10) == 0) return "tasks.events.v1";
+    if (strncmp(type, "reminder.", 9) == 0) return "reminders.events.v1";
+    if (strncmp(type, "notification.", 13) == 0) return "notifications.commands.v1";
+    if (strncmp(type, "saga.", 5) == 0) return "saga.events.v1";
+    return NULL;
+}
+
+static void add(rd_kafka_headers_t *h, const char *name, const char *value)
+{
+    rd_kafka_header_add(h, name, -1, value, -1);
+}
+
+rd_kafka_headers_t *event_kafka_headers(const Todo__V1__EventEnvelope *env)
+{
+    rd_kafka_headers_t *h = rd_kafka_headers_new(14);
+    char buf[96];
+    const char *msg = event_message_name(env->event_type, env->schema_version);
+
+    add(h, "ce_specversion", "1.0");
+    add(h, "ce_id", env->event_id);
+    add(h, "ce_type", env->event_type);
+    add(h, "ce_source", env->source);
+    if (env->time != NULL) {
+        event_format_time(env->time->seconds * 1000000 + env->time->nanos / 1000, buf, sizeof buf);
+        add(h, "ce_time", buf);
+    }
+    add(h, "ce_subject", env->aggregate_id);
+    snprintf(buf, sizeof buf, "%s/v%" PRId32, msg != NULL ? msg : env->event_type, env->schema_version);
+    add(h, "ce_dataschema", buf);
+    add(h, "content-type", "application/protobuf");
+    if (env->correlation_id[0] != '\0') add(h, "correlation_id", env->correlation_id);
+    if (env->causation_id[0] != '\0') add(h, "causation_id", env->causation_id);
+    snprintf(buf, sizeof buf, "%" PRId64, env->position);
+    add(h, "todo_position", buf);
+    snprintf(buf, sizeof buf, "%" PRId64, env->aggregate_version);
+    add(h, "todo_aggregate_version", buf);
+    return h;
+}

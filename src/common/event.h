@@ -1,0 +1,78 @@
+/*
+ * event: the event envelope (todo.v1.EventEnvelope) and its Kafka form.
+ *
+ * A Kafka record of ours has key = user id, value = the serialized envelope
+ * (whose `data` holds the payload message), and headers that repeat the
+ * envelope's routing fields under CloudEvents Kafka binding names, readable
+ * without decoding the value:
+ *
+ *   ce_specversion=1.0  ce_id  ce_type  ce_source  ce_time (RFC 3339, UTC)
+ *   ce_subject (aggregate id)  ce_dataschema (todo.v1.<Message>/v<schema_version>)
+ *   content-type=application/protobuf  correlation_id  causation_id
+ *   todo_position (global event-store position)  todo_aggregate_version
+ *
+ * Thread-safe; memory comes from the caller's arena.
+ */
+#ifndef TODO_EVENT_H
+#define TODO_EVENT_H
+
+#include <librdkafka/rdkafka.h>
+#include <stdint.h>
+
+#include "arena.h"
+#include "todo/v1/events.pb-c.h"
+#include "todo_err.h"
+
+/* What a writer says about an event besides its payload. */
+typedef struct event_meta {
+    const char *event_id;        /* UUID */
+    const char *event_type;      /* "task.created" */
+    const char *source;          /* "todo-command" */
+    int64_t time_us;             /* microseconds since the epoch, UTC */
+    const char *user_id;
+    const char *aggregate_type;
+    const char *aggregate_id;
+    int64_t aggregate_version;
+    int32_t schema_version;
+    const char *correlation_id;  /* may be NULL or "" */
+    const char *causation_id;    /* may be NULL or "" */
+} event_meta;
+
+/* Serializes an envelope for meta whose data is payload. The bytes are
+ * allocated in a. */
+int event_encode(const event_meta *meta, const ProtobufCMessage *payload, arena *a, uint8_t **out,
+                 size_t *len, todo_err *err);
+
+/* Decodes an envelope into a. Checks the fields every consumer relies on
+ * (event id, type, user id, aggregate id, version >= 1); TODO_EINVAL names
+ * what is missing. */
+int event_decode(const uint8_t *bytes, size_t len, arena *a, Todo__V1__EventEnvelope **out, todo_err *err);
+
+/* Builds the Kafka headers for env (see above). The caller owns the result
+ * (rd_kafka_producev with RD_KAFKA_V_HEADERS takes it over on success). */
+rd_kafka_headers_t *event_kafka_headers(const Todo__V1__EventEnvelope *env);
+
+/* The protobuf message name for a type and schema version
+ * ("task.created", 1 -> "todo.v1.TaskCreated"), or NULL when unknown. */
+const char *event_message_name(const char *event_type, int32_t schema_version);
+
+/* The topic an event type is published to ("task.created" ->
+ * "tasks.events.v1"), or NULL for a type no topic carries. */
+const char *event_topic(const char *event_type);
+
+/* Consistency tokens: what a command reply hands to a client so that a
+ * later query can ask for data at least that fresh. Opaque to clients; today
+ * a versioned wrapper around the event-store position of the command's event.
+ * encode writes at most 40 bytes with the NUL; decode returns TODO_EINVAL
+ * for anything that is not a token. */
+void event_token_encode(int64_t position, char out[40]);
+int event_token_decode(const char *token, int64_t *position, todo_err *err);
+
+/* Formats microseconds since the epoch as RFC 3339 UTC with microseconds
+ * ("2026-11-27T10:00:00.123456Z") into out (at least 32 bytes). */
+void event_format_time(int64_t us, char *out, size_t cap);
+
+/* Microseconds since the epoch now. */
+int64_t event_now_us(void);
+
+#endif

@@ -1,0 +1,118 @@
+/*
+ * grpcx: a gRPC server runtime on the gRPC C core, for protobuf-c services.
+ *
+ * A server hosts services described by protoc-c's ProtobufCServiceDescriptor;
+ * each method is a synchronous unary handler run on one of N worker threads,
+ * each with its own completion queue (a call's events stay on one thread, no
+ * locks). The runtime decodes the request into a per-call arena, checks the
+ * deadline, calls the handler, encodes its reply or maps its todo_status to a
+ * gRPC status with the handler's message, and always answers:
+ *
+ *   - a method without a handler answers UNIMPLEMENTED;
+ *   - an unknown method answers UNIMPLEMENTED (the C core would leave it
+ *     hanging: a generic request is kept posted for it);
+ *   - a request that does not decode answers INVALID_ARGUMENT;
+ *   - a request over the maximum message size answers RESOURCE_EXHAUSTED
+ *     (the C core enforces the limit).
+ *
+ * Every server also hosts grpc.health.v1.Health/Check and server reflection
+ * (grpc.reflection.v1 and v1alpha) over the descriptor set embedded at build
+ * time, so `grpcurl -plaintext HOST:PORT list` needs no proto files.
+ *
+ * Life cycle: grpcx_server_new, grpcx_server_add_service (any number),
+ * grpcx_server_start, ... grpcx_server_shutdown (graceful: in-flight calls
+ * finish within the grace period, then the rest are cancelled),
+ * grpcx_server_free. Only the handlers run concurrently; the life-cycle
+ * functions are called from one thread.
+ */
+#ifndef TODO_GRPCX_H
+#define TODO_GRPCX_H
+
+#include <grpc/status.h>
+#include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "arena.h"
+#include "todo_err.h"
+
+typedef struct grpcx_server grpcx_server;
+typedef struct grpcx_call grpcx_call;
+
+/* A unary handler. req is decoded in the call's arena (borrowed). On success
+ * it sets *resp to a message that lives until the handler returns (in the
+ * arena, or static) and returns TODO_OK; otherwise it returns a todo_status
+ * and says why in err, which becomes the gRPC status message. */
+typedef int (*grpcx_unary_fn)(grpcx_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+                              todo_err *err);
+
+typedef struct grpcx_method {
+    const char *name;      /* as in the service descriptor, e.g. "CreateTask" */
+    grpcx_unary_fn fn;
+} grpcx_method;
+
+typedef struct grpcx_server_opts {
+    int threads;                          /* worker threads, >= 1 */
+    int max_message_bytes;                /* largest request accepted */
+    /* Called once on each worker thread before it serves, and after it
+     * stopped: per-thread state such as a database connection. */
+    void *(*thread_init)(void *app, int index);
+    void (*thread_cleanup)(void *state);
+    void *app;                            /* handed to thread_init, borrowed */
+    const char *component;                /* for logs, e.g. "command" */
+} grpcx_server_opts;
+
+/* Creates a server (not yet listening). Returns NULL with err set. */
+grpcx_server *grpcx_server_new(const grpcx_server_opts *opts, todo_err *err);
+
+/* Hosts svc. methods (n of them) give the handlers; a method of svc missing
+ * from the table answers UNIMPLEMENTED. Streaming methods are not supported
+ * for application services. Call before grpcx_server_start. */
+int grpcx_server_add_service(grpcx_server *s, const ProtobufCServiceDescriptor *svc,
+                             const grpcx_method *methods, size_t n, todo_err *err);
+
+/* Binds addr ("127.0.0.1:50051", "[::]:0"...), starts the workers and
+ * serves. Returns TODO_OK, or TODO_EUNAVAIL when the address cannot be
+ * bound. */
+int grpcx_server_start(grpcx_server *s, const char *addr, todo_err *err);
+
+/* The port bound by grpcx_server_start (useful with port 0). */
+int grpcx_server_port(const grpcx_server *s);
+
+/* Health: what Check answers (SERVING after start, NOT_SERVING from shutdown
+ * on). Thread-safe. */
+void grpcx_server_set_serving(grpcx_server *s, bool serving);
+
+/* Stops accepting calls, lets in-flight calls finish for up to grace_ms,
+ * cancels the rest, stops the workers. */
+void grpcx_server_shutdown(grpcx_server *s, int grace_ms);
+
+/* Releases the server (shutting it down first if needed); takes NULL. */
+void grpcx_server_free(grpcx_server *s);
+
+/* --- inside a handler --- */
+
+/* The first value of request metadata key (lowercase), copied into the
+ * call's arena, or NULL. */
+const char *grpcx_call_metadata(grpcx_call *c, const char *key);
+
+/* The call's arena: released when the call ends. */
+arena *grpcx_call_arena(grpcx_call *c);
+
+/* The worker thread's state from thread_init. */
+void *grpcx_call_state(grpcx_call *c);
+
+/* The full method path, "/todo.v1.TaskCommandService/CreateTask". */
+const char *grpcx_call_method(grpcx_call *c);
+
+/* Milliseconds left before the client's deadline (negative when passed,
+ * LONG_MAX without one). */
+long grpcx_call_ms_left(grpcx_call *c);
+
+/* --- status mapping, the one place todo_status becomes a gRPC code --- */
+grpc_status_code grpcx_status_of(int todo_status);
+
+/* The canonical name of a gRPC code ("INVALID_ARGUMENT"). */
+const char *grpcx_code_name(grpc_status_code code);
+
+#endif

@@ -1,0 +1,129 @@
+/* grpcx_client: see grpcx_client.h. One batch per call, on its own queue. */
+#include "grpcx_client.h"
+
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/time.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct grpcx_channel {
+    grpc_channel *ch;
+};
+
+grpcx_channel *grpcx_channel_new(const char *target)
+{
+    grpcx_channel *c = calloc(1, sizeof *c);
+    if (c == NULL) return NULL;
+    grpc_init();
+    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    c->ch = grpc_channel_create(target, creds, NULL);
+    grpc_channel_credentials_release(creds);
+    if (c->ch == NULL) {
+        free(c);
+        grpc_shutdown();
+        return NULL;
+    }
+    return c;
+}
+
+void grpcx_channel_free(grpcx_channel *c)
+{
+    if (c == NULL) return;
+    grpc_channel_destroy(c->ch);
+    free(c);
+    grpc_shutdown();
+}
+
+grpc_status_code grpcx_unary(grpcx_channel *c, const char *path, const ProtobufCMessage *req,
+                             const ProtobufCMessageDescriptor *resp_desc, const char *authorization,
+                             int timeout_ms, ProtobufCMessage **resp, grpcx_result *res)
+{
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+    gpr_timespec deadline =
+        gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+    grpc_slice method = grpc_slice_from_copied_string(path);
+    grpc_call *call = grpc_channel_create_call(c->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method, NULL, deadline, NULL);
+    grpc_metadata md[1];
+    grpc_metadata_array initial, trailing;
+    grpc_byte_buffer *recv = NULL, *send;
+    grpc_slice details = grpc_empty_slice();
+    grpc_status_code status = GRPC_STATUS_UNKNOWN;
+    grpc_op ops[6];
+    size_t n = 0, len;
+    static int tag;
+
+    *resp = NULL;
+    memset(md, 0, sizeof md);
+    memset(ops, 0, sizeof ops);
+    grpc_metadata_array_init(&initial);
+    grpc_metadata_array_init(&trailing);
+
+    len = protobuf_c_message_get_packed_size(req);
+    grpc_slice body = grpc_slice_malloc(len);
+    protobuf_c_message_pack(req, GRPC_SLICE_START_PTR(body));
+    send = grpc_raw_byte_buffer_create(&body, 1);
+    grpc_slice_unref(body);
+
+    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (authorization != NULL) {
+        md[0].key = grpc_slice_from_static_string("authorization");
+        md[0].value = grpc_slice_from_copied_string(authorization);
+        ops[n].data.send_initial_metadata.count = 1;
+        ops[n].data.send_initial_metadata.metadata = md;
+    }
+    n++;
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = send;
+    ops[n++].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[n++].data.recv_initial_metadata.recv_initial_metadata = &initial;
+    ops[n].op = GRPC_OP_RECV_MESSAGE;
+    ops[n++].data.recv_message.recv_message = &recv;
+    ops[n].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[n].data.recv_status_on_client.trailing_metadata = &trailing;
+    ops[n].data.recv_status_on_client.status = &status;
+    ops[n++].data.recv_status_on_client.status_details = &details;
+
+    res->message[0] = '\0';
+    if (grpc_call_start_batch(call, ops, n, &tag, NULL) != GRPC_CALL_OK) {
+        status = GRPC_STATUS_INTERNAL;
+        snprintf(res->message, sizeof res->message, "could not start the call");
+    } else {
+        grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        size_t dl = GRPC_SLICE_LENGTH(details);
+        if (dl >= sizeof res->message) dl = sizeof res->message - 1;
+        memcpy(res->message, GRPC_SLICE_START_PTR(details), dl);
+        res->message[dl] = '\0';
+        if (status == GRPC_STATUS_OK) {
+            grpc_byte_buffer_reader r;
+            if (recv != NULL && grpc_byte_buffer_reader_init(&r, recv)) {
+                grpc_slice all = grpc_byte_buffer_reader_readall(&r);
+                *resp = protobuf_c_message_unpack(resp_desc, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+                grpc_slice_unref(all);
+                grpc_byte_buffer_reader_destroy(&r);
+            }
+            if (*resp == NULL) {
+                status = GRPC_STATUS_INTERNAL;
+                snprintf(res->message, sizeof res->message, "the reply is not a valid %s", resp_desc->name);
+            }
+        }
+    }
+    res->code = status;
+
+    if (authorization != NULL) grpc_slice_unref(md[0].value);
+    grpc_slice_unref(details);
+    grpc_slice_unref(method);
+    grpc_metadata_array_destroy(&initial);
+    grpc_metadata_array_destroy(&trailing);
+    grpc_byte_buffer_destroy(send);
+    if (recv != NULL) grpc_byte_buffer_destroy(recv);
+    grpc_call_unref(call);
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(cq);
+    return status;
+}

@@ -1,0 +1,34 @@
+/*
+ * grpcx_client: a small synchronous unary gRPC client on the C core, for
+ * todoctl and the tests. A channel may be used from several threads at once
+ * (each call makes its own completion queue).
+ */
+#ifndef TODO_GRPCX_CLIENT_H
+#define TODO_GRPCX_CLIENT_H
+
+#include <grpc/status.h>
+#include <protobuf-c/protobuf-c.h>
+
+typedef struct grpcx_channel grpcx_channel;
+
+typedef struct grpcx_result {
+    grpc_status_code code;
+    char message[512];   /* the server's status message */
+} grpcx_result;
+
+/* Opens an insecure (plaintext) channel to target ("127.0.0.1:50051").
+ * Returns NULL when the target is malformed. */
+grpcx_channel *grpcx_channel_new(const char *target);
+
+/* Closes the channel; takes NULL. */
+void grpcx_channel_free(grpcx_channel *ch);
+
+/* Calls path ("/pkg.Service/Method") with req. authorization (may be NULL)
+ * is sent as the authorization metadata. On GRPC_STATUS_OK *resp holds the
+ * decoded reply (free it with protobuf_c_message_free_unpacked(*resp, NULL));
+ * otherwise *resp is NULL and res says why. Returns res->code. */
+grpc_status_code grpcx_unary(grpcx_channel *ch, const char *path, const ProtobufCMessage *req,
+                             const ProtobufCMessageDescriptor *resp_desc, const char *authorization,
+                             int timeout_ms, ProtobufCMessage **resp, grpcx_result *res);
+
+#endif

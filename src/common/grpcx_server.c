@@ -1,0 +1,629 @@
+/*
+ * grpcx_server: see grpcx.h.
+ *
+ * Every completion-queue tag points to a struct whose first member is a
+ * tag_kind, so one switch dispatches all events. Each worker keeps, per
+ * registered method, one request posted (re-posted as soon as a call
+ * arrives), plus one generic request that catches unregistered methods and
+ * the reflection stream. Every posted tag comes back exactly once: with
+ * success=0 at shutdown, when it is freed and not re-posted.
+ */
+#include "grpcx.h"
+
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "grpc/health/v1/health.pb-c.h"
+#include "log.h"
+#include "reflect.h"
+
+extern const unsigned char todo_descriptor_set[];
+extern const size_t todo_descriptor_set_len;
+
+#define MAX_SERVICES 16
+#define REFLECTION_V1 "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+#define REFLECTION_V1ALPHA "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+
+typedef enum tag_kind { TAG_UNARY, TAG_GENERIC, TAG_SHUTDOWN } tag_kind;
+
+typedef struct method_entry {
+    char *path;
+    const ProtobufCMethodDescriptor *md;
+    grpcx_unary_fn fn;
+    void *handle;
+} method_entry;
+
+typedef struct worker {
+    struct grpcx_server *s;
+    grpc_completion_queue *cq;
+    pthread_t thread;
+    void *state;
+    arena *arena;
+    int index;
+} worker;
+
+struct grpcx_server {
+    grpc_server *srv;
+    grpcx_server_opts opts;
+    char component[32];
+    method_entry *methods;
+    size_t n_methods;
+    const char *services[MAX_SERVICES];
+    size_t n_services;
+    worker *workers;
+    reflect_index *reflect;
+    atomic_int serving;
+    int port;
+    bool started, stopped;
+};
+
+/* One registered-method call, from the posted request to the sent reply. */
+typedef struct unary_call {
+    tag_kind kind;
+    bool replying;          /* false: the request is posted; true: the reply batch is */
+    worker *w;
+    method_entry *m;
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array md;
+    grpc_byte_buffer *payload;
+    grpc_byte_buffer *reply;
+    grpc_slice details;
+    int cancelled;
+} unary_call;
+
+/* One call to an unregistered method: reflection streams, or UNIMPLEMENTED. */
+typedef enum stream_state { ST_POSTED, ST_RECV, ST_SEND, ST_DONE } stream_state;
+
+typedef struct stream_call {
+    tag_kind kind;
+    stream_state state;
+    worker *w;
+    grpc_call *call;
+    grpc_call_details details;
+    grpc_metadata_array md;
+    grpc_byte_buffer *recv;
+    grpc_byte_buffer *send;
+    grpc_slice status_details;
+    bool sent_initial;
+    int cancelled;
+} stream_call;
+
+struct grpcx_call {
+    unary_call *u;
+    worker *w;
+};
+
+/* ---- status mapping ---- */
+
+grpc_status_code grpcx_status_of(int st)
+{
+    switch (st) {
+    case TODO_OK: return GRPC_STATUS_OK;
+    case TODO_EINVAL: return GRPC_STATUS_INVALID_ARGUMENT;
+    case TODO_ENOTFOUND: return GRPC_STATUS_NOT_FOUND;
+    case TODO_ECONFLICT: return GRPC_STATUS_ABORTED;
+    case TODO_EUNAVAIL: return GRPC_STATUS_UNAVAILABLE;
+    case TODO_EUNAUTH: return GRPC_STATUS_UNAUTHENTICATED;
+    case TODO_EPRECOND: return GRPC_STATUS_FAILED_PRECONDITION;
+    case TODO_EEXISTS: return GRPC_STATUS_ALREADY_EXISTS;
+    case TODO_EUNIMPL: return GRPC_STATUS_UNIMPLEMENTED;
+    case TODO_EDEADLINE: return GRPC_STATUS_DEADLINE_EXCEEDED;
+    case TODO_EDENIED: return GRPC_STATUS_PERMISSION_DENIED;
+    case TODO_ETOOBIG: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    default: return GRPC_STATUS_INTERNAL;
+    }
+}
+
+const char *grpcx_code_name(grpc_status_code code)
+{
+    static const char *const names[] = {
+        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+        "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+        "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+        "UNAUTHENTICATED"};
+    if ((int)code < 0 || (size_t)code >= sizeof names / sizeof names[0]) return "UNKNOWN";
+    return names[code];
+}
+
+/* ---- handler accessors ---- */
+
+const char *grpcx_call_metadata(grpcx_call *c, const char *key)
+{
+    for (size_t i = 0; i < c->u->md.count; i++) {
+        const grpc_metadata *m = &c->u->md.metadata[i];
+        if (grpc_slice_str_cmp(m->key, key) == 0)
+            return arena_strndup(c->w->arena, (const char *)GRPC_SLICE_START_PTR(m->value),
+                                 GRPC_SLICE_LENGTH(m->value));
+    }
+    return NULL;
+}
+
+arena *grpcx_call_arena(grpcx_call *c) { return c->w->arena; }
+void *grpcx_call_state(grpcx_call *c) { return c->w->state; }
+const char *grpcx_call_method(grpcx_call *c) { return c->u->m->path; }
+
+long grpcx_call_ms_left(grpcx_call *c)
+{
+    gpr_timespec d = c->u->deadline;
+    if (gpr_time_cmp(d, gpr_inf_future(d.clock_type)) == 0) return LONG_MAX;
+    gpr_timespec left = gpr_time_sub(d, gpr_now(d.clock_type));
+    return (long)gpr_time_to_millis(left);
+}
+
+/* ---- built-in health check ---- */
+
+static int health_check(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
+{
+    const Grpc__Health__V1__HealthCheckRequest *rq = (const Grpc__Health__V1__HealthCheckRequest *)req;
+    grpcx_server *s = c->w->s;
+    Grpc__Health__V1__HealthCheckResponse *rs = arena_alloc(grpcx_call_arena(c), sizeof *rs);
+    bool known = rq->service[0] == '\0';
+    for (size_t i = 0; i < s->n_services && !known; i++) known = strcmp(s->services[i], rq->service) == 0;
+    if (!known) return todo_err_set(err, TODO_ENOTFOUND, "service %s is not served here", rq->service);
+    grpc__health__v1__health_check_response__init(rs);
+    rs->status = atomic_load(&s->serving) ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+                                          : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+    *resp = &rs->base;
+    return TODO_OK;
+}
+
+/* ---- posting requests ---- */
+
+static void post_unary(worker *w, method_entry *m)
+{
+    unary_call *u = calloc(1, sizeof *u);
+    if (u == NULL) abort();
+    u->kind = TAG_UNARY;
+    u->w = w;
+    u->m = m;
+    grpc_metadata_array_init(&u->md);
+    if (grpc_server_request_registered_call(w->s->srv, m->handle, &u->call, &u->deadline, &u->md,
+                                            &u->payload, w->cq, w->cq, u) != GRPC_CALL_OK) {
+        grpc_metadata_array_destroy(&u->md);
+        free(u);
+    }
+}
+
+static void post_generic(worker *w)
+{
+    stream_call *sc = calloc(1, sizeof *sc);
+    if (sc == NULL) abort();
+    sc->kind = TAG_GENERIC;
+    sc->w = w;
+    grpc_call_details_init(&sc->details);
+    grpc_metadata_array_init(&sc->md);
+    if (grpc_server_request_call(w->s->srv, &sc->call, &sc->details, &sc->md, w->cq, w->cq, sc) !=
+        GRPC_CALL_OK) {
+        grpc_call_details_destroy(&sc->details);
+        grpc_metadata_array_destroy(&sc->md);
+        free(sc);
+    }
+}
+
+/* ---- unary calls ---- */
+
+static void unary_free(unary_call *u)
+{
+    if (u->payload != NULL) grpc_byte_buffer_destroy(u->payload);
+    if (u->reply != NULL) grpc_byte_buffer_destroy(u->reply);
+    if (u->replying) grpc_slice_unref(u->details);
+    grpc_metadata_array_destroy(&u->md);
+    if (u->call != NULL) grpc_call_unref(u->call);
+    free(u);
+}
+
+static grpc_byte_buffer *pack_message(const ProtobufCMessage *msg)
+{
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    grpc_slice sl = grpc_slice_malloc(n);
+    protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(sl));
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&sl, 1);
+    grpc_slice_unref(sl);
+    return bb;
+}
+
+/* Reads a byte buffer into one arena copy. */
+static unsigned char *read_buffer(grpc_byte_buffer *bb, arena *a, size_t *len)
+{
+    grpc_byte_buffer_reader r;
+    unsigned char *out;
+    if (!grpc_byte_buffer_reader_init(&r, bb)) return NULL;
+    grpc_slice sl = grpc_byte_buffer_reader_readall(&r);
+    *len = GRPC_SLICE_LENGTH(sl);
+    out = arena_alloc(a, *len + 1);
+    memcpy(out, GRPC_SLICE_START_PTR(sl), *len);
+    grpc_slice_unref(sl);
+    grpc_byte_buffer_reader_destroy(&r);
+    return out;
+}
+
+static void unary_handle(unary_call *u)
+{
+    worker *w = u->w;
+    method_entry *m = u->m;
+    grpc_status_code code = GRPC_STATUS_OK;
+    todo_err err;
+    const char *msg = "";
+    gpr_timespec t0 = gpr_now(GPR_CLOCK_MONOTONIC);
+
+    arena_reset(w->arena);
+    todo_err_clear(&err);
+    if (u->payload == NULL) {
+        code = GRPC_STATUS_INVALID_ARGUMENT;
+        msg = "the request carried no message";
+    } else if (gpr_time_cmp(u->deadline, gpr_now(u->deadline.clock_type)) <= 0) {
+        code = GRPC_STATUS_DEADLINE_EXCEEDED;
+        msg = "the deadline passed before the call was handled";
+    } else if (m->fn == NULL) {
+        code = GRPC_STATUS_UNIMPLEMENTED;
+        msg = arena_printf(w->arena, "%s is not implemented yet", m->path);
+    } else {
+        ProtobufCAllocator alloc;
+        ProtobufCMessage *req = NULL, *resp = NULL;
+        size_t len = 0;
+        unsigned char *bytes = read_buffer(u->payload, w->arena, &len);
+        arena_pbc_allocator(w->arena, &alloc);
+        if (bytes != NULL) req = protobuf_c_message_unpack(m->md->input, &alloc, len, bytes);
+        if (req == NULL) {
+            code = GRPC_STATUS_INVALID_ARGUMENT;
+            msg = arena_printf(w->arena, "the request is not a valid %s message", m->md->input->name);
+        } else {
+            grpcx_call c = {.u = u, .w = w};
+            int rc = m->fn(&c, req, &resp, &err);
+            if (rc != TODO_OK) {
+                code = grpcx_status_of(rc);
+                msg = err.msg;
+            } else if (resp == NULL) {
+                code = GRPC_STATUS_INTERNAL;
+                msg = "the handler produced no reply";
+            } else {
+                u->reply = pack_message(resp);
+            }
+        }
+    }
+    if (code == GRPC_STATUS_INTERNAL)
+        log_error(w->s->component, "call failed", "method=%s code=%s detail=\"%s\"", m->path,
+                  grpcx_code_name(code), msg);
+    log_debug(w->s->component, "call", "method=%s code=%s ms=%.3f", m->path, grpcx_code_name(code),
+              gpr_timespec_to_micros(gpr_time_sub(gpr_now(GPR_CLOCK_MONOTONIC), t0)) / 1000.0);
+
+    grpc_op ops[4];
+    size_t n = 0;
+    memset(ops, 0, sizeof ops);
+    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[n++].data.recv_close_on_server.cancelled = &u->cancelled;
+    if (u->reply != NULL) {
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = u->reply;
+    }
+    u->details = grpc_slice_from_copied_string(msg);
+    u->replying = true;
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = code;
+    ops[n++].data.send_status_from_server.status_details = &u->details;
+    if (grpc_call_start_batch(u->call, ops, n, u, NULL) != GRPC_CALL_OK) {
+        log_error(w->s->component, "could not start the reply batch", "method=%s", m->path);
+        unary_free(u);
+    }
+    arena_reset(w->arena);
+}
+
+static void on_unary(unary_call *u, int ok)
+{
+    if (u->replying || !ok) {
+        unary_free(u);
+        return;
+    }
+    post_unary(u->w, u->m); /* keep one request posted for the method */
+    unary_handle(u);
+}
+
+/* ---- generic calls: reflection streams and unknown methods ---- */
+
+static void stream_free(stream_call *sc)
+{
+    if (sc->recv != NULL) grpc_byte_buffer_destroy(sc->recv);
+    if (sc->send != NULL) grpc_byte_buffer_destroy(sc->send);
+    if (sc->state == ST_DONE) grpc_slice_unref(sc->status_details);
+    grpc_call_details_destroy(&sc->details);
+    grpc_metadata_array_destroy(&sc->md);
+    if (sc->call != NULL) grpc_call_unref(sc->call);
+    free(sc);
+}
+
+static void stream_finish(stream_call *sc, grpc_status_code code, const char *msg)
+{
+    grpc_op ops[3];
+    size_t n = 0;
+    memset(ops, 0, sizeof ops);
+    if (!sc->sent_initial) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    sc->sent_initial = true;
+    sc->status_details = grpc_slice_from_copied_string(msg);
+    sc->state = ST_DONE;
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = code;
+    ops[n++].data.send_status_from_server.status_details = &sc->status_details;
+    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[n++].data.recv_close_on_server.cancelled = &sc->cancelled;
+    if (grpc_call_start_batch(sc->call, ops, n, sc, NULL) != GRPC_CALL_OK) stream_free(sc);
+}
+
+static void stream_recv(stream_call *sc)
+{
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &sc->recv;
+    sc->state = ST_RECV;
+    if (grpc_call_start_batch(sc->call, &op, 1, sc, NULL) != GRPC_CALL_OK) stream_free(sc);
+}
+
+static void stream_answer(stream_call *sc)
+{
+    worker *w = sc->w;
+    grpcx_server *s = w->s;
+    unsigned char *req, *out = NULL;
+    size_t len = 0, out_len = 0;
+    todo_err err;
+
+    arena_reset(w->arena);
+    req = read_buffer(sc->recv, w->arena, &len);
+    grpc_byte_buffer_destroy(sc->recv);
+    sc->recv = NULL;
+    if (req == NULL ||
+        reflect_answer(s->reflect, s->services, s->n_services, req, len, w->arena, &out, &out_len, &err) != 0) {
+        stream_finish(sc, GRPC_STATUS_INVALID_ARGUMENT, req == NULL ? "unreadable message" : err.msg);
+        arena_reset(w->arena);
+        return;
+    }
+    grpc_slice sl = grpc_slice_from_copied_buffer((const char *)out, out_len);
+    sc->send = grpc_raw_byte_buffer_create(&sl, 1);
+    grpc_slice_unref(sl);
+    arena_reset(w->arena);
+
+    grpc_op ops[2];
+    size_t n = 0;
+    memset(ops, 0, sizeof ops);
+    if (!sc->sent_initial) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    sc->sent_initial = true;
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = sc->send;
+    sc->state = ST_SEND;
+    if (grpc_call_start_batch(sc->call, ops, n, sc, NULL) != GRPC_CALL_OK) stream_free(sc);
+}
+
+static void on_generic(stream_call *sc, int ok)
+{
+    switch (sc->state) {
+    case ST_POSTED:
+        if (!ok) {
+            stream_free(sc);
+            return;
+        }
+        post_generic(sc->w);
+        if (grpc_slice_str_cmp(sc->details.method, REFLECTION_V1) == 0 ||
+            grpc_slice_str_cmp(sc->details.method, REFLECTION_V1ALPHA) == 0) {
+            stream_recv(sc);
+        } else {
+            char *m = grpc_slice_to_c_string(sc->details.method);
+            char msg[512];
+            snprintf(msg, sizeof msg, "method %s is not served here", m);
+            gpr_free(m);
+            stream_finish(sc, GRPC_STATUS_UNIMPLEMENTED, msg);
+        }
+        return;
+    case ST_RECV:
+        if (!ok) stream_free(sc);
+        else if (sc->recv == NULL) stream_finish(sc, GRPC_STATUS_OK, ""); /* client half-closed */
+        else stream_answer(sc);
+        return;
+    case ST_SEND:
+        grpc_byte_buffer_destroy(sc->send);
+        sc->send = NULL;
+        if (!ok) stream_free(sc);
+        else stream_recv(sc);
+        return;
+    case ST_DONE:
+        stream_free(sc);
+        return;
+    }
+}
+
+/* ---- workers ---- */
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    grpcx_server *s = w->s;
+
+    if (s->opts.thread_init != NULL) w->state = s->opts.thread_init(s->opts.app, w->index);
+    for (size_t i = 0; i < s->n_methods; i++) post_unary(w, &s->methods[i]);
+    post_generic(w);
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+        if (ev.type != GRPC_OP_COMPLETE) continue;
+        switch (*(tag_kind *)ev.tag) {
+        case TAG_UNARY: on_unary(ev.tag, ev.success); break;
+        case TAG_GENERIC: on_generic(ev.tag, ev.success); break;
+        case TAG_SHUTDOWN: break;
+        }
+    }
+    if (s->opts.thread_cleanup != NULL) s->opts.thread_cleanup(w->state);
+    return NULL;
+}
+
+/* ---- life cycle ---- */
+
+static int add_method(grpcx_server *s, const char *service, const ProtobufCMethodDescriptor *md,
+                      grpcx_unary_fn fn, todo_err *err)
+{
+    method_entry *nm = realloc(s->methods, (s->n_methods + 1) * sizeof *nm);
+    if (nm == NULL) return todo_err_set(err, TODO_EINTERNAL, "out of memory");
+    s->methods = nm;
+    method_entry *e = &s->methods[s->n_methods];
+    size_t len = strlen(service) + strlen(md->name) + 3;
+    e->path = malloc(len);
+    if (e->path == NULL) return todo_err_set(err, TODO_EINTERNAL, "out of memory");
+    snprintf(e->path, len, "/%s/%s", service, md->name);
+    e->md = md;
+    e->fn = fn;
+    /* host NULL, or clients that send another authority never match. */
+    e->handle = grpc_server_register_method(s->srv, e->path, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    if (e->handle == NULL) {
+        free(e->path);
+        return todo_err_set(err, TODO_EINTERNAL, "could not register %s", e->path);
+    }
+    s->n_methods++;
+    return TODO_OK;
+}
+
+grpcx_server *grpcx_server_new(const grpcx_server_opts *opts, todo_err *err)
+{
+    grpcx_server *s = calloc(1, sizeof *s);
+    grpc_arg args[2];
+    grpc_channel_args chargs = {.num_args = 2, .args = args};
+
+    if (s == NULL) {
+        todo_err_set(err, TODO_EINTERNAL, "out of memory");
+        return NULL;
+    }
+    if (opts->threads < 1) {
+        free(s);
+        todo_err_set(err, TODO_EINVAL, "a server needs at least one thread");
+        return NULL;
+    }
+    s->opts = *opts;
+    snprintf(s->component, sizeof s->component, "%s", opts->component ? opts->component : "grpc");
+    s->reflect = reflect_index_new(todo_descriptor_set, todo_descriptor_set_len, err);
+    if (s->reflect == NULL) {
+        free(s);
+        return NULL;
+    }
+    grpc_init();
+    args[0].type = GRPC_ARG_INTEGER;
+    args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    args[0].value.integer = opts->max_message_bytes;
+    args[1].type = GRPC_ARG_INTEGER;
+    args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
+    args[1].value.integer = 16 << 20;
+    s->srv = grpc_server_create(&chargs, NULL);
+
+    /* The built-in services. Health/Watch (server streaming) is left to the
+     * generic path, which answers UNIMPLEMENTED. */
+    const ProtobufCServiceDescriptor *h = &grpc__health__v1__health__descriptor;
+    if (add_method(s, h->name, &h->methods[0], health_check, err) != 0) {
+        grpcx_server_free(s);
+        return NULL;
+    }
+    s->services[s->n_services++] = h->name;
+    s->services[s->n_services++] = "grpc.reflection.v1.ServerReflection";
+    s->services[s->n_services++] = "grpc.reflection.v1alpha.ServerReflection";
+    return s;
+}
+
+int grpcx_server_add_service(grpcx_server *s, const ProtobufCServiceDescriptor *svc,
+                             const grpcx_method *methods, size_t n, todo_err *err)
+{
+    if (s->started) return todo_err_set(err, TODO_EINTERNAL, "services must be added before start");
+    if (s->n_services == MAX_SERVICES) return todo_err_set(err, TODO_EINTERNAL, "too many services");
+    if (!reflect_has_symbol(s->reflect, svc->name))
+        return todo_err_set(err, TODO_EINTERNAL, "service %s is missing from the descriptor set", svc->name);
+    for (size_t i = 0; i < n; i++) {
+        bool found = false;
+        for (unsigned j = 0; j < svc->n_methods; j++) found |= strcmp(svc->methods[j].name, methods[i].name) == 0;
+        if (!found)
+            return todo_err_set(err, TODO_EINTERNAL, "%s has no method %s", svc->name, methods[i].name);
+    }
+    for (unsigned j = 0; j < svc->n_methods; j++) {
+        grpcx_unary_fn fn = NULL;
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(svc->methods[j].name, methods[i].name) == 0) fn = methods[i].fn;
+        int rc = add_method(s, svc->name, &svc->methods[j], fn, err);
+        if (rc != 0) return rc;
+    }
+    s->services[s->n_services++] = svc->name;
+    return TODO_OK;
+}
+
+int grpcx_server_start(grpcx_server *s, const char *addr, todo_err *err)
+{
+    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    s->port = grpc_server_add_http2_port(s->srv, addr, creds);
+    grpc_server_credentials_release(creds);
+    if (s->port == 0) return todo_err_set(err, TODO_EUNAVAIL, "cannot listen on %s (address in use or invalid)", addr);
+
+    s->workers = calloc((size_t)s->opts.threads, sizeof *s->workers);
+    if (s->workers == NULL) return todo_err_set(err, TODO_EINTERNAL, "out of memory");
+    for (int i = 0; i < s->opts.threads; i++) {
+        s->workers[i].s = s;
+        s->workers[i].index = i;
+        s->workers[i].cq = grpc_completion_queue_create_for_next(NULL);
+        s->workers[i].arena = arena_new();
+        if (s->workers[i].arena == NULL) abort();
+        grpc_server_register_completion_queue(s->srv, s->workers[i].cq, NULL);
+    }
+    grpc_server_start(s->srv);
+    s->started = true;
+    atomic_store(&s->serving, 1);
+    for (int i = 0; i < s->opts.threads; i++)
+        if (pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]) != 0) abort();
+    log_info(s->component, "serving", "addr=%s port=%d threads=%d", addr, s->port, s->opts.threads);
+    return TODO_OK;
+}
+
+int grpcx_server_port(const grpcx_server *s) { return s->port; }
+
+void grpcx_server_set_serving(grpcx_server *s, bool serving) { atomic_store(&s->serving, serving ? 1 : 0); }
+
+void grpcx_server_shutdown(grpcx_server *s, int grace_ms)
+{
+    static tag_kind shutdown_tag = TAG_SHUTDOWN;
+    if (!s->started || s->stopped) return;
+    s->stopped = true;
+    atomic_store(&s->serving, 0);
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+    grpc_server_shutdown_and_notify(s->srv, cq, &shutdown_tag);
+    gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_millis(grace_ms, GPR_TIMESPAN));
+    grpc_event ev = grpc_completion_queue_pluck(cq, &shutdown_tag, until, NULL);
+    if (ev.type == GRPC_QUEUE_TIMEOUT) {
+        log_warn(s->component, "cancelling calls still running after the grace period", "grace_ms=%d", grace_ms);
+        grpc_server_cancel_all_calls(s->srv);
+        grpc_completion_queue_pluck(cq, &shutdown_tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    }
+    grpc_completion_queue_shutdown(cq);
+    grpc_completion_queue_destroy(cq);
+    grpc_server_destroy(s->srv);
+    s->srv = NULL;
+    for (int i = 0; i < s->opts.threads; i++) grpc_completion_queue_shutdown(s->workers[i].cq);
+    for (int i = 0; i < s->opts.threads; i++) {
+        pthread_join(s->workers[i].thread, NULL);
+        grpc_completion_queue_destroy(s->workers[i].cq);
+        arena_free(s->workers[i].arena);
+    }
+    log_info(s->component, "stopped", NULL);
+}
+
+void grpcx_server_free(grpcx_server *s)
+{
+    if (s == NULL) return;
+    if (s->started) grpcx_server_shutdown(s, 0);
+    if (s->srv != NULL) grpc_server_destroy(s->srv);
+    for (size_t i = 0; i < s->n_methods; i++) free(s->methods[i].path);
+    free(s->methods);
+    free(s->workers);
+    reflect_index_free(s->reflect);
+    free(s);
+    grpc_shutdown();
+}

@@ -1,0 +1,105 @@
+/* pgx: see pgx.h. */
+#include "pgx.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+
+/* Server notices ("relation already exists, skipping") go to the debug log,
+ * not to stderr. */
+static void on_notice(void *arg, const char *message)
+{
+    (void)arg;
+    size_t n = strcspn(message, "\n");
+    char buf[300];
+    snprintf(buf, sizeof buf, "%.*s", (int)(n < 299 ? n : 299), message);
+    log_debug("pg", buf, NULL);
+}
+
+PGconn *pgx_connect(const char *url, const char *app_name, todo_err *err)
+{
+    const char *keys[] = {"dbname", "application_name", "connect_timeout", NULL};
+    const char *vals[] = {url, app_name, "5", NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    if (c == NULL || PQstatus(c) != CONNECTION_OK) {
+        char msg[300];
+        const char *m = c != NULL ? PQerrorMessage(c) : "out of memory";
+        size_t n = strcspn(m, "\n");
+        if (n >= sizeof msg) n = sizeof msg - 1;
+        memcpy(msg, m, n);
+        msg[n] = '\0';
+        todo_err_set(err, TODO_EUNAVAIL, "cannot connect to PostgreSQL: %s", msg);
+        PQfinish(c);
+        return NULL;
+    }
+    PQsetNoticeProcessor(c, on_notice, NULL);
+    return c;
+}
+
+int pgx_ensure(PGconn **conn, const char *url, const char *app_name, todo_err *err)
+{
+    if (*conn != NULL && PQstatus(*conn) == CONNECTION_OK) return TODO_OK;
+    PQfinish(*conn);
+    *conn = pgx_connect(url, app_name, err);
+    return *conn != NULL ? TODO_OK : TODO_EUNAVAIL;
+}
+
+int pgx_status_of(const PGresult *r, const PGconn *c)
+{
+    const char *state = r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if (PQstatus(c) != CONNECTION_OK) return TODO_EUNAVAIL;
+    if (state == NULL) return TODO_EINTERNAL;
+    if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0) return TODO_ECONFLICT;
+    if (strcmp(state, "23505") == 0) return TODO_EEXISTS;
+    if (strncmp(state, "08", 2) == 0 || strcmp(state, "57P01") == 0) return TODO_EUNAVAIL;
+    if (strcmp(state, "57014") == 0) return TODO_EDEADLINE;
+    return TODO_EINTERNAL;
+}
+
+PGresult *pgx_exec(PGconn *c, const char *sql, int n, const char *const *values, todo_err *err)
+{
+    return pgx_execb(c, sql, n, values, NULL, NULL, err);
+}
+
+PGresult *pgx_execb(PGconn *c, const char *sql, int n, const char *const *values, const int *lengths,
+                    const int *formats, todo_err *err)
+{
+    PGresult *r = PQexecParams(c, sql, n, NULL, values, lengths, formats, 0);
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return r;
+    int code = pgx_status_of(r, c);
+    const char *m = r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(c);
+    size_t len = strcspn(m, "\n");
+    todo_err_set(err, code, "database error: %.*s", (int)(len > 300 ? 300 : len), m);
+    PQclear(r);
+    return NULL;
+}
+
+int pgx_cmd(PGconn *c, const char *sql, int n, const char *const *values, todo_err *err)
+{
+    PGresult *r = pgx_exec(c, sql, n, values, err);
+    if (r == NULL) return err != NULL ? err->code : TODO_EINTERNAL;
+    PQclear(r);
+    return TODO_OK;
+}
+
+char *pgx_text_array(arena *a, char *const *items, size_t n)
+{
+    size_t cap = 3;
+    for (size_t i = 0; i < n; i++) cap += 2 * strlen(items[i]) + 3;
+    char *out = arena_alloc(a, cap), *p = out;
+    *p++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0) *p++ = ',';
+        *p++ = '"';
+        for (const char *s = items[i]; *s != '\0'; s++) {
+            if (*s == '"' || *s == '\\') *p++ = '\\';
+            *p++ = *s;
+        }
+        *p++ = '"';
+    }
+    *p++ = '}';
+    *p = '\0';
+    return out;
+}

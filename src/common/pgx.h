@@ -1,0 +1,42 @@
+/*
+ * pgx: PostgreSQL helpers over libpq: connect with an application name and
+ * a connect time-out, run parameterized SQL and turn failures into
+ * todo_status values (serialization failures and deadlocks: TODO_ECONFLICT;
+ * unique violations: TODO_EEXISTS; lost connections: TODO_EUNAVAIL).
+ *
+ * A PGconn belongs to one thread at a time; these functions keep no state.
+ */
+#ifndef TODO_PGX_H
+#define TODO_PGX_H
+
+#include <libpq-fe.h>
+
+#include "arena.h"
+#include "todo_err.h"
+
+/* Connects to url (a postgresql:// URI or key=value string). Returns NULL
+ * with TODO_EUNAVAIL in err when the server cannot be reached. */
+PGconn *pgx_connect(const char *url, const char *app_name, todo_err *err);
+
+/* Makes *conn usable: reconnects when it is NULL or broken. */
+int pgx_ensure(PGconn **conn, const char *url, const char *app_name, todo_err *err);
+
+/* Runs sql with n text parameters (values may hold NULLs). Returns the
+ * result (the caller PQclear()s it) on success, or NULL with err set. */
+PGresult *pgx_exec(PGconn *c, const char *sql, int n, const char *const *values, todo_err *err);
+
+/* Runs sql and discards the result: TODO_OK or a status with err. */
+int pgx_cmd(PGconn *c, const char *sql, int n, const char *const *values, todo_err *err);
+
+/* Like pgx_exec, with per-parameter lengths and formats (1 = binary, for
+ * bytea); either array may be NULL for all-text parameters. */
+PGresult *pgx_execb(PGconn *c, const char *sql, int n, const char *const *values, const int *lengths,
+                    const int *formats, todo_err *err);
+
+/* A PostgreSQL text[] literal ('{"a","b"}') of the n strings, in a. */
+char *pgx_text_array(arena *a, char *const *items, size_t n);
+
+/* The status matching a failed result's SQLSTATE. */
+int pgx_status_of(const PGresult *r, const PGconn *c);
+
+#endif

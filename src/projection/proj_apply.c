@@ -1,0 +1,183 @@
+/* proj_apply: see proj_apply.h. */
+#include "proj_apply.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "event.h"
+#include "log.h"
+#include "pgx.h"
+#include "text.h"
+#include "todo/v1/events.pb-c.h"
+
+typedef enum outcome { APPLIED, SKIPPED, DEAD } outcome;
+
+static char *ts_text(arena *a, const Google__Protobuf__Timestamp *ts)
+{
+    if (ts == NULL) return NULL;
+    char *out = arena_alloc(a, 40);
+    event_format_time(ts->seconds * 1000000 + ts->nanos / 1000, out, 40);
+    return out;
+}
+
+/* Decodes task.created at any known schema version into the current one. */
+static Todo__V1__TaskCreatedV2 *task_created(const Todo__V1__EventEnvelope *env, arena *a, const char **why)
+{
+    ProtobufCAllocator alloc;
+    arena_pbc_allocator(a, &alloc);
+    if (env->schema_version == 2) {
+        Todo__V1__TaskCreatedV2 *v2 = todo__v1__task_created_v2__unpack(&alloc, env->data.len, env->data.data);
+        if (v2 == NULL) *why = "task.created v2 payload does not decode";
+        return v2;
+    }
+    if (env->schema_version == 1) {
+        Todo__V1__TaskCreated *v1 = todo__v1__task_created__unpack(&alloc, env->data.len, env->data.data);
+        if (v1 == NULL) {
+            *why = "task.created v1 payload does not decode";
+            return NULL;
+        }
+        /* Upcast v1 -> v2: the same fields, no category. */
+        Todo__V1__TaskCreatedV2 *v2 = arena_alloc(a, sizeof *v2);
+        todo__v1__task_created_v2__init(v2);
+        v2->task_id = v1->task_id;
+        v2->title = v1->title;
+        v2->description = v1->description;
+        v2->priority = v1->priority;
+        v2->due_at = v1->due_at;
+        v2->n_tags = v1->n_tags;
+        v2->tags = v1->tags;
+        v2->created_at = v1->created_at;
+        return v2;
+    }
+    *why = arena_printf(a, "task.created schema version %d is not supported by this projector", env->schema_version);
+    return NULL;
+}
+
+/* Checks and advances the aggregate's applied version. */
+static int claim_version(PGconn *pg, const Todo__V1__EventEnvelope *env, outcome *out, todo_err *err)
+{
+    char version[24];
+    const char *p[2] = {env->aggregate_id, version};
+    snprintf(version, sizeof version, "%" PRId64, env->aggregate_version);
+    PGresult *r = pgx_exec(pg, "select version from read.applied_versions where aggregate_id = $1 for update", 1, p, err);
+    if (r == NULL) return err->code;
+    int64_t have = PQntuples(r) > 0 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+    PQclear(r);
+    if (have >= env->aggregate_version) {
+        *out = SKIPPED;
+        return TODO_OK;
+    }
+    if (have + 1 != env->aggregate_version)
+        log_warn("projector", "version gap: applying an event whose predecessor was not applied",
+                 "aggregate=%s applied=%" PRId64 " event_version=%" PRId64 " event=%s", env->aggregate_id, have,
+                 env->aggregate_version, env->event_id);
+    *out = APPLIED;
+    return pgx_cmd(pg,
+                   "insert into read.applied_versions (aggregate_id, version) values ($1, $2)"
+                   " on conflict (aggregate_id) do update set version = excluded.version",
+                   2, p, err);
+}
+
+static int apply_task_created(PGconn *pg, const Todo__V1__EventEnvelope *env, arena *a, outcome *out,
+                              const char **why, todo_err *err)
+{
+    Todo__V1__TaskCreatedV2 *ev = task_created(env, a, why);
+    char prio[8], version[24];
+    int rc;
+    if (ev == NULL) {
+        *out = DEAD;
+        return TODO_OK;
+    }
+    if (strcmp(ev->task_id, env->aggregate_id) != 0 || !text_is_uuid(ev->task_id) || ev->title[0] == '\0' ||
+        ev->created_at == NULL || (int)ev->priority < 0 || (int)ev->priority > 4) {
+        *why = "task.created payload is inconsistent (task id, title, created_at or priority)";
+        *out = DEAD;
+        return TODO_OK;
+    }
+    if ((rc = claim_version(pg, env, out, err)) != 0 || *out == SKIPPED) return rc;
+    snprintf(prio, sizeof prio, "%d", (int)ev->priority);
+    snprintf(version, sizeof version, "%" PRId64, env->aggregate_version);
+    const char *created = ts_text(a, ev->created_at);
+    const char *p[10] = {ev->task_id, env->user_id, ev->title, ev->description, prio, ts_text(a, ev->due_at),
+                         ev->category, pgx_text_array(a, ev->tags, ev->n_tags), version, created};
+    return pgx_cmd(pg,
+                   "insert into read.tasks (id, user_id, title, description, priority, due_at, category, tags,"
+                   " version, created_at, updated_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)"
+                   " on conflict (id) do nothing",
+                   10, p, err);
+}
+
+/* Applies one record. Returns TODO_OK with *out set, or a database status. */
+static int apply_record(PGconn *pg, const rd_kafka_message_t *m, arena *a, outcome *out, const char **why,
+                        todo_err *err)
+{
+    Todo__V1__EventEnvelope *env;
+    todo_err derr;
+    int rc;
+    if (event_decode(m->payload, m->len, a, &env, &derr) != 0) {
+        *why = arena_strdup(a, derr.msg);
+        *out = DEAD;
+        return TODO_OK;
+    }
+    if (strcmp(env->event_type, "task.created") == 0)
+        rc = apply_task_created(pg, env, a, out, why, err);
+    else {
+        *why = arena_printf(a, "no projection for event type %s", env->event_type);
+        *out = DEAD;
+        return TODO_OK;
+    }
+    if (rc == 0 && *out == APPLIED && env->position > 0) {
+        char pos[24];
+        snprintf(pos, sizeof pos, "%" PRId64, env->position);
+        const char *p[2] = {env->user_id, pos};
+        rc = pgx_cmd(pg,
+                     "insert into read.user_positions (user_id, position) values ($1, $2) on conflict (user_id)"
+                     " do update set position = greatest(read.user_positions.position, excluded.position)",
+                     2, p, err);
+    }
+    return rc;
+}
+
+static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, const char **dead,
+                     proj_stats *st, bool savepoints, todo_err *err)
+{
+    int rc;
+    memset(st, 0, sizeof *st);
+    if ((rc = pgx_cmd(pg, "begin", 0, NULL, err)) != 0) return rc;
+    for (size_t i = 0; i < n; i++) {
+        outcome out = DEAD;
+        dead[i] = NULL;
+        if (msgs[i]->err != RD_KAFKA_RESP_ERR_NO_ERROR) continue;
+        if (savepoints && (rc = pgx_cmd(pg, "savepoint rec", 0, NULL, err)) != 0) goto fail;
+        rc = apply_record(pg, msgs[i], a, &out, &dead[i], err);
+        if (rc != 0) {
+            if (!savepoints || rc == TODO_EUNAVAIL) goto fail;
+            /* This record alone breaks the database: dead-letter it. */
+            dead[i] = arena_printf(a, "applying failed: %s", err->msg);
+            out = DEAD;
+            if ((rc = pgx_cmd(pg, "rollback to savepoint rec", 0, NULL, err)) != 0) goto fail;
+        }
+        st->applied += out == APPLIED;
+        st->skipped += out == SKIPPED;
+        st->dead += out == DEAD;
+    }
+    if ((rc = pgx_cmd(pg, "select pg_notify('read_progress', '')", 0, NULL, err)) != 0) goto fail;
+    if ((rc = pgx_cmd(pg, "commit", 0, NULL, err)) != 0) goto fail;
+    return TODO_OK;
+fail:
+    pgx_cmd(pg, "rollback", 0, NULL, NULL);
+    return rc;
+}
+
+int proj_apply_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, const char **dead_reason,
+                     proj_stats *stats, todo_err *err)
+{
+    int rc = run_batch(pg, msgs, n, a, dead_reason, stats, false, err);
+    if (rc == TODO_OK || rc == TODO_EUNAVAIL) return rc;
+    /* Some record made the database refuse the batch: apply record by record,
+     * each under a savepoint, so only that record is dead-lettered. */
+    log_warn("projector", "batch refused; retrying record by record", "error=\"%s\"", err->msg);
+    return run_batch(pg, msgs, n, a, dead_reason, stats, true, err);
+}

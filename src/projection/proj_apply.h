@@ -1,0 +1,44 @@
+/*
+ * proj_apply: applies events to the read model.
+ *
+ * A batch of Kafka records is applied in ONE transaction. Each event is
+ * applied at most once per aggregate version: read.applied_versions holds
+ * the highest version applied per aggregate, checked and updated in the same
+ * transaction as the read-model write, so a re-delivered event (after a crash
+ * between the database commit and the offset commit) changes nothing. A
+ * version gap (an event arrives whose predecessor was never applied) is
+ * logged as a warning and the event applied.
+ *
+ * A record that cannot be decoded or applied (not an envelope, an unknown
+ * event type or schema version, a payload that does not decode or makes no
+ * sense) is "dead": the batch goes on without it and the caller sends it to
+ * the dead-letter topic. Old schema versions are upcast to the current one
+ * (task.created v1 -> v2: no category).
+ *
+ * Every committed batch also advances read.user_positions (read-your-writes)
+ * and notifies read_progress.
+ */
+#ifndef TODO_PROJ_APPLY_H
+#define TODO_PROJ_APPLY_H
+
+#include <libpq-fe.h>
+#include <librdkafka/rdkafka.h>
+
+#include "arena.h"
+#include "todo_err.h"
+
+typedef struct proj_stats {
+    int applied;
+    int skipped;    /* already applied (duplicates) */
+    int dead;       /* see dead_reason */
+} proj_stats;
+
+/* Applies the n records of msgs (records with msg->err set are ignored).
+ * dead_reason (n entries) receives, for each dead record, why (in a); NULL
+ * for the others. Returns TODO_OK once the transaction committed, or a
+ * status (TODO_EUNAVAIL: the database is away) after rolling back: the
+ * caller retries the same batch. */
+int proj_apply_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, const char **dead_reason,
+                     proj_stats *stats, todo_err *err);
+
+#endif

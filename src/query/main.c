@@ -1,0 +1,45 @@
+/*
+ * todo-query: the read side. Serves todo.v1.TaskQueryService over gRPC from
+ * the read schema only. Settings come from the environment
+ * (docs/OPERATIONS.md); SIGINT or SIGTERM stop it gracefully.
+ */
+#include <stdio.h>
+
+#include "config.h"
+#include "grpcx.h"
+#include "log.h"
+#include "qry_service.h"
+#include "svc.h"
+
+int main(void)
+{
+    todo_config cfg;
+    todo_err err;
+    sigset_t sigs;
+
+    if (config_load(&cfg, CONFIG_QUERY, NULL, NULL, &err) != 0) {
+        fprintf(stderr, "todo-query: %s\n", err.msg);
+        return 2;
+    }
+    log_set_level(cfg.log_level);
+    if (cfg.jwt_secret_is_default)
+        log_warn("query", "using the built-in development JWT secret (TODO_ENV=local)", NULL);
+    svc_signals_block(&sigs);
+
+    grpcx_server_opts opts = {
+        .threads = cfg.grpc_threads, .max_message_bytes = cfg.max_message_bytes,
+        .thread_init = qry_thread_init, .thread_cleanup = qry_thread_cleanup, .app = &cfg,
+        .component = "query",
+    };
+    grpcx_server *srv = grpcx_server_new(&opts, &err);
+    if (srv == NULL || qry_service_register(srv, &err) != 0 || grpcx_server_start(srv, cfg.query_addr, &err) != 0) {
+        log_error("query", "cannot start the gRPC server", "error=\"%s\"", err.msg);
+        grpcx_server_free(srv);
+        return 1;
+    }
+    int sig = svc_signals_wait(&sigs);
+    log_info("query", "stopping", "signal=%d", sig);
+    grpcx_server_shutdown(srv, cfg.shutdown_grace_ms);
+    grpcx_server_free(srv);
+    return 0;
+}

@@ -1,0 +1,318 @@
+/* qry_service: see qry_service.h. */
+#include "qry_service.h"
+
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "auth.h"
+#include "event.h"
+#include "log.h"
+#include "pgx.h"
+#include "qry_page.h"
+#include "text.h"
+#include "todo/v1/query.pb-c.h"
+
+#define PAGE_DEFAULT 20
+#define PAGE_MAX 100
+#define TEXT_FILTER_MAX 200
+
+typedef struct qry_thread {
+    const todo_config *cfg;
+    PGconn *pg;
+    bool listening;
+    char app_name[32];
+} qry_thread;
+
+void *qry_thread_init(void *app, int index)
+{
+    qry_thread *t = calloc(1, sizeof *t);
+    if (t == NULL) abort();
+    t->cfg = app;
+    snprintf(t->app_name, sizeof t->app_name, "todo-query-%d", index);
+    return t;
+}
+
+void qry_thread_cleanup(void *state)
+{
+    qry_thread *t = state;
+    if (t == NULL) return;
+    PQfinish(t->pg);
+    free(t);
+}
+
+/* Authenticates the caller and makes sure the thread has a connection. */
+static int begin(grpcx_call *c, qry_thread *t, char user[AUTH_USER_MAX], todo_err *err)
+{
+    int rc = auth_verify(t->cfg->jwt_secret, grpcx_call_metadata(c, "authorization"), (long)time(NULL), user, err);
+    if (rc != 0) return rc;
+    if (t->pg != NULL && PQstatus(t->pg) != CONNECTION_OK) t->listening = false;
+    if (pgx_ensure(&t->pg, t->cfg->pg_url, t->app_name, err) != 0)
+        return todo_err_set(err, TODO_EUNAVAIL, "the read database is unreachable; retry later");
+    return TODO_OK;
+}
+
+/* The highest position projected for user (0 when none), or -1. */
+static int64_t projected_position(qry_thread *t, const char *user, todo_err *err)
+{
+    const char *p[1] = {user};
+    PGresult *r = pgx_exec(t->pg, "select position from read.user_positions where user_id = $1", 1, p, err);
+    if (r == NULL) return -1;
+    int64_t pos = PQntuples(r) > 0 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+    PQclear(r);
+    return pos;
+}
+
+/* Read-your-writes: returns once user's events up to token are projected,
+ * waiting for read_progress notifications until the call's deadline. */
+static int await_token(grpcx_call *c, qry_thread *t, const char *user, const char *token, todo_err *err)
+{
+    int64_t want, have;
+    int rc;
+    if (token[0] == '\0') return TODO_OK;
+    if ((rc = event_token_decode(token, &want, err)) != 0) return rc;
+    if (!t->listening) {
+        if (pgx_cmd(t->pg, "listen read_progress", 0, NULL, err) != 0) return TODO_EUNAVAIL;
+        t->listening = true;
+    }
+    for (;;) {
+        /* Drop notifications already received: the check below sees their effect. */
+        PGnotify *n;
+        PQconsumeInput(t->pg);
+        while ((n = PQnotifies(t->pg)) != NULL) PQfreemem(n);
+        if ((have = projected_position(t, user, err)) < 0) return TODO_EUNAVAIL;
+        if (have >= want) return TODO_OK;
+        long left = grpcx_call_ms_left(c);
+        if (left == LONG_MAX) left = 5000; /* no deadline: wait a bounded time */
+        if (left <= 0)
+            return todo_err_set(err, TODO_EUNAVAIL,
+                                "the read model has not caught up with the consistency token yet "
+                                "(projected position %" PRId64 ", token position %" PRId64 "); retry later",
+                                have, want);
+        struct pollfd pfd = {.fd = PQsocket(t->pg), .events = POLLIN};
+        poll(&pfd, 1, left > 1000 ? 1000 : (int)left);
+    }
+}
+
+static const char *const TASK_COLUMNS =
+    "select id::text, user_id, title, description, priority,"
+    " (extract(epoch from due_at) * 1000000)::bigint, completed,"
+    " (extract(epoch from completed_at) * 1000000)::bigint, category, array_to_string(tags, E'\\x1f'),"
+    " (extract(epoch from created_at) * 1000000)::bigint, (extract(epoch from updated_at) * 1000000)::bigint,"
+    " version, (due_at is not null and due_at < now() and not completed),"
+    " to_char(created_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+    " from read.tasks";
+
+static Google__Protobuf__Timestamp *ts_of(arena *a, const PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col)) return NULL;
+    int64_t us = strtoll(PQgetvalue(r, row, col), NULL, 10);
+    Google__Protobuf__Timestamp *ts = arena_alloc(a, sizeof *ts);
+    google__protobuf__timestamp__init(ts);
+    ts->seconds = us / 1000000;
+    ts->nanos = (int32_t)(us % 1000000) * 1000;
+    if (ts->nanos < 0) {
+        ts->seconds -= 1;
+        ts->nanos += 1000000000;
+    }
+    return ts;
+}
+
+static Todo__V1__Task *task_of(arena *a, const PGresult *r, int row)
+{
+    Todo__V1__Task *tk = arena_alloc(a, sizeof *tk);
+    todo__v1__task__init(tk);
+    tk->id = arena_strdup(a, PQgetvalue(r, row, 0));
+    tk->user_id = arena_strdup(a, PQgetvalue(r, row, 1));
+    tk->title = arena_strdup(a, PQgetvalue(r, row, 2));
+    tk->description = arena_strdup(a, PQgetvalue(r, row, 3));
+    tk->priority = (Todo__V1__Priority)atoi(PQgetvalue(r, row, 4));
+    tk->due_at = ts_of(a, r, row, 5);
+    tk->completed = PQgetvalue(r, row, 6)[0] == 't';
+    tk->completed_at = ts_of(a, r, row, 7);
+    tk->category = arena_strdup(a, PQgetvalue(r, row, 8));
+    const char *tags = PQgetvalue(r, row, 9);
+    if (tags[0] != '\0') {
+        size_t n = 1;
+        for (const char *p = tags; *p; p++) n += *p == '\x1f';
+        tk->tags = arena_alloc(a, n * sizeof *tk->tags);
+        for (const char *p = tags;; ) {
+            const char *e = strchr(p, '\x1f');
+            size_t len = e ? (size_t)(e - p) : strlen(p);
+            tk->tags[tk->n_tags++] = arena_strndup(a, p, len);
+            if (e == NULL) break;
+            p = e + 1;
+        }
+    }
+    tk->created_at = ts_of(a, r, row, 10);
+    tk->updated_at = ts_of(a, r, row, 11);
+    tk->version = strtoll(PQgetvalue(r, row, 12), NULL, 10);
+    tk->overdue = PQgetvalue(r, row, 13)[0] == 't';
+    return tk;
+}
+
+static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
+{
+    const Todo__V1__GetTaskRequest *rq = (const Todo__V1__GetTaskRequest *)req;
+    qry_thread *t = grpcx_call_state(c);
+    arena *a = grpcx_call_arena(c);
+    char user[AUTH_USER_MAX];
+    int rc;
+
+    if ((rc = begin(c, t, user, err)) != 0) return rc;
+    if (!text_is_uuid(rq->task_id)) return todo_err_set(err, TODO_EINVAL, "task_id: must be a UUID");
+    if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;
+    const char *params[2] = {rq->task_id, user};
+    char *sql = arena_printf(a, "%s where id = $1 and user_id = $2", TASK_COLUMNS);
+    PGresult *r = pgx_exec(t->pg, sql, 2, params, err);
+    if (r == NULL) return todo_err_set(err, TODO_EUNAVAIL, "reading the task failed; retry later");
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return todo_err_set(err, TODO_ENOTFOUND, "task %s not found", rq->task_id);
+    }
+    *resp = &task_of(a, r, 0)->base;
+    PQclear(r);
+    return TODO_OK;
+}
+
+/* A WHERE clause under construction with its parameters. */
+typedef struct where {
+    char sql[1024];
+    size_t len;
+    const char *params[16];
+    int n;
+} where;
+
+/* Appends " and <text>", where each '?' in text becomes the placeholder of
+ * value (added as the next parameter when not NULL). */
+static void cond(where *w, const char *text, const char *value)
+{
+    if (value != NULL) w->params[w->n++] = value;
+    w->len += (size_t)snprintf(w->sql + w->len, sizeof w->sql - w->len, " and ");
+    for (const char *p = text; *p != '\0' && w->len + 8 < sizeof w->sql; p++) {
+        if (*p == '?') w->len += (size_t)snprintf(w->sql + w->len, sizeof w->sql - w->len, "$%d", w->n);
+        else w->sql[w->len++] = *p;
+    }
+    w->sql[w->len] = '\0';
+}
+
+static char *timestamp_param(arena *a, const Google__Protobuf__Timestamp *ts)
+{
+    char *out = arena_alloc(a, 40);
+    event_format_time(ts->seconds * 1000000 + ts->nanos / 1000, out, 40);
+    return out;
+}
+
+/* Escapes LIKE wildcards so the text filter matches literally. */
+static char *like_pattern(arena *a, const char *s)
+{
+    char *out = arena_alloc(a, strlen(s) * 2 + 3), *p = out;
+    *p++ = '%';
+    for (; *s; s++) {
+        if (*s == '%' || *s == '_' || *s == '\\') *p++ = '\\';
+        *p++ = *s;
+    }
+    *p++ = '%';
+    *p = '\0';
+    return out;
+}
+
+static int list_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
+{
+    const Todo__V1__ListTasksRequest *rq = (const Todo__V1__ListTasksRequest *)req;
+    qry_thread *t = grpcx_call_state(c);
+    arena *a = grpcx_call_arena(c);
+    char user[AUTH_USER_MAX], limit[16];
+    bool asc = false;
+    qry_page_key key;
+    where w = {.len = 0, .n = 0};
+    int rc, size = rq->page_size == 0 ? PAGE_DEFAULT : rq->page_size;
+
+    if ((rc = begin(c, t, user, err)) != 0) return rc;
+    if (size < 1 || size > PAGE_MAX)
+        return todo_err_set(err, TODO_EINVAL, "page_size: must be 0 (default %d) to %d, got %d", PAGE_DEFAULT,
+                            PAGE_MAX, rq->page_size);
+    if ((int)rq->priority < 0 || (int)rq->priority > TODO__V1__PRIORITY__PRIORITY_URGENT)
+        return todo_err_set(err, TODO_EINVAL, "priority: unknown value %d", (int)rq->priority);
+    if (strlen(rq->text) > TEXT_FILTER_MAX || text_utf8_chars(rq->text, strlen(rq->text)) < 0)
+        return todo_err_set(err, TODO_EINVAL, "text: must be valid UTF-8 of at most %d bytes", TEXT_FILTER_MAX);
+    if (strlen(rq->category) > 256 || strlen(rq->tag) > 256)
+        return todo_err_set(err, TODO_EINVAL, "%s: too long", strlen(rq->tag) > 256 ? "tag" : "category");
+    if (rq->order_by[0] != '\0' && strcmp(rq->order_by, "created_at") != 0 &&
+        strcmp(rq->order_by, "created_at desc") != 0) {
+        if (strcmp(rq->order_by, "created_at asc") == 0) asc = true;
+        else if (strncmp(rq->order_by, "due_at", 6) == 0 || strncmp(rq->order_by, "priority", 8) == 0 ||
+                 strncmp(rq->order_by, "updated_at", 10) == 0)
+            return todo_err_set(err, TODO_EUNIMPL, "order_by: sorting by \"%s\" is not implemented yet; use created_at",
+                                rq->order_by);
+        else
+            return todo_err_set(err, TODO_EINVAL,
+                                "order_by: must be created_at, due_at, priority or updated_at, optionally followed by "
+                                "\" asc\" or \" desc\"; got \"%s\"", rq->order_by);
+    }
+    if (rq->page_token[0] != '\0' && (rc = qry_page_decode(rq->page_token, &key, err)) != 0) return rc;
+    if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;
+
+    w.params[w.n++] = user;
+    w.len = (size_t)snprintf(w.sql, sizeof w.sql, " where user_id = $1");
+    if (rq->completed != NULL) cond(&w, "completed = ?", rq->completed->value ? "true" : "false");
+    if (rq->priority != 0) cond(&w, "priority = ?", arena_printf(a, "%d", (int)rq->priority));
+    if (rq->category[0] != '\0') cond(&w, "category = ?", rq->category);
+    if (rq->tag[0] != '\0') cond(&w, "? = any(tags)", rq->tag);
+    if (rq->due_before != NULL) cond(&w, "due_at < ?::timestamptz", timestamp_param(a, rq->due_before));
+    if (rq->due_after != NULL) cond(&w, "due_at >= ?::timestamptz", timestamp_param(a, rq->due_after));
+    if (rq->overdue != NULL)
+        cond(&w, rq->overdue->value ? "(due_at < now() and not completed)"
+                                    : "not (due_at is not null and due_at < now() and not completed)", NULL);
+    if (rq->text[0] != '\0')
+        cond(&w, "(title ilike ? or description ilike ?)", like_pattern(a, rq->text));
+
+    Todo__V1__ListTasksResponse *rs = arena_alloc(a, sizeof *rs);
+    todo__v1__list_tasks_response__init(rs);
+    if (rq->include_total) {
+        PGresult *r = pgx_exec(t->pg, arena_printf(a, "select count(*) from read.tasks%s", w.sql), w.n, w.params, err);
+        if (r == NULL) return todo_err_set(err, TODO_EUNAVAIL, "counting tasks failed; retry later");
+        rs->total = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        PQclear(r);
+    }
+    if (rq->page_token[0] != '\0') {
+        w.params[w.n++] = key.created_at;
+        w.params[w.n++] = key.id;
+        w.len += (size_t)snprintf(w.sql + w.len, sizeof w.sql - w.len,
+                                  " and (created_at, id) %s ($%d::timestamptz, $%d::uuid)", asc ? ">" : "<",
+                                  w.n - 1, w.n);
+    }
+    snprintf(limit, sizeof limit, "%d", size + 1);
+    w.params[w.n++] = limit;
+    char *sql = arena_printf(a, "%s%s order by created_at %s, id %s limit $%d", TASK_COLUMNS, w.sql,
+                             asc ? "asc" : "desc", asc ? "asc" : "desc", w.n);
+    PGresult *r = pgx_exec(t->pg, sql, w.n, w.params, err);
+    if (r == NULL) return todo_err_set(err, TODO_EUNAVAIL, "listing tasks failed; retry later");
+    int rows = PQntuples(r), shown = rows > size ? size : rows;
+    rs->tasks = arena_alloc(a, (size_t)(shown + 1) * sizeof *rs->tasks);
+    for (int i = 0; i < shown; i++) rs->tasks[rs->n_tasks++] = task_of(a, r, i);
+    if (rows > size) {
+        snprintf(key.created_at, sizeof key.created_at, "%s", PQgetvalue(r, shown - 1, 14));
+        snprintf(key.id, sizeof key.id, "%s", PQgetvalue(r, shown - 1, 0));
+        rs->next_page_token = arena_alloc(a, QRY_PAGE_TOKEN_MAX);
+        qry_page_encode(&key, rs->next_page_token);
+    }
+    PQclear(r);
+    *resp = &rs->base;
+    return TODO_OK;
+}
+
+int qry_service_register(grpcx_server *s, todo_err *err)
+{
+    static const grpcx_method methods[] = {
+        {"GetTask", get_task},
+        {"ListTasks", list_tasks},
+        /* SearchTasks and GetTaskStats answer UNIMPLEMENTED until they land. */
+    };
+    return grpcx_server_add_service(s, &todo__v1__task_query_service__descriptor, methods,
+                                    sizeof methods / sizeof methods[0], err);
+}

@@ -1,0 +1,25 @@
+/*
+ * qry_service: the handlers of todo.v1.TaskQueryService, over the read
+ * schema only (the todo_query role can do nothing else, so this service runs
+ * against a read replica as well).
+ *
+ * Each handler authenticates the caller; a task of another user is
+ * indistinguishable from a missing one (NOT_FOUND). A request with a
+ * consistency token is answered only once the caller's events up to that
+ * token are projected: the handler waits (LISTEN read_progress, no polling)
+ * until the deadline and otherwise answers UNAVAILABLE saying how far behind
+ * the projection is.
+ */
+#ifndef TODO_QRY_SERVICE_H
+#define TODO_QRY_SERVICE_H
+
+#include "config.h"
+#include "grpcx.h"
+
+int qry_service_register(grpcx_server *s, todo_err *err);
+
+/* grpcx thread hooks: app is the todo_config. */
+void *qry_thread_init(void *app, int index);
+void qry_thread_cleanup(void *state);
+
+#endif
