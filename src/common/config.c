@@ -81,6 +81,8 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
         return rc;
     if ((rc = get_str(cfg->query_addr, "TODO_QUERY_ADDR", "127.0.0.1:50052", get, ctx, err)) != 0)
         return rc;
+    if ((rc = get_str(cfg->projector_group, "TODO_PROJECTOR_GROUP", "projection-task-read-v1", get, ctx, err)) != 0)
+        return rc;
     if ((rc = get_str(cfg->migrations_dir, "TODO_MIGRATIONS_DIR", "migrations", get, ctx, err)) != 0)
         return rc;
 

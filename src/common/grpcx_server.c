@@ -49,6 +49,8 @@ typedef struct worker {
     void *state;
     arena *arena;
     int index;
+    int outstanding;     /* completions still due on cq (this thread only) */
+    bool cq_shut;
 } worker;
 
 struct grpcx_server {
@@ -62,6 +64,7 @@ struct grpcx_server {
     worker *workers;
     reflect_index *reflect;
     atomic_int serving;
+    atomic_int draining; /* set once the server stopped taking calls */
     int port;
     bool started, stopped;
 };
@@ -191,7 +194,9 @@ static void post_unary(worker *w, method_entry *m)
                                             &u->payload, w->cq, w->cq, u) != GRPC_CALL_OK) {
         grpc_metadata_array_destroy(&u->md);
         free(u);
+        return;
     }
+    w->outstanding++;
 }
 
 static void post_generic(worker *w)
@@ -207,7 +212,17 @@ static void post_generic(worker *w)
         grpc_call_details_destroy(&sc->details);
         grpc_metadata_array_destroy(&sc->md);
         free(sc);
+        return;
     }
+    w->outstanding++;
+}
+
+/* Starts a batch on the worker's queue, counting the completion it owes. */
+static bool start_batch(worker *w, grpc_call *call, const grpc_op *ops, size_t n, void *tag)
+{
+    if (grpc_call_start_batch(call, ops, n, tag, NULL) != GRPC_CALL_OK) return false;
+    w->outstanding++;
+    return true;
 }
 
 /* ---- unary calls ---- */
@@ -312,7 +327,7 @@ static void unary_handle(unary_call *u)
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[n].data.send_status_from_server.status = code;
     ops[n++].data.send_status_from_server.status_details = &u->details;
-    if (grpc_call_start_batch(u->call, ops, n, u, NULL) != GRPC_CALL_OK) {
+    if (!start_batch(w, u->call, ops, n, u)) {
         log_error(w->s->component, "could not start the reply batch", "method=%s", m->path);
         unary_free(u);
     }
@@ -356,7 +371,7 @@ static void stream_finish(stream_call *sc, grpc_status_code code, const char *ms
     ops[n++].data.send_status_from_server.status_details = &sc->status_details;
     ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     ops[n++].data.recv_close_on_server.cancelled = &sc->cancelled;
-    if (grpc_call_start_batch(sc->call, ops, n, sc, NULL) != GRPC_CALL_OK) stream_free(sc);
+    if (!start_batch(sc->w, sc->call, ops, n, sc)) stream_free(sc);
 }
 
 static void stream_recv(stream_call *sc)
@@ -366,7 +381,7 @@ static void stream_recv(stream_call *sc)
     op.op = GRPC_OP_RECV_MESSAGE;
     op.data.recv_message.recv_message = &sc->recv;
     sc->state = ST_RECV;
-    if (grpc_call_start_batch(sc->call, &op, 1, sc, NULL) != GRPC_CALL_OK) stream_free(sc);
+    if (!start_batch(sc->w, sc->call, &op, 1, sc)) stream_free(sc);
 }
 
 static void stream_answer(stream_call *sc)
@@ -400,7 +415,7 @@ static void stream_answer(stream_call *sc)
     ops[n].op = GRPC_OP_SEND_MESSAGE;
     ops[n++].data.send_message.send_message = sc->send;
     sc->state = ST_SEND;
-    if (grpc_call_start_batch(sc->call, ops, n, sc, NULL) != GRPC_CALL_OK) stream_free(sc);
+    if (!start_batch(w, sc->call, ops, n, sc)) stream_free(sc);
 }
 
 static void on_generic(stream_call *sc, int ok)
@@ -451,13 +466,23 @@ static void *worker_main(void *arg)
     for (size_t i = 0; i < s->n_methods; i++) post_unary(w, &s->methods[i]);
     post_generic(w);
     for (;;) {
-        grpc_event ev = grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        /* A bounded wait, so that a draining worker notices it is idle. */
+        gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(100, GPR_TIMESPAN));
+        grpc_event ev = grpc_completion_queue_next(w->cq, until, NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
-        if (ev.type != GRPC_OP_COMPLETE) continue;
-        switch (*(tag_kind *)ev.tag) {
-        case TAG_UNARY: on_unary(ev.tag, ev.success); break;
-        case TAG_GENERIC: on_generic(ev.tag, ev.success); break;
-        case TAG_SHUTDOWN: break;
+        if (ev.type == GRPC_OP_COMPLETE) {
+            w->outstanding--;
+            switch (*(tag_kind *)ev.tag) {
+            case TAG_UNARY: on_unary(ev.tag, ev.success); break;
+            case TAG_GENERIC: on_generic(ev.tag, ev.success); break;
+            case TAG_SHUTDOWN: break;
+            }
+        }
+        /* The queue is shut down by its own thread once nothing is owed on
+         * it: a handler still running may yet start its reply batch. */
+        if (atomic_load(&s->draining) && w->outstanding == 0 && !w->cq_shut) {
+            grpc_completion_queue_shutdown(w->cq);
+            w->cq_shut = true;
         }
     }
     if (s->opts.thread_cleanup != NULL) s->opts.thread_cleanup(w->state);
@@ -604,14 +629,14 @@ void grpcx_server_shutdown(grpcx_server *s, int grace_ms)
     }
     grpc_completion_queue_shutdown(cq);
     grpc_completion_queue_destroy(cq);
-    grpc_server_destroy(s->srv);
-    s->srv = NULL;
-    for (int i = 0; i < s->opts.threads; i++) grpc_completion_queue_shutdown(s->workers[i].cq);
+    atomic_store(&s->draining, 1);
     for (int i = 0; i < s->opts.threads; i++) {
         pthread_join(s->workers[i].thread, NULL);
         grpc_completion_queue_destroy(s->workers[i].cq);
         arena_free(s->workers[i].arena);
     }
+    grpc_server_destroy(s->srv);
+    s->srv = NULL;
     log_info(s->component, "stopped", NULL);
 }
 

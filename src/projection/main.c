@@ -1,6 +1,6 @@
 /*
  * todo-projector: consumes tasks.events.v1 in consumer group
- * projection-task-read-v1 and applies the events to the read schema.
+ * projection-task-read-v1 (TODO_PROJECTOR_GROUP) and applies the events to the read schema.
  *
  * Loop: poll up to TODO_PROJECTOR_BATCH records; apply them in one database
  * transaction (proj_apply); dead-letter the records that cannot be applied
@@ -24,7 +24,6 @@
 #include "proj_apply.h"
 #include "svc.h"
 
-#define GROUP "projection-task-read-v1"
 
 static atomic_int dlq_failures;
 
@@ -39,7 +38,7 @@ static void on_dlq_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void 
 }
 
 /* Sends the batch's dead records to the DLQ until all are acknowledged. */
-static int send_dead(rd_kafka_t *dlq, rd_kafka_message_t **msgs, size_t n, const char **dead, const sigset_t *sigs)
+static int send_dead(rd_kafka_t *dlq, const char *group, rd_kafka_message_t **msgs, size_t n, const char **dead, const sigset_t *sigs)
 {
     todo_err err;
     for (;;) {
@@ -48,7 +47,7 @@ static int send_dead(rd_kafka_t *dlq, rd_kafka_message_t **msgs, size_t n, const
             if (dead[i] == NULL) continue;
             log_warn("projector", "dead-lettering a record", "topic=%s partition=%d offset=%lld reason=\"%s\"",
                      rd_kafka_topic_name(msgs[i]->rkt), (int)msgs[i]->partition, (long long)msgs[i]->offset, dead[i]);
-            if (dlq_send(dlq, GROUP, msgs[i], dead[i], &err) != 0) atomic_fetch_add(&dlq_failures, 1);
+            if (dlq_send(dlq, group, msgs[i], dead[i], &err) != 0) atomic_fetch_add(&dlq_failures, 1);
         }
         rd_kafka_flush(dlq, 30000);
         if (atomic_load(&dlq_failures) == 0 && rd_kafka_outq_len(dlq) == 0) return 0;
@@ -93,7 +92,7 @@ int main(void)
     log_set_level(cfg.log_level);
     svc_signals_block(&sigs); /* before librdkafka starts its threads */
 
-    rd_kafka_t *rk = kafkax_consumer_new(cfg.kafka_brokers, GROUP, topics, 1, &err);
+    rd_kafka_t *rk = kafkax_consumer_new(cfg.kafka_brokers, cfg.projector_group, topics, 1, &err);
     rd_kafka_t *dlq = rk != NULL ? kafkax_producer_new(cfg.kafka_brokers, "todo-projector-dlq", on_dlq_delivery, NULL, &err)
                                  : NULL;
     rd_kafka_message_t **msgs = calloc((size_t)cfg.projector_batch, sizeof *msgs);
@@ -104,7 +103,7 @@ int main(void)
         exit_code = 1;
         goto out;
     }
-    log_info("projector", "consuming", "group=" GROUP " topic=%s batch=%d", topics[0], cfg.projector_batch);
+    log_info("projector", "consuming", "group=%s topic=%s batch=%d", cfg.projector_group, topics[0], cfg.projector_batch);
 
     while (!svc_signals_pending(&sigs)) {
         size_t n = 0;
@@ -132,7 +131,7 @@ int main(void)
             if (svc_signals_pending(&sigs)) break;
             sleep(1);
         }
-        if (rc == 0 && (st.dead == 0 || send_dead(dlq, msgs, n, dead, &sigs) == 0)) {
+        if (rc == 0 && (st.dead == 0 || send_dead(dlq, cfg.projector_group, msgs, n, dead, &sigs) == 0)) {
             commit_offsets(rk, msgs, n);
             log_debug("projector", "batch", "records=%zu applied=%d skipped=%d dead=%d", n, st.applied, st.skipped,
                       st.dead);

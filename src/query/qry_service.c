@@ -20,6 +20,8 @@
 #define PAGE_DEFAULT 20
 #define PAGE_MAX 100
 #define TEXT_FILTER_MAX 200
+#define REPLY_MARGIN_MS 100       /* answered this long before the client's deadline */
+#define NO_DEADLINE_WAIT_MS 5000  /* how long a token is waited for without a deadline */
 
 typedef struct qry_thread {
     const todo_config *cfg;
@@ -86,8 +88,11 @@ static int await_token(grpcx_call *c, qry_thread *t, const char *user, const cha
         while ((n = PQnotifies(t->pg)) != NULL) PQfreemem(n);
         if ((have = projected_position(t, user, err)) < 0) return TODO_EUNAVAIL;
         if (have >= want) return TODO_OK;
+        /* Stop REPLY_MARGIN_MS before the deadline, so that the answer
+         * reaches the client before it gives up. */
         long left = grpcx_call_ms_left(c);
-        if (left == LONG_MAX) left = 5000; /* no deadline: wait a bounded time */
+        if (left == LONG_MAX) left = NO_DEADLINE_WAIT_MS;
+        left -= REPLY_MARGIN_MS;
         if (left <= 0)
             return todo_err_set(err, TODO_EUNAVAIL,
                                 "the read model has not caught up with the consistency token yet "

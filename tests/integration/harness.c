@@ -1,0 +1,139 @@
+/* harness: see harness.h. */
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "config.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "text.h"
+
+extern char **environ;
+
+bool harness_stack_available(void) { return getenv("TODO_STACK") != NULL; }
+
+long long harness_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void harness_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+pid_t harness_spawn(const char *rel, const char *log, const char *const *extra)
+{
+    char path[1024], logpath[1024];
+    snprintf(path, sizeof path, "%s/%s", TODO_BIN_DIR, rel);
+    snprintf(logpath, sizeof logpath, "%s/../tests/logs", TODO_BIN_DIR);
+    mkdir(logpath, 0755);
+    snprintf(logpath, sizeof logpath, "%s/../tests/logs/%s.log", TODO_BIN_DIR, log);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        for (const char *const *e = extra; e != NULL && *e != NULL; e++) putenv((char *)*e);
+        execl(path, path, (char *)NULL);
+        fprintf(stderr, "cannot run %s: %s\n", path, strerror(errno));
+        _exit(127);
+    }
+    return pid;
+}
+
+int harness_stop(pid_t pid, int sig, int timeout_ms)
+{
+    int status;
+    kill(pid, sig);
+    long long until = harness_now_ms() + timeout_ms;
+    while (harness_now_ms() < until) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        harness_sleep_ms(20);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
+}
+
+bool harness_wait_serving(const char *addr, int timeout_ms)
+{
+    grpcx_channel *ch = grpcx_channel_new(addr);
+    long long until = harness_now_ms() + timeout_ms;
+    bool ok = false;
+    while (!ok && harness_now_ms() < until) {
+        Grpc__Health__V1__HealthCheckRequest rq = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+        Grpc__Health__V1__HealthCheckResponse *rs = NULL;
+        grpcx_result res;
+        if (grpcx_unary(ch, "/grpc.health.v1.Health/Check", &rq.base, &grpc__health__v1__health_check_response__descriptor,
+                        NULL, 1000, (ProtobufCMessage **)&rs, &res) == GRPC_STATUS_OK) {
+            ok = rs->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+            protobuf_c_message_free_unpacked(&rs->base, NULL);
+        }
+        if (!ok) harness_sleep_ms(50);
+    }
+    grpcx_channel_free(ch);
+    return ok;
+}
+
+char *harness_bearer(const char *user, long ttl, const char *secret)
+{
+    todo_config cfg;
+    todo_err err;
+    if (secret == NULL) {
+        if (config_load(&cfg, CONFIG_CLI, NULL, NULL, &err) != 0) return NULL;
+        secret = cfg.jwt_secret;
+    }
+    char *tok = auth_issue(secret, user, ttl > 0 ? ttl : 1, (long)time(NULL) - (ttl > 0 ? 0 : 120), &err);
+    if (tok == NULL) return NULL;
+    size_t n = strlen(tok) + 8;
+    char *out = malloc(n);
+    snprintf(out, n, "Bearer %s", tok);
+    free(tok);
+    return out;
+}
+
+void harness_user(char out[64], const char *prefix)
+{
+    char id[37];
+    text_uuid_v4(id);
+    snprintf(out, 64, "%s-%.12s", prefix, id + 24);
+}
+
+PGconn *harness_admin(void)
+{
+    PGconn *c = PQconnectdb(getenv("TODO_PG_URL"));
+    if (PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, "harness: %s", PQerrorMessage(c));
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+long long harness_scalar(PGconn *c, const char *sql, const char *param)
+{
+    const char *p[1] = {param};
+    PGresult *r = PQexecParams(c, sql, param != NULL ? 1 : 0, NULL, p, NULL, NULL, 0);
+    long long v = -1;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    else fprintf(stderr, "harness: %s: %s", sql, PQresultErrorMessage(r));
+    PQclear(r);
+    return v;
+}

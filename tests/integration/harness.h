@@ -1,0 +1,51 @@
+/*
+ * harness: what the integration tests share. They run against the stack that
+ * scripts/test.sh started (its settings in the environment, TODO_STACK set);
+ * without one they are skipped. The services under test are the binaries of
+ * the build the test belongs to, started and stopped by the test itself.
+ */
+#ifndef TODO_HARNESS_H
+#define TODO_HARNESS_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "grpcx_client.h"
+
+/* True when a stack is configured (TODO_STACK is set). */
+bool harness_stack_available(void);
+
+/* Starts TODO_BIN_DIR/<rel> (e.g. "command/todo-command") with the current
+ * environment plus extra ("NAME=value", NULL-terminated; may be NULL),
+ * output appended to <build>/tests/logs/<log>.log. Returns the pid. */
+pid_t harness_spawn(const char *rel, const char *log, const char *const *extra);
+
+/* Sends sig and waits up to timeout_ms; returns the exit status (0..255),
+ * 128+signal when killed, or -1 when it did not exit (it is then killed). */
+int harness_stop(pid_t pid, int sig, int timeout_ms);
+
+/* Waits until the gRPC health check at addr answers SERVING. */
+bool harness_wait_serving(const char *addr, int timeout_ms);
+
+/* "Bearer <token>" for user, valid for ttl seconds (malloc'ed). The secret
+ * may be NULL for the configured one. */
+char *harness_bearer(const char *user, long ttl, const char *secret);
+
+/* A user id unique to this run: "<prefix>-<random>". */
+void harness_user(char out[64], const char *prefix);
+
+/* A connection as the PostgreSQL superuser (TODO_PG_URL). */
+PGconn *harness_admin(void);
+
+/* The single integer that sql (with one text parameter, may be NULL)
+ * returns. */
+long long harness_scalar(PGconn *c, const char *sql, const char *param);
+
+/* Milliseconds on a monotonic clock. */
+long long harness_now_ms(void);
+
+/* Sleeps ms milliseconds (for polling loops that are bounded in time). */
+void harness_sleep_ms(int ms);
+
+#endif

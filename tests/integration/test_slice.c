@@ -1,0 +1,553 @@
+/*
+ * Integration tests of the create-to-read slice on the real stack:
+ * todo-command -> outbox -> relay -> Kafka -> todo-projector -> read schema
+ * -> todo-query, with auth, validation, idempotent projection across a
+ * crash, a topic replay, poison records and schema upcasting.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arena.h"
+#include "event.h"
+#include "harness.h"
+#include "text.h"
+#include "todo/v1/command.pb-c.h"
+#include "todo/v1/events.pb-c.h"
+#include "todo/v1/query.pb-c.h"
+
+#define CREATE "/todo.v1.TaskCommandService/CreateTask"
+#define GET "/todo.v1.TaskQueryService/GetTask"
+#define LIST "/todo.v1.TaskQueryService/ListTasks"
+
+static pid_t command_pid, query_pid, projector_pid;
+static grpcx_channel *cmd_ch, *qry_ch;
+static PGconn *admin;
+
+static int start_all(void **state)
+{
+    (void)state;
+    if (!harness_stack_available()) return 0;
+    command_pid = harness_spawn("command/todo-command", "command", NULL);
+    query_pid = harness_spawn("query/todo-query", "query", NULL);
+    projector_pid = harness_spawn("projection/todo-projector", "projector", NULL);
+    if (!harness_wait_serving(getenv("TODO_COMMAND_ADDR"), 20000) ||
+        !harness_wait_serving(getenv("TODO_QUERY_ADDR"), 20000)) {
+        fprintf(stderr, "services did not start; see build/tests/logs/\n");
+        return -1;
+    }
+    cmd_ch = grpcx_channel_new(getenv("TODO_COMMAND_ADDR"));
+    qry_ch = grpcx_channel_new(getenv("TODO_QUERY_ADDR"));
+    admin = harness_admin();
+    return admin != NULL ? 0 : -1;
+}
+
+static int stop_all(void **state)
+{
+    (void)state;
+    if (!harness_stack_available()) return 0;
+    grpcx_channel_free(cmd_ch);
+    grpcx_channel_free(qry_ch);
+    PQfinish(admin);
+    /* Graceful shutdown: every service exits 0 on SIGTERM (and, in the
+     * sanitizer build, without a leak report). */
+    int rc_c = harness_stop(command_pid, SIGTERM, 20000);
+    int rc_q = harness_stop(query_pid, SIGTERM, 20000);
+    int rc_p = harness_stop(projector_pid, SIGTERM, 20000);
+    if (rc_c != 0 || rc_q != 0 || rc_p != 0) {
+        fprintf(stderr, "exit codes: command=%d query=%d projector=%d\n", rc_c, rc_q, rc_p);
+        return -1;
+    }
+    return 0;
+}
+
+static void need_stack(void)
+{
+    if (!harness_stack_available()) skip();
+}
+
+/* CreateTask as user; returns the status, *reply when OK. */
+static grpc_status_code create(const char *auth, const char *title, Todo__V1__Priority prio,
+                               Todo__V1__CommandReply **reply, grpcx_result *res)
+{
+    Todo__V1__CreateTaskRequest rq = TODO__V1__CREATE_TASK_REQUEST__INIT;
+    Todo__V1__CommandReply *tmp = NULL;
+    rq.title = (char *)title;
+    rq.priority = prio;
+    grpc_status_code code = grpcx_unary(cmd_ch, CREATE, &rq.base, &todo__v1__command_reply__descriptor, auth, 10000,
+                                        (ProtobufCMessage **)&tmp, res);
+    if (reply != NULL) *reply = tmp;
+    else if (tmp != NULL) protobuf_c_message_free_unpacked(&tmp->base, NULL);
+    return code;
+}
+
+static char *create_ok(const char *auth, const char *title, Todo__V1__Priority prio)
+{
+    Todo__V1__CommandReply *rp;
+    grpcx_result res;
+    grpc_status_code code = create(auth, title, prio, &rp, &res);
+    if (code != GRPC_STATUS_OK) fail_msg("CreateTask: %d %s", code, res.message);
+    char *id = strdup(rp->id);
+    protobuf_c_message_free_unpacked(&rp->base, NULL);
+    return id;
+}
+
+static grpc_status_code get(const char *auth, const char *id, const char *token, int timeout_ms, Todo__V1__Task **out,
+                            grpcx_result *res)
+{
+    Todo__V1__GetTaskRequest rq = TODO__V1__GET_TASK_REQUEST__INIT;
+    rq.task_id = (char *)id;
+    rq.consistency_token = (char *)(token != NULL ? token : "");
+    return grpcx_unary(qry_ch, GET, &rq.base, &todo__v1__task__descriptor, auth, timeout_ms, (ProtobufCMessage **)out,
+                       res);
+}
+
+static Todo__V1__ListTasksResponse *list(const char *auth, Todo__V1__ListTasksRequest *rq, grpc_status_code *code,
+                                         grpcx_result *res)
+{
+    Todo__V1__ListTasksResponse *out = NULL;
+    *code = grpcx_unary(qry_ch, LIST, &rq->base, &todo__v1__list_tasks_response__descriptor, auth, 10000,
+                        (ProtobufCMessage **)&out, res);
+    return out;
+}
+
+/* Waits (bounded) until the read model holds want tasks of user. */
+static long long wait_read_count(const char *user, long long want, int timeout_ms)
+{
+    long long until = harness_now_ms() + timeout_ms, n = -1;
+    while (harness_now_ms() < until) {
+        n = harness_scalar(admin, "select count(*) from read.tasks where user_id = $1", user);
+        if (n >= want) return n;
+        harness_sleep_ms(50);
+    }
+    return n;
+}
+
+static void created_task_is_readable_through_the_query_service(void **state)
+{
+    (void)state;
+    need_stack();
+    char user[64];
+    harness_user(user, "alice");
+    char *auth = harness_bearer(user, 600, NULL);
+    Todo__V1__CreateTaskRequest rq = TODO__V1__CREATE_TASK_REQUEST__INIT;
+    Google__Protobuf__Timestamp due = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    char *tags[] = {"home", "errand"};
+    Todo__V1__CommandReply *rp;
+    grpcx_result res;
+    due.seconds = 4102444800; /* 2100-01-01 */
+    rq.title = "Buy milk \xf0\x9f\xa5\x9b";
+    rq.description = "two litres";
+    rq.priority = TODO__V1__PRIORITY__PRIORITY_HIGH;
+    rq.due_at = &due;
+    rq.category = "groceries";
+    rq.tags = tags;
+    rq.n_tags = 2;
+    assert_int_equal(grpcx_unary(cmd_ch, CREATE, &rq.base, &todo__v1__command_reply__descriptor, auth, 10000,
+                                 (ProtobufCMessage **)&rp, &res),
+                     GRPC_STATUS_OK);
+    assert_true(text_is_uuid(rp->id));
+    assert_int_equal(rp->version, 1);
+    assert_true(rp->consistency_token[0] != '\0');
+
+    /* Read-your-writes: with the token the query waits for the projection. */
+    Todo__V1__Task *t;
+    assert_int_equal(get(auth, rp->id, rp->consistency_token, 15000, &t, &res), GRPC_STATUS_OK);
+    assert_string_equal(t->id, rp->id);
+    assert_string_equal(t->user_id, user);
+    assert_string_equal(t->title, rq.title);
+    assert_string_equal(t->description, "two litres");
+    assert_int_equal(t->priority, TODO__V1__PRIORITY__PRIORITY_HIGH);
+    assert_non_null(t->due_at);
+    assert_int_equal(t->due_at->seconds, 4102444800);
+    assert_string_equal(t->category, "groceries");
+    assert_int_equal(t->n_tags, 2);
+    assert_string_equal(t->tags[1], "errand");
+    assert_false(t->completed);
+    assert_false(t->overdue);
+    assert_int_equal(t->version, 1);
+    protobuf_c_message_free_unpacked(&t->base, NULL);
+
+    /* The relay marked the event published once Kafka acknowledged it. */
+    long long until = harness_now_ms() + 10000, published = 0;
+    while (published != 1 && harness_now_ms() < until) {
+        published = harness_scalar(admin,
+                                   "select count(*) from write.events where aggregate_id = $1::uuid"
+                                   " and published_at is not null", rp->id);
+        harness_sleep_ms(50);
+    }
+    assert_int_equal(published, 1);
+
+    /* And ListTasks shows it too. */
+    Todo__V1__ListTasksRequest lr = TODO__V1__LIST_TASKS_REQUEST__INIT;
+    grpc_status_code code;
+    Todo__V1__ListTasksResponse *ls = list(auth, &lr, &code, &res);
+    assert_int_equal(code, GRPC_STATUS_OK);
+    assert_int_equal(ls->n_tasks, 1);
+    assert_string_equal(ls->tasks[0]->id, rp->id);
+    assert_string_equal(ls->next_page_token, "");
+    protobuf_c_message_free_unpacked(&ls->base, NULL);
+    protobuf_c_message_free_unpacked(&rp->base, NULL);
+    free(auth);
+}
+
+static void invalid_input_is_refused_and_writes_nothing(void **state)
+{
+    (void)state;
+    need_stack();
+    char user[64], long_title[300];
+    harness_user(user, "val");
+    char *auth = harness_bearer(user, 600, NULL);
+    grpcx_result res;
+    memset(long_title, 'x', 256);
+    long_title[256] = '\0';
+    struct { const char *title; int prio; const char *field; } cases[] = {
+        {"", 0, "title"}, {"   ", 0, "title"}, {long_title, 0, "title"}, {"bad \xc3\x28 utf8", 0, "title"},
+        {"ok", 17, "priority"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        assert_int_equal(create(auth, cases[i].title, (Todo__V1__Priority)cases[i].prio, NULL, &res),
+                         GRPC_STATUS_INVALID_ARGUMENT);
+        assert_true(strncmp(res.message, cases[i].field, strlen(cases[i].field)) == 0);
+    }
+    assert_int_equal(harness_scalar(admin, "select count(*) from write.tasks where user_id = $1", user), 0);
+    assert_int_equal(harness_scalar(admin, "select count(*) from write.events where user_id = $1", user), 0);
+
+    /* Query-side validation names the field too. */
+    Todo__V1__Task *t;
+    assert_int_equal(get(auth, "not-a-uuid", NULL, 5000, &t, &res), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(res.message, "task_id"));
+    Todo__V1__ListTasksRequest lr = TODO__V1__LIST_TASKS_REQUEST__INIT;
+    grpc_status_code code;
+    lr.page_size = 1000;
+    list(auth, &lr, &code, &res);
+    assert_int_equal(code, GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(res.message, "page_size"));
+    lr.page_size = 0;
+    lr.page_token = "garbage";
+    list(auth, &lr, &code, &res);
+    assert_int_equal(code, GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(res.message, "page_token"));
+    free(auth);
+}
+
+static void missing_or_bad_tokens_are_unauthenticated(void **state)
+{
+    (void)state;
+    need_stack();
+    char *expired = harness_bearer("mallory", 0, NULL);
+    char *forged = harness_bearer("mallory", 600, "another-secret-0123456789abcdefghij");
+    const char *bad[] = {NULL, "Bearer", "Bearer x.y.z", expired, forged, "Basic bWFsbG9yeTpwdw=="};
+    grpcx_result res;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(create(bad[i], "sneaky", 0, NULL, &res), GRPC_STATUS_UNAUTHENTICATED);
+        Todo__V1__Task *t;
+        assert_int_equal(get(bad[i], "123e4567-e89b-42d3-a456-426614174000", NULL, 5000, &t, &res),
+                         GRPC_STATUS_UNAUTHENTICATED);
+    }
+    assert_int_equal(harness_scalar(admin, "select count(*) from write.tasks where user_id = 'mallory'", NULL), 0);
+    free(expired);
+    free(forged);
+}
+
+static void another_users_task_is_not_found(void **state)
+{
+    (void)state;
+    need_stack();
+    char alice[64], bob[64];
+    harness_user(alice, "alice");
+    harness_user(bob, "bob");
+    char *a = harness_bearer(alice, 600, NULL), *b = harness_bearer(bob, 600, NULL);
+    char *id = create_ok(a, "private", 0);
+    assert_int_equal(wait_read_count(alice, 1, 15000), 1);
+    Todo__V1__Task *t;
+    grpcx_result res;
+    assert_int_equal(get(b, id, NULL, 5000, &t, &res), GRPC_STATUS_NOT_FOUND);
+    assert_non_null(strstr(res.message, id));
+    Todo__V1__ListTasksRequest lr = TODO__V1__LIST_TASKS_REQUEST__INIT;
+    grpc_status_code code;
+    Todo__V1__ListTasksResponse *ls = list(b, &lr, &code, &res);
+    assert_int_equal(code, GRPC_STATUS_OK);
+    assert_int_equal(ls->n_tasks, 0);
+    protobuf_c_message_free_unpacked(&ls->base, NULL);
+    assert_int_equal(get(a, id, NULL, 5000, &t, &res), GRPC_STATUS_OK);
+    protobuf_c_message_free_unpacked(&t->base, NULL);
+    free(id);
+    free(a);
+    free(b);
+}
+
+static void list_filters_and_pages_cover_every_task_once(void **state)
+{
+    (void)state;
+    need_stack();
+    char user[64];
+    harness_user(user, "pager");
+    char *auth = harness_bearer(user, 600, NULL);
+    char *ids[7];
+    for (int i = 0; i < 7; i++) {
+        char title[32];
+        snprintf(title, sizeof title, "task %d", i);
+        ids[i] = create_ok(auth, title, i % 2 ? TODO__V1__PRIORITY__PRIORITY_HIGH : TODO__V1__PRIORITY__PRIORITY_LOW);
+    }
+    assert_int_equal(wait_read_count(user, 7, 15000), 7);
+
+    Todo__V1__ListTasksRequest lr = TODO__V1__LIST_TASKS_REQUEST__INIT;
+    grpc_status_code code;
+    grpcx_result res;
+    int seen[7] = {0}, pages = 0;
+    char token[256] = "";
+    lr.page_size = 3;
+    lr.include_total = 1;
+    do {
+        lr.page_token = token;
+        Todo__V1__ListTasksResponse *ls = list(auth, &lr, &code, &res);
+        assert_int_equal(code, GRPC_STATUS_OK);
+        assert_int_equal(ls->total, 7);
+        pages++;
+        for (size_t i = 0; i < ls->n_tasks; i++)
+            for (int j = 0; j < 7; j++) seen[j] += strcmp(ls->tasks[i]->id, ids[j]) == 0;
+        /* Newest first. */
+        if (pages == 1) assert_string_equal(ls->tasks[0]->id, ids[6]);
+        snprintf(token, sizeof token, "%s", ls->next_page_token);
+        protobuf_c_message_free_unpacked(&ls->base, NULL);
+    } while (token[0] != '\0' && pages < 10);
+    assert_int_equal(pages, 3);
+    for (int j = 0; j < 7; j++) assert_int_equal(seen[j], 1);
+
+    Todo__V1__ListTasksRequest hr = TODO__V1__LIST_TASKS_REQUEST__INIT;
+    hr.priority = TODO__V1__PRIORITY__PRIORITY_HIGH;
+    Todo__V1__ListTasksResponse *ls = list(auth, &hr, &code, &res);
+    assert_int_equal(ls->n_tasks, 3);
+    for (size_t i = 0; i < ls->n_tasks; i++) assert_int_equal(ls->tasks[i]->priority, TODO__V1__PRIORITY__PRIORITY_HIGH);
+    protobuf_c_message_free_unpacked(&ls->base, NULL);
+
+    Google__Protobuf__BoolValue yes = GOOGLE__PROTOBUF__BOOL_VALUE__INIT;
+    yes.value = 1;
+    Todo__V1__ListTasksRequest cr = TODO__V1__LIST_TASKS_REQUEST__INIT;
+    cr.completed = &yes;
+    ls = list(auth, &cr, &code, &res);
+    assert_int_equal(code, GRPC_STATUS_OK);
+    assert_int_equal(ls->n_tasks, 0);
+    protobuf_c_message_free_unpacked(&ls->base, NULL);
+    yes.value = 0;
+    ls = list(auth, &cr, &code, &res);
+    assert_int_equal(ls->n_tasks, 7);
+    protobuf_c_message_free_unpacked(&ls->base, NULL);
+    for (int i = 0; i < 7; i++) free(ids[i]);
+    free(auth);
+}
+
+/* Committed offsets of group on tasks.events.v1 equal the end of every
+ * partition: the group has consumed everything there is. */
+static bool group_caught_up(const char *group)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", getenv("TODO_KAFKA_BROKERS"), errstr, sizeof errstr);
+    rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof errstr);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(6);
+    for (int p = 0; p < 6; p++) rd_kafka_topic_partition_list_add(parts, "tasks.events.v1", p);
+    bool ok = rd_kafka_committed(rk, parts, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (int p = 0; ok && p < 6; p++) {
+        int64_t lo, hi;
+        if (rd_kafka_query_watermark_offsets(rk, "tasks.events.v1", p, &lo, &hi, 5000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            ok = false;
+        else if (hi > 0 && parts->elems[p].offset != hi)
+            ok = false;
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    rd_kafka_destroy(rk);
+    return ok;
+}
+
+static void projector_crash_and_replay_leave_no_duplicate_and_no_gap(void **state)
+{
+    (void)state;
+    need_stack();
+    char user[64];
+    harness_user(user, "crash");
+    char *auth = harness_bearer(user, 600, NULL);
+    for (int i = 0; i < 10; i++) free(create_ok(auth, "before the crash", 0));
+    harness_sleep_ms(100);
+    /* kill -9 in the middle of the stream: whatever it had applied but not
+     * committed to Kafka is re-delivered after the restart. */
+    assert_int_equal(harness_stop(projector_pid, SIGKILL, 5000), 128 + SIGKILL);
+    for (int i = 0; i < 20; i++) free(create_ok(auth, "while it is down", 0));
+    projector_pid = harness_spawn("projection/todo-projector", "projector", NULL);
+    assert_int_equal(wait_read_count(user, 30, 30000), 30);
+    assert_int_equal(harness_scalar(admin,
+                                    "select count(*) from read.tasks r join write.tasks w using (id)"
+                                    " where r.user_id = $1", user), 30);
+    assert_int_equal(harness_scalar(admin,
+                                    "select count(*) from read.applied_versions v join read.tasks r on r.id = v.aggregate_id"
+                                    " where r.user_id = $1 and v.version = 1", user), 30);
+
+    /* Replay: a projector in a new consumer group re-reads the whole topic;
+     * every event is already applied, so nothing changes. */
+    char group[80], env_group[120];
+    harness_user(group, "replay");
+    snprintf(env_group, sizeof env_group, "TODO_PROJECTOR_GROUP=%s", group);
+    const char *extra[] = {env_group, NULL};
+    long long before = harness_scalar(admin, "select count(*) from read.tasks", NULL);
+    pid_t replay = harness_spawn("projection/todo-projector", "projector-replay", extra);
+    long long until = harness_now_ms() + 60000;
+    bool done = false;
+    while (!done && harness_now_ms() < until) {
+        harness_sleep_ms(500);
+        done = group_caught_up(group);
+    }
+    assert_true(done);
+    assert_int_equal(harness_stop(replay, SIGTERM, 20000), 0);
+    assert_int_equal(harness_scalar(admin, "select count(*) from read.tasks", NULL), before);
+    assert_int_equal(harness_scalar(admin, "select count(*) from read.tasks where user_id = $1", user), 30);
+    free(auth);
+}
+
+/* Produces one record to tasks.events.v1 and waits for its delivery. */
+static void produce(const char *key, const void *value, size_t len)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", getenv("TODO_KAFKA_BROKERS"), errstr, sizeof errstr);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, "tasks.events.v1", NULL);
+    assert_int_equal(rd_kafka_produce(t, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY, (void *)value, len, key,
+                                      strlen(key), NULL), 0);
+    assert_int_equal(rd_kafka_flush(rk, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_topic_destroy(t);
+    rd_kafka_destroy(rk);
+}
+
+/* True when system.dlq.v1 holds a dead letter whose original value is value. */
+static bool dlq_holds(const void *value, size_t len, const char *reason_part)
+{
+    char errstr[256], group[64];
+    harness_user(group, "dlq-reader");
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", getenv("TODO_KAFKA_BROKERS"), errstr, sizeof errstr);
+    rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof errstr);
+    rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, sizeof errstr);
+    rd_kafka_conf_set(conf, "enable.partition.eof", "true", errstr, sizeof errstr);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, "system.dlq.v1", RD_KAFKA_PARTITION_UA);
+    rd_kafka_subscribe(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    bool found = false;
+    long long until = harness_now_ms() + 15000;
+    while (!found && harness_now_ms() < until) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (m == NULL) continue;
+        if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            Todo__V1__DeadLetter *dl = todo__v1__dead_letter__unpack(NULL, m->len, m->payload);
+            if (dl != NULL) {
+                found = dl->original_value.len == len && memcmp(dl->original_value.data, value, len) == 0 &&
+                        strstr(dl->reason, reason_part) != NULL &&
+                        strcmp(dl->original_topic, "tasks.events.v1") == 0 &&
+                        strcmp(dl->consumer_group, "projection-task-read-v1") == 0;
+                todo__v1__dead_letter__free_unpacked(dl, NULL);
+            }
+        }
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return found;
+}
+
+static void poison_records_go_to_the_dlq_and_the_projector_moves_on(void **state)
+{
+    (void)state;
+    need_stack();
+    char user[64], garbage[128];
+    harness_user(user, "poison");
+    snprintf(garbage, sizeof garbage, "\xff\xfe not an envelope %s", user);
+    produce(user, garbage, strlen(garbage));
+    char *auth = harness_bearer(user, 600, NULL);
+    free(create_ok(auth, "after the poison", 0));
+    assert_int_equal(wait_read_count(user, 1, 15000), 1);
+    assert_true(dlq_holds(garbage, strlen(garbage), "EventEnvelope"));
+    free(auth);
+}
+
+static void a_version_1_task_created_event_is_upcast(void **state)
+{
+    (void)state;
+    need_stack();
+    char user[64], task_id[37], event_id[37];
+    harness_user(user, "upcast");
+    text_uuid_v4(task_id);
+    text_uuid_v4(event_id);
+    arena *a = arena_new();
+    Todo__V1__TaskCreated v1 = TODO__V1__TASK_CREATED__INIT;
+    Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    ts.seconds = 1700000000;
+    v1.task_id = task_id;
+    v1.title = "from an old producer";
+    v1.priority = TODO__V1__PRIORITY__PRIORITY_URGENT;
+    v1.created_at = &ts;
+    event_meta m = {.event_id = event_id, .event_type = "task.created", .source = "test", .time_us = event_now_us(),
+                    .user_id = user, .aggregate_type = "task", .aggregate_id = task_id, .aggregate_version = 1,
+                    .schema_version = 1};
+    uint8_t *bytes;
+    size_t len;
+    todo_err err;
+    assert_int_equal(event_encode(&m, &v1.base, a, &bytes, &len, &err), 0);
+    produce(user, bytes, len);
+    assert_int_equal(wait_read_count(user, 1, 15000), 1);
+    char *auth = harness_bearer(user, 600, NULL);
+    Todo__V1__Task *t;
+    grpcx_result res;
+    assert_int_equal(get(auth, task_id, NULL, 5000, &t, &res), GRPC_STATUS_OK);
+    assert_string_equal(t->title, "from an old producer");
+    assert_int_equal(t->priority, TODO__V1__PRIORITY__PRIORITY_URGENT);
+    assert_string_equal(t->category, "");
+    protobuf_c_message_free_unpacked(&t->base, NULL);
+    free(auth);
+    arena_free(a);
+}
+
+static void a_token_the_projection_cannot_reach_answers_unavailable(void **state)
+{
+    (void)state;
+    need_stack();
+    char user[64], tok[40];
+    harness_user(user, "future");
+    char *auth = harness_bearer(user, 600, NULL);
+    event_token_encode(INT64_C(1) << 60, tok);
+    Todo__V1__Task *t;
+    grpcx_result res;
+    long long t0 = harness_now_ms();
+    assert_int_equal(get(auth, "123e4567-e89b-42d3-a456-426614174000", tok, 1500, &t, &res), GRPC_STATUS_UNAVAILABLE);
+    assert_true(harness_now_ms() - t0 < 5000);
+    assert_non_null(strstr(res.message, "not caught up"));
+    assert_int_equal(get(auth, "123e4567-e89b-42d3-a456-426614174000", "junk", 1500, &t, &res),
+                     GRPC_STATUS_INVALID_ARGUMENT);
+    free(auth);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(created_task_is_readable_through_the_query_service),
+        cmocka_unit_test(invalid_input_is_refused_and_writes_nothing),
+        cmocka_unit_test(missing_or_bad_tokens_are_unauthenticated),
+        cmocka_unit_test(another_users_task_is_not_found),
+        cmocka_unit_test(list_filters_and_pages_cover_every_task_once),
+        cmocka_unit_test(projector_crash_and_replay_leave_no_duplicate_and_no_gap),
+        cmocka_unit_test(poison_records_go_to_the_dlq_and_the_projector_moves_on),
+        cmocka_unit_test(a_version_1_task_created_event_is_upcast),
+        cmocka_unit_test(a_token_the_projection_cannot_reach_answers_unavailable),
+    };
+    return cmocka_run_group_tests(tests, start_all, stop_all);
+}

@@ -1,0 +1,161 @@
+/* Unit tests of auth: HS256 bearer tokens, every way a token can be wrong. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <jwt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+#include "text.h"
+
+#define SECRET "0123456789abcdef0123456789abcdef"
+#define NOW 1800000000L
+
+static char *bearer(const char *token)
+{
+    static char buf[4200];
+    snprintf(buf, sizeof buf, "Bearer %s", token);
+    return buf;
+}
+
+/* A token made directly with libjwt, for claims auth_issue never writes. */
+static char *raw_token(jwt_alg_t alg, const char *sub, long exp)
+{
+    jwt_t *j;
+    jwt_new(&j);
+    if (sub != NULL) jwt_add_grant(j, "sub", sub);
+    if (exp != 0) jwt_add_grant_int(j, "exp", exp);
+    jwt_set_alg(j, alg, (const unsigned char *)SECRET, (int)strlen(SECRET));
+    char *t = jwt_encode_str(j);
+    jwt_free(j);
+    return t;
+}
+
+static void issued_tokens_verify_and_name_the_user(void **state)
+{
+    (void)state;
+    todo_err err;
+    char user[AUTH_USER_MAX];
+    char *t = auth_issue(SECRET, "alice@example.com", 60, NOW, &err);
+    assert_non_null(t);
+    assert_int_equal(auth_verify(SECRET, bearer(t), NOW, user, &err), TODO_OK);
+    assert_string_equal(user, "alice@example.com");
+    /* The scheme is case-insensitive. */
+    char lower[4200];
+    snprintf(lower, sizeof lower, "bearer %s", t);
+    assert_int_equal(auth_verify(SECRET, lower, NOW, user, &err), TODO_OK);
+    free(t);
+}
+
+static void missing_or_foreign_headers_are_unauthenticated(void **state)
+{
+    (void)state;
+    todo_err err;
+    char user[AUTH_USER_MAX];
+    assert_int_equal(auth_verify(SECRET, NULL, NOW, user, &err), TODO_EUNAUTH);
+    assert_non_null(strstr(err.msg, "missing"));
+    assert_int_equal(auth_verify(SECRET, "", NOW, user, &err), TODO_EUNAUTH);
+    assert_int_equal(auth_verify(SECRET, "Basic YWxpY2U6cHc=", NOW, user, &err), TODO_EUNAUTH);
+    assert_non_null(strstr(err.msg, "bearer"));
+    assert_int_equal(auth_verify(SECRET, "Bearer not.a.token", NOW, user, &err), TODO_EUNAUTH);
+    assert_int_equal(auth_verify(SECRET, "Bearer ", NOW, user, &err), TODO_EUNAUTH);
+}
+
+static void expired_tokens_are_refused(void **state)
+{
+    (void)state;
+    todo_err err;
+    char user[AUTH_USER_MAX];
+    char *t = auth_issue(SECRET, "bob", 60, NOW, &err);
+    assert_int_equal(auth_verify(SECRET, bearer(t), NOW + 59, user, &err), TODO_OK);
+    assert_int_equal(auth_verify(SECRET, bearer(t), NOW + 60, user, &err), TODO_EUNAUTH);
+    assert_non_null(strstr(err.msg, "expired"));
+    free(t);
+}
+
+static void another_secret_or_a_tampered_token_fails(void **state)
+{
+    (void)state;
+    todo_err err;
+    char user[AUTH_USER_MAX];
+    char *t = auth_issue(SECRET, "bob", 60, NOW, &err);
+    assert_int_equal(auth_verify("another-secret-another-secret-xx", bearer(t), NOW, user, &err), TODO_EUNAUTH);
+    /* Flip one character of the payload: the signature no longer matches. */
+    char *dot = strchr(t, '.');
+    dot[3] = dot[3] == 'A' ? 'B' : 'A';
+    assert_int_equal(auth_verify(SECRET, bearer(t), NOW, user, &err), TODO_EUNAUTH);
+    free(t);
+}
+
+static void only_hs256_is_accepted(void **state)
+{
+    (void)state;
+    todo_err err;
+    char user[AUTH_USER_MAX], none[512], hdr[64], body[128];
+    char *t = raw_token(JWT_ALG_HS512, "bob", NOW + 60);
+    assert_int_equal(auth_verify(SECRET, bearer(t), NOW, user, &err), TODO_EUNAUTH);
+    free(t);
+    /* alg "none" with an empty signature. */
+    const char *h = "{\"alg\":\"none\",\"typ\":\"JWT\"}";
+    char payload[96];
+    snprintf(payload, sizeof payload, "{\"sub\":\"bob\",\"exp\":%ld}", NOW + 60);
+    text_b64url_encode((const unsigned char *)h, strlen(h), hdr);
+    text_b64url_encode((const unsigned char *)payload, strlen(payload), body);
+    snprintf(none, sizeof none, "%s.%s.", hdr, body);
+    assert_int_equal(auth_verify(SECRET, bearer(none), NOW, user, &err), TODO_EUNAUTH);
+}
+
+static void claims_are_required_and_checked(void **state)
+{
+    (void)state;
+    todo_err err;
+    char user[AUTH_USER_MAX];
+    char *no_exp = raw_token(JWT_ALG_HS256, "bob", 0);
+    assert_int_equal(auth_verify(SECRET, bearer(no_exp), NOW, user, &err), TODO_EUNAUTH);
+    assert_non_null(strstr(err.msg, "exp"));
+    char *no_sub = raw_token(JWT_ALG_HS256, NULL, NOW + 60);
+    assert_int_equal(auth_verify(SECRET, bearer(no_sub), NOW, user, &err), TODO_EUNAUTH);
+    assert_non_null(strstr(err.msg, "sub"));
+    char *bad_sub = raw_token(JWT_ALG_HS256, "bob smith", NOW + 60);
+    assert_int_equal(auth_verify(SECRET, bearer(bad_sub), NOW, user, &err), TODO_EUNAUTH);
+    free(no_exp);
+    free(no_sub);
+    free(bad_sub);
+}
+
+static void user_ids_are_validated_when_issuing(void **state)
+{
+    (void)state;
+    todo_err err;
+    char long_id[200];
+    memset(long_id, 'a', sizeof long_id - 1);
+    long_id[sizeof long_id - 1] = '\0';
+    assert_null(auth_issue(SECRET, "", 60, NOW, &err));
+    assert_null(auth_issue(SECRET, "a/b", 60, NOW, &err));
+    assert_null(auth_issue(SECRET, long_id, 60, NOW, &err));
+    assert_null(auth_issue(SECRET, "ok", 0, NOW, &err));
+    assert_true(auth_user_valid("user-1.test_x@y:z"));
+    long_id[128] = '\0';
+    assert_true(auth_user_valid(long_id));
+    long_id[128] = 'a';
+    long_id[129] = '\0';
+    assert_false(auth_user_valid(long_id));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(issued_tokens_verify_and_name_the_user),
+        cmocka_unit_test(missing_or_foreign_headers_are_unauthenticated),
+        cmocka_unit_test(expired_tokens_are_refused),
+        cmocka_unit_test(another_secret_or_a_tampered_token_fails),
+        cmocka_unit_test(only_hs256_is_accepted),
+        cmocka_unit_test(claims_are_required_and_checked),
+        cmocka_unit_test(user_ids_are_validated_when_issuing),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,177 @@
+/* Unit tests of event: envelope round trip, checks, Kafka headers, tokens. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <string.h>
+
+#include "event.h"
+
+#define EID "123e4567-e89b-42d3-a456-426614174000"
+#define AID "223e4567-e89b-42d3-a456-426614174000"
+
+static event_meta meta(void)
+{
+    event_meta m = {
+        .event_id = EID, .event_type = "task.created", .source = "todo-command", .time_us = 1800000000123456LL,
+        .user_id = "alice", .aggregate_type = "task", .aggregate_id = AID, .aggregate_version = 1,
+        .schema_version = 2, .correlation_id = "corr-1", .causation_id = NULL,
+    };
+    return m;
+}
+
+static void envelopes_round_trip_with_their_payload(void **state)
+{
+    (void)state;
+    arena *a = arena_new();
+    Todo__V1__TaskCreatedV2 ev = TODO__V1__TASK_CREATED_V2__INIT;
+    ev.task_id = AID;
+    ev.title = "Buy milk";
+    ev.category = "home";
+    event_meta m = meta();
+    uint8_t *bytes;
+    size_t len;
+    todo_err err;
+    assert_int_equal(event_encode(&m, &ev.base, a, &bytes, &len, &err), TODO_OK);
+    Todo__V1__EventEnvelope *env;
+    assert_int_equal(event_decode(bytes, len, a, &env, &err), TODO_OK);
+    assert_string_equal(env->event_id, EID);
+    assert_string_equal(env->event_type, "task.created");
+    assert_string_equal(env->user_id, "alice");
+    assert_string_equal(env->correlation_id, "corr-1");
+    assert_string_equal(env->causation_id, "");
+    assert_int_equal(env->schema_version, 2);
+    assert_int_equal(env->time->seconds, 1800000000);
+    assert_int_equal(env->time->nanos, 123456000);
+    Todo__V1__TaskCreatedV2 *back = todo__v1__task_created_v2__unpack(NULL, env->data.len, env->data.data);
+    assert_non_null(back);
+    assert_string_equal(back->title, "Buy milk");
+    assert_string_equal(back->category, "home");
+    todo__v1__task_created_v2__free_unpacked(back, NULL);
+    arena_free(a);
+}
+
+static void incomplete_metadata_is_refused(void **state)
+{
+    (void)state;
+    arena *a = arena_new();
+    Todo__V1__TaskCreated ev = TODO__V1__TASK_CREATED__INIT;
+    uint8_t *bytes;
+    size_t len;
+    todo_err err;
+    event_meta m = meta();
+    m.event_id = "not-a-uuid";
+    assert_int_equal(event_encode(&m, &ev.base, a, &bytes, &len, &err), TODO_EINTERNAL);
+    m = meta();
+    m.aggregate_version = 0;
+    assert_int_equal(event_encode(&m, &ev.base, a, &bytes, &len, &err), TODO_EINTERNAL);
+    arena_free(a);
+}
+
+static void decoding_rejects_garbage_and_missing_fields(void **state)
+{
+    (void)state;
+    arena *a = arena_new();
+    Todo__V1__EventEnvelope *env;
+    todo_err err;
+    const uint8_t junk[] = {0xff, 0xff, 0xff, 0x01};
+    assert_int_equal(event_decode(junk, sizeof junk, a, &env, &err), TODO_EINVAL);
+    /* A valid protobuf but an empty envelope. */
+    assert_int_equal(event_decode((const uint8_t *)"", 0, a, &env, &err), TODO_EINVAL);
+    assert_non_null(strstr(err.msg, "event_id"));
+    Todo__V1__EventEnvelope e = TODO__V1__EVENT_ENVELOPE__INIT;
+    uint8_t buf[256];
+    e.event_id = EID;
+    e.event_type = "task.created";
+    e.user_id = "alice";
+    e.aggregate_id = AID;
+    e.aggregate_version = 0;
+    size_t n = todo__v1__event_envelope__pack(&e, buf);
+    assert_int_equal(event_decode(buf, n, a, &env, &err), TODO_EINVAL);
+    assert_non_null(strstr(err.msg, "aggregate_version"));
+    arena_free(a);
+}
+
+static const char *header(rd_kafka_headers_t *h, const char *name, char *buf)
+{
+    const void *v;
+    size_t n;
+    if (rd_kafka_header_get_last(h, name, &v, &n) != RD_KAFKA_RESP_ERR_NO_ERROR) return NULL;
+    memcpy(buf, v, n);
+    buf[n] = '\0';
+    return buf;
+}
+
+static void kafka_headers_carry_cloudevents_names(void **state)
+{
+    (void)state;
+    arena *a = arena_new();
+    Todo__V1__TaskCreatedV2 ev = TODO__V1__TASK_CREATED_V2__INIT;
+    event_meta m = meta();
+    uint8_t *bytes;
+    size_t len;
+    todo_err err;
+    char buf[128];
+    Todo__V1__EventEnvelope *env;
+    event_encode(&m, &ev.base, a, &bytes, &len, &err);
+    event_decode(bytes, len, a, &env, &err);
+    env->position = 42;
+    rd_kafka_headers_t *h = event_kafka_headers(env);
+    assert_string_equal(header(h, "ce_specversion", buf), "1.0");
+    assert_string_equal(header(h, "ce_id", buf), EID);
+    assert_string_equal(header(h, "ce_type", buf), "task.created");
+    assert_string_equal(header(h, "ce_source", buf), "todo-command");
+    assert_string_equal(header(h, "ce_time", buf), "2027-01-15T08:00:00.123456Z");
+    assert_string_equal(header(h, "ce_subject", buf), AID);
+    assert_string_equal(header(h, "ce_dataschema", buf), "todo.v1.TaskCreatedV2/v2");
+    assert_string_equal(header(h, "content-type", buf), "application/protobuf");
+    assert_string_equal(header(h, "correlation_id", buf), "corr-1");
+    assert_null(header(h, "causation_id", buf));
+    assert_string_equal(header(h, "todo_position", buf), "42");
+    rd_kafka_headers_destroy(h);
+    arena_free(a);
+}
+
+static void consistency_tokens_round_trip_and_reject_forgeries(void **state)
+{
+    (void)state;
+    char tok[40];
+    int64_t pos;
+    todo_err err;
+    event_token_encode(123456789012LL, tok);
+    assert_int_equal(event_token_decode(tok, &pos, &err), TODO_OK);
+    assert_int_equal(pos, 123456789012LL);
+    assert_int_equal(event_token_decode("", &pos, &err), TODO_EINVAL);
+    assert_int_equal(event_token_decode("abc", &pos, &err), TODO_EINVAL);
+    assert_int_equal(event_token_decode("Y3QxOi0x", &pos, &err), TODO_EINVAL);  /* "ct1:-1" */
+    assert_int_equal(event_token_decode("Y3QxOjF4", &pos, &err), TODO_EINVAL);  /* "ct1:1x" */
+    assert_non_null(strstr(err.msg, "consistency_token"));
+}
+
+static void event_types_map_to_topics_and_messages(void **state)
+{
+    (void)state;
+    assert_string_equal(event_topic("task.created"), "tasks.events.v1");
+    assert_string_equal(event_topic("reminder.triggered"), "reminders.events.v1");
+    assert_null(event_topic("bogus"));
+    assert_string_equal(event_message_name("task.created", 1), "todo.v1.TaskCreated");
+    assert_string_equal(event_message_name("task.created", 2), "todo.v1.TaskCreatedV2");
+    assert_null(event_message_name("task.created", 3));
+    char t[40];
+    event_format_time(-1, t, sizeof t);
+    assert_string_equal(t, "1969-12-31T23:59:59.999999Z");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(envelopes_round_trip_with_their_payload),
+        cmocka_unit_test(incomplete_metadata_is_refused),
+        cmocka_unit_test(decoding_rejects_garbage_and_missing_fields),
+        cmocka_unit_test(kafka_headers_carry_cloudevents_names),
+        cmocka_unit_test(consistency_tokens_round_trip_and_reject_forgeries),
+        cmocka_unit_test(event_types_map_to_topics_and_messages),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,248 @@
+/* Unit tests of the grpcx runtime: an in-process server with a test handler
+ * and the grpcx client, over loopback. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "google/protobuf/timestamp.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "grpcx.h"
+#include "grpcx_client.h"
+#include "todo/v1/query.pb-c.h"
+
+#define GET "/todo.v1.TaskQueryService/GetTask"
+
+/* GetTask echoes: "missing" -> NOT_FOUND, "slow" -> replies after 300 ms,
+ * "whoami" -> the authorization metadata as the title. */
+static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
+{
+    const Todo__V1__GetTaskRequest *rq = (const Todo__V1__GetTaskRequest *)req;
+    arena *a = grpcx_call_arena(c);
+    if (strcmp(rq->task_id, "missing") == 0) return todo_err_set(err, TODO_ENOTFOUND, "task missing not found");
+    if (strcmp(rq->task_id, "slow") == 0) usleep(300000);
+    Todo__V1__Task *t = arena_alloc(a, sizeof *t);
+    todo__v1__task__init(t);
+    t->id = arena_strdup(a, rq->task_id);
+    if (strcmp(rq->task_id, "whoami") == 0) {
+        const char *auth = grpcx_call_metadata(c, "authorization");
+        t->title = (char *)(auth != NULL ? auth : "nobody");
+    }
+    t->version = (int64_t)(intptr_t)grpcx_call_state(c);
+    *resp = &t->base;
+    return TODO_OK;
+}
+
+static void *thread_init(void *app, int index)
+{
+    (void)app;
+    return (void *)(intptr_t)(index + 100);
+}
+
+typedef struct fixture {
+    grpcx_server *srv;
+    grpcx_channel *ch;
+} fixture;
+
+static int setup_with(void **state, int max_bytes)
+{
+    fixture *f = calloc(1, sizeof *f);
+    todo_err err;
+    grpcx_server_opts opts = {.threads = 2, .max_message_bytes = max_bytes, .thread_init = thread_init,
+                              .component = "test"};
+    static const grpcx_method methods[] = {{"GetTask", get_task}};
+    f->srv = grpcx_server_new(&opts, &err);
+    assert_non_null(f->srv);
+    assert_int_equal(grpcx_server_add_service(f->srv, &todo__v1__task_query_service__descriptor, methods, 1, &err), 0);
+    assert_int_equal(grpcx_server_start(f->srv, "127.0.0.1:0", &err), 0);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", grpcx_server_port(f->srv));
+    f->ch = grpcx_channel_new(target);
+    *state = f;
+    return 0;
+}
+
+static int setup(void **state) { return setup_with(state, 1 << 20); }
+static int setup_small(void **state) { return setup_with(state, 1024); }
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    grpcx_channel_free(f->ch);
+    grpcx_server_shutdown(f->srv, 1000);
+    grpcx_server_free(f->srv);
+    free(f);
+    return 0;
+}
+
+static grpc_status_code get(fixture *f, const char *id, const char *auth, int timeout_ms, Todo__V1__Task **out,
+                            grpcx_result *res)
+{
+    Todo__V1__GetTaskRequest rq = TODO__V1__GET_TASK_REQUEST__INIT;
+    rq.task_id = (char *)id;
+    return grpcx_unary(f->ch, GET, &rq.base, &todo__v1__task__descriptor, auth, timeout_ms, (ProtobufCMessage **)out, res);
+}
+
+static void a_handler_reply_reaches_the_client_with_metadata(void **state)
+{
+    fixture *f = *state;
+    Todo__V1__Task *t;
+    grpcx_result res;
+    assert_int_equal(get(f, "whoami", "Bearer abc", 5000, &t, &res), GRPC_STATUS_OK);
+    assert_string_equal(t->title, "Bearer abc");
+    assert_true(t->version == 100 || t->version == 101); /* per-thread state */
+    protobuf_c_message_free_unpacked(&t->base, NULL);
+}
+
+static void handler_errors_become_grpc_statuses(void **state)
+{
+    fixture *f = *state;
+    Todo__V1__Task *t;
+    grpcx_result res;
+    assert_int_equal(get(f, "missing", NULL, 5000, &t, &res), GRPC_STATUS_NOT_FOUND);
+    assert_null(t);
+    assert_string_equal(res.message, "task missing not found");
+}
+
+static void methods_without_handlers_and_unknown_methods_are_unimplemented(void **state)
+{
+    fixture *f = *state;
+    Todo__V1__ListTasksRequest rq = TODO__V1__LIST_TASKS_REQUEST__INIT;
+    ProtobufCMessage *out;
+    grpcx_result res;
+    assert_int_equal(grpcx_unary(f->ch, "/todo.v1.TaskQueryService/ListTasks", &rq.base,
+                                 &todo__v1__list_tasks_response__descriptor, NULL, 5000, &out, &res),
+                     GRPC_STATUS_UNIMPLEMENTED);
+    assert_non_null(strstr(res.message, "ListTasks"));
+    assert_int_equal(grpcx_unary(f->ch, "/todo.v1.Nothing/Here", &rq.base, &todo__v1__list_tasks_response__descriptor,
+                                 NULL, 5000, &out, &res),
+                     GRPC_STATUS_UNIMPLEMENTED);
+    assert_non_null(strstr(res.message, "/todo.v1.Nothing/Here"));
+}
+
+static void undecodable_requests_are_invalid_arguments(void **state)
+{
+    fixture *f = *state;
+    /* A Timestamp's field 1 is a varint; GetTaskRequest's field 1 is a string. */
+    Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    ProtobufCMessage *out;
+    grpcx_result res;
+    ts.seconds = 5;
+    assert_int_equal(grpcx_unary(f->ch, GET, &ts.base, &todo__v1__task__descriptor, NULL, 5000, &out, &res),
+                     GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(res.message, "GetTaskRequest"));
+}
+
+static void oversized_requests_are_refused(void **state)
+{
+    fixture *f = *state;
+    char big[4096];
+    Todo__V1__Task *t;
+    grpcx_result res;
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    assert_int_equal(get(f, big, NULL, 5000, &t, &res), GRPC_STATUS_RESOURCE_EXHAUSTED);
+    assert_int_equal(get(f, "small", NULL, 5000, &t, &res), GRPC_STATUS_OK);
+    protobuf_c_message_free_unpacked(&t->base, NULL);
+}
+
+static void health_check_answers_for_the_server_and_known_services(void **state)
+{
+    fixture *f = *state;
+    Grpc__Health__V1__HealthCheckRequest rq = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    Grpc__Health__V1__HealthCheckResponse *rs;
+    grpcx_result res;
+    const char *path = "/grpc.health.v1.Health/Check";
+    const ProtobufCMessageDescriptor *d = &grpc__health__v1__health_check_response__descriptor;
+    assert_int_equal(grpcx_unary(f->ch, path, &rq.base, d, NULL, 5000, (ProtobufCMessage **)&rs, &res), GRPC_STATUS_OK);
+    assert_int_equal(rs->status, GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
+    protobuf_c_message_free_unpacked(&rs->base, NULL);
+    rq.service = "todo.v1.TaskQueryService";
+    assert_int_equal(grpcx_unary(f->ch, path, &rq.base, d, NULL, 5000, (ProtobufCMessage **)&rs, &res), GRPC_STATUS_OK);
+    protobuf_c_message_free_unpacked(&rs->base, NULL);
+    grpcx_server_set_serving(f->srv, false);
+    assert_int_equal(grpcx_unary(f->ch, path, &rq.base, d, NULL, 5000, (ProtobufCMessage **)&rs, &res), GRPC_STATUS_OK);
+    assert_int_equal(rs->status, GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
+    protobuf_c_message_free_unpacked(&rs->base, NULL);
+    rq.service = "no.Such";
+    assert_int_equal(grpcx_unary(f->ch, path, &rq.base, d, NULL, 5000, (ProtobufCMessage **)&rs, &res),
+                     GRPC_STATUS_NOT_FOUND);
+}
+
+static void client_deadlines_are_enforced(void **state)
+{
+    fixture *f = *state;
+    Todo__V1__Task *t;
+    grpcx_result res;
+    assert_int_equal(get(f, "slow", NULL, 50, &t, &res), GRPC_STATUS_DEADLINE_EXCEEDED);
+}
+
+typedef struct slow_call {
+    fixture *f;
+    grpc_status_code code;
+} slow_call;
+
+static void *call_slow(void *arg)
+{
+    slow_call *s = arg;
+    Todo__V1__Task *t = NULL;
+    grpcx_result res;
+    s->code = get(s->f, "slow", NULL, 5000, &t, &res);
+    if (t != NULL) protobuf_c_message_free_unpacked(&t->base, NULL);
+    return NULL;
+}
+
+static void shutdown_lets_in_flight_calls_finish(void **state)
+{
+    fixture *f = *state;
+    slow_call s = {.f = f, .code = GRPC_STATUS_UNKNOWN};
+    pthread_t th;
+    pthread_create(&th, NULL, call_slow, &s);
+    usleep(100000); /* the call is in the handler now */
+    grpcx_server_shutdown(f->srv, 5000);
+    pthread_join(th, NULL);
+    assert_int_equal(s.code, GRPC_STATUS_OK);
+}
+
+static void status_mapping_covers_every_todo_status(void **state)
+{
+    (void)state;
+    assert_int_equal(grpcx_status_of(TODO_OK), GRPC_STATUS_OK);
+    assert_int_equal(grpcx_status_of(TODO_EINVAL), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(grpcx_status_of(TODO_ENOTFOUND), GRPC_STATUS_NOT_FOUND);
+    assert_int_equal(grpcx_status_of(TODO_ECONFLICT), GRPC_STATUS_ABORTED);
+    assert_int_equal(grpcx_status_of(TODO_EUNAVAIL), GRPC_STATUS_UNAVAILABLE);
+    assert_int_equal(grpcx_status_of(TODO_EINTERNAL), GRPC_STATUS_INTERNAL);
+    assert_int_equal(grpcx_status_of(TODO_EUNAUTH), GRPC_STATUS_UNAUTHENTICATED);
+    assert_int_equal(grpcx_status_of(TODO_EPRECOND), GRPC_STATUS_FAILED_PRECONDITION);
+    assert_int_equal(grpcx_status_of(TODO_EEXISTS), GRPC_STATUS_ALREADY_EXISTS);
+    assert_int_equal(grpcx_status_of(TODO_EUNIMPL), GRPC_STATUS_UNIMPLEMENTED);
+    assert_int_equal(grpcx_status_of(TODO_EDEADLINE), GRPC_STATUS_DEADLINE_EXCEEDED);
+    assert_int_equal(grpcx_status_of(TODO_EDENIED), GRPC_STATUS_PERMISSION_DENIED);
+    assert_int_equal(grpcx_status_of(TODO_ETOOBIG), GRPC_STATUS_RESOURCE_EXHAUSTED);
+    assert_int_equal(grpcx_status_of(-99), GRPC_STATUS_INTERNAL);
+    assert_string_equal(grpcx_code_name(GRPC_STATUS_UNAUTHENTICATED), "UNAUTHENTICATED");
+    assert_string_equal(grpcx_code_name((grpc_status_code)99), "UNKNOWN");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(a_handler_reply_reaches_the_client_with_metadata, setup, teardown),
+        cmocka_unit_test_setup_teardown(handler_errors_become_grpc_statuses, setup, teardown),
+        cmocka_unit_test_setup_teardown(methods_without_handlers_and_unknown_methods_are_unimplemented, setup, teardown),
+        cmocka_unit_test_setup_teardown(undecodable_requests_are_invalid_arguments, setup, teardown),
+        cmocka_unit_test_setup_teardown(oversized_requests_are_refused, setup_small, teardown),
+        cmocka_unit_test_setup_teardown(health_check_answers_for_the_server_and_known_services, setup, teardown),
+        cmocka_unit_test_setup_teardown(client_deadlines_are_enforced, setup, teardown),
+        cmocka_unit_test_setup_teardown(shutdown_lets_in_flight_calls_finish, setup, teardown),
+        cmocka_unit_test(status_mapping_covers_every_todo_status),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,161 @@
+/* Unit tests of cmd_validate: every CreateTask rule, and that the message
+ * names the field. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd_validate.h"
+
+static Todo__V1__CreateTaskRequest base(void)
+{
+    Todo__V1__CreateTaskRequest rq = TODO__V1__CREATE_TASK_REQUEST__INIT;
+    rq.title = "Buy milk";
+    return rq;
+}
+
+static void expect_invalid(const Todo__V1__CreateTaskRequest *rq, const char *field)
+{
+    cmd_new_task nt;
+    todo_err err;
+    assert_int_equal(cmd_validate_create(rq, &nt, &err), TODO_EINVAL);
+    if (strncmp(err.msg, field, strlen(field)) != 0) fail_msg("expected \"%s\" to name %s", err.msg, field);
+}
+
+static void a_plain_task_passes_with_medium_priority(void **state)
+{
+    (void)state;
+    Todo__V1__CreateTaskRequest rq = base();
+    cmd_new_task nt;
+    todo_err err;
+    assert_int_equal(cmd_validate_create(&rq, &nt, &err), TODO_OK);
+    assert_int_equal(nt.priority, TODO__V1__PRIORITY__PRIORITY_MEDIUM);
+    assert_false(nt.has_due);
+    assert_string_equal(nt.title, "Buy milk");
+}
+
+static void title_length_is_counted_in_characters(void **state)
+{
+    (void)state;
+    Todo__V1__CreateTaskRequest rq = base();
+    char t[1024];
+    rq.title = "";
+    expect_invalid(&rq, "title");
+    rq.title = "   ";
+    expect_invalid(&rq, "title");
+    /* 255 two-byte characters: 510 bytes but 255 characters, allowed. */
+    for (int i = 0; i < 255; i++) memcpy(t + 2 * i, "\xc3\xa9", 2);
+    t[510] = '\0';
+    rq.title = t;
+    cmd_new_task nt;
+    todo_err err;
+    assert_int_equal(cmd_validate_create(&rq, &nt, &err), TODO_OK);
+    memset(t, 'x', 256);
+    t[256] = '\0';
+    expect_invalid(&rq, "title");
+    rq.title = "bad \xff utf8";
+    expect_invalid(&rq, "title");
+    rq.title = "tab\tin title";
+    expect_invalid(&rq, "title");
+}
+
+static void description_allows_newlines_but_has_a_bound(void **state)
+{
+    (void)state;
+    Todo__V1__CreateTaskRequest rq = base();
+    cmd_new_task nt;
+    todo_err err;
+    static char d[CMD_DESCRIPTION_MAX + 2];
+    rq.description = "line one\nline two";
+    assert_int_equal(cmd_validate_create(&rq, &nt, &err), TODO_OK);
+    memset(d, 'd', CMD_DESCRIPTION_MAX + 1);
+    rq.description = d;
+    expect_invalid(&rq, "description");
+}
+
+static void priority_must_be_known(void **state)
+{
+    (void)state;
+    Todo__V1__CreateTaskRequest rq = base();
+    rq.priority = (Todo__V1__Priority)9;
+    expect_invalid(&rq, "priority");
+    rq.priority = (Todo__V1__Priority)-1;
+    expect_invalid(&rq, "priority");
+}
+
+static void due_date_must_be_a_real_time(void **state)
+{
+    (void)state;
+    Todo__V1__CreateTaskRequest rq = base();
+    Google__Protobuf__Timestamp due = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    cmd_new_task nt;
+    todo_err err;
+    rq.due_at = &due;
+    due.seconds = 1800000000;
+    due.nanos = 500000000;
+    assert_int_equal(cmd_validate_create(&rq, &nt, &err), TODO_OK);
+    assert_true(nt.has_due);
+    assert_int_equal(nt.due_us, 1800000000500000LL);
+    due.nanos = -1;
+    expect_invalid(&rq, "due_at");
+    due.nanos = 0;
+    due.seconds = 253402300800LL; /* year 10000 */
+    expect_invalid(&rq, "due_at");
+}
+
+static void tags_are_bounded_and_unique(void **state)
+{
+    (void)state;
+    Todo__V1__CreateTaskRequest rq = base();
+    char *tags[CMD_TAGS_MAX + 1];
+    for (int i = 0; i <= CMD_TAGS_MAX; i++) tags[i] = "t";
+    rq.tags = tags;
+    rq.n_tags = 2;
+    expect_invalid(&rq, "tags[1]"); /* duplicate */
+    char names[CMD_TAGS_MAX + 1][4];
+    for (int i = 0; i <= CMD_TAGS_MAX; i++) {
+        snprintf(names[i], sizeof names[i], "t%d", i);
+        tags[i] = names[i];
+    }
+    rq.n_tags = CMD_TAGS_MAX + 1;
+    expect_invalid(&rq, "tags");
+    rq.n_tags = 1;
+    tags[0] = "";
+    expect_invalid(&rq, "tags[0]");
+    tags[0] = "a-tag-that-is-much-longer-than-32-chars";
+    expect_invalid(&rq, "tags[0]");
+}
+
+static void category_and_request_id_are_checked(void **state)
+{
+    (void)state;
+    Todo__V1__CreateTaskRequest rq = base();
+    char cat[80];
+    memset(cat, 'c', 65);
+    cat[65] = '\0';
+    rq.category = cat;
+    expect_invalid(&rq, "category");
+    rq.category = "";
+    rq.request_id = "has space";
+    expect_invalid(&rq, "request_id");
+    todo_err err;
+    assert_int_equal(cmd_validate_request_id("", &err), TODO_OK);
+    assert_int_equal(cmd_validate_request_id("req-123_ABC", &err), TODO_OK);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(a_plain_task_passes_with_medium_priority),
+        cmocka_unit_test(title_length_is_counted_in_characters),
+        cmocka_unit_test(description_allows_newlines_but_has_a_bound),
+        cmocka_unit_test(priority_must_be_known),
+        cmocka_unit_test(due_date_must_be_a_real_time),
+        cmocka_unit_test(tags_are_bounded_and_unique),
+        cmocka_unit_test(category_and_request_id_are_checked),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
