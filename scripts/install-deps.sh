@@ -36,4 +36,14 @@ if [ ! -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ]; then
     dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS.tmp"
   rm -rf "$KAFKA_LIBS" && mv "$KAFKA_LIBS.tmp" "$KAFKA_LIBS"
 fi
-log "dependencies ready (Kafka jars in $KAFKA_LIBS)"
+# grpcurl (a Go program, not in Debian) for the reflection test and the tour.
+GRPCURL_VERSION=v1.9.3
+export GOBIN="$TODO_CACHE/go/bin"
+if [ ! -x "$GOBIN/grpcurl" ] || ! "$GOBIN/grpcurl" -version 2>&1 | grep -q "${GRPCURL_VERSION#v}"; then
+  [ -d /usr/local/go/bin ] && PATH=$PATH:/usr/local/go/bin
+  command -v go >/dev/null || die "Go is needed to install grpcurl (apt-get install golang-go, or the Go toolchain)"
+  log "installing grpcurl $GRPCURL_VERSION from the Go module proxy"
+  mkdir -p "$GOBIN"
+  GOFLAGS=-mod=mod go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
+fi
+log "dependencies ready (Kafka jars in $KAFKA_LIBS, grpcurl in $GOBIN)"

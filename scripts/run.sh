@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The README's run command: installs what is missing, builds, starts the dev
+# stack (PostgreSQL, Redis, Kafka), applies migrations, creates the topics and
+# runs todo-command, todo-query and todo-projector in the foreground.
+# Ctrl-C (or SIGTERM) stops the services, and the stack if this run started it.
+source "$(dirname "$0")/lib.sh"
+cd "$TODO_REPO"
+
+bash scripts/install-deps.sh
+bash scripts/build.sh dev
+
+stack_was_up=0
+bash scripts/stack.sh status dev 2>/dev/null | grep -q "kafka  *up" && stack_was_up=1
+bash scripts/stack.sh start dev
+eval "$(bash scripts/stack.sh env dev)"
+export TODO_MIGRATIONS_DIR="$TODO_REPO/migrations"
+bin=build/dev/src
+$bin/cli/todoctl migrate
+$bin/cli/todoctl topics apply
+
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  log "stopping the services"
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+  [ $stack_was_up -eq 1 ] || bash scripts/stack.sh stop dev
+}
+trap cleanup INT TERM EXIT
+$bin/command/todo-command & pids+=($!)
+$bin/query/todo-query & pids+=($!)
+$bin/projection/todo-projector & pids+=($!)
+for _ in $(seq 100); do $bin/cli/todoctl health >/dev/null 2>&1 && break; sleep 0.1; done
+log "ready: command on $TODO_COMMAND_ADDR, query on $TODO_QUERY_ADDR (Ctrl-C stops)"
+log "try:  eval \"\$(scripts/stack.sh env dev)\"; build/dev/src/cli/todoctl add \"Buy milk\" --due tomorrow"
+wait -n "${pids[@]}" || true

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The README's test command: installs what is missing, builds the dev and the
+# sanitizer trees, starts a fresh test stack on free ports, and runs
+#   1. the unit tests (dev build), then again under valgrind (no leaks),
+#   2. the integration tests on the real stack (dev build),
+#   3. every test again in the ASan+UBSan build.
+# The test stack is stopped at the end, whatever happened.
+source "$(dirname "$0")/lib.sh"
+cd "$TODO_REPO"
+t0=$(date +%s)
+
+bash scripts/install-deps.sh
+bash scripts/build.sh dev
+bash scripts/build.sh asan
+
+bash scripts/stack.sh wipe test >/dev/null 2>&1 || true
+trap 'bash scripts/stack.sh stop test' EXIT
+bash scripts/stack.sh start test
+eval "$(bash scripts/stack.sh env test)"
+export TODO_MIGRATIONS_DIR="$TODO_REPO/migrations" GRPCURL="$TODO_CACHE/go/bin/grpcurl"
+build/dev/src/cli/todoctl migrate
+build/dev/src/cli/todoctl topics apply
+
+failed=0
+step() { log "== $*"; }
+
+step "unit tests (dev)"
+ctest --test-dir build/dev -L unit --output-on-failure || failed=1
+
+step "unit tests under valgrind"
+vg_fail=0
+for t in build/dev/tests/test_*; do
+  case "$t" in *test_slice) continue ;; esac
+  [ -x "$t" ] || continue
+  if ! valgrind -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 "$t" >"$t.valgrind.log" 2>&1; then
+    log "valgrind found errors in $(basename "$t"):"; tail -n 40 "$t.valgrind.log" >&2; vg_fail=1
+  fi
+done
+[ $vg_fail -eq 0 ] && log "valgrind: no errors, no definite leaks" || failed=1
+
+step "integration tests (dev)"
+ctest --test-dir build/dev -L integration --output-on-failure || failed=1
+
+step "all tests (ASan + UBSan)"
+ctest --test-dir build/asan --output-on-failure || failed=1
+
+log "test run took $(( $(date +%s) - t0 ))s"
+exit $failed
