@@ -45,6 +45,7 @@ set_target_properties(todo_proto PROPERTIES POSITION_INDEPENDENT_CODE ON)
 set(DESC_SET ${PROTO_GEN_DIR}/todo_descriptors.pb)
 add_custom_command(
   OUTPUT ${DESC_SET}
+  COMMAND ${CMAKE_COMMAND} -E make_directory ${PROTO_GEN_DIR}
   COMMAND ${PROTOC} ${PROTO_INCLUDES} --include_imports --descriptor_set_out=${DESC_SET}
           ${TODO_PROTOS} grpc/health/v1/health.proto grpc/reflection/v1/reflection.proto
           grpc/reflection/v1alpha/reflection.proto
