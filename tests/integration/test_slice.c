@@ -536,6 +536,48 @@ static void a_token_the_projection_cannot_reach_answers_unavailable(void **state
     free(auth);
 }
 
+/* The SQLSTATE of running sql as the role of url_var ("" when it worked). */
+static void sqlstate_as(const char *url_var, const char *sql, char out[6])
+{
+    PGconn *c = PQconnectdb(getenv(url_var));
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PGresult *r = PQexec(c, sql);
+    const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    snprintf(out, 6, "%s", st != NULL ? st : "");
+    PQclear(r);
+    PQfinish(c);
+}
+
+static void each_role_reaches_only_its_own_schema(void **state)
+{
+    (void)state;
+    need_stack();
+    char st[6];
+    sqlstate_as("TODO_QUERY_PG_URL", "select count(*) from read.tasks", st);
+    assert_string_equal(st, "");
+    sqlstate_as("TODO_QUERY_PG_URL", "delete from read.tasks where false", st);
+    assert_string_equal(st, "42501"); /* insufficient_privilege */
+    sqlstate_as("TODO_QUERY_PG_URL", "select count(*) from write.tasks", st);
+    assert_string_equal(st, "42501");
+    sqlstate_as("TODO_COMMAND_PG_URL", "select count(*) from read.tasks", st);
+    assert_string_equal(st, "42501");
+    sqlstate_as("TODO_COMMAND_PG_URL", "select count(*) from write.events", st);
+    assert_string_equal(st, "");
+    sqlstate_as("TODO_PROJECTOR_PG_URL", "select count(*) from write.events", st);
+    assert_string_equal(st, "42501");
+}
+
+static void production_services_refuse_to_start_without_a_secret(void **state)
+{
+    (void)state;
+    need_stack();
+    const char *extra[] = {"TODO_ENV=production", "TODO_JWT_SECRET=", NULL};
+    pid_t pid = harness_spawn("command/todo-command", "refused-command", extra);
+    assert_int_equal(harness_stop(pid, 0, 10000), 2);
+    pid = harness_spawn("query/todo-query", "refused-query", extra);
+    assert_int_equal(harness_stop(pid, 0, 10000), 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -548,6 +590,8 @@ int main(void)
         cmocka_unit_test(poison_records_go_to_the_dlq_and_the_projector_moves_on),
         cmocka_unit_test(a_version_1_task_created_event_is_upcast),
         cmocka_unit_test(a_token_the_projection_cannot_reach_answers_unavailable),
+        cmocka_unit_test(each_role_reaches_only_its_own_schema),
+        cmocka_unit_test(production_services_refuse_to_start_without_a_secret),
     };
     return cmocka_run_group_tests(tests, start_all, stop_all);
 }
