@@ -45,19 +45,6 @@ static int caller(grpcx_call *c, cmd_thread *t, char user[AUTH_USER_MAX], todo_e
     return auth_verify(t->cfg->jwt_secret, grpcx_call_metadata(c, "authorization"), (long)time(NULL), user, err);
 }
 
-static Google__Protobuf__Timestamp *timestamp(arena *a, int64_t us)
-{
-    Google__Protobuf__Timestamp *ts = arena_alloc(a, sizeof *ts);
-    google__protobuf__timestamp__init(ts);
-    ts->seconds = us / 1000000;
-    ts->nanos = (int32_t)(us % 1000000) * 1000;
-    if (ts->nanos < 0) {
-        ts->seconds -= 1;
-        ts->nanos += 1000000000;
-    }
-    return ts;
-}
-
 /* A correlation id: the client's x-correlation-id when it sent a sane one. */
 static const char *correlation(grpcx_call *c, const char *fallback)
 {
@@ -104,10 +91,10 @@ static int create_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMess
     ev.title = (char *)nt.title;
     ev.description = (char *)nt.description;
     ev.priority = (Todo__V1__Priority)nt.priority;
-    ev.due_at = nt.has_due ? timestamp(a, nt.due_us) : NULL;
+    ev.due_at = nt.has_due ? event_timestamp(a, nt.due_us) : NULL;
     ev.n_tags = nt.n_tags;
     ev.tags = (char **)nt.tags;
-    ev.created_at = timestamp(a, now);
+    ev.created_at = event_timestamp(a, now);
     ev.category = (char *)nt.category;
     event_meta m = {
         .event_id = event_id, .event_type = "task.created", .source = "todo-command", .time_us = now,

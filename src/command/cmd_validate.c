@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "event.h"
 #include "text.h"
 
 #define MIN_SECONDS (-62135596800LL) /* 0001-01-01T00:00:00Z */
@@ -72,7 +73,7 @@ int cmd_validate_create(const Todo__V1__CreateTaskRequest *rq, cmd_new_task *out
     if (rq->due_at != NULL) {
         if ((rc = cmd_validate_timestamp("due_at", rq->due_at->seconds, rq->due_at->nanos, err)) != 0) return rc;
         out->has_due = true;
-        out->due_us = rq->due_at->seconds * 1000000 + rq->due_at->nanos / 1000;
+        out->due_us = event_timestamp_us(rq->due_at);
     }
     if (rq->n_tags > CMD_TAGS_MAX)
         return todo_err_set(err, TODO_EINVAL, "tags: at most %d tags, got %zu", CMD_TAGS_MAX, rq->n_tags);

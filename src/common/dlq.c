@@ -12,7 +12,6 @@ int dlq_send(rd_kafka_t *producer, const char *group, const rd_kafka_message_t *
              todo_err *err)
 {
     Todo__V1__DeadLetter dl = TODO__V1__DEAD_LETTER__INIT;
-    Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
     Todo__V1__DeadLetter__OriginalHeadersEntry *entries = NULL, **ptrs = NULL;
     rd_kafka_headers_t *oh = NULL;
     char id[37];
@@ -29,8 +28,8 @@ int dlq_send(rd_kafka_t *producer, const char *group, const rd_kafka_message_t *
     dl.original_key.len = orig->key_len;
     dl.original_value.data = orig->payload;
     dl.original_value.len = orig->len;
-    ts.seconds = now / 1000000;
-    ts.nanos = (int32_t)(now % 1000000) * 1000;
+    Google__Protobuf__Timestamp ts = {.base = PROTOBUF_C_MESSAGE_INIT(&google__protobuf__timestamp__descriptor),
+                                      .seconds = now / 1000000, .nanos = (int32_t)(now % 1000000) * 1000};
     dl.failed_at = &ts;
     if (rd_kafka_message_headers(orig, &oh) == RD_KAFKA_RESP_ERR_NO_ERROR) {
         size_t n = rd_kafka_header_cnt(oh);

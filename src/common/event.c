@@ -16,6 +16,24 @@ int64_t event_now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+Google__Protobuf__Timestamp *event_timestamp(arena *a, int64_t us)
+{
+    Google__Protobuf__Timestamp *ts = arena_alloc(a, sizeof *ts);
+    google__protobuf__timestamp__init(ts);
+    ts->seconds = us / 1000000;
+    ts->nanos = (int32_t)(us % 1000000) * 1000;
+    if (ts->nanos < 0) {
+        ts->seconds -= 1;
+        ts->nanos += 1000000000;
+    }
+    return ts;
+}
+
+int64_t event_timestamp_us(const Google__Protobuf__Timestamp *ts)
+{
+    return ts->seconds * 1000000 + ts->nanos / 1000;
+}
+
 void event_format_time(int64_t us, char *out, size_t cap)
 {
     time_t secs = (time_t)(us / 1000000);
@@ -37,17 +55,14 @@ int event_encode(const event_meta *m, const ProtobufCMessage *payload, arena *a,
                  todo_err *err)
 {
     Todo__V1__EventEnvelope env = TODO__V1__EVENT_ENVELOPE__INIT;
-    Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
 
     if (m->event_id == NULL || !text_is_uuid(m->event_id) || m->event_type == NULL || m->user_id == NULL ||
         m->aggregate_id == NULL || m->aggregate_version < 1)
         return todo_err_set(err, TODO_EINTERNAL, "event metadata is incomplete");
-    ts.seconds = m->time_us / 1000000;
-    ts.nanos = (int32_t)(m->time_us % 1000000) * 1000;
     env.event_id = dup_or_empty(a, m->event_id);
     env.event_type = dup_or_empty(a, m->event_type);
     env.source = dup_or_empty(a, m->source);
-    env.time = &ts;
+    env.time = event_timestamp(a, m->time_us);
     env.user_id = dup_or_empty(a, m->user_id);
     env.aggregate_type = dup_or_empty(a, m->aggregate_type);
     env.aggregate_id = dup_or_empty(a, m->aggregate_id);
@@ -147,7 +162,7 @@ rd_kafka_headers_t *event_kafka_headers(const Todo__V1__EventEnvelope *env)
     add(h, "ce_type", env->event_type);
     add(h, "ce_source", env->source);
     if (env->time != NULL) {
-        event_format_time(env->time->seconds * 1000000 + env->time->nanos / 1000, buf, sizeof buf);
+        event_format_time(event_timestamp_us(env->time), buf, sizeof buf);
         add(h, "ce_time", buf);
     }
     add(h, "ce_subject", env->aggregate_id);

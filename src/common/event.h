@@ -72,6 +72,13 @@ int event_token_decode(const char *token, int64_t *position, todo_err *err);
  * ("2026-11-27T10:00:00.123456Z") into out (at least 32 bytes). */
 void event_format_time(int64_t us, char *out, size_t cap);
 
+/* A google.protobuf.Timestamp for us (microseconds since the epoch) in a,
+ * normalized (nanos in 0..999999999). */
+Google__Protobuf__Timestamp *event_timestamp(arena *a, int64_t us);
+
+/* Microseconds since the epoch of a timestamp. */
+int64_t event_timestamp_us(const Google__Protobuf__Timestamp *ts);
+
 /* Microseconds since the epoch now. */
 int64_t event_now_us(void);
 

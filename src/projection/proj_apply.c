@@ -18,7 +18,7 @@ static char *ts_text(arena *a, const Google__Protobuf__Timestamp *ts)
 {
     if (ts == NULL) return NULL;
     char *out = arena_alloc(a, 40);
-    event_format_time(ts->seconds * 1000000 + ts->nanos / 1000, out, 40);
+    event_format_time(event_timestamp_us(ts), out, 40);
     return out;
 }
 

@@ -114,17 +114,7 @@ static const char *const TASK_COLUMNS =
 
 static Google__Protobuf__Timestamp *ts_of(arena *a, const PGresult *r, int row, int col)
 {
-    if (PQgetisnull(r, row, col)) return NULL;
-    int64_t us = strtoll(PQgetvalue(r, row, col), NULL, 10);
-    Google__Protobuf__Timestamp *ts = arena_alloc(a, sizeof *ts);
-    google__protobuf__timestamp__init(ts);
-    ts->seconds = us / 1000000;
-    ts->nanos = (int32_t)(us % 1000000) * 1000;
-    if (ts->nanos < 0) {
-        ts->seconds -= 1;
-        ts->nanos += 1000000000;
-    }
-    return ts;
+    return PQgetisnull(r, row, col) ? NULL : event_timestamp(a, strtoll(PQgetvalue(r, row, col), NULL, 10));
 }
 
 static Todo__V1__Task *task_of(arena *a, const PGresult *r, int row)
@@ -208,7 +198,7 @@ static void cond(where *w, const char *text, const char *value)
 static char *timestamp_param(arena *a, const Google__Protobuf__Timestamp *ts)
 {
     char *out = arena_alloc(a, 40);
-    event_format_time(ts->seconds * 1000000 + ts->nanos / 1000, out, 40);
+    event_format_time(event_timestamp_us(ts), out, 40);
     return out;
 }
 
