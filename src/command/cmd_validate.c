@@ -10,6 +10,8 @@
 #define MIN_SECONDS (-62135596800LL) /* 0001-01-01T00:00:00Z */
 #define MAX_SECONDS 253402300799LL   /* 9999-12-31T23:59:59Z */
 
+static const char *const FIELD_NAMES[] = {"title", "description", "priority", "due_at", "category", "tags"};
+
 /* Checks that s is valid UTF-8 of min..max characters without control
  * characters (tabs and newlines are allowed where multiline is true). */
 static int check_text(const char *field, const char *s, long min, long max, bool multiline, todo_err *err)
@@ -58,39 +60,107 @@ int cmd_validate_request_id(const char *rid, todo_err *err)
     return TODO_OK;
 }
 
-int cmd_validate_create(const Todo__V1__CreateTaskRequest *rq, cmd_new_task *out, todo_err *err)
+int cmd_validate_task_id(const char *field, const char *id, todo_err *err)
+{
+    if (!text_is_uuid(id)) return todo_err_set(err, TODO_EINVAL, "%s: must be a UUID", field);
+    return TODO_OK;
+}
+
+int cmd_validate_expected_version(int64_t v, todo_err *err)
+{
+    if (v < 0) return todo_err_set(err, TODO_EINVAL, "expected_version: must be 0 (no check) or positive");
+    return TODO_OK;
+}
+
+/* Checks the fields named in out->mask, taking values from the arguments. */
+static int check_fields(cmd_fields *out, const char *title, const char *description, Todo__V1__Priority priority,
+                        const Google__Protobuf__Timestamp *due, const char *category, char *const *tags,
+                        size_t n_tags, bool create, todo_err *err)
+{
+    unsigned m = out->mask;
+    int rc;
+    if (m & CMD_F_TITLE) {
+        if ((rc = check_text("title", title, 1, CMD_TITLE_MAX, false, err)) != 0) return rc;
+        if (is_blank(title)) return todo_err_set(err, TODO_EINVAL, "title: must not be blank");
+        out->title = title;
+    }
+    if (m & CMD_F_DESCRIPTION) {
+        if ((rc = check_text("description", description, 0, CMD_DESCRIPTION_MAX, true, err)) != 0) return rc;
+        out->description = description;
+    }
+    if (m & CMD_F_CATEGORY) {
+        if ((rc = check_text("category", category, 0, CMD_CATEGORY_MAX, false, err)) != 0) return rc;
+        out->category = category;
+    }
+    if (m & CMD_F_PRIORITY) {
+        int p = (int)priority;
+        if (p < 0 || p > TODO__V1__PRIORITY__PRIORITY_URGENT || (!create && p == 0))
+            return todo_err_set(err, TODO_EINVAL, "priority: unknown value %d (use LOW, MEDIUM, HIGH or URGENT)", p);
+        out->priority = p == 0 ? TODO__V1__PRIORITY__PRIORITY_MEDIUM : p;
+    }
+    if (m & CMD_F_DUE_AT) {
+        out->has_due = due != NULL;
+        if (due != NULL) {
+            if ((rc = cmd_validate_timestamp("due_at", due->seconds, due->nanos, err)) != 0) return rc;
+            out->due_us = event_timestamp_us(due);
+        }
+    }
+    if (m & CMD_F_TAGS) {
+        if (n_tags > CMD_TAGS_MAX)
+            return todo_err_set(err, TODO_EINVAL, "tags: at most %d tags, got %zu", CMD_TAGS_MAX, n_tags);
+        for (size_t i = 0; i < n_tags; i++) {
+            char field[32];
+            snprintf(field, sizeof field, "tags[%zu]", i);
+            if ((rc = check_text(field, tags[i], 1, CMD_TAG_MAX, false, err)) != 0) return rc;
+            for (size_t j = 0; j < i; j++)
+                if (strcmp(tags[i], tags[j]) == 0)
+                    return todo_err_set(err, TODO_EINVAL, "tags[%zu]: duplicates tags[%zu] \"%s\"", i, j, tags[i]);
+        }
+        out->tags = tags;
+        out->n_tags = n_tags;
+    }
+    return TODO_OK;
+}
+
+int cmd_validate_create(const Todo__V1__CreateTaskRequest *rq, cmd_fields *out, todo_err *err)
 {
     int rc;
     memset(out, 0, sizeof *out);
     if ((rc = cmd_validate_request_id(rq->request_id, err)) != 0) return rc;
-    if ((rc = check_text("title", rq->title, 1, CMD_TITLE_MAX, false, err)) != 0) return rc;
-    if (is_blank(rq->title)) return todo_err_set(err, TODO_EINVAL, "title: must not be blank");
-    if ((rc = check_text("description", rq->description, 0, CMD_DESCRIPTION_MAX, true, err)) != 0) return rc;
-    if ((rc = check_text("category", rq->category, 0, CMD_CATEGORY_MAX, false, err)) != 0) return rc;
-    if ((int)rq->priority < 0 || (int)rq->priority > TODO__V1__PRIORITY__PRIORITY_URGENT)
-        return todo_err_set(err, TODO_EINVAL, "priority: unknown value %d (use LOW, MEDIUM, HIGH or URGENT)",
-                            (int)rq->priority);
-    if (rq->due_at != NULL) {
-        if ((rc = cmd_validate_timestamp("due_at", rq->due_at->seconds, rq->due_at->nanos, err)) != 0) return rc;
-        out->has_due = true;
-        out->due_us = event_timestamp_us(rq->due_at);
+    out->mask = CMD_F_ALL;
+    return check_fields(out, rq->title, rq->description, rq->priority, rq->due_at, rq->category, rq->tags,
+                        rq->n_tags, true, err);
+}
+
+int cmd_validate_update(const Todo__V1__UpdateTaskRequest *rq, cmd_fields *out, todo_err *err)
+{
+    int rc;
+    memset(out, 0, sizeof *out);
+    if ((rc = cmd_validate_request_id(rq->request_id, err)) != 0) return rc;
+    if ((rc = cmd_validate_task_id("task_id", rq->task_id, err)) != 0) return rc;
+    if ((rc = cmd_validate_expected_version(rq->expected_version, err)) != 0) return rc;
+    if (rq->update_mask == NULL || rq->update_mask->n_paths == 0)
+        return todo_err_set(err, TODO_EINVAL,
+                            "update_mask: must name at least one of title, description, priority, due_at, category, tags");
+    for (size_t i = 0; i < rq->update_mask->n_paths; i++) {
+        const char *p = rq->update_mask->paths[i];
+        unsigned bit = 0;
+        for (unsigned f = 0; f < 6; f++)
+            if (strcmp(p, FIELD_NAMES[f]) == 0) bit = 1u << f;
+        if (bit == 0)
+            return todo_err_set(err, TODO_EINVAL,
+                                "update_mask: unknown field \"%.64s\" (use title, description, priority, due_at, "
+                                "category, tags)", p);
+        out->mask |= bit;
     }
-    if (rq->n_tags > CMD_TAGS_MAX)
-        return todo_err_set(err, TODO_EINVAL, "tags: at most %d tags, got %zu", CMD_TAGS_MAX, rq->n_tags);
-    for (size_t i = 0; i < rq->n_tags; i++) {
-        char field[32];
-        snprintf(field, sizeof field, "tags[%zu]", i);
-        if ((rc = check_text(field, rq->tags[i], 1, CMD_TAG_MAX, false, err)) != 0) return rc;
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(rq->tags[i], rq->tags[j]) == 0)
-                return todo_err_set(err, TODO_EINVAL, "tags[%zu]: duplicates tags[%zu] \"%s\"", i, j, rq->tags[i]);
-    }
-    out->title = rq->title;
-    out->description = rq->description;
-    out->category = rq->category;
-    out->priority = rq->priority == TODO__V1__PRIORITY__PRIORITY_UNSPECIFIED ? TODO__V1__PRIORITY__PRIORITY_MEDIUM
-                                                                              : (int)rq->priority;
-    out->tags = rq->tags;
-    out->n_tags = rq->n_tags;
-    return TODO_OK;
+    return check_fields(out, rq->title, rq->description, rq->priority, rq->due_at, rq->category, rq->tags,
+                        rq->n_tags, false, err);
+}
+
+size_t cmd_fields_names(unsigned mask, const char *names[6])
+{
+    size_t n = 0;
+    for (unsigned f = 0; f < 6; f++)
+        if (mask & (1u << f)) names[n++] = FIELD_NAMES[f];
+    return n;
 }

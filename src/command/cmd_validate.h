@@ -1,8 +1,8 @@
 /*
  * cmd_validate: the rules a command's fields must meet, checked before any
- * work. Each failure is TODO_EINVAL with a message that names the field and
- * the rule ("title: must be 1 to 255 characters, got 0"). Pure functions,
- * thread-safe; no database, no clock except where the rule says.
+ * work. Each failure is TODO_EINVAL with a message that begins with the field
+ * and states the rule ("title: must be 1 to 255 characters, got 0"). Pure
+ * functions, thread-safe.
  */
 #ifndef TODO_CMD_VALIDATE_H
 #define TODO_CMD_VALIDATE_H
@@ -20,20 +20,48 @@
 #define CMD_TAG_MAX 32
 #define CMD_REQUEST_ID_MAX 128
 
-/* A CreateTask request that passed validation, normalized: */
-typedef struct cmd_new_task {
+/* The editable fields of a task, as named in an UpdateTask field mask. */
+enum {
+    CMD_F_TITLE = 1 << 0,
+    CMD_F_DESCRIPTION = 1 << 1,
+    CMD_F_PRIORITY = 1 << 2,
+    CMD_F_DUE_AT = 1 << 3,
+    CMD_F_CATEGORY = 1 << 4,
+    CMD_F_TAGS = 1 << 5,
+    CMD_F_ALL = (1 << 6) - 1
+};
+
+/* Validated, normalized field values; only those in mask are meaningful.
+ * Strings are borrowed from the request. */
+typedef struct cmd_fields {
+    unsigned mask;
     const char *title;
     const char *description;
     const char *category;
-    int priority;            /* 1..4; PRIORITY_UNSPECIFIED became MEDIUM */
-    bool has_due;
-    int64_t due_us;          /* microseconds since the epoch when has_due */
-    char *const *tags;       /* borrowed from the request */
+    int priority;            /* 1..4 */
+    bool has_due;            /* false with CMD_F_DUE_AT: clear the due date */
+    int64_t due_us;
+    char *const *tags;
     size_t n_tags;
-} cmd_new_task;
+} cmd_fields;
 
-/* Checks rq (borrowed; out points into it). */
-int cmd_validate_create(const Todo__V1__CreateTaskRequest *rq, cmd_new_task *out, todo_err *err);
+/* CreateTask: every field; PRIORITY_UNSPECIFIED becomes MEDIUM. */
+int cmd_validate_create(const Todo__V1__CreateTaskRequest *rq, cmd_fields *out, todo_err *err);
+
+/* UpdateTask: the update_mask must name at least one known field (title,
+ * description, priority, due_at, category, tags); only those are checked and
+ * only those change. Also checks task_id and expected_version. */
+int cmd_validate_update(const Todo__V1__UpdateTaskRequest *rq, cmd_fields *out, todo_err *err);
+
+/* The mask's field names in a fixed order, for events: writes at most
+ * 6 names into names and returns how many. */
+size_t cmd_fields_names(unsigned mask, const char *names[6]);
+
+/* A task id field: a UUID. */
+int cmd_validate_task_id(const char *field, const char *id, todo_err *err);
+
+/* expected_version: 0 (no check) or positive. */
+int cmd_validate_expected_version(int64_t v, todo_err *err);
 
 /* Checks a timestamp field: seconds within years 1..9999, nanos 0..999999999.
  * field names it in the message. */

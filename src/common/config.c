@@ -111,6 +111,9 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
     if ((rc = get_int(&cfg->projector_batch, "TODO_PROJECTOR_BATCH", 500, 1, 10000, get, ctx, err)) != 0)
         return rc;
 
+    if ((rc = get_int(&cfg->request_ttl_s, "TODO_REQUEST_TTL_S", 86400, 60, 30 * 86400, get, ctx, err)) != 0)
+        return rc;
+
     level = get("TODO_LOG_LEVEL", ctx);
     cfg->log_level = level == NULL ? LOG_INFO : log_level_parse(level);
     if (cfg->log_level < 0)

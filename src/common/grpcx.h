@@ -96,6 +96,10 @@ void grpcx_server_free(grpcx_server *s);
  * call's arena, or NULL. */
 const char *grpcx_call_metadata(grpcx_call *c, const char *key);
 
+/* Adds key: value to the reply's initial metadata (at most 4 entries; key
+ * lowercase, value printable ASCII; both are copied). */
+void grpcx_call_reply_metadata(grpcx_call *c, const char *key, const char *value);
+
 /* The call's arena: released when the call ends. */
 arena *grpcx_call_arena(grpcx_call *c);
 

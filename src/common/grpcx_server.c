@@ -82,6 +82,8 @@ typedef struct unary_call {
     grpc_byte_buffer *reply;
     grpc_slice details;
     int cancelled;
+    grpc_metadata reply_md[4];
+    size_t n_reply_md;
 } unary_call;
 
 /* One call to an unregistered method: reflection streams, or UNIMPLEMENTED. */
@@ -149,6 +151,15 @@ const char *grpcx_call_metadata(grpcx_call *c, const char *key)
                                  GRPC_SLICE_LENGTH(m->value));
     }
     return NULL;
+}
+
+void grpcx_call_reply_metadata(grpcx_call *c, const char *key, const char *value)
+{
+    unary_call *u = c->u;
+    if (u->n_reply_md == sizeof u->reply_md / sizeof u->reply_md[0]) return;
+    u->reply_md[u->n_reply_md].key = grpc_slice_from_copied_string(key);
+    u->reply_md[u->n_reply_md].value = grpc_slice_from_copied_string(value);
+    u->n_reply_md++;
 }
 
 arena *grpcx_call_arena(grpcx_call *c) { return c->w->arena; }
@@ -232,6 +243,10 @@ static void unary_free(unary_call *u)
     if (u->payload != NULL) grpc_byte_buffer_destroy(u->payload);
     if (u->reply != NULL) grpc_byte_buffer_destroy(u->reply);
     if (u->replying) grpc_slice_unref(u->details);
+    for (size_t i = 0; i < u->n_reply_md; i++) {
+        grpc_slice_unref(u->reply_md[i].key);
+        grpc_slice_unref(u->reply_md[i].value);
+    }
     grpc_metadata_array_destroy(&u->md);
     if (u->call != NULL) grpc_call_unref(u->call);
     free(u);
@@ -315,7 +330,9 @@ static void unary_handle(unary_call *u)
     grpc_op ops[4];
     size_t n = 0;
     memset(ops, 0, sizeof ops);
-    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].data.send_initial_metadata.count = u->n_reply_md;
+    ops[n++].data.send_initial_metadata.metadata = u->n_reply_md > 0 ? u->reply_md : NULL;
     ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     ops[n++].data.recv_close_on_server.cancelled = &u->cancelled;
     if (u->reply != NULL) {

@@ -2,13 +2,13 @@
 #include "migrate.h"
 
 #include <dirent.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
 #include "pgx.h"
+#include "text.h"
 
 #define MIGRATE_LOCK_KEY "7428311"  /* advisory lock id shared by all migrators */
 
@@ -29,14 +29,7 @@ int migrate_parse_name(const char *name)
     return v;
 }
 
-void migrate_checksum(const char *data, size_t n, char out[65])
-{
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    EVP_Digest(data, n, md, &mdlen, EVP_sha256(), NULL);
-    for (unsigned i = 0; i < mdlen && i < 32; i++) sprintf(out + 2 * i, "%02x", md[i]);
-    out[64] = '\0';
-}
+void migrate_checksum(const char *data, size_t n, char out[65]) { text_sha256_hex(data, n, out); }
 
 static int by_version(const void *a, const void *b)
 {

@@ -103,3 +103,20 @@ char *pgx_text_array(arena *a, char *const *items, size_t n)
     *p = '\0';
     return out;
 }
+
+void pgx_split(arena *a, const char *s, char sep, char ***items, size_t *n)
+{
+    size_t count = 1;
+    *n = 0;
+    *items = NULL;
+    if (s[0] == '\0') return;
+    for (const char *p = s; *p; p++) count += *p == sep;
+    *items = arena_alloc(a, count * sizeof **items);
+    for (const char *p = s;;) {
+        const char *e = strchr(p, sep);
+        size_t len = e != NULL ? (size_t)(e - p) : strlen(p);
+        (*items)[(*n)++] = arena_strndup(a, p, len);
+        if (e == NULL) break;
+        p = e + 1;
+    }
+}

@@ -36,6 +36,10 @@ PGresult *pgx_execb(PGconn *c, const char *sql, int n, const char *const *values
 /* A PostgreSQL text[] literal ('{"a","b"}') of the n strings, in a. */
 char *pgx_text_array(arena *a, char *const *items, size_t n);
 
+/* Splits s at sep into *items (*n of them) in a; "" gives none. Pairs with
+ * SQL's array_to_string(tags, E'\x1f'). */
+void pgx_split(arena *a, const char *s, char sep, char ***items, size_t *n);
+
 /* The status matching a failed result's SQLSTATE. */
 int pgx_status_of(const PGresult *r, const PGconn *c);
 

@@ -1,6 +1,8 @@
 /* text: see text.h. */
 #include "text.h"
 
+#include <openssl/evp.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
 
@@ -109,4 +111,17 @@ long text_b64url_decode(const char *in, size_t n, unsigned char *out, size_t out
         acc &= (1u << bits) - 1;
     }
     return (long)o;
+}
+
+void text_sha256_hex(const void *data, size_t n, char out[65])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_Digest(data, n, md, &len, EVP_sha256(), NULL);
+    for (unsigned i = 0; i < 32; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[64] = '\0';
 }

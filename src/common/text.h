@@ -27,4 +27,7 @@ int text_uuid_v4(char out[37]);
 size_t text_b64url_encode(const unsigned char *in, size_t n, char *out);
 long text_b64url_decode(const char *in, size_t n, unsigned char *out, size_t outcap);
 
+/* Hex SHA-256 of the n bytes at data, NUL-terminated. */
+void text_sha256_hex(const void *data, size_t n, char out[65]);
+
 #endif

@@ -109,6 +109,119 @@ static int apply_task_created(PGconn *pg, const Todo__V1__EventEnvelope *env, ar
                    10, p, err);
 }
 
+/* Decodes env's payload with desc into a; NULL (and *why) when it does not
+ * decode or names another task than the envelope. */
+static ProtobufCMessage *payload(const Todo__V1__EventEnvelope *env, const ProtobufCMessageDescriptor *desc, arena *a,
+                                 const char **why)
+{
+    ProtobufCAllocator alloc;
+    arena_pbc_allocator(a, &alloc);
+    if (env->schema_version != 1) {
+        *why = arena_printf(a, "%s schema version %d is not supported by this projector", env->event_type,
+                            env->schema_version);
+        return NULL;
+    }
+    ProtobufCMessage *m = protobuf_c_message_unpack(desc, &alloc, env->data.len, env->data.data);
+    if (m == NULL) {
+        *why = arena_printf(a, "%s payload does not decode as %s", env->event_type, desc->name);
+        return NULL;
+    }
+    /* Every task event's field 1 is the task id. */
+    const char *task_id = *(char *const *)((const char *)m + desc->fields[0].offset);
+    if (strcmp(task_id, env->aggregate_id) != 0) {
+        *why = arena_printf(a, "%s payload names task %s, the envelope %s", env->event_type, task_id, env->aggregate_id);
+        return NULL;
+    }
+    return m;
+}
+
+/* Runs sql with params $1 = task id, $2 = version, $3 = event time, then
+ * the n extra values. */
+static int task_update(PGconn *pg, const Todo__V1__EventEnvelope *env, arena *a, const char *sql, int n,
+                       const char *const *extra, todo_err *err)
+{
+    const char *p[12];
+    char version[24];
+    snprintf(version, sizeof version, "%" PRId64, env->aggregate_version);
+    p[0] = env->aggregate_id;
+    p[1] = version;
+    p[2] = ts_text(a, env->time);
+    for (int i = 0; i < n; i++) p[3 + i] = extra[i];
+    return pgx_cmd(pg, sql, 3 + n, p, err);
+}
+
+static int apply_task_updated(PGconn *pg, const Todo__V1__EventEnvelope *env, arena *a, outcome *out,
+                              const char **why, todo_err *err)
+{
+    Todo__V1__TaskUpdated *ev = (Todo__V1__TaskUpdated *)payload(env, &todo__v1__task_updated__descriptor, a, why);
+    int rc;
+    if (ev == NULL) {
+        *out = DEAD;
+        return TODO_OK;
+    }
+    /* Only the fields the event says changed are written: the others may
+     * have been changed by later events a replay has not reached yet. */
+    char sql[512];
+    size_t len = (size_t)snprintf(sql, sizeof sql, "update read.tasks set version = $2, updated_at = $3");
+    const char *extra[6];
+    int n = 0;
+    char prio[8];
+    snprintf(prio, sizeof prio, "%d", (int)ev->priority);
+    for (size_t i = 0; i < ev->n_changed_fields; i++) {
+        const char *f = ev->changed_fields[i], *col = NULL, *value = NULL;
+        if (strcmp(f, "title") == 0) col = "title", value = ev->title;
+        else if (strcmp(f, "description") == 0) col = "description", value = ev->description;
+        else if (strcmp(f, "priority") == 0) col = "priority", value = prio;
+        else if (strcmp(f, "due_at") == 0) col = "due_at", value = ts_text(a, ev->due_at);
+        else if (strcmp(f, "category") == 0) col = "category", value = ev->category;
+        else if (strcmp(f, "tags") == 0) col = "tags", value = pgx_text_array(a, ev->tags, ev->n_tags);
+        if (col == NULL || n == 6) {
+            *why = arena_printf(a, "task.updated names an unknown or repeated field \"%.40s\"", f);
+            *out = DEAD;
+            return TODO_OK;
+        }
+        extra[n++] = value;
+        len += (size_t)snprintf(sql + len, sizeof sql - len, ", %s = $%d", col, 3 + n);
+    }
+    if ((rc = claim_version(pg, env, out, err)) != 0 || *out == SKIPPED) return rc;
+    snprintf(sql + len, sizeof sql - len, " where id = $1");
+    return task_update(pg, env, a, sql, n, extra, err);
+}
+
+/* task.completed, .reopened, .deleted, .restored: a payload with the task id
+ * and a time, and one fixed change. */
+static int apply_task_state(PGconn *pg, const Todo__V1__EventEnvelope *env, arena *a, outcome *out,
+                            const char **why, todo_err *err)
+{
+    static const struct {
+        const char *type;
+        const ProtobufCMessageDescriptor *desc;
+        const char *sql;
+    } kinds[] = {
+        {"task.completed", &todo__v1__task_completed__descriptor,
+         "update read.tasks set completed = true, completed_at = $3, version = $2, updated_at = $3 where id = $1"},
+        {"task.reopened", &todo__v1__task_reopened__descriptor,
+         "update read.tasks set completed = false, completed_at = null, version = $2, updated_at = $3 where id = $1"},
+        {"task.deleted", &todo__v1__task_deleted__descriptor,
+         "update read.tasks set deleted = true, version = $2, updated_at = $3 where id = $1"},
+        {"task.restored", &todo__v1__task_restored__descriptor,
+         "update read.tasks set deleted = false, version = $2, updated_at = $3 where id = $1"},
+    };
+    int rc;
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        if (strcmp(env->event_type, kinds[k].type) != 0) continue;
+        if (payload(env, kinds[k].desc, a, why) == NULL) {
+            *out = DEAD;
+            return TODO_OK;
+        }
+        if ((rc = claim_version(pg, env, out, err)) != 0 || *out == SKIPPED) return rc;
+        return task_update(pg, env, a, kinds[k].sql, 0, NULL, err);
+    }
+    *why = arena_printf(a, "no projection for event type %s", env->event_type);
+    *out = DEAD;
+    return TODO_OK;
+}
+
 /* Applies one record. Returns TODO_OK with *out set, or a database status. */
 static int apply_record(PGconn *pg, const rd_kafka_message_t *m, arena *a, outcome *out, const char **why,
                         todo_err *err)
@@ -121,13 +234,17 @@ static int apply_record(PGconn *pg, const rd_kafka_message_t *m, arena *a, outco
         *out = DEAD;
         return TODO_OK;
     }
-    if (strcmp(env->event_type, "task.created") == 0)
-        rc = apply_task_created(pg, env, a, out, why, err);
-    else {
-        *why = arena_printf(a, "no projection for event type %s", env->event_type);
+    if (env->time == NULL) {
+        *why = "envelope has no time";
         *out = DEAD;
         return TODO_OK;
     }
+    if (strcmp(env->event_type, "task.created") == 0)
+        rc = apply_task_created(pg, env, a, out, why, err);
+    else if (strcmp(env->event_type, "task.updated") == 0)
+        rc = apply_task_updated(pg, env, a, out, why, err);
+    else
+        rc = apply_task_state(pg, env, a, out, why, err);
     if (rc == 0 && *out == APPLIED && env->position > 0) {
         char pos[24];
         snprintf(pos, sizeof pos, "%" PRId64, env->position);

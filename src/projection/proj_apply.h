@@ -13,7 +13,10 @@
  * event type or schema version, a payload that does not decode or makes no
  * sense) is "dead": the batch goes on without it and the caller sends it to
  * the dead-letter topic. Old schema versions are upcast to the current one
- * (task.created v1 -> v2: no category).
+ * (task.created v1 -> v2: no category). Projected today: task.created,
+ * task.updated (only the fields it names), task.completed, task.reopened,
+ * task.deleted and task.restored (a deleted task keeps its row, hidden from
+ * queries).
  *
  * Every committed batch also advances read.user_positions (read-your-writes)
  * and notifies read_progress.

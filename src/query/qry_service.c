@@ -130,19 +130,7 @@ static Todo__V1__Task *task_of(arena *a, const PGresult *r, int row)
     tk->completed = PQgetvalue(r, row, 6)[0] == 't';
     tk->completed_at = ts_of(a, r, row, 7);
     tk->category = arena_strdup(a, PQgetvalue(r, row, 8));
-    const char *tags = PQgetvalue(r, row, 9);
-    if (tags[0] != '\0') {
-        size_t n = 1;
-        for (const char *p = tags; *p; p++) n += *p == '\x1f';
-        tk->tags = arena_alloc(a, n * sizeof *tk->tags);
-        for (const char *p = tags;; ) {
-            const char *e = strchr(p, '\x1f');
-            size_t len = e ? (size_t)(e - p) : strlen(p);
-            tk->tags[tk->n_tags++] = arena_strndup(a, p, len);
-            if (e == NULL) break;
-            p = e + 1;
-        }
-    }
+    pgx_split(a, PQgetvalue(r, row, 9), '\x1f', &tk->tags, &tk->n_tags);
     tk->created_at = ts_of(a, r, row, 10);
     tk->updated_at = ts_of(a, r, row, 11);
     tk->version = strtoll(PQgetvalue(r, row, 12), NULL, 10);
@@ -162,7 +150,7 @@ static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage
     if (!text_is_uuid(rq->task_id)) return todo_err_set(err, TODO_EINVAL, "task_id: must be a UUID");
     if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;
     const char *params[2] = {rq->task_id, user};
-    char *sql = arena_printf(a, "%s where id = $1 and user_id = $2", TASK_COLUMNS);
+    char *sql = arena_printf(a, "%s where id = $1 and user_id = $2 and not deleted", TASK_COLUMNS);
     PGresult *r = pgx_exec(t->pg, sql, 2, params, err);
     if (r == NULL) return todo_err_set(err, TODO_EUNAVAIL, "reading the task failed; retry later");
     if (PQntuples(r) == 0) {
@@ -253,7 +241,7 @@ static int list_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessa
     if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;
 
     w.params[w.n++] = user;
-    w.len = (size_t)snprintf(w.sql, sizeof w.sql, " where user_id = $1");
+    w.len = (size_t)snprintf(w.sql, sizeof w.sql, " where user_id = $1 and not deleted");
     if (rq->completed != NULL) cond(&w, "completed = ?", rq->completed->value ? "true" : "false");
     if (rq->priority != 0) cond(&w, "priority = ?", arena_printf(a, "%d", (int)rq->priority));
     if (rq->category[0] != '\0') cond(&w, "category = ?", rq->category);

@@ -137,3 +137,32 @@ long long harness_scalar(PGconn *c, const char *sql, const char *param)
     PQclear(r);
     return v;
 }
+
+int harness_services_start(harness_services *s)
+{
+    s->command = harness_spawn("command/todo-command", "command", NULL);
+    s->query = harness_spawn("query/todo-query", "query", NULL);
+    s->projector = harness_spawn("projection/todo-projector", "projector", NULL);
+    if (!harness_wait_serving(getenv("TODO_COMMAND_ADDR"), 20000) ||
+        !harness_wait_serving(getenv("TODO_QUERY_ADDR"), 20000)) {
+        fprintf(stderr, "services did not start; see build/tests/logs/\n");
+        return -1;
+    }
+    s->cmd = grpcx_channel_new(getenv("TODO_COMMAND_ADDR"));
+    s->qry = grpcx_channel_new(getenv("TODO_QUERY_ADDR"));
+    return 0;
+}
+
+int harness_services_stop(harness_services *s)
+{
+    grpcx_channel_free(s->cmd);
+    grpcx_channel_free(s->qry);
+    int c = harness_stop(s->command, SIGTERM, 20000);
+    int q = harness_stop(s->query, SIGTERM, 20000);
+    int p = harness_stop(s->projector, SIGTERM, 20000);
+    if (c != 0 || q != 0 || p != 0) {
+        fprintf(stderr, "exit codes: command=%d query=%d projector=%d (see build/tests/logs/)\n", c, q, p);
+        return -1;
+    }
+    return 0;
+}

@@ -48,4 +48,17 @@ long long harness_now_ms(void);
 /* Sleeps ms milliseconds (for polling loops that are bounded in time). */
 void harness_sleep_ms(int ms);
 
+/* The three services of the slice, started from this build. */
+typedef struct harness_services {
+    pid_t command, query, projector;
+    grpcx_channel *cmd, *qry;
+} harness_services;
+
+/* Starts them and waits until both servers answer; 0 or -1. */
+int harness_services_start(harness_services *s);
+
+/* SIGTERMs them; 0 when all three exited 0 (no leak report in the ASan
+ * build), else -1 after saying which did not. */
+int harness_services_stop(harness_services *s);
+
 #endif

@@ -40,7 +40,10 @@ want="Code: Unauthenticated" check "create without a token" "$GRPCURL" -plaintex
 want="Code: InvalidArgument" check "empty title" "$GRPCURL" -plaintext -H "authorization: Bearer $TOKEN" \
   -d '{"title":""}' "$C" todo.v1.TaskCommandService/CreateTask
 want="Code: Unimplemented" check "unimplemented command" "$GRPCURL" -plaintext -H "authorization: Bearer $TOKEN" \
-  -d '{}' "$C" todo.v1.TaskCommandService/CompleteTask
+  -d '{}' "$C" todo.v1.TaskCommandService/ScheduleReminder
+want="x-correlation-id: corr-42" check "correlation id comes back" "$GRPCURL" -plaintext -v \
+  -H "authorization: Bearer $TOKEN" -H "x-correlation-id: corr-42" -d '{"title":"traced"}' \
+  "$C" todo.v1.TaskCommandService/CreateTask
 want="Code: Unimplemented" check "health watch" "$GRPCURL" -plaintext -max-time 5 "$C" grpc.health.v1.Health/Watch
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]

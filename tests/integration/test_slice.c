@@ -27,7 +27,7 @@
 #define GET "/todo.v1.TaskQueryService/GetTask"
 #define LIST "/todo.v1.TaskQueryService/ListTasks"
 
-static pid_t command_pid, query_pid, projector_pid;
+static harness_services svc;
 static grpcx_channel *cmd_ch, *qry_ch;
 static PGconn *admin;
 
@@ -35,37 +35,21 @@ static int start_all(void **state)
 {
     (void)state;
     if (!harness_stack_available()) return 0;
-    command_pid = harness_spawn("command/todo-command", "command", NULL);
-    query_pid = harness_spawn("query/todo-query", "query", NULL);
-    projector_pid = harness_spawn("projection/todo-projector", "projector", NULL);
-    if (!harness_wait_serving(getenv("TODO_COMMAND_ADDR"), 20000) ||
-        !harness_wait_serving(getenv("TODO_QUERY_ADDR"), 20000)) {
-        fprintf(stderr, "services did not start; see build/tests/logs/\n");
-        return -1;
-    }
-    cmd_ch = grpcx_channel_new(getenv("TODO_COMMAND_ADDR"));
-    qry_ch = grpcx_channel_new(getenv("TODO_QUERY_ADDR"));
+    if (harness_services_start(&svc) != 0) return -1;
+    cmd_ch = svc.cmd;
+    qry_ch = svc.qry;
     admin = harness_admin();
     return admin != NULL ? 0 : -1;
 }
 
+/* Graceful shutdown: every service exits 0 on SIGTERM (and, in the
+ * sanitizer build, without a leak report). */
 static int stop_all(void **state)
 {
     (void)state;
     if (!harness_stack_available()) return 0;
-    grpcx_channel_free(cmd_ch);
-    grpcx_channel_free(qry_ch);
     PQfinish(admin);
-    /* Graceful shutdown: every service exits 0 on SIGTERM (and, in the
-     * sanitizer build, without a leak report). */
-    int rc_c = harness_stop(command_pid, SIGTERM, 20000);
-    int rc_q = harness_stop(query_pid, SIGTERM, 20000);
-    int rc_p = harness_stop(projector_pid, SIGTERM, 20000);
-    if (rc_c != 0 || rc_q != 0 || rc_p != 0) {
-        fprintf(stderr, "exit codes: command=%d query=%d projector=%d\n", rc_c, rc_q, rc_p);
-        return -1;
-    }
-    return 0;
+    return harness_services_stop(&svc);
 }
 
 static void need_stack(void)
@@ -380,9 +364,9 @@ static void projector_crash_and_replay_leave_no_duplicate_and_no_gap(void **stat
     harness_sleep_ms(100);
     /* kill -9 in the middle of the stream: whatever it had applied but not
      * committed to Kafka is re-delivered after the restart. */
-    assert_int_equal(harness_stop(projector_pid, SIGKILL, 5000), 128 + SIGKILL);
+    assert_int_equal(harness_stop(svc.projector, SIGKILL, 5000), 128 + SIGKILL);
     for (int i = 0; i < 20; i++) free(create_ok(auth, "while it is down", 0));
-    projector_pid = harness_spawn("projection/todo-projector", "projector", NULL);
+    svc.projector = harness_spawn("projection/todo-projector", "projector", NULL);
     assert_int_equal(wait_read_count(user, 30, 30000), 30);
     assert_int_equal(harness_scalar(admin,
                                     "select count(*) from read.tasks r join write.tasks w using (id)"

@@ -19,7 +19,7 @@ static Todo__V1__CreateTaskRequest base(void)
 
 static void expect_invalid(const Todo__V1__CreateTaskRequest *rq, const char *field)
 {
-    cmd_new_task nt;
+    cmd_fields nt;
     todo_err err;
     assert_int_equal(cmd_validate_create(rq, &nt, &err), TODO_EINVAL);
     if (strncmp(err.msg, field, strlen(field)) != 0) fail_msg("expected \"%s\" to name %s", err.msg, field);
@@ -29,7 +29,7 @@ static void a_plain_task_passes_with_medium_priority(void **state)
 {
     (void)state;
     Todo__V1__CreateTaskRequest rq = base();
-    cmd_new_task nt;
+    cmd_fields nt;
     todo_err err;
     assert_int_equal(cmd_validate_create(&rq, &nt, &err), TODO_OK);
     assert_int_equal(nt.priority, TODO__V1__PRIORITY__PRIORITY_MEDIUM);
@@ -50,7 +50,7 @@ static void title_length_is_counted_in_characters(void **state)
     for (int i = 0; i < 255; i++) memcpy(t + 2 * i, "\xc3\xa9", 2);
     t[510] = '\0';
     rq.title = t;
-    cmd_new_task nt;
+    cmd_fields nt;
     todo_err err;
     assert_int_equal(cmd_validate_create(&rq, &nt, &err), TODO_OK);
     memset(t, 'x', 256);
@@ -66,7 +66,7 @@ static void description_allows_newlines_but_has_a_bound(void **state)
 {
     (void)state;
     Todo__V1__CreateTaskRequest rq = base();
-    cmd_new_task nt;
+    cmd_fields nt;
     todo_err err;
     static char d[CMD_DESCRIPTION_MAX + 2];
     rq.description = "line one\nline two";
@@ -91,7 +91,7 @@ static void due_date_must_be_a_real_time(void **state)
     (void)state;
     Todo__V1__CreateTaskRequest rq = base();
     Google__Protobuf__Timestamp due = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
-    cmd_new_task nt;
+    cmd_fields nt;
     todo_err err;
     rq.due_at = &due;
     due.seconds = 1800000000;
@@ -146,6 +146,68 @@ static void category_and_request_id_are_checked(void **state)
     assert_int_equal(cmd_validate_request_id("req-123_ABC", &err), TODO_OK);
 }
 
+static Todo__V1__UpdateTaskRequest update_base(Google__Protobuf__FieldMask *mask, char **paths, size_t n)
+{
+    Todo__V1__UpdateTaskRequest rq = TODO__V1__UPDATE_TASK_REQUEST__INIT;
+    google__protobuf__field_mask__init(mask);
+    mask->paths = paths;
+    mask->n_paths = n;
+    rq.update_mask = mask;
+    rq.task_id = "123e4567-e89b-42d3-a456-426614174000";
+    return rq;
+}
+
+static void update_changes_only_the_masked_fields(void **state)
+{
+    (void)state;
+    Google__Protobuf__FieldMask mask;
+    char *paths[] = {"title", "due_at"};
+    Todo__V1__UpdateTaskRequest rq = update_base(&mask, paths, 2);
+    cmd_fields f;
+    todo_err err;
+    rq.title = "New title";
+    rq.description = "\xff not checked: not in the mask";
+    assert_int_equal(cmd_validate_update(&rq, &f, &err), TODO_OK);
+    assert_int_equal(f.mask, CMD_F_TITLE | CMD_F_DUE_AT);
+    assert_string_equal(f.title, "New title");
+    assert_false(f.has_due); /* due_at named but unset: clear it */
+    const char *names[6];
+    assert_int_equal(cmd_fields_names(f.mask, names), 2);
+    assert_string_equal(names[0], "title");
+    assert_string_equal(names[1], "due_at");
+}
+
+static void update_needs_a_known_mask_a_task_id_and_a_real_priority(void **state)
+{
+    (void)state;
+    Google__Protobuf__FieldMask mask;
+    char *bad[] = {"owner"};
+    char *prio[] = {"priority"};
+    cmd_fields f;
+    todo_err err;
+    Todo__V1__UpdateTaskRequest rq = update_base(&mask, bad, 1);
+    assert_int_equal(cmd_validate_update(&rq, &f, &err), TODO_EINVAL);
+    assert_non_null(strstr(err.msg, "update_mask: unknown field \"owner\""));
+    rq = update_base(&mask, bad, 0);
+    assert_int_equal(cmd_validate_update(&rq, &f, &err), TODO_EINVAL);
+    assert_non_null(strstr(err.msg, "update_mask"));
+    rq = update_base(&mask, prio, 1);
+    rq.priority = TODO__V1__PRIORITY__PRIORITY_UNSPECIFIED;
+    assert_int_equal(cmd_validate_update(&rq, &f, &err), TODO_EINVAL);
+    assert_true(strncmp(err.msg, "priority", 8) == 0);
+    rq.priority = TODO__V1__PRIORITY__PRIORITY_LOW;
+    rq.task_id = "nope";
+    assert_int_equal(cmd_validate_update(&rq, &f, &err), TODO_EINVAL);
+    assert_true(strncmp(err.msg, "task_id", 7) == 0);
+    rq.task_id = "123e4567-e89b-42d3-a456-426614174000";
+    rq.expected_version = -1;
+    assert_int_equal(cmd_validate_update(&rq, &f, &err), TODO_EINVAL);
+    assert_true(strncmp(err.msg, "expected_version", 16) == 0);
+    rq.expected_version = 3;
+    assert_int_equal(cmd_validate_update(&rq, &f, &err), TODO_OK);
+    assert_int_equal(f.priority, TODO__V1__PRIORITY__PRIORITY_LOW);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -156,6 +218,8 @@ int main(void)
         cmocka_unit_test(due_date_must_be_a_real_time),
         cmocka_unit_test(tags_are_bounded_and_unique),
         cmocka_unit_test(category_and_request_id_are_checked),
+        cmocka_unit_test(update_changes_only_the_masked_fields),
+        cmocka_unit_test(update_needs_a_known_mask_a_task_id_and_a_real_priority),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
