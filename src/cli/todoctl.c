@@ -8,6 +8,7 @@
  *   todoctl add TITLE [--priority P] [--due WHEN] [--category C] [--tag T]... [--description D]
  *   todoctl list [--completed|--pending] [--priority P] [--limit N] [--all]
  *   todoctl get TASK_ID
+ *   todoctl done|reopen|rm|restore TASK_ID [--expect VERSION]
  *   todoctl health [command|query]
  *
  * Task commands act as --user (default $TODO_USER, else "alice"), with a
@@ -48,6 +49,7 @@ static int usage(void)
           "      WHEN: today, tomorrow, +Nd, +Nh, YYYY-MM-DD or an RFC 3339 time (UTC)\n"
           "  todoctl list [--completed|--pending] [--priority P] [--limit N] [--all]\n"
           "  todoctl get TASK_ID\n"
+          "  todoctl done|reopen|rm|restore TASK_ID [--expect VERSION]\n"
           "  todoctl health [command|query]\n"
           "task commands take --user ID (default $TODO_USER or alice) or use $TODO_TOKEN\n",
           stderr);
@@ -350,6 +352,37 @@ static int cmd_get(int argc, char **argv)
     return 0;
 }
 
+/* done, reopen, rm, restore: the commands that take a task id only. */
+static int cmd_simple(int argc, char **argv, const char *rpc)
+{
+    Todo__V1__CompleteTaskRequest rq = TODO__V1__COMPLETE_TASK_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    char path[96];
+    if (argc < 3 || argv[2][0] == '-') return usage();
+    rq.task_id = argv[2];
+    for (int i = 3; i < argc; i++) {
+        const char *v;
+        if (strcmp(argv[i], "--expect") == 0) {
+            if ((v = flag_value(argc, argv, &i)) == NULL) return 2;
+            rq.expected_version = strtoll(v, NULL, 10);
+        } else if (strcmp(argv[i], "--user") == 0) {
+            if (flag_value(argc, argv, &i) == NULL) return 2;
+        } else {
+            return usage();
+        }
+    }
+    char *auth = authorization(acting_user(argc, argv));
+    if (auth == NULL) return 1;
+    snprintf(path, sizeof path, "/todo.v1.TaskCommandService/%s", rpc);
+    int rc = call(cfg.command_addr, path, &rq.base, &todo__v1__command_reply__descriptor, auth, &resp);
+    free(auth);
+    if (rc != 0) return rc;
+    Todo__V1__CommandReply *rp = (Todo__V1__CommandReply *)resp;
+    printf("%s: %s is now at version %lld\n", rpc, rp->id, (long long)rp->version);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return 0;
+}
+
 static int cmd_health(int argc, char **argv)
 {
     int rc = 0;
@@ -390,6 +423,10 @@ int main(int argc, char **argv)
     if (strcmp(c, "list") == 0) return cmd_list(argc, argv);
     if (strcmp(c, "get") == 0) return cmd_get(argc, argv);
     if (strcmp(c, "health") == 0) return cmd_health(argc, argv);
+    if (strcmp(c, "done") == 0) return cmd_simple(argc, argv, "CompleteTask");
+    if (strcmp(c, "reopen") == 0) return cmd_simple(argc, argv, "ReopenTask");
+    if (strcmp(c, "rm") == 0) return cmd_simple(argc, argv, "DeleteTask");
+    if (strcmp(c, "restore") == 0) return cmd_simple(argc, argv, "RestoreTask");
     fprintf(stderr, "todoctl: unknown command \"%s\"\n", c);
     return usage();
 }

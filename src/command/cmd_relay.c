@@ -8,15 +8,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "arena.h"
+#include "cmd_store.h"
 #include "event.h"
 #include "kafkax.h"
 #include "log.h"
 #include "pgx.h"
 
 #define RELAY_LOCK_KEY "7428312" /* advisory lock: the one active relay */
+#define PURGE_EVERY_S 60         /* the active relay purges expired request ids this often */
 
 struct cmd_relay {
     const todo_config *cfg;
@@ -28,7 +31,20 @@ struct cmd_relay {
     rd_kafka_t *rk;
     int *delivered;        /* per row of the batch: 0 pending, 1 ok, -1 failed */
     arena *arena;
+    time_t last_purge;
 };
+
+/* Housekeeping of the active relay: forget request ids past their TTL. */
+static void purge_requests(cmd_relay *r)
+{
+    todo_err err;
+    time_t now = time(NULL);
+    if (now - r->last_purge < PURGE_EVERY_S) return;
+    r->last_purge = now;
+    long n = cmd_store_purge_requests(r->pg, r->cfg->request_ttl_s, &err);
+    if (n < 0) log_warn("relay", "purging expired request ids failed", "error=\"%s\"", err.msg);
+    else if (n > 0) log_info("relay", "purged expired request ids", "rows=%ld", n);
+}
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 {
@@ -175,6 +191,7 @@ static void *relay_main(void *arg)
             }
             log_info("relay", "active: this instance publishes the outbox", NULL);
         }
+        purge_requests(r);
         PGresult *rows = pgx_exec(r->pg,
                                   "select position, event_type, user_id, envelope from write.events"
                                   " where published_at is null order by position limit $1::int",
