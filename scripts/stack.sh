@@ -8,6 +8,7 @@
 #   scripts/stack.sh env   [name]   print the stack's settings as shell exports
 #   scripts/stack.sh status [name]
 #   scripts/stack.sh wipe  [name]   stop and delete the stack's data
+#   scripts/stack.sh kafka-stop|kafka-start [name]   only the broker (outage tests)
 #
 # The dev stack uses fixed ports (overridable, see docs/OPERATIONS.md); any
 # other stack picks free ports on its first start and keeps them. Two stacks
@@ -148,7 +149,7 @@ PROPS
   log "Kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT"
 }
 
-stop_all() {
+stop_kafka() {
   if [ -f "$dir/kafka/kafka.pid" ]; then
     local pid; pid=$(cat "$dir/kafka/kafka.pid")
     if kill "$pid" 2>/dev/null; then
@@ -157,6 +158,10 @@ stop_all() {
     fi
     rm -f "$dir/kafka/kafka.pid"
   fi
+}
+
+stop_all() {
+  stop_kafka
   if [ -f "$dir/redis/redis.pid" ]; then
     kill "$(cat "$dir/redis/redis.pid")" 2>/dev/null || true
     rm -f "$dir/redis/redis.pid"
@@ -175,6 +180,8 @@ case "$cmd" in
     log "stack '$name' up in $(python3 -c "print(round($(date +%s.%N)-$t0,1))")s; settings: scripts/stack.sh env $name"
     ;;
   stop) [ -f "$envf" ] && source "$envf"; stop_all ;;
+  kafka-stop) source "$envf"; stop_kafka; log "Kafka of stack '$name' stopped" ;;
+  kafka-start) source "$envf"; start_kafka ;;
   wipe) [ -f "$envf" ] && { source "$envf"; stop_all; }; rm -rf "$dir" ;;
   env) choose_ports; print_env ;;
   status)

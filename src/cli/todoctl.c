@@ -10,6 +10,7 @@
  *   todoctl get TASK_ID
  *   todoctl done|reopen|rm|restore TASK_ID [--expect VERSION]
  *   todoctl health [command|query]
+ *   todoctl outbox                              relay lag and the active relay
  *
  * Task commands act as --user (default $TODO_USER, else "alice"), with a
  * token minted from the configured secret, or $TODO_TOKEN when set. Settings
@@ -23,6 +24,7 @@
 #include <time.h>
 
 #include "auth.h"
+#include "cmd_relay.h"
 #include "config.h"
 #include "event.h"
 #include "grpc/health/v1/health.pb-c.h"
@@ -31,6 +33,7 @@
 #include "kafkax.h"
 #include "log.h"
 #include "migrate.h"
+#include "pgx.h"
 #include "todo/v1/command.pb-c.h"
 #include "todo/v1/query.pb-c.h"
 
@@ -51,6 +54,7 @@ static int usage(void)
           "  todoctl get TASK_ID\n"
           "  todoctl done|reopen|rm|restore TASK_ID [--expect VERSION]\n"
           "  todoctl health [command|query]\n"
+          "  todoctl outbox\n"
           "task commands take --user ID (default $TODO_USER or alice) or use $TODO_TOKEN\n",
           stderr);
     return 2;
@@ -383,6 +387,24 @@ static int cmd_simple(int argc, char **argv, const char *rpc)
     return 0;
 }
 
+static int cmd_outbox(void)
+{
+    todo_err err;
+    cmd_outbox_status st;
+    PGconn *pg = pgx_connect(cfg.admin_pg_url, "todoctl", &err);
+    int rc = pg != NULL ? cmd_outbox_status_read(pg, &st, &err) : TODO_EUNAVAIL;
+    PQfinish(pg);
+    if (rc != 0) {
+        fprintf(stderr, "todoctl: %s\n", err.msg);
+        return 1;
+    }
+    printf("unpublished events   %ld\n", st.unpublished);
+    printf("oldest unpublished   %.1f s\n", st.oldest_age_s);
+    printf("last position        %lld\n", st.last_position);
+    printf("active relay         %s\n", st.active[0] ? st.active : "none");
+    return 0;
+}
+
 static int cmd_health(int argc, char **argv)
 {
     int rc = 0;
@@ -423,6 +445,7 @@ int main(int argc, char **argv)
     if (strcmp(c, "list") == 0) return cmd_list(argc, argv);
     if (strcmp(c, "get") == 0) return cmd_get(argc, argv);
     if (strcmp(c, "health") == 0) return cmd_health(argc, argv);
+    if (strcmp(c, "outbox") == 0) return cmd_outbox();
     if (strcmp(c, "done") == 0) return cmd_simple(argc, argv, "CompleteTask");
     if (strcmp(c, "reopen") == 0) return cmd_simple(argc, argv, "ReopenTask");
     if (strcmp(c, "rm") == 0) return cmd_simple(argc, argv, "DeleteTask");

@@ -20,6 +20,7 @@
 
 #define RELAY_LOCK_KEY "7428312" /* advisory lock: the one active relay */
 #define PURGE_EVERY_S 60         /* the active relay purges expired request ids this often */
+#define LAG_EVERY_S 10           /* ...and reports a backlog this often */
 
 struct cmd_relay {
     const todo_config *cfg;
@@ -31,8 +32,22 @@ struct cmd_relay {
     rd_kafka_t *rk;
     int *delivered;        /* per row of the batch: 0 pending, 1 ok, -1 failed */
     arena *arena;
-    time_t last_purge;
+    time_t last_purge, last_lag;
+    char app_name[48];
 };
+
+/* Reports the backlog (rows not yet published, age of the oldest) while
+ * there is one. */
+static void report_lag(cmd_relay *r)
+{
+    todo_err err;
+    cmd_outbox_status st;
+    time_t now = time(NULL);
+    if (now - r->last_lag < LAG_EVERY_S) return;
+    r->last_lag = now;
+    if (cmd_outbox_status_read(r->pg, &st, &err) == TODO_OK && st.unpublished > 0)
+        log_warn("relay", "outbox backlog", "rows=%ld oldest_age_s=%.1f", st.unpublished, st.oldest_age_s);
+}
 
 /* Housekeeping of the active relay: forget request ids past their TTL. */
 static void purge_requests(cmd_relay *r)
@@ -167,7 +182,7 @@ static void *relay_main(void *arg)
     while (!atomic_load(&r->stop)) {
         if (r->pg == NULL || PQstatus(r->pg) != CONNECTION_OK) {
             if (r->pg != NULL) drop_connection(r);
-            if (pgx_ensure(&r->pg, r->cfg->pg_url, "todo-command-relay", &err) != 0) {
+            if (pgx_ensure(&r->pg, r->cfg->pg_url, r->app_name, &err) != 0) {
                 log_warn("relay", "database unreachable; retrying", "error=\"%s\"", err.msg);
                 wait_for_work(r, 1000);
                 continue;
@@ -189,9 +204,10 @@ static void *relay_main(void *arg)
                 drop_connection(r);
                 continue;
             }
-            log_info("relay", "active: this instance publishes the outbox", NULL);
+            log_info("relay", "active: this instance publishes the outbox", "application_name=%s", r->app_name);
         }
         purge_requests(r);
+        report_lag(r);
         PGresult *rows = pgx_exec(r->pg,
                                   "select position, event_type, user_id, envelope from write.events"
                                   " where published_at is null order by position limit $1::int",
@@ -212,6 +228,25 @@ static void *relay_main(void *arg)
     return NULL;
 }
 
+int cmd_outbox_status_read(PGconn *pg, cmd_outbox_status *st, todo_err *err)
+{
+    PGresult *r = pgx_exec(pg,
+                           "select count(*), coalesce(extract(epoch from now() - min(created_at)), 0)::float8,"
+                           " coalesce((select max(position) from write.events), 0),"
+                           " coalesce((select string_agg(a.application_name || ' (backend ' || a.pid || ')', ', ')"
+                           "    from pg_locks l join pg_stat_activity a on a.pid = l.pid"
+                           "    where l.locktype = 'advisory' and l.objid = " RELAY_LOCK_KEY " and l.granted), '')"
+                           " from write.events where published_at is null",
+                           0, NULL, err);
+    if (r == NULL) return err->code;
+    st->unpublished = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+    st->oldest_age_s = strtod(PQgetvalue(r, 0, 1), NULL);
+    st->last_position = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
+    snprintf(st->active, sizeof st->active, "%s", PQgetvalue(r, 0, 3));
+    PQclear(r);
+    return TODO_OK;
+}
+
 cmd_relay *cmd_relay_start(const todo_config *cfg, todo_err *err)
 {
     cmd_relay *r = calloc(1, sizeof *r);
@@ -221,6 +256,8 @@ cmd_relay *cmd_relay_start(const todo_config *cfg, todo_err *err)
     }
     r->cfg = cfg;
     r->wake[0] = r->wake[1] = -1;
+    /* The pid names the instance in pg_stat_activity (todoctl outbox). */
+    snprintf(r->app_name, sizeof r->app_name, "todo-command-relay-%d", (int)getpid());
     r->delivered = calloc((size_t)cfg->relay_batch, sizeof(int));
     r->arena = arena_new();
     if (r->delivered == NULL || r->arena == NULL || pipe(r->wake) != 0) {

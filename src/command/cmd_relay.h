@@ -10,6 +10,10 @@
  * wakes on LISTEN todo_outbox (a trigger notifies on every insert) and polls
  * as a fallback.
  *
+ * The active relay logs the backlog (rows, age of the oldest) every 10 s
+ * while there is one; `todoctl outbox` shows it and which instance is active
+ * (its PostgreSQL application_name is todo-command-relay-<pid>).
+ *
  * When a batch is only partly delivered, only the delivered prefix is marked;
  * the rest is sent again (at-least-once; consumers skip duplicates by
  * aggregate version), so per-user order is kept.
@@ -19,7 +23,20 @@
 
 #include "config.h"
 
+#include <libpq-fe.h>
+
 typedef struct cmd_relay cmd_relay;
+
+/* The outbox as an operator sees it. */
+typedef struct cmd_outbox_status {
+    long unpublished;          /* rows not yet acknowledged by Kafka */
+    double oldest_age_s;       /* age of the oldest of them (0 when none) */
+    long long last_position;   /* highest position written (0 when none) */
+    char active[256];          /* the active relay's application_name and backend, or "" */
+} cmd_outbox_status;
+
+/* Reads the status with pg (any role that can read write.events). */
+int cmd_outbox_status_read(PGconn *pg, cmd_outbox_status *st, todo_err *err);
 
 /* Starts the relay thread. cfg is borrowed and must outlive the relay. */
 cmd_relay *cmd_relay_start(const todo_config *cfg, todo_err *err);

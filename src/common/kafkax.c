@@ -31,7 +31,7 @@ rd_kafka_t *kafkax_producer_new(const char *brokers, const char *client_id, kafk
     if (set(conf, "bootstrap.servers", brokers, err) || set(conf, "client.id", client_id, err) ||
         set(conf, "enable.idempotence", "true", err) || set(conf, "acks", "all", err) ||
         set(conf, "linger.ms", "5", err) || set(conf, "compression.type", "lz4", err) ||
-        set(conf, "message.timeout.ms", "30000", err)) {
+        set(conf, "message.timeout.ms", "30000", err) || set(conf, "reconnect.backoff.max.ms", "1000", err)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
@@ -56,7 +56,7 @@ rd_kafka_t *kafkax_consumer_new(const char *brokers, const char *group, const ch
         set(conf, "client.id", group, err) || set(conf, "enable.auto.commit", "false", err) ||
         set(conf, "enable.auto.offset.store", "false", err) || set(conf, "auto.offset.reset", "earliest", err) ||
         set(conf, "session.timeout.ms", "6000", err) || set(conf, "heartbeat.interval.ms", "1500", err) ||
-        set(conf, "enable.partition.eof", "false", err)) {
+        set(conf, "enable.partition.eof", "false", err) || set(conf, "reconnect.backoff.max.ms", "1000", err)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }

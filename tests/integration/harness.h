@@ -42,6 +42,9 @@ PGconn *harness_admin(void);
  * returns. */
 long long harness_scalar(PGconn *c, const char *sql, const char *param);
 
+/* A TCP port on 127.0.0.1 that nothing listens on now. */
+int harness_free_port(void);
+
 /* Milliseconds on a monotonic clock. */
 long long harness_now_ms(void);
 

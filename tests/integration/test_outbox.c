@@ -1,0 +1,260 @@
+/*
+ * Integration tests of the outbox relay on the real stack: a Kafka outage
+ * (commands keep succeeding; the backlog drains in order once the broker is
+ * back, each event once) and the takeover of a killed relay leader by
+ * another todo-command instance.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd_relay.h"
+#include "harness.h"
+#include "todo/v1/command.pb-c.h"
+
+static harness_services svc;
+static PGconn *admin;
+
+static int start_all(void **state)
+{
+    (void)state;
+    if (!harness_stack_available()) return 0;
+    if (harness_services_start(&svc) != 0) return -1;
+    admin = harness_admin();
+    return admin != NULL ? 0 : -1;
+}
+
+static int stop_all(void **state)
+{
+    (void)state;
+    if (!harness_stack_available()) return 0;
+    PQfinish(admin);
+    return harness_services_stop(&svc);
+}
+
+static void need_stack(void)
+{
+    if (!harness_stack_available()) skip();
+}
+
+static int stack(const char *what)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "bash '%s/scripts/stack.sh' %s '%s' >/dev/null 2>&1", TODO_SOURCE_DIR, what,
+             getenv("TODO_STACK"));
+    return system(cmd);
+}
+
+static void create(grpcx_channel *ch, const char *auth, const char *title)
+{
+    Todo__V1__CreateTaskRequest rq = TODO__V1__CREATE_TASK_REQUEST__INIT;
+    Todo__V1__CommandReply *rp = NULL;
+    grpcx_result res;
+    rq.title = (char *)title;
+    if (grpcx_unary(ch, "/todo.v1.TaskCommandService/CreateTask", &rq.base, &todo__v1__command_reply__descriptor, auth,
+                    15000, (ProtobufCMessage **)&rp, &res) != GRPC_STATUS_OK)
+        fail_msg("CreateTask: %s", res.message);
+    protobuf_c_message_free_unpacked(&rp->base, NULL);
+}
+
+/* Unpublished events of users whose id starts with prefix. */
+static long long unpublished(const char *prefix)
+{
+    char like[80];
+    snprintf(like, sizeof like, "%s%%", prefix);
+    return harness_scalar(admin, "select count(*) from write.events where published_at is null and user_id like $1",
+                          like);
+}
+
+/* Waits until nothing of prefix is unpublished; returns the milliseconds it took or -1. */
+static long long wait_published(const char *prefix, int timeout_ms)
+{
+    long long t0 = harness_now_ms();
+    while (harness_now_ms() - t0 < timeout_ms) {
+        if (unpublished(prefix) == 0) return harness_now_ms() - t0;
+        harness_sleep_ms(20);
+    }
+    return -1;
+}
+
+typedef struct seen {
+    char key[64];
+    char event_id[40];
+    long long position;
+} seen;
+
+/* Reads tasks.events.v1 from the start in a fresh group and keeps the
+ * records whose key starts with prefix (up to cap), until want are found or
+ * the time is up. */
+static int consume(const char *prefix, seen *out, int cap, int want)
+{
+    char errstr[256], group[64];
+    harness_user(group, "outbox-check");
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", getenv("TODO_KAFKA_BROKERS"), errstr, sizeof errstr);
+    rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof errstr);
+    rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, sizeof errstr);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, "tasks.events.v1", RD_KAFKA_PARTITION_UA);
+    rd_kafka_subscribe(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    int n = 0;
+    long long until = harness_now_ms() + 60000;
+    while (n < want && harness_now_ms() < until) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (m == NULL) continue;
+        if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR && m->key_len < 64 && m->key_len >= strlen(prefix) &&
+            memcmp(m->key, prefix, strlen(prefix)) == 0 && n < cap) {
+            rd_kafka_headers_t *h;
+            const void *v;
+            size_t vlen;
+            memset(&out[n], 0, sizeof out[n]);
+            memcpy(out[n].key, m->key, m->key_len);
+            if (rd_kafka_message_headers(m, &h) == 0) {
+                if (rd_kafka_header_get_last(h, "ce_id", &v, &vlen) == 0 && vlen < 40) memcpy(out[n].event_id, v, vlen);
+                char pos[24] = "";
+                if (rd_kafka_header_get_last(h, "todo_position", &v, &vlen) == 0 && vlen < 24) memcpy(pos, v, vlen);
+                out[n].position = strtoll(pos, NULL, 10);
+            }
+            n++;
+        }
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return n;
+}
+
+static void a_kafka_outage_loses_nothing_and_keeps_per_user_order(void **state)
+{
+    (void)state;
+    need_stack();
+    enum { USERS = 4, PER_USER = 50, TOTAL = USERS * PER_USER };
+    char prefix[64], users[USERS][80], *auth[USERS];
+    harness_user(prefix, "outage");
+    for (int u = 0; u < USERS; u++) {
+        snprintf(users[u], sizeof users[u], "%.40s-u%d", prefix, u);
+        auth[u] = harness_bearer(users[u], 600, NULL);
+    }
+    assert_int_equal(stack("kafka-stop"), 0);
+    long long t_down = harness_now_ms();
+    for (int i = 0; i < PER_USER; i++)
+        for (int u = 0; u < USERS; u++) {
+            char title[32];
+            snprintf(title, sizeof title, "offline %d", i);
+            create(svc.cmd, auth[u], title); /* commands keep succeeding */
+        }
+    long long accepted_ms = harness_now_ms() - t_down;
+    assert_int_equal(unpublished(prefix), TOTAL);
+    assert_int_equal(stack("kafka-start"), 0);
+    long long drain_ms = wait_published(prefix, 120000);
+    assert_true(drain_ms >= 0);
+    printf("outage: %d commands accepted in %lld ms with Kafka down; backlog published %lld ms after Kafka answered "
+           "(%.0f events/s)\n", TOTAL, accepted_ms, drain_ms, drain_ms > 0 ? TOTAL * 1000.0 / drain_ms : 0.0);
+
+    static seen got[TOTAL * 2];
+    int n = consume(prefix, got, TOTAL * 2, TOTAL);
+    assert_int_equal(n, TOTAL);
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++)
+            if (strcmp(got[i].event_id, got[j].event_id) == 0) fail_msg("event %s arrived twice", got[i].event_id);
+    /* Per user, records arrive in the order the commands were accepted. */
+    for (int u = 0; u < USERS; u++) {
+        long long last = 0;
+        int count = 0;
+        for (int i = 0; i < n; i++) {
+            if (strcmp(got[i].key, users[u]) != 0) continue;
+            assert_true(got[i].position > last);
+            last = got[i].position;
+            count++;
+        }
+        assert_int_equal(count, PER_USER);
+    }
+    /* And the read side got them all. */
+    long long until = harness_now_ms() + 60000, projected = 0;
+    char like[80];
+    snprintf(like, sizeof like, "%s%%", prefix);
+    while (projected < TOTAL && harness_now_ms() < until) {
+        projected = harness_scalar(admin, "select count(*) from read.tasks where user_id like $1", like);
+        harness_sleep_ms(100);
+    }
+    assert_int_equal(projected, TOTAL);
+    for (int u = 0; u < USERS; u++) free(auth[u]);
+}
+
+/* The pid in "todo-command-relay-<pid> (backend ...)", or 0. */
+static pid_t active_relay(void)
+{
+    cmd_outbox_status st;
+    todo_err err;
+    if (cmd_outbox_status_read(admin, &st, &err) != 0) return 0;
+    const char *p = strstr(st.active, "todo-command-relay-");
+    return p != NULL ? (pid_t)atoi(p + strlen("todo-command-relay-")) : 0;
+}
+
+static void a_killed_relay_leader_is_replaced_within_seconds(void **state)
+{
+    (void)state;
+    need_stack();
+    char port_env[64], addr[40], user[64];
+    int port = harness_free_port();
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    snprintf(port_env, sizeof port_env, "TODO_COMMAND_ADDR=%s", addr);
+    const char *extra[] = {port_env, NULL};
+    pid_t second = harness_spawn("command/todo-command", "command-2", extra);
+    assert_true(harness_wait_serving(addr, 20000));
+    grpcx_channel *ch2 = grpcx_channel_new(addr);
+
+    /* Exactly one of the two is active. */
+    pid_t leader = 0;
+    long long until = harness_now_ms() + 10000;
+    while ((leader = active_relay()) == 0 && harness_now_ms() < until) harness_sleep_ms(50);
+    assert_true(leader == svc.command || leader == second);
+    pid_t survivor = leader == svc.command ? second : svc.command;
+    grpcx_channel *survivor_ch = leader == svc.command ? ch2 : svc.cmd;
+
+    harness_user(user, "takeover");
+    char *auth = harness_bearer(user, 600, NULL);
+    assert_true(harness_stop(leader, SIGKILL, 5000) == 128 + SIGKILL);
+    long long t_kill = harness_now_ms();
+    for (int i = 0; i < 10; i++) create(survivor_ch, auth, "after the leader died");
+    long long waited = wait_published(user, 30000);
+    assert_true(waited >= 0);
+    long long takeover_ms = harness_now_ms() - t_kill;
+    until = harness_now_ms() + 10000;
+    pid_t new_leader = 0;
+    while ((new_leader = active_relay()) != survivor && harness_now_ms() < until) harness_sleep_ms(50);
+    assert_int_equal(new_leader, survivor);
+    printf("takeover: events of the survivor published %lld ms after the leader was killed\n", takeover_ms);
+    assert_true(takeover_ms < 10000);
+
+    /* Read side: each event applied once. */
+    until = harness_now_ms() + 30000;
+    while (harness_scalar(admin, "select count(*) from read.tasks where user_id = $1", user) < 10 &&
+           harness_now_ms() < until)
+        harness_sleep_ms(50);
+    assert_int_equal(harness_scalar(admin, "select count(*) from read.tasks where user_id = $1", user), 10);
+
+    /* The survivor stands in for the group's todo-command at teardown. */
+    grpcx_channel_free(ch2);
+    if (leader == svc.command) svc.command = second;
+    free(auth);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(a_kafka_outage_loses_nothing_and_keeps_per_user_order),
+        cmocka_unit_test(a_killed_relay_leader_is_replaced_within_seconds),
+    };
+    return cmocka_run_group_tests(tests, start_all, stop_all);
+}
