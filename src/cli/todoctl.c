@@ -3,8 +3,8 @@
  *
  *   todoctl token --user ID [--ttl SECONDS]      print a bearer token (HS256)
  *   todoctl migrate                             apply pending migrations
- *   todoctl topics apply [--replication N]      create missing topics
- *   todoctl topics list                         the topic table
+ *   todoctl topics apply [--profile P] [--fix]  create missing topics, report (and fix) drift
+ *   todoctl topics list [--profile P]           the topic table
  *   todoctl add TITLE [--priority P] [--due WHEN] [--category C] [--tag T]... [--description D]
  *   todoctl list [--completed|--pending] [--priority P] [--limit N] [--all]
  *   todoctl get TASK_ID
@@ -30,12 +30,12 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpcx.h"
 #include "grpcx_client.h"
-#include "kafkax.h"
 #include "log.h"
 #include "migrate.h"
 #include "pgx.h"
 #include "todo/v1/command.pb-c.h"
 #include "todo/v1/query.pb-c.h"
+#include "topics.h"
 
 #define TIMEOUT_MS 10000
 
@@ -46,7 +46,7 @@ static int usage(void)
     fputs("usage:\n"
           "  todoctl token --user ID [--ttl SECONDS]\n"
           "  todoctl migrate\n"
-          "  todoctl topics apply [--replication N] | topics list\n"
+          "  todoctl topics apply [--profile dev|production] [--fix] | topics list [--profile P]\n"
           "  todoctl add TITLE [--priority low|medium|high|urgent] [--due WHEN] [--category C] [--tag T]...\n"
           "                    [--description TEXT]\n"
           "      WHEN: today, tomorrow, +Nd, +Nh, YYYY-MM-DD or an RFC 3339 time (UTC)\n"
@@ -199,31 +199,47 @@ static int cmd_migrate(void)
     return 0;
 }
 
+static void say_line(const char *line, void *ctx)
+{
+    (void)ctx;
+    printf("%s\n", line);
+}
+
 static int cmd_topics(int argc, char **argv)
 {
-    int n, rf = 1;
-    const kafkax_topic *t = kafkax_topics(&n);
+    topics_profile p;
+    bool fix = false;
+    const char *profile = cfg.topic_profile;
     todo_err err;
-    if (argc >= 3 && strcmp(argv[2], "list") == 0) {
-        printf("%-28s %10s  %-8s  %s\n", "topic", "partitions", "cleanup", "retention.ms");
-        for (int i = 0; i < n; i++)
-            printf("%-28s %10d  %-8s  %s\n", t[i].name, t[i].partitions, t[i].cleanup_policy, t[i].retention_ms);
-        return 0;
-    }
-    if (argc < 3 || strcmp(argv[2], "apply") != 0) return usage();
+    int n;
+    if (argc < 3 || (strcmp(argv[2], "list") != 0 && strcmp(argv[2], "apply") != 0)) return usage();
     for (int i = 3; i < argc; i++) {
-        if (strcmp(argv[i], "--replication") == 0) {
-            const char *v = flag_value(argc, argv, &i);
-            if (v == NULL || (rf = atoi(v)) < 1) return usage();
+        if (strcmp(argv[i], "--profile") == 0) {
+            if ((profile = flag_value(argc, argv, &i)) == NULL) return 2;
+        } else if (strcmp(argv[i], "--fix") == 0 && argv[2][0] == 'a') {
+            fix = true;
         } else {
             return usage();
         }
     }
-    if (kafkax_topics_apply(cfg.kafka_brokers, rf, 15000, &err) != 0) {
+    if (topics_profile_parse(profile, &p, &err) != 0) {
+        fprintf(stderr, "todoctl: %s\n", err.msg);
+        return 2;
+    }
+    if (strcmp(argv[2], "list") == 0) {
+        const topics_spec *t = topics_table(p, &n);
+        printf("profile %s\n%-28s %10s %11s %7s  %-8s  %s\n", topics_profile_name(p), "topic", "partitions",
+               "replication", "min.isr", "cleanup", "retention.ms");
+        for (int i = 0; i < n; i++)
+            printf("%-28s %10d %11d %7d  %-8s  %s\n", t[i].name, t[i].partitions, t[i].replication, t[i].min_isr,
+                   t[i].cleanup_policy, t[i].retention_ms);
+        return 0;
+    }
+    if (topics_apply(cfg.kafka_brokers, p, fix, 15000, say_line, NULL, &err) != 0) {
         fprintf(stderr, "todoctl: topics: %s\n", err.msg);
         return 1;
     }
-    printf("topics: %d in place on %s\n", n, cfg.kafka_brokers);
+    printf("topics: %s profile in place on %s\n", topics_profile_name(p), cfg.kafka_brokers);
     return 0;
 }
 

@@ -114,6 +114,12 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
     if ((rc = get_int(&cfg->request_ttl_s, "TODO_REQUEST_TTL_S", 86400, 60, 30 * 86400, get, ctx, err)) != 0)
         return rc;
 
+    const char *profile = get("TODO_TOPIC_PROFILE", ctx);
+    if (profile == NULL) profile = cfg->local ? "dev" : "production";
+    if (strcmp(profile, "dev") != 0 && strcmp(profile, "production") != 0)
+        return todo_err_set(err, TODO_EINVAL, "TODO_TOPIC_PROFILE must be dev or production, got \"%s\"", profile);
+    strcpy(cfg->topic_profile, profile);
+
     level = get("TODO_LOG_LEVEL", ctx);
     cfg->log_level = level == NULL ? LOG_INFO : log_level_parse(level);
     if (cfg->log_level < 0)

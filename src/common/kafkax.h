@@ -1,11 +1,11 @@
 /*
  * kafkax: librdkafka handles configured the way every process of ours needs
- * them, and the table of topics (DESIGN: <domain>.<kind>.v<N>).
+ * them.
  *
  * Producers are idempotent (enable.idempotence, acks=all): a retried send
  * never duplicates or reorders within a partition. Consumers never commit by
  * themselves (enable.auto.commit=false): the caller commits offsets after its
- * database transaction commits.
+ * database transaction commits. The topics themselves are topics.h's.
  */
 #ifndef TODO_KAFKAX_H
 #define TODO_KAFKAX_H
@@ -26,22 +26,6 @@ rd_kafka_t *kafkax_producer_new(const char *brokers, const char *client_id, kafk
  * at the earliest record. */
 rd_kafka_t *kafkax_consumer_new(const char *brokers, const char *group, const char *const *topics, int n,
                                 todo_err *err);
-
-/* One topic of the table. */
-typedef struct kafkax_topic {
-    const char *name;
-    int partitions;
-    const char *cleanup_policy;   /* "delete" or "compact" */
-    const char *retention_ms;     /* "-1": kept for ever (projections rebuild from it) */
-} kafkax_topic;
-
-/* The topics of DESIGN, in a fixed order; *n receives their number. */
-const kafkax_topic *kafkax_topics(int *n);
-
-/* Creates every topic of the table that does not exist yet, with
- * replication_factor; existing topics are left as they are. Reports what it
- * did through log lines. */
-int kafkax_topics_apply(const char *brokers, int replication_factor, int timeout_ms, todo_err *err);
 
 /* The value of header name of msg as a NUL-terminated copy in buf, or NULL. */
 const char *kafkax_header(const rd_kafka_message_t *msg, const char *name, char *buf, size_t cap);

@@ -1,0 +1,145 @@
+/*
+ * Integration tests of `todoctl topics` on the real broker: apply is
+ * idempotent, drift in a topic's configs or partition count is reported (exit
+ * 1) and repaired with --fix. Only users.events.v1 and system.audit.v1 are
+ * disturbed, topics no other test reads.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "harness.h"
+
+static void need_stack(void)
+{
+    if (!harness_stack_available()) skip();
+}
+
+/* Runs todoctl with args; returns its exit status and its output in out. */
+static int todoctl(const char *args, char *out, size_t cap)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "'%s/cli/todoctl' %s 2>&1", TODO_BIN_DIR, args);
+    FILE *p = popen(cmd, "r");
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static rd_kafka_t *admin_client(void)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", getenv("TODO_KAFKA_BROKERS"), errstr, sizeof errstr);
+    return rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+}
+
+static void admin_wait(rd_kafka_queue_t *q)
+{
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 20000);
+    assert_non_null(ev);
+    assert_int_equal(rd_kafka_event_error(ev), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_event_destroy(ev);
+}
+
+/* Sets retention.ms of topic behind todoctl's back. */
+static void set_retention(const char *topic, const char *ms)
+{
+    rd_kafka_t *rk = admin_client();
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_ConfigResource_t *res = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic);
+    rd_kafka_ConfigResource_set_config(res, "retention.ms", ms);
+    rd_kafka_ConfigResource_set_config(res, "cleanup.policy", "delete");
+    rd_kafka_AlterConfigs(rk, &res, 1, NULL, q);
+    admin_wait(q);
+    rd_kafka_ConfigResource_destroy(res);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_destroy(rk);
+}
+
+/* Recreates topic with one partition. */
+static void recreate_small(const char *topic)
+{
+    char errstr[256];
+    rd_kafka_t *rk = admin_client();
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_DeleteTopic_t *dt = rd_kafka_DeleteTopic_new(topic);
+    rd_kafka_DeleteTopics(rk, &dt, 1, NULL, q);
+    admin_wait(q);
+    rd_kafka_DeleteTopic_destroy(dt);
+    long long until = harness_now_ms() + 20000;
+    for (;;) { /* deletion completes asynchronously */
+        rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(topic, 1, 1, errstr, sizeof errstr);
+        rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 20000);
+        size_t cnt;
+        const rd_kafka_topic_result_t **r = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &cnt);
+        rd_kafka_resp_err_t e = cnt == 1 ? rd_kafka_topic_result_error(r[0]) : RD_KAFKA_RESP_ERR_UNKNOWN;
+        rd_kafka_event_destroy(ev);
+        rd_kafka_NewTopic_destroy(nt);
+        if (e == RD_KAFKA_RESP_ERR_NO_ERROR) break;
+        assert_true(harness_now_ms() < until);
+        harness_sleep_ms(200);
+    }
+    rd_kafka_queue_destroy(q);
+    rd_kafka_destroy(rk);
+}
+
+static void apply_is_idempotent(void **state)
+{
+    (void)state;
+    need_stack();
+    char out[8192];
+    assert_int_equal(todoctl("topics apply", out, sizeof out), 0);
+    assert_int_equal(todoctl("topics apply", out, sizeof out), 0);
+    assert_non_null(strstr(out, "tasks.events.v1"));
+    assert_null(strstr(out, "DIFFERS"));
+}
+
+static void drift_is_reported_and_fixed(void **state)
+{
+    (void)state;
+    need_stack();
+    char out[8192];
+    set_retention("system.audit.v1", "1000");
+    recreate_small("users.events.v1");
+    assert_int_equal(todoctl("topics apply", out, sizeof out), 1);
+    assert_non_null(strstr(out, "system.audit.v1              DIFFERS"));
+    assert_non_null(strstr(out, "retention.ms=1000(want 2592000000)"));
+    assert_non_null(strstr(out, "partitions=1(want 3)"));
+    assert_non_null(strstr(out, "--fix"));
+    assert_int_equal(todoctl("topics apply --fix", out, sizeof out), 0);
+    assert_non_null(strstr(out, "fixed"));
+    assert_int_equal(todoctl("topics apply", out, sizeof out), 0);
+    assert_null(strstr(out, "DIFFERS"));
+}
+
+static void a_profile_the_cluster_cannot_meet_is_reported(void **state)
+{
+    (void)state;
+    need_stack();
+    char out[8192];
+    /* One broker cannot hold three replicas: reported, never "ok". */
+    assert_int_equal(todoctl("topics apply --profile production", out, sizeof out), 1);
+    assert_non_null(strstr(out, "replication=1(want 3; needs a reassignment)"));
+    assert_int_equal(todoctl("topics apply --profile staging", out, sizeof out), 2);
+    assert_non_null(strstr(out, "dev or production"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(apply_is_idempotent),
+        cmocka_unit_test(drift_is_reported_and_fixed),
+        cmocka_unit_test(a_profile_the_cluster_cannot_meet_is_reported),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
