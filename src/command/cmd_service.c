@@ -34,8 +34,12 @@
 
 typedef struct cmd_thread {
     const todo_config *cfg;
+    const cmd_app *app;
     PGconn *pg;
     char app_name[32];
+    /* What the audit record of the call being handled needs to know. */
+    char audit_user[AUTH_USER_MAX];
+    char audit_correlation[132];
 } cmd_thread;
 
 /* One command in progress. */
@@ -56,7 +60,8 @@ void *cmd_thread_init(void *app, int index)
 {
     cmd_thread *t = calloc(1, sizeof *t);
     if (t == NULL) abort();
-    t->cfg = app;
+    t->app = app;
+    t->cfg = t->app->cfg;
     snprintf(t->app_name, sizeof t->app_name, "todo-command-%d", index);
     return t; /* connects on first use, and again after a lost connection */
 }
@@ -94,9 +99,11 @@ static int begin(cmd_ctx *x, grpcx_call *c, const char *rpc, const char *request
     x->t = grpcx_call_state(c);
     x->a = grpcx_call_arena(c);
     x->correlation_id = correlation(c, x->a);
+    snprintf(x->t->audit_correlation, sizeof x->t->audit_correlation, "%s", x->correlation_id);
     if ((rc = auth_verify(x->t->cfg->jwt_secret, grpcx_call_metadata(c, "authorization"), (long)time(NULL), x->user,
                           err)) != 0)
         return rc;
+    snprintf(x->t->audit_user, sizeof x->t->audit_user, "%s", x->user);
     if ((rc = cmd_validate_request_id(request_id, err)) != 0) return rc;
     cmd_request_init(&x->req, rpc, request_id, msg, x->t->cfg->request_ttl_s);
     if (pgx_ensure(&x->t->pg, x->t->cfg->pg_url, x->t->app_name, err) != 0)
@@ -420,11 +427,53 @@ static int restore_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMes
     return simple(c, req, "RestoreTask", true, change_restore, resp, err);
 }
 
+/* ---- audit ---- */
+
+/* The string field name of a request, or NULL. */
+static const char *string_field(const ProtobufCMessage *m, const char *name)
+{
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(m->descriptor, name);
+    if (f == NULL || f->type != PROTOBUF_C_TYPE_STRING) return NULL;
+    return *(char *const *)((const char *)m + f->offset);
+}
+
+/* Runs a handler and leaves one audit record of what happened. */
+static int audited(grpcx_call *c, grpcx_unary_fn fn, const ProtobufCMessage *req, ProtobufCMessage **resp,
+                   todo_err *err)
+{
+    cmd_thread *t = grpcx_call_state(c);
+    t->audit_user[0] = t->audit_correlation[0] = '\0';
+    int rc = fn(c, req, resp, err);
+    const Todo__V1__CommandReply *rp = rc == 0 ? (const Todo__V1__CommandReply *)*resp : NULL;
+    audit_entry e = {
+        .user_id = t->audit_user, .rpc = grpcx_call_method(c),
+        .target_id = rp != NULL ? rp->id : string_field(req, "task_id"),
+        .outcome = grpcx_code_name(grpcx_status_of(rc)), .message = rc != 0 ? err->msg : NULL,
+        .correlation_id = t->audit_correlation, .request_id = string_field(req, "request_id"),
+        .version = rp != NULL ? rp->version : 0,
+    };
+    if (t->app->audit != NULL) audit_emit(t->app->audit, &e);
+    return rc;
+}
+
+#define AUDITED(fn)                                                                                         \
+    static int fn##_audited(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err) \
+    {                                                                                                       \
+        return audited(c, fn, req, resp, err);                                                             \
+    }
+AUDITED(create_task)
+AUDITED(update_task)
+AUDITED(complete_task)
+AUDITED(reopen_task)
+AUDITED(delete_task)
+AUDITED(restore_task)
+
 int cmd_service_register(grpcx_server *s, todo_err *err)
 {
     static const grpcx_method methods[] = {
-        {"CreateTask", create_task},   {"UpdateTask", update_task},   {"CompleteTask", complete_task},
-        {"ReopenTask", reopen_task},   {"DeleteTask", delete_task},   {"RestoreTask", restore_task},
+        {"CreateTask", create_task_audited},   {"UpdateTask", update_task_audited},
+        {"CompleteTask", complete_task_audited}, {"ReopenTask", reopen_task_audited},
+        {"DeleteTask", delete_task_audited},   {"RestoreTask", restore_task_audited},
         /* Reminders and recurring patterns answer UNIMPLEMENTED until they land. */
     };
     return grpcx_server_add_service(s, &todo__v1__task_command_service__descriptor, methods,

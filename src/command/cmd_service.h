@@ -10,13 +10,20 @@
 #ifndef TODO_CMD_SERVICE_H
 #define TODO_CMD_SERVICE_H
 
+#include "audit.h"
 #include "config.h"
 #include "grpcx.h"
 
-/* Hosts TaskCommandService on s. cfg is borrowed and must outlive s. */
+/* What the handlers share; borrowed, it must outlive the server. */
+typedef struct cmd_app {
+    const todo_config *cfg;
+    audit_log *audit;      /* every command, accepted or refused, is audited here */
+} cmd_app;
+
+/* Hosts TaskCommandService on s. */
 int cmd_service_register(grpcx_server *s, todo_err *err);
 
-/* grpcx thread hooks: app is the todo_config. */
+/* grpcx thread hooks: app is the cmd_app. */
 void *cmd_thread_init(void *app, int index);
 void cmd_thread_cleanup(void *state);
 

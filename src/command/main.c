@@ -1,6 +1,6 @@
 /*
- * todo-command: the write side. Serves todo.v1.TaskCommandService over gRPC
- * and runs the outbox relay. Settings come from the environment
+ * todo-command: the write side. Serves todo.v1.TaskCommandService over gRPC,
+ * runs the outbox relay and writes the audit trail. Settings come from the environment
  * (docs/OPERATIONS.md); SIGINT or SIGTERM stop it gracefully.
  */
 #include <stdio.h>
@@ -27,14 +27,20 @@ int main(void)
         log_warn("command", "using the built-in development JWT secret (TODO_ENV=local)", NULL);
     svc_signals_block(&sigs);
 
+    cmd_app app = {.cfg = &cfg};
+    if ((app.audit = audit_new(cfg.kafka_brokers, "todo-command", &err)) == NULL) {
+        log_error("command", "cannot start the audit producer", "error=\"%s\"", err.msg);
+        return 1;
+    }
     cmd_relay *relay = cmd_relay_start(&cfg, &err);
     if (relay == NULL) {
         log_error("command", "cannot start the outbox relay", "error=\"%s\"", err.msg);
+        audit_free(app.audit, 0);
         return 1;
     }
     grpcx_server_opts opts = {
         .threads = cfg.grpc_threads, .max_message_bytes = cfg.max_message_bytes,
-        .thread_init = cmd_thread_init, .thread_cleanup = cmd_thread_cleanup, .app = &cfg,
+        .thread_init = cmd_thread_init, .thread_cleanup = cmd_thread_cleanup, .app = &app,
         .component = "command",
     };
     grpcx_server *srv = grpcx_server_new(&opts, &err);
@@ -42,6 +48,7 @@ int main(void)
         log_error("command", "cannot start the gRPC server", "error=\"%s\"", err.msg);
         grpcx_server_free(srv);
         cmd_relay_stop(relay);
+        audit_free(app.audit, 1000);
         return 1;
     }
     int sig = svc_signals_wait(&sigs);
@@ -49,5 +56,6 @@ int main(void)
     grpcx_server_shutdown(srv, cfg.shutdown_grace_ms);
     cmd_relay_stop(relay);
     grpcx_server_free(srv);
+    audit_free(app.audit, 5000);
     return 0;
 }

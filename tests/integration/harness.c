@@ -181,3 +181,31 @@ int harness_services_stop(harness_services *s)
     }
     return 0;
 }
+
+int harness_consume(const char *topic, bool (*match)(const rd_kafka_message_t *m, void *ctx), void *ctx, int want,
+                    int timeout_ms)
+{
+    char errstr[256], group[64];
+    harness_user(group, "harness-reader");
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", getenv("TODO_KAFKA_BROKERS"), errstr, sizeof errstr);
+    rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof errstr);
+    rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, sizeof errstr);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_subscribe(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    int n = 0;
+    long long until = harness_now_ms() + timeout_ms;
+    while (n < want && harness_now_ms() < until) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (m == NULL) continue;
+        if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR && match(m, ctx)) n++;
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return n;
+}

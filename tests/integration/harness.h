@@ -8,6 +8,7 @@
 #define TODO_HARNESS_H
 
 #include <libpq-fe.h>
+#include <librdkafka/rdkafka.h>
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -50,6 +51,12 @@ long long harness_now_ms(void);
 
 /* Sleeps ms milliseconds (for polling loops that are bounded in time). */
 void harness_sleep_ms(int ms);
+
+/* Reads topic from the start in a new consumer group, calling match on each
+ * record, until match said yes want times or timeout_ms passed. Returns the
+ * number of yeses. */
+int harness_consume(const char *topic, bool (*match)(const rd_kafka_message_t *m, void *ctx), void *ctx, int want,
+                    int timeout_ms);
 
 /* The three services of the slice, started from this build. */
 typedef struct harness_services {

@@ -16,6 +16,7 @@
 
 #include "harness.h"
 #include "todo/v1/command.pb-c.h"
+#include "todo/v1/events.pb-c.h"
 #include "todo/v1/query.pb-c.h"
 
 #define SVC "/todo.v1.TaskCommandService/"
@@ -363,6 +364,60 @@ static void a_retried_request_id_acts_once(void **state)
     free(auth);
 }
 
+typedef struct audit_want {
+    const char *user;      /* records of this user... */
+    const char *target;    /* ...or about this target */
+    int ok, refused, anonymous;
+    bool secret_seen;
+    const char *token;
+} audit_want;
+
+static bool audit_of_ours(const rd_kafka_message_t *m, void *ctx)
+{
+    audit_want *w = ctx;
+    Todo__V1__AuditRecord *r = todo__v1__audit_record__unpack(NULL, m->len, m->payload);
+    bool yes = false;
+    if (r == NULL) return false;
+    if (strcmp(r->user_id, w->user) == 0) {
+        if (strcmp(r->outcome, "OK") == 0 && strstr(r->rpc, "CreateTask") != NULL && r->version == 1) w->ok++, yes = true;
+        if (strcmp(r->outcome, "FAILED_PRECONDITION") == 0 && strstr(r->rpc, "CompleteTask") != NULL &&
+            strstr(r->message, "already completed") != NULL && strcmp(r->target_id, w->target) == 0)
+            w->refused++, yes = true;
+    } else if (r->user_id[0] == '\0' && strcmp(r->target_id, w->target) == 0 &&
+               strcmp(r->outcome, "UNAUTHENTICATED") == 0) {
+        w->anonymous++, yes = true;
+    }
+    /* Neither the token nor any part of its signature is ever recorded. */
+    const char *sig = strrchr(w->token, '.');
+    if (yes && (memmem(m->payload, m->len, w->token, strlen(w->token)) != NULL ||
+                (sig != NULL && memmem(m->payload, m->len, sig + 1, strlen(sig + 1)) != NULL)))
+        w->secret_seen = true;
+    todo__v1__audit_record__free_unpacked(r, NULL);
+    return yes;
+}
+
+static void every_command_leaves_one_audit_record(void **state)
+{
+    (void)state;
+    need_stack();
+    char user[64];
+    harness_user(user, "audited");
+    char *auth = harness_bearer(user, 600, NULL);
+    Todo__V1__CommandReply *c = create(auth, "audited task", NULL);
+    grpcx_result res;
+    assert_int_equal(simple("CompleteTask", auth, c->id, 0, NULL, &res), GRPC_STATUS_OK);
+    assert_int_equal(simple("CompleteTask", auth, c->id, 0, NULL, &res), GRPC_STATUS_FAILED_PRECONDITION);
+    assert_int_equal(simple("CompleteTask", NULL, c->id, 0, NULL, &res), GRPC_STATUS_UNAUTHENTICATED);
+    audit_want w = {.user = user, .target = c->id, .token = auth + 7};
+    harness_consume("system.audit.v1", audit_of_ours, &w, 3, 20000);
+    assert_int_equal(w.ok, 1);
+    assert_int_equal(w.refused, 1);
+    assert_int_equal(w.anonymous, 1);
+    assert_false(w.secret_seen);
+    protobuf_c_message_free_unpacked(&c->base, NULL);
+    free(auth);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -370,6 +425,7 @@ int main(void)
         cmocka_unit_test(refusals_name_the_problem_and_write_nothing),
         cmocka_unit_test(concurrent_updates_never_lose_one),
         cmocka_unit_test(a_retried_request_id_acts_once),
+        cmocka_unit_test(every_command_leaves_one_audit_record),
     };
     return cmocka_run_group_tests(tests, start_all, stop_all);
 }

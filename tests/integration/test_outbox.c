@@ -90,48 +90,39 @@ typedef struct seen {
     long long position;
 } seen;
 
-/* Reads tasks.events.v1 from the start in a fresh group and keeps the
- * records whose key starts with prefix (up to cap), until want are found or
- * the time is up. */
+typedef struct collect {
+    const char *prefix;
+    seen *out;
+    int cap, n;
+} collect;
+
+static bool keep_ours(const rd_kafka_message_t *m, void *ctx)
+{
+    collect *c = ctx;
+    size_t plen = strlen(c->prefix);
+    if (m->key_len >= 64 || m->key_len < plen || memcmp(m->key, c->prefix, plen) != 0 || c->n == c->cap) return false;
+    seen *s = &c->out[c->n++];
+    rd_kafka_headers_t *h;
+    const void *v;
+    size_t vlen;
+    char pos[24] = "";
+    memset(s, 0, sizeof *s);
+    memcpy(s->key, m->key, m->key_len);
+    if (rd_kafka_message_headers(m, &h) == 0) {
+        if (rd_kafka_header_get_last(h, "ce_id", &v, &vlen) == 0 && vlen < 40) memcpy(s->event_id, v, vlen);
+        if (rd_kafka_header_get_last(h, "todo_position", &v, &vlen) == 0 && vlen < 24) memcpy(pos, v, vlen);
+    }
+    s->position = strtoll(pos, NULL, 10);
+    return true;
+}
+
+/* The records of tasks.events.v1 whose key starts with prefix (up to cap),
+ * read until want were found. */
 static int consume(const char *prefix, seen *out, int cap, int want)
 {
-    char errstr[256], group[64];
-    harness_user(group, "outbox-check");
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", getenv("TODO_KAFKA_BROKERS"), errstr, sizeof errstr);
-    rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof errstr);
-    rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, sizeof errstr);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    rd_kafka_poll_set_consumer(rk);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, "tasks.events.v1", RD_KAFKA_PARTITION_UA);
-    rd_kafka_subscribe(rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    int n = 0;
-    long long until = harness_now_ms() + 60000;
-    while (n < want && harness_now_ms() < until) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
-        if (m == NULL) continue;
-        if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR && m->key_len < 64 && m->key_len >= strlen(prefix) &&
-            memcmp(m->key, prefix, strlen(prefix)) == 0 && n < cap) {
-            rd_kafka_headers_t *h;
-            const void *v;
-            size_t vlen;
-            memset(&out[n], 0, sizeof out[n]);
-            memcpy(out[n].key, m->key, m->key_len);
-            if (rd_kafka_message_headers(m, &h) == 0) {
-                if (rd_kafka_header_get_last(h, "ce_id", &v, &vlen) == 0 && vlen < 40) memcpy(out[n].event_id, v, vlen);
-                char pos[24] = "";
-                if (rd_kafka_header_get_last(h, "todo_position", &v, &vlen) == 0 && vlen < 24) memcpy(pos, v, vlen);
-                out[n].position = strtoll(pos, NULL, 10);
-            }
-            n++;
-        }
-        rd_kafka_message_destroy(m);
-    }
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
-    return n;
+    collect c = {prefix, out, cap, 0};
+    harness_consume("tasks.events.v1", keep_ours, &c, want, 60000);
+    return c.n;
 }
 
 static void a_kafka_outage_loses_nothing_and_keeps_per_user_order(void **state)

@@ -411,42 +411,28 @@ static void produce(const char *key, const void *value, size_t len)
     rd_kafka_destroy(rk);
 }
 
+typedef struct dlq_want {
+    const void *value;
+    size_t len;
+    const char *reason_part;
+} dlq_want;
+
+static bool is_our_dead_letter(const rd_kafka_message_t *m, void *ctx)
+{
+    const dlq_want *w = ctx;
+    Todo__V1__DeadLetter *dl = todo__v1__dead_letter__unpack(NULL, m->len, m->payload);
+    bool yes = dl != NULL && dl->original_value.len == w->len && memcmp(dl->original_value.data, w->value, w->len) == 0 &&
+               strstr(dl->reason, w->reason_part) != NULL && strcmp(dl->original_topic, "tasks.events.v1") == 0 &&
+               strcmp(dl->consumer_group, "projection-task-read-v1") == 0;
+    if (dl != NULL) todo__v1__dead_letter__free_unpacked(dl, NULL);
+    return yes;
+}
+
 /* True when system.dlq.v1 holds a dead letter whose original value is value. */
 static bool dlq_holds(const void *value, size_t len, const char *reason_part)
 {
-    char errstr[256], group[64];
-    harness_user(group, "dlq-reader");
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", getenv("TODO_KAFKA_BROKERS"), errstr, sizeof errstr);
-    rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof errstr);
-    rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, sizeof errstr);
-    rd_kafka_conf_set(conf, "enable.partition.eof", "true", errstr, sizeof errstr);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    rd_kafka_poll_set_consumer(rk);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, "system.dlq.v1", RD_KAFKA_PARTITION_UA);
-    rd_kafka_subscribe(rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    bool found = false;
-    long long until = harness_now_ms() + 15000;
-    while (!found && harness_now_ms() < until) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
-        if (m == NULL) continue;
-        if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            Todo__V1__DeadLetter *dl = todo__v1__dead_letter__unpack(NULL, m->len, m->payload);
-            if (dl != NULL) {
-                found = dl->original_value.len == len && memcmp(dl->original_value.data, value, len) == 0 &&
-                        strstr(dl->reason, reason_part) != NULL &&
-                        strcmp(dl->original_topic, "tasks.events.v1") == 0 &&
-                        strcmp(dl->consumer_group, "projection-task-read-v1") == 0;
-                todo__v1__dead_letter__free_unpacked(dl, NULL);
-            }
-        }
-        rd_kafka_message_destroy(m);
-    }
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
-    return found;
+    dlq_want w = {value, len, reason_part};
+    return harness_consume("system.dlq.v1", is_our_dead_letter, &w, 1, 15000) == 1;
 }
 
 static void poison_records_go_to_the_dlq_and_the_projector_moves_on(void **state)
