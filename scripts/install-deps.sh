@@ -12,7 +12,7 @@ PACKAGES=(
   libjwt-dev libjansson-dev libssl-dev
   postgresql redis-server kcat
   openjdk-17-jre-headless maven
-  valgrind
+  valgrind tzdata
 )
 
 missing=()

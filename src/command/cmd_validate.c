@@ -60,7 +60,7 @@ int cmd_validate_request_id(const char *rid, todo_err *err)
     return TODO_OK;
 }
 
-int cmd_validate_task_id(const char *field, const char *id, todo_err *err)
+int cmd_validate_id(const char *field, const char *id, todo_err *err)
 {
     if (!text_is_uuid(id)) return todo_err_set(err, TODO_EINVAL, "%s: must be a UUID", field);
     return TODO_OK;
@@ -137,7 +137,7 @@ int cmd_validate_update(const Todo__V1__UpdateTaskRequest *rq, cmd_fields *out, 
     int rc;
     memset(out, 0, sizeof *out);
     if ((rc = cmd_validate_request_id(rq->request_id, err)) != 0) return rc;
-    if ((rc = cmd_validate_task_id("task_id", rq->task_id, err)) != 0) return rc;
+    if ((rc = cmd_validate_id("task_id", rq->task_id, err)) != 0) return rc;
     if ((rc = cmd_validate_expected_version(rq->expected_version, err)) != 0) return rc;
     if (rq->update_mask == NULL || rq->update_mask->n_paths == 0)
         return todo_err_set(err, TODO_EINVAL,
@@ -163,4 +163,93 @@ size_t cmd_fields_names(unsigned mask, const char *names[6])
     for (unsigned f = 0; f < 6; f++)
         if (mask & (1u << f)) names[n++] = FIELD_NAMES[f];
     return n;
+}
+
+int cmd_validate_remind_at(const Google__Protobuf__Timestamp *ts, int64_t now_us, todo_err *err)
+{
+    int rc;
+    if (ts == NULL) return todo_err_set(err, TODO_EINVAL, "remind_at: is required");
+    if ((rc = cmd_validate_timestamp("remind_at", ts->seconds, ts->nanos, err)) != 0) return rc;
+    if (event_timestamp_us(ts) <= now_us) return todo_err_set(err, TODO_EINVAL, "remind_at: must be in the future");
+    return TODO_OK;
+}
+
+int cmd_validate_channel(int channel, todo_err *err)
+{
+    if (channel < TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_EMAIL ||
+        channel > TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_SMS)
+        return todo_err_set(err, TODO_EINVAL, "channel: must be EMAIL, PUSH or SMS, got %d", channel);
+    return TODO_OK;
+}
+
+int cmd_validate_time_zone(const char *field, const char *zone, const char *dir, todo_err *err)
+{
+    size_t n = strlen(zone);
+    char path[512], magic[4];
+    if (n == 0) return todo_err_set(err, TODO_EINVAL, "%s: is required (an IANA name such as Europe/Berlin)", field);
+    if (n > 64 || zone[0] == '/' || strstr(zone, "..") != NULL)
+        return todo_err_set(err, TODO_EINVAL, "%s: \"%.64s\" is not an IANA time zone name", field, zone);
+    for (const char *p = zone; *p; p++) {
+        char c = *p;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '/' || c == '_' ||
+              c == '-' || c == '+'))
+            return todo_err_set(err, TODO_EINVAL, "%s: \"%.64s\" is not an IANA time zone name", field, zone);
+    }
+    snprintf(path, sizeof path, "%s/%s", dir, zone);
+    FILE *f = fopen(path, "rb");
+    bool tzif = f != NULL && fread(magic, 1, 4, f) == 4 && memcmp(magic, "TZif", 4) == 0;
+    if (f != NULL) fclose(f);
+    if (!tzif) return todo_err_set(err, TODO_EINVAL, "%s: unknown time zone \"%s\"", field, zone);
+    return TODO_OK;
+}
+
+int cmd_validate_rule(const Todo__V1__RecurrenceRule *r, int64_t now_us, const char *dir, todo_err *err)
+{
+    int rc;
+    if (r == NULL) return todo_err_set(err, TODO_EINVAL, "rule: is required");
+    bool days = r->n_by_weekday > 0, dom = r->day_of_month != 0, every = r->interval_days != 0;
+    switch (r->frequency) {
+    case TODO__V1__RECURRENCE_FREQUENCY__RECURRENCE_FREQUENCY_DAILY:
+        if (days || dom || every)
+            return todo_err_set(err, TODO_EINVAL, "rule: DAILY takes no by_weekday, day_of_month or interval_days");
+        break;
+    case TODO__V1__RECURRENCE_FREQUENCY__RECURRENCE_FREQUENCY_WEEKLY:
+        if (!days) return todo_err_set(err, TODO_EINVAL, "rule.by_weekday: WEEKLY needs at least one weekday");
+        if (dom || every) return todo_err_set(err, TODO_EINVAL, "rule: WEEKLY takes no day_of_month or interval_days");
+        for (size_t i = 0; i < r->n_by_weekday; i++) {
+            int d = (int)r->by_weekday[i];
+            if (d < 1 || d > 7)
+                return todo_err_set(err, TODO_EINVAL, "rule.by_weekday[%zu]: must be MONDAY..SUNDAY, got %d", i, d);
+            for (size_t j = 0; j < i; j++)
+                if ((int)r->by_weekday[j] == d)
+                    return todo_err_set(err, TODO_EINVAL, "rule.by_weekday[%zu]: repeats by_weekday[%zu]", i, j);
+        }
+        break;
+    case TODO__V1__RECURRENCE_FREQUENCY__RECURRENCE_FREQUENCY_MONTHLY:
+        if (r->day_of_month < 1 || r->day_of_month > 31)
+            return todo_err_set(err, TODO_EINVAL, "rule.day_of_month: MONTHLY needs a day 1..31, got %d",
+                                (int)r->day_of_month);
+        if (days || every) return todo_err_set(err, TODO_EINVAL, "rule: MONTHLY takes no by_weekday or interval_days");
+        break;
+    case TODO__V1__RECURRENCE_FREQUENCY__RECURRENCE_FREQUENCY_EVERY_N_DAYS:
+        if (r->interval_days < 1 || r->interval_days > 365)
+            return todo_err_set(err, TODO_EINVAL, "rule.interval_days: EVERY_N_DAYS needs 1..365, got %d",
+                                (int)r->interval_days);
+        if (days || dom) return todo_err_set(err, TODO_EINVAL, "rule: EVERY_N_DAYS takes no by_weekday or day_of_month");
+        break;
+    default:
+        return todo_err_set(err, TODO_EINVAL, "rule.frequency: must be DAILY, WEEKLY, MONTHLY or EVERY_N_DAYS");
+    }
+    if ((rc = cmd_validate_time_zone("rule.time_zone", r->time_zone, dir, err)) != 0) return rc;
+    if (r->ends_at != NULL && r->max_occurrences != 0)
+        return todo_err_set(err, TODO_EINVAL, "rule: set ends_at or max_occurrences, not both");
+    if (r->ends_at != NULL) {
+        if ((rc = cmd_validate_timestamp("rule.ends_at", r->ends_at->seconds, r->ends_at->nanos, err)) != 0) return rc;
+        if (event_timestamp_us(r->ends_at) <= now_us)
+            return todo_err_set(err, TODO_EINVAL, "rule.ends_at: must be in the future");
+    }
+    if (r->max_occurrences < 0 || r->max_occurrences > 1000)
+        return todo_err_set(err, TODO_EINVAL, "rule.max_occurrences: must be 0 (unbounded) to 1000, got %d",
+                            (int)r->max_occurrences);
+    return TODO_OK;
 }

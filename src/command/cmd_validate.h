@@ -57,11 +57,30 @@ int cmd_validate_update(const Todo__V1__UpdateTaskRequest *rq, cmd_fields *out, 
  * 6 names into names and returns how many. */
 size_t cmd_fields_names(unsigned mask, const char *names[6]);
 
-/* A task id field: a UUID. */
-int cmd_validate_task_id(const char *field, const char *id, todo_err *err);
+/* An id field (task_id, reminder_id, pattern_id): a UUID. */
+int cmd_validate_id(const char *field, const char *id, todo_err *err);
 
 /* expected_version: 0 (no check) or positive. */
 int cmd_validate_expected_version(int64_t v, todo_err *err);
+
+/* A reminder time: set, a real time, and after now_us. */
+int cmd_validate_remind_at(const Google__Protobuf__Timestamp *ts, int64_t now_us, todo_err *err);
+
+/* A reminder channel: EMAIL, PUSH or SMS. */
+int cmd_validate_channel(int channel, todo_err *err);
+
+/* An IANA time zone name known to this machine's tz database
+ * (zoneinfo_dir, normally /usr/share/zoneinfo). field names it. */
+int cmd_validate_time_zone(const char *field, const char *zone, const char *zoneinfo_dir, todo_err *err);
+
+/* A recurrence rule whose fields make sense together (see proto):
+ *   DAILY          nothing else
+ *   WEEKLY         by_weekday: 1..7 distinct days
+ *   MONTHLY        day_of_month 1..31 (a shorter month uses its last day)
+ *   EVERY_N_DAYS   interval_days 1..365
+ * plus a time zone, and at most one of ends_at (after now_us) and
+ * max_occurrences (1..1000). Errors name the field as "rule.<field>". */
+int cmd_validate_rule(const Todo__V1__RecurrenceRule *rule, int64_t now_us, const char *zoneinfo_dir, todo_err *err);
 
 /* Checks a timestamp field: seconds within years 1..9999, nanos 0..999999999.
  * field names it in the message. */

@@ -83,6 +83,7 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
         return rc;
     if ((rc = get_str(cfg->projector_group, "TODO_PROJECTOR_GROUP", "projection-task-read-v1", get, ctx, err)) != 0)
         return rc;
+    if ((rc = get_str(cfg->zoneinfo_dir, "TODO_ZONEINFO_DIR", "/usr/share/zoneinfo", get, ctx, err)) != 0) return rc;
     if ((rc = get_str(cfg->migrations_dir, "TODO_MIGRATIONS_DIR", "migrations", get, ctx, err)) != 0)
         return rc;
 

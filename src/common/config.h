@@ -30,7 +30,8 @@ typedef struct todo_config {
     int relay_poll_ms;                    /* TODO_RELAY_POLL_MS: fallback poll when no NOTIFY arrives */
     int projector_batch;                  /* TODO_PROJECTOR_BATCH, 1..10000 */
     int request_ttl_s;
-    char topic_profile[16];               /* TODO_TOPIC_PROFILE: dev (default when local) or production */                    /* TODO_REQUEST_TTL_S: how long a handled request_id is remembered */
+    char topic_profile[16];
+    char zoneinfo_dir[CONFIG_STR_MAX];    /* TODO_ZONEINFO_DIR: the tz database (default /usr/share/zoneinfo) */               /* TODO_TOPIC_PROFILE: dev (default when local) or production */                    /* TODO_REQUEST_TTL_S: how long a handled request_id is remembered */
     char projector_group[CONFIG_STR_MAX];  /* TODO_PROJECTOR_GROUP: consumer group (a new one replays the topic) */
     int log_level;                        /* TODO_LOG_LEVEL: debug, info, warn, error */
     char migrations_dir[CONFIG_STR_MAX];  /* TODO_MIGRATIONS_DIR */

@@ -108,6 +108,8 @@ const char *event_message_name(const char *type, int32_t v)
         {"reminder.cancelled", 1, "todo.v1.ReminderCancelled"},
         {"reminder.snoozed", 1, "todo.v1.ReminderSnoozed"},
         {"reminder.triggered", 1, "todo.v1.ReminderTriggered"},
+        {"recurring_pattern.created", 1, "todo.v1.RecurringPatternCreated"},
+        {"recurring_pattern.updated", 1, "todo.v1.RecurringPatternUpdated"},
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
         if (strcmp(map[i].type, type) == 0 && map[i].v == v) return map[i].msg;
@@ -139,7 +141,7 @@ int event_token_decode(const char *token, int64_t *position, todo_err *err)
 
 const char *event_topic(const char *type)
 {
-    if (strncmp(type, "task.", 5) == 0 || strncmp(type, "recurring.", 10) == 0) return "tasks.events.v1";
+    if (strncmp(type, "task.", 5) == 0 || strncmp(type, "recurring_pattern.", 18) == 0) return "tasks.events.v1";
     if (strncmp(type, "reminder.", 9) == 0) return "reminders.events.v1";
     if (strncmp(type, "notification.", 13) == 0) return "notifications.commands.v1";
     if (strncmp(type, "saga.", 5) == 0) return "saga.events.v1";

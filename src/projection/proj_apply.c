@@ -222,6 +222,25 @@ static int apply_task_state(PGconn *pg, const Todo__V1__EventEnvelope *env, aren
     return TODO_OK;
 }
 
+/* recurring_pattern.created marks its task as a series' template;
+ * recurring_pattern.updated changes nothing the read model shows. */
+static int apply_pattern(PGconn *pg, const Todo__V1__EventEnvelope *env, arena *a, outcome *out, const char **why,
+                         todo_err *err)
+{
+    int rc;
+    bool created = strcmp(env->event_type, "recurring_pattern.created") == 0;
+    ProtobufCMessage *m = payload(env, created ? &todo__v1__recurring_pattern_created__descriptor
+                                               : &todo__v1__recurring_pattern_updated__descriptor, a, why);
+    if (m == NULL) {
+        *out = DEAD;
+        return TODO_OK;
+    }
+    if ((rc = claim_version(pg, env, out, err)) != 0 || *out == SKIPPED || !created) return rc;
+    const Todo__V1__RecurringPatternCreated *ev = (const Todo__V1__RecurringPatternCreated *)m;
+    const char *p[2] = {ev->task_id, env->aggregate_id};
+    return pgx_cmd(pg, "update read.tasks set recurring_pattern_id = $2::uuid where id = $1::uuid", 2, p, err);
+}
+
 /* Applies one record. Returns TODO_OK with *out set, or a database status. */
 static int apply_record(PGconn *pg, const rd_kafka_message_t *m, arena *a, outcome *out, const char **why,
                         todo_err *err)
@@ -243,6 +262,8 @@ static int apply_record(PGconn *pg, const rd_kafka_message_t *m, arena *a, outco
         rc = apply_task_created(pg, env, a, out, why, err);
     else if (strcmp(env->event_type, "task.updated") == 0)
         rc = apply_task_updated(pg, env, a, out, why, err);
+    else if (strncmp(env->event_type, "recurring_pattern.", 18) == 0)
+        rc = apply_pattern(pg, env, a, out, why, err);
     else
         rc = apply_task_state(pg, env, a, out, why, err);
     if (rc == 0 && *out == APPLIED && env->position > 0) {

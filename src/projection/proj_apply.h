@@ -16,7 +16,8 @@
  * (task.created v1 -> v2: no category). Projected today: task.created,
  * task.updated (only the fields it names), task.completed, task.reopened,
  * task.deleted and task.restored (a deleted task keeps its row, hidden from
- * queries).
+ * queries), recurring_pattern.created (marks the template task) and
+ * recurring_pattern.updated (nothing to show).
  *
  * Every committed batch also advances read.user_positions (read-your-writes)
  * and notifies read_progress.

@@ -109,7 +109,8 @@ static const char *const TASK_COLUMNS =
     " (extract(epoch from completed_at) * 1000000)::bigint, category, array_to_string(tags, E'\\x1f'),"
     " (extract(epoch from created_at) * 1000000)::bigint, (extract(epoch from updated_at) * 1000000)::bigint,"
     " version, (due_at is not null and due_at < now() and not completed),"
-    " to_char(created_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+    " to_char(created_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+    " coalesce(recurring_pattern_id::text, '')"
     " from read.tasks";
 
 static Google__Protobuf__Timestamp *ts_of(arena *a, const PGresult *r, int row, int col)
@@ -135,6 +136,7 @@ static Todo__V1__Task *task_of(arena *a, const PGresult *r, int row)
     tk->updated_at = ts_of(a, r, row, 11);
     tk->version = strtoll(PQgetvalue(r, row, 12), NULL, 10);
     tk->overdue = PQgetvalue(r, row, 13)[0] == 't';
+    tk->recurring_pattern_id = arena_strdup(a, PQgetvalue(r, row, 15));
     return tk;
 }
 

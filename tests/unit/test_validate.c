@@ -208,6 +208,106 @@ static void update_needs_a_known_mask_a_task_id_and_a_real_priority(void **state
     assert_int_equal(f.priority, TODO__V1__PRIORITY__PRIORITY_LOW);
 }
 
+#define ZONEINFO "/usr/share/zoneinfo"
+#define NOW 1800000000000000LL
+
+static void reminder_fields_are_checked(void **state)
+{
+    (void)state;
+    Google__Protobuf__Timestamp at = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    todo_err err;
+    assert_int_equal(cmd_validate_remind_at(NULL, NOW, &err), TODO_EINVAL);
+    assert_non_null(strstr(err.msg, "remind_at: is required"));
+    at.seconds = NOW / 1000000 - 1;
+    assert_int_equal(cmd_validate_remind_at(&at, NOW, &err), TODO_EINVAL);
+    assert_non_null(strstr(err.msg, "future"));
+    at.seconds = NOW / 1000000 + 60;
+    assert_int_equal(cmd_validate_remind_at(&at, NOW, &err), TODO_OK);
+    assert_int_equal(cmd_validate_channel(0, &err), TODO_EINVAL);
+    assert_true(strncmp(err.msg, "channel", 7) == 0);
+    assert_int_equal(cmd_validate_channel(4, &err), TODO_EINVAL);
+    assert_int_equal(cmd_validate_channel(TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_SMS, &err), TODO_OK);
+}
+
+static void time_zones_must_be_known_iana_names(void **state)
+{
+    (void)state;
+    todo_err err;
+    assert_int_equal(cmd_validate_time_zone("tz", "Europe/Berlin", ZONEINFO, &err), TODO_OK);
+    assert_int_equal(cmd_validate_time_zone("tz", "America/Argentina/Buenos_Aires", ZONEINFO, &err), TODO_OK);
+    assert_int_equal(cmd_validate_time_zone("tz", "UTC", ZONEINFO, &err), TODO_OK);
+    const char *bad[] = {"", "Mars/Olympus", "../../etc/passwd", "/etc/localtime", "Europe/Berlin ", "Europe"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(cmd_validate_time_zone("tz", bad[i], ZONEINFO, &err), TODO_EINVAL);
+        assert_true(strncmp(err.msg, "tz", 2) == 0);
+    }
+}
+
+static Todo__V1__RecurrenceRule rule(Todo__V1__RecurrenceFrequency f)
+{
+    Todo__V1__RecurrenceRule r = TODO__V1__RECURRENCE_RULE__INIT;
+    r.frequency = f;
+    r.time_zone = "Europe/Berlin";
+    return r;
+}
+
+static void rules_must_make_sense(void **state)
+{
+    (void)state;
+    todo_err err;
+    Todo__V1__Weekday days[] = {TODO__V1__WEEKDAY__WEEKDAY_MONDAY, TODO__V1__WEEKDAY__WEEKDAY_FRIDAY};
+    Todo__V1__RecurrenceRule r = rule(TODO__V1__RECURRENCE_FREQUENCY__RECURRENCE_FREQUENCY_DAILY);
+    assert_int_equal(cmd_validate_rule(&r, NOW, ZONEINFO, &err), TODO_OK);
+    r.day_of_month = 3;
+    assert_int_equal(cmd_validate_rule(&r, NOW, ZONEINFO, &err), TODO_EINVAL);
+
+    r = rule(TODO__V1__RECURRENCE_FREQUENCY__RECURRENCE_FREQUENCY_WEEKLY);
+    assert_int_equal(cmd_validate_rule(&r, NOW, ZONEINFO, &err), TODO_EINVAL);
+    assert_non_null(strstr(err.msg, "rule.by_weekday"));
+    r.by_weekday = days;
+    r.n_by_weekday = 2;
+    assert_int_equal(cmd_validate_rule(&r, NOW, ZONEINFO, &err), TODO_OK);
+    days[1] = TODO__V1__WEEKDAY__WEEKDAY_MONDAY;
+    assert_int_equal(cmd_validate_rule(&r, NOW, ZONEINFO, &err), TODO_EINVAL);
+    assert_non_null(strstr(err.msg, "repeats"));
+
+    r = rule(TODO__V1__RECURRENCE_FREQUENCY__RECURRENCE_FREQUENCY_MONTHLY);
+    r.day_of_month = 32;
+    assert_int_equal(cmd_validate_rule(&r, NOW, ZONEINFO, &err), TODO_EINVAL);
+    assert_non_null(strstr(err.msg, "rule.day_of_month"));
+    r.day_of_month = 31; /* shorter months use their last day */
+    assert_int_equal(cmd_validate_rule(&r, NOW, ZONEINFO, &err), TODO_OK);
+
+    r = rule(TODO__V1__RECURRENCE_FREQUENCY__RECURRENCE_FREQUENCY_EVERY_N_DAYS);
+    assert_int_equal(cmd_validate_rule(&r, NOW, ZONEINFO, &err), TODO_EINVAL);
+    r.interval_days = 3;
+    assert_int_equal(cmd_validate_rule(&r, NOW, ZONEINFO, &err), TODO_OK);
+
+    Google__Protobuf__Timestamp end = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    end.seconds = NOW / 1000000 + 86400;
+    r.ends_at = &end;
+    r.max_occurrences = 5;
+    assert_int_equal(cmd_validate_rule(&r, NOW, ZONEINFO, &err), TODO_EINVAL);
+    assert_non_null(strstr(err.msg, "not both"));
+    r.max_occurrences = 0;
+    assert_int_equal(cmd_validate_rule(&r, NOW, ZONEINFO, &err), TODO_OK);
+    end.seconds = NOW / 1000000 - 1;
+    assert_int_equal(cmd_validate_rule(&r, NOW, ZONEINFO, &err), TODO_EINVAL);
+    assert_non_null(strstr(err.msg, "rule.ends_at"));
+    r.ends_at = NULL;
+    r.max_occurrences = 1001;
+    assert_int_equal(cmd_validate_rule(&r, NOW, ZONEINFO, &err), TODO_EINVAL);
+
+    r = rule(TODO__V1__RECURRENCE_FREQUENCY__RECURRENCE_FREQUENCY_UNSPECIFIED);
+    assert_int_equal(cmd_validate_rule(&r, NOW, ZONEINFO, &err), TODO_EINVAL);
+    assert_non_null(strstr(err.msg, "rule.frequency"));
+    r = rule(TODO__V1__RECURRENCE_FREQUENCY__RECURRENCE_FREQUENCY_DAILY);
+    r.time_zone = "Nowhere/Special";
+    assert_int_equal(cmd_validate_rule(&r, NOW, ZONEINFO, &err), TODO_EINVAL);
+    assert_non_null(strstr(err.msg, "rule.time_zone"));
+    assert_int_equal(cmd_validate_rule(NULL, NOW, ZONEINFO, &err), TODO_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -220,6 +320,9 @@ int main(void)
         cmocka_unit_test(category_and_request_id_are_checked),
         cmocka_unit_test(update_changes_only_the_masked_fields),
         cmocka_unit_test(update_needs_a_known_mask_a_task_id_and_a_real_priority),
+        cmocka_unit_test(reminder_fields_are_checked),
+        cmocka_unit_test(time_zones_must_be_known_iana_names),
+        cmocka_unit_test(rules_must_make_sense),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

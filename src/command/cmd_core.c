@@ -1,0 +1,172 @@
+/* cmd_core: see cmd_core.h. */
+#include "cmd_core.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "cmd_validate.h"
+#include "event.h"
+#include "log.h"
+#include "pgx.h"
+#include "text.h"
+
+#define MAX_ATTEMPTS 30    /* load-change-save rounds before a busy aggregate answers ABORTED */
+#define MAX_BACKOFF_MS 50  /* jittered pause between rounds: up to min(2^round, this) ms */
+
+/* The correlation id: the client's x-correlation-id when it sent a sane one,
+ * else a new UUID. Returned to the client in the reply metadata. */
+static const char *correlation(grpcx_call *c, arena *a)
+{
+    const char *v = grpcx_call_metadata(c, "x-correlation-id");
+    bool ok = v != NULL && v[0] != '\0' && strlen(v) <= 128;
+    for (const char *p = v; ok && *p != '\0'; p++) ok = *p >= 0x21 && *p <= 0x7E;
+    if (!ok) {
+        char *id = arena_alloc(a, 37);
+        if (text_uuid_v4(id) != 0) snprintf(id, 37, "unknown");
+        v = id;
+    }
+    grpcx_call_reply_metadata(c, "x-correlation-id", v);
+    return v;
+}
+
+int cmd_begin(cmd_ctx *x, grpcx_call *c, const char *rpc, const char *request_id, const ProtobufCMessage *msg,
+              todo_err *err)
+{
+    int rc;
+    x->call = c;
+    x->rpc = rpc;
+    x->t = grpcx_call_state(c);
+    x->a = grpcx_call_arena(c);
+    x->correlation_id = correlation(c, x->a);
+    snprintf(x->t->audit_correlation, sizeof x->t->audit_correlation, "%s", x->correlation_id);
+    if ((rc = auth_verify(x->t->cfg->jwt_secret, grpcx_call_metadata(c, "authorization"), (long)time(NULL), x->user,
+                          err)) != 0)
+        return rc;
+    snprintf(x->t->audit_user, sizeof x->t->audit_user, "%s", x->user);
+    if ((rc = cmd_validate_request_id(request_id, err)) != 0) return rc;
+    cmd_request_init(&x->req, rpc, request_id, msg, x->t->cfg->request_ttl_s);
+    if (pgx_ensure(&x->t->pg, x->t->cfg->pg_url, x->t->app_name, err) != 0)
+        return todo_err_set(err, TODO_EUNAVAIL, "the database is unreachable; retry later");
+    return TODO_OK;
+}
+
+int cmd_replay(cmd_ctx *x, ProtobufCMessage **resp, todo_err *err)
+{
+    bool found = false;
+    Todo__V1__CommandReply *rp;
+    *resp = NULL;
+    if (x->req.request_id[0] == '\0') return TODO_OK;
+    rp = arena_alloc(x->a, sizeof *rp);
+    todo__v1__command_reply__init(rp);
+    int rc = cmd_store_find_request(x->t->pg, x->a, x->user, &x->req, &found, rp, err);
+    if (rc == TODO_OK && found) *resp = &rp->base;
+    return rc;
+}
+
+int cmd_storage_error(cmd_ctx *x, todo_err *err)
+{
+    log_error("command", "write failed", "rpc=%s correlation_id=%s detail=\"%s\"", x->rpc, x->correlation_id, err->msg);
+    return todo_err_set(err, err->code == TODO_EUNAVAIL ? TODO_EUNAVAIL : TODO_EINTERNAL,
+                        "the change could not be stored; retry later");
+}
+
+int cmd_save(cmd_ctx *x, const cmd_kind *k, const char *id, const void *agg, int64_t version, int64_t now,
+             const char *type, int schema, const ProtobufCMessage *event, ProtobufCMessage **resp, todo_err *err)
+{
+    char event_id[37];
+    uint8_t *env;
+    size_t env_len;
+    int64_t position = 0;
+    int rc;
+    if (text_uuid_v4(event_id) != 0) return todo_err_set(err, TODO_EINTERNAL, "no randomness for a new id");
+    event_meta m = {
+        .event_id = event_id, .event_type = type, .source = "todo-command", .time_us = now, .user_id = x->user,
+        .aggregate_type = k->aggregate_type, .aggregate_id = id, .aggregate_version = version,
+        .schema_version = schema, .correlation_id = x->correlation_id, .causation_id = "",
+    };
+    if ((rc = event_encode(&m, event, x->a, &env, &env_len, err)) != 0) return rc;
+    cmd_write w = {.aggregate_type = k->aggregate_type, .aggregate_id = id, .user_id = x->user, .version = version,
+                   .event_id = event_id, .event_type = type, .schema_version = schema, .envelope = env,
+                   .envelope_len = env_len};
+    k->state(x, agg, version, now, &w.state_sql, &w.state_params, &w.n_state);
+    if ((rc = cmd_store_save(x->t->pg, &w, &x->req, &position, err)) != 0) return rc;
+
+    Todo__V1__CommandReply *rp = arena_alloc(x->a, sizeof *rp);
+    todo__v1__command_reply__init(rp);
+    rp->id = arena_strdup(x->a, id);
+    rp->version = version;
+    rp->event_id = arena_strdup(x->a, event_id);
+    rp->consistency_token = arena_alloc(x->a, 40);
+    event_token_encode(position, rp->consistency_token);
+    *resp = &rp->base;
+    log_debug("command", type, "user=%s id=%s version=%" PRId64 " position=%" PRId64 " correlation_id=%s", x->user, id,
+              version, position, x->correlation_id);
+    return TODO_OK;
+}
+
+int cmd_create(cmd_ctx *x, const cmd_kind *k, const char *id, const void *agg, int64_t now, const char *type,
+               int schema, const ProtobufCMessage *event, ProtobufCMessage **resp, todo_err *err)
+{
+    int rc;
+    if ((rc = cmd_replay(x, resp, err)) != 0 || *resp != NULL) return rc;
+    rc = cmd_save(x, k, id, agg, 1, now, type, schema, event, resp, err);
+    if (rc == TODO_EEXISTS) { /* a duplicate of this request won the race */
+        if ((rc = cmd_replay(x, resp, err)) != 0 || *resp != NULL) return rc;
+        return todo_err_set(err, TODO_ECONFLICT, "request_id %s is being handled concurrently; retry",
+                            x->req.request_id);
+    }
+    /* TODO_ECONFLICT: the kind's insert wrote nothing (a uniqueness rule of
+     * the kind); the caller says which. */
+    return rc == 0 || rc == TODO_ECONFLICT ? rc : cmd_storage_error(x, err);
+}
+
+/* Sleeps a random time below min(2^attempt, MAX_BACKOFF_MS) ms, so that
+ * writers racing for one aggregate spread out. */
+static void backoff(int attempt)
+{
+    unsigned r;
+    long cap = attempt < 6 ? 1L << attempt : MAX_BACKOFF_MS;
+    if (cap > MAX_BACKOFF_MS) cap = MAX_BACKOFF_MS;
+    if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r = (unsigned)attempt * 7919u;
+    long us = (long)(r % (unsigned)(cap * 1000));
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+    nanosleep(&ts, NULL);
+}
+
+int cmd_mutate(cmd_ctx *x, const cmd_kind *k, const char *id, int64_t expected, cmd_change_fn fn, const void *arg,
+               ProtobufCMessage **resp, todo_err *err)
+{
+    int rc;
+    if ((rc = cmd_replay(x, resp, err)) != 0 || *resp != NULL) return rc;
+    for (int attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+        void *agg = NULL;
+        int64_t version = 0;
+        const char *type = NULL;
+        int schema = 1;
+        ProtobufCMessage *event = NULL;
+        int64_t now = event_now_us();
+        rc = k->load(x, id, &agg, &version, err);
+        if (rc == TODO_ENOTFOUND) return rc;
+        if (rc != 0) return cmd_storage_error(x, err);
+        if (expected != 0 && version != expected)
+            return todo_err_set(err, TODO_ECONFLICT, "%s %s is at version %" PRId64 ", not the expected %" PRId64,
+                                k->aggregate_type, id, version, expected);
+        if ((rc = fn(x, agg, arg, now, &type, &schema, &event, err)) != 0) return rc;
+        rc = cmd_save(x, k, id, agg, version + 1, now, type, schema, event, resp, err);
+        if (rc == TODO_EEXISTS) { /* a duplicate of this request won the race */
+            if ((rc = cmd_replay(x, resp, err)) != 0 || *resp != NULL) return rc;
+            continue;
+        }
+        if (rc != TODO_ECONFLICT) return rc == 0 ? 0 : cmd_storage_error(x, err);
+        /* Someone saved a newer version between our load and save. */
+        if (expected != 0)
+            return todo_err_set(err, TODO_ECONFLICT, "%s %s changed concurrently and is past the expected version %" PRId64,
+                                k->aggregate_type, id, expected);
+        backoff(attempt);
+    }
+    return todo_err_set(err, TODO_ECONFLICT, "%s %s is changing too often; retry", k->aggregate_type, id);
+}
