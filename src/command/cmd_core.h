@@ -118,7 +118,12 @@ typedef struct cmd_task {
     int64_t created_us;
 } cmd_task;
 
-/* The task kind; other aggregates load their task through it. */
+/* The task kind. */
 extern const cmd_kind cmd_task_kind;
+
+/* Loads the caller's task id for a command on one of its parts (reminders,
+ * patterns): TODO_ENOTFOUND when absent or deleted; storage failures are
+ * reported through cmd_storage_error. */
+int cmd_load_live_task(cmd_ctx *x, const char *id, const cmd_task **t, todo_err *err);
 
 #endif

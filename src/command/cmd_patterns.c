@@ -109,8 +109,7 @@ int cmd_create_pattern(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMess
     Todo__V1__RecurringPatternCreated ev = TODO__V1__RECURRING_PATTERN_CREATED__INIT;
     cmd_ctx x;
     pattern pt;
-    void *agg;
-    int64_t version, now = event_now_us();
+    int64_t now = event_now_us();
     int rc;
 
     if ((rc = cmd_begin(&x, c, "CreateRecurringPattern", rq->request_id, req, err)) != 0) return rc;
@@ -118,10 +117,8 @@ int cmd_create_pattern(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMess
         (rc = cmd_validate_rule(rq->rule, now, x.t->cfg->zoneinfo_dir, err)) != 0)
         return rc;
     if ((rc = cmd_replay(&x, resp, err)) != 0 || *resp != NULL) return rc;
-    rc = cmd_task_kind.load(&x, rq->task_id, &agg, &version, err);
-    if (rc != 0) return rc == TODO_ENOTFOUND ? rc : cmd_storage_error(&x, err);
-    const cmd_task *t = agg;
-    if (t->deleted) return todo_err_set(err, TODO_ENOTFOUND, "task %s not found (it was deleted)", t->id);
+    const cmd_task *t;
+    if ((rc = cmd_load_live_task(&x, rq->task_id, &t, err)) != 0) return rc;
     if (t->recurring_pattern_id[0] != '\0')
         return todo_err_set(err, TODO_EEXISTS, "task %s already has recurring pattern %s; update that one", t->id,
                             t->recurring_pattern_id);

@@ -96,8 +96,7 @@ int cmd_schedule_reminder(grpcx_call *c, const ProtobufCMessage *req, ProtobufCM
     Todo__V1__ReminderScheduled ev = TODO__V1__REMINDER_SCHEDULED__INIT;
     cmd_ctx x;
     reminder m;
-    void *agg;
-    int64_t version, now = event_now_us();
+    int64_t now = event_now_us();
     int rc;
 
     if ((rc = cmd_begin(&x, c, "ScheduleReminder", rq->request_id, req, err)) != 0) return rc;
@@ -106,10 +105,8 @@ int cmd_schedule_reminder(grpcx_call *c, const ProtobufCMessage *req, ProtobufCM
         (rc = cmd_validate_channel((int)rq->channel, err)) != 0)
         return rc;
     if ((rc = cmd_replay(&x, resp, err)) != 0 || *resp != NULL) return rc;
-    rc = cmd_task_kind.load(&x, rq->task_id, &agg, &version, err);
-    if (rc != 0) return rc == TODO_ENOTFOUND ? rc : cmd_storage_error(&x, err);
-    const cmd_task *t = agg;
-    if (t->deleted) return todo_err_set(err, TODO_ENOTFOUND, "task %s not found (it was deleted)", t->id);
+    const cmd_task *t;
+    if ((rc = cmd_load_live_task(&x, rq->task_id, &t, err)) != 0) return rc;
     if (t->completed)
         return todo_err_set(err, TODO_EPRECOND, "task %s is completed; reopen it to schedule reminders", t->id);
     const char *p[1] = {t->id};

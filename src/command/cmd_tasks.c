@@ -99,6 +99,17 @@ static int alive(const cmd_task *t, todo_err *err)
     return TODO_OK;
 }
 
+
+int cmd_load_live_task(cmd_ctx *x, const char *id, const cmd_task **t, todo_err *err)
+{
+    void *agg;
+    int64_t version;
+    int rc = load_task(x, id, &agg, &version, err);
+    if (rc != 0) return rc == TODO_ENOTFOUND ? rc : cmd_storage_error(x, err);
+    *t = agg;
+    return alive(*t, err);
+}
+
 /* ---- CreateTask ---- */
 
 int cmd_create_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)

@@ -19,6 +19,7 @@
 #include "config.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "text.h"
+#include "todo/v1/command.pb-c.h"
 
 extern char **environ;
 
@@ -208,4 +209,39 @@ int harness_consume(const char *topic, bool (*match)(const rd_kafka_message_t *m
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
     return n;
+}
+
+harness_services harness_svc;
+PGconn *harness_db;
+
+int harness_group_setup(void **state)
+{
+    (void)state;
+    if (!harness_stack_available()) return 0;
+    if (harness_services_start(&harness_svc) != 0) return -1;
+    harness_db = harness_admin();
+    return harness_db != NULL ? 0 : -1;
+}
+
+/* Graceful shutdown: every service exits 0 on SIGTERM (and, in the
+ * sanitizer build, without a leak report). */
+int harness_group_teardown(void **state)
+{
+    (void)state;
+    if (!harness_stack_available()) return 0;
+    PQfinish(harness_db);
+    return harness_services_stop(&harness_svc);
+}
+
+grpc_status_code harness_command(const char *rpc, const ProtobufCMessage *req, const char *auth,
+                                 Todo__V1__CommandReply **out, grpcx_result *res)
+{
+    char path[96];
+    Todo__V1__CommandReply *rp = NULL;
+    snprintf(path, sizeof path, "/todo.v1.TaskCommandService/%s", rpc);
+    grpc_status_code code = grpcx_unary(harness_svc.cmd, path, req, &todo__v1__command_reply__descriptor, auth, 15000,
+                                        (ProtobufCMessage **)&rp, res);
+    if (out != NULL) *out = rp;
+    else if (rp != NULL) protobuf_c_message_free_unpacked(&rp->base, NULL);
+    return code;
 }

@@ -71,4 +71,23 @@ int harness_services_start(harness_services *s);
  * build), else -1 after saying which did not. */
 int harness_services_stop(harness_services *s);
 
+/* The shared fixture of a test group: the services, started once for the
+ * group, and a superuser connection. Use harness_group_setup/teardown as the
+ * group's setup and teardown (both do nothing without a stack) and
+ * HARNESS_NEED_STACK() first in each test (it skips without a stack). */
+extern harness_services harness_svc;
+extern PGconn *harness_db;
+int harness_group_setup(void **state);
+int harness_group_teardown(void **state);
+#define HARNESS_NEED_STACK()                                                                                 \
+    do {                                                                                                     \
+        if (!harness_stack_available()) skip();                                                            \
+    } while (0)
+
+/* Calls rpc ("CreateTask") of TaskCommandService on harness_svc; on OK and
+ * with out, *out is the reply (the caller frees it). Returns the status. */
+struct Todo__V1__CommandReply;
+grpc_status_code harness_command(const char *rpc, const ProtobufCMessage *req, const char *auth,
+                                 struct Todo__V1__CommandReply **out, grpcx_result *res);
+
 #endif

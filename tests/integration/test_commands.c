@@ -19,47 +19,7 @@
 #include "todo/v1/events.pb-c.h"
 #include "todo/v1/query.pb-c.h"
 
-#define SVC "/todo.v1.TaskCommandService/"
 
-static harness_services svc;
-static PGconn *admin;
-
-static int start_all(void **state)
-{
-    (void)state;
-    if (!harness_stack_available()) return 0;
-    if (harness_services_start(&svc) != 0) return -1;
-    admin = harness_admin();
-    return admin != NULL ? 0 : -1;
-}
-
-static int stop_all(void **state)
-{
-    (void)state;
-    if (!harness_stack_available()) return 0;
-    PQfinish(admin);
-    return harness_services_stop(&svc);
-}
-
-static void need_stack(void)
-{
-    if (!harness_stack_available()) skip();
-}
-
-/* Calls a command; returns its status and, when OK and out is not NULL, the
- * reply (freed by the caller). */
-static grpc_status_code command(const char *rpc, const ProtobufCMessage *req, const char *auth,
-                                Todo__V1__CommandReply **out, grpcx_result *res)
-{
-    char path[96];
-    Todo__V1__CommandReply *rp = NULL;
-    snprintf(path, sizeof path, SVC "%s", rpc);
-    grpc_status_code code = grpcx_unary(svc.cmd, path, req, &todo__v1__command_reply__descriptor, auth, 15000,
-                                        (ProtobufCMessage **)&rp, res);
-    if (out != NULL) *out = rp;
-    else if (rp != NULL) protobuf_c_message_free_unpacked(&rp->base, NULL);
-    return code;
-}
 
 static Todo__V1__CommandReply *create(const char *auth, const char *title, const char *request_id)
 {
@@ -68,7 +28,7 @@ static Todo__V1__CommandReply *create(const char *auth, const char *title, const
     grpcx_result res;
     rq.title = (char *)title;
     rq.request_id = (char *)(request_id != NULL ? request_id : "");
-    if (command("CreateTask", &rq.base, auth, &rp, &res) != GRPC_STATUS_OK) fail_msg("CreateTask: %s", res.message);
+    if (harness_command("CreateTask", &rq.base, auth, &rp, &res) != GRPC_STATUS_OK) fail_msg("CreateTask: %s", res.message);
     return rp;
 }
 
@@ -79,7 +39,7 @@ static grpc_status_code simple(const char *rpc, const char *auth, const char *id
     Todo__V1__CompleteTaskRequest rq = TODO__V1__COMPLETE_TASK_REQUEST__INIT;
     rq.task_id = (char *)id;
     rq.expected_version = expected;
-    return command(rpc, &rq.base, auth, out, res);
+    return harness_command(rpc, &rq.base, auth, out, res);
 }
 
 /* GetTask waiting for the token of reply. */
@@ -89,19 +49,19 @@ static grpc_status_code read_back(const char *auth, const Todo__V1__CommandReply
     Todo__V1__GetTaskRequest rq = TODO__V1__GET_TASK_REQUEST__INIT;
     rq.task_id = (char *)id;
     rq.consistency_token = after != NULL ? after->consistency_token : (char *)"";
-    return grpcx_unary(svc.qry, "/todo.v1.TaskQueryService/GetTask", &rq.base, &todo__v1__task__descriptor, auth,
+    return grpcx_unary(harness_svc.qry, "/todo.v1.TaskQueryService/GetTask", &rq.base, &todo__v1__task__descriptor, auth,
                        15000, (ProtobufCMessage **)out, res);
 }
 
 static long long events_of(const char *id)
 {
-    return harness_scalar(admin, "select count(*) from write.events where aggregate_id = $1::uuid", id);
+    return harness_scalar(harness_db, "select count(*) from write.events where aggregate_id = $1::uuid", id);
 }
 
 static void a_task_goes_through_its_whole_lifecycle(void **state)
 {
     (void)state;
-    need_stack();
+    HARNESS_NEED_STACK();
     char user[64];
     harness_user(user, "life");
     char *auth = harness_bearer(user, 600, NULL);
@@ -126,7 +86,7 @@ static void a_task_goes_through_its_whole_lifecycle(void **state)
     up.tags = tags;
     up.n_tags = 2;
     up.expected_version = 1;
-    assert_int_equal(command("UpdateTask", &up.base, auth, &r, &res), GRPC_STATUS_OK);
+    assert_int_equal(harness_command("UpdateTask", &up.base, auth, &r, &res), GRPC_STATUS_OK);
     assert_int_equal(r->version, 2);
     assert_int_equal(read_back(auth, r, id, &t, &res), GRPC_STATUS_OK);
     assert_string_equal(t->title, "final");
@@ -164,7 +124,7 @@ static void a_task_goes_through_its_whole_lifecycle(void **state)
     protobuf_c_message_free_unpacked(&r->base, NULL);
     assert_int_equal(simple("CompleteTask", auth, id, 0, NULL, &res), GRPC_STATUS_NOT_FOUND);
     assert_int_equal(simple("DeleteTask", auth, id, 0, NULL, &res), GRPC_STATUS_NOT_FOUND);
-    assert_int_equal(harness_scalar(admin, "select count(*) from write.tasks where id = $1::uuid", id), 1);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.tasks where id = $1::uuid", id), 1);
 
     /* Restore, twice. */
     assert_int_equal(simple("RestoreTask", auth, id, 0, &r, &res), GRPC_STATUS_OK);
@@ -185,7 +145,7 @@ static void a_task_goes_through_its_whole_lifecycle(void **state)
 static void refusals_name_the_problem_and_write_nothing(void **state)
 {
     (void)state;
-    need_stack();
+    HARNESS_NEED_STACK();
     char user[64], other[64];
     harness_user(user, "refuse");
     harness_user(other, "intruder");
@@ -201,7 +161,7 @@ static void refusals_name_the_problem_and_write_nothing(void **state)
     assert_int_equal(simple("DeleteTask", oauth, c->id, 0, NULL, &res), GRPC_STATUS_NOT_FOUND);
     Todo__V1__UpdateTaskRequest up = TODO__V1__UPDATE_TASK_REQUEST__INIT;
     up.task_id = c->id;
-    assert_int_equal(command("UpdateTask", &up.base, auth, NULL, &res), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(harness_command("UpdateTask", &up.base, auth, NULL, &res), GRPC_STATUS_INVALID_ARGUMENT);
     assert_true(strncmp(res.message, "update_mask", 11) == 0);
     assert_int_equal(events_of(c->id), 1);
     protobuf_c_message_free_unpacked(&c->base, NULL);
@@ -232,7 +192,7 @@ static void *race_update(void *arg)
     up.update_mask = &mask;
     up.title = (char *)r->title;
     up.expected_version = r->expected;
-    r->code = command("UpdateTask", &up.base, r->auth, &rp, &res);
+    r->code = harness_command("UpdateTask", &up.base, r->auth, &rp, &res);
     if (rp != NULL) {
         r->version = rp->version;
         protobuf_c_message_free_unpacked(&rp->base, NULL);
@@ -243,7 +203,7 @@ static void *race_update(void *arg)
 static void concurrent_updates_never_lose_one(void **state)
 {
     (void)state;
-    need_stack();
+    HARNESS_NEED_STACK();
     enum { N = 20 };
     char user[64], titles[N][16];
     harness_user(user, "race");
@@ -281,13 +241,13 @@ static void concurrent_updates_never_lose_one(void **state)
         assert_int_equal(seen[r[i].version]++, 0);
     }
     assert_int_equal(events_of(c->id), N + 2);
-    assert_int_equal(harness_scalar(admin, "select version from write.tasks where id = $1::uuid", c->id), N + 2);
+    assert_int_equal(harness_scalar(harness_db, "select version from write.tasks where id = $1::uuid", c->id), N + 2);
     /* The state is the last event's: the title of the writer that got the last version. */
     const char *last = NULL;
     for (int i = 0; i < N; i++)
         if (r[i].version == N + 2) last = r[i].title;
     const char *p[1] = {c->id};
-    PGresult *res = PQexecParams(admin, "select title from write.tasks where id = $1::uuid", 1, NULL, p, NULL, NULL, 0);
+    PGresult *res = PQexecParams(harness_db, "select title from write.tasks where id = $1::uuid", 1, NULL, p, NULL, NULL, 0);
     assert_string_equal(PQgetvalue(res, 0, 0), last);
     PQclear(res);
     protobuf_c_message_free_unpacked(&c->base, NULL);
@@ -302,7 +262,7 @@ static void *race_create(void *arg)
     grpcx_result res;
     rq.title = (char *)r->title;
     rq.request_id = r->request_id;
-    r->code = command("CreateTask", &rq.base, r->auth, &rp, &res);
+    r->code = harness_command("CreateTask", &rq.base, r->auth, &rp, &res);
     if (rp != NULL) {
         snprintf(r->reply_id, sizeof r->reply_id, "%s", rp->id);
         protobuf_c_message_free_unpacked(&rp->base, NULL);
@@ -313,7 +273,7 @@ static void *race_create(void *arg)
 static void a_retried_request_id_acts_once(void **state)
 {
     (void)state;
-    need_stack();
+    HARNESS_NEED_STACK();
     char user[64];
     harness_user(user, "retry");
     char *auth = harness_bearer(user, 600, NULL);
@@ -321,14 +281,14 @@ static void a_retried_request_id_acts_once(void **state)
     assert_string_equal(a->id, b->id);
     assert_string_equal(a->event_id, b->event_id);
     assert_string_equal(a->consistency_token, b->consistency_token);
-    assert_int_equal(harness_scalar(admin, "select count(*) from write.tasks where user_id = $1", user), 1);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.tasks where user_id = $1", user), 1);
 
     /* The same id for a different request is refused. */
     Todo__V1__CreateTaskRequest rq = TODO__V1__CREATE_TASK_REQUEST__INIT;
     grpcx_result res;
     rq.title = "something else";
     rq.request_id = "req-1";
-    assert_int_equal(command("CreateTask", &rq.base, auth, NULL, &res), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(harness_command("CreateTask", &rq.base, auth, NULL, &res), GRPC_STATUS_INVALID_ARGUMENT);
     assert_non_null(strstr(res.message, "request_id"));
 
     /* A retried CompleteTask returns the first answer, not FAILED_PRECONDITION. */
@@ -336,8 +296,8 @@ static void a_retried_request_id_acts_once(void **state)
     Todo__V1__CommandReply *c1, *c2;
     cq.task_id = a->id;
     cq.request_id = "req-2";
-    assert_int_equal(command("CompleteTask", &cq.base, auth, &c1, &res), GRPC_STATUS_OK);
-    assert_int_equal(command("CompleteTask", &cq.base, auth, &c2, &res), GRPC_STATUS_OK);
+    assert_int_equal(harness_command("CompleteTask", &cq.base, auth, &c1, &res), GRPC_STATUS_OK);
+    assert_int_equal(harness_command("CompleteTask", &cq.base, auth, &c2, &res), GRPC_STATUS_OK);
     assert_int_equal(c1->version, 2);
     assert_string_equal(c1->event_id, c2->event_id);
     assert_int_equal(events_of(a->id), 2);
@@ -356,7 +316,7 @@ static void a_retried_request_id_acts_once(void **state)
         assert_int_equal(r[i].code, GRPC_STATUS_OK);
         assert_string_equal(r[i].reply_id, r[0].reply_id);
     }
-    assert_int_equal(harness_scalar(admin, "select count(*) from write.tasks where user_id = $1", user), 2);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.tasks where user_id = $1", user), 2);
     protobuf_c_message_free_unpacked(&a->base, NULL);
     protobuf_c_message_free_unpacked(&b->base, NULL);
     protobuf_c_message_free_unpacked(&c1->base, NULL);
@@ -399,7 +359,7 @@ static bool audit_of_ours(const rd_kafka_message_t *m, void *ctx)
 static void every_command_leaves_one_audit_record(void **state)
 {
     (void)state;
-    need_stack();
+    HARNESS_NEED_STACK();
     char user[64];
     harness_user(user, "audited");
     char *auth = harness_bearer(user, 600, NULL);
@@ -427,5 +387,5 @@ int main(void)
         cmocka_unit_test(a_retried_request_id_acts_once),
         cmocka_unit_test(every_command_leaves_one_audit_record),
     };
-    return cmocka_run_group_tests(tests, start_all, stop_all);
+    return cmocka_run_group_tests(tests, harness_group_setup, harness_group_teardown);
 }

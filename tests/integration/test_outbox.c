@@ -19,30 +19,6 @@
 #include "harness.h"
 #include "todo/v1/command.pb-c.h"
 
-static harness_services svc;
-static PGconn *admin;
-
-static int start_all(void **state)
-{
-    (void)state;
-    if (!harness_stack_available()) return 0;
-    if (harness_services_start(&svc) != 0) return -1;
-    admin = harness_admin();
-    return admin != NULL ? 0 : -1;
-}
-
-static int stop_all(void **state)
-{
-    (void)state;
-    if (!harness_stack_available()) return 0;
-    PQfinish(admin);
-    return harness_services_stop(&svc);
-}
-
-static void need_stack(void)
-{
-    if (!harness_stack_available()) skip();
-}
 
 static int stack(const char *what)
 {
@@ -69,7 +45,7 @@ static long long unpublished(const char *prefix)
 {
     char like[80];
     snprintf(like, sizeof like, "%s%%", prefix);
-    return harness_scalar(admin, "select count(*) from write.events where published_at is null and user_id like $1",
+    return harness_scalar(harness_db, "select count(*) from write.events where published_at is null and user_id like $1",
                           like);
 }
 
@@ -128,7 +104,7 @@ static int consume(const char *prefix, seen *out, int cap, int want)
 static void a_kafka_outage_loses_nothing_and_keeps_per_user_order(void **state)
 {
     (void)state;
-    need_stack();
+    HARNESS_NEED_STACK();
     enum { USERS = 4, PER_USER = 50, TOTAL = USERS * PER_USER };
     char prefix[64], users[USERS][80], *auth[USERS];
     harness_user(prefix, "outage");
@@ -142,7 +118,7 @@ static void a_kafka_outage_loses_nothing_and_keeps_per_user_order(void **state)
         for (int u = 0; u < USERS; u++) {
             char title[32];
             snprintf(title, sizeof title, "offline %d", i);
-            create(svc.cmd, auth[u], title); /* commands keep succeeding */
+            create(harness_svc.cmd, auth[u], title); /* commands keep succeeding */
         }
     long long accepted_ms = harness_now_ms() - t_down;
     assert_int_equal(unpublished(prefix), TOTAL);
@@ -175,7 +151,7 @@ static void a_kafka_outage_loses_nothing_and_keeps_per_user_order(void **state)
     char like[80];
     snprintf(like, sizeof like, "%s%%", prefix);
     while (projected < TOTAL && harness_now_ms() < until) {
-        projected = harness_scalar(admin, "select count(*) from read.tasks where user_id like $1", like);
+        projected = harness_scalar(harness_db, "select count(*) from read.tasks where user_id like $1", like);
         harness_sleep_ms(100);
     }
     assert_int_equal(projected, TOTAL);
@@ -187,7 +163,7 @@ static pid_t active_relay(void)
 {
     cmd_outbox_status st;
     todo_err err;
-    if (cmd_outbox_status_read(admin, &st, &err) != 0) return 0;
+    if (cmd_outbox_status_read(harness_db, &st, &err) != 0) return 0;
     const char *p = strstr(st.active, "todo-command-relay-");
     return p != NULL ? (pid_t)atoi(p + strlen("todo-command-relay-")) : 0;
 }
@@ -195,7 +171,7 @@ static pid_t active_relay(void)
 static void a_killed_relay_leader_is_replaced_within_seconds(void **state)
 {
     (void)state;
-    need_stack();
+    HARNESS_NEED_STACK();
     char port_env[64], addr[40], user[64];
     int port = harness_free_port();
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
@@ -209,9 +185,9 @@ static void a_killed_relay_leader_is_replaced_within_seconds(void **state)
     pid_t leader = 0;
     long long until = harness_now_ms() + 10000;
     while ((leader = active_relay()) == 0 && harness_now_ms() < until) harness_sleep_ms(50);
-    assert_true(leader == svc.command || leader == second);
-    pid_t survivor = leader == svc.command ? second : svc.command;
-    grpcx_channel *survivor_ch = leader == svc.command ? ch2 : svc.cmd;
+    assert_true(leader == harness_svc.command || leader == second);
+    pid_t survivor = leader == harness_svc.command ? second : harness_svc.command;
+    grpcx_channel *survivor_ch = leader == harness_svc.command ? ch2 : harness_svc.cmd;
 
     harness_user(user, "takeover");
     char *auth = harness_bearer(user, 600, NULL);
@@ -230,14 +206,14 @@ static void a_killed_relay_leader_is_replaced_within_seconds(void **state)
 
     /* Read side: each event applied once. */
     until = harness_now_ms() + 30000;
-    while (harness_scalar(admin, "select count(*) from read.tasks where user_id = $1", user) < 10 &&
+    while (harness_scalar(harness_db, "select count(*) from read.tasks where user_id = $1", user) < 10 &&
            harness_now_ms() < until)
         harness_sleep_ms(50);
-    assert_int_equal(harness_scalar(admin, "select count(*) from read.tasks where user_id = $1", user), 10);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from read.tasks where user_id = $1", user), 10);
 
     /* The survivor stands in for the group's todo-command at teardown. */
     grpcx_channel_free(ch2);
-    if (leader == svc.command) svc.command = second;
+    if (leader == harness_svc.command) harness_svc.command = second;
     free(auth);
 }
 
@@ -247,5 +223,5 @@ int main(void)
         cmocka_unit_test(a_kafka_outage_loses_nothing_and_keeps_per_user_order),
         cmocka_unit_test(a_killed_relay_leader_is_replaced_within_seconds),
     };
-    return cmocka_run_group_tests(tests, start_all, stop_all);
+    return cmocka_run_group_tests(tests, harness_group_setup, harness_group_teardown);
 }

@@ -19,45 +19,7 @@
 #include "todo/v1/events.pb-c.h"
 #include "todo/v1/query.pb-c.h"
 
-#define SVC "/todo.v1.TaskCommandService/"
 
-static harness_services svc;
-static PGconn *admin;
-
-static int start_all(void **state)
-{
-    (void)state;
-    if (!harness_stack_available()) return 0;
-    if (harness_services_start(&svc) != 0) return -1;
-    admin = harness_admin();
-    return admin != NULL ? 0 : -1;
-}
-
-static int stop_all(void **state)
-{
-    (void)state;
-    if (!harness_stack_available()) return 0;
-    PQfinish(admin);
-    return harness_services_stop(&svc);
-}
-
-static void need_stack(void)
-{
-    if (!harness_stack_available()) skip();
-}
-
-static grpc_status_code command(const char *rpc, const ProtobufCMessage *req, const char *auth,
-                                Todo__V1__CommandReply **out, grpcx_result *res)
-{
-    char path[96];
-    Todo__V1__CommandReply *rp = NULL;
-    snprintf(path, sizeof path, SVC "%s", rpc);
-    grpc_status_code code = grpcx_unary(svc.cmd, path, req, &todo__v1__command_reply__descriptor, auth, 15000,
-                                        (ProtobufCMessage **)&rp, res);
-    if (out != NULL) *out = rp;
-    else if (rp != NULL) protobuf_c_message_free_unpacked(&rp->base, NULL);
-    return code;
-}
 
 /* Creates a task and returns its id (malloc'ed). */
 static char *new_task(const char *auth)
@@ -66,7 +28,7 @@ static char *new_task(const char *auth)
     Todo__V1__CommandReply *rp;
     grpcx_result res;
     rq.title = "with reminders";
-    assert_int_equal(command("CreateTask", &rq.base, auth, &rp, &res), GRPC_STATUS_OK);
+    assert_int_equal(harness_command("CreateTask", &rq.base, auth, &rp, &res), GRPC_STATUS_OK);
     char *id = strdup(rp->id);
     protobuf_c_message_free_unpacked(&rp->base, NULL);
     return id;
@@ -81,13 +43,13 @@ static grpc_status_code schedule(const char *auth, const char *task, int64_t in_
     rq.task_id = (char *)task;
     rq.remind_at = &at;
     rq.channel = (Todo__V1__ReminderChannel)channel;
-    return command("ScheduleReminder", &rq.base, auth, out, res);
+    return harness_command("ScheduleReminder", &rq.base, auth, out, res);
 }
 
 static void reminders_can_be_scheduled_snoozed_and_cancelled(void **state)
 {
     (void)state;
-    need_stack();
+    HARNESS_NEED_STACK();
     char user[64], other[64];
     harness_user(user, "remind");
     harness_user(other, "other");
@@ -117,32 +79,32 @@ static void reminders_can_be_scheduled_snoozed_and_cancelled(void **state)
     later.seconds = event_now_us() / 1000000 + 7200;
     sn.reminder_id = id;
     sn.remind_at = &later;
-    assert_int_equal(command("SnoozeReminder", &sn.base, auth, &r, &res), GRPC_STATUS_OK);
+    assert_int_equal(harness_command("SnoozeReminder", &sn.base, auth, &r, &res), GRPC_STATUS_OK);
     assert_int_equal(r->version, 2);
     protobuf_c_message_free_unpacked(&r->base, NULL);
     char at[32];
     snprintf(at, sizeof at, "%lld", (long long)later.seconds);
-    assert_int_equal(harness_scalar(admin, "select extract(epoch from remind_at)::bigint from write.reminders"
+    assert_int_equal(harness_scalar(harness_db, "select extract(epoch from remind_at)::bigint from write.reminders"
                                            " where id = $1::uuid", id), later.seconds);
 
     /* Cancel, twice; a cancelled reminder cannot be snoozed. */
     Todo__V1__CancelReminderRequest cn = TODO__V1__CANCEL_REMINDER_REQUEST__INIT;
     cn.reminder_id = id;
-    assert_int_equal(command("CancelReminder", &cn.base, auth, &r, &res), GRPC_STATUS_OK);
+    assert_int_equal(harness_command("CancelReminder", &cn.base, auth, &r, &res), GRPC_STATUS_OK);
     assert_int_equal(r->version, 3);
     protobuf_c_message_free_unpacked(&r->base, NULL);
-    assert_int_equal(command("CancelReminder", &cn.base, auth, NULL, &res), GRPC_STATUS_FAILED_PRECONDITION);
-    assert_int_equal(command("SnoozeReminder", &sn.base, auth, NULL, &res), GRPC_STATUS_FAILED_PRECONDITION);
-    assert_int_equal(command("CancelReminder", &cn.base, oauth, NULL, &res), GRPC_STATUS_NOT_FOUND);
+    assert_int_equal(harness_command("CancelReminder", &cn.base, auth, NULL, &res), GRPC_STATUS_FAILED_PRECONDITION);
+    assert_int_equal(harness_command("SnoozeReminder", &sn.base, auth, NULL, &res), GRPC_STATUS_FAILED_PRECONDITION);
+    assert_int_equal(harness_command("CancelReminder", &cn.base, oauth, NULL, &res), GRPC_STATUS_NOT_FOUND);
 
     /* Three events, on the reminders topic once published. */
-    assert_int_equal(harness_scalar(admin, "select count(*) from write.events where aggregate_id = $1::uuid"
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.events where aggregate_id = $1::uuid"
                                            " and aggregate_type = 'reminder'", id), 3);
     long long until = harness_now_ms() + 15000;
-    while (harness_scalar(admin, "select count(*) from write.events where aggregate_id = $1::uuid"
+    while (harness_scalar(harness_db, "select count(*) from write.events where aggregate_id = $1::uuid"
                                  " and published_at is null", id) != 0 && harness_now_ms() < until)
         harness_sleep_ms(50);
-    assert_int_equal(harness_scalar(admin, "select count(*) from write.events where aggregate_id = $1::uuid"
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.events where aggregate_id = $1::uuid"
                                            " and published_at is null", id), 0);
     free(task);
     free(auth);
@@ -152,7 +114,7 @@ static void reminders_can_be_scheduled_snoozed_and_cancelled(void **state)
 static void reminders_need_an_open_task_and_are_bounded(void **state)
 {
     (void)state;
-    need_stack();
+    HARNESS_NEED_STACK();
     char user[64];
     harness_user(user, "bounded");
     char *auth = harness_bearer(user, 600, NULL);
@@ -165,7 +127,7 @@ static void reminders_need_an_open_task_and_are_bounded(void **state)
     cq.task_id = task;
     char *other = new_task(auth);
     cq.task_id = other;
-    assert_int_equal(command("CompleteTask", &cq.base, auth, NULL, &res), GRPC_STATUS_OK);
+    assert_int_equal(harness_command("CompleteTask", &cq.base, auth, NULL, &res), GRPC_STATUS_OK);
     assert_int_equal(schedule(auth, other, 600, 1, NULL, &res), GRPC_STATUS_FAILED_PRECONDITION);
     assert_non_null(strstr(res.message, "completed"));
     free(task);
@@ -186,7 +148,7 @@ static Todo__V1__RecurrenceRule weekly(Todo__V1__Weekday *days, size_t n)
 static void a_task_becomes_the_template_of_a_series(void **state)
 {
     (void)state;
-    need_stack();
+    HARNESS_NEED_STACK();
     char user[64];
     harness_user(user, "series");
     char *auth = harness_bearer(user, 600, NULL);
@@ -198,7 +160,7 @@ static void a_task_becomes_the_template_of_a_series(void **state)
     grpcx_result res;
     cr.task_id = task;
     cr.rule = &rule;
-    assert_int_equal(command("CreateRecurringPattern", &cr.base, auth, &r, &res), GRPC_STATUS_OK);
+    assert_int_equal(harness_command("CreateRecurringPattern", &cr.base, auth, &r, &res), GRPC_STATUS_OK);
     char pattern[37];
     snprintf(pattern, sizeof pattern, "%s", r->id);
 
@@ -207,7 +169,7 @@ static void a_task_becomes_the_template_of_a_series(void **state)
     Todo__V1__Task *t;
     g.task_id = task;
     g.consistency_token = r->consistency_token;
-    assert_int_equal(grpcx_unary(svc.qry, "/todo.v1.TaskQueryService/GetTask", &g.base, &todo__v1__task__descriptor,
+    assert_int_equal(grpcx_unary(harness_svc.qry, "/todo.v1.TaskQueryService/GetTask", &g.base, &todo__v1__task__descriptor,
                                  auth, 15000, (ProtobufCMessage **)&t, &res),
                      GRPC_STATUS_OK);
     assert_string_equal(t->recurring_pattern_id, pattern);
@@ -215,12 +177,12 @@ static void a_task_becomes_the_template_of_a_series(void **state)
     protobuf_c_message_free_unpacked(&r->base, NULL);
 
     /* One pattern per task; rules are checked. */
-    assert_int_equal(command("CreateRecurringPattern", &cr.base, auth, NULL, &res), GRPC_STATUS_ALREADY_EXISTS);
+    assert_int_equal(harness_command("CreateRecurringPattern", &cr.base, auth, NULL, &res), GRPC_STATUS_ALREADY_EXISTS);
     assert_non_null(strstr(res.message, pattern));
     rule.time_zone = "Atlantis/Capital";
     char *other = new_task(auth);
     cr.task_id = other;
-    assert_int_equal(command("CreateRecurringPattern", &cr.base, auth, NULL, &res), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(harness_command("CreateRecurringPattern", &cr.base, auth, NULL, &res), GRPC_STATUS_INVALID_ARGUMENT);
     assert_non_null(strstr(res.message, "rule.time_zone"));
     rule.time_zone = "Europe/Berlin";
 
@@ -234,18 +196,18 @@ static void a_task_becomes_the_template_of_a_series(void **state)
     up.pattern_id = pattern;
     up.rule = &monthly;
     up.expected_version = 1;
-    assert_int_equal(command("UpdateRecurringPattern", &up.base, auth, &r, &res), GRPC_STATUS_OK);
+    assert_int_equal(harness_command("UpdateRecurringPattern", &up.base, auth, &r, &res), GRPC_STATUS_OK);
     assert_int_equal(r->version, 2);
     protobuf_c_message_free_unpacked(&r->base, NULL);
-    assert_int_equal(command("UpdateRecurringPattern", &up.base, auth, NULL, &res), GRPC_STATUS_ABORTED);
+    assert_int_equal(harness_command("UpdateRecurringPattern", &up.base, auth, NULL, &res), GRPC_STATUS_ABORTED);
     assert_non_null(strstr(res.message, "at version 2"));
 
     /* Completing the template names its pattern in the event (for the saga). */
     Todo__V1__CompleteTaskRequest cq = TODO__V1__COMPLETE_TASK_REQUEST__INIT;
     cq.task_id = task;
-    assert_int_equal(command("CompleteTask", &cq.base, auth, NULL, &res), GRPC_STATUS_OK);
+    assert_int_equal(harness_command("CompleteTask", &cq.base, auth, NULL, &res), GRPC_STATUS_OK);
     const char *p[1] = {task};
-    PGresult *q = PQexecParams(admin,
+    PGresult *q = PQexecParams(harness_db,
                                "select envelope from write.events where aggregate_id = $1::uuid"
                                " and event_type = 'task.completed'",
                                1, NULL, p, NULL, NULL, 1);
@@ -271,5 +233,5 @@ int main(void)
         cmocka_unit_test(reminders_need_an_open_task_and_are_bounded),
         cmocka_unit_test(a_task_becomes_the_template_of_a_series),
     };
-    return cmocka_run_group_tests(tests, start_all, stop_all);
+    return cmocka_run_group_tests(tests, harness_group_setup, harness_group_teardown);
 }

@@ -27,35 +27,6 @@
 #define GET "/todo.v1.TaskQueryService/GetTask"
 #define LIST "/todo.v1.TaskQueryService/ListTasks"
 
-static harness_services svc;
-static grpcx_channel *cmd_ch, *qry_ch;
-static PGconn *admin;
-
-static int start_all(void **state)
-{
-    (void)state;
-    if (!harness_stack_available()) return 0;
-    if (harness_services_start(&svc) != 0) return -1;
-    cmd_ch = svc.cmd;
-    qry_ch = svc.qry;
-    admin = harness_admin();
-    return admin != NULL ? 0 : -1;
-}
-
-/* Graceful shutdown: every service exits 0 on SIGTERM (and, in the
- * sanitizer build, without a leak report). */
-static int stop_all(void **state)
-{
-    (void)state;
-    if (!harness_stack_available()) return 0;
-    PQfinish(admin);
-    return harness_services_stop(&svc);
-}
-
-static void need_stack(void)
-{
-    if (!harness_stack_available()) skip();
-}
 
 /* CreateTask as user; returns the status, *reply when OK. */
 static grpc_status_code create(const char *auth, const char *title, Todo__V1__Priority prio,
@@ -65,7 +36,7 @@ static grpc_status_code create(const char *auth, const char *title, Todo__V1__Pr
     Todo__V1__CommandReply *tmp = NULL;
     rq.title = (char *)title;
     rq.priority = prio;
-    grpc_status_code code = grpcx_unary(cmd_ch, CREATE, &rq.base, &todo__v1__command_reply__descriptor, auth, 10000,
+    grpc_status_code code = grpcx_unary(harness_svc.cmd, CREATE, &rq.base, &todo__v1__command_reply__descriptor, auth, 10000,
                                         (ProtobufCMessage **)&tmp, res);
     if (reply != NULL) *reply = tmp;
     else if (tmp != NULL) protobuf_c_message_free_unpacked(&tmp->base, NULL);
@@ -89,7 +60,7 @@ static grpc_status_code get(const char *auth, const char *id, const char *token,
     Todo__V1__GetTaskRequest rq = TODO__V1__GET_TASK_REQUEST__INIT;
     rq.task_id = (char *)id;
     rq.consistency_token = (char *)(token != NULL ? token : "");
-    return grpcx_unary(qry_ch, GET, &rq.base, &todo__v1__task__descriptor, auth, timeout_ms, (ProtobufCMessage **)out,
+    return grpcx_unary(harness_svc.qry, GET, &rq.base, &todo__v1__task__descriptor, auth, timeout_ms, (ProtobufCMessage **)out,
                        res);
 }
 
@@ -97,7 +68,7 @@ static Todo__V1__ListTasksResponse *list(const char *auth, Todo__V1__ListTasksRe
                                          grpcx_result *res)
 {
     Todo__V1__ListTasksResponse *out = NULL;
-    *code = grpcx_unary(qry_ch, LIST, &rq->base, &todo__v1__list_tasks_response__descriptor, auth, 10000,
+    *code = grpcx_unary(harness_svc.qry, LIST, &rq->base, &todo__v1__list_tasks_response__descriptor, auth, 10000,
                         (ProtobufCMessage **)&out, res);
     return out;
 }
@@ -107,7 +78,7 @@ static long long wait_read_count(const char *user, long long want, int timeout_m
 {
     long long until = harness_now_ms() + timeout_ms, n = -1;
     while (harness_now_ms() < until) {
-        n = harness_scalar(admin, "select count(*) from read.tasks where user_id = $1", user);
+        n = harness_scalar(harness_db, "select count(*) from read.tasks where user_id = $1", user);
         if (n >= want) return n;
         harness_sleep_ms(50);
     }
@@ -117,7 +88,7 @@ static long long wait_read_count(const char *user, long long want, int timeout_m
 static void created_task_is_readable_through_the_query_service(void **state)
 {
     (void)state;
-    need_stack();
+    HARNESS_NEED_STACK();
     char user[64];
     harness_user(user, "alice");
     char *auth = harness_bearer(user, 600, NULL);
@@ -134,7 +105,7 @@ static void created_task_is_readable_through_the_query_service(void **state)
     rq.category = "groceries";
     rq.tags = tags;
     rq.n_tags = 2;
-    assert_int_equal(grpcx_unary(cmd_ch, CREATE, &rq.base, &todo__v1__command_reply__descriptor, auth, 10000,
+    assert_int_equal(grpcx_unary(harness_svc.cmd, CREATE, &rq.base, &todo__v1__command_reply__descriptor, auth, 10000,
                                  (ProtobufCMessage **)&rp, &res),
                      GRPC_STATUS_OK);
     assert_true(text_is_uuid(rp->id));
@@ -162,7 +133,7 @@ static void created_task_is_readable_through_the_query_service(void **state)
     /* The relay marked the event published once Kafka acknowledged it. */
     long long until = harness_now_ms() + 10000, published = 0;
     while (published != 1 && harness_now_ms() < until) {
-        published = harness_scalar(admin,
+        published = harness_scalar(harness_db,
                                    "select count(*) from write.events where aggregate_id = $1::uuid"
                                    " and published_at is not null", rp->id);
         harness_sleep_ms(50);
@@ -185,7 +156,7 @@ static void created_task_is_readable_through_the_query_service(void **state)
 static void invalid_input_is_refused_and_writes_nothing(void **state)
 {
     (void)state;
-    need_stack();
+    HARNESS_NEED_STACK();
     char user[64], long_title[300];
     harness_user(user, "val");
     char *auth = harness_bearer(user, 600, NULL);
@@ -201,8 +172,8 @@ static void invalid_input_is_refused_and_writes_nothing(void **state)
                          GRPC_STATUS_INVALID_ARGUMENT);
         assert_true(strncmp(res.message, cases[i].field, strlen(cases[i].field)) == 0);
     }
-    assert_int_equal(harness_scalar(admin, "select count(*) from write.tasks where user_id = $1", user), 0);
-    assert_int_equal(harness_scalar(admin, "select count(*) from write.events where user_id = $1", user), 0);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.tasks where user_id = $1", user), 0);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.events where user_id = $1", user), 0);
 
     /* Query-side validation names the field too. */
     Todo__V1__Task *t;
@@ -225,7 +196,7 @@ static void invalid_input_is_refused_and_writes_nothing(void **state)
 static void missing_or_bad_tokens_are_unauthenticated(void **state)
 {
     (void)state;
-    need_stack();
+    HARNESS_NEED_STACK();
     char *expired = harness_bearer("mallory", 0, NULL);
     char *forged = harness_bearer("mallory", 600, "another-secret-0123456789abcdefghij");
     const char *bad[] = {NULL, "Bearer", "Bearer x.y.z", expired, forged, "Basic bWFsbG9yeTpwdw=="};
@@ -236,7 +207,7 @@ static void missing_or_bad_tokens_are_unauthenticated(void **state)
         assert_int_equal(get(bad[i], "123e4567-e89b-42d3-a456-426614174000", NULL, 5000, &t, &res),
                          GRPC_STATUS_UNAUTHENTICATED);
     }
-    assert_int_equal(harness_scalar(admin, "select count(*) from write.tasks where user_id = 'mallory'", NULL), 0);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.tasks where user_id = 'mallory'", NULL), 0);
     free(expired);
     free(forged);
 }
@@ -244,7 +215,7 @@ static void missing_or_bad_tokens_are_unauthenticated(void **state)
 static void another_users_task_is_not_found(void **state)
 {
     (void)state;
-    need_stack();
+    HARNESS_NEED_STACK();
     char alice[64], bob[64];
     harness_user(alice, "alice");
     harness_user(bob, "bob");
@@ -271,7 +242,7 @@ static void another_users_task_is_not_found(void **state)
 static void list_filters_and_pages_cover_every_task_once(void **state)
 {
     (void)state;
-    need_stack();
+    HARNESS_NEED_STACK();
     char user[64];
     harness_user(user, "pager");
     char *auth = harness_bearer(user, 600, NULL);
@@ -356,7 +327,7 @@ static bool group_caught_up(const char *group)
 static void projector_crash_and_replay_leave_no_duplicate_and_no_gap(void **state)
 {
     (void)state;
-    need_stack();
+    HARNESS_NEED_STACK();
     char user[64];
     harness_user(user, "crash");
     char *auth = harness_bearer(user, 600, NULL);
@@ -364,14 +335,14 @@ static void projector_crash_and_replay_leave_no_duplicate_and_no_gap(void **stat
     harness_sleep_ms(100);
     /* kill -9 in the middle of the stream: whatever it had applied but not
      * committed to Kafka is re-delivered after the restart. */
-    assert_int_equal(harness_stop(svc.projector, SIGKILL, 5000), 128 + SIGKILL);
+    assert_int_equal(harness_stop(harness_svc.projector, SIGKILL, 5000), 128 + SIGKILL);
     for (int i = 0; i < 20; i++) free(create_ok(auth, "while it is down", 0));
-    svc.projector = harness_spawn("projection/todo-projector", "projector", NULL);
+    harness_svc.projector = harness_spawn("projection/todo-projector", "projector", NULL);
     assert_int_equal(wait_read_count(user, 30, 30000), 30);
-    assert_int_equal(harness_scalar(admin,
+    assert_int_equal(harness_scalar(harness_db,
                                     "select count(*) from read.tasks r join write.tasks w using (id)"
                                     " where r.user_id = $1", user), 30);
-    assert_int_equal(harness_scalar(admin,
+    assert_int_equal(harness_scalar(harness_db,
                                     "select count(*) from read.applied_versions v join read.tasks r on r.id = v.aggregate_id"
                                     " where r.user_id = $1 and v.version = 1", user), 30);
 
@@ -381,7 +352,7 @@ static void projector_crash_and_replay_leave_no_duplicate_and_no_gap(void **stat
     harness_user(group, "replay");
     snprintf(env_group, sizeof env_group, "TODO_PROJECTOR_GROUP=%s", group);
     const char *extra[] = {env_group, NULL};
-    long long before = harness_scalar(admin, "select count(*) from read.tasks", NULL);
+    long long before = harness_scalar(harness_db, "select count(*) from read.tasks", NULL);
     pid_t replay = harness_spawn("projection/todo-projector", "projector-replay", extra);
     long long until = harness_now_ms() + 60000;
     bool done = false;
@@ -391,8 +362,8 @@ static void projector_crash_and_replay_leave_no_duplicate_and_no_gap(void **stat
     }
     assert_true(done);
     assert_int_equal(harness_stop(replay, SIGTERM, 20000), 0);
-    assert_int_equal(harness_scalar(admin, "select count(*) from read.tasks", NULL), before);
-    assert_int_equal(harness_scalar(admin, "select count(*) from read.tasks where user_id = $1", user), 30);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from read.tasks", NULL), before);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from read.tasks where user_id = $1", user), 30);
     free(auth);
 }
 
@@ -438,7 +409,7 @@ static bool dlq_holds(const void *value, size_t len, const char *reason_part)
 static void poison_records_go_to_the_dlq_and_the_projector_moves_on(void **state)
 {
     (void)state;
-    need_stack();
+    HARNESS_NEED_STACK();
     char user[64], garbage[128];
     harness_user(user, "poison");
     snprintf(garbage, sizeof garbage, "\xff\xfe not an envelope %s", user);
@@ -453,7 +424,7 @@ static void poison_records_go_to_the_dlq_and_the_projector_moves_on(void **state
 static void a_version_1_task_created_event_is_upcast(void **state)
 {
     (void)state;
-    need_stack();
+    HARNESS_NEED_STACK();
     char user[64], task_id[37], event_id[37];
     harness_user(user, "upcast");
     text_uuid_v4(task_id);
@@ -490,7 +461,7 @@ static void a_version_1_task_created_event_is_upcast(void **state)
 static void a_token_the_projection_cannot_reach_answers_unavailable(void **state)
 {
     (void)state;
-    need_stack();
+    HARNESS_NEED_STACK();
     char user[64], tok[40];
     harness_user(user, "future");
     char *auth = harness_bearer(user, 600, NULL);
@@ -521,7 +492,7 @@ static void sqlstate_as(const char *url_var, const char *sql, char out[6])
 static void each_role_reaches_only_its_own_schema(void **state)
 {
     (void)state;
-    need_stack();
+    HARNESS_NEED_STACK();
     char st[6];
     sqlstate_as("TODO_QUERY_PG_URL", "select count(*) from read.tasks", st);
     assert_string_equal(st, "");
@@ -540,7 +511,7 @@ static void each_role_reaches_only_its_own_schema(void **state)
 static void production_services_refuse_to_start_without_a_secret(void **state)
 {
     (void)state;
-    need_stack();
+    HARNESS_NEED_STACK();
     const char *extra[] = {"TODO_ENV=production", "TODO_JWT_SECRET=", NULL};
     pid_t pid = harness_spawn("command/todo-command", "refused-command", extra);
     assert_int_equal(harness_stop(pid, 0, 10000), 2);
@@ -563,5 +534,5 @@ int main(void)
         cmocka_unit_test(each_role_reaches_only_its_own_schema),
         cmocka_unit_test(production_services_refuse_to_start_without_a_secret),
     };
-    return cmocka_run_group_tests(tests, start_all, stop_all);
+    return cmocka_run_group_tests(tests, harness_group_setup, harness_group_teardown);
 }
