@@ -14,6 +14,7 @@
 #include "log.h"
 #include "pgx.h"
 #include "qry_page.h"
+#include "qry_search.h"
 #include "text.h"
 #include "todo/v1/query.pb-c.h"
 
@@ -291,12 +292,96 @@ static int list_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessa
     return TODO_OK;
 }
 
+static int search_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
+{
+    const Todo__V1__SearchTasksRequest *rq = (const Todo__V1__SearchTasksRequest *)req;
+    qry_thread *t = grpcx_call_state(c);
+    arena *a = grpcx_call_arena(c);
+    char user[AUTH_USER_MAX], tsq[QRY_SEARCH_MAX_WORDS * (QRY_SEARCH_MAX_WORD + 6) + 8], limit[16], offset_s[16];
+    int rc, offset = 0, size = rq->page_size == 0 ? PAGE_DEFAULT : rq->page_size;
+
+    if ((rc = begin(c, t, user, err)) != 0) return rc;
+    if (size < 1 || size > PAGE_MAX)
+        return todo_err_set(err, TODO_EINVAL, "page_size: must be 0 (default %d) to %d, got %d", PAGE_DEFAULT,
+                            PAGE_MAX, rq->page_size);
+    if ((rc = qry_search_tsquery(rq->query, tsq, sizeof tsq, err)) < 0) return rc;
+    if (rq->page_token[0] != '\0' && (rc = qry_search_token_decode(rq->page_token, &offset, err)) != 0) return rc;
+    if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;
+
+    snprintf(limit, sizeof limit, "%d", size + 1);
+    snprintf(offset_s, sizeof offset_s, "%d", offset);
+    const char *params[4] = {user, tsq, limit, offset_s};
+    /* Ranked by relevance, then newest first; ties broken by id so pages are stable. */
+    char *sql = arena_printf(a,
+                             "%s, to_tsquery('simple', $2) q where user_id = $1 and not deleted and search @@ q"
+                             " order by ts_rank(search, q) desc, created_at desc, id desc limit $3::int offset $4::int",
+                             TASK_COLUMNS);
+    PGresult *r = pgx_exec(t->pg, sql, 4, params, err);
+    if (r == NULL) return todo_err_set(err, TODO_EUNAVAIL, "searching tasks failed; retry later");
+    Todo__V1__ListTasksResponse *rs = arena_alloc(a, sizeof *rs);
+    todo__v1__list_tasks_response__init(rs);
+    int rows = PQntuples(r), shown = rows > size ? size : rows;
+    rs->tasks = arena_alloc(a, (size_t)(shown + 1) * sizeof *rs->tasks);
+    for (int i = 0; i < shown; i++) rs->tasks[rs->n_tasks++] = task_of(a, r, i);
+    if (rows > size && offset + size <= QRY_SEARCH_MAX_OFFSET) {
+        rs->next_page_token = arena_alloc(a, 40);
+        qry_search_token_encode(offset + size, rs->next_page_token);
+    }
+    PQclear(r);
+    *resp = &rs->base;
+    return TODO_OK;
+}
+
+static int get_task_stats(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
+{
+    const Todo__V1__GetTaskStatsRequest *rq = (const Todo__V1__GetTaskStatsRequest *)req;
+    qry_thread *t = grpcx_call_state(c);
+    arena *a = grpcx_call_arena(c);
+    char user[AUTH_USER_MAX];
+    int rc;
+    static const char *const names[] = {"LOW", "MEDIUM", "HIGH", "URGENT"};
+
+    if ((rc = begin(c, t, user, err)) != 0) return rc;
+    if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;
+    const char *params[1] = {user};
+    /* The counters are kept by a trigger as events are projected; overdue
+     * depends on the clock and is counted now. */
+    PGresult *r = pgx_exec(t->pg,
+                           "select coalesce(s.total, 0), coalesce(s.completed, 0), coalesce(s.low, 0),"
+                           " coalesce(s.medium, 0), coalesce(s.high, 0), coalesce(s.urgent, 0),"
+                           " (select count(*) from read.tasks where user_id = $1 and not completed and not deleted"
+                           "  and due_at < now())"
+                           " from (select 1) one left join read.task_stats s on s.user_id = $1",
+                           1, params, err);
+    if (r == NULL) return todo_err_set(err, TODO_EUNAVAIL, "reading statistics failed; retry later");
+    Todo__V1__TaskStats *st = arena_alloc(a, sizeof *st);
+    todo__v1__task_stats__init(st);
+    st->total = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    st->completed = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+    st->pending = st->total - st->completed;
+    st->overdue = strtoll(PQgetvalue(r, 0, 6), NULL, 10);
+    st->completion_rate = st->total > 0 ? (double)st->completed / (double)st->total : 0.0;
+    st->n_by_priority = 4;
+    st->by_priority = arena_alloc(a, 4 * sizeof *st->by_priority);
+    for (int i = 0; i < 4; i++) {
+        Todo__V1__TaskStats__ByPriorityEntry *e = arena_alloc(a, sizeof *e);
+        todo__v1__task_stats__by_priority_entry__init(e);
+        e->key = (char *)names[i];
+        e->value = strtoll(PQgetvalue(r, 0, 2 + i), NULL, 10);
+        st->by_priority[i] = e;
+    }
+    PQclear(r);
+    *resp = &st->base;
+    return TODO_OK;
+}
+
 int qry_service_register(grpcx_server *s, todo_err *err)
 {
     static const grpcx_method methods[] = {
         {"GetTask", get_task},
         {"ListTasks", list_tasks},
-        /* SearchTasks and GetTaskStats answer UNIMPLEMENTED until they land. */
+        {"SearchTasks", search_tasks},
+        {"GetTaskStats", get_task_stats},
     };
     return grpcx_server_add_service(s, &todo__v1__task_query_service__descriptor, methods,
                                     sizeof methods / sizeof methods[0], err);

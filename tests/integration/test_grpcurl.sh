@@ -39,8 +39,8 @@ want="Code: Unauthenticated" check "create without a token" "$GRPCURL" -plaintex
   "$C" todo.v1.TaskCommandService/CreateTask
 want="Code: InvalidArgument" check "empty title" "$GRPCURL" -plaintext -H "authorization: Bearer $TOKEN" \
   -d '{"title":""}' "$C" todo.v1.TaskCommandService/CreateTask
-want="Code: Unimplemented" check "unimplemented query" "$GRPCURL" -plaintext -H "authorization: Bearer $TOKEN" \
-  -d '{"query":"milk"}' "$Q" todo.v1.TaskQueryService/SearchTasks
+want='"pending"' check "stats" "$GRPCURL" -plaintext -emit-defaults -H "authorization: Bearer $TOKEN" \
+  -d '{}' "$Q" todo.v1.TaskQueryService/GetTaskStats
 want="x-correlation-id: corr-42" check "correlation id comes back" "$GRPCURL" -plaintext -v \
   -H "authorization: Bearer $TOKEN" -H "x-correlation-id: corr-42" -d '{"title":"traced"}' \
   "$C" todo.v1.TaskCommandService/CreateTask

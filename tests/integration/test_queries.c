@@ -1,0 +1,194 @@
+/*
+ * Integration tests of SearchTasks and GetTaskStats on the real stack:
+ * ranked full-text search with a prefix match, only the caller's live tasks;
+ * statistics kept as events are projected, overdue counted at query time.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "event.h"
+#include "harness.h"
+#include "todo/v1/command.pb-c.h"
+#include "todo/v1/query.pb-c.h"
+
+/* Creates a task; returns the reply (caller frees). due_in_s 0: no due date. */
+static Todo__V1__CommandReply *create(const char *auth, const char *title, int prio, int64_t due_in_s)
+{
+    Todo__V1__CreateTaskRequest rq = TODO__V1__CREATE_TASK_REQUEST__INIT;
+    Google__Protobuf__Timestamp due = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    Todo__V1__CommandReply *rp;
+    grpcx_result res;
+    rq.title = (char *)title;
+    rq.priority = (Todo__V1__Priority)prio;
+    if (due_in_s != 0) {
+        due.seconds = event_now_us() / 1000000 + due_in_s;
+        rq.due_at = &due;
+    }
+    if (harness_command("CreateTask", &rq.base, auth, &rp, &res) != GRPC_STATUS_OK) fail_msg("%s", res.message);
+    return rp;
+}
+
+static Todo__V1__ListTasksResponse *search(const char *auth, const char *query, const char *token, int size,
+                                           const char *page, grpc_status_code *code, grpcx_result *res)
+{
+    Todo__V1__SearchTasksRequest rq = TODO__V1__SEARCH_TASKS_REQUEST__INIT;
+    Todo__V1__ListTasksResponse *out = NULL;
+    rq.query = (char *)query;
+    rq.consistency_token = (char *)(token != NULL ? token : "");
+    rq.page_size = size;
+    rq.page_token = (char *)(page != NULL ? page : "");
+    *code = grpcx_unary(harness_svc.qry, "/todo.v1.TaskQueryService/SearchTasks", &rq.base,
+                        &todo__v1__list_tasks_response__descriptor, auth, 15000, (ProtobufCMessage **)&out, res);
+    return out;
+}
+
+static void search_ranks_prefix_matches_of_the_callers_tasks(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64], other[64];
+    harness_user(user, "search");
+    harness_user(other, "nosy");
+    char *auth = harness_bearer(user, 600, NULL), *oauth = harness_bearer(other, 600, NULL);
+    Todo__V1__CommandReply *a = create(auth, "Buy oat milk", 2, 0), *b = create(auth, "Milk the cow, then milk it again", 2, 0);
+    Todo__V1__CommandReply *c = create(auth, "Call the bank", 2, 0), *last = create(auth, "Buy bread", 2, 0);
+    grpc_status_code code;
+    grpcx_result res;
+
+    Todo__V1__ListTasksResponse *r = search(auth, "mil", last->consistency_token, 10, NULL, &code, &res);
+    assert_int_equal(code, GRPC_STATUS_OK);
+    assert_int_equal(r->n_tasks, 2);
+    assert_string_equal(r->tasks[0]->id, b->id); /* "milk" twice ranks higher */
+    assert_string_equal(r->tasks[1]->id, a->id);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+
+    r = search(auth, "buy mi", NULL, 10, NULL, &code, &res);
+    assert_int_equal(r->n_tasks, 1);
+    assert_string_equal(r->tasks[0]->id, a->id);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+
+    /* Pages. */
+    r = search(auth, "b", NULL, 1, NULL, &code, &res);
+    assert_int_equal(r->n_tasks, 1);
+    assert_true(r->next_page_token[0] != '\0');
+    char page[40];
+    snprintf(page, sizeof page, "%s", r->next_page_token);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    r = search(auth, "b", NULL, 1, page, &code, &res);
+    assert_int_equal(code, GRPC_STATUS_OK);
+    assert_int_equal(r->n_tasks, 1);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+
+    /* Another user finds nothing of it; SQL in the query is just words. */
+    r = search(oauth, "milk", NULL, 10, NULL, &code, &res);
+    assert_int_equal(r->n_tasks, 0);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    r = search(auth, "bank'; delete from read.tasks; --", NULL, 10, NULL, &code, &res);
+    assert_int_equal(code, GRPC_STATUS_OK);
+    assert_int_equal(r->n_tasks, 0);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    search(auth, "?!", NULL, 10, NULL, &code, &res);
+    assert_int_equal(code, GRPC_STATUS_INVALID_ARGUMENT);
+    assert_true(strncmp(res.message, "query", 5) == 0);
+
+    /* A deleted task is not found. */
+    Todo__V1__DeleteTaskRequest del = TODO__V1__DELETE_TASK_REQUEST__INIT;
+    Todo__V1__CommandReply *d;
+    del.task_id = c->id;
+    assert_int_equal(harness_command("DeleteTask", &del.base, auth, &d, &res), GRPC_STATUS_OK);
+    r = search(auth, "bank", d->consistency_token, 10, NULL, &code, &res);
+    assert_int_equal(r->n_tasks, 0);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    Todo__V1__CommandReply *all[] = {a, b, c, last, d};
+    for (int i = 0; i < 5; i++) protobuf_c_message_free_unpacked(&all[i]->base, NULL);
+    free(auth);
+    free(oauth);
+}
+
+static Todo__V1__TaskStats *stats(const char *auth, const char *token)
+{
+    Todo__V1__GetTaskStatsRequest rq = TODO__V1__GET_TASK_STATS_REQUEST__INIT;
+    Todo__V1__TaskStats *out = NULL;
+    grpcx_result res;
+    rq.consistency_token = (char *)(token != NULL ? token : "");
+    if (grpcx_unary(harness_svc.qry, "/todo.v1.TaskQueryService/GetTaskStats", &rq.base, &todo__v1__task_stats__descriptor,
+                    auth, 15000, (ProtobufCMessage **)&out, &res) != GRPC_STATUS_OK)
+        fail_msg("GetTaskStats: %s", res.message);
+    return out;
+}
+
+static int64_t by(const Todo__V1__TaskStats *s, const char *key)
+{
+    for (size_t i = 0; i < s->n_by_priority; i++)
+        if (strcmp(s->by_priority[i]->key, key) == 0) return s->by_priority[i]->value;
+    return -1;
+}
+
+static void stats_follow_every_change(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64];
+    harness_user(user, "stats");
+    char *auth = harness_bearer(user, 600, NULL);
+    grpcx_result res;
+
+    Todo__V1__TaskStats *s = stats(auth, NULL);
+    assert_int_equal(s->total, 0);
+    assert_true(s->completion_rate == 0.0);
+    protobuf_c_message_free_unpacked(&s->base, NULL);
+
+    Todo__V1__CommandReply *t1 = create(auth, "late", 3, -3600);  /* overdue */
+    Todo__V1__CommandReply *t2 = create(auth, "soon", 3, 3600);
+    Todo__V1__CommandReply *t3 = create(auth, "someday", 1, 0);
+    Todo__V1__CommandReply *t4 = create(auth, "gone", 4, -60);
+    Todo__V1__CompleteTaskRequest done = TODO__V1__COMPLETE_TASK_REQUEST__INIT;
+    Todo__V1__DeleteTaskRequest del = TODO__V1__DELETE_TASK_REQUEST__INIT;
+    Todo__V1__UpdateTaskRequest up = TODO__V1__UPDATE_TASK_REQUEST__INIT;
+    Google__Protobuf__FieldMask mask = GOOGLE__PROTOBUF__FIELD_MASK__INIT;
+    char *paths[] = {"priority"};
+    Todo__V1__CommandReply *r;
+    done.task_id = t2->id;
+    assert_int_equal(harness_command("CompleteTask", &done.base, auth, NULL, &res), GRPC_STATUS_OK);
+    del.task_id = t4->id;
+    assert_int_equal(harness_command("DeleteTask", &del.base, auth, NULL, &res), GRPC_STATUS_OK);
+    mask.paths = paths;
+    mask.n_paths = 1;
+    up.task_id = t3->id;
+    up.update_mask = &mask;
+    up.priority = TODO__V1__PRIORITY__PRIORITY_URGENT;
+    assert_int_equal(harness_command("UpdateTask", &up.base, auth, &r, &res), GRPC_STATUS_OK);
+
+    /* The last command's token covers all of this user's earlier events. */
+    s = stats(auth, r->consistency_token);
+    assert_int_equal(s->total, 3);
+    assert_int_equal(s->completed, 1);
+    assert_int_equal(s->pending, 2);
+    assert_int_equal(s->overdue, 1);
+    assert_true(s->completion_rate > 0.33 && s->completion_rate < 0.34);
+    assert_int_equal(by(s, "HIGH"), 2);
+    assert_int_equal(by(s, "LOW"), 0);
+    assert_int_equal(by(s, "URGENT"), 1);
+    protobuf_c_message_free_unpacked(&s->base, NULL);
+    /* The counters equal a count from scratch. */
+    assert_int_equal(harness_scalar(harness_db, "select total from read.task_stats where user_id = $1", user),
+                     harness_scalar(harness_db, "select count(*) from read.tasks where user_id = $1 and not deleted", user));
+    Todo__V1__CommandReply *all[] = {t1, t2, t3, t4, r};
+    for (int i = 0; i < 5; i++) protobuf_c_message_free_unpacked(&all[i]->base, NULL);
+    free(auth);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(search_ranks_prefix_matches_of_the_callers_tasks),
+        cmocka_unit_test(stats_follow_every_change),
+    };
+    return cmocka_run_group_tests(tests, harness_group_setup, harness_group_teardown);
+}
