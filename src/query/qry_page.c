@@ -2,14 +2,60 @@
 #include "qry_page.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "text.h"
 
+static const char *const FIELDS[] = {"created_at", "updated_at", "due_at", "priority"};
+
+#define TS_TEXT(col) "to_char(" col " at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
+int qry_sort_parse(const char *order_by, qry_sort *out, todo_err *err)
+{
+    char name[16];
+    size_t n = strcspn(order_by, " ");
+    out->field = QRY_SORT_CREATED_AT;
+    out->asc = false;
+    if (order_by[0] == '\0') return TODO_OK;
+    const char *dir = order_by + n;
+    if (n < sizeof name) {
+        memcpy(name, order_by, n);
+        name[n] = '\0';
+        for (int f = 0; f < 4; f++) {
+            if (strcmp(name, FIELDS[f]) != 0) continue;
+            if (*dir != '\0' && strcmp(dir, " asc") != 0 && strcmp(dir, " desc") != 0) break;
+            out->field = (qry_sort_field)f;
+            out->asc = strcmp(dir, " asc") == 0;
+            return TODO_OK;
+        }
+    }
+    return todo_err_set(err, TODO_EINVAL,
+                        "order_by: must be created_at, updated_at, due_at or priority, optionally followed by \" asc\" "
+                        "or \" desc\"; got \"%.64s\"", order_by);
+}
+
+const char *qry_sort_expr(qry_sort_field f)
+{
+    static const char *const e[] = {"created_at", "updated_at", "coalesce(due_at, 'infinity'::timestamptz)", "priority"};
+    return e[f];
+}
+
+const char *qry_sort_cast(qry_sort_field f) { return f == QRY_SORT_PRIORITY ? "smallint" : "timestamptz"; }
+
+const char *qry_sort_text(qry_sort_field f)
+{
+    static const char *const e[] = {
+        TS_TEXT("created_at"), TS_TEXT("updated_at"),
+        "case when due_at is null then 'infinity' else " TS_TEXT("due_at") " end", "priority::text"};
+    return e[f];
+}
+
 void qry_page_encode(const qry_page_key *key, char out[QRY_PAGE_TOKEN_MAX])
 {
-    char raw[96];
-    int n = snprintf(raw, sizeof raw, "p1|%s|%s", key->created_at, key->id);
+    char raw[128];
+    int n = snprintf(raw, sizeof raw, "p2|%d|%c|%s|%s", (int)key->sort.field, key->sort.asc ? 'a' : 'd', key->value,
+                     key->id);
     text_b64url_encode((const unsigned char *)raw, (size_t)n, out);
 }
 
@@ -18,26 +64,39 @@ static int is_timestamp(const char *s)
 {
     static const char shape[] = "dddd-dd-ddTdd:dd:dd.ddddddZ";
     if (strlen(s) != sizeof shape - 1) return 0;
-    for (size_t i = 0; i < sizeof shape - 1; i++) {
+    for (size_t i = 0; i < sizeof shape - 1; i++)
         if (shape[i] == 'd' ? (s[i] < '0' || s[i] > '9') : s[i] != shape[i]) return 0;
-    }
     return 1;
 }
 
-int qry_page_decode(const char *token, qry_page_key *key, todo_err *err)
+static int valid_value(qry_sort_field f, const char *v)
 {
-    unsigned char raw[96];
-    size_t n = strlen(token);
-    long len = n < QRY_PAGE_TOKEN_MAX ? text_b64url_decode(token, n, raw, sizeof raw - 1) : -1;
-    if (len < 0) goto bad;
-    raw[len] = '\0';
-    const char *s = (const char *)raw;
-    const char *bar1 = strchr(s, '|'), *bar2 = bar1 ? strchr(bar1 + 1, '|') : NULL;
-    if (strncmp(s, "p1|", 3) != 0 || bar2 == NULL || (size_t)(bar2 - bar1 - 1) >= sizeof key->created_at) goto bad;
-    memcpy(key->created_at, bar1 + 1, (size_t)(bar2 - bar1 - 1));
-    key->created_at[bar2 - bar1 - 1] = '\0';
-    if (!is_timestamp(key->created_at) || strlen(bar2 + 1) != 36 || !text_is_uuid(bar2 + 1)) goto bad;
-    memcpy(key->id, bar2 + 1, 37);
+    if (f == QRY_SORT_PRIORITY) return strlen(v) == 1 && v[0] >= '0' && v[0] <= '4';
+    if (f == QRY_SORT_DUE_AT && strcmp(v, "infinity") == 0) return 1;
+    return is_timestamp(v);
+}
+
+int qry_page_decode(const char *token, const qry_sort *sort, qry_page_key *key, todo_err *err)
+{
+    unsigned char raw[128];
+    char *parts[6];
+    int n = 0;
+    size_t len = strlen(token);
+    long got = len < QRY_PAGE_TOKEN_MAX ? text_b64url_decode(token, len, raw, sizeof raw - 1) : -1;
+    if (got < 0) goto bad;
+    raw[got] = '\0';
+    for (char *p = (char *)raw, *save = NULL; n < 6 && (p = strtok_r(p, "|", &save)) != NULL; p = NULL) parts[n++] = p;
+    if (n != 5 || strcmp(parts[0], "p2") != 0 || strlen(parts[1]) != 1 || parts[1][0] < '0' || parts[1][0] > '3' ||
+        (strcmp(parts[2], "a") != 0 && strcmp(parts[2], "d") != 0))
+        goto bad;
+    key->sort.field = (qry_sort_field)(parts[1][0] - '0');
+    key->sort.asc = parts[2][0] == 'a';
+    if (!valid_value(key->sort.field, parts[3]) || strlen(parts[3]) >= sizeof key->value || !text_is_uuid(parts[4]))
+        goto bad;
+    if (key->sort.field != sort->field || key->sort.asc != sort->asc)
+        return todo_err_set(err, TODO_EINVAL, "page_token: belongs to another order_by; start again without a token");
+    strcpy(key->value, parts[3]);
+    strcpy(key->id, parts[4]);
     return TODO_OK;
 bad:
     return todo_err_set(err, TODO_EINVAL, "page_token: not a token from a previous ListTasks response");

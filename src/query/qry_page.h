@@ -1,29 +1,55 @@
 /*
- * qry_page: opaque keyset page tokens for ListTasks.
+ * qry_page: ListTasks' sort orders and their opaque keyset page tokens.
  *
- * A token names the last row of the previous page by its sort key
- * (created_at as an RFC 3339 string with microseconds, and the task id), so
- * the next page starts strictly after it, however many rows were inserted
- * meanwhile. Clients must treat tokens as opaque; the format is versioned
- * ("p1|<created_at>|<id>", base64url) so that it can change.
+ * order_by is one of created_at (the default), updated_at, due_at, priority,
+ * optionally followed by " asc" or " desc" (default desc). Ties are broken
+ * by the task id, so the order is total. A task without a due date sorts as
+ * if due at infinity (last in asc, first in desc).
+ *
+ * A token names the last row of the previous page by its sort key and id,
+ * so the next page starts strictly after it however many rows were inserted
+ * meanwhile. It also names the order it belongs to: a token from another
+ * order_by is refused. Clients treat tokens as opaque; the format is
+ * versioned ("p2|field|dir|key|id", base64url).
  */
 #ifndef TODO_QRY_PAGE_H
 #define TODO_QRY_PAGE_H
 
+#include <stdbool.h>
+
 #include "todo_err.h"
 
-#define QRY_PAGE_TOKEN_MAX 160
+#define QRY_PAGE_TOKEN_MAX 200
+
+typedef enum qry_sort_field {
+    QRY_SORT_CREATED_AT, QRY_SORT_UPDATED_AT, QRY_SORT_DUE_AT, QRY_SORT_PRIORITY
+} qry_sort_field;
+
+typedef struct qry_sort {
+    qry_sort_field field;
+    bool asc;
+} qry_sort;
+
+/* Parses order_by ("" means created_at desc); TODO_EINVAL names order_by. */
+int qry_sort_parse(const char *order_by, qry_sort *out, todo_err *err);
+
+/* SQL for the sort key of read.tasks, the type its bind parameter is cast
+ * to, and an expression giving the key as the text a token stores. */
+const char *qry_sort_expr(qry_sort_field f);
+const char *qry_sort_cast(qry_sort_field f);
+const char *qry_sort_text(qry_sort_field f);
 
 typedef struct qry_page_key {
-    char created_at[40];  /* "2026-11-27T10:00:00.123456Z" */
+    qry_sort sort;
+    char value[40];       /* the key as text: a UTC timestamp with microseconds, "infinity", or a priority */
     char id[37];          /* UUID */
 } qry_page_key;
 
-/* Writes the token for key into out (QRY_PAGE_TOKEN_MAX bytes). */
+/* Writes the token for key into out. */
 void qry_page_encode(const qry_page_key *key, char out[QRY_PAGE_TOKEN_MAX]);
 
-/* Decodes a token; TODO_EINVAL ("page_token: ...") for anything that is not
- * one of ours. */
-int qry_page_decode(const char *token, qry_page_key *key, todo_err *err);
+/* Decodes a token for a request sorted by sort; TODO_EINVAL ("page_token:
+ * ...") for anything that is not one of ours for that order. */
+int qry_page_decode(const char *token, const qry_sort *sort, qry_page_key *key, todo_err *err);
 
 #endif

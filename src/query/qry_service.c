@@ -48,6 +48,13 @@ void qry_thread_cleanup(void *state)
     free(t);
 }
 
+/* A failed read: logged with its detail, answered UNAVAILABLE without it. */
+static int read_failed(const char *what, todo_err *err)
+{
+    log_error("query", "read failed", "what=\"%s\" detail=\"%s\"", what, err->msg);
+    return todo_err_set(err, TODO_EUNAVAIL, "%s failed; retry later", what);
+}
+
 /* Authenticates the caller and makes sure the thread has a connection. */
 static int begin(grpcx_call *c, qry_thread *t, char user[AUTH_USER_MAX], todo_err *err)
 {
@@ -104,15 +111,14 @@ static int await_token(grpcx_call *c, qry_thread *t, const char *user, const cha
     }
 }
 
-static const char *const TASK_COLUMNS =
+static const char *const TASK_SELECT =
     "select id::text, user_id, title, description, priority,"
     " (extract(epoch from due_at) * 1000000)::bigint, completed,"
     " (extract(epoch from completed_at) * 1000000)::bigint, category, array_to_string(tags, E'\\x1f'),"
     " (extract(epoch from created_at) * 1000000)::bigint, (extract(epoch from updated_at) * 1000000)::bigint,"
     " version, (due_at is not null and due_at < now() and not completed),"
-    " to_char(created_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-    " coalesce(recurring_pattern_id::text, '')"
-    " from read.tasks";
+    " null,"  /* was the page key; kept so that column numbers stay */
+    " coalesce(recurring_pattern_id::text, '')";
 
 static Google__Protobuf__Timestamp *ts_of(arena *a, const PGresult *r, int row, int col)
 {
@@ -153,9 +159,9 @@ static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage
     if (!text_is_uuid(rq->task_id)) return todo_err_set(err, TODO_EINVAL, "task_id: must be a UUID");
     if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;
     const char *params[2] = {rq->task_id, user};
-    char *sql = arena_printf(a, "%s where id = $1 and user_id = $2 and not deleted", TASK_COLUMNS);
+    char *sql = arena_printf(a, "%s from read.tasks where id = $1 and user_id = $2 and not deleted", TASK_SELECT);
     PGresult *r = pgx_exec(t->pg, sql, 2, params, err);
-    if (r == NULL) return todo_err_set(err, TODO_EUNAVAIL, "reading the task failed; retry later");
+    if (r == NULL) return read_failed("reading the task", err);
     if (PQntuples(r) == 0) {
         PQclear(r);
         return todo_err_set(err, TODO_ENOTFOUND, "task %s not found", rq->task_id);
@@ -213,7 +219,7 @@ static int list_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessa
     qry_thread *t = grpcx_call_state(c);
     arena *a = grpcx_call_arena(c);
     char user[AUTH_USER_MAX], limit[16];
-    bool asc = false;
+    qry_sort sort;
     qry_page_key key;
     where w = {.len = 0, .n = 0};
     int rc, size = rq->page_size == 0 ? PAGE_DEFAULT : rq->page_size;
@@ -228,19 +234,8 @@ static int list_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessa
         return todo_err_set(err, TODO_EINVAL, "text: must be valid UTF-8 of at most %d bytes", TEXT_FILTER_MAX);
     if (strlen(rq->category) > 256 || strlen(rq->tag) > 256)
         return todo_err_set(err, TODO_EINVAL, "%s: too long", strlen(rq->tag) > 256 ? "tag" : "category");
-    if (rq->order_by[0] != '\0' && strcmp(rq->order_by, "created_at") != 0 &&
-        strcmp(rq->order_by, "created_at desc") != 0) {
-        if (strcmp(rq->order_by, "created_at asc") == 0) asc = true;
-        else if (strncmp(rq->order_by, "due_at", 6) == 0 || strncmp(rq->order_by, "priority", 8) == 0 ||
-                 strncmp(rq->order_by, "updated_at", 10) == 0)
-            return todo_err_set(err, TODO_EUNIMPL, "order_by: sorting by \"%s\" is not implemented yet; use created_at",
-                                rq->order_by);
-        else
-            return todo_err_set(err, TODO_EINVAL,
-                                "order_by: must be created_at, due_at, priority or updated_at, optionally followed by "
-                                "\" asc\" or \" desc\"; got \"%s\"", rq->order_by);
-    }
-    if (rq->page_token[0] != '\0' && (rc = qry_page_decode(rq->page_token, &key, err)) != 0) return rc;
+    if ((rc = qry_sort_parse(rq->order_by, &sort, err)) != 0) return rc;
+    if (rq->page_token[0] != '\0' && (rc = qry_page_decode(rq->page_token, &sort, &key, err)) != 0) return rc;
     if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;
 
     w.params[w.n++] = user;
@@ -261,28 +256,29 @@ static int list_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessa
     todo__v1__list_tasks_response__init(rs);
     if (rq->include_total) {
         PGresult *r = pgx_exec(t->pg, arena_printf(a, "select count(*) from read.tasks%s", w.sql), w.n, w.params, err);
-        if (r == NULL) return todo_err_set(err, TODO_EUNAVAIL, "counting tasks failed; retry later");
+        if (r == NULL) return read_failed("counting tasks", err);
         rs->total = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
         PQclear(r);
     }
+    const char *expr = qry_sort_expr(sort.field), *dir = sort.asc ? "asc" : "desc";
     if (rq->page_token[0] != '\0') {
-        w.params[w.n++] = key.created_at;
+        w.params[w.n++] = key.value;
         w.params[w.n++] = key.id;
-        w.len += (size_t)snprintf(w.sql + w.len, sizeof w.sql - w.len,
-                                  " and (created_at, id) %s ($%d::timestamptz, $%d::uuid)", asc ? ">" : "<",
-                                  w.n - 1, w.n);
+        w.len += (size_t)snprintf(w.sql + w.len, sizeof w.sql - w.len, " and (%s, id) %s ($%d::%s, $%d::uuid)", expr,
+                                  sort.asc ? ">" : "<", w.n - 1, qry_sort_cast(sort.field), w.n);
     }
     snprintf(limit, sizeof limit, "%d", size + 1);
     w.params[w.n++] = limit;
-    char *sql = arena_printf(a, "%s%s order by created_at %s, id %s limit $%d", TASK_COLUMNS, w.sql,
-                             asc ? "asc" : "desc", asc ? "asc" : "desc", w.n);
+    char *sql = arena_printf(a, "%s, %s as page_key from read.tasks%s order by %s %s, id %s limit $%d", TASK_SELECT,
+                             qry_sort_text(sort.field), w.sql, expr, dir, dir, w.n);
     PGresult *r = pgx_exec(t->pg, sql, w.n, w.params, err);
-    if (r == NULL) return todo_err_set(err, TODO_EUNAVAIL, "listing tasks failed; retry later");
+    if (r == NULL) return read_failed("listing tasks", err);
     int rows = PQntuples(r), shown = rows > size ? size : rows;
     rs->tasks = arena_alloc(a, (size_t)(shown + 1) * sizeof *rs->tasks);
     for (int i = 0; i < shown; i++) rs->tasks[rs->n_tasks++] = task_of(a, r, i);
     if (rows > size) {
-        snprintf(key.created_at, sizeof key.created_at, "%s", PQgetvalue(r, shown - 1, 14));
+        key.sort = sort;
+        snprintf(key.value, sizeof key.value, "%s", PQgetvalue(r, shown - 1, 16));
         snprintf(key.id, sizeof key.id, "%s", PQgetvalue(r, shown - 1, 0));
         rs->next_page_token = arena_alloc(a, QRY_PAGE_TOKEN_MAX);
         qry_page_encode(&key, rs->next_page_token);
@@ -313,11 +309,12 @@ static int search_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMes
     const char *params[4] = {user, tsq, limit, offset_s};
     /* Ranked by relevance, then newest first; ties broken by id so pages are stable. */
     char *sql = arena_printf(a,
-                             "%s, to_tsquery('simple', $2) q where user_id = $1 and not deleted and search @@ q"
+                             "%s from read.tasks, to_tsquery('simple', $2) q where user_id = $1 and not deleted"
+                             " and search @@ q"
                              " order by ts_rank(search, q) desc, created_at desc, id desc limit $3::int offset $4::int",
-                             TASK_COLUMNS);
+                             TASK_SELECT);
     PGresult *r = pgx_exec(t->pg, sql, 4, params, err);
-    if (r == NULL) return todo_err_set(err, TODO_EUNAVAIL, "searching tasks failed; retry later");
+    if (r == NULL) return read_failed("searching tasks", err);
     Todo__V1__ListTasksResponse *rs = arena_alloc(a, sizeof *rs);
     todo__v1__list_tasks_response__init(rs);
     int rows = PQntuples(r), shown = rows > size ? size : rows;
@@ -353,7 +350,7 @@ static int get_task_stats(grpcx_call *c, const ProtobufCMessage *req, ProtobufCM
                            "  and due_at < now())"
                            " from (select 1) one left join read.task_stats s on s.user_id = $1",
                            1, params, err);
-    if (r == NULL) return todo_err_set(err, TODO_EUNAVAIL, "reading statistics failed; retry later");
+    if (r == NULL) return read_failed("reading statistics", err);
     Todo__V1__TaskStats *st = arena_alloc(a, sizeof *st);
     todo__v1__task_stats__init(st);
     st->total = strtoll(PQgetvalue(r, 0, 0), NULL, 10);

@@ -184,11 +184,76 @@ static void stats_follow_every_change(void **state)
     free(auth);
 }
 
+/* The sort key of t under field f, as a comparable number. */
+static double key_of(const Todo__V1__Task *t, int f)
+{
+    const Google__Protobuf__Timestamp *ts = f == 0 ? t->created_at : f == 1 ? t->updated_at : t->due_at;
+    if (f == 3) return t->priority;
+    if (ts == NULL) return 1e300; /* no due date: infinity */
+    return (double)ts->seconds + ts->nanos / 1e9;
+}
+
+static void every_order_pages_through_all_tasks_in_order(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    static const char *const orders[] = {"created_at", "updated_at", "due_at", "priority"};
+    char user[64];
+    harness_user(user, "sorted");
+    char *auth = harness_bearer(user, 600, NULL);
+    Todo__V1__CommandReply *r = NULL;
+    int prios[] = {1, 3, 3, 2, 4, 1, 3};
+    int64_t dues[] = {7200, 0, -3600, 600, 0, 86400, 600};
+    for (int i = 0; i < 7; i++) {
+        if (r != NULL) protobuf_c_message_free_unpacked(&r->base, NULL);
+        r = create(auth, "sortable", prios[i], dues[i]);
+    }
+    /* Wait for the projection once, with the last token. */
+    Todo__V1__TaskStats *st = stats(auth, r->consistency_token);
+    assert_int_equal(st->total, 7);
+    protobuf_c_message_free_unpacked(&st->base, NULL);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+
+    for (int f = 0; f < 4; f++)
+        for (int asc = 0; asc < 2; asc++) {
+            char order[32], token[256] = "", ids[7][37];
+            double keys[7];
+            int n = 0, pages = 0;
+            snprintf(order, sizeof order, "%s %s", orders[f], asc ? "asc" : "desc");
+            do {
+                Todo__V1__ListTasksRequest rq = TODO__V1__LIST_TASKS_REQUEST__INIT;
+                Todo__V1__ListTasksResponse *ls = NULL;
+                grpcx_result res;
+                rq.order_by = order;
+                rq.page_size = 2;
+                rq.page_token = token;
+                assert_int_equal(grpcx_unary(harness_svc.qry, "/todo.v1.TaskQueryService/ListTasks", &rq.base,
+                                             &todo__v1__list_tasks_response__descriptor, auth, 15000,
+                                             (ProtobufCMessage **)&ls, &res),
+                                 GRPC_STATUS_OK);
+                for (size_t i = 0; i < ls->n_tasks && n < 7; i++, n++) {
+                    keys[n] = key_of(ls->tasks[i], f);
+                    snprintf(ids[n], sizeof ids[n], "%s", ls->tasks[i]->id);
+                }
+                snprintf(token, sizeof token, "%s", ls->next_page_token);
+                protobuf_c_message_free_unpacked(&ls->base, NULL);
+                pages++;
+            } while (token[0] != '\0' && pages < 10);
+            assert_int_equal(n, 7);
+            for (int i = 1; i < n; i++) {
+                if (asc) assert_true(keys[i - 1] < keys[i] || (keys[i - 1] == keys[i] && strcmp(ids[i - 1], ids[i]) < 0));
+                else assert_true(keys[i - 1] > keys[i] || (keys[i - 1] == keys[i] && strcmp(ids[i - 1], ids[i]) > 0));
+            }
+        }
+    free(auth);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(search_ranks_prefix_matches_of_the_callers_tasks),
         cmocka_unit_test(stats_follow_every_change),
+        cmocka_unit_test(every_order_pages_through_all_tasks_in_order),
     };
     return cmocka_run_group_tests(tests, harness_group_setup, harness_group_teardown);
 }
