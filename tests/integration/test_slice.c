@@ -367,6 +367,54 @@ static void projector_crash_and_replay_leave_no_duplicate_and_no_gap(void **stat
     free(auth);
 }
 
+/* Members of the projector's consumer group right now. */
+static int group_members(const char *group)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", getenv("TODO_KAFKA_BROKERS"), errstr, sizeof errstr);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    const struct rd_kafka_group_list *gl = NULL;
+    int n = -1;
+    if (rd_kafka_list_groups(rk, group, &gl, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR && gl->group_cnt == 1)
+        n = gl->groups[0].member_cnt;
+    if (gl != NULL) rd_kafka_group_list_destroy(gl);
+    rd_kafka_destroy(rk);
+    return n;
+}
+
+static void two_projectors_share_the_partitions_without_loss_or_duplicates(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    pid_t second = harness_spawn("projection/todo-projector", "projector-2", NULL);
+    long long until = harness_now_ms() + 30000;
+    while (group_members("projection-task-read-v1") != 2 && harness_now_ms() < until) harness_sleep_ms(200);
+    assert_int_equal(group_members("projection-task-read-v1"), 2);
+
+    /* Users spread over the partitions: both members get work. */
+    enum { USERS = 12, EACH = 5 };
+    char users[USERS][64];
+    for (int u = 0; u < USERS; u++) {
+        harness_user(users[u], "shared");
+        char *auth = harness_bearer(users[u], 600, NULL);
+        for (int i = 0; i < EACH; i++) free(create_ok(auth, "split", 0));
+        free(auth);
+    }
+    for (int u = 0; u < USERS; u++) assert_int_equal(wait_read_count(users[u], EACH, 30000), EACH);
+    /* Stopping one hands its partitions to the other; nothing is lost. */
+    assert_int_equal(harness_stop(second, SIGTERM, 20000), 0);
+    char *auth = harness_bearer(users[0], 600, NULL);
+    for (int i = 0; i < EACH; i++) free(create_ok(auth, "after the rebalance", 0));
+    free(auth);
+    assert_int_equal(wait_read_count(users[0], 2 * EACH, 30000), 2 * EACH);
+    for (int u = 0; u < USERS; u++)
+        assert_int_equal(harness_scalar(harness_db,
+                                        "select count(*) from read.tasks r join write.tasks w using (id)"
+                                        " where r.user_id = $1 and r.version = w.version", users[u]),
+                         u == 0 ? 2 * EACH : EACH);
+}
+
 /* Produces one record to tasks.events.v1 and waits for its delivery. */
 static void produce(const char *key, const void *value, size_t len)
 {
@@ -531,6 +579,7 @@ int main(void)
         cmocka_unit_test(poison_records_go_to_the_dlq_and_the_projector_moves_on),
         cmocka_unit_test(a_version_1_task_created_event_is_upcast),
         cmocka_unit_test(a_token_the_projection_cannot_reach_answers_unavailable),
+        cmocka_unit_test(two_projectors_share_the_partitions_without_loss_or_duplicates),
         cmocka_unit_test(each_role_reaches_only_its_own_schema),
         cmocka_unit_test(production_services_refuse_to_start_without_a_secret),
     };
