@@ -11,6 +11,7 @@
  *   todoctl done|reopen|rm|restore TASK_ID [--expect VERSION]
  *   todoctl health [command|query]
  *   todoctl outbox                              relay lag and the active relay
+ *   todoctl projection status [--group G]       a projection's progress, lag per partition, last error
  *
  * Task commands act as --user (default $TODO_USER, else "alice"), with a
  * token minted from the configured secret, or $TODO_TOKEN when set. Settings
@@ -31,6 +32,7 @@
 #include "grpcx.h"
 #include "grpcx_client.h"
 #include "log.h"
+#include "kafkax.h"
 #include "migrate.h"
 #include "pgx.h"
 #include "todo/v1/command.pb-c.h"
@@ -55,6 +57,7 @@ static int usage(void)
           "  todoctl done|reopen|rm|restore TASK_ID [--expect VERSION]\n"
           "  todoctl health [command|query]\n"
           "  todoctl outbox\n"
+          "  todoctl projection status [--group G]\n"
           "task commands take --user ID (default $TODO_USER or alice) or use $TODO_TOKEN\n",
           stderr);
     return 2;
@@ -421,6 +424,63 @@ static int cmd_outbox(void)
     return 0;
 }
 
+static int cmd_projection(int argc, char **argv)
+{
+    const char *group = cfg.projector_group;
+    todo_err err;
+    if (argc < 3 || strcmp(argv[2], "status") != 0) return usage();
+    for (int i = 3; i < argc; i++) {
+        if (strcmp(argv[i], "--group") == 0) {
+            if ((group = flag_value(argc, argv, &i)) == NULL) return 2;
+        } else {
+            return usage();
+        }
+    }
+    PGconn *pg = pgx_connect(cfg.admin_pg_url, "todoctl", &err);
+    if (pg == NULL) {
+        fprintf(stderr, "todoctl: %s\n", err.msg);
+        return 1;
+    }
+    const char *p[1] = {group};
+    PGresult *r = pgx_exec(pg,
+                           "select batches, events, applied, dead, coalesce(to_char(last_batch_at, 'YYYY-MM-DD HH24:MI:SS'), '-'),"
+                           " coalesce(last_error, '-'), coalesce(to_char(last_error_at, 'YYYY-MM-DD HH24:MI:SS'), '')"
+                           " from read.projection_status where projection = $1",
+                           1, p, &err);
+    if (r == NULL) {
+        fprintf(stderr, "todoctl: %s\n", err.msg);
+        PQfinish(pg);
+        return 1;
+    }
+    printf("projection %s\n", group);
+    if (PQntuples(r) == 0) {
+        printf("  no batch applied yet\n");
+    } else {
+        printf("  batches %s, events %s (applied %s, dead-lettered %s), last batch %s UTC\n", PQgetvalue(r, 0, 0),
+               PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3), PQgetvalue(r, 0, 4));
+        printf("  last error: %s %s\n", PQgetvalue(r, 0, 5), PQgetvalue(r, 0, 6));
+    }
+    PQclear(r);
+    PQfinish(pg);
+    kafkax_lag lag[64];
+    int n;
+    if (kafkax_group_lag(cfg.kafka_brokers, group, "tasks.events.v1", lag, 64, &n, &err) != 0) {
+        fprintf(stderr, "todoctl: %s\n", err.msg);
+        return 1;
+    }
+    long long total = 0;
+    double oldest = 0;
+    printf("  %-10s %12s %12s %10s %12s\n", "partition", "committed", "end", "lag", "oldest (s)");
+    for (int i = 0; i < n; i++) {
+        printf("  %-10d %12lld %12lld %10lld %12.1f\n", lag[i].partition, (long long)lag[i].committed,
+               (long long)lag[i].end, (long long)lag[i].lag, lag[i].oldest_age_s);
+        total += lag[i].lag;
+        if (lag[i].oldest_age_s > oldest) oldest = lag[i].oldest_age_s;
+    }
+    printf("  behind by %lld events, oldest unapplied %.1f s\n", total, oldest);
+    return 0;
+}
+
 static int cmd_health(int argc, char **argv)
 {
     int rc = 0;
@@ -462,6 +522,7 @@ int main(int argc, char **argv)
     if (strcmp(c, "get") == 0) return cmd_get(argc, argv);
     if (strcmp(c, "health") == 0) return cmd_health(argc, argv);
     if (strcmp(c, "outbox") == 0) return cmd_outbox();
+    if (strcmp(c, "projection") == 0) return cmd_projection(argc, argv);
     if (strcmp(c, "done") == 0) return cmd_simple(argc, argv, "CompleteTask");
     if (strcmp(c, "reopen") == 0) return cmd_simple(argc, argv, "ReopenTask");
     if (strcmp(c, "rm") == 0) return cmd_simple(argc, argv, "DeleteTask");

@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 
@@ -91,4 +92,93 @@ const char *kafkax_header(const rd_kafka_message_t *msg, const char *name, char 
     memcpy(buf, v, n);
     buf[n] = '\0';
     return buf;
+}
+
+/* A consumer handle for inspection: never subscribes, never commits. */
+static rd_kafka_t *inspector(const char *brokers, const char *group, todo_err *err)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char errstr[256];
+    if (set(conf, "bootstrap.servers", brokers, err) || set(conf, "group.id", group, err) ||
+        set(conf, "enable.auto.commit", "false", err) || set(conf, "enable.partition.eof", "true", err)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (rk == NULL) {
+        rd_kafka_conf_destroy(conf);
+        todo_err_set(err, TODO_EINVAL, "kafka: %s", errstr);
+    }
+    return rk;
+}
+
+/* The timestamp (ms) of the record at offset of partition, or -1. */
+static int64_t record_time(rd_kafka_t *rk, const char *topic, int partition, int64_t offset)
+{
+    int64_t ts = -1;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, partition)->offset = offset;
+    if (rd_kafka_assign(rk, l) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 5000);
+        if (m != NULL) {
+            if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) ts = rd_kafka_message_timestamp(m, NULL);
+            rd_kafka_message_destroy(m);
+        }
+        rd_kafka_assign(rk, NULL);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    return ts;
+}
+
+int kafkax_group_lag(const char *brokers, const char *group, const char *topic, kafkax_lag *out, int cap, int *n,
+                     todo_err *err)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_t *rk = inspector(brokers, group, err), *reader = NULL;
+    int rc = TODO_OK;
+    *n = 0;
+    if (rk == NULL) return TODO_EINVAL;
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, t, &md, 10000);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR || md->topic_cnt != 1 || md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rc = todo_err_set(err, TODO_EUNAVAIL, "kafka: no metadata for %s: %s", topic,
+                          rd_kafka_err2str(e != 0 ? e : md->topics[0].err));
+        goto out;
+    }
+    int parts = md->topics[0].partition_cnt < cap ? md->topics[0].partition_cnt : cap;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(parts);
+    for (int p = 0; p < parts; p++) rd_kafka_topic_partition_list_add(l, topic, md->topics[0].partitions[p].id);
+    if ((e = rd_kafka_committed(rk, l, 10000)) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_topic_partition_list_destroy(l);
+        rc = todo_err_set(err, TODO_EUNAVAIL, "kafka: committed offsets of %s: %s", group, rd_kafka_err2str(e));
+        goto out;
+    }
+    for (int i = 0; i < l->cnt; i++) {
+        kafkax_lag *g = &out[(*n)++];
+        int64_t lo = 0, hi = 0;
+        g->partition = l->elems[i].partition;
+        rd_kafka_query_watermark_offsets(rk, topic, g->partition, &lo, &hi, 10000);
+        g->committed = l->elems[i].offset >= 0 ? l->elems[i].offset : lo;
+        g->end = hi;
+        g->lag = hi > g->committed ? hi - g->committed : 0;
+        g->oldest_age_s = 0;
+        if (g->lag > 0) {
+            if (reader == NULL) reader = inspector(brokers, "todoctl-lag-reader", err);
+            int64_t ts = reader != NULL ? record_time(reader, topic, g->partition, g->committed) : -1;
+            struct timespec now;
+            clock_gettime(CLOCK_REALTIME, &now);
+            if (ts > 0) g->oldest_age_s = ((double)now.tv_sec * 1000 + now.tv_nsec / 1e6 - (double)ts) / 1000.0;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+out:
+    if (md != NULL) rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(t);
+    if (reader != NULL) {
+        rd_kafka_consumer_close(reader);
+        rd_kafka_destroy(reader);
+    }
+    rd_kafka_destroy(rk);
+    return rc;
 }

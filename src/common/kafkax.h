@@ -27,6 +27,20 @@ rd_kafka_t *kafkax_producer_new(const char *brokers, const char *client_id, kafk
 rd_kafka_t *kafkax_consumer_new(const char *brokers, const char *group, const char *const *topics, int n,
                                 todo_err *err);
 
+/* How far consumer group `group` is behind on one partition of a topic. */
+typedef struct kafkax_lag {
+    int partition;
+    int64_t committed;     /* the group's next offset (the low watermark when it has none) */
+    int64_t end;           /* the high watermark */
+    int64_t lag;           /* records not yet consumed */
+    double oldest_age_s;   /* age of the first record not yet consumed; 0 when none */
+} kafkax_lag;
+
+/* Fills out (up to cap partitions; *n receives how many) without joining or
+ * disturbing the group. */
+int kafkax_group_lag(const char *brokers, const char *group, const char *topic, kafkax_lag *out, int cap, int *n,
+                     todo_err *err);
+
 /* The value of header name of msg as a NUL-terminated copy in buf, or NULL. */
 const char *kafkax_header(const rd_kafka_message_t *msg, const char *name, char *buf, size_t cap);
 

@@ -84,6 +84,7 @@ int main(void)
     const char *topics[] = {"tasks.events.v1"};
     PGconn *pg = NULL;
     int exit_code = 0;
+    char last_error[300] = ""; /* recorded with the next batch that commits */
 
     if (config_load(&cfg, CONFIG_PROJECTOR, NULL, NULL, &err) != 0) {
         fprintf(stderr, "todo-projector: %s\n", err.msg);
@@ -124,10 +125,15 @@ int main(void)
         int rc;
         for (;;) {
             arena_reset(a);
+            proj_status ps = {.projection = cfg.projector_group, .last_error = last_error[0] ? last_error : NULL};
             rc = pgx_ensure(&pg, cfg.pg_url, "todo-projector", &err);
-            if (rc == 0) rc = proj_apply_batch(pg, msgs, n, a, dead, &st, &err);
-            if (rc == 0) break;
+            if (rc == 0) rc = proj_apply_batch_status(pg, msgs, n, a, dead, &ps, &st, &err);
+            if (rc == 0) {
+                last_error[0] = '\0';
+                break;
+            }
             log_warn("projector", "batch not applied; retrying", "error=\"%s\"", err.msg);
+            snprintf(last_error, sizeof last_error, "batch not applied: %.250s", err.msg);
             if (svc_signals_pending(&sigs)) break;
             sleep(1);
         }

@@ -278,8 +278,28 @@ static int apply_record(PGconn *pg, const rd_kafka_message_t *m, arena *a, outco
     return rc;
 }
 
+/* Adds the batch to read.projection_status. */
+static int record_status(PGconn *pg, const proj_status *ps, const proj_stats *st, const char **dead, size_t n,
+                         arena *a, todo_err *err)
+{
+    const char *last_error = ps->last_error;
+    for (size_t i = 0; i < n && last_error == NULL; i++)
+        if (dead[i] != NULL) last_error = arena_printf(a, "dead letter: %s", dead[i]);
+    const char *p[5] = {ps->projection, arena_printf(a, "%d", st->applied + st->skipped + st->dead),
+                        arena_printf(a, "%d", st->applied), arena_printf(a, "%d", st->dead), last_error};
+    return pgx_cmd(pg,
+                   "insert into read.projection_status as s (projection, batches, events, applied, dead, last_batch_at,"
+                   " last_error, last_error_at) values ($1, 1, $2::bigint, $3::bigint, $4::bigint, now(), $5,"
+                   " case when $5::text is null then null else now() end)"
+                   " on conflict (projection) do update set batches = s.batches + 1, events = s.events + excluded.events,"
+                   " applied = s.applied + excluded.applied, dead = s.dead + excluded.dead, last_batch_at = now(),"
+                   " last_error = coalesce(excluded.last_error, s.last_error),"
+                   " last_error_at = coalesce(excluded.last_error_at, s.last_error_at)",
+                   5, p, err);
+}
+
 static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, const char **dead,
-                     proj_stats *st, bool savepoints, todo_err *err)
+                     const proj_status *ps, proj_stats *st, bool savepoints, todo_err *err)
 {
     int rc;
     memset(st, 0, sizeof *st);
@@ -301,6 +321,7 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
         st->skipped += out == SKIPPED;
         st->dead += out == DEAD;
     }
+    if (ps != NULL && (rc = record_status(pg, ps, st, dead, n, a, err)) != 0) goto fail;
     if ((rc = pgx_cmd(pg, "select pg_notify('read_progress', '')", 0, NULL, err)) != 0) goto fail;
     if ((rc = pgx_cmd(pg, "commit", 0, NULL, err)) != 0) goto fail;
     return TODO_OK;
@@ -309,13 +330,19 @@ fail:
     return rc;
 }
 
-int proj_apply_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, const char **dead_reason,
-                     proj_stats *stats, todo_err *err)
+int proj_apply_batch_status(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, const char **dead_reason,
+                            const proj_status *status, proj_stats *stats, todo_err *err)
 {
-    int rc = run_batch(pg, msgs, n, a, dead_reason, stats, false, err);
+    int rc = run_batch(pg, msgs, n, a, dead_reason, status, stats, false, err);
     if (rc == TODO_OK || rc == TODO_EUNAVAIL) return rc;
     /* Some record made the database refuse the batch: apply record by record,
      * each under a savepoint, so only that record is dead-lettered. */
     log_warn("projector", "batch refused; retrying record by record", "error=\"%s\"", err->msg);
-    return run_batch(pg, msgs, n, a, dead_reason, stats, true, err);
+    return run_batch(pg, msgs, n, a, dead_reason, status, stats, true, err);
+}
+
+int proj_apply_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, const char **dead_reason,
+                     proj_stats *stats, todo_err *err)
+{
+    return proj_apply_batch_status(pg, msgs, n, a, dead_reason, NULL, stats, err);
 }

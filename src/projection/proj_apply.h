@@ -45,4 +45,15 @@ typedef struct proj_stats {
 int proj_apply_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, const char **dead_reason,
                      proj_stats *stats, todo_err *err);
 
+/* What the batch transaction also records in read.projection_status. */
+typedef struct proj_status {
+    const char *projection;   /* the consumer group */
+    const char *last_error;   /* a failure seen since the last batch, or NULL */
+} proj_status;
+
+/* proj_apply_batch, also recording status (may be NULL) in the batch's
+ * transaction. */
+int proj_apply_batch_status(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, const char **dead_reason,
+                            const proj_status *status, proj_stats *stats, todo_err *err);
+
 #endif

@@ -245,3 +245,15 @@ grpc_status_code harness_command(const char *rpc, const ProtobufCMessage *req, c
     else if (rp != NULL) protobuf_c_message_free_unpacked(&rp->base, NULL);
     return code;
 }
+
+int harness_todoctl(const char *args, char *out, size_t cap)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "'%s/cli/todoctl' %s 2>&1", TODO_BIN_DIR, args);
+    FILE *p = popen(cmd, "r");
+    if (p == NULL) return -1;
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}

@@ -58,6 +58,10 @@ void harness_sleep_ms(int ms);
 int harness_consume(const char *topic, bool (*match)(const rd_kafka_message_t *m, void *ctx), void *ctx, int want,
                     int timeout_ms);
 
+/* Runs todoctl of this build with args (a shell word list); returns its exit
+ * status, its output (stdout and stderr) in out. */
+int harness_todoctl(const char *args, char *out, size_t cap);
+
 /* The three services of the slice, started from this build. */
 typedef struct harness_services {
     pid_t command, query, projector;

@@ -367,6 +367,42 @@ static void projector_crash_and_replay_leave_no_duplicate_and_no_gap(void **stat
     free(auth);
 }
 
+static void projection_status_shows_lag_progress_and_the_last_error(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64], out[4096];
+    harness_user(user, "lagging");
+    char *auth = harness_bearer(user, 600, NULL);
+    assert_int_equal(harness_stop(harness_svc.projector, SIGTERM, 20000), 0);
+    for (int i = 0; i < 5; i++) free(create_ok(auth, "while nobody projects", 0));
+    long long until = harness_now_ms() + 15000;
+    while (harness_scalar(harness_db, "select count(*) from write.events where user_id = $1 and published_at is null",
+                          user) != 0 && harness_now_ms() < until)
+        harness_sleep_ms(50);
+    harness_sleep_ms(1100); /* let the oldest unapplied record age past a second */
+    assert_int_equal(harness_todoctl("projection status", out, sizeof out), 0);
+    long long behind = -1;
+    double oldest = -1;
+    const char *b = strstr(out, "behind by ");
+    assert_non_null(b);
+    assert_int_equal(sscanf(b, "behind by %lld events, oldest unapplied %lf s", &behind, &oldest), 2);
+    assert_true(behind >= 5);
+    assert_true(oldest >= 1.0);
+    harness_svc.projector = harness_spawn("projection/todo-projector", "projector", NULL);
+    assert_int_equal(wait_read_count(user, 5, 30000), 5);
+    until = harness_now_ms() + 15000;
+    do {
+        harness_sleep_ms(200);
+        assert_int_equal(harness_todoctl("projection status", out, sizeof out), 0);
+    } while (strstr(out, "behind by 0 events") == NULL && harness_now_ms() < until);
+    assert_non_null(strstr(out, "behind by 0 events"));
+    assert_non_null(strstr(out, "batches "));
+    /* The poison record of an earlier test left its reason. */
+    assert_non_null(strstr(out, "last error: dead letter: value is not a todo.v1.EventEnvelope"));
+    free(auth);
+}
+
 /* Members of the projector's consumer group right now. */
 static int group_members(const char *group)
 {
@@ -580,6 +616,7 @@ int main(void)
         cmocka_unit_test(a_version_1_task_created_event_is_upcast),
         cmocka_unit_test(a_token_the_projection_cannot_reach_answers_unavailable),
         cmocka_unit_test(two_projectors_share_the_partitions_without_loss_or_duplicates),
+        cmocka_unit_test(projection_status_shows_lag_progress_and_the_last_error),
         cmocka_unit_test(each_role_reaches_only_its_own_schema),
         cmocka_unit_test(production_services_refuse_to_start_without_a_secret),
     };

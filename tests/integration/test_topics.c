@@ -22,18 +22,6 @@ static void need_stack(void)
     if (!harness_stack_available()) skip();
 }
 
-/* Runs todoctl with args; returns its exit status and its output in out. */
-static int todoctl(const char *args, char *out, size_t cap)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "'%s/cli/todoctl' %s 2>&1", TODO_BIN_DIR, args);
-    FILE *p = popen(cmd, "r");
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static rd_kafka_t *admin_client(void)
 {
     char errstr[256];
@@ -98,8 +86,8 @@ static void apply_is_idempotent(void **state)
     (void)state;
     need_stack();
     char out[8192];
-    assert_int_equal(todoctl("topics apply", out, sizeof out), 0);
-    assert_int_equal(todoctl("topics apply", out, sizeof out), 0);
+    assert_int_equal(harness_todoctl("topics apply", out, sizeof out), 0);
+    assert_int_equal(harness_todoctl("topics apply", out, sizeof out), 0);
     assert_non_null(strstr(out, "tasks.events.v1"));
     assert_null(strstr(out, "DIFFERS"));
 }
@@ -111,14 +99,14 @@ static void drift_is_reported_and_fixed(void **state)
     char out[8192];
     set_retention("system.audit.v1", "1000");
     recreate_small("users.events.v1");
-    assert_int_equal(todoctl("topics apply", out, sizeof out), 1);
+    assert_int_equal(harness_todoctl("topics apply", out, sizeof out), 1);
     assert_non_null(strstr(out, "system.audit.v1              DIFFERS"));
     assert_non_null(strstr(out, "retention.ms=1000(want 2592000000)"));
     assert_non_null(strstr(out, "partitions=1(want 3)"));
     assert_non_null(strstr(out, "--fix"));
-    assert_int_equal(todoctl("topics apply --fix", out, sizeof out), 0);
+    assert_int_equal(harness_todoctl("topics apply --fix", out, sizeof out), 0);
     assert_non_null(strstr(out, "fixed"));
-    assert_int_equal(todoctl("topics apply", out, sizeof out), 0);
+    assert_int_equal(harness_todoctl("topics apply", out, sizeof out), 0);
     assert_null(strstr(out, "DIFFERS"));
 }
 
@@ -128,9 +116,9 @@ static void a_profile_the_cluster_cannot_meet_is_reported(void **state)
     need_stack();
     char out[8192];
     /* One broker cannot hold three replicas: reported, never "ok". */
-    assert_int_equal(todoctl("topics apply --profile production", out, sizeof out), 1);
+    assert_int_equal(harness_todoctl("topics apply --profile production", out, sizeof out), 1);
     assert_non_null(strstr(out, "replication=1(want 3; needs a reassignment)"));
-    assert_int_equal(todoctl("topics apply --profile staging", out, sizeof out), 2);
+    assert_int_equal(harness_todoctl("topics apply --profile staging", out, sizeof out), 2);
     assert_non_null(strstr(out, "dev or production"));
 }
 
