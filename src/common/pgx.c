@@ -1,6 +1,7 @@
 /* pgx: see pgx.h. */
 #include "pgx.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -17,10 +18,10 @@ static void on_notice(void *arg, const char *message)
     log_debug("pg", buf, NULL);
 }
 
-PGconn *pgx_connect(const char *url, const char *app_name, todo_err *err)
+static PGconn *connect_with(const char *url, const char *app_name, const char *options, todo_err *err)
 {
-    const char *keys[] = {"dbname", "application_name", "connect_timeout", NULL};
-    const char *vals[] = {url, app_name, "5", NULL};
+    const char *keys[] = {"dbname", "application_name", "connect_timeout", options ? "options" : NULL, NULL};
+    const char *vals[] = {url, app_name, "5", options, NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     if (c == NULL || PQstatus(c) != CONNECTION_OK) {
         char msg[300];
@@ -35,6 +36,26 @@ PGconn *pgx_connect(const char *url, const char *app_name, todo_err *err)
     }
     PQsetNoticeProcessor(c, on_notice, NULL);
     return c;
+}
+
+PGconn *pgx_connect(const char *url, const char *app_name, todo_err *err)
+{
+    return connect_with(url, app_name, NULL, err);
+}
+
+PGconn *pgx_connect_schema(const char *url, const char *app_name, const char *schema, todo_err *err)
+{
+    char options[96];
+    size_t n = strlen(schema);
+    bool ok = n > 0 && n < 64 && ((schema[0] >= 'a' && schema[0] <= 'z') || schema[0] == '_');
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (schema[i] >= 'a' && schema[i] <= 'z') || (schema[i] >= '0' && schema[i] <= '9') || schema[i] == '_';
+    if (!ok) {
+        todo_err_set(err, TODO_EINVAL, "schema name \"%.64s\" is not a plain lowercase identifier", schema);
+        return NULL;
+    }
+    snprintf(options, sizeof options, "-c search_path=%s", schema);
+    return connect_with(url, app_name, options, err);
 }
 
 int pgx_ensure(PGconn **conn, const char *url, const char *app_name, todo_err *err)

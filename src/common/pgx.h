@@ -18,6 +18,10 @@
  * with TODO_EUNAVAIL in err when the server cannot be reached. */
 PGconn *pgx_connect(const char *url, const char *app_name, todo_err *err);
 
+/* pgx_connect with search_path set to schema (a plain lowercase
+ * identifier; TODO_EINVAL otherwise) for the whole session. */
+PGconn *pgx_connect_schema(const char *url, const char *app_name, const char *schema, todo_err *err);
+
 /* Makes *conn usable: reconnects when it is NULL or broken. */
 int pgx_ensure(PGconn **conn, const char *url, const char *app_name, todo_err *err);
 

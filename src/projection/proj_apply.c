@@ -61,7 +61,7 @@ static int claim_version(PGconn *pg, const Todo__V1__EventEnvelope *env, outcome
     char version[24];
     const char *p[2] = {env->aggregate_id, version};
     snprintf(version, sizeof version, "%" PRId64, env->aggregate_version);
-    PGresult *r = pgx_exec(pg, "select version from read.applied_versions where aggregate_id = $1 for update", 1, p, err);
+    PGresult *r = pgx_exec(pg, "select version from applied_versions where aggregate_id = $1 for update", 1, p, err);
     if (r == NULL) return err->code;
     int64_t have = PQntuples(r) > 0 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
     PQclear(r);
@@ -75,7 +75,7 @@ static int claim_version(PGconn *pg, const Todo__V1__EventEnvelope *env, outcome
                  env->aggregate_version, env->event_id);
     *out = APPLIED;
     return pgx_cmd(pg,
-                   "insert into read.applied_versions (aggregate_id, version) values ($1, $2)"
+                   "insert into applied_versions (aggregate_id, version) values ($1, $2)"
                    " on conflict (aggregate_id) do update set version = excluded.version",
                    2, p, err);
 }
@@ -103,7 +103,7 @@ static int apply_task_created(PGconn *pg, const Todo__V1__EventEnvelope *env, ar
     const char *p[10] = {ev->task_id, env->user_id, ev->title, ev->description, prio, ts_text(a, ev->due_at),
                          ev->category, pgx_text_array(a, ev->tags, ev->n_tags), version, created};
     return pgx_cmd(pg,
-                   "insert into read.tasks (id, user_id, title, description, priority, due_at, category, tags,"
+                   "insert into tasks (id, user_id, title, description, priority, due_at, category, tags,"
                    " version, created_at, updated_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)"
                    " on conflict (id) do nothing",
                    10, p, err);
@@ -162,7 +162,7 @@ static int apply_task_updated(PGconn *pg, const Todo__V1__EventEnvelope *env, ar
     /* Only the fields the event says changed are written: the others may
      * have been changed by later events a replay has not reached yet. */
     char sql[512];
-    size_t len = (size_t)snprintf(sql, sizeof sql, "update read.tasks set version = $2, updated_at = $3");
+    size_t len = (size_t)snprintf(sql, sizeof sql, "update tasks set version = $2, updated_at = $3");
     const char *extra[6];
     int n = 0;
     char prio[8];
@@ -199,13 +199,13 @@ static int apply_task_state(PGconn *pg, const Todo__V1__EventEnvelope *env, aren
         const char *sql;
     } kinds[] = {
         {"task.completed", &todo__v1__task_completed__descriptor,
-         "update read.tasks set completed = true, completed_at = $3, version = $2, updated_at = $3 where id = $1"},
+         "update tasks set completed = true, completed_at = $3, version = $2, updated_at = $3 where id = $1"},
         {"task.reopened", &todo__v1__task_reopened__descriptor,
-         "update read.tasks set completed = false, completed_at = null, version = $2, updated_at = $3 where id = $1"},
+         "update tasks set completed = false, completed_at = null, version = $2, updated_at = $3 where id = $1"},
         {"task.deleted", &todo__v1__task_deleted__descriptor,
-         "update read.tasks set deleted = true, version = $2, updated_at = $3 where id = $1"},
+         "update tasks set deleted = true, version = $2, updated_at = $3 where id = $1"},
         {"task.restored", &todo__v1__task_restored__descriptor,
-         "update read.tasks set deleted = false, version = $2, updated_at = $3 where id = $1"},
+         "update tasks set deleted = false, version = $2, updated_at = $3 where id = $1"},
     };
     int rc;
     for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
@@ -238,7 +238,7 @@ static int apply_pattern(PGconn *pg, const Todo__V1__EventEnvelope *env, arena *
     if ((rc = claim_version(pg, env, out, err)) != 0 || *out == SKIPPED || !created) return rc;
     const Todo__V1__RecurringPatternCreated *ev = (const Todo__V1__RecurringPatternCreated *)m;
     const char *p[2] = {ev->task_id, env->aggregate_id};
-    return pgx_cmd(pg, "update read.tasks set recurring_pattern_id = $2::uuid where id = $1::uuid", 2, p, err);
+    return pgx_cmd(pg, "update tasks set recurring_pattern_id = $2::uuid where id = $1::uuid", 2, p, err);
 }
 
 /* Applies one record. Returns TODO_OK with *out set, or a database status. */
@@ -271,14 +271,14 @@ static int apply_record(PGconn *pg, const rd_kafka_message_t *m, arena *a, outco
         snprintf(pos, sizeof pos, "%" PRId64, env->position);
         const char *p[2] = {env->user_id, pos};
         rc = pgx_cmd(pg,
-                     "insert into read.user_positions (user_id, position) values ($1, $2) on conflict (user_id)"
-                     " do update set position = greatest(read.user_positions.position, excluded.position)",
+                     "insert into user_positions (user_id, position) values ($1, $2) on conflict (user_id)"
+                     " do update set position = greatest(user_positions.position, excluded.position)",
                      2, p, err);
     }
     return rc;
 }
 
-/* Adds the batch to read.projection_status. */
+/* Adds the batch to projection_status. */
 static int record_status(PGconn *pg, const proj_status *ps, const proj_stats *st, const char **dead, size_t n,
                          arena *a, todo_err *err)
 {
@@ -288,7 +288,7 @@ static int record_status(PGconn *pg, const proj_status *ps, const proj_stats *st
     const char *p[5] = {ps->projection, arena_printf(a, "%d", st->applied + st->skipped + st->dead),
                         arena_printf(a, "%d", st->applied), arena_printf(a, "%d", st->dead), last_error};
     return pgx_cmd(pg,
-                   "insert into read.projection_status as s (projection, batches, events, applied, dead, last_batch_at,"
+                   "insert into projection_status as s (projection, batches, events, applied, dead, last_batch_at,"
                    " last_error, last_error_at) values ($1, 1, $2::bigint, $3::bigint, $4::bigint, now(), $5,"
                    " case when $5::text is null then null else now() end)"
                    " on conflict (projection) do update set batches = s.batches + 1, events = s.events + excluded.events,"
@@ -298,12 +298,35 @@ static int record_status(PGconn *pg, const proj_status *ps, const proj_stats *st
                    5, p, err);
 }
 
+/* Records, per partition, the offset after the batch's last record. */
+static int record_offsets(PGconn *pg, const char *projection, rd_kafka_message_t **msgs, size_t n, arena *a,
+                          todo_err *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        bool last = true; /* the last record of its partition in this batch */
+        for (size_t j = i + 1; j < n && last; j++)
+            last = msgs[j]->partition != msgs[i]->partition || msgs[j]->rkt != msgs[i]->rkt;
+        if (!last) continue;
+        const char *p[4] = {projection, rd_kafka_topic_name(msgs[i]->rkt), arena_printf(a, "%d", (int)msgs[i]->partition),
+                            arena_printf(a, "%lld", (long long)msgs[i]->offset + 1)};
+        int rc = pgx_cmd(pg,
+                         "insert into projection_offsets as o (projection, topic, partition, next_offset)"
+                         " values ($1, $2, $3::int, $4::bigint) on conflict (projection, topic, partition)"
+                         " do update set next_offset = greatest(o.next_offset, excluded.next_offset)",
+                         4, p, err);
+        if (rc != 0) return rc;
+    }
+    return TODO_OK;
+}
+
 static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, const char **dead,
                      const proj_status *ps, proj_stats *st, bool savepoints, todo_err *err)
 {
     int rc;
     memset(st, 0, sizeof *st);
     if ((rc = pgx_cmd(pg, "begin", 0, NULL, err)) != 0) return rc;
+    /* A rebuild's swap takes this lock exclusively: no batch runs across it. */
+    if ((rc = pgx_cmd(pg, "select pg_advisory_xact_lock_shared(" PROJ_SWAP_LOCK_KEY ")", 0, NULL, err)) != 0) goto fail;
     for (size_t i = 0; i < n; i++) {
         outcome out = DEAD;
         dead[i] = NULL;
@@ -321,7 +344,9 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
         st->skipped += out == SKIPPED;
         st->dead += out == DEAD;
     }
-    if (ps != NULL && (rc = record_status(pg, ps, st, dead, n, a, err)) != 0) goto fail;
+    if (ps != NULL && ((rc = record_status(pg, ps, st, dead, n, a, err)) != 0 ||
+                       (rc = record_offsets(pg, ps->projection, msgs, n, a, err)) != 0))
+        goto fail;
     if ((rc = pgx_cmd(pg, "select pg_notify('read_progress', '')", 0, NULL, err)) != 0) goto fail;
     if ((rc = pgx_cmd(pg, "commit", 0, NULL, err)) != 0) goto fail;
     return TODO_OK;

@@ -19,8 +19,11 @@
  * queries), recurring_pattern.created (marks the template task) and
  * recurring_pattern.updated (nothing to show).
  *
- * Every committed batch also advances read.user_positions (read-your-writes)
- * and notifies read_progress.
+ * Every committed batch also advances user_positions (read-your-writes),
+ * records its counters (projection_status) and, per partition, the offset
+ * after its last record (projection_offsets), and notifies read_progress.
+ * Table names are unqualified: the connection's search_path names the copy
+ * of the read model (the schema "read", or a rebuild's shadow schema).
  */
 #ifndef TODO_PROJ_APPLY_H
 #define TODO_PROJ_APPLY_H
@@ -30,6 +33,9 @@
 
 #include "arena.h"
 #include "todo_err.h"
+
+/* The advisory lock a batch holds shared and a rebuild's swap exclusively. */
+#define PROJ_SWAP_LOCK_KEY "7428313"
 
 typedef struct proj_stats {
     int applied;

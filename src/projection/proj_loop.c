@@ -1,0 +1,149 @@
+/* proj_loop: see proj_loop.h. */
+#include "proj_loop.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "arena.h"
+#include "dlq.h"
+#include "kafkax.h"
+#include "log.h"
+#include "pgx.h"
+
+#define SOURCE_TOPIC "tasks.events.v1"
+
+static void on_dlq_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+{
+    (void)rk;
+    atomic_int *failures = opaque;
+    if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        atomic_fetch_add(failures, 1);
+        log_warn("projector", "dead-letter delivery failed", "error=\"%s\"", rd_kafka_err2str(msg->err));
+    }
+}
+
+/* Sends the batch's dead records to the DLQ until all are acknowledged;
+ * -1 when asked to stop first. */
+static int send_dead(const proj_loop_opts *o, rd_kafka_t *dlq, atomic_int *failures, rd_kafka_message_t **msgs,
+                     size_t n, const char **dead)
+{
+    todo_err err;
+    for (;;) {
+        atomic_store(failures, 0);
+        for (size_t i = 0; i < n; i++) {
+            if (dead[i] == NULL) continue;
+            log_warn("projector", "dead-lettering a record", "topic=%s partition=%d offset=%lld reason=\"%s\"",
+                     rd_kafka_topic_name(msgs[i]->rkt), (int)msgs[i]->partition, (long long)msgs[i]->offset, dead[i]);
+            if (dlq_send(dlq, o->group, msgs[i], dead[i], &err) != 0) atomic_fetch_add(failures, 1);
+        }
+        rd_kafka_flush(dlq, 30000);
+        if (atomic_load(failures) == 0 && rd_kafka_outq_len(dlq) == 0) return 0;
+        if (o->should_stop(o->ctx)) return -1;
+        sleep(1);
+    }
+}
+
+static void commit_offsets(rd_kafka_t *rk, rd_kafka_message_t **msgs, size_t n)
+{
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)n);
+    for (size_t i = 0; i < n; i++) {
+        rd_kafka_topic_partition_t *p =
+            rd_kafka_topic_partition_list_find(list, rd_kafka_topic_name(msgs[i]->rkt), msgs[i]->partition);
+        if (p == NULL)
+            p = rd_kafka_topic_partition_list_add(list, rd_kafka_topic_name(msgs[i]->rkt), msgs[i]->partition);
+        if (msgs[i]->offset + 1 > p->offset) p->offset = msgs[i]->offset + 1;
+    }
+    if (list->cnt > 0) {
+        rd_kafka_resp_err_t e = rd_kafka_commit(rk, list, 0);
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+            log_warn("projector", "offset commit failed; the records will be re-read and skipped",
+                     "error=\"%s\"", rd_kafka_err2str(e));
+    }
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
+int proj_loop_run(const proj_loop_opts *o, todo_err *err)
+{
+    const todo_config *cfg = o->cfg;
+    const char *topics[] = {SOURCE_TOPIC};
+    atomic_int failures = 0;
+    PGconn *pg = NULL;
+    char last_error[300] = ""; /* recorded with the next batch that commits */
+    int rc = TODO_OK;
+
+    rd_kafka_t *rk = kafkax_consumer_new(cfg->kafka_brokers, o->group, topics, 1, err);
+    rd_kafka_t *dlq = rk != NULL ? kafkax_producer_new(cfg->kafka_brokers, "todo-projector-dlq", on_dlq_delivery,
+                                                       &failures, err)
+                                 : NULL;
+    rd_kafka_message_t **msgs = calloc((size_t)cfg->projector_batch, sizeof *msgs);
+    const char **dead = calloc((size_t)cfg->projector_batch, sizeof *dead);
+    arena *a = arena_new();
+    if (rk == NULL || dlq == NULL || msgs == NULL || dead == NULL || a == NULL) {
+        rc = rk == NULL || dlq == NULL ? err->code : todo_err_set(err, TODO_EINTERNAL, "out of memory");
+        goto out;
+    }
+    log_info("projector", "consuming", "group=%s topic=%s schema=%s batch=%d", o->group, SOURCE_TOPIC, o->schema,
+             cfg->projector_batch);
+
+    while (!o->should_stop(o->ctx)) {
+        size_t n = 0;
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 500);
+        while (m != NULL) {
+            if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+                log_warn("projector", "consumer error", "error=\"%s\"", rd_kafka_message_errstr(m));
+                rd_kafka_message_destroy(m);
+            } else {
+                msgs[n++] = m;
+            }
+            if (n == (size_t)cfg->projector_batch) break;
+            m = rd_kafka_consumer_poll(rk, 0);
+        }
+        if (n == 0) continue;
+
+        proj_stats st;
+        int brc;
+        for (;;) {
+            arena_reset(a);
+            proj_status ps = {.projection = o->group, .last_error = last_error[0] ? last_error : NULL};
+            if (pg == NULL || PQstatus(pg) != CONNECTION_OK) {
+                PQfinish(pg);
+                pg = pgx_connect_schema(cfg->pg_url, "todo-projector", o->schema, err);
+            }
+            brc = pg != NULL ? proj_apply_batch_status(pg, msgs, n, a, dead, &ps, &st, err) : TODO_EUNAVAIL;
+            if (brc == 0) {
+                last_error[0] = '\0';
+                break;
+            }
+            log_warn("projector", "batch not applied; retrying", "error=\"%s\"", err->msg);
+            snprintf(last_error, sizeof last_error, "batch not applied: %.250s", err->msg);
+            if (o->should_stop(o->ctx)) break;
+            sleep(1);
+        }
+        if (brc == 0 && (st.dead == 0 || send_dead(o, dlq, &failures, msgs, n, dead) == 0)) {
+            commit_offsets(rk, msgs, n);
+            log_debug("projector", "batch", "records=%zu applied=%d skipped=%d dead=%d", n, st.applied, st.skipped,
+                      st.dead);
+            if (o->after_batch != NULL) o->after_batch(&st, n, o->ctx);
+        }
+        for (size_t i = 0; i < n; i++) rd_kafka_message_destroy(msgs[i]);
+        if (brc != 0) break; /* stopping: the batch was not committed and will be re-read */
+    }
+    log_info("projector", "stopping", "group=%s", o->group);
+out:
+    if (rk != NULL) {
+        rd_kafka_consumer_close(rk);
+        rd_kafka_destroy(rk);
+    }
+    if (dlq != NULL) {
+        rd_kafka_flush(dlq, 5000);
+        rd_kafka_destroy(dlq);
+    }
+    PQfinish(pg);
+    arena_free(a);
+    free(msgs);
+    free(dead);
+    return rc;
+}

@@ -1,0 +1,36 @@
+/*
+ * proj_loop: the projector's consume-apply-commit loop, shared by
+ * todo-projector (the live projection) and `todoctl projection rebuild` (a
+ * shadow copy).
+ *
+ * Loop: poll up to the batch size from tasks.events.v1 in the consumer group;
+ * apply the batch in one database transaction (proj_apply); dead-letter the
+ * records that cannot be applied and wait until the dead-letter topic
+ * acknowledged them; only then commit the offsets. A crash anywhere
+ * re-delivers records that proj_apply then skips. While the database is away
+ * the same batch is retried; nothing is skipped.
+ */
+#ifndef TODO_PROJ_LOOP_H
+#define TODO_PROJ_LOOP_H
+
+#include <stddef.h>
+
+#include "config.h"
+#include "proj_apply.h"
+
+typedef struct proj_loop_opts {
+    const todo_config *cfg;
+    const char *group;        /* consumer group, also the projection's name */
+    const char *schema;       /* the copy of the read model written: "read" or a shadow */
+    /* Asked between batches (and while retrying): nonzero ends the loop. */
+    int (*should_stop)(void *ctx);
+    /* Told after each committed batch (may be NULL). */
+    void (*after_batch)(const proj_stats *st, size_t records, void *ctx);
+    void *ctx;
+} proj_loop_opts;
+
+/* Runs until should_stop says so. Returns TODO_OK, or a status when it
+ * could not start (err says why). */
+int proj_loop_run(const proj_loop_opts *o, todo_err *err);
+
+#endif
