@@ -12,12 +12,14 @@
  *   todoctl health [command|query]
  *   todoctl outbox                              relay lag and the active relay
  *   todoctl projection status [--group G]       a projection's progress, lag per partition, last error
+ *   todoctl projection rebuild [NAME]           rebuild the read model from a topic replay, then swap it in
  *
  * Task commands act as --user (default $TODO_USER, else "alice"), with a
  * token minted from the configured secret, or $TODO_TOKEN when set. Settings
  * come from the environment like the services' (docs/OPERATIONS.md). Exit
  * status: 0 ok, 1 the operation failed, 2 bad usage.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +37,7 @@
 #include "kafkax.h"
 #include "migrate.h"
 #include "pgx.h"
+#include "proj_rebuild.h"
 #include "todo/v1/command.pb-c.h"
 #include "todo/v1/query.pb-c.h"
 #include "topics.h"
@@ -58,6 +61,7 @@ static int usage(void)
           "  todoctl health [command|query]\n"
           "  todoctl outbox\n"
           "  todoctl projection status [--group G]\n"
+          "  todoctl projection rebuild [NAME]   (NAME: the projection's consumer group)\n"
           "task commands take --user ID (default $TODO_USER or alice) or use $TODO_TOKEN\n",
           stderr);
     return 2;
@@ -424,10 +428,52 @@ static int cmd_outbox(void)
     return 0;
 }
 
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+static int is_interrupted(void *ctx)
+{
+    (void)ctx;
+    return interrupted;
+}
+
+static void show_progress(const proj_rebuild_progress *p, void *ctx)
+{
+    (void)ctx;
+    double eta = p->rate > 0 ? (double)p->remaining / p->rate : 0;
+    printf("rebuild: %s%s: %lld records, %.0f records/s, %lld left (~%.0f s)\n", p->resumed ? "(resumed) " : "",
+           p->phase, (long long)p->applied, p->rate, (long long)p->remaining, eta);
+    fflush(stdout);
+}
+
+static int cmd_rebuild(int argc, char **argv)
+{
+    todo_err err;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_interrupt;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    proj_rebuild_opts o = {.cfg = &cfg, .projection = argc >= 4 ? argv[3] : cfg.projector_group,
+                           .progress = show_progress, .interrupted = is_interrupted};
+    if (proj_rebuild(&o, &err) != 0) {
+        fprintf(stderr, "todoctl: rebuild: %s\n", err.msg);
+        return 1;
+    }
+    printf("rebuild: done; the new read model is live\n");
+    return 0;
+}
+
 static int cmd_projection(int argc, char **argv)
 {
     const char *group = cfg.projector_group;
     todo_err err;
+    if (argc >= 3 && strcmp(argv[2], "rebuild") == 0) return cmd_rebuild(argc, argv);
     if (argc < 3 || strcmp(argv[2], "status") != 0) return usage();
     for (int i = 3; i < argc; i++) {
         if (strcmp(argv[i], "--group") == 0) {

@@ -325,8 +325,10 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
     int rc;
     memset(st, 0, sizeof *st);
     if ((rc = pgx_cmd(pg, "begin", 0, NULL, err)) != 0) return rc;
-    /* A rebuild's swap takes this lock exclusively: no batch runs across it. */
-    if ((rc = pgx_cmd(pg, "select pg_advisory_xact_lock_shared(" PROJ_SWAP_LOCK_KEY ")", 0, NULL, err)) != 0) goto fail;
+    /* A rebuild's swap takes this lock exclusively: no live batch runs across it. */
+    if ((ps == NULL || !ps->shadow) &&
+        (rc = pgx_cmd(pg, "select pg_advisory_xact_lock_shared(" PROJ_SWAP_LOCK_KEY ")", 0, NULL, err)) != 0)
+        goto fail;
     for (size_t i = 0; i < n; i++) {
         outcome out = DEAD;
         dead[i] = NULL;

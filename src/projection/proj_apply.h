@@ -30,6 +30,7 @@
 
 #include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
+#include <stdbool.h>
 
 #include "arena.h"
 #include "todo_err.h"
@@ -55,6 +56,7 @@ int proj_apply_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
 typedef struct proj_status {
     const char *projection;   /* the consumer group */
     const char *last_error;   /* a failure seen since the last batch, or NULL */
+    bool shadow;              /* a rebuild's copy: does not take the swap lock */
 } proj_status;
 
 /* proj_apply_batch, also recording status (may be NULL) in the batch's

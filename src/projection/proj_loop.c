@@ -107,7 +107,8 @@ int proj_loop_run(const proj_loop_opts *o, todo_err *err)
         int brc;
         for (;;) {
             arena_reset(a);
-            proj_status ps = {.projection = o->group, .last_error = last_error[0] ? last_error : NULL};
+            proj_status ps = {.projection = o->group, .last_error = last_error[0] ? last_error : NULL,
+                              .shadow = o->shadow};
             if (pg == NULL || PQstatus(pg) != CONNECTION_OK) {
                 PQfinish(pg);
                 pg = pgx_connect_schema(cfg->pg_url, "todo-projector", o->schema, err);

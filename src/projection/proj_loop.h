@@ -13,6 +13,7 @@
 #ifndef TODO_PROJ_LOOP_H
 #define TODO_PROJ_LOOP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "config.h"
@@ -22,6 +23,7 @@ typedef struct proj_loop_opts {
     const todo_config *cfg;
     const char *group;        /* consumer group, also the projection's name */
     const char *schema;       /* the copy of the read model written: "read" or a shadow */
+    bool shadow;              /* a rebuild's copy (see proj_status) */
     /* Asked between batches (and while retrying): nonzero ends the loop. */
     int (*should_stop)(void *ctx);
     /* Told after each committed batch (may be NULL). */

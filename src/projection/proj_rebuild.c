@@ -1,0 +1,264 @@
+/* proj_rebuild: see proj_rebuild.h. */
+#include "proj_rebuild.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kafkax.h"
+#include "log.h"
+#include "pgx.h"
+#include "proj_apply.h"
+#include "proj_loop.h"
+
+#define REBUILD_LOCK_KEY "7428314"  /* one rebuild at a time */
+#define SHADOW "read_rebuild"
+#define TOPIC "tasks.events.v1"
+#define MAX_PARTITIONS 256
+#define CHECK_EVERY_MS 1000
+
+typedef struct rebuild {
+    const proj_rebuild_opts *o;
+    PGconn *pg;                 /* admin connection: DDL, locks, checks */
+    char group[160];
+    bool resumed, locked, interrupted, failed;
+    int64_t applied;
+    double started, last_check, last_report;
+    int64_t remaining;
+    todo_err err;
+} rebuild;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void report(rebuild *r, const char *phase)
+{
+    if (r->o->progress == NULL) return;
+    double elapsed = now_s() - r->started;
+    proj_rebuild_progress p = {.phase = phase, .applied = r->applied,
+                               .rate = elapsed > 0 ? (double)r->applied / elapsed : 0, .remaining = r->remaining,
+                               .resumed = r->resumed};
+    r->o->progress(&p, r->o->ctx);
+    r->last_report = now_s();
+}
+
+/* Runs each statement of sqls (NULL-terminated) on pg. */
+static int run_all(PGconn *pg, const char *const *sqls, todo_err *err)
+{
+    for (const char *const *s = sqls; *s != NULL; s++)
+        if (pgx_cmd(pg, *s, 0, NULL, err) != 0) return err->code;
+    return TODO_OK;
+}
+
+/* Creates the empty shadow copy of the read schema (one transaction). */
+static int create_shadow(rebuild *r, todo_err *err)
+{
+    static const char *const head[] = {"begin", "drop schema if exists " SHADOW " cascade", "create schema " SHADOW, NULL};
+    static const char *const grants[] = {
+        "grant usage on schema " SHADOW " to todo_query, todo_projector",
+        "grant select on all tables in schema " SHADOW " to todo_query",
+        "grant select, insert, update, delete on all tables in schema " SHADOW " to todo_projector",
+        "alter default privileges in schema " SHADOW " grant select on tables to todo_query",
+        "alter default privileges in schema " SHADOW " grant select, insert, update, delete on tables to todo_projector",
+        NULL};
+    PGresult *res = NULL;
+    int rc;
+    if ((rc = run_all(r->pg, head, err)) != 0) goto fail;
+    /* Tables with their columns, defaults, constraints, generated columns and indexes. */
+    if ((res = pgx_exec(r->pg, "select tablename from pg_tables where schemaname = 'read' order by 1", 0, NULL, err)) ==
+        NULL)
+        goto fail_rc;
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *t = PQgetvalue(res, i, 0);
+        char *id = PQescapeIdentifier(r->pg, t, strlen(t));
+        char sql[512];
+        snprintf(sql, sizeof sql, "create table " SHADOW ".%s (like read.%s including all)", id, id);
+        PQfreemem(id);
+        if ((rc = pgx_cmd(r->pg, sql, 0, NULL, err)) != 0) goto fail;
+    }
+    PQclear(res);
+    /* Triggers (their functions live in todo_meta). */
+    if ((res = pgx_exec(r->pg,
+                        "select pg_get_triggerdef(t.oid) from pg_trigger t join pg_class c on c.oid = t.tgrelid"
+                        " join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'read' and not t.tgisinternal",
+                        0, NULL, err)) == NULL)
+        goto fail_rc;
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *def = PQgetvalue(res, i, 0), *on = strstr(def, " ON read.");
+        char sql[1024];
+        if (on == NULL) continue;
+        snprintf(sql, sizeof sql, "%.*s ON " SHADOW ".%s", (int)(on - def), def, on + strlen(" ON read."));
+        if ((rc = pgx_cmd(r->pg, sql, 0, NULL, err)) != 0) goto fail;
+    }
+    PQclear(res);
+    res = NULL;
+    if ((rc = run_all(r->pg, grants, err)) != 0) goto fail;
+    const char *p[2] = {r->o->projection, r->group};
+    if ((rc = pgx_cmd(r->pg,
+                      "insert into todo_meta.rebuilds (projection, shadow_schema, consumer_group)"
+                      " values ($1, '" SHADOW "', $2)",
+                      2, p, err)) != 0 ||
+        (rc = pgx_cmd(r->pg, "commit", 0, NULL, err)) != 0)
+        goto fail;
+    return TODO_OK;
+fail_rc:
+    rc = err->code;
+fail:
+    PQclear(res);
+    pgx_cmd(r->pg, "rollback", 0, NULL, NULL);
+    return rc;
+}
+
+/* Reads next_offset per partition of projection from schema's table into off. */
+static int db_offsets(PGconn *pg, const char *schema, const char *projection, int64_t *off, todo_err *err)
+{
+    char sql[256];
+    const char *p[1] = {projection};
+    snprintf(sql, sizeof sql,
+             "select partition, next_offset from %s.projection_offsets where projection = $1 and topic = '" TOPIC "'",
+             schema);
+    PGresult *res = pgx_exec(pg, sql, 1, p, err);
+    if (res == NULL) return err->code;
+    for (int i = 0; i < PQntuples(res); i++) {
+        int part = atoi(PQgetvalue(res, i, 0));
+        if (part >= 0 && part < MAX_PARTITIONS) off[part] = strtoll(PQgetvalue(res, i, 1), NULL, 10);
+    }
+    PQclear(res);
+    return TODO_OK;
+}
+
+/* True when the shadow holds, per partition, at least what the live copy
+ * holds (its recorded offsets, or its group's committed offsets for
+ * partitions it recorded nothing for). */
+static int caught_up(rebuild *r, bool *yes, todo_err *err)
+{
+    static int64_t live[MAX_PARTITIONS], shadow[MAX_PARTITIONS];
+    kafkax_lag lag[MAX_PARTITIONS];
+    int n, rc;
+    memset(live, 0, sizeof live);
+    memset(shadow, 0, sizeof shadow);
+    if ((rc = db_offsets(r->pg, "read", r->o->projection, live, err)) != 0 ||
+        (rc = db_offsets(r->pg, SHADOW, r->group, shadow, err)) != 0 ||
+        (rc = kafkax_group_lag(r->o->cfg->kafka_brokers, r->o->projection, TOPIC, lag, MAX_PARTITIONS, &n, err)) != 0)
+        return rc;
+    *yes = true;
+    r->remaining = 0;
+    for (int i = 0; i < n; i++) {
+        int p = lag[i].partition;
+        if (p < 0 || p >= MAX_PARTITIONS) continue;
+        int64_t target = live[p] > lag[i].committed ? live[p] : lag[i].committed;
+        if (shadow[p] < target) *yes = false;
+        if (lag[i].end > shadow[p]) r->remaining += lag[i].end - shadow[p];
+    }
+    return TODO_OK;
+}
+
+/* proj_loop's stop question: the two phases of catching up. */
+static int should_stop(void *ctx)
+{
+    rebuild *r = ctx;
+    bool yes = false;
+    if (r->o->interrupted != NULL && r->o->interrupted(r->o->ctx)) {
+        r->interrupted = true;
+        return 1;
+    }
+    double now = now_s();
+    if (now - r->last_report >= 1.0) report(r, r->locked ? "catching up under the swap lock" : "replaying");
+    if ((now - r->last_check) * 1000 < CHECK_EVERY_MS) return 0;
+    r->last_check = now;
+    if (caught_up(r, &yes, &r->err) != 0) {
+        r->failed = true;
+        return 1;
+    }
+    if (!yes) return 0;
+    if (r->locked) return 1; /* caught up with the paused live copy: swap */
+    /* Pause the live projection: its in-flight batch finishes, the next waits. */
+    if (pgx_cmd(r->pg, "select pg_advisory_lock(" PROJ_SWAP_LOCK_KEY ")", 0, NULL, &r->err) != 0) {
+        r->failed = true;
+        return 1;
+    }
+    r->locked = true;
+    r->last_check = 0; /* check again at once against the now frozen target */
+    report(r, "catching up under the swap lock");
+    return 0;
+}
+
+static void after_batch(const proj_stats *st, size_t records, void *ctx)
+{
+    (void)st;
+    ((rebuild *)ctx)->applied += (int64_t)records;
+}
+
+int proj_rebuild(const proj_rebuild_opts *o, todo_err *err)
+{
+    rebuild r = {.o = o};
+    int rc;
+    PGresult *res;
+    r.started = r.last_report = now_s();
+    if ((r.pg = pgx_connect(o->cfg->admin_pg_url, "todoctl-rebuild", err)) == NULL) return TODO_EUNAVAIL;
+    if ((res = pgx_exec(r.pg, "select pg_try_advisory_lock(" REBUILD_LOCK_KEY ")", 0, NULL, err)) == NULL) {
+        rc = err->code;
+        goto out;
+    }
+    bool got = PQgetvalue(res, 0, 0)[0] == 't';
+    PQclear(res);
+    if (!got) {
+        rc = todo_err_set(err, TODO_EPRECOND, "a rebuild is already running; wait for it or stop it first");
+        goto out;
+    }
+    /* Resume a rebuild that was interrupted, or start afresh. */
+    const char *p[1] = {o->projection};
+    if ((res = pgx_exec(r.pg,
+                        "select consumer_group from todo_meta.rebuilds r join pg_namespace n on n.nspname = r.shadow_schema"
+                        " where projection = $1",
+                        1, p, err)) == NULL) {
+        rc = err->code;
+        goto out;
+    }
+    if (PQntuples(res) == 1) {
+        snprintf(r.group, sizeof r.group, "%s", PQgetvalue(res, 0, 0));
+        r.resumed = true;
+    } else {
+        snprintf(r.group, sizeof r.group, "%.100s-rebuild-%lld", o->projection, (long long)time(NULL));
+        pgx_cmd(r.pg, "delete from todo_meta.rebuilds where projection = $1", 1, p, NULL);
+    }
+    PQclear(res);
+    if (!r.resumed && (rc = create_shadow(&r, err)) != 0) goto out;
+    log_info("rebuild", r.resumed ? "resuming" : "started", "projection=%s group=%s shadow=" SHADOW, o->projection,
+             r.group);
+
+    proj_loop_opts lo = {.cfg = o->cfg, .group = r.group, .schema = SHADOW, .shadow = true, .should_stop = should_stop,
+                         .after_batch = after_batch, .ctx = &r};
+    if ((rc = proj_loop_run(&lo, err)) != 0) goto out;
+    if (r.failed) {
+        *err = r.err;
+        rc = err->code != 0 ? err->code : TODO_EUNAVAIL;
+        goto out;
+    }
+    if (r.interrupted) {
+        rc = todo_err_set(err, TODO_EUNAVAIL, "interrupted; run the rebuild again to resume it");
+        goto out;
+    }
+    /* Swap, still holding the swap lock: no live batch runs meanwhile. */
+    static const char *const swap[] = {"begin", "alter schema read rename to read_old",
+                                       "alter schema " SHADOW " rename to read", "drop schema read_old cascade", NULL};
+    if ((rc = run_all(r.pg, swap, err)) != 0 ||
+        (rc = pgx_cmd(r.pg, "delete from todo_meta.rebuilds where projection = $1", 1, p, err)) != 0 ||
+        (rc = pgx_cmd(r.pg, "commit", 0, NULL, err)) != 0) {
+        pgx_cmd(r.pg, "rollback", 0, NULL, NULL);
+        goto out;
+    }
+    r.remaining = 0;
+    report(&r, "swapped");
+    log_info("rebuild", "swapped in", "projection=%s records=%" PRId64, o->projection, r.applied);
+    rc = TODO_OK;
+out:
+    PQfinish(r.pg); /* ends the session: releases the swap and rebuild locks */
+    return rc;
+}
