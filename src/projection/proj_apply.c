@@ -9,6 +9,7 @@
 #include "event.h"
 #include "log.h"
 #include "pgx.h"
+#include "proj_cache.h"
 #include "text.h"
 #include "todo/v1/events.pb-c.h"
 
@@ -241,18 +242,12 @@ static int apply_pattern(PGconn *pg, const Todo__V1__EventEnvelope *env, arena *
     return pgx_cmd(pg, "update tasks set recurring_pattern_id = $2::uuid where id = $1::uuid", 2, p, err);
 }
 
-/* Applies one record. Returns TODO_OK with *out set, or a database status. */
-static int apply_record(PGconn *pg, const rd_kafka_message_t *m, arena *a, outcome *out, const char **why,
+/* Applies one decoded record. Returns TODO_OK with *out set, or a database
+ * status. */
+static int apply_record(PGconn *pg, const Todo__V1__EventEnvelope *env, arena *a, outcome *out, const char **why,
                         todo_err *err)
 {
-    Todo__V1__EventEnvelope *env;
-    todo_err derr;
     int rc;
-    if (event_decode(m->payload, m->len, a, &env, &derr) != 0) {
-        *why = arena_strdup(a, derr.msg);
-        *out = DEAD;
-        return TODO_OK;
-    }
     if (env->time == NULL) {
         *why = "envelope has no time";
         *out = DEAD;
@@ -324,6 +319,30 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
 {
     int rc;
     memset(st, 0, sizeof *st);
+    /* Decode every record once, and ask the Redis fast path about them all in
+     * one round trip. */
+    Todo__V1__EventEnvelope **envs = arena_calloc(a, (n + 1) * sizeof *envs);
+    const char **ids = arena_calloc(a, (n + 1) * sizeof *ids);
+    int64_t *known = arena_calloc(a, (n + 1) * sizeof *known);
+    const char **bad = arena_calloc(a, (n + 1) * sizeof *bad);
+    size_t n_ids = 0;
+    proj_cache *cache = ps != NULL ? ps->cache : NULL;
+    for (size_t i = 0; i < n; i++) {
+        todo_err derr;
+        if (msgs[i]->err != RD_KAFKA_RESP_ERR_NO_ERROR) continue;
+        if (event_decode(msgs[i]->payload, msgs[i]->len, a, &envs[i], &derr) != 0) {
+            envs[i] = NULL;
+            bad[i] = arena_strdup(a, derr.msg);
+        } else {
+            ids[n_ids++] = envs[i]->aggregate_id;
+        }
+    }
+    int64_t *versions = arena_calloc(a, (n_ids + 1) * sizeof *versions);
+    proj_cache_lookup(cache, ids, n_ids, versions);
+    for (size_t i = 0, k = 0; i < n; i++)
+        if (envs[i] != NULL) known[i] = versions[k++];
+    proj_cache_discard(cache);
+
     if ((rc = pgx_cmd(pg, "begin", 0, NULL, err)) != 0) return rc;
     /* A rebuild's swap takes this lock exclusively: no live batch runs across it. */
     if ((ps == NULL || !ps->shadow) &&
@@ -333,8 +352,17 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
         outcome out = DEAD;
         dead[i] = NULL;
         if (msgs[i]->err != RD_KAFKA_RESP_ERR_NO_ERROR) continue;
+        if (envs[i] == NULL) {
+            dead[i] = bad[i];
+            st->dead++;
+            continue;
+        }
+        if (known[i] >= envs[i]->aggregate_version) { /* Redis: applied before */
+            st->skipped++;
+            continue;
+        }
         if (savepoints && (rc = pgx_cmd(pg, "savepoint rec", 0, NULL, err)) != 0) goto fail;
-        rc = apply_record(pg, msgs[i], a, &out, &dead[i], err);
+        rc = apply_record(pg, envs[i], a, &out, &dead[i], err);
         if (rc != 0) {
             if (!savepoints || rc == TODO_EUNAVAIL) goto fail;
             /* This record alone breaks the database: dead-letter it. */
@@ -345,15 +373,18 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
         st->applied += out == APPLIED;
         st->skipped += out == SKIPPED;
         st->dead += out == DEAD;
+        if (out != DEAD) proj_cache_note(cache, envs[i]->aggregate_id, envs[i]->aggregate_version);
     }
     if (ps != NULL && ((rc = record_status(pg, ps, st, dead, n, a, err)) != 0 ||
                        (rc = record_offsets(pg, ps->projection, msgs, n, a, err)) != 0))
         goto fail;
     if ((rc = pgx_cmd(pg, "select pg_notify('read_progress', '')", 0, NULL, err)) != 0) goto fail;
     if ((rc = pgx_cmd(pg, "commit", 0, NULL, err)) != 0) goto fail;
+    proj_cache_flush(cache); /* only what the database holds now */
     return TODO_OK;
 fail:
     pgx_cmd(pg, "rollback", 0, NULL, NULL);
+    proj_cache_discard(cache);
     return rc;
 }
 

@@ -57,6 +57,7 @@ typedef struct proj_status {
     const char *projection;   /* the consumer group */
     const char *last_error;   /* a failure seen since the last batch, or NULL */
     bool shadow;              /* a rebuild's copy: does not take the swap lock */
+    struct proj_cache *cache; /* the Redis fast path, or NULL */
 } proj_status;
 
 /* proj_apply_batch, also recording status (may be NULL) in the batch's

@@ -12,6 +12,7 @@
 #include "kafkax.h"
 #include "log.h"
 #include "pgx.h"
+#include "proj_cache.h"
 
 #define SOURCE_TOPIC "tasks.events.v1"
 
@@ -81,6 +82,12 @@ int proj_loop_run(const proj_loop_opts *o, todo_err *err)
     rd_kafka_message_t **msgs = calloc((size_t)cfg->projector_batch, sizeof *msgs);
     const char **dead = calloc((size_t)cfg->projector_batch, sizeof *dead);
     arena *a = arena_new();
+    /* The live projection asks Redis first; a rebuild's fresh copy would only miss. */
+    proj_cache *cache = rk != NULL && !o->shadow ? proj_cache_new(cfg->redis_url, o->group, err) : NULL;
+    if (rk != NULL && !o->shadow && cache == NULL) {
+        rc = err->code;
+        goto out;
+    }
     if (rk == NULL || dlq == NULL || msgs == NULL || dead == NULL || a == NULL) {
         rc = rk == NULL || dlq == NULL ? err->code : todo_err_set(err, TODO_EINTERNAL, "out of memory");
         goto out;
@@ -108,7 +115,7 @@ int proj_loop_run(const proj_loop_opts *o, todo_err *err)
         for (;;) {
             arena_reset(a);
             proj_status ps = {.projection = o->group, .last_error = last_error[0] ? last_error : NULL,
-                              .shadow = o->shadow};
+                              .shadow = o->shadow, .cache = cache};
             if (pg == NULL || PQstatus(pg) != CONNECTION_OK) {
                 PQfinish(pg);
                 pg = pgx_connect_schema(cfg->pg_url, "todo-projector", o->schema, err);
@@ -125,8 +132,8 @@ int proj_loop_run(const proj_loop_opts *o, todo_err *err)
         }
         if (brc == 0 && (st.dead == 0 || send_dead(o, dlq, &failures, msgs, n, dead) == 0)) {
             commit_offsets(rk, msgs, n);
-            log_debug("projector", "batch", "records=%zu applied=%d skipped=%d dead=%d", n, st.applied, st.skipped,
-                      st.dead);
+            log_debug("projector", "batch", "records=%zu applied=%d skipped=%d dead=%d cache_hits=%lld", n, st.applied,
+                      st.skipped, st.dead, (long long)proj_cache_hits(cache));
             if (o->after_batch != NULL) o->after_batch(&st, n, o->ctx);
         }
         for (size_t i = 0; i < n; i++) rd_kafka_message_destroy(msgs[i]);
@@ -143,6 +150,7 @@ out:
         rd_kafka_destroy(dlq);
     }
     PQfinish(pg);
+    proj_cache_free(cache);
     arena_free(a);
     free(msgs);
     free(dead);

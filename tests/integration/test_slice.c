@@ -403,6 +403,47 @@ static void projection_status_shows_lag_progress_and_the_last_error(void **state
     free(auth);
 }
 
+/* Runs a redis-cli command against the stack's Redis; its first output line in out. */
+static int redis(const char *args, char *out, size_t cap)
+{
+    char cmd[512];
+    const char *url = getenv("TODO_REDIS_URL"), *colon = strrchr(url, ':');
+    snprintf(cmd, sizeof cmd, "redis-cli -h 127.0.0.1 -p %s %s 2>&1", colon + 1, args);
+    FILE *p = popen(cmd, "r");
+    out[0] = '\0';
+    if (fgets(out, (int)cap, p) != NULL) out[strcspn(out, "\n")] = '\0';
+    return pclose(p);
+}
+
+static void the_redis_fast_path_is_filled_and_optional(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64], out[256], args[256];
+    harness_user(user, "cached");
+    char *auth = harness_bearer(user, 600, NULL);
+    char *id = create_ok(auth, "remembered in redis", 0);
+    assert_int_equal(wait_read_count(user, 1, 15000), 1);
+    snprintf(args, sizeof args, "GET proj:projection-task-read-v1:%s", id);
+    long long until = harness_now_ms() + 5000;
+    do { /* written right after the batch commits */
+        redis(args, out, sizeof out);
+    } while (strcmp(out, "1") != 0 && harness_now_ms() < until && (harness_sleep_ms(20), 1));
+    assert_string_equal(out, "1");
+    free(id);
+
+    /* Redis away: the projector carries on with the database alone. */
+    redis("shutdown nosave", out, sizeof out);
+    char *id2 = create_ok(auth, "while redis is down", 0);
+    assert_int_equal(wait_read_count(user, 2, 20000), 2);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "bash '%s/scripts/stack.sh' start '%s' >/dev/null 2>&1", TODO_SOURCE_DIR,
+             getenv("TODO_STACK"));
+    assert_int_equal(system(cmd), 0);
+    free(id2);
+    free(auth);
+}
+
 /* Members of the projector's consumer group right now. */
 static int group_members(const char *group)
 {
@@ -615,6 +656,7 @@ int main(void)
         cmocka_unit_test(poison_records_go_to_the_dlq_and_the_projector_moves_on),
         cmocka_unit_test(a_version_1_task_created_event_is_upcast),
         cmocka_unit_test(a_token_the_projection_cannot_reach_answers_unavailable),
+        cmocka_unit_test(the_redis_fast_path_is_filled_and_optional),
         cmocka_unit_test(two_projectors_share_the_partitions_without_loss_or_duplicates),
         cmocka_unit_test(projection_status_shows_lag_progress_and_the_last_error),
         cmocka_unit_test(each_role_reaches_only_its_own_schema),
