@@ -70,7 +70,7 @@ static int create_shadow(rebuild *r, todo_err *err)
     PGresult *res = NULL;
     int rc;
     if ((rc = run_all(r->pg, head, err)) != 0) goto fail;
-    /* Tables with their columns, defaults, constraints, generated columns and indexes. */
+    /* Tables with their columns, defaults, checks and generated columns... */
     if ((res = pgx_exec(r->pg, "select tablename from pg_tables where schemaname = 'read' order by 1", 0, NULL, err)) ==
         NULL)
         goto fail_rc;
@@ -78,10 +78,28 @@ static int create_shadow(rebuild *r, todo_err *err)
         const char *t = PQgetvalue(res, i, 0);
         char *id = PQescapeIdentifier(r->pg, t, strlen(t));
         char sql[512];
-        snprintf(sql, sizeof sql, "create table " SHADOW ".%s (like read.%s including all)", id, id);
+        snprintf(sql, sizeof sql, "create table " SHADOW ".%s (like read.%s including all excluding indexes)", id, id);
         PQfreemem(id);
         if ((rc = pgx_cmd(r->pg, sql, 0, NULL, err)) != 0) goto fail;
     }
+    PQclear(res);
+    /* ...then primary keys, unique constraints and indexes under their own
+     * names, so that the swapped-in copy is named like the old one. */
+    if ((res = pgx_exec(r->pg,
+                        "select format('alter table " SHADOW ".%I add constraint %I %s', c.relname, k.conname,"
+                        " pg_get_constraintdef(k.oid))"
+                        " from pg_constraint k join pg_class c on c.oid = k.conrelid"
+                        " join pg_namespace n on n.oid = c.relnamespace"
+                        " where n.nspname = 'read' and k.contype in ('p', 'u')"
+                        " union all"
+                        " select regexp_replace(indexdef, ' ON read\\.', ' ON " SHADOW ".')"
+                        " from pg_indexes i where schemaname = 'read' and not exists"
+                        " (select 1 from pg_constraint k join pg_namespace n on n.oid = k.connamespace"
+                        "  where n.nspname = 'read' and k.conname = i.indexname)",
+                        0, NULL, err)) == NULL)
+        goto fail_rc;
+    for (int i = 0; i < PQntuples(res); i++)
+        if ((rc = pgx_cmd(r->pg, PQgetvalue(res, i, 0), 0, NULL, err)) != 0) goto fail;
     PQclear(res);
     /* Triggers (their functions live in todo_meta). */
     if ((res = pgx_exec(r->pg,

@@ -248,12 +248,57 @@ static void every_order_pages_through_all_tasks_in_order(void **state)
     free(auth);
 }
 
+/* The plan of sql with sequential scans priced out: what indexes can serve. */
+static void plan(const char *sql, char *out, size_t cap)
+{
+    PGresult *r = PQexec(harness_db, "set enable_seqscan = off");
+    PQclear(r);
+    char explain[2048];
+    snprintf(explain, sizeof explain, "explain %s", sql);
+    r = PQexec(harness_db, explain);
+    size_t len = 0;
+    out[0] = '\0';
+    for (int i = 0; i < PQntuples(r); i++)
+        len += (size_t)snprintf(out + len, cap - len, "%s\n", PQgetvalue(r, i, 0));
+    PQclear(r);
+    PQclear(PQexec(harness_db, "reset enable_seqscan"));
+}
+
+static void every_query_has_an_index(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    static const char *const queries[] = {
+        /* GetTask */
+        "select * from read.tasks where id = '123e4567-e89b-42d3-a456-426614174000' and user_id = 'u'",
+        /* ListTasks, first page and a later one */
+        "select * from read.tasks where user_id = 'u' and not deleted order by created_at desc, id desc limit 21",
+        "select * from read.tasks where user_id = 'u' and not deleted and (created_at, id) < (now(),"
+        " '123e4567-e89b-42d3-a456-426614174000'::uuid) order by created_at desc, id desc limit 21",
+        /* SearchTasks */
+        "select * from read.tasks, to_tsquery('simple', 'milk:*') q where user_id = 'u' and not deleted and search @@ q",
+        /* GetTaskStats: the overdue count */
+        "select count(*) from read.tasks where user_id = 'u' and not completed and not deleted and due_at < now()",
+        /* the relay */
+        "select position from write.events where published_at is null order by position limit 500",
+        /* read-your-writes */
+        "select position from read.user_positions where user_id = 'u'",
+    };
+    char out[8192];
+    for (size_t i = 0; i < sizeof queries / sizeof queries[0]; i++) {
+        plan(queries[i], out, sizeof out);
+        if (strstr(out, "Seq Scan") != NULL || strstr(out, "Index") == NULL)
+            fail_msg("no index serves query %zu:\n%s\nplan:\n%s", i, queries[i], out);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(search_ranks_prefix_matches_of_the_callers_tasks),
         cmocka_unit_test(stats_follow_every_change),
         cmocka_unit_test(every_order_pages_through_all_tasks_in_order),
+        cmocka_unit_test(every_query_has_an_index),
     };
     return cmocka_run_group_tests(tests, harness_group_setup, harness_group_teardown);
 }

@@ -145,6 +145,12 @@ static void a_rebuild_under_load_equals_the_write_model(void **state)
     assert_int_equal(harness_scalar(harness_db, "select coalesce(sum(total), 0) from read.task_stats", NULL),
                      harness_scalar(harness_db, "select count(*) from read.tasks where not deleted", NULL));
     assert_int_equal(harness_scalar(harness_db, "select count(*) from pg_namespace where nspname like 'read_%'", NULL), 0);
+    /* Indexes keep the names the migrations gave them. */
+    assert_int_equal(harness_scalar(harness_db,
+                                    "select count(*) from pg_indexes where schemaname = 'read' and indexname in"
+                                    " ('read_tasks_user_created', 'read_tasks_search', 'read_tasks_user_due', 'tasks_pkey')",
+                                    NULL),
+                     4);
     free(t.auth);
 }
 
