@@ -261,16 +261,31 @@ static int apply_record(PGconn *pg, const Todo__V1__EventEnvelope *env, arena *a
         rc = apply_pattern(pg, env, a, out, why, err);
     else
         rc = apply_task_state(pg, env, a, out, why, err);
-    if (rc == 0 && *out == APPLIED && env->position > 0) {
-        char pos[24];
-        snprintf(pos, sizeof pos, "%" PRId64, env->position);
-        const char *p[2] = {env->user_id, pos};
-        rc = pgx_cmd(pg,
-                     "insert into user_positions (user_id, position) values ($1, $2) on conflict (user_id)"
-                     " do update set position = greatest(user_positions.position, excluded.position)",
-                     2, p, err);
-    }
     return rc;
+}
+
+/* Advances user_positions once per user of the batch: the highest position
+ * of an event applied or found applied (read-your-writes). */
+static int advance_positions(PGconn *pg, Todo__V1__EventEnvelope **envs, const bool *done, size_t n, arena *a,
+                             todo_err *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!done[i] || envs[i]->position <= 0) continue;
+        int64_t best = envs[i]->position;
+        bool first = true; /* handle each user at its first record */
+        for (size_t j = 0; j < i && first; j++) first = !done[j] || strcmp(envs[j]->user_id, envs[i]->user_id) != 0;
+        if (!first) continue;
+        for (size_t j = i + 1; j < n; j++)
+            if (done[j] && strcmp(envs[j]->user_id, envs[i]->user_id) == 0 && envs[j]->position > best)
+                best = envs[j]->position;
+        const char *p[2] = {envs[i]->user_id, arena_printf(a, "%" PRId64, best)};
+        int rc = pgx_cmd(pg,
+                         "insert into user_positions (user_id, position) values ($1, $2) on conflict (user_id)"
+                         " do update set position = greatest(user_positions.position, excluded.position)",
+                         2, p, err);
+        if (rc != 0) return rc;
+    }
+    return TODO_OK;
 }
 
 /* Adds the batch to projection_status. */
@@ -325,6 +340,7 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
     const char **ids = arena_calloc(a, (n + 1) * sizeof *ids);
     int64_t *known = arena_calloc(a, (n + 1) * sizeof *known);
     const char **bad = arena_calloc(a, (n + 1) * sizeof *bad);
+    bool *done = arena_calloc(a, (n + 1) * sizeof *done); /* applied, or applied before */
     size_t n_ids = 0;
     proj_cache *cache = ps != NULL ? ps->cache : NULL;
     for (size_t i = 0; i < n; i++) {
@@ -359,6 +375,7 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
         }
         if (known[i] >= envs[i]->aggregate_version) { /* Redis: applied before */
             st->skipped++;
+            done[i] = true;
             continue;
         }
         if (savepoints && (rc = pgx_cmd(pg, "savepoint rec", 0, NULL, err)) != 0) goto fail;
@@ -374,7 +391,9 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
         st->skipped += out == SKIPPED;
         st->dead += out == DEAD;
         if (out != DEAD) proj_cache_note(cache, envs[i]->aggregate_id, envs[i]->aggregate_version);
+        done[i] = out != DEAD;
     }
+    if ((rc = advance_positions(pg, envs, done, n, a, err)) != 0) goto fail;
     if (ps != NULL && ((rc = record_status(pg, ps, st, dead, n, a, err)) != 0 ||
                        (rc = record_offsets(pg, ps->projection, msgs, n, a, err)) != 0))
         goto fail;
