@@ -62,11 +62,20 @@ static int claim_version(PGconn *pg, const Todo__V1__EventEnvelope *env, outcome
     char version[24];
     const char *p[2] = {env->aggregate_id, version};
     snprintf(version, sizeof version, "%" PRId64, env->aggregate_version);
-    PGresult *r = pgx_exec(pg, "select version from applied_versions where aggregate_id = $1 for update", 1, p, err);
+    /* One round trip: the version held before (locked), and the claim, which
+     * only takes when the event is newer. */
+    PGresult *r = pgx_exec(pg,
+                           "with old as (select version from applied_versions where aggregate_id = $1 for update),"
+                           " claim as (insert into applied_versions (aggregate_id, version) values ($1, $2)"
+                           "   on conflict (aggregate_id) do update set version = excluded.version"
+                           "   where applied_versions.version < excluded.version returning 1)"
+                           " select coalesce((select version from old), 0), exists (select 1 from claim)",
+                           2, p, err);
     if (r == NULL) return err->code;
-    int64_t have = PQntuples(r) > 0 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+    int64_t have = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    bool claimed = PQgetvalue(r, 0, 1)[0] == 't';
     PQclear(r);
-    if (have >= env->aggregate_version) {
+    if (!claimed) {
         *out = SKIPPED;
         return TODO_OK;
     }
@@ -75,10 +84,7 @@ static int claim_version(PGconn *pg, const Todo__V1__EventEnvelope *env, outcome
                  "aggregate=%s applied=%" PRId64 " event_version=%" PRId64 " event=%s", env->aggregate_id, have,
                  env->aggregate_version, env->event_id);
     *out = APPLIED;
-    return pgx_cmd(pg,
-                   "insert into applied_versions (aggregate_id, version) values ($1, $2)"
-                   " on conflict (aggregate_id) do update set version = excluded.version",
-                   2, p, err);
+    return TODO_OK;
 }
 
 static int apply_task_created(PGconn *pg, const Todo__V1__EventEnvelope *env, arena *a, outcome *out,
