@@ -1,0 +1,244 @@
+/*
+ * todo-loadgen: a closed-loop gRPC load generator on the C core, for
+ * bench/run.sh. N client threads, each with its own channel and user, call
+ * one RPC back to back for a fixed time and record every latency; the
+ * summary is one JSON line on stdout.
+ *
+ *   todo-loadgen --rpc create|get|list|freshness --clients N --seconds S
+ *                [--command ADDR] [--query ADDR] [--user-prefix P]
+ *
+ * create     CreateTask
+ * get        GetTask of a task the client created first
+ * list       ListTasks (page of 20) of a user the client first gave 1,000 tasks
+ * freshness  one client creates a task and polls GetTask (no token) until it
+ *            is visible, measuring that time; the other N-1 clients run
+ *            CreateTask load meanwhile
+ *
+ * Settings (addresses, the JWT secret) come from the environment like
+ * todoctl's. Exit status 0 when every call succeeded.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "auth.h"
+#include "config.h"
+#include "grpcx_client.h"
+#include "todo/v1/command.pb-c.h"
+#include "todo/v1/query.pb-c.h"
+
+#define MAX_CLIENTS 256
+#define LIST_TASKS 1000
+
+typedef enum mode { M_CREATE, M_GET, M_LIST, M_FRESHNESS } mode;
+
+typedef struct client {
+    int index;
+    mode m;
+    char user[64];
+    char auth[1024];
+    grpcx_channel *cmd, *qry;
+    double *lat;            /* milliseconds */
+    size_t n, cap;
+    long errors;
+    char task_id[40];
+} client;
+
+static todo_config cfg;
+static double seconds_each; /* the measured window of every client, after its setup */
+static const char *prefix = "bench";
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void record(client *c, double ms)
+{
+    if (c->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 4096;
+        c->lat = realloc(c->lat, c->cap * sizeof *c->lat);
+        if (c->lat == NULL) abort();
+    }
+    c->lat[c->n++] = ms;
+}
+
+static int create(client *c, char id_out[40])
+{
+    Todo__V1__CreateTaskRequest rq = TODO__V1__CREATE_TASK_REQUEST__INIT;
+    Todo__V1__CommandReply *rp = NULL;
+    grpcx_result res;
+    rq.title = "benchmark task";
+    rq.priority = TODO__V1__PRIORITY__PRIORITY_MEDIUM;
+    if (grpcx_unary(c->cmd, "/todo.v1.TaskCommandService/CreateTask", &rq.base, &todo__v1__command_reply__descriptor,
+                    c->auth, 10000, (ProtobufCMessage **)&rp, &res) != GRPC_STATUS_OK)
+        return -1;
+    if (id_out != NULL) snprintf(id_out, 40, "%s", rp->id);
+    protobuf_c_message_free_unpacked(&rp->base, NULL);
+    return 0;
+}
+
+static int get(client *c, const char *id)
+{
+    Todo__V1__GetTaskRequest rq = TODO__V1__GET_TASK_REQUEST__INIT;
+    Todo__V1__Task *t = NULL;
+    grpcx_result res;
+    rq.task_id = (char *)id;
+    if (grpcx_unary(c->qry, "/todo.v1.TaskQueryService/GetTask", &rq.base, &todo__v1__task__descriptor, c->auth, 10000,
+                    (ProtobufCMessage **)&t, &res) != GRPC_STATUS_OK)
+        return -1;
+    protobuf_c_message_free_unpacked(&t->base, NULL);
+    return 0;
+}
+
+static int list(client *c)
+{
+    Todo__V1__ListTasksRequest rq = TODO__V1__LIST_TASKS_REQUEST__INIT;
+    Todo__V1__ListTasksResponse *r = NULL;
+    grpcx_result res;
+    rq.page_size = 20;
+    if (grpcx_unary(c->qry, "/todo.v1.TaskQueryService/ListTasks", &rq.base, &todo__v1__list_tasks_response__descriptor,
+                    c->auth, 10000, (ProtobufCMessage **)&r, &res) != GRPC_STATUS_OK)
+        return -1;
+    int ok = r->n_tasks == 20 ? 0 : -1;
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return ok;
+}
+
+/* Waits until the client's task is visible (bounded): the setup of get/list. */
+static int await_visible(client *c, const char *id)
+{
+    for (int i = 0; i < 20000; i++) {
+        if (get(c, id) == 0) return 0;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return -1;
+}
+
+static void *run(void *arg)
+{
+    client *c = arg;
+    mode m = c->m == M_FRESHNESS && c->index > 0 ? M_CREATE : c->m;
+    if (m == M_GET && (create(c, c->task_id) != 0 || await_visible(c, c->task_id) != 0)) c->errors++;
+    if (m == M_LIST) {
+        char id[40] = "";
+        for (int i = 0; i < LIST_TASKS; i++)
+            if (create(c, id) != 0) c->errors++;
+        if (await_visible(c, id) != 0) c->errors++;
+    }
+    double end = now_s() + seconds_each;
+    while (now_s() < end) {
+        double t0 = now_s();
+        int rc;
+        if (m == M_CREATE) {
+            rc = create(c, NULL);
+        } else if (m == M_GET) {
+            rc = get(c, c->task_id);
+        } else if (m == M_LIST) {
+            rc = list(c);
+        } else { /* freshness: create, then poll until visible */
+            char id[40];
+            rc = create(c, id);
+            t0 = now_s();
+            while (rc == 0 && get(c, id) != 0) {
+                if (now_s() - t0 > 10) {
+                    rc = -1;
+                    break;
+                }
+            }
+        }
+        if (rc != 0) c->errors++;
+        else record(c, (now_s() - t0) * 1000.0);
+    }
+    return NULL;
+}
+
+static int cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv)
+{
+    const char *rpc = "create";
+    int clients = 1;
+    double seconds = 5;
+    todo_err err;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--rpc") == 0) rpc = argv[i + 1];
+        else if (strcmp(argv[i], "--clients") == 0) clients = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--seconds") == 0) seconds = atof(argv[i + 1]);
+        else if (strcmp(argv[i], "--user-prefix") == 0) prefix = argv[i + 1];
+        else {
+            fprintf(stderr, "todo-loadgen: unknown option %s\n", argv[i]);
+            return 2;
+        }
+    }
+    mode m = strcmp(rpc, "create") == 0 ? M_CREATE : strcmp(rpc, "get") == 0 ? M_GET
+           : strcmp(rpc, "list") == 0 ? M_LIST : strcmp(rpc, "freshness") == 0 ? M_FRESHNESS : (mode)-1;
+    if ((int)m < 0 || clients < 1 || clients > MAX_CLIENTS || seconds <= 0) {
+        fprintf(stderr, "usage: todo-loadgen --rpc create|get|list|freshness --clients 1..%d --seconds S\n",
+                MAX_CLIENTS);
+        return 2;
+    }
+    if (config_load(&cfg, CONFIG_CLI, NULL, NULL, &err) != 0) {
+        fprintf(stderr, "todo-loadgen: %s\n", err.msg);
+        return 2;
+    }
+    static client cs[MAX_CLIENTS];
+    pthread_t th[MAX_CLIENTS];
+    for (int i = 0; i < clients; i++) {
+        cs[i].index = i;
+        cs[i].m = m;
+        snprintf(cs[i].user, sizeof cs[i].user, "%.40s-%d-%ld", prefix, i, (long)time(NULL));
+        char *tok = auth_issue(cfg.jwt_secret, cs[i].user, 3600, (long)time(NULL), &err);
+        if (tok == NULL) {
+            fprintf(stderr, "todo-loadgen: %s\n", err.msg);
+            return 2;
+        }
+        snprintf(cs[i].auth, sizeof cs[i].auth, "Bearer %s", tok);
+        free(tok);
+        cs[i].cmd = grpcx_channel_new(cfg.command_addr);
+        cs[i].qry = grpcx_channel_new(cfg.query_addr);
+    }
+    seconds_each = seconds;
+    for (int i = 0; i < clients; i++) pthread_create(&th[i], NULL, run, &cs[i]);
+    for (int i = 0; i < clients; i++) pthread_join(th[i], NULL);
+
+    size_t total = 0;
+    long errors = 0;
+    int measured = m == M_FRESHNESS ? 1 : clients;
+    for (int i = 0; i < measured; i++) total += cs[i].n;
+    for (int i = 0; i < clients; i++) errors += cs[i].errors;
+    double *all = malloc((total + 1) * sizeof *all);
+    size_t k = 0;
+    for (int i = 0; i < measured; i++) {
+        memcpy(all + k, cs[i].lat, cs[i].n * sizeof *all);
+        k += cs[i].n;
+    }
+    qsort(all, total, sizeof *all, cmp);
+    double window = seconds;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double cpu = ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+#define PCT(p) (total ? all[(size_t)((double)(total - 1) * (p))] : 0.0)
+    printf("{\"rpc\":\"%s\",\"clients\":%d,\"seconds\":%.1f,\"calls\":%zu,\"errors\":%ld,\"rps\":%.1f,"
+           "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"loadgen_cpu_s\":%.2f}\n",
+           rpc, clients, window, total, errors, window > 0 ? (double)total / window : 0, PCT(0.50), PCT(0.90),
+           PCT(0.99), total ? all[total - 1] : 0.0, cpu);
+    for (int i = 0; i < clients; i++) {
+        grpcx_channel_free(cs[i].cmd);
+        grpcx_channel_free(cs[i].qry);
+        free(cs[i].lat);
+    }
+    free(all);
+    return errors == 0 ? 0 : 1;
+}

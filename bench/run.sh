@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# The benchmark harness (issue 6, first scenarios): brings up its own stack
+# ("bench", on free ports), runs the services of build/dev, and measures each
+# scenario against a baseline taken in the same run on the same machine:
+#
+#   create     CreateTask through gRPC      vs pgbench running the same SQL
+#                                               transaction (task row + event row)
+#   get        GetTask through gRPC         vs pgbench running the same SELECT
+#   list       ListTasks (20 of 1,000)      vs pgbench running the same SELECT
+#   freshness  CreateTask reply -> visible through GetTask, under CreateTask load
+#
+#   bench/run.sh [--quick]     --quick: clients 1 and 8, 5 s each (under 2 minutes)
+#
+# Results: bench/results/<UTC time>/results.json and a table on stdout, with
+# the CPU seconds and peak RSS of each service per scenario.
+source "$(dirname "$0")/../scripts/lib.sh"
+cd "$TODO_REPO"
+
+quick=0
+[ "${1:-}" = --quick ] && quick=1
+if [ $quick = 1 ]; then CLIENTS="1 8"; SECS=5; else CLIENTS="1 8 32 64"; SECS=20; fi
+out="$TODO_REPO/bench/results/$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$out"
+
+bash scripts/install-deps.sh >/dev/null
+bash scripts/build.sh dev >/dev/null
+bash scripts/stack.sh start bench
+eval "$(bash scripts/stack.sh env bench)"
+export TODO_MIGRATIONS_DIR="$TODO_REPO/migrations"
+bin=build/dev/src
+$bin/cli/todoctl migrate >/dev/null
+$bin/cli/todoctl topics apply >/dev/null
+PSQL="$PG_BIN/psql -X -q -v ON_ERROR_STOP=1 $TODO_PG_URL"
+PGBENCH="$PG_BIN/pgbench"
+
+pids=()
+cleanup() {
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+  bash scripts/stack.sh stop bench >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+$bin/command/todo-command >"$out/command.log" 2>&1 & pids+=($!); cmd_pid=$!
+$bin/query/todo-query >"$out/query.log" 2>&1 & pids+=($!); qry_pid=$!
+$bin/projection/todo-projector >"$out/projector.log" 2>&1 & pids+=($!); proj_pid=$!
+for _ in $(seq 100); do $bin/cli/todoctl health >/dev/null 2>&1 && break; sleep 0.1; done
+
+# The baseline's tables: the write model's, without our trigger's neighbours.
+$PSQL <<'SQL'
+drop schema if exists bench cascade;
+create schema bench;
+create table bench.tasks (like write.tasks including all);
+create table bench.events (like write.events including all);
+SQL
+cat > "$out/create.sql" <<'SQL'
+BEGIN;
+INSERT INTO bench.tasks (id, user_id, title, description, priority, category, tags, version, created_at, updated_at)
+  VALUES (gen_random_uuid(), 'u' || :client_id, 'benchmark task', '', 2, '', '{}', 1, now(), now());
+INSERT INTO bench.events (event_id, event_type, schema_version, user_id, aggregate_type, aggregate_id,
+  aggregate_version, envelope)
+  VALUES (gen_random_uuid(), 'task.created', 2, 'u' || :client_id, 'task', gen_random_uuid(), 1,
+  decode(repeat('ab', 180), 'hex'));
+END;
+SQL
+
+cpu() { # CPU seconds (user+system) of a pid
+  awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"
+}
+rss() { awk '/VmHWM/ {print $2 / 1024}' "/proc/$1/status"; }
+
+results=()
+# scenario name, clients, loadgen json, baseline tps
+record() {
+  local name=$1 clients=$2 json=$3 base=$4 c0=$5 q0=$6 p0=$7
+  local c1 q1 p1
+  c1=$(cpu $cmd_pid); q1=$(cpu $qry_pid); p1=$(cpu $proj_pid)
+  results+=("$(python3 - "$name" "$clients" "$json" "$base" "$c0" "$c1" "$q0" "$q1" "$p0" "$p1" \
+    "$(rss $cmd_pid)" "$(rss $qry_pid)" "$(rss $proj_pid)" <<'PY'
+import json, sys
+name, clients, j, base = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
+c0, c1, q0, q1, p0, p1 = map(float, sys.argv[5:11])
+rc, rq, rp = map(float, sys.argv[11:14])
+j.update(scenario=name, baseline_tps=float(base) if base else None,
+         ratio=(j["rps"] / float(base)) if base else None,
+         cpu_s={"command": round(c1 - c0, 2), "query": round(q1 - q0, 2), "projector": round(p1 - p0, 2)},
+         peak_rss_mib={"command": round(rc, 1), "query": round(rq, 1), "projector": round(rp, 1)})
+print(json.dumps(j))
+PY
+)")
+  echo "${results[-1]}" >&2
+}
+
+pgb() { # script-file clients [-D ...] -> tps
+  local f=$1 c=$2; shift 2
+  "$PGBENCH" -n -c "$c" -j "$(( c < 2 ? c : 2 ))" -T "$SECS" -f "$f" "$@" "$TODO_PG_URL" 2>/dev/null |
+    awk '/^tps = / {print $3; exit}'
+}
+
+loadgen() { build/dev/bench/todo-loadgen "$@" --seconds "$SECS"; }
+
+for c in $CLIENTS; do
+  c0=$(cpu $cmd_pid); q0=$(cpu $qry_pid); p0=$(cpu $proj_pid)
+  j=$(loadgen --rpc create --clients "$c")
+  base=$(pgb "$out/create.sql" "$c")
+  record create "$c" "$j" "$base" "$c0" "$q0" "$p0"
+done
+
+# Reads: a user with 1,000 tasks, one task id of it.
+read_user=bench-reader-$$
+build/dev/bench/todo-loadgen --rpc list --clients 1 --seconds 1 --user-prefix "$read_user" >/dev/null
+list_user=$($PSQL -Atc "select user_id from read.tasks where user_id like '$read_user%' group by 1 having count(*) >= 1000 limit 1")
+task_id=$($PSQL -Atc "select id from read.tasks where user_id = '$list_user' limit 1")
+cat > "$out/get.sql" <<SQL
+SELECT id, user_id, title, description, priority, due_at, completed, category, tags, created_at, updated_at, version
+  FROM read.tasks WHERE id = '$task_id' AND user_id = '$list_user' AND NOT deleted;
+SQL
+cat > "$out/list.sql" <<SQL
+SELECT id, user_id, title, description, priority, due_at, completed, category, tags, created_at, updated_at, version
+  FROM read.tasks WHERE user_id = '$list_user' AND NOT deleted ORDER BY created_at DESC, id DESC LIMIT 21;
+SQL
+for c in $CLIENTS; do
+  c0=$(cpu $cmd_pid); q0=$(cpu $qry_pid); p0=$(cpu $proj_pid)
+  j=$(loadgen --rpc get --clients "$c")
+  record get "$c" "$j" "$(pgb "$out/get.sql" "$c")" "$c0" "$q0" "$p0"
+  c0=$(cpu $cmd_pid); q0=$(cpu $qry_pid); p0=$(cpu $proj_pid)
+  j=$(loadgen --rpc list --clients "$c")
+  record list "$c" "$j" "$(pgb "$out/list.sql" "$c")" "$c0" "$q0" "$p0"
+done
+
+c0=$(cpu $cmd_pid); q0=$(cpu $qry_pid); p0=$(cpu $proj_pid)
+j=$(loadgen --rpc freshness --clients 4)
+record freshness 4 "$j" "" "$c0" "$q0" "$p0"
+
+printf '%s\n' "${results[@]}" | python3 -c '
+import json, sys
+rows = [json.loads(l) for l in sys.stdin if l.strip()]
+json.dump(rows, open(sys.argv[1], "w"), indent=2)
+print("%-10s %7s %10s %10s %7s %8s %8s %8s" % ("scenario", "clients", "rps", "baseline", "ratio", "p50 ms", "p99 ms", "errors"))
+for r in rows:
+    b = "%.0f" % r["baseline_tps"] if r["baseline_tps"] else "-"
+    ratio = "%.2f" % r["ratio"] if r["ratio"] else "-"
+    print("%-10s %7d %10.0f %10s %7s %8.2f %8.2f %8d" % (r["scenario"], r["clients"], r["rps"], b, ratio, r["p50_ms"], r["p99_ms"], r["errors"]))
+' "$out/results.json"
+log "results in $out/results.json"
