@@ -117,7 +117,6 @@ static const char *const TASK_SELECT =
     " (extract(epoch from completed_at) * 1000000)::bigint, category, array_to_string(tags, E'\\x1f'),"
     " (extract(epoch from created_at) * 1000000)::bigint, (extract(epoch from updated_at) * 1000000)::bigint,"
     " version, (due_at is not null and due_at < now() and not completed),"
-    " null,"  /* was the page key; kept so that column numbers stay */
     " coalesce(recurring_pattern_id::text, '')";
 
 static Google__Protobuf__Timestamp *ts_of(arena *a, const PGresult *r, int row, int col)
@@ -143,7 +142,7 @@ static Todo__V1__Task *task_of(arena *a, const PGresult *r, int row)
     tk->updated_at = ts_of(a, r, row, 11);
     tk->version = strtoll(PQgetvalue(r, row, 12), NULL, 10);
     tk->overdue = PQgetvalue(r, row, 13)[0] == 't';
-    tk->recurring_pattern_id = arena_strdup(a, PQgetvalue(r, row, 15));
+    tk->recurring_pattern_id = arena_strdup(a, PQgetvalue(r, row, 14));
     return tk;
 }
 
@@ -278,7 +277,7 @@ static int list_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessa
     for (int i = 0; i < shown; i++) rs->tasks[rs->n_tasks++] = task_of(a, r, i);
     if (rows > size) {
         key.sort = sort;
-        snprintf(key.value, sizeof key.value, "%s", PQgetvalue(r, shown - 1, 16));
+        snprintf(key.value, sizeof key.value, "%s", PQgetvalue(r, shown - 1, 15));
         snprintf(key.id, sizeof key.id, "%s", PQgetvalue(r, shown - 1, 0));
         rs->next_page_token = arena_alloc(a, QRY_PAGE_TOKEN_MAX);
         qry_page_encode(&key, rs->next_page_token);
