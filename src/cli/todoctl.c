@@ -416,7 +416,7 @@ static int cmd_outbox(void)
     cmd_outbox_status st;
     PGconn *pg = pgx_connect(cfg.admin_pg_url, "todoctl", &err);
     int rc = pg != NULL ? cmd_outbox_status_read(pg, &st, &err) : TODO_EUNAVAIL;
-    PQfinish(pg);
+    pgx_close(pg);
     if (rc != 0) {
         fprintf(stderr, "todoctl: %s\n", err.msg);
         return 1;
@@ -495,7 +495,7 @@ static int cmd_projection(int argc, char **argv)
                            1, p, &err);
     if (r == NULL) {
         fprintf(stderr, "todoctl: %s\n", err.msg);
-        PQfinish(pg);
+        pgx_close(pg);
         return 1;
     }
     printf("projection %s\n", group);
@@ -507,7 +507,7 @@ static int cmd_projection(int argc, char **argv)
         printf("  last error: %s %s\n", PQgetvalue(r, 0, 5), PQgetvalue(r, 0, 6));
     }
     PQclear(r);
-    PQfinish(pg);
+    pgx_close(pg);
     kafkax_lag lag[64];
     int n;
     if (kafkax_group_lag(cfg.kafka_brokers, group, "tasks.events.v1", lag, 64, &n, &err) != 0) {

@@ -85,7 +85,7 @@ static void wait_for_work(cmd_relay *r, int ms)
 
 static void drop_connection(cmd_relay *r)
 {
-    PQfinish(r->pg);
+    pgx_close(r->pg);
     r->pg = NULL;
     if (r->leader) log_warn("relay", "lost the database connection; no longer the active relay", NULL);
     r->leader = false;
@@ -291,7 +291,7 @@ void cmd_relay_stop(cmd_relay *r)
         rd_kafka_flush(r->rk, 5000);
         rd_kafka_destroy(r->rk);
     }
-    PQfinish(r->pg);
+    pgx_close(r->pg);
     if (r->wake[0] >= 0) close(r->wake[0]);
     if (r->wake[1] >= 0) close(r->wake[1]);
     arena_free(r->arena);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "cmd_core.h"
+#include "pgx.h"
 
 void *cmd_thread_init(void *app, int index)
 {
@@ -25,7 +26,7 @@ void cmd_thread_cleanup(void *state)
 {
     cmd_thread *t = state;
     if (t == NULL) return;
-    PQfinish(t->pg);
+    pgx_close(t->pg);
     free(t);
 }
 

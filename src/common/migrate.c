@@ -189,7 +189,7 @@ int migrate_run(const char *url, const char *dir, int *applied_now, todo_err *er
     rc = TODO_OK;
 done:
     if (c != NULL && PQstatus(c) == CONNECTION_OK) pgx_cmd(c, "select pg_advisory_unlock(" MIGRATE_LOCK_KEY ")", 0, NULL, NULL);
-    PQfinish(c);
+    pgx_close(c);
     free(applied);
     migrate_files_free(files, n);
     return rc;

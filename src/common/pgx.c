@@ -2,6 +2,7 @@
 #include "pgx.h"
 
 #include <stdbool.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -38,9 +39,57 @@ static PGconn *connect_with(const char *url, const char *app_name, const char *o
     return c;
 }
 
+/* Prepared statements: each thread remembers, per connection, the SQL it
+ * prepared, so a statement is parsed and planned once per connection rather
+ * than on every call. Our connections belong to one thread each. */
+#define STMT_CACHE 64
+
+typedef struct stmt {
+    const PGconn *conn;
+    char *sql;
+    char name[24];
+} stmt;
+
+static _Thread_local stmt stmts[STMT_CACHE];
+static _Thread_local int n_stmts;
+static _Thread_local unsigned stmt_counter;
+
+/* Forgets the statements of c (a new connection may reuse an old address). */
+static void forget(const PGconn *c)
+{
+    for (int i = 0; i < n_stmts;) {
+        if (stmts[i].conn == c) {
+            free(stmts[i].sql);
+            stmts[i] = stmts[--n_stmts];
+        } else {
+            i++;
+        }
+    }
+}
+
+/* The name of sql prepared on c, preparing it when needed; NULL when it
+ * cannot be (the cache is full, or the server refused to prepare it). */
+static const char *prepared(PGconn *c, const char *sql, int n)
+{
+    for (int i = 0; i < n_stmts; i++)
+        if (stmts[i].conn == c && strcmp(stmts[i].sql, sql) == 0) return stmts[i].name;
+    if (n_stmts == STMT_CACHE) return NULL;
+    stmt *s = &stmts[n_stmts];
+    snprintf(s->name, sizeof s->name, "todo_%u", stmt_counter++);
+    PGresult *r = PQprepare(c, s->name, sql, n, NULL);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok || (s->sql = strdup(sql)) == NULL) return NULL;
+    s->conn = c;
+    n_stmts++;
+    return s->name;
+}
+
 PGconn *pgx_connect(const char *url, const char *app_name, todo_err *err)
 {
-    return connect_with(url, app_name, NULL, err);
+    PGconn *c = connect_with(url, app_name, NULL, err);
+    if (c != NULL) forget(c);
+    return c;
 }
 
 PGconn *pgx_connect_schema(const char *url, const char *app_name, const char *schema, todo_err *err)
@@ -55,13 +104,22 @@ PGconn *pgx_connect_schema(const char *url, const char *app_name, const char *sc
         return NULL;
     }
     snprintf(options, sizeof options, "-c search_path=%s", schema);
-    return connect_with(url, app_name, options, err);
+    PGconn *c = connect_with(url, app_name, options, err);
+    if (c != NULL) forget(c);
+    return c;
+}
+
+void pgx_close(PGconn *c)
+{
+    if (c == NULL) return;
+    forget(c);
+    PQfinish(c);
 }
 
 int pgx_ensure(PGconn **conn, const char *url, const char *app_name, todo_err *err)
 {
     if (*conn != NULL && PQstatus(*conn) == CONNECTION_OK) return TODO_OK;
-    PQfinish(*conn);
+    pgx_close(*conn);
     *conn = pgx_connect(url, app_name, err);
     return *conn != NULL ? TODO_OK : TODO_EUNAVAIL;
 }
@@ -86,7 +144,10 @@ PGresult *pgx_exec(PGconn *c, const char *sql, int n, const char *const *values,
 PGresult *pgx_execb(PGconn *c, const char *sql, int n, const char *const *values, const int *lengths,
                     const int *formats, todo_err *err)
 {
-    PGresult *r = PQexecParams(c, sql, n, NULL, values, lengths, formats, 0);
+    /* A failed transaction refuses even PREPARE: run such calls unprepared. */
+    const char *name = PQtransactionStatus(c) == PQTRANS_INERROR ? NULL : prepared(c, sql, n);
+    PGresult *r = name != NULL ? PQexecPrepared(c, name, n, values, lengths, formats, 0)
+                               : PQexecParams(c, sql, n, NULL, values, lengths, formats, 0);
     ExecStatusType st = PQresultStatus(r);
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return r;
     int code = pgx_status_of(r, c);

@@ -4,7 +4,9 @@
  * todo_status values (serialization failures and deadlocks: TODO_ECONFLICT;
  * unique violations: TODO_EEXISTS; lost connections: TODO_EUNAVAIL).
  *
- * A PGconn belongs to one thread at a time; these functions keep no state.
+ * Statements run through pgx_exec/pgx_execb are prepared once per connection
+ * and reused (a per-thread cache: a PGconn belongs to one thread). Close
+ * connections with pgx_close.
  */
 #ifndef TODO_PGX_H
 #define TODO_PGX_H
@@ -21,6 +23,10 @@ PGconn *pgx_connect(const char *url, const char *app_name, todo_err *err);
 /* pgx_connect with search_path set to schema (a plain lowercase
  * identifier; TODO_EINVAL otherwise) for the whole session. */
 PGconn *pgx_connect_schema(const char *url, const char *app_name, const char *schema, todo_err *err);
+
+/* Closes a connection made here, forgetting what was prepared on it; takes
+ * NULL. Use it instead of PQfinish. */
+void pgx_close(PGconn *c);
 
 /* Makes *conn usable: reconnects when it is NULL or broken. */
 int pgx_ensure(PGconn **conn, const char *url, const char *app_name, todo_err *err);

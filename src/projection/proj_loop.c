@@ -117,7 +117,7 @@ int proj_loop_run(const proj_loop_opts *o, todo_err *err)
             proj_status ps = {.projection = o->group, .last_error = last_error[0] ? last_error : NULL,
                               .shadow = o->shadow, .cache = cache};
             if (pg == NULL || PQstatus(pg) != CONNECTION_OK) {
-                PQfinish(pg);
+                pgx_close(pg);
                 pg = pgx_connect_schema(cfg->pg_url, "todo-projector", o->schema, err);
             }
             brc = pg != NULL ? proj_apply_batch_status(pg, msgs, n, a, dead, &ps, &st, err) : TODO_EUNAVAIL;
@@ -149,7 +149,7 @@ out:
         rd_kafka_flush(dlq, 5000);
         rd_kafka_destroy(dlq);
     }
-    PQfinish(pg);
+    pgx_close(pg);
     proj_cache_free(cache);
     arena_free(a);
     free(msgs);

@@ -277,6 +277,6 @@ int proj_rebuild(const proj_rebuild_opts *o, todo_err *err)
     log_info("rebuild", "swapped in", "projection=%s records=%" PRId64, o->projection, r.applied);
     rc = TODO_OK;
 out:
-    PQfinish(r.pg); /* ends the session: releases the swap and rebuild locks */
+    pgx_close(r.pg); /* ends the session: releases the swap and rebuild locks */
     return rc;
 }

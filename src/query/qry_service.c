@@ -44,7 +44,7 @@ void qry_thread_cleanup(void *state)
 {
     qry_thread *t = state;
     if (t == NULL) return;
-    PQfinish(t->pg);
+    pgx_close(t->pg);
     free(t);
 }
 
