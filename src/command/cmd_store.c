@@ -35,10 +35,7 @@ int64_t cmd_store_us(const PGresult *r, int col, bool *present)
 
 const char *cmd_store_time(arena *a, bool present, int64_t us)
 {
-    if (!present) return NULL;
-    char *out = arena_alloc(a, 40);
-    event_format_time(us, out, 40);
-    return out;
+    return present ? event_time_text(a, us) : NULL;
 }
 
 /* Runs "with s as (<state>) insert into write.events ... from s";

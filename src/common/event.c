@@ -16,6 +16,13 @@ int64_t event_now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+char *event_time_text(arena *a, int64_t us)
+{
+    char *out = arena_alloc(a, 40);
+    event_format_time(us, out, 40);
+    return out;
+}
+
 Google__Protobuf__Timestamp *event_timestamp(arena *a, int64_t us)
 {
     Google__Protobuf__Timestamp *ts = arena_alloc(a, sizeof *ts);

@@ -79,6 +79,10 @@ Google__Protobuf__Timestamp *event_timestamp(arena *a, int64_t us);
 /* Microseconds since the epoch of a timestamp. */
 int64_t event_timestamp_us(const Google__Protobuf__Timestamp *ts);
 
+/* The RFC 3339 text of a time (microseconds since the epoch), in a: the
+ * form our SQL passes timestamps in. */
+char *event_time_text(arena *a, int64_t us);
+
 /* Microseconds since the epoch now. */
 int64_t event_now_us(void);
 

@@ -17,10 +17,7 @@ typedef enum outcome { APPLIED, SKIPPED, DEAD } outcome;
 
 static char *ts_text(arena *a, const Google__Protobuf__Timestamp *ts)
 {
-    if (ts == NULL) return NULL;
-    char *out = arena_alloc(a, 40);
-    event_format_time(event_timestamp_us(ts), out, 40);
-    return out;
+    return ts != NULL ? event_time_text(a, event_timestamp_us(ts)) : NULL;
 }
 
 /* Decodes task.created at any known schema version into the current one. */

@@ -191,13 +191,6 @@ static void cond(where *w, const char *text, const char *value)
     w->sql[w->len] = '\0';
 }
 
-static char *timestamp_param(arena *a, const Google__Protobuf__Timestamp *ts)
-{
-    char *out = arena_alloc(a, 40);
-    event_format_time(event_timestamp_us(ts), out, 40);
-    return out;
-}
-
 /* Escapes LIKE wildcards so the text filter matches literally. */
 static char *like_pattern(arena *a, const char *s)
 {
@@ -243,8 +236,8 @@ static int list_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessa
     if (rq->priority != 0) cond(&w, "priority = ?", arena_printf(a, "%d", (int)rq->priority));
     if (rq->category[0] != '\0') cond(&w, "category = ?", rq->category);
     if (rq->tag[0] != '\0') cond(&w, "? = any(tags)", rq->tag);
-    if (rq->due_before != NULL) cond(&w, "due_at < ?::timestamptz", timestamp_param(a, rq->due_before));
-    if (rq->due_after != NULL) cond(&w, "due_at >= ?::timestamptz", timestamp_param(a, rq->due_after));
+    if (rq->due_before != NULL) cond(&w, "due_at < ?::timestamptz", event_time_text(a, event_timestamp_us(rq->due_before)));
+    if (rq->due_after != NULL) cond(&w, "due_at >= ?::timestamptz", event_time_text(a, event_timestamp_us(rq->due_after)));
     if (rq->overdue != NULL)
         cond(&w, rq->overdue->value ? "(due_at < now() and not completed)"
                                     : "not (due_at is not null and due_at < now() and not completed)", NULL);
