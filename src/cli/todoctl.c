@@ -37,6 +37,7 @@
 #include "kafkax.h"
 #include "migrate.h"
 #include "pgx.h"
+#include "proj_apply.h"
 #include "proj_rebuild.h"
 #include "todo/v1/command.pb-c.h"
 #include "todo/v1/query.pb-c.h"
@@ -58,6 +59,8 @@ static int usage(void)
           "  todoctl list [--completed|--pending] [--priority P] [--limit N] [--all]\n"
           "  todoctl get TASK_ID\n"
           "  todoctl done|reopen|rm|restore TASK_ID [--expect VERSION]\n"
+          "  todoctl remind TASK_ID WHEN [--channel email|push|sms]\n"
+          "  todoctl reminders [--task TASK_ID] [--all]   (--all: also cancelled and fired ones)\n"
           "  todoctl health [command|query]\n"
           "  todoctl outbox\n"
           "  todoctl projection status [--group G]\n"
@@ -357,6 +360,95 @@ static int cmd_list(int argc, char **argv)
     return rc;
 }
 
+static int cmd_remind(int argc, char **argv)
+{
+    static const char *const channels[] = {"", "email", "push", "sms"};
+    Todo__V1__ScheduleReminderRequest rq = TODO__V1__SCHEDULE_REMINDER_REQUEST__INIT;
+    Google__Protobuf__Timestamp at = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    ProtobufCMessage *resp = NULL;
+    if (argc < 4) return usage();
+    rq.task_id = argv[2];
+    long long when = parse_due(argv[3], time(NULL));
+    if (when < 0) {
+        fprintf(stderr, "todoctl: remind: cannot read the time \"%s\"\n", argv[3]);
+        return 2;
+    }
+    at.seconds = when;
+    rq.remind_at = &at;
+    rq.channel = TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_PUSH;
+    for (int i = 4; i < argc; i++) {
+        const char *v;
+        if (strcmp(argv[i], "--channel") == 0) {
+            if ((v = flag_value(argc, argv, &i)) == NULL) return 2;
+            rq.channel = TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_UNSPECIFIED;
+            for (int c = 1; c <= 3; c++)
+                if (strcasecmp(v, channels[c]) == 0) rq.channel = (Todo__V1__ReminderChannel)c;
+            if (rq.channel == 0) {
+                fprintf(stderr, "todoctl: --channel must be email, push or sms\n");
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--user") == 0) {
+            if (flag_value(argc, argv, &i) == NULL) return 2;
+        } else {
+            return usage();
+        }
+    }
+    char *auth = authorization(acting_user(argc, argv));
+    if (auth == NULL) return 1;
+    int rc = call(cfg.command_addr, "/todo.v1.TaskCommandService/ScheduleReminder", &rq.base,
+                  &todo__v1__command_reply__descriptor, auth, &resp);
+    free(auth);
+    if (rc != 0) return rc;
+    printf("reminder %s scheduled\n", ((Todo__V1__CommandReply *)resp)->id);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return 0;
+}
+
+static int cmd_reminders(int argc, char **argv)
+{
+    static const char *const channels[] = {"-", "email", "push", "sms"};
+    static const char *const statuses[] = {"-", "scheduled", "cancelled", "fired"};
+    Todo__V1__ListRemindersRequest rq = TODO__V1__LIST_REMINDERS_REQUEST__INIT;
+    for (int i = 2; i < argc; i++) {
+        const char *v;
+        if (strcmp(argv[i], "--all") == 0) {
+            rq.include_inactive = true;
+        } else if (strcmp(argv[i], "--task") == 0 || strcmp(argv[i], "--user") == 0) {
+            if ((v = flag_value(argc, argv, &i)) == NULL) return 2;
+            if (argv[i - 1][2] == 't') rq.task_id = (char *)v;
+        } else {
+            return usage();
+        }
+    }
+    char *auth = authorization(acting_user(argc, argv));
+    if (auth == NULL) return 1;
+    char *token = NULL;
+    int rc = 0, shown = 0;
+    do {
+        ProtobufCMessage *resp = NULL;
+        rq.page_token = token != NULL ? token : (char *)"";
+        rc = call(cfg.query_addr, "/todo.v1.TaskQueryService/ListReminders", &rq.base,
+                  &todo__v1__list_reminders_response__descriptor, auth, &resp);
+        free(token);
+        token = NULL;
+        if (rc != 0) break;
+        Todo__V1__ListRemindersResponse *rs = (Todo__V1__ListRemindersResponse *)resp;
+        for (size_t i = 0; i < rs->n_reminders; i++) {
+            const Todo__V1__Reminder *m = rs->reminders[i];
+            char at[32];
+            print_time(m->remind_at, at, sizeof at);
+            printf("%s  %s UTC  %-5s %-9s task %s\n", m->id, at, channels[(unsigned)m->channel % 4],
+                   statuses[(unsigned)m->status % 4], m->task_id);
+        }
+        shown += (int)rs->n_reminders;
+        if (rs->next_page_token[0] != '\0') token = strdup(rs->next_page_token);
+        protobuf_c_message_free_unpacked(resp, NULL);
+    } while (token != NULL);
+    free(auth);
+    if (rc == 0 && shown == 0) printf("no reminders\n");
+    return rc;
+}
+
 static int cmd_get(int argc, char **argv)
 {
     Todo__V1__GetTaskRequest rq = TODO__V1__GET_TASK_REQUEST__INIT;
@@ -508,20 +600,22 @@ static int cmd_projection(int argc, char **argv)
     }
     PQclear(r);
     pgx_close(pg);
-    kafkax_lag lag[64];
-    int n;
-    if (kafkax_group_lag(cfg.kafka_brokers, group, "tasks.events.v1", lag, 64, &n, &err) != 0) {
-        fprintf(stderr, "todoctl: %s\n", err.msg);
-        return 1;
-    }
     long long total = 0;
     double oldest = 0;
-    printf("  %-10s %12s %12s %10s %12s\n", "partition", "committed", "end", "lag", "oldest (s)");
-    for (int i = 0; i < n; i++) {
-        printf("  %-10d %12lld %12lld %10lld %12.1f\n", lag[i].partition, (long long)lag[i].committed,
-               (long long)lag[i].end, (long long)lag[i].lag, lag[i].oldest_age_s);
-        total += lag[i].lag;
-        if (lag[i].oldest_age_s > oldest) oldest = lag[i].oldest_age_s;
+    printf("  %-20s %-10s %12s %12s %10s %12s\n", "topic", "partition", "committed", "end", "lag", "oldest (s)");
+    for (int t = 0; t < PROJ_N_SOURCE_TOPICS; t++) {
+        kafkax_lag lag[64];
+        int n;
+        if (kafkax_group_lag(cfg.kafka_brokers, group, proj_source_topics[t], lag, 64, &n, &err) != 0) {
+            fprintf(stderr, "todoctl: %s\n", err.msg);
+            return 1;
+        }
+        for (int i = 0; i < n; i++) {
+            printf("  %-20s %-10d %12lld %12lld %10lld %12.1f\n", proj_source_topics[t], lag[i].partition,
+                   (long long)lag[i].committed, (long long)lag[i].end, (long long)lag[i].lag, lag[i].oldest_age_s);
+            total += lag[i].lag;
+            if (lag[i].oldest_age_s > oldest) oldest = lag[i].oldest_age_s;
+        }
     }
     printf("  behind by %lld events, oldest unapplied %.1f s\n", total, oldest);
     return 0;
@@ -566,6 +660,8 @@ int main(int argc, char **argv)
     if (strcmp(c, "add") == 0) return cmd_add(argc, argv);
     if (strcmp(c, "list") == 0) return cmd_list(argc, argv);
     if (strcmp(c, "get") == 0) return cmd_get(argc, argv);
+    if (strcmp(c, "remind") == 0) return cmd_remind(argc, argv);
+    if (strcmp(c, "reminders") == 0) return cmd_reminders(argc, argv);
     if (strcmp(c, "health") == 0) return cmd_health(argc, argv);
     if (strcmp(c, "outbox") == 0) return cmd_outbox();
     if (strcmp(c, "projection") == 0) return cmd_projection(argc, argv);

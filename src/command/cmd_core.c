@@ -101,7 +101,7 @@ int cmd_save(cmd_ctx *x, const cmd_kind *k, const char *id, const void *agg, int
     rp->version = version;
     rp->event_id = arena_strdup(x->a, event_id);
     rp->consistency_token = arena_alloc(x->a, 40);
-    event_token_encode(position, rp->consistency_token);
+    event_token_encode(position, event_topic(type), rp->consistency_token);
     *resp = &rp->base;
     log_debug("command", type, "user=%s id=%s version=%" PRId64 " position=%" PRId64 " correlation_id=%s", x->user, id,
               version, position, x->correlation_id);

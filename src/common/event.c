@@ -123,24 +123,43 @@ const char *event_message_name(const char *type, int32_t v)
     return NULL;
 }
 
-void event_token_encode(int64_t position, char out[40])
+/* The streams a consistency token can name, by their one-letter code. */
+static const struct {
+    char code;
+    const char *topic;
+} token_streams[] = {{'t', "tasks.events.v1"}, {'r', "reminders.events.v1"}};
+
+void event_token_encode(int64_t position, const char *topic, char out[40])
 {
-    char raw[32];
-    int n = snprintf(raw, sizeof raw, "ct1:%" PRId64, position);
+    char raw[40];
+    char code = 't';
+    for (size_t i = 0; i < sizeof token_streams / sizeof token_streams[0]; i++)
+        if (topic != NULL && strcmp(topic, token_streams[i].topic) == 0) code = token_streams[i].code;
+    int n = snprintf(raw, sizeof raw, "ct2:%c:%" PRId64, code, position);
     text_b64url_encode((const unsigned char *)raw, (size_t)n, out);
 }
 
-int event_token_decode(const char *token, int64_t *position, todo_err *err)
+int event_token_decode(const char *token, int64_t *position, const char **topic, todo_err *err)
 {
     unsigned char raw[32];
     size_t n = strlen(token);
     long len = n <= 40 ? text_b64url_decode(token, n, raw, sizeof raw - 1) : -1;
+    const char *digits = NULL;
     char *end;
-    if (len < 5 || memcmp(raw, "ct1:", 4) != 0)
-        return todo_err_set(err, TODO_EINVAL, "consistency_token: not a token from a command reply");
+    if (len >= 5 && memcmp(raw, "ct1:", 4) == 0) {
+        *topic = token_streams[0].topic;
+        digits = (const char *)raw + 4;
+    } else if (len >= 7 && memcmp(raw, "ct2:", 4) == 0 && raw[5] == ':') {
+        for (size_t i = 0; i < sizeof token_streams / sizeof token_streams[0]; i++)
+            if (raw[4] == (unsigned char)token_streams[i].code) {
+                *topic = token_streams[i].topic;
+                digits = (const char *)raw + 6;
+            }
+    }
+    if (digits == NULL) return todo_err_set(err, TODO_EINVAL, "consistency_token: not a token from a command reply");
     raw[len] = '\0';
-    long long v = strtoll((const char *)raw + 4, &end, 10);
-    if (*end != '\0' || v < 1)
+    long long v = strtoll(digits, &end, 10);
+    if (*end != '\0' || v < 1 || !(*digits >= '0' && *digits <= '9'))
         return todo_err_set(err, TODO_EINVAL, "consistency_token: not a token from a command reply");
     *position = v;
     return TODO_OK;

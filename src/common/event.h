@@ -61,12 +61,17 @@ const char *event_message_name(const char *event_type, int32_t schema_version);
 const char *event_topic(const char *event_type);
 
 /* Consistency tokens: what a command reply hands to a client so that a
- * later query can ask for data at least that fresh. Opaque to clients; today
- * a versioned wrapper around the event-store position of the command's event.
- * encode writes at most 40 bytes with the NUL; decode returns TODO_EINVAL
- * for anything that is not a token. */
-void event_token_encode(int64_t position, char out[40]);
-int event_token_decode(const char *token, int64_t *position, todo_err *err);
+ * later query can ask for data at least that fresh. Opaque to clients: a
+ * versioned wrapper around the event-store position of the command's event
+ * and the topic (stream) it travels on, since a user's events are in order
+ * within a topic only ("ct2:<t|r>:<position>"; "ct1:<position>", issued
+ * before reminders were projected, means tasks.events.v1).
+ * encode writes at most 40 bytes with the NUL (topic: event_topic() of the
+ * event; tasks.events.v1 or reminders.events.v1); decode sets *topic to one
+ * of those two static strings and returns TODO_EINVAL for anything that is
+ * not a token. */
+void event_token_encode(int64_t position, const char *topic, char out[40]);
+int event_token_decode(const char *token, int64_t *position, const char **topic, todo_err *err);
 
 /* Formats microseconds since the epoch as RFC 3339 UTC with microseconds
  * ("2026-11-27T10:00:00.123456Z") into out (at least 32 bytes). */

@@ -13,6 +13,8 @@
 #include "text.h"
 #include "todo/v1/events.pb-c.h"
 
+const char *const proj_source_topics[PROJ_N_SOURCE_TOPICS] = {"tasks.events.v1", "reminders.events.v1"};
+
 typedef enum outcome { APPLIED, SKIPPED, DEAD } outcome;
 
 static char *ts_text(arena *a, const Google__Protobuf__Timestamp *ts)
@@ -139,8 +141,8 @@ static ProtobufCMessage *payload(const Todo__V1__EventEnvelope *env, const Proto
     return m;
 }
 
-/* Runs sql with params $1 = task id, $2 = version, $3 = event time, then
- * the n extra values. */
+/* Runs sql with params $1 = aggregate id, $2 = version, $3 = event time,
+ * then the n extra values. */
 static int task_update(PGconn *pg, const Todo__V1__EventEnvelope *env, arena *a, const char *sql, int n,
                        const char *const *extra, todo_err *err)
 {
@@ -245,6 +247,66 @@ static int apply_pattern(PGconn *pg, const Todo__V1__EventEnvelope *env, arena *
     return pgx_cmd(pg, "update tasks set recurring_pattern_id = $2::uuid where id = $1::uuid", 2, p, err);
 }
 
+/* reminder.*: the reminders read model. Each event's field 1 is the
+ * reminder id (the aggregate) and field 2 its task. */
+static int apply_reminder(PGconn *pg, const Todo__V1__EventEnvelope *env, arena *a, outcome *out, const char **why,
+                          todo_err *err)
+{
+    int rc;
+    const char *type = env->event_type;
+    const ProtobufCMessageDescriptor *desc =
+        strcmp(type, "reminder.scheduled") == 0   ? &todo__v1__reminder_scheduled__descriptor
+        : strcmp(type, "reminder.cancelled") == 0 ? &todo__v1__reminder_cancelled__descriptor
+        : strcmp(type, "reminder.snoozed") == 0   ? &todo__v1__reminder_snoozed__descriptor
+        : strcmp(type, "reminder.triggered") == 0 ? &todo__v1__reminder_triggered__descriptor
+                                                  : NULL;
+    if (desc == NULL) {
+        *why = arena_printf(a, "no projection for event type %s", type);
+        *out = DEAD;
+        return TODO_OK;
+    }
+    ProtobufCMessage *m = payload(env, desc, a, why);
+    if (m == NULL) {
+        *out = DEAD;
+        return TODO_OK;
+    }
+    const char *extra[5] = {NULL};
+    const char *sql;
+    int n;
+    if (desc == &todo__v1__reminder_scheduled__descriptor) {
+        const Todo__V1__ReminderScheduled *ev = (const Todo__V1__ReminderScheduled *)m;
+        if (!text_is_uuid(ev->task_id) || ev->remind_at == NULL) {
+            *why = "reminder.scheduled payload is inconsistent (task id or remind_at)";
+            *out = DEAD;
+            return TODO_OK;
+        }
+        extra[0] = ev->task_id;
+        extra[1] = env->user_id;
+        extra[2] = ts_text(a, ev->remind_at);
+        extra[3] = arena_printf(a, "%d", (int)ev->channel);
+        n = 4;
+        sql = "insert into reminders (id, version, created_at, updated_at, task_id, user_id, remind_at, channel, status)"
+              " values ($1, $2, $3, $3, $4, $5, $6, $7, 'scheduled') on conflict (id) do nothing";
+    } else if (desc == &todo__v1__reminder_cancelled__descriptor) {
+        extra[0] = ((const Todo__V1__ReminderCancelled *)m)->reason;
+        n = 1;
+        sql = "update reminders set status = 'cancelled', reason = $4, version = $2, updated_at = $3 where id = $1";
+    } else if (desc == &todo__v1__reminder_snoozed__descriptor) {
+        const Todo__V1__ReminderSnoozed *ev = (const Todo__V1__ReminderSnoozed *)m;
+        extra[0] = ts_text(a, ev->remind_at);
+        n = 1;
+        sql = "update reminders set status = 'scheduled', remind_at = coalesce($4, remind_at), version = $2,"
+              " updated_at = $3 where id = $1";
+    } else {
+        const Todo__V1__ReminderTriggered *ev = (const Todo__V1__ReminderTriggered *)m;
+        extra[0] = ts_text(a, ev->triggered_at != NULL ? ev->triggered_at : env->time);
+        n = 1;
+        sql = "update reminders set status = 'fired', triggered_at = $4, version = $2, updated_at = $3 where id = $1";
+    }
+    if ((rc = claim_version(pg, env, out, err)) != 0 || *out == SKIPPED) return rc;
+    return task_update(pg, env, a, sql, n, extra, err);
+}
+
 /* Applies one decoded record. Returns TODO_OK with *out set, or a database
  * status. */
 static int apply_record(PGconn *pg, const Todo__V1__EventEnvelope *env, arena *a, outcome *out, const char **why,
@@ -262,32 +324,40 @@ static int apply_record(PGconn *pg, const Todo__V1__EventEnvelope *env, arena *a
         rc = apply_task_updated(pg, env, a, out, why, err);
     else if (strncmp(env->event_type, "recurring_pattern.", 18) == 0)
         rc = apply_pattern(pg, env, a, out, why, err);
+    else if (strncmp(env->event_type, "reminder.", 9) == 0)
+        rc = apply_reminder(pg, env, a, out, why, err);
     else
         rc = apply_task_state(pg, env, a, out, why, err);
     return rc;
 }
 
-/* Advances user_positions once per user of the batch: the highest position
- * of an event applied or found applied (read-your-writes). */
-static int advance_positions(PGconn *pg, Todo__V1__EventEnvelope **envs, const bool *done, size_t n, arena *a,
-                             todo_err *err)
+/* Advances user_positions once per user and topic of the batch: the
+ * highest position of an event applied or found applied (read-your-writes).
+ * A user's events are in order within a topic only, so each topic is a
+ * stream of its own. */
+static int advance_positions(PGconn *pg, rd_kafka_message_t **msgs, Todo__V1__EventEnvelope **envs, const bool *done,
+                             size_t n, arena *a, todo_err *err)
 {
+#define SAME_STREAM(i, j) \
+    (done[j] && strcmp(envs[j]->user_id, envs[i]->user_id) == 0 &&                                        \
+     strcmp(rd_kafka_topic_name(msgs[j]->rkt), rd_kafka_topic_name(msgs[i]->rkt)) == 0)
     for (size_t i = 0; i < n; i++) {
         if (!done[i] || envs[i]->position <= 0) continue;
         int64_t best = envs[i]->position;
-        bool first = true; /* handle each user at its first record */
-        for (size_t j = 0; j < i && first; j++) first = !done[j] || strcmp(envs[j]->user_id, envs[i]->user_id) != 0;
+        bool first = true; /* handle each stream at its first record */
+        for (size_t j = 0; j < i && first; j++) first = !SAME_STREAM(i, j);
         if (!first) continue;
         for (size_t j = i + 1; j < n; j++)
-            if (done[j] && strcmp(envs[j]->user_id, envs[i]->user_id) == 0 && envs[j]->position > best)
-                best = envs[j]->position;
-        const char *p[2] = {envs[i]->user_id, arena_printf(a, "%" PRId64, best)};
+            if (SAME_STREAM(i, j) && envs[j]->position > best) best = envs[j]->position;
+        const char *p[3] = {envs[i]->user_id, rd_kafka_topic_name(msgs[i]->rkt), arena_printf(a, "%" PRId64, best)};
         int rc = pgx_cmd(pg,
-                         "insert into user_positions (user_id, position) values ($1, $2) on conflict (user_id)"
+                         "insert into user_positions (user_id, stream, position) values ($1, $2, $3)"
+                         " on conflict (user_id, stream)"
                          " do update set position = greatest(user_positions.position, excluded.position)",
-                         2, p, err);
+                         3, p, err);
         if (rc != 0) return rc;
     }
+#undef SAME_STREAM
     return TODO_OK;
 }
 
@@ -396,7 +466,7 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
         if (out != DEAD) proj_cache_note(cache, envs[i]->aggregate_id, envs[i]->aggregate_version);
         done[i] = out != DEAD;
     }
-    if ((rc = advance_positions(pg, envs, done, n, a, err)) != 0) goto fail;
+    if ((rc = advance_positions(pg, msgs, envs, done, n, a, err)) != 0) goto fail;
     if (ps != NULL && ((rc = record_status(pg, ps, st, dead, n, a, err)) != 0 ||
                        (rc = record_offsets(pg, ps->projection, msgs, n, a, err)) != 0))
         goto fail;

@@ -17,9 +17,11 @@
  * task.updated (only the fields it names), task.completed, task.reopened,
  * task.deleted and task.restored (a deleted task keeps its row, hidden from
  * queries), recurring_pattern.created (marks the template task) and
- * recurring_pattern.updated (nothing to show).
+ * recurring_pattern.updated (nothing to show), and from reminders.events.v1
+ * reminder.scheduled, .cancelled, .snoozed and .triggered (read.reminders).
  *
- * Every committed batch also advances user_positions (read-your-writes),
+ * Every committed batch also advances user_positions per user and topic
+ * (read-your-writes; a user's events are in order within a topic only),
  * records its counters (projection_status) and, per partition, the offset
  * after its last record (projection_offsets), and notifies read_progress.
  * Table names are unqualified: the connection's search_path names the copy
@@ -34,6 +36,10 @@
 
 #include "arena.h"
 #include "todo_err.h"
+
+/* The topics the read model is projected from, in one consumer group. */
+#define PROJ_N_SOURCE_TOPICS 2
+extern const char *const proj_source_topics[PROJ_N_SOURCE_TOPICS];
 
 /* The advisory lock a batch holds shared and a rebuild's swap exclusively. */
 #define PROJ_SWAP_LOCK_KEY "7428313"

@@ -14,8 +14,6 @@
 #include "pgx.h"
 #include "proj_cache.h"
 
-#define SOURCE_TOPIC "tasks.events.v1"
-
 static void on_dlq_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 {
     (void)rk;
@@ -69,13 +67,12 @@ static void commit_offsets(rd_kafka_t *rk, rd_kafka_message_t **msgs, size_t n)
 int proj_loop_run(const proj_loop_opts *o, todo_err *err)
 {
     const todo_config *cfg = o->cfg;
-    const char *topics[] = {SOURCE_TOPIC};
     atomic_int failures = 0;
     PGconn *pg = NULL;
     char last_error[300] = ""; /* recorded with the next batch that commits */
     int rc = TODO_OK;
 
-    rd_kafka_t *rk = kafkax_consumer_new(cfg->kafka_brokers, o->group, topics, 1, err);
+    rd_kafka_t *rk = kafkax_consumer_new(cfg->kafka_brokers, o->group, proj_source_topics, PROJ_N_SOURCE_TOPICS, err);
     rd_kafka_t *dlq = rk != NULL ? kafkax_producer_new(cfg->kafka_brokers, "todo-projector-dlq", on_dlq_delivery,
                                                        &failures, err)
                                  : NULL;
@@ -92,7 +89,8 @@ int proj_loop_run(const proj_loop_opts *o, todo_err *err)
         rc = rk == NULL || dlq == NULL ? err->code : todo_err_set(err, TODO_EINTERNAL, "out of memory");
         goto out;
     }
-    log_info("projector", "consuming", "group=%s topic=%s schema=%s batch=%d", o->group, SOURCE_TOPIC, o->schema,
+    log_info("projector", "consuming", "group=%s topics=%s,%s schema=%s batch=%d", o->group, proj_source_topics[0],
+             proj_source_topics[1], o->schema,
              cfg->projector_batch);
 
     while (!o->should_stop(o->ctx)) {

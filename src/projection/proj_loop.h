@@ -3,7 +3,8 @@
  * todo-projector (the live projection) and `todoctl projection rebuild` (a
  * shadow copy).
  *
- * Loop: poll up to the batch size from tasks.events.v1 in the consumer group;
+ * Loop: poll up to the batch size from the source topics (proj_source_topics:
+ * tasks.events.v1, reminders.events.v1) in the consumer group;
  * apply the batch in one database transaction (proj_apply); dead-letter the
  * records that cannot be applied and wait until the dead-letter topic
  * acknowledged them; only then commit the offsets. A crash anywhere

@@ -15,7 +15,6 @@
 
 #define REBUILD_LOCK_KEY "7428314"  /* one rebuild at a time */
 #define SHADOW "read_rebuild"
-#define TOPIC "tasks.events.v1"
 #define MAX_PARTITIONS 256
 #define CHECK_EVERY_MS 1000
 
@@ -133,15 +132,16 @@ fail:
     return rc;
 }
 
-/* Reads next_offset per partition of projection from schema's table into off. */
-static int db_offsets(PGconn *pg, const char *schema, const char *projection, int64_t *off, todo_err *err)
+/* Reads next_offset per partition of topic of projection from schema's
+ * table into off. */
+static int db_offsets(PGconn *pg, const char *schema, const char *projection, const char *topic, int64_t *off,
+                      todo_err *err)
 {
     char sql[256];
-    const char *p[1] = {projection};
-    snprintf(sql, sizeof sql,
-             "select partition, next_offset from %s.projection_offsets where projection = $1 and topic = '" TOPIC "'",
+    const char *p[2] = {projection, topic};
+    snprintf(sql, sizeof sql, "select partition, next_offset from %s.projection_offsets where projection = $1 and topic = $2",
              schema);
-    PGresult *res = pgx_exec(pg, sql, 1, p, err);
+    PGresult *res = pgx_exec(pg, sql, 2, p, err);
     if (res == NULL) return err->code;
     for (int i = 0; i < PQntuples(res); i++) {
         int part = atoi(PQgetvalue(res, i, 0));
@@ -151,28 +151,32 @@ static int db_offsets(PGconn *pg, const char *schema, const char *projection, in
     return TODO_OK;
 }
 
-/* True when the shadow holds, per partition, at least what the live copy
- * holds (its recorded offsets, or its group's committed offsets for
- * partitions it recorded nothing for). */
+/* True when the shadow holds, per partition of every source topic, at least
+ * what the live copy holds (its recorded offsets, or its group's committed
+ * offsets for partitions it recorded nothing for). */
 static int caught_up(rebuild *r, bool *yes, todo_err *err)
 {
     static int64_t live[MAX_PARTITIONS], shadow[MAX_PARTITIONS];
     kafkax_lag lag[MAX_PARTITIONS];
     int n, rc;
-    memset(live, 0, sizeof live);
-    memset(shadow, 0, sizeof shadow);
-    if ((rc = db_offsets(r->pg, "read", r->o->projection, live, err)) != 0 ||
-        (rc = db_offsets(r->pg, SHADOW, r->group, shadow, err)) != 0 ||
-        (rc = kafkax_group_lag(r->o->cfg->kafka_brokers, r->o->projection, TOPIC, lag, MAX_PARTITIONS, &n, err)) != 0)
-        return rc;
     *yes = true;
     r->remaining = 0;
-    for (int i = 0; i < n; i++) {
-        int p = lag[i].partition;
-        if (p < 0 || p >= MAX_PARTITIONS) continue;
-        int64_t target = live[p] > lag[i].committed ? live[p] : lag[i].committed;
-        if (shadow[p] < target) *yes = false;
-        if (lag[i].end > shadow[p]) r->remaining += lag[i].end - shadow[p];
+    for (int t = 0; t < PROJ_N_SOURCE_TOPICS; t++) {
+        const char *topic = proj_source_topics[t];
+        memset(live, 0, sizeof live);
+        memset(shadow, 0, sizeof shadow);
+        if ((rc = db_offsets(r->pg, "read", r->o->projection, topic, live, err)) != 0 ||
+            (rc = db_offsets(r->pg, SHADOW, r->group, topic, shadow, err)) != 0 ||
+            (rc = kafkax_group_lag(r->o->cfg->kafka_brokers, r->o->projection, topic, lag, MAX_PARTITIONS, &n, err)) !=
+                0)
+            return rc;
+        for (int i = 0; i < n; i++) {
+            int p = lag[i].partition;
+            if (p < 0 || p >= MAX_PARTITIONS) continue;
+            int64_t target = live[p] > lag[i].committed ? live[p] : lag[i].committed;
+            if (shadow[p] < target) *yes = false;
+            if (lag[i].end > shadow[p]) r->remaining += lag[i].end - shadow[p];
+        }
     }
     return TODO_OK;
 }

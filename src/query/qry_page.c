@@ -37,7 +37,8 @@ int qry_sort_parse(const char *order_by, qry_sort *out, todo_err *err)
 
 const char *qry_sort_expr(qry_sort_field f)
 {
-    static const char *const e[] = {"created_at", "updated_at", "coalesce(due_at, 'infinity'::timestamptz)", "priority"};
+    static const char *const e[] = {"created_at", "updated_at", "coalesce(due_at, 'infinity'::timestamptz)", "priority",
+                                    "remind_at"};
     return e[f];
 }
 
@@ -47,7 +48,8 @@ const char *qry_sort_text(qry_sort_field f)
 {
     static const char *const e[] = {
         TS_TEXT("created_at"), TS_TEXT("updated_at"),
-        "case when due_at is null then 'infinity' else " TS_TEXT("due_at") " end", "priority::text"};
+        "case when due_at is null then 'infinity' else " TS_TEXT("due_at") " end", "priority::text",
+        TS_TEXT("remind_at")};
     return e[f];
 }
 
@@ -86,7 +88,7 @@ int qry_page_decode(const char *token, const qry_sort *sort, qry_page_key *key, 
     if (got < 0) goto bad;
     raw[got] = '\0';
     for (char *p = (char *)raw, *save = NULL; n < 6 && (p = strtok_r(p, "|", &save)) != NULL; p = NULL) parts[n++] = p;
-    if (n != 5 || strcmp(parts[0], "p2") != 0 || strlen(parts[1]) != 1 || parts[1][0] < '0' || parts[1][0] > '3' ||
+    if (n != 5 || strcmp(parts[0], "p2") != 0 || strlen(parts[1]) != 1 || parts[1][0] < '0' || parts[1][0] > '4' ||
         (strcmp(parts[2], "a") != 0 && strcmp(parts[2], "d") != 0))
         goto bad;
     key->sort.field = (qry_sort_field)(parts[1][0] - '0');
@@ -94,10 +96,10 @@ int qry_page_decode(const char *token, const qry_sort *sort, qry_page_key *key, 
     if (!valid_value(key->sort.field, parts[3]) || strlen(parts[3]) >= sizeof key->value || !text_is_uuid(parts[4]))
         goto bad;
     if (key->sort.field != sort->field || key->sort.asc != sort->asc)
-        return todo_err_set(err, TODO_EINVAL, "page_token: belongs to another order_by; start again without a token");
+        return todo_err_set(err, TODO_EINVAL, "page_token: belongs to another order_by or call; start again without a token");
     strcpy(key->value, parts[3]);
     strcpy(key->id, parts[4]);
     return TODO_OK;
 bad:
-    return todo_err_set(err, TODO_EINVAL, "page_token: not a token from a previous ListTasks response");
+    return todo_err_set(err, TODO_EINVAL, "page_token: not a token from a previous response of this call");
 }

@@ -22,7 +22,8 @@
 #define QRY_PAGE_TOKEN_MAX 200
 
 typedef enum qry_sort_field {
-    QRY_SORT_CREATED_AT, QRY_SORT_UPDATED_AT, QRY_SORT_DUE_AT, QRY_SORT_PRIORITY
+    QRY_SORT_CREATED_AT, QRY_SORT_UPDATED_AT, QRY_SORT_DUE_AT, QRY_SORT_PRIORITY,
+    QRY_SORT_REMIND_AT /* ListReminders' only order (read.reminders); not an order_by */
 } qry_sort_field;
 
 typedef struct qry_sort {

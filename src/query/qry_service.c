@@ -66,11 +66,12 @@ static int begin(grpcx_call *c, qry_thread *t, char user[AUTH_USER_MAX], todo_er
     return TODO_OK;
 }
 
-/* The highest position projected for user (0 when none), or -1. */
-static int64_t projected_position(qry_thread *t, const char *user, todo_err *err)
+/* The highest position projected for user from topic (0 when none), or -1. */
+static int64_t projected_position(qry_thread *t, const char *user, const char *topic, todo_err *err)
 {
-    const char *p[1] = {user};
-    PGresult *r = pgx_exec(t->pg, "select position from read.user_positions where user_id = $1", 1, p, err);
+    const char *p[2] = {user, topic};
+    PGresult *r =
+        pgx_exec(t->pg, "select position from read.user_positions where user_id = $1 and stream = $2", 2, p, err);
     if (r == NULL) return -1;
     int64_t pos = PQntuples(r) > 0 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
     PQclear(r);
@@ -82,9 +83,10 @@ static int64_t projected_position(qry_thread *t, const char *user, todo_err *err
 static int await_token(grpcx_call *c, qry_thread *t, const char *user, const char *token, todo_err *err)
 {
     int64_t want, have;
+    const char *topic;
     int rc;
     if (token[0] == '\0') return TODO_OK;
-    if ((rc = event_token_decode(token, &want, err)) != 0) return rc;
+    if ((rc = event_token_decode(token, &want, &topic, err)) != 0) return rc;
     if (!t->listening) {
         if (pgx_cmd(t->pg, "listen read_progress", 0, NULL, err) != 0) return TODO_EUNAVAIL;
         t->listening = true;
@@ -94,7 +96,7 @@ static int await_token(grpcx_call *c, qry_thread *t, const char *user, const cha
         PGnotify *n;
         PQconsumeInput(t->pg);
         while ((n = PQnotifies(t->pg)) != NULL) PQfreemem(n);
-        if ((have = projected_position(t, user, err)) < 0) return TODO_EUNAVAIL;
+        if ((have = projected_position(t, user, topic, err)) < 0) return TODO_EUNAVAIL;
         if (have >= want) return TODO_OK;
         /* Stop REPLY_MARGIN_MS before the deadline, so that the answer
          * reaches the client before it gives up. */
@@ -364,6 +366,90 @@ static int get_task_stats(grpcx_call *c, const ProtobufCMessage *req, ProtobufCM
     return TODO_OK;
 }
 
+static Todo__V1__Reminder *reminder_of(arena *a, const PGresult *r, int row)
+{
+    static const struct {
+        const char *name;
+        Todo__V1__ReminderStatus status;
+    } statuses[] = {{"scheduled", TODO__V1__REMINDER_STATUS__REMINDER_STATUS_SCHEDULED},
+                    {"cancelled", TODO__V1__REMINDER_STATUS__REMINDER_STATUS_CANCELLED},
+                    {"fired", TODO__V1__REMINDER_STATUS__REMINDER_STATUS_FIRED}};
+    Todo__V1__Reminder *m = arena_alloc(a, sizeof *m);
+    todo__v1__reminder__init(m);
+    m->id = arena_strdup(a, PQgetvalue(r, row, 0));
+    m->task_id = arena_strdup(a, PQgetvalue(r, row, 1));
+    m->remind_at = ts_of(a, r, row, 2);
+    m->channel = (Todo__V1__ReminderChannel)atoi(PQgetvalue(r, row, 3));
+    for (size_t i = 0; i < sizeof statuses / sizeof statuses[0]; i++)
+        if (strcmp(PQgetvalue(r, row, 4), statuses[i].name) == 0) m->status = statuses[i].status;
+    m->cancel_reason = arena_strdup(a, PQgetvalue(r, row, 5));
+    m->triggered_at = ts_of(a, r, row, 6);
+    m->created_at = ts_of(a, r, row, 7);
+    m->updated_at = ts_of(a, r, row, 8);
+    m->version = strtoll(PQgetvalue(r, row, 9), NULL, 10);
+    return m;
+}
+
+static int list_reminders(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
+{
+    const Todo__V1__ListRemindersRequest *rq = (const Todo__V1__ListRemindersRequest *)req;
+    qry_thread *t = grpcx_call_state(c);
+    arena *a = grpcx_call_arena(c);
+    char user[AUTH_USER_MAX], limit[16];
+    const qry_sort sort = {.field = QRY_SORT_REMIND_AT, .asc = true};
+    qry_page_key key;
+    where w = {.len = 0, .n = 0};
+    int rc, size = rq->page_size == 0 ? PAGE_DEFAULT : rq->page_size;
+
+    if ((rc = begin(c, t, user, err)) != 0) return rc;
+    if (size < 1 || size > PAGE_MAX)
+        return todo_err_set(err, TODO_EINVAL, "page_size: must be 0 (default %d) to %d, got %d", PAGE_DEFAULT,
+                            PAGE_MAX, rq->page_size);
+    if (rq->task_id[0] != '\0' && !text_is_uuid(rq->task_id))
+        return todo_err_set(err, TODO_EINVAL, "task_id: must be a UUID or empty");
+    if (rq->page_token[0] != '\0' && (rc = qry_page_decode(rq->page_token, &sort, &key, err)) != 0) return rc;
+    if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;
+
+    w.params[w.n++] = user;
+    w.len = (size_t)snprintf(w.sql, sizeof w.sql,
+                             " where r.user_id = $1 and not exists"
+                             " (select 1 from read.tasks k where k.id = r.task_id and k.deleted)");
+    if (rq->task_id[0] != '\0') cond(&w, "r.task_id = ?::uuid", rq->task_id);
+    if (!rq->include_inactive) cond(&w, "r.status = 'scheduled'", NULL);
+    if (rq->page_token[0] != '\0') {
+        w.params[w.n++] = key.value;
+        w.params[w.n++] = key.id;
+        w.len += (size_t)snprintf(w.sql + w.len, sizeof w.sql - w.len,
+                                  " and (r.remind_at, r.id) > ($%d::timestamptz, $%d::uuid)", w.n - 1, w.n);
+    }
+    snprintf(limit, sizeof limit, "%d", size + 1);
+    w.params[w.n++] = limit;
+    char *sql = arena_printf(a,
+                             "select r.id::text, r.task_id::text, (extract(epoch from r.remind_at) * 1000000)::bigint,"
+                             " r.channel, r.status, r.reason, (extract(epoch from r.triggered_at) * 1000000)::bigint,"
+                             " (extract(epoch from r.created_at) * 1000000)::bigint,"
+                             " (extract(epoch from r.updated_at) * 1000000)::bigint, r.version, %s as page_key"
+                             " from read.reminders r%s order by r.remind_at, r.id limit $%d",
+                             qry_sort_text(QRY_SORT_REMIND_AT), w.sql, w.n);
+    PGresult *r = pgx_exec(t->pg, sql, w.n, w.params, err);
+    if (r == NULL) return read_failed("listing reminders", err);
+    Todo__V1__ListRemindersResponse *rs = arena_alloc(a, sizeof *rs);
+    todo__v1__list_reminders_response__init(rs);
+    int rows = PQntuples(r), shown = rows > size ? size : rows;
+    rs->reminders = arena_alloc(a, (size_t)(shown + 1) * sizeof *rs->reminders);
+    for (int i = 0; i < shown; i++) rs->reminders[rs->n_reminders++] = reminder_of(a, r, i);
+    if (rows > size) {
+        key.sort = sort;
+        snprintf(key.value, sizeof key.value, "%s", PQgetvalue(r, shown - 1, 10));
+        snprintf(key.id, sizeof key.id, "%s", PQgetvalue(r, shown - 1, 0));
+        rs->next_page_token = arena_alloc(a, QRY_PAGE_TOKEN_MAX);
+        qry_page_encode(&key, rs->next_page_token);
+    }
+    PQclear(r);
+    *resp = &rs->base;
+    return TODO_OK;
+}
+
 int qry_service_register(grpcx_server *s, todo_err *err)
 {
     static const grpcx_method methods[] = {
@@ -371,6 +457,7 @@ int qry_service_register(grpcx_server *s, todo_err *err)
         {"ListTasks", list_tasks},
         {"SearchTasks", search_tasks},
         {"GetTaskStats", get_task_stats},
+        {"ListReminders", list_reminders},
     };
     return grpcx_server_add_service(s, &todo__v1__task_query_service__descriptor, methods,
                                     sizeof methods / sizeof methods[0], err);

@@ -282,7 +282,16 @@ static void every_query_has_an_index(void **state)
         /* the relay */
         "select position from write.events where published_at is null order by position limit 500",
         /* read-your-writes */
-        "select position from read.user_positions where user_id = 'u'",
+        "select position from read.user_positions where user_id = 'u' and stream = 'tasks.events.v1'",
+        /* ListReminders: all, one task's, a later page */
+        "select * from read.reminders r where r.user_id = 'u' and not exists (select 1 from read.tasks k"
+        " where k.id = r.task_id and k.deleted) and r.status = 'scheduled' order by r.remind_at, r.id limit 21",
+        "select * from read.reminders r where r.user_id = 'u' and r.task_id = '123e4567-e89b-42d3-a456-426614174000'"
+        " order by r.remind_at, r.id limit 21",
+        "select * from read.reminders r where r.user_id = 'u' and (r.remind_at, r.id) > (now(),"
+        " '123e4567-e89b-42d3-a456-426614174000'::uuid) order by r.remind_at, r.id limit 21",
+        /* the reminder scheduler (todo-saga) */
+        "select id from write.reminders where status = 'scheduled' and remind_at <= now() order by remind_at limit 100",
     };
     char out[8192];
     for (size_t i = 0; i < sizeof queries / sizeof queries[0]; i++) {

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -28,7 +29,7 @@ static atomic_int stop_traffic;
 typedef struct traffic {
     char user[64];
     char *auth;
-    int created, create_failures, reads, read_failures;
+    int created, create_failures, reads, read_failures, reminded;
 } traffic;
 
 static void *writer(void *arg)
@@ -37,9 +38,22 @@ static void *writer(void *arg)
     while (!atomic_load(&stop_traffic)) {
         Todo__V1__CreateTaskRequest rq = TODO__V1__CREATE_TASK_REQUEST__INIT;
         grpcx_result res;
+        Todo__V1__CommandReply *rp = NULL;
         rq.title = "written during the rebuild";
-        if (harness_command("CreateTask", &rq.base, t->auth, NULL, &res) == GRPC_STATUS_OK) t->created++;
+        if (harness_command("CreateTask", &rq.base, t->auth, &rp, &res) == GRPC_STATUS_OK) t->created++;
         else t->create_failures++;
+        /* Every fifth task gets a reminder: the other source topic. */
+        if (rp != NULL && t->created % 5 == 0) {
+            Todo__V1__ScheduleReminderRequest sr = TODO__V1__SCHEDULE_REMINDER_REQUEST__INIT;
+            Google__Protobuf__Timestamp at = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+            at.seconds = (int64_t)time(NULL) + 86400;
+            sr.task_id = rp->id;
+            sr.remind_at = &at;
+            sr.channel = TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_PUSH;
+            if (harness_command("ScheduleReminder", &sr.base, t->auth, NULL, &res) == GRPC_STATUS_OK) t->reminded++;
+            else t->create_failures++;
+        }
+        if (rp != NULL) protobuf_c_message_free_unpacked(&rp->base, NULL);
         harness_sleep_ms(5);
     }
     return NULL;
@@ -67,15 +81,19 @@ static void *reader(void *arg)
     return NULL;
 }
 
-/* Rows of the write model whose read row is missing or differs. */
+/* Rows of the write model (tasks, reminders) whose read row is missing or
+ * differs. */
 static long long differences(void)
 {
     return harness_scalar(harness_db,
-                          "select count(*) from write.tasks w left join read.tasks r using (id)"
+                          "select (select count(*) from write.tasks w left join read.tasks r using (id)"
                           " where r.id is null or r.version <> w.version or r.title <> w.title"
                           " or r.priority <> w.priority or r.deleted <> (w.deleted_at is not null)"
                           " or r.completed <> (w.completed_at is not null) or r.tags <> w.tags"
-                          " or r.category <> w.category",
+                          " or r.category <> w.category)"
+                          " + (select count(*) from write.reminders w left join read.reminders r using (id)"
+                          " where r.id is null or r.version <> w.version or r.status <> w.status"
+                          " or r.remind_at <> w.remind_at or r.task_id <> w.task_id)",
                           NULL);
 }
 
@@ -141,6 +159,8 @@ static void a_rebuild_under_load_equals_the_write_model(void **state)
     wait_projection_idle();
     assert_int_equal(differences(), 0);
     assert_int_equal(harness_scalar(harness_db, "select count(*) from read.tasks where user_id = $1", t.user), t.created);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from read.reminders where user_id = $1", t.user),
+                     t.reminded);
     /* The statistics were rebuilt too. */
     assert_int_equal(harness_scalar(harness_db, "select coalesce(sum(total), 0) from read.task_stats", NULL),
                      harness_scalar(harness_db, "select count(*) from read.tasks where not deleted", NULL));
@@ -148,9 +168,10 @@ static void a_rebuild_under_load_equals_the_write_model(void **state)
     /* Indexes keep the names the migrations gave them. */
     assert_int_equal(harness_scalar(harness_db,
                                     "select count(*) from pg_indexes where schemaname = 'read' and indexname in"
-                                    " ('read_tasks_user_created', 'read_tasks_search', 'read_tasks_user_due', 'tasks_pkey')",
+                                    " ('read_tasks_user_created', 'read_tasks_search', 'read_tasks_user_due', 'tasks_pkey',"
+                                    "  'reminders_pkey', 'read_reminders_user_due', 'read_reminders_task')",
                                     NULL),
-                     4);
+                     7);
     free(t.auth);
 }
 

@@ -226,12 +226,157 @@ static void a_task_becomes_the_template_of_a_series(void **state)
     free(auth);
 }
 
+static Todo__V1__ListRemindersResponse *list_reminders(const char *auth, const char *task, bool all, int size,
+                                                       const char *page, const char *token, grpc_status_code *code,
+                                                       grpcx_result *res)
+{
+    Todo__V1__ListRemindersRequest rq = TODO__V1__LIST_REMINDERS_REQUEST__INIT;
+    Todo__V1__ListRemindersResponse *out = NULL;
+    rq.task_id = (char *)(task != NULL ? task : "");
+    rq.include_inactive = all;
+    rq.page_size = size;
+    rq.page_token = (char *)(page != NULL ? page : "");
+    rq.consistency_token = (char *)(token != NULL ? token : "");
+    *code = grpcx_unary(harness_svc.qry, "/todo.v1.TaskQueryService/ListReminders", &rq.base,
+                        &todo__v1__list_reminders_response__descriptor, auth, 15000, (ProtobufCMessage **)&out, res);
+    return out;
+}
+
+/* The reminders read model: every reminder event projected, and a command
+ * reply's token (on the reminders stream) honoured by ListReminders. */
+static void reminders_are_listed_in_due_order_as_they_change(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64], other[64];
+    harness_user(user, "remlist");
+    harness_user(other, "remnosy");
+    char *auth = harness_bearer(user, 600, NULL), *oauth = harness_bearer(other, 600, NULL);
+    char *t1 = new_task(auth), *t2 = new_task(auth);
+    Todo__V1__CommandReply *r;
+    grpcx_result res;
+    grpc_status_code code;
+    char ids[3][37];
+    /* Three reminders, due in 3 h (t1), 1 h (t1), 2 h (t2). */
+    const int64_t in_s[3] = {3 * 3600, 3600, 2 * 3600};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(schedule(auth, i == 2 ? t2 : t1, in_s[i], TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_EMAIL,
+                                  &r, &res),
+                         GRPC_STATUS_OK);
+        snprintf(ids[i], sizeof ids[i], "%s", r->id);
+        if (i < 2) protobuf_c_message_free_unpacked(&r->base, NULL);
+    }
+    /* The last reply's token: the list waits for it, so all three are there. */
+    Todo__V1__ListRemindersResponse *ls = list_reminders(auth, NULL, false, 0, NULL, r->consistency_token, &code, &res);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    assert_int_equal(code, GRPC_STATUS_OK);
+    assert_int_equal(ls->n_reminders, 3);
+    assert_string_equal(ls->reminders[0]->id, ids[1]);
+    assert_string_equal(ls->reminders[1]->id, ids[2]);
+    assert_string_equal(ls->reminders[2]->id, ids[0]);
+    assert_string_equal(ls->reminders[1]->task_id, t2);
+    assert_int_equal(ls->reminders[0]->status, TODO__V1__REMINDER_STATUS__REMINDER_STATUS_SCHEDULED);
+    assert_int_equal(ls->reminders[0]->channel, TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_EMAIL);
+    assert_int_equal(ls->reminders[0]->version, 1);
+    protobuf_c_message_free_unpacked(&ls->base, NULL);
+
+    /* Pages of two, then one; only t1's; nobody else's. */
+    ls = list_reminders(auth, NULL, false, 2, NULL, NULL, &code, &res);
+    assert_int_equal(code, GRPC_STATUS_OK);
+    assert_int_equal(ls->n_reminders, 2);
+    assert_true(ls->next_page_token[0] != '\0');
+    Todo__V1__ListRemindersResponse *p2 = list_reminders(auth, NULL, false, 2, ls->next_page_token, NULL, &code, &res);
+    assert_int_equal(code, GRPC_STATUS_OK);
+    assert_int_equal(p2->n_reminders, 1);
+    assert_string_equal(p2->reminders[0]->id, ids[0]);
+    assert_string_equal(p2->next_page_token, "");
+    protobuf_c_message_free_unpacked(&p2->base, NULL);
+    protobuf_c_message_free_unpacked(&ls->base, NULL);
+    ls = list_reminders(auth, t1, false, 0, NULL, NULL, &code, &res);
+    assert_int_equal(ls->n_reminders, 2);
+    protobuf_c_message_free_unpacked(&ls->base, NULL);
+    ls = list_reminders(oauth, NULL, true, 0, NULL, NULL, &code, &res);
+    assert_int_equal(code, GRPC_STATUS_OK);
+    assert_int_equal(ls->n_reminders, 0);
+    protobuf_c_message_free_unpacked(&ls->base, NULL);
+
+    /* Snooze the first due past the others; cancel the one of t2. */
+    Todo__V1__SnoozeReminderRequest sn = TODO__V1__SNOOZE_REMINDER_REQUEST__INIT;
+    Google__Protobuf__Timestamp later = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    later.seconds = event_now_us() / 1000000 + 4 * 3600;
+    sn.reminder_id = ids[1];
+    sn.remind_at = &later;
+    assert_int_equal(harness_command("SnoozeReminder", &sn.base, auth, NULL, &res), GRPC_STATUS_OK);
+    Todo__V1__CancelReminderRequest cn = TODO__V1__CANCEL_REMINDER_REQUEST__INIT;
+    cn.reminder_id = ids[2];
+    assert_int_equal(harness_command("CancelReminder", &cn.base, auth, &r, &res), GRPC_STATUS_OK);
+    ls = list_reminders(auth, NULL, false, 0, NULL, r->consistency_token, &code, &res);
+    assert_int_equal(code, GRPC_STATUS_OK);
+    assert_int_equal(ls->n_reminders, 2);
+    assert_string_equal(ls->reminders[0]->id, ids[0]);
+    assert_string_equal(ls->reminders[1]->id, ids[1]);
+    assert_int_equal(ls->reminders[1]->remind_at->seconds, later.seconds);
+    assert_int_equal(ls->reminders[1]->version, 2);
+    protobuf_c_message_free_unpacked(&ls->base, NULL);
+    ls = list_reminders(auth, NULL, true, 0, NULL, r->consistency_token, &code, &res);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    assert_int_equal(ls->n_reminders, 3);
+    assert_string_equal(ls->reminders[0]->id, ids[2]);
+    assert_int_equal(ls->reminders[0]->status, TODO__V1__REMINDER_STATUS__REMINDER_STATUS_CANCELLED);
+    assert_int_equal(ls->reminders[0]->version, 2);
+    protobuf_c_message_free_unpacked(&ls->base, NULL);
+
+    /* A deleted task's reminders are not shown (the task's token: the other stream). */
+    Todo__V1__DeleteTaskRequest del = TODO__V1__DELETE_TASK_REQUEST__INIT;
+    del.task_id = t1;
+    assert_int_equal(harness_command("DeleteTask", &del.base, auth, &r, &res), GRPC_STATUS_OK);
+    ls = list_reminders(auth, NULL, true, 0, NULL, r->consistency_token, &code, &res);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    assert_int_equal(code, GRPC_STATUS_OK);
+    assert_int_equal(ls->n_reminders, 1);
+    assert_string_equal(ls->reminders[0]->task_id, t2);
+    protobuf_c_message_free_unpacked(&ls->base, NULL);
+
+    /* todoctl: schedule one on t2 and list them (the list does not wait for
+     * the projection: poll). */
+    char args[256], out[4096];
+    snprintf(args, sizeof args, "remind %s +3h --channel sms --user %s", t2, user);
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 0);
+    assert_non_null(strstr(out, "scheduled"));
+    snprintf(args, sizeof args, "reminders --task %s --user %s", t2, user);
+    long long until = harness_now_ms() + 10000;
+    do {
+        assert_int_equal(harness_todoctl(args, out, sizeof out), 0);
+    } while (strstr(out, " sms ") == NULL && harness_now_ms() < until && (harness_sleep_ms(50), 1));
+    assert_non_null(strstr(out, " sms "));
+    assert_null(strstr(out, "cancelled")); /* not without --all */
+    snprintf(args, sizeof args, "remind %s someday --user %s", t2, user);
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 2);
+    assert_non_null(strstr(out, "someday"));
+
+    /* Bad input. */
+    assert_null(list_reminders(auth, "nope", false, 0, NULL, NULL, &code, &res));
+    assert_int_equal(code, GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(res.message, "task_id"));
+    assert_null(list_reminders(auth, NULL, false, 101, NULL, NULL, &code, &res));
+    assert_int_equal(code, GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(res.message, "page_size"));
+    assert_null(list_reminders(auth, NULL, false, 0, "Zm9v", NULL, &code, &res));
+    assert_int_equal(code, GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(res.message, "page_token"));
+    free(t1);
+    free(t2);
+    free(auth);
+    free(oauth);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(reminders_can_be_scheduled_snoozed_and_cancelled),
         cmocka_unit_test(reminders_need_an_open_task_and_are_bounded),
         cmocka_unit_test(a_task_becomes_the_template_of_a_series),
+        cmocka_unit_test(reminders_are_listed_in_due_order_as_they_change),
     };
     return cmocka_run_group_tests(tests, harness_group_setup, harness_group_teardown);
 }

@@ -580,7 +580,7 @@ static void a_token_the_projection_cannot_reach_answers_unavailable(void **state
     char user[64], tok[40];
     harness_user(user, "future");
     char *auth = harness_bearer(user, 600, NULL);
-    event_token_encode(INT64_C(1) << 60, tok);
+    event_token_encode(INT64_C(1) << 60, "tasks.events.v1", tok);
     Todo__V1__Task *t;
     grpcx_result res;
     long long t0 = harness_now_ms();

@@ -138,14 +138,27 @@ static void consistency_tokens_round_trip_and_reject_forgeries(void **state)
     (void)state;
     char tok[40];
     int64_t pos;
+    const char *topic = NULL;
     todo_err err;
-    event_token_encode(123456789012LL, tok);
-    assert_int_equal(event_token_decode(tok, &pos, &err), TODO_OK);
+    event_token_encode(123456789012LL, "tasks.events.v1", tok);
+    assert_int_equal(event_token_decode(tok, &pos, &topic, &err), TODO_OK);
     assert_int_equal(pos, 123456789012LL);
-    assert_int_equal(event_token_decode("", &pos, &err), TODO_EINVAL);
-    assert_int_equal(event_token_decode("abc", &pos, &err), TODO_EINVAL);
-    assert_int_equal(event_token_decode("Y3QxOi0x", &pos, &err), TODO_EINVAL);  /* "ct1:-1" */
-    assert_int_equal(event_token_decode("Y3QxOjF4", &pos, &err), TODO_EINVAL);  /* "ct1:1x" */
+    assert_string_equal(topic, "tasks.events.v1");
+    event_token_encode(INT64_MAX, "reminders.events.v1", tok);
+    assert_true(strlen(tok) < 40);
+    assert_int_equal(event_token_decode(tok, &pos, &topic, &err), TODO_OK);
+    assert_true(pos == INT64_MAX);
+    assert_string_equal(topic, "reminders.events.v1");
+    /* Tokens issued before streams were named still work. */
+    assert_int_equal(event_token_decode("Y3QxOjQy", &pos, &topic, &err), TODO_OK); /* "ct1:42" */
+    assert_int_equal(pos, 42);
+    assert_string_equal(topic, "tasks.events.v1");
+    assert_int_equal(event_token_decode("", &pos, &topic, &err), TODO_EINVAL);
+    assert_int_equal(event_token_decode("abc", &pos, &topic, &err), TODO_EINVAL);
+    assert_int_equal(event_token_decode("Y3QxOi0x", &pos, &topic, &err), TODO_EINVAL);  /* "ct1:-1" */
+    assert_int_equal(event_token_decode("Y3QxOjF4", &pos, &topic, &err), TODO_EINVAL);  /* "ct1:1x" */
+    assert_int_equal(event_token_decode("Y3QyOng6NQ", &pos, &topic, &err), TODO_EINVAL); /* "ct2:x:5" */
+    assert_int_equal(event_token_decode("Y3QyOnI6KzU", &pos, &topic, &err), TODO_EINVAL); /* "ct2:r:+5" */
     assert_non_null(strstr(err.msg, "consistency_token"));
 }
 

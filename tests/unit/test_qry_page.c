@@ -41,8 +41,8 @@ static void tokens_round_trip_for_every_order(void **state)
 {
     (void)state;
     const char *values[] = {"2026-11-27T10:00:00.123456Z", "2026-11-27T10:00:00.000001Z", "2030-01-01T00:00:00.000000Z",
-                            "3"};
-    for (int f = 0; f < 4; f++)
+                            "3", "2031-02-03T04:05:06.000007Z"};
+    for (int f = 0; f <= QRY_SORT_REMIND_AT; f++)
         for (int asc = 0; asc < 2; asc++) {
             qry_page_key k = {.sort = {(qry_sort_field)f, asc}}, back;
             char tok[QRY_PAGE_TOKEN_MAX];
@@ -72,6 +72,16 @@ static void a_token_of_another_order_is_refused(void **state)
     qry_page_encode(&k, tok);
     assert_int_equal(qry_page_decode(tok, &other, &back, &err), TODO_EINVAL);
     assert_non_null(strstr(err.msg, "another order_by"));
+    /* A ListTasks token is no ListReminders token, and the other way round. */
+    qry_page_key r = {.sort = {QRY_SORT_REMIND_AT, true}, .value = "2026-11-27T10:00:00.123456Z", .id = ID};
+    qry_sort created_asc = {QRY_SORT_CREATED_AT, true};
+    qry_page_encode(&r, tok);
+    assert_int_equal(qry_page_decode(tok, &created_asc, &back, &err), TODO_EINVAL);
+    qry_page_encode(&(qry_page_key){.sort = created_asc, .value = "2026-11-27T10:00:00.123456Z", .id = ID}, tok);
+    assert_int_equal(qry_page_decode(tok, &r.sort, &back, &err), TODO_EINVAL);
+    /* order_by never names remind_at. */
+    qry_sort s;
+    assert_int_equal(qry_sort_parse("remind_at", &s, &err), TODO_EINVAL);
 }
 
 static void foreign_or_tampered_tokens_are_invalid(void **state)
@@ -85,6 +95,7 @@ static void foreign_or_tampered_tokens_are_invalid(void **state)
         "p2|3|d|9|" ID,
         "p2|0|d|infinity|" ID,
         "p2|9|d|3|" ID,
+        "p2|5|a|2026-11-27T10:00:00.123456Z|" ID,
         "p2|0|x|2026-11-27T10:00:00.123456Z|" ID,
         "p2|0|d|2026-11-27T10:00:00.123456Z|" ID "|extra",
     };
