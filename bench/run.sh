@@ -8,8 +8,17 @@
 #   get        GetTask through gRPC         vs pgbench running the same SELECT
 #   list       ListTasks (20 of 1,000)      vs pgbench running the same SELECT
 #   freshness  CreateTask reply -> visible through GetTask, under CreateTask load
+#   catchup    the live projector applying N events written straight to the
+#              topic (todo-eventgen: created, every 2nd updated, every 3rd
+#              completed; 1,000 users)   vs the raw consume rate of the topics
+#                                            (librdkafka alone, no database)
+#   rebuild    `todoctl projection rebuild` of the whole read model (every
+#              record of both topics)    vs pgbench upserting the same number of
+#                                            rows, 500 per INSERT ... ON CONFLICT
 #
-#   bench/run.sh [--quick]     --quick: clients 1 and 8, 5 s each (under 2 minutes)
+#   bench/run.sh [--quick]     --quick: clients 1 and 8, 5 s each, 20,000 events
+#                              (under 2 minutes); full: 1, 8, 32, 64 clients, 20 s
+#                              each, 100,000 and 1,000,000 events
 #
 # Results: bench/results/<UTC time>/results.json and a table on stdout, with
 # the CPU seconds and peak RSS of each service per scenario.
@@ -18,7 +27,7 @@ cd "$TODO_REPO"
 
 quick=0
 [ "${1:-}" = --quick ] && quick=1
-if [ $quick = 1 ]; then CLIENTS="1 8"; SECS=5; else CLIENTS="1 8 32 64"; SECS=20; fi
+if [ $quick = 1 ]; then CLIENTS="1 8"; SECS=5; EVENTS="20000"; else CLIENTS="1 8 32 64"; SECS=20; EVENTS="100000 1000000"; fi
 out="$TODO_REPO/bench/results/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
 
@@ -80,7 +89,7 @@ import json, sys
 name, clients, j, base = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
 c0, c1, q0, q1, p0, p1 = map(float, sys.argv[5:11])
 rc, rq, rp = map(float, sys.argv[11:14])
-j.update(scenario=name, baseline_tps=float(base) if base else None,
+j.update(scenario=name, clients=clients, baseline_tps=float(base) if base else None,
          ratio=(j["rps"] / float(base)) if base else None,
          cpu_s={"command": round(c1 - c0, 2), "query": round(q1 - q0, 2), "projector": round(p1 - p0, 2)},
          peak_rss_mib={"command": round(rc, 1), "query": round(rq, 1), "projector": round(rp, 1)})
@@ -131,14 +140,54 @@ c0=$(cpu $cmd_pid); q0=$(cpu $qry_pid); p0=$(cpu $proj_pid)
 j=$(loadgen --rpc freshness --clients 4)
 record freshness 4 "$j" "" "$c0" "$q0" "$p0"
 
+# Catch-up and rebuild: events written straight to the topic.
+$PSQL <<'SQL'
+create table bench.read_tasks (like read.tasks including all);
+SQL
+cat > "$out/upsert.sql" <<'SQL'
+INSERT INTO bench.read_tasks (id, user_id, title, description, priority, category, tags, version, created_at, updated_at)
+  SELECT gen_random_uuid(), 'u' || (i % 1000), 'replayed task ' || i,
+         'a task written by todo-eventgen for the rebuild benchmark', 1 + i % 4, 'bench', '{bench,replay}', 1, now(), now()
+  FROM generate_series(1, 500) i
+  ON CONFLICT (id) DO UPDATE SET title = excluded.title, version = excluded.version, updated_at = excluded.updated_at;
+SQL
+behind() { $bin/cli/todoctl projection status | awk '/behind by/ {print $3}'; }
+for n in $EVENTS; do
+  c0=$(cpu $cmd_pid); q0=$(cpu $qry_pid); p0=$(cpu $proj_pid)
+  t0=$(date +%s.%N)
+  build/dev/bench/todo-eventgen produce --events "$n" --prefix "replay-$n" >"$out/produce-$n.json"
+  until [ "$(behind)" = 0 ]; do sleep 0.1; done
+  t1=$(date +%s.%N)
+  raw=$(build/dev/bench/todo-eventgen consume | python3 -c 'import json,sys; print(json.load(sys.stdin)["rate"])')
+  j=$(python3 -c 'import sys; n, s = int(sys.argv[1]), float(sys.argv[3]) - float(sys.argv[2]); print("{\"rps\": %.1f, \"events\": %d, \"seconds\": %.2f, \"p50_ms\": 0, \"p99_ms\": 0, \"errors\": 0}" % (n / s, n, s))' "$n" "$t0" "$t1")
+  record catchup "$n" "$j" "$raw" "$c0" "$q0" "$p0"
+
+  c0=$(cpu $cmd_pid); q0=$(cpu $qry_pid); p0=$(cpu $proj_pid)
+  /usr/bin/time -f "%e %U %S %M" -o "$out/rebuild-$n.time" $bin/cli/todoctl projection rebuild >"$out/rebuild-$n.log" 2>&1
+  records=$(awk '/swapped:/ {print $3}' "$out/rebuild-$n.log" | tail -1)
+  $PSQL -c "truncate bench.read_tasks"
+  upsert=$("$PGBENCH" -n -c 1 -t $(( (records + 499) / 500 )) -f "$out/upsert.sql" "$TODO_PG_URL" 2>/dev/null |
+           awk '/^tps = / {print $3 * 500; exit}')
+  j=$(python3 - "$records" "$out/rebuild-$n.time" <<'PY'
+import json, sys
+records = int(sys.argv[1]); wall, user, sys_s, rss_kib = open(sys.argv[2]).read().split()[-4:]
+print(json.dumps({"rps": records / float(wall), "records": records, "seconds": float(wall), "p50_ms": 0, "p99_ms": 0,
+                  "errors": 0, "todoctl_cpu_s": round(float(user) + float(sys_s), 2),
+                  "todoctl_peak_rss_mib": round(int(rss_kib) / 1024, 1)}))
+PY
+)
+  record rebuild "$records" "$j" "$upsert" "$c0" "$q0" "$p0"
+done
+
 printf '%s\n' "${results[@]}" | python3 -c '
 import json, sys
 rows = [json.loads(l) for l in sys.stdin if l.strip()]
 json.dump(rows, open(sys.argv[1], "w"), indent=2)
-print("%-10s %7s %10s %10s %7s %8s %8s %8s" % ("scenario", "clients", "rps", "baseline", "ratio", "p50 ms", "p99 ms", "errors"))
+print("%-10s %8s %10s %10s %7s %8s %8s %8s" % ("scenario", "clients", "rate/s", "baseline", "ratio", "p50 ms", "p99 ms", "errors"))
 for r in rows:
     b = "%.0f" % r["baseline_tps"] if r["baseline_tps"] else "-"
     ratio = "%.2f" % r["ratio"] if r["ratio"] else "-"
-    print("%-10s %7d %10.0f %10s %7s %8.2f %8.2f %8d" % (r["scenario"], r["clients"], r["rps"], b, ratio, r["p50_ms"], r["p99_ms"], r["errors"]))
+    # catchup/rebuild: "clients" is the number of events/records
+    print("%-10s %8d %10.0f %10s %7s %8.2f %8.2f %8d" % (r["scenario"], r["clients"], r["rps"], b, ratio, r["p50_ms"], r["p99_ms"], r["errors"]))
 ' "$out/results.json"
 log "results in $out/results.json"

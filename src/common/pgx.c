@@ -136,6 +136,15 @@ int pgx_status_of(const PGresult *r, const PGconn *c)
     return TODO_EINTERNAL;
 }
 
+/* Sets err from a failed result (or the connection's error). */
+static int fail_with(PGconn *c, PGresult *r, todo_err *err)
+{
+    int code = pgx_status_of(r, c);
+    const char *m = r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(c);
+    size_t len = strcspn(m, "\n");
+    return todo_err_set(err, code, "database error: %.*s", (int)(len > 300 ? 300 : len), m);
+}
+
 PGresult *pgx_exec(PGconn *c, const char *sql, int n, const char *const *values, todo_err *err)
 {
     return pgx_execb(c, sql, n, values, NULL, NULL, err);
@@ -150,10 +159,7 @@ PGresult *pgx_execb(PGconn *c, const char *sql, int n, const char *const *values
                                : PQexecParams(c, sql, n, NULL, values, lengths, formats, 0);
     ExecStatusType st = PQresultStatus(r);
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return r;
-    int code = pgx_status_of(r, c);
-    const char *m = r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(c);
-    size_t len = strcspn(m, "\n");
-    todo_err_set(err, code, "database error: %.*s", (int)(len > 300 ? 300 : len), m);
+    fail_with(c, r, err);
     PQclear(r);
     return NULL;
 }
@@ -164,6 +170,70 @@ int pgx_cmd(PGconn *c, const char *sql, int n, const char *const *values, todo_e
     if (r == NULL) return err != NULL ? err->code : TODO_EINTERNAL;
     PQclear(r);
     return TODO_OK;
+}
+
+int pgx_pipeline(PGconn *c, const pgx_stmt *list, int n, PGresult **results, int *failed, todo_err *err)
+{
+    int rc = TODO_OK, sent = 0, got = 0;
+    if (failed != NULL) *failed = -1;
+    for (int i = 0; results != NULL && i < n; i++) results[i] = NULL;
+    if (n == 0) return TODO_OK;
+    /* Prepare first: PQprepare waits for its answer, which pipeline mode forbids. */
+    const char **names = calloc((size_t)n, sizeof *names);
+    if (names == NULL) return todo_err_set(err, TODO_EINTERNAL, "out of memory");
+    bool in_error = PQtransactionStatus(c) == PQTRANS_INERROR;
+    for (int i = 0; i < n && !in_error; i++) names[i] = prepared(c, list[i].sql, list[i].n);
+    if (PQenterPipelineMode(c) != 1) {
+        free(names);
+        return todo_err_set(err, TODO_EUNAVAIL, "database error: cannot enter pipeline mode: %s", PQerrorMessage(c));
+    }
+    for (; sent < n; sent++) {
+        const pgx_stmt *s = &list[sent];
+        int ok = names[sent] != NULL ? PQsendQueryPrepared(c, names[sent], s->n, s->values, NULL, NULL, 0)
+                                     : PQsendQueryParams(c, s->sql, s->n, NULL, s->values, NULL, NULL, 0);
+        if (ok != 1) break;
+    }
+    free(names);
+    if (PQpipelineSync(c) != 1 || sent < n) {
+        rc = todo_err_set(err, TODO_EUNAVAIL, "database error: sending a pipeline failed: %s", PQerrorMessage(c));
+        if (failed != NULL) *failed = sent;
+    }
+    /* Each statement's result is followed by a NULL; the sync point ends it. */
+    int idle = 0;
+    for (;;) {
+        PGresult *r = PQgetResult(c);
+        if (r == NULL) {
+            if (PQstatus(c) != CONNECTION_OK || ++idle > n + 2) break;
+            continue;
+        }
+        idle = 0;
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            break;
+        }
+        int i = got++;
+        if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+            if (results != NULL && i < n) results[i] = r;
+            else PQclear(r);
+            continue;
+        }
+        if (rc == TODO_OK && st != PGRES_PIPELINE_ABORTED) {
+            rc = fail_with(c, r, err);
+            if (failed != NULL) *failed = i;
+        }
+        PQclear(r);
+    }
+    if (PQexitPipelineMode(c) != 1 || PQstatus(c) != CONNECTION_OK) {
+        if (rc == TODO_OK || PQstatus(c) != CONNECTION_OK)
+            rc = todo_err_set(err, TODO_EUNAVAIL, "database error: a pipeline did not finish: %s", PQerrorMessage(c));
+    }
+    if (rc != TODO_OK && results != NULL)
+        for (int i = 0; i < n; i++) {
+            PQclear(results[i]);
+            results[i] = NULL;
+        }
+    return rc;
 }
 
 char *pgx_text_array(arena *a, char *const *items, size_t n)

@@ -43,6 +43,23 @@ int pgx_cmd(PGconn *c, const char *sql, int n, const char *const *values, todo_e
 PGresult *pgx_execb(PGconn *c, const char *sql, int n, const char *const *values, const int *lengths,
                     const int *formats, todo_err *err);
 
+/* One statement of a pipeline: sql with n text parameters. */
+typedef struct pgx_stmt {
+    const char *sql;
+    int n;
+    const char *const *values;
+} pgx_stmt;
+
+/* Runs the n statements in order in ONE round trip (libpq pipeline mode;
+ * prepared like pgx_exec's). results (n entries, or NULL) receives each
+ * statement's result (the caller PQclear()s them). Returns TODO_OK when all
+ * succeeded; otherwise the status of the first that failed, with err and
+ * *failed (may be NULL) set to its index: the server skipped the ones after
+ * it, a transaction they were in is aborted, and every result is NULL.
+ * The connection is back out of pipeline mode on return, or broken
+ * (TODO_EUNAVAIL; reconnect). */
+int pgx_pipeline(PGconn *c, const pgx_stmt *stmts, int n, PGresult **results, int *failed, todo_err *err);
+
 /* A PostgreSQL text[] literal ('{"a","b"}') of the n strings, in a. */
 char *pgx_text_array(arena *a, char *const *items, size_t n);
 

@@ -114,7 +114,7 @@ int proj_loop_run(const proj_loop_opts *o, todo_err *err)
             arena_reset(a);
             proj_status ps = {.projection = o->group, .last_error = last_error[0] ? last_error : NULL,
                               .shadow = o->shadow, .cache = cache};
-            if (pg == NULL || PQstatus(pg) != CONNECTION_OK) {
+            if (pg == NULL || PQstatus(pg) != CONNECTION_OK || PQpipelineStatus(pg) != PQ_PIPELINE_OFF) {
                 pgx_close(pg);
                 pg = pgx_connect_schema(cfg->pg_url, "todo-projector", o->schema, err);
             }

@@ -115,6 +115,18 @@ static int create_shadow(rebuild *r, todo_err *err)
     }
     PQclear(res);
     res = NULL;
+    /* ...disabled while replaying: the statistics are counted once before
+     * the swap (todo_meta.tasks_stats_recount). */
+    if ((res = pgx_exec(r->pg, "select tablename from pg_tables where schemaname = '" SHADOW "' order by 1", 0, NULL,
+                        err)) == NULL)
+        goto fail_rc;
+    for (int i = 0; i < PQntuples(res); i++) {
+        char sql[256];
+        snprintf(sql, sizeof sql, "alter table " SHADOW ".%s disable trigger user", PQgetvalue(res, i, 0));
+        if ((rc = pgx_cmd(r->pg, sql, 0, NULL, err)) != 0) goto fail;
+    }
+    PQclear(res);
+    res = NULL;
     if ((rc = run_all(r->pg, grants, err)) != 0) goto fail;
     const char *p[2] = {r->o->projection, r->group};
     if ((rc = pgx_cmd(r->pg,
@@ -129,6 +141,21 @@ fail_rc:
 fail:
     PQclear(res);
     pgx_cmd(r->pg, "rollback", 0, NULL, NULL);
+    return rc;
+}
+
+/* Enables the shadow's triggers again (create_shadow disabled them). */
+static int enable_triggers(PGconn *pg, todo_err *err)
+{
+    PGresult *res = pgx_exec(pg, "select tablename from pg_tables where schemaname = '" SHADOW "' order by 1", 0, NULL, err);
+    if (res == NULL) return err->code;
+    int rc = TODO_OK;
+    for (int i = 0; i < PQntuples(res) && rc == TODO_OK; i++) {
+        char sql[256];
+        snprintf(sql, sizeof sql, "alter table " SHADOW ".%s enable trigger user", PQgetvalue(res, i, 0));
+        rc = pgx_cmd(pg, sql, 0, NULL, err);
+    }
+    PQclear(res);
     return rc;
 }
 
@@ -267,10 +294,13 @@ int proj_rebuild(const proj_rebuild_opts *o, todo_err *err)
         rc = todo_err_set(err, TODO_EUNAVAIL, "interrupted; run the rebuild again to resume it");
         goto out;
     }
-    /* Swap, still holding the swap lock: no live batch runs meanwhile. */
-    static const char *const swap[] = {"begin", "alter schema read rename to read_old",
-                                       "alter schema " SHADOW " rename to read", "drop schema read_old cascade", NULL};
-    if ((rc = run_all(r.pg, swap, err)) != 0 ||
+    /* Count the statistics, enable the triggers and swap, still holding the
+     * swap lock: no live batch runs meanwhile. */
+    static const char *const swap[] = {"begin", "select todo_meta.tasks_stats_recount('" SHADOW "')", NULL};
+    static const char *const rename[] = {"alter schema read rename to read_old", "alter schema " SHADOW " rename to read",
+                                         "drop schema read_old cascade", NULL};
+    if ((rc = run_all(r.pg, swap, err)) != 0 || (rc = enable_triggers(r.pg, err)) != 0 ||
+        (rc = run_all(r.pg, rename, err)) != 0 ||
         (rc = pgx_cmd(r.pg, "delete from todo_meta.rebuilds where projection = $1", 1, p, err)) != 0 ||
         (rc = pgx_cmd(r.pg, "commit", 0, NULL, err)) != 0) {
         pgx_cmd(r.pg, "rollback", 0, NULL, NULL);

@@ -388,8 +388,8 @@ static void projection_status_shows_lag_progress_and_the_last_error(void **state
     } while (strstr(out, "behind by 0 events") == NULL && harness_now_ms() < until);
     assert_non_null(strstr(out, "behind by 0 events"));
     assert_non_null(strstr(out, "batches "));
-    /* The poison record of an earlier test left its reason. */
-    assert_non_null(strstr(out, "last error: dead letter: value is not a todo.v1.EventEnvelope"));
+    /* The refused record of an earlier test left its reason. */
+    assert_non_null(strstr(out, "last error: dead letter: applying failed: database error"));
     free(auth);
 }
 
@@ -536,6 +536,53 @@ static void poison_records_go_to_the_dlq_and_the_projector_moves_on(void **state
     free(auth);
 }
 
+/* An envelope of type with payload m for aggregate id (in a). */
+static void encode_event(arena *a, const char *user, const char *type, const char *id, int64_t version,
+                         const ProtobufCMessage *m, uint8_t **bytes, size_t *len)
+{
+    char event_id[37];
+    todo_err err;
+    text_uuid_v4(event_id);
+    event_meta meta = {.event_id = event_id, .event_type = type, .source = "test", .time_us = event_now_us(),
+                       .user_id = user, .aggregate_type = "task", .aggregate_id = id, .aggregate_version = version,
+                       .schema_version = strcmp(type, "task.created") == 0 ? 2 : 1};
+    assert_int_equal(event_encode(&meta, m, a, bytes, len, &err), 0);
+}
+
+/* A record that decodes but that the database refuses (an aggregate id that
+ * is no UUID) is dead-lettered alone: the good records of its batch are
+ * applied. */
+static void a_record_the_database_refuses_is_dead_lettered_alone(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64], ids[2][37];
+    harness_user(user, "refused");
+    arena *a = arena_new();
+    Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    ts.seconds = 1700000000;
+    uint8_t *good[2], *bad;
+    size_t good_len[2], bad_len;
+    for (int i = 0; i < 2; i++) {
+        Todo__V1__TaskCreatedV2 ev = TODO__V1__TASK_CREATED_V2__INIT;
+        text_uuid_v4(ids[i]);
+        ev.task_id = ids[i];
+        ev.title = "around a refused record";
+        ev.created_at = &ts;
+        encode_event(a, user, "task.created", ids[i], 1, &ev.base, &good[i], &good_len[i]);
+    }
+    Todo__V1__TaskCompleted done = TODO__V1__TASK_COMPLETED__INIT;
+    done.task_id = "not-a-uuid";
+    done.completed_at = &ts;
+    encode_event(a, user, "task.completed", "not-a-uuid", 2, &done.base, &bad, &bad_len);
+    produce(user, good[0], good_len[0]);
+    produce(user, bad, bad_len);
+    produce(user, good[1], good_len[1]);
+    assert_int_equal(wait_read_count(user, 2, 15000), 2);
+    assert_true(dlq_holds(bad, bad_len, "applying failed"));
+    arena_free(a);
+}
+
 static void a_version_1_task_created_event_is_upcast(void **state)
 {
     (void)state;
@@ -644,6 +691,7 @@ int main(void)
         cmocka_unit_test(list_filters_and_pages_cover_every_task_once),
         cmocka_unit_test(projector_crash_and_replay_leave_no_duplicate_and_no_gap),
         cmocka_unit_test(poison_records_go_to_the_dlq_and_the_projector_moves_on),
+        cmocka_unit_test(a_record_the_database_refuses_is_dead_lettered_alone),
         cmocka_unit_test(a_version_1_task_created_event_is_upcast),
         cmocka_unit_test(a_token_the_projection_cannot_reach_answers_unavailable),
         cmocka_unit_test(the_redis_fast_path_is_filled_and_optional),

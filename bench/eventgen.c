@@ -1,0 +1,219 @@
+/*
+ * todo-eventgen: the rebuild scenario's tools, for bench/run.sh.
+ *
+ *   todo-eventgen produce --events N [--users U] [--prefix P]
+ *       writes N task events straight to tasks.events.v1 (no command side):
+ *       per task a task.created (v2), every second task a task.updated
+ *       (title), every third a task.completed, for U users (key = user id),
+ *       in order per task (no event-store position: they are not in the
+ *       outbox); prints {"events": N, "seconds": S, "rate": R}.
+ *   todo-eventgen consume [--topic T]...
+ *       the raw consume rate: reads every record of the topics (default
+ *       tasks.events.v1 and reminders.events.v1) from the start in a new
+ *       consumer group, decoding each envelope and nothing more; prints
+ *       {"records": N, "seconds": S, "rate": R}.
+ *
+ * Settings (TODO_KAFKA_BROKERS) come from the environment like todoctl's.
+ */
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "arena.h"
+#include "config.h"
+#include "event.h"
+#include "kafkax.h"
+#include "text.h"
+#include "todo/v1/events.pb-c.h"
+
+static todo_config cfg;
+static atomic_long delivered, failed;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) atomic_fetch_add(&failed, 1);
+    else atomic_fetch_add(&delivered, 1);
+}
+
+/* Encodes and produces one event; blocks while the local queue is full. */
+static int send_event(rd_kafka_t *rk, arena *a, const char *user, const char *type, int32_t schema, const char *task,
+                      int64_t version, const ProtobufCMessage *m)
+{
+    char event_id[37];
+    uint8_t *bytes;
+    size_t len;
+    todo_err err;
+    text_uuid_v4(event_id);
+    event_meta meta = {.event_id = event_id, .event_type = type, .source = "todo-eventgen", .time_us = event_now_us(),
+                       .user_id = user, .aggregate_type = "task", .aggregate_id = task, .aggregate_version = version,
+                       .schema_version = schema};
+    if (event_encode(&meta, m, a, &bytes, &len, &err) != 0) {
+        fprintf(stderr, "todo-eventgen: %s\n", err.msg);
+        return -1;
+    }
+    for (;;) {
+        rd_kafka_resp_err_t e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("tasks.events.v1"),
+                                                  RD_KAFKA_V_KEY(user, strlen(user)), RD_KAFKA_V_VALUE(bytes, len),
+                                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+        if (e == RD_KAFKA_RESP_ERR_NO_ERROR) return 0;
+        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            fprintf(stderr, "todo-eventgen: produce: %s\n", rd_kafka_err2str(e));
+            return -1;
+        }
+        rd_kafka_poll(rk, 10);
+    }
+}
+
+static int produce(long events, int users, const char *prefix)
+{
+    todo_err err;
+    rd_kafka_t *rk = kafkax_producer_new(cfg.kafka_brokers, "todo-eventgen", on_delivery, NULL, &err);
+    if (rk == NULL) {
+        fprintf(stderr, "todo-eventgen: %s\n", err.msg);
+        return 1;
+    }
+    arena *a = arena_new();
+    Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    ts.seconds = time(NULL);
+    char *tags[] = {"bench", "replay"};
+    double t0 = now_s();
+    long sent = 0, task_no = 0;
+    int rc = 0;
+    while (sent < events && rc == 0) {
+        char user[64], task[37];
+        snprintf(user, sizeof user, "%s-%ld", prefix, task_no % users);
+        text_uuid_v4(task);
+        arena_reset(a);
+        Todo__V1__TaskCreatedV2 c = TODO__V1__TASK_CREATED_V2__INIT;
+        c.task_id = task;
+        c.title = arena_printf(a, "replayed task %ld", task_no);
+        c.description = "a task written by todo-eventgen for the rebuild benchmark";
+        c.priority = (Todo__V1__Priority)(1 + task_no % 4);
+        c.category = "bench";
+        c.tags = tags;
+        c.n_tags = 2;
+        c.created_at = &ts;
+        rc = send_event(rk, a, user, "task.created", 2, task, 1, &c.base);
+        sent++;
+        int64_t version = 1;
+        if (rc == 0 && sent < events && task_no % 2 == 0) {
+            Todo__V1__TaskUpdated u = TODO__V1__TASK_UPDATED__INIT;
+            char *fields[] = {"title"};
+            u.task_id = task;
+            u.title = arena_printf(a, "renamed task %ld", task_no);
+            u.changed_fields = fields;
+            u.n_changed_fields = 1;
+            rc = send_event(rk, a, user, "task.updated", 1, task, ++version, &u.base);
+            sent++;
+        }
+        if (rc == 0 && sent < events && task_no % 3 == 0) {
+            Todo__V1__TaskCompleted d = TODO__V1__TASK_COMPLETED__INIT;
+            d.task_id = task;
+            d.completed_at = &ts;
+            rc = send_event(rk, a, user, "task.completed", 1, task, ++version, &d.base);
+            sent++;
+        }
+        task_no++;
+        rd_kafka_poll(rk, 0);
+    }
+    while (rd_kafka_outq_len(rk) > 0) rd_kafka_poll(rk, 100);
+    double secs = now_s() - t0;
+    rd_kafka_destroy(rk);
+    arena_free(a);
+    if (rc != 0 || atomic_load(&failed) > 0) {
+        fprintf(stderr, "todo-eventgen: %ld deliveries failed\n", atomic_load(&failed));
+        return 1;
+    }
+    printf("{\"events\": %ld, \"tasks\": %ld, \"seconds\": %.3f, \"rate\": %.1f}\n", sent, task_no, secs,
+           (double)sent / secs);
+    return 0;
+}
+
+static int consume(const char *const *topics, int n)
+{
+    todo_err err;
+    char group[64];
+    kafkax_lag lag[256];
+    int parts;
+    long total = 0, got = 0;
+    snprintf(group, sizeof group, "bench-raw-consume-%ld", (long)time(NULL));
+    for (int t = 0; t < n; t++) {
+        if (kafkax_group_lag(cfg.kafka_brokers, group, topics[t], lag, 256, &parts, &err) != 0) {
+            fprintf(stderr, "todo-eventgen: %s\n", err.msg);
+            return 1;
+        }
+        for (int i = 0; i < parts; i++) total += lag[i].lag;
+    }
+    rd_kafka_t *rk = kafkax_consumer_new(cfg.kafka_brokers, group, topics, n, &err);
+    if (rk == NULL) {
+        fprintf(stderr, "todo-eventgen: %s\n", err.msg);
+        return 1;
+    }
+    arena *a = arena_new();
+    double t0 = 0, last = now_s();
+    while (got < total && now_s() - last < 30) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (m == NULL) continue;
+        if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            Todo__V1__EventEnvelope *env;
+            if (t0 == 0) t0 = now_s(); /* from the first record: not the group join */
+            if (event_decode(m->payload, m->len, a, &env, &err) == 0) got++;
+            else got++; /* counted all the same: a record read */
+            last = now_s();
+            if ((got & 1023) == 0) arena_reset(a);
+        }
+        rd_kafka_message_destroy(m);
+    }
+    double secs = now_s() - t0;
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    arena_free(a);
+    if (got < total) {
+        fprintf(stderr, "todo-eventgen: read %ld of %ld records\n", got, total);
+        return 1;
+    }
+    printf("{\"records\": %ld, \"seconds\": %.3f, \"rate\": %.1f}\n", got, secs, (double)got / secs);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    todo_err err;
+    long events = 0;
+    int users = 1000;
+    const char *prefix = "replay", *topics[8];
+    int n_topics = 0;
+    if (argc < 2 || config_load(&cfg, CONFIG_CLI, NULL, NULL, &err) != 0) {
+        fprintf(stderr, "usage: todo-eventgen produce --events N [--users U] [--prefix P] | consume [--topic T]...\n");
+        return 2;
+    }
+    for (int i = 2; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--events") == 0) events = atol(argv[i + 1]);
+        else if (strcmp(argv[i], "--users") == 0) users = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--prefix") == 0) prefix = argv[i + 1];
+        else if (strcmp(argv[i], "--topic") == 0 && n_topics < 8) topics[n_topics++] = argv[i + 1];
+        else return 2;
+    }
+    if (strcmp(argv[1], "produce") == 0 && events > 0 && users > 0) return produce(events, users, prefix);
+    if (strcmp(argv[1], "consume") == 0) {
+        if (n_topics == 0) {
+            topics[n_topics++] = "tasks.events.v1";
+            topics[n_topics++] = "reminders.events.v1";
+        }
+        return consume(topics, n_topics);
+    }
+    fprintf(stderr, "usage: todo-eventgen produce --events N [--users U] [--prefix P] | consume [--topic T]...\n");
+    return 2;
+}
