@@ -2,22 +2,26 @@
  * todo-loadgen: a closed-loop gRPC load generator on the C core, for
  * bench/run.sh. N client threads, each with its own channel and user, call
  * one RPC back to back for a fixed time and record every latency; the
- * summary is one JSON line on stdout.
+ * summary is one JSON line on stdout. Clients set up first (get: a task;
+ * list: 1,000 tasks), then all measure in the same window.
  *
  *   todo-loadgen --rpc create|get|list|freshness --clients N --seconds S
- *                [--command ADDR] [--query ADDR] [--user-prefix P]
+ *                [--user-prefix P] [--rate R]
  *
  * create     CreateTask
  * get        GetTask of a task the client created first
  * list       ListTasks (page of 20) of a user the client first gave 1,000 tasks
- * freshness  one client creates a task and polls GetTask (no token) until it
- *            is visible, measuring that time; the other N-1 clients run
- *            CreateTask load meanwhile
+ * freshness  one client creates a task and polls ListTasks (newest first, no
+ *            token) until it is listed, measuring the time from the
+ *            CreateTask reply; the other N-1 clients run CreateTask load
+ *            meanwhile, together R commands/s when --rate is given (paced),
+ *            else as fast as they can
  *
  * Settings (addresses, the JWT secret) come from the environment like
  * todoctl's. Exit status 0 when every call succeeded.
  */
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +55,9 @@ typedef struct client {
 static todo_config cfg;
 static double seconds_each; /* the measured window of every client, after its setup */
 static const char *prefix = "bench";
+static pthread_barrier_t ready; /* every client's setup done: measure together */
+static double rate;         /* freshness: background CreateTasks per second, 0 = unpaced */
+static int n_clients;
 
 static double now_s(void)
 {
@@ -97,6 +104,21 @@ static int get(client *c, const char *id)
     return 0;
 }
 
+/* True when ListTasks' newest task of c is id. */
+static bool listed_first(client *c, const char *id)
+{
+    Todo__V1__ListTasksRequest rq = TODO__V1__LIST_TASKS_REQUEST__INIT;
+    Todo__V1__ListTasksResponse *r = NULL;
+    grpcx_result res;
+    rq.page_size = 1;
+    if (grpcx_unary(c->qry, "/todo.v1.TaskQueryService/ListTasks", &rq.base, &todo__v1__list_tasks_response__descriptor,
+                    c->auth, 10000, (ProtobufCMessage **)&r, &res) != GRPC_STATUS_OK)
+        return false;
+    bool yes = r->n_tasks == 1 && strcmp(r->tasks[0]->id, id) == 0;
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return yes;
+}
+
 static int list(client *c)
 {
     Todo__V1__ListTasksRequest rq = TODO__V1__LIST_TASKS_REQUEST__INIT;
@@ -133,8 +155,19 @@ static void *run(void *arg)
             if (create(c, id) != 0) c->errors++;
         if (await_visible(c, id) != 0) c->errors++;
     }
-    double end = now_s() + seconds_each;
+    pthread_barrier_wait(&ready);
+    double end = now_s() + seconds_each, next = now_s();
+    /* Paced background load: each of the N-1 clients its share of rate. */
+    double every = c->m == M_FRESHNESS && m == M_CREATE && rate > 0 ? (n_clients - 1) / rate : 0;
     while (now_s() < end) {
+        if (every > 0) {
+            next += every;
+            double wait = next - now_s();
+            if (wait > 0) {
+                struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
+                nanosleep(&ts, NULL);
+            }
+        }
         double t0 = now_s();
         int rc;
         if (m == M_CREATE) {
@@ -143,11 +176,11 @@ static void *run(void *arg)
             rc = get(c, c->task_id);
         } else if (m == M_LIST) {
             rc = list(c);
-        } else { /* freshness: create, then poll until visible */
+        } else { /* freshness: create, then poll until listed */
             char id[40];
             rc = create(c, id);
             t0 = now_s();
-            while (rc == 0 && get(c, id) != 0) {
+            while (rc == 0 && !listed_first(c, id)) {
                 if (now_s() - t0 > 10) {
                     rc = -1;
                     break;
@@ -177,6 +210,7 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--clients") == 0) clients = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--seconds") == 0) seconds = atof(argv[i + 1]);
         else if (strcmp(argv[i], "--user-prefix") == 0) prefix = argv[i + 1];
+        else if (strcmp(argv[i], "--rate") == 0) rate = atof(argv[i + 1]);
         else {
             fprintf(stderr, "todo-loadgen: unknown option %s\n", argv[i]);
             return 2;
@@ -210,8 +244,11 @@ int main(int argc, char **argv)
         cs[i].qry = grpcx_channel_new(cfg.query_addr);
     }
     seconds_each = seconds;
+    n_clients = clients;
+    pthread_barrier_init(&ready, NULL, (unsigned)clients);
     for (int i = 0; i < clients; i++) pthread_create(&th[i], NULL, run, &cs[i]);
     for (int i = 0; i < clients; i++) pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&ready);
 
     size_t total = 0;
     long errors = 0;
@@ -230,10 +267,13 @@ int main(int argc, char **argv)
     getrusage(RUSAGE_SELF, &ru);
     double cpu = ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 #define PCT(p) (total ? all[(size_t)((double)(total - 1) * (p))] : 0.0)
+    size_t background = 0; /* freshness: the CreateTask load beside the probe */
+    for (int i = measured; i < clients; i++) background += cs[i].n;
     printf("{\"rpc\":\"%s\",\"clients\":%d,\"seconds\":%.1f,\"calls\":%zu,\"errors\":%ld,\"rps\":%.1f,"
-           "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"loadgen_cpu_s\":%.2f}\n",
+           "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"loadgen_cpu_s\":%.2f,"
+           "\"background_rps\":%.1f}\n",
            rpc, clients, window, total, errors, window > 0 ? (double)total / window : 0, PCT(0.50), PCT(0.90),
-           PCT(0.99), total ? all[total - 1] : 0.0, cpu);
+           PCT(0.99), total ? all[total - 1] : 0.0, cpu, window > 0 ? (double)background / window : 0);
     for (int i = 0; i < clients; i++) {
         grpcx_channel_free(cs[i].cmd);
         grpcx_channel_free(cs[i].qry);
