@@ -94,6 +94,9 @@ int cmd_restore_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessag
 int cmd_schedule_reminder(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err);
 int cmd_cancel_reminder(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err);
 int cmd_snooze_reminder(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err);
+int cmd_restore_reminder(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err);
+int cmd_trigger_reminder(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err);
+int cmd_next_occurrence(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err);
 int cmd_create_pattern(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err);
 int cmd_update_pattern(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err);
 
@@ -114,12 +117,20 @@ typedef struct cmd_task {
     int64_t completed_us;
     bool deleted;
     int64_t deleted_us;
-    const char *recurring_pattern_id;   /* "" when none */
+    const char *recurring_pattern_id;   /* "" when none: its template's pattern, or the series it belongs to */
     int64_t created_us;
+    /* An occurrence of a series (CreateNextOccurrence); NULL/0 otherwise. */
+    const char *series_id;
+    int occurrence;
+    const char *generated_from;
 } cmd_task;
 
 /* The task kind. */
 extern const cmd_kind cmd_task_kind;
+
+/* Creates task t (version 1, its task.created event) through cmd_create:
+ * TODO_ECONFLICT when an occurrence's generated_from is taken. */
+int cmd_task_create(cmd_ctx *x, const cmd_task *t, int64_t now, ProtobufCMessage **resp, todo_err *err);
 
 /* Loads the caller's task id for a command on one of its parts (reminders,
  * patterns): TODO_ENOTFOUND when absent or deleted; storage failures are

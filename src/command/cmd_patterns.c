@@ -6,8 +6,19 @@
  *                           pattern (ALREADY_EXISTS otherwise).
  *   UpdateRecurringPattern  replaces the rule (expected_version checked).
  *
- * The rule is validated by cmd_validate_rule and stored serialized; the next
- * occurrence is computed by todo-saga when a task of the series completes.
+ *   CreateNextOccurrence    the occurrence after a completed one (the
+ *                           template, occurrence 1, or an occurrence): a
+ *                           task like the template, due at the rule's next
+ *                           time after the completed one's due time (or
+ *                           after now, when that is earlier: a late
+ *                           completion does not create an overdue task).
+ *                           An empty reply id: the series has ended (or its
+ *                           template was deleted); ALREADY_EXISTS: the
+ *                           completed task already has its next occurrence.
+ *
+ * The rule is validated by cmd_validate_rule and stored serialized;
+ * todo-saga asks for the next occurrence when a task of the series
+ * completes (the task-completion saga).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -15,6 +26,8 @@
 #include <string.h>
 
 #include "cmd_core.h"
+#include "recur.h"
+#include "tz.h"
 #include "cmd_validate.h"
 #include "event.h"
 #include "pgx.h"
@@ -163,4 +176,68 @@ int cmd_update_pattern(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMess
         (rc = cmd_validate_rule(rq->rule, event_now_us(), x.t->cfg->zoneinfo_dir, err)) != 0)
         return rc;
     return cmd_mutate(&x, &pattern_kind, rq->pattern_id, rq->expected_version, change_rule, rq->rule, resp, err);
+}
+
+int cmd_next_occurrence(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
+{
+    const Todo__V1__CreateNextOccurrenceRequest *rq = (const Todo__V1__CreateNextOccurrenceRequest *)req;
+    cmd_ctx x;
+    void *agg;
+    int64_t version, now = event_now_us();
+    const cmd_task *done;
+    int rc;
+    if ((rc = cmd_begin(&x, c, "CreateNextOccurrence", rq->request_id, req, err)) != 0) return rc;
+    if ((rc = cmd_validate_id("pattern_id", rq->pattern_id, err)) != 0 ||
+        (rc = cmd_validate_id("completed_task_id", rq->completed_task_id, err)) != 0)
+        return rc;
+    if ((rc = cmd_replay(&x, resp, err)) != 0 || *resp != NULL) return rc;
+    if ((rc = load_pattern(&x, rq->pattern_id, &agg, &version, err)) != 0)
+        return rc == TODO_ENOTFOUND ? rc : cmd_storage_error(&x, err);
+    const pattern *pt = agg;
+    if ((rc = cmd_load_live_task(&x, rq->completed_task_id, &done, err)) != 0) return rc;
+    if (strcmp(done->id, pt->task_id) != 0 && (done->series_id == NULL || strcmp(done->series_id, pt->id) != 0))
+        return todo_err_set(err, TODO_EINVAL, "completed_task_id: task %s is not in the series of pattern %s", done->id,
+                            pt->id);
+    if (!done->completed) return todo_err_set(err, TODO_EPRECOND, "task %s is not completed", done->id);
+
+    Todo__V1__CommandReply *ended = arena_alloc(x.a, sizeof *ended);
+    todo__v1__command_reply__init(ended);
+    void *tagg;
+    if ((rc = cmd_task_kind.load(&x, pt->task_id, &tagg, &version, err)) != 0) {
+        if (rc != TODO_ENOTFOUND) return cmd_storage_error(&x, err);
+        *resp = &ended->base; /* no template: the series is over */
+        return TODO_OK;
+    }
+    const cmd_task *tpl = tagg;
+    if (tpl->deleted) {
+        *resp = &ended->base;
+        return TODO_OK;
+    }
+    tz_zone *zone = tz_load(x.t->cfg->zoneinfo_dir, pt->rule->time_zone, err);
+    if (zone == NULL) return todo_err_set(err, TODO_EINTERNAL, "time zone of pattern %s: %s", pt->id, err->msg);
+    int64_t anchor = (tpl->has_due ? tpl->due_us : tpl->created_us) / 1000000;
+    int64_t after = (done->has_due ? done->due_us : now) / 1000000;
+    if (after < now / 1000000) after = now / 1000000;
+    int count = done->occurrence > 0 ? done->occurrence : 1;
+    int64_t next = recur_next(pt->rule, zone, anchor, after, count);
+    tz_free(zone);
+    if (next < 0) {
+        *resp = &ended->base;
+        return TODO_OK;
+    }
+    cmd_task t = *tpl;
+    if (text_uuid_v4(t.id) != 0) return todo_err_set(err, TODO_EINTERNAL, "no randomness for a new id");
+    t.user_id = x.user;
+    t.has_due = true;
+    t.due_us = next * 1000000;
+    t.completed = false;
+    t.completed_us = 0;
+    t.created_us = now;
+    t.series_id = pt->id;
+    t.occurrence = count + 1;
+    t.generated_from = done->id;
+    rc = cmd_task_create(&x, &t, now, resp, err);
+    if (rc == TODO_ECONFLICT)
+        return todo_err_set(err, TODO_EEXISTS, "task %s already has its next occurrence", done->id);
+    return rc;
 }

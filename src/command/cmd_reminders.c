@@ -7,6 +7,13 @@
  *                     reminders), at a future time, on a channel.
  *   CancelReminder    a scheduled or fired reminder becomes cancelled.
  *   SnoozeReminder    a scheduled or fired reminder is due again later.
+ *   RestoreReminder   a cancelled reminder is scheduled again, at its time
+ *                     (the task-completion saga's compensation; allowed on
+ *                     a completed task: the scheduler does not fire
+ *                     reminders of completed or deleted tasks).
+ *   TriggerReminder   a due scheduled reminder fires (todo-saga's
+ *                     scheduler); with expected_version, two schedulers
+ *                     racing for one reminder fire it once.
  *
  * Reminder events go to reminders.events.v1; todo-saga's scheduler fires
  * them from write.reminders.
@@ -193,4 +200,74 @@ int cmd_snooze_reminder(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMes
         (rc = cmd_validate_remind_at(rq->remind_at, event_now_us(), err)) != 0)
         return rc;
     return cmd_mutate(&x, &reminder_kind, rq->reminder_id, 0, change_snooze, rq->remind_at, resp, err);
+}
+
+static int change_restore(cmd_ctx *x, void *agg, const void *arg, int64_t now, const char **type, int *schema,
+                          ProtobufCMessage **event, todo_err *err)
+{
+    reminder *m = agg;
+    (void)arg;
+    (void)now;
+    (void)schema;
+    if (strcmp(m->status, "cancelled") != 0)
+        return todo_err_set(err, TODO_EPRECOND, "reminder %s is %s, not cancelled", m->id, m->status);
+    Todo__V1__ReminderRestored *ev = arena_alloc(x->a, sizeof *ev);
+    todo__v1__reminder_restored__init(ev);
+    m->status = "scheduled";
+    ev->reminder_id = m->id;
+    ev->task_id = m->task_id;
+    ev->remind_at = event_timestamp(x->a, m->remind_us);
+    *type = "reminder.restored";
+    *event = &ev->base;
+    return TODO_OK;
+}
+
+static int change_trigger(cmd_ctx *x, void *agg, const void *arg, int64_t now, const char **type, int *schema,
+                          ProtobufCMessage **event, todo_err *err)
+{
+    reminder *m = agg;
+    const cmd_task *t;
+    int rc;
+    (void)arg;
+    (void)schema;
+    if (strcmp(m->status, "scheduled") != 0)
+        return todo_err_set(err, TODO_EPRECOND, "reminder %s is %s, not scheduled", m->id, m->status);
+    if (m->remind_us > now)
+        return todo_err_set(err, TODO_EPRECOND, "reminder %s is not due yet (%.3f s left)", m->id,
+                            (double)(m->remind_us - now) / 1e6);
+    if ((rc = cmd_load_live_task(x, m->task_id, &t, err)) != 0) return rc;
+    if (t->completed) return todo_err_set(err, TODO_EPRECOND, "task %s is completed: its reminders do not fire", t->id);
+    Todo__V1__ReminderTriggered *ev = arena_alloc(x->a, sizeof *ev);
+    todo__v1__reminder_triggered__init(ev);
+    m->status = "fired";
+    ev->reminder_id = m->id;
+    ev->task_id = m->task_id;
+    ev->remind_at = event_timestamp(x->a, m->remind_us);
+    ev->triggered_at = event_timestamp(x->a, now);
+    ev->channel = (Todo__V1__ReminderChannel)m->channel;
+    *type = "reminder.triggered";
+    *event = &ev->base;
+    return TODO_OK;
+}
+
+int cmd_restore_reminder(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
+{
+    const Todo__V1__RestoreReminderRequest *rq = (const Todo__V1__RestoreReminderRequest *)req;
+    cmd_ctx x;
+    int rc;
+    if ((rc = cmd_begin(&x, c, "RestoreReminder", rq->request_id, req, err)) != 0) return rc;
+    if ((rc = cmd_validate_id("reminder_id", rq->reminder_id, err)) != 0) return rc;
+    return cmd_mutate(&x, &reminder_kind, rq->reminder_id, 0, change_restore, NULL, resp, err);
+}
+
+int cmd_trigger_reminder(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
+{
+    const Todo__V1__TriggerReminderRequest *rq = (const Todo__V1__TriggerReminderRequest *)req;
+    cmd_ctx x;
+    int rc;
+    if ((rc = cmd_begin(&x, c, "TriggerReminder", rq->request_id, req, err)) != 0) return rc;
+    if ((rc = cmd_validate_id("reminder_id", rq->reminder_id, err)) != 0 ||
+        (rc = cmd_validate_expected_version(rq->expected_version, err)) != 0)
+        return rc;
+    return cmd_mutate(&x, &reminder_kind, rq->reminder_id, rq->expected_version, change_trigger, NULL, resp, err);
 }

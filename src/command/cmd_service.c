@@ -74,6 +74,9 @@ AUDITED(cmd_restore_task)
 AUDITED(cmd_schedule_reminder)
 AUDITED(cmd_cancel_reminder)
 AUDITED(cmd_snooze_reminder)
+AUDITED(cmd_restore_reminder)
+AUDITED(cmd_trigger_reminder)
+AUDITED(cmd_next_occurrence)
 AUDITED(cmd_create_pattern)
 AUDITED(cmd_update_pattern)
 
@@ -89,8 +92,11 @@ int cmd_service_register(grpcx_server *s, todo_err *err)
         {"ScheduleReminder", cmd_schedule_reminder_audited},
         {"CancelReminder", cmd_cancel_reminder_audited},
         {"SnoozeReminder", cmd_snooze_reminder_audited},
+        {"RestoreReminder", cmd_restore_reminder_audited},
+        {"TriggerReminder", cmd_trigger_reminder_audited},
         {"CreateRecurringPattern", cmd_create_pattern_audited},
         {"UpdateRecurringPattern", cmd_update_pattern_audited},
+        {"CreateNextOccurrence", cmd_next_occurrence_audited},
     };
     return grpcx_server_add_service(s, &todo__v1__task_command_service__descriptor, methods,
                                     sizeof methods / sizeof methods[0], err);

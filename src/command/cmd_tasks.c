@@ -26,7 +26,8 @@ static int load_task(cmd_ctx *x, const char *id, void **agg, int64_t *version, t
                            " (extract(epoch from completed_at) * 1000000)::bigint,"
                            " (extract(epoch from deleted_at) * 1000000)::bigint, version,"
                            " (extract(epoch from created_at) * 1000000)::bigint,"
-                           " coalesce((select p.id::text from write.recurring_patterns p where p.task_id = t.id), '')"
+                           " coalesce((select p.id::text from write.recurring_patterns p where p.task_id = t.id),"
+                           "  series_id::text, ''), series_id::text, occurrence, generated_from::text"
                            " from write.tasks t where id = $1::uuid and user_id = $2",
                            2, p, err);
     if (r == NULL) return err->code;
@@ -49,6 +50,9 @@ static int load_task(cmd_ctx *x, const char *id, void **agg, int64_t *version, t
     *version = strtoll(PQgetvalue(r, 0, 8), NULL, 10);
     t->created_us = cmd_store_us(r, 9, NULL);
     t->recurring_pattern_id = arena_strdup(a, PQgetvalue(r, 0, 10));
+    t->series_id = PQgetisnull(r, 0, 11) ? NULL : arena_strdup(a, PQgetvalue(r, 0, 11));
+    t->occurrence = PQgetisnull(r, 0, 12) ? 0 : atoi(PQgetvalue(r, 0, 12));
+    t->generated_from = PQgetisnull(r, 0, 13) ? NULL : arena_strdup(a, PQgetvalue(r, 0, 13));
     PQclear(r);
     *agg = t;
     return TODO_OK;
@@ -59,7 +63,7 @@ static void task_state(cmd_ctx *x, const void *agg, int64_t version, int64_t now
 {
     const cmd_task *t = agg;
     arena *a = x->a;
-    const char **p = arena_alloc(a, 13 * sizeof *p);
+    const char **p = arena_alloc(a, 16 * sizeof *p);
     p[0] = t->id;
     p[1] = t->user_id;
     p[2] = t->title;
@@ -74,11 +78,16 @@ static void task_state(cmd_ctx *x, const void *agg, int64_t version, int64_t now
     p[11] = cmd_store_time(a, true, now);
     if (version == 1) {
         p[12] = cmd_store_time(a, true, t->created_us);
+        p[13] = t->series_id;
+        p[14] = t->occurrence > 0 ? arena_printf(a, "%d", t->occurrence) : NULL;
+        p[15] = t->generated_from;
+        /* on conflict: the completed task already has its next occurrence. */
         *sql = "insert into write.tasks (id, user_id, title, description, priority, due_at, category, tags,"
-               " completed_at, deleted_at, version, updated_at, created_at)"
+               " completed_at, deleted_at, version, updated_at, created_at, series_id, occurrence, generated_from)"
                " values ($1::uuid, $2, $3, $4, $5::smallint, $6::timestamptz, $7, $8::text[], $9::timestamptz,"
-               " $10::timestamptz, $11::bigint, $12::timestamptz, $13::timestamptz) returning 1";
-        *n = 13;
+               " $10::timestamptz, $11::bigint, $12::timestamptz, $13::timestamptz, $14::uuid, $15::int, $16::uuid)"
+               " on conflict (generated_from) do nothing returning 1";
+        *n = 16;
     } else {
         *sql = "update write.tasks set title = $3, description = $4, priority = $5::smallint,"
                " due_at = $6::timestamptz, category = $7, tags = $8::text[], completed_at = $9::timestamptz,"
@@ -115,7 +124,6 @@ int cmd_load_live_task(cmd_ctx *x, const char *id, const cmd_task **t, todo_err 
 int cmd_create_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
 {
     const Todo__V1__CreateTaskRequest *rq = (const Todo__V1__CreateTaskRequest *)req;
-    Todo__V1__TaskCreatedV2 ev = TODO__V1__TASK_CREATED_V2__INIT;
     cmd_ctx x;
     cmd_fields f;
     cmd_task t;
@@ -137,16 +145,22 @@ int cmd_create_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage
     t.n_tags = f.n_tags;
     t.created_us = now;
 
-    ev.task_id = t.id;
-    ev.title = (char *)t.title;
-    ev.description = (char *)t.description;
-    ev.priority = (Todo__V1__Priority)t.priority;
-    ev.due_at = t.has_due ? event_timestamp(x.a, t.due_us) : NULL;
-    ev.n_tags = t.n_tags;
-    ev.tags = t.tags;
-    ev.created_at = event_timestamp(x.a, now);
-    ev.category = (char *)t.category;
-    return cmd_create(&x, &cmd_task_kind, t.id, &t, now, "task.created", 2, &ev.base, resp, err);
+    return cmd_task_create(&x, &t, now, resp, err);
+}
+
+int cmd_task_create(cmd_ctx *x, const cmd_task *t, int64_t now, ProtobufCMessage **resp, todo_err *err)
+{
+    Todo__V1__TaskCreatedV2 ev = TODO__V1__TASK_CREATED_V2__INIT;
+    ev.task_id = (char *)t->id;
+    ev.title = (char *)t->title;
+    ev.description = (char *)t->description;
+    ev.priority = (Todo__V1__Priority)t->priority;
+    ev.due_at = t->has_due ? event_timestamp(x->a, t->due_us) : NULL;
+    ev.n_tags = t->n_tags;
+    ev.tags = t->tags;
+    ev.created_at = event_timestamp(x->a, now);
+    ev.category = (char *)t->category;
+    return cmd_create(x, &cmd_task_kind, t->id, t, now, "task.created", 2, &ev.base, resp, err);
 }
 
 /* ---- UpdateTask ---- */

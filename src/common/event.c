@@ -115,6 +115,8 @@ const char *event_message_name(const char *type, int32_t v)
         {"reminder.cancelled", 1, "todo.v1.ReminderCancelled"},
         {"reminder.snoozed", 1, "todo.v1.ReminderSnoozed"},
         {"reminder.triggered", 1, "todo.v1.ReminderTriggered"},
+        {"reminder.restored", 1, "todo.v1.ReminderRestored"},
+        {"recurring.task.generated", 1, "todo.v1.RecurringTaskGenerated"},
         {"recurring_pattern.created", 1, "todo.v1.RecurringPatternCreated"},
         {"recurring_pattern.updated", 1, "todo.v1.RecurringPatternUpdated"},
     };
@@ -170,7 +172,7 @@ const char *event_topic(const char *type)
     if (strncmp(type, "task.", 5) == 0 || strncmp(type, "recurring_pattern.", 18) == 0) return "tasks.events.v1";
     if (strncmp(type, "reminder.", 9) == 0) return "reminders.events.v1";
     if (strncmp(type, "notification.", 13) == 0) return "notifications.commands.v1";
-    if (strncmp(type, "saga.", 5) == 0) return "saga.events.v1";
+    if (strncmp(type, "saga.", 5) == 0 || strncmp(type, "recurring.", 10) == 0) return "saga.events.v1";
     return NULL;
 }
 

@@ -221,6 +221,7 @@ static outcome plan_reminder(const Todo__V1__EventEnvelope *env, arena *a, plann
         : strcmp(type, "reminder.cancelled") == 0 ? &todo__v1__reminder_cancelled__descriptor
         : strcmp(type, "reminder.snoozed") == 0   ? &todo__v1__reminder_snoozed__descriptor
         : strcmp(type, "reminder.triggered") == 0 ? &todo__v1__reminder_triggered__descriptor
+        : strcmp(type, "reminder.restored") == 0  ? &todo__v1__reminder_restored__descriptor
                                                   : NULL;
     if (desc == NULL) {
         *why = arena_printf(a, "no projection for event type %s", type);
@@ -248,6 +249,8 @@ static outcome plan_reminder(const Todo__V1__EventEnvelope *env, arena *a, plann
     } else if (desc == &todo__v1__reminder_cancelled__descriptor) {
         p->params[p->n++] = ((const Todo__V1__ReminderCancelled *)m)->reason;
         p->write = REMINDER_SET("status = 'cancelled', reason = $4");
+    } else if (desc == &todo__v1__reminder_restored__descriptor) {
+        p->write = REMINDER_SET("status = 'scheduled', reason = ''");
     } else if (desc == &todo__v1__reminder_snoozed__descriptor) {
         p->params[p->n++] = ts_text(a, ((const Todo__V1__ReminderSnoozed *)m)->remind_at);
         p->write = REMINDER_SET("status = 'scheduled', remind_at = coalesce($4::timestamptz, remind_at)");

@@ -18,7 +18,8 @@
  * task.deleted and task.restored (a deleted task keeps its row, hidden from
  * queries), recurring_pattern.created (marks the template task) and
  * recurring_pattern.updated (nothing to show), and from reminders.events.v1
- * reminder.scheduled, .cancelled, .snoozed and .triggered (read.reminders).
+ * reminder.scheduled, .cancelled, .snoozed, .restored and .triggered
+ * (read.reminders).
  *
  * Every committed batch also advances user_positions per user and topic
  * (read-your-writes; a user's events are in order within a topic only),

@@ -370,6 +370,165 @@ static void reminders_are_listed_in_due_order_as_they_change(void **state)
     free(oauth);
 }
 
+/* RestoreReminder and TriggerReminder: the saga's and the scheduler's
+ * commands. */
+static void reminders_are_restored_and_fired_once(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64];
+    harness_user(user, "fire");
+    char *auth = harness_bearer(user, 600, NULL);
+    char *task = new_task(auth);
+    Todo__V1__CommandReply *r;
+    grpcx_result res;
+    char id[37];
+    assert_int_equal(schedule(auth, task, 1, TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_PUSH, &r, &res),
+                     GRPC_STATUS_OK);
+    snprintf(id, sizeof id, "%s", r->id);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+
+    /* Not due yet; not cancelled, so nothing to restore. */
+    Todo__V1__TriggerReminderRequest tr = TODO__V1__TRIGGER_REMINDER_REQUEST__INIT;
+    tr.reminder_id = id;
+    assert_int_equal(harness_command("TriggerReminder", &tr.base, auth, NULL, &res), GRPC_STATUS_FAILED_PRECONDITION);
+    assert_non_null(strstr(res.message, "not due yet"));
+    Todo__V1__RestoreReminderRequest rr = TODO__V1__RESTORE_REMINDER_REQUEST__INIT;
+    rr.reminder_id = id;
+    assert_int_equal(harness_command("RestoreReminder", &rr.base, auth, NULL, &res), GRPC_STATUS_FAILED_PRECONDITION);
+
+    /* Cancel, restore: scheduled again at its time, version 3. */
+    Todo__V1__CancelReminderRequest cn = TODO__V1__CANCEL_REMINDER_REQUEST__INIT;
+    cn.reminder_id = id;
+    assert_int_equal(harness_command("CancelReminder", &cn.base, auth, NULL, &res), GRPC_STATUS_OK);
+    assert_int_equal(harness_command("RestoreReminder", &rr.base, auth, &r, &res), GRPC_STATUS_OK);
+    assert_int_equal(r->version, 3);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.reminders where id = $1::uuid"
+                                                " and status = 'scheduled'", id), 1);
+
+    /* Due now: two triggers naming version 3, one wins. */
+    harness_sleep_ms(1100);
+    tr.expected_version = 3;
+    assert_int_equal(harness_command("TriggerReminder", &tr.base, auth, &r, &res), GRPC_STATUS_OK);
+    assert_int_equal(r->version, 4);
+    Todo__V1__ListRemindersResponse *ls;
+    grpc_status_code code;
+    ls = list_reminders(auth, task, true, 0, NULL, r->consistency_token, &code, &res);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    assert_int_equal(code, GRPC_STATUS_OK);
+    assert_int_equal(ls->n_reminders, 1);
+    assert_int_equal(ls->reminders[0]->status, TODO__V1__REMINDER_STATUS__REMINDER_STATUS_FIRED);
+    assert_non_null(ls->reminders[0]->triggered_at);
+    protobuf_c_message_free_unpacked(&ls->base, NULL);
+    assert_int_equal(harness_command("TriggerReminder", &tr.base, auth, NULL, &res), GRPC_STATUS_ABORTED);
+    tr.expected_version = 0;
+    assert_int_equal(harness_command("TriggerReminder", &tr.base, auth, NULL, &res), GRPC_STATUS_FAILED_PRECONDITION);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.events where aggregate_id = $1::uuid"
+                                                " and event_type = 'reminder.triggered'", id), 1);
+
+    /* A completed task's reminders do not fire. */
+    char *task2 = new_task(auth);
+    assert_int_equal(schedule(auth, task2, 1, TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_SMS, &r, &res),
+                     GRPC_STATUS_OK);
+    tr.reminder_id = r->id;
+    Todo__V1__CompleteTaskRequest cq = TODO__V1__COMPLETE_TASK_REQUEST__INIT;
+    cq.task_id = task2;
+    assert_int_equal(harness_command("CompleteTask", &cq.base, auth, NULL, &res), GRPC_STATUS_OK);
+    harness_sleep_ms(1100);
+    assert_int_equal(harness_command("TriggerReminder", &tr.base, auth, NULL, &res), GRPC_STATUS_FAILED_PRECONDITION);
+    assert_non_null(strstr(res.message, "completed"));
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    free(task);
+    free(task2);
+    free(auth);
+}
+
+/* CreateNextOccurrence: daily at the template's time, in its zone; once per
+ * completed task; nothing once the series has ended. */
+static void the_next_occurrence_follows_the_rule_until_the_series_ends(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64];
+    harness_user(user, "next");
+    char *auth = harness_bearer(user, 600, NULL);
+    Todo__V1__CreateTaskRequest ct = TODO__V1__CREATE_TASK_REQUEST__INIT;
+    Google__Protobuf__Timestamp due = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    Todo__V1__CommandReply *r;
+    grpcx_result res;
+    due.seconds = (event_now_us() / 1000000 / 86400 + 2) * 86400 + 7 * 3600; /* the day after tomorrow, 08:00 Berlin */
+    ct.title = "water the plants";
+    ct.due_at = &due;
+    ct.category = "home";
+    assert_int_equal(harness_command("CreateTask", &ct.base, auth, &r, &res), GRPC_STATUS_OK);
+    char tpl[37];
+    snprintf(tpl, sizeof tpl, "%s", r->id);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    Todo__V1__RecurrenceRule rule = TODO__V1__RECURRENCE_RULE__INIT;
+    rule.frequency = TODO__V1__RECURRENCE_FREQUENCY__RECURRENCE_FREQUENCY_DAILY;
+    rule.time_zone = "Europe/Berlin";
+    rule.max_occurrences = 3;
+    Todo__V1__CreateRecurringPatternRequest cr = TODO__V1__CREATE_RECURRING_PATTERN_REQUEST__INIT;
+    cr.task_id = tpl;
+    cr.rule = &rule;
+    assert_int_equal(harness_command("CreateRecurringPattern", &cr.base, auth, &r, &res), GRPC_STATUS_OK);
+    char pattern[37];
+    snprintf(pattern, sizeof pattern, "%s", r->id);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+
+    Todo__V1__CreateNextOccurrenceRequest nx = TODO__V1__CREATE_NEXT_OCCURRENCE_REQUEST__INIT;
+    nx.pattern_id = pattern;
+    nx.completed_task_id = tpl;
+    assert_int_equal(harness_command("CreateNextOccurrence", &nx.base, auth, NULL, &res), GRPC_STATUS_FAILED_PRECONDITION);
+    assert_non_null(strstr(res.message, "not completed"));
+
+    char prev[37];
+    snprintf(prev, sizeof prev, "%s", tpl);
+    for (int occurrence = 2; occurrence <= 4; occurrence++) {
+        Todo__V1__CompleteTaskRequest cq = TODO__V1__COMPLETE_TASK_REQUEST__INIT;
+        cq.task_id = prev;
+        assert_int_equal(harness_command("CompleteTask", &cq.base, auth, NULL, &res), GRPC_STATUS_OK);
+        char rid[64];
+        snprintf(rid, sizeof rid, "next-%d", occurrence);
+        nx.completed_task_id = prev;
+        nx.request_id = rid;
+        assert_int_equal(harness_command("CreateNextOccurrence", &nx.base, auth, &r, &res), GRPC_STATUS_OK);
+        if (occurrence == 4) { /* max_occurrences 3: over */
+            assert_string_equal(r->id, "");
+            protobuf_c_message_free_unpacked(&r->base, NULL);
+            break;
+        }
+        char next[37];
+        snprintf(next, sizeof next, "%s", r->id);
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+        /* One day later each time, same title and category, in the series. */
+        assert_int_equal(harness_scalar(harness_db, "select extract(epoch from due_at)::bigint from write.tasks"
+                                                    " where id = $1::uuid", next),
+                         due.seconds + 86400 * (occurrence - 1));
+        assert_int_equal(harness_scalar(harness_db, "select count(*) from write.tasks where id = $1::uuid and"
+                                                    " title = 'water the plants' and category = 'home'"
+                                                    " and completed_at is null", next), 1);
+        assert_int_equal(harness_scalar(harness_db, "select occurrence from write.tasks where id = $1::uuid", next),
+                         occurrence);
+        /* The same request again: the same answer; another request: ALREADY_EXISTS. */
+        assert_int_equal(harness_command("CreateNextOccurrence", &nx.base, auth, &r, &res), GRPC_STATUS_OK);
+        assert_string_equal(r->id, next);
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+        nx.request_id = "";
+        assert_int_equal(harness_command("CreateNextOccurrence", &nx.base, auth, NULL, &res), GRPC_STATUS_ALREADY_EXISTS);
+        snprintf(prev, sizeof prev, "%s", next);
+    }
+    /* A task outside the series is refused. */
+    char *stranger = new_task(auth);
+    nx.completed_task_id = stranger;
+    nx.request_id = "";
+    assert_int_equal(harness_command("CreateNextOccurrence", &nx.base, auth, NULL, &res), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(res.message, "completed_task_id"));
+    free(stranger);
+    free(auth);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -377,6 +536,8 @@ int main(void)
         cmocka_unit_test(reminders_need_an_open_task_and_are_bounded),
         cmocka_unit_test(a_task_becomes_the_template_of_a_series),
         cmocka_unit_test(reminders_are_listed_in_due_order_as_they_change),
+        cmocka_unit_test(reminders_are_restored_and_fired_once),
+        cmocka_unit_test(the_next_occurrence_follows_the_rule_until_the_series_ends),
     };
     return cmocka_run_group_tests(tests, harness_group_setup, harness_group_teardown);
 }
