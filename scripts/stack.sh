@@ -58,6 +58,7 @@ export TODO_PG_URL=postgresql://postgres@127.0.0.1:$PG_PORT/todo
 export TODO_COMMAND_PG_URL=postgresql://todo_command@127.0.0.1:$PG_PORT/todo
 export TODO_QUERY_PG_URL=postgresql://todo_query@127.0.0.1:$PG_PORT/todo
 export TODO_PROJECTOR_PG_URL=postgresql://todo_projector@127.0.0.1:$PG_PORT/todo
+export TODO_SAGA_PG_URL=postgresql://todo_saga@127.0.0.1:$PG_PORT/todo
 export TODO_REDIS_URL=redis://127.0.0.1:$REDIS_PORT
 export TODO_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
 export TODO_COMMAND_ADDR=127.0.0.1:$COMMAND_PORT

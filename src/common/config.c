@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -52,6 +53,7 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
         [CONFIG_COMMAND] = "TODO_COMMAND_PG_URL",
         [CONFIG_QUERY] = "TODO_QUERY_PG_URL",
         [CONFIG_PROJECTOR] = "TODO_PROJECTOR_PG_URL",
+        [CONFIG_SAGA] = "TODO_SAGA_PG_URL",
         [CONFIG_CLI] = "TODO_PG_URL",
     };
     const char *envname, *level;
@@ -110,6 +112,16 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
     if ((rc = get_int(&cfg->relay_poll_ms, "TODO_RELAY_POLL_MS", 1000, 10, 60000, get, ctx, err)) != 0)
         return rc;
     if ((rc = get_int(&cfg->projector_batch, "TODO_PROJECTOR_BATCH", 500, 1, 10000, get, ctx, err)) != 0)
+        return rc;
+
+    char host[64] = "todo-saga", fallback[128];
+    gethostname(host, sizeof host - 1);
+    snprintf(fallback, sizeof fallback, "%.63s-%ld", host, (long)getpid());
+    if ((rc = get_str(cfg->saga_instance, "TODO_SAGA_INSTANCE", fallback, get, ctx, err)) != 0) return rc;
+    if ((rc = get_int(&cfg->saga_lease_s, "TODO_SAGA_LEASE_S", 15, 2, 3600, get, ctx, err)) != 0) return rc;
+    if ((rc = get_int(&cfg->scheduler_poll_ms, "TODO_SCHEDULER_POLL_MS", 200, 10, 60000, get, ctx, err)) != 0)
+        return rc;
+    if ((rc = get_int(&cfg->saga_step_delay_ms, "TODO_SAGA_STEP_DELAY_MS", 0, 0, 60000, get, ctx, err)) != 0)
         return rc;
 
     if ((rc = get_int(&cfg->request_ttl_s, "TODO_REQUEST_TTL_S", 86400, 60, 30 * 86400, get, ctx, err)) != 0)

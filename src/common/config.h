@@ -29,17 +29,21 @@ typedef struct todo_config {
     int relay_batch;                      /* TODO_RELAY_BATCH, 1..10000 */
     int relay_poll_ms;                    /* TODO_RELAY_POLL_MS: fallback poll when no NOTIFY arrives */
     int projector_batch;                  /* TODO_PROJECTOR_BATCH, 1..10000 */
-    int request_ttl_s;
-    char topic_profile[16];
-    char zoneinfo_dir[CONFIG_STR_MAX];    /* TODO_ZONEINFO_DIR: the tz database (default /usr/share/zoneinfo) */               /* TODO_TOPIC_PROFILE: dev (default when local) or production */                    /* TODO_REQUEST_TTL_S: how long a handled request_id is remembered */
+    int request_ttl_s;                    /* TODO_REQUEST_TTL_S: how long a handled request_id is remembered */
+    char topic_profile[16];               /* TODO_TOPIC_PROFILE: dev (default when local) or production */
+    char zoneinfo_dir[CONFIG_STR_MAX];    /* TODO_ZONEINFO_DIR: the tz database (default /usr/share/zoneinfo) */
     char projector_group[CONFIG_STR_MAX];  /* TODO_PROJECTOR_GROUP: consumer group (a new one replays the topic) */
     int log_level;                        /* TODO_LOG_LEVEL: debug, info, warn, error */
     char migrations_dir[CONFIG_STR_MAX];  /* TODO_MIGRATIONS_DIR */
+    char saga_instance[CONFIG_STR_MAX];             /* TODO_SAGA_INSTANCE: this todo-saga's name (default host-pid) */
+    int saga_lease_s;                     /* TODO_SAGA_LEASE_S: how long a saga stays with an instance that went silent */
+    int scheduler_poll_ms;                /* TODO_SCHEDULER_POLL_MS: how often due reminders are looked for */
+    int saga_step_delay_ms;               /* TODO_SAGA_STEP_DELAY_MS: a pause before every saga step (tests, demos) */
 } todo_config;
 
 /* Which process reads the config: picks the PostgreSQL role variable. */
 typedef enum config_service {
-    CONFIG_COMMAND, CONFIG_QUERY, CONFIG_PROJECTOR, CONFIG_CLI
+    CONFIG_COMMAND, CONFIG_QUERY, CONFIG_PROJECTOR, CONFIG_SAGA, CONFIG_CLI
 } config_service;
 
 /* A source of settings: returns the value of name or NULL when unset. */

@@ -2,6 +2,7 @@
 #include "kafkax.h"
 
 #include <stdio.h>
+#include <stdbool.h>
 #include <string.h>
 #include <time.h>
 
@@ -47,21 +48,52 @@ rd_kafka_t *kafkax_producer_new(const char *brokers, const char *client_id, kafk
     return rk;
 }
 
-rd_kafka_t *kafkax_consumer_new(const char *brokers, const char *group, const char *const *topics, int n,
-                                todo_err *err)
+/* Rebalance callback of a tail consumer: on assignment, a partition the
+ * group has no committed offset for starts at its end, and that offset is
+ * committed at once, so that what arrives after it is never skipped, even
+ * across a restart before the first record. */
+static void tail_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e, rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    (void)opaque;
+    if (e != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        rd_kafka_assign(rk, NULL);
+        return;
+    }
+    rd_kafka_topic_partition_list_t *fresh = rd_kafka_topic_partition_list_new(parts->cnt);
+    if (rd_kafka_committed(rk, parts, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        for (int i = 0; i < parts->cnt; i++) {
+            rd_kafka_topic_partition_t *p = &parts->elems[i];
+            int64_t lo, hi;
+            if (p->offset >= 0) continue;
+            if (rd_kafka_query_watermark_offsets(rk, p->topic, p->partition, &lo, &hi, 10000) !=
+                RD_KAFKA_RESP_ERR_NO_ERROR)
+                continue; /* left to auto.offset.reset */
+            p->offset = hi;
+            rd_kafka_topic_partition_list_add(fresh, p->topic, p->partition)->offset = hi;
+        }
+    }
+    if (fresh->cnt > 0) rd_kafka_commit(rk, fresh, 0);
+    rd_kafka_topic_partition_list_destroy(fresh);
+    rd_kafka_assign(rk, parts);
+}
+
+static rd_kafka_t *consumer(const char *brokers, const char *group, const char *const *topics, int n, bool tail,
+                            todo_err *err)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     char errstr[512];
     rd_kafka_t *rk;
     if (set(conf, "bootstrap.servers", brokers, err) || set(conf, "group.id", group, err) ||
         set(conf, "client.id", group, err) || set(conf, "enable.auto.commit", "false", err) ||
-        set(conf, "enable.auto.offset.store", "false", err) || set(conf, "auto.offset.reset", "earliest", err) ||
+        set(conf, "enable.auto.offset.store", "false", err) ||
+        set(conf, "auto.offset.reset", tail ? "latest" : "earliest", err) ||
         set(conf, "session.timeout.ms", "6000", err) || set(conf, "heartbeat.interval.ms", "1500", err) ||
         set(conf, "enable.partition.eof", "false", err) || set(conf, "reconnect.backoff.max.ms", "1000", err)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
     rd_kafka_conf_set_log_cb(conf, log_cb);
+    if (tail) rd_kafka_conf_set_rebalance_cb(conf, tail_rebalance);
     rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
     if (rk == NULL) {
         rd_kafka_conf_destroy(conf);
@@ -79,6 +111,18 @@ rd_kafka_t *kafkax_consumer_new(const char *brokers, const char *group, const ch
         return NULL;
     }
     return rk;
+}
+
+rd_kafka_t *kafkax_consumer_new(const char *brokers, const char *group, const char *const *topics, int n,
+                                todo_err *err)
+{
+    return consumer(brokers, group, topics, n, false, err);
+}
+
+rd_kafka_t *kafkax_consumer_new_tail(const char *brokers, const char *group, const char *const *topics, int n,
+                                     todo_err *err)
+{
+    return consumer(brokers, group, topics, n, true, err);
 }
 
 const char *kafkax_header(const rd_kafka_message_t *msg, const char *name, char *buf, size_t cap)

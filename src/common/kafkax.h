@@ -27,6 +27,13 @@ rd_kafka_t *kafkax_producer_new(const char *brokers, const char *client_id, kafk
 rd_kafka_t *kafkax_consumer_new(const char *brokers, const char *group, const char *const *topics, int n,
                                 todo_err *err);
 
+/* kafkax_consumer_new for a group that reacts to what happens from now on
+ * (todo-saga): a partition without a committed offset starts at its end,
+ * and that offset is committed at once, so nothing after it is missed even
+ * when the process restarts before its first record. */
+rd_kafka_t *kafkax_consumer_new_tail(const char *brokers, const char *group, const char *const *topics, int n,
+                                     todo_err *err);
+
 /* How far consumer group `group` is behind on one partition of a topic. */
 typedef struct kafkax_lag {
     int partition;

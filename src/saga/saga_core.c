@@ -100,7 +100,7 @@ static int backoff(const saga_step_def *s, int attempt)
     return (int)ms;
 }
 
-int saga_start(const saga_engine *e, const saga_def *def, saga_record *r, todo_err *err)
+int saga_init(const saga_def *def, saga_record *r, todo_err *err)
 {
     if (def->n_steps < 1 || def->n_steps > SAGA_MAX_STEPS)
         return todo_err_set(err, TODO_EINTERNAL, "saga %s has %d steps (1..%d)", def->type, def->n_steps,
@@ -114,7 +114,14 @@ int saga_start(const saga_engine *e, const saga_def *def, saga_record *r, todo_e
         r->attempts[i] = 0;
         r->errors[i][0] = '\0';
     }
-    int rc = save(e, r, err);
+    return TODO_OK;
+}
+
+int saga_start(const saga_engine *e, const saga_def *def, saga_record *r, todo_err *err)
+{
+    int rc = saga_init(def, r, err);
+    if (rc != 0) return rc;
+    rc = save(e, r, err);
     if (rc == TODO_OK) tell(e, r, "started", NULL, 0, NULL);
     return rc;
 }
@@ -127,6 +134,7 @@ static int attempt(const saga_engine *e, saga_exec *x, bool undo, saga_result *r
     saga_record *r = x->r;
     const saga_step_def *s = &x->def->steps[r->step];
     int rc;
+    if (e->step_delay_ms > 0) pause_ms(e, e->step_delay_ms);
     r->attempts[r->step]++;
     if ((rc = save(e, r, err)) != 0) return rc;
     x->undo = undo;
@@ -195,14 +203,14 @@ static int run_forward(const saga_engine *e, saga_exec *x, todo_err *err)
         return TODO_OK;
     }
     /* Given up: undo what was done. */
-    int failed = r->step;
+    int failed = r->step, tries = r->attempts[failed];
     r->steps[failed] = SAGA_STEP_FAILED;
     snprintf(r->error, sizeof r->error, "step %s failed after %d attempt(s): %.200s", s->name, r->attempts[failed],
              why);
     r->state = SAGA_COMPENSATING;
     next_to_compensate(x->def, r, failed + 1); /* the failed step too */
     if ((rc = save(e, r, err)) != 0) return rc;
-    tell(e, r, "step.failed", s->name, r->attempts[failed], why);
+    tell(e, r, "step.failed", s->name, tries, why);
     tell(e, r, "compensating", NULL, 0, r->error);
     if (r->state == SAGA_COMPENSATED) tell(e, r, "compensated", NULL, 0, r->error);
     return TODO_OK;

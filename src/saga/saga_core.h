@@ -133,10 +133,14 @@ typedef struct saga_engine {
     void (*sleep_ms)(int ms, void *ctx);
     /* Nonzero stops saga_run between attempts (shutdown); may be NULL. */
     int (*should_stop)(void *ctx);
+    int step_delay_ms;         /* a pause before every attempt (tests, demos); 0: none */
 } saga_engine;
 
-/* Starts r as a new saga of def with the given context (already in r):
- * RUNNING at step 0, saved. */
+/* Makes r a new saga of def (RUNNING at step 0), keeping its id and
+ * context; saves nothing. TODO_EINTERNAL when def has too many steps. */
+int saga_init(const saga_def *def, saga_record *r, todo_err *err);
+
+/* saga_init, then saves r and tells "started". */
 int saga_start(const saga_engine *e, const saga_def *def, saga_record *r, todo_err *err);
 
 /* Drives r until it is final, a save fails (TODO_EUNAVAIL or the store's

@@ -1,0 +1,331 @@
+/*
+ * todo-saga: the task-completion saga and the reminder scheduler. Three
+ * threads, each with its own PostgreSQL connection (role todo_saga):
+ *
+ *   consumer   tasks.events.v1 in group saga-task-completion-v1 (from the
+ *              end of the topic when the group is new: history is not
+ *              replayed into sagas): every task.completed starts a saga (saga id = the event id, so a
+ *              re-delivered event finds its saga and starts nothing); offsets
+ *              are committed after the sagas are stored; a record that does
+ *              not decode goes to system.dlq.v1;
+ *   worker     leases RUNNING and COMPENSATING sagas one at a time (the
+ *              oldest first; after a crash, the ones left behind) and drives
+ *              each to its end (saga_core); saga events go to saga.events.v1;
+ *   scheduler  fires due reminders (saga_scheduler).
+ *
+ * SIGINT or SIGTERM stop it between steps; a saga in progress resumes at the
+ * next start (or on another instance once its lease expires).
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "arena.h"
+#include "config.h"
+#include "dlq.h"
+#include "event.h"
+#include "kafkax.h"
+#include "log.h"
+#include "pgx.h"
+#include "saga_completion.h"
+#include "saga_scheduler.h"
+#include "saga_store.h"
+#include "svc.h"
+#include "text.h"
+#include "todo/v1/events.pb-c.h"
+
+#define GROUP "saga-task-completion-v1"
+#define BATCH 100
+
+static todo_config cfg;
+static atomic_int stopping;
+static rd_kafka_t *producer; /* saga events, notifications, dead letters */
+
+static void pause_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+/* A connection of the saga role, retried until it works or we stop. */
+static PGconn *connect_pg(const char *app_name)
+{
+    todo_err err;
+    while (!atomic_load(&stopping)) {
+        PGconn *pg = pgx_connect(cfg.pg_url, app_name, &err);
+        if (pg != NULL) return pg;
+        log_warn("saga", "database unreachable; retrying", "error=\"%s\"", err.msg);
+        pause_ms(1000);
+    }
+    return NULL;
+}
+
+static void ensure_pg(PGconn **pg, const char *app_name)
+{
+    if (*pg != NULL && PQstatus(*pg) == CONNECTION_OK) return;
+    pgx_close(*pg);
+    *pg = connect_pg(app_name);
+}
+
+/* ---- saga events ---- */
+
+static void produce_event(const char *type, const char *key, const char *aggregate, const ProtobufCMessage *m)
+{
+    arena *a = arena_new();
+    char event_id[37];
+    uint8_t *bytes;
+    size_t len;
+    todo_err err;
+    text_uuid_v4(event_id);
+    event_meta meta = {.event_id = event_id, .event_type = type, .source = "todo-saga", .time_us = event_now_us(),
+                       .user_id = key, .aggregate_type = "saga", .aggregate_id = aggregate, .aggregate_version = 1,
+                       .schema_version = 1, .causation_id = aggregate};
+    if (event_encode(&meta, m, a, &bytes, &len, &err) == 0) {
+        rd_kafka_resp_err_t e = rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(event_topic(type)),
+                                                  RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(bytes, len),
+                                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+            log_warn("saga", "saga event not produced", "type=%s error=\"%s\"", type, rd_kafka_err2str(e));
+    }
+    arena_free(a);
+}
+
+static void on_saga_event(const saga_record *r, const char *what, const char *step, int attempt, const char *error,
+                          void *ctx)
+{
+    (void)ctx;
+    static const Todo__V1__SagaStatus status[] = {
+        TODO__V1__SAGA_STATUS__SAGA_STATUS_UNSPECIFIED, TODO__V1__SAGA_STATUS__SAGA_STATUS_RUNNING,
+        TODO__V1__SAGA_STATUS__SAGA_STATUS_COMPENSATING, TODO__V1__SAGA_STATUS__SAGA_STATUS_COMPLETED,
+        TODO__V1__SAGA_STATUS__SAGA_STATUS_FAILED, TODO__V1__SAGA_STATUS__SAGA_STATUS_FAILED};
+    const char *user = saga_record_get(r, "user_id");
+    if (user == NULL) user = "";
+    if (strcmp(what, "failed") == 0)
+        log_error("saga", "saga failed", "saga=%s type=%s error=\"%s\"", r->id, r->type, error ? error : "");
+    else
+        log_info("saga", what, "saga=%s step=%s attempt=%d error=\"%s\"", r->id, step ? step : "", attempt,
+                 error ? error : "");
+    Todo__V1__SagaEvent ev = TODO__V1__SAGA_EVENT__INIT;
+    char type[64];
+    snprintf(type, sizeof type, "saga.%s", what);
+    ev.saga_id = (char *)r->id;
+    ev.saga_type = (char *)r->type;
+    ev.status = status[r->state];
+    ev.step = (char *)(step ? step : "");
+    ev.attempt = attempt;
+    ev.error = (char *)(error ? error : "");
+    produce_event(type, user, r->id, &ev.base);
+    /* The task-completion saga made the next occurrence of a series. */
+    const char *occ = saga_record_get(r, "occurrence_id");
+    if (strcmp(what, "step.completed") == 0 && step != NULL && strcmp(step, "next_occurrence") == 0 && occ != NULL &&
+        occ[0] != '\0') {
+        Todo__V1__RecurringTaskGenerated g = TODO__V1__RECURRING_TASK_GENERATED__INIT;
+        g.pattern_id = (char *)saga_record_get(r, "pattern_id");
+        g.completed_task_id = (char *)saga_record_get(r, "task_id");
+        g.task_id = (char *)occ;
+        produce_event("recurring.task.generated", user, r->id, &g.base);
+    }
+}
+
+/* ---- consumer ---- */
+
+/* Starts the saga of a task.completed record; TODO_EINVAL (why in err) for
+ * a record to dead-letter, another status to retry. */
+static int start_saga(PGconn *pg, const rd_kafka_message_t *m, todo_err *err)
+{
+    arena *a = arena_new();
+    Todo__V1__EventEnvelope *env;
+    int rc = event_decode(m->payload, m->len, a, &env, err);
+    if (rc != 0 || strcmp(env->event_type, "task.completed") != 0) {
+        arena_free(a);
+        return rc != 0 ? TODO_EINVAL : TODO_OK; /* other events are not ours */
+    }
+    ProtobufCAllocator alloc;
+    arena_pbc_allocator(a, &alloc);
+    Todo__V1__TaskCompleted *ev = todo__v1__task_completed__unpack(&alloc, env->data.len, env->data.data);
+    if (ev == NULL || !text_is_uuid(env->event_id) || !text_is_uuid(ev->task_id) ||
+        strcmp(ev->task_id, env->aggregate_id) != 0 ||
+        (ev->recurring_pattern_id[0] != '\0' && !text_is_uuid(ev->recurring_pattern_id))) {
+        arena_free(a);
+        return todo_err_set(err, TODO_EINVAL, "task.completed payload does not decode or is inconsistent");
+    }
+    saga_record r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.id, sizeof r.id, "%s", env->event_id);
+    saga_record_set(&r, "task_id", ev->task_id);
+    saga_record_set(&r, "user_id", env->user_id);
+    saga_record_set(&r, "pattern_id", ev->recurring_pattern_id);
+    bool inserted = false;
+    if ((rc = saga_init(&saga_completion_def, &r, err)) == 0)
+        rc = saga_store_insert(pg, &r, saga_completion_def.n_steps, env->user_id, &inserted, err);
+    if (rc == 0 && inserted) on_saga_event(&r, "started", NULL, 0, NULL, NULL);
+    arena_free(a);
+    return rc == TODO_EINVAL ? TODO_EINTERNAL : rc;
+}
+
+static void *consumer_main(void *arg)
+{
+    (void)arg;
+    todo_err err;
+    const char *topics[] = {"tasks.events.v1"};
+    rd_kafka_t *rk = kafkax_consumer_new_tail(cfg.kafka_brokers, GROUP, topics, 1, &err);
+    if (rk == NULL) {
+        log_error("saga", "consumer cannot start", "error=\"%s\"", err.msg);
+        atomic_store(&stopping, 1);
+        return NULL;
+    }
+    PGconn *pg = NULL;
+    rd_kafka_message_t *batch[BATCH];
+    while (!atomic_load(&stopping)) {
+        size_t n = 0;
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 300);
+        while (m != NULL) {
+            if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                    log_warn("saga", "consumer error", "error=\"%s\"", rd_kafka_message_errstr(m));
+                rd_kafka_message_destroy(m);
+            } else {
+                batch[n++] = m;
+            }
+            m = n < BATCH ? rd_kafka_consumer_poll(rk, 0) : NULL;
+        }
+        if (n == 0) continue;
+        bool ok = false;
+        while (!ok && !atomic_load(&stopping)) {
+            ensure_pg(&pg, "todo-saga-consumer");
+            if (pg == NULL) break;
+            ok = true;
+            for (size_t i = 0; i < n && ok; i++) {
+                int rc = start_saga(pg, batch[i], &err);
+                if (rc == TODO_EINVAL) {
+                    log_warn("saga", "dead-lettering a record", "offset=%lld reason=\"%s\"",
+                             (long long)batch[i]->offset, err.msg);
+                    todo_err derr;
+                    ok = dlq_send(producer, GROUP, batch[i], err.msg, &derr) == 0;
+                } else if (rc != 0) {
+                    log_warn("saga", "starting a saga failed; retrying the batch", "error=\"%s\"", err.msg);
+                    ok = false;
+                }
+            }
+            if (ok) ok = rd_kafka_flush(producer, 30000) == RD_KAFKA_RESP_ERR_NO_ERROR;
+            if (!ok) pause_ms(1000);
+        }
+        if (ok) {
+            rd_kafka_resp_err_t e = rd_kafka_commit_message(rk, batch[n - 1], 0);
+            /* commit_message commits one partition; commit all the batch touched. */
+            for (size_t i = 0; i + 1 < n; i++)
+                if (batch[i]->partition != batch[n - 1]->partition) rd_kafka_commit_message(rk, batch[i], 0);
+            if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+                log_warn("saga", "offset commit failed; records will be re-read", "error=\"%s\"", rd_kafka_err2str(e));
+        }
+        for (size_t i = 0; i < n; i++) rd_kafka_message_destroy(batch[i]);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    pgx_close(pg);
+    return NULL;
+}
+
+/* ---- worker ---- */
+
+static int should_stop(void *ctx)
+{
+    (void)ctx;
+    return atomic_load(&stopping);
+}
+
+static void *worker_main(void *arg)
+{
+    (void)arg;
+    todo_err err;
+    saga_completion_app app = {.cfg = &cfg, .command = grpcx_channel_new(cfg.command_addr), .producer = producer};
+    saga_store_pg store = {.instance = cfg.saga_instance, .lease_s = cfg.saga_lease_s};
+    saga_engine engine = {.store = saga_store_of(&store), .on_event = on_saga_event, .app = &app,
+                          .should_stop = should_stop, .step_delay_ms = cfg.saga_step_delay_ms};
+    while (!atomic_load(&stopping)) {
+        ensure_pg(&app.pg, "todo-saga-worker");
+        if (app.pg == NULL) break;
+        store.pg = app.pg;
+        saga_record r;
+        char user[128];
+        bool found = false;
+        if (saga_store_claim(&store, &r, user, &found, &err) != 0) {
+            log_warn("saga", "claiming a saga failed", "error=\"%s\"", err.msg);
+            pause_ms(1000);
+            continue;
+        }
+        if (!found) {
+            pause_ms(100);
+            continue;
+        }
+        if (strcmp(r.type, saga_completion_def.type) != 0 || store.n_steps != saga_completion_def.n_steps) {
+            log_error("saga", "unknown saga type or shape; leaving it", "saga=%s type=%s", r.id, r.type);
+            pause_ms(1000);
+            continue;
+        }
+        log_info("saga", "driving", "saga=%s state=%s step=%d", r.id, saga_state_name(r.state), r.step);
+        if (saga_run(&engine, &saga_completion_def, &r, &err) != 0 && !atomic_load(&stopping))
+            log_warn("saga", "saga interrupted; it resumes later", "saga=%s error=\"%s\"", r.id, err.msg);
+    }
+    pgx_close(app.pg);
+    grpcx_channel_free(app.command);
+    return NULL;
+}
+
+/* ---- scheduler ---- */
+
+static void *scheduler_main(void *arg)
+{
+    (void)arg;
+    todo_err err;
+    saga_scheduler s = {.cfg = &cfg, .command = grpcx_channel_new(cfg.command_addr)};
+    while (!atomic_load(&stopping)) {
+        ensure_pg(&s.pg, "todo-saga-scheduler");
+        if (s.pg == NULL) break;
+        int fired = 0;
+        if (saga_scheduler_tick(&s, &fired, &err) != 0) {
+            log_warn("scheduler", "looking for due reminders failed", "error=\"%s\"", err.msg);
+            pause_ms(1000);
+            continue;
+        }
+        if (fired == 0) pause_ms(cfg.scheduler_poll_ms);
+    }
+    log_info("scheduler", "stopping", "fired=%lld max_delay_ms=%.1f", s.fired, s.max_delay_ms);
+    pgx_close(s.pg);
+    grpcx_channel_free(s.command);
+    return NULL;
+}
+
+int main(void)
+{
+    todo_err err;
+    sigset_t sigs;
+    if (config_load(&cfg, CONFIG_SAGA, NULL, NULL, &err) != 0) {
+        fprintf(stderr, "todo-saga: %s\n", err.msg);
+        return 2;
+    }
+    log_set_level(cfg.log_level);
+    svc_signals_block(&sigs);
+    producer = kafkax_producer_new(cfg.kafka_brokers, "todo-saga", saga_completion_on_delivery, NULL, &err);
+    if (producer == NULL) {
+        log_error("saga", "cannot start", "error=\"%s\"", err.msg);
+        return 1;
+    }
+    log_info("saga", "starting", "instance=%s lease_s=%d", cfg.saga_instance, cfg.saga_lease_s);
+    pthread_t th[3];
+    pthread_create(&th[0], NULL, consumer_main, NULL);
+    pthread_create(&th[1], NULL, worker_main, NULL);
+    pthread_create(&th[2], NULL, scheduler_main, NULL);
+    while (!atomic_load(&stopping))
+        if (svc_signals_pending(&sigs) != 0) atomic_store(&stopping, 1);
+        else pause_ms(100);
+    for (int i = 0; i < 3; i++) pthread_join(th[i], NULL);
+    rd_kafka_flush(producer, 5000);
+    rd_kafka_destroy(producer);
+    log_info("saga", "stopped", "instance=%s", cfg.saga_instance);
+    return 0;
+}

@@ -1,0 +1,295 @@
+/* saga_completion: see saga_completion.h. */
+#include "saga_completion.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "arena.h"
+#include "auth.h"
+#include "event.h"
+#include "grpcx.h"
+#include "pgx.h"
+#include "text.h"
+#include "todo/v1/command.pb-c.h"
+#include "todo/v1/events.pb-c.h"
+
+#define MAX_REMINDERS 16
+
+/* How a command's status maps to a step's result. */
+static saga_result of_status(grpc_status_code code)
+{
+    switch (code) {
+    case GRPC_STATUS_OK: return SAGA_OK;
+    case GRPC_STATUS_UNAVAILABLE:
+    case GRPC_STATUS_DEADLINE_EXCEEDED:
+    case GRPC_STATUS_INTERNAL:
+    case GRPC_STATUS_ABORTED:
+    case GRPC_STATUS_RESOURCE_EXHAUSTED:
+    case GRPC_STATUS_UNKNOWN: return SAGA_RETRY;
+    default: return SAGA_ABORT;
+    }
+}
+
+/* Calls rpc of TaskCommandService as the saga's user with request_id,
+ * before deadline. *reply (may be NULL) gets the reply on OK. */
+static grpc_status_code command(saga_exec *x, const char *rpc, ProtobufCMessage *req, int64_t deadline,
+                                Todo__V1__CommandReply **reply, char err[SAGA_ERROR_MAX])
+{
+    saga_completion_app *app = saga_app(x);
+    todo_err e;
+    char path[96], auth[1200];
+    grpcx_result res;
+    char *tok = auth_issue(app->cfg->jwt_secret, saga_ctx_get(x, "user_id"), 600, (long)time(NULL), &e);
+    if (tok == NULL) {
+        snprintf(err, SAGA_ERROR_MAX, "cannot issue a token: %.200s", e.msg);
+        return GRPC_STATUS_INTERNAL;
+    }
+    snprintf(auth, sizeof auth, "Bearer %s", tok);
+    free(tok);
+    snprintf(path, sizeof path, "/todo.v1.TaskCommandService/%s", rpc);
+    int64_t left = deadline - saga_now_ms();
+    if (left < 1) left = 1;
+    ProtobufCMessage *resp = NULL;
+    grpc_status_code code = grpcx_unary(app->command, path, req, &todo__v1__command_reply__descriptor, auth, (int)left,
+                                        &resp, &res);
+    if (code == GRPC_STATUS_OK && reply != NULL) *reply = (Todo__V1__CommandReply *)resp;
+    else if (resp != NULL) protobuf_c_message_free_unpacked(resp, NULL);
+    if (code != GRPC_STATUS_OK) snprintf(err, SAGA_ERROR_MAX, "%s: %s (%.200s)", rpc, grpcx_code_name(code), res.message);
+    return code;
+}
+
+/* The reminder ids in the context ("a,b,c"). */
+static int reminders(saga_exec *x, char ids[MAX_REMINDERS][37])
+{
+    const char *s = saga_ctx_get(x, "reminders");
+    int n = 0;
+    while (s != NULL && *s != '\0' && n < MAX_REMINDERS) {
+        size_t len = strcspn(s, ",");
+        snprintf(ids[n++], 37, "%.*s", (int)(len < 36 ? len : 36), s);
+        s += len + (s[len] == ',');
+    }
+    return n;
+}
+
+static saga_result find_reminders(saga_exec *x, int64_t deadline, char err[SAGA_ERROR_MAX])
+{
+    saga_completion_app *app = saga_app(x);
+    todo_err e;
+    (void)deadline;
+    const char *p[1] = {saga_ctx_get(x, "task_id")};
+    PGresult *r = pgx_exec(app->pg,
+                           "select coalesce(string_agg(id::text, ',' order by remind_at), '') from"
+                           " (select id, remind_at from write.reminders where task_id = $1::uuid and status = 'scheduled'"
+                           "  order by remind_at limit 16) s",
+                           1, p, &e);
+    if (r == NULL) {
+        snprintf(err, SAGA_ERROR_MAX, "reading reminders: %.250s", e.msg);
+        return e.code == TODO_EUNAVAIL ? SAGA_RETRY : SAGA_RETRY;
+    }
+    int rc = saga_ctx_set(x, "reminders", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return rc == TODO_OK ? SAGA_OK : SAGA_ABORT;
+}
+
+/* CancelReminder of id under this saga's request id for it. */
+static grpc_status_code cancel_one(saga_exec *x, const char *id, int64_t deadline, char err[SAGA_ERROR_MAX])
+{
+    Todo__V1__CancelReminderRequest rq = TODO__V1__CANCEL_REMINDER_REQUEST__INIT;
+    char rid[160];
+    snprintf(rid, sizeof rid, "saga:%s:cancel:%s", saga_exec_record(x)->id, id);
+    rq.request_id = rid;
+    rq.reminder_id = (char *)id;
+    return command(x, "CancelReminder", &rq.base, deadline, NULL, err);
+}
+
+static saga_result cancel_reminders(saga_exec *x, int64_t deadline, char err[SAGA_ERROR_MAX])
+{
+    char ids[MAX_REMINDERS][37], cancelled[MAX_REMINDERS * 37 + 1] = "";
+    int n = reminders(x, ids);
+    for (int i = 0; i < n; i++) {
+        grpc_status_code code = cancel_one(x, ids[i], deadline, err);
+        if (code == GRPC_STATUS_OK) {
+            if (cancelled[0] != '\0') strcat(cancelled, ",");
+            strcat(cancelled, ids[i]);
+        } else if (code != GRPC_STATUS_FAILED_PRECONDITION && code != GRPC_STATUS_NOT_FOUND) {
+            return of_status(code); /* cancelled by the user or fired meanwhile: not ours to cancel */
+        }
+    }
+    err[0] = '\0';
+    return saga_ctx_set(x, "cancelled", cancelled) == TODO_OK ? SAGA_OK : SAGA_ABORT;
+}
+
+/* Undo: every reminder this saga cancelled is restored. Asking to cancel
+ * again under the same request id tells which ones those are (the first
+ * answer is replayed); one never cancelled by this saga is cancelled now and
+ * restored at once, which leaves it as it was. */
+static saga_result restore_reminders(saga_exec *x, int64_t deadline, char err[SAGA_ERROR_MAX])
+{
+    char ids[MAX_REMINDERS][37];
+    int n = reminders(x, ids);
+    for (int i = 0; i < n; i++) {
+        grpc_status_code code = cancel_one(x, ids[i], deadline, err);
+        if (code == GRPC_STATUS_FAILED_PRECONDITION || code == GRPC_STATUS_NOT_FOUND) continue; /* not ours */
+        if (code != GRPC_STATUS_OK) return SAGA_RETRY;
+        Todo__V1__RestoreReminderRequest rq = TODO__V1__RESTORE_REMINDER_REQUEST__INIT;
+        char rid[160];
+        snprintf(rid, sizeof rid, "saga:%s:restore:%.36s", saga_exec_record(x)->id, ids[i]);
+        rq.request_id = rid;
+        rq.reminder_id = ids[i];
+        code = command(x, "RestoreReminder", &rq.base, deadline, NULL, err);
+        if (code != GRPC_STATUS_OK && code != GRPC_STATUS_FAILED_PRECONDITION && code != GRPC_STATUS_NOT_FOUND)
+            return SAGA_RETRY;
+    }
+    err[0] = '\0';
+    return SAGA_OK;
+}
+
+/* CreateNextOccurrence under this saga's request id. */
+static grpc_status_code next_one(saga_exec *x, int64_t deadline, Todo__V1__CommandReply **reply,
+                                 char err[SAGA_ERROR_MAX])
+{
+    Todo__V1__CreateNextOccurrenceRequest rq = TODO__V1__CREATE_NEXT_OCCURRENCE_REQUEST__INIT;
+    char rid[160];
+    snprintf(rid, sizeof rid, "saga:%s:next", saga_exec_record(x)->id);
+    rq.request_id = rid;
+    rq.pattern_id = (char *)saga_ctx_get(x, "pattern_id");
+    rq.completed_task_id = (char *)saga_ctx_get(x, "task_id");
+    return command(x, "CreateNextOccurrence", &rq.base, deadline, reply, err);
+}
+
+static bool in_series(saga_exec *x)
+{
+    const char *p = saga_ctx_get(x, "pattern_id");
+    return p != NULL && p[0] != '\0';
+}
+
+static saga_result next_occurrence(saga_exec *x, int64_t deadline, char err[SAGA_ERROR_MAX])
+{
+    Todo__V1__CommandReply *reply = NULL;
+    if (!in_series(x)) return saga_ctx_set(x, "occurrence_id", "") == TODO_OK ? SAGA_OK : SAGA_ABORT;
+    grpc_status_code code = next_one(x, deadline, &reply, err);
+    if (code == GRPC_STATUS_ALREADY_EXISTS) { /* an earlier completion of this task made it */
+        err[0] = '\0';
+        return saga_ctx_set(x, "occurrence_id", "") == TODO_OK ? SAGA_OK : SAGA_ABORT;
+    }
+    if (code != GRPC_STATUS_OK) return of_status(code);
+    int rc = saga_ctx_set(x, "occurrence_id", reply->id); /* "": the series has ended */
+    protobuf_c_message_free_unpacked(&reply->base, NULL);
+    return rc == TODO_OK ? SAGA_OK : SAGA_ABORT;
+}
+
+/* Undo: the occurrence this saga created (the replayed answer names it) is
+ * deleted. */
+static saga_result delete_occurrence(saga_exec *x, int64_t deadline, char err[SAGA_ERROR_MAX])
+{
+    Todo__V1__CommandReply *reply = NULL;
+    if (!in_series(x)) return SAGA_OK;
+    grpc_status_code code = next_one(x, deadline, &reply, err);
+    if (code != GRPC_STATUS_OK) {
+        saga_result r = of_status(code);
+        if (r == SAGA_ABORT) err[0] = '\0';
+        return r == SAGA_ABORT ? SAGA_OK : r; /* refused: nothing was created by us */
+    }
+    if (reply->id[0] == '\0') {
+        protobuf_c_message_free_unpacked(&reply->base, NULL);
+        return SAGA_OK;
+    }
+    Todo__V1__DeleteTaskRequest rq = TODO__V1__DELETE_TASK_REQUEST__INIT;
+    char rid[160];
+    snprintf(rid, sizeof rid, "saga:%s:next:undo", saga_exec_record(x)->id);
+    rq.request_id = rid;
+    rq.task_id = reply->id;
+    code = command(x, "DeleteTask", &rq.base, deadline, NULL, err);
+    protobuf_c_message_free_unpacked(&reply->base, NULL);
+    if (code == GRPC_STATUS_OK || code == GRPC_STATUS_NOT_FOUND) {
+        err[0] = '\0';
+        return SAGA_OK;
+    }
+    return SAGA_RETRY;
+}
+
+void saga_completion_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    if (m->_private != NULL) atomic_store((atomic_int *)m->_private, m->err == RD_KAFKA_RESP_ERR_NO_ERROR ? 1 : -1);
+}
+
+static saga_result notify(saga_exec *x, int64_t deadline, char err[SAGA_ERROR_MAX])
+{
+    saga_completion_app *app = saga_app(x);
+    const saga_record *r = saga_exec_record(x);
+    todo_err e;
+    const char *p[1] = {saga_ctx_get(x, "task_id")};
+    PGresult *q = pgx_exec(app->pg, "select completed_at is not null, title from write.tasks where id = $1::uuid", 1, p, &e);
+    if (q == NULL) {
+        snprintf(err, SAGA_ERROR_MAX, "reading the task: %.250s", e.msg);
+        return SAGA_RETRY;
+    }
+    bool completed = PQntuples(q) == 1 && PQgetvalue(q, 0, 0)[0] == 't';
+    char title[300];
+    snprintf(title, sizeof title, "%s", PQntuples(q) == 1 ? PQgetvalue(q, 0, 1) : "");
+    PQclear(q);
+    if (!completed) {
+        snprintf(err, SAGA_ERROR_MAX, "task %s was reopened (or deleted) before the notification", p[0]);
+        return SAGA_ABORT;
+    }
+    arena *a = arena_new();
+    Todo__V1__SendNotification n = TODO__V1__SEND_NOTIFICATION__INIT;
+    n.notification_id = (char *)r->id;
+    n.recipient = (char *)saga_ctx_get(x, "user_id");
+    n.channel = "default";
+    n.subject = "Task completed";
+    n.body = arena_printf(a, "You completed \"%s\".%s", title,
+                          saga_ctx_get(x, "occurrence_id") != NULL && saga_ctx_get(x, "occurrence_id")[0] != '\0'
+                              ? " The next one is on your list."
+                              : "");
+    n.task_id = (char *)p[0];
+    char event_id[37];
+    text_uuid_v4(event_id);
+    event_meta m = {.event_id = event_id, .event_type = "notification.requested", .source = "todo-saga",
+                    .time_us = event_now_us(), .user_id = n.recipient, .aggregate_type = "notification",
+                    .aggregate_id = r->id, .aggregate_version = 1, .schema_version = 1, .causation_id = r->id};
+    uint8_t *bytes;
+    size_t len;
+    if (event_encode(&m, &n.base, a, &bytes, &len, &e) != 0) {
+        snprintf(err, SAGA_ERROR_MAX, "encoding the notification: %.250s", e.msg);
+        arena_free(a);
+        return SAGA_ABORT;
+    }
+    atomic_int delivered = 0;
+    rd_kafka_resp_err_t ke = rd_kafka_producev(
+        app->producer, RD_KAFKA_V_TOPIC("notifications.commands.v1"), RD_KAFKA_V_KEY(n.recipient, strlen(n.recipient)),
+        RD_KAFKA_V_VALUE(bytes, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&delivered),
+        RD_KAFKA_V_END);
+    arena_free(a);
+    if (ke != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        snprintf(err, SAGA_ERROR_MAX, "producing the notification: %s", rd_kafka_err2str(ke));
+        return SAGA_RETRY;
+    }
+    /* Wait for this record's report (it always comes, within the producer's
+     * message timeout): &delivered must outlive it. Past the deadline the
+     * attempt counts as timed out and is retried; the dispatcher drops the
+     * duplicate by notification id. */
+    (void)deadline;
+    while (atomic_load(&delivered) == 0) rd_kafka_poll(app->producer, 100);
+    if (atomic_load(&delivered) != 1) {
+        snprintf(err, SAGA_ERROR_MAX, "the notification was not acknowledged by Kafka in time");
+        return SAGA_RETRY;
+    }
+    return SAGA_OK;
+}
+
+static const saga_step_def steps[] = {
+    /* 10 attempts from 500 ms doubling: about 4 minutes of an unavailable
+     * dependency before a saga gives up and compensates. */
+    {"find_reminders", find_reminders, NULL, 5000, 10, 500},
+    {"cancel_reminders", cancel_reminders, restore_reminders, 10000, 10, 500},
+    {"next_occurrence", next_occurrence, delete_occurrence, 5000, 10, 500},
+    {"notify", notify, NULL, 10000, 10, 500},
+};
+
+const saga_def saga_completion_def = {"task_completion", steps, sizeof steps / sizeof steps[0]};

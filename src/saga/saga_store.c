@@ -1,0 +1,176 @@
+/* saga_store: see saga_store.h. */
+#include "saga_store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arena.h"
+#include "pgx.h"
+
+/* "{a,b,c}" of n ints. */
+static char *int_array(arena *a, const int *v, int n)
+{
+    char *out = arena_alloc(a, (size_t)n * 12 + 3);
+    size_t len = 0;
+    out[len++] = '{';
+    for (int i = 0; i < n; i++) len += (size_t)sprintf(out + len, "%s%d", i ? "," : "", v[i]);
+    out[len++] = '}';
+    out[len] = '\0';
+    return out;
+}
+
+/* The columns of a row, in the order saga_store_load and _claim select them. */
+#define COLUMNS                                                                                                  \
+    "id::text, type, state, step, array_to_string(step_states, ','), array_to_string(attempts, ','),"           \
+    " array_to_string(step_errors, E'\\x1f'), error, array_to_string(ctx_keys, E'\\x1f'),"                      \
+    " array_to_string(ctx_values, E'\\x1f'), user_id, cardinality(step_states)"
+
+/* Splits s at sep into at most max numbers. */
+static int split_ints(const char *s, int *out, int max)
+{
+    int n = 0;
+    while (*s != '\0' && n < max) {
+        char *end;
+        out[n++] = (int)strtol(s, &end, 10);
+        s = *end == ',' ? end + 1 : end;
+        if (end == s && *s != '\0') break;
+    }
+    return n;
+}
+
+static int from_row(const PGresult *res, int row, saga_record *r, char *user, size_t user_cap, todo_err *err)
+{
+    arena *a = arena_new();
+    char **parts;
+    size_t n;
+    int v[SAGA_MAX_STEPS];
+    memset(r, 0, sizeof *r);
+    snprintf(r->id, sizeof r->id, "%s", PQgetvalue(res, row, 0));
+    snprintf(r->type, sizeof r->type, "%s", PQgetvalue(res, row, 1));
+    if (saga_state_parse(PQgetvalue(res, row, 2), &r->state) != 0) {
+        arena_free(a);
+        return todo_err_set(err, TODO_EINTERNAL, "saga %s has an unknown state %s", r->id, PQgetvalue(res, row, 2));
+    }
+    r->step = atoi(PQgetvalue(res, row, 3));
+    int k = split_ints(PQgetvalue(res, row, 4), v, SAGA_MAX_STEPS);
+    for (int i = 0; i < k; i++) r->steps[i] = (saga_step_state)v[i];
+    k = split_ints(PQgetvalue(res, row, 5), v, SAGA_MAX_STEPS);
+    for (int i = 0; i < k; i++) r->attempts[i] = v[i];
+    pgx_split(a, PQgetvalue(res, row, 6), '\x1f', &parts, &n);
+    for (size_t i = 0; i < n && i < SAGA_MAX_STEPS; i++) snprintf(r->errors[i], SAGA_ERROR_MAX, "%s", parts[i]);
+    snprintf(r->error, sizeof r->error, "%s", PQgetvalue(res, row, 7));
+    char **keys, **values;
+    size_t nk, nv;
+    pgx_split(a, PQgetvalue(res, row, 8), '\x1f', &keys, &nk);
+    pgx_split(a, PQgetvalue(res, row, 9), '\x1f', &values, &nv);
+    for (size_t i = 0; i < nk && i < SAGA_MAX_CTX; i++) saga_record_set(r, keys[i], i < nv ? values[i] : "");
+    if (user != NULL) snprintf(user, user_cap, "%s", PQgetvalue(res, row, 10));
+    arena_free(a);
+    return TODO_OK;
+}
+
+/* The parameters $2.. of a record: state, step, step_states, attempts,
+ * step_errors, error, ctx_keys, ctx_values. */
+static void params_of(arena *a, const saga_record *r, int n_steps, const char **p)
+{
+    int states[SAGA_MAX_STEPS];
+    char *errors[SAGA_MAX_STEPS], *keys[SAGA_MAX_CTX], *values[SAGA_MAX_CTX];
+    for (int i = 0; i < n_steps; i++) {
+        states[i] = (int)r->steps[i];
+        errors[i] = (char *)r->errors[i];
+    }
+    for (int i = 0; i < r->n_ctx; i++) {
+        keys[i] = (char *)r->keys[i];
+        values[i] = (char *)r->values[i];
+    }
+    p[0] = saga_state_name(r->state);
+    p[1] = arena_printf(a, "%d", r->step);
+    p[2] = int_array(a, states, n_steps);
+    p[3] = int_array(a, r->attempts, n_steps);
+    p[4] = pgx_text_array(a, errors, (size_t)n_steps);
+    p[5] = r->error;
+    p[6] = pgx_text_array(a, keys, (size_t)r->n_ctx);
+    p[7] = pgx_text_array(a, values, (size_t)r->n_ctx);
+}
+
+int saga_store_insert(PGconn *pg, const saga_record *r, int n_steps, const char *user, bool *inserted, todo_err *err)
+{
+    arena *a = arena_new();
+    const char *p[11];
+    p[0] = r->id;
+    params_of(a, r, n_steps, p + 1);
+    p[9] = r->type;
+    p[10] = user;
+    PGresult *res = pgx_exec(pg,
+                             "insert into saga.sagas (id, state, step, step_states, attempts, step_errors, error,"
+                             " ctx_keys, ctx_values, type, user_id) values ($1::uuid, $2, $3::int, $4::smallint[],"
+                             " $5::int[], $6::text[], $7, $8::text[], $9::text[], $10, $11)"
+                             " on conflict (id) do nothing returning 1",
+                             11, p, err);
+    arena_free(a);
+    if (res == NULL) return err->code;
+    *inserted = PQntuples(res) == 1;
+    PQclear(res);
+    return TODO_OK;
+}
+
+int saga_store_save(void *store, const saga_record *r, todo_err *err)
+{
+    saga_store_pg *s = store;
+    arena *a = arena_new();
+    const char *p[11];
+    p[0] = r->id;
+    params_of(a, r, s->n_steps, p + 1);
+    p[9] = s->instance;
+    p[10] = arena_printf(a, "%d", s->lease_s);
+    PGresult *res = pgx_exec(s->pg,
+                             "update saga.sagas set state = $2, step = $3::int, step_states = $4::smallint[],"
+                             " attempts = $5::int[], step_errors = $6::text[], error = $7, ctx_keys = $8::text[],"
+                             " ctx_values = $9::text[], updated_at = now(),"
+                             " lease_until = now() + make_interval(secs => $11::int)"
+                             " where id = $1::uuid and owner = $10 returning 1",
+                             11, p, err);
+    arena_free(a);
+    if (res == NULL) return err->code;
+    int rows = PQntuples(res);
+    PQclear(res);
+    if (rows == 0) return todo_err_set(err, TODO_ECONFLICT, "saga %s: lease lost to another instance", r->id);
+    return TODO_OK;
+}
+
+saga_store saga_store_of(saga_store_pg *s)
+{
+    return (saga_store){.save = saga_store_save, .ctx = s};
+}
+
+int saga_store_claim(saga_store_pg *s, saga_record *r, char user[128], bool *found, todo_err *err)
+{
+    char lease[16];
+    snprintf(lease, sizeof lease, "%d", s->lease_s);
+    const char *p[2] = {s->instance, lease};
+    PGresult *res = pgx_exec(s->pg,
+                             "update saga.sagas set owner = $1, lease_until = now() + make_interval(secs => $2::int)"
+                             " where id = (select id from saga.sagas where state in ('RUNNING', 'COMPENSATING')"
+                             "  and (owner is null or owner = $1 or lease_until < now())"
+                             "  order by created_at limit 1 for update skip locked)"
+                             " returning " COLUMNS,
+                             2, p, err);
+    if (res == NULL) return err->code;
+    *found = PQntuples(res) == 1;
+    int rc = *found ? from_row(res, 0, r, user, 128, err) : TODO_OK;
+    if (*found) s->n_steps = atoi(PQgetvalue(res, 0, 11));
+    PQclear(res);
+    return rc;
+}
+
+int saga_store_load(PGconn *pg, const char *id, saga_record *r, todo_err *err)
+{
+    const char *p[1] = {id};
+    PGresult *res = pgx_exec(pg, "select " COLUMNS " from saga.sagas where id = $1::uuid", 1, p, err);
+    if (res == NULL) return err->code;
+    int rc = PQntuples(res) == 1 ? from_row(res, 0, r, NULL, 0, err)
+                                 : todo_err_set(err, TODO_ENOTFOUND, "saga %s not found", id);
+    PQclear(res);
+    return rc;
+}

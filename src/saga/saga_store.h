@@ -1,0 +1,45 @@
+/*
+ * saga_store: sagas in PostgreSQL (saga.sagas, migrations/0010).
+ *
+ * One row per saga holds its whole saga_record. A saga is worked on by one
+ * todo-saga instance at a time: saga_store_claim leases a RUNNING or
+ * COMPENSATING saga to an instance (owner, lease_until) and every save
+ * renews the lease; a save by an instance that lost its lease (it was
+ * silent longer than the lease) is refused with TODO_ECONFLICT, so two
+ * instances never drive one saga. An instance that restarts under the same
+ * name (TODO_SAGA_INSTANCE) takes its sagas back at once; others wait for
+ * the lease to expire.
+ */
+#ifndef TODO_SAGA_STORE_H
+#define TODO_SAGA_STORE_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+#include "saga_core.h"
+
+typedef struct saga_store_pg {
+    PGconn *pg;              /* borrowed */
+    const char *instance;    /* borrowed: this instance's name */
+    int lease_s;
+    int n_steps;             /* of the saga being saved */
+} saga_store_pg;
+
+/* The saga_store of a saga_store_pg (save = saga_store_save). */
+saga_store saga_store_of(saga_store_pg *s);
+
+/* Inserts r (a new saga of user, started by the event r->id) unless a saga
+ * with that id exists: *inserted says which. */
+int saga_store_insert(PGconn *pg, const saga_record *r, int n_steps, const char *user, bool *inserted, todo_err *err);
+
+/* Saves r, renewing the lease: TODO_ECONFLICT when the lease was lost. */
+int saga_store_save(void *store, const saga_record *r, todo_err *err);
+
+/* Leases the oldest RUNNING or COMPENSATING saga that nobody else holds
+ * into *r (and its user); *found false when there is none. */
+int saga_store_claim(saga_store_pg *s, saga_record *r, char user[128], bool *found, todo_err *err);
+
+/* Loads saga id into *r (no lease): TODO_ENOTFOUND when there is none. */
+int saga_store_load(PGconn *pg, const char *id, saga_record *r, todo_err *err);
+
+#endif

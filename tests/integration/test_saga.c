@@ -1,0 +1,351 @@
+/*
+ * Integration tests of todo-saga on the real stack: the task-completion saga
+ * (reminders cancelled, the next occurrence created, one notification), its
+ * compensation when a step fails for good, a kill -9 in the middle followed
+ * by a restart, and the reminder scheduler (a due reminder fires once with
+ * two instances running; a cancelled one never).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "arena.h"
+#include "event.h"
+#include "harness.h"
+#include "text.h"
+#include "todo/v1/command.pb-c.h"
+#include "todo/v1/events.pb-c.h"
+
+static pid_t saga1, saga2;
+
+static pid_t start_saga(const char *instance, const char *delay_ms)
+{
+    char inst[96], delay[64];
+    snprintf(inst, sizeof inst, "TODO_SAGA_INSTANCE=%s", instance);
+    snprintf(delay, sizeof delay, "TODO_SAGA_STEP_DELAY_MS=%s", delay_ms);
+    const char *extra[] = {inst, delay, "TODO_SAGA_LEASE_S=3", NULL};
+    return harness_spawn("saga/todo-saga", instance, extra);
+}
+
+static char *task(const char *auth, const char *title, int64_t due_s)
+{
+    Todo__V1__CreateTaskRequest rq = TODO__V1__CREATE_TASK_REQUEST__INIT;
+    Google__Protobuf__Timestamp due = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    Todo__V1__CommandReply *r;
+    grpcx_result res;
+    rq.title = (char *)title;
+    if (due_s > 0) {
+        due.seconds = due_s;
+        rq.due_at = &due;
+    }
+    assert_int_equal(harness_command("CreateTask", &rq.base, auth, &r, &res), GRPC_STATUS_OK);
+    char *id = strdup(r->id);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return id;
+}
+
+static char *remind(const char *auth, const char *task_id, int64_t in_s)
+{
+    Todo__V1__ScheduleReminderRequest rq = TODO__V1__SCHEDULE_REMINDER_REQUEST__INIT;
+    Google__Protobuf__Timestamp at = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    Todo__V1__CommandReply *r;
+    grpcx_result res;
+    at.seconds = (int64_t)time(NULL) + in_s;
+    rq.task_id = (char *)task_id;
+    rq.remind_at = &at;
+    rq.channel = TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_PUSH;
+    assert_int_equal(harness_command("ScheduleReminder", &rq.base, auth, &r, &res), GRPC_STATUS_OK);
+    char *id = strdup(r->id);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return id;
+}
+
+static char *daily(const char *auth, const char *task_id)
+{
+    Todo__V1__RecurrenceRule rule = TODO__V1__RECURRENCE_RULE__INIT;
+    Todo__V1__CreateRecurringPatternRequest rq = TODO__V1__CREATE_RECURRING_PATTERN_REQUEST__INIT;
+    Todo__V1__CommandReply *r;
+    grpcx_result res;
+    rule.frequency = TODO__V1__RECURRENCE_FREQUENCY__RECURRENCE_FREQUENCY_DAILY;
+    rule.time_zone = "Europe/Berlin";
+    rq.task_id = (char *)task_id;
+    rq.rule = &rule;
+    assert_int_equal(harness_command("CreateRecurringPattern", &rq.base, auth, &r, &res), GRPC_STATUS_OK);
+    char *id = strdup(r->id);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return id;
+}
+
+/* Completes task_id; returns the saga id (the task.completed event id). */
+static char *complete(const char *auth, const char *task_id)
+{
+    Todo__V1__CompleteTaskRequest rq = TODO__V1__COMPLETE_TASK_REQUEST__INIT;
+    Todo__V1__CommandReply *r;
+    grpcx_result res;
+    rq.task_id = (char *)task_id;
+    assert_int_equal(harness_command("CompleteTask", &rq.base, auth, &r, &res), GRPC_STATUS_OK);
+    char *id = strdup(r->event_id);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return id;
+}
+
+/* Waits until saga id has one of the states (a SQL list) or timeout_ms. */
+static bool saga_reaches(const char *id, const char *states, int timeout_ms)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "select count(*) from saga.sagas where id = $1::uuid and state in (%s)", states);
+    long long until = harness_now_ms() + timeout_ms;
+    while (harness_now_ms() < until) {
+        if (harness_scalar(harness_db, sql, id) == 1) return true;
+        harness_sleep_ms(100);
+    }
+    return false;
+}
+
+/* The saga consumer starts at the end of the topic once it has its
+ * partitions: completes warm-up tasks until one of them starts a saga. */
+static void await_saga_consumer(const char *auth)
+{
+    long long until = harness_now_ms() + 60000;
+    while (harness_now_ms() < until) {
+        char *t = task(auth, "warm-up", 0);
+        char *saga = complete(auth, t);
+        bool ok = saga_reaches(saga, "'COMPLETED'", 3000);
+        free(t);
+        free(saga);
+        if (ok) return;
+    }
+    fail_msg("todo-saga did not start a saga within 60 s");
+}
+
+static int group_setup(void **state)
+{
+    int rc = harness_group_setup(state);
+    if (rc != 0 || !harness_stack_available()) return rc;
+    saga1 = start_saga("test-saga-1", "0");
+    char user[64];
+    harness_user(user, "sagawarm");
+    char *auth = harness_bearer(user, 600, NULL);
+    await_saga_consumer(auth);
+    free(auth);
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    int bad = 0;
+    if (saga1 > 0 && harness_stop(saga1, SIGTERM, 20000) != 0) {
+        fprintf(stderr, "todo-saga did not exit cleanly\n");
+        bad = 1;
+    }
+    if (saga2 > 0 && harness_stop(saga2, SIGTERM, 20000) != 0) bad = 1;
+    return harness_group_teardown(state) | bad;
+}
+
+typedef struct want_notification {
+    const char *id;
+} want_notification;
+
+static bool is_notification(const rd_kafka_message_t *m, void *ctx)
+{
+    const want_notification *w = ctx;
+    arena *a = arena_new();
+    Todo__V1__EventEnvelope *env;
+    todo_err err;
+    bool yes = false;
+    if (event_decode(m->payload, m->len, a, &env, &err) == 0 && strcmp(env->event_type, "notification.requested") == 0) {
+        Todo__V1__SendNotification *n = todo__v1__send_notification__unpack(NULL, env->data.len, env->data.data);
+        yes = n != NULL && strcmp(n->notification_id, w->id) == 0;
+        if (n != NULL) todo__v1__send_notification__free_unpacked(n, NULL);
+    }
+    arena_free(a);
+    return yes;
+}
+
+static void completing_a_recurring_task_runs_the_whole_saga(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64];
+    harness_user(user, "sagaok");
+    char *auth = harness_bearer(user, 600, NULL);
+    int64_t due = ((int64_t)time(NULL) / 86400 + 2) * 86400 + 7 * 3600;
+    char *t = task(auth, "feed the cat", due);
+    char *pattern = daily(auth, t);
+    char *r1 = remind(auth, t, 3600), *r2 = remind(auth, t, 7200);
+    char *saga = complete(auth, t);
+    assert_true(saga_reaches(saga, "'COMPLETED'", 20000));
+
+    /* Both reminders cancelled, once each. */
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.reminders where task_id = $1::uuid"
+                                                " and status = 'cancelled'", t), 2);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.events e join write.reminders r"
+                                                " on r.id = e.aggregate_id where r.task_id = $1::uuid"
+                                                " and e.event_type = 'reminder.cancelled'", t), 2);
+    /* The next occurrence: one, a day later, in the series. */
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.tasks where generated_from = $1::uuid", t), 1);
+    assert_int_equal(harness_scalar(harness_db, "select extract(epoch from due_at)::bigint from write.tasks"
+                                                " where generated_from = $1::uuid", t), due + 86400);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.tasks where generated_from = $1::uuid"
+                                                " and series_id is not null", t), 1);
+    /* One notification request, keyed by the saga. */
+    want_notification w = {saga};
+    assert_int_equal(harness_consume("notifications.commands.v1", is_notification, &w, 2, 5000), 1);
+    free(t);
+    free(pattern);
+    free(r1);
+    free(r2);
+    free(saga);
+    free(auth);
+}
+
+/* Produces a task.completed for task (which is not completed) naming a
+ * pattern that does not exist: the next_occurrence step fails for good. */
+static char *produce_bad_completion(const char *user, const char *task_id)
+{
+    arena *a = arena_new();
+    char event_id[37], pattern[37];
+    text_uuid_v4(event_id);
+    text_uuid_v4(pattern);
+    Todo__V1__TaskCompleted ev = TODO__V1__TASK_COMPLETED__INIT;
+    Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    ts.seconds = time(NULL);
+    ev.task_id = (char *)task_id;
+    ev.completed_at = &ts;
+    ev.recurring_pattern_id = pattern;
+    event_meta m = {.event_id = event_id, .event_type = "task.completed", .source = "test", .time_us = event_now_us(),
+                    .user_id = user, .aggregate_type = "task", .aggregate_id = task_id, .aggregate_version = 99,
+                    .schema_version = 1};
+    uint8_t *bytes;
+    size_t len;
+    todo_err err;
+    assert_int_equal(event_encode(&m, &ev.base, a, &bytes, &len, &err), 0);
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", getenv("TODO_KAFKA_BROKERS"), errstr, sizeof errstr);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    assert_int_equal(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("tasks.events.v1"), RD_KAFKA_V_KEY(user, strlen(user)),
+                                       RD_KAFKA_V_VALUE(bytes, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                       RD_KAFKA_V_END),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_equal(rd_kafka_flush(rk, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_destroy(rk);
+    arena_free(a);
+    return strdup(event_id);
+}
+
+static void a_step_failing_for_good_is_compensated(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64];
+    harness_user(user, "sagafail");
+    char *auth = harness_bearer(user, 600, NULL);
+    char *t = task(auth, "a doomed completion", 0);
+    char *r1 = remind(auth, t, 3600);
+    char *saga = produce_bad_completion(user, t);
+    assert_true(saga_reaches(saga, "'COMPENSATED'", 30000));
+    /* The reminder was cancelled, then restored; no occurrence. */
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.reminders where id = $1::uuid"
+                                                " and status = 'scheduled'", r1), 1);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.events where aggregate_id = $1::uuid"
+                                                " and event_type in ('reminder.cancelled', 'reminder.restored')", r1), 2);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.tasks where generated_from = $1::uuid", t), 0);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from saga.sagas where id = $1::uuid"
+                                                " and error like '%next_occurrence%'", saga), 1);
+    free(t);
+    free(r1);
+    free(saga);
+    free(auth);
+}
+
+static void a_saga_killed_mid_way_resumes_after_a_restart(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64];
+    harness_user(user, "sagakill");
+    char *auth = harness_bearer(user, 600, NULL);
+    /* A slow instance (1 s before every step) takes the next saga. */
+    assert_int_equal(harness_stop(saga1, SIGTERM, 20000), 0);
+    saga1 = start_saga("test-saga-1", "1000");
+    int64_t due = ((int64_t)time(NULL) / 86400 + 3) * 86400 + 8 * 3600;
+    char *t = task(auth, "water the plants", due);
+    char *pattern = daily(auth, t);
+    char *r1 = remind(auth, t, 3600);
+    char *saga = complete(auth, t);
+    /* Kill it once it is past the reminders, in the middle of the saga. */
+    long long until = harness_now_ms() + 30000;
+    while (harness_now_ms() < until &&
+           harness_scalar(harness_db, "select count(*) from saga.sagas where id = $1::uuid and step >= 2", saga) == 0)
+        harness_sleep_ms(50);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from saga.sagas where id = $1::uuid"
+                                                " and state = 'RUNNING'", saga), 1);
+    assert_int_equal(harness_stop(saga1, SIGKILL, 5000), 128 + SIGKILL);
+    /* Restarted under the same name, it takes the saga back and finishes it. */
+    saga1 = start_saga("test-saga-1", "0");
+    assert_true(saga_reaches(saga, "'COMPLETED'", 30000));
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.tasks where generated_from = $1::uuid", t), 1);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.events where aggregate_id = $1::uuid"
+                                                " and event_type = 'reminder.cancelled'", r1), 1);
+    want_notification w = {saga};
+    assert_int_equal(harness_consume("notifications.commands.v1", is_notification, &w, 2, 5000), 1);
+    free(t);
+    free(pattern);
+    free(r1);
+    free(saga);
+    free(auth);
+}
+
+static void a_due_reminder_fires_once_and_a_cancelled_one_never(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64];
+    harness_user(user, "fireonce");
+    char *auth = harness_bearer(user, 600, NULL);
+    saga2 = start_saga("test-saga-2", "0"); /* two schedulers */
+    char *t = task(auth, "call the dentist", 0);
+    char *due = remind(auth, t, 2), *cancelled = remind(auth, t, 2);
+    Todo__V1__CancelReminderRequest cn = TODO__V1__CANCEL_REMINDER_REQUEST__INIT;
+    grpcx_result res;
+    cn.reminder_id = cancelled;
+    assert_int_equal(harness_command("CancelReminder", &cn.base, auth, NULL, &res), GRPC_STATUS_OK);
+    long long until = harness_now_ms() + 10000;
+    while (harness_now_ms() < until &&
+           harness_scalar(harness_db, "select count(*) from write.reminders where id = $1::uuid and status = 'fired'",
+                          due) == 0)
+        harness_sleep_ms(50);
+    harness_sleep_ms(1500); /* time for a second firing, were there one */
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.events where aggregate_id = $1::uuid"
+                                                " and event_type = 'reminder.triggered'", due), 1);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.events where aggregate_id = $1::uuid"
+                                                " and event_type = 'reminder.triggered'", cancelled), 0);
+    /* Fired within a second or so of its time (at idle). */
+    long long late_ms = harness_scalar(harness_db, "select (extract(epoch from updated_at - remind_at) * 1000)::bigint"
+                                                   " from write.reminders where id = $1::uuid", due);
+    printf("reminder fired %lld ms after its time\n", late_ms);
+    assert_true(late_ms >= 0 && late_ms < 1500);
+    free(t);
+    free(due);
+    free(cancelled);
+    free(auth);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(completing_a_recurring_task_runs_the_whole_saga),
+        cmocka_unit_test(a_step_failing_for_good_is_compensated),
+        cmocka_unit_test(a_saga_killed_mid_way_resumes_after_a_restart),
+        cmocka_unit_test(a_due_reminder_fires_once_and_a_cancelled_one_never),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
