@@ -225,6 +225,9 @@ static void *relay_main(void *arg)
             wait_for_work(r, r->cfg->relay_poll_ms);
         }
     }
+    /* On this thread: its prepared statements are remembered per thread. */
+    pgx_close(r->pg);
+    r->pg = NULL;
     return NULL;
 }
 

@@ -25,7 +25,8 @@ PGconn *pgx_connect(const char *url, const char *app_name, todo_err *err);
 PGconn *pgx_connect_schema(const char *url, const char *app_name, const char *schema, todo_err *err);
 
 /* Closes a connection made here, forgetting what was prepared on it; takes
- * NULL. Use it instead of PQfinish. */
+ * NULL. Use it instead of PQfinish, on the thread that used the connection
+ * (what was prepared is remembered per thread). */
 void pgx_close(PGconn *c);
 
 /* Makes *conn usable: reconnects when it is NULL or broken. */
