@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's run command: installs what is missing, builds, starts the dev
 # stack (PostgreSQL, Redis, Kafka), applies migrations, creates the topics and
-# runs todo-command, todo-query and todo-projector in the foreground.
+# runs todo-command, todo-query, todo-projector and todo-saga in the foreground.
 # Ctrl-C (or SIGTERM) stops the services, and the stack if this run started it.
 source "$(dirname "$0")/lib.sh"
 cd "$TODO_REPO"
@@ -30,6 +30,7 @@ trap cleanup INT TERM EXIT
 $bin/command/todo-command & pids+=($!)
 $bin/query/todo-query & pids+=($!)
 $bin/projection/todo-projector & pids+=($!)
+$bin/saga/todo-saga & pids+=($!)
 for _ in $(seq 100); do $bin/cli/todoctl health >/dev/null 2>&1 && break; sleep 0.1; done
 log "ready: command on $TODO_COMMAND_ADDR, query on $TODO_QUERY_ADDR (Ctrl-C stops)"
 log "try:  eval \"\$(scripts/stack.sh env dev)\"; build/dev/src/cli/todoctl add \"Buy milk\" --due tomorrow"
