@@ -9,7 +9,7 @@ PACKAGES=(
   libgrpc-dev grpc-proto protobuf-compiler libprotobuf-dev
   protobuf-c-compiler libprotobuf-c-dev
   librdkafka-dev libpq-dev libhiredis-dev libcmocka-dev
-  libjwt-dev libjansson-dev libssl-dev
+  libjwt-dev libjansson-dev libssl-dev libcurl4-openssl-dev
   postgresql redis-server kcat
   openjdk-17-jre-headless maven
   valgrind tzdata

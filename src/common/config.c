@@ -121,6 +121,11 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
     if ((rc = get_int(&cfg->saga_lease_s, "TODO_SAGA_LEASE_S", 15, 2, 3600, get, ctx, err)) != 0) return rc;
     if ((rc = get_int(&cfg->scheduler_poll_ms, "TODO_SCHEDULER_POLL_MS", 200, 10, 60000, get, ctx, err)) != 0)
         return rc;
+    if ((rc = get_str(cfg->notify_webhook_url, "TODO_NOTIFY_WEBHOOK_URL", "", get, ctx, err)) != 0) return rc;
+    if (cfg->notify_webhook_url[0] != '\0' && strncmp(cfg->notify_webhook_url, "http://", 7) != 0 &&
+        strncmp(cfg->notify_webhook_url, "https://", 8) != 0)
+        return todo_err_set(err, TODO_EINVAL, "TODO_NOTIFY_WEBHOOK_URL must be an http:// or https:// URL");
+    if ((rc = get_int(&cfg->notify_attempts, "TODO_NOTIFY_ATTEMPTS", 5, 1, 100, get, ctx, err)) != 0) return rc;
     if ((rc = get_int(&cfg->saga_step_delay_ms, "TODO_SAGA_STEP_DELAY_MS", 0, 0, 60000, get, ctx, err)) != 0)
         return rc;
 

@@ -1,7 +1,6 @@
 /* proj_cache: see proj_cache.h. */
 #include "proj_cache.h"
 
-#include <hiredis.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,8 +8,8 @@
 #include <time.h>
 
 #include "log.h"
+#include "redisx.h"
 
-#define RETRY_AFTER_S 5        /* a failed Redis is tried again this much later */
 #define TIMEOUT_MS 100         /* no Redis call may hold the projector longer */
 #define TTL_S 86400
 #define MAX_NOTES 10000
@@ -21,66 +20,12 @@ typedef struct note {
 } note;
 
 struct proj_cache {
-    char host[256];
-    int port;
+    redisx redis;
     char group[128];
-    redisContext *rc;
-    time_t down_until;
     note *notes;
     size_t n_notes;
     int64_t hits;
 };
-
-int proj_cache_parse_url(const char *url, char *host, size_t cap, int *port, todo_err *err)
-{
-    const char *p = url;
-    if (strncmp(p, "redis://", 8) != 0) goto bad;
-    p += 8;
-    size_t n = strcspn(p, ":/");
-    if (n == 0 || n >= cap) goto bad;
-    memcpy(host, p, n);
-    host[n] = '\0';
-    p += n;
-    *port = 6379;
-    if (*p == ':') {
-        char *end;
-        long v = strtol(p + 1, &end, 10);
-        if (end == p + 1 || v < 1 || v > 65535 || (*end != '\0' && *end != '/')) goto bad;
-        *port = (int)v;
-    }
-    return TODO_OK;
-bad:
-    return todo_err_set(err, TODO_EINVAL, "TODO_REDIS_URL must look like redis://host:port, got \"%.100s\"", url);
-}
-
-static void drop(proj_cache *c, const char *why)
-{
-    if (c->rc != NULL) {
-        log_warn("projector", "redis fast path off; the database check serves alone", "reason=\"%s\" retry_s=%d",
-                 why, RETRY_AFTER_S);
-        redisFree(c->rc);
-        c->rc = NULL;
-    }
-    c->down_until = time(NULL) + RETRY_AFTER_S;
-}
-
-/* A usable connection, or NULL while Redis is considered down. */
-static redisContext *conn(proj_cache *c)
-{
-    if (c->rc != NULL) return c->rc;
-    if (time(NULL) < c->down_until) return NULL;
-    struct timeval tv = {0, TIMEOUT_MS * 1000};
-    c->rc = redisConnectWithTimeout(c->host, c->port, tv);
-    if (c->rc == NULL || c->rc->err) {
-        if (c->rc != NULL) redisFree(c->rc);
-        c->rc = NULL;
-        c->down_until = time(NULL) + RETRY_AFTER_S;
-        return NULL;
-    }
-    redisSetTimeout(c->rc, tv);
-    log_info("projector", "redis fast path on", "host=%s port=%d", c->host, c->port);
-    return c->rc;
-}
 
 proj_cache *proj_cache_new(const char *url, const char *group, todo_err *err)
 {
@@ -89,7 +34,7 @@ proj_cache *proj_cache_new(const char *url, const char *group, todo_err *err)
         todo_err_set(err, TODO_EINTERNAL, "out of memory");
         return NULL;
     }
-    if (proj_cache_parse_url(url, c->host, sizeof c->host, &c->port, err) != 0) {
+    if (redisx_init(&c->redis, url, "projector", TIMEOUT_MS, err) != 0) {
         free(c);
         return NULL;
     }
@@ -106,7 +51,7 @@ proj_cache *proj_cache_new(const char *url, const char *group, todo_err *err)
 void proj_cache_free(proj_cache *c)
 {
     if (c == NULL) return;
-    if (c->rc != NULL) redisFree(c->rc);
+    redisx_cleanup(&c->redis);
     free(c->notes);
     free(c);
 }
@@ -114,7 +59,7 @@ void proj_cache_free(proj_cache *c)
 void proj_cache_lookup(proj_cache *c, const char *const *ids, size_t n, int64_t *versions)
 {
     for (size_t i = 0; i < n; i++) versions[i] = 0;
-    redisContext *rc = c != NULL && n > 0 ? conn(c) : NULL;
+    redisContext *rc = c != NULL && n > 0 ? redisx_conn(&c->redis) : NULL;
     if (rc == NULL) return;
     const char **argv = malloc((n + 1) * sizeof *argv);
     char **keys = malloc(n * sizeof *keys);
@@ -132,7 +77,7 @@ void proj_cache_lookup(proj_cache *c, const char *const *ids, size_t n, int64_t 
     }
     redisReply *r = redisCommandArgv(rc, (int)n + 1, argv, NULL);
     if (r == NULL) {
-        drop(c, rc->errstr);
+        redisx_drop(&c->redis, rc->errstr);
     } else {
         if (r->type == REDIS_REPLY_ARRAY && r->elements == n)
             for (size_t i = 0; i < n; i++)
@@ -163,7 +108,7 @@ void proj_cache_discard(proj_cache *c)
 void proj_cache_flush(proj_cache *c)
 {
     if (c == NULL || c->n_notes == 0) return;
-    redisContext *rc = conn(c);
+    redisContext *rc = redisx_conn(&c->redis);
     size_t n = c->n_notes;
     c->n_notes = 0;
     if (rc == NULL) return;
@@ -172,7 +117,7 @@ void proj_cache_flush(proj_cache *c)
     for (size_t i = 0; i < n; i++) {
         redisReply *r = NULL;
         if (redisGetReply(rc, (void **)&r) != REDIS_OK) {
-            drop(c, rc->errstr);
+            redisx_drop(&c->redis, rc->errstr);
             return;
         }
         freeReplyObject(r);

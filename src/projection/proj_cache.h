@@ -46,7 +46,5 @@ void proj_cache_discard(proj_cache *c);
 /* Lookups answered from Redis, for tests and logs. */
 int64_t proj_cache_hits(const proj_cache *c);
 
-/* Parses redis://host:port (port defaults to 6379) into host (cap bytes). */
-int proj_cache_parse_url(const char *url, char *host, size_t cap, int *port, todo_err *err);
 
 #endif

@@ -11,11 +11,15 @@
  *   worker     leases RUNNING and COMPENSATING sagas one at a time (the
  *              oldest first; after a crash, the ones left behind) and drives
  *              each to its end (saga_core); saga events go to saga.events.v1;
- *   scheduler  fires due reminders (saga_scheduler).
+ *   scheduler  fires due reminders (saga_scheduler);
+ *   notifier   notifications.commands.v1 in group notification-dispatch-v1
+ *              (also from the end when new): delivers each notification
+ *              once (saga_notify); undecodable records are dead-lettered.
  *
  * SIGINT or SIGTERM stop it between steps; a saga in progress resumes at the
  * next start (or on another instance once its lease expires).
  */
+#include <curl/curl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -31,7 +35,9 @@
 #include "kafkax.h"
 #include "log.h"
 #include "pgx.h"
+#include "redisx.h"
 #include "saga_completion.h"
+#include "saga_notify.h"
 #include "saga_scheduler.h"
 #include "saga_store.h"
 #include "svc.h"
@@ -39,6 +45,7 @@
 #include "todo/v1/events.pb-c.h"
 
 #define GROUP "saga-task-completion-v1"
+#define NOTIFY_GROUP "notification-dispatch-v1"
 #define BATCH 100
 
 static todo_config cfg;
@@ -300,6 +307,85 @@ static void *scheduler_main(void *arg)
     return NULL;
 }
 
+/* ---- notifier ---- */
+
+/* Delivers one record of notifications.commands.v1; TODO_EINVAL for a
+ * record to dead-letter, another status to retry. */
+static int dispatch(saga_notify *s, const rd_kafka_message_t *m, todo_err *err)
+{
+    arena *a = arena_new();
+    Todo__V1__EventEnvelope *env;
+    int rc = event_decode(m->payload, m->len, a, &env, err);
+    if (rc != 0 || strcmp(env->event_type, "notification.requested") != 0) {
+        arena_free(a);
+        return rc != 0 ? TODO_EINVAL : TODO_OK; /* our own sent/failed events, and others */
+    }
+    ProtobufCAllocator alloc;
+    arena_pbc_allocator(a, &alloc);
+    Todo__V1__SendNotification *n = todo__v1__send_notification__unpack(&alloc, env->data.len, env->data.data);
+    if (n == NULL || n->notification_id[0] == '\0' || n->recipient[0] == '\0') {
+        arena_free(a);
+        return todo_err_set(err, TODO_EINVAL, "notification.requested payload does not decode or lacks its id");
+    }
+    const char *outcome = NULL;
+    rc = saga_notify_handle(s, n, &outcome, err);
+    if (rc == 0) log_info("notify", "handled", "id=%s recipient=%s outcome=%s", n->notification_id, n->recipient, outcome);
+    arena_free(a);
+    return rc == TODO_EINVAL ? TODO_EINTERNAL : rc;
+}
+
+static void *notifier_main(void *arg)
+{
+    (void)arg;
+    todo_err err;
+    const char *topics[] = {"notifications.commands.v1"};
+    redisx redis;
+    bool have_redis = redisx_init(&redis, cfg.redis_url, "notify", 100, &err) == 0;
+    saga_notify s = {.cfg = &cfg, .redis = have_redis ? &redis : NULL, .producer = producer,
+                     .channel = cfg.notify_webhook_url[0] != '\0' ? saga_notify_webhook_channel(cfg.notify_webhook_url)
+                                                                  : saga_notify_log_channel(),
+                     .attempts = cfg.notify_attempts, .backoff_ms = 200};
+    rd_kafka_t *rk = kafkax_consumer_new_tail(cfg.kafka_brokers, NOTIFY_GROUP, topics, 1, &err);
+    if (rk == NULL) {
+        log_error("notify", "consumer cannot start", "error=\"%s\"", err.msg);
+        atomic_store(&stopping, 1);
+        return NULL;
+    }
+    log_info("notify", "dispatching", "channel=%s", s.channel.name);
+    while (!atomic_load(&stopping)) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 300);
+        if (m == NULL) continue;
+        if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            log_warn("notify", "consumer error", "error=\"%s\"", rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        bool ok = false;
+        while (!ok && !atomic_load(&stopping)) {
+            ensure_pg(&s.pg, "todo-saga-notifier");
+            if (s.pg == NULL) break;
+            int rc = dispatch(&s, m, &err);
+            if (rc == TODO_EINVAL) {
+                log_warn("notify", "dead-lettering a record", "offset=%lld reason=\"%s\"", (long long)m->offset, err.msg);
+                todo_err derr;
+                ok = dlq_send(producer, NOTIFY_GROUP, m, err.msg, &derr) == 0 &&
+                     rd_kafka_flush(producer, 30000) == RD_KAFKA_RESP_ERR_NO_ERROR;
+            } else {
+                ok = rc == 0;
+                if (!ok) log_warn("notify", "handling a notification failed; retrying", "error=\"%s\"", err.msg);
+            }
+            if (!ok) pause_ms(1000);
+        }
+        if (ok) rd_kafka_commit_message(rk, m, 0);
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    pgx_close(s.pg);
+    if (have_redis) redisx_cleanup(&redis);
+    return NULL;
+}
+
 int main(void)
 {
     todo_err err;
@@ -316,16 +402,19 @@ int main(void)
         return 1;
     }
     log_info("saga", "starting", "instance=%s lease_s=%d", cfg.saga_instance, cfg.saga_lease_s);
-    pthread_t th[3];
+    curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread: not thread-safe */
+    pthread_t th[4];
     pthread_create(&th[0], NULL, consumer_main, NULL);
     pthread_create(&th[1], NULL, worker_main, NULL);
     pthread_create(&th[2], NULL, scheduler_main, NULL);
+    pthread_create(&th[3], NULL, notifier_main, NULL);
     while (!atomic_load(&stopping))
         if (svc_signals_pending(&sigs) != 0) atomic_store(&stopping, 1);
         else pause_ms(100);
-    for (int i = 0; i < 3; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
     rd_kafka_flush(producer, 5000);
     rd_kafka_destroy(producer);
+    curl_global_cleanup();
     log_info("saga", "stopped", "instance=%s", cfg.saga_instance);
     return 0;
 }

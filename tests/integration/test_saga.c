@@ -10,7 +10,13 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,12 +31,102 @@
 
 static pid_t saga1, saga2;
 
+/* ---- a webhook receiver: per Idempotency-Key, the first two requests get
+ * HTTP 500, later ones 200 ---- */
+
+#define HOOK_KEYS 256
+static struct {
+    int port, fd;
+    pthread_t thread;
+    atomic_int stop;
+    pthread_mutex_t mu;
+    char keys[HOOK_KEYS][80];
+    int requests[HOOK_KEYS], delivered[HOOK_KEYS], n;
+} hook = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* Requests and successful deliveries seen for key. */
+static void hook_counts(const char *key, int *requests, int *delivered)
+{
+    pthread_mutex_lock(&hook.mu);
+    *requests = *delivered = 0;
+    for (int i = 0; i < hook.n; i++)
+        if (strcmp(hook.keys[i], key) == 0) {
+            *requests = hook.requests[i];
+            *delivered = hook.delivered[i];
+        }
+    pthread_mutex_unlock(&hook.mu);
+}
+
+static void *hook_main(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&hook.stop)) {
+        int c = accept(hook.fd, NULL, NULL);
+        if (c < 0) continue;
+        char buf[8192];
+        size_t len = 0;
+        ssize_t got;
+        /* Headers, then Content-Length bytes of body. */
+        while (len < sizeof buf - 1 && (got = read(c, buf + len, sizeof buf - 1 - len)) > 0) {
+            len += (size_t)got;
+            buf[len] = '\0';
+            char *end = strstr(buf, "\r\n\r\n"), *cl = strcasestr(buf, "Content-Length:");
+            if (end != NULL && (cl == NULL || (size_t)(end + 4 - buf) + (size_t)atoi(cl + 15) <= len)) break;
+        }
+        buf[len] = '\0';
+        char key[80] = "";
+        char *k = strcasestr(buf, "Idempotency-Key: ");
+        if (k != NULL) sscanf(k + 17, "%79[^\r\n]", key);
+        pthread_mutex_lock(&hook.mu);
+        int i = 0;
+        while (i < hook.n && strcmp(hook.keys[i], key) != 0) i++;
+        if (i == hook.n && hook.n < HOOK_KEYS) snprintf(hook.keys[hook.n++], 80, "%s", key);
+        int status = 500;
+        if (i < HOOK_KEYS) {
+            status = ++hook.requests[i] <= 2 ? 500 : 200;
+            if (status == 200) hook.delivered[i]++;
+        }
+        pthread_mutex_unlock(&hook.mu);
+        char reply[128];
+        int n = snprintf(reply, sizeof reply, "HTTP/1.1 %d X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", status);
+        if (write(c, reply, (size_t)n) < 0) { /* the client went away */
+        }
+        close(c);
+    }
+    return NULL;
+}
+
+static void hook_start(void)
+{
+    hook.fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(hook.fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(hook.fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    socklen_t sl = sizeof sa;
+    getsockname(hook.fd, (struct sockaddr *)&sa, &sl);
+    hook.port = ntohs(sa.sin_port);
+    assert_int_equal(listen(hook.fd, 16), 0);
+    struct timeval tv = {0, 200000}; /* accept wakes up to see stop */
+    setsockopt(hook.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    pthread_create(&hook.thread, NULL, hook_main, NULL);
+}
+
+static void hook_stop(void)
+{
+    if (hook.fd <= 0) return;
+    atomic_store(&hook.stop, 1);
+    pthread_join(hook.thread, NULL);
+    close(hook.fd);
+}
+
 static pid_t start_saga(const char *instance, const char *delay_ms)
 {
-    char inst[96], delay[64];
+    char inst[96], delay[64], url[96];
     snprintf(inst, sizeof inst, "TODO_SAGA_INSTANCE=%s", instance);
     snprintf(delay, sizeof delay, "TODO_SAGA_STEP_DELAY_MS=%s", delay_ms);
-    const char *extra[] = {inst, delay, "TODO_SAGA_LEASE_S=3", NULL};
+    snprintf(url, sizeof url, "TODO_NOTIFY_WEBHOOK_URL=http://127.0.0.1:%d/hook", hook.port);
+    const char *extra[] = {inst, delay, "TODO_SAGA_LEASE_S=3", url, NULL};
     return harness_spawn("saga/todo-saga", instance, extra);
 }
 
@@ -129,6 +225,7 @@ static int group_setup(void **state)
 {
     int rc = harness_group_setup(state);
     if (rc != 0 || !harness_stack_available()) return rc;
+    hook_start();
     saga1 = start_saga("test-saga-1", "0");
     char user[64];
     harness_user(user, "sagawarm");
@@ -146,7 +243,22 @@ static int group_teardown(void **state)
         bad = 1;
     }
     if (saga2 > 0 && harness_stop(saga2, SIGTERM, 20000) != 0) bad = 1;
+    hook_stop();
     return harness_group_teardown(state) | bad;
+}
+
+static void produce(const char *topic, const char *key, const void *value, size_t len)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", getenv("TODO_KAFKA_BROKERS"), errstr, sizeof errstr);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    assert_int_equal(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
+                                       RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                       RD_KAFKA_V_END),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_equal(rd_kafka_flush(rk, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_destroy(rk);
 }
 
 typedef struct want_notification {
@@ -198,6 +310,19 @@ static void completing_a_recurring_task_runs_the_whole_saga(void **state)
     /* One notification request, keyed by the saga. */
     want_notification w = {saga};
     assert_int_equal(harness_consume("notifications.commands.v1", is_notification, &w, 2, 5000), 1);
+    /* Delivered to the webhook, which failed twice first: one delivery. */
+    int requests = 0, delivered = 0;
+    long long until = harness_now_ms() + 15000;
+    while (harness_now_ms() < until && delivered == 0) {
+        hook_counts(saga, &requests, &delivered);
+        harness_sleep_ms(50);
+    }
+    harness_sleep_ms(500);
+    hook_counts(saga, &requests, &delivered);
+    assert_int_equal(requests, 3);
+    assert_int_equal(delivered, 1);
+    assert_int_equal(harness_scalar(harness_db, "select attempts from saga.notifications where notification_id = $1"
+                                                " and status = 'sent'", saga), 3);
     free(t);
     free(pattern);
     free(r1);
@@ -206,8 +331,58 @@ static void completing_a_recurring_task_runs_the_whole_saga(void **state)
     free(auth);
 }
 
+/* The same notification request again (a re-delivery): not sent again. */
+static void a_notification_is_never_sent_twice(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64];
+    harness_user(user, "notifytwice");
+    char *auth = harness_bearer(user, 600, NULL);
+    char *t = task(auth, "send a card", 0);
+    char *saga = complete(auth, t);
+    assert_true(saga_reaches(saga, "'COMPLETED'", 20000));
+    int requests = 0, delivered = 0;
+    long long until = harness_now_ms() + 15000;
+    while (harness_now_ms() < until && delivered == 0) {
+        hook_counts(saga, &requests, &delivered);
+        harness_sleep_ms(50);
+    }
+    assert_int_equal(delivered, 1);
+    /* Replay the request record itself onto the topic. */
+    arena *a = arena_new();
+    char event_id[37];
+    text_uuid_v4(event_id);
+    Todo__V1__SendNotification n = TODO__V1__SEND_NOTIFICATION__INIT;
+    n.notification_id = saga;
+    n.recipient = user;
+    n.channel = "default";
+    n.subject = "again";
+    n.body = "again";
+    n.task_id = t;
+    event_meta m = {.event_id = event_id, .event_type = "notification.requested", .source = "test",
+                    .time_us = event_now_us(), .user_id = user, .aggregate_type = "notification",
+                    .aggregate_id = saga, .aggregate_version = 1, .schema_version = 1};
+    uint8_t *bytes;
+    size_t len;
+    todo_err err;
+    assert_int_equal(event_encode(&m, &n.base, a, &bytes, &len, &err), 0);
+    produce("notifications.commands.v1", user, bytes, len);
+    arena_free(a);
+    harness_sleep_ms(2000);
+    int requests2 = 0, delivered2 = 0;
+    hook_counts(saga, &requests2, &delivered2);
+    assert_int_equal(requests2, requests);
+    assert_int_equal(delivered2, 1);
+    free(t);
+    free(saga);
+    free(auth);
+}
+
 /* Produces a task.completed for task (which is not completed) naming a
- * pattern that does not exist: the next_occurrence step fails for good. */
+ * pattern that does not exist: the next_occurrence step fails for good. Its
+ * aggregate version (1, the task's creation) makes the projector skip it as
+ * already applied: the read model stays equal to the write model. */
 static char *produce_bad_completion(const char *user, const char *task_id)
 {
     arena *a = arena_new();
@@ -221,22 +396,13 @@ static char *produce_bad_completion(const char *user, const char *task_id)
     ev.completed_at = &ts;
     ev.recurring_pattern_id = pattern;
     event_meta m = {.event_id = event_id, .event_type = "task.completed", .source = "test", .time_us = event_now_us(),
-                    .user_id = user, .aggregate_type = "task", .aggregate_id = task_id, .aggregate_version = 99,
+                    .user_id = user, .aggregate_type = "task", .aggregate_id = task_id, .aggregate_version = 1,
                     .schema_version = 1};
     uint8_t *bytes;
     size_t len;
     todo_err err;
     assert_int_equal(event_encode(&m, &ev.base, a, &bytes, &len, &err), 0);
-    char errstr[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", getenv("TODO_KAFKA_BROKERS"), errstr, sizeof errstr);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-    assert_int_equal(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("tasks.events.v1"), RD_KAFKA_V_KEY(user, strlen(user)),
-                                       RD_KAFKA_V_VALUE(bytes, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                       RD_KAFKA_V_END),
-                     RD_KAFKA_RESP_ERR_NO_ERROR);
-    assert_int_equal(rd_kafka_flush(rk, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
-    rd_kafka_destroy(rk);
+    produce("tasks.events.v1", user, bytes, len);
     arena_free(a);
     return strdup(event_id);
 }
@@ -343,6 +509,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(completing_a_recurring_task_runs_the_whole_saga),
+        cmocka_unit_test(a_notification_is_never_sent_twice),
         cmocka_unit_test(a_step_failing_for_good_is_compensated),
         cmocka_unit_test(a_saga_killed_mid_way_resumes_after_a_restart),
         cmocka_unit_test(a_due_reminder_fires_once_and_a_cancelled_one_never),

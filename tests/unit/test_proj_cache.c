@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "proj_cache.h"
+#include "redisx.h"
 
 static void urls_parse_or_are_refused(void **state)
 {
@@ -15,14 +16,14 @@ static void urls_parse_or_are_refused(void **state)
     char host[64];
     int port;
     todo_err err;
-    assert_int_equal(proj_cache_parse_url("redis://127.0.0.1:6380", host, sizeof host, &port, &err), TODO_OK);
+    assert_int_equal(redisx_parse_url("redis://127.0.0.1:6380", host, sizeof host, &port, &err), TODO_OK);
     assert_string_equal(host, "127.0.0.1");
     assert_int_equal(port, 6380);
-    assert_int_equal(proj_cache_parse_url("redis://cache.internal", host, sizeof host, &port, &err), TODO_OK);
+    assert_int_equal(redisx_parse_url("redis://cache.internal", host, sizeof host, &port, &err), TODO_OK);
     assert_int_equal(port, 6379);
     const char *bad[] = {"http://x:1", "redis://", "redis://h:0", "redis://h:99999", "redis://h:12ab", "localhost:6379"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        assert_int_equal(proj_cache_parse_url(bad[i], host, sizeof host, &port, &err), TODO_EINVAL);
+        assert_int_equal(redisx_parse_url(bad[i], host, sizeof host, &port, &err), TODO_EINVAL);
         assert_non_null(strstr(err.msg, "TODO_REDIS_URL"));
     }
 }

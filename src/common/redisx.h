@@ -1,0 +1,39 @@
+/*
+ * redisx: a Redis connection for a fast path that must never slow its
+ * caller down: every call has a short timeout, and after a failure Redis is
+ * left alone for a few seconds (the caller then does without it: PostgreSQL
+ * stays the truth). One redisx per thread.
+ */
+#ifndef TODO_REDISX_H
+#define TODO_REDISX_H
+
+#include <hiredis.h>
+#include <stddef.h>
+#include <time.h>
+
+#include "todo_err.h"
+
+typedef struct redisx {
+    char host[256];
+    int port;
+    char comp[32];           /* the log component ("projector"...) */
+    int timeout_ms;
+    redisContext *rc;
+    time_t down_until;
+} redisx;
+
+/* Parses redis://host:port (port defaults to 6379) into host (cap bytes). */
+int redisx_parse_url(const char *url, char *host, size_t cap, int *port, todo_err *err);
+
+/* Prepares r for url (TODO_EINVAL when malformed); connects lazily. */
+int redisx_init(redisx *r, const char *url, const char *comp, int timeout_ms, todo_err *err);
+
+/* A usable connection, or NULL while Redis is considered down. */
+redisContext *redisx_conn(redisx *r);
+
+/* Gives the connection up after a failure (why is logged); retried later. */
+void redisx_drop(redisx *r, const char *why);
+
+void redisx_cleanup(redisx *r);
+
+#endif

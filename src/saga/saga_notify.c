@@ -1,0 +1,229 @@
+/* saga_notify: see saga_notify.h. */
+#include "saga_notify.h"
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "arena.h"
+#include "event.h"
+#include "log.h"
+#include "pgx.h"
+#include "redisx.h"
+#include "text.h"
+
+#define REDIS_TTL_S 604800 /* a week: far longer than any re-delivery */
+
+/* ---- channels ---- */
+
+static saga_notify_result log_send(void *ctx, const Todo__V1__SendNotification *n, char *err, size_t cap)
+{
+    (void)ctx;
+    (void)err;
+    (void)cap;
+    log_info("notify", "notification", "id=%s recipient=%s subject=\"%s\" body=\"%s\"", n->notification_id,
+             n->recipient, n->subject, n->body);
+    return SAGA_NOTIFY_SENT;
+}
+
+saga_notify_channel saga_notify_log_channel(void)
+{
+    return (saga_notify_channel){.name = "log", .send = log_send, .ctx = NULL};
+}
+
+static size_t discard(char *p, size_t size, size_t n, void *ctx)
+{
+    (void)p;
+    (void)ctx;
+    return size * n;
+}
+
+static saga_notify_result webhook_send(void *ctx, const Todo__V1__SendNotification *n, char *err, size_t cap)
+{
+    const char *url = ctx;
+    json_t *body = json_pack("{s:s, s:s, s:s, s:s, s:s}", "notification_id", n->notification_id, "recipient",
+                             n->recipient, "subject", n->subject, "body", n->body, "task_id", n->task_id);
+    char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    CURL *c = curl_easy_init();
+    if (text == NULL || c == NULL) {
+        free(text);
+        if (c != NULL) curl_easy_cleanup(c);
+        snprintf(err, cap, "out of memory");
+        return SAGA_NOTIFY_RETRY;
+    }
+    char key[200];
+    snprintf(key, sizeof key, "Idempotency-Key: %s", n->notification_id);
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    h = curl_slist_append(h, key);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, text);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 2000L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+    CURLcode rc = curl_easy_perform(c);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    free(text);
+    if (rc != CURLE_OK) {
+        snprintf(err, cap, "webhook: %s", curl_easy_strerror(rc));
+        return SAGA_NOTIFY_RETRY;
+    }
+    if (status >= 200 && status < 300) return SAGA_NOTIFY_SENT;
+    snprintf(err, cap, "webhook answered HTTP %ld", status);
+    return status == 408 || status == 429 || status >= 500 ? SAGA_NOTIFY_RETRY : SAGA_NOTIFY_FAIL;
+}
+
+saga_notify_channel saga_notify_webhook_channel(const char *url)
+{
+    return (saga_notify_channel){.name = "webhook", .send = webhook_send, .ctx = (void *)url};
+}
+
+/* ---- idempotency ---- */
+
+static void redis_key(char *out, size_t cap, const Todo__V1__SendNotification *n)
+{
+    snprintf(out, cap, "notified:%s:%s", n->notification_id, n->recipient);
+}
+
+/* True when Redis says it was sent. */
+static bool redis_sent(saga_notify *s, const Todo__V1__SendNotification *n)
+{
+    redisContext *rc = s->redis != NULL ? redisx_conn(s->redis) : NULL;
+    if (rc == NULL) return false;
+    char key[300];
+    redis_key(key, sizeof key, n);
+    redisReply *r = redisCommand(rc, "GET %s", key);
+    if (r == NULL) {
+        redisx_drop(s->redis, rc->errstr);
+        return false;
+    }
+    bool sent = r->type == REDIS_REPLY_STRING;
+    freeReplyObject(r);
+    return sent;
+}
+
+static void redis_mark(saga_notify *s, const Todo__V1__SendNotification *n)
+{
+    redisContext *rc = s->redis != NULL ? redisx_conn(s->redis) : NULL;
+    if (rc == NULL) return;
+    char key[300];
+    redis_key(key, sizeof key, n);
+    redisReply *r = redisCommand(rc, "SET %s 1 EX %d", key, REDIS_TTL_S);
+    if (r == NULL) redisx_drop(s->redis, rc->errstr);
+    else freeReplyObject(r);
+}
+
+/* Claims the notification in PostgreSQL: *state gets "new" (ours to
+ * deliver), or the recorded status ("sent", "failed", "sending" after a
+ * crash: delivered again). */
+static int claim(saga_notify *s, const Todo__V1__SendNotification *n, char state[16], todo_err *err)
+{
+    const char *p[3] = {n->notification_id, n->recipient, s->channel.name};
+    PGresult *r = pgx_exec(s->pg,
+                           "with ins as (insert into saga.notifications (notification_id, recipient, channel, status)"
+                           " values ($1, $2, $3, 'sending') on conflict do nothing returning 1)"
+                           " select case when exists (select 1 from ins) then 'new' else"
+                           " (select status from saga.notifications where notification_id = $1 and recipient = $2) end",
+                           3, p, err);
+    if (r == NULL) return err->code;
+    snprintf(state, 16, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return TODO_OK;
+}
+
+static int record(saga_notify *s, const Todo__V1__SendNotification *n, const char *status, int attempts,
+                  const char *error, todo_err *err)
+{
+    char a[16];
+    snprintf(a, sizeof a, "%d", attempts);
+    const char *p[5] = {n->notification_id, n->recipient, status, a, error};
+    return pgx_cmd(s->pg,
+                   "update saga.notifications set status = $3, attempts = $4::int, last_error = $5, updated_at = now(),"
+                   " sent_at = case when $3 = 'sent' then now() end where notification_id = $1 and recipient = $2",
+                   5, p, err);
+}
+
+/* ---- outcome events ---- */
+
+static void emit(saga_notify *s, const Todo__V1__SendNotification *n, bool sent, int attempts, const char *error)
+{
+    arena *a = arena_new();
+    char event_id[37];
+    uint8_t *bytes;
+    size_t len;
+    todo_err err;
+    text_uuid_v4(event_id);
+    Todo__V1__NotificationSent ok = TODO__V1__NOTIFICATION_SENT__INIT;
+    Todo__V1__NotificationFailed ko = TODO__V1__NOTIFICATION_FAILED__INIT;
+    ok.notification_id = ko.notification_id = n->notification_id;
+    ok.channel = ko.channel = (char *)s->channel.name;
+    ok.sent_at = event_timestamp(a, event_now_us());
+    ko.error = (char *)error;
+    ko.attempts = attempts;
+    const char *type = sent ? "notification.sent" : "notification.failed";
+    event_meta m = {.event_id = event_id, .event_type = type, .source = "todo-saga", .time_us = event_now_us(),
+                    .user_id = n->recipient, .aggregate_type = "notification", .aggregate_id = n->notification_id,
+                    .aggregate_version = 2, .schema_version = 1, .causation_id = n->notification_id};
+    if (s->producer != NULL &&
+        event_encode(&m, sent ? &ok.base : &ko.base, a, &bytes, &len, &err) == 0) {
+        rd_kafka_resp_err_t e = rd_kafka_producev(s->producer, RD_KAFKA_V_TOPIC(event_topic(type)),
+                                                  RD_KAFKA_V_KEY(n->recipient, strlen(n->recipient)),
+                                                  RD_KAFKA_V_VALUE(bytes, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                                  RD_KAFKA_V_END);
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+            log_warn("notify", "outcome event not produced", "type=%s error=\"%s\"", type, rd_kafka_err2str(e));
+    }
+    arena_free(a);
+}
+
+static void pause_ms(saga_notify *s, int ms)
+{
+    if (s->sleep_ms != NULL) {
+        s->sleep_ms(ms);
+        return;
+    }
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+int saga_notify_handle(saga_notify *s, const Todo__V1__SendNotification *n, const char **outcome, todo_err *err)
+{
+    char state[16], why[300] = "";
+    int rc;
+    if (outcome != NULL) *outcome = "duplicate";
+    if (redis_sent(s, n)) return TODO_OK;
+    if ((rc = claim(s, n, state, err)) != 0) return rc;
+    if (strcmp(state, "sent") == 0 || strcmp(state, "failed") == 0) {
+        if (strcmp(state, "sent") == 0) redis_mark(s, n);
+        return TODO_OK;
+    }
+    /* "new", or "sending" left by a crash: deliver. */
+    saga_notify_result res = SAGA_NOTIFY_RETRY;
+    int attempt = 0, wait = s->backoff_ms;
+    while (attempt < s->attempts) {
+        attempt++;
+        why[0] = '\0';
+        res = s->channel.send(s->channel.ctx, n, why, sizeof why);
+        if (res != SAGA_NOTIFY_RETRY) break;
+        log_warn("notify", "delivery failed; retrying", "id=%s channel=%s attempt=%d error=\"%s\"", n->notification_id,
+                 s->channel.name, attempt, why);
+        if (attempt < s->attempts) pause_ms(s, wait);
+        wait *= 2;
+    }
+    bool sent = res == SAGA_NOTIFY_SENT;
+    if ((rc = record(s, n, sent ? "sent" : "failed", attempt, sent ? "" : why, err)) != 0) return rc;
+    if (sent) redis_mark(s, n);
+    else log_error("notify", "notification failed", "id=%s channel=%s attempts=%d error=\"%s\"", n->notification_id,
+                   s->channel.name, attempt, why);
+    emit(s, n, sent, attempt, why);
+    if (outcome != NULL) *outcome = sent ? "sent" : "failed";
+    return TODO_OK;
+}
