@@ -11,6 +11,9 @@
  * create     CreateTask
  * get        GetTask of a task the client created first
  * list       ListTasks (page of 20) of a user the client first gave 1,000 tasks
+ * complete   create a task, schedule a reminder on it, complete it (each
+ *            completion starts a task-completion saga in todo-saga)
+ * remind     schedule reminders due at --at (epoch seconds), ten per task
  * freshness  one client creates a task and polls ListTasks (newest first, no
  *            token) until it is listed, measuring the time from the
  *            CreateTask reply; the other N-1 clients run CreateTask load
@@ -38,7 +41,7 @@
 #define MAX_CLIENTS 256
 #define LIST_TASKS 1000
 
-typedef enum mode { M_CREATE, M_GET, M_LIST, M_FRESHNESS } mode;
+typedef enum mode { M_CREATE, M_GET, M_LIST, M_FRESHNESS, M_COMPLETE, M_REMIND } mode;
 
 typedef struct client {
     int index;
@@ -56,7 +59,8 @@ static todo_config cfg;
 static double seconds_each; /* the measured window of every client, after its setup */
 static const char *prefix = "bench";
 static pthread_barrier_t ready; /* every client's setup done: measure together */
-static double rate;         /* freshness: background CreateTasks per second, 0 = unpaced */
+static double rate;
+static long remind_at;      /* remind: when the reminders are due */         /* freshness: background CreateTasks per second, 0 = unpaced */
 static int n_clients;
 
 static double now_s(void)
@@ -102,6 +106,46 @@ static int get(client *c, const char *id)
         return -1;
     protobuf_c_message_free_unpacked(&t->base, NULL);
     return 0;
+}
+
+static int command(client *c, const char *rpc, const ProtobufCMessage *rq)
+{
+    char path[96];
+    grpcx_result res;
+    ProtobufCMessage *rp = NULL;
+    snprintf(path, sizeof path, "/todo.v1.TaskCommandService/%s", rpc);
+    if (grpcx_unary(c->cmd, path, rq, &todo__v1__command_reply__descriptor, c->auth, 10000, &rp, &res) != GRPC_STATUS_OK)
+        return -1;
+    protobuf_c_message_free_unpacked(rp, NULL);
+    return 0;
+}
+
+static int schedule(client *c, const char *task, long at)
+{
+    Todo__V1__ScheduleReminderRequest rq = TODO__V1__SCHEDULE_REMINDER_REQUEST__INIT;
+    Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    ts.seconds = at;
+    rq.task_id = (char *)task;
+    rq.remind_at = &ts;
+    rq.channel = TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_PUSH;
+    return command(c, "ScheduleReminder", &rq.base);
+}
+
+/* complete: a task with a reminder, completed. */
+static int complete_one(client *c)
+{
+    char id[40];
+    if (create(c, id) != 0 || schedule(c, id, (long)time(NULL) + 3600) != 0) return -1;
+    Todo__V1__CompleteTaskRequest rq = TODO__V1__COMPLETE_TASK_REQUEST__INIT;
+    rq.task_id = id;
+    return command(c, "CompleteTask", &rq.base);
+}
+
+/* remind: the next reminder due at remind_at, on a new task every ten. */
+static int remind_one(client *c)
+{
+    if (c->n % 10 == 0 && create(c, c->task_id) != 0) return -1;
+    return schedule(c, c->task_id, remind_at);
 }
 
 /* True when ListTasks' newest task of c is id. */
@@ -176,6 +220,10 @@ static void *run(void *arg)
             rc = get(c, c->task_id);
         } else if (m == M_LIST) {
             rc = list(c);
+        } else if (m == M_COMPLETE) {
+            rc = complete_one(c);
+        } else if (m == M_REMIND) {
+            rc = remind_one(c);
         } else { /* freshness: create, then poll until listed */
             char id[40];
             rc = create(c, id);
@@ -211,15 +259,17 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--seconds") == 0) seconds = atof(argv[i + 1]);
         else if (strcmp(argv[i], "--user-prefix") == 0) prefix = argv[i + 1];
         else if (strcmp(argv[i], "--rate") == 0) rate = atof(argv[i + 1]);
+        else if (strcmp(argv[i], "--at") == 0) remind_at = atol(argv[i + 1]);
         else {
             fprintf(stderr, "todo-loadgen: unknown option %s\n", argv[i]);
             return 2;
         }
     }
     mode m = strcmp(rpc, "create") == 0 ? M_CREATE : strcmp(rpc, "get") == 0 ? M_GET
-           : strcmp(rpc, "list") == 0 ? M_LIST : strcmp(rpc, "freshness") == 0 ? M_FRESHNESS : (mode)-1;
+           : strcmp(rpc, "list") == 0 ? M_LIST : strcmp(rpc, "freshness") == 0 ? M_FRESHNESS
+           : strcmp(rpc, "complete") == 0 ? M_COMPLETE : strcmp(rpc, "remind") == 0 ? M_REMIND : (mode)-1;
     if ((int)m < 0 || clients < 1 || clients > MAX_CLIENTS || seconds <= 0) {
-        fprintf(stderr, "usage: todo-loadgen --rpc create|get|list|freshness --clients 1..%d --seconds S\n",
+        fprintf(stderr, "usage: todo-loadgen --rpc create|get|list|freshness|complete|remind --clients 1..%d --seconds S\n",
                 MAX_CLIENTS);
         return 2;
     }

@@ -13,6 +13,9 @@
 #              topic (todo-eventgen: created, every 2nd updated, every 3rd
 #              completed; 1,000 users)   vs the raw consume rate of the topics
 #                                            (librdkafka alone, no database)
+#   saga       4 clients completing tasks (each with a reminder); completed
+#              task-completion sagas/s   vs the completions offered per second
+#   reminders  reminders all due at one second: firing delay p50/p99, rate
 #   rebuild    `todoctl projection rebuild` of the whole read model (every
 #              record of both topics)    vs pgbench upserting the same number of
 #                                            rows, 500 per INSERT ... ON CONFLICT
@@ -21,8 +24,9 @@
 #                              (under 2 minutes); full: 1, 8, 32, 64 clients, 20 s
 #                              each, 100,000 and 1,000,000 events
 #
-# Results: bench/results/<UTC time>/results.json and a table on stdout, with
-# the CPU seconds and peak RSS of each service per scenario.
+# Results: bench/results/<UTC time>/results.json (with the CPU seconds and
+# peak RSS of each service per scenario), table.txt (also on stdout) and
+# chart.png (gnuplot, installed when missing).
 source "$(dirname "$0")/../scripts/lib.sh"
 cd "$TODO_REPO"
 
@@ -50,9 +54,11 @@ cleanup() {
   bash scripts/stack.sh stop bench >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
-$bin/command/todo-command >"$out/command.log" 2>&1 & pids+=($!); cmd_pid=$!
-$bin/query/todo-query >"$out/query.log" 2>&1 & pids+=($!); qry_pid=$!
-$bin/projection/todo-projector >"$out/projector.log" 2>&1 & pids+=($!); proj_pid=$!
+declare -A svc
+$bin/command/todo-command >"$out/command.log" 2>&1 & pids+=($!); svc[command]=$!
+$bin/query/todo-query >"$out/query.log" 2>&1 & pids+=($!); svc[query]=$!
+$bin/projection/todo-projector >"$out/projector.log" 2>&1 & pids+=($!); svc[projector]=$!
+$bin/saga/todo-saga >"$out/saga.log" 2>&1 & pids+=($!); svc[saga]=$!
 for _ in $(seq 100); do $bin/cli/todoctl health >/dev/null 2>&1 && break; sleep 0.1; done
 
 # The baseline's tables: the write model's, without our trigger's neighbours.
@@ -79,21 +85,25 @@ cpu() { # CPU seconds (user+system) of a pid
 rss() { awk '/VmHWM/ {print $2 / 1024}' "/proc/$1/status"; }
 
 results=()
-# scenario name, clients, loadgen json, baseline tps
+# "name=cpu-seconds ..." of every service now
+snap() {
+  local out="" n
+  for n in command query projector saga; do out+="$n=$(cpu "${svc[$n]}") "; done
+  echo "$out"
+}
+# scenario name, clients, loadgen json, baseline tps, snap before
 record() {
-  local name=$1 clients=$2 json=$3 base=$4 c0=$5 q0=$6 p0=$7
-  local c1 q1 p1
-  c1=$(cpu $cmd_pid); q1=$(cpu $qry_pid); p1=$(cpu $proj_pid)
-  results+=("$(python3 - "$name" "$clients" "$json" "$base" "$c0" "$c1" "$q0" "$q1" "$p0" "$p1" \
-    "$(rss $cmd_pid)" "$(rss $qry_pid)" "$(rss $proj_pid)" <<'PY'
+  local name=$1 clients=$2 json=$3 base=$4 before=$5 rsss="" n
+  for n in command query projector saga; do rsss+="$n=$(rss "${svc[$n]}") "; done
+  results+=("$(python3 - "$name" "$clients" "$json" "$base" "$before" "$(snap)" "$rsss" <<'PY'
 import json, sys
 name, clients, j, base = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
-c0, c1, q0, q1, p0, p1 = map(float, sys.argv[5:11])
-rc, rq, rp = map(float, sys.argv[11:14])
+kv = lambda s: {k: float(v) for k, v in (p.split("=") for p in s.split())}
+before, after, rss = kv(sys.argv[5]), kv(sys.argv[6]), kv(sys.argv[7])
 j.update(scenario=name, clients=clients, baseline_tps=float(base) if base else None,
          ratio=(j["rps"] / float(base)) if base else None,
-         cpu_s={"command": round(c1 - c0, 2), "query": round(q1 - q0, 2), "projector": round(p1 - p0, 2)},
-         peak_rss_mib={"command": round(rc, 1), "query": round(rq, 1), "projector": round(rp, 1)})
+         cpu_s={k: round(after[k] - before[k], 2) for k in after},
+         peak_rss_mib={k: round(v, 1) for k, v in rss.items()})
 print(json.dumps(j))
 PY
 )")
@@ -109,10 +119,10 @@ pgb() { # script-file clients [-D ...] -> tps
 loadgen() { build/dev/bench/todo-loadgen "$@" --seconds "$SECS"; }
 
 for c in $CLIENTS; do
-  c0=$(cpu $cmd_pid); q0=$(cpu $qry_pid); p0=$(cpu $proj_pid)
+  s0=$(snap)
   j=$(loadgen --rpc create --clients "$c")
   base=$(pgb "$out/create.sql" "$c")
-  record create "$c" "$j" "$base" "$c0" "$q0" "$p0"
+  record create "$c" "$j" "$base" "$s0"
 done
 
 # Reads: a user with 1,000 tasks, one task id of it.
@@ -129,22 +139,22 @@ SELECT id, user_id, title, description, priority, due_at, completed, category, t
   FROM read.tasks WHERE user_id = '$list_user' AND NOT deleted ORDER BY created_at DESC, id DESC LIMIT 21;
 SQL
 for c in $CLIENTS; do
-  c0=$(cpu $cmd_pid); q0=$(cpu $qry_pid); p0=$(cpu $proj_pid)
+  s0=$(snap)
   j=$(loadgen --rpc get --clients "$c")
-  record get "$c" "$j" "$(pgb "$out/get.sql" "$c")" "$c0" "$q0" "$p0"
-  c0=$(cpu $cmd_pid); q0=$(cpu $qry_pid); p0=$(cpu $proj_pid)
+  record get "$c" "$j" "$(pgb "$out/get.sql" "$c")" "$s0"
+  s0=$(snap)
   j=$(loadgen --rpc list --clients "$c")
-  record list "$c" "$j" "$(pgb "$out/list.sql" "$c")" "$c0" "$q0" "$p0"
+  record list "$c" "$j" "$(pgb "$out/list.sql" "$c")" "$s0"
 done
 
-c0=$(cpu $cmd_pid); q0=$(cpu $qry_pid); p0=$(cpu $proj_pid)
+s0=$(snap)
 # Freshness: CreateTask reply -> listed by ListTasks, under 1,000 CreateTask/s
 # from 8 paced clients (and unpaced, as fast as 8 clients go).
 j=$(loadgen --rpc freshness --clients 9 --rate 1000)
-record freshness 9 "$j" "" "$c0" "$q0" "$p0"
-c0=$(cpu $cmd_pid); q0=$(cpu $qry_pid); p0=$(cpu $proj_pid)
+record freshness 9 "$j" "" "$s0"
+s0=$(snap)
 j=$(loadgen --rpc freshness --clients 9)
-record freshness-max 9 "$j" "" "$c0" "$q0" "$p0"
+record freshness-max 9 "$j" "" "$s0"
 
 # Catch-up and rebuild: events written straight to the topic.
 $PSQL <<'SQL'
@@ -159,16 +169,16 @@ INSERT INTO bench.read_tasks (id, user_id, title, description, priority, categor
 SQL
 behind() { $bin/cli/todoctl projection status | awk '/behind by/ {print $3}'; }
 for n in $EVENTS; do
-  c0=$(cpu $cmd_pid); q0=$(cpu $qry_pid); p0=$(cpu $proj_pid)
+  s0=$(snap)
   t0=$(date +%s.%N)
   build/dev/bench/todo-eventgen produce --events "$n" --prefix "replay-$n" >"$out/produce-$n.json"
   until [ "$(behind)" = 0 ]; do sleep 0.1; done
   t1=$(date +%s.%N)
   raw=$(build/dev/bench/todo-eventgen consume | python3 -c 'import json,sys; print(json.load(sys.stdin)["rate"])')
   j=$(python3 -c 'import sys; n, s = int(sys.argv[1]), float(sys.argv[3]) - float(sys.argv[2]); print("{\"rps\": %.1f, \"events\": %d, \"seconds\": %.2f, \"p50_ms\": 0, \"p99_ms\": 0, \"errors\": 0}" % (n / s, n, s))' "$n" "$t0" "$t1")
-  record catchup "$n" "$j" "$raw" "$c0" "$q0" "$p0"
+  record catchup "$n" "$j" "$raw" "$s0"
 
-  c0=$(cpu $cmd_pid); q0=$(cpu $qry_pid); p0=$(cpu $proj_pid)
+  s0=$(snap)
   /usr/bin/time -f "%e %U %S %M" -o "$out/rebuild-$n.time" $bin/cli/todoctl projection rebuild >"$out/rebuild-$n.log" 2>&1
   records=$(awk '/swapped:/ {print $3}' "$out/rebuild-$n.log" | tail -1)
   $PSQL -c "truncate bench.read_tasks"
@@ -182,18 +192,81 @@ print(json.dumps({"rps": records / float(wall), "records": records, "seconds": f
                   "todoctl_peak_rss_mib": round(int(rss_kib) / 1024, 1)}))
 PY
 )
-  record rebuild "$records" "$j" "$upsert" "$c0" "$q0" "$p0"
+  record rebuild "$records" "$j" "$upsert" "$s0"
 done
+
+# Sagas: 4 clients completing tasks (each with a reminder) for SECS seconds;
+# todo-saga drives a task-completion saga per completion. Rate: completed
+# sagas per second from the first saga's start to the last one's end; its
+# baseline: the completions offered per second (1.0 = keeping up).
+t0=$($PSQL -Atc "select now()")
+s0=$(snap)
+j=$(loadgen --rpc complete --clients 4)
+for _ in $(seq 600); do # at most 5 minutes
+  [ "$($PSQL -Atc "select count(*) from saga.sagas where created_at >= '$t0' and state in ('RUNNING', 'COMPENSATING')")" = 0 ] && break
+  sleep 0.5
+done
+offered=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["rps"])' "$j")
+j=$($PSQL -Atc "select json_build_object('rps', count(*) / greatest(extract(epoch from max(updated_at) - min(created_at)), 0.001),
+  'sagas', count(*), 'p50_ms', coalesce(percentile_cont(0.5) within group (order by extract(epoch from updated_at - created_at) * 1000), 0),
+  'p99_ms', coalesce(percentile_cont(0.99) within group (order by extract(epoch from updated_at - created_at) * 1000), 0),
+  'errors', count(*) filter (where state <> 'COMPLETED'))
+  from saga.sagas where created_at >= '$t0'")
+record saga 4 "$j" "$offered" "$s0"
+
+# Reminders: as many as 4 clients schedule in SECS seconds, all due at the same
+# second; the delay from that second to each firing (p50/p99), and the firing
+# rate. No baseline.
+due=$(( $(date +%s) + SECS + 3 ))
+s0=$(snap)
+loadgen --rpc remind --clients 4 --at "$due" >/dev/null
+for _ in $(seq 600); do
+  [ "$($PSQL -Atc "select count(*) from write.reminders where remind_at = to_timestamp($due) and status = 'scheduled'")" = 0 ] && break
+  sleep 0.5
+done
+j=$($PSQL -Atc "select json_build_object('rps', count(*) / greatest(extract(epoch from max(updated_at) - to_timestamp($due)), 0.001),
+  'reminders', count(*), 'p50_ms', percentile_cont(0.5) within group (order by extract(epoch from updated_at - remind_at) * 1000),
+  'p99_ms', percentile_cont(0.99) within group (order by extract(epoch from updated_at - remind_at) * 1000),
+  'errors', count(*) filter (where status <> 'fired'))
+  from write.reminders where remind_at = to_timestamp($due)")
+record reminders 4 "$j" "" "$s0"
 
 printf '%s\n' "${results[@]}" | python3 -c '
 import json, sys
 rows = [json.loads(l) for l in sys.stdin if l.strip()]
 json.dump(rows, open(sys.argv[1], "w"), indent=2)
-print("%-10s %8s %10s %10s %7s %8s %8s %8s" % ("scenario", "clients", "rate/s", "baseline", "ratio", "p50 ms", "p99 ms", "errors"))
+print("%-13s %8s %10s %10s %7s %8s %8s %8s" % ("scenario", "clients", "rate/s", "baseline", "ratio", "p50 ms", "p99 ms", "errors"))
 for r in rows:
     b = "%.0f" % r["baseline_tps"] if r["baseline_tps"] else "-"
     ratio = "%.2f" % r["ratio"] if r["ratio"] else "-"
     # catchup/rebuild: "clients" is the number of events/records
-    print("%-10s %8d %10.0f %10s %7s %8.2f %8.2f %8d" % (r["scenario"], r["clients"], r["rps"], b, ratio, r["p50_ms"], r["p99_ms"], r["errors"]))
-' "$out/results.json"
+    print("%-13s %8d %10.0f %10s %7s %8.2f %8.2f %8d" % (r["scenario"], r["clients"], r["rps"], b, ratio, r["p50_ms"], r["p99_ms"], r["errors"]))
+# The chart data: every scenario with a baseline, ours beside it.
+with open(sys.argv[2], "w") as f:
+    for r in rows:
+        if r["baseline_tps"]:
+            f.write("\"%s %d\" %.1f %.1f\n" % (r["scenario"], r["clients"], r["rps"], r["baseline_tps"]))
+' "$out/results.json" "$out/chart.dat" | tee "$out/table.txt"
+
+# The chart: ours and the baseline per scenario (log scale), as a PNG.
+command -v gnuplot >/dev/null || { [ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null 2>&1; } || true
+if command -v gnuplot >/dev/null; then
+  gnuplot <<GP
+set terminal pngcairo size 1200,600 noenhanced font ",10"
+set output "$out/chart.png"
+set title "todo vs its baselines, same run, same machine ($(nproc) cores) - rate per second, log scale"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set logscale y
+set yrange [10:*]
+set xtics rotate by -30
+set key top left
+set grid ytics
+plot "$out/chart.dat" using 2:xtic(1) title "todo", "" using 3 title "baseline"
+GP
+  log "chart in $out/chart.png"
+else
+  log "gnuplot is not available: no chart"
+fi
 log "results in $out/results.json"

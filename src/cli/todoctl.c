@@ -13,6 +13,7 @@
  *   todoctl outbox                              relay lag and the active relay
  *   todoctl projection status [--group G]       a projection's progress, lag per partition, last error
  *   todoctl projection rebuild [NAME]           rebuild the read model from a topic replay, then swap it in
+ *   todoctl saga list|show|retry|compensate     sagas (todoctl_saga.c)
  *
  * Task commands act as --user (default $TODO_USER, else "alice"), with a
  * token minted from the configured secret, or $TODO_TOKEN when set. Settings
@@ -41,6 +42,7 @@
 #include "proj_rebuild.h"
 #include "todo/v1/command.pb-c.h"
 #include "todo/v1/query.pb-c.h"
+#include "todoctl.h"
 #include "topics.h"
 
 #define TIMEOUT_MS 10000
@@ -65,6 +67,7 @@ static int usage(void)
           "  todoctl outbox\n"
           "  todoctl projection status [--group G]\n"
           "  todoctl projection rebuild [NAME]   (NAME: the projection's consumer group)\n"
+          "  todoctl saga list [--state S] [--limit N] | saga show ID | saga retry ID | saga compensate ID\n"
           "task commands take --user ID (default $TODO_USER or alice) or use $TODO_TOKEN\n",
           stderr);
     return 2;
@@ -665,6 +668,10 @@ int main(int argc, char **argv)
     if (strcmp(c, "health") == 0) return cmd_health(argc, argv);
     if (strcmp(c, "outbox") == 0) return cmd_outbox();
     if (strcmp(c, "projection") == 0) return cmd_projection(argc, argv);
+    if (strcmp(c, "saga") == 0) {
+        int rc = todoctl_saga(&cfg, argc, argv);
+        return rc == 2 ? usage() : rc;
+    }
     if (strcmp(c, "done") == 0) return cmd_simple(argc, argv, "CompleteTask");
     if (strcmp(c, "reopen") == 0) return cmd_simple(argc, argv, "ReopenTask");
     if (strcmp(c, "rm") == 0) return cmd_simple(argc, argv, "DeleteTask");

@@ -174,3 +174,42 @@ int saga_store_load(PGconn *pg, const char *id, saga_record *r, todo_err *err)
     PQclear(res);
     return rc;
 }
+
+/* Runs an operator's update of saga id; explains a refusal. */
+static int operate(PGconn *pg, const char *id, const char *sql, const char *wanted, todo_err *err)
+{
+    const char *p[1] = {id};
+    PGresult *res = pgx_exec(pg, sql, 1, p, err);
+    if (res == NULL) return err->code;
+    int rows = PQntuples(res);
+    PQclear(res);
+    if (rows == 1) return TODO_OK;
+    res = pgx_exec(pg, "select state from saga.sagas where id = $1::uuid", 1, p, err);
+    if (res == NULL) return err->code;
+    int rc = PQntuples(res) == 0 ? todo_err_set(err, TODO_ENOTFOUND, "saga %s not found", id)
+                                 : todo_err_set(err, TODO_EPRECOND, "saga %s is %s; only %s ones can be", id,
+                                                PQgetvalue(res, 0, 0), wanted);
+    PQclear(res);
+    return rc;
+}
+
+int saga_store_retry(PGconn *pg, const char *id, todo_err *err)
+{
+    /* The step whose compensation failed is compensable again (DONE). */
+    return operate(pg, id,
+                   "update saga.sagas set state = 'COMPENSATING', step_states[step + 1] = 1, attempts[step + 1] = 0,"
+                   " owner = null, lease_until = null, updated_at = now()"
+                   " where id = $1::uuid and state = 'FAILED' returning 1",
+                   "FAILED", err);
+}
+
+int saga_store_compensate(PGconn *pg, const char *id, todo_err *err)
+{
+    return operate(pg, id,
+                   "update saga.sagas set state = 'COMPENSATING',"
+                   " step_states[step + 1] = case when state = 'RUNNING' then 2 else step_states[step + 1] end,"
+                   " attempts[step + 1] = 0, owner = null, lease_until = null, updated_at = now(),"
+                   " error = 'compensation requested by an operator'"
+                   " where id = $1::uuid and state in ('RUNNING', 'COMPLETED') returning 1",
+                   "RUNNING or COMPLETED", err);
+}

@@ -42,4 +42,16 @@ int saga_store_claim(saga_store_pg *s, saga_record *r, char user[128], bool *fou
 /* Loads saga id into *r (no lease): TODO_ENOTFOUND when there is none. */
 int saga_store_load(PGconn *pg, const char *id, saga_record *r, todo_err *err);
 
+/* Operators (todoctl saga):
+ * retry      a FAILED saga compensates again from the step whose
+ *            compensation failed (its attempts start over);
+ * compensate a RUNNING or COMPLETED saga undoes what it did: the current
+ *            step of a running saga counts as failed (it may have acted),
+ *            and the instance driving it loses its lease at its next save.
+ * Both leave the saga to the next instance that claims it. TODO_EPRECOND
+ * (naming the state) when the saga is in no state for it, TODO_ENOTFOUND
+ * when there is none. */
+int saga_store_retry(PGconn *pg, const char *id, todo_err *err);
+int saga_store_compensate(PGconn *pg, const char *id, todo_err *err);
+
 #endif

@@ -505,12 +505,68 @@ static void a_due_reminder_fires_once_and_a_cancelled_one_never(void **state)
     free(auth);
 }
 
+/* todoctl saga list/show/compensate/retry. */
+static void operators_list_show_compensate_and_retry_sagas(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64], args[160], out[8192];
+    harness_user(user, "sagaops");
+    char *auth = harness_bearer(user, 600, NULL);
+    int64_t due = ((int64_t)time(NULL) / 86400 + 2) * 86400 + 9 * 3600;
+    char *t = task(auth, "take out the bins", due);
+    char *pattern = daily(auth, t);
+    char *r1 = remind(auth, t, 3600);
+    char *saga = complete(auth, t);
+    assert_true(saga_reaches(saga, "'COMPLETED'", 20000));
+
+    assert_int_equal(harness_todoctl("saga list --state COMPLETED --limit 50", out, sizeof out), 0);
+    assert_non_null(strstr(out, saga));
+    snprintf(args, sizeof args, "saga show %s", saga);
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 0);
+    assert_non_null(strstr(out, "COMPLETED"));
+    assert_non_null(strstr(out, "next_occurrence"));
+    assert_non_null(strstr(out, "occurrence_id = "));
+    assert_int_equal(harness_todoctl("saga list --state DONE", out, sizeof out), 2);
+    snprintf(args, sizeof args, "saga retry %s", saga);
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 1);
+    assert_non_null(strstr(out, "only FAILED"));
+
+    /* Undo a completed saga: the occurrence goes, the reminder comes back. */
+    snprintf(args, sizeof args, "saga compensate %s", saga);
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 0);
+    assert_true(saga_reaches(saga, "'COMPENSATED'", 20000));
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.tasks where generated_from = $1::uuid"
+                                                " and deleted_at is not null", t), 1);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.reminders where id = $1::uuid"
+                                                " and status = 'scheduled'", r1), 1);
+
+    /* A FAILED saga (simulated: its last compensation "failed") is retried. */
+    PGresult *q = PQexecParams(harness_db,
+                               "update saga.sagas set state = 'FAILED', step = 2, step_states[3] = 4"
+                               " where id = $1::uuid", 1, NULL, (const char *const[]){saga}, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(q), PGRES_COMMAND_OK);
+    PQclear(q);
+    snprintf(args, sizeof args, "saga retry %s", saga);
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 0);
+    assert_true(saga_reaches(saga, "'COMPENSATED'", 20000));
+    snprintf(args, sizeof args, "saga show 123e4567-e89b-42d3-a456-426614174000");
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 1);
+    assert_non_null(strstr(out, "not found"));
+    free(t);
+    free(pattern);
+    free(r1);
+    free(saga);
+    free(auth);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(completing_a_recurring_task_runs_the_whole_saga),
         cmocka_unit_test(a_notification_is_never_sent_twice),
         cmocka_unit_test(a_step_failing_for_good_is_compensated),
+        cmocka_unit_test(operators_list_show_compensate_and_retry_sagas),
         cmocka_unit_test(a_saga_killed_mid_way_resumes_after_a_restart),
         cmocka_unit_test(a_due_reminder_fires_once_and_a_cancelled_one_never),
     };

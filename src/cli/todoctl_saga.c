@@ -1,0 +1,108 @@
+/*
+ * todoctl saga: look at sagas and steer them (docs/OPERATIONS.md, "Sagas").
+ *
+ *   todoctl saga list [--state S] [--limit N]   newest first
+ *   todoctl saga show ID                        every step, attempts, errors, context
+ *   todoctl saga retry ID                       a FAILED saga compensates again
+ *   todoctl saga compensate ID                  a RUNNING or COMPLETED saga is undone
+ *
+ * Reads and writes saga.sagas with TODO_PG_URL; a running todo-saga picks up
+ * what retry and compensate changed.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pgx.h"
+#include "saga_completion.h"
+#include "saga_store.h"
+#include "text.h"
+#include "todoctl.h"
+
+static const char *const STEP_STATES[] = {"pending", "done", "failed", "compensated", "compensation failed"};
+
+static int list(PGconn *pg, int argc, char **argv)
+{
+    const char *state = NULL, *limit = "20";
+    todo_err err;
+    saga_state s;
+    for (int i = 3; i < argc; i++) {
+        if (strcmp(argv[i], "--state") == 0 && i + 1 < argc) state = argv[++i];
+        else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) limit = argv[++i];
+        else return 2;
+    }
+    if (state != NULL && saga_state_parse(state, &s) != 0) {
+        fprintf(stderr, "todoctl: --state must be RUNNING, COMPENSATING, COMPLETED, COMPENSATED or FAILED\n");
+        return 2;
+    }
+    if (atoi(limit) < 1 || atoi(limit) > 1000) {
+        fprintf(stderr, "todoctl: --limit must be 1..1000\n");
+        return 2;
+    }
+    const char *p[2] = {state, limit};
+    PGresult *r = pgx_exec(pg,
+                           "select id::text, type, state, step, user_id, to_char(updated_at, 'YYYY-MM-DD HH24:MI:SS'),"
+                           " left(error, 90) from saga.sagas where ($1::text is null or state = $1)"
+                           " order by updated_at desc limit $2::int",
+                           2, p, &err);
+    if (r == NULL) {
+        fprintf(stderr, "todoctl: %s\n", err.msg);
+        return 1;
+    }
+    printf("%-36s  %-15s %-12s %4s  %-19s  %s\n", "saga", "type", "state", "step", "updated (UTC)", "error");
+    for (int i = 0; i < PQntuples(r); i++)
+        printf("%-36s  %-15s %-12s %4s  %-19s  %s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
+               PQgetvalue(r, i, 3), PQgetvalue(r, i, 5), PQgetvalue(r, i, 6));
+    if (PQntuples(r) == 0) printf("no sagas\n");
+    PQclear(r);
+    return 0;
+}
+
+static int show(PGconn *pg, const char *id)
+{
+    saga_record r;
+    todo_err err;
+    if (saga_store_load(pg, id, &r, &err) != 0) {
+        fprintf(stderr, "todoctl: %s\n", err.msg);
+        return 1;
+    }
+    const saga_def *def = strcmp(r.type, saga_completion_def.type) == 0 ? &saga_completion_def : NULL;
+    printf("saga %s (%s): %s at step %d\n", r.id, r.type, saga_state_name(r.state), r.step);
+    if (r.error[0] != '\0') printf("  error: %s\n", r.error);
+    int n = def != NULL ? def->n_steps : SAGA_MAX_STEPS;
+    for (int i = 0; i < n; i++) {
+        unsigned st = (unsigned)r.steps[i];
+        printf("  %d %-18s %-20s attempts %d%s%s\n", i, def != NULL ? def->steps[i].name : "?",
+               st < 5 ? STEP_STATES[st] : "?", r.attempts[i], r.errors[i][0] ? "  last error: " : "", r.errors[i]);
+    }
+    printf("  context:\n");
+    for (int i = 0; i < r.n_ctx; i++) printf("    %s = %s\n", r.keys[i], r.values[i]);
+    return 0;
+}
+
+int todoctl_saga(const todo_config *cfg, int argc, char **argv)
+{
+    todo_err err;
+    if (argc < 3) return 2;
+    const char *op = argv[2];
+    if (strcmp(op, "list") != 0 && (argc != 4 || !text_is_uuid(argv[3]))) return 2;
+    PGconn *pg = pgx_connect(cfg->admin_pg_url, "todoctl", &err);
+    if (pg == NULL) {
+        fprintf(stderr, "todoctl: %s\n", err.msg);
+        return 1;
+    }
+    int rc = 2;
+    if (strcmp(op, "list") == 0) {
+        rc = list(pg, argc, argv);
+    } else if (strcmp(op, "show") == 0) {
+        rc = show(pg, argv[3]);
+    } else if (strcmp(op, "retry") == 0 || strcmp(op, "compensate") == 0) {
+        int st = op[0] == 'r' ? saga_store_retry(pg, argv[3], &err) : saga_store_compensate(pg, argv[3], &err);
+        if (st != 0) fprintf(stderr, "todoctl: %s\n", err.msg);
+        else printf("saga %s will %s; a running todo-saga picks it up\n", argv[3],
+                    op[0] == 'r' ? "compensate again" : "be compensated");
+        rc = st == 0 ? 0 : 1;
+    }
+    pgx_close(pg);
+    return rc;
+}
