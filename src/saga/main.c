@@ -8,9 +8,11 @@
  *              re-delivered event finds its saga and starts nothing); offsets
  *              are committed after the sagas are stored; a record that does
  *              not decode goes to system.dlq.v1;
- *   worker     leases RUNNING and COMPENSATING sagas one at a time (the
- *              oldest first; after a crash, the ones left behind) and drives
- *              each to its end (saga_core); saga events go to saga.events.v1;
+ *   workers    TODO_SAGA_WORKERS threads, each leasing RUNNING and
+ *              COMPENSATING sagas one at a time (the oldest first; after a
+ *              crash, the ones left behind) under the name
+ *              "<instance>/<n>", and driving each to its end (saga_core);
+ *              saga events go to saga.events.v1;
  *   scheduler  fires due reminders (saga_scheduler);
  *   notifier   notifications.commands.v1 in group notification-dispatch-v1
  *              (also from the end when new): delivers each notification
@@ -21,6 +23,7 @@
  */
 #include <curl/curl.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -247,14 +250,16 @@ static int should_stop(void *ctx)
 
 static void *worker_main(void *arg)
 {
-    (void)arg;
     todo_err err;
+    char owner[CONFIG_STR_MAX + 16], app_name[48];
+    snprintf(owner, sizeof owner, "%s/%d", cfg.saga_instance, (int)(intptr_t)arg);
+    snprintf(app_name, sizeof app_name, "todo-saga-worker-%d", (int)(intptr_t)arg);
     saga_completion_app app = {.cfg = &cfg, .command = grpcx_channel_new(cfg.command_addr), .producer = producer};
-    saga_store_pg store = {.instance = cfg.saga_instance, .lease_s = cfg.saga_lease_s};
+    saga_store_pg store = {.instance = owner, .lease_s = cfg.saga_lease_s};
     saga_engine engine = {.store = saga_store_of(&store), .on_event = on_saga_event, .app = &app,
                           .should_stop = should_stop, .step_delay_ms = cfg.saga_step_delay_ms};
     while (!atomic_load(&stopping)) {
-        ensure_pg(&app.pg, "todo-saga-worker");
+        ensure_pg(&app.pg, app_name);
         if (app.pg == NULL) break;
         store.pg = app.pg;
         saga_record r;
@@ -401,17 +406,19 @@ int main(void)
         log_error("saga", "cannot start", "error=\"%s\"", err.msg);
         return 1;
     }
-    log_info("saga", "starting", "instance=%s lease_s=%d", cfg.saga_instance, cfg.saga_lease_s);
+    log_info("saga", "starting", "instance=%s workers=%d lease_s=%d", cfg.saga_instance, cfg.saga_workers,
+             cfg.saga_lease_s);
     curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread: not thread-safe */
-    pthread_t th[4];
-    pthread_create(&th[0], NULL, consumer_main, NULL);
-    pthread_create(&th[1], NULL, worker_main, NULL);
-    pthread_create(&th[2], NULL, scheduler_main, NULL);
-    pthread_create(&th[3], NULL, notifier_main, NULL);
+    pthread_t th[3 + 64];
+    int n = 0;
+    pthread_create(&th[n++], NULL, consumer_main, NULL);
+    pthread_create(&th[n++], NULL, scheduler_main, NULL);
+    pthread_create(&th[n++], NULL, notifier_main, NULL);
+    for (int i = 0; i < cfg.saga_workers; i++) pthread_create(&th[n++], NULL, worker_main, (void *)(intptr_t)i);
     while (!atomic_load(&stopping))
         if (svc_signals_pending(&sigs) != 0) atomic_store(&stopping, 1);
         else pause_ms(100);
-    for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
     rd_kafka_flush(producer, 5000);
     rd_kafka_destroy(producer);
     curl_global_cleanup();
