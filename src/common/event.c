@@ -117,11 +117,15 @@ const char *event_message_name(const char *type, int32_t v)
         {"reminder.triggered", 1, "todo.v1.ReminderTriggered"},
         {"reminder.restored", 1, "todo.v1.ReminderRestored"},
         {"recurring.task.generated", 1, "todo.v1.RecurringTaskGenerated"},
+        {"notification.requested", 1, "todo.v1.SendNotification"},
+        {"notification.sent", 1, "todo.v1.NotificationSent"},
+        {"notification.failed", 1, "todo.v1.NotificationFailed"},
         {"recurring_pattern.created", 1, "todo.v1.RecurringPatternCreated"},
         {"recurring_pattern.updated", 1, "todo.v1.RecurringPatternUpdated"},
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
         if (strcmp(map[i].type, type) == 0 && map[i].v == v) return map[i].msg;
+    if (strncmp(type, "saga.", 5) == 0 && v == 1) return "todo.v1.SagaEvent"; /* saga.started, saga.step.failed... */
     return NULL;
 }
 

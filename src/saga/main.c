@@ -12,7 +12,9 @@
  *              COMPENSATING sagas one at a time (the oldest first; after a
  *              crash, the ones left behind) under the name
  *              "<instance>/<n>", and driving each to its end (saga_core);
- *              saga events go to saga.events.v1;
+ *              each transition's events are saved with the saga;
+ *   publisher  publishes those events from the saga store's outbox to
+ *              saga.events.v1 (at least once, in order, stable event ids);
  *   scheduler  fires due reminders (saga_scheduler);
  *   notifier   notifications.commands.v1 in group notification-dispatch-v1
  *              (also from the end when new): delivers each notification
@@ -83,62 +85,150 @@ static void ensure_pg(PGconn **pg, const char *app_name)
 
 /* ---- saga events ---- */
 
-static void produce_event(const char *type, const char *key, const char *aggregate, const ProtobufCMessage *m)
-{
-    arena *a = arena_new();
-    char event_id[37];
-    uint8_t *bytes;
-    size_t len;
-    todo_err err;
-    text_uuid_v4(event_id);
-    event_meta meta = {.event_id = event_id, .event_type = type, .source = "todo-saga", .time_us = event_now_us(),
-                       .user_id = key, .aggregate_type = "saga", .aggregate_id = aggregate, .aggregate_version = 1,
-                       .schema_version = 1, .causation_id = aggregate};
-    if (event_encode(&meta, m, a, &bytes, &len, &err) == 0) {
-        rd_kafka_resp_err_t e = rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(event_topic(type)),
-                                                  RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(bytes, len),
-                                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
-        if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-            log_warn("saga", "saga event not produced", "type=%s error=\"%s\"", type, rd_kafka_err2str(e));
-    }
-    arena_free(a);
-}
-
 static void on_saga_event(const saga_record *r, const char *what, const char *step, int attempt, const char *error,
                           void *ctx)
 {
     (void)ctx;
-    static const Todo__V1__SagaStatus status[] = {
-        TODO__V1__SAGA_STATUS__SAGA_STATUS_UNSPECIFIED, TODO__V1__SAGA_STATUS__SAGA_STATUS_RUNNING,
-        TODO__V1__SAGA_STATUS__SAGA_STATUS_COMPENSATING, TODO__V1__SAGA_STATUS__SAGA_STATUS_COMPLETED,
-        TODO__V1__SAGA_STATUS__SAGA_STATUS_FAILED, TODO__V1__SAGA_STATUS__SAGA_STATUS_FAILED};
-    const char *user = saga_record_get(r, "user_id");
-    if (user == NULL) user = "";
     if (strcmp(what, "failed") == 0)
         log_error("saga", "saga failed", "saga=%s type=%s error=\"%s\"", r->id, r->type, error ? error : "");
     else
         log_info("saga", what, "saga=%s step=%s attempt=%d error=\"%s\"", r->id, step ? step : "", attempt,
                  error ? error : "");
-    Todo__V1__SagaEvent ev = TODO__V1__SAGA_EVENT__INIT;
-    char type[64];
-    snprintf(type, sizeof type, "saga.%s", what);
-    ev.saga_id = (char *)r->id;
-    ev.saga_type = (char *)r->type;
-    ev.status = status[r->state];
-    ev.step = (char *)(step ? step : "");
-    ev.attempt = attempt;
-    ev.error = (char *)(error ? error : "");
-    produce_event(type, user, r->id, &ev.base);
-    /* The task-completion saga made the next occurrence of a series. */
-    const char *occ = saga_record_get(r, "occurrence_id");
-    if (strcmp(what, "step.completed") == 0 && step != NULL && strcmp(step, "next_occurrence") == 0 && occ != NULL &&
-        occ[0] != '\0') {
-        Todo__V1__RecurringTaskGenerated g = TODO__V1__RECURRING_TASK_GENERATED__INIT;
-        g.pattern_id = (char *)saga_record_get(r, "pattern_id");
-        g.completed_task_id = (char *)saga_record_get(r, "task_id");
-        g.task_id = (char *)occ;
-        produce_event("recurring.task.generated", user, r->id, &g.base);
+}
+
+/* A stable event id for outbox row `row` of saga `saga`: a re-publication
+ * carries the same id, so consumers can drop the duplicate. */
+static void outbox_event_id(const char *saga, const char *row, const char *what, char out[37])
+{
+    char buf[160], hex[65];
+    snprintf(buf, sizeof buf, "%s:%s:%s", saga, row, what);
+    text_sha256_hex(buf, strlen(buf), hex);
+    snprintf(out, 37, "%.8s-%.4s-8%.3s-a%.3s-%.12s", hex, hex + 8, hex + 12, hex + 15, hex + 18);
+}
+
+/* Encodes and produces one saga-store event; *delivered is set by the report. */
+static int produce_event(arena *a, const char *type, const char *event_id, const char *key, const char *aggregate,
+                         const ProtobufCMessage *m, atomic_int *delivered)
+{
+    uint8_t *bytes;
+    size_t len;
+    todo_err err;
+    event_meta meta = {.event_id = event_id, .event_type = type, .source = "todo-saga", .time_us = event_now_us(),
+                       .user_id = key, .aggregate_type = "saga", .aggregate_id = aggregate, .aggregate_version = 1,
+                       .schema_version = 1, .causation_id = aggregate};
+    if (event_encode(&meta, m, a, &bytes, &len, &err) != 0) return -1;
+    rd_kafka_resp_err_t e = rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(event_topic(type)), RD_KAFKA_V_KEY(key, strlen(key)),
+                                              RD_KAFKA_V_VALUE(bytes, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                              RD_KAFKA_V_OPAQUE(delivered), RD_KAFKA_V_END);
+    return e == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : -1;
+}
+
+#define PUBLISH_BATCH 200
+#define PUBLISH_LOCK "7428315"
+
+static Todo__V1__SagaStatus status_of(const char *state)
+{
+    saga_state s;
+    if (saga_state_parse(state, &s) != 0) return TODO__V1__SAGA_STATUS__SAGA_STATUS_UNSPECIFIED;
+    switch (s) {
+    case SAGA_RUNNING: return TODO__V1__SAGA_STATUS__SAGA_STATUS_RUNNING;
+    case SAGA_COMPENSATING: return TODO__V1__SAGA_STATUS__SAGA_STATUS_COMPENSATING;
+    case SAGA_COMPLETED: return TODO__V1__SAGA_STATUS__SAGA_STATUS_COMPLETED;
+    case SAGA_COMPENSATED: return TODO__V1__SAGA_STATUS__SAGA_STATUS_COMPENSATED;
+    default: return TODO__V1__SAGA_STATUS__SAGA_STATUS_FAILED;
     }
+}
+
+/* Publishes one batch of the outbox (under a lock: one publisher at a
+ * time, so events leave in order) and deletes what Kafka acknowledged.
+ * Returns the rows published, or -1. */
+static int publish_batch(PGconn *pg, arena *a)
+{
+    todo_err err;
+    static atomic_int delivered[2 * PUBLISH_BATCH];
+    if (pgx_cmd(pg, "begin", 0, NULL, &err) != 0) return -1;
+    PGresult *lock = pgx_exec(pg, "select pg_try_advisory_xact_lock(" PUBLISH_LOCK ")", 0, NULL, &err);
+    bool mine = lock != NULL && PQgetvalue(lock, 0, 0)[0] == 't';
+    PQclear(lock);
+    PGresult *rows = mine ? pgx_exec(pg,
+                                     "select id, saga_id::text, saga_type, user_id, state, what, step, attempt, error,"
+                                     " detail, pattern_id, task_id from saga.outbox order by id limit 200",
+                                     0, NULL, &err)
+                          : NULL;
+    int n = rows != NULL ? PQntuples(rows) : 0, k = 0;
+    for (int i = 0; i < n; i++) {
+        const char *id = PQgetvalue(rows, i, 0), *saga = PQgetvalue(rows, i, 1), *user = PQgetvalue(rows, i, 3);
+        const char *what = PQgetvalue(rows, i, 5), *step = PQgetvalue(rows, i, 6), *detail = PQgetvalue(rows, i, 9);
+        char type[64], event_id[37];
+        Todo__V1__SagaEvent ev = TODO__V1__SAGA_EVENT__INIT;
+        snprintf(type, sizeof type, "saga.%s", what);
+        ev.saga_id = (char *)saga;
+        ev.saga_type = PQgetvalue(rows, i, 2);
+        ev.status = status_of(PQgetvalue(rows, i, 4));
+        ev.step = (char *)step;
+        ev.attempt = atoi(PQgetvalue(rows, i, 7));
+        ev.error = PQgetvalue(rows, i, 8);
+        outbox_event_id(saga, id, what, event_id);
+        atomic_store(&delivered[k], 0);
+        if (produce_event(a, type, event_id, user, saga, &ev.base, &delivered[k++]) != 0) atomic_store(&delivered[k - 1], -1);
+        /* The task-completion saga made the next occurrence of a series. */
+        if (strcmp(what, "step.completed") == 0 && strcmp(step, "next_occurrence") == 0 && detail[0] != '\0') {
+            Todo__V1__RecurringTaskGenerated g = TODO__V1__RECURRING_TASK_GENERATED__INIT;
+            g.pattern_id = PQgetvalue(rows, i, 10);
+            g.completed_task_id = PQgetvalue(rows, i, 11);
+            g.task_id = (char *)detail;
+            outbox_event_id(saga, id, "recurring.task.generated", event_id);
+            atomic_store(&delivered[k], 0);
+            if (produce_event(a, "recurring.task.generated", event_id, user, saga, &g.base, &delivered[k++]) != 0)
+                atomic_store(&delivered[k - 1], -1);
+        }
+    }
+    /* Every report comes (within the producer's message timeout). */
+    for (int i = 0; i < k; i++)
+        while (atomic_load(&delivered[i]) == 0) rd_kafka_poll(producer, 50);
+    /* Delete the acknowledged prefix; the rest goes again. */
+    int done = 0;
+    for (int i = 0, j = 0; i < n; i++) {
+        bool ok = atomic_load(&delivered[j++]) == 1;
+        const char *what = PQgetvalue(rows, i, 5), *step = PQgetvalue(rows, i, 6), *detail = PQgetvalue(rows, i, 9);
+        if (strcmp(what, "step.completed") == 0 && strcmp(step, "next_occurrence") == 0 && detail[0] != '\0')
+            ok = atomic_load(&delivered[j++]) == 1 && ok;
+        if (!ok) break;
+        done = i + 1;
+    }
+    int rc = 0;
+    if (done > 0) {
+        const char *p[1] = {PQgetvalue(rows, done - 1, 0)};
+        rc = pgx_cmd(pg, "delete from saga.outbox where id <= $1::bigint", 1, p, &err);
+    }
+    PQclear(rows);
+    if (rc == 0) rc = pgx_cmd(pg, "commit", 0, NULL, &err);
+    else pgx_cmd(pg, "rollback", 0, NULL, NULL);
+    if (rc != 0 || (mine && rows == NULL)) {
+        log_warn("saga", "publishing saga events failed; retrying", "error=\"%s\"", err.msg);
+        return -1;
+    }
+    if (done < n) log_warn("saga", "Kafka did not take every saga event; retrying the rest", "published=%d of=%d", done, n);
+    return done;
+}
+
+static void *publisher_main(void *arg)
+{
+    (void)arg;
+    PGconn *pg = NULL;
+    arena *a = arena_new();
+    while (!atomic_load(&stopping)) {
+        ensure_pg(&pg, "todo-saga-publisher");
+        if (pg == NULL) break;
+        arena_reset(a);
+        int n = publish_batch(pg, a);
+        if (n < 0) pause_ms(1000);
+        else if (n < PUBLISH_BATCH) pause_ms(50);
+    }
+    /* What is left is published by the next start. */
+    pgx_close(pg);
+    arena_free(a);
+    return NULL;
 }
 
 /* ---- consumer ---- */
@@ -172,7 +262,7 @@ static int start_saga(PGconn *pg, const rd_kafka_message_t *m, todo_err *err)
     bool inserted = false;
     if ((rc = saga_init(&saga_completion_def, &r, err)) == 0)
         rc = saga_store_insert(pg, &r, saga_completion_def.n_steps, env->user_id, &inserted, err);
-    if (rc == 0 && inserted) on_saga_event(&r, "started", NULL, 0, NULL, NULL);
+    if (rc == 0 && inserted) on_saga_event(&r, "started", NULL, 0, NULL, NULL); /* logged; published from the outbox */
     arena_free(a);
     return rc == TODO_EINVAL ? TODO_EINTERNAL : rc;
 }
@@ -409,9 +499,10 @@ int main(void)
     log_info("saga", "starting", "instance=%s workers=%d lease_s=%d", cfg.saga_instance, cfg.saga_workers,
              cfg.saga_lease_s);
     curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread: not thread-safe */
-    pthread_t th[3 + 64];
+    pthread_t th[4 + 64];
     int n = 0;
     pthread_create(&th[n++], NULL, consumer_main, NULL);
+    pthread_create(&th[n++], NULL, publisher_main, NULL);
     pthread_create(&th[n++], NULL, scheduler_main, NULL);
     pthread_create(&th[n++], NULL, notifier_main, NULL);
     for (int i = 0; i < cfg.saga_workers; i++) pthread_create(&th[n++], NULL, worker_main, (void *)(intptr_t)i);

@@ -6,11 +6,17 @@
 #include <string.h>
 #include <time.h>
 
+#define MAX_PENDING 4
+
 struct saga_exec {
     const saga_engine *e;
     const saga_def *def;
     saga_record *r;
     bool undo;
+    /* The events of the transition being saved: stored with the record. */
+    saga_event pending[MAX_PENDING];
+    char pending_error[MAX_PENDING][SAGA_ERROR_MAX];
+    int n_pending;
 };
 
 static const char *const STATE_NAMES[] = {"", "RUNNING", "COMPENSATING", "COMPLETED", "FAILED", "COMPENSATED"};
@@ -68,15 +74,27 @@ void saga_idempotency_key(const saga_exec *x, char *out, size_t cap)
     snprintf(out, cap, "%s:%s%s", x->r->id, x->def->steps[x->r->step].name, x->undo ? ":undo" : "");
 }
 
-static int save(const saga_engine *e, const saga_record *r, todo_err *err)
+/* Queues an event of the transition about to be saved. */
+static void note(saga_exec *x, const char *what, const char *step, int attempt, const char *error)
 {
-    return e->store.save(e->store.ctx, r, err);
+    if (x->n_pending == MAX_PENDING) return;
+    int i = x->n_pending++;
+    snprintf(x->pending_error[i], SAGA_ERROR_MAX, "%s", error != NULL ? error : "");
+    x->pending[i] = (saga_event){.what = what, .step = step, .attempt = attempt,
+                                 .error = error != NULL ? x->pending_error[i] : NULL};
 }
 
-static void tell(const saga_engine *e, const saga_record *r, const char *what, const char *step, int attempt,
-                 const char *error)
+/* Saves the record with the queued events (one atomic write in the store),
+ * then tells on_event of them. */
+static int commit(saga_exec *x, todo_err *err)
 {
-    if (e->on_event != NULL) e->on_event(r, what, step, attempt, error, e->ctx);
+    const saga_engine *e = x->e;
+    int n = x->n_pending, rc = e->store.save(e->store.ctx, x->r, x->pending, n, err);
+    x->n_pending = 0;
+    if (rc != 0 || e->on_event == NULL) return rc;
+    for (int i = 0; i < n; i++)
+        e->on_event(x->r, x->pending[i].what, x->pending[i].step, x->pending[i].attempt, x->pending[i].error, e->ctx);
+    return TODO_OK;
 }
 
 static void pause_ms(const saga_engine *e, int ms)
@@ -119,11 +137,11 @@ int saga_init(const saga_def *def, saga_record *r, todo_err *err)
 
 int saga_start(const saga_engine *e, const saga_def *def, saga_record *r, todo_err *err)
 {
+    saga_exec x = {.e = e, .def = def, .r = r};
     int rc = saga_init(def, r, err);
     if (rc != 0) return rc;
-    rc = save(e, r, err);
-    if (rc == TODO_OK) tell(e, r, "started", NULL, 0, NULL);
-    return rc;
+    note(&x, "started", NULL, 0, NULL);
+    return commit(&x, err);
 }
 
 /* Runs one attempt of the current step's action (or compensation, undo).
@@ -136,7 +154,7 @@ static int attempt(const saga_engine *e, saga_exec *x, bool undo, saga_result *r
     int rc;
     if (e->step_delay_ms > 0) pause_ms(e, e->step_delay_ms);
     r->attempts[r->step]++;
-    if ((rc = save(e, r, err)) != 0) return rc;
+    if ((rc = commit(x, err)) != 0) return rc;
     x->undo = undo;
     why[0] = '\0';
     int64_t deadline = saga_now_ms() + s->timeout_ms;
@@ -191,16 +209,14 @@ static int run_forward(const saga_engine *e, saga_exec *x, todo_err *err)
         int n = r->attempts[r->step];
         if (r->step + 1 == x->def->n_steps) r->state = SAGA_COMPLETED;
         else r->step++;
-        if ((rc = save(e, r, err)) != 0) return rc;
-        tell(e, r, "step.completed", name, n, NULL);
-        if (r->state == SAGA_COMPLETED) tell(e, r, "completed", NULL, 0, NULL);
-        return TODO_OK;
+        note(x, "step.completed", name, n, NULL);
+        if (r->state == SAGA_COMPLETED) note(x, "completed", NULL, 0, NULL);
+        return commit(x, err);
     }
     snprintf(r->errors[r->step], SAGA_ERROR_MAX, "%s", why);
     if (res == SAGA_RETRY && r->attempts[r->step] < s->max_attempts) {
-        if ((rc = save(e, r, err)) != 0) return rc;
-        tell(e, r, "step.failed", s->name, r->attempts[r->step], why);
-        return TODO_OK;
+        note(x, "step.failed", s->name, r->attempts[r->step], why);
+        return commit(x, err);
     }
     /* Given up: undo what was done. */
     int failed = r->step, tries = r->attempts[failed];
@@ -209,11 +225,10 @@ static int run_forward(const saga_engine *e, saga_exec *x, todo_err *err)
              why);
     r->state = SAGA_COMPENSATING;
     next_to_compensate(x->def, r, failed + 1); /* the failed step too */
-    if ((rc = save(e, r, err)) != 0) return rc;
-    tell(e, r, "step.failed", s->name, tries, why);
-    tell(e, r, "compensating", NULL, 0, r->error);
-    if (r->state == SAGA_COMPENSATED) tell(e, r, "compensated", NULL, 0, r->error);
-    return TODO_OK;
+    note(x, "step.failed", s->name, tries, why);
+    note(x, "compensating", NULL, 0, r->error);
+    if (r->state == SAGA_COMPENSATED) note(x, "compensated", NULL, 0, r->error);
+    return commit(x, err);
 }
 
 static int run_compensation(const saga_engine *e, saga_exec *x, todo_err *err)
@@ -225,7 +240,8 @@ static int run_compensation(const saga_engine *e, saga_exec *x, todo_err *err)
     int rc;
     if (!acted(r->steps[r->step]) || s->compensate == NULL) { /* resumed between two saves */
         next_to_compensate(x->def, r, r->step);
-        return save(e, r, err);
+        if (r->state == SAGA_COMPENSATED) note(x, "compensated", NULL, 0, r->error);
+        return commit(x, err);
     }
     if (r->attempts[r->step] > 0 && r->attempts[r->step] < s->max_attempts)
         pause_ms(e, backoff(s, r->attempts[r->step] + 1));
@@ -234,16 +250,14 @@ static int run_compensation(const saga_engine *e, saga_exec *x, todo_err *err)
         int done = r->step;
         r->steps[done] = SAGA_STEP_COMPENSATED;
         next_to_compensate(x->def, r, done);
-        if ((rc = save(e, r, err)) != 0) return rc;
-        tell(e, r, "step.compensated", s->name, r->attempts[done], NULL);
-        if (r->state == SAGA_COMPENSATED) tell(e, r, "compensated", NULL, 0, r->error);
-        return TODO_OK;
+        note(x, "step.compensated", s->name, r->attempts[done], NULL);
+        if (r->state == SAGA_COMPENSATED) note(x, "compensated", NULL, 0, r->error);
+        return commit(x, err);
     }
     snprintf(r->errors[r->step], SAGA_ERROR_MAX, "undo: %.280s", why);
     if (res == SAGA_RETRY && r->attempts[r->step] < s->max_attempts) {
-        if ((rc = save(e, r, err)) != 0) return rc;
-        tell(e, r, "step.compensation_failed", s->name, r->attempts[r->step], why);
-        return TODO_OK;
+        note(x, "step.compensation_failed", s->name, r->attempts[r->step], why);
+        return commit(x, err);
     }
     r->steps[r->step] = SAGA_STEP_COMP_FAILED;
     char cause[SAGA_ERROR_MAX];
@@ -251,10 +265,9 @@ static int run_compensation(const saga_engine *e, saga_exec *x, todo_err *err)
     snprintf(r->error, sizeof r->error, "compensating step %s failed after %d attempt(s): %.120s (after: %.100s)",
              s->name, r->attempts[r->step], why, cause);
     r->state = SAGA_FAILED;
-    if ((rc = save(e, r, err)) != 0) return rc;
-    tell(e, r, "step.compensation_failed", s->name, r->attempts[r->step], why);
-    tell(e, r, "failed", NULL, 0, r->error);
-    return TODO_OK;
+    note(x, "step.compensation_failed", s->name, r->attempts[r->step], why);
+    note(x, "failed", NULL, 0, r->error);
+    return commit(x, err);
 }
 
 int saga_run(const saga_engine *e, const saga_def *def, saga_record *r, todo_err *err)

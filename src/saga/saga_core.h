@@ -110,17 +110,28 @@ typedef struct saga_def {
     int n_steps;
 } saga_def;
 
-/* Where sagas are kept. save persists the whole record (insert or replace);
- * a failure stops saga_run (the saga resumes from the last saved record). */
+/* An event of a transition: what ("started", "completed", "compensating",
+ * "compensated", "failed" for the saga; "step.completed", "step.failed" (an
+ * attempt), "step.compensated", "step.compensation_failed" for a step),
+ * the step (NULL for the saga's own), the attempt, the error (or NULL). */
+typedef struct saga_event {
+    const char *what;
+    const char *step;
+    int attempt;
+    const char *error;
+} saga_event;
+
+/* Where sagas are kept. save persists the whole record (insert or replace)
+ * together with the events of the transition, atomically (the store's
+ * outbox: they are published at least once); a failure stops saga_run (the
+ * saga resumes from the last saved record, the events are not lost: the
+ * transition is made again). */
 typedef struct saga_store {
-    int (*save)(void *store, const saga_record *r, todo_err *err);
+    int (*save)(void *store, const saga_record *r, const saga_event *events, int n_events, todo_err *err);
     void *ctx;
 } saga_store;
 
-/* Told of every transition, after it was saved: step is NULL for the saga's
- * own events ("started", "completed", "compensating", "compensated",
- * "failed"); for a step: "step.completed", "step.failed" (an attempt),
- * "step.compensated", "step.compensation_failed". May be NULL. */
+/* Told of every event after it was saved (logging). May be NULL. */
 typedef void (*saga_event_fn)(const saga_record *r, const char *what, const char *step, int attempt,
                               const char *error, void *ctx);
 

@@ -94,46 +94,92 @@ static void params_of(arena *a, const saga_record *r, int n_steps, const char **
     p[7] = pgx_text_array(a, values, (size_t)r->n_ctx);
 }
 
+/* The events as parameters: whats, steps, attempts, errors, details (the
+ * new occurrence on next_occurrence's step.completed). */
+static void events_of(arena *a, const saga_record *r, const saga_event *ev, int n, const char **p)
+{
+    char **w = arena_alloc(a, (size_t)(n + 1) * sizeof *w), **st = arena_alloc(a, (size_t)(n + 1) * sizeof *st);
+    char **er = arena_alloc(a, (size_t)(n + 1) * sizeof *er), **d = arena_alloc(a, (size_t)(n + 1) * sizeof *d);
+    int *at = arena_alloc(a, (size_t)(n + 1) * sizeof *at);
+    const char *occ = saga_record_get(r, "occurrence_id");
+    for (int i = 0; i < n; i++) {
+        w[i] = (char *)ev[i].what;
+        st[i] = (char *)(ev[i].step != NULL ? ev[i].step : "");
+        er[i] = (char *)(ev[i].error != NULL ? ev[i].error : "");
+        at[i] = ev[i].attempt;
+        d[i] = (char *)(ev[i].step != NULL && strcmp(ev[i].step, "next_occurrence") == 0 && occ != NULL ? occ : "");
+    }
+    p[0] = pgx_text_array(a, w, (size_t)n);
+    p[1] = pgx_text_array(a, st, (size_t)n);
+    p[2] = int_array(a, at, n);
+    p[3] = pgx_text_array(a, er, (size_t)n);
+    p[4] = pgx_text_array(a, d, (size_t)n);
+}
+
+/* Inserts the events ($13..$17) of saga $1 (state $2, type $10, user $11)
+ * when the CTE named `cond` produced a row. */
+#define OUTBOX_INSERT(cond)                                                                                     \
+    " ev as (insert into saga.outbox (saga_id, saga_type, user_id, state, what, step, attempt, error, detail,"  \
+    "  pattern_id, task_id) select $1::uuid, $10, $11, $2, w, s, a, e, d, coalesce(($12::text[])[1], ''),"      \
+    "  coalesce(($12::text[])[2], '')"                                                                          \
+    "  from unnest($13::text[], $14::text[], $15::int[], $16::text[], $17::text[]) as t(w, s, a, e, d)"         \
+    "  where exists (select 1 from " cond "))"
+
 int saga_store_insert(PGconn *pg, const saga_record *r, int n_steps, const char *user, bool *inserted, todo_err *err)
 {
     arena *a = arena_new();
-    const char *p[11];
+    const char *p[17];
+    const saga_event started = {.what = "started"};
+    char *series[2] = {(char *)saga_record_get(r, "pattern_id"), (char *)saga_record_get(r, "task_id")};
     p[0] = r->id;
     params_of(a, r, n_steps, p + 1);
     p[9] = r->type;
     p[10] = user;
+    p[11] = pgx_text_array(a, series, series[0] != NULL && series[1] != NULL ? 2 : 0);
+    events_of(a, r, &started, 1, p + 12);
     PGresult *res = pgx_exec(pg,
-                             "insert into saga.sagas (id, state, step, step_states, attempts, step_errors, error,"
-                             " ctx_keys, ctx_values, type, user_id) values ($1::uuid, $2, $3::int, $4::smallint[],"
+                             "with ins as (insert into saga.sagas (id, state, step, step_states, attempts, step_errors,"
+                             " error, ctx_keys, ctx_values, type, user_id) values ($1::uuid, $2, $3::int, $4::smallint[],"
                              " $5::int[], $6::text[], $7, $8::text[], $9::text[], $10, $11)"
-                             " on conflict (id) do nothing returning 1",
-                             11, p, err);
+                             " on conflict (id) do nothing returning 1)," OUTBOX_INSERT("ins")
+                             " select count(*) from ins",
+                             17, p, err);
     arena_free(a);
     if (res == NULL) return err->code;
-    *inserted = PQntuples(res) == 1;
+    *inserted = strcmp(PQgetvalue(res, 0, 0), "1") == 0;
     PQclear(res);
     return TODO_OK;
 }
 
-int saga_store_save(void *store, const saga_record *r, todo_err *err)
+int saga_store_save(void *store, const saga_record *r, const saga_event *events, int n_events, todo_err *err)
 {
     saga_store_pg *s = store;
     arena *a = arena_new();
-    const char *p[11];
+    const char *p[18];
+    char *series[2] = {(char *)saga_record_get(r, "pattern_id"), (char *)saga_record_get(r, "task_id")};
     p[0] = r->id;
     params_of(a, r, s->n_steps, p + 1);
-    p[9] = s->instance;
-    p[10] = arena_printf(a, "%d", s->lease_s);
+    p[9] = r->type;
+    p[10] = saga_record_get(r, "user_id") != NULL ? saga_record_get(r, "user_id") : "";
+    p[11] = pgx_text_array(a, series, series[0] != NULL && series[1] != NULL ? 2 : 0);
+    events_of(a, r, events, n_events, p + 12);
+    p[17] = arena_printf(a, "%d", s->lease_s);
+    /* One statement: the record, renewing the lease, and its events; none
+     * of it when the lease is lost. */
     PGresult *res = pgx_exec(s->pg,
-                             "update saga.sagas set state = $2, step = $3::int, step_states = $4::smallint[],"
+                             "with upd as (update saga.sagas set state = $2, step = $3::int, step_states = $4::smallint[],"
                              " attempts = $5::int[], step_errors = $6::text[], error = $7, ctx_keys = $8::text[],"
                              " ctx_values = $9::text[], updated_at = now(),"
-                             " lease_until = now() + make_interval(secs => $11::int)"
-                             " where id = $1::uuid and owner = $10 returning 1",
-                             11, p, err);
+                             " lease_until = now() + make_interval(secs => $18::int)"
+                             " where id = $1::uuid and owner = $19 returning 1)," OUTBOX_INSERT("upd")
+                             " select count(*) from upd",
+                             19, (const char *const[]){p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9],
+                                                       p[10], p[11], p[12], p[13], p[14], p[15], p[16], p[17],
+                                                       s->instance},
+                             err);
     arena_free(a);
     if (res == NULL) return err->code;
-    int rows = PQntuples(res);
+    int rows = atoi(PQgetvalue(res, 0, 0));
     PQclear(res);
     if (rows == 0) return todo_err_set(err, TODO_ECONFLICT, "saga %s: lease lost to another instance", r->id);
     return TODO_OK;

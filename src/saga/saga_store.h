@@ -28,12 +28,14 @@ typedef struct saga_store_pg {
 /* The saga_store of a saga_store_pg (save = saga_store_save). */
 saga_store saga_store_of(saga_store_pg *s);
 
-/* Inserts r (a new saga of user, started by the event r->id) unless a saga
- * with that id exists: *inserted says which. */
+/* Inserts r (a new saga of user, started by the event r->id) with its
+ * "started" event unless a saga with that id exists: *inserted says which. */
 int saga_store_insert(PGconn *pg, const saga_record *r, int n_steps, const char *user, bool *inserted, todo_err *err);
 
-/* Saves r, renewing the lease: TODO_ECONFLICT when the lease was lost. */
-int saga_store_save(void *store, const saga_record *r, todo_err *err);
+/* Saves r and its transition's events (saga.outbox) in one statement,
+ * renewing the lease: TODO_ECONFLICT (nothing written) when the lease was
+ * lost. */
+int saga_store_save(void *store, const saga_record *r, const saga_event *events, int n_events, todo_err *err);
 
 /* Leases the oldest RUNNING or COMPENSATING saga that nobody else holds
  * into *r (and its user); *found false when there is none. */

@@ -281,6 +281,30 @@ static bool is_notification(const rd_kafka_message_t *m, void *ctx)
     return yes;
 }
 
+typedef struct want_saga_event {
+    const char *saga;
+    const char *type;
+} want_saga_event;
+
+static bool is_saga_event(const rd_kafka_message_t *m, void *ctx)
+{
+    const want_saga_event *w = ctx;
+    arena *a = arena_new();
+    Todo__V1__EventEnvelope *env;
+    todo_err err;
+    bool yes = event_decode(m->payload, m->len, a, &env, &err) == 0 && strcmp(env->event_type, w->type) == 0 &&
+               strcmp(env->aggregate_id, w->saga) == 0;
+    arena_free(a);
+    return yes;
+}
+
+/* How many events of type saga.events.v1 holds for saga (reads 5 s at most). */
+static int saga_events(const char *saga, const char *type, int want)
+{
+    want_saga_event w = {saga, type};
+    return harness_consume("saga.events.v1", is_saga_event, &w, want, 8000);
+}
+
 static void completing_a_recurring_task_runs_the_whole_saga(void **state)
 {
     (void)state;
@@ -323,6 +347,12 @@ static void completing_a_recurring_task_runs_the_whole_saga(void **state)
     assert_int_equal(delivered, 1);
     assert_int_equal(harness_scalar(harness_db, "select attempts from saga.notifications where notification_id = $1"
                                                 " and status = 'sent'", saga), 3);
+    /* Its events, from the saga store's outbox: once each. */
+    assert_int_equal(saga_events(saga, "saga.started", 2), 1);
+    assert_int_equal(saga_events(saga, "saga.step.completed", 5), 4);
+    assert_int_equal(saga_events(saga, "saga.completed", 2), 1);
+    assert_int_equal(saga_events(saga, "recurring.task.generated", 2), 1);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from saga.outbox where saga_id = $1::uuid", saga), 0);
     free(t);
     free(pattern);
     free(r1);

@@ -171,6 +171,11 @@ static void event_types_map_to_topics_and_messages(void **state)
     assert_string_equal(event_message_name("task.created", 1), "todo.v1.TaskCreated");
     assert_string_equal(event_message_name("task.created", 2), "todo.v1.TaskCreatedV2");
     assert_null(event_message_name("task.created", 3));
+    assert_string_equal(event_message_name("saga.step.failed", 1), "todo.v1.SagaEvent");
+    assert_string_equal(event_message_name("notification.requested", 1), "todo.v1.SendNotification");
+    assert_null(event_message_name("saga.started", 2));
+    assert_string_equal(event_topic("recurring.task.generated"), "saga.events.v1");
+    assert_string_equal(event_topic("reminder.restored"), "reminders.events.v1");
     char t[40];
     event_format_time(-1, t, sizeof t);
     assert_string_equal(t, "1969-12-31T23:59:59.999999Z");

@@ -33,8 +33,10 @@ typedef struct fake {
     saga_record stored;
     int saves, crash_at;           /* fail the crash_at-th save (0: never) */
     int sleeps[64], n_sleeps;
-    char events[64][48];
+    char events[64][48];      /* told (on_event) */
     int n_events;
+    char saved[128][48];      /* saved with the records (the outbox) */
+    int n_saved;
 } fake;
 
 static fake F;
@@ -90,12 +92,23 @@ static const saga_step_def STEPS[N] = {
 };
 static const saga_def DEF = {"test", STEPS, N};
 
-static int store_save(void *ctx, const saga_record *r, todo_err *err)
+static int store_save(void *ctx, const saga_record *r, const saga_event *events, int n, todo_err *err)
 {
     (void)ctx;
     if (++F.saves == F.crash_at) return todo_err_set(err, TODO_EUNAVAIL, "crash at save %d", F.saves);
     F.stored = *r;
+    for (int i = 0; i < n && F.n_saved < 128; i++)
+        snprintf(F.saved[F.n_saved++], 48, "%s%s%s", events[i].what, events[i].step ? " " : "",
+                 events[i].step ? events[i].step : "");
     return TODO_OK;
+}
+
+/* How many saved events are exactly e. */
+static int saved_count(const char *e)
+{
+    int n = 0;
+    for (int i = 0; i < F.n_saved; i++) n += strcmp(F.saved[i], e) == 0;
+    return n;
 }
 
 static void on_event(const saga_record *r, const char *what, const char *step, int attempt, const char *error,
@@ -154,6 +167,9 @@ static void every_step_succeeds(void **state)
     assert_string_equal(saga_record_get(&r, "made1"), "123e4567-e89b-42d3-a456-426614174000:create");
     assert_string_equal(F.events[0], "started");
     assert_string_equal(F.events[F.n_events - 1], "completed");
+    /* Every event told was saved with its record first. */
+    assert_int_equal(F.n_saved, F.n_events);
+    for (int i = 0; i < F.n_events; i++) assert_string_equal(F.saved[i], F.events[i]);
     assert_true(has_event("step.completed notify"));
     assert_string_equal(saga_state_name(r.state), "COMPLETED");
 }
@@ -281,6 +297,10 @@ static void crash_everywhere(void (*setup)(void), saga_state want)
         assert_int_equal(saga_run(&ENGINE, &DEF, &resumed, &err), TODO_OK);
         assert_int_equal(resumed.state, want);
         assert_int_equal(F.done_rerun, 0);
+        /* What was saved tells the whole story once: started, then one end. */
+        const char *end = want == SAGA_COMPLETED ? "completed" : want == SAGA_FAILED ? "failed" : "compensated";
+        assert_int_equal(saved_count("started"), 1);
+        assert_int_equal(saved_count(end), 1);
         for (int i = 0; i < N; i++) assert_true(F.action_ok[i] <= 2); /* at most the in-flight one again */
     }
 }
