@@ -138,9 +138,9 @@ PROPS
   local java_opts=(-Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true
                    "-Dlog4j.configuration=file:$kd/log4j.properties")
   if [ ! -f "$kd/data/meta.properties" ]; then
-    local uuid
+    local uuid # base64url: it may start with "-", hence --cluster-id=VALUE, never "-t VALUE"
     uuid=$(python3 -c 'import uuid,base64; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
-    java "${java_opts[@]}" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format -t "$uuid" \
+    java "${java_opts[@]}" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format --cluster-id="$uuid" \
       -c "$kd/server.properties" >"$kd/format.log" 2>&1 || { cat "$kd/format.log" >&2; die "Kafka storage format failed"; }
   fi
   nohup java "${java_opts[@]}" -cp "$KAFKA_LIBS/*" kafka.Kafka "$kd/server.properties" \
