@@ -1,0 +1,284 @@
+/* reg_compat: see reg_compat.h. */
+#include "reg_compat.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef Google__Protobuf__DescriptorProto msg_t;
+typedef Google__Protobuf__FieldDescriptorProto field_t;
+typedef Google__Protobuf__EnumDescriptorProto enum_t;
+
+#define T(x) GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_##x
+#define REPEATED GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__LABEL__LABEL_REPEATED
+#define REQUIRED GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__LABEL__LABEL_REQUIRED
+#define MAX_PAIRS 64
+
+static const char *const MODE_NAMES[] = {"NONE", "BACKWARD", "FORWARD", "FULL",
+                                         "BACKWARD_TRANSITIVE", "FORWARD_TRANSITIVE", "FULL_TRANSITIVE"};
+
+const char *reg_mode_name(reg_mode m)
+{
+    return (int)m >= 0 && m <= REG_FULL_TRANSITIVE ? MODE_NAMES[m] : "UNKNOWN";
+}
+
+int reg_mode_parse(const char *name, reg_mode *out)
+{
+    for (int i = 0; i <= REG_FULL_TRANSITIVE; i++)
+        if (strcmp(name, MODE_NAMES[i]) == 0) {
+            *out = (reg_mode)i;
+            return TODO_OK;
+        }
+    return TODO_EINVAL;
+}
+
+bool reg_mode_transitive(reg_mode m) { return m >= REG_BACKWARD_TRANSITIVE; }
+
+/* ---- looking types up in a descriptor set ---- */
+
+/* Finds the message or enum named full (no leading dot) under prefix in
+ * the n messages. */
+static const void *find_in(msg_t *const *msgs, size_t n, const char *prefix, const char *full, bool want_enum)
+{
+    char name[512];
+    for (size_t i = 0; i < n; i++) {
+        snprintf(name, sizeof name, "%s%s%s", prefix, prefix[0] ? "." : "", msgs[i]->name);
+        size_t len = strlen(name);
+        if (!want_enum && strcmp(name, full) == 0) return msgs[i];
+        if (strncmp(full, name, len) != 0 || full[len] != '.') continue;
+        if (want_enum)
+            for (size_t e = 0; e < msgs[i]->n_enum_type; e++)
+                if (strcmp(full + len + 1, msgs[i]->enum_type[e]->name) == 0) return msgs[i]->enum_type[e];
+        const void *r = find_in(msgs[i]->nested_type, msgs[i]->n_nested_type, name, full, want_enum);
+        if (r != NULL) return r;
+    }
+    return NULL;
+}
+
+static const void *find(const Google__Protobuf__FileDescriptorSet *set, const char *full, bool want_enum)
+{
+    if (full[0] == '.') full++;
+    for (size_t f = 0; f < set->n_file; f++) {
+        const Google__Protobuf__FileDescriptorProto *file = set->file[f];
+        const char *pkg = file->package != NULL ? file->package : "";
+        size_t len = strlen(pkg);
+        const char *rest = full;
+        if (len > 0) {
+            if (strncmp(full, pkg, len) != 0 || full[len] != '.') continue;
+            rest = full + len + 1;
+        }
+        if (want_enum)
+            for (size_t e = 0; e < file->n_enum_type; e++)
+                if (strcmp(rest, file->enum_type[e]->name) == 0) return file->enum_type[e];
+        const void *r = find_in(file->message_type, file->n_message_type, pkg, full, want_enum);
+        if (r != NULL) return r;
+    }
+    return NULL;
+}
+
+/* ---- the check ---- */
+
+typedef struct check {
+    const Google__Protobuf__FileDescriptorSet *old_set, *new_set;
+    reg_report *report;
+    const void *seen[MAX_PAIRS][2]; /* message pairs compared per direction */
+    int n_seen;
+    bool reader_new;                /* the pass being run: the new version reads the old one's data */
+} check;
+
+static const char *type_name(int type)
+{
+    static const char *const names[] = {"?", "double", "float", "int64", "uint64", "int32", "fixed64", "fixed32",
+                                        "bool", "string", "group", "message", "bytes", "uint32", "enum", "sfixed32",
+                                        "sfixed64", "sint32", "sint64"};
+    return type >= 1 && type <= 18 ? names[type] : "?";
+}
+
+static void violation(check *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void violation(check *c, const char *fmt, ...)
+{
+    reg_report *r = c->report;
+    char text[sizeof r->violations[0]];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    for (int i = 0; i < r->n && i < REG_MAX_VIOLATIONS; i++)
+        if (strcmp(r->violations[i], text) == 0) return; /* both passes of FULL found it */
+    if (r->n < REG_MAX_VIOLATIONS) memcpy(r->violations[r->n], text, sizeof text);
+    r->n++;
+}
+
+static const field_t *field_by_number(const msg_t *m, int32_t number)
+{
+    for (size_t i = 0; i < m->n_field; i++)
+        if (m->field[i]->number == number) return m->field[i];
+    return NULL;
+}
+
+static bool number_reserved(const msg_t *m, int32_t number)
+{
+    for (size_t i = 0; i < m->n_reserved_range; i++) /* [start, end) */
+        if (number >= m->reserved_range[i]->start && number < m->reserved_range[i]->end) return true;
+    return false;
+}
+
+static bool enum_number_reserved(const enum_t *e, int32_t number)
+{
+    for (size_t i = 0; i < e->n_reserved_range; i++) /* [start, end] */
+        if (number >= e->reserved_range[i]->start && number <= e->reserved_range[i]->end) return true;
+    return false;
+}
+
+/* The wire class of a type: types of one class decode each other's data. */
+static int wire_class(int type)
+{
+    switch (type) {
+    case T(INT32): case T(UINT32): case T(INT64): case T(UINT64): case T(BOOL): case T(ENUM): return 1;
+    case T(SINT32): case T(SINT64): return 2;
+    case T(FIXED32): case T(SFIXED32): return 3;
+    case T(FIXED64): case T(SFIXED64): return 4;
+    case T(STRING): case T(BYTES): return 5;
+    case T(MESSAGE): return 6;
+    case T(GROUP): return 7;
+    case T(FLOAT): return 8;
+    case T(DOUBLE): return 9;
+    default: return 0;
+    }
+}
+
+static bool packable(int type) { return wire_class(type) != 5 && wire_class(type) != 6 && wire_class(type) != 7; }
+
+static const char *oneof_of(const msg_t *m, const field_t *f)
+{
+    if (!f->has_oneof_index || f->proto3_optional || f->oneof_index < 0 || (size_t)f->oneof_index >= m->n_oneof_decl)
+        return "";
+    return m->oneof_decl[f->oneof_index]->name;
+}
+
+static bool is_map(const check *c, const Google__Protobuf__FileDescriptorSet *set, const field_t *f)
+{
+    (void)c;
+    if (f->label != REPEATED || f->type != T(MESSAGE) || f->type_name == NULL) return false;
+    const msg_t *m = find(set, f->type_name, false);
+    return m != NULL && m->options != NULL && m->options->has_map_entry && m->options->map_entry;
+}
+
+static void compare_messages(check *c, const char *path, const msg_t *reader, const Google__Protobuf__FileDescriptorSet *rset,
+                             const msg_t *writer, const Google__Protobuf__FileDescriptorSet *wset);
+
+/* Data written with writer's field w read with reader's field r. */
+static void compare_field(check *c, const char *path, const msg_t *rm, const field_t *r,
+                          const Google__Protobuf__FileDescriptorSet *rset, const msg_t *wm, const field_t *w,
+                          const Google__Protobuf__FileDescriptorSet *wset)
+{
+    char where[400];
+    const field_t *o = c->reader_new ? w : r, *n = c->reader_new ? r : w; /* old and new */
+    const msg_t *om = c->reader_new ? wm : rm, *nm = c->reader_new ? rm : wm;
+    snprintf(where, sizeof where, "%s.%s", path, n->name);
+    if (strcmp(r->name, w->name) != 0)
+        violation(c, "FIELD_SAME_NAME: %s: field %d was named %s", where, n->number, o->name);
+    if (wire_class(r->type) != wire_class(w->type)) {
+        violation(c, "FIELD_WIRE_COMPATIBLE_TYPE: %s: field %d changed from %s to %s, which do not share a wire "
+                     "encoding", where, n->number, type_name((int)o->type), type_name((int)n->type));
+        return;
+    }
+    bool rmap = is_map(c, rset, r), wmap = is_map(c, wset, w);
+    if (rmap != wmap)
+        violation(c, "FIELD_SAME_CARDINALITY: %s: field %d is a map in one version only", where, n->number);
+    else if (w->label == REPEATED && r->label != REPEATED && packable(r->type))
+        violation(c, "FIELD_SAME_CARDINALITY: %s: numeric field %d is repeated in the %s version and singular in the %s "
+                     "one (packed data does not decode)", where, n->number, c->reader_new ? "old" : "new",
+                  c->reader_new ? "new" : "old");
+    if (strcmp(oneof_of(rm, r), oneof_of(wm, w)) != 0)
+        violation(c, "FIELD_SAME_ONEOF: %s: field %d moved from oneof \"%s\" to \"%s\"", where, n->number,
+                  oneof_of(om, o), oneof_of(nm, n));
+    if (r->type == T(MESSAGE) || r->type == T(GROUP)) {
+        const msg_t *rt = r->type_name ? find(rset, r->type_name, false) : NULL;
+        const msg_t *wt = w->type_name ? find(wset, w->type_name, false) : NULL;
+        if (rt != NULL && wt != NULL) compare_messages(c, where, rt, rset, wt, wset);
+    }
+    /* An enum that lost a value is reported by the old/new comparison
+     * (compare_removals), in every mode. */
+}
+
+static void compare_messages(check *c, const char *path, const msg_t *reader, const Google__Protobuf__FileDescriptorSet *rset,
+                             const msg_t *writer, const Google__Protobuf__FileDescriptorSet *wset)
+{
+    for (int i = 0; i < c->n_seen; i++)
+        if (c->seen[i][0] == reader && c->seen[i][1] == writer) return;
+    if (c->n_seen < MAX_PAIRS) {
+        c->seen[c->n_seen][0] = reader;
+        c->seen[c->n_seen][1] = writer;
+        c->n_seen++;
+    }
+    for (size_t i = 0; i < writer->n_field; i++) {
+        const field_t *w = writer->field[i], *r = field_by_number(reader, w->number);
+        if (r != NULL) compare_field(c, path, reader, r, rset, writer, w, wset);
+    }
+    for (size_t i = 0; i < reader->n_field; i++) {
+        const field_t *r = reader->field[i];
+        if (r->label == REQUIRED && field_by_number(writer, r->number) == NULL)
+            violation(c, "FIELD_NO_REQUIRED_ADDED: %s.%s: required field %d is in the %s version only", path, r->name,
+                      r->number, c->reader_new ? "new" : "old");
+    }
+}
+
+/* Removals from old to new, recursively over message fields. */
+static void compare_removals(check *c, const char *path, const msg_t *old_m, const msg_t *new_m, int depth)
+{
+    if (depth > 16) return;
+    for (size_t i = 0; i < old_m->n_field; i++) {
+        const field_t *o = old_m->field[i], *n = field_by_number(new_m, o->number);
+        if (n == NULL) {
+            if (!number_reserved(new_m, o->number))
+                violation(c, "FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED: %s.%s: field %d was removed without reserving its "
+                             "number", path, o->name, o->number);
+            continue;
+        }
+        char where[400];
+        snprintf(where, sizeof where, "%s.%s", path, n->name);
+        if (o->type == T(ENUM) && n->type == T(ENUM) && o->type_name && n->type_name) {
+            const enum_t *oe = find(c->old_set, o->type_name, true), *ne = find(c->new_set, n->type_name, true);
+            for (size_t v = 0; oe != NULL && ne != NULL && v < oe->n_value; v++) {
+                bool kept = false;
+                for (size_t k = 0; k < ne->n_value && !kept; k++) kept = ne->value[k]->number == oe->value[v]->number;
+                if (!kept && !enum_number_reserved(ne, oe->value[v]->number))
+                    violation(c, "ENUM_VALUE_NO_DELETE_UNLESS_NUMBER_RESERVED: %s: enum %s lost value %s (%d) without "
+                                 "reserving it", where, ne->name, oe->value[v]->name, oe->value[v]->number);
+            }
+        } else if (o->type == T(MESSAGE) && n->type == T(MESSAGE) && o->type_name && n->type_name) {
+            const msg_t *om = find(c->old_set, o->type_name, false), *nm = find(c->new_set, n->type_name, false);
+            if (om != NULL && nm != NULL && om != old_m) compare_removals(c, where, om, nm, depth + 1);
+        }
+    }
+}
+
+int reg_compat_check(const reg_schema *old_schema, const reg_schema *new_schema, reg_mode m, reg_report *report,
+                     todo_err *err)
+{
+    memset(report, 0, sizeof *report);
+    const msg_t *old_m = find(old_schema->set, old_schema->message, false);
+    const msg_t *new_m = find(new_schema->set, new_schema->message, false);
+    if (old_m == NULL || new_m == NULL)
+        return todo_err_set(err, TODO_EINVAL, "the descriptor set has no message %s",
+                            old_m == NULL ? old_schema->message : new_schema->message);
+    if (m == REG_NONE) return TODO_OK;
+    check c = {.old_set = old_schema->set, .new_set = new_schema->set, .report = report};
+    const char *path = new_schema->message;
+    if (strcmp(old_schema->message, new_schema->message) != 0)
+        violation(&c, "MESSAGE_SAME_NAME: %s: the message was %s", new_schema->message, old_schema->message);
+    bool backward = m == REG_BACKWARD || m == REG_FULL || m == REG_BACKWARD_TRANSITIVE || m == REG_FULL_TRANSITIVE;
+    bool forward = m == REG_FORWARD || m == REG_FULL || m == REG_FORWARD_TRANSITIVE || m == REG_FULL_TRANSITIVE;
+    if (backward) {
+        c.reader_new = true;
+        compare_messages(&c, path, new_m, new_schema->set, old_m, old_schema->set);
+    }
+    if (forward) {
+        c.n_seen = 0;
+        c.reader_new = false;
+        compare_messages(&c, path, old_m, old_schema->set, new_m, new_schema->set);
+    }
+    compare_removals(&c, path, old_m, new_m, 0);
+    return TODO_OK;
+}
