@@ -14,6 +14,7 @@
  *   todoctl projection status [--group G]       a projection's progress, lag per partition, last error
  *   todoctl projection rebuild [NAME]           rebuild the read model from a topic replay, then swap it in
  *   todoctl saga list|show|retry|compensate     sagas (todoctl_saga.c)
+ *   todoctl registry list|show|check|register|set-mode   the schema registry (todoctl_registry.c)
  *
  * Task commands act as --user (default $TODO_USER, else "alice"), with a
  * token minted from the configured secret, or $TODO_TOKEN when set. Settings
@@ -68,6 +69,8 @@ static int usage(void)
           "  todoctl projection status [--group G]\n"
           "  todoctl projection rebuild [NAME]   (NAME: the projection's consumer group)\n"
           "  todoctl saga list [--state S] [--limit N] | saga show ID | saga retry ID | saga compensate ID\n"
+          "  todoctl registry list | show SUBJECT [VERSION] | check|register SUBJECT FILE [--message M]\n"
+          "                   | set-mode SUBJECT|--global MODE   (FILE: a descriptor set or a .proto)\n"
           "task commands take --user ID (default $TODO_USER or alice) or use $TODO_TOKEN\n",
           stderr);
     return 2;
@@ -668,6 +671,10 @@ int main(int argc, char **argv)
     if (strcmp(c, "health") == 0) return cmd_health(argc, argv);
     if (strcmp(c, "outbox") == 0) return cmd_outbox();
     if (strcmp(c, "projection") == 0) return cmd_projection(argc, argv);
+    if (strcmp(c, "registry") == 0) {
+        int rc = todoctl_registry(&cfg, argc, argv);
+        return rc == 2 ? usage() : rc;
+    }
     if (strcmp(c, "saga") == 0) {
         int rc = todoctl_saga(&cfg, argc, argv);
         return rc == 2 ? usage() : rc;

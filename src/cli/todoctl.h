@@ -7,4 +7,7 @@
 /* todoctl saga ...: 0 ok, 1 failed, 2 bad usage (the caller prints it). */
 int todoctl_saga(const todo_config *cfg, int argc, char **argv);
 
+/* todoctl registry ...: likewise. */
+int todoctl_registry(const todo_config *cfg, int argc, char **argv);
+
 #endif

@@ -88,7 +88,10 @@ static rd_kafka_t *consumer(const char *brokers, const char *group, const char *
         set(conf, "enable.auto.offset.store", "false", err) ||
         set(conf, "auto.offset.reset", tail ? "latest" : "earliest", err) ||
         set(conf, "session.timeout.ms", "6000", err) || set(conf, "heartbeat.interval.ms", "1500", err) ||
-        set(conf, "enable.partition.eof", "false", err) || set(conf, "reconnect.backoff.max.ms", "1000", err)) {
+        set(conf, "enable.partition.eof", "false", err) || set(conf, "reconnect.backoff.max.ms", "1000", err) ||
+        /* Bound the prefetch: librdkafka's default (64 MiB per consumer)
+         * made a projector catching up on a long topic weigh 130 MiB. */
+        set(conf, "queued.max.messages.kbytes", "8192", err)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
