@@ -130,7 +130,12 @@ done
 # Reads: a user with 1,000 tasks, one task id of it.
 read_user=bench-reader-$$
 build/dev/bench/todo-loadgen --rpc list --clients 1 --seconds 1 --user-prefix "$read_user" >/dev/null
-list_user=$($PSQL -Atc "select user_id from read.tasks where user_id like '$read_user%' group by 1 having count(*) >= 1000 limit 1")
+for _ in $(seq 300); do # the projector has them all (at most 30 s)
+  list_user=$($PSQL -Atc "select user_id from read.tasks where user_id like '$read_user%' group by 1 having count(*) >= 1000 limit 1")
+  [ -n "$list_user" ] && break
+  sleep 0.1
+done
+$PSQL -c "analyze read.tasks" # fresh statistics for both sides' plans
 task_id=$($PSQL -Atc "select id from read.tasks where user_id = '$list_user' limit 1")
 cat > "$out/get.sql" <<SQL
 SELECT id, user_id, title, description, priority, due_at, completed, category, tags, created_at, updated_at, version
