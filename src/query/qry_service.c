@@ -148,6 +148,28 @@ static Todo__V1__Task *task_of(arena *a, const PGresult *r, int row)
     return tk;
 }
 
+/* The page size a request asked for (0: the default), checked. */
+static int page_size(int32_t asked, int *size, todo_err *err)
+{
+    *size = asked == 0 ? PAGE_DEFAULT : asked;
+    if (*size < 1 || *size > PAGE_MAX)
+        return todo_err_set(err, TODO_EINVAL, "page_size: must be 0 (default %d) to %d, got %d", PAGE_DEFAULT,
+                            PAGE_MAX, asked);
+    return TODO_OK;
+}
+
+/* The keyset token after row `last` of r (its id in column 0, its sort key
+ * as text in column key_col), in a. */
+static char *next_token(arena *a, const PGresult *r, int last, int key_col, qry_sort sort)
+{
+    qry_page_key key = {.sort = sort};
+    snprintf(key.value, sizeof key.value, "%s", PQgetvalue(r, last, key_col));
+    snprintf(key.id, sizeof key.id, "%s", PQgetvalue(r, last, 0));
+    char *token = arena_alloc(a, QRY_PAGE_TOKEN_MAX);
+    qry_page_encode(&key, token);
+    return token;
+}
+
 static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
 {
     const Todo__V1__GetTaskRequest *rq = (const Todo__V1__GetTaskRequest *)req;
@@ -216,12 +238,9 @@ static int list_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessa
     qry_sort sort;
     qry_page_key key;
     where w = {.len = 0, .n = 0};
-    int rc, size = rq->page_size == 0 ? PAGE_DEFAULT : rq->page_size;
+    int rc, size;
 
-    if ((rc = begin(c, t, user, err)) != 0) return rc;
-    if (size < 1 || size > PAGE_MAX)
-        return todo_err_set(err, TODO_EINVAL, "page_size: must be 0 (default %d) to %d, got %d", PAGE_DEFAULT,
-                            PAGE_MAX, rq->page_size);
+    if ((rc = begin(c, t, user, err)) != 0 || (rc = page_size(rq->page_size, &size, err)) != 0) return rc;
     if ((int)rq->priority < 0 || (int)rq->priority > TODO__V1__PRIORITY__PRIORITY_URGENT)
         return todo_err_set(err, TODO_EINVAL, "priority: unknown value %d", (int)rq->priority);
     if (strlen(rq->text) > TEXT_FILTER_MAX || text_utf8_chars(rq->text, strlen(rq->text)) < 0)
@@ -270,13 +289,7 @@ static int list_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessa
     int rows = PQntuples(r), shown = rows > size ? size : rows;
     rs->tasks = arena_alloc(a, (size_t)(shown + 1) * sizeof *rs->tasks);
     for (int i = 0; i < shown; i++) rs->tasks[rs->n_tasks++] = task_of(a, r, i);
-    if (rows > size) {
-        key.sort = sort;
-        snprintf(key.value, sizeof key.value, "%s", PQgetvalue(r, shown - 1, 15));
-        snprintf(key.id, sizeof key.id, "%s", PQgetvalue(r, shown - 1, 0));
-        rs->next_page_token = arena_alloc(a, QRY_PAGE_TOKEN_MAX);
-        qry_page_encode(&key, rs->next_page_token);
-    }
+    if (rows > size) rs->next_page_token = next_token(a, r, shown - 1, 15, sort);
     PQclear(r);
     *resp = &rs->base;
     return TODO_OK;
@@ -288,12 +301,9 @@ static int search_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMes
     qry_thread *t = grpcx_call_state(c);
     arena *a = grpcx_call_arena(c);
     char user[AUTH_USER_MAX], tsq[QRY_SEARCH_MAX_WORDS * (QRY_SEARCH_MAX_WORD + 6) + 8], limit[16], offset_s[16];
-    int rc, offset = 0, size = rq->page_size == 0 ? PAGE_DEFAULT : rq->page_size;
+    int rc, offset = 0, size;
 
-    if ((rc = begin(c, t, user, err)) != 0) return rc;
-    if (size < 1 || size > PAGE_MAX)
-        return todo_err_set(err, TODO_EINVAL, "page_size: must be 0 (default %d) to %d, got %d", PAGE_DEFAULT,
-                            PAGE_MAX, rq->page_size);
+    if ((rc = begin(c, t, user, err)) != 0 || (rc = page_size(rq->page_size, &size, err)) != 0) return rc;
     if ((rc = qry_search_tsquery(rq->query, tsq, sizeof tsq, err)) < 0) return rc;
     if (rq->page_token[0] != '\0' && (rc = qry_search_token_decode(rq->page_token, &offset, err)) != 0) return rc;
     if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;
@@ -399,12 +409,9 @@ static int list_reminders(grpcx_call *c, const ProtobufCMessage *req, ProtobufCM
     const qry_sort sort = {.field = QRY_SORT_REMIND_AT, .asc = true};
     qry_page_key key;
     where w = {.len = 0, .n = 0};
-    int rc, size = rq->page_size == 0 ? PAGE_DEFAULT : rq->page_size;
+    int rc, size;
 
-    if ((rc = begin(c, t, user, err)) != 0) return rc;
-    if (size < 1 || size > PAGE_MAX)
-        return todo_err_set(err, TODO_EINVAL, "page_size: must be 0 (default %d) to %d, got %d", PAGE_DEFAULT,
-                            PAGE_MAX, rq->page_size);
+    if ((rc = begin(c, t, user, err)) != 0 || (rc = page_size(rq->page_size, &size, err)) != 0) return rc;
     if (rq->task_id[0] != '\0' && !text_is_uuid(rq->task_id))
         return todo_err_set(err, TODO_EINVAL, "task_id: must be a UUID or empty");
     if (rq->page_token[0] != '\0' && (rc = qry_page_decode(rq->page_token, &sort, &key, err)) != 0) return rc;
@@ -438,13 +445,7 @@ static int list_reminders(grpcx_call *c, const ProtobufCMessage *req, ProtobufCM
     int rows = PQntuples(r), shown = rows > size ? size : rows;
     rs->reminders = arena_alloc(a, (size_t)(shown + 1) * sizeof *rs->reminders);
     for (int i = 0; i < shown; i++) rs->reminders[rs->n_reminders++] = reminder_of(a, r, i);
-    if (rows > size) {
-        key.sort = sort;
-        snprintf(key.value, sizeof key.value, "%s", PQgetvalue(r, shown - 1, 10));
-        snprintf(key.id, sizeof key.id, "%s", PQgetvalue(r, shown - 1, 0));
-        rs->next_page_token = arena_alloc(a, QRY_PAGE_TOKEN_MAX);
-        qry_page_encode(&key, rs->next_page_token);
-    }
+    if (rows > size) rs->next_page_token = next_token(a, r, shown - 1, 10, sort);
     PQclear(r);
     *resp = &rs->base;
     return TODO_OK;
