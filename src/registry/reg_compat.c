@@ -76,6 +76,43 @@ static const void *find(const Google__Protobuf__FileDescriptorSet *set, const ch
     return NULL;
 }
 
+/* ---- what a set must hold before it is looked at ---- */
+
+/* Everything the checks read is named: protoc always writes the names, but a
+ * set given to the registry may come from anywhere. */
+static bool named_enum(const enum_t *e)
+{
+    if (e->name == NULL) return false;
+    for (size_t i = 0; i < e->n_value; i++)
+        if (e->value[i]->name == NULL) return false;
+    return true;
+}
+
+static bool named_message(const msg_t *m, int depth)
+{
+    if (m->name == NULL || depth > 32) return false;
+    for (size_t i = 0; i < m->n_field; i++)
+        if (m->field[i]->name == NULL) return false;
+    for (size_t i = 0; i < m->n_oneof_decl; i++)
+        if (m->oneof_decl[i]->name == NULL) return false;
+    for (size_t i = 0; i < m->n_enum_type; i++)
+        if (!named_enum(m->enum_type[i])) return false;
+    for (size_t i = 0; i < m->n_nested_type; i++)
+        if (!named_message(m->nested_type[i], depth + 1)) return false;
+    return true;
+}
+
+static bool named_set(const Google__Protobuf__FileDescriptorSet *set)
+{
+    for (size_t f = 0; f < set->n_file; f++) {
+        for (size_t i = 0; i < set->file[f]->n_message_type; i++)
+            if (!named_message(set->file[f]->message_type[i], 0)) return false;
+        for (size_t i = 0; i < set->file[f]->n_enum_type; i++)
+            if (!named_enum(set->file[f]->enum_type[i])) return false;
+    }
+    return true;
+}
+
 /* ---- the check ---- */
 
 typedef struct check {
@@ -207,11 +244,10 @@ static void compare_messages(check *c, const char *path, const msg_t *reader, co
 {
     for (int i = 0; i < c->n_seen; i++)
         if (c->seen[i][0] == reader && c->seen[i][1] == writer) return;
-    if (c->n_seen < MAX_PAIRS) {
-        c->seen[c->n_seen][0] = reader;
-        c->seen[c->n_seen][1] = writer;
-        c->n_seen++;
-    }
+    if (c->n_seen == MAX_PAIRS) return; /* every pair is compared once; a schema this deep is cut off here */
+    c->seen[c->n_seen][0] = reader;
+    c->seen[c->n_seen][1] = writer;
+    c->n_seen++;
     for (size_t i = 0; i < writer->n_field; i++) {
         const field_t *w = writer->field[i], *r = field_by_number(reader, w->number);
         if (r != NULL) compare_field(c, path, reader, r, rset, writer, w, wset);
@@ -258,6 +294,9 @@ int reg_compat_check(const reg_schema *old_schema, const reg_schema *new_schema,
                      todo_err *err)
 {
     memset(report, 0, sizeof *report);
+    if (!named_set(old_schema->set) || !named_set(new_schema->set))
+        return todo_err_set(err, TODO_EINVAL, "the descriptor set has an unnamed message, field, oneof or enum value,"
+                                              " or messages nested deeper than 32");
     const msg_t *old_m = find(old_schema->set, old_schema->message, false);
     const msg_t *new_m = find(new_schema->set, new_schema->message, false);
     if (old_m == NULL || new_m == NULL)

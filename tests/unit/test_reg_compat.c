@@ -126,6 +126,46 @@ static void violations_name_the_message_and_field(void **state)
     google__protobuf__file_descriptor_set__free_unpacked(t, NULL);
 }
 
+/* Sets that do not come from protoc: unnamed parts are refused, a message
+ * that contains itself is compared once. */
+static void odd_sets_are_refused_or_bounded(void **state)
+{
+    (void)state;
+    Google__Protobuf__FieldDescriptorProto self = GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__INIT;
+    self.name = "next";
+    self.number = 1;
+    self.has_number = 1;
+    self.type = GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_MESSAGE;
+    self.has_type = 1;
+    self.type_name = ".p.Node";
+    Google__Protobuf__FieldDescriptorProto *fields[] = {&self};
+    Google__Protobuf__DescriptorProto node = GOOGLE__PROTOBUF__DESCRIPTOR_PROTO__INIT;
+    node.name = "Node";
+    node.n_field = 1;
+    node.field = fields;
+    Google__Protobuf__DescriptorProto *msgs[] = {&node};
+    Google__Protobuf__FileDescriptorProto file = GOOGLE__PROTOBUF__FILE_DESCRIPTOR_PROTO__INIT;
+    file.name = "p.proto";
+    file.package = "p";
+    file.n_message_type = 1;
+    file.message_type = msgs;
+    Google__Protobuf__FileDescriptorProto *files[] = {&file};
+    Google__Protobuf__FileDescriptorSet set = GOOGLE__PROTOBUF__FILE_DESCRIPTOR_SET__INIT;
+    set.n_file = 1;
+    set.file = files;
+    reg_schema s = {&set, "p.Node"};
+    reg_report r;
+    todo_err err;
+    assert_int_equal(reg_compat_check(&s, &s, REG_FULL_TRANSITIVE, &r, &err), TODO_OK);
+    assert_int_equal(r.n, 0);
+    self.name = NULL;
+    assert_int_equal(reg_compat_check(&s, &s, REG_BACKWARD, &r, &err), TODO_EINVAL);
+    assert_non_null(strstr(err.msg, "unnamed"));
+    self.name = "next";
+    node.name = NULL;
+    assert_int_equal(reg_compat_check(&s, &s, REG_NONE, &r, &err), TODO_EINVAL);
+}
+
 static void modes_parse(void **state)
 {
     (void)state;
@@ -144,6 +184,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_rule_passes_and_fails_in_every_mode),
         cmocka_unit_test(violations_name_the_message_and_field),
+        cmocka_unit_test(odd_sets_are_refused_or_bounded),
         cmocka_unit_test(modes_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
