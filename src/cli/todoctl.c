@@ -321,12 +321,52 @@ static int cmd_add(int argc, char **argv)
     return 0;
 }
 
+/* Prints one page of a list response; returns the items printed and sets
+ * *next to its next_page_token. */
+typedef int (*page_printer)(const ProtobufCMessage *resp, const char **next);
+
+/* Calls rpc of TaskQueryService page by page (req's page_token field is
+ * *token_field): every page when all, else the first (saying when there is
+ * more). Prints `none` when nothing was listed. */
+static int paged_query(int argc, char **argv, const char *rpc, ProtobufCMessage *req, char **token_field,
+                       const ProtobufCMessageDescriptor *resp_desc, bool all, page_printer print, const char *none)
+{
+    char path[96], *token = NULL;
+    int rc = 0, shown = 0;
+    char *auth = authorization(acting_user(argc, argv));
+    if (auth == NULL) return 1;
+    snprintf(path, sizeof path, "/todo.v1.TaskQueryService/%s", rpc);
+    do {
+        ProtobufCMessage *resp = NULL;
+        const char *next = "";
+        *token_field = token != NULL ? token : (char *)"";
+        rc = call(cfg.query_addr, path, req, resp_desc, auth, &resp);
+        free(token);
+        token = NULL;
+        if (rc != 0) break;
+        shown += print(resp, &next);
+        if (all && next[0] != '\0') token = strdup(next);
+        else if (next[0] != '\0') printf("(more: use --all or --limit)\n");
+        protobuf_c_message_free_unpacked(resp, NULL);
+    } while (token != NULL);
+    free(auth);
+    if (rc == 0 && shown == 0) printf("%s\n", none);
+    return rc;
+}
+
+static int print_tasks(const ProtobufCMessage *resp, const char **next)
+{
+    const Todo__V1__ListTasksResponse *rs = (const Todo__V1__ListTasksResponse *)resp;
+    for (size_t i = 0; i < rs->n_tasks; i++) print_task(rs->tasks[i]);
+    *next = rs->next_page_token;
+    return (int)rs->n_tasks;
+}
+
 static int cmd_list(int argc, char **argv)
 {
     Todo__V1__ListTasksRequest rq = TODO__V1__LIST_TASKS_REQUEST__INIT;
     Google__Protobuf__BoolValue completed = GOOGLE__PROTOBUF__BOOL_VALUE__INIT;
     bool all = false;
-    int shown = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v;
         if (strcmp(a, "--completed") == 0 || strcmp(a, "--pending") == 0) {
@@ -342,28 +382,8 @@ static int cmd_list(int argc, char **argv)
             return usage();
         }
     }
-    char *auth = authorization(acting_user(argc, argv));
-    if (auth == NULL) return 1;
-    char *token = NULL;
-    int rc = 0;
-    do {
-        ProtobufCMessage *resp = NULL;
-        rq.page_token = token != NULL ? token : (char *)"";
-        rc = call(cfg.query_addr, "/todo.v1.TaskQueryService/ListTasks", &rq.base,
-                  &todo__v1__list_tasks_response__descriptor, auth, &resp);
-        free(token);
-        token = NULL;
-        if (rc != 0) break;
-        Todo__V1__ListTasksResponse *rs = (Todo__V1__ListTasksResponse *)resp;
-        for (size_t i = 0; i < rs->n_tasks; i++) print_task(rs->tasks[i]);
-        shown += (int)rs->n_tasks;
-        if (all && rs->next_page_token[0] != '\0') token = strdup(rs->next_page_token);
-        else if (rs->next_page_token[0] != '\0') printf("(more: use --all or --limit)\n");
-        protobuf_c_message_free_unpacked(resp, NULL);
-    } while (token != NULL);
-    free(auth);
-    if (rc == 0 && shown == 0) printf("no tasks\n");
-    return rc;
+    return paged_query(argc, argv, "ListTasks", &rq.base, &rq.page_token, &todo__v1__list_tasks_response__descriptor,
+                       all, print_tasks, "no tasks");
 }
 
 static int cmd_remind(int argc, char **argv)
@@ -410,10 +430,24 @@ static int cmd_remind(int argc, char **argv)
     return 0;
 }
 
-static int cmd_reminders(int argc, char **argv)
+static int print_reminders(const ProtobufCMessage *resp, const char **next)
 {
     static const char *const channels[] = {"-", "email", "push", "sms"};
     static const char *const statuses[] = {"-", "scheduled", "cancelled", "fired"};
+    const Todo__V1__ListRemindersResponse *rs = (const Todo__V1__ListRemindersResponse *)resp;
+    for (size_t i = 0; i < rs->n_reminders; i++) {
+        const Todo__V1__Reminder *m = rs->reminders[i];
+        char at[32];
+        print_time(m->remind_at, at, sizeof at);
+        printf("%s  %s UTC  %-5s %-9s task %s\n", m->id, at, channels[(unsigned)m->channel % 4],
+               statuses[(unsigned)m->status % 4], m->task_id);
+    }
+    *next = rs->next_page_token;
+    return (int)rs->n_reminders;
+}
+
+static int cmd_reminders(int argc, char **argv)
+{
     Todo__V1__ListRemindersRequest rq = TODO__V1__LIST_REMINDERS_REQUEST__INIT;
     for (int i = 2; i < argc; i++) {
         const char *v;
@@ -426,33 +460,8 @@ static int cmd_reminders(int argc, char **argv)
             return usage();
         }
     }
-    char *auth = authorization(acting_user(argc, argv));
-    if (auth == NULL) return 1;
-    char *token = NULL;
-    int rc = 0, shown = 0;
-    do {
-        ProtobufCMessage *resp = NULL;
-        rq.page_token = token != NULL ? token : (char *)"";
-        rc = call(cfg.query_addr, "/todo.v1.TaskQueryService/ListReminders", &rq.base,
-                  &todo__v1__list_reminders_response__descriptor, auth, &resp);
-        free(token);
-        token = NULL;
-        if (rc != 0) break;
-        Todo__V1__ListRemindersResponse *rs = (Todo__V1__ListRemindersResponse *)resp;
-        for (size_t i = 0; i < rs->n_reminders; i++) {
-            const Todo__V1__Reminder *m = rs->reminders[i];
-            char at[32];
-            print_time(m->remind_at, at, sizeof at);
-            printf("%s  %s UTC  %-5s %-9s task %s\n", m->id, at, channels[(unsigned)m->channel % 4],
-                   statuses[(unsigned)m->status % 4], m->task_id);
-        }
-        shown += (int)rs->n_reminders;
-        if (rs->next_page_token[0] != '\0') token = strdup(rs->next_page_token);
-        protobuf_c_message_free_unpacked(resp, NULL);
-    } while (token != NULL);
-    free(auth);
-    if (rc == 0 && shown == 0) printf("no reminders\n");
-    return rc;
+    return paged_query(argc, argv, "ListReminders", &rq.base, &rq.page_token,
+                       &todo__v1__list_reminders_response__descriptor, true, print_reminders, "no reminders");
 }
 
 static int cmd_get(int argc, char **argv)

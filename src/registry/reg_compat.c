@@ -193,9 +193,8 @@ static const char *oneof_of(const msg_t *m, const field_t *f)
     return m->oneof_decl[f->oneof_index]->name;
 }
 
-static bool is_map(const check *c, const Google__Protobuf__FileDescriptorSet *set, const field_t *f)
+static bool is_map(const Google__Protobuf__FileDescriptorSet *set, const field_t *f)
 {
-    (void)c;
     if (f->label != REPEATED || f->type != T(MESSAGE) || f->type_name == NULL) return false;
     const msg_t *m = find(set, f->type_name, false);
     return m != NULL && m->options != NULL && m->options->has_map_entry && m->options->map_entry;
@@ -220,7 +219,7 @@ static void compare_field(check *c, const char *path, const msg_t *rm, const fie
                      "encoding", where, n->number, type_name((int)o->type), type_name((int)n->type));
         return;
     }
-    bool rmap = is_map(c, rset, r), wmap = is_map(c, wset, w);
+    bool rmap = is_map(rset, r), wmap = is_map(wset, w);
     if (rmap != wmap)
         violation(c, "FIELD_SAME_CARDINALITY: %s: field %d is a map in one version only", where, n->number);
     else if (w->label == REPEATED && r->label != REPEATED && packable(r->type))

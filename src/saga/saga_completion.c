@@ -87,7 +87,7 @@ static saga_result find_reminders(saga_exec *x, int64_t deadline, char err[SAGA_
                            1, p, &e);
     if (r == NULL) {
         snprintf(err, SAGA_ERROR_MAX, "reading reminders: %.250s", e.msg);
-        return e.code == TODO_EUNAVAIL ? SAGA_RETRY : SAGA_RETRY;
+        return SAGA_RETRY; /* the database will be back */
     }
     int rc = saga_ctx_set(x, "reminders", PQgetvalue(r, 0, 0));
     PQclear(r);
