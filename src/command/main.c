@@ -10,7 +10,18 @@
 #include "config.h"
 #include "grpcx.h"
 #include "log.h"
+#include "reg_local.h"
 #include "svc.h"
+
+/* The event types this service writes: their schemas are registered (or
+ * found registered) before it serves, and it does not start when the
+ * registry refuses one. */
+static const char *const PRODUCED[] = {
+    "task.created",       "task.updated",         "task.completed",     "task.reopened",
+    "task.deleted",       "task.restored",        "reminder.scheduled", "reminder.cancelled",
+    "reminder.snoozed",   "reminder.triggered",   "reminder.restored",  "recurring_pattern.created",
+    "recurring_pattern.updated",
+};
 
 int main(void)
 {
@@ -27,6 +38,10 @@ int main(void)
         log_warn("command", "using the built-in development JWT secret (TODO_ENV=local)", NULL);
     svc_signals_block(&sigs);
 
+    if (reg_register_at_startup(cfg.pg_url, "todo-command", PRODUCED, sizeof PRODUCED / sizeof PRODUCED[0], &err) != 0) {
+        log_error("command", "cannot register the event schemas", "error=\"%s\"", err.msg);
+        return 1;
+    }
     cmd_app app = {.cfg = &cfg};
     if ((app.audit = audit_new(cfg.kafka_brokers, "todo-command", &err)) == NULL) {
         log_error("command", "cannot start the audit producer", "error=\"%s\"", err.msg);

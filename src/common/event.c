@@ -75,6 +75,7 @@ int event_encode(const event_meta *m, const ProtobufCMessage *payload, arena *a,
     env.aggregate_id = dup_or_empty(a, m->aggregate_id);
     env.aggregate_version = m->aggregate_version;
     env.schema_version = m->schema_version;
+    env.schema_id = event_schema_id(m->event_type, m->schema_version);
     env.correlation_id = dup_or_empty(a, m->correlation_id);
     env.causation_id = dup_or_empty(a, m->causation_id);
     env.data.len = protobuf_c_message_get_packed_size(payload);
@@ -101,32 +102,79 @@ int event_decode(const uint8_t *bytes, size_t len, arena *a, Todo__V1__EventEnve
     return TODO_OK;
 }
 
+/* The event schemas this build knows, oldest version of a type first; the
+ * last entry of a type is the version producers write. */
+static const event_schema schemas[] = {
+    {"task.created", 1, "todo.v1.TaskCreated"},
+    {"task.created", 2, "todo.v1.TaskCreatedV2"},
+    {"task.updated", 1, "todo.v1.TaskUpdated"},
+    {"task.completed", 1, "todo.v1.TaskCompleted"},
+    {"task.reopened", 1, "todo.v1.TaskReopened"},
+    {"task.deleted", 1, "todo.v1.TaskDeleted"},
+    {"task.restored", 1, "todo.v1.TaskRestored"},
+    {"reminder.scheduled", 1, "todo.v1.ReminderScheduled"},
+    {"reminder.cancelled", 1, "todo.v1.ReminderCancelled"},
+    {"reminder.snoozed", 1, "todo.v1.ReminderSnoozed"},
+    {"reminder.triggered", 1, "todo.v1.ReminderTriggered"},
+    {"reminder.restored", 1, "todo.v1.ReminderRestored"},
+    {"recurring.task.generated", 1, "todo.v1.RecurringTaskGenerated"},
+    {"notification.requested", 1, "todo.v1.SendNotification"},
+    {"notification.sent", 1, "todo.v1.NotificationSent"},
+    {"notification.failed", 1, "todo.v1.NotificationFailed"},
+    {"recurring_pattern.created", 1, "todo.v1.RecurringPatternCreated"},
+    {"recurring_pattern.updated", 1, "todo.v1.RecurringPatternUpdated"},
+    {"saga.started", 1, "todo.v1.SagaEvent"},
+    {"saga.step.completed", 1, "todo.v1.SagaEvent"},
+    {"saga.step.failed", 1, "todo.v1.SagaEvent"},
+    {"saga.step.compensated", 1, "todo.v1.SagaEvent"},
+    {"saga.step.compensation_failed", 1, "todo.v1.SagaEvent"},
+    {"saga.compensating", 1, "todo.v1.SagaEvent"},
+    {"saga.compensated", 1, "todo.v1.SagaEvent"},
+    {"saga.completed", 1, "todo.v1.SagaEvent"},
+    {"saga.failed", 1, "todo.v1.SagaEvent"},
+};
+#define N_SCHEMAS (sizeof schemas / sizeof schemas[0])
+
+/* The registry's id of each entry (0: not registered by this process). */
+static _Atomic int32_t schema_ids[N_SCHEMAS];
+
+size_t event_schemas(const event_schema **out)
+{
+    *out = schemas;
+    return N_SCHEMAS;
+}
+
+static long schema_index(const char *type, int32_t v)
+{
+    for (size_t i = 0; i < N_SCHEMAS; i++)
+        if (strcmp(schemas[i].type, type) == 0 && schemas[i].version == v) return (long)i;
+    return -1;
+}
+
 const char *event_message_name(const char *type, int32_t v)
 {
-    static const struct { const char *type; int32_t v; const char *msg; } map[] = {
-        {"task.created", 1, "todo.v1.TaskCreated"},
-        {"task.created", 2, "todo.v1.TaskCreatedV2"},
-        {"task.updated", 1, "todo.v1.TaskUpdated"},
-        {"task.completed", 1, "todo.v1.TaskCompleted"},
-        {"task.reopened", 1, "todo.v1.TaskReopened"},
-        {"task.deleted", 1, "todo.v1.TaskDeleted"},
-        {"task.restored", 1, "todo.v1.TaskRestored"},
-        {"reminder.scheduled", 1, "todo.v1.ReminderScheduled"},
-        {"reminder.cancelled", 1, "todo.v1.ReminderCancelled"},
-        {"reminder.snoozed", 1, "todo.v1.ReminderSnoozed"},
-        {"reminder.triggered", 1, "todo.v1.ReminderTriggered"},
-        {"reminder.restored", 1, "todo.v1.ReminderRestored"},
-        {"recurring.task.generated", 1, "todo.v1.RecurringTaskGenerated"},
-        {"notification.requested", 1, "todo.v1.SendNotification"},
-        {"notification.sent", 1, "todo.v1.NotificationSent"},
-        {"notification.failed", 1, "todo.v1.NotificationFailed"},
-        {"recurring_pattern.created", 1, "todo.v1.RecurringPatternCreated"},
-        {"recurring_pattern.updated", 1, "todo.v1.RecurringPatternUpdated"},
-    };
-    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-        if (strcmp(map[i].type, type) == 0 && map[i].v == v) return map[i].msg;
-    if (strncmp(type, "saga.", 5) == 0 && v == 1) return "todo.v1.SagaEvent"; /* saga.started, saga.step.failed... */
-    return NULL;
+    long i = schema_index(type, v);
+    return i >= 0 ? schemas[i].message : NULL;
+}
+
+int32_t event_current_version(const char *type)
+{
+    int32_t v = 0;
+    for (size_t i = 0; i < N_SCHEMAS; i++)
+        if (strcmp(schemas[i].type, type) == 0 && schemas[i].version > v) v = schemas[i].version;
+    return v;
+}
+
+void event_schema_id_set(const char *type, int32_t v, int32_t id)
+{
+    long i = schema_index(type, v);
+    if (i >= 0) schema_ids[i] = id;
+}
+
+int32_t event_schema_id(const char *type, int32_t v)
+{
+    long i = schema_index(type, v);
+    return i >= 0 ? schema_ids[i] : 0;
 }
 
 /* The streams a consistency token can name, by their one-letter code. */
@@ -187,7 +235,7 @@ static void add(rd_kafka_headers_t *h, const char *name, const char *value)
 
 rd_kafka_headers_t *event_kafka_headers(const Todo__V1__EventEnvelope *env)
 {
-    rd_kafka_headers_t *h = rd_kafka_headers_new(14);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(15);
     char buf[96];
     const char *msg = event_message_name(env->event_type, env->schema_version);
 
@@ -202,6 +250,10 @@ rd_kafka_headers_t *event_kafka_headers(const Todo__V1__EventEnvelope *env)
     add(h, "ce_subject", env->aggregate_id);
     snprintf(buf, sizeof buf, "%s/v%" PRId32, msg != NULL ? msg : env->event_type, env->schema_version);
     add(h, "ce_dataschema", buf);
+    if (env->schema_id > 0) {
+        snprintf(buf, sizeof buf, "%" PRId32, env->schema_id);
+        add(h, "todo_schema_id", buf);
+    }
     add(h, "content-type", "application/protobuf");
     if (env->correlation_id[0] != '\0') add(h, "correlation_id", env->correlation_id);
     if (env->causation_id[0] != '\0') add(h, "causation_id", env->causation_id);

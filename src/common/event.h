@@ -10,6 +10,12 @@
  *   ce_subject (aggregate id)  ce_dataschema (todo.v1.<Message>/v<schema_version>)
  *   content-type=application/protobuf  correlation_id  causation_id
  *   todo_position (global event-store position)  todo_aggregate_version
+ *   todo_schema_id (the registry's id of the payload schema; absent for
+ *   events written before the registry, whose envelope has schema_id 0)
+ *
+ * The envelope's schema_id is filled by event_encode from the ids a producer
+ * recorded at start-up (event_schema_id_set, after registering its compiled
+ * schemas: reg_local.h).
  *
  * Thread-safe; memory comes from the caller's arena.
  */
@@ -17,6 +23,7 @@
 #define TODO_EVENT_H
 
 #include <librdkafka/rdkafka.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "arena.h"
@@ -52,9 +59,27 @@ int event_decode(const uint8_t *bytes, size_t len, arena *a, Todo__V1__EventEnve
  * (rd_kafka_producev with RD_KAFKA_V_HEADERS takes it over on success). */
 rd_kafka_headers_t *event_kafka_headers(const Todo__V1__EventEnvelope *env);
 
+/* The event schemas this build knows: (type, version, message full name),
+ * the versions of a type in ascending order; the last one is what producers
+ * write. */
+typedef struct event_schema {
+    const char *type;
+    int32_t version;
+    const char *message;
+} event_schema;
+size_t event_schemas(const event_schema **out);
+
 /* The protobuf message name for a type and schema version
  * ("task.created", 1 -> "todo.v1.TaskCreated"), or NULL when unknown. */
 const char *event_message_name(const char *event_type, int32_t schema_version);
+
+/* The version producers of this build write for a type (0: unknown type). */
+int32_t event_current_version(const char *event_type);
+
+/* The registry's schema id for (type, version) as recorded by this process
+ * (0: none recorded). set is meant for start-up; reads are thread-safe. */
+void event_schema_id_set(const char *event_type, int32_t schema_version, int32_t id);
+int32_t event_schema_id(const char *event_type, int32_t schema_version);
 
 /* The topic an event type is published to ("task.created" ->
  * "tasks.events.v1"), or NULL for a type no topic carries. */

@@ -10,6 +10,7 @@
 #include "log.h"
 #include "pgx.h"
 #include "proj_cache.h"
+#include "reg_local.h"
 #include "text.h"
 #include "todo/v1/events.pb-c.h"
 
@@ -419,7 +420,12 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
         dead[i] = NULL;
         out[i] = DEAD;
         if (msgs[i]->err != RD_KAFKA_RESP_ERR_NO_ERROR) continue;
-        if (event_decode(msgs[i]->payload, msgs[i]->len, a, &envs[i], &derr) != 0) {
+        if (event_decode(msgs[i]->payload, msgs[i]->len, a, &envs[i], &derr) != 0 ||
+            (ps != NULL && ps->schemas != NULL && (rc = reg_resolve_envelope(ps->schemas, pg, envs[i], &derr)) != 0)) {
+            if (envs[i] != NULL && derr.code != TODO_EINVAL) { /* the registry could not be asked: retry */
+                *err = derr;
+                return derr.code;
+            }
             envs[i] = NULL;
             dead[i] = arena_strdup(a, derr.msg);
         } else {

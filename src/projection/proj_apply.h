@@ -12,7 +12,9 @@
  * A record that cannot be decoded or applied (not an envelope, an unknown
  * event type or schema version, a payload that does not decode or makes no
  * sense) is "dead": the batch goes on without it and the caller sends it to
- * the dead-letter topic. Old schema versions are upcast to the current one
+ * the dead-letter topic, and so is a record whose schema id the registry
+ * does not know, or knows as a version this build cannot read (see
+ * reg_local.h; with status->schemas set). Old schema versions are upcast to the current one
  * (task.created v1 -> v2: no category). Projected today: task.created,
  * task.updated (only the fields it names), task.completed, task.reopened,
  * task.deleted and task.restored (a deleted task keeps its row, hidden from
@@ -65,6 +67,7 @@ typedef struct proj_status {
     const char *last_error;   /* a failure seen since the last batch, or NULL */
     bool shadow;              /* a rebuild's copy: does not take the swap lock */
     struct proj_cache *cache; /* the Redis fast path, or NULL */
+    struct reg_resolver *schemas; /* resolves the records' schema ids (reg_local.h), or NULL: ids not checked */
 } proj_status;
 
 /* proj_apply_batch, also recording status (may be NULL) in the batch's

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "pgx.h"
 #include "proj_cache.h"
+#include "reg_local.h"
 
 static void on_dlq_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 {
@@ -79,13 +80,14 @@ int proj_loop_run(const proj_loop_opts *o, todo_err *err)
     rd_kafka_message_t **msgs = calloc((size_t)cfg->projector_batch, sizeof *msgs);
     const char **dead = calloc((size_t)cfg->projector_batch, sizeof *dead);
     arena *a = arena_new();
+    reg_resolver *schemas = reg_resolver_new();
     /* The live projection asks Redis first; a rebuild's fresh copy would only miss. */
     proj_cache *cache = rk != NULL && !o->shadow ? proj_cache_new(cfg->redis_url, o->group, err) : NULL;
     if (rk != NULL && !o->shadow && cache == NULL) {
         rc = err->code;
         goto out;
     }
-    if (rk == NULL || dlq == NULL || msgs == NULL || dead == NULL || a == NULL) {
+    if (rk == NULL || dlq == NULL || msgs == NULL || dead == NULL || a == NULL || schemas == NULL) {
         rc = rk == NULL || dlq == NULL ? err->code : todo_err_set(err, TODO_EINTERNAL, "out of memory");
         goto out;
     }
@@ -113,7 +115,7 @@ int proj_loop_run(const proj_loop_opts *o, todo_err *err)
         for (;;) {
             arena_reset(a);
             proj_status ps = {.projection = o->group, .last_error = last_error[0] ? last_error : NULL,
-                              .shadow = o->shadow, .cache = cache};
+                              .shadow = o->shadow, .cache = cache, .schemas = schemas};
             if (pg == NULL || PQstatus(pg) != CONNECTION_OK || PQpipelineStatus(pg) != PQ_PIPELINE_OFF) {
                 pgx_close(pg);
                 pg = pgx_connect_schema(cfg->pg_url, "todo-projector", o->schema, err);
@@ -149,6 +151,7 @@ out:
     }
     pgx_close(pg);
     proj_cache_free(cache);
+    reg_resolver_free(schemas);
     arena_free(a);
     free(msgs);
     free(dead);

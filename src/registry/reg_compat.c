@@ -289,6 +289,22 @@ static void compare_removals(check *c, const char *path, const msg_t *old_m, con
     }
 }
 
+/* The length of a full name without a version suffix "V<digits>" on its
+ * last component ("todo.v1.TaskCreatedV2" -> "todo.v1.TaskCreated"). */
+static size_t unversioned_len(const char *name)
+{
+    size_t n = strlen(name), d = n;
+    while (d > 0 && name[d - 1] >= '0' && name[d - 1] <= '9') d--;
+    if (d == n || d < 2 || name[d - 1] != 'V' || name[d - 2] == '.') return n;
+    return d - 1;
+}
+
+bool reg_same_message_name(const char *a, const char *b)
+{
+    size_t na = unversioned_len(a), nb = unversioned_len(b);
+    return na == nb && memcmp(a, b, na) == 0;
+}
+
 int reg_compat_check(const reg_schema *old_schema, const reg_schema *new_schema, reg_mode m, reg_report *report,
                      todo_err *err)
 {
@@ -304,7 +320,7 @@ int reg_compat_check(const reg_schema *old_schema, const reg_schema *new_schema,
     if (m == REG_NONE) return TODO_OK;
     check c = {.old_set = old_schema->set, .new_set = new_schema->set, .report = report};
     const char *path = new_schema->message;
-    if (strcmp(old_schema->message, new_schema->message) != 0)
+    if (!reg_same_message_name(old_schema->message, new_schema->message))
         violation(&c, "MESSAGE_SAME_NAME: %s: the message was %s", new_schema->message, old_schema->message);
     bool backward = m == REG_BACKWARD || m == REG_FULL || m == REG_BACKWARD_TRANSITIVE || m == REG_FULL_TRANSITIVE;
     bool forward = m == REG_FORWARD || m == REG_FULL || m == REG_FORWARD_TRANSITIVE || m == REG_FULL_TRANSITIVE;

@@ -18,7 +18,10 @@
  * the message of a violation:
  *
  *   MESSAGE_SAME_NAME          the root message keeps its full name (package
- *                              and name)
+ *                              and name); a version suffix V<N> on the name
+ *                              does not count (TaskCreated -> TaskCreatedV2:
+ *                              generated code holds both versions side by
+ *                              side under two names)
  *   FIELD_SAME_NAME            a field number keeps its name
  *   FIELD_WIRE_COMPATIBLE_TYPE a field number keeps a wire-compatible type:
  *                              int32/uint32/int64/uint64/bool/enum (varint),
@@ -67,6 +70,10 @@ const char *reg_mode_name(reg_mode m);
 int reg_mode_parse(const char *name, reg_mode *out);
 /* True for the TRANSITIVE forms. */
 bool reg_mode_transitive(reg_mode m);
+
+/* True when two full names name the same message up to a version suffix
+ * ("todo.v1.TaskCreated" and "todo.v1.TaskCreatedV2"). */
+bool reg_same_message_name(const char *a, const char *b);
 
 typedef struct reg_schema {
     const Google__Protobuf__FileDescriptorSet *set;   /* borrowed */

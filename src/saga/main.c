@@ -41,6 +41,7 @@
 #include "log.h"
 #include "pgx.h"
 #include "redisx.h"
+#include "reg_local.h"
 #include "saga_completion.h"
 #include "saga_notify.h"
 #include "saga_scheduler.h"
@@ -56,6 +57,7 @@
 static todo_config cfg;
 static atomic_int stopping;
 static rd_kafka_t *producer; /* saga events, notifications, dead letters */
+static reg_resolver *resolver; /* the schema ids of the records consumed */
 
 static void pause_ms(int ms)
 {
@@ -244,6 +246,10 @@ static int start_saga(PGconn *pg, const rd_kafka_message_t *m, todo_err *err)
         arena_free(a);
         return rc != 0 ? TODO_EINVAL : TODO_OK; /* other events are not ours */
     }
+    if ((rc = reg_resolve_envelope(resolver, pg, env, err)) != 0) {
+        arena_free(a);
+        return rc;
+    }
     ProtobufCAllocator alloc;
     arena_pbc_allocator(a, &alloc);
     Todo__V1__TaskCompleted *ev = todo__v1__task_completed__unpack(&alloc, env->data.len, env->data.data);
@@ -415,6 +421,10 @@ static int dispatch(saga_notify *s, const rd_kafka_message_t *m, todo_err *err)
         arena_free(a);
         return rc != 0 ? TODO_EINVAL : TODO_OK; /* our own sent/failed events, and others */
     }
+    if ((rc = reg_resolve_envelope(resolver, s->pg, env, err)) != 0) {
+        arena_free(a);
+        return rc;
+    }
     ProtobufCAllocator alloc;
     arena_pbc_allocator(a, &alloc);
     Todo__V1__SendNotification *n = todo__v1__send_notification__unpack(&alloc, env->data.len, env->data.data);
@@ -481,6 +491,15 @@ static void *notifier_main(void *arg)
     return NULL;
 }
 
+/* The event types this process writes (see todo-command's main). */
+static const char *const PRODUCED[] = {
+    "saga.started",          "saga.step.completed",     "saga.step.failed",
+    "saga.step.compensated", "saga.step.compensation_failed", "saga.compensating",
+    "saga.compensated",      "saga.completed",          "saga.failed",
+    "recurring.task.generated", "notification.requested", "notification.sent",
+    "notification.failed",
+};
+
 int main(void)
 {
     todo_err err;
@@ -490,6 +509,14 @@ int main(void)
         return 2;
     }
     log_set_level(cfg.log_level);
+    if (reg_register_at_startup(cfg.pg_url, "todo-saga", PRODUCED, sizeof PRODUCED / sizeof PRODUCED[0], &err) != 0) {
+        log_error("saga", "cannot register the event schemas", "error=\"%s\"", err.msg);
+        return 1;
+    }
+    if ((resolver = reg_resolver_new()) == NULL) {
+        log_error("saga", "cannot start", "error=\"out of memory\"");
+        return 1;
+    }
     svc_signals_block(&sigs);
     producer = kafkax_producer_new(cfg.kafka_brokers, "todo-saga", saga_completion_on_delivery, NULL, &err);
     if (producer == NULL) {
@@ -513,6 +540,7 @@ int main(void)
     rd_kafka_flush(producer, 5000);
     rd_kafka_destroy(producer);
     curl_global_cleanup();
+    reg_resolver_free(resolver);
     log_info("saga", "stopped", "instance=%s", cfg.saga_instance);
     return 0;
 }

@@ -129,7 +129,18 @@ static void kafka_headers_carry_cloudevents_names(void **state)
     assert_string_equal(header(h, "correlation_id", buf), "corr-1");
     assert_null(header(h, "causation_id", buf));
     assert_string_equal(header(h, "todo_position", buf), "42");
+    assert_null(header(h, "todo_schema_id", buf)); /* no id recorded: none sent */
     rd_kafka_headers_destroy(h);
+
+    /* With the id a producer recorded at start-up: in the envelope and a header. */
+    event_schema_id_set("task.created", 2, 17);
+    event_encode(&m, &ev.base, a, &bytes, &len, &err);
+    event_decode(bytes, len, a, &env, &err);
+    assert_int_equal(env->schema_id, 17);
+    h = event_kafka_headers(env);
+    assert_string_equal(header(h, "todo_schema_id", buf), "17");
+    rd_kafka_headers_destroy(h);
+    event_schema_id_set("task.created", 2, 0);
     arena_free(a);
 }
 

@@ -47,7 +47,9 @@ static const row ROWS[] = {
      "FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED"},
     {"v1", "bad_enum", "regtest.v1.Event", "ENUM_VALUE_NO_DELETE_UNLESS_NUMBER_RESERVED",
      "ENUM_VALUE_NO_DELETE_UNLESS_NUMBER_RESERVED"},
-    {"v1", "bad_message_name", "regtest.v1.EventV2", "MESSAGE_SAME_NAME", "MESSAGE_SAME_NAME"},
+    {"v1", "bad_message_name", "regtest.v1.Happening", "MESSAGE_SAME_NAME", "MESSAGE_SAME_NAME"},
+    /* A version suffix is not a new name (TaskCreated -> TaskCreatedV2). */
+    {"v1", "ok_versioned_name", "regtest.v1.EventV2", NULL, NULL},
     {"v1", "bad_package", "regtest.v2.Event", "MESSAGE_SAME_NAME", "MESSAGE_SAME_NAME"},
     /* New readers of old packed data break; old readers of new singular data do not. */
     {"v1", "bad_repeated_to_singular", "regtest.v1.Event", "FIELD_SAME_CARDINALITY", NULL},
@@ -166,6 +168,19 @@ static void odd_sets_are_refused_or_bounded(void **state)
     assert_int_equal(reg_compat_check(&s, &s, REG_NONE, &r, &err), TODO_EINVAL);
 }
 
+static void version_suffixes_are_not_renames(void **state)
+{
+    (void)state;
+    assert_true(reg_same_message_name("todo.v1.TaskCreated", "todo.v1.TaskCreatedV2"));
+    assert_true(reg_same_message_name("todo.v1.TaskCreatedV2", "todo.v1.TaskCreatedV13"));
+    assert_true(reg_same_message_name("a.B", "a.B"));
+    assert_false(reg_same_message_name("todo.v1.TaskCreated", "todo.v1.TaskCreate"));
+    assert_false(reg_same_message_name("todo.v1.TaskCreated", "todo.v2.TaskCreatedV2"));
+    assert_false(reg_same_message_name("todo.v1.V2", "todo.v1.V3"));       /* a name that is only a suffix */
+    assert_false(reg_same_message_name("todo.v1.TaskV", "todo.v1.Task"));  /* "V" without digits */
+    assert_false(reg_same_message_name("todo.v1.Task2", "todo.v1.Task"));  /* digits without "V" */
+}
+
 static void modes_parse(void **state)
 {
     (void)state;
@@ -185,6 +200,7 @@ int main(void)
         cmocka_unit_test(every_rule_passes_and_fails_in_every_mode),
         cmocka_unit_test(violations_name_the_message_and_field),
         cmocka_unit_test(odd_sets_are_refused_or_bounded),
+        cmocka_unit_test(version_suffixes_are_not_renames),
         cmocka_unit_test(modes_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
