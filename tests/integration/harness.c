@@ -2,6 +2,11 @@
 #include "harness.h"
 
 #include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -20,6 +25,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "text.h"
 #include "todo/v1/command.pb-c.h"
+#include "todo/v1/events.pb-c.h"
 
 extern char **environ;
 
@@ -256,4 +262,43 @@ int harness_todoctl(const char *args, char *out, size_t cap)
     out[n] = '\0';
     int st = pclose(p);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+void harness_produce(const char *topic, const char *key, const void *value, size_t len)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", getenv("TODO_KAFKA_BROKERS"), errstr, sizeof errstr);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    if (rk == NULL) fail_msg("no producer: %s", errstr);
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
+    if (rd_kafka_produce(t, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY, (void *)value, len, key, strlen(key), NULL) != 0 ||
+        rd_kafka_flush(rk, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        fail_msg("producing to %s failed", topic);
+    rd_kafka_topic_destroy(t);
+    rd_kafka_destroy(rk);
+}
+
+typedef struct dlq_want {
+    const char *topic, *group;
+    const void *value;
+    size_t len;
+    const char *reason_part;
+} dlq_want;
+
+static bool is_the_dead_letter(const rd_kafka_message_t *m, void *ctx)
+{
+    const dlq_want *w = ctx;
+    Todo__V1__DeadLetter *dl = todo__v1__dead_letter__unpack(NULL, m->len, m->payload);
+    bool yes = dl != NULL && dl->original_value.len == w->len && memcmp(dl->original_value.data, w->value, w->len) == 0 &&
+               strstr(dl->reason, w->reason_part) != NULL && strcmp(dl->original_topic, w->topic) == 0 &&
+               strcmp(dl->consumer_group, w->group) == 0;
+    if (dl != NULL) todo__v1__dead_letter__free_unpacked(dl, NULL);
+    return yes;
+}
+
+bool harness_dlq_holds(const char *topic, const char *group, const void *value, size_t len, const char *reason_part)
+{
+    dlq_want w = {topic, group, value, len, reason_part};
+    return harness_consume("system.dlq.v1", is_the_dead_letter, &w, 1, 15000) == 1;
 }

@@ -58,6 +58,14 @@ void harness_sleep_ms(int ms);
 int harness_consume(const char *topic, bool (*match)(const rd_kafka_message_t *m, void *ctx), void *ctx, int want,
                     int timeout_ms);
 
+/* Produces one record (key, value) to topic and waits for its delivery. */
+void harness_produce(const char *topic, const char *key, const void *value, size_t len);
+
+/* True when system.dlq.v1 holds (or receives within 15 s) a dead letter from
+ * consumer group `group` of a record of topic whose value was value and whose
+ * reason contains reason_part. */
+bool harness_dlq_holds(const char *topic, const char *group, const void *value, size_t len, const char *reason_part);
+
 /* Runs todoctl of this build with args (a shell word list); returns its exit
  * status, its output (stdout and stderr) in out. */
 int harness_todoctl(const char *args, char *out, size_t cap);

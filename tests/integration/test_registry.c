@@ -1,17 +1,32 @@
 /*
- * Integration tests of the schema registry on the real PostgreSQL, through
- * todoctl: register v1, a compatible v2 passes, a breaking v3 is refused
- * with the rule named, registering again is idempotent, modes per subject.
+ * Integration tests of the schema registry on the real stack.
+ *
+ * Through todoctl: register v1, a compatible v2 passes, a breaking v3 is
+ * refused with the rule named, registering again is idempotent, modes per
+ * subject. On the wire: the services register their schemas at start-up
+ * and stamp every record with its schema id; the projector reads v1 and v2
+ * task.created events by their ids, dead-letters unknown, foreign and newer
+ * ids and goes on; a producer whose schema the registry refuses does not
+ * start and says which rule it broke.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
+#include "arena.h"
+#include "event.h"
 #include "harness.h"
+#include "reg_local.h"
+#include "reg_store.h"
+#include "text.h"
+#include "todo/v1/command.pb-c.h"
 
 static int todoctl(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int todoctl(char *out, size_t cap, const char *fmt, ...)
@@ -80,10 +95,262 @@ static void versions_are_checked_registered_and_refused(void **state)
     assert_int_equal(todoctl(out, sizeof out, "registry set-mode %s SIDEWAYS", subject), 2);
 }
 
+/* ---- schema ids on the wire ---- */
+
+/* The id of message's schema registered under subject (0: none). */
+static int registered_id(const char *subject, const char *message)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "select coalesce(max(s.id), 0) from registry.versions v join registry.schemas s on s.id = v.schema_id"
+             " where v.subject = '%s' and s.message = $1",
+             subject);
+    return (int)harness_scalar(harness_db, sql, message);
+}
+
+typedef struct stamped {
+    const char *event_id;
+    int header_id, envelope_id;
+} stamped;
+
+static bool is_event(const rd_kafka_message_t *m, void *ctx)
+{
+    stamped *w = ctx;
+    Todo__V1__EventEnvelope *env = todo__v1__event_envelope__unpack(NULL, m->len, m->payload);
+    bool yes = env != NULL && strcmp(env->event_id, w->event_id) == 0;
+    if (yes) {
+        rd_kafka_headers_t *h = NULL;
+        const void *v;
+        size_t n;
+        char buf[32] = "";
+        if (rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            rd_kafka_header_get_last(h, "todo_schema_id", &v, &n) == RD_KAFKA_RESP_ERR_NO_ERROR && n < sizeof buf) {
+            memcpy(buf, v, n);
+            buf[n] = '\0';
+        }
+        w->header_id = atoi(buf);
+        w->envelope_id = env->schema_id;
+    }
+    if (env != NULL) todo__v1__event_envelope__free_unpacked(env, NULL);
+    return yes;
+}
+
+static void producers_register_their_schemas_and_stamp_every_record(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    /* Both compiled versions of task.created, oldest first. */
+    int v1 = registered_id("task.created", "todo.v1.TaskCreated"), v2 = registered_id("task.created", "todo.v1.TaskCreatedV2");
+    assert_true(v1 > 0 && v2 > 0);
+    char ids[2][16];
+    snprintf(ids[0], sizeof ids[0], "%d", v1);
+    snprintf(ids[1], sizeof ids[1], "%d", v2);
+    const char *version_sql = "select version from registry.versions where subject = 'task.created' and schema_id = $1::int";
+    assert_true(harness_scalar(harness_db, version_sql, ids[0]) < harness_scalar(harness_db, version_sql, ids[1]));
+    /* Every subject the command writes is there; the saga's too once it ran. */
+    assert_true(registered_id("reminder.triggered", "todo.v1.ReminderTriggered") > 0);
+    assert_true(registered_id("recurring_pattern.updated", "todo.v1.RecurringPatternUpdated") > 0);
+
+    char user[64];
+    harness_user(user, "stamped");
+    char *auth = harness_bearer(user, 600, NULL);
+    Todo__V1__CreateTaskRequest req = TODO__V1__CREATE_TASK_REQUEST__INIT;
+    req.title = "stamped with its schema";
+    Todo__V1__CommandReply *rp;
+    grpcx_result res;
+    assert_int_equal(harness_command("CreateTask", &req.base, auth, &rp, &res), GRPC_STATUS_OK);
+    stamped w = {.event_id = rp->event_id};
+    assert_int_equal(harness_consume("tasks.events.v1", is_event, &w, 1, 15000), 1);
+    assert_int_equal(w.header_id, v2);
+    assert_int_equal(w.envelope_id, v2);
+    protobuf_c_message_free_unpacked(&rp->base, NULL);
+    free(auth);
+}
+
+/* Encodes a task.created event of version v (1 or 2) for a new task of
+ * user, stamped with schema id id. */
+static void task_created(arena *a, const char *user, int v, int id, const char *title, uint8_t **bytes, size_t *len)
+{
+    char task_id[37], event_id[37];
+    todo_err err;
+    text_uuid_v4(task_id);
+    text_uuid_v4(event_id);
+    Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    ts.seconds = 1700000000;
+    Todo__V1__TaskCreated e1 = TODO__V1__TASK_CREATED__INIT;
+    Todo__V1__TaskCreatedV2 e2 = TODO__V1__TASK_CREATED_V2__INIT;
+    e1.task_id = e2.task_id = task_id;
+    e1.title = e2.title = (char *)title;
+    e1.created_at = e2.created_at = &ts;
+    e2.category = "errands";
+    event_meta m = {.event_id = event_id, .event_type = "task.created", .source = "test", .time_us = event_now_us(),
+                    .user_id = user, .aggregate_type = "task", .aggregate_id = task_id, .aggregate_version = 1,
+                    .schema_version = v};
+    int32_t before = event_schema_id("task.created", v);
+    event_schema_id_set("task.created", v, id);
+    assert_int_equal(event_encode(&m, v == 1 ? &e1.base : &e2.base, a, bytes, len, &err), 0);
+    event_schema_id_set("task.created", v, before);
+}
+
+static long long projected(const char *user, const char *title, const char *category, int timeout_ms)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "select count(*) from read.tasks where user_id = $1 and title = '%s' and category = '%s'",
+             title, category);
+    long long until = harness_now_ms() + timeout_ms, n = 0;
+    while ((n = harness_scalar(harness_db, sql, user)) == 0 && harness_now_ms() < until) harness_sleep_ms(50);
+    return n;
+}
+
+#define PROJECTOR_GROUP "projection-task-read-v1"
+
+static void v1_and_v2_events_are_projected_by_their_schema_ids(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64];
+    harness_user(user, "versions");
+    arena *a = arena_new();
+    uint8_t *b1, *b2;
+    size_t n1, n2;
+    task_created(a, user, 1, registered_id("task.created", "todo.v1.TaskCreated"), "written as v1", &b1, &n1);
+    task_created(a, user, 2, registered_id("task.created", "todo.v1.TaskCreatedV2"), "written as v2", &b2, &n2);
+    harness_produce("tasks.events.v1", user, b1, n1);
+    harness_produce("tasks.events.v1", user, b2, n2);
+    assert_int_equal(projected(user, "written as v1", "", 15000), 1);        /* upcast: no category */
+    assert_int_equal(projected(user, "written as v2", "errands", 15000), 1);
+    arena_free(a);
+}
+
+/* Registers a "v3" of task.created that this build does not know: v2 under
+ * the name TaskCreatedV3 (compatible; a new message to this build). */
+static int register_v3(void)
+{
+    uint8_t *bytes;
+    size_t len;
+    todo_err err;
+    assert_int_equal(reg_compiled_schema("todo.v1.TaskCreatedV2", &bytes, &len, &err), 0);
+    Google__Protobuf__FileDescriptorSet *set = google__protobuf__file_descriptor_set__unpack(NULL, len, bytes);
+    free(bytes);
+    assert_non_null(set);
+    Google__Protobuf__FileDescriptorProto *ev = set->file[set->n_file - 1];
+    char *old_name = ev->message_type[0]->name;
+    ev->message_type[0]->name = "TaskCreatedV3";
+    len = google__protobuf__file_descriptor_set__get_packed_size(set);
+    bytes = malloc(len);
+    google__protobuf__file_descriptor_set__pack(set, bytes);
+    ev->message_type[0]->name = old_name;
+    google__protobuf__file_descriptor_set__free_unpacked(set, NULL);
+    int id, version;
+    reg_report report;
+    int rc = reg_store_register(harness_db, "task.created", "todo.v1.TaskCreatedV3", bytes, len, true, &id, &version,
+                                &report, &err);
+    free(bytes);
+    if (rc != 0) fail_msg("registering v3: %s", err.msg);
+    return id;
+}
+
+static void unknown_foreign_and_newer_schema_ids_are_dead_lettered(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64];
+    harness_user(user, "schemaids");
+    arena *a = arena_new();
+    uint8_t *unknown, *foreign, *newer, *good;
+    size_t n_unknown, n_foreign, n_newer, n_good;
+    int v3 = register_v3();
+    assert_true(v3 > 0);
+    task_created(a, user, 2, 987654321, "unknown id", &unknown, &n_unknown);
+    task_created(a, user, 2, registered_id("task.completed", "todo.v1.TaskCompleted"), "foreign id", &foreign,
+                 &n_foreign);
+    task_created(a, user, 2, v3, "newer id", &newer, &n_newer);
+    task_created(a, user, 2, registered_id("task.created", "todo.v1.TaskCreatedV2"), "after them", &good, &n_good);
+    harness_produce("tasks.events.v1", user, unknown, n_unknown);
+    harness_produce("tasks.events.v1", user, foreign, n_foreign);
+    harness_produce("tasks.events.v1", user, newer, n_newer);
+    harness_produce("tasks.events.v1", user, good, n_good);
+    /* The projector went on past them... */
+    assert_int_equal(projected(user, "after them", "errands", 15000), 1);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from read.tasks where user_id = $1", user), 1);
+    /* ...and each is on the dead-letter topic, saying why. */
+    assert_true(harness_dlq_holds("tasks.events.v1", PROJECTOR_GROUP, unknown, n_unknown,
+                                  "schema id 987654321 is not registered"));
+    assert_true(harness_dlq_holds("tasks.events.v1", PROJECTOR_GROUP, foreign, n_foreign,
+                                  "is not registered for task.created"));
+    assert_true(harness_dlq_holds("tasks.events.v1", PROJECTOR_GROUP, newer, n_newer,
+                                  "todo.v1.TaskCreatedV3) is not a version this consumer reads"));
+    arena_free(a);
+}
+
+/* A database of its own, migrated, whose registry holds a task.deleted the
+ * command's cannot follow: the command refuses to start, naming the rule. */
+static void a_producer_refuses_to_start_when_its_schema_is_refused(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char db[64], sql[160], admin_url[512], cmd_url[512], out[4096];
+    harness_user(db, "regdb");
+    for (char *c = db; *c; c++)
+        if (*c == '-') *c = '_';
+    snprintf(sql, sizeof sql, "create database %s", db);
+    PGresult *r = PQexec(harness_db, sql);
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    const char *base = getenv("TODO_PG_URL"), *cbase = getenv("TODO_COMMAND_PG_URL");
+    snprintf(admin_url, sizeof admin_url, "%.*s/%s", (int)(strrchr(base, '/') - base), base, db);
+    snprintf(cmd_url, sizeof cmd_url, "TODO_COMMAND_PG_URL=%.*s/%s", (int)(strrchr(cbase, '/') - cbase), cbase, db);
+    char *saved = strdup(base);
+    setenv("TODO_PG_URL", admin_url, 1);
+    assert_int_equal(harness_todoctl("migrate", out, sizeof out), 0);
+    assert_int_equal(todoctl(out, sizeof out, "registry register task.deleted %s/todo_descriptors.pb --message "
+                                              "todo.v1.TaskCompleted", REG_GEN_DIR), 0);
+    setenv("TODO_PG_URL", saved, 1);
+    free(saved);
+
+    char addr[64], log[256];
+    snprintf(addr, sizeof addr, "TODO_COMMAND_ADDR=127.0.0.1:%d", harness_free_port());
+    snprintf(log, sizeof log, "%s/refused-schema.log", REG_LOG_DIR);
+    FILE *f = fopen(log, "w"); /* this run's output only */
+    if (f != NULL) fclose(f);
+    const char *extra[] = {cmd_url, addr, NULL};
+    pid_t pid = harness_spawn("command/todo-command", "refused-schema", extra);
+    int status = -1;
+    long long until = harness_now_ms() + 20000;
+    while (harness_now_ms() < until && waitpid(pid, &status, WNOHANG) == 0) harness_sleep_ms(50);
+    if (harness_now_ms() >= until) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        fail_msg("todo-command started although its schema was refused");
+    }
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 1);
+    f = fopen(log, "r");
+    assert_non_null(f);
+    size_t n = fread(out, 1, sizeof out - 1, f);
+    out[n] = '\0';
+    fclose(f);
+    assert_non_null(strstr(out, "cannot register the event schemas"));
+    assert_non_null(strstr(out, "task.deleted"));
+    assert_non_null(strstr(out, "MESSAGE_SAME_NAME"));
+
+    snprintf(sql, sizeof sql, "drop database %s with (force)", db);
+    r = PQexec(harness_db, sql);
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(versions_are_checked_registered_and_refused),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const struct CMUnitTest wire[] = {
+        cmocka_unit_test(producers_register_their_schemas_and_stamp_every_record),
+        cmocka_unit_test(v1_and_v2_events_are_projected_by_their_schema_ids),
+        cmocka_unit_test(unknown_foreign_and_newer_schema_ids_are_dead_lettered),
+        cmocka_unit_test(a_producer_refuses_to_start_when_its_schema_is_refused),
+    };
+    int failed = cmocka_run_group_tests_name("todoctl", tests, NULL, NULL);
+    return failed + cmocka_run_group_tests_name("on the wire", wire, harness_group_setup, harness_group_teardown);
 }

@@ -482,43 +482,15 @@ static void two_projectors_share_the_partitions_without_loss_or_duplicates(void 
                          u == 0 ? 2 * EACH : EACH);
 }
 
-/* Produces one record to tasks.events.v1 and waits for its delivery. */
 static void produce(const char *key, const void *value, size_t len)
 {
-    char errstr[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", getenv("TODO_KAFKA_BROKERS"), errstr, sizeof errstr);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, "tasks.events.v1", NULL);
-    assert_int_equal(rd_kafka_produce(t, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY, (void *)value, len, key,
-                                      strlen(key), NULL), 0);
-    assert_int_equal(rd_kafka_flush(rk, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
-    rd_kafka_topic_destroy(t);
-    rd_kafka_destroy(rk);
+    harness_produce("tasks.events.v1", key, value, len);
 }
 
-typedef struct dlq_want {
-    const void *value;
-    size_t len;
-    const char *reason_part;
-} dlq_want;
-
-static bool is_our_dead_letter(const rd_kafka_message_t *m, void *ctx)
-{
-    const dlq_want *w = ctx;
-    Todo__V1__DeadLetter *dl = todo__v1__dead_letter__unpack(NULL, m->len, m->payload);
-    bool yes = dl != NULL && dl->original_value.len == w->len && memcmp(dl->original_value.data, w->value, w->len) == 0 &&
-               strstr(dl->reason, w->reason_part) != NULL && strcmp(dl->original_topic, "tasks.events.v1") == 0 &&
-               strcmp(dl->consumer_group, "projection-task-read-v1") == 0;
-    if (dl != NULL) todo__v1__dead_letter__free_unpacked(dl, NULL);
-    return yes;
-}
-
-/* True when system.dlq.v1 holds a dead letter whose original value is value. */
+/* True when system.dlq.v1 holds the projector's dead letter of value. */
 static bool dlq_holds(const void *value, size_t len, const char *reason_part)
 {
-    dlq_want w = {value, len, reason_part};
-    return harness_consume("system.dlq.v1", is_our_dead_letter, &w, 1, 15000) == 1;
+    return harness_dlq_holds("tasks.events.v1", "projection-task-read-v1", value, len, reason_part);
 }
 
 static void poison_records_go_to_the_dlq_and_the_projector_moves_on(void **state)
