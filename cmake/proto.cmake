@@ -8,7 +8,8 @@ set(GRPC_PROTO_DIR /usr/share/grpc-proto CACHE PATH "Debian grpc-proto root")
 set(PROTOBUF_INCLUDE_DIR /usr/include CACHE PATH "Root holding google/protobuf/*.proto")
 set(PROTO_GEN_DIR ${CMAKE_BINARY_DIR}/gen)
 
-set(TODO_PROTOS todo/v1/task.proto todo/v1/command.proto todo/v1/query.proto todo/v1/events.proto)
+set(TODO_PROTOS todo/v1/task.proto todo/v1/command.proto todo/v1/query.proto todo/v1/events.proto
+                todo/v1/registry.proto)
 set(WKT_PROTOS google/protobuf/timestamp.proto google/protobuf/field_mask.proto
                google/protobuf/wrappers.proto google/protobuf/descriptor.proto)
 set(GRPC_PROTOS grpc/health/v1/health.proto grpc/reflection/v1/reflection.proto)

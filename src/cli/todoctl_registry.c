@@ -63,24 +63,18 @@ static int read_schema(const char *file, uint8_t **bytes, size_t *len)
 static int list(PGconn *pg)
 {
     todo_err err;
-    PGresult *r = pgx_exec(pg,
-                           "select v.subject, max(v.version), (array_agg(s.id order by v.version desc))[1],"
-                           " (array_agg(s.message order by v.version desc))[1],"
-                           " coalesce((select mode from registry.config c where c.subject = v.subject),"
-                           "  (select mode from registry.config where subject = '*') || ' (global)')"
-                           " from registry.versions v join registry.schemas s on s.id = v.schema_id"
-                           " group by v.subject order by v.subject",
-                           0, NULL, &err);
-    if (r == NULL) {
+    reg_subject_info *subjects;
+    size_t n;
+    if (reg_store_list(pg, &subjects, &n, &err) != 0) {
         fprintf(stderr, "todoctl: %s\n", err.msg);
         return 1;
     }
     printf("%-32s %7s %6s  %-36s %s\n", "subject", "version", "id", "message", "mode");
-    for (int i = 0; i < PQntuples(r); i++)
-        printf("%-32s %7s %6s  %-36s %s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
-               PQgetvalue(r, i, 3), PQgetvalue(r, i, 4));
-    if (PQntuples(r) == 0) printf("no subjects\n");
-    PQclear(r);
+    for (size_t i = 0; i < n; i++)
+        printf("%-32s %7d %6d  %-36s %s%s\n", subjects[i].subject, subjects[i].latest_version, subjects[i].latest_id,
+               subjects[i].message, subjects[i].mode, subjects[i].mode_is_default ? " (global)" : "");
+    if (n == 0) printf("no subjects\n");
+    free(subjects);
     return 0;
 }
 

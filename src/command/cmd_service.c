@@ -30,6 +30,12 @@ void cmd_thread_cleanup(void *state)
     free(t);
 }
 
+PGconn *cmd_thread_pg(grpcx_call *c, todo_err *err)
+{
+    cmd_thread *t = grpcx_call_state(c);
+    return pgx_ensure(&t->pg, t->cfg->pg_url, t->app_name, err) == 0 ? t->pg : NULL;
+}
+
 /* The string field name of a request, or NULL. */
 static const char *string_field(const ProtobufCMessage *m, const char *name)
 {

@@ -12,6 +12,8 @@
 
 #include "audit.h"
 #include "config.h"
+#include <libpq-fe.h>
+
 #include "grpcx.h"
 
 /* What the handlers share; borrowed, it must outlive the server. */
@@ -26,5 +28,9 @@ int cmd_service_register(grpcx_server *s, todo_err *err);
 /* grpcx thread hooks: app is the cmd_app. */
 void *cmd_thread_init(void *app, int index);
 void cmd_thread_cleanup(void *state);
+
+/* The calling worker thread's database connection (connected on first use),
+ * or NULL with err set: for services hosted beside this one. */
+PGconn *cmd_thread_pg(grpcx_call *c, todo_err *err);
 
 #endif

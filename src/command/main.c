@@ -1,5 +1,6 @@
 /*
- * todo-command: the write side. Serves todo.v1.TaskCommandService over gRPC,
+ * todo-command: the write side. Serves todo.v1.TaskCommandService (and the
+ * schema registry's todo.v1.SchemaRegistryService) over gRPC,
  * runs the outbox relay and writes the audit trail. Settings come from the environment
  * (docs/OPERATIONS.md); SIGINT or SIGTERM stop it gracefully.
  */
@@ -11,6 +12,7 @@
 #include "grpcx.h"
 #include "log.h"
 #include "reg_local.h"
+#include "reg_service.h"
 #include "svc.h"
 
 /* The event types this service writes: their schemas are registered (or
@@ -59,7 +61,9 @@ int main(void)
         .component = "command",
     };
     grpcx_server *srv = grpcx_server_new(&opts, &err);
-    if (srv == NULL || cmd_service_register(srv, &err) != 0 || grpcx_server_start(srv, cfg.command_addr, &err) != 0) {
+    reg_service_opts registry = {.jwt_secret = cfg.jwt_secret, .writers = cfg.registry_writers, .pg = cmd_thread_pg};
+    if (srv == NULL || cmd_service_register(srv, &err) != 0 || reg_service_register(srv, &registry, &err) != 0 ||
+        grpcx_server_start(srv, cfg.command_addr, &err) != 0) {
         log_error("command", "cannot start the gRPC server", "error=\"%s\"", err.msg);
         grpcx_server_free(srv);
         cmd_relay_stop(relay);

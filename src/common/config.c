@@ -129,6 +129,8 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
     if ((rc = get_int(&cfg->notify_attempts, "TODO_NOTIFY_ATTEMPTS", 5, 1, 100, get, ctx, err)) != 0) return rc;
     if ((rc = get_int(&cfg->saga_step_delay_ms, "TODO_SAGA_STEP_DELAY_MS", 0, 0, 60000, get, ctx, err)) != 0)
         return rc;
+    if ((rc = get_str(cfg->registry_writers, "TODO_REGISTRY_WRITERS", "registry-admin", get, ctx, err)) != 0)
+        return rc;
 
     if ((rc = get_int(&cfg->request_ttl_s, "TODO_REQUEST_TTL_S", 86400, 60, 30 * 86400, get, ctx, err)) != 0)
         return rc;

@@ -84,6 +84,40 @@ int reg_store_by_id(PGconn *pg, int id, reg_schema_row *out, todo_err *err)
                    what, err);
 }
 
+int reg_store_list(PGconn *pg, reg_subject_info **out, size_t *n, todo_err *err)
+{
+    *out = NULL;
+    *n = 0;
+    PGresult *r = pgx_exec(pg,
+                           "select v.subject, max(v.version), (array_agg(s.id order by v.version desc))[1],"
+                           " (array_agg(s.message order by v.version desc))[1],"
+                           " coalesce((select mode from registry.config c where c.subject = v.subject),"
+                           "  (select mode from registry.config where subject = '*')),"
+                           " not exists (select 1 from registry.config c where c.subject = v.subject)"
+                           " from registry.versions v join registry.schemas s on s.id = v.schema_id"
+                           " group by v.subject order by v.subject",
+                           0, NULL, err);
+    if (r == NULL) return err->code;
+    size_t rows = (size_t)PQntuples(r);
+    *out = calloc(rows + 1, sizeof **out);
+    if (*out == NULL) {
+        PQclear(r);
+        return todo_err_set(err, TODO_EINTERNAL, "out of memory");
+    }
+    for (size_t i = 0; i < rows; i++) {
+        reg_subject_info *s = &(*out)[i];
+        snprintf(s->subject, sizeof s->subject, "%s", PQgetvalue(r, (int)i, 0));
+        s->latest_version = atoi(PQgetvalue(r, (int)i, 1));
+        s->latest_id = atoi(PQgetvalue(r, (int)i, 2));
+        snprintf(s->message, sizeof s->message, "%s", PQgetvalue(r, (int)i, 3));
+        snprintf(s->mode, sizeof s->mode, "%s", PQgetvalue(r, (int)i, 4));
+        s->mode_is_default = PQgetvalue(r, (int)i, 5)[0] == 't';
+    }
+    *n = rows;
+    PQclear(r);
+    return TODO_OK;
+}
+
 int reg_store_mode(PGconn *pg, const char *subject, reg_mode *out, todo_err *err)
 {
     const char *p[1] = {subject};

@@ -53,6 +53,17 @@ int reg_store_mode(PGconn *pg, const char *subject, reg_mode *out, todo_err *err
 /* Sets subject's mode ("*": the global default). */
 int reg_store_set_mode(PGconn *pg, const char *subject, reg_mode m, todo_err *err);
 
+typedef struct reg_subject_info {
+    char subject[104];
+    int latest_version, latest_id;
+    char message[256];           /* of the latest version */
+    char mode[24];               /* the subject's own, or the global default */
+    bool mode_is_default;
+} reg_subject_info;
+
+/* Every subject, by name; *out (n entries) is malloc'ed. */
+int reg_store_list(PGconn *pg, reg_subject_info **out, size_t *n, todo_err *err);
+
 /* True for a subject name we accept: 1..100 of [a-z0-9._-], or "*" where
  * the global default is meant. */
 bool reg_subject_valid(const char *subject);

@@ -44,6 +44,18 @@ want='"pending"' check "stats" "$GRPCURL" -plaintext -emit-defaults -H "authoriz
 want="x-correlation-id: corr-42" check "correlation id comes back" "$GRPCURL" -plaintext -v \
   -H "authorization: Bearer $TOKEN" -H "x-correlation-id: corr-42" -d '{"title":"traced"}' \
   "$C" todo.v1.TaskCommandService/CreateTask
+# The schema registry, hosted by todo-command.
+want=todo.v1.SchemaRegistryService check "list names the registry" "$GRPCURL" -plaintext "$C" list
+want='"subject": "task.created"' check "registry subjects" "$GRPCURL" -plaintext -H "authorization: Bearer $TOKEN" \
+  -d '{}' "$C" todo.v1.SchemaRegistryService/ListSubjects
+want='"message": "todo.v1.TaskCreated"' check "registry schema by version" "$GRPCURL" -plaintext \
+  -H "authorization: Bearer $TOKEN" -d '{"subject":"task.created","version":1}' "$C" todo.v1.SchemaRegistryService/GetSchema
+want="Code: PermissionDenied" check "registry writes need a writer" "$GRPCURL" -plaintext \
+  -H "authorization: Bearer $TOKEN" -d '{"subject":"task.created","mode":"NONE"}' "$C" todo.v1.SchemaRegistryService/SetMode
+want="Code: InvalidArgument" check "registry mode must be a mode" "$GRPCURL" -plaintext \
+  -H "authorization: Bearer $TOKEN" -d '{"subject":"task.created","mode":"SIDEWAYS"}' "$C" todo.v1.SchemaRegistryService/SetMode
+want="Code: NotFound" check "registry unknown id" "$GRPCURL" -plaintext \
+  -H "authorization: Bearer $TOKEN" -d '{"schema_id":999999999}' "$C" todo.v1.SchemaRegistryService/GetSchema
 want="Code: Unimplemented" check "health watch" "$GRPCURL" -plaintext -max-time 5 "$C" grpc.health.v1.Health/Watch
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]

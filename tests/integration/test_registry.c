@@ -27,6 +27,7 @@
 #include "reg_store.h"
 #include "text.h"
 #include "todo/v1/command.pb-c.h"
+#include "todo/v1/registry.pb-c.h"
 
 static int todoctl(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int todoctl(char *out, size_t cap, const char *fmt, ...)
@@ -340,6 +341,129 @@ static void a_producer_refuses_to_start_when_its_schema_is_refused(void **state)
     PQclear(r);
 }
 
+/* ---- SchemaRegistryService ---- */
+
+static uint8_t *file_bytes(const char *name, size_t *len)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s.pb", REG_TEST_DIR, name);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    uint8_t *buf = malloc(1 << 16);
+    *len = fread(buf, 1, 1 << 16, f);
+    fclose(f);
+    return buf;
+}
+
+static grpc_status_code registry_call(const char *rpc, const ProtobufCMessage *req,
+                                      const ProtobufCMessageDescriptor *reply, const char *auth, ProtobufCMessage **out,
+                                      grpcx_result *res)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/todo.v1.SchemaRegistryService/%s", rpc);
+    ProtobufCMessage *r = NULL;
+    grpc_status_code code = grpcx_unary(harness_svc.cmd, path, req, reply, auth, 15000, &r, res);
+    if (out != NULL) *out = r;
+    else if (r != NULL) protobuf_c_message_free_unpacked(r, NULL);
+    return code;
+}
+
+static void the_grpc_service_checks_registers_and_guards_writes(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char subject[64];
+    harness_user(subject, "grpc.event");
+    char *reader = harness_bearer("registry-reader", 600, NULL), *writer = harness_bearer("registry-admin", 600, NULL);
+    size_t n1, n3;
+    uint8_t *v1 = file_bytes("v1", &n1), *bad = file_bytes("bad_type", &n3);
+    Todo__V1__SchemaRequest req = TODO__V1__SCHEMA_REQUEST__INIT;
+    req.subject = subject;
+    req.message = "regtest.v1.Event";
+    req.descriptor_set = (ProtobufCBinaryData){n1, v1};
+    grpcx_result res;
+    ProtobufCMessage *out;
+
+    /* Reading and checking need a token; writing needs a writer's. */
+    assert_int_equal(registry_call("CheckSchema", &req.base, &todo__v1__check_schema_response__descriptor, NULL, NULL,
+                                   &res), GRPC_STATUS_UNAUTHENTICATED);
+    assert_int_equal(registry_call("CheckSchema", &req.base, &todo__v1__check_schema_response__descriptor, reader, &out,
+                                   &res), GRPC_STATUS_OK);
+    assert_true(((Todo__V1__CheckSchemaResponse *)out)->compatible);
+    protobuf_c_message_free_unpacked(out, NULL);
+    assert_int_equal(registry_call("RegisterSchema", &req.base, &todo__v1__register_schema_response__descriptor, reader,
+                                   NULL, &res), GRPC_STATUS_PERMISSION_DENIED);
+    assert_non_null(strstr(res.message, "registry-reader"));
+    assert_int_equal(registry_call("RegisterSchema", &req.base, &todo__v1__register_schema_response__descriptor, writer,
+                                   &out, &res), GRPC_STATUS_OK);
+    Todo__V1__RegisterSchemaResponse *reg = (Todo__V1__RegisterSchemaResponse *)out;
+    assert_int_equal(reg->version, 1);
+    int id = reg->schema_id;
+    protobuf_c_message_free_unpacked(out, NULL);
+    /* Again: the same id and version. */
+    assert_int_equal(registry_call("RegisterSchema", &req.base, &todo__v1__register_schema_response__descriptor, writer,
+                                   &out, &res), GRPC_STATUS_OK);
+    assert_int_equal(((Todo__V1__RegisterSchemaResponse *)out)->schema_id, id);
+    protobuf_c_message_free_unpacked(out, NULL);
+
+    /* A breaking version: CheckSchema lists why, RegisterSchema refuses naming the rule. */
+    req.descriptor_set = (ProtobufCBinaryData){n3, bad};
+    req.message = ""; /* the latest version's message */
+    assert_int_equal(registry_call("CheckSchema", &req.base, &todo__v1__check_schema_response__descriptor, reader, &out,
+                                   &res), GRPC_STATUS_OK);
+    Todo__V1__CheckSchemaResponse *chk = (Todo__V1__CheckSchemaResponse *)out;
+    assert_false(chk->compatible);
+    assert_string_equal(chk->mode, "BACKWARD");
+    assert_true(chk->n_violations >= 1);
+    assert_non_null(strstr(chk->violations[0], "FIELD_WIRE_COMPATIBLE_TYPE"));
+    protobuf_c_message_free_unpacked(out, NULL);
+    assert_int_equal(registry_call("RegisterSchema", &req.base, &todo__v1__register_schema_response__descriptor, writer,
+                                   NULL, &res), GRPC_STATUS_FAILED_PRECONDITION);
+    assert_non_null(strstr(res.message, "FIELD_WIRE_COMPATIBLE_TYPE"));
+    assert_non_null(strstr(res.message, "regtest.v1.Event"));
+
+    /* Mode NONE lets it through as version 2. */
+    Todo__V1__SetModeRequest mode = TODO__V1__SET_MODE_REQUEST__INIT;
+    mode.subject = subject;
+    mode.mode = "NONE";
+    assert_int_equal(registry_call("SetMode", &mode.base, &todo__v1__set_mode_response__descriptor, writer, NULL, &res),
+                     GRPC_STATUS_OK);
+    assert_int_equal(registry_call("RegisterSchema", &req.base, &todo__v1__register_schema_response__descriptor, writer,
+                                   &out, &res), GRPC_STATUS_OK);
+    assert_int_equal(((Todo__V1__RegisterSchemaResponse *)out)->version, 2);
+    protobuf_c_message_free_unpacked(out, NULL);
+
+    /* By id: the exact bytes registered. */
+    Todo__V1__GetSchemaRequest get = TODO__V1__GET_SCHEMA_REQUEST__INIT;
+    get.schema_id = id;
+    assert_int_equal(registry_call("GetSchema", &get.base, &todo__v1__schema__descriptor, reader, &out, &res),
+                     GRPC_STATUS_OK);
+    Todo__V1__Schema *sch = (Todo__V1__Schema *)out;
+    assert_string_equal(sch->message, "regtest.v1.Event");
+    assert_int_equal(sch->descriptor_set.len, n1);
+    assert_memory_equal(sch->descriptor_set.data, v1, n1);
+    protobuf_c_message_free_unpacked(out, NULL);
+    get.schema_id = 0;
+    get.subject = subject;
+    get.version = 7;
+    assert_int_equal(registry_call("GetSchema", &get.base, &todo__v1__schema__descriptor, reader, NULL, &res),
+                     GRPC_STATUS_NOT_FOUND);
+
+    /* Bad input names the field. */
+    uint8_t junk[] = {0x0a, 0xff, 0xff};
+    req.descriptor_set = (ProtobufCBinaryData){sizeof junk, junk};
+    assert_int_equal(registry_call("RegisterSchema", &req.base, &todo__v1__register_schema_response__descriptor, writer,
+                                   NULL, &res), GRPC_STATUS_INVALID_ARGUMENT);
+    req.subject = "Not A Subject";
+    assert_int_equal(registry_call("CheckSchema", &req.base, &todo__v1__check_schema_response__descriptor, reader, NULL,
+                                   &res), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(res.message, "subject"));
+    free(v1);
+    free(bad);
+    free(reader);
+    free(writer);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -350,6 +474,7 @@ int main(void)
         cmocka_unit_test(v1_and_v2_events_are_projected_by_their_schema_ids),
         cmocka_unit_test(unknown_foreign_and_newer_schema_ids_are_dead_lettered),
         cmocka_unit_test(a_producer_refuses_to_start_when_its_schema_is_refused),
+        cmocka_unit_test(the_grpc_service_checks_registers_and_guards_writes),
     };
     int failed = cmocka_run_group_tests_name("todoctl", tests, NULL, NULL);
     return failed + cmocka_run_group_tests_name("on the wire", wire, harness_group_setup, harness_group_teardown);

@@ -1,0 +1,29 @@
+/*
+ * reg_service: todo.v1.SchemaRegistryService (proto/todo/v1/registry.proto),
+ * the operations of `todoctl registry` over gRPC, on reg_store.
+ *
+ * Every call needs a valid bearer token; RegisterSchema and SetMode need one
+ * whose user id is among the writers (PERMISSION_DENIED otherwise). Bad
+ * input is INVALID_ARGUMENT naming the field; an unknown subject, version or
+ * id is NOT_FOUND; a registration that breaks the subject's mode is
+ * FAILED_PRECONDITION naming the rule, message and field (CheckSchema
+ * answers the same violations in its reply instead).
+ */
+#ifndef TODO_REG_SERVICE_H
+#define TODO_REG_SERVICE_H
+
+#include <libpq-fe.h>
+
+#include "grpcx.h"
+
+typedef struct reg_service_opts {
+    const char *jwt_secret;
+    const char *writers;                                  /* comma-separated user ids */
+    PGconn *(*pg)(grpcx_call *call, todo_err *err);       /* the worker thread's connection */
+} reg_service_opts;
+
+/* Hosts the service on s; o is borrowed and must outlive the server (one
+ * registry service per process). */
+int reg_service_register(grpcx_server *s, const reg_service_opts *o, todo_err *err);
+
+#endif
