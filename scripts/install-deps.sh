@@ -13,6 +13,7 @@ PACKAGES=(
   postgresql redis-server kcat
   openjdk-17-jre-headless maven
   valgrind tzdata
+  clang libclang-rt-14-dev
 )
 
 missing=()

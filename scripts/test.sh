@@ -2,6 +2,8 @@
 # The README's test command: installs what is missing, builds the dev and the
 # sanitizer trees, starts a fresh test stack on free ports, and runs
 #   1. the unit tests (dev build), then again under valgrind (no leaks),
+#      and the registry's fuzz target for a while (scripts/fuzz.sh,
+#      TODO_FUZZ_SECONDS, default 30),
 #   2. the integration tests on the real stack (dev build),
 #   3. every test again in the ASan+UBSan build.
 # The test stack is stopped at the end, whatever happened.
@@ -37,6 +39,9 @@ for t in build/dev/tests/test_*; do
   fi
 done
 [ $vg_fail -eq 0 ] && log "valgrind: no errors, no definite leaks" || failed=1
+
+step "fuzzing the registry's descriptor parsing (libFuzzer, briefly)"
+bash scripts/fuzz.sh "${TODO_FUZZ_SECONDS:-30}" || failed=1
 
 step "integration tests (dev)"
 ctest --test-dir build/dev -L integration --output-on-failure || failed=1
