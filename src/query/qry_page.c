@@ -53,6 +53,26 @@ const char *qry_sort_text(qry_sort_field f)
     return e[f];
 }
 
+const char *const qry_task_select =
+    "select id::text, user_id, title, description, priority,"
+    " (extract(epoch from due_at) * 1000000)::bigint, completed,"
+    " (extract(epoch from completed_at) * 1000000)::bigint, category, array_to_string(tags, E'\\x1f'),"
+    " (extract(epoch from created_at) * 1000000)::bigint, (extract(epoch from updated_at) * 1000000)::bigint,"
+    " version, (due_at is not null and due_at < now() and not completed),"
+    " coalesce(recurring_pattern_id::text, '')";
+
+char *qry_list_sql(arena *a, const char *where, qry_sort sort, int limit_param)
+{
+    const char *dir = sort.asc ? "asc" : "desc";
+    /* "tasks.id", not "id": a bare id names the select list's id::text, and
+     * ordering by text is neither the keyset's uuid order nor one the
+     * (user_id, created_at, id) index serves: every task of the user would
+     * be read and sorted. */
+    return arena_printf(a, "%s, %s as page_key from read.tasks%s order by %s %s, tasks.id %s limit $%d",
+                        qry_task_select, qry_sort_text(sort.field), where, qry_sort_expr(sort.field), dir, dir,
+                        limit_param);
+}
+
 void qry_page_encode(const qry_page_key *key, char out[QRY_PAGE_TOKEN_MAX])
 {
     char raw[128];

@@ -17,6 +17,7 @@
 
 #include <stdbool.h>
 
+#include "arena.h"
 #include "todo_err.h"
 
 #define QRY_PAGE_TOKEN_MAX 200
@@ -39,6 +40,16 @@ int qry_sort_parse(const char *order_by, qry_sort *out, todo_err *err);
 const char *qry_sort_expr(qry_sort_field f);
 const char *qry_sort_cast(qry_sort_field f);
 const char *qry_sort_text(qry_sort_field f);
+
+/* The columns of a task as the query service reads them (task_of in
+ * qry_service.c decodes them in this order). */
+extern const char *const qry_task_select;
+
+/* ListTasks' statement: qry_task_select and the page key from read.tasks,
+ * where (" where ..." with its placeholders), ordered by sort with the task
+ * id as the tie-break, limited by placeholder $limit_param. In a for the
+ * call. */
+char *qry_list_sql(arena *a, const char *where, qry_sort sort, int limit_param);
 
 typedef struct qry_page_key {
     qry_sort sort;

@@ -113,14 +113,6 @@ static int await_token(grpcx_call *c, qry_thread *t, const char *user, const cha
     }
 }
 
-static const char *const TASK_SELECT =
-    "select id::text, user_id, title, description, priority,"
-    " (extract(epoch from due_at) * 1000000)::bigint, completed,"
-    " (extract(epoch from completed_at) * 1000000)::bigint, category, array_to_string(tags, E'\\x1f'),"
-    " (extract(epoch from created_at) * 1000000)::bigint, (extract(epoch from updated_at) * 1000000)::bigint,"
-    " version, (due_at is not null and due_at < now() and not completed),"
-    " coalesce(recurring_pattern_id::text, '')";
-
 static Google__Protobuf__Timestamp *ts_of(arena *a, const PGresult *r, int row, int col)
 {
     return PQgetisnull(r, row, col) ? NULL : event_timestamp(a, strtoll(PQgetvalue(r, row, col), NULL, 10));
@@ -182,7 +174,7 @@ static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage
     if (!text_is_uuid(rq->task_id)) return todo_err_set(err, TODO_EINVAL, "task_id: must be a UUID");
     if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;
     const char *params[2] = {rq->task_id, user};
-    char *sql = arena_printf(a, "%s from read.tasks where id = $1 and user_id = $2 and not deleted", TASK_SELECT);
+    char *sql = arena_printf(a, "%s from read.tasks where id = $1 and user_id = $2 and not deleted", qry_task_select);
     PGresult *r = pgx_exec(t->pg, sql, 2, params, err);
     if (r == NULL) return read_failed("reading the task", err);
     if (PQntuples(r) == 0) {
@@ -273,7 +265,7 @@ static int list_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessa
         rs->total = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
         PQclear(r);
     }
-    const char *expr = qry_sort_expr(sort.field), *dir = sort.asc ? "asc" : "desc";
+    const char *expr = qry_sort_expr(sort.field);
     if (rq->page_token[0] != '\0') {
         w.params[w.n++] = key.value;
         w.params[w.n++] = key.id;
@@ -282,8 +274,7 @@ static int list_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessa
     }
     snprintf(limit, sizeof limit, "%d", size + 1);
     w.params[w.n++] = limit;
-    char *sql = arena_printf(a, "%s, %s as page_key from read.tasks%s order by %s %s, id %s limit $%d", TASK_SELECT,
-                             qry_sort_text(sort.field), w.sql, expr, dir, dir, w.n);
+    char *sql = qry_list_sql(a, w.sql, sort, w.n);
     PGresult *r = pgx_exec(t->pg, sql, w.n, w.params, err);
     if (r == NULL) return read_failed("listing tasks", err);
     int rows = PQntuples(r), shown = rows > size ? size : rows;
@@ -315,8 +306,8 @@ static int search_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMes
     char *sql = arena_printf(a,
                              "%s from read.tasks, to_tsquery('simple', $2) q where user_id = $1 and not deleted"
                              " and search @@ q"
-                             " order by ts_rank(search, q) desc, created_at desc, id desc limit $3::int offset $4::int",
-                             TASK_SELECT);
+                             " order by ts_rank(search, q) desc, created_at desc, tasks.id desc limit $3::int offset $4::int",
+                             qry_task_select);
     PGresult *r = pgx_exec(t->pg, sql, 4, params, err);
     if (r == NULL) return read_failed("searching tasks", err);
     Todo__V1__ListTasksResponse *rs = arena_alloc(a, sizeof *rs);
