@@ -1,6 +1,9 @@
 /* cmd_core: see cmd_core.h. */
 #include "cmd_core.h"
 
+#include "cmd_group.h"
+#include "cmd_service.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +11,8 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "cmd_group.h"
+#include "cmd_service.h"
 #include "cmd_validate.h"
 #include "event.h"
 #include "log.h"
@@ -93,7 +98,12 @@ int cmd_save(cmd_ctx *x, const cmd_kind *k, const char *id, const void *agg, int
                    .event_id = event_id, .event_type = type, .schema_version = schema, .envelope = env,
                    .envelope_len = env_len};
     k->state(x, agg, version, now, &w.state_sql, &w.state_params, &w.n_state);
-    if ((rc = cmd_store_save(x->t->pg, &w, &x->req, &position, err)) != 0) return rc;
+    const cmd_app *app = x->t->app;
+    if (app->n_groups > 0 && (x->req.request_id == NULL || x->req.request_id[0] == '\0'))
+        rc = cmd_group_save(app->groups[x->t->index % app->n_groups], x->t->pg, x->a, &w, &position, err);
+    else
+        rc = cmd_store_save(x->t->pg, &w, &x->req, &position, err);
+    if (rc != 0) return rc;
 
     Todo__V1__CommandReply *rp = arena_alloc(x->a, sizeof *rp);
     todo__v1__command_reply__init(rp);

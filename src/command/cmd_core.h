@@ -33,6 +33,7 @@ typedef struct cmd_thread {
     const todo_config *cfg;
     const cmd_app *app;
     PGconn *pg;
+    int index;                 /* the worker's number */
     char app_name[32];
     /* What the audit record of the call being handled needs to know. */
     char audit_user[AUTH_USER_MAX];

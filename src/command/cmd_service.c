@@ -18,6 +18,7 @@ void *cmd_thread_init(void *app, int index)
     if (t == NULL) abort();
     t->app = app;
     t->cfg = t->app->cfg;
+    t->index = index;
     snprintf(t->app_name, sizeof t->app_name, "todo-command-%d", index);
     return t; /* connects on first use, and again after a lost connection */
 }

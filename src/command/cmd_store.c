@@ -38,17 +38,13 @@ const char *cmd_store_time(arena *a, bool present, int64_t us)
     return present ? event_time_text(a, us) : NULL;
 }
 
-/* Runs "with s as (<state>) insert into write.events ... from s";
- * TODO_ECONFLICT when the state statement wrote nothing. */
-static int save_state(PGconn *pg, arena *a, const cmd_write *w, int64_t *position, todo_err *err)
+void cmd_store_save_stmt(arena *a, const cmd_write *w, pgx_stmt *out)
 {
     int n = w->n_state, total = n + 8;
-    char version[24], sv[8];
+    char *version = arena_printf(a, "%" PRId64, w->version), *sv = arena_printf(a, "%d", w->schema_version);
     const char **params = arena_alloc(a, (size_t)total * sizeof *params);
     int *lengths = arena_calloc(a, (size_t)total * sizeof *lengths);
     int *formats = arena_calloc(a, (size_t)total * sizeof *formats);
-    snprintf(version, sizeof version, "%" PRId64, w->version);
-    snprintf(sv, sizeof sv, "%d", w->schema_version);
     for (int i = 0; i < n; i++) params[i] = w->state_params[i];
     params[n] = w->event_id;
     params[n + 1] = w->event_type;
@@ -60,21 +56,37 @@ static int save_state(PGconn *pg, arena *a, const cmd_write *w, int64_t *positio
     params[n + 7] = (const char *)w->envelope;
     lengths[n + 7] = (int)w->envelope_len;
     formats[n + 7] = 1;
-    char *sql = arena_printf(a,
-                             "with s as (%s) insert into write.events (event_id, event_type, schema_version, user_id,"
-                             " aggregate_type, aggregate_id, aggregate_version, envelope)"
-                             " select $%d::uuid, $%d, $%d::int, $%d, $%d, $%d::uuid, $%d::bigint, $%d::bytea from s"
-                             " returning position",
-                             w->state_sql, n + 1, n + 2, n + 3, n + 4, n + 5, n + 6, n + 7, n + 8);
-    PGresult *r = pgx_execb(pg, sql, total, params, lengths, formats, err);
-    if (r == NULL) return err->code;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
+    out->sql = arena_printf(a,
+                            "with s as (%s) insert into write.events (event_id, event_type, schema_version, user_id,"
+                            " aggregate_type, aggregate_id, aggregate_version, envelope)"
+                            " select $%d::uuid, $%d, $%d::int, $%d, $%d, $%d::uuid, $%d::bigint, $%d::bytea from s"
+                            " returning position",
+                            w->state_sql, n + 1, n + 2, n + 3, n + 4, n + 5, n + 6, n + 7, n + 8);
+    out->n = total;
+    out->values = params;
+    out->lengths = lengths;
+    out->formats = formats;
+}
+
+int cmd_store_saved(const PGresult *r, const cmd_write *w, int64_t *position, todo_err *err)
+{
+    if (PQntuples(r) == 0)
         return todo_err_set(err, TODO_ECONFLICT, "%s %s changed concurrently", w->aggregate_type, w->aggregate_id);
-    }
     *position = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-    PQclear(r);
     return TODO_OK;
+}
+
+/* Runs w's save statement; TODO_ECONFLICT when the state statement wrote
+ * nothing. */
+static int save_state(PGconn *pg, arena *a, const cmd_write *w, int64_t *position, todo_err *err)
+{
+    pgx_stmt st;
+    cmd_store_save_stmt(a, w, &st);
+    PGresult *r = pgx_execb(pg, st.sql, st.n, st.values, st.lengths, st.formats, err);
+    if (r == NULL) return err->code;
+    int rc = cmd_store_saved(r, w, position, err);
+    PQclear(r);
+    return rc;
 }
 
 int cmd_store_save(PGconn *pg, const cmd_write *w, const cmd_request *rq, int64_t *position, todo_err *err)

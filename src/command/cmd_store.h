@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "arena.h"
+#include "pgx.h"
 #include "todo/v1/command.pb-c.h"
 #include "todo_err.h"
 
@@ -52,6 +53,14 @@ typedef struct cmd_write {
     const uint8_t *envelope;
     size_t envelope_len;
 } cmd_write;
+
+/* The one statement that saves w (state row and event row) without a
+ * request id, in a: "with s as (<state>) insert into write.events ... from s
+ * returning position". cmd_store_saved reads its result: *position, or
+ * TODO_ECONFLICT when the state statement wrote nothing (the version moved).
+ * For cmd_group, which runs many in one transaction. */
+void cmd_store_save_stmt(arena *a, const cmd_write *w, pgx_stmt *out);
+int cmd_store_saved(const PGresult *r, const cmd_write *w, int64_t *position, todo_err *err);
 
 /* Saves w atomically (state row, event row and, with a request id, the
  * request record). *position receives the event's global position.

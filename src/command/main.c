@@ -6,6 +6,7 @@
  */
 #include <stdio.h>
 
+#include "cmd_group.h"
 #include "cmd_relay.h"
 #include "cmd_service.h"
 #include "config.h"
@@ -24,6 +25,21 @@ static const char *const PRODUCED[] = {
     "reminder.snoozed",   "reminder.triggered",   "reminder.restored",  "recurring_pattern.created",
     "recurring_pattern.updated",
 };
+
+static void stop_groups(cmd_app *app)
+{
+    int64_t batches = 0, saves = 0;
+    for (int i = 0; i < app->n_groups; i++) {
+        int64_t b, n;
+        cmd_group_stats(app->groups[i], &b, &n);
+        batches += b;
+        saves += n;
+        cmd_group_free(app->groups[i]);
+    }
+    if (app->n_groups > 0)
+        log_info("command", "group commit", "batches=%lld saves=%lld", (long long)batches, (long long)saves);
+    app->n_groups = 0;
+}
 
 int main(void)
 {
@@ -45,6 +61,15 @@ int main(void)
         return 1;
     }
     cmd_app app = {.cfg = &cfg};
+    cmd_group *groups[16];
+    for (int i = 0; i < cfg.group_committers; i++) {
+        if ((groups[i] = cmd_group_new(cfg.group_commit_max)) == NULL) {
+            log_error("command", "cannot start group commit", "error=\"out of memory\"");
+            return 1;
+        }
+        app.n_groups++;
+    }
+    app.groups = groups;
     if ((app.audit = audit_new(cfg.kafka_brokers, "todo-command", &err)) == NULL) {
         log_error("command", "cannot start the audit producer", "error=\"%s\"", err.msg);
         return 1;
@@ -66,6 +91,7 @@ int main(void)
         grpcx_server_start(srv, cfg.command_addr, &err) != 0) {
         log_error("command", "cannot start the gRPC server", "error=\"%s\"", err.msg);
         grpcx_server_free(srv);
+        stop_groups(&app);
         cmd_relay_stop(relay);
         audit_free(app.audit, 1000);
         return 1;
@@ -73,6 +99,7 @@ int main(void)
     int sig = svc_signals_wait(&sigs);
     log_info("command", "stopping", "signal=%d", sig);
     grpcx_server_shutdown(srv, cfg.shutdown_grace_ms);
+    stop_groups(&app);
     cmd_relay_stop(relay);
     grpcx_server_free(srv);
     audit_free(app.audit, 5000);

@@ -28,6 +28,8 @@ typedef struct todo_config {
     int shutdown_grace_ms;                /* TODO_SHUTDOWN_GRACE_MS */
     int relay_batch;                      /* TODO_RELAY_BATCH, 1..10000 */
     int relay_poll_ms;                    /* TODO_RELAY_POLL_MS: fallback poll when no NOTIFY arrives */
+    int group_committers;                 /* TODO_GROUP_COMMITTERS: group-commit groups of todo-command (batches written at once), 0..16 (0: off) */
+    int group_commit_max;                 /* TODO_GROUP_COMMIT_MAX: saves per group transaction, 1..1000 */
     int projector_batch;                  /* TODO_PROJECTOR_BATCH, 1..10000 */
     int request_ttl_s;                    /* TODO_REQUEST_TTL_S: how long a handled request_id is remembered */
     char topic_profile[16];               /* TODO_TOPIC_PROFILE: dev (default when local) or production */

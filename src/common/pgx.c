@@ -189,8 +189,8 @@ int pgx_pipeline(PGconn *c, const pgx_stmt *list, int n, PGresult **results, int
     }
     for (; sent < n; sent++) {
         const pgx_stmt *s = &list[sent];
-        int ok = names[sent] != NULL ? PQsendQueryPrepared(c, names[sent], s->n, s->values, NULL, NULL, 0)
-                                     : PQsendQueryParams(c, s->sql, s->n, NULL, s->values, NULL, NULL, 0);
+        int ok = names[sent] != NULL ? PQsendQueryPrepared(c, names[sent], s->n, s->values, s->lengths, s->formats, 0)
+                                     : PQsendQueryParams(c, s->sql, s->n, NULL, s->values, s->lengths, s->formats, 0);
         if (ok != 1) break;
     }
     free(names);

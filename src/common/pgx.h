@@ -44,11 +44,14 @@ int pgx_cmd(PGconn *c, const char *sql, int n, const char *const *values, todo_e
 PGresult *pgx_execb(PGconn *c, const char *sql, int n, const char *const *values, const int *lengths,
                     const int *formats, todo_err *err);
 
-/* One statement of a pipeline: sql with n text parameters. */
+/* One statement of a pipeline: sql with n parameters, text unless lengths
+ * and formats (both NULL, or n entries as in pgx_execb) say otherwise. */
 typedef struct pgx_stmt {
     const char *sql;
     int n;
     const char *const *values;
+    const int *lengths;
+    const int *formats;
 } pgx_stmt;
 
 /* Runs the n statements in order in ONE round trip (libpq pipeline mode;
