@@ -2,6 +2,9 @@
 #include "proj_rebuild.h"
 
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +25,9 @@ typedef struct rebuild {
     const proj_rebuild_opts *o;
     PGconn *pg;                 /* admin connection: DDL, locks, checks */
     char group[160];
-    bool resumed, locked, interrupted, failed;
+    bool resumed, locked, interrupted, failed, indexed;
+    atomic_bool done;           /* the loops stop (the monitor said so) */
+    pthread_mutex_t mu;         /* applied, counted by the loops */
     int64_t applied;
     double started, last_check, last_report;
     int64_t remaining;
@@ -56,6 +61,29 @@ static int run_all(PGconn *pg, const char *const *sqls, todo_err *err)
 }
 
 /* Creates the empty shadow copy of the read schema (one transaction). */
+/* The read schema's indexes that back no constraint, as statements creating
+ * them on the shadow copy (if not there yet), filtered by cond. */
+#define SECONDARY_INDEXES(cond)                                                                               \
+    " select regexp_replace(regexp_replace(indexdef, ' ON read\\.', ' ON " SHADOW ".'),"                     \
+    "  '^CREATE (UNIQUE )?INDEX ', 'CREATE \\1INDEX IF NOT EXISTS ')"                                        \
+    " from pg_indexes i where schemaname = 'read' and not exists"                                            \
+    " (select 1 from pg_constraint k join pg_namespace n on n.oid = k.connamespace"                           \
+    "  where n.nspname = 'read' and k.conname = i.indexname)" cond
+
+/* The secondary (non-unique) indexes: built once the replay has caught up,
+ * in one pass over the table each, instead of maintained row by row
+ * through the whole replay. Idempotent (a resumed rebuild runs it again). */
+static int create_indexes(rebuild *r, todo_err *err)
+{
+    PGresult *res = pgx_exec(r->pg, SECONDARY_INDEXES(" and indexdef not like 'CREATE UNIQUE %'"), 0, NULL, err);
+    if (res == NULL) return err->code;
+    int rc = TODO_OK;
+    for (int i = 0; i < PQntuples(res) && rc == TODO_OK; i++) rc = pgx_cmd(r->pg, PQgetvalue(res, i, 0), 0, NULL, err);
+    if (rc == TODO_OK) rc = pgx_cmd(r->pg, "analyze " SHADOW ".tasks", 0, NULL, err);
+    PQclear(res);
+    return rc;
+}
+
 static int create_shadow(rebuild *r, todo_err *err)
 {
     static const char *const head[] = {"begin", "drop schema if exists " SHADOW " cascade", "create schema " SHADOW, NULL};
@@ -82,19 +110,16 @@ static int create_shadow(rebuild *r, todo_err *err)
         if ((rc = pgx_cmd(r->pg, sql, 0, NULL, err)) != 0) goto fail;
     }
     PQclear(res);
-    /* ...then primary keys, unique constraints and indexes under their own
-     * names, so that the swapped-in copy is named like the old one. */
+    /* ...then primary keys, unique constraints and unique indexes under
+     * their own names, so that the swapped-in copy is named like the old
+     * one (the other indexes come once the replay caught up: create_indexes). */
     if ((res = pgx_exec(r->pg,
                         "select format('alter table " SHADOW ".%I add constraint %I %s', c.relname, k.conname,"
                         " pg_get_constraintdef(k.oid))"
                         " from pg_constraint k join pg_class c on c.oid = k.conrelid"
                         " join pg_namespace n on n.oid = c.relnamespace"
                         " where n.nspname = 'read' and k.contype in ('p', 'u')"
-                        " union all"
-                        " select regexp_replace(indexdef, ' ON read\\.', ' ON " SHADOW ".')"
-                        " from pg_indexes i where schemaname = 'read' and not exists"
-                        " (select 1 from pg_constraint k join pg_namespace n on n.oid = k.connamespace"
-                        "  where n.nspname = 'read' and k.conname = i.indexname)",
+                        " union all" SECONDARY_INDEXES(" and indexdef like 'CREATE UNIQUE %'"),
                         0, NULL, err)) == NULL)
         goto fail_rc;
     for (int i = 0; i < PQntuples(res); i++)
@@ -208,10 +233,19 @@ static int caught_up(rebuild *r, bool *yes, todo_err *err)
     return TODO_OK;
 }
 
-/* proj_loop's stop question: the two phases of catching up. */
+/* proj_loop's stop question, asked by every replaying loop: the monitor
+ * (on the rebuild's own thread, the only one using r->pg) decides. */
 static int should_stop(void *ctx)
 {
     rebuild *r = ctx;
+    return atomic_load(&r->done);
+}
+
+/* The monitor's question, every CHECK_EVERY_MS: the two phases of catching
+ * up. Nonzero: stop replaying (to swap, or because it failed or was
+ * interrupted). */
+static int monitor(rebuild *r)
+{
     bool yes = false;
     if (r->o->interrupted != NULL && r->o->interrupted(r->o->ctx)) {
         r->interrupted = true;
@@ -226,6 +260,16 @@ static int should_stop(void *ctx)
         return 1;
     }
     if (!yes) return 0;
+    if (!r->indexed) { /* caught up for the first time: index, then catch up again */
+        report(r, "indexing");
+        if (create_indexes(r, &r->err) != 0) {
+            r->failed = true;
+            return 1;
+        }
+        r->indexed = true;
+        r->last_check = 0;
+        return 0;
+    }
     if (r->locked) return 1; /* caught up with the paused live copy: swap */
     /* Pause the live projection: its in-flight batch finishes, the next waits. */
     if (pgx_cmd(r->pg, "select pg_advisory_lock(" PROJ_SWAP_LOCK_KEY ")", 0, NULL, &r->err) != 0) {
@@ -241,13 +285,34 @@ static int should_stop(void *ctx)
 static void after_batch(const proj_stats *st, size_t records, void *ctx)
 {
     (void)st;
-    ((rebuild *)ctx)->applied += (int64_t)records;
+    rebuild *r = ctx;
+    pthread_mutex_lock(&r->mu);
+    r->applied += (int64_t)records;
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* One replaying loop of the rebuild (several share the consumer group:
+ * Kafka splits the partitions among them, each has its own connection). */
+typedef struct replayer {
+    const proj_loop_opts *lo;
+    int rc;
+    todo_err err;
+    atomic_bool finished;
+} replayer;
+
+static void *replay_main(void *arg)
+{
+    replayer *p = arg;
+    p->rc = proj_loop_run(p->lo, &p->err);
+    atomic_store(&p->finished, true);
+    return NULL;
 }
 
 int proj_rebuild(const proj_rebuild_opts *o, todo_err *err)
 {
     rebuild r = {.o = o};
     int rc;
+    pthread_mutex_init(&r.mu, NULL);
     PGresult *res;
     r.started = r.last_report = now_s();
     if ((r.pg = pgx_connect(o->cfg->admin_pg_url, "todoctl-rebuild", err)) == NULL) return TODO_EUNAVAIL;
@@ -284,7 +349,33 @@ int proj_rebuild(const proj_rebuild_opts *o, todo_err *err)
 
     proj_loop_opts lo = {.cfg = o->cfg, .group = r.group, .schema = SHADOW, .shadow = true, .should_stop = should_stop,
                          .after_batch = after_batch, .ctx = &r};
-    if ((rc = proj_loop_run(&lo, err)) != 0) goto out;
+    int n = o->cfg->rebuild_threads;
+    replayer loops[8];
+    pthread_t th[8];
+    for (int i = 0; i < n; i++) {
+        loops[i] = (replayer){.lo = &lo};
+        if (pthread_create(&th[i], NULL, replay_main, &loops[i]) != 0) n = i;
+    }
+    /* Watch them from here until they have caught up (or one ended early:
+     * it could not start). */
+    for (bool early = false; !atomic_load(&r.done) && !early;) {
+        struct timespec pause = {0, 50 * 1000000};
+        nanosleep(&pause, NULL);
+        for (int i = 0; i < n; i++) early = early || atomic_load(&loops[i].finished);
+        if (monitor(&r)) atomic_store(&r.done, true);
+    }
+    atomic_store(&r.done, true);
+    for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < n; i++)
+        if (loops[i].rc != 0) {
+            *err = loops[i].err;
+            rc = loops[i].rc;
+            goto out;
+        }
+    if (n == 0) {
+        rc = todo_err_set(err, TODO_EINTERNAL, "cannot start a replay thread");
+        goto out;
+    }
     if (r.failed) {
         *err = r.err;
         rc = err->code != 0 ? err->code : TODO_EUNAVAIL;
@@ -312,5 +403,6 @@ int proj_rebuild(const proj_rebuild_opts *o, todo_err *err)
     rc = TODO_OK;
 out:
     pgx_close(r.pg); /* ends the session: releases the swap and rebuild locks */
+    pthread_mutex_destroy(&r.mu);
     return rc;
 }
