@@ -71,6 +71,7 @@ static int usage(void)
           "  todoctl saga list [--state S] [--limit N] | saga show ID | saga retry ID | saga compensate ID\n"
           "  todoctl registry list | show SUBJECT [VERSION] | check|register SUBJECT FILE [--message M]\n"
           "                   | set-mode SUBJECT|--global MODE   (FILE: a descriptor set or a .proto)\n"
+          "  todoctl dlq list [--group G] | dlq show ID | dlq redrive ID|--all [--group G]\n"
           "task commands take --user ID (default $TODO_USER or alice) or use $TODO_TOKEN\n",
           stderr);
     return 2;
@@ -686,6 +687,10 @@ int main(int argc, char **argv)
     }
     if (strcmp(c, "saga") == 0) {
         int rc = todoctl_saga(&cfg, argc, argv);
+        return rc == 2 ? usage() : rc;
+    }
+    if (strcmp(c, "dlq") == 0) {
+        int rc = todoctl_dlq(&cfg, argc, argv);
         return rc == 2 ? usage() : rc;
     }
     if (strcmp(c, "done") == 0) return cmd_simple(argc, argv, "CompleteTask");

@@ -10,4 +10,7 @@ int todoctl_saga(const todo_config *cfg, int argc, char **argv);
 /* todoctl registry ...: likewise. */
 int todoctl_registry(const todo_config *cfg, int argc, char **argv);
 
+/* todoctl dlq ...: likewise. */
+int todoctl_dlq(const todo_config *cfg, int argc, char **argv);
+
 #endif

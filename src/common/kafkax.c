@@ -1,10 +1,12 @@
 /* kafkax: see kafkax.h. */
 #include "kafkax.h"
 
-#include <stdio.h>
 #include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -226,6 +228,71 @@ out:
         rd_kafka_consumer_close(reader);
         rd_kafka_destroy(reader);
     }
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
+int kafkax_read_all(const char *brokers, const char *topic, int (*fn)(const rd_kafka_message_t *m, void *ctx),
+                    void *ctx, todo_err *err)
+{
+    char group[64];
+    snprintf(group, sizeof group, "todo-reader-%ld", (long)getpid());
+    rd_kafka_t *rk = inspector(brokers, group, err);
+    if (rk == NULL) return TODO_EINVAL;
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
+    int rc = TODO_OK;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, t, &md, 10000);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR || md->topic_cnt != 1 || md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rc = todo_err_set(err, TODO_EUNAVAIL, "kafka: no metadata for %s: %s", topic,
+                          rd_kafka_err2str(e != 0 ? e : md->topics[0].err));
+        goto out;
+    }
+    int parts = md->topics[0].partition_cnt, left = 0;
+    int64_t *end = calloc((size_t)parts + 1, sizeof *end);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(parts);
+    for (int i = 0; i < parts && end != NULL; i++) {
+        int32_t p = md->topics[0].partitions[i].id;
+        int64_t lo = 0, hi = 0;
+        if ((e = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 10000)) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            rc = todo_err_set(err, TODO_EUNAVAIL, "kafka: no offsets for %s/%d: %s", topic, p, rd_kafka_err2str(e));
+            break;
+        }
+        end[i] = hi;
+        if (hi > lo) {
+            rd_kafka_topic_partition_list_add(l, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+            left++;
+        }
+    }
+    if (end == NULL) rc = todo_err_set(err, TODO_EINTERNAL, "out of memory");
+    if (rc == TODO_OK && left > 0 && rd_kafka_assign(rk, l) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        rc = todo_err_set(err, TODO_EUNAVAIL, "kafka: cannot read %s", topic);
+    /* Until every partition reached the end it had when we started. */
+    int idle = 0;
+    while (rc == TODO_OK && left > 0 && idle < 100) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (m == NULL) {
+            idle++;
+            continue;
+        }
+        idle = 0;
+        int i = 0;
+        while (i < parts && md->topics[0].partitions[i].id != m->partition) i++;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            if (i < parts && end[i] >= 0) end[i] = -1, left--;
+        } else if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            if (fn(m, ctx) != 0) left = 0;
+            else if (i < parts && end[i] >= 0 && m->offset + 1 >= end[i]) end[i] = -1, left--;
+        }
+        rd_kafka_message_destroy(m);
+    }
+    if (rc == TODO_OK && left > 0) rc = todo_err_set(err, TODO_EUNAVAIL, "kafka: reading %s timed out", topic);
+    rd_kafka_assign(rk, NULL);
+    rd_kafka_topic_partition_list_destroy(l);
+    free(end);
+out:
+    if (md != NULL) rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(t);
     rd_kafka_destroy(rk);
     return rc;
 }

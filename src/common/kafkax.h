@@ -49,6 +49,13 @@ int kafkax_group_lag(const char *brokers, const char *group, const char *topic, 
                      todo_err *err);
 
 /* The value of header name of msg as a NUL-terminated copy in buf, or NULL. */
+/* Reads every record of topic, all partitions from their start up to their
+ * end when called (no consumer group: nothing is committed), calling fn on
+ * each; fn returning nonzero stops early. TODO_EUNAVAIL when the broker does
+ * not answer in time. */
+int kafkax_read_all(const char *brokers, const char *topic, int (*fn)(const rd_kafka_message_t *m, void *ctx),
+                    void *ctx, todo_err *err);
+
 const char *kafkax_header(const rd_kafka_message_t *msg, const char *name, char *buf, size_t cap);
 
 #endif

@@ -508,6 +508,68 @@ static void poison_records_go_to_the_dlq_and_the_projector_moves_on(void **state
     free(auth);
 }
 
+typedef struct value_want {
+    const char *value;
+    char first_id[40];    /* the first dead letter's id (filled), or one to skip */
+    bool other;           /* match only a dead letter with another id */
+} value_want;
+
+static bool dead_letter_of(const rd_kafka_message_t *m, void *ctx)
+{
+    value_want *w = ctx;
+    Todo__V1__DeadLetter *dl = m->payload != NULL ? todo__v1__dead_letter__unpack(NULL, m->len, m->payload) : NULL;
+    bool yes = dl != NULL && dl->original_value.len == strlen(w->value) &&
+               memcmp(dl->original_value.data, w->value, dl->original_value.len) == 0 &&
+               (!w->other || strcmp(dl->dead_letter_id, w->first_id) != 0);
+    if (yes && !w->other) snprintf(w->first_id, sizeof w->first_id, "%s", dl->dead_letter_id);
+    if (dl != NULL) todo__v1__dead_letter__free_unpacked(dl, NULL);
+    return yes;
+}
+
+static bool record_of(const rd_kafka_message_t *m, void *ctx)
+{
+    const value_want *w = ctx;
+    return m->len == strlen(w->value) && memcmp(m->payload, w->value, m->len) == 0;
+}
+
+/* todoctl dlq: a dead letter is listed and shown; redriven, its record is
+ * back on its topic byte for byte and the dead letter is gone; the projector,
+ * still unable to read it, dead-letters it again under a new id. */
+static void dead_letters_are_listed_shown_and_redriven(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64], value[128], args[160], out[16384];
+    harness_user(user, "redrive");
+    snprintf(value, sizeof value, "not an envelope either %s", user);
+    produce(user, value, strlen(value));
+    value_want w = {.value = value};
+    assert_int_equal(harness_consume("system.dlq.v1", dead_letter_of, &w, 1, 15000), 1);
+
+    assert_int_equal(harness_todoctl("dlq list --group projection-task-read-v1", out, sizeof out), 0);
+    assert_non_null(strstr(out, w.first_id));
+    snprintf(args, sizeof args, "dlq show %s", w.first_id);
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 0);
+    assert_non_null(strstr(out, "value is not a todo.v1.EventEnvelope"));
+    assert_non_null(strstr(out, "tasks.events.v1 partition"));
+    assert_non_null(strstr(out, user)); /* the key */
+
+    snprintf(args, sizeof args, "dlq redrive %s", w.first_id);
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 0);
+    assert_non_null(strstr(out, "to tasks.events.v1"));
+    snprintf(args, sizeof args, "dlq show %s", w.first_id);
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 1);
+    assert_int_equal(harness_todoctl("dlq list", out, sizeof out), 0);
+    assert_null(strstr(out, w.first_id));
+    /* Back on the topic (the original and the redriven copy)... */
+    assert_int_equal(harness_consume("tasks.events.v1", record_of, &w, 2, 15000), 2);
+    /* ...and dead-lettered again, under a new id. */
+    w.other = true;
+    assert_int_equal(harness_consume("system.dlq.v1", dead_letter_of, &w, 1, 15000), 1);
+    assert_int_equal(harness_todoctl("dlq redrive 00000000-0000-4000-8000-000000000000", out, sizeof out), 1);
+    assert_int_equal(harness_todoctl("dlq redrive", out, sizeof out), 2);
+}
+
 /* An envelope of type with payload m for aggregate id (in a). */
 static void encode_event(arena *a, const char *user, const char *type, const char *id, int64_t version,
                          const ProtobufCMessage *m, uint8_t **bytes, size_t *len)
@@ -663,6 +725,7 @@ int main(void)
         cmocka_unit_test(list_filters_and_pages_cover_every_task_once),
         cmocka_unit_test(projector_crash_and_replay_leave_no_duplicate_and_no_gap),
         cmocka_unit_test(poison_records_go_to_the_dlq_and_the_projector_moves_on),
+        cmocka_unit_test(dead_letters_are_listed_shown_and_redriven),
         cmocka_unit_test(a_record_the_database_refuses_is_dead_lettered_alone),
         cmocka_unit_test(a_version_1_task_created_event_is_upcast),
         cmocka_unit_test(a_token_the_projection_cannot_reach_answers_unavailable),

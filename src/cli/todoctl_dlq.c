@@ -1,0 +1,253 @@
+/*
+ * todoctl dlq: the dead-letter topic (system.dlq.v1) for operators.
+ *
+ *   dlq list [--group G]          the dead letters still there (compaction
+ *                                 keeps the last record per id; a redriven
+ *                                 one is tombstoned), oldest first
+ *   dlq show ID                   one in full: reason, origin, key, headers,
+ *                                 and the event it holds when it decodes
+ *   dlq redrive ID | --all [--group G]
+ *                                 puts the original record (key, value,
+ *                                 headers, byte for byte) back on its topic,
+ *                                 then tombstones the dead letter
+ *
+ * A redriven record goes to the end of its topic (same key, so the same
+ * partition); a consumer handles it like any record: the projector applies it
+ * unless it already applied that version of the aggregate, or dead-letters
+ * it again (under a new id) if it still cannot.
+ */
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dlq.h"
+#include "event.h"
+#include "kafkax.h"
+#include "todo/v1/events.pb-c.h"
+#include "todoctl.h"
+
+typedef struct letter {
+    char id[40];
+    Todo__V1__DeadLetter *dl;   /* NULL: tombstoned */
+} letter;
+
+typedef struct letters {
+    letter *v;
+    size_t n, cap;
+} letters;
+
+static int collect(const rd_kafka_message_t *m, void *ctx)
+{
+    letters *ls = ctx;
+    char id[40];
+    if (m->key == NULL || m->key_len == 0 || m->key_len >= sizeof id) return 0;
+    memcpy(id, m->key, m->key_len);
+    id[m->key_len] = '\0';
+    Todo__V1__DeadLetter *dl =
+        m->payload != NULL ? todo__v1__dead_letter__unpack(NULL, m->len, m->payload) : NULL; /* NULL: a tombstone */
+    for (size_t i = 0; i < ls->n; i++)
+        if (strcmp(ls->v[i].id, id) == 0) { /* a later record of the same id wins */
+            if (ls->v[i].dl != NULL) todo__v1__dead_letter__free_unpacked(ls->v[i].dl, NULL);
+            ls->v[i].dl = dl;
+            return 0;
+        }
+    if (ls->n == ls->cap) {
+        size_t cap = ls->cap ? ls->cap * 2 : 64;
+        letter *v = realloc(ls->v, cap * sizeof *v);
+        if (v == NULL) {
+            if (dl != NULL) todo__v1__dead_letter__free_unpacked(dl, NULL);
+            return 1;
+        }
+        ls->v = v;
+        ls->cap = cap;
+    }
+    snprintf(ls->v[ls->n].id, sizeof ls->v[0].id, "%s", id);
+    ls->v[ls->n++].dl = dl;
+    return 0;
+}
+
+static void letters_free(letters *ls)
+{
+    for (size_t i = 0; i < ls->n; i++)
+        if (ls->v[i].dl != NULL) todo__v1__dead_letter__free_unpacked(ls->v[i].dl, NULL);
+    free(ls->v);
+}
+
+static int load(const todo_config *cfg, letters *ls)
+{
+    todo_err err;
+    memset(ls, 0, sizeof *ls);
+    if (kafkax_read_all(cfg->kafka_brokers, DLQ_TOPIC, collect, ls, &err) != 0) {
+        fprintf(stderr, "todoctl: %s\n", err.msg);
+        letters_free(ls);
+        return 1;
+    }
+    return 0;
+}
+
+static void print_time(const Google__Protobuf__Timestamp *ts, char *out, size_t cap)
+{
+    if (ts == NULL) snprintf(out, cap, "-");
+    else event_format_time(event_timestamp_us(ts), out, cap);
+}
+
+static int list(const todo_config *cfg, const char *group)
+{
+    letters ls;
+    if (load(cfg, &ls) != 0) return 1;
+    size_t shown = 0;
+    for (size_t i = 0; i < ls.n; i++) {
+        const Todo__V1__DeadLetter *dl = ls.v[i].dl;
+        if (dl == NULL || (group != NULL && strcmp(dl->consumer_group, group) != 0)) continue;
+        char when[40];
+        print_time(dl->failed_at, when, sizeof when);
+        if (shown++ == 0) printf("%-36s  %-27s  %-28s  %-26s  %s\n", "id", "failed at", "consumer group", "from", "reason");
+        char from[64];
+        snprintf(from, sizeof from, "%.40s/%d@%" PRId64, dl->original_topic, dl->original_partition, dl->original_offset);
+        printf("%-36s  %-27s  %-28.28s  %-26s  %.100s\n", ls.v[i].id, when, dl->consumer_group, from, dl->reason);
+    }
+    if (shown == 0) printf("no dead letters%s%s\n", group ? " of " : "", group ? group : "");
+    letters_free(&ls);
+    return 0;
+}
+
+static const Todo__V1__DeadLetter *find(const letters *ls, const char *id)
+{
+    for (size_t i = 0; i < ls->n; i++)
+        if (strcmp(ls->v[i].id, id) == 0) return ls->v[i].dl;
+    return NULL;
+}
+
+/* Prints bytes as text when they are printable, else their size. */
+static void print_bytes(const char *label, const uint8_t *p, size_t n)
+{
+    bool text = true;
+    for (size_t i = 0; i < n && text; i++) text = p[i] >= 0x20 && p[i] < 0x7f;
+    if (text) printf("%s%.*s\n", label, (int)n, (const char *)p);
+    else printf("%s(%zu bytes, binary)\n", label, n);
+}
+
+static int show(const todo_config *cfg, const char *id)
+{
+    letters ls;
+    if (load(cfg, &ls) != 0) return 1;
+    const Todo__V1__DeadLetter *dl = find(&ls, id);
+    if (dl == NULL) {
+        fprintf(stderr, "todoctl: no dead letter %s (redriven, or never there)\n", id);
+        letters_free(&ls);
+        return 1;
+    }
+    char when[40];
+    print_time(dl->failed_at, when, sizeof when);
+    printf("id:             %s\nfailed at:      %s\nconsumer group: %s\nreason:         %s\n", id, when,
+           dl->consumer_group, dl->reason);
+    printf("from:           %s partition %d offset %" PRId64 "\n", dl->original_topic, dl->original_partition,
+           dl->original_offset);
+    print_bytes("key:            ", dl->original_key.data, dl->original_key.len);
+    printf("value:          %zu bytes\n", dl->original_value.len);
+    for (size_t i = 0; i < dl->n_original_headers; i++) {
+        char label[80];
+        snprintf(label, sizeof label, "header %-24.24s", dl->original_headers[i]->key);
+        print_bytes(label, dl->original_headers[i]->value.data, dl->original_headers[i]->value.len);
+    }
+    Todo__V1__EventEnvelope *env =
+        todo__v1__event_envelope__unpack(NULL, dl->original_value.len, dl->original_value.data);
+    if (env != NULL) {
+        printf("event:          %s %s (schema version %d, schema id %d), %s %s version %" PRId64 ", user %s\n",
+               env->event_type, env->event_id, env->schema_version, env->schema_id, env->aggregate_type,
+               env->aggregate_id, env->aggregate_version, env->user_id);
+        todo__v1__event_envelope__free_unpacked(env, NULL);
+    } else {
+        printf("event:          (the value is no todo.v1.EventEnvelope)\n");
+    }
+    letters_free(&ls);
+    return 0;
+}
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) *(int *)m->_private = 1;
+}
+
+/* Produces one record and waits for its delivery; 0 when delivered. */
+static int produce_one(rd_kafka_t *p, const char *topic, const void *key, size_t key_len, const void *value,
+                       size_t len, rd_kafka_headers_t *h)
+{
+    int failed = 0;
+    rd_kafka_resp_err_t e = rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key_len),
+                                              RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                              RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(&failed), RD_KAFKA_V_END);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (h != NULL) rd_kafka_headers_destroy(h);
+        fprintf(stderr, "todoctl: producing to %s: %s\n", topic, rd_kafka_err2str(e));
+        return -1;
+    }
+    if (rd_kafka_flush(p, 30000) != RD_KAFKA_RESP_ERR_NO_ERROR || failed) {
+        fprintf(stderr, "todoctl: %s did not acknowledge the record\n", topic);
+        return -1;
+    }
+    return 0;
+}
+
+static int redrive(const todo_config *cfg, const char *id, const char *group)
+{
+    letters ls;
+    todo_err err;
+    if (load(cfg, &ls) != 0) return 1;
+    rd_kafka_t *p = kafkax_producer_new(cfg->kafka_brokers, "todoctl-dlq", on_delivery, NULL, &err);
+    if (p == NULL) {
+        fprintf(stderr, "todoctl: %s\n", err.msg);
+        letters_free(&ls);
+        return 1;
+    }
+    int rc = 0, done = 0;
+    for (size_t i = 0; i < ls.n && rc == 0; i++) {
+        const Todo__V1__DeadLetter *dl = ls.v[i].dl;
+        if (dl == NULL || (id != NULL && strcmp(ls.v[i].id, id) != 0) ||
+            (group != NULL && strcmp(dl->consumer_group, group) != 0))
+            continue;
+        rd_kafka_headers_t *h = rd_kafka_headers_new(dl->n_original_headers + 1);
+        for (size_t k = 0; k < dl->n_original_headers; k++)
+            rd_kafka_header_add(h, dl->original_headers[k]->key, -1, dl->original_headers[k]->value.data,
+                                (ssize_t)dl->original_headers[k]->value.len);
+        /* First the record back on its topic, then (once it is there) the
+         * tombstone: a crash in between leaves the dead letter to redrive
+         * again, never a record lost. */
+        if (produce_one(p, dl->original_topic, dl->original_key.data, dl->original_key.len, dl->original_value.data,
+                        dl->original_value.len, h) != 0 ||
+            produce_one(p, DLQ_TOPIC, ls.v[i].id, strlen(ls.v[i].id), NULL, 0, NULL) != 0) {
+            rc = 1;
+            break;
+        }
+        printf("redriven %s to %s\n", ls.v[i].id, dl->original_topic);
+        done++;
+    }
+    if (rc == 0 && done == 0) {
+        fprintf(stderr, "todoctl: %s\n", id != NULL ? "no such dead letter (redriven, or never there)" : "no dead letters to redrive");
+        rc = id != NULL ? 1 : 0;
+    }
+    rd_kafka_destroy(p);
+    letters_free(&ls);
+    return rc;
+}
+
+int todoctl_dlq(const todo_config *cfg, int argc, char **argv)
+{
+    if (argc < 3) return 2;
+    const char *op = argv[2], *group = NULL, *id = NULL;
+    bool all = false;
+    for (int i = 3; i < argc; i++) {
+        if (strcmp(argv[i], "--group") == 0 && i + 1 < argc) group = argv[++i];
+        else if (strcmp(argv[i], "--all") == 0) all = true;
+        else if (argv[i][0] != '-' && id == NULL) id = argv[i];
+        else return 2;
+    }
+    if (strcmp(op, "list") == 0 && id == NULL && !all) return list(cfg, group);
+    if (strcmp(op, "show") == 0 && id != NULL && group == NULL && !all) return show(cfg, id);
+    if (strcmp(op, "redrive") == 0 && (id != NULL) != all) return redrive(cfg, id, group);
+    return 2;
+}
