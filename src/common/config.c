@@ -110,6 +110,7 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
         return rc;
     if ((rc = get_int(&cfg->relay_batch, "TODO_RELAY_BATCH", 500, 1, 10000, get, ctx, err)) != 0) return rc;
     if ((rc = get_int(&cfg->group_committers, "TODO_GROUP_COMMITTERS", 1, 0, 16, get, ctx, err)) != 0) return rc;
+    if ((rc = get_int(&cfg->projector_threads, "TODO_PROJECTOR_THREADS", 2, 1, 8, get, ctx, err)) != 0) return rc;
     if ((rc = get_int(&cfg->rebuild_threads, "TODO_REBUILD_THREADS", 2, 1, 8, get, ctx, err)) != 0) return rc;
     if ((rc = get_int(&cfg->group_commit_max, "TODO_GROUP_COMMIT_MAX", 64, 1, 1000, get, ctx, err)) != 0) return rc;
     if ((rc = get_int(&cfg->relay_poll_ms, "TODO_RELAY_POLL_MS", 1000, 10, 60000, get, ctx, err)) != 0)

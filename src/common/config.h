@@ -29,6 +29,7 @@ typedef struct todo_config {
     int relay_batch;                      /* TODO_RELAY_BATCH, 1..10000 */
     int relay_poll_ms;                    /* TODO_RELAY_POLL_MS: fallback poll when no NOTIFY arrives */
     int group_committers;                 /* TODO_GROUP_COMMITTERS: group-commit groups of todo-command (batches written at once), 0..16 (0: off) */
+    int projector_threads;                /* TODO_PROJECTOR_THREADS: consume-apply loops of todo-projector, 1..8 */
     int rebuild_threads;                  /* TODO_REBUILD_THREADS: replaying loops of a rebuild, 1..8 */
     int group_commit_max;                 /* TODO_GROUP_COMMIT_MAX: saves per group transaction, 1..1000 */
     int projector_batch;                  /* TODO_PROJECTOR_BATCH, 1..10000 */
