@@ -320,9 +320,17 @@ static void list_tasks_reads_one_page_in_index_order(void **state)
         assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
         PQclear(r);
         char out[4096];
+        /* Bitmap scans priced out too: on a small table the planner may
+         * prefer one and a sort of its few rows, which says nothing about
+         * whether the index can hand out the order. */
+        PQclear(PQexec(harness_db, "set enable_bitmapscan = off"));
         plan("execute list_page('some-user', 21)", out, sizeof out);
-        if (strstr(out, "Sort") != NULL || strstr(out, "read_tasks_user_created") == NULL)
-            fail_msg("ListTasks sorts instead of reading the index in order:\n%s\nplan:\n%s", sql, out);
+        PQclear(PQexec(harness_db, "reset enable_bitmapscan"));
+        if (strstr(out, "Sort") != NULL || strstr(out, "read_tasks_user_created") == NULL) {
+            print_error("ListTasks sorts instead of reading the index in order:\n%s\nplan:\n%s\n", sql, out);
+            arena_free(a);
+            fail();
+        }
     }
     PQclear(PQexec(harness_db, "deallocate all"));
     arena_free(a);

@@ -454,10 +454,15 @@ static void two_projectors_share_the_partitions_without_loss_or_duplicates(void 
 {
     (void)state;
     HARNESS_NEED_STACK();
-    pid_t second = harness_spawn("projection/todo-projector", "projector-2", NULL);
+    /* The first projector's loops (TODO_PROJECTOR_THREADS of them), then one more process of one loop. */
     long long until = harness_now_ms() + 30000;
-    while (group_members("projection-task-read-v1") != 2 && harness_now_ms() < until) harness_sleep_ms(200);
-    assert_int_equal(group_members("projection-task-read-v1"), 2);
+    int before;
+    while ((before = group_members("projection-task-read-v1")) < 1 && harness_now_ms() < until) harness_sleep_ms(200);
+    assert_true(before >= 1);
+    const char *one_loop[] = {"TODO_PROJECTOR_THREADS=1", NULL};
+    pid_t second = harness_spawn("projection/todo-projector", "projector-2", one_loop);
+    while (group_members("projection-task-read-v1") != before + 1 && harness_now_ms() < until) harness_sleep_ms(200);
+    assert_int_equal(group_members("projection-task-read-v1"), before + 1);
 
     /* Users spread over the partitions: both members get work. */
     enum { USERS = 12, EACH = 5 };
