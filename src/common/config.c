@@ -124,6 +124,7 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
     if ((rc = get_str(cfg->saga_instance, "TODO_SAGA_INSTANCE", fallback, get, ctx, err)) != 0) return rc;
     if ((rc = get_int(&cfg->saga_lease_s, "TODO_SAGA_LEASE_S", 15, 2, 3600, get, ctx, err)) != 0) return rc;
     if ((rc = get_int(&cfg->saga_workers, "TODO_SAGA_WORKERS", 4, 1, 64, get, ctx, err)) != 0) return rc;
+    if ((rc = get_int(&cfg->scheduler_parallel, "TODO_SCHEDULER_PARALLEL", 4, 1, 64, get, ctx, err)) != 0) return rc;
     if ((rc = get_int(&cfg->scheduler_poll_ms, "TODO_SCHEDULER_POLL_MS", 200, 10, 60000, get, ctx, err)) != 0)
         return rc;
     if ((rc = get_str(cfg->notify_webhook_url, "TODO_NOTIFY_WEBHOOK_URL", "", get, ctx, err)) != 0) return rc;

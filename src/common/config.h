@@ -42,6 +42,7 @@ typedef struct todo_config {
     char saga_instance[CONFIG_STR_MAX];             /* TODO_SAGA_INSTANCE: this todo-saga's name (default host-pid) */
     int saga_lease_s;
     int saga_workers;                     /* TODO_SAGA_WORKERS: sagas driven at once, 1..64 */                     /* TODO_SAGA_LEASE_S: how long a saga stays with an instance that went silent */
+    int scheduler_parallel;               /* TODO_SCHEDULER_PARALLEL: reminders fired at once, 1..64 */
     int scheduler_poll_ms;                /* TODO_SCHEDULER_POLL_MS: how often due reminders are looked for */
     char notify_webhook_url[CONFIG_STR_MAX]; /* TODO_NOTIFY_WEBHOOK_URL: where notifications are POSTed ("": log them) */
     int notify_attempts;                  /* TODO_NOTIFY_ATTEMPTS: deliveries tried per notification */

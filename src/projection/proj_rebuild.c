@@ -45,8 +45,11 @@ static void report(rebuild *r, const char *phase)
 {
     if (r->o->progress == NULL) return;
     double elapsed = now_s() - r->started;
-    proj_rebuild_progress p = {.phase = phase, .applied = r->applied,
-                               .rate = elapsed > 0 ? (double)r->applied / elapsed : 0, .remaining = r->remaining,
+    pthread_mutex_lock(&r->mu); /* the replaying loops count it */
+    int64_t applied = r->applied;
+    pthread_mutex_unlock(&r->mu);
+    proj_rebuild_progress p = {.phase = phase, .applied = applied,
+                               .rate = elapsed > 0 ? (double)applied / elapsed : 0, .remaining = r->remaining,
                                .resumed = r->resumed};
     r->o->progress(&p, r->o->ctx);
     r->last_report = now_s();

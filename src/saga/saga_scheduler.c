@@ -1,6 +1,8 @@
 /* saga_scheduler: see saga_scheduler.h. */
 #include "saga_scheduler.h"
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,28 +42,27 @@ static grpc_status_code fire(saga_scheduler *s, const char *id, const char *user
     return code;
 }
 
-int saga_scheduler_tick(saga_scheduler *s, int *fired, todo_err *err)
+/* One firing thread's share of a tick: rows k, k + n, k + 2n... */
+typedef struct share {
+    saga_scheduler *s;
+    const PGresult *r;
+    int k, n, rows;
+    int fired;
+    double max_delay_ms;
+} share;
+
+static void *fire_share(void *arg)
 {
-    int n = 0;
-    if (fired != NULL) *fired = 0;
-    PGresult *r = pgx_exec(s->pg,
-                           "select r.id::text, r.user_id, r.version, (extract(epoch from r.remind_at) * 1000000)::bigint"
-                           " from write.reminders r join write.tasks t on t.id = r.task_id"
-                           " where r.status = 'scheduled' and r.remind_at <= now()"
-                           " and t.completed_at is null and t.deleted_at is null"
-                           " order by r.remind_at limit " "100",
-                           0, NULL, err);
-    if (r == NULL) return err->code;
-    for (int i = 0; i < PQntuples(r) && i < TICK_MAX; i++) {
-        const char *id = PQgetvalue(r, i, 0), *user = PQgetvalue(r, i, 1), *version = PQgetvalue(r, i, 2);
-        int64_t due_us = strtoll(PQgetvalue(r, i, 3), NULL, 10);
+    share *sh = arg;
+    for (int i = sh->k; i < sh->rows; i += sh->n) {
+        const char *id = PQgetvalue(sh->r, i, 0), *user = PQgetvalue(sh->r, i, 1), *version = PQgetvalue(sh->r, i, 2);
+        int64_t due_us = strtoll(PQgetvalue(sh->r, i, 3), NULL, 10);
         grpcx_result res;
-        grpc_status_code code = fire(s, id, user, version, &res);
+        grpc_status_code code = fire(sh->s, id, user, version, &res);
         double delay_ms = (double)(event_now_us() - due_us) / 1000.0;
         if (code == GRPC_STATUS_OK) {
-            n++;
-            s->fired++;
-            if (delay_ms > s->max_delay_ms) s->max_delay_ms = delay_ms;
+            sh->fired++;
+            if (delay_ms > sh->max_delay_ms) sh->max_delay_ms = delay_ms;
             log_info("scheduler", "reminder fired", "reminder=%s user=%s delay_ms=%.1f", id, user, delay_ms);
         } else if (code == GRPC_STATUS_ABORTED || code == GRPC_STATUS_FAILED_PRECONDITION ||
                    code == GRPC_STATUS_NOT_FOUND) {
@@ -72,7 +73,40 @@ int saga_scheduler_tick(saga_scheduler *s, int *fired, todo_err *err)
                      grpcx_code_name(code), res.message);
         }
     }
+    return NULL;
+}
+
+int saga_scheduler_tick(saga_scheduler *s, int *fired, todo_err *err)
+{
+    if (fired != NULL) *fired = 0;
+    PGresult *r = pgx_exec(s->pg,
+                           "select r.id::text, r.user_id, r.version, (extract(epoch from r.remind_at) * 1000000)::bigint"
+                           " from write.reminders r join write.tasks t on t.id = r.task_id"
+                           " where r.status = 'scheduled' and r.remind_at <= now()"
+                           " and t.completed_at is null and t.deleted_at is null"
+                           " order by r.remind_at limit " "100",
+                           0, NULL, err);
+    if (r == NULL) return err->code;
+    int rows = PQntuples(r) < TICK_MAX ? PQntuples(r) : TICK_MAX;
+    /* Fired by up to TODO_SCHEDULER_PARALLEL threads at once, each with its
+     * share of the due reminders, in due order within a share (the command
+     * side makes a reminder fire once whatever the order). */
+    int n = s->cfg->scheduler_parallel < rows ? s->cfg->scheduler_parallel : rows;
+    share sh[64];
+    pthread_t th[64];
+    bool running[64] = {false};
+    for (int k = 0; k < n; k++) sh[k] = (share){.s = s, .r = r, .k = k, .n = n, .rows = rows};
+    for (int k = 1; k < n; k++) running[k] = pthread_create(&th[k], NULL, fire_share, &sh[k]) == 0;
+    if (n > 0) fire_share(&sh[0]); /* this thread takes share 0 */
+    for (int k = 1; k < n; k++)
+        if (running[k]) pthread_join(th[k], NULL); /* a share without a thread waits for the next tick */
+    int total = 0;
+    for (int k = 0; k < n; k++) {
+        total += sh[k].fired;
+        if (sh[k].max_delay_ms > s->max_delay_ms) s->max_delay_ms = sh[k].max_delay_ms;
+    }
+    s->fired += total;
     PQclear(r);
-    if (fired != NULL) *fired = n;
+    if (fired != NULL) *fired = total;
     return TODO_OK;
 }
