@@ -6,9 +6,9 @@
  * the partitions among them; a user's events stay in one partition, so in
  * order). SIGINT or SIGTERM stop it after the batches in flight.
  */
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <time.h>
 
 #include "config.h"
 #include "log.h"
@@ -25,20 +25,6 @@ static int stop_on_signal(void *ctx)
     return atomic_load(&stopping);
 }
 
-typedef struct loop {
-    const proj_loop_opts *o;
-    int rc;
-    todo_err err;
-} loop;
-
-static void *loop_main(void *arg)
-{
-    loop *l = arg;
-    l->rc = proj_loop_run(l->o, &l->err);
-    if (l->rc != 0) atomic_store(&stopping, 1); /* one could not start: stop all */
-    return NULL;
-}
-
 int main(void)
 {
     todo_config cfg;
@@ -53,21 +39,18 @@ int main(void)
     svc_signals_block(&sigs); /* before librdkafka starts its threads */
     proj_loop_opts o = {.cfg = &cfg, .group = cfg.projector_group, .schema = "read", .should_stop = stop_on_signal,
                         .ctx = &sigs};
-    loop loops[8];
-    pthread_t th[8];
-    int n = 0;
-    for (int i = 0; i < cfg.projector_threads; i++) {
-        loops[i] = (loop){.o = &o};
-        if (pthread_create(&th[i], NULL, loop_main, &loops[i]) != 0) break;
-        n++;
+    proj_loops *loops = proj_loops_start(&o, cfg.projector_threads, &err);
+    if (loops == NULL) {
+        log_error("projector", "cannot start", "error=\"%s\"", err.msg);
+        return 1;
     }
-    int rc = n > 0 ? 0 : 1;
-    for (int i = 0; i < n; i++) {
-        pthread_join(th[i], NULL);
-        if (loops[i].rc != 0) {
-            log_error("projector", "cannot start", "error=\"%s\"", loops[i].err.msg);
-            rc = 1;
-        }
+    /* Until one returns: a signal (all see it) or one that could not start. */
+    while (!proj_loops_any_finished(loops)) {
+        struct timespec pause = {0, 100 * 1000000};
+        nanosleep(&pause, NULL);
     }
-    return rc;
+    atomic_store(&stopping, 1);
+    int rc = proj_loops_join(loops, &err);
+    if (rc != 0) log_error("projector", "cannot start", "error=\"%s\"", err.msg);
+    return rc != 0 ? 1 : 0;
 }

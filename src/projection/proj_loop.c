@@ -1,6 +1,8 @@
 /* proj_loop: see proj_loop.h. */
 #include "proj_loop.h"
 
+#include <pthread.h>
+
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -155,5 +157,65 @@ out:
     arena_free(a);
     free(msgs);
     free(dead);
+    return rc;
+}
+
+struct proj_loops {
+    int n;
+    pthread_t th[8];
+    struct one_loop {
+        const proj_loop_opts *o;
+        int rc;
+        todo_err err;
+        atomic_bool finished;
+    } loops[8];
+};
+
+static void *one_loop_main(void *arg)
+{
+    struct one_loop *l = arg;
+    l->rc = proj_loop_run(l->o, &l->err);
+    atomic_store(&l->finished, true);
+    return NULL;
+}
+
+proj_loops *proj_loops_start(const proj_loop_opts *o, int n, todo_err *err)
+{
+    proj_loops *l = calloc(1, sizeof *l);
+    if (l == NULL) {
+        todo_err_set(err, TODO_EINTERNAL, "out of memory");
+        return NULL;
+    }
+    for (int i = 0; i < n && i < 8; i++) {
+        l->loops[l->n].o = o;
+        if (pthread_create(&l->th[l->n], NULL, one_loop_main, &l->loops[l->n]) != 0) break;
+        l->n++;
+    }
+    if (l->n == 0) {
+        free(l);
+        todo_err_set(err, TODO_EINTERNAL, "cannot start a projection thread");
+        return NULL;
+    }
+    return l;
+}
+
+bool proj_loops_any_finished(proj_loops *l)
+{
+    for (int i = 0; i < l->n; i++)
+        if (atomic_load(&l->loops[i].finished)) return true;
+    return false;
+}
+
+int proj_loops_join(proj_loops *l, todo_err *err)
+{
+    int rc = TODO_OK;
+    for (int i = 0; i < l->n; i++) {
+        pthread_join(l->th[i], NULL);
+        if (rc == TODO_OK && l->loops[i].rc != TODO_OK) {
+            rc = l->loops[i].rc;
+            *err = l->loops[i].err;
+        }
+    }
+    free(l);
     return rc;
 }

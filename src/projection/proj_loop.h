@@ -36,4 +36,18 @@ typedef struct proj_loop_opts {
  * could not start (err says why). */
 int proj_loop_run(const proj_loop_opts *o, todo_err *err);
 
+/* Several loops with the same options, each on a thread of its own (they
+ * share the consumer group: Kafka splits the partitions among them). */
+typedef struct proj_loops proj_loops;
+
+/* Starts n (1..8) loops; NULL with err set when not even one started. */
+proj_loops *proj_loops_start(const proj_loop_opts *o, int n, todo_err *err);
+
+/* True once any of them returned (told to stop, or could not start). */
+bool proj_loops_any_finished(proj_loops *l);
+
+/* Waits for all of them (make should_stop say yes first) and frees l.
+ * Returns TODO_OK, or the first failure's status with err set. */
+int proj_loops_join(proj_loops *l, todo_err *err);
+
 #endif

@@ -294,23 +294,6 @@ static void after_batch(const proj_stats *st, size_t records, void *ctx)
     pthread_mutex_unlock(&r->mu);
 }
 
-/* One replaying loop of the rebuild (several share the consumer group:
- * Kafka splits the partitions among them, each has its own connection). */
-typedef struct replayer {
-    const proj_loop_opts *lo;
-    int rc;
-    todo_err err;
-    atomic_bool finished;
-} replayer;
-
-static void *replay_main(void *arg)
-{
-    replayer *p = arg;
-    p->rc = proj_loop_run(p->lo, &p->err);
-    atomic_store(&p->finished, true);
-    return NULL;
-}
-
 int proj_rebuild(const proj_rebuild_opts *o, todo_err *err)
 {
     rebuild r = {.o = o};
@@ -352,33 +335,20 @@ int proj_rebuild(const proj_rebuild_opts *o, todo_err *err)
 
     proj_loop_opts lo = {.cfg = o->cfg, .group = r.group, .schema = SHADOW, .shadow = true, .should_stop = should_stop,
                          .after_batch = after_batch, .ctx = &r};
-    int n = o->cfg->rebuild_threads;
-    replayer loops[8];
-    pthread_t th[8];
-    for (int i = 0; i < n; i++) {
-        loops[i] = (replayer){.lo = &lo};
-        if (pthread_create(&th[i], NULL, replay_main, &loops[i]) != 0) n = i;
+    proj_loops *loops = proj_loops_start(&lo, o->cfg->rebuild_threads, err);
+    if (loops == NULL) {
+        rc = err->code;
+        goto out;
     }
     /* Watch them from here until they have caught up (or one ended early:
      * it could not start). */
-    for (bool early = false; !atomic_load(&r.done) && !early;) {
+    while (!atomic_load(&r.done) && !proj_loops_any_finished(loops)) {
         struct timespec pause = {0, 50 * 1000000};
         nanosleep(&pause, NULL);
-        for (int i = 0; i < n; i++) early = early || atomic_load(&loops[i].finished);
         if (monitor(&r)) atomic_store(&r.done, true);
     }
     atomic_store(&r.done, true);
-    for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
-    for (int i = 0; i < n; i++)
-        if (loops[i].rc != 0) {
-            *err = loops[i].err;
-            rc = loops[i].rc;
-            goto out;
-        }
-    if (n == 0) {
-        rc = todo_err_set(err, TODO_EINTERNAL, "cannot start a replay thread");
-        goto out;
-    }
+    if ((rc = proj_loops_join(loops, err)) != 0) goto out;
     if (r.failed) {
         *err = r.err;
         rc = err->code != 0 ? err->code : TODO_EUNAVAIL;
