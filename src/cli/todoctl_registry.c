@@ -116,20 +116,9 @@ static int check_or_register(PGconn *pg, int argc, char **argv, bool do_register
 {
     todo_err err;
     const char *subject = argv[3], *file = argv[4], *message = NULL;
-    char latest[256] = "";
     for (int i = 5; i < argc; i++) {
         if (strcmp(argv[i], "--message") == 0 && i + 1 < argc) message = argv[++i];
         else return 2;
-    }
-    if (message == NULL) {
-        reg_schema_row row;
-        if (reg_store_get(pg, subject, 0, &row, &err) != 0) {
-            fprintf(stderr, "todoctl: %s has no version yet: name the message with --message\n", subject);
-            return 2;
-        }
-        snprintf(latest, sizeof latest, "%s", row.message);
-        reg_schema_row_cleanup(&row);
-        message = latest;
     }
     uint8_t *bytes = NULL;
     size_t len = 0;
@@ -138,6 +127,10 @@ static int check_or_register(PGconn *pg, int argc, char **argv, bool do_register
     reg_report report;
     int rc = reg_store_register(pg, subject, message, bytes, len, do_register, &id, &version, &report, &err);
     free(bytes);
+    if (rc == TODO_ENOTFOUND) {
+        fprintf(stderr, "todoctl: %s with --message\n", err.msg);
+        return 2;
+    }
     if (rc == TODO_EPRECOND) {
         fprintf(stderr, "todoctl: refused: %s is not compatible with %s (%d violation(s)):\n", file, subject, report.n);
         for (int i = 0; i < report.n && i < REG_MAX_VIOLATIONS; i++) fprintf(stderr, "  %s\n", report.violations[i]);

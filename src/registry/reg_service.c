@@ -119,20 +119,12 @@ static int check_or_register(grpcx_call *c, const ProtobufCMessage *req, bool do
     if (rc != 0) return rc;
     if (q->descriptor_set.len == 0) return todo_err_set(err, TODO_EINVAL, "descriptor_set: a serialized FileDescriptorSet is required");
     if ((rc = begin(c, do_register, pg, err)) != 0) return rc;
-    char latest[256];
-    const char *message = q->message;
-    if (message[0] == '\0') {
-        reg_schema_row row;
-        if ((rc = reg_store_get(*pg, q->subject, 0, &row, err)) != 0)
-            return rc == TODO_ENOTFOUND
-                       ? todo_err_set(err, TODO_EINVAL, "message: %s has no version yet: name the message", q->subject)
-                       : rc;
-        snprintf(latest, sizeof latest, "%s", row.message);
-        reg_schema_row_cleanup(&row);
-        message = latest;
-    }
-    return reg_store_register(*pg, q->subject, message, q->descriptor_set.data, q->descriptor_set.len, do_register, id,
-                              version, report, err);
+    rc = reg_store_register(*pg, q->subject, q->message, q->descriptor_set.data, q->descriptor_set.len, do_register,
+                            id, version, report, err);
+    if (rc != TODO_ENOTFOUND) return rc;
+    char why[sizeof err->msg];
+    snprintf(why, sizeof why, "%s", err->msg);
+    return todo_err_set(err, TODO_EINVAL, "message: %.200s", why);
 }
 
 static int check_schema(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)

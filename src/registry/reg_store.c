@@ -172,6 +172,18 @@ int reg_store_register(PGconn *pg, const char *subject, const char *message, con
     *id = *version = 0;
     if (!reg_subject_valid(subject))
         return todo_err_set(err, TODO_EINVAL, "subject: 1 to 100 of a-z, 0-9, '.', '_', '-'; got \"%.100s\"", subject);
+    char latest_message[256];
+    if (message == NULL || message[0] == '\0') { /* the message of the subject's latest version */
+        reg_schema_row row;
+        int grc = reg_store_get(pg, subject, 0, &row, err);
+        if (grc != 0)
+            return grc == TODO_ENOTFOUND
+                       ? todo_err_set(err, TODO_ENOTFOUND, "%s has no version yet: name the message", subject)
+                       : grc;
+        snprintf(latest_message, sizeof latest_message, "%s", row.message);
+        reg_schema_row_cleanup(&row);
+        message = latest_message;
+    }
     Google__Protobuf__FileDescriptorSet *set = google__protobuf__file_descriptor_set__unpack(NULL, len, bytes);
     if (set == NULL) return todo_err_set(err, TODO_EINVAL, "the schema is not a serialized FileDescriptorSet");
     reg_schema cand = {set, message};

@@ -33,7 +33,9 @@ typedef struct reg_schema_row {
 
 void reg_schema_row_cleanup(reg_schema_row *row);
 
-/* Checks (and, when do_register, registers) bytes/len holding message as
+/* Checks (and, when do_register, registers) bytes/len holding message
+ * (NULL or "": the message of the subject's latest version; TODO_ENOTFOUND
+ * when it has none) as
  * the next version of subject. *id and *version receive the schema's id
  * and version (existing or new; 0 when only checked). TODO_EPRECOND with
  * report filled when incompatible, TODO_EINVAL when the bytes are no
