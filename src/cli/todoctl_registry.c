@@ -88,7 +88,9 @@ static int show(PGconn *pg, const char *subject, int version)
     }
     printf("subject %s version %d: schema id %d, message %s (%zu bytes)\n", subject, row.version, row.id, row.message,
            row.len);
-    Google__Protobuf__FileDescriptorSet *set = google__protobuf__file_descriptor_set__unpack(NULL, row.len, row.bytes);
+    Google__Protobuf__FileDescriptorSet *set = NULL;
+    todo_err derr;
+    (void)reg_set_decode(row.bytes, row.len, &set, &derr); /* NULL: nothing to list */
     const char *dot = strrchr(row.message, '.');
     for (size_t f = 0; set != NULL && f < set->n_file; f++)
         for (size_t m = 0; m < set->file[f]->n_message_type; m++) {

@@ -43,14 +43,18 @@
  *
  * Rules about the reader and the writer are applied in the direction(s) of
  * the mode; the two "removed" rules compare the old and the new version in
- * every mode but NONE. Message types are compared recursively (each pair
- * once).
+ * every mode but NONE. Message types are compared recursively, each pair
+ * once, so the work is polynomial in the schemas' size; it is also bounded
+ * (a budget of lookups and comparisons, and message fields followed at most
+ * 64 deep): past the bound the check answers TODO_ETOOBIG rather than run
+ * for long or pass a schema it did not finish reading.
  */
 #ifndef TODO_REG_COMPAT_H
 #define TODO_REG_COMPAT_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "google/protobuf/descriptor.pb-c.h"
 #include "todo_err.h"
@@ -89,8 +93,16 @@ typedef struct reg_report {
 
 /* Checks new against old in mode m (a TRANSITIVE mode checks like its
  * plain form). Returns TODO_OK with the report filled (n == 0: compatible),
- * or TODO_EINVAL when a schema does not name a message its set holds. */
+ * TODO_EINVAL when a schema does not name a message its set holds, or
+ * TODO_ETOOBIG when the check would take more than its bound (above). */
 int reg_compat_check(const reg_schema *old_schema, const reg_schema *new_schema, reg_mode m, reg_report *report,
                      todo_err *err);
+
+/* Decodes a descriptor set that comes from outside (a user, a file, the
+ * database): checks its bytes first (pbx_check: nesting at most 64 deep,
+ * well-formed), then decodes it with protobuf-c's allocator and drops
+ * unknown fields. TODO_EINVAL says what is wrong. Free the result with
+ * google__protobuf__file_descriptor_set__free_unpacked(set, NULL). */
+int reg_set_decode(const uint8_t *bytes, size_t len, Google__Protobuf__FileDescriptorSet **out, todo_err *err);
 
 #endif

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "google/protobuf/descriptor.pb-c.h"
+#include "reg_compat.h"
 #include "reg_local.h"
 
 typedef Google__Protobuf__DescriptorProto msg_t;
@@ -165,9 +166,10 @@ int reg_prune(const uint8_t *all, size_t all_len, const char *message, uint8_t *
 {
     *out = NULL;
     *out_len = 0;
-    prune p = {.set = google__protobuf__file_descriptor_set__unpack(NULL, all_len, all)};
-    if (p.set == NULL) return todo_err_set(err, TODO_EINVAL, "the schema is not a serialized FileDescriptorSet");
-    int rc = TODO_OK;
+    Google__Protobuf__FileDescriptorSet *set;
+    int rc = reg_set_decode(all, all_len, &set, err);
+    if (rc != TODO_OK) return rc;
+    prune p = {.set = set};
     if (index_tops(&p) != 0) {
         rc = todo_err_set(err, TODO_EINTERNAL, "out of memory");
         goto out;
@@ -184,6 +186,14 @@ int reg_prune(const uint8_t *all, size_t all_len, const char *message, uint8_t *
         for (size_t i = 0; i < p.queue[q]->n_field; i++) keep(&p, p.queue[q]->field[i]->type_name);
     if (p.too_deep) rc = todo_err_set(err, TODO_EINVAL, "the descriptor set nests messages deeper than %d", MAX_DEPTH);
     else if (p.oom || pack_kept(&p, out, out_len) != 0) rc = todo_err_set(err, TODO_EINTERNAL, "out of memory");
+    else if ((rc = reg_set_decode(*out, *out_len, &set, err)) == TODO_OK)
+        google__protobuf__file_descriptor_set__free_unpacked(set, NULL); /* what we write decodes again */
+    else {
+        free(*out);
+        *out = NULL;
+        *out_len = 0;
+        rc = todo_err_set(err, TODO_EINVAL, "the descriptor set does not decode again once pruned");
+    }
 out:
     for (size_t i = 0; i < p.n_tops; i++) free(p.tops[i].full);
     free(p.tops);

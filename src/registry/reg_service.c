@@ -117,8 +117,13 @@ static int check_or_register(grpcx_call *c, const ProtobufCMessage *req, bool do
     const Todo__V1__SchemaRequest *q = (const Todo__V1__SchemaRequest *)req;
     int rc = subject_arg(q->subject, false, err);
     if (rc != 0) return rc;
+    /* Checking costs as much as registering: both are for writers, and the
+     * caller is known before the set is looked at. */
+    if ((rc = begin(c, true, pg, err)) != 0) return rc;
     if (q->descriptor_set.len == 0) return todo_err_set(err, TODO_EINVAL, "descriptor_set: a serialized FileDescriptorSet is required");
-    if ((rc = begin(c, do_register, pg, err)) != 0) return rc;
+    if (q->descriptor_set.len > REG_MAX_SCHEMA_BYTES)
+        return todo_err_set(err, TODO_ETOOBIG, "descriptor_set: at most %d bytes, got %zu", REG_MAX_SCHEMA_BYTES,
+                            q->descriptor_set.len);
     rc = reg_store_register(*pg, q->subject, q->message, q->descriptor_set.data, q->descriptor_set.len, do_register,
                             id, version, report, err);
     if (rc != TODO_ENOTFOUND) return rc;

@@ -2,8 +2,10 @@
  * reg_service: todo.v1.SchemaRegistryService (proto/todo/v1/registry.proto),
  * the operations of `todoctl registry` over gRPC, on reg_store.
  *
- * Every call needs a valid bearer token; RegisterSchema and SetMode need one
- * whose user id is among the writers (PERMISSION_DENIED otherwise). Bad
+ * Every call needs a valid bearer token; CheckSchema, RegisterSchema and
+ * SetMode need one whose user id is among the writers (PERMISSION_DENIED
+ * otherwise: a check costs as much as a registration), and take a
+ * descriptor set of at most REG_MAX_SCHEMA_BYTES (RESOURCE_EXHAUSTED). Bad
  * input is INVALID_ARGUMENT naming the field; an unknown subject, version or
  * id is NOT_FOUND; a registration that breaks the subject's mode is
  * FAILED_PRECONDITION naming the rule, message and field (CheckSchema
@@ -15,6 +17,10 @@
 #include <libpq-fe.h>
 
 #include "grpcx.h"
+
+/* The largest descriptor set CheckSchema and RegisterSchema take (the
+ * project's whole API is ~20 KB). */
+#define REG_MAX_SCHEMA_BYTES (256 * 1024)
 
 typedef struct reg_service_opts {
     const char *jwt_secret;

@@ -149,9 +149,10 @@ static int check_against(const PGresult *r, int i, const reg_schema *cand, reg_m
     reg_schema_row row;
     int rc = row_of(r, i, &row, err);
     if (rc != 0) return rc;
-    Google__Protobuf__FileDescriptorSet *set = google__protobuf__file_descriptor_set__unpack(NULL, row.len, row.bytes);
+    Google__Protobuf__FileDescriptorSet *set;
+    rc = reg_set_decode(row.bytes, row.len, &set, err);
     reg_schema_row_cleanup(&row);
-    if (set == NULL) return todo_err_set(err, TODO_EINTERNAL, "a stored schema does not decode");
+    if (rc != TODO_OK) return todo_err_set(err, TODO_EINTERNAL, "a stored schema does not decode");
     reg_schema old = {set, PQgetvalue(r, i, 2)};
     reg_report one;
     rc = reg_compat_check(&old, cand, m, &one, err);
@@ -184,11 +185,12 @@ int reg_store_register(PGconn *pg, const char *subject, const char *message, con
         reg_schema_row_cleanup(&row);
         message = latest_message;
     }
-    Google__Protobuf__FileDescriptorSet *set = google__protobuf__file_descriptor_set__unpack(NULL, len, bytes);
-    if (set == NULL) return todo_err_set(err, TODO_EINVAL, "the schema is not a serialized FileDescriptorSet");
+    Google__Protobuf__FileDescriptorSet *set;
+    int rc = reg_set_decode(bytes, len, &set, err);
+    if (rc != TODO_OK) return rc;
     reg_schema cand = {set, message};
     reg_report self;
-    int rc = reg_compat_check(&cand, &cand, REG_NONE, &self, err); /* does the set hold the message? */
+    rc = reg_compat_check(&cand, &cand, REG_NONE, &self, err); /* does the set hold the message? */
     if (rc != 0) {
         google__protobuf__file_descriptor_set__free_unpacked(set, NULL);
         return rc;

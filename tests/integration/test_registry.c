@@ -23,6 +23,7 @@
 #include "arena.h"
 #include "event.h"
 #include "harness.h"
+#include "reg_service.h"
 #include "reg_local.h"
 #include "reg_store.h"
 #include "text.h"
@@ -38,6 +39,31 @@ static int todoctl(char *out, size_t cap, const char *fmt, ...)
     vsnprintf(args, sizeof args, fmt, ap);
     va_end(ap);
     return harness_todoctl(args, out, cap);
+}
+
+/* A FileDescriptorSet whose one file holds a message nested `levels`
+ * deep (nested_type inside nested_type...); *len gets its size. */
+static uint8_t *deep_descriptor_set(int levels, size_t *len)
+{
+    size_t cap = (size_t)levels * 8 + 64, n = 0;
+    uint8_t *buf = malloc(cap), *tmp = malloc(cap);
+    for (int i = 0; i <= levels + 1; i++) {
+        /* nested_type (3) inside messages, message_type (4) in the file,
+         * file (1) in the set */
+        uint8_t tag = i < levels ? (3 << 3) | 2 : i == levels ? (4 << 3) | 2 : (1 << 3) | 2;
+        size_t m = 0, v = n;
+        tmp[m++] = tag;
+        do {
+            tmp[m++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+            v >>= 7;
+        } while (v);
+        memcpy(tmp + m, buf, n);
+        n += m;
+        memcpy(buf, tmp, n);
+    }
+    free(tmp);
+    *len = n;
+    return buf;
 }
 
 static void versions_are_checked_registered_and_refused(void **state)
@@ -384,10 +410,12 @@ static void the_grpc_service_checks_registers_and_guards_writes(void **state)
     grpcx_result res;
     ProtobufCMessage *out;
 
-    /* Reading and checking need a token; writing needs a writer's. */
+    /* Reading needs a token; checking and writing need a writer's. */
     assert_int_equal(registry_call("CheckSchema", &req.base, &todo__v1__check_schema_response__descriptor, NULL, NULL,
                                    &res), GRPC_STATUS_UNAUTHENTICATED);
-    assert_int_equal(registry_call("CheckSchema", &req.base, &todo__v1__check_schema_response__descriptor, reader, &out,
+    assert_int_equal(registry_call("CheckSchema", &req.base, &todo__v1__check_schema_response__descriptor, reader, NULL,
+                                   &res), GRPC_STATUS_PERMISSION_DENIED);
+    assert_int_equal(registry_call("CheckSchema", &req.base, &todo__v1__check_schema_response__descriptor, writer, &out,
                                    &res), GRPC_STATUS_OK);
     assert_true(((Todo__V1__CheckSchemaResponse *)out)->compatible);
     protobuf_c_message_free_unpacked(out, NULL);
@@ -409,7 +437,7 @@ static void the_grpc_service_checks_registers_and_guards_writes(void **state)
     /* A breaking version: CheckSchema lists why, RegisterSchema refuses naming the rule. */
     req.descriptor_set = (ProtobufCBinaryData){n3, bad};
     req.message = ""; /* the latest version's message */
-    assert_int_equal(registry_call("CheckSchema", &req.base, &todo__v1__check_schema_response__descriptor, reader, &out,
+    assert_int_equal(registry_call("CheckSchema", &req.base, &todo__v1__check_schema_response__descriptor, writer, &out,
                                    &res), GRPC_STATUS_OK);
     Todo__V1__CheckSchemaResponse *chk = (Todo__V1__CheckSchemaResponse *)out;
     assert_false(chk->compatible);
@@ -454,8 +482,25 @@ static void the_grpc_service_checks_registers_and_guards_writes(void **state)
     req.descriptor_set = (ProtobufCBinaryData){sizeof junk, junk};
     assert_int_equal(registry_call("RegisterSchema", &req.base, &todo__v1__register_schema_response__descriptor, writer,
                                    NULL, &res), GRPC_STATUS_INVALID_ARGUMENT);
+    /* A set nested 10,000 levels deep (tens of KB) once overflowed a worker's
+     * stack inside protobuf-c and killed todo-command: now it is refused on
+     * its raw bytes, and the service answers the next call. */
+    size_t deep_len;
+    uint8_t *deep = deep_descriptor_set(10000, &deep_len);
+    req.descriptor_set = (ProtobufCBinaryData){deep_len, deep};
+    assert_int_equal(registry_call("CheckSchema", &req.base, &todo__v1__check_schema_response__descriptor, writer, NULL,
+                                   &res), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(res.message, "nested deeper"));
+    free(deep);
+    uint8_t *big = calloc(1, REG_MAX_SCHEMA_BYTES + 1);
+    req.descriptor_set = (ProtobufCBinaryData){REG_MAX_SCHEMA_BYTES + 1, big};
+    assert_int_equal(registry_call("CheckSchema", &req.base, &todo__v1__check_schema_response__descriptor, writer, NULL,
+                                   &res), GRPC_STATUS_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(res.message, "descriptor_set"));
+    free(big);
+    req.descriptor_set = (ProtobufCBinaryData){n1, v1};
     req.subject = "Not A Subject";
-    assert_int_equal(registry_call("CheckSchema", &req.base, &todo__v1__check_schema_response__descriptor, reader, NULL,
+    assert_int_equal(registry_call("CheckSchema", &req.base, &todo__v1__check_schema_response__descriptor, writer, NULL,
                                    &res), GRPC_STATUS_INVALID_ARGUMENT);
     assert_non_null(strstr(res.message, "subject"));
     free(v1);
