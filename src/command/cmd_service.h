@@ -35,4 +35,9 @@ void cmd_thread_cleanup(void *state);
  * or NULL with err set: for services hosted beside this one. */
 PGconn *cmd_thread_pg(grpcx_call *c, todo_err *err);
 
+/* grpcx_server_opts.authenticate for todo-command: the caller's bearer
+ * token names the user (grpcx_call_user), or the call is refused
+ * (UNAUTHENTICATED) and audited as such, before its request is decoded. */
+int cmd_authenticate(grpcx_call *c, todo_err *err);
+
 #endif

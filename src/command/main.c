@@ -82,11 +82,12 @@ int main(void)
     }
     grpcx_server_opts opts = {
         .threads = cfg.grpc_threads, .max_message_bytes = cfg.max_message_bytes,
+        .call_memory_bytes = cfg.call_memory_bytes, .authenticate = cmd_authenticate,
         .thread_init = cmd_thread_init, .thread_cleanup = cmd_thread_cleanup, .app = &app,
         .component = "command",
     };
     grpcx_server *srv = grpcx_server_new(&opts, &err);
-    reg_service_opts registry = {.jwt_secret = cfg.jwt_secret, .writers = cfg.registry_writers, .pg = cmd_thread_pg};
+    reg_service_opts registry = {.writers = cfg.registry_writers, .pg = cmd_thread_pg};
     if (srv == NULL || cmd_service_register(srv, &err) != 0 || reg_service_register(srv, &registry, &err) != 0 ||
         grpcx_server_start(srv, cfg.command_addr, &err) != 0) {
         log_error("command", "cannot start the gRPC server", "error=\"%s\"", err.msg);

@@ -38,11 +38,24 @@ audit_log *audit_new(const char *brokers, const char *source, todo_err *err);
 /* Flushes what is queued (up to timeout_ms) and frees; takes NULL. */
 void audit_free(audit_log *log, int timeout_ms);
 
-/* Queues one record. */
+/* Queues one record. Text copied from a request is bounded and made
+ * printable first (audit_encode). */
 void audit_emit(audit_log *log, const audit_entry *e);
 
-/* Serializes the record for e (malloc'ed, *len bytes; the caller frees).
- * Exposed for tests. */
+/* audit_emit for a call refused before the caller was known (no or a bad
+ * token): such records are what an attacker controls the rate of, so at
+ * most AUDIT_REFUSED_PER_S of them per second (bursts of 5 s) are written;
+ * the rest are counted and the count logged every 10 s. Thread-safe. */
+#define AUDIT_REFUSED_PER_S 20
+void audit_emit_refused(audit_log *log, const audit_entry *e);
+
+/* The longest text a record keeps of a field (bytes, cut on a character
+ * boundary); message gets twice as much. */
+#define AUDIT_FIELD_MAX 128
+
+/* Serializes the record for e (malloc'ed, *len bytes; the caller frees):
+ * every text field cut to AUDIT_FIELD_MAX bytes on a UTF-8 boundary, bytes
+ * that are not printable UTF-8 replaced by '?'. Exposed for tests. */
 uint8_t *audit_encode(const char *source, const audit_entry *e, int64_t now_us, size_t *len);
 
 #endif

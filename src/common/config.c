@@ -102,7 +102,12 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
     }
 
     if ((rc = get_int(&cfg->grpc_threads, "TODO_GRPC_THREADS", 8, 1, 64, get, ctx, err)) != 0) return rc;
-    if ((rc = get_int(&cfg->max_message_bytes, "TODO_GRPC_MAX_MESSAGE_BYTES", 1 << 20, 1024, 64 << 20,
+    /* The largest request the API needs is a 256 KiB descriptor set
+     * (RegisterSchema); a task is a few KB. */
+    if ((rc = get_int(&cfg->max_message_bytes, "TODO_GRPC_MAX_MESSAGE_BYTES", 320 << 10, 1024, 64 << 20,
+                      get, ctx, err)) != 0)
+        return rc;
+    if ((rc = get_int(&cfg->call_memory_bytes, "TODO_GRPC_CALL_MEMORY_BYTES", 8 << 20, 64 << 10, 1 << 30,
                       get, ctx, err)) != 0)
         return rc;
     if ((rc = get_int(&cfg->shutdown_grace_ms, "TODO_SHUTDOWN_GRACE_MS", 10000, 0, 600000, get, ctx,

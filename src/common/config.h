@@ -24,7 +24,8 @@ typedef struct todo_config {
     char jwt_secret[CONFIG_STR_MAX];      /* TODO_JWT_SECRET */
     bool jwt_secret_is_default;           /* the built-in local secret is in use */
     int grpc_threads;                     /* TODO_GRPC_THREADS, 1..64 */
-    int max_message_bytes;                /* TODO_GRPC_MAX_MESSAGE_BYTES, 1 KiB..64 MiB */
+    int max_message_bytes;                /* TODO_GRPC_MAX_MESSAGE_BYTES, 1 KiB..64 MiB (320 KiB) */
+    int call_memory_bytes;                /* TODO_GRPC_CALL_MEMORY_BYTES: decoding one request, 64 KiB..1 GiB (8 MiB) */
     int shutdown_grace_ms;                /* TODO_SHUTDOWN_GRACE_MS */
     int relay_batch;                      /* TODO_RELAY_BATCH, 1..10000 */
     int relay_poll_ms;                    /* TODO_RELAY_POLL_MS: fallback poll when no NOTIFY arrives */

@@ -11,7 +11,14 @@
  *   - a method without a handler answers UNIMPLEMENTED;
  *   - an unknown method answers UNIMPLEMENTED (the C core would leave it
  *     hanging: a generic request is kept posted for it);
- *   - a request that does not decode answers INVALID_ARGUMENT;
+ *   - the caller is authenticated (opts.authenticate) before the request
+ *     body is looked at: a refused caller costs no decoding;
+ *   - the request is decoded with pbx_decode (pbx.h): checked on its raw
+ *     bytes first (nesting, field numbers, UTF-8 without NUL in every text
+ *     field: INVALID_ARGUMENT naming the field), decoded within a memory
+ *     budget (opts.call_memory_bytes: RESOURCE_EXHAUSTED past it, never an
+ *     abort), and stripped of unknown fields, so nothing a client adds
+ *     beyond the API reaches storage or Kafka;
  *   - a request over the maximum message size answers RESOURCE_EXHAUSTED
  *     (the C core enforces the limit).
  *
@@ -54,6 +61,12 @@ typedef struct grpcx_method {
 typedef struct grpcx_server_opts {
     int threads;                          /* worker threads, >= 1 */
     int max_message_bytes;                /* largest request accepted */
+    size_t call_memory_bytes;             /* decoding a request may take this much (0: 8 MiB) */
+    /* Called for every call of an application service (not health or
+     * reflection) before its request is decoded; returns TODO_OK (having
+     * named the caller with grpcx_call_set_user) or a status that becomes
+     * the call's answer (err's message). NULL: every call goes through. */
+    int (*authenticate)(grpcx_call *call, todo_err *err);
     /* Called once on each worker thread before it serves, and after it
      * stopped: per-thread state such as a database connection. */
     void *(*thread_init)(void *app, int index);
@@ -99,6 +112,10 @@ const char *grpcx_call_metadata(grpcx_call *c, const char *key);
 /* Adds key: value to the reply's initial metadata (at most 4 entries; key
  * lowercase, value printable ASCII; both are copied). */
 void grpcx_call_reply_metadata(grpcx_call *c, const char *key, const char *value);
+
+/* The authenticated caller (set by opts.authenticate), or NULL. */
+void grpcx_call_set_user(grpcx_call *c, const char *user);
+const char *grpcx_call_user(grpcx_call *c);
 
 /* The call's arena: released when the call ends. */
 arena *grpcx_call_arena(grpcx_call *c);

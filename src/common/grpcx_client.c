@@ -41,12 +41,21 @@ grpc_status_code grpcx_unary(grpcx_channel *c, const char *path, const ProtobufC
                              const ProtobufCMessageDescriptor *resp_desc, const char *authorization,
                              int timeout_ms, ProtobufCMessage **resp, grpcx_result *res)
 {
+    return grpcx_unary_md(c, path, req, resp_desc, authorization, NULL, 0, timeout_ms, resp, res);
+}
+
+grpc_status_code grpcx_unary_md(grpcx_channel *c, const char *path, const ProtobufCMessage *req,
+                                const ProtobufCMessageDescriptor *resp_desc, const char *authorization,
+                                const grpcx_md *extra, size_t n_extra, int timeout_ms, ProtobufCMessage **resp,
+                                grpcx_result *res)
+{
     grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
     gpr_timespec deadline =
         gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
     grpc_slice method = grpc_slice_from_copied_string(path);
     grpc_call *call = grpc_channel_create_call(c->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method, NULL, deadline, NULL);
-    grpc_metadata md[1];
+    grpc_metadata md[9];
+    size_t n_md = 0;
     grpc_metadata_array initial, trailing;
     grpc_byte_buffer *recv = NULL, *send;
     grpc_slice details = grpc_empty_slice();
@@ -69,11 +78,15 @@ grpc_status_code grpcx_unary(grpcx_channel *c, const char *path, const ProtobufC
 
     ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
     if (authorization != NULL) {
-        md[0].key = grpc_slice_from_static_string("authorization");
-        md[0].value = grpc_slice_from_copied_string(authorization);
-        ops[n].data.send_initial_metadata.count = 1;
-        ops[n].data.send_initial_metadata.metadata = md;
+        md[n_md].key = grpc_slice_from_static_string("authorization");
+        md[n_md++].value = grpc_slice_from_copied_string(authorization);
     }
+    for (size_t i = 0; i < n_extra && n_md < sizeof md / sizeof md[0]; i++) {
+        md[n_md].key = grpc_slice_from_copied_string(extra[i].key);
+        md[n_md++].value = grpc_slice_from_copied_string(extra[i].value);
+    }
+    ops[n].data.send_initial_metadata.count = n_md;
+    ops[n].data.send_initial_metadata.metadata = n_md > 0 ? md : NULL;
     n++;
     ops[n].op = GRPC_OP_SEND_MESSAGE;
     ops[n++].data.send_message.send_message = send;
@@ -113,7 +126,10 @@ grpc_status_code grpcx_unary(grpcx_channel *c, const char *path, const ProtobufC
     }
     res->code = status;
 
-    if (authorization != NULL) grpc_slice_unref(md[0].value);
+    for (size_t i = 0; i < n_md; i++) {
+        grpc_slice_unref(md[i].key);
+        grpc_slice_unref(md[i].value);
+    }
     grpc_slice_unref(details);
     grpc_slice_unref(method);
     grpc_metadata_array_destroy(&initial);

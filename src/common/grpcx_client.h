@@ -31,4 +31,16 @@ grpc_status_code grpcx_unary(grpcx_channel *ch, const char *path, const Protobuf
                              const ProtobufCMessageDescriptor *resp_desc, const char *authorization,
                              int timeout_ms, ProtobufCMessage **resp, grpcx_result *res);
 
+/* A request metadata entry (key lowercase; value printable ASCII). */
+typedef struct grpcx_md {
+    const char *key, *value;
+} grpcx_md;
+
+/* grpcx_unary sending the n entries of md (at most 8) besides
+ * authorization. */
+grpc_status_code grpcx_unary_md(grpcx_channel *ch, const char *path, const ProtobufCMessage *req,
+                                const ProtobufCMessageDescriptor *resp_desc, const char *authorization,
+                                const grpcx_md *md, size_t n, int timeout_ms, ProtobufCMessage **resp,
+                                grpcx_result *res);
+
 #endif

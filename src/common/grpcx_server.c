@@ -24,12 +24,15 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "log.h"
+#include "pbx.h"
 #include "reflect.h"
 
 extern const unsigned char todo_descriptor_set[];
 extern const size_t todo_descriptor_set_len;
 
 #define MAX_SERVICES 16
+#define GRPCX_USER_MAX 129
+#define DEFAULT_CALL_MEMORY (8u << 20)
 #define REFLECTION_V1 "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
 #define REFLECTION_V1ALPHA "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 
@@ -40,6 +43,7 @@ typedef struct method_entry {
     const ProtobufCMethodDescriptor *md;
     grpcx_unary_fn fn;
     void *handle;
+    bool open;           /* built in (health): no authentication */
 } method_entry;
 
 typedef struct worker {
@@ -84,6 +88,7 @@ typedef struct unary_call {
     int cancelled;
     grpc_metadata reply_md[4];
     size_t n_reply_md;
+    char user[GRPCX_USER_MAX];   /* the authenticated caller, "" before */
 } unary_call;
 
 /* One call to an unregistered method: reflection streams, or UNIMPLEMENTED. */
@@ -152,6 +157,13 @@ const char *grpcx_call_metadata(grpcx_call *c, const char *key)
     }
     return NULL;
 }
+
+void grpcx_call_set_user(grpcx_call *c, const char *user)
+{
+    snprintf(c->u->user, sizeof c->u->user, "%s", user != NULL ? user : "");
+}
+
+const char *grpcx_call_user(grpcx_call *c) { return c->u->user[0] != '\0' ? c->u->user : NULL; }
 
 void grpcx_call_reply_metadata(grpcx_call *c, const char *key, const char *value)
 {
@@ -298,18 +310,21 @@ static void unary_handle(unary_call *u)
         code = GRPC_STATUS_UNIMPLEMENTED;
         msg = arena_printf(w->arena, "%s is not implemented yet", m->path);
     } else {
-        ProtobufCAllocator alloc;
         ProtobufCMessage *req = NULL, *resp = NULL;
         size_t len = 0;
-        unsigned char *bytes = read_buffer(u->payload, w->arena, &len);
-        arena_pbc_allocator(w->arena, &alloc);
-        if (bytes != NULL) req = protobuf_c_message_unpack(m->md->input, &alloc, len, bytes);
-        if (req == NULL) {
-            code = GRPC_STATUS_INVALID_ARGUMENT;
-            msg = arena_printf(w->arena, "the request is not a valid %s message", m->md->input->name);
+        grpcx_call c = {.u = u, .w = w};
+        const grpcx_server_opts *o = &w->s->opts;
+        pbx_limits lim = {.max_depth = PBX_MAX_DEPTH,
+                          .max_bytes = o->call_memory_bytes ? o->call_memory_bytes : DEFAULT_CALL_MEMORY};
+        int rc = o->authenticate != NULL && !m->open ? o->authenticate(&c, &err) : TODO_OK;
+        unsigned char *bytes = rc == TODO_OK ? read_buffer(u->payload, w->arena, &len) : NULL;
+        if (rc == TODO_OK && bytes == NULL) rc = todo_err_set(&err, TODO_EINVAL, "the request could not be read");
+        if (rc == TODO_OK) rc = pbx_decode(m->md->input, bytes, len, w->arena, &lim, &req, &err);
+        if (rc != TODO_OK) {
+            code = grpcx_status_of(rc);
+            msg = err.msg;
         } else {
-            grpcx_call c = {.u = u, .w = w};
-            int rc = m->fn(&c, req, &resp, &err);
+            rc = m->fn(&c, req, &resp, &err);
             if (rc != TODO_OK) {
                 code = grpcx_status_of(rc);
                 msg = err.msg;
@@ -521,6 +536,7 @@ static int add_method(grpcx_server *s, const char *service, const ProtobufCMetho
     snprintf(e->path, len, "/%s/%s", service, md->name);
     e->md = md;
     e->fn = fn;
+    e->open = false;
     /* host NULL, or clients that send another authority never match. */
     e->handle = grpc_server_register_method(s->srv, e->path, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
     if (e->handle == NULL) {
@@ -569,6 +585,7 @@ grpcx_server *grpcx_server_new(const grpcx_server_opts *opts, todo_err *err)
         grpcx_server_free(s);
         return NULL;
     }
+    s->methods[s->n_methods - 1].open = true;
     s->services[s->n_services++] = h->name;
     s->services[s->n_services++] = "grpc.reflection.v1.ServerReflection";
     s->services[s->n_services++] = "grpc.reflection.v1alpha.ServerReflection";

@@ -2,8 +2,11 @@
 #include "pbx.h"
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "text.h"
 
 #define MAX_FIELD_NUMBER 536870911u /* 2^29 - 1 */
 
@@ -11,6 +14,8 @@ typedef struct walk {
     const char *root;   /* the checked message's name, for errors */
     int max_depth;
     todo_err *err;
+    char path[256];     /* the field being walked, "rule.time_zone" */
+    size_t path_len;
 } walk;
 
 /* Reads a varint of at most 10 bytes at *i (< len); false when cut short
@@ -63,8 +68,19 @@ static int walk_message(walk *w, const ProtobufCMessageDescriptor *d, const uint
             if (!varint(p, len, &i, &n) || n > len - i) return bad(w, base + at, "a length runs past the end");
             const ProtobufCFieldDescriptor *f =
                 d != NULL ? protobuf_c_message_descriptor_get_field(d, (unsigned)number) : NULL;
-            if (f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE) {
-                int rc = walk_message(w, f->descriptor, p + i, (size_t)n, base + i, depth + 1);
+            if (f != NULL && (f->type == PROTOBUF_C_TYPE_MESSAGE || f->type == PROTOBUF_C_TYPE_STRING)) {
+                size_t keep = w->path_len;
+                int k = snprintf(w->path + keep, sizeof w->path - keep, "%s%s", keep ? "." : "", f->name);
+                w->path_len = k < 0 ? keep : keep + (size_t)k >= sizeof w->path ? sizeof w->path - 1 : keep + (size_t)k;
+                int rc = TODO_OK;
+                if (f->type == PROTOBUF_C_TYPE_MESSAGE)
+                    rc = walk_message(w, f->descriptor, p + i, (size_t)n, base + i, depth + 1);
+                else if (text_utf8_chars((const char *)p + i, (size_t)n) < 0)
+                    /* A C string cannot hold a NUL: the text we would store
+                     * differs from the one sent. */
+                    rc = todo_err_set(w->err, TODO_EINVAL, "%s: text must be UTF-8 without NUL characters", w->path);
+                w->path[keep] = '\0';
+                w->path_len = keep;
                 if (rc != TODO_OK) return rc;
             }
             i += (size_t)n;
@@ -79,7 +95,7 @@ static int walk_message(walk *w, const ProtobufCMessageDescriptor *d, const uint
 
 int pbx_check(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len, int max_depth, todo_err *err)
 {
-    walk w = {.root = d != NULL ? d->name : "protobuf", .max_depth = max_depth, .err = err};
+    walk w = {.root = d != NULL ? d->name : "protobuf", .max_depth = max_depth, .err = err, .path = ""};
     if (len > 0 && buf == NULL) return bad(&w, 0, "no bytes");
     return walk_message(&w, d, buf, len, 0, 1);
 }

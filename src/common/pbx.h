@@ -14,8 +14,10 @@
  *
  *   1. pbx_check walks the raw bytes against the message's descriptor
  *      without allocating: every tag names a field number 1..2^29-1 with
- *      wire type 0, 1, 2 or 5 (no groups), every length fits, and known
- *      message fields nest at most max_depth deep;
+ *      wire type 0, 1, 2 or 5 (no groups), every length fits, known
+ *      message fields nest at most max_depth deep, and every known string
+ *      field is UTF-8 without NUL characters (a C string would silently
+ *      cut the text at the NUL; the error names the field: "title: ...");
  *   2. protobuf-c decodes into the caller's arena, with at most max_bytes
  *      of it: past that the decode fails with TODO_ETOOBIG instead of
  *      growing (or aborting the process);
@@ -45,7 +47,8 @@ typedef struct pbx_limits {
 
 /* Checks that buf is a well-formed d message within lim (see above); d
  * may be NULL to check the wire format alone. TODO_EINVAL says what is
- * wrong and where ("not a valid todo.v1.CreateTaskRequest: ..."). */
+ * wrong and where ("not a valid todo.v1.CreateTaskRequest message: ...",
+ * or "rule.time_zone: text must be UTF-8 without NUL characters"). */
 int pbx_check(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len, int max_depth, todo_err *err);
 
 /* pbx_check, then decodes into a and strips unknown fields. *out lives

@@ -28,6 +28,7 @@ int main(void)
 
     grpcx_server_opts opts = {
         .threads = cfg.grpc_threads, .max_message_bytes = cfg.max_message_bytes,
+        .call_memory_bytes = cfg.call_memory_bytes, .authenticate = qry_authenticate,
         .thread_init = qry_thread_init, .thread_cleanup = qry_thread_cleanup, .app = &cfg,
         .component = "query",
     };

@@ -55,11 +55,22 @@ static int read_failed(const char *what, todo_err *err)
     return todo_err_set(err, TODO_EUNAVAIL, "%s failed; retry later", what);
 }
 
-/* Authenticates the caller and makes sure the thread has a connection. */
+int qry_authenticate(grpcx_call *c, todo_err *err)
+{
+    qry_thread *t = grpcx_call_state(c);
+    char user[AUTH_USER_MAX];
+    int rc = auth_verify(t->cfg->jwt_secret, grpcx_call_metadata(c, "authorization"), (long)time(NULL), user, err);
+    if (rc == TODO_OK) grpcx_call_set_user(c, user);
+    return rc;
+}
+
+/* Takes the caller qry_authenticate named and makes sure the thread has a
+ * connection. */
 static int begin(grpcx_call *c, qry_thread *t, char user[AUTH_USER_MAX], todo_err *err)
 {
-    int rc = auth_verify(t->cfg->jwt_secret, grpcx_call_metadata(c, "authorization"), (long)time(NULL), user, err);
-    if (rc != 0) return rc;
+    const char *who = grpcx_call_user(c);
+    if (who == NULL) return todo_err_set(err, TODO_EUNAUTH, "the caller is not authenticated");
+    snprintf(user, AUTH_USER_MAX, "%s", who);
     if (t->pg != NULL && PQstatus(t->pg) != CONNECTION_OK) t->listening = false;
     if (pgx_ensure(&t->pg, t->cfg->pg_url, t->app_name, err) != 0)
         return todo_err_set(err, TODO_EUNAVAIL, "the read database is unreachable; retry later");

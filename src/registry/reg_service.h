@@ -22,8 +22,9 @@
  * project's whole API is ~20 KB). */
 #define REG_MAX_SCHEMA_BYTES (256 * 1024)
 
+/* The caller is the one the hosting server's grpcx_server_opts.authenticate
+ * named (grpcx_call_user); without one every call is UNAUTHENTICATED. */
 typedef struct reg_service_opts {
-    const char *jwt_secret;
     const char *writers;                                  /* comma-separated user ids */
     PGconn *(*pg)(grpcx_call *call, todo_err *err);       /* the worker thread's connection */
 } reg_service_opts;

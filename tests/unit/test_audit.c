@@ -49,11 +49,56 @@ static void missing_fields_become_empty(void **state)
     free(buf);
 }
 
+/* Unauthenticated calls once wrote ~1 MB of raw request bytes per record:
+ * every text is cut on a character boundary and made printable. */
+static void copied_text_is_bounded_and_printable(void **state)
+{
+    (void)state;
+    char *huge = malloc(1000001);
+    memset(huge, 'x', 1000000);
+    huge[1000000] = '\0';
+    huge[126] = (char)0xc3; /* "é" across the cut at 128: dropped whole */
+    huge[127] = (char)0xa9;
+    huge[128] = (char)0xc3;
+    huge[129] = (char)0xa9;
+    audit_entry e = {.rpc = "/x/Y", .outcome = "OK", .target_id = huge, .request_id = "a\x01" "b\xff" "c",
+                     .correlation_id = huge, .message = huge};
+    size_t len;
+    uint8_t *buf = audit_encode("todo-command", &e, 0, &len);
+    assert_true(len < 2048);
+    Todo__V1__AuditRecord *r = todo__v1__audit_record__unpack(NULL, len, buf);
+    assert_non_null(r);
+    assert_int_equal(strlen(r->target_id), AUDIT_FIELD_MAX);
+    assert_memory_equal(r->target_id + 126, "\xc3\xa9", 2);
+    assert_int_equal(strlen(r->correlation_id), AUDIT_FIELD_MAX);
+    assert_true(strlen(r->message) <= 2 * AUDIT_FIELD_MAX);
+    assert_string_equal(r->request_id, "a?b?c");
+    todo__v1__audit_record__free_unpacked(r, NULL);
+    free(buf);
+    huge[127] = 'x'; /* now the 2-byte character starts at 128: not cut in half */
+    huge[126] = 'x';
+    e.target_id = huge;
+    buf = audit_encode("todo-command", &e, 0, &len);
+    r = todo__v1__audit_record__unpack(NULL, len, buf);
+    assert_int_equal(strlen(r->target_id), 128);
+    todo__v1__audit_record__free_unpacked(r, NULL);
+    free(buf);
+    huge[127] = (char)0xc3;
+    huge[128] = (char)0xa9;
+    buf = audit_encode("todo-command", &e, 0, &len);
+    r = todo__v1__audit_record__unpack(NULL, len, buf);
+    assert_int_equal(strlen(r->target_id), 127); /* the character at 127-128 does not fit */
+    todo__v1__audit_record__free_unpacked(r, NULL);
+    free(buf);
+    free(huge);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_refusal_is_recorded_with_who_what_and_why),
         cmocka_unit_test(missing_fields_become_empty),
+        cmocka_unit_test(copied_text_is_bounded_and_printable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -34,6 +34,7 @@ static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage
         const char *auth = grpcx_call_metadata(c, "authorization");
         t->title = (char *)(auth != NULL ? auth : "nobody");
     }
+    if (strcmp(rq->task_id, "user") == 0) t->title = (char *)(grpcx_call_user(c) ? grpcx_call_user(c) : "nobody");
     t->version = (int64_t)(intptr_t)grpcx_call_state(c);
     *resp = &t->base;
     return TODO_OK;
@@ -56,6 +57,33 @@ static int setup_with(void **state, int max_bytes)
     todo_err err;
     grpcx_server_opts opts = {.threads = 2, .max_message_bytes = max_bytes, .thread_init = thread_init,
                               .component = "test"};
+    static const grpcx_method methods[] = {{"GetTask", get_task}};
+    f->srv = grpcx_server_new(&opts, &err);
+    assert_non_null(f->srv);
+    assert_int_equal(grpcx_server_add_service(f->srv, &todo__v1__task_query_service__descriptor, methods, 1, &err), 0);
+    assert_int_equal(grpcx_server_start(f->srv, "127.0.0.1:0", &err), 0);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", grpcx_server_port(f->srv));
+    f->ch = grpcx_channel_new(target);
+    *state = f;
+    return 0;
+}
+
+/* The authenticate hook of the guarded fixture: "Bearer good" is alice. */
+static int authenticate(grpcx_call *c, todo_err *err)
+{
+    const char *auth = grpcx_call_metadata(c, "authorization");
+    if (auth == NULL || strcmp(auth, "Bearer good") != 0) return todo_err_set(err, TODO_EUNAUTH, "no good token");
+    grpcx_call_set_user(c, "alice");
+    return TODO_OK;
+}
+
+static int setup_guarded(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    todo_err err;
+    grpcx_server_opts opts = {.threads = 2, .max_message_bytes = 1 << 20, .call_memory_bytes = 1 << 20,
+                              .authenticate = authenticate, .thread_init = thread_init, .component = "test"};
     static const grpcx_method methods[] = {{"GetTask", get_task}};
     f->srv = grpcx_server_new(&opts, &err);
     assert_non_null(f->srv);
@@ -152,6 +180,66 @@ static void oversized_requests_are_refused(void **state)
     protobuf_c_message_free_unpacked(&t->base, NULL);
 }
 
+/* The caller is authenticated before the body is read: a bad token with a
+ * body that does not decode is UNAUTHENTICATED; health needs no token. */
+static void callers_are_authenticated_before_decoding(void **state)
+{
+    fixture *f = *state;
+    Todo__V1__Task *t;
+    grpcx_result res;
+    assert_int_equal(get(f, "user", "Bearer good", 5000, &t, &res), GRPC_STATUS_OK);
+    assert_string_equal(t->title, "alice");
+    protobuf_c_message_free_unpacked(&t->base, NULL);
+    assert_int_equal(get(f, "user", "Bearer bad", 5000, &t, &res), GRPC_STATUS_UNAUTHENTICATED);
+    assert_string_equal(res.message, "no good token");
+    Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    ts.seconds = 5;
+    ProtobufCMessage *out;
+    assert_int_equal(grpcx_unary(f->ch, GET, &ts.base, &todo__v1__task__descriptor, NULL, 5000, &out, &res),
+                     GRPC_STATUS_UNAUTHENTICATED);
+    Grpc__Health__V1__HealthCheckRequest hq = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    hq.service = "";
+    assert_int_equal(grpcx_unary(f->ch, "/grpc.health.v1.Health/Check", &hq.base,
+                                 &grpc__health__v1__health_check_response__descriptor, NULL, 5000, &out, &res),
+                     GRPC_STATUS_OK);
+    protobuf_c_message_free_unpacked(out, NULL);
+}
+
+/* Bodies carried as protobuf-c unknown fields, which it packs verbatim. */
+static grpc_status_code get_raw(fixture *f, ProtobufCMessageUnknownField *u, unsigned n, grpcx_result *res)
+{
+    Todo__V1__GetTaskRequest rq = TODO__V1__GET_TASK_REQUEST__INIT;
+    rq.task_id = "";
+    rq.base.n_unknown_fields = n;
+    rq.base.unknown_fields = u;
+    ProtobufCMessage *out;
+    grpc_status_code code = grpcx_unary(f->ch, GET, &rq.base, &todo__v1__task__descriptor, "Bearer good", 5000, &out, res);
+    if (out != NULL) protobuf_c_message_free_unpacked(out, NULL);
+    return code;
+}
+
+/* A NUL inside a text field is refused naming the field; a body that
+ * would take more than the call's memory to decode (many tiny unknown
+ * fields) is RESOURCE_EXHAUSTED, and the server goes on serving. */
+static void hostile_bodies_are_refused_without_harm(void **state)
+{
+    fixture *f = *state;
+    grpcx_result res;
+    uint8_t nul[] = {3, 'a', 0, 'b'}; /* an unknown field's data holds its length prefix */
+    ProtobufCMessageUnknownField task_id = {.tag = 1, .wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED, .len = 4,
+                                            .data = nul};
+    assert_int_equal(get_raw(f, &task_id, 1, &res), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_string_equal(res.message, "task_id: text must be UTF-8 without NUL characters");
+    enum { N = 100000 };
+    ProtobufCMessageUnknownField *many = calloc(N, sizeof *many);
+    uint8_t one = 1;
+    for (int i = 0; i < N; i++) many[i] = (ProtobufCMessageUnknownField){15, PROTOBUF_C_WIRE_TYPE_VARINT, 1, &one};
+    assert_int_equal(get_raw(f, many, N, &res), GRPC_STATUS_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(res.message, "memory"));
+    assert_int_equal(get_raw(f, many, 10, &res), GRPC_STATUS_OK); /* a few unknown fields are fine */
+    free(many);
+}
+
 static void health_check_answers_for_the_server_and_known_services(void **state)
 {
     fixture *f = *state;
@@ -240,6 +328,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(undecodable_requests_are_invalid_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(oversized_requests_are_refused, setup_small, teardown),
         cmocka_unit_test_setup_teardown(health_check_answers_for_the_server_and_known_services, setup, teardown),
+        cmocka_unit_test_setup_teardown(callers_are_authenticated_before_decoding, setup_guarded, teardown),
+        cmocka_unit_test_setup_teardown(hostile_bodies_are_refused_without_harm, setup_guarded, teardown),
         cmocka_unit_test_setup_teardown(client_deadlines_are_enforced, setup, teardown),
         cmocka_unit_test_setup_teardown(shutdown_lets_in_flight_calls_finish, setup, teardown),
         cmocka_unit_test(status_mapping_covers_every_todo_status),

@@ -95,6 +95,26 @@ static void malformed_wire_data_is_refused(void **state)
     assert_int_equal(pbx_check(d, NULL, 0, 8, &err), TODO_OK);
 }
 
+/* A NUL inside a title used to be accepted and the stored title silently
+ * cut; invalid UTF-8 in a filter answered UNAVAILABLE. Both are refused on
+ * the raw bytes, naming the field. */
+static void text_fields_must_be_utf8_without_nul(void **state)
+{
+    (void)state;
+    todo_err err;
+    static const uint8_t title_nul[] = {0x12, 3, 'a', 0, 'b'}; /* CreateTaskRequest.title = "a\0b" */
+    assert_int_equal(pbx_check(&todo__v1__create_task_request__descriptor, title_nul, sizeof title_nul, 8, &err),
+                     TODO_EINVAL);
+    assert_string_equal(err.msg, "title: text must be UTF-8 without NUL characters");
+    static const uint8_t zone_bad[] = {0x1a, 4, 0x2a, 2, 0xc3, 0x28}; /* rule { time_zone = "\xc3(" } */
+    assert_int_equal(pbx_check(&todo__v1__create_recurring_pattern_request__descriptor, zone_bad, sizeof zone_bad, 8,
+                               &err), TODO_EINVAL);
+    assert_string_equal(err.msg, "rule.time_zone: text must be UTF-8 without NUL characters");
+    static const uint8_t title_ok[] = {0x12, 4, 0xc3, 0xa9, 'a', 'b'};
+    assert_int_equal(pbx_check(&todo__v1__create_task_request__descriptor, title_ok, sizeof title_ok, 8, &err),
+                     TODO_OK);
+}
+
 /* A 1 MiB request of 2-byte unknown fields costs protobuf-c tens of MB:
  * past the budget the decode fails, the arena stays small. */
 static void a_decode_past_its_budget_fails(void **state)
@@ -177,6 +197,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(deep_nesting_is_refused_before_decoding),
         cmocka_unit_test(malformed_wire_data_is_refused),
+        cmocka_unit_test(text_fields_must_be_utf8_without_nul),
         cmocka_unit_test(a_decode_past_its_budget_fails),
         cmocka_unit_test(unknown_fields_are_stripped_at_every_level),
     };
