@@ -10,7 +10,7 @@
  *   todoctl get TASK_ID
  *   todoctl done|reopen|rm|restore TASK_ID [--expect VERSION]
  *   todoctl health [command|query]
- *   todoctl outbox                              relay lag and the active relay
+ *   todoctl outbox [parked|retry POS|drop POS]   relay lag, parked events (todoctl_outbox.c)
  *   todoctl projection status [--group G]       a projection's progress, lag per partition, last error
  *   todoctl projection rebuild [NAME]           rebuild the read model from a topic replay, then swap it in
  *   todoctl saga list|show|retry|compensate     sagas (todoctl_saga.c)
@@ -29,7 +29,6 @@
 #include <time.h>
 
 #include "auth.h"
-#include "cmd_relay.h"
 #include "config.h"
 #include "event.h"
 #include "grpc/health/v1/health.pb-c.h"
@@ -65,7 +64,7 @@ static int usage(void)
           "  todoctl remind TASK_ID WHEN [--channel email|push|sms]\n"
           "  todoctl reminders [--task TASK_ID] [--all]   (--all: also cancelled and fired ones)\n"
           "  todoctl health [command|query]\n"
-          "  todoctl outbox\n"
+          "  todoctl outbox | outbox parked | outbox retry POSITION | outbox drop POSITION [--reason TEXT]\n"
           "  todoctl projection status [--group G]\n"
           "  todoctl projection rebuild [NAME]   (NAME: the projection's consumer group)\n"
           "  todoctl saga list [--state S] [--limit N] | saga show ID | saga retry ID | saga compensate ID\n"
@@ -518,24 +517,6 @@ static int cmd_simple(int argc, char **argv, const char *rpc)
     return 0;
 }
 
-static int cmd_outbox(void)
-{
-    todo_err err;
-    cmd_outbox_status st;
-    PGconn *pg = pgx_connect(cfg.admin_pg_url, "todoctl", &err);
-    int rc = pg != NULL ? cmd_outbox_status_read(pg, &st, &err) : TODO_EUNAVAIL;
-    pgx_close(pg);
-    if (rc != 0) {
-        fprintf(stderr, "todoctl: %s\n", err.msg);
-        return 1;
-    }
-    printf("unpublished events   %ld\n", st.unpublished);
-    printf("oldest unpublished   %.1f s\n", st.oldest_age_s);
-    printf("last position        %lld\n", st.last_position);
-    printf("active relay         %s\n", st.active[0] ? st.active : "none");
-    return 0;
-}
-
 static volatile sig_atomic_t interrupted;
 
 static void on_interrupt(int sig)
@@ -679,7 +660,10 @@ int main(int argc, char **argv)
     if (strcmp(c, "remind") == 0) return cmd_remind(argc, argv);
     if (strcmp(c, "reminders") == 0) return cmd_reminders(argc, argv);
     if (strcmp(c, "health") == 0) return cmd_health(argc, argv);
-    if (strcmp(c, "outbox") == 0) return cmd_outbox();
+    if (strcmp(c, "outbox") == 0) {
+        int rc = todoctl_outbox(&cfg, argc, argv);
+        return rc == 2 ? usage() : rc;
+    }
     if (strcmp(c, "projection") == 0) return cmd_projection(argc, argv);
     if (strcmp(c, "registry") == 0) {
         int rc = todoctl_registry(&cfg, argc, argv);

@@ -13,4 +13,7 @@ int todoctl_registry(const todo_config *cfg, int argc, char **argv);
 /* todoctl dlq ...: likewise. */
 int todoctl_dlq(const todo_config *cfg, int argc, char **argv);
 
+/* todoctl outbox ...: likewise. */
+int todoctl_outbox(const todo_config *cfg, int argc, char **argv);
+
 #endif

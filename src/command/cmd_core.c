@@ -79,6 +79,43 @@ int cmd_storage_error(cmd_ctx *x, todo_err *err)
                         "the change could not be stored; retry later");
 }
 
+/* The top-level field of m that takes the most room once encoded
+ * (strings, bytes and messages; repeated ones added up), for an error
+ * message. */
+static const char *largest_field(const ProtobufCMessage *m, size_t *size)
+{
+    const char *name = "?";
+    *size = 0;
+    for (unsigned i = 0; i < m->descriptor->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &m->descriptor->fields[i];
+        const char *at = (const char *)m + f->offset;
+        size_t n = 1, total = 0;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            n = *(const size_t *)((const char *)m + f->quantifier_offset);
+            at = *(const char *const *)at;
+        }
+        for (size_t k = 0; k < n && at != NULL; k++) {
+            if (f->type == PROTOBUF_C_TYPE_STRING) {
+                const char *str = f->label == PROTOBUF_C_LABEL_REPEATED ? ((char *const *)at)[k] : *(char *const *)at;
+                total += str != NULL ? strlen(str) : 0;
+            } else if (f->type == PROTOBUF_C_TYPE_BYTES) {
+                total += f->label == PROTOBUF_C_LABEL_REPEATED ? ((const ProtobufCBinaryData *)at)[k].len
+                                                               : ((const ProtobufCBinaryData *)at)->len;
+            } else if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
+                const ProtobufCMessage *sub = f->label == PROTOBUF_C_LABEL_REPEATED
+                                                  ? ((ProtobufCMessage *const *)at)[k]
+                                                  : *(ProtobufCMessage *const *)at;
+                total += sub != NULL ? protobuf_c_message_get_packed_size(sub) : 0;
+            }
+        }
+        if (total > *size) {
+            *size = total;
+            name = f->name;
+        }
+    }
+    return name;
+}
+
 int cmd_save(cmd_ctx *x, const cmd_kind *k, const char *id, const void *agg, int64_t version, int64_t now,
              const char *type, int schema, const ProtobufCMessage *event, ProtobufCMessage **resp, todo_err *err)
 {
@@ -94,6 +131,15 @@ int cmd_save(cmd_ctx *x, const cmd_kind *k, const char *id, const void *agg, int
         .schema_version = schema, .correlation_id = x->correlation_id, .causation_id = "",
     };
     if ((rc = event_encode(&m, event, x->a, &env, &env_len, err)) != 0) return rc;
+    if (env_len > (size_t)x->t->cfg->event_max_bytes) {
+        /* The relay would have to park it: refuse it here, nothing written. */
+        size_t field_size;
+        const char *field = largest_field(event, &field_size);
+        return todo_err_set(err, TODO_EINVAL,
+                            "%s: the %s event would be %zu bytes, over the limit of %d (TODO_EVENT_MAX_BYTES); %s "
+                            "takes %zu bytes",
+                            field, type, env_len, x->t->cfg->event_max_bytes, field, field_size);
+    }
     cmd_write w = {.aggregate_type = k->aggregate_type, .aggregate_id = id, .user_id = x->user, .version = version,
                    .event_id = event_id, .event_type = type, .schema_version = schema, .envelope = env,
                    .envelope_len = env_len};
@@ -130,8 +176,9 @@ int cmd_create(cmd_ctx *x, const cmd_kind *k, const char *id, const void *agg, i
                             x->req.request_id);
     }
     /* TODO_ECONFLICT: the kind's insert wrote nothing (a uniqueness rule of
-     * the kind); the caller says which. */
-    return rc == 0 || rc == TODO_ECONFLICT ? rc : cmd_storage_error(x, err);
+     * the kind); the caller says which. TODO_EINVAL: refused before
+     * anything was written (an event over TODO_EVENT_MAX_BYTES). */
+    return rc == 0 || rc == TODO_ECONFLICT || rc == TODO_EINVAL ? rc : cmd_storage_error(x, err);
 }
 
 /* Sleeps a random time below min(2^attempt, MAX_BACKOFF_MS) ms, so that
@@ -171,7 +218,7 @@ int cmd_mutate(cmd_ctx *x, const cmd_kind *k, const char *id, int64_t expected, 
             if ((rc = cmd_replay(x, resp, err)) != 0 || *resp != NULL) return rc;
             continue;
         }
-        if (rc != TODO_ECONFLICT) return rc == 0 ? 0 : cmd_storage_error(x, err);
+        if (rc != TODO_ECONFLICT) return rc == 0 || rc == TODO_EINVAL ? rc : cmd_storage_error(x, err);
         /* Someone saved a newer version between our load and save. */
         if (expected != 0)
             return todo_err_set(err, TODO_ECONFLICT, "%s %s changed concurrently and is past the expected version %" PRId64,

@@ -12,15 +12,22 @@
 #include <unistd.h>
 
 #include "arena.h"
+#include "cmd_outbox.h"
 #include "cmd_store.h"
 #include "event.h"
 #include "kafkax.h"
 #include "log.h"
 #include "pgx.h"
 
-#define RELAY_LOCK_KEY "7428312" /* advisory lock: the one active relay */
 #define PURGE_EVERY_S 60         /* the active relay purges expired request ids this often */
 #define LAG_EVERY_S 10           /* ...and reports a backlog this often */
+
+/* What became of a row of the batch. */
+enum { ROW_HELD = 0, ROW_SENT = 2, ROW_OK = 1, ROW_FAILED = -1, ROW_REFUSED = -2 };
+/* ROW_HELD: not sent (an earlier row of its aggregate or user failed in
+ * this batch); ROW_SENT: waiting for its delivery report; ROW_OK: Kafka
+ * has it; ROW_FAILED: a failure worth retrying; ROW_REFUSED: Kafka (or our
+ * size limit) refuses it for good: it is parked. */
 
 struct cmd_relay {
     const todo_config *cfg;
@@ -30,7 +37,9 @@ struct cmd_relay {
     PGconn *pg;
     bool leader;
     rd_kafka_t *rk;
-    int *delivered;        /* per row of the batch: 0 pending, 1 ok, -1 failed */
+    int *delivered;        /* per row of the batch: see the ROW_ values */
+    rd_kafka_resp_err_t *errors; /* per row: why it failed */
+    bool retry;            /* the last batch had rows worth sending again */
     arena *arena;
     time_t last_purge, last_lag;
     char app_name[48];
@@ -45,8 +54,9 @@ static void report_lag(cmd_relay *r)
     time_t now = time(NULL);
     if (now - r->last_lag < LAG_EVERY_S) return;
     r->last_lag = now;
-    if (cmd_outbox_status_read(r->pg, &st, &err) == TODO_OK && st.unpublished > 0)
-        log_warn("relay", "outbox backlog", "rows=%ld oldest_age_s=%.1f", st.unpublished, st.oldest_age_s);
+    if (cmd_outbox_status_read(r->pg, &st, &err) == TODO_OK && (st.unpublished > 0 || st.parked > 0))
+        log_warn("relay", "outbox backlog", "rows=%ld oldest_age_s=%.1f parked=%ld waiting_behind_parked=%ld",
+                 st.unpublished, st.oldest_age_s, st.parked, st.held);
 }
 
 /* Housekeeping of the active relay: forget request ids past their TTL. */
@@ -66,20 +76,42 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
     (void)rk;
     cmd_relay *r = opaque;
     intptr_t i = (intptr_t)msg->_private;
-    r->delivered[i] = msg->err == RD_KAFKA_RESP_ERR_NO_ERROR ? 1 : -1;
+    r->errors[i] = msg->err;
+    r->delivered[i] = msg->err == RD_KAFKA_RESP_ERR_NO_ERROR ? ROW_OK
+                      : kafkax_err_permanent(msg->err) ? ROW_REFUSED
+                                                       : ROW_FAILED;
     if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR)
         log_warn("relay", "delivery failed", "error=\"%s\"", rd_kafka_err2str(msg->err));
 }
 
-/* Waits up to ms for a notification or a stop; drains notifications. */
+/* Takes the notifications libpq holds; returns how many there were. */
+static int drain_notifies(PGconn *pg)
+{
+    int n = 0;
+    PGnotify *note;
+    while ((note = PQnotifies(pg)) != NULL) {
+        PQfreemem(note);
+        n++;
+    }
+    return n;
+}
+
+/* Waits up to ms for a notification or a stop; drains notifications. A
+ * NOTIFY that arrived while the previous statement ran was read by libpq
+ * with that statement's answer: the socket stays quiet, so it is taken
+ * first (waiting on the socket alone lost that wake-up until the next
+ * poll interval). */
 static void wait_for_work(cmd_relay *r, int ms)
 {
     struct pollfd fds[2] = {{.fd = r->wake[0], .events = POLLIN}, {.fd = -1, .events = POLLIN}};
-    if (r->pg != NULL && r->leader) fds[1].fd = PQsocket(r->pg);
+    if (r->pg != NULL && r->leader) {
+        PQconsumeInput(r->pg);
+        if (drain_notifies(r->pg) > 0) return;
+        fds[1].fd = PQsocket(r->pg);
+    }
     if (poll(fds, 2, ms) > 0 && fds[1].revents != 0) {
         PQconsumeInput(r->pg);
-        PGnotify *n;
-        while ((n = PQnotifies(r->pg)) != NULL) PQfreemem(n);
+        drain_notifies(r->pg);
     }
 }
 
@@ -91,15 +123,58 @@ static void drop_connection(cmd_relay *r)
     r->leader = false;
 }
 
-/* Sends one batch; returns the number of rows marked published, or -1. */
+/* True when row i of rows shares column col with a row before it whose
+ * state is one of the failed ones (a linear scan: failures are rare). */
+static bool behind_failure(cmd_relay *r, PGresult *rows, int i, int col)
+{
+    for (int k = 0; k < i; k++)
+        if ((r->delivered[k] == ROW_FAILED || r->delivered[k] == ROW_REFUSED) &&
+            strcmp(PQgetvalue(rows, k, col), PQgetvalue(rows, i, col)) == 0)
+            return true;
+    return false;
+}
+
+/* Parks row i: set aside with its reason; the aggregate's later events
+ * wait behind it (see migrations/0015_outbox_parking.sql). */
+static int park(cmd_relay *r, PGresult *rows, int i, size_t len)
+{
+    todo_err err;
+    const char *pos = PQgetvalue(rows, i, 0);
+    char *reason = r->errors[i] == RD_KAFKA_RESP_ERR_NO_ERROR
+                       ? arena_printf(r->arena, "the event is %zu bytes, over TODO_EVENT_MAX_BYTES (%d)", len,
+                                      r->cfg->event_max_bytes)
+                       : arena_printf(r->arena, "Kafka refused it: %s (%zu bytes)", rd_kafka_err2str(r->errors[i]), len);
+    const char *params[2] = {pos, reason};
+    log_error("relay", "event parked: it cannot be published; later events of its aggregate wait",
+              "position=%s type=%s aggregate=%s reason=\"%s\"", pos, PQgetvalue(rows, i, 1), PQgetvalue(rows, i, 4),
+              reason);
+    return pgx_cmd(r->pg,
+                   "update write.events set parked_at = now(), parked_reason = $2"
+                   " where position = $1::bigint and published_at is null",
+                   2, params, &err) == 0
+               ? 0
+               : -1;
+}
+
+/* Sends one batch; returns the number of rows done with (published or
+ * parked), or -1 when the database failed us. Every row Kafka acknowledged
+ * is marked, whatever happened to the rows around it: a row sent again is
+ * a duplicate on the topic. A row that fails holds back the later rows of
+ * its user in this batch (per-user order); a row refused for good is
+ * parked and holds back its aggregate's later rows until an operator
+ * retries or drops it. */
 static int publish_batch(cmd_relay *r, PGresult *rows)
 {
-    int n = PQntuples(rows), delivered = 0;
+    int n = PQntuples(rows), done = 0;
     todo_err err;
 
+    r->retry = false;
     arena_reset(r->arena);
     memset(r->delivered, 0, sizeof(int) * (size_t)r->cfg->relay_batch);
+    size_t *sizes = arena_calloc(r->arena, sizeof(size_t) * (size_t)n + 1);
     for (int i = 0; i < n; i++) {
+        r->errors[i] = RD_KAFKA_RESP_ERR_NO_ERROR;
+        if (behind_failure(r, rows, i, 2) || behind_failure(r, rows, i, 4)) continue; /* ROW_HELD */
         const char *pos = PQgetvalue(rows, i, 0);
         const char *type = PQgetvalue(rows, i, 1);
         const char *user = PQgetvalue(rows, i, 2);
@@ -122,13 +197,22 @@ static int publish_batch(cmd_relay *r, PGresult *rows)
             len = todo__v1__event_envelope__get_packed_size(env);
             value = arena_alloc(r->arena, len + 1);
             todo__v1__event_envelope__pack(env, value);
-            h = event_kafka_headers(env);
         } else {
             log_error("relay", "stored event does not decode; publishing it as stored", "position=%s error=\"%s\"",
                       pos, err.msg);
+        }
+        sizes[i] = len;
+        if (len > (size_t)r->cfg->event_max_bytes) { /* commands refuse these; this one came another way */
+            r->delivered[i] = ROW_REFUSED;
+            continue;
+        }
+        if (env != NULL) {
+            h = event_kafka_headers(env);
+        } else {
             h = rd_kafka_headers_new(1);
             rd_kafka_header_add(h, "todo_position", -1, pos, -1);
         }
+        r->delivered[i] = ROW_SENT;
         for (;;) {
             rd_kafka_resp_err_t e = rd_kafka_producev(
                 r->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(user, strlen(user)), RD_KAFKA_V_VALUE(value, len),
@@ -140,7 +224,8 @@ static int publish_batch(cmd_relay *r, PGresult *rows)
             }
             if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
                 rd_kafka_headers_destroy(h);
-                r->delivered[i] = -1;
+                r->errors[i] = e;
+                r->delivered[i] = kafkax_err_permanent(e) ? ROW_REFUSED : ROW_FAILED;
                 log_error("relay", "produce refused", "position=%s error=\"%s\"", pos, rd_kafka_err2str(e));
             }
             break;
@@ -149,26 +234,31 @@ static int publish_batch(cmd_relay *r, PGresult *rows)
     /* Waits for every delivery report (message.timeout.ms bounds it). */
     while (rd_kafka_outq_len(r->rk) > 0 && !atomic_load(&r->stop)) rd_kafka_flush(r->rk, 500);
 
-    while (delivered < n && r->delivered[delivered] == 1) delivered++;
-    if (delivered == 0) return 0;
-
-    /* Mark the delivered prefix: positions as a bigint[] literal. */
-    size_t cap = (size_t)delivered * 21 + 3, off = 0;
+    for (int i = 0; i < n; i++) {
+        r->retry |= r->delivered[i] == ROW_FAILED || r->delivered[i] == ROW_SENT; /* SENT: stopped while waiting */
+        if (r->delivered[i] != ROW_REFUSED) continue;
+        if (park(r, rows, i, sizes[i]) != 0) return -1;
+        done++;
+    }
+    /* Mark what Kafka has: positions as a bigint[] literal. */
+    size_t cap = (size_t)n * 21 + 3, off = 0;
     char *ids = arena_alloc(r->arena, cap);
+    int marked = 0;
     ids[off++] = '{';
-    for (int i = 0; i < delivered; i++)
-        off += (size_t)snprintf(ids + off, cap - off, "%s%s", i ? "," : "", PQgetvalue(rows, i, 0));
+    for (int i = 0; i < n; i++)
+        if (r->delivered[i] == ROW_OK)
+            off += (size_t)snprintf(ids + off, cap - off, "%s%s", marked++ ? "," : "", PQgetvalue(rows, i, 0));
     ids[off++] = '}';
     ids[off] = '\0';
+    if (marked == 0) return done;
     const char *params[1] = {ids};
     if (pgx_cmd(r->pg, "update write.events set published_at = now() where position = any($1::bigint[])", 1,
                 params, &err) != 0) {
         log_error("relay", "could not mark rows published; they will be sent again", "error=\"%s\"", err.msg);
         return -1;
     }
-    log_debug("relay", "published", "rows=%d first=%s last=%s", delivered, PQgetvalue(rows, 0, 0),
-              PQgetvalue(rows, delivered - 1, 0));
-    return delivered;
+    log_debug("relay", "published", "rows=%d first=%s", marked, PQgetvalue(rows, 0, 0));
+    return done + marked;
 }
 
 static void *relay_main(void *arg)
@@ -189,7 +279,7 @@ static void *relay_main(void *arg)
             }
         }
         if (!r->leader) {
-            PGresult *res = pgx_exec(r->pg, "select pg_try_advisory_lock(" RELAY_LOCK_KEY ")", 0, NULL, &err);
+            PGresult *res = pgx_exec(r->pg, "select pg_try_advisory_lock(" CMD_RELAY_LOCK_KEY ")", 0, NULL, &err);
             if (res == NULL) {
                 drop_connection(r);
                 continue;
@@ -208,9 +298,15 @@ static void *relay_main(void *arg)
         }
         purge_requests(r);
         report_lag(r);
+        /* Parked rows and the rows of their aggregates after them wait for
+         * an operator (events_parked keeps the check cheap). */
         PGresult *rows = pgx_exec(r->pg,
-                                  "select position, event_type, user_id, envelope from write.events"
-                                  " where published_at is null order by position limit $1::int",
+                                  "select e.position, e.event_type, e.user_id, e.envelope, e.aggregate_id"
+                                  " from write.events e where e.published_at is null and e.parked_at is null"
+                                  " and not exists (select 1 from write.events p where p.parked_at is not null"
+                                  "   and p.published_at is null and p.aggregate_id = e.aggregate_id"
+                                  "   and p.position < e.position)"
+                                  " order by e.position limit $1::int",
                                   1, params, &err);
         if (rows == NULL) {
             log_warn("relay", "reading the outbox failed", "error=\"%s\"", err.msg);
@@ -219,7 +315,7 @@ static void *relay_main(void *arg)
         }
         int n = PQntuples(rows), done = n > 0 ? publish_batch(r, rows) : 0;
         PQclear(rows);
-        if (done < 0 || (n > 0 && done < n)) {
+        if (done < 0 || r->retry) {
             wait_for_work(r, 1000); /* Kafka trouble: back off, then retry the rest */
         } else if (n < r->cfg->relay_batch) {
             wait_for_work(r, r->cfg->relay_poll_ms);
@@ -229,25 +325,6 @@ static void *relay_main(void *arg)
     pgx_close(r->pg);
     r->pg = NULL;
     return NULL;
-}
-
-int cmd_outbox_status_read(PGconn *pg, cmd_outbox_status *st, todo_err *err)
-{
-    PGresult *r = pgx_exec(pg,
-                           "select count(*), coalesce(extract(epoch from now() - min(created_at)), 0)::float8,"
-                           " coalesce((select max(position) from write.events), 0),"
-                           " coalesce((select string_agg(a.application_name || ' (backend ' || a.pid || ')', ', ')"
-                           "    from pg_locks l join pg_stat_activity a on a.pid = l.pid"
-                           "    where l.locktype = 'advisory' and l.objid = " RELAY_LOCK_KEY " and l.granted), '')"
-                           " from write.events where published_at is null",
-                           0, NULL, err);
-    if (r == NULL) return err->code;
-    st->unpublished = strtol(PQgetvalue(r, 0, 0), NULL, 10);
-    st->oldest_age_s = strtod(PQgetvalue(r, 0, 1), NULL);
-    st->last_position = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
-    snprintf(st->active, sizeof st->active, "%s", PQgetvalue(r, 0, 3));
-    PQclear(r);
-    return TODO_OK;
 }
 
 cmd_relay *cmd_relay_start(const todo_config *cfg, todo_err *err)
@@ -262,8 +339,9 @@ cmd_relay *cmd_relay_start(const todo_config *cfg, todo_err *err)
     /* The pid names the instance in pg_stat_activity (todoctl outbox). */
     snprintf(r->app_name, sizeof r->app_name, "todo-command-relay-%d", (int)getpid());
     r->delivered = calloc((size_t)cfg->relay_batch, sizeof(int));
+    r->errors = calloc((size_t)cfg->relay_batch, sizeof *r->errors);
     r->arena = arena_new();
-    if (r->delivered == NULL || r->arena == NULL || pipe(r->wake) != 0) {
+    if (r->delivered == NULL || r->errors == NULL || r->arena == NULL || pipe(r->wake) != 0) {
         todo_err_set(err, TODO_EINTERNAL, "out of resources starting the relay");
         cmd_relay_stop(r);
         return NULL;
@@ -299,5 +377,6 @@ void cmd_relay_stop(cmd_relay *r)
     if (r->wake[1] >= 0) close(r->wake[1]);
     arena_free(r->arena);
     free(r->delivered);
+    free(r->errors);
     free(r);
 }

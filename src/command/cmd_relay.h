@@ -14,29 +14,23 @@
  * while there is one; `todoctl outbox` shows it and which instance is active
  * (its PostgreSQL application_name is todo-command-relay-<pid>).
  *
- * When a batch is only partly delivered, only the delivered prefix is marked;
- * the rest is sent again (at-least-once; consumers skip duplicates by
- * aggregate version), so per-user order is kept.
+ * Every row Kafka acknowledged is marked published, whatever happened to
+ * the rows around it, so nothing is sent twice by the relay's own doing. A
+ * row that fails for a reason worth retrying (the broker is away) holds
+ * back the later rows of its user in the batch, and the relay backs off and
+ * tries again: per-user order is kept (the idempotent producer keeps order
+ * within a partition). A row that can never be published (larger than
+ * TODO_EVENT_MAX_BYTES, or refused by Kafka as too large or invalid) is
+ * parked with its reason and the relay goes on with everything else; the
+ * later events of that aggregate wait behind it until an operator retries
+ * or drops it (cmd_outbox.h, `todoctl outbox`).
  */
 #ifndef TODO_CMD_RELAY_H
 #define TODO_CMD_RELAY_H
 
 #include "config.h"
 
-#include <libpq-fe.h>
-
 typedef struct cmd_relay cmd_relay;
-
-/* The outbox as an operator sees it. */
-typedef struct cmd_outbox_status {
-    long unpublished;          /* rows not yet acknowledged by Kafka */
-    double oldest_age_s;       /* age of the oldest of them (0 when none) */
-    long long last_position;   /* highest position written (0 when none) */
-    char active[256];          /* the active relay's application_name and backend, or "" */
-} cmd_outbox_status;
-
-/* Reads the status with pg (any role that can read write.events). */
-int cmd_outbox_status_read(PGconn *pg, cmd_outbox_status *st, todo_err *err);
 
 /* Starts the relay thread. cfg is borrowed and must outlive the relay. */
 cmd_relay *cmd_relay_start(const todo_config *cfg, todo_err *err);

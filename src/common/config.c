@@ -114,6 +114,10 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
                       err)) != 0)
         return rc;
     if ((rc = get_int(&cfg->relay_batch, "TODO_RELAY_BATCH", 500, 1, 10000, get, ctx, err)) != 0) return rc;
+    /* Well under Kafka's message.max.bytes (1 MB): our largest event, a task
+     * with a 4,000-character description, is under 20 KB. */
+    if ((rc = get_int(&cfg->event_max_bytes, "TODO_EVENT_MAX_BYTES", 64 << 10, 1024, 900 << 10, get, ctx, err)) != 0)
+        return rc;
     if ((rc = get_int(&cfg->group_committers, "TODO_GROUP_COMMITTERS", 1, 0, 16, get, ctx, err)) != 0) return rc;
     if ((rc = get_int(&cfg->projector_threads, "TODO_PROJECTOR_THREADS", 2, 1, 8, get, ctx, err)) != 0) return rc;
     if ((rc = get_int(&cfg->rebuild_threads, "TODO_REBUILD_THREADS", 2, 1, 8, get, ctx, err)) != 0) return rc;

@@ -28,6 +28,7 @@ typedef struct todo_config {
     int call_memory_bytes;                /* TODO_GRPC_CALL_MEMORY_BYTES: decoding one request, 64 KiB..1 GiB (8 MiB) */
     int shutdown_grace_ms;                /* TODO_SHUTDOWN_GRACE_MS */
     int relay_batch;                      /* TODO_RELAY_BATCH, 1..10000 */
+    int event_max_bytes;                  /* TODO_EVENT_MAX_BYTES: largest event a command writes or the relay sends (64 KiB) */
     int relay_poll_ms;                    /* TODO_RELAY_POLL_MS: fallback poll when no NOTIFY arrives */
     int group_committers;                 /* TODO_GROUP_COMMITTERS: group-commit groups of todo-command (batches written at once), 0..16 (0: off) */
     int projector_threads;                /* TODO_PROJECTOR_THREADS: consume-apply loops of todo-projector, 1..8 */

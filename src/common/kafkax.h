@@ -11,6 +11,7 @@
 #define TODO_KAFKAX_H
 
 #include <librdkafka/rdkafka.h>
+#include <stdbool.h>
 
 #include "todo_err.h"
 
@@ -48,7 +49,6 @@ typedef struct kafkax_lag {
 int kafkax_group_lag(const char *brokers, const char *group, const char *topic, kafkax_lag *out, int cap, int *n,
                      todo_err *err);
 
-/* The value of header name of msg as a NUL-terminated copy in buf, or NULL. */
 /* Reads every record of topic, all partitions from their start up to their
  * end when called (no consumer group: nothing is committed), calling fn on
  * each; fn returning nonzero stops early. TODO_EUNAVAIL when the broker does
@@ -56,6 +56,12 @@ int kafkax_group_lag(const char *brokers, const char *group, const char *topic, 
 int kafkax_read_all(const char *brokers, const char *topic, int (*fn)(const rd_kafka_message_t *m, void *ctx),
                     void *ctx, todo_err *err);
 
+/* The value of header name of msg as a NUL-terminated copy in buf, or NULL. */
 const char *kafkax_header(const rd_kafka_message_t *msg, const char *name, char *buf, size_t cap);
+
+/* True for a produce error (from rd_kafka_producev or a delivery report)
+ * that sending the same record again cannot fix: it is too large or
+ * invalid. The caller sets such a record aside instead of retrying it. */
+bool kafkax_err_permanent(rd_kafka_resp_err_t e);
 
 #endif

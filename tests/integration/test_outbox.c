@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cmd_relay.h"
+#include "cmd_outbox.h"
 #include "harness.h"
 #include "todo/v1/command.pb-c.h"
 

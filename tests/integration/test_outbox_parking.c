@@ -1,0 +1,316 @@
+/*
+ * Integration tests: one oversized or unpublishable event never stops the
+ * outbox (issue: a CreateRecurringPattern carrying ~1 MB of unknown fields
+ * once stopped event delivery for every user).
+ *
+ * The services run with TODO_EVENT_MAX_BYTES=2048 and TODO_RELAY_BATCH=50,
+ * so that "too large" and "more than a batch" are cheap to reach:
+ *   - a command whose event would be too large is refused naming the field,
+ *     and nothing is written;
+ *   - unknown fields a client adds never reach write.events;
+ *   - a row over the limit that got into the outbox anyway is parked with
+ *     its reason, everything after it (other users, more than a batch) is
+ *     published once and projected, the parked aggregate's later event
+ *     waits; dropping the parked row lets it through across the gap;
+ *   - retrying a parked row publishes it before what waited behind it.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd_outbox.h"
+#include "event.h"
+#include "grpcx.h"
+#include "harness.h"
+#include "text.h"
+#include "todo/v1/command.pb-c.h"
+#include "todo/v1/events.pb-c.h"
+
+#define LIMIT 2048
+
+static Todo__V1__CommandReply *create(const char *auth, const char *title, const char *description,
+                                      grpc_status_code want, grpcx_result *res)
+{
+    Todo__V1__CreateTaskRequest rq = TODO__V1__CREATE_TASK_REQUEST__INIT;
+    Todo__V1__CommandReply *rp = NULL;
+    rq.title = (char *)title;
+    rq.description = (char *)(description != NULL ? description : "");
+    grpc_status_code code = harness_command("CreateTask", &rq.base, auth, &rp, res);
+    if (code != want) fail_msg("CreateTask: %s (%s)", grpcx_code_name(code), res->message);
+    return rp;
+}
+
+/* Writes an event straight into the outbox, as a command would (or, with
+ * parked, as the relay leaves a row it could not publish). Returns its
+ * position. */
+static long long inject(const char *user, const char *task_id, int64_t version, const char *title,
+                        const char *description, bool parked)
+{
+    Todo__V1__TaskUpdated ev = TODO__V1__TASK_UPDATED__INIT;
+    char *fields[2] = {"title", "description"};
+    ev.task_id = (char *)task_id;
+    ev.title = (char *)title;
+    ev.description = (char *)description;
+    ev.changed_fields = fields;
+    ev.n_changed_fields = 2;
+    char event_id[37];
+    assert_int_equal(text_uuid_v4(event_id), 0);
+    event_meta m = {.event_id = event_id, .event_type = "task.updated", .source = "test", .time_us = event_now_us(),
+                    .user_id = user, .aggregate_type = "task", .aggregate_id = task_id,
+                    .aggregate_version = version, .schema_version = 1, .correlation_id = "", .causation_id = ""};
+    arena *a = arena_new();
+    uint8_t *env;
+    size_t len;
+    todo_err err;
+    assert_int_equal(event_encode(&m, &ev.base, a, &env, &len, &err), 0);
+    char v[24];
+    snprintf(v, sizeof v, "%lld", (long long)version);
+    const char *p[7] = {event_id, user, task_id, v, (const char *)env, parked ? "t" : "f", NULL};
+    int lengths[7] = {0, 0, 0, 0, (int)len, 0, 0}, formats[7] = {0, 0, 0, 0, 1, 0, 0};
+    PGresult *r = PQexecParams(harness_db,
+                               "insert into write.events (event_id, event_type, schema_version, user_id, aggregate_type,"
+                               " aggregate_id, aggregate_version, envelope, parked_at, parked_reason)"
+                               " values ($1::uuid, 'task.updated', 1, $2, 'task', $3::uuid, $4::bigint, $5,"
+                               " case when $6::bool then now() end, case when $6::bool then 'injected by the test' end)"
+                               " returning position",
+                               6, NULL, p, lengths, formats, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) fail_msg("inject: %s", PQresultErrorMessage(r));
+    long long pos = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    arena_free(a);
+    return pos;
+}
+
+static long long scalar_pos(const char *sql, long long position)
+{
+    char p[24];
+    snprintf(p, sizeof p, "%lld", position);
+    return harness_scalar(harness_db, sql, p);
+}
+
+/* Waits until sql (one parameter) gives want; false on time-out. */
+static bool wait_for(const char *sql, const char *param, long long want, int timeout_ms)
+{
+    long long until = harness_now_ms() + timeout_ms;
+    while (harness_now_ms() < until) {
+        if (harness_scalar(harness_db, sql, param) == want) return true;
+        harness_sleep_ms(50);
+    }
+    return false;
+}
+
+typedef struct positions {
+    const char *prefix;
+    long long pos[512];
+    int n;
+} positions;
+
+static bool ours(const rd_kafka_message_t *m, void *ctx)
+{
+    positions *p = ctx;
+    size_t plen = strlen(p->prefix);
+    if (m->key_len < plen || memcmp(m->key, p->prefix, plen) != 0 || p->n == 512) return false;
+    rd_kafka_headers_t *h;
+    const void *v;
+    size_t vlen;
+    char buf[24] = "";
+    if (rd_kafka_message_headers(m, &h) == 0 && rd_kafka_header_get_last(h, "todo_position", &v, &vlen) == 0 &&
+        vlen < sizeof buf)
+        memcpy(buf, v, vlen);
+    p->pos[p->n++] = strtoll(buf, NULL, 10);
+    return true;
+}
+
+static void an_event_over_the_limit_is_refused_naming_the_field(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64];
+    harness_user(user, "toolarge");
+    char *auth = harness_bearer(user, 600, NULL), description[3001];
+    memset(description, 'd', 3000);
+    description[3000] = '\0';
+    grpcx_result res;
+    create(auth, "big", description, GRPC_STATUS_INVALID_ARGUMENT, &res);
+    assert_true(strncmp(res.message, "description: the task.created event would be", 44) == 0);
+    assert_non_null(strstr(res.message, "TODO_EVENT_MAX_BYTES"));
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.tasks where user_id = $1", user), 0);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.events where user_id = $1", user), 0);
+    free(auth);
+}
+
+static void unknown_fields_never_reach_storage(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64];
+    harness_user(user, "unknown");
+    char *auth = harness_bearer(user, 600, NULL);
+    grpcx_result res;
+    Todo__V1__CommandReply *t = create(auth, "template", NULL, GRPC_STATUS_OK, &res);
+
+    /* The rule carries 300,000 bytes of an unknown field 99 (the request
+     * stays under the 320 KiB limit). */
+    enum { JUNK = 300000 };
+    uint8_t *junk = malloc(JUNK + 8);
+    size_t n = 0;
+    uint32_t v = JUNK;
+    do {
+        junk[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v);
+    memset(junk + n, 'x', JUNK);
+    ProtobufCMessageUnknownField u = {.tag = 99, .wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED, .len = n + JUNK,
+                                      .data = junk};
+    Todo__V1__RecurrenceRule rule = TODO__V1__RECURRENCE_RULE__INIT;
+    rule.frequency = TODO__V1__RECURRENCE_FREQUENCY__RECURRENCE_FREQUENCY_DAILY;
+    rule.time_zone = "UTC";
+    rule.base.n_unknown_fields = 1;
+    rule.base.unknown_fields = &u;
+    Todo__V1__CreateRecurringPatternRequest rq = TODO__V1__CREATE_RECURRING_PATTERN_REQUEST__INIT;
+    rq.task_id = t->id;
+    rq.rule = &rule;
+    Todo__V1__CommandReply *rp = NULL;
+    assert_int_equal(harness_command("CreateRecurringPattern", &rq.base, auth, &rp, &res), GRPC_STATUS_OK);
+    assert_true(harness_scalar(harness_db, "select max(octet_length(envelope)) from write.events where user_id = $1",
+                               user) < 1024);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.events where user_id = $1"
+                                                " and position('\\x78787878787878787878'::bytea in envelope) > 0", user),
+                     0);
+    assert_true(wait_for("select count(*) from write.events where user_id = $1 and published_at is null", user, 0,
+                         10000));
+    free(junk);
+    protobuf_c_message_free_unpacked(&rp->base, NULL);
+    protobuf_c_message_free_unpacked(&t->base, NULL);
+    free(auth);
+}
+
+static void a_parked_event_never_stops_the_outbox(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char prefix[64], owner[80];
+    harness_user(prefix, "parking");
+    snprintf(owner, sizeof owner, "%.40s-owner", prefix);
+    char *auth = harness_bearer(owner, 600, NULL);
+    grpcx_result res;
+    Todo__V1__CommandReply *a = create(auth, "before", NULL, GRPC_STATUS_OK, &res);
+    assert_true(wait_for("select count(*) from read.tasks where id = $1::uuid", a->id, 1, 20000));
+
+    /* Version 2 is over the limit (it came in some other way than a
+     * command); version 3 is ordinary. */
+    char big[3001];
+    memset(big, 'y', 3000);
+    big[3000] = '\0';
+    long long p2 = inject(owner, a->id, 2, "too big", big, false);
+    long long p3 = inject(owner, a->id, 3, "after the gap", "", false);
+
+    /* More than a relay batch of other users' commands. */
+    enum { USERS = 6, EACH = 10 };
+    for (int u = 0; u < USERS; u++) {
+        char user[80];
+        snprintf(user, sizeof user, "%.40s-u%d", prefix, u);
+        char *other = harness_bearer(user, 600, NULL);
+        for (int i = 0; i < EACH; i++) {
+            Todo__V1__CommandReply *rp = create(other, "ordinary", NULL, GRPC_STATUS_OK, &res);
+            protobuf_c_message_free_unpacked(&rp->base, NULL);
+        }
+        free(other);
+    }
+    char like[80];
+    snprintf(like, sizeof like, "%.40s-u%%", prefix);
+    assert_true(wait_for("select count(*) from write.events where user_id like $1 and published_at is null", like, 0,
+                         20000));
+    assert_true(wait_for("select count(*) from read.tasks where user_id like $1", like, USERS * EACH, 20000));
+
+    /* The big one is parked with its reason; version 3 waits behind it. */
+    assert_int_equal(scalar_pos("select count(*) from write.events where position = $1::bigint and parked_at is not null"
+                                " and parked_reason like '%TODO_EVENT_MAX_BYTES%'", p2), 1);
+    assert_int_equal(scalar_pos("select count(*) from write.events where position = $1::bigint and published_at is null"
+                                " and parked_at is null", p3), 1);
+    cmd_parked parked[64];
+    int n = 0;
+    todo_err err;
+    assert_int_equal(cmd_outbox_parked(harness_db, parked, 64, &n, &err), 0);
+    bool listed = false;
+    for (int i = 0; i < n; i++)
+        if (parked[i].position == p2) {
+            listed = true;
+            assert_int_equal(parked[i].waiting, 1);
+            assert_true(parked[i].bytes > LIMIT);
+        }
+    assert_true(listed);
+    cmd_outbox_status st;
+    assert_int_equal(cmd_outbox_status_read(harness_db, &st, &err), 0);
+    assert_true(st.parked >= 1 && st.held >= 1);
+
+    /* Each published record once: nothing after the parked row was sent
+     * again on a later pass. */
+    positions got = {.prefix = prefix};
+    harness_consume("tasks.events.v1", ours, &got, 1000, 5000);
+    assert_int_equal(got.n, 1 + USERS * EACH);
+    for (int i = 0; i < got.n; i++)
+        for (int j = i + 1; j < got.n; j++)
+            if (got.pos[i] == got.pos[j]) fail_msg("position %lld was published twice", got.pos[i]);
+
+    /* Dropped: version 3 goes out and is projected across the gap. */
+    assert_int_equal(cmd_outbox_drop(harness_db, p2, "too large to ever publish", &err), 0);
+    assert_int_equal(cmd_outbox_drop(harness_db, p2, "again", &err), TODO_ENOTFOUND);
+    assert_true(wait_for("select count(*) from read.tasks where id = $1::uuid and title = 'after the gap'"
+                         " and version = 3", a->id, 1, 20000));
+    assert_int_equal(scalar_pos("select count(*) from write.events where position = $1::bigint"
+                                " and dropped_at is not null and parked_reason like '%dropped by an operator%'", p2), 1);
+    protobuf_c_message_free_unpacked(&a->base, NULL);
+    free(auth);
+}
+
+static void a_retried_event_goes_out_before_what_waited_behind_it(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64];
+    harness_user(user, "retried");
+    char *auth = harness_bearer(user, 600, NULL);
+    grpcx_result res;
+    Todo__V1__CommandReply *b = create(auth, "first", NULL, GRPC_STATUS_OK, &res);
+    long long p2 = inject(user, b->id, 2, "second", "", true);
+    long long p3 = inject(user, b->id, 3, "third", "", false);
+    harness_sleep_ms(1500); /* the relay had its chance: version 3 still waits */
+    assert_int_equal(scalar_pos("select count(*) from write.events where position = $1::bigint and published_at is null",
+                                p3), 1);
+    todo_err err;
+    assert_int_equal(cmd_outbox_retry(harness_db, p2, &err), 0);
+    assert_true(wait_for("select count(*) from write.events where user_id = $1 and published_at is null", user, 0,
+                         10000));
+    positions got = {.prefix = user};
+    assert_int_equal(harness_consume("tasks.events.v1", ours, &got, 3, 20000), 3);
+    assert_true(got.pos[1] == p2 && got.pos[2] == p3);
+    assert_true(wait_for("select count(*) from read.tasks where id = $1::uuid and title = 'third' and version = 3",
+                         b->id, 1, 20000));
+    protobuf_c_message_free_unpacked(&b->base, NULL);
+    free(auth);
+}
+
+static int setup(void **state)
+{
+    setenv("TODO_EVENT_MAX_BYTES", "2048", 1);
+    setenv("TODO_RELAY_BATCH", "50", 1);
+    return harness_group_setup(state);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(an_event_over_the_limit_is_refused_naming_the_field),
+        cmocka_unit_test(unknown_fields_never_reach_storage),
+        cmocka_unit_test(a_parked_event_never_stops_the_outbox),
+        cmocka_unit_test(a_retried_event_goes_out_before_what_waited_behind_it),
+    };
+    return cmocka_run_group_tests(tests, setup, harness_group_teardown);
+}
