@@ -14,6 +14,7 @@
 #include "cmd_group.h"
 #include "cmd_service.h"
 #include "cmd_validate.h"
+#include "ctoken.h"
 #include "event.h"
 #include "log.h"
 #include "pgx.h"
@@ -68,7 +69,11 @@ int cmd_replay(cmd_ctx *x, ProtobufCMessage **resp, todo_err *err)
     rp = arena_alloc(x->a, sizeof *rp);
     todo__v1__command_reply__init(rp);
     int rc = cmd_store_find_request(x->t->pg, x->a, x->user, &x->req, &found, rp, err);
-    if (rc == TODO_OK && found) *resp = &rp->base;
+    if (rc == TODO_OK && found) {
+        rp->consistency_token = arena_alloc(x->a, CTOKEN_MAX);
+        ctoken_encode(&x->t->cfg->token_key, x->user, rp->id, rp->version, rp->consistency_token);
+        *resp = &rp->base;
+    }
     return rc;
 }
 
@@ -156,8 +161,8 @@ int cmd_save(cmd_ctx *x, const cmd_kind *k, const char *id, const void *agg, int
     rp->id = arena_strdup(x->a, id);
     rp->version = version;
     rp->event_id = arena_strdup(x->a, event_id);
-    rp->consistency_token = arena_alloc(x->a, 40);
-    event_token_encode(position, event_topic(type), rp->consistency_token);
+    rp->consistency_token = arena_alloc(x->a, CTOKEN_MAX);
+    ctoken_encode(&x->t->cfg->token_key, x->user, id, version, rp->consistency_token);
     *resp = &rp->base;
     log_debug("command", type, "user=%s id=%s version=%" PRId64 " position=%" PRId64 " correlation_id=%s", x->user, id,
               version, position, x->correlation_id);

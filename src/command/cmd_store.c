@@ -136,8 +136,8 @@ int cmd_store_find_request(PGconn *pg, arena *a, const char *user, const cmd_req
     const char *p[3] = {user, rq->request_id, ttl};
     *found = false;
     PGresult *r = pgx_exec(pg,
-                           "select r.rpc, r.request_hash, r.aggregate_id::text, r.version, r.event_id::text, e.position, e.event_type"
-                           " from write.requests r join write.events e on e.event_id = r.event_id"
+                           "select r.rpc, r.request_hash, r.aggregate_id::text, r.version, r.event_id::text"
+                           " from write.requests r"
                            " where r.user_id = $1 and r.request_id = $2"
                            " and r.created_at >= now() - make_interval(secs => $3::int)",
                            3, p, err);
@@ -157,8 +157,6 @@ int cmd_store_find_request(PGconn *pg, arena *a, const char *user, const cmd_req
     reply->id = arena_strdup(a, PQgetvalue(r, 0, 2));
     reply->version = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
     reply->event_id = arena_strdup(a, PQgetvalue(r, 0, 4));
-    reply->consistency_token = arena_alloc(a, 40);
-    event_token_encode(strtoll(PQgetvalue(r, 0, 5), NULL, 10), event_topic(PQgetvalue(r, 0, 6)), reply->consistency_token);
     PQclear(r);
     return TODO_OK;
 }

@@ -71,7 +71,8 @@ int cmd_store_save(PGconn *pg, const cmd_write *w, const cmd_request *rq, int64_
 
 /* Looks up a handled request. *found is false when there is none (or it
  * expired); TODO_EINVAL when the id was used for another request. On a
- * match, reply receives the first answer (strings in a). */
+ * match, reply receives the first answer (strings in a), all but its
+ * consistency token, which the caller makes (ctoken.h). */
 int cmd_store_find_request(PGconn *pg, arena *a, const char *user, const cmd_request *rq, bool *found,
                            Todo__V1__CommandReply *reply, todo_err *err);
 

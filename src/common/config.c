@@ -100,6 +100,8 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
         if (strlen(cfg->jwt_secret) < 32)
             return todo_err_set(err, TODO_EINVAL, "TODO_JWT_SECRET must be at least 32 bytes long");
     }
+    ctoken_key_derive(cfg->jwt_secret, &cfg->token_key);
+    if ((rc = get_int(&cfg->token_wait_ms, "TODO_QUERY_TOKEN_WAIT_MS", 3000, 0, 60000, get, ctx, err)) != 0) return rc;
 
     if ((rc = get_int(&cfg->grpc_threads, "TODO_GRPC_THREADS", 8, 1, 64, get, ctx, err)) != 0) return rc;
     /* The largest request the API needs is a 256 KiB descriptor set

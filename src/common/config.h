@@ -11,6 +11,8 @@
 
 #include <stdbool.h>
 
+#include "ctoken.h"
+
 #define CONFIG_STR_MAX 512
 
 typedef struct todo_config {
@@ -23,6 +25,8 @@ typedef struct todo_config {
     char query_addr[CONFIG_STR_MAX];      /* TODO_QUERY_ADDR */
     char jwt_secret[CONFIG_STR_MAX];      /* TODO_JWT_SECRET */
     bool jwt_secret_is_default;           /* the built-in local secret is in use */
+    ctoken_key token_key;                 /* consistency tokens' MAC key, derived from the JWT secret (ctoken.h) */
+    int token_wait_ms;                    /* TODO_QUERY_TOKEN_WAIT_MS: longest a query waits for its token (3000) */
     int grpc_threads;                     /* TODO_GRPC_THREADS, 1..64 */
     int max_message_bytes;                /* TODO_GRPC_MAX_MESSAGE_BYTES, 1 KiB..64 MiB (320 KiB) */
     int call_memory_bytes;                /* TODO_GRPC_CALL_MEMORY_BYTES: decoding one request, 64 KiB..1 GiB (8 MiB) */

@@ -87,6 +87,10 @@ int event_encode(const event_meta *m, const ProtobufCMessage *payload, arena *a,
     return TODO_OK;
 }
 
+/* google.protobuf.Timestamp's range: years 1 to 9999 UTC. */
+#define MIN_SECONDS (-62135596800LL)
+#define MAX_SECONDS 253402300799LL
+
 int event_decode(const uint8_t *bytes, size_t len, arena *a, Todo__V1__EventEnvelope **out, todo_err *err)
 {
     ProtobufCAllocator alloc;
@@ -98,6 +102,11 @@ int event_decode(const uint8_t *bytes, size_t len, arena *a, Todo__V1__EventEnve
     if (env->user_id[0] == '\0') return todo_err_set(err, TODO_EINVAL, "envelope user_id is empty");
     if (env->aggregate_id[0] == '\0') return todo_err_set(err, TODO_EINVAL, "envelope aggregate_id is empty");
     if (env->aggregate_version < 1) return todo_err_set(err, TODO_EINVAL, "envelope aggregate_version is below 1");
+    /* Out of range, the time overflows event_timestamp_us (and the
+     * ce_time header) wherever the envelope goes next. */
+    if (env->time != NULL && (env->time->seconds < MIN_SECONDS || env->time->seconds > MAX_SECONDS ||
+                              env->time->nanos < 0 || env->time->nanos > 999999999))
+        return todo_err_set(err, TODO_EINVAL, "envelope time is not a timestamp of years 1 to 9999");
     *out = env;
     return TODO_OK;
 }
@@ -175,48 +184,6 @@ int32_t event_schema_id(const char *type, int32_t v)
 {
     long i = schema_index(type, v);
     return i >= 0 ? schema_ids[i] : 0;
-}
-
-/* The streams a consistency token can name, by their one-letter code. */
-static const struct {
-    char code;
-    const char *topic;
-} token_streams[] = {{'t', "tasks.events.v1"}, {'r', "reminders.events.v1"}};
-
-void event_token_encode(int64_t position, const char *topic, char out[40])
-{
-    char raw[40];
-    char code = 't';
-    for (size_t i = 0; i < sizeof token_streams / sizeof token_streams[0]; i++)
-        if (topic != NULL && strcmp(topic, token_streams[i].topic) == 0) code = token_streams[i].code;
-    int n = snprintf(raw, sizeof raw, "ct2:%c:%" PRId64, code, position);
-    text_b64url_encode((const unsigned char *)raw, (size_t)n, out);
-}
-
-int event_token_decode(const char *token, int64_t *position, const char **topic, todo_err *err)
-{
-    unsigned char raw[32];
-    size_t n = strlen(token);
-    long len = n <= 40 ? text_b64url_decode(token, n, raw, sizeof raw - 1) : -1;
-    const char *digits = NULL;
-    char *end;
-    if (len >= 5 && memcmp(raw, "ct1:", 4) == 0) {
-        *topic = token_streams[0].topic;
-        digits = (const char *)raw + 4;
-    } else if (len >= 7 && memcmp(raw, "ct2:", 4) == 0 && raw[5] == ':') {
-        for (size_t i = 0; i < sizeof token_streams / sizeof token_streams[0]; i++)
-            if (raw[4] == (unsigned char)token_streams[i].code) {
-                *topic = token_streams[i].topic;
-                digits = (const char *)raw + 6;
-            }
-    }
-    if (digits == NULL) return todo_err_set(err, TODO_EINVAL, "consistency_token: not a token from a command reply");
-    raw[len] = '\0';
-    long long v = strtoll(digits, &end, 10);
-    if (*end != '\0' || v < 1 || !(*digits >= '0' && *digits <= '9'))
-        return todo_err_set(err, TODO_EINVAL, "consistency_token: not a token from a command reply");
-    *position = v;
-    return TODO_OK;
 }
 
 const char *event_topic(const char *type)

@@ -51,8 +51,8 @@ int event_encode(const event_meta *meta, const ProtobufCMessage *payload, arena 
                  size_t *len, todo_err *err);
 
 /* Decodes an envelope into a. Checks the fields every consumer relies on
- * (event id, type, user id, aggregate id, version >= 1); TODO_EINVAL names
- * what is missing. */
+ * (event id, type, user id, aggregate id, version >= 1, a time, when set,
+ * within years 1 to 9999); TODO_EINVAL names what is missing or wrong. */
 int event_decode(const uint8_t *bytes, size_t len, arena *a, Todo__V1__EventEnvelope **out, todo_err *err);
 
 /* Builds the Kafka headers for env (see above). The caller owns the result
@@ -84,19 +84,6 @@ int32_t event_schema_id(const char *event_type, int32_t schema_version);
 /* The topic an event type is published to ("task.created" ->
  * "tasks.events.v1"), or NULL for a type no topic carries. */
 const char *event_topic(const char *event_type);
-
-/* Consistency tokens: what a command reply hands to a client so that a
- * later query can ask for data at least that fresh. Opaque to clients: a
- * versioned wrapper around the event-store position of the command's event
- * and the topic (stream) it travels on, since a user's events are in order
- * within a topic only ("ct2:<t|r>:<position>"; "ct1:<position>", issued
- * before reminders were projected, means tasks.events.v1).
- * encode writes at most 40 bytes with the NUL (topic: event_topic() of the
- * event; tasks.events.v1 or reminders.events.v1); decode sets *topic to one
- * of those two static strings and returns TODO_EINVAL for anything that is
- * not a token. */
-void event_token_encode(int64_t position, const char *topic, char out[40]);
-int event_token_decode(const char *token, int64_t *position, const char **topic, todo_err *err);
 
 /* Formats microseconds since the epoch as RFC 3339 UTC with microseconds
  * ("2026-11-27T10:00:00.123456Z") into out (at least 32 bytes). */

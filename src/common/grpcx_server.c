@@ -372,8 +372,14 @@ static void on_unary(unary_call *u, int ok)
         unary_free(u);
         return;
     }
-    post_unary(u->w, u->m); /* keep one request posted for the method */
-    unary_handle(u);
+    /* The worker asks for its next call of the method only once this one
+     * is handled: the core hands a new call to a worker that has asked, so
+     * while this handler runs (a lock wait, a consistency-token wait) new
+     * calls go to idle workers instead of queueing behind it. */
+    worker *w = u->w;
+    method_entry *m = u->m;
+    unary_handle(u); /* may free u */
+    post_unary(w, m);
 }
 
 /* ---- generic calls: reflection streams and unknown methods ---- */

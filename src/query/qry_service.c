@@ -2,6 +2,7 @@
 #include "qry_service.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 #include <time.h>
 
 #include "auth.h"
+#include "ctoken.h"
 #include "event.h"
 #include "log.h"
 #include "pgx.h"
@@ -22,14 +24,19 @@
 #define PAGE_MAX 100
 #define TEXT_FILTER_MAX 200
 #define REPLY_MARGIN_MS 100       /* answered this long before the client's deadline */
-#define NO_DEADLINE_WAIT_MS 5000  /* how long a token is waited for without a deadline */
 
 typedef struct qry_thread {
     const todo_config *cfg;
     PGconn *pg;
-    bool listening;
     char app_name[32];
 } qry_thread;
+
+/* Calls waiting for a consistency token right now, process-wide: at most
+ * half the workers wait up to TODO_QUERY_TOKEN_WAIT_MS; while they do, the
+ * others wait SHORT_WAIT_MS at most, so waiting calls never hold every
+ * worker for long (a read model that lags by more answers UNAVAILABLE). */
+static atomic_int waiting;
+#define SHORT_WAIT_MS 250
 
 void *qry_thread_init(void *app, int index)
 {
@@ -71,57 +78,104 @@ static int begin(grpcx_call *c, qry_thread *t, char user[AUTH_USER_MAX], todo_er
     const char *who = grpcx_call_user(c);
     if (who == NULL) return todo_err_set(err, TODO_EUNAUTH, "the caller is not authenticated");
     snprintf(user, AUTH_USER_MAX, "%s", who);
-    if (t->pg != NULL && PQstatus(t->pg) != CONNECTION_OK) t->listening = false;
     if (pgx_ensure(&t->pg, t->cfg->pg_url, t->app_name, err) != 0)
         return todo_err_set(err, TODO_EUNAVAIL, "the read database is unreachable; retry later");
     return TODO_OK;
 }
 
-/* The highest position projected for user from topic (0 when none), or -1. */
-static int64_t projected_position(qry_thread *t, const char *user, const char *topic, todo_err *err)
+/* The version of aggregate id the read model has applied (0 when none),
+ * or -1. */
+static int64_t applied_version(qry_thread *t, const char *id, todo_err *err)
 {
-    const char *p[2] = {user, topic};
-    PGresult *r =
-        pgx_exec(t->pg, "select position from read.user_positions where user_id = $1 and stream = $2", 2, p, err);
+    const char *p[1] = {id};
+    PGresult *r = pgx_exec(t->pg, "select version from read.applied_versions where aggregate_id = $1::uuid", 1, p, err);
     if (r == NULL) return -1;
-    int64_t pos = PQntuples(r) > 0 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+    int64_t v = PQntuples(r) > 0 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
     PQclear(r);
-    return pos;
+    return v;
 }
 
-/* Read-your-writes: returns once user's events up to token are projected,
- * waiting for read_progress notifications until the call's deadline. */
-static int await_token(grpcx_call *c, qry_thread *t, const char *user, const char *token, todo_err *err)
+/* Takes the notifications libpq holds; true when there was any. */
+static bool drain_notifies(PGconn *pg)
 {
-    int64_t want, have;
-    const char *topic;
-    int rc;
-    if (token[0] == '\0') return TODO_OK;
-    if ((rc = event_token_decode(token, &want, &topic, err)) != 0) return rc;
-    if (!t->listening) {
-        if (pgx_cmd(t->pg, "listen read_progress", 0, NULL, err) != 0) return TODO_EUNAVAIL;
-        t->listening = true;
+    bool any = false;
+    PGnotify *n;
+    PQconsumeInput(pg);
+    while ((n = PQnotifies(pg)) != NULL) {
+        PQfreemem(n);
+        any = true;
     }
+    return any;
+}
+
+/* The wait proper: LISTENs to read_progress only for its duration (a
+ * worker that kept listening between calls buffered every notification of
+ * every projector batch while idle, and held back the server's NOTIFY
+ * queue). */
+static int wait_applied(grpcx_call *c, qry_thread *t, const char *id, int64_t want, int wait_ms, todo_err *err)
+{
+    if (pgx_cmd(t->pg, "listen read_progress", 0, NULL, err) != 0) return TODO_EUNAVAIL;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long long until_ms = now.tv_sec * 1000LL + now.tv_nsec / 1000000 + wait_ms;
+    int64_t have = 0;
+    int rc = TODO_OK;
     for (;;) {
-        /* Drop notifications already received: the check below sees their effect. */
-        PGnotify *n;
-        PQconsumeInput(t->pg);
-        while ((n = PQnotifies(t->pg)) != NULL) PQfreemem(n);
-        if ((have = projected_position(t, user, topic, err)) < 0) return TODO_EUNAVAIL;
-        if (have >= want) return TODO_OK;
-        /* Stop REPLY_MARGIN_MS before the deadline, so that the answer
-         * reaches the client before it gives up. */
-        long left = grpcx_call_ms_left(c);
-        if (left == LONG_MAX) left = NO_DEADLINE_WAIT_MS;
-        left -= REPLY_MARGIN_MS;
-        if (left <= 0)
-            return todo_err_set(err, TODO_EUNAVAIL,
-                                "the read model has not caught up with the consistency token yet "
-                                "(projected position %" PRId64 ", token position %" PRId64 "); retry later",
-                                have, want);
+        drain_notifies(t->pg); /* the check below sees their effect */
+        if ((have = applied_version(t, id, err)) < 0) {
+            rc = TODO_EUNAVAIL;
+            break;
+        }
+        if (have >= want) break;
+        /* Stop REPLY_MARGIN_MS before the client's deadline, so that the
+         * answer reaches it before it gives up, and at TODO_QUERY_TOKEN_WAIT_MS
+         * at the latest. */
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long long left = until_ms - (now.tv_sec * 1000LL + now.tv_nsec / 1000000);
+        long call_left = grpcx_call_ms_left(c);
+        if (call_left != LONG_MAX && call_left - REPLY_MARGIN_MS < left) left = call_left - REPLY_MARGIN_MS;
+        if (left <= 0) {
+            rc = todo_err_set(err, TODO_EUNAVAIL,
+                              "the read model has not caught up with the consistency token yet (version %" PRId64
+                              " of %s applied, the token names %" PRId64 "; waited %d ms); retry later",
+                              have, id, want, wait_ms);
+            break;
+        }
+        /* A notification that came with the check's answer is in libpq
+         * already: the socket would stay quiet. */
+        if (drain_notifies(t->pg)) continue;
         struct pollfd pfd = {.fd = PQsocket(t->pg), .events = POLLIN};
         poll(&pfd, 1, left > 1000 ? 1000 : (int)left);
     }
+    todo_err unerr;
+    if (pgx_cmd(t->pg, "unlisten read_progress", 0, NULL, &unerr) != 0 && rc == TODO_OK)
+        rc = todo_err_set(err, TODO_EUNAVAIL, "the read database is unreachable; retry later");
+    drain_notifies(t->pg);
+    return rc;
+}
+
+/* Read-your-writes: returns once the write the token stands for (its
+ * aggregate at its version: ctoken.h) is in the read model, waiting for
+ * read_progress notifications for TODO_QUERY_TOKEN_WAIT_MS at most (or
+ * SHORT_WAIT_MS, see `waiting`), never past the call's deadline. */
+static int await_token(grpcx_call *c, qry_thread *t, const char *user, const char *token, todo_err *err)
+{
+    char id[37];
+    int64_t want, have;
+    int rc;
+    if (token[0] == '\0') return TODO_OK;
+    if ((rc = ctoken_decode(&t->cfg->token_key, user, token, id, &want, err)) != 0) return rc;
+    if ((have = applied_version(t, id, err)) < 0) return TODO_EUNAVAIL;
+    if (have >= want) return TODO_OK; /* the usual case: no wait */
+    int max = t->cfg->grpc_threads / 2 > 0 ? t->cfg->grpc_threads / 2 : 1;
+    if (atomic_fetch_add(&waiting, 1) >= max) {
+        atomic_fetch_sub(&waiting, 1);
+        int wait_ms = t->cfg->token_wait_ms < SHORT_WAIT_MS ? t->cfg->token_wait_ms : SHORT_WAIT_MS;
+        return wait_applied(c, t, id, want, wait_ms, err);
+    }
+    rc = wait_applied(c, t, id, want, t->cfg->token_wait_ms, err);
+    atomic_fetch_sub(&waiting, 1);
+    return rc;
 }
 
 static Google__Protobuf__Timestamp *ts_of(arena *a, const PGresult *r, int row, int col)
