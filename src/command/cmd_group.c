@@ -26,7 +26,8 @@ struct cmd_group {
     pending *head, *tail;   /* saves waiting for a transaction */
     bool leading;           /* a caller is writing a batch */
     int max_batch;
-    int64_t batches, saves;
+    char lock_timeout[48];  /* "set local lock_timeout = '<ms>ms'" */
+    int64_t batches, saves, solo;
 };
 
 static void finish(cmd_group *g, pending *p, int rc, const todo_err *err, int64_t position)
@@ -40,15 +41,20 @@ static void finish(cmd_group *g, pending *p, int rc, const todo_err *err, int64_
     pthread_mutex_unlock(&g->mu);
 }
 
-/* Runs each save of the batch on its own (after the batch failed). */
+/* Runs each save of the batch in a transaction of its own (after the
+ * batch failed), lock waits bounded as in the batch. */
 static void one_by_one(cmd_group *g, PGconn *pg, pending **batch, int n, const pgx_stmt *st)
 {
     for (int i = 0; i < n; i++) {
         todo_err err;
         int64_t position = 0;
-        PGresult *r = pgx_execb(pg, st[i].sql, st[i].n, st[i].values, st[i].lengths, st[i].formats, &err);
-        int rc = r != NULL ? cmd_store_saved(r, batch[i]->w, &position, &err) : err.code;
-        PQclear(r);
+        pgx_stmt one[4] = {{.sql = "begin"}, {.sql = g->lock_timeout}, st[i], {.sql = "commit"}};
+        PGresult *res[4] = {0};
+        int rc = pgx_pipeline(pg, one, 4, res, NULL, &err);
+        if (rc == TODO_OK) rc = cmd_store_saved(res[2], batch[i]->w, &position, &err);
+        else if (PQstatus(pg) == CONNECTION_OK && PQtransactionStatus(pg) != PQTRANS_IDLE)
+            pgx_cmd(pg, "rollback", 0, NULL, NULL);
+        for (int k = 0; k < 4; k++) PQclear(res[k]);
         finish(g, batch[i], rc, &err, position);
     }
 }
@@ -56,21 +62,22 @@ static void one_by_one(cmd_group *g, PGconn *pg, pending **batch, int n, const p
 static void run_batch(cmd_group *g, PGconn *pg, arena *a, pending **batch, int n)
 {
     todo_err err;
-    pgx_stmt *st = arena_calloc(a, (size_t)(n + 2) * sizeof *st);
-    PGresult **res = arena_calloc(a, (size_t)(n + 2) * sizeof *res);
+    pgx_stmt *st = arena_calloc(a, (size_t)(n + 3) * sizeof *st);
+    PGresult **res = arena_calloc(a, (size_t)(n + 3) * sizeof *res);
     st[0] = (pgx_stmt){.sql = "begin"};
-    for (int i = 0; i < n; i++) cmd_store_save_stmt(a, batch[i]->w, &st[i + 1]);
-    st[n + 1] = (pgx_stmt){.sql = "commit"};
+    st[1] = (pgx_stmt){.sql = g->lock_timeout};
+    for (int i = 0; i < n; i++) cmd_store_save_stmt(a, batch[i]->w, &st[i + 2]);
+    st[n + 2] = (pgx_stmt){.sql = "commit"};
     int failed = -1;
-    int rc = pgx_pipeline(pg, st, n + 2, res, &failed, &err);
+    int rc = pgx_pipeline(pg, st, n + 3, res, &failed, &err);
     if (rc == TODO_OK) {
         for (int i = 0; i < n; i++) {
             int64_t position = 0;
             todo_err one;
-            int src = cmd_store_saved(res[i + 1], batch[i]->w, &position, &one);
+            int src = cmd_store_saved(res[i + 2], batch[i]->w, &position, &one);
             finish(g, batch[i], src, &one, position);
         }
-        for (int i = 0; i < n + 2; i++) PQclear(res[i]);
+        for (int i = 0; i < n + 3; i++) PQclear(res[i]);
         pthread_mutex_lock(&g->mu);
         g->batches++;
         g->saves += n;
@@ -89,15 +96,17 @@ static void run_batch(cmd_group *g, PGconn *pg, arena *a, pending **batch, int n
     }
     log_warn("command", "a grouped save failed; saving the batch one by one", "saves=%d failed=%d error=\"%s\"", n,
              failed, err.msg);
-    one_by_one(g, pg, batch, n, st + 1);
+    one_by_one(g, pg, batch, n, st + 2);
 }
 
-cmd_group *cmd_group_new(int max_batch)
+cmd_group *cmd_group_new(int max_batch, int lock_timeout_ms)
 {
     cmd_group *g = calloc(1, sizeof *g);
     if (g == NULL) return NULL;
     pthread_mutex_init(&g->mu, NULL);
     g->max_batch = max_batch < 1 ? 1 : max_batch;
+    snprintf(g->lock_timeout, sizeof g->lock_timeout, "set local lock_timeout = '%dms'",
+             lock_timeout_ms < 1 ? 1 : lock_timeout_ms);
     return g;
 }
 
@@ -137,8 +146,14 @@ int cmd_group_save(cmd_group *g, PGconn *pg, arena *a, const cmd_write *w, int64
         /* Saves queued meanwhile: the first of them leads next. */
         if (g->head != NULL) pthread_cond_signal(&g->head->cv);
     }
+    if (p.rc == TODO_ELOCKED) g->solo++;
     pthread_mutex_unlock(&g->mu);
     pthread_cond_destroy(&p.cv);
+    if (p.rc == TODO_ELOCKED) {
+        /* Blocked on a row lock: wait for it alone, holding nobody else. */
+        static const cmd_request none = {.request_id = ""};
+        return cmd_store_save(pg, w, &none, position, err);
+    }
     if (p.rc != 0) {
         *err = p.err;
         return p.rc;
@@ -147,10 +162,11 @@ int cmd_group_save(cmd_group *g, PGconn *pg, arena *a, const cmd_write *w, int64
     return TODO_OK;
 }
 
-void cmd_group_stats(cmd_group *g, int64_t *batches, int64_t *saves)
+void cmd_group_stats(cmd_group *g, int64_t *batches, int64_t *saves, int64_t *solo)
 {
     pthread_mutex_lock(&g->mu);
     *batches = g->batches;
     *saves = g->saves;
+    *solo = g->solo;
     pthread_mutex_unlock(&g->mu);
 }

@@ -17,6 +17,14 @@
  * (whether the commit happened is unknown, as for a single statement;
  * request ids make the retry safe).
  *
+ * A save that waits on a lock (another transaction holds its row: a
+ * concurrent command, an operator's psql session, a migration) must not
+ * hold the saves of everybody else: group transactions run with
+ * lock_timeout; when it strikes, the batch is run again save by save (each
+ * with the same bound) and a save still blocked goes back to its own
+ * caller, who writes it alone on its own connection, waiting as long as
+ * the lock is held while the group moves on.
+ *
  * Saves with a request id do not come here (their claim and save are a
  * transaction of their own).
  */
@@ -32,9 +40,10 @@
 
 typedef struct cmd_group cmd_group;
 
-/* A group writing up to max_batch saves per transaction; NULL when out of
- * memory. free takes NULL; no save may be in progress. */
-cmd_group *cmd_group_new(int max_batch);
+/* A group writing up to max_batch saves per transaction, waiting at most
+ * lock_timeout_ms for a lock inside one (>= 1); NULL when out of memory.
+ * free takes NULL; no save may be in progress. */
+cmd_group *cmd_group_new(int max_batch, int lock_timeout_ms);
 void cmd_group_free(cmd_group *g);
 
 /* Saves w (see cmd_store_save without a request id) in the next group
@@ -43,7 +52,8 @@ void cmd_group_free(cmd_group *g);
  * arena for the call. Thread-safe. */
 int cmd_group_save(cmd_group *g, PGconn *pg, arena *a, const cmd_write *w, int64_t *position, todo_err *err);
 
-/* Batches committed and saves in them since the start (logs, tests). */
-void cmd_group_stats(cmd_group *g, int64_t *batches, int64_t *saves);
+/* Batches committed and saves in them since the start, and saves that
+ * were handed back to their callers over a lock (logs, tests). */
+void cmd_group_stats(cmd_group *g, int64_t *batches, int64_t *saves, int64_t *solo);
 
 #endif

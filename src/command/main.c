@@ -28,16 +28,18 @@ static const char *const PRODUCED[] = {
 
 static void stop_groups(cmd_app *app)
 {
-    int64_t batches = 0, saves = 0;
+    int64_t batches = 0, saves = 0, solo = 0;
     for (int i = 0; i < app->n_groups; i++) {
-        int64_t b, n;
-        cmd_group_stats(app->groups[i], &b, &n);
+        int64_t b, n, s;
+        cmd_group_stats(app->groups[i], &b, &n, &s);
         batches += b;
         saves += n;
+        solo += s;
         cmd_group_free(app->groups[i]);
     }
     if (app->n_groups > 0)
-        log_info("command", "group commit", "batches=%lld saves=%lld", (long long)batches, (long long)saves);
+        log_info("command", "group commit", "batches=%lld saves=%lld saved_alone_over_a_lock=%lld", (long long)batches,
+                 (long long)saves, (long long)solo);
     app->n_groups = 0;
 }
 
@@ -63,7 +65,7 @@ int main(void)
     cmd_app app = {.cfg = &cfg};
     cmd_group *groups[16];
     for (int i = 0; i < cfg.group_committers; i++) {
-        if ((groups[i] = cmd_group_new(cfg.group_commit_max)) == NULL) {
+        if ((groups[i] = cmd_group_new(cfg.group_commit_max, cfg.group_lock_timeout_ms)) == NULL) {
             log_error("command", "cannot start group commit", "error=\"out of memory\"");
             return 1;
         }

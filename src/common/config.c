@@ -124,6 +124,8 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
     if ((rc = get_int(&cfg->projector_threads, "TODO_PROJECTOR_THREADS", 2, 1, 8, get, ctx, err)) != 0) return rc;
     if ((rc = get_int(&cfg->rebuild_threads, "TODO_REBUILD_THREADS", 2, 1, 8, get, ctx, err)) != 0) return rc;
     if ((rc = get_int(&cfg->group_commit_max, "TODO_GROUP_COMMIT_MAX", 64, 1, 1000, get, ctx, err)) != 0) return rc;
+    if ((rc = get_int(&cfg->group_lock_timeout_ms, "TODO_GROUP_LOCK_TIMEOUT_MS", 50, 1, 60000, get, ctx, err)) != 0)
+        return rc;
     if ((rc = get_int(&cfg->relay_poll_ms, "TODO_RELAY_POLL_MS", 1000, 10, 60000, get, ctx, err)) != 0)
         return rc;
     if ((rc = get_int(&cfg->projector_batch, "TODO_PROJECTOR_BATCH", 500, 1, 10000, get, ctx, err)) != 0)

@@ -38,6 +38,7 @@ typedef struct todo_config {
     int projector_threads;                /* TODO_PROJECTOR_THREADS: consume-apply loops of todo-projector, 1..8 */
     int rebuild_threads;                  /* TODO_REBUILD_THREADS: replaying loops of a rebuild, 1..8 */
     int group_commit_max;                 /* TODO_GROUP_COMMIT_MAX: saves per group transaction, 1..1000 */
+    int group_lock_timeout_ms;            /* TODO_GROUP_LOCK_TIMEOUT_MS: a save waits this long for a lock inside a group transaction (50) */
     int projector_batch;                  /* TODO_PROJECTOR_BATCH, 1..10000 */
     int request_ttl_s;                    /* TODO_REQUEST_TTL_S: how long a handled request_id is remembered */
     char topic_profile[16];               /* TODO_TOPIC_PROFILE: dev (default when local) or production */

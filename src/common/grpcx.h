@@ -3,8 +3,9 @@
  *
  * A server hosts services described by protoc-c's ProtobufCServiceDescriptor;
  * each method is a synchronous unary handler run on one of N worker threads,
- * each with its own completion queue (a call's events stay on one thread, no
- * locks). The runtime decodes the request into a per-call arena, checks the
+ * which all take events from one completion queue: a call is handled by
+ * whichever worker is free, never queued behind one that is busy (a lock
+ * wait, a consistency-token wait). The runtime decodes the request into a per-call arena, checks the
  * deadline, calls the handler, encodes its reply or maps its todo_status to a
  * gRPC status with the handler's message, and always answers:
  *

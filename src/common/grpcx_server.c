@@ -2,11 +2,12 @@
  * grpcx_server: see grpcx.h.
  *
  * Every completion-queue tag points to a struct whose first member is a
- * tag_kind, so one switch dispatches all events. Each worker keeps, per
- * registered method, one request posted (re-posted as soon as a call
- * arrives), plus one generic request that catches unregistered methods and
- * the reflection stream. Every posted tag comes back exactly once: with
- * success=0 at shutdown, when it is freed and not re-posted.
+ * tag_kind, so one switch dispatches all events. The workers share one
+ * completion queue and keep, per registered method, one request posted
+ * each (re-posted as soon as a call arrives), plus one generic request each
+ * that catches unregistered methods and the reflection stream. Every posted
+ * tag comes back exactly once: with success=0 at shutdown, when it is freed
+ * and not re-posted.
  */
 #include "grpcx.h"
 
@@ -46,15 +47,17 @@ typedef struct method_entry {
     bool open;           /* built in (health): no authentication */
 } method_entry;
 
+/* A worker thread: its own state (a database connection) and arena. All
+ * workers take events from the server's one completion queue, so a call
+ * is picked up by whichever worker is free: none waits behind a worker
+ * busy in a handler (a lock wait, a consistency-token wait). A call's
+ * events come one at a time, each handled by the worker that took it. */
 typedef struct worker {
     struct grpcx_server *s;
-    grpc_completion_queue *cq;
     pthread_t thread;
     void *state;
     arena *arena;
     int index;
-    int outstanding;     /* completions still due on cq (this thread only) */
-    bool cq_shut;
 } worker;
 
 struct grpcx_server {
@@ -66,6 +69,9 @@ struct grpcx_server {
     const char *services[MAX_SERVICES];
     size_t n_services;
     worker *workers;
+    grpc_completion_queue *cq;  /* shared by the workers */
+    atomic_int outstanding;     /* completions still due on cq, plus events being handled */
+    atomic_int cq_shut;
     reflect_index *reflect;
     atomic_int serving;
     atomic_int draining; /* set once the server stopped taking calls */
@@ -130,6 +136,7 @@ grpc_status_code grpcx_status_of(int st)
     case TODO_EDEADLINE: return GRPC_STATUS_DEADLINE_EXCEEDED;
     case TODO_EDENIED: return GRPC_STATUS_PERMISSION_DENIED;
     case TODO_ETOOBIG: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    case TODO_ELOCKED: return GRPC_STATUS_ABORTED;
     default: return GRPC_STATUS_INTERNAL;
     }
 }
@@ -214,12 +221,12 @@ static void post_unary(worker *w, method_entry *m)
     u->m = m;
     grpc_metadata_array_init(&u->md);
     if (grpc_server_request_registered_call(w->s->srv, m->handle, &u->call, &u->deadline, &u->md,
-                                            &u->payload, w->cq, w->cq, u) != GRPC_CALL_OK) {
+                                            &u->payload, w->s->cq, w->s->cq, u) != GRPC_CALL_OK) {
         grpc_metadata_array_destroy(&u->md);
         free(u);
         return;
     }
-    w->outstanding++;
+    atomic_fetch_add(&w->s->outstanding, 1);
 }
 
 static void post_generic(worker *w)
@@ -230,22 +237,23 @@ static void post_generic(worker *w)
     sc->w = w;
     grpc_call_details_init(&sc->details);
     grpc_metadata_array_init(&sc->md);
-    if (grpc_server_request_call(w->s->srv, &sc->call, &sc->details, &sc->md, w->cq, w->cq, sc) !=
+    if (grpc_server_request_call(w->s->srv, &sc->call, &sc->details, &sc->md, w->s->cq, w->s->cq, sc) !=
         GRPC_CALL_OK) {
         grpc_call_details_destroy(&sc->details);
         grpc_metadata_array_destroy(&sc->md);
         free(sc);
         return;
     }
-    w->outstanding++;
+    atomic_fetch_add(&w->s->outstanding, 1);
 }
 
-/* Starts a batch on the worker's queue, counting the completion it owes. */
+/* Starts a batch, counting the completion it owes. */
 static bool start_batch(worker *w, grpc_call *call, const grpc_op *ops, size_t n, void *tag)
 {
-    if (grpc_call_start_batch(call, ops, n, tag, NULL) != GRPC_CALL_OK) return false;
-    w->outstanding++;
-    return true;
+    atomic_fetch_add(&w->s->outstanding, 1);
+    if (grpc_call_start_batch(call, ops, n, tag, NULL) == GRPC_CALL_OK) return true;
+    atomic_fetch_sub(&w->s->outstanding, 1);
+    return false;
 }
 
 /* ---- unary calls ---- */
@@ -372,14 +380,8 @@ static void on_unary(unary_call *u, int ok)
         unary_free(u);
         return;
     }
-    /* The worker asks for its next call of the method only once this one
-     * is handled: the core hands a new call to a worker that has asked, so
-     * while this handler runs (a lock wait, a consistency-token wait) new
-     * calls go to idle workers instead of queueing behind it. */
-    worker *w = u->w;
-    method_entry *m = u->m;
-    unary_handle(u); /* may free u */
-    post_unary(w, m);
+    post_unary(u->w, u->m); /* keep the method's requests posted */
+    unary_handle(u);
 }
 
 /* ---- generic calls: reflection streams and unknown methods ---- */
@@ -501,27 +503,36 @@ static void *worker_main(void *arg)
     grpcx_server *s = w->s;
 
     if (s->opts.thread_init != NULL) w->state = s->opts.thread_init(s->opts.app, w->index);
+    /* Every worker adds one request per method to the shared queue. */
     for (size_t i = 0; i < s->n_methods; i++) post_unary(w, &s->methods[i]);
     post_generic(w);
     for (;;) {
-        /* A bounded wait, so that a draining worker notices it is idle. */
+        /* A bounded wait, so that a draining worker notices all is idle. */
         gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(100, GPR_TIMESPAN));
-        grpc_event ev = grpc_completion_queue_next(w->cq, until, NULL);
+        grpc_event ev = grpc_completion_queue_next(s->cq, until, NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
         if (ev.type == GRPC_OP_COMPLETE) {
-            w->outstanding--;
+            /* The call is this worker's while it handles the event. */
             switch (*(tag_kind *)ev.tag) {
-            case TAG_UNARY: on_unary(ev.tag, ev.success); break;
-            case TAG_GENERIC: on_generic(ev.tag, ev.success); break;
+            case TAG_UNARY:
+                ((unary_call *)ev.tag)->w = w;
+                on_unary(ev.tag, ev.success);
+                break;
+            case TAG_GENERIC:
+                ((stream_call *)ev.tag)->w = w;
+                on_generic(ev.tag, ev.success);
+                break;
             case TAG_SHUTDOWN: break;
             }
+            /* Counted down only now: a handler may start its reply batch
+             * (counted up) before it returns, so the count is never 0 while
+             * a worker is in a handler. */
+            atomic_fetch_sub(&s->outstanding, 1);
         }
-        /* The queue is shut down by its own thread once nothing is owed on
-         * it: a handler still running may yet start its reply batch. */
-        if (atomic_load(&s->draining) && w->outstanding == 0 && !w->cq_shut) {
-            grpc_completion_queue_shutdown(w->cq);
-            w->cq_shut = true;
-        }
+        /* Once nothing is owed, the queue is shut down (once): every worker
+         * then sees GRPC_QUEUE_SHUTDOWN. */
+        if (atomic_load(&s->draining) && atomic_load(&s->outstanding) == 0 && !atomic_exchange(&s->cq_shut, 1))
+            grpc_completion_queue_shutdown(s->cq);
     }
     if (s->opts.thread_cleanup != NULL) s->opts.thread_cleanup(w->state);
     return NULL;
@@ -631,13 +642,13 @@ int grpcx_server_start(grpcx_server *s, const char *addr, todo_err *err)
 
     s->workers = calloc((size_t)s->opts.threads, sizeof *s->workers);
     if (s->workers == NULL) return todo_err_set(err, TODO_EINTERNAL, "out of memory");
+    s->cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(s->srv, s->cq, NULL);
     for (int i = 0; i < s->opts.threads; i++) {
         s->workers[i].s = s;
         s->workers[i].index = i;
-        s->workers[i].cq = grpc_completion_queue_create_for_next(NULL);
         s->workers[i].arena = arena_new();
         if (s->workers[i].arena == NULL) abort();
-        grpc_server_register_completion_queue(s->srv, s->workers[i].cq, NULL);
     }
     grpc_server_start(s->srv);
     s->started = true;
@@ -672,9 +683,9 @@ void grpcx_server_shutdown(grpcx_server *s, int grace_ms)
     atomic_store(&s->draining, 1);
     for (int i = 0; i < s->opts.threads; i++) {
         pthread_join(s->workers[i].thread, NULL);
-        grpc_completion_queue_destroy(s->workers[i].cq);
         arena_free(s->workers[i].arena);
     }
+    grpc_completion_queue_destroy(s->cq);
     grpc_server_destroy(s->srv);
     s->srv = NULL;
     log_info(s->component, "stopped", NULL);

@@ -133,6 +133,7 @@ int pgx_status_of(const PGresult *r, const PGconn *c)
     if (strcmp(state, "23505") == 0) return TODO_EEXISTS;
     if (strncmp(state, "08", 2) == 0 || strcmp(state, "57P01") == 0) return TODO_EUNAVAIL;
     if (strcmp(state, "57014") == 0) return TODO_EDEADLINE;
+    if (strcmp(state, "55P03") == 0) return TODO_ELOCKED; /* lock_not_available: lock_timeout */
     return TODO_EINTERNAL;
 }
 

@@ -40,6 +40,7 @@ const char *todo_status_name(int code)
     case TODO_EDEADLINE: return "deadline exceeded";
     case TODO_EDENIED: return "permission denied";
     case TODO_ETOOBIG: return "resource exhausted";
+    case TODO_ELOCKED: return "lock wait timed out";
     default: return "unknown error";
     }
 }

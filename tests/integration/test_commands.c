@@ -394,6 +394,99 @@ static void every_command_leaves_one_audit_record(void **state)
     free(auth);
 }
 
+typedef struct bystander {
+    const char *auth;
+    int index, ok;
+} bystander;
+
+static void *bystander_creates(void *arg)
+{
+    bystander *b = arg;
+    for (int i = 0; i < 3; i++) {
+        char title[32], rid[48];
+        snprintf(title, sizeof title, "bystander %d.%d", b->index, i);
+        snprintf(rid, sizeof rid, "by-%d-%d-%lld", b->index, i, harness_now_ms());
+        Todo__V1__CreateTaskRequest rq = TODO__V1__CREATE_TASK_REQUEST__INIT;
+        rq.title = title;
+        rq.request_id = b->index % 2 ? rid : ""; /* half in transactions of their own */
+        Todo__V1__CommandReply *rp = NULL;
+        grpcx_result res;
+        if (harness_command("CreateTask", &rq.base, b->auth, &rp, &res) == GRPC_STATUS_OK) b->ok++;
+        if (rp != NULL) protobuf_c_message_free_unpacked(&rp->base, NULL);
+    }
+    return NULL;
+}
+
+typedef struct blocked_update {
+    const char *auth, *id;
+    grpc_status_code code;
+} blocked_update;
+
+static void *update_title(void *arg)
+{
+    blocked_update *u = arg;
+    Todo__V1__UpdateTaskRequest up = TODO__V1__UPDATE_TASK_REQUEST__INIT;
+    char *paths[1] = {"title"};
+    Google__Protobuf__FieldMask mask = GOOGLE__PROTOBUF__FIELD_MASK__INIT;
+    mask.n_paths = 1;
+    mask.paths = paths;
+    up.task_id = (char *)u->id;
+    up.title = "after the lock";
+    up.update_mask = &mask;
+    grpcx_result res;
+    u->code = harness_command("UpdateTask", &up.base, u->auth, NULL, &res);
+    return NULL;
+}
+
+/* A side connection holds the row lock of one user's task (a long
+ * transaction, an operator's psql session, a migration): that user's
+ * UpdateTask waits on it, and meanwhile 16 other callers' CreateTasks (with
+ * and without request ids) all complete. Before, group commit batched every
+ * save behind the blocked statement and calls queued behind the blocked
+ * worker: all of them waited as long as the lock was held. */
+static void one_locked_row_never_stalls_other_users(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char owner[64], other[64];
+    harness_user(owner, "lockowner");
+    harness_user(other, "lockother");
+    char *auth = harness_bearer(owner, 600, NULL), *auth_other = harness_bearer(other, 600, NULL);
+    Todo__V1__CommandReply *t = create(auth, "locked", NULL);
+    PGconn *side = harness_admin();
+    PQclear(PQexec(side, "begin"));
+    const char *p[1] = {t->id};
+    PGresult *r = PQexecParams(side, "select 1 from write.tasks where id = $1::uuid for update", 1, NULL, p, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    PQclear(r);
+    blocked_update u = {.auth = auth, .id = t->id};
+    pthread_t ut, bt[16];
+    pthread_create(&ut, NULL, update_title, &u);
+    harness_sleep_ms(300); /* the update is waiting on the lock */
+    bystander b[16];
+    for (int i = 0; i < 16; i++) {
+        b[i] = (bystander){.auth = auth_other, .index = i};
+        pthread_create(&bt[i], NULL, bystander_creates, &b[i]);
+    }
+    long long until = harness_now_ms() + 30000;
+    int done = 0;
+    while (harness_now_ms() < until) {
+        done = 0;
+        for (int i = 0; i < 16; i++) done += b[i].ok;
+        if (done == 16 * 3) break;
+        harness_sleep_ms(20);
+    }
+    PQclear(PQexec(side, "commit")); /* only now */
+    for (int i = 0; i < 16; i++) pthread_join(bt[i], NULL);
+    pthread_join(ut, NULL);
+    PQfinish(side);
+    assert_int_equal(done, 16 * 3);
+    assert_int_equal(u.code, GRPC_STATUS_OK);
+    protobuf_c_message_free_unpacked(&t->base, NULL);
+    free(auth);
+    free(auth_other);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -402,6 +495,7 @@ int main(void)
         cmocka_unit_test(concurrent_updates_never_lose_one),
         cmocka_unit_test(a_retried_request_id_acts_once),
         cmocka_unit_test(every_command_leaves_one_audit_record),
+        cmocka_unit_test(one_locked_row_never_stalls_other_users),
     };
     return cmocka_run_group_tests(tests, harness_group_setup, harness_group_teardown);
 }

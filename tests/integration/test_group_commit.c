@@ -23,7 +23,7 @@ static char db_url[512], db_name[64];
 static cmd_group *group;
 
 /* What kind of save a thread makes, by its number. */
-enum { GOOD, MOVED, REFUSED };
+enum { GOOD, MOVED, REFUSED, LOCKED };
 
 typedef struct worker {
     int index, kind, n;
@@ -45,7 +45,8 @@ static void *run(void *arg)
         /* The state statement: writes a row (GOOD), nothing (MOVED: the
          * version moved), or fails in the database (REFUSED). */
         static const char *const state[] = {"select 1 where $1::int = 1", "select 1 where $1::int = 0",
-                                            "select 1 where 1 / ($1::int - 1) = 1"};
+                                            "select 1 where 1 / ($1::int - 1) = 1",
+                                            "update write.locks set id = id where id = $1::int returning 1"};
         const char *params[1] = {"1"};
         cmd_write cw = {.aggregate_type = "test", .aggregate_id = aggregate_id, .user_id = "u", .version = 1,
                         .state_sql = state[w->kind], .state_params = params, .n_state = 1, .event_id = event_id,
@@ -85,10 +86,10 @@ static void concurrent_saves_share_transactions_and_keep_their_outcomes(void **s
     worker ws[16];
     long long before = rows();
     for (int i = 0; i < 16; i++) ws[i] = (worker){.index = i, .kind = GOOD, .n = 50};
-    int64_t b0, s0, b1, s1;
-    cmd_group_stats(group, &b0, &s0);
+    int64_t b0, s0, b1, s1, solo;
+    cmd_group_stats(group, &b0, &s0, &solo);
     run_workers(ws, 16);
-    cmd_group_stats(group, &b1, &s1);
+    cmd_group_stats(group, &b1, &s1, &solo);
     int ok = 0;
     for (int i = 0; i < 16; i++) {
         assert_int_equal(ws[i].failures + ws[i].conflicts, 0);
@@ -121,6 +122,57 @@ static void a_moved_or_refused_save_fails_alone(void **state)
     assert_int_equal(rows() - before, 8 * 30);
 }
 
+typedef struct crowd {
+    worker ws[16];
+    volatile int done;
+} crowd;
+
+static void *run_crowd(void *arg)
+{
+    crowd *c = arg;
+    run_workers(c->ws, 16);
+    c->done = 1;
+    return NULL;
+}
+
+/* A side transaction holds a row lock one save needs (as a long
+ * transaction, an operator's psql session or a migration would): that save
+ * waits, alone on its own connection, while 16 threads of other saves all
+ * commit. (Before, group commit batched every save behind the blocked
+ * statement: all of them waited as long as the lock was held.) */
+static void a_save_waiting_on_a_lock_holds_nobody_else(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    PGconn *side = PQconnectdb(db_url);
+    PQclear(PQexec(side, "begin"));
+    PGresult *r = PQexec(side, "select id from write.locks where id = 1 for update");
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    PQclear(r);
+    int64_t b, s, solo0, solo1;
+    cmd_group_stats(group, &b, &s, &solo0);
+    worker blocked = {.index = 99, .kind = LOCKED, .n = 1};
+    pthread_t bt, ct;
+    pthread_create(&bt, NULL, run, &blocked);
+    harness_sleep_ms(200); /* it is inside the group, waiting on the lock */
+    static crowd c;
+    for (int i = 0; i < 16; i++) c.ws[i] = (worker){.index = i, .kind = GOOD, .n = 5};
+    c.done = 0;
+    pthread_create(&ct, NULL, run_crowd, &c);
+    long long until = harness_now_ms() + 30000;
+    while (!c.done && harness_now_ms() < until) harness_sleep_ms(20);
+    int done_while_locked = c.done;
+    PQclear(PQexec(side, "commit")); /* only now */
+    pthread_join(ct, NULL);
+    pthread_join(bt, NULL);
+    PQfinish(side);
+    assert_true(done_while_locked);
+    for (int i = 0; i < 16; i++) assert_int_equal(c.ws[i].ok, 5);
+    assert_int_equal(blocked.ok, 1); /* and the blocked save went through once the lock was gone */
+    cmd_group_stats(group, &b, &s, &solo1);
+    assert_int_equal(solo1 - solo0, 1);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -142,11 +194,12 @@ static int setup(void **state)
     r = PQexec(c, "create schema write; create table write.events (position bigserial primary key,"
                   " event_id uuid not null unique, event_type text not null, schema_version int not null,"
                   " user_id text not null, aggregate_type text not null, aggregate_id uuid not null,"
-                  " aggregate_version bigint not null, envelope bytea not null)");
+                  " aggregate_version bigint not null, envelope bytea not null);"
+                  " create table write.locks (id int primary key); insert into write.locks values (1)");
     ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
     PQfinish(c);
-    group = cmd_group_new(64);
+    group = cmd_group_new(64, 50);
     return ok && group != NULL ? 0 : -1;
 }
 
@@ -168,6 +221,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(concurrent_saves_share_transactions_and_keep_their_outcomes),
         cmocka_unit_test(a_moved_or_refused_save_fails_alone),
+        cmocka_unit_test(a_save_waiting_on_a_lock_holds_nobody_else),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
