@@ -376,10 +376,14 @@ static void record_offsets(stmt_list *l, const char *projection, rd_kafka_messag
     }
 }
 
+/* True for a refusal that may pass on another try. */
+static bool transient(int code) { return code == TODO_ECONFLICT || code == TODO_ELOCKED || code == TODO_EDEADLINE; }
+
 /* Runs the records' statements one by one, each under a savepoint: one that
- * the database refuses is dead-lettered alone. */
+ * the database refuses is dead-lettered alone, unless the refusal may pass
+ * on another try: then the batch fails naming it (*failed). */
 static int run_one_by_one(PGconn *pg, Todo__V1__EventEnvelope **envs, const planned *plans, outcome *out, size_t n,
-                          arena *a, const char **dead, todo_err *err)
+                          arena *a, const char **dead, int *failed, todo_err *err)
 {
     int rc;
     for (size_t i = 0; i < n; i++) {
@@ -392,6 +396,10 @@ static int run_one_by_one(PGconn *pg, Todo__V1__EventEnvelope **envs, const plan
             continue;
         }
         if (err->code == TODO_EUNAVAIL) return err->code;
+        if (transient(err->code)) {
+            *failed = (int)i;
+            return err->code;
+        }
         /* This record alone breaks the database: dead-letter it. */
         dead[i] = arena_printf(a, "applying failed: %s", err->msg);
         out[i] = DEAD;
@@ -405,6 +413,7 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
 {
     int rc;
     memset(st, 0, sizeof *st);
+    st->failed = -1;
     /* Decode every record once, and ask the Redis fast path about them all in
      * one round trip. */
     Todo__V1__EventEnvelope **envs = arena_calloc(a, (n + 1) * sizeof *envs);
@@ -417,9 +426,8 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
     proj_cache *cache = ps != NULL ? ps->cache : NULL;
     for (size_t i = 0; i < n; i++) {
         todo_err derr;
-        dead[i] = NULL;
         out[i] = DEAD;
-        if (msgs[i]->err != RD_KAFKA_RESP_ERR_NO_ERROR) continue;
+        if (msgs[i]->err != RD_KAFKA_RESP_ERR_NO_ERROR || dead[i] != NULL) continue; /* given up on */
         if (event_decode(msgs[i]->payload, msgs[i]->len, a, &envs[i], &derr) != 0 ||
             (ps != NULL && ps->schemas != NULL && (rc = reg_resolve_envelope(ps->schemas, pg, envs[i], &derr)) != 0)) {
             if (envs[i] != NULL && derr.code != TODO_EINVAL) { /* the registry could not be asked: retry */
@@ -462,7 +470,7 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
         PQclear(res[k++]);
     }
     for (int k = 0; k < first; k++) PQclear(res[k]);
-    if (one_by_one && (rc = run_one_by_one(pg, envs, plans, out, n, a, dead, err)) != 0) goto fail;
+    if (one_by_one && (rc = run_one_by_one(pg, envs, plans, out, n, a, dead, &st->failed, err)) != 0) goto fail;
 
     for (size_t i = 0; i < n; i++) {
         if (msgs[i]->err != RD_KAFKA_RESP_ERR_NO_ERROR) continue;
@@ -500,8 +508,3 @@ int proj_apply_batch_status(PGconn *pg, rd_kafka_message_t **msgs, size_t n, are
     return run_batch(pg, msgs, n, a, dead_reason, status, stats, true, err);
 }
 
-int proj_apply_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, const char **dead_reason,
-                     proj_stats *stats, todo_err *err)
-{
-    return proj_apply_batch_status(pg, msgs, n, a, dead_reason, NULL, stats, err);
-}

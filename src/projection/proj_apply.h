@@ -51,15 +51,20 @@ typedef struct proj_stats {
     int applied;
     int skipped;    /* already applied (duplicates) */
     int dead;       /* see dead_reason */
+    int failed;     /* on a failed batch: the record that failed alone for a
+                     * reason that may pass (deadlock, serialization, lock or
+                     * statement time-out), or -1 */
 } proj_stats;
 
 /* Applies the n records of msgs (records with msg->err set are ignored).
  * dead_reason (n entries) receives, for each dead record, why (in a); NULL
- * for the others. Returns TODO_OK once the transaction committed, or a
- * status (TODO_EUNAVAIL: the database is away) after rolling back: the
- * caller retries the same batch. */
-int proj_apply_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, const char **dead_reason,
-                     proj_stats *stats, todo_err *err);
+ * for the others; an entry the caller set beforehand dead-letters its
+ * record without applying it (the caller gave up on it). A record the
+ * database refuses for a reason retrying cannot change is dead-lettered
+ * alone, the others applied. Returns TODO_OK once the transaction
+ * committed, or a status after rolling back: the caller retries the same
+ * batch (TODO_EUNAVAIL: the database is away; otherwise stats->failed names
+ * the record that failed, when one did). */
 
 /* What the batch transaction also records in read.projection_status. */
 typedef struct proj_status {

@@ -67,6 +67,66 @@ static void commit_offsets(rd_kafka_t *rk, rd_kafka_message_t **msgs, size_t n)
     rd_kafka_topic_partition_list_destroy(list);
 }
 
+/* Sleeps ms in steps, returning early when asked to stop. */
+static void pause_ms(const proj_loop_opts *o, int ms)
+{
+    for (int slept = 0; slept < ms && !o->should_stop(o->ctx); slept += 100) usleep(100 * 1000);
+}
+
+/* Applies the batch until it commits or the loop is asked to stop. A
+ * failure that is not one record's is retried with exponential back-off
+ * (1 s doubling to 30 s: the database is away); a record that fails alone
+ * with a refusal that may pass (a deadlock, a lock or statement time-out)
+ * is retried with the batch, and once it failed TODO_PROJECTOR_MAX_ATTEMPTS
+ * times it is given up on: dead-lettered with its last error while the
+ * rest of the batch applies, so no partition is blocked for good by one
+ * record. */
+static int apply_until_committed(const proj_loop_opts *o, PGconn **pg, rd_kafka_message_t **msgs, size_t n, arena *a,
+                                 const char **dead, char (*given_up)[320], const proj_status *base, char *last_error,
+                                 size_t last_error_cap, proj_stats *st, todo_err *err)
+{
+    const todo_config *cfg = o->cfg;
+    int failures = 0, record_fails = 0, record = -1;
+    for (size_t i = 0; i < n; i++) given_up[i][0] = '\0';
+    for (;;) {
+        arena_reset(a);
+        for (size_t i = 0; i < n; i++) dead[i] = given_up[i][0] ? given_up[i] : NULL;
+        proj_status ps = *base;
+        ps.last_error = last_error[0] ? last_error : NULL;
+        if (*pg == NULL || PQstatus(*pg) != CONNECTION_OK || PQpipelineStatus(*pg) != PQ_PIPELINE_OFF) {
+            pgx_close(*pg);
+            *pg = pgx_connect_schema(cfg->pg_url, "todo-projector", o->schema, err);
+        }
+        int brc = *pg != NULL ? proj_apply_batch_status(*pg, msgs, n, a, dead, &ps, st, err) : TODO_EUNAVAIL;
+        if (brc == 0) {
+            last_error[0] = '\0';
+            return 0;
+        }
+        snprintf(last_error, last_error_cap, "batch not applied: %.250s", err->msg);
+        if (*pg != NULL && brc != TODO_EUNAVAIL && st->failed >= 0) {
+            record_fails = st->failed == record ? record_fails + 1 : 1;
+            record = st->failed;
+            const rd_kafka_message_t *m = msgs[record];
+            log_warn("projector", "a record failed; retrying its batch", "topic=%s partition=%d offset=%lld attempt=%d"
+                     " max=%d error=\"%s\"", rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset,
+                     record_fails, cfg->projector_max_attempts, err->msg);
+            if (record_fails >= cfg->projector_max_attempts) {
+                snprintf(given_up[record], sizeof given_up[record], "applying failed %d times (the last: %.250s)",
+                         record_fails, err->msg);
+                record = -1;
+                record_fails = 0;
+                continue; /* at once: the rest of the batch goes on without it */
+            }
+        } else {
+            log_warn("projector", "batch not applied; retrying", "attempt=%d error=\"%s\"", failures + 1, err->msg);
+        }
+        if (o->should_stop(o->ctx)) return brc;
+        int backoff = 1000 << (failures < 5 ? failures : 5);
+        pause_ms(o, backoff > 30000 ? 30000 : backoff);
+        failures++;
+    }
+}
+
 int proj_loop_run(const proj_loop_opts *o, todo_err *err)
 {
     const todo_config *cfg = o->cfg;
@@ -81,6 +141,7 @@ int proj_loop_run(const proj_loop_opts *o, todo_err *err)
                                  : NULL;
     rd_kafka_message_t **msgs = calloc((size_t)cfg->projector_batch, sizeof *msgs);
     const char **dead = calloc((size_t)cfg->projector_batch, sizeof *dead);
+    char (*given_up)[320] = calloc((size_t)cfg->projector_batch, sizeof *given_up);
     arena *a = arena_new();
     reg_resolver *schemas = reg_resolver_new();
     /* The live projection asks Redis first; a rebuild's fresh copy would only miss. */
@@ -89,7 +150,7 @@ int proj_loop_run(const proj_loop_opts *o, todo_err *err)
         rc = err->code;
         goto out;
     }
-    if (rk == NULL || dlq == NULL || msgs == NULL || dead == NULL || a == NULL || schemas == NULL) {
+    if (rk == NULL || dlq == NULL || msgs == NULL || dead == NULL || given_up == NULL || a == NULL || schemas == NULL) {
         rc = rk == NULL || dlq == NULL ? err->code : todo_err_set(err, TODO_EINTERNAL, "out of memory");
         goto out;
     }
@@ -113,25 +174,9 @@ int proj_loop_run(const proj_loop_opts *o, todo_err *err)
         if (n == 0) continue;
 
         proj_stats st;
-        int brc;
-        for (;;) {
-            arena_reset(a);
-            proj_status ps = {.projection = o->group, .last_error = last_error[0] ? last_error : NULL,
-                              .shadow = o->shadow, .cache = cache, .schemas = schemas};
-            if (pg == NULL || PQstatus(pg) != CONNECTION_OK || PQpipelineStatus(pg) != PQ_PIPELINE_OFF) {
-                pgx_close(pg);
-                pg = pgx_connect_schema(cfg->pg_url, "todo-projector", o->schema, err);
-            }
-            brc = pg != NULL ? proj_apply_batch_status(pg, msgs, n, a, dead, &ps, &st, err) : TODO_EUNAVAIL;
-            if (brc == 0) {
-                last_error[0] = '\0';
-                break;
-            }
-            log_warn("projector", "batch not applied; retrying", "error=\"%s\"", err->msg);
-            snprintf(last_error, sizeof last_error, "batch not applied: %.250s", err->msg);
-            if (o->should_stop(o->ctx)) break;
-            sleep(1);
-        }
+        proj_status base = {.projection = o->group, .shadow = o->shadow, .cache = cache, .schemas = schemas};
+        int brc = apply_until_committed(o, &pg, msgs, n, a, dead, given_up, &base, last_error, sizeof last_error, &st,
+                                        err);
         if (brc == 0 && (st.dead == 0 || send_dead(o, dlq, &failures, msgs, n, dead) == 0)) {
             commit_offsets(rk, msgs, n);
             log_debug("projector", "batch", "records=%zu applied=%d skipped=%d dead=%d cache_hits=%lld", n, st.applied,
@@ -157,6 +202,7 @@ out:
     arena_free(a);
     free(msgs);
     free(dead);
+    free(given_up);
     return rc;
 }
 

@@ -260,6 +260,9 @@ int harness_todoctl(const char *args, char *out, size_t cap)
     if (p == NULL) return -1;
     size_t n = fread(out, 1, cap - 1, p);
     out[n] = '\0';
+    char rest[4096]; /* read what did not fit: todoctl must not die of SIGPIPE */
+    while (fread(rest, 1, sizeof rest, p) > 0) {
+    }
     int st = pclose(p);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
