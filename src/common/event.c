@@ -91,6 +91,11 @@ int event_encode(const event_meta *m, const ProtobufCMessage *payload, arena *a,
 #define MIN_SECONDS (-62135596800LL)
 #define MAX_SECONDS 253402300799LL
 
+bool event_timestamp_valid(const Google__Protobuf__Timestamp *ts)
+{
+    return ts->seconds >= MIN_SECONDS && ts->seconds <= MAX_SECONDS && ts->nanos >= 0 && ts->nanos <= 999999999;
+}
+
 int event_decode(const uint8_t *bytes, size_t len, arena *a, Todo__V1__EventEnvelope **out, todo_err *err)
 {
     ProtobufCAllocator alloc;
@@ -104,8 +109,7 @@ int event_decode(const uint8_t *bytes, size_t len, arena *a, Todo__V1__EventEnve
     if (env->aggregate_version < 1) return todo_err_set(err, TODO_EINVAL, "envelope aggregate_version is below 1");
     /* Out of range, the time overflows event_timestamp_us (and the
      * ce_time header) wherever the envelope goes next. */
-    if (env->time != NULL && (env->time->seconds < MIN_SECONDS || env->time->seconds > MAX_SECONDS ||
-                              env->time->nanos < 0 || env->time->nanos > 999999999))
+    if (env->time != NULL && !event_timestamp_valid(env->time))
         return todo_err_set(err, TODO_EINVAL, "envelope time is not a timestamp of years 1 to 9999");
     *out = env;
     return TODO_OK;

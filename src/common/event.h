@@ -23,6 +23,7 @@
 #define TODO_EVENT_H
 
 #include <librdkafka/rdkafka.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -92,6 +93,11 @@ void event_format_time(int64_t us, char *out, size_t cap);
 /* A google.protobuf.Timestamp for us (microseconds since the epoch) in a,
  * normalized (nanos in 0..999999999). */
 Google__Protobuf__Timestamp *event_timestamp(arena *a, int64_t us);
+
+/* True when ts is a time of years 1 to 9999 UTC with nanos 0..999999999
+ * (google.protobuf.Timestamp's range): event_timestamp_us is defined for
+ * it. */
+bool event_timestamp_valid(const Google__Protobuf__Timestamp *ts);
 
 /* Microseconds since the epoch of a timestamp. */
 int64_t event_timestamp_us(const Google__Protobuf__Timestamp *ts);

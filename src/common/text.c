@@ -125,3 +125,13 @@ void text_sha256_hex(const void *data, size_t n, char out[65])
     }
     out[64] = '\0';
 }
+
+size_t text_utf8_prefix(const char *s, size_t max)
+{
+    size_t n = strnlen(s, max + 1);
+    if (n <= max) return n;
+    n = max;
+    /* Back up over continuation bytes to the start of the cut character. */
+    while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80) n--;
+    return n;
+}

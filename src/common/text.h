@@ -14,6 +14,10 @@
  * refused). */
 long text_utf8_chars(const char *s, size_t n);
 
+/* The length of the longest prefix of s of at most max bytes that does
+ * not end inside a UTF-8 character (for cutting text to a size). */
+size_t text_utf8_prefix(const char *s, size_t max);
+
 /* True when s is a UUID in canonical 8-4-4-4-12 lowercase or uppercase hex. */
 bool text_is_uuid(const char *s);
 

@@ -304,6 +304,12 @@ static int list_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessa
         return todo_err_set(err, TODO_EINVAL, "text: must be valid UTF-8 of at most %d bytes", TEXT_FILTER_MAX);
     if (strlen(rq->category) > 256 || strlen(rq->tag) > 256)
         return todo_err_set(err, TODO_EINVAL, "%s: too long", strlen(rq->tag) > 256 ? "tag" : "category");
+    /* Checked like the commands' times: an impossible one would make the
+     * database refuse the statement, answered as UNAVAILABLE (retry). */
+    if (rq->due_before != NULL && !event_timestamp_valid(rq->due_before))
+        return todo_err_set(err, TODO_EINVAL, "due_before: must be a time of years 1 to 9999 (nanos 0..999999999)");
+    if (rq->due_after != NULL && !event_timestamp_valid(rq->due_after))
+        return todo_err_set(err, TODO_EINVAL, "due_after: must be a time of years 1 to 9999 (nanos 0..999999999)");
     if ((rc = qry_sort_parse(rq->order_by, &sort, err)) != 0) return rc;
     if (rq->page_token[0] != '\0' && (rc = qry_page_decode(rq->page_token, &sort, &key, err)) != 0) return rc;
     if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;

@@ -230,8 +230,11 @@ static saga_result notify(saga_exec *x, int64_t deadline, char err[SAGA_ERROR_MA
         return SAGA_RETRY;
     }
     bool completed = PQntuples(q) == 1 && PQgetvalue(q, 0, 0)[0] == 't';
-    char title[300];
-    snprintf(title, sizeof title, "%s", PQntuples(q) == 1 ? PQgetvalue(q, 0, 1) : "");
+    /* A title is at most 255 characters, up to 1,020 bytes: keep it whole,
+     * and never cut inside a character (the webhook body is JSON). */
+    char title[1024];
+    const char *stored = PQntuples(q) == 1 ? PQgetvalue(q, 0, 1) : "";
+    snprintf(title, sizeof title, "%.*s", (int)text_utf8_prefix(stored, sizeof title - 1), stored);
     PQclear(q);
     if (!completed) {
         snprintf(err, SAGA_ERROR_MAX, "task %s was reopened (or deleted) before the notification", p[0]);

@@ -113,6 +113,56 @@ static void search_ranks_prefix_matches_of_the_callers_tasks(void **state)
     free(oauth);
 }
 
+/* ListTasks refuses what it cannot use with INVALID_ARGUMENT naming the
+ * field: invalid UTF-8 in the tag or category filter (once UNAVAILABLE,
+ * "retry later": a client retried for ever) and a time out of range. */
+static void list_filters_are_checked_like_commands(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64];
+    harness_user(user, "filters");
+    char *auth = harness_bearer(user, 600, NULL);
+    ProtobufCMessage *out = NULL;
+    grpcx_result res;
+    Todo__V1__ListTasksRequest rq = TODO__V1__LIST_TASKS_REQUEST__INIT;
+    static const char *const fields[] = {"tag", "category"};
+    for (int f = 0; f < 2; f++) {
+        uint8_t bad[] = {0xc3, 0x28}; /* "\xc3(": not UTF-8 */
+        ProtobufCMessageUnknownField u = {.wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED};
+        const ProtobufCFieldDescriptor *fd =
+            protobuf_c_message_descriptor_get_field_by_name(&todo__v1__list_tasks_request__descriptor, fields[f]);
+        uint8_t data[3] = {2, bad[0], bad[1]}; /* sent as field `fields[f]` through an unknown field */
+        u.tag = fd->id;
+        u.len = 3;
+        u.data = data;
+        rq.base.n_unknown_fields = 1;
+        rq.base.unknown_fields = &u;
+        assert_int_equal(grpcx_unary(harness_svc.qry, "/todo.v1.TaskQueryService/ListTasks", &rq.base,
+                                     &todo__v1__list_tasks_response__descriptor, auth, 5000, &out, &res),
+                         GRPC_STATUS_INVALID_ARGUMENT);
+        assert_true(strncmp(res.message, fields[f], strlen(fields[f])) == 0);
+    }
+    rq.base.n_unknown_fields = 0;
+    rq.base.unknown_fields = NULL;
+    Google__Protobuf__Timestamp far = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    far.seconds = INT64_C(1) << 62;
+    rq.due_before = &far;
+    assert_int_equal(grpcx_unary(harness_svc.qry, "/todo.v1.TaskQueryService/ListTasks", &rq.base,
+                                 &todo__v1__list_tasks_response__descriptor, auth, 5000, &out, &res),
+                     GRPC_STATUS_INVALID_ARGUMENT);
+    assert_true(strncmp(res.message, "due_before", 10) == 0);
+    rq.due_before = NULL;
+    far.seconds = 0;
+    far.nanos = -5;
+    rq.due_after = &far;
+    assert_int_equal(grpcx_unary(harness_svc.qry, "/todo.v1.TaskQueryService/ListTasks", &rq.base,
+                                 &todo__v1__list_tasks_response__descriptor, auth, 5000, &out, &res),
+                     GRPC_STATUS_INVALID_ARGUMENT);
+    assert_true(strncmp(res.message, "due_after", 9) == 0);
+    free(auth);
+}
+
 static Todo__V1__TaskStats *stats(const char *auth, const char *token)
 {
     Todo__V1__GetTaskStatsRequest rq = TODO__V1__GET_TASK_STATS_REQUEST__INIT;
@@ -344,6 +394,7 @@ int main(void)
         cmocka_unit_test(every_order_pages_through_all_tasks_in_order),
         cmocka_unit_test(every_query_has_an_index),
         cmocka_unit_test(list_tasks_reads_one_page_in_index_order),
+        cmocka_unit_test(list_filters_are_checked_like_commands),
     };
     return cmocka_run_group_tests(tests, harness_group_setup, harness_group_teardown);
 }

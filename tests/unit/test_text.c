@@ -81,11 +81,28 @@ static void b64url_refuses_foreign_characters_and_overflow(void **state)
     assert_int_equal(text_b64url_decode("AAAAAAAA", 8, out, sizeof out), -1); /* 6 bytes > 4 */
 }
 
+/* A cut never falls inside a character (a title cut at byte 299 once broke
+ * the JSON of a webhook body). */
+static void utf8_prefix_cuts_on_character_boundaries(void **state)
+{
+    (void)state;
+    const char *s = "ab\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"; /* a b é € 😀: 1+1+2+3+4 bytes */
+    assert_int_equal(text_utf8_prefix(s, 100), 11);
+    assert_int_equal(text_utf8_prefix(s, 11), 11);
+    assert_int_equal(text_utf8_prefix(s, 10), 7); /* not inside 😀 */
+    assert_int_equal(text_utf8_prefix(s, 6), 4);  /* not inside € */
+    assert_int_equal(text_utf8_prefix(s, 3), 2);  /* not inside é */
+    assert_int_equal(text_utf8_prefix(s, 2), 2);
+    assert_int_equal(text_utf8_prefix(s, 0), 0);
+    for (size_t max = 0; max <= 11; max++) assert_true(text_utf8_chars(s, text_utf8_prefix(s, max)) >= 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(utf8_counts_code_points_not_bytes),
         cmocka_unit_test(utf8_refuses_malformed_input),
+        cmocka_unit_test(utf8_prefix_cuts_on_character_boundaries),
         cmocka_unit_test(uuid_syntax_is_checked),
         cmocka_unit_test(uuid_v4_is_random_and_well_formed),
         cmocka_unit_test(b64url_round_trips_every_length),
