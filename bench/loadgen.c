@@ -19,6 +19,12 @@
  *            CreateTask reply; the other N-1 clients run CreateTask load
  *            meanwhile, together R commands/s when --rate is given (paced),
  *            else as fast as they can
+ * ryw        read-your-writes: every client, all as the same user (as one
+ *            chatbot user's concurrent requests would), creates a task and
+ *            reads it back with GetTask holding the reply's consistency
+ *            token, measuring the time from the CreateTask reply to the
+ *            read's answer; a read that does not return the task counts as
+ *            an error
  *
  * Settings (addresses, the JWT secret) come from the environment like
  * todoctl's. Exit status 0 when every call succeeded.
@@ -41,7 +47,7 @@
 #define MAX_CLIENTS 256
 #define LIST_TASKS 1000
 
-typedef enum mode { M_CREATE, M_GET, M_LIST, M_FRESHNESS, M_COMPLETE, M_REMIND } mode;
+typedef enum mode { M_CREATE, M_GET, M_LIST, M_FRESHNESS, M_COMPLETE, M_REMIND, M_RYW } mode;
 
 typedef struct client {
     int index;
@@ -80,7 +86,7 @@ static void record(client *c, double ms)
     c->lat[c->n++] = ms;
 }
 
-static int create(client *c, char id_out[40])
+static int create_tok(client *c, char id_out[40], char *token_out, size_t token_cap)
 {
     Todo__V1__CreateTaskRequest rq = TODO__V1__CREATE_TASK_REQUEST__INIT;
     Todo__V1__CommandReply *rp = NULL;
@@ -91,7 +97,25 @@ static int create(client *c, char id_out[40])
                     c->auth, 10000, (ProtobufCMessage **)&rp, &res) != GRPC_STATUS_OK)
         return -1;
     if (id_out != NULL) snprintf(id_out, 40, "%s", rp->id);
+    if (token_out != NULL) snprintf(token_out, token_cap, "%s", rp->consistency_token);
     protobuf_c_message_free_unpacked(&rp->base, NULL);
+    return 0;
+}
+
+static int create(client *c, char id_out[40]) { return create_tok(c, id_out, NULL, 0); }
+
+/* GetTask of id holding token: 0 when the task came back. */
+static int get_with_token(client *c, const char *id, const char *token)
+{
+    Todo__V1__GetTaskRequest rq = TODO__V1__GET_TASK_REQUEST__INIT;
+    Todo__V1__Task *t = NULL;
+    grpcx_result res;
+    rq.task_id = (char *)id;
+    rq.consistency_token = (char *)token;
+    if (grpcx_unary(c->qry, "/todo.v1.TaskQueryService/GetTask", &rq.base, &todo__v1__task__descriptor, c->auth, 10000,
+                    (ProtobufCMessage **)&t, &res) != GRPC_STATUS_OK)
+        return -1;
+    protobuf_c_message_free_unpacked(&t->base, NULL);
     return 0;
 }
 
@@ -224,6 +248,11 @@ static void *run(void *arg)
             rc = complete_one(c);
         } else if (m == M_REMIND) {
             rc = remind_one(c);
+        } else if (m == M_RYW) { /* create, then read it back with its token */
+            char id[40], token[80];
+            rc = create_tok(c, id, token, sizeof token);
+            t0 = now_s();
+            if (rc == 0) rc = get_with_token(c, id, token);
         } else { /* freshness: create, then poll until listed */
             char id[40];
             rc = create(c, id);
@@ -267,9 +296,10 @@ int main(int argc, char **argv)
     }
     mode m = strcmp(rpc, "create") == 0 ? M_CREATE : strcmp(rpc, "get") == 0 ? M_GET
            : strcmp(rpc, "list") == 0 ? M_LIST : strcmp(rpc, "freshness") == 0 ? M_FRESHNESS
-           : strcmp(rpc, "complete") == 0 ? M_COMPLETE : strcmp(rpc, "remind") == 0 ? M_REMIND : (mode)-1;
+           : strcmp(rpc, "complete") == 0 ? M_COMPLETE : strcmp(rpc, "remind") == 0 ? M_REMIND
+           : strcmp(rpc, "ryw") == 0 ? M_RYW : (mode)-1;
     if ((int)m < 0 || clients < 1 || clients > MAX_CLIENTS || seconds <= 0) {
-        fprintf(stderr, "usage: todo-loadgen --rpc create|get|list|freshness|complete|remind --clients 1..%d --seconds S\n",
+        fprintf(stderr, "usage: todo-loadgen --rpc create|get|list|freshness|complete|remind|ryw --clients 1..%d --seconds S\n",
                 MAX_CLIENTS);
         return 2;
     }
@@ -282,7 +312,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < clients; i++) {
         cs[i].index = i;
         cs[i].m = m;
-        snprintf(cs[i].user, sizeof cs[i].user, "%.40s-%d-%ld", prefix, i, (long)time(NULL));
+        /* ryw: one user for all (its concurrent commands race each other). */
+        snprintf(cs[i].user, sizeof cs[i].user, "%.40s-%d-%ld", prefix, m == M_RYW ? 0 : i, (long)time(NULL));
         char *tok = auth_issue(cfg.jwt_secret, cs[i].user, 3600, (long)time(NULL), &err);
         if (tok == NULL) {
             fprintf(stderr, "todo-loadgen: %s\n", err.msg);

@@ -9,6 +9,8 @@
 #   list       ListTasks (20 of 1,000)      vs pgbench running the same SELECT
 #   freshness  CreateTask reply -> listed by ListTasks, under 1,000 CreateTask/s
 #              (and freshness-max: under as many as 8 clients can send)
+#   freshness-token  CreateTask reply -> GetTask with its consistency token answered,
+#              1, 3 and 8 concurrent writers of one user (target p99 < 50 ms)
 #   catchup    the live projector applying N events written straight to the
 #              topic (todo-eventgen: created, every 2nd updated, every 3rd
 #              completed; 1,000 users)   vs the raw consume rate of the topics
@@ -171,6 +173,14 @@ record freshness 9 "$j" "" "$s0"
 s0=$(snap)
 j=$(loadgen --rpc freshness --clients 9)
 record freshness-max 9 "$j" "" "$s0"
+# Read-your-writes through the token path: 1, 3 and 8 concurrent writers of
+# one user, each CreateTask followed by GetTask with its consistency token;
+# latency from the CreateTask reply to the read's answer (target p99 < 50 ms).
+for c in 1 3 8; do
+  s0=$(snap)
+  j=$(loadgen --rpc ryw --clients "$c")
+  record freshness-token "$c" "$j" "" "$s0"
+done
 
 # Sagas: 4 clients completing tasks (each with a reminder) for SECS seconds;
 # todo-saga drives a task-completion saga per completion. Rate: completed
