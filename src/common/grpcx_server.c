@@ -39,6 +39,16 @@ extern const size_t todo_descriptor_set_len;
 
 typedef enum tag_kind { TAG_UNARY, TAG_GENERIC, TAG_SHUTDOWN } tag_kind;
 
+/* The start of every tag. A call's events may be taken by different
+ * workers one after the other; the hand-off goes through the completion
+ * queue, whose own synchronization is in the (uninstrumented) gRPC library.
+ * handoff makes it visible to ThreadSanitizer: released before the tag is
+ * given to gRPC, acquired when a worker takes it back. */
+typedef struct tag_head {
+    tag_kind kind;
+    atomic_uint handoff;
+} tag_head;
+
 typedef struct method_entry {
     char *path;
     const ProtobufCMethodDescriptor *md;
@@ -82,6 +92,7 @@ struct grpcx_server {
 /* One registered-method call, from the posted request to the sent reply. */
 typedef struct unary_call {
     tag_kind kind;
+    atomic_uint handoff;
     bool replying;          /* false: the request is posted; true: the reply batch is */
     worker *w;
     method_entry *m;
@@ -102,6 +113,7 @@ typedef enum stream_state { ST_POSTED, ST_RECV, ST_SEND, ST_DONE } stream_state;
 
 typedef struct stream_call {
     tag_kind kind;
+    atomic_uint handoff;
     stream_state state;
     worker *w;
     grpc_call *call;
@@ -220,6 +232,7 @@ static void post_unary(worker *w, method_entry *m)
     u->w = w;
     u->m = m;
     grpc_metadata_array_init(&u->md);
+    atomic_fetch_add_explicit(&u->handoff, 1, memory_order_release);
     if (grpc_server_request_registered_call(w->s->srv, m->handle, &u->call, &u->deadline, &u->md,
                                             &u->payload, w->s->cq, w->s->cq, u) != GRPC_CALL_OK) {
         grpc_metadata_array_destroy(&u->md);
@@ -237,6 +250,7 @@ static void post_generic(worker *w)
     sc->w = w;
     grpc_call_details_init(&sc->details);
     grpc_metadata_array_init(&sc->md);
+    atomic_fetch_add_explicit(&sc->handoff, 1, memory_order_release);
     if (grpc_server_request_call(w->s->srv, &sc->call, &sc->details, &sc->md, w->s->cq, w->s->cq, sc) !=
         GRPC_CALL_OK) {
         grpc_call_details_destroy(&sc->details);
@@ -251,6 +265,7 @@ static void post_generic(worker *w)
 static bool start_batch(worker *w, grpc_call *call, const grpc_op *ops, size_t n, void *tag)
 {
     atomic_fetch_add(&w->s->outstanding, 1);
+    atomic_fetch_add_explicit(&((tag_head *)tag)->handoff, 1, memory_order_release);
     if (grpc_call_start_batch(call, ops, n, tag, NULL) == GRPC_CALL_OK) return true;
     atomic_fetch_sub(&w->s->outstanding, 1);
     return false;
@@ -513,6 +528,7 @@ static void *worker_main(void *arg)
         if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
         if (ev.type == GRPC_OP_COMPLETE) {
             /* The call is this worker's while it handles the event. */
+            (void)atomic_load_explicit(&((tag_head *)ev.tag)->handoff, memory_order_acquire);
             switch (*(tag_kind *)ev.tag) {
             case TAG_UNARY:
                 ((unary_call *)ev.tag)->w = w;

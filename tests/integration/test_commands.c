@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -396,7 +397,8 @@ static void every_command_leaves_one_audit_record(void **state)
 
 typedef struct bystander {
     const char *auth;
-    int index, ok;
+    int index;
+    atomic_int ok;
 } bystander;
 
 static void *bystander_creates(void *arg)
@@ -411,7 +413,7 @@ static void *bystander_creates(void *arg)
         rq.request_id = b->index % 2 ? rid : ""; /* half in transactions of their own */
         Todo__V1__CommandReply *rp = NULL;
         grpcx_result res;
-        if (harness_command("CreateTask", &rq.base, b->auth, &rp, &res) == GRPC_STATUS_OK) b->ok++;
+        if (harness_command("CreateTask", &rq.base, b->auth, &rp, &res) == GRPC_STATUS_OK) atomic_fetch_add(&b->ok, 1);
         if (rp != NULL) protobuf_c_message_free_unpacked(&rp->base, NULL);
     }
     return NULL;
@@ -465,14 +467,16 @@ static void one_locked_row_never_stalls_other_users(void **state)
     harness_sleep_ms(300); /* the update is waiting on the lock */
     bystander b[16];
     for (int i = 0; i < 16; i++) {
-        b[i] = (bystander){.auth = auth_other, .index = i};
+        b[i].auth = auth_other;
+        b[i].index = i;
+        atomic_init(&b[i].ok, 0);
         pthread_create(&bt[i], NULL, bystander_creates, &b[i]);
     }
     long long until = harness_now_ms() + 30000;
     int done = 0;
     while (harness_now_ms() < until) {
         done = 0;
-        for (int i = 0; i < 16; i++) done += b[i].ok;
+        for (int i = 0; i < 16; i++) done += atomic_load(&b[i].ok);
         if (done == 16 * 3) break;
         harness_sleep_ms(20);
     }

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,14 +125,14 @@ static void a_moved_or_refused_save_fails_alone(void **state)
 
 typedef struct crowd {
     worker ws[16];
-    volatile int done;
+    atomic_int done;
 } crowd;
 
 static void *run_crowd(void *arg)
 {
     crowd *c = arg;
     run_workers(c->ws, 16);
-    c->done = 1;
+    atomic_store(&c->done, 1);
     return NULL;
 }
 
@@ -157,11 +158,11 @@ static void a_save_waiting_on_a_lock_holds_nobody_else(void **state)
     harness_sleep_ms(200); /* it is inside the group, waiting on the lock */
     static crowd c;
     for (int i = 0; i < 16; i++) c.ws[i] = (worker){.index = i, .kind = GOOD, .n = 5};
-    c.done = 0;
+    atomic_store(&c.done, 0);
     pthread_create(&ct, NULL, run_crowd, &c);
     long long until = harness_now_ms() + 30000;
-    while (!c.done && harness_now_ms() < until) harness_sleep_ms(20);
-    int done_while_locked = c.done;
+    while (!atomic_load(&c.done) && harness_now_ms() < until) harness_sleep_ms(20);
+    int done_while_locked = atomic_load(&c.done);
     PQclear(PQexec(side, "commit")); /* only now */
     pthread_join(ct, NULL);
     pthread_join(bt, NULL);
