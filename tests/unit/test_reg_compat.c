@@ -177,7 +177,7 @@ typedef struct graph {
     Google__Protobuf__FieldDescriptorProto *field_ptr[128][4];
     Google__Protobuf__DescriptorProto msg[128];
     Google__Protobuf__DescriptorProto *msg_ptr[128];
-    char names[128][8], types[128][16], fnames[128][4][8];
+    char names[128][16], types[128][24], fnames[128][4][16];
     Google__Protobuf__FileDescriptorProto file;
     Google__Protobuf__FileDescriptorProto *file_ptr[1];
     Google__Protobuf__FileDescriptorSet set;
