@@ -34,7 +34,11 @@ rd_kafka_t *kafkax_producer_new(const char *brokers, const char *client_id, kafk
     rd_kafka_t *rk;
     if (set(conf, "bootstrap.servers", brokers, err) || set(conf, "client.id", client_id, err) ||
         set(conf, "enable.idempotence", "true", err) || set(conf, "acks", "all", err) ||
-        set(conf, "linger.ms", "5", err) || set(conf, "compression.type", "lz4", err) ||
+        /* No linger: the relay produces a whole batch and flushes it, and a
+         * linger only delayed each event (read-your-writes through the token
+         * path at 3 writers: p50 28 -> 9 ms). Under load the producer still
+         * batches what waits behind the requests in flight. */
+        set(conf, "linger.ms", "0", err) || set(conf, "compression.type", "lz4", err) ||
         set(conf, "message.timeout.ms", "30000", err) || set(conf, "reconnect.backoff.max.ms", "1000", err)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
