@@ -3,13 +3,16 @@
  * bytes a user hands to `todoctl registry register` or RegisterSchema.
  *
  * The input is two descriptor sets (the first two bytes give the first
- * one's length): each is decoded, pruned to its first message (reg_prune)
- * and compared with the other in every mode (reg_compat_check), which
- * validates sets that do not come from protoc before walking them. Any
- * crash, sanitizer report or leak is a finding.
+ * one's length): each is decoded as the registry decodes one
+ * (reg_set_decode), pruned to its first message (reg_prune; what
+ * prune writes must decode again) and compared with the other in every
+ * mode (reg_compat_check), which validates sets that do not come from
+ * protoc before walking them. Any crash, sanitizer report, leak or abort()
+ * is a finding.
  *
- * Built by scripts/fuzz.sh (clang, -fsanitize=fuzzer,address,undefined);
- * the test command runs it briefly from the registry's test schemas.
+ * Built and run by scripts/fuzz.sh (clang, -fsanitize=fuzzer,address,
+ * undefined); its seeds, pairs of the registry's test schemas and our own
+ * descriptor set, come from make_seeds.c.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -37,6 +40,15 @@ static const char *first_message(const Google__Protobuf__FileDescriptorSet *set,
     return NULL;
 }
 
+/* Decodes a set the way the registry does (reg_set_decode: the bytes are
+ * checked before protobuf-c, which recurses without a limit, sees them). */
+static Google__Protobuf__FileDescriptorSet *decode_set(const uint8_t *p, size_t n)
+{
+    Google__Protobuf__FileDescriptorSet *set;
+    todo_err err;
+    return reg_set_decode(p, n, &set, &err) == TODO_OK ? set : NULL;
+}
+
 static void prune_one(const uint8_t *data, size_t len, const char *message)
 {
     uint8_t *out;
@@ -57,8 +69,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t split = ((size_t)data[0] | (size_t)data[1] << 8) % (size - 1);
     const uint8_t *a = data + 2, *b = data + 2 + split;
     size_t na = split, nb = size - 2 - split;
-    Google__Protobuf__FileDescriptorSet *sa = google__protobuf__file_descriptor_set__unpack(NULL, na, a);
-    Google__Protobuf__FileDescriptorSet *sb = google__protobuf__file_descriptor_set__unpack(NULL, nb, b);
+    Google__Protobuf__FileDescriptorSet *sa = decode_set(a, na);
+    Google__Protobuf__FileDescriptorSet *sb = decode_set(b, nb);
     char ma[512], mb[512];
     const char *name_a = sa != NULL ? first_message(sa, ma, sizeof ma) : NULL;
     const char *name_b = sb != NULL ? first_message(sb, mb, sizeof mb) : NULL;

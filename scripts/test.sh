@@ -2,10 +2,13 @@
 # The README's test command: installs what is missing, builds the dev and the
 # sanitizer trees, starts a fresh test stack on free ports, and runs
 #   1. the unit tests (dev build), then again under valgrind (no leaks),
-#      and the registry's fuzz target for a while (scripts/fuzz.sh,
-#      TODO_FUZZ_SECONDS, default 30),
+#      and the fuzz targets' deterministic replay (scripts/fuzz.sh replay:
+#      the committed corpora, then TODO_FUZZ_RUNS mutations with a fixed
+#      seed),
 #   2. the integration tests on the real stack (dev build),
-#   3. every test again in the ASan+UBSan build.
+#   3. every test again in the ASan+UBSan build,
+#   4. the tests that run threads (ctest label threads) in the
+#      ThreadSanitizer build (tests/tsan.supp, cmake/tsan_thrd.c).
 # The test stack is stopped at the end, whatever happened.
 source "$(dirname "$0")/lib.sh"
 cd "$TODO_REPO"
@@ -40,14 +43,24 @@ for t in build/dev/tests/test_*; do
 done
 [ $vg_fail -eq 0 ] && log "valgrind: no errors, no definite leaks" || failed=1
 
-step "fuzzing the registry's descriptor parsing (libFuzzer, briefly)"
-bash scripts/fuzz.sh "${TODO_FUZZ_SECONDS:-30}" || failed=1
+step "fuzzing the decoders (libFuzzer replay: committed corpora, fixed-seed mutations)"
+bash scripts/fuzz.sh replay || failed=1
 
 step "integration tests (dev)"
 ctest --test-dir build/dev -L integration --output-on-failure || failed=1
 
 step "all tests (ASan + UBSan)"
 ctest --test-dir build/asan --output-on-failure || failed=1
+
+step "the tests that run threads (ThreadSanitizer)"
+# Only what they need is built: the services and those tests (label threads).
+tsan_tests=$(ctest --test-dir build/dev -L threads -N | awk '/Test +#/ {print $3}')
+if bash scripts/build.sh tsan todo-command todo-query todo-projector todo-saga todoctl $tsan_tests >/dev/null; then
+  TSAN_OPTIONS="suppressions=$TODO_REPO/tests/tsan.supp exitcode=66" \
+    ctest --test-dir build/tsan -L threads --output-on-failure || failed=1
+else
+  log "the ThreadSanitizer build failed"; failed=1
+fi
 
 log "test run took $(( $(date +%s) - t0 ))s"
 exit $failed

@@ -18,9 +18,14 @@ const char *const proj_source_topics[PROJ_N_SOURCE_TOPICS] = {"tasks.events.v1",
 
 typedef enum outcome { APPLIED, SKIPPED, DEAD } outcome;
 
+/* A payload time as SQL text. One out of range (a hostile or broken
+ * producer) would overflow the conversion: it becomes text the database
+ * refuses, so the record is dead-lettered saying why. */
 static char *ts_text(arena *a, const Google__Protobuf__Timestamp *ts)
 {
-    return ts != NULL ? event_time_text(a, event_timestamp_us(ts)) : NULL;
+    if (ts == NULL) return NULL;
+    if (!event_timestamp_valid(ts)) return (char *)"a time outside years 1 to 9999";
+    return event_time_text(a, event_timestamp_us(ts));
 }
 
 /* Decodes task.created at any known schema version into the current one. */
