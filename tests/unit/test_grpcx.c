@@ -51,12 +51,16 @@ typedef struct fixture {
     grpcx_channel *ch;
 } fixture;
 
-static int setup_with(void **state, int max_bytes)
+static int authenticate(grpcx_call *c, todo_err *err);
+
+/* A server with GetTask on 2 workers; auth (may be NULL) authenticates
+ * callers, with 1 MiB of memory per decoded request. */
+static int setup_with(void **state, int max_bytes, int (*auth)(grpcx_call *, todo_err *))
 {
     fixture *f = calloc(1, sizeof *f);
     todo_err err;
-    grpcx_server_opts opts = {.threads = 2, .max_message_bytes = max_bytes, .thread_init = thread_init,
-                              .component = "test"};
+    grpcx_server_opts opts = {.threads = 2, .max_message_bytes = max_bytes, .call_memory_bytes = 1 << 20,
+                              .authenticate = auth, .thread_init = thread_init, .component = "test"};
     static const grpcx_method methods[] = {{"GetTask", get_task}};
     f->srv = grpcx_server_new(&opts, &err);
     assert_non_null(f->srv);
@@ -78,26 +82,10 @@ static int authenticate(grpcx_call *c, todo_err *err)
     return TODO_OK;
 }
 
-static int setup_guarded(void **state)
-{
-    fixture *f = calloc(1, sizeof *f);
-    todo_err err;
-    grpcx_server_opts opts = {.threads = 2, .max_message_bytes = 1 << 20, .call_memory_bytes = 1 << 20,
-                              .authenticate = authenticate, .thread_init = thread_init, .component = "test"};
-    static const grpcx_method methods[] = {{"GetTask", get_task}};
-    f->srv = grpcx_server_new(&opts, &err);
-    assert_non_null(f->srv);
-    assert_int_equal(grpcx_server_add_service(f->srv, &todo__v1__task_query_service__descriptor, methods, 1, &err), 0);
-    assert_int_equal(grpcx_server_start(f->srv, "127.0.0.1:0", &err), 0);
-    char target[64];
-    snprintf(target, sizeof target, "127.0.0.1:%d", grpcx_server_port(f->srv));
-    f->ch = grpcx_channel_new(target);
-    *state = f;
-    return 0;
-}
+static int setup_guarded(void **state) { return setup_with(state, 1 << 20, authenticate); }
 
-static int setup(void **state) { return setup_with(state, 1 << 20); }
-static int setup_small(void **state) { return setup_with(state, 1024); }
+static int setup(void **state) { return setup_with(state, 1 << 20, NULL); }
+static int setup_small(void **state) { return setup_with(state, 1024, NULL); }
 
 static int teardown(void **state)
 {
