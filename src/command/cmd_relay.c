@@ -234,13 +234,9 @@ static int publish_batch(cmd_relay *r, PGresult *rows)
     /* Waits for every delivery report (message.timeout.ms bounds it). */
     while (rd_kafka_outq_len(r->rk) > 0 && !atomic_load(&r->stop)) rd_kafka_flush(r->rk, 500);
 
-    for (int i = 0; i < n; i++) {
-        r->retry |= r->delivered[i] == ROW_FAILED || r->delivered[i] == ROW_SENT; /* SENT: stopped while waiting */
-        if (r->delivered[i] != ROW_REFUSED) continue;
-        if (park(r, rows, i, sizes[i]) != 0) return -1;
-        done++;
-    }
-    /* Mark what Kafka has: positions as a bigint[] literal. */
+    /* Mark what Kafka has first (whatever happens next, nothing it has is
+     * sent again), then park what it refused: positions as a bigint[]
+     * literal. */
     size_t cap = (size_t)n * 21 + 3, off = 0;
     char *ids = arena_alloc(r->arena, cap);
     int marked = 0;
@@ -250,14 +246,19 @@ static int publish_batch(cmd_relay *r, PGresult *rows)
             off += (size_t)snprintf(ids + off, cap - off, "%s%s", marked++ ? "," : "", PQgetvalue(rows, i, 0));
     ids[off++] = '}';
     ids[off] = '\0';
-    if (marked == 0) return done;
     const char *params[1] = {ids};
-    if (pgx_cmd(r->pg, "update write.events set published_at = now() where position = any($1::bigint[])", 1,
-                params, &err) != 0) {
+    if (marked > 0 && pgx_cmd(r->pg, "update write.events set published_at = now() where position = any($1::bigint[])",
+                              1, params, &err) != 0) {
         log_error("relay", "could not mark rows published; they will be sent again", "error=\"%s\"", err.msg);
         return -1;
     }
-    log_debug("relay", "published", "rows=%d first=%s", marked, PQgetvalue(rows, 0, 0));
+    if (marked > 0) log_debug("relay", "published", "rows=%d first=%s", marked, PQgetvalue(rows, 0, 0));
+    for (int i = 0; i < n; i++) {
+        r->retry |= r->delivered[i] == ROW_FAILED || r->delivered[i] == ROW_SENT; /* SENT: stopped while waiting */
+        if (r->delivered[i] != ROW_REFUSED) continue;
+        if (park(r, rows, i, sizes[i]) != 0) return -1;
+        done++;
+    }
     return done + marked;
 }
 

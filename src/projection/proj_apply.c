@@ -316,33 +316,6 @@ static void add_stmt(stmt_list *l, arena *a, const char *sql, int n, const char 
     l->s[l->n++] = (pgx_stmt){.sql = sql, .n = n, .values = v};
 }
 
-/* Advances user_positions once per user and topic of the batch: the
- * highest position of an event applied or found applied (read-your-writes).
- * A user's events are in order within a topic only, so each topic is a
- * stream of its own. */
-static void advance_positions(stmt_list *l, rd_kafka_message_t **msgs, Todo__V1__EventEnvelope **envs,
-                              const bool *done, size_t n, arena *a)
-{
-#define SAME_STREAM(i, j) \
-    (done[j] && strcmp(envs[j]->user_id, envs[i]->user_id) == 0 && \
-     strcmp(rd_kafka_topic_name(msgs[j]->rkt), rd_kafka_topic_name(msgs[i]->rkt)) == 0)
-    for (size_t i = 0; i < n; i++) {
-        if (!done[i] || envs[i]->position <= 0) continue;
-        int64_t best = envs[i]->position;
-        bool first = true; /* handle each stream at its first record */
-        for (size_t j = 0; j < i && first; j++) first = !SAME_STREAM(i, j);
-        if (!first) continue;
-        for (size_t j = i + 1; j < n; j++)
-            if (SAME_STREAM(i, j) && envs[j]->position > best) best = envs[j]->position;
-        const char *p[3] = {envs[i]->user_id, rd_kafka_topic_name(msgs[i]->rkt), arena_printf(a, "%" PRId64, best)};
-        add_stmt(l, a,
-                 "insert into user_positions (user_id, stream, position) values ($1, $2, $3) on conflict (user_id, stream)"
-                 " do update set position = greatest(user_positions.position, excluded.position)",
-                 3, p);
-    }
-#undef SAME_STREAM
-}
-
 /* Adds the batch to projection_status. */
 static void record_status(stmt_list *l, const proj_status *ps, const proj_stats *st, const char **dead, size_t n,
                           arena *a)
@@ -486,7 +459,6 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
         if (done[i]) proj_cache_note(cache, envs[i]->aggregate_id, envs[i]->aggregate_version);
     }
     /* The batch's bookkeeping and the commit: a second round trip. */
-    advance_positions(&tail, msgs, envs, done, n, a);
     if (ps != NULL) {
         record_status(&tail, ps, st, dead, n, a);
         record_offsets(&tail, ps->projection, msgs, n, a);

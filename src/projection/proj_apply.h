@@ -23,10 +23,10 @@
  * reminder.scheduled, .cancelled, .snoozed, .restored and .triggered
  * (read.reminders).
  *
- * Every committed batch also advances user_positions per user and topic
- * (read-your-writes; a user's events are in order within a topic only),
- * records its counters (projection_status) and, per partition, the offset
- * after its last record (projection_offsets), and notifies read_progress.
+ * Every committed batch also records its counters (projection_status)
+ * and, per partition, the offset after its last record
+ * (projection_offsets), and notifies read_progress (read-your-writes:
+ * queries wait on applied_versions, ctoken.h).
  * Table names are unqualified: the connection's search_path names the copy
  * of the read model (the schema "read", or a rebuild's shadow schema).
  */

@@ -200,8 +200,18 @@ static int publish_batch(PGconn *pg, arena *a)
     }
     int rc = 0;
     if (done > 0) {
-        const char *p[1] = {PQgetvalue(rows, done - 1, 0)};
-        rc = pgx_cmd(pg, "delete from saga.outbox where id <= $1::bigint", 1, p, &err);
+        /* By id, not "id <= the last": ids come from a sequence, so a row with
+         * a lower id can commit after this batch was read; it was not sent
+         * and must stay. */
+        size_t cap = (size_t)done * 21 + 3, off = 0;
+        char *ids = arena_alloc(a, cap);
+        ids[off++] = '{';
+        for (int i = 0; i < done; i++)
+            off += (size_t)snprintf(ids + off, cap - off, "%s%s", i ? "," : "", PQgetvalue(rows, i, 0));
+        ids[off++] = '}';
+        ids[off] = '\0';
+        const char *p[1] = {ids};
+        rc = pgx_cmd(pg, "delete from saga.outbox where id = any($1::bigint[])", 1, p, &err);
     }
     PQclear(rows);
     if (rc == 0) rc = pgx_cmd(pg, "commit", 0, NULL, &err);

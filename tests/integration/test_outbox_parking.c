@@ -83,6 +83,13 @@ static long long inject(const char *user, const char *task_id, int64_t version, 
     if (PQresultStatus(r) != PGRES_TUPLES_OK) fail_msg("inject: %s", PQresultErrorMessage(r));
     long long pos = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
+    /* The task's state follows, as a command's statement would have it:
+     * other tests (a rebuild) compare the read model with write.tasks. */
+    const char *q[3] = {task_id, v, title};
+    r = PQexecParams(harness_db, "update write.tasks set version = $2::bigint, title = $3 where id = $1::uuid", 3, NULL,
+                     q, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) fail_msg("inject: %s", PQresultErrorMessage(r));
+    PQclear(r);
     arena_free(a);
     return pos;
 }

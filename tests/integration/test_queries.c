@@ -334,7 +334,7 @@ static void every_query_has_an_index(void **state)
         /* the relay */
         "select position from write.events where published_at is null order by position limit 500",
         /* read-your-writes */
-        "select position from read.user_positions where user_id = 'u' and stream = 'tasks.events.v1'",
+        "select version from read.applied_versions where aggregate_id = '123e4567-e89b-42d3-a456-426614174000'",
         /* ListReminders: all, one task's, a later page */
         "select * from read.reminders r where r.user_id = 'u' and not exists (select 1 from read.tasks k"
         " where k.id = r.task_id and k.deleted) and r.status = 'scheduled' order by r.remind_at, r.id limit 21",
