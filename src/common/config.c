@@ -130,7 +130,7 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
         return rc;
     if ((rc = get_int(&cfg->projector_batch, "TODO_PROJECTOR_BATCH", 500, 1, 10000, get, ctx, err)) != 0)
         return rc;
-    if ((rc = get_int(&cfg->projector_max_attempts, "TODO_PROJECTOR_MAX_ATTEMPTS", 5, 1, 100, get, ctx, err)) != 0)
+    if ((rc = get_int(&cfg->consumer_max_attempts, "TODO_CONSUMER_MAX_ATTEMPTS", 5, 1, 100, get, ctx, err)) != 0)
         return rc;
 
     char host[64] = "todo-saga", fallback[128];

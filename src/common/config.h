@@ -40,7 +40,7 @@ typedef struct todo_config {
     int group_commit_max;                 /* TODO_GROUP_COMMIT_MAX: saves per group transaction, 1..1000 */
     int group_lock_timeout_ms;            /* TODO_GROUP_LOCK_TIMEOUT_MS: a save waits this long for a lock inside a group transaction (50) */
     int projector_batch;                  /* TODO_PROJECTOR_BATCH, 1..10000 */
-    int projector_max_attempts;           /* TODO_PROJECTOR_MAX_ATTEMPTS: tries of a record that fails alone (5) */
+    int consumer_max_attempts;           /* TODO_CONSUMER_MAX_ATTEMPTS: tries of a record that fails alone, every consumer (5) */
     int request_ttl_s;                    /* TODO_REQUEST_TTL_S: how long a handled request_id is remembered */
     char topic_profile[16];               /* TODO_TOPIC_PROFILE: dev (default when local) or production */
     char zoneinfo_dir[CONFIG_STR_MAX];    /* TODO_ZONEINFO_DIR: the tz database (default /usr/share/zoneinfo) */

@@ -77,7 +77,7 @@ static void pause_ms(const proj_loop_opts *o, int ms)
  * failure that is not one record's is retried with exponential back-off
  * (1 s doubling to 30 s: the database is away); a record that fails alone
  * with a refusal that may pass (a deadlock, a lock or statement time-out)
- * is retried with the batch, and once it failed TODO_PROJECTOR_MAX_ATTEMPTS
+ * is retried with the batch, and once it failed TODO_CONSUMER_MAX_ATTEMPTS
  * times it is given up on: dead-lettered with its last error while the
  * rest of the batch applies, so no partition is blocked for good by one
  * record. */
@@ -109,8 +109,8 @@ static int apply_until_committed(const proj_loop_opts *o, PGconn **pg, rd_kafka_
             const rd_kafka_message_t *m = msgs[record];
             log_warn("projector", "a record failed; retrying its batch", "topic=%s partition=%d offset=%lld attempt=%d"
                      " max=%d error=\"%s\"", rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset,
-                     record_fails, cfg->projector_max_attempts, err->msg);
-            if (record_fails >= cfg->projector_max_attempts) {
+                     record_fails, cfg->consumer_max_attempts, err->msg);
+            if (record_fails >= cfg->consumer_max_attempts) {
                 snprintf(given_up[record], sizeof given_up[record], "applying failed %d times (the last: %.250s)",
                          record_fails, err->msg);
                 record = -1;

@@ -243,6 +243,45 @@ static void *publisher_main(void *arg)
     return NULL;
 }
 
+/* ---- consumers: bounded retries ---- */
+
+/* How often the record a consumer is stuck on has failed. A record that
+ * fails for any reason but "a dependency is away" (TODO_EUNAVAIL: the
+ * database or the registry; retried for as long as it takes) is tried
+ * TODO_CONSUMER_MAX_ATTEMPTS times, then dead-lettered saying so, so no
+ * record blocks its partition for good. Waits grow from 1 s doubling to
+ * 30 s. */
+typedef struct stuck {
+    int32_t partition;
+    int64_t offset;
+    int failures;  /* of this record */
+    int waits;     /* of the consumer since it last made progress */
+} stuck;
+
+/* Notes that m failed with rc; true when it is to be given up on (its
+ * reason written into why). */
+static bool give_up(stuck *st, const rd_kafka_message_t *m, int rc, const todo_err *err, char *why, size_t cap)
+{
+    if (rc == TODO_EUNAVAIL) return false;
+    if (st->partition != m->partition || st->offset != m->offset) {
+        st->partition = m->partition;
+        st->offset = m->offset;
+        st->failures = 0;
+    }
+    if (++st->failures < cfg.consumer_max_attempts) return false;
+    snprintf(why, cap, "handling failed %d times (the last: %.250s)", st->failures, err->msg);
+    st->failures = 0;
+    return true;
+}
+
+/* The pause before the next try. */
+static void back_off(stuck *st)
+{
+    int ms = 1000 << (st->waits < 5 ? st->waits : 5);
+    pause_ms(ms > 30000 ? 30000 : ms);
+    st->waits++;
+}
+
 /* ---- consumer ---- */
 
 /* Starts the saga of a task.completed record; TODO_EINVAL (why in err) for
@@ -311,24 +350,31 @@ static void *consumer_main(void *arg)
         }
         if (n == 0) continue;
         bool ok = false;
+        stuck st = {.partition = -1};
         while (!ok && !atomic_load(&stopping)) {
             ensure_pg(&pg, "todo-saga-consumer");
             if (pg == NULL) break;
             ok = true;
             for (size_t i = 0; i < n && ok; i++) {
                 int rc = start_saga(pg, batch[i], &err);
+                char why[320];
+                if (rc != 0 && rc != TODO_EINVAL && give_up(&st, batch[i], rc, &err, why, sizeof why)) {
+                    todo_err_set(&err, TODO_EINVAL, "%s", why);
+                    rc = TODO_EINVAL;
+                }
                 if (rc == TODO_EINVAL) {
                     log_warn("saga", "dead-lettering a record", "offset=%lld reason=\"%s\"",
                              (long long)batch[i]->offset, err.msg);
                     todo_err derr;
                     ok = dlq_send(producer, GROUP, batch[i], err.msg, &derr) == 0;
                 } else if (rc != 0) {
-                    log_warn("saga", "starting a saga failed; retrying the batch", "error=\"%s\"", err.msg);
+                    log_warn("saga", "starting a saga failed; retrying the batch", "attempt=%d error=\"%s\"",
+                             st.failures, err.msg);
                     ok = false;
                 }
             }
             if (ok) ok = rd_kafka_flush(producer, 30000) == RD_KAFKA_RESP_ERR_NO_ERROR;
-            if (!ok) pause_ms(1000);
+            if (!ok) back_off(&st);
         }
         if (ok) {
             rd_kafka_resp_err_t e = rd_kafka_commit_message(rk, batch[n - 1], 0);
@@ -476,10 +522,16 @@ static void *notifier_main(void *arg)
             continue;
         }
         bool ok = false;
+        stuck st = {.partition = -1};
         while (!ok && !atomic_load(&stopping)) {
             ensure_pg(&s.pg, "todo-saga-notifier");
             if (s.pg == NULL) break;
             int rc = dispatch(&s, m, &err);
+            char why[320];
+            if (rc != 0 && rc != TODO_EINVAL && give_up(&st, m, rc, &err, why, sizeof why)) {
+                todo_err_set(&err, TODO_EINVAL, "%s", why);
+                rc = TODO_EINVAL;
+            }
             if (rc == TODO_EINVAL) {
                 log_warn("notify", "dead-lettering a record", "offset=%lld reason=\"%s\"", (long long)m->offset, err.msg);
                 todo_err derr;
@@ -487,9 +539,10 @@ static void *notifier_main(void *arg)
                      rd_kafka_flush(producer, 30000) == RD_KAFKA_RESP_ERR_NO_ERROR;
             } else {
                 ok = rc == 0;
-                if (!ok) log_warn("notify", "handling a notification failed; retrying", "error=\"%s\"", err.msg);
+                if (!ok) log_warn("notify", "handling a notification failed; retrying", "attempt=%d error=\"%s\"",
+                                  st.failures, err.msg);
             }
-            if (!ok) pause_ms(1000);
+            if (!ok) back_off(&st);
         }
         if (ok) rd_kafka_commit_message(rk, m, 0);
         rd_kafka_message_destroy(m);

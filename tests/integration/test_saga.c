@@ -126,7 +126,7 @@ static pid_t start_saga(const char *instance, const char *delay_ms)
     snprintf(inst, sizeof inst, "TODO_SAGA_INSTANCE=%s", instance);
     snprintf(delay, sizeof delay, "TODO_SAGA_STEP_DELAY_MS=%s", delay_ms);
     snprintf(url, sizeof url, "TODO_NOTIFY_WEBHOOK_URL=http://127.0.0.1:%d/hook", hook.port);
-    const char *extra[] = {inst, delay, "TODO_SAGA_LEASE_S=3", url, NULL};
+    const char *extra[] = {inst, delay, "TODO_SAGA_LEASE_S=3", url, "TODO_CONSUMER_MAX_ATTEMPTS=3", NULL};
     return harness_spawn("saga/todo-saga", instance, extra);
 }
 
@@ -462,6 +462,60 @@ static void a_step_failing_for_good_is_compensated(void **state)
     free(auth);
 }
 
+/* A task.completed whose saga the store refuses on every try (a trigger
+ * raising serialization_failure, as a deadlock would) is tried
+ * TODO_CONSUMER_MAX_ATTEMPTS times (3 here), then dead-lettered saying so;
+ * the completions after it still start their sagas. (Before, the consumer
+ * retried it every second for good, blocking its partition.) */
+static void a_completion_refused_every_time_is_dead_lettered(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64], other[64];
+    harness_user(user, "sagarefused");
+    harness_user(other, "sagaafter");
+    PGresult *r = PQexec(harness_db,
+                         "create or replace function public.test_refuse_saga() returns trigger language plpgsql as"
+                         " $$ begin if new.user_id like 'sagarefused-%' then"
+                         "   raise exception 'refused by the test' using errcode = 'serialization_failure'; end if;"
+                         " return new; end $$;"
+                         " drop trigger if exists test_refuse_saga on saga.sagas;"
+                         " create trigger test_refuse_saga before insert on saga.sagas for each row"
+                         " execute function public.test_refuse_saga()");
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    arena *a = arena_new();
+    char event_id[37], task_id[37];
+    text_uuid_v4(event_id);
+    text_uuid_v4(task_id);
+    Todo__V1__TaskCompleted ev = TODO__V1__TASK_COMPLETED__INIT;
+    Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    ts.seconds = time(NULL);
+    ev.task_id = task_id;
+    ev.completed_at = &ts;
+    event_meta m = {.event_id = event_id, .event_type = "task.completed", .source = "test", .time_us = event_now_us(),
+                    .user_id = user, .aggregate_type = "task", .aggregate_id = task_id, .aggregate_version = 2,
+                    .schema_version = 1};
+    uint8_t *bytes;
+    size_t len;
+    todo_err err;
+    assert_int_equal(event_encode(&m, &ev.base, a, &bytes, &len, &err), 0);
+    produce("tasks.events.v1", user, bytes, len);
+    bool dead = harness_dlq_holds("tasks.events.v1", "saga-task-completion-v1", bytes, len, "handling failed 3 times");
+    PQclear(PQexec(harness_db, "drop trigger test_refuse_saga on saga.sagas; drop function public.test_refuse_saga()"));
+    assert_true(dead);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from saga.sagas where id = $1::uuid", event_id), 0);
+    /* The consumer moved on. */
+    char *auth = harness_bearer(other, 600, NULL);
+    char *t = task(auth, "after the refused one", 0);
+    char *saga = complete(auth, t);
+    assert_true(saga_reaches(saga, "'COMPLETED'", 30000));
+    free(t);
+    free(saga);
+    free(auth);
+    arena_free(a);
+}
+
 static void a_saga_killed_mid_way_resumes_after_a_restart(void **state)
 {
     (void)state;
@@ -596,6 +650,7 @@ int main(void)
         cmocka_unit_test(completing_a_recurring_task_runs_the_whole_saga),
         cmocka_unit_test(a_notification_is_never_sent_twice),
         cmocka_unit_test(a_step_failing_for_good_is_compensated),
+        cmocka_unit_test(a_completion_refused_every_time_is_dead_lettered),
         cmocka_unit_test(operators_list_show_compensate_and_retry_sagas),
         cmocka_unit_test(a_saga_killed_mid_way_resumes_after_a_restart),
         cmocka_unit_test(a_due_reminder_fires_once_and_a_cancelled_one_never),

@@ -630,7 +630,7 @@ static void a_record_the_database_refuses_is_dead_lettered_alone(void **state)
 /* A record the database refuses on every try, with a refusal that could
  * pass another time (a trigger raising serialization_failure, as a
  * deadlock or a lock time-out would): retried with its batch, then, after
- * TODO_PROJECTOR_MAX_ATTEMPTS (3 here), dead-lettered saying so, and the
+ * TODO_CONSUMER_MAX_ATTEMPTS (3 here), dead-lettered saying so, and the
  * records after it on its partition are applied. (Before, such a batch
  * could be retried for good, blocking the partition.) */
 static void a_record_that_keeps_failing_is_dead_lettered_after_its_attempts(void **state)
@@ -930,6 +930,6 @@ int main(void)
         cmocka_unit_test(each_role_reaches_only_its_own_schema),
         cmocka_unit_test(production_services_refuse_to_start_without_a_secret),
     };
-    setenv("TODO_PROJECTOR_MAX_ATTEMPTS", "3", 1);
+    setenv("TODO_CONSUMER_MAX_ATTEMPTS", "3", 1);
     return cmocka_run_group_tests(tests, harness_group_setup, harness_group_teardown);
 }
