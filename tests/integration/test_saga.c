@@ -413,25 +413,36 @@ static void a_notification_is_never_sent_twice(void **state)
  * pattern that does not exist: the next_occurrence step fails for good. Its
  * aggregate version (1, the task's creation) makes the projector skip it as
  * already applied: the read model stays equal to the write model. */
+/* A task.completed of task_id for user (its bytes in a): event_id names
+ * the saga it starts; pattern ("" or NULL: none) the series it is in. */
+static uint8_t *completion(arena *a, const char *user, const char *task_id, const char *event_id, const char *pattern,
+                           int64_t version, size_t *len)
+{
+    Todo__V1__TaskCompleted ev = TODO__V1__TASK_COMPLETED__INIT;
+    Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    ts.seconds = time(NULL);
+    ev.task_id = (char *)task_id;
+    ev.completed_at = &ts;
+    ev.recurring_pattern_id = (char *)(pattern != NULL ? pattern : "");
+    event_meta m = {.event_id = event_id, .event_type = "task.completed", .source = "test", .time_us = event_now_us(),
+                    .user_id = user, .aggregate_type = "task", .aggregate_id = task_id, .aggregate_version = version,
+                    .schema_version = 1};
+    uint8_t *bytes;
+    todo_err err;
+    assert_int_equal(event_encode(&m, &ev.base, a, &bytes, len, &err), 0);
+    return bytes;
+}
+
+/* A completion naming a series that does not exist: its saga's
+ * next_occurrence step fails for good. Returns the saga's id. */
 static char *produce_bad_completion(const char *user, const char *task_id)
 {
     arena *a = arena_new();
     char event_id[37], pattern[37];
     text_uuid_v4(event_id);
     text_uuid_v4(pattern);
-    Todo__V1__TaskCompleted ev = TODO__V1__TASK_COMPLETED__INIT;
-    Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
-    ts.seconds = time(NULL);
-    ev.task_id = (char *)task_id;
-    ev.completed_at = &ts;
-    ev.recurring_pattern_id = pattern;
-    event_meta m = {.event_id = event_id, .event_type = "task.completed", .source = "test", .time_us = event_now_us(),
-                    .user_id = user, .aggregate_type = "task", .aggregate_id = task_id, .aggregate_version = 1,
-                    .schema_version = 1};
-    uint8_t *bytes;
     size_t len;
-    todo_err err;
-    assert_int_equal(event_encode(&m, &ev.base, a, &bytes, &len, &err), 0);
+    uint8_t *bytes = completion(a, user, task_id, event_id, pattern, 1, &len);
     produce("tasks.events.v1", user, bytes, len);
     arena_free(a);
     return strdup(event_id);
@@ -488,18 +499,8 @@ static void a_completion_refused_every_time_is_dead_lettered(void **state)
     char event_id[37], task_id[37];
     text_uuid_v4(event_id);
     text_uuid_v4(task_id);
-    Todo__V1__TaskCompleted ev = TODO__V1__TASK_COMPLETED__INIT;
-    Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
-    ts.seconds = time(NULL);
-    ev.task_id = task_id;
-    ev.completed_at = &ts;
-    event_meta m = {.event_id = event_id, .event_type = "task.completed", .source = "test", .time_us = event_now_us(),
-                    .user_id = user, .aggregate_type = "task", .aggregate_id = task_id, .aggregate_version = 2,
-                    .schema_version = 1};
-    uint8_t *bytes;
     size_t len;
-    todo_err err;
-    assert_int_equal(event_encode(&m, &ev.base, a, &bytes, &len, &err), 0);
+    uint8_t *bytes = completion(a, user, task_id, event_id, NULL, 2, &len);
     produce("tasks.events.v1", user, bytes, len);
     bool dead = harness_dlq_holds("tasks.events.v1", "saga-task-completion-v1", bytes, len, "handling failed 3 times");
     PQclear(PQexec(harness_db, "drop trigger test_refuse_saga on saga.sagas; drop function public.test_refuse_saga()"));
