@@ -29,6 +29,12 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
 rd_kafka_t *kafkax_producer_new(const char *brokers, const char *client_id, kafkax_dr_cb dr, void *opaque,
                                 todo_err *err)
 {
+    return kafkax_producer_new_conf(brokers, client_id, dr, opaque, NULL, err);
+}
+
+rd_kafka_t *kafkax_producer_new_conf(const char *brokers, const char *client_id, kafkax_dr_cb dr, void *opaque,
+                                     const char *const *extra_conf, todo_err *err)
+{
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     char errstr[512];
     rd_kafka_t *rk;
@@ -43,6 +49,11 @@ rd_kafka_t *kafkax_producer_new(const char *brokers, const char *client_id, kafk
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
+    for (int i = 0; extra_conf != NULL && extra_conf[i] != NULL && extra_conf[i + 1] != NULL; i += 2)
+        if (set(conf, extra_conf[i], extra_conf[i + 1], err) != TODO_OK) {
+            rd_kafka_conf_destroy(conf);
+            return NULL;
+        }
     rd_kafka_conf_set_log_cb(conf, log_cb);
     if (dr != NULL) rd_kafka_conf_set_dr_msg_cb(conf, dr);
     rd_kafka_conf_set_opaque(conf, opaque);

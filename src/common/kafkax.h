@@ -22,6 +22,11 @@ typedef void (*kafkax_dr_cb)(rd_kafka_t *rk, const rd_kafka_message_t *msg, void
 rd_kafka_t *kafkax_producer_new(const char *brokers, const char *client_id, kafkax_dr_cb dr, void *opaque,
                                 todo_err *err);
 
+/* kafkax_producer_new with more settings: "key", "value" pairs ending with
+ * NULL (may be NULL), applied last. */
+rd_kafka_t *kafkax_producer_new_conf(const char *brokers, const char *client_id, kafkax_dr_cb dr, void *opaque,
+                                     const char *const *extra_conf, todo_err *err);
+
 /* A consumer in group on brokers, subscribed to the n topics. Offsets are
  * committed only by the caller; a group without a committed offset starts
  * at the earliest record. */

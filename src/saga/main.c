@@ -39,6 +39,7 @@
 #include "event.h"
 #include "kafkax.h"
 #include "log.h"
+#include "outbox.h"
 #include "pgx.h"
 #include "redisx.h"
 #include "reg_local.h"
@@ -56,7 +57,7 @@
 
 static todo_config cfg;
 static atomic_int stopping;
-static rd_kafka_t *producer; /* saga events, notifications, dead letters */
+static rd_kafka_t *producer; /* dead letters */
 static reg_resolver *resolver; /* the schema ids of the records consumed */
 
 static void pause_ms(int ms)
@@ -98,150 +99,24 @@ static void on_saga_event(const saga_record *r, const char *what, const char *st
                  error ? error : "");
 }
 
-/* A stable event id for outbox row `row` of saga `saga`: a re-publication
- * carries the same id, so consumers can drop the duplicate. */
-static void outbox_event_id(const char *saga, const char *row, const char *what, char out[37])
-{
-    char buf[160], hex[65];
-    snprintf(buf, sizeof buf, "%s:%s:%s", saga, row, what);
-    text_sha256_hex(buf, strlen(buf), hex);
-    snprintf(out, 37, "%.8s-%.4s-8%.3s-a%.3s-%.12s", hex, hex + 8, hex + 12, hex + 15, hex + 18);
-}
+/* saga.outbox for the outbox publisher (outbox.h). 7428315 is also the
+ * lock the publisher of todo-saga before 0017 took per batch: an old and a
+ * new instance never publish at once. */
+#define SAGA_OUTBOX_LOCK_KEY "7428315"
+#define SAGA_OUTBOX_BATCH 200
 
-/* Encodes and produces one saga-store event; *delivered is set by the report. */
-static int produce_event(arena *a, const char *type, const char *event_id, const char *key, const char *aggregate,
-                         const ProtobufCMessage *m, atomic_int *delivered)
-{
-    uint8_t *bytes;
-    size_t len;
-    todo_err err;
-    event_meta meta = {.event_id = event_id, .event_type = type, .source = "todo-saga", .time_us = event_now_us(),
-                       .user_id = key, .aggregate_type = "saga", .aggregate_id = aggregate, .aggregate_version = 1,
-                       .schema_version = 1, .causation_id = aggregate};
-    if (event_encode(&meta, m, a, &bytes, &len, &err) != 0) return -1;
-    rd_kafka_resp_err_t e = rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(event_topic(type)), RD_KAFKA_V_KEY(key, strlen(key)),
-                                              RD_KAFKA_V_VALUE(bytes, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                              RD_KAFKA_V_OPAQUE(delivered), RD_KAFKA_V_END);
-    return e == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : -1;
-}
-
-#define PUBLISH_BATCH 200
-#define PUBLISH_LOCK "7428315"
-
-static Todo__V1__SagaStatus status_of(const char *state)
-{
-    saga_state s;
-    if (saga_state_parse(state, &s) != 0) return TODO__V1__SAGA_STATUS__SAGA_STATUS_UNSPECIFIED;
-    switch (s) {
-    case SAGA_RUNNING: return TODO__V1__SAGA_STATUS__SAGA_STATUS_RUNNING;
-    case SAGA_COMPENSATING: return TODO__V1__SAGA_STATUS__SAGA_STATUS_COMPENSATING;
-    case SAGA_COMPLETED: return TODO__V1__SAGA_STATUS__SAGA_STATUS_COMPLETED;
-    case SAGA_COMPENSATED: return TODO__V1__SAGA_STATUS__SAGA_STATUS_COMPENSATED;
-    default: return TODO__V1__SAGA_STATUS__SAGA_STATUS_FAILED;
-    }
-}
-
-/* Publishes one batch of the outbox (under a lock: one publisher at a
- * time, so events leave in order) and deletes what Kafka acknowledged.
- * Returns the rows published, or -1. */
-static int publish_batch(PGconn *pg, arena *a)
-{
-    todo_err err;
-    static atomic_int delivered[2 * PUBLISH_BATCH];
-    if (pgx_cmd(pg, "begin", 0, NULL, &err) != 0) return -1;
-    PGresult *lock = pgx_exec(pg, "select pg_try_advisory_xact_lock(" PUBLISH_LOCK ")", 0, NULL, &err);
-    bool mine = lock != NULL && PQgetvalue(lock, 0, 0)[0] == 't';
-    PQclear(lock);
-    PGresult *rows = mine ? pgx_exec(pg,
-                                     "select id, saga_id::text, saga_type, user_id, state, what, step, attempt, error,"
-                                     " detail, pattern_id, task_id from saga.outbox order by id limit 200",
-                                     0, NULL, &err)
-                          : NULL;
-    int n = rows != NULL ? PQntuples(rows) : 0, k = 0;
-    for (int i = 0; i < n; i++) {
-        const char *id = PQgetvalue(rows, i, 0), *saga = PQgetvalue(rows, i, 1), *user = PQgetvalue(rows, i, 3);
-        const char *what = PQgetvalue(rows, i, 5), *step = PQgetvalue(rows, i, 6), *detail = PQgetvalue(rows, i, 9);
-        char type[64], event_id[37];
-        Todo__V1__SagaEvent ev = TODO__V1__SAGA_EVENT__INIT;
-        snprintf(type, sizeof type, "saga.%s", what);
-        ev.saga_id = (char *)saga;
-        ev.saga_type = PQgetvalue(rows, i, 2);
-        ev.status = status_of(PQgetvalue(rows, i, 4));
-        ev.step = (char *)step;
-        ev.attempt = atoi(PQgetvalue(rows, i, 7));
-        ev.error = PQgetvalue(rows, i, 8);
-        outbox_event_id(saga, id, what, event_id);
-        atomic_store(&delivered[k], 0);
-        if (produce_event(a, type, event_id, user, saga, &ev.base, &delivered[k++]) != 0) atomic_store(&delivered[k - 1], -1);
-        /* The task-completion saga made the next occurrence of a series. */
-        if (strcmp(what, "step.completed") == 0 && strcmp(step, "next_occurrence") == 0 && detail[0] != '\0') {
-            Todo__V1__RecurringTaskGenerated g = TODO__V1__RECURRING_TASK_GENERATED__INIT;
-            g.pattern_id = PQgetvalue(rows, i, 10);
-            g.completed_task_id = PQgetvalue(rows, i, 11);
-            g.task_id = (char *)detail;
-            outbox_event_id(saga, id, "recurring.task.generated", event_id);
-            atomic_store(&delivered[k], 0);
-            if (produce_event(a, "recurring.task.generated", event_id, user, saga, &g.base, &delivered[k++]) != 0)
-                atomic_store(&delivered[k - 1], -1);
-        }
-    }
-    /* Every report comes (within the producer's message timeout). */
-    for (int i = 0; i < k; i++)
-        while (atomic_load(&delivered[i]) == 0) rd_kafka_poll(producer, 50);
-    /* Delete the acknowledged prefix; the rest goes again. */
-    int done = 0;
-    for (int i = 0, j = 0; i < n; i++) {
-        bool ok = atomic_load(&delivered[j++]) == 1;
-        const char *what = PQgetvalue(rows, i, 5), *step = PQgetvalue(rows, i, 6), *detail = PQgetvalue(rows, i, 9);
-        if (strcmp(what, "step.completed") == 0 && strcmp(step, "next_occurrence") == 0 && detail[0] != '\0')
-            ok = atomic_load(&delivered[j++]) == 1 && ok;
-        if (!ok) break;
-        done = i + 1;
-    }
-    int rc = 0;
-    if (done > 0) {
-        /* By id, not "id <= the last": ids come from a sequence, so a row with
-         * a lower id can commit after this batch was read; it was not sent
-         * and must stay. */
-        size_t cap = (size_t)done * 21 + 3, off = 0;
-        char *ids = arena_alloc(a, cap);
-        ids[off++] = '{';
-        for (int i = 0; i < done; i++)
-            off += (size_t)snprintf(ids + off, cap - off, "%s%s", i ? "," : "", PQgetvalue(rows, i, 0));
-        ids[off++] = '}';
-        ids[off] = '\0';
-        const char *p[1] = {ids};
-        rc = pgx_cmd(pg, "delete from saga.outbox where id = any($1::bigint[])", 1, p, &err);
-    }
-    PQclear(rows);
-    if (rc == 0) rc = pgx_cmd(pg, "commit", 0, NULL, &err);
-    else pgx_cmd(pg, "rollback", 0, NULL, NULL);
-    if (rc != 0 || (mine && rows == NULL)) {
-        log_warn("saga", "publishing saga events failed; retrying", "error=\"%s\"", err.msg);
-        return -1;
-    }
-    if (done < n) log_warn("saga", "Kafka did not take every saga event; retrying the rest", "published=%d of=%d", done, n);
-    return done;
-}
-
-static void *publisher_main(void *arg)
-{
-    (void)arg;
-    PGconn *pg = NULL;
-    arena *a = arena_new();
-    while (!atomic_load(&stopping)) {
-        ensure_pg(&pg, "todo-saga-publisher");
-        if (pg == NULL) break;
-        arena_reset(a);
-        int n = publish_batch(pg, a);
-        if (n < 0) pause_ms(1000);
-        else if (n < PUBLISH_BATCH) pause_ms(50);
-    }
-    /* What is left is published by the next start. */
-    pgx_close(pg);
-    arena_free(a);
-    return NULL;
-}
+static const outbox_table saga_outbox = {
+    .name = "saga-outbox",
+    .lock_key = SAGA_OUTBOX_LOCK_KEY,
+    .channel = "todo_saga_outbox",
+    .select_sql = "select o.id, o.user_id, o.aggregate_id, o.envelope, o.event_type from saga.outbox o"
+                  " where o.envelope is not null and o.parked_at is null"
+                  " and not exists (select 1 from saga.outbox p where p.parked_at is not null"
+                  "   and p.aggregate_id = o.aggregate_id and p.id < o.id)"
+                  " order by o.id limit $1::int",
+    .done_sql = "delete from saga.outbox where id = any($1::bigint[])",
+    .park_sql = "update saga.outbox set parked_at = now(), parked_reason = $2 where id = $1::bigint",
+};
 
 /* ---- consumers: bounded retries ---- */
 
@@ -406,7 +281,7 @@ static void *worker_main(void *arg)
     char owner[CONFIG_STR_MAX + 16], app_name[48];
     snprintf(owner, sizeof owner, "%s/%d", cfg.saga_instance, (int)(intptr_t)arg);
     snprintf(app_name, sizeof app_name, "todo-saga-worker-%d", (int)(intptr_t)arg);
-    saga_completion_app app = {.cfg = &cfg, .command = grpcx_channel_new(cfg.command_addr), .producer = producer};
+    saga_completion_app app = {.cfg = &cfg, .command = grpcx_channel_new(cfg.command_addr)};
     saga_store_pg store = {.instance = owner, .lease_s = cfg.saga_lease_s};
     saga_engine engine = {.store = saga_store_of(&store), .on_event = on_saga_event, .app = &app,
                           .should_stop = should_stop, .step_delay_ms = cfg.saga_step_delay_ms};
@@ -502,7 +377,7 @@ static void *notifier_main(void *arg)
     const char *topics[] = {"notifications.commands.v1"};
     redisx redis;
     bool have_redis = redisx_init(&redis, cfg.redis_url, "notify", 100, &err) == 0;
-    saga_notify s = {.cfg = &cfg, .redis = have_redis ? &redis : NULL, .producer = producer,
+    saga_notify s = {.cfg = &cfg, .redis = have_redis ? &redis : NULL,
                      .channel = cfg.notify_webhook_url[0] != '\0' ? saga_notify_webhook_channel(cfg.notify_webhook_url)
                                                                   : saga_notify_log_channel(),
                      .attempts = cfg.notify_attempts, .backoff_ms = 200};
@@ -563,6 +438,19 @@ static const char *const PRODUCED[] = {
     "notification.failed",
 };
 
+/* Rows an older todo-saga left in saga.outbox get their envelopes. */
+static int upgrade_outbox(void)
+{
+    todo_err err;
+    long n = 0;
+    PGconn *pg = pgx_connect(cfg.pg_url, "todo-saga-upgrade", &err);
+    int rc = pg != NULL ? saga_store_upgrade_outbox(pg, &n, &err) : err.code;
+    pgx_close(pg);
+    if (rc != 0) log_error("saga", "cannot encode the saga outbox's older rows", "error=\"%s\"", err.msg);
+    else if (n > 0) log_info("saga", "encoded older saga outbox rows", "rows=%ld", n);
+    return rc;
+}
+
 int main(void)
 {
     todo_err err;
@@ -581,9 +469,14 @@ int main(void)
         return 1;
     }
     svc_signals_block(&sigs);
-    producer = kafkax_producer_new(cfg.kafka_brokers, "todo-saga", saga_completion_on_delivery, NULL, &err);
-    if (producer == NULL) {
+    if (upgrade_outbox() != 0) return 1;
+    producer = kafkax_producer_new(cfg.kafka_brokers, "todo-saga", NULL, NULL, &err);
+    outbox_opts oo = {.pg_url = cfg.pg_url, .brokers = cfg.kafka_brokers, .app_name = "todo-saga-outbox",
+                      .batch = SAGA_OUTBOX_BATCH, .poll_ms = cfg.relay_poll_ms, .max_event_bytes = cfg.event_max_bytes};
+    outbox *ob = producer != NULL ? outbox_start(&saga_outbox, &oo, &err) : NULL;
+    if (ob == NULL) {
         log_error("saga", "cannot start", "error=\"%s\"", err.msg);
+        if (producer != NULL) rd_kafka_destroy(producer);
         return 1;
     }
     log_info("saga", "starting", "instance=%s workers=%d lease_s=%d", cfg.saga_instance, cfg.saga_workers,
@@ -592,7 +485,6 @@ int main(void)
     pthread_t th[4 + 64];
     int n = 0;
     pthread_create(&th[n++], NULL, consumer_main, NULL);
-    pthread_create(&th[n++], NULL, publisher_main, NULL);
     pthread_create(&th[n++], NULL, scheduler_main, NULL);
     pthread_create(&th[n++], NULL, notifier_main, NULL);
     for (int i = 0; i < cfg.saga_workers; i++) pthread_create(&th[n++], NULL, worker_main, (void *)(intptr_t)i);
@@ -600,6 +492,7 @@ int main(void)
         if (svc_signals_pending(&sigs) != 0) atomic_store(&stopping, 1);
         else pause_ms(100);
     for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
+    outbox_stop(ob); /* what is left is published by the next start */
     rd_kafka_flush(producer, 5000);
     rd_kafka_destroy(producer);
     curl_global_cleanup();

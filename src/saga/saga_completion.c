@@ -1,7 +1,6 @@
 /* saga_completion: see saga_completion.h. */
 #include "saga_completion.h"
 
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +11,7 @@
 #include "event.h"
 #include "grpcx.h"
 #include "pgx.h"
+#include "saga_store.h"
 #include "text.h"
 #include "todo/v1/command.pb-c.h"
 #include "todo/v1/events.pb-c.h"
@@ -211,13 +211,6 @@ static saga_result delete_occurrence(saga_exec *x, int64_t deadline, char err[SA
     return SAGA_RETRY;
 }
 
-void saga_completion_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
-{
-    (void)rk;
-    (void)opaque;
-    if (m->_private != NULL) atomic_store((atomic_int *)m->_private, m->err == RD_KAFKA_RESP_ERR_NO_ERROR ? 1 : -1);
-}
-
 static saga_result notify(saga_exec *x, int64_t deadline, char err[SAGA_ERROR_MAX])
 {
     saga_completion_app *app = saga_app(x);
@@ -256,32 +249,15 @@ static saga_result notify(saga_exec *x, int64_t deadline, char err[SAGA_ERROR_MA
     event_meta m = {.event_id = event_id, .event_type = "notification.requested", .source = "todo-saga",
                     .time_us = event_now_us(), .user_id = n.recipient, .aggregate_type = "notification",
                     .aggregate_id = r->id, .aggregate_version = 1, .schema_version = 1, .causation_id = r->id};
-    uint8_t *bytes;
-    size_t len;
-    if (event_encode(&m, &n.base, a, &bytes, &len, &e) != 0) {
-        snprintf(err, SAGA_ERROR_MAX, "encoding the notification: %.250s", e.msg);
-        arena_free(a);
-        return SAGA_ABORT;
-    }
-    atomic_int delivered = 0;
-    rd_kafka_resp_err_t ke = rd_kafka_producev(
-        app->producer, RD_KAFKA_V_TOPIC("notifications.commands.v1"), RD_KAFKA_V_KEY(n.recipient, strlen(n.recipient)),
-        RD_KAFKA_V_VALUE(bytes, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&delivered),
-        RD_KAFKA_V_END);
+    /* Into the saga outbox: published in order with the saga's events. A
+     * retried step may request it twice; the dispatcher delivers a
+     * notification id once. */
+    int rc = saga_outbox_add(app->pg, &m, &n.base, &e);
     arena_free(a);
-    if (ke != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        snprintf(err, SAGA_ERROR_MAX, "producing the notification: %s", rd_kafka_err2str(ke));
-        return SAGA_RETRY;
-    }
-    /* Wait for this record's report (it always comes, within the producer's
-     * message timeout): &delivered must outlive it. Past the deadline the
-     * attempt counts as timed out and is retried; the dispatcher drops the
-     * duplicate by notification id. */
     (void)deadline;
-    while (atomic_load(&delivered) == 0) rd_kafka_poll(app->producer, 100);
-    if (atomic_load(&delivered) != 1) {
-        snprintf(err, SAGA_ERROR_MAX, "the notification was not acknowledged by Kafka in time");
-        return SAGA_RETRY;
+    if (rc != TODO_OK) {
+        snprintf(err, SAGA_ERROR_MAX, "requesting the notification: %.250s", e.msg);
+        return rc == TODO_EINVAL ? SAGA_ABORT : SAGA_RETRY;
     }
     return SAGA_OK;
 }

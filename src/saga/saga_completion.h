@@ -10,7 +10,8 @@
  *   next_occurrence   CreateNextOccurrence when the task is in a series;
  *                     undo: DeleteTask of the occurrence this saga created
  *   notify            the task is still completed (else the saga undoes
- *                     itself: see below), then a SendNotification on
+ *                     itself: see below), then a notification.requested
+ *                     (a SendNotification) into saga.outbox, published to
  *                     notifications.commands.v1 (notification id = saga id,
  *                     the dispatcher's idempotency key); nothing to undo
  *
@@ -30,7 +31,6 @@
 #define TODO_SAGA_COMPLETION_H
 
 #include <libpq-fe.h>
-#include <librdkafka/rdkafka.h>
 
 #include "config.h"
 #include "grpcx_client.h"
@@ -39,15 +39,10 @@
 /* What the steps use; one per worker thread. */
 typedef struct saga_completion_app {
     const todo_config *cfg;
-    PGconn *pg;                 /* the saga role: reads write.reminders, write.tasks */
+    PGconn *pg;                 /* the saga role: reads write.reminders, write.tasks; saga.outbox */
     grpcx_channel *command;     /* todo-command */
-    rd_kafka_t *producer;       /* notifications.commands.v1 */
 } saga_completion_app;
 
 extern const saga_def saga_completion_def;
-
-/* The delivery-report callback the producer must be made with (it tells
- * the notify step that its record was acknowledged). */
-void saga_completion_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
 
 #endif

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "pgx.h"
 #include "redisx.h"
+#include "saga_store.h"
 #include "text.h"
 
 #define REDIS_TTL_S 604800 /* a week: far longer than any re-delivery */
@@ -139,27 +140,14 @@ static int claim(saga_notify *s, const Todo__V1__SendNotification *n, char state
     return TODO_OK;
 }
 
-static int record(saga_notify *s, const Todo__V1__SendNotification *n, const char *status, int attempts,
-                  const char *error, todo_err *err)
-{
-    char a[16];
-    snprintf(a, sizeof a, "%d", attempts);
-    const char *p[5] = {n->notification_id, n->recipient, status, a, error};
-    return pgx_cmd(s->pg,
-                   "update saga.notifications set status = $3, attempts = $4::int, last_error = $5, updated_at = now(),"
-                   " sent_at = case when $3 = 'sent' then now() end where notification_id = $1 and recipient = $2",
-                   5, p, err);
-}
-
-/* ---- outcome events ---- */
-
-static void emit(saga_notify *s, const Todo__V1__SendNotification *n, bool sent, int attempts, const char *error)
+/* Records the outcome and, in the same statement, its event
+ * (notification.sent or notification.failed) into saga.outbox. */
+static int record(saga_notify *s, const Todo__V1__SendNotification *n, bool sent, int attempts, const char *error,
+                  todo_err *err)
 {
     arena *a = arena_new();
-    char event_id[37];
-    uint8_t *bytes;
-    size_t len;
-    todo_err err;
+    char event_id[37], count[16];
+    const char *hex = NULL;
     text_uuid_v4(event_id);
     Todo__V1__NotificationSent ok = TODO__V1__NOTIFICATION_SENT__INIT;
     Todo__V1__NotificationFailed ko = TODO__V1__NOTIFICATION_FAILED__INIT;
@@ -172,16 +160,20 @@ static void emit(saga_notify *s, const Todo__V1__SendNotification *n, bool sent,
     event_meta m = {.event_id = event_id, .event_type = type, .source = "todo-saga", .time_us = event_now_us(),
                     .user_id = n->recipient, .aggregate_type = "notification", .aggregate_id = n->notification_id,
                     .aggregate_version = 2, .schema_version = 1, .causation_id = n->notification_id};
-    if (s->producer != NULL &&
-        event_encode(&m, sent ? &ok.base : &ko.base, a, &bytes, &len, &err) == 0) {
-        rd_kafka_resp_err_t e = rd_kafka_producev(s->producer, RD_KAFKA_V_TOPIC(event_topic(type)),
-                                                  RD_KAFKA_V_KEY(n->recipient, strlen(n->recipient)),
-                                                  RD_KAFKA_V_VALUE(bytes, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                                  RD_KAFKA_V_END);
-        if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-            log_warn("notify", "outcome event not produced", "type=%s error=\"%s\"", type, rd_kafka_err2str(e));
-    }
+    int rc = saga_outbox_encode(a, &m, sent ? &ok.base : &ko.base, &hex, err);
+    snprintf(count, sizeof count, "%d", attempts);
+    if (rc == TODO_OK)
+        rc = pgx_cmd(s->pg,
+                     "with upd as (update saga.notifications set status = $3, attempts = $4::int, last_error = $5,"
+                     " updated_at = now(), sent_at = case when $3 = 'sent' then now() end"
+                     " where notification_id = $1 and recipient = $2 returning 1)"
+                     " insert into saga.outbox (user_id, event_type, aggregate_id, envelope)"
+                     " select $2, $6, $1, decode($7, 'hex') from upd",
+                     7, (const char *const[]){n->notification_id, n->recipient, sent ? "sent" : "failed", count,
+                                              sent ? "" : error, type, hex},
+                     err);
     arena_free(a);
+    return rc;
 }
 
 static void pause_ms(saga_notify *s, int ms)
@@ -219,11 +211,10 @@ int saga_notify_handle(saga_notify *s, const Todo__V1__SendNotification *n, cons
         wait *= 2;
     }
     bool sent = res == SAGA_NOTIFY_SENT;
-    if ((rc = record(s, n, sent ? "sent" : "failed", attempt, sent ? "" : why, err)) != 0) return rc;
+    if ((rc = record(s, n, sent, attempt, why, err)) != 0) return rc;
     if (sent) redis_mark(s, n);
     else log_error("notify", "notification failed", "id=%s channel=%s attempts=%d error=\"%s\"", n->notification_id,
                    s->channel.name, attempt, why);
-    emit(s, n, sent, attempt, why);
     if (outcome != NULL) *outcome = sent ? "sent" : "failed";
     return TODO_OK;
 }

@@ -23,15 +23,15 @@
  * the Idempotency-Key header lets the receiver drop it.
  *
  * Transient failures are retried with backoff (TODO_NOTIFY_ATTEMPTS
- * attempts from 200 ms, doubling); the outcome is recorded and emitted as
- * notification.sent or notification.failed (with the error and the number
- * of attempts) on notifications.commands.v1.
+ * attempts from 200 ms, doubling); the outcome is recorded together with
+ * its event, notification.sent or notification.failed (with the error and
+ * the number of attempts), in saga.outbox, published to
+ * notifications.commands.v1.
  */
 #ifndef TODO_SAGA_NOTIFY_H
 #define TODO_SAGA_NOTIFY_H
 
 #include <libpq-fe.h>
-#include <librdkafka/rdkafka.h>
 #include <stdbool.h>
 
 #include "config.h"
@@ -60,7 +60,6 @@ typedef struct saga_notify {
     const todo_config *cfg;
     PGconn *pg;                      /* the saga role (saga.notifications) */
     struct redisx *redis;            /* NULL: no fast path (borrowed) */
-    rd_kafka_t *producer;            /* notification.sent / .failed */
     saga_notify_channel channel;
     int attempts;                    /* per notification */
     int backoff_ms;

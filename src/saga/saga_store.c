@@ -7,6 +7,7 @@
 
 #include "arena.h"
 #include "pgx.h"
+#include "text.h"
 
 /* "{a,b,c}" of n ints. */
 static char *int_array(arena *a, const int *v, int n)
@@ -94,56 +95,128 @@ static void params_of(arena *a, const saga_record *r, int n_steps, const char **
     p[7] = pgx_text_array(a, values, (size_t)r->n_ctx);
 }
 
-/* The events as parameters: whats, steps, attempts, errors, details (the
- * new occurrence on next_occurrence's step.completed). */
-static void events_of(arena *a, const saga_record *r, const saga_event *ev, int n, const char **p)
+/* The protobuf status of a saga state. */
+static Todo__V1__SagaStatus status_of(saga_state s)
 {
-    char **w = arena_alloc(a, (size_t)(n + 1) * sizeof *w), **st = arena_alloc(a, (size_t)(n + 1) * sizeof *st);
-    char **er = arena_alloc(a, (size_t)(n + 1) * sizeof *er), **d = arena_alloc(a, (size_t)(n + 1) * sizeof *d);
-    int *at = arena_alloc(a, (size_t)(n + 1) * sizeof *at);
-    const char *occ = saga_record_get(r, "occurrence_id");
-    for (int i = 0; i < n; i++) {
-        w[i] = (char *)ev[i].what;
-        st[i] = (char *)(ev[i].step != NULL ? ev[i].step : "");
-        er[i] = (char *)(ev[i].error != NULL ? ev[i].error : "");
-        at[i] = ev[i].attempt;
-        d[i] = (char *)(ev[i].step != NULL && strcmp(ev[i].step, "next_occurrence") == 0 && occ != NULL ? occ : "");
+    switch (s) {
+    case SAGA_RUNNING: return TODO__V1__SAGA_STATUS__SAGA_STATUS_RUNNING;
+    case SAGA_COMPENSATING: return TODO__V1__SAGA_STATUS__SAGA_STATUS_COMPENSATING;
+    case SAGA_COMPLETED: return TODO__V1__SAGA_STATUS__SAGA_STATUS_COMPLETED;
+    case SAGA_COMPENSATED: return TODO__V1__SAGA_STATUS__SAGA_STATUS_COMPENSATED;
+    default: return TODO__V1__SAGA_STATUS__SAGA_STATUS_FAILED;
     }
-    p[0] = pgx_text_array(a, w, (size_t)n);
-    p[1] = pgx_text_array(a, st, (size_t)n);
-    p[2] = int_array(a, at, n);
-    p[3] = pgx_text_array(a, er, (size_t)n);
-    p[4] = pgx_text_array(a, d, (size_t)n);
 }
 
-/* Inserts the events ($13..$17) of saga $1 (state $2, type $10, user $11)
- * when the CTE named `cond` produced a row. */
+int saga_outbox_encode(arena *a, const event_meta *m, const ProtobufCMessage *payload, const char **hex,
+                       todo_err *err)
+{
+    uint8_t *bytes;
+    size_t len;
+    int rc = event_encode(m, payload, a, &bytes, &len, err);
+    if (rc != TODO_OK) return rc;
+    static const char digits[] = "0123456789abcdef";
+    char *out = arena_alloc(a, 2 * len + 1);
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = digits[bytes[i] >> 4];
+        out[2 * i + 1] = digits[bytes[i] & 15];
+    }
+    out[2 * len] = '\0';
+    *hex = out;
+    return TODO_OK;
+}
+
+int saga_outbox_add(PGconn *pg, const event_meta *m, const ProtobufCMessage *payload, todo_err *err)
+{
+    arena *a = arena_new();
+    const char *hex = NULL;
+    int rc = a == NULL ? todo_err_set(err, TODO_EINTERNAL, "out of memory") : saga_outbox_encode(a, m, payload, &hex, err);
+    if (rc == TODO_OK)
+        rc = pgx_cmd(pg,
+                     "insert into saga.outbox (user_id, event_type, aggregate_id, envelope)"
+                     " values ($1, $2, $3, decode($4, 'hex'))",
+                     4, (const char *const[]){m->user_id, m->event_type, m->aggregate_id, hex}, err);
+    arena_free(a);
+    return rc;
+}
+
+/* The events of a transition of r (saga events, and next_occurrence's
+ * recurring.task.generated) for saga.outbox, as parameters: event types,
+ * aggregate ids, envelopes in hex. */
+static int events_of(arena *a, const saga_record *r, const char *user, const saga_event *ev, int n, const char **p,
+                     todo_err *err)
+{
+    char **types = arena_alloc(a, (size_t)(2 * n + 1) * sizeof *types);
+    char **aggs = arena_alloc(a, (size_t)(2 * n + 1) * sizeof *aggs);
+    char **hexes = arena_alloc(a, (size_t)(2 * n + 1) * sizeof *hexes);
+    const char *occ = saga_record_get(r, "occurrence_id"), *pattern = saga_record_get(r, "pattern_id");
+    const char *task = saga_record_get(r, "task_id");
+    size_t k = 0;
+    for (int i = 0; i < n; i++) {
+        char event_id[37];
+        const char *hex;
+        Todo__V1__SagaEvent se = TODO__V1__SAGA_EVENT__INIT;
+        se.saga_id = (char *)r->id;
+        se.saga_type = (char *)r->type;
+        se.status = status_of(r->state);
+        se.step = (char *)(ev[i].step != NULL ? ev[i].step : "");
+        se.attempt = ev[i].attempt;
+        se.error = (char *)(ev[i].error != NULL ? ev[i].error : "");
+        text_uuid_v4(event_id);
+        event_meta m = {.event_id = event_id, .event_type = arena_printf(a, "saga.%s", ev[i].what),
+                        .source = "todo-saga", .time_us = event_now_us(), .user_id = user, .aggregate_type = "saga",
+                        .aggregate_id = r->id, .aggregate_version = 1, .schema_version = 1, .causation_id = r->id};
+        int rc = saga_outbox_encode(a, &m, &se.base, &hex, err);
+        if (rc != TODO_OK) return rc;
+        types[k] = (char *)m.event_type;
+        aggs[k] = (char *)r->id;
+        hexes[k++] = (char *)hex;
+        /* The task-completion saga made the next occurrence of a series. */
+        if (strcmp(ev[i].what, "step.completed") == 0 && ev[i].step != NULL &&
+            strcmp(ev[i].step, "next_occurrence") == 0 && occ != NULL && occ[0] != '\0' && pattern != NULL &&
+            pattern[0] != '\0' && task != NULL) {
+            Todo__V1__RecurringTaskGenerated g = TODO__V1__RECURRING_TASK_GENERATED__INIT;
+            g.pattern_id = (char *)pattern;
+            g.completed_task_id = (char *)task;
+            g.task_id = (char *)occ;
+            text_uuid_v4(event_id);
+            m.event_type = "recurring.task.generated";
+            if ((rc = saga_outbox_encode(a, &m, &g.base, &hex, err)) != TODO_OK) return rc;
+            types[k] = "recurring.task.generated";
+            aggs[k] = (char *)r->id;
+            hexes[k++] = (char *)hex;
+        }
+    }
+    p[0] = pgx_text_array(a, types, k);
+    p[1] = pgx_text_array(a, aggs, k);
+    p[2] = pgx_text_array(a, hexes, k);
+    return TODO_OK;
+}
+
+/* Inserts the events ($12..$14, see events_of) of saga $1 (type $10, user
+ * $11, state $2) when the CTE named `cond` produced a row. */
 #define OUTBOX_INSERT(cond)                                                                                     \
-    " ev as (insert into saga.outbox (saga_id, saga_type, user_id, state, what, step, attempt, error, detail,"  \
-    "  pattern_id, task_id) select $1::uuid, $10, $11, $2, w, s, a, e, d, coalesce(($12::text[])[1], ''),"      \
-    "  coalesce(($12::text[])[2], '')"                                                                          \
-    "  from unnest($13::text[], $14::text[], $15::int[], $16::text[], $17::text[]) as t(w, s, a, e, d)"         \
-    "  where exists (select 1 from " cond "))"
+    " ev as (insert into saga.outbox (saga_id, saga_type, user_id, state, event_type, aggregate_id, envelope)"  \
+    "  select $1::uuid, $10, $11, $2, ty, ag, decode(hx, 'hex')"                                               \
+    "  from unnest($12::text[], $13::text[], $14::text[]) with ordinality as u(ty, ag, hx, n)"                  \
+    "  where exists (select 1 from " cond ") order by n)"
 
 int saga_store_insert(PGconn *pg, const saga_record *r, int n_steps, const char *user, bool *inserted, todo_err *err)
 {
     arena *a = arena_new();
-    const char *p[17];
+    const char *p[14];
     const saga_event started = {.what = "started"};
-    char *series[2] = {(char *)saga_record_get(r, "pattern_id"), (char *)saga_record_get(r, "task_id")};
     p[0] = r->id;
     params_of(a, r, n_steps, p + 1);
     p[9] = r->type;
     p[10] = user;
-    p[11] = pgx_text_array(a, series, series[0] != NULL && series[1] != NULL ? 2 : 0);
-    events_of(a, r, &started, 1, p + 12);
-    PGresult *res = pgx_exec(pg,
+    int rc = events_of(a, r, user, &started, 1, p + 11, err);
+    PGresult *res = rc != TODO_OK ? NULL : pgx_exec(pg,
                              "with ins as (insert into saga.sagas (id, state, step, step_states, attempts, step_errors,"
                              " error, ctx_keys, ctx_values, type, user_id) values ($1::uuid, $2, $3::int, $4::smallint[],"
                              " $5::int[], $6::text[], $7, $8::text[], $9::text[], $10, $11)"
                              " on conflict (id) do nothing returning 1)," OUTBOX_INSERT("ins")
                              " select count(*) from ins",
-                             17, p, err);
+                             14, p, err);
     arena_free(a);
     if (res == NULL) return err->code;
     *inserted = strcmp(PQgetvalue(res, 0, 0), "1") == 0;
@@ -155,27 +228,24 @@ int saga_store_save(void *store, const saga_record *r, const saga_event *events,
 {
     saga_store_pg *s = store;
     arena *a = arena_new();
-    const char *p[18];
-    char *series[2] = {(char *)saga_record_get(r, "pattern_id"), (char *)saga_record_get(r, "task_id")};
+    const char *p[15];
     p[0] = r->id;
     params_of(a, r, s->n_steps, p + 1);
     p[9] = r->type;
     p[10] = saga_record_get(r, "user_id") != NULL ? saga_record_get(r, "user_id") : "";
-    p[11] = pgx_text_array(a, series, series[0] != NULL && series[1] != NULL ? 2 : 0);
-    events_of(a, r, events, n_events, p + 12);
-    p[17] = arena_printf(a, "%d", s->lease_s);
+    int rc = events_of(a, r, p[10], events, n_events, p + 11, err);
+    p[14] = arena_printf(a, "%d", s->lease_s);
     /* One statement: the record, renewing the lease, and its events; none
      * of it when the lease is lost. */
-    PGresult *res = pgx_exec(s->pg,
+    PGresult *res = rc != TODO_OK ? NULL : pgx_exec(s->pg,
                              "with upd as (update saga.sagas set state = $2, step = $3::int, step_states = $4::smallint[],"
                              " attempts = $5::int[], step_errors = $6::text[], error = $7, ctx_keys = $8::text[],"
                              " ctx_values = $9::text[], updated_at = now(),"
-                             " lease_until = now() + make_interval(secs => $18::int)"
-                             " where id = $1::uuid and owner = $19 returning 1)," OUTBOX_INSERT("upd")
+                             " lease_until = now() + make_interval(secs => $15::int)"
+                             " where id = $1::uuid and owner = $16 returning 1)," OUTBOX_INSERT("upd")
                              " select count(*) from upd",
-                             19, (const char *const[]){p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9],
-                                                       p[10], p[11], p[12], p[13], p[14], p[15], p[16], p[17],
-                                                       s->instance},
+                             16, (const char *const[]){p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9],
+                                                       p[10], p[11], p[12], p[13], p[14], s->instance},
                              err);
     arena_free(a);
     if (res == NULL) return err->code;
@@ -258,4 +328,46 @@ int saga_store_compensate(PGconn *pg, const char *id, todo_err *err)
                    " error = 'compensation requested by an operator'"
                    " where id = $1::uuid and state in ('RUNNING', 'COMPLETED') returning 1",
                    "RUNNING or COMPLETED", err);
+}
+
+int saga_store_upgrade_outbox(PGconn *pg, long *converted, todo_err *err)
+{
+    *converted = 0;
+    PGresult *res = pgx_exec(pg,
+                             "select id, saga_id::text, saga_type, user_id, state, what, step, attempt, error, detail,"
+                             " pattern_id, task_id from saga.outbox where envelope is null order by id",
+                             0, NULL, err);
+    if (res == NULL) return err->code;
+    int rc = TODO_OK;
+    for (int i = 0; i < PQntuples(res) && rc == TODO_OK; i++) {
+        arena *a = arena_new();
+        saga_record r;
+        saga_event ev = {.what = PQgetvalue(res, i, 5), .step = PQgetvalue(res, i, 6),
+                         .attempt = atoi(PQgetvalue(res, i, 7)), .error = PQgetvalue(res, i, 8)};
+        const char *p[3];
+        memset(&r, 0, sizeof r);
+        snprintf(r.id, sizeof r.id, "%s", PQgetvalue(res, i, 1));
+        snprintf(r.type, sizeof r.type, "%s", PQgetvalue(res, i, 2));
+        if (saga_state_parse(PQgetvalue(res, i, 4), &r.state) != 0) r.state = SAGA_FAILED;
+        saga_record_set(&r, "pattern_id", PQgetvalue(res, i, 10));
+        saga_record_set(&r, "task_id", PQgetvalue(res, i, 11));
+        saga_record_set(&r, "occurrence_id", PQgetvalue(res, i, 9));
+        rc = events_of(a, &r, PQgetvalue(res, i, 3), &ev, 1, p, err);
+        /* The row becomes its first event; a second (the series' new
+         * occurrence) is added after it. */
+        if (rc == TODO_OK)
+            rc = pgx_cmd(pg,
+                         "with t as (select u.* from unnest($2::text[], $3::text[], $4::text[]) with ordinality"
+                         "  as u(ty, ag, hx, n)),"
+                         " upd as (update saga.outbox o set event_type = t.ty, aggregate_id = t.ag,"
+                         "  envelope = decode(t.hx, 'hex') from t where o.id = $1::bigint and t.n = 1)"
+                         " insert into saga.outbox (saga_id, saga_type, user_id, state, event_type, aggregate_id,"
+                         "  envelope) select o.saga_id, o.saga_type, o.user_id, o.state, t.ty, t.ag, decode(t.hx, 'hex')"
+                         "  from t, saga.outbox o where o.id = $1::bigint and t.n > 1",
+                         4, (const char *const[]){PQgetvalue(res, i, 0), p[0], p[1], p[2]}, err);
+        if (rc == TODO_OK) (*converted)++;
+        arena_free(a);
+    }
+    PQclear(res);
+    return rc;
 }

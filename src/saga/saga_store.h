@@ -16,6 +16,8 @@
 #include <libpq-fe.h>
 #include <stdbool.h>
 
+#include "arena.h"
+#include "event.h"
 #include "saga_core.h"
 
 typedef struct saga_store_pg {
@@ -43,6 +45,26 @@ int saga_store_claim(saga_store_pg *s, saga_record *r, char user[128], bool *fou
 
 /* Loads saga id into *r (no lease): TODO_ENOTFOUND when there is none. */
 int saga_store_load(PGconn *pg, const char *id, saga_record *r, todo_err *err);
+
+/* saga.outbox (migrations/0012, 0017): the events todo-saga publishes,
+ * each written in the statement that made it, published in order by the
+ * outbox publisher (outbox.h) and deleted once Kafka has them. A saga's
+ * transition writes its saga events (and next_occurrence's
+ * recurring.task.generated) with the saga (saga_store_insert/_save). */
+
+/* Encodes one event for saga.outbox: *hex receives the envelope in hex
+ * (memory from a). */
+int saga_outbox_encode(arena *a, const event_meta *m, const ProtobufCMessage *payload, const char **hex,
+                       todo_err *err);
+
+/* Adds one event to saga.outbox on its own (the notification a saga
+ * requests). */
+int saga_outbox_add(PGconn *pg, const event_meta *m, const ProtobufCMessage *payload, todo_err *err);
+
+/* Encodes the rows an older todo-saga left in saga.outbox (structured
+ * columns, no envelope) so that the publisher can send them; *converted
+ * says how many. Run at start, before the publisher. */
+int saga_store_upgrade_outbox(PGconn *pg, long *converted, todo_err *err);
 
 /* Operators (todoctl saga):
  * retry      a FAILED saga compensates again from the step whose

@@ -281,6 +281,21 @@ static bool is_notification(const rd_kafka_message_t *m, void *ctx)
     return yes;
 }
 
+/* True when m carries the standard headers of its envelope (every event
+ * leaves through the outbox, which writes them). */
+static bool has_headers(const rd_kafka_message_t *m, const Todo__V1__EventEnvelope *env)
+{
+    rd_kafka_headers_t *h = NULL;
+    const void *v;
+    size_t n;
+    if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR) return false;
+    if (rd_kafka_header_get_last(h, "ce_type", &v, &n) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        n != strlen(env->event_type) || memcmp(v, env->event_type, n) != 0)
+        return false;
+    return rd_kafka_header_get_last(h, "ce_id", &v, &n) == RD_KAFKA_RESP_ERR_NO_ERROR && n == strlen(env->event_id) &&
+           memcmp(v, env->event_id, n) == 0;
+}
+
 typedef struct want_saga_event {
     const char *saga;
     const char *type;
@@ -293,7 +308,7 @@ static bool is_saga_event(const rd_kafka_message_t *m, void *ctx)
     Todo__V1__EventEnvelope *env;
     todo_err err;
     bool yes = event_decode(m->payload, m->len, a, &env, &err) == 0 && strcmp(env->event_type, w->type) == 0 &&
-               strcmp(env->aggregate_id, w->saga) == 0;
+               strcmp(env->aggregate_id, w->saga) == 0 && has_headers(m, env);
     arena_free(a);
     return yes;
 }
@@ -303,6 +318,14 @@ static int saga_events(const char *saga, const char *type, int want)
 {
     want_saga_event w = {saga, type};
     return harness_consume("saga.events.v1", is_saga_event, &w, want, 8000);
+}
+
+/* How many events of type notifications.commands.v1 holds for notification
+ * id (the saga's id). */
+static int notification_events(const char *id, const char *type, int want)
+{
+    want_saga_event w = {id, type};
+    return harness_consume("notifications.commands.v1", is_saga_event, &w, want, 8000);
 }
 
 static void completing_a_recurring_task_runs_the_whole_saga(void **state)
@@ -353,6 +376,10 @@ static void completing_a_recurring_task_runs_the_whole_saga(void **state)
     assert_int_equal(saga_events(saga, "saga.completed", 2), 1);
     assert_int_equal(saga_events(saga, "recurring.task.generated", 2), 1);
     assert_int_equal(harness_scalar(harness_db, "select count(*) from saga.outbox where saga_id = $1::uuid", saga), 0);
+    /* The request and its outcome left through the same outbox, with headers. */
+    assert_int_equal(notification_events(saga, "notification.requested", 2), 1);
+    assert_int_equal(notification_events(saga, "notification.sent", 2), 1);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from saga.outbox where aggregate_id = $1", saga), 0);
     free(t);
     free(pattern);
     free(r1);
@@ -517,6 +544,40 @@ static void a_completion_refused_every_time_is_dead_lettered(void **state)
     arena_free(a);
 }
 
+/* Rows an older todo-saga wrote into saga.outbox (structured columns, no
+ * envelope) are encoded at the next start and published like the others. */
+static void rows_an_older_todo_saga_left_are_published(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char saga[37], pattern[37], task_id[37], occ[37];
+    text_uuid_v4(saga);
+    text_uuid_v4(pattern);
+    text_uuid_v4(task_id);
+    text_uuid_v4(occ);
+    assert_int_equal(harness_stop(saga1, SIGTERM, 20000), 0);
+    saga1 = 0;
+    const char *p[4] = {saga, occ, pattern, task_id};
+    PGresult *r = PQexecParams(harness_db,
+                               "insert into saga.outbox (saga_id, saga_type, user_id, state, what, step, attempt,"
+                               " error, detail, pattern_id, task_id) values"
+                               " ($1::uuid, 'task_completion', 'legacy-user', 'RUNNING', 'started', '', 0, '', '', $3, $4),"
+                               " ($1::uuid, 'task_completion', 'legacy-user', 'RUNNING', 'step.completed',"
+                               "  'next_occurrence', 1, '', $2, $3, $4)",
+                               4, NULL, p, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    saga1 = start_saga("test-saga-1", "0");
+    assert_int_equal(saga_events(saga, "saga.started", 2), 1);
+    assert_int_equal(saga_events(saga, "saga.step.completed", 2), 1);
+    assert_int_equal(saga_events(saga, "recurring.task.generated", 2), 1);
+    long long until = harness_now_ms() + 10000;
+    while (harness_now_ms() < until &&
+           harness_scalar(harness_db, "select count(*) from saga.outbox where saga_id = $1::uuid", saga) > 0)
+        harness_sleep_ms(50);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from saga.outbox where saga_id = $1::uuid", saga), 0);
+}
+
 static void a_saga_killed_mid_way_resumes_after_a_restart(void **state)
 {
     (void)state;
@@ -653,6 +714,7 @@ int main(void)
         cmocka_unit_test(a_step_failing_for_good_is_compensated),
         cmocka_unit_test(a_completion_refused_every_time_is_dead_lettered),
         cmocka_unit_test(operators_list_show_compensate_and_retry_sagas),
+        cmocka_unit_test(rows_an_older_todo_saga_left_are_published),
         cmocka_unit_test(a_saga_killed_mid_way_resumes_after_a_restart),
         cmocka_unit_test(a_due_reminder_fires_once_and_a_cancelled_one_never),
     };

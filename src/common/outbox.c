@@ -1,0 +1,421 @@
+/* outbox: see outbox.h. */
+#include "outbox.h"
+
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "arena.h"
+#include "event.h"
+#include "kafkax.h"
+#include "log.h"
+#include "pgx.h"
+
+/* ---- the producing half ---- */
+
+struct outbox_sender {
+    rd_kafka_t *rk;
+    int max_rows, max_event_bytes;
+    outbox_state *state;          /* per row of the batch */
+    rd_kafka_resp_err_t *errors;  /* per row: what Kafka said */
+    const char **reasons;         /* per row: why it failed or was refused */
+    size_t *sizes;                /* per row: bytes sent */
+    arena *arena;
+};
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+{
+    (void)rk;
+    outbox_sender *s = opaque;
+    intptr_t i = (intptr_t)msg->_private;
+    if (i < 0 || i >= s->max_rows) return;
+    s->errors[i] = msg->err;
+    s->state[i] = msg->err == RD_KAFKA_RESP_ERR_NO_ERROR ? OUTBOX_OK
+                  : kafkax_err_permanent(msg->err)      ? OUTBOX_REFUSED
+                                                        : OUTBOX_FAILED;
+}
+
+outbox_sender *outbox_sender_new(const char *brokers, const char *client_id, int max_rows, int max_event_bytes,
+                                 const char *const *extra_conf, todo_err *err)
+{
+    outbox_sender *s = calloc(1, sizeof *s);
+    if (s == NULL || max_rows < 1) {
+        free(s);
+        todo_err_set(err, TODO_EINVAL, "outbox: a batch holds at least one row");
+        return NULL;
+    }
+    s->max_rows = max_rows;
+    s->max_event_bytes = max_event_bytes;
+    s->state = calloc((size_t)max_rows, sizeof *s->state);
+    s->errors = calloc((size_t)max_rows, sizeof *s->errors);
+    s->reasons = calloc((size_t)max_rows, sizeof *s->reasons);
+    s->sizes = calloc((size_t)max_rows, sizeof *s->sizes);
+    s->arena = arena_new();
+    if (s->state == NULL || s->errors == NULL || s->reasons == NULL || s->sizes == NULL || s->arena == NULL) {
+        todo_err_set(err, TODO_EINTERNAL, "out of memory");
+        outbox_sender_free(s);
+        return NULL;
+    }
+    s->rk = kafkax_producer_new_conf(brokers, client_id, on_delivery, s, extra_conf, err);
+    if (s->rk == NULL) {
+        outbox_sender_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void outbox_sender_free(outbox_sender *s)
+{
+    if (s == NULL) return;
+    if (s->rk != NULL) {
+        rd_kafka_flush(s->rk, 5000);
+        rd_kafka_destroy(s->rk);
+    }
+    arena_free(s->arena);
+    free(s->state);
+    free(s->errors);
+    free(s->reasons);
+    free(s->sizes);
+    free(s);
+}
+
+outbox_state outbox_row_state(const outbox_sender *s, int i)
+{
+    return i >= 0 && i < s->max_rows ? s->state[i] : OUTBOX_HELD;
+}
+
+const char *outbox_row_reason(const outbox_sender *s, int i)
+{
+    return i >= 0 && i < s->max_rows && s->reasons[i] != NULL ? s->reasons[i] : "";
+}
+
+/* True when row i shares its key or aggregate with an earlier row that
+ * failed or was refused (a linear scan: failures are rare). */
+static bool behind_failure(const outbox_sender *s, const outbox_row *rows, int i)
+{
+    for (int k = 0; k < i; k++)
+        if ((s->state[k] == OUTBOX_FAILED || s->state[k] == OUTBOX_REFUSED) &&
+            (strcmp(rows[k].key, rows[i].key) == 0 || strcmp(rows[k].aggregate, rows[i].aggregate) == 0))
+            return true;
+    return false;
+}
+
+/* The one path by which an event is produced: the envelope's topic, keyed
+ * by user, with the standard headers. */
+static rd_kafka_resp_err_t produce_event(outbox_sender *s, const Todo__V1__EventEnvelope *env, const char *topic,
+                                         const char *key, const void *value, size_t len, int i)
+{
+    rd_kafka_headers_t *h = event_kafka_headers(env);
+    for (;;) {
+        rd_kafka_resp_err_t e = rd_kafka_producev(
+            s->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE((void *)value, len),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE((void *)(intptr_t)i), RD_KAFKA_V_HEADERS(h),
+            RD_KAFKA_V_END);
+        if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            rd_kafka_poll(s->rk, 100);
+            continue;
+        }
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR) rd_kafka_headers_destroy(h);
+        return e;
+    }
+}
+
+/* Prepares and produces row i; sets its state (and reason when it cannot
+ * leave). */
+static void send_row(outbox_sender *s, const outbox_row *r, int i, bool stamp_position)
+{
+    Todo__V1__EventEnvelope *env = NULL;
+    todo_err err;
+    const void *value = r->bytes;
+    size_t len = r->len;
+    if (event_decode(r->bytes, r->len, s->arena, &env, &err) != TODO_OK) {
+        s->state[i] = OUTBOX_REFUSED;
+        s->reasons[i] = arena_printf(s->arena, "the stored envelope does not decode: %s", err.msg);
+        return;
+    }
+    const char *topic = event_topic(env->event_type);
+    if (topic == NULL) {
+        s->state[i] = OUTBOX_REFUSED;
+        s->reasons[i] = arena_printf(s->arena, "no topic carries events of type %s", env->event_type);
+        return;
+    }
+    if (stamp_position) {
+        env->position = r->id;
+        len = todo__v1__event_envelope__get_packed_size(env);
+        uint8_t *packed = arena_alloc(s->arena, len + 1);
+        todo__v1__event_envelope__pack(env, packed);
+        value = packed;
+    }
+    if (len > (size_t)s->max_event_bytes) { /* commands refuse these; this one came another way */
+        s->state[i] = OUTBOX_REFUSED;
+        s->reasons[i] = arena_printf(s->arena, "the event is %zu bytes, over TODO_EVENT_MAX_BYTES (%d)", len,
+                                     s->max_event_bytes);
+        return;
+    }
+    s->sizes[i] = len;
+    s->state[i] = OUTBOX_SENT;
+    rd_kafka_resp_err_t e = produce_event(s, env, topic, r->key, value, len, i);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        s->errors[i] = e;
+        s->state[i] = kafkax_err_permanent(e) ? OUTBOX_REFUSED : OUTBOX_FAILED;
+    }
+}
+
+int outbox_send(outbox_sender *s, const outbox_row *rows, int n, bool stamp_position, const atomic_int *stop)
+{
+    if (n > s->max_rows) n = s->max_rows;
+    arena_reset(s->arena);
+    for (int i = 0; i < n; i++) {
+        s->state[i] = OUTBOX_HELD;
+        s->errors[i] = RD_KAFKA_RESP_ERR_NO_ERROR;
+        s->reasons[i] = NULL;
+        s->sizes[i] = rows[i].len;
+    }
+    for (int i = 0; i < n; i++)
+        if (!behind_failure(s, rows, i)) send_row(s, &rows[i], i, stamp_position);
+    /* Every delivery report comes (message.timeout.ms bounds the wait). */
+    while (rd_kafka_outq_len(s->rk) > 0 && (stop == NULL || !atomic_load(stop))) rd_kafka_flush(s->rk, 500);
+    rd_kafka_poll(s->rk, 0);
+    int ok = 0;
+    for (int i = 0; i < n; i++) {
+        if (s->state[i] == OUTBOX_OK) ok++;
+        if ((s->state[i] == OUTBOX_FAILED || s->state[i] == OUTBOX_REFUSED) && s->reasons[i] == NULL)
+            s->reasons[i] = arena_printf(s->arena, "Kafka %s it: %s (%zu bytes)",
+                                         s->state[i] == OUTBOX_REFUSED ? "refused" : "did not take",
+                                         rd_kafka_err2str(s->errors[i]), s->sizes[i]);
+    }
+    return ok;
+}
+
+/* ---- the publisher ---- */
+
+struct outbox {
+    const outbox_table *t;
+    const outbox_opts *o;
+    outbox_sender *sender;
+    pthread_t thread;
+    int wake[2];           /* self-pipe: stop wakes the thread */
+    atomic_int stop;
+    PGconn *pg;
+    bool leader;
+    bool retry;            /* the last batch had rows worth sending again */
+    arena *arena;
+    char app_name[64];
+};
+
+/* Takes the notifications libpq holds; returns how many there were. */
+static int drain_notifies(PGconn *pg)
+{
+    int n = 0;
+    PGnotify *note;
+    while ((note = PQnotifies(pg)) != NULL) {
+        PQfreemem(note);
+        n++;
+    }
+    return n;
+}
+
+/* Waits up to ms for a notification or a stop; drains notifications. A
+ * NOTIFY that arrived while the previous statement ran was read by libpq
+ * with that statement's answer: the socket stays quiet, so it is taken
+ * first (waiting on the socket alone lost that wake-up until the next poll
+ * interval). */
+static void wait_for_work(outbox *ob, int ms)
+{
+    struct pollfd fds[2] = {{.fd = ob->wake[0], .events = POLLIN}, {.fd = -1, .events = POLLIN}};
+    if (ob->pg != NULL && ob->leader) {
+        PQconsumeInput(ob->pg);
+        if (drain_notifies(ob->pg) > 0) return;
+        fds[1].fd = PQsocket(ob->pg);
+    }
+    if (poll(fds, 2, ms) > 0 && fds[1].revents != 0) {
+        PQconsumeInput(ob->pg);
+        drain_notifies(ob->pg);
+    }
+}
+
+static void drop_connection(outbox *ob)
+{
+    pgx_close(ob->pg);
+    ob->pg = NULL;
+    if (ob->leader) log_warn(ob->t->name, "lost the database connection; no longer the active publisher", NULL);
+    ob->leader = false;
+}
+
+/* Becomes the active publisher if no one else is; false when another is
+ * (or the database failed: the connection is dropped). */
+static bool lead(outbox *ob)
+{
+    todo_err err;
+    if (ob->leader) return true;
+    PGresult *res = pgx_exec(ob->pg, "select pg_try_advisory_lock($1::bigint)", 1,
+                             (const char *const[]){ob->t->lock_key}, &err);
+    if (res == NULL) {
+        drop_connection(ob);
+        return false;
+    }
+    ob->leader = PQgetvalue(res, 0, 0)[0] == 't';
+    PQclear(res);
+    if (!ob->leader) return false;
+    char listen[96];
+    snprintf(listen, sizeof listen, "listen %s", ob->t->channel);
+    if (pgx_cmd(ob->pg, listen, 0, NULL, &err) != 0) {
+        drop_connection(ob);
+        return false;
+    }
+    log_info(ob->t->name, "active: this instance publishes the outbox", "application_name=%s", ob->app_name);
+    return true;
+}
+
+/* Publishes one batch read from the table; returns the rows done with
+ * (published or parked), or -1 when the database failed us. What Kafka
+ * acknowledged is marked first (whatever happens next, nothing it has is
+ * sent again), then what it refused is parked. */
+static int publish_batch(outbox *ob, PGresult *res)
+{
+    todo_err err;
+    int n = PQntuples(res);
+    arena_reset(ob->arena);
+    outbox_row *rows = arena_calloc(ob->arena, sizeof *rows * ((size_t)n + 1));
+    for (int i = 0; i < n; i++) {
+        size_t len = 0;
+        uint8_t *raw = PQunescapeBytea((const unsigned char *)PQgetvalue(res, i, 3), &len);
+        uint8_t *bytes = arena_alloc(ob->arena, len + 1);
+        if (raw != NULL) memcpy(bytes, raw, len);
+        PQfreemem(raw);
+        rows[i] = (outbox_row){.id = strtoll(PQgetvalue(res, i, 0), NULL, 10), .key = PQgetvalue(res, i, 1),
+                               .aggregate = PQgetvalue(res, i, 2), .bytes = bytes, .len = raw != NULL ? len : 0};
+    }
+    int acked = outbox_send(ob->sender, rows, n, ob->t->stamp_position, &ob->stop);
+
+    size_t cap = (size_t)n * 21 + 3, off = 0;
+    char *ids = arena_alloc(ob->arena, cap);
+    int marked = 0, done = 0;
+    ids[off++] = '{';
+    for (int i = 0; i < n; i++)
+        if (outbox_row_state(ob->sender, i) == OUTBOX_OK)
+            off += (size_t)snprintf(ids + off, cap - off, "%s%" PRId64, marked++ ? "," : "", rows[i].id);
+    ids[off++] = '}';
+    ids[off] = '\0';
+    if (acked > 0 && pgx_cmd(ob->pg, ob->t->done_sql, 1, (const char *const[]){ids}, &err) != 0) {
+        log_error(ob->t->name, "could not mark rows published; they will be sent again", "error=\"%s\"", err.msg);
+        return -1;
+    }
+    if (acked > 0) log_debug(ob->t->name, "published", "rows=%d first=%s", acked, PQgetvalue(res, 0, 0));
+    ob->retry = false;
+    for (int i = 0; i < n; i++) {
+        outbox_state st = outbox_row_state(ob->sender, i);
+        if (st == OUTBOX_FAILED || st == OUTBOX_SENT) { /* SENT: stopped while waiting */
+            ob->retry = true;
+            if (st == OUTBOX_FAILED)
+                log_warn(ob->t->name, "delivery failed; retrying", "id=%s type=%s error=\"%s\"", PQgetvalue(res, i, 0),
+                         PQgetvalue(res, i, 4), outbox_row_reason(ob->sender, i));
+        }
+        if (st != OUTBOX_REFUSED) continue;
+        const char *reason = outbox_row_reason(ob->sender, i);
+        log_error(ob->t->name, "event parked: it cannot be published; later events of its aggregate wait",
+                  "id=%s type=%s aggregate=%s reason=\"%s\"", PQgetvalue(res, i, 0), PQgetvalue(res, i, 4),
+                  rows[i].aggregate, reason);
+        if (pgx_cmd(ob->pg, ob->t->park_sql, 2, (const char *const[]){PQgetvalue(res, i, 0), reason}, &err) != 0) {
+            log_error(ob->t->name, "could not park a row", "id=%s error=\"%s\"", PQgetvalue(res, i, 0), err.msg);
+            return -1;
+        }
+        done++;
+    }
+    return done + acked;
+}
+
+static void *outbox_main(void *arg)
+{
+    outbox *ob = arg;
+    todo_err err;
+    char limit[16];
+    snprintf(limit, sizeof limit, "%d", ob->o->batch);
+
+    while (!atomic_load(&ob->stop)) {
+        if (ob->pg == NULL || PQstatus(ob->pg) != CONNECTION_OK) {
+            if (ob->pg != NULL) drop_connection(ob);
+            if (pgx_ensure(&ob->pg, ob->o->pg_url, ob->app_name, &err) != 0) {
+                log_warn(ob->t->name, "database unreachable; retrying", "error=\"%s\"", err.msg);
+                wait_for_work(ob, 1000);
+                continue;
+            }
+        }
+        if (!lead(ob)) {
+            if (ob->pg != NULL) wait_for_work(ob, ob->o->poll_ms);
+            continue;
+        }
+        if (ob->t->leader_tick != NULL) ob->t->leader_tick(ob->pg, ob->t->ctx);
+        PGresult *rows = pgx_exec(ob->pg, ob->t->select_sql, 1, (const char *const[]){limit}, &err);
+        if (rows == NULL) {
+            log_warn(ob->t->name, "reading the outbox failed", "error=\"%s\"", err.msg);
+            drop_connection(ob);
+            continue;
+        }
+        int n = PQntuples(rows), done = n > 0 ? publish_batch(ob, rows) : 0;
+        PQclear(rows);
+        if (done < 0 || (n > 0 && ob->retry)) {
+            wait_for_work(ob, 1000); /* Kafka trouble: back off, then retry the rest */
+        } else if (n < ob->o->batch) {
+            wait_for_work(ob, ob->o->poll_ms);
+        }
+    }
+    /* On this thread: its prepared statements are remembered per thread. */
+    pgx_close(ob->pg);
+    ob->pg = NULL;
+    return NULL;
+}
+
+outbox *outbox_start(const outbox_table *t, const outbox_opts *o, todo_err *err)
+{
+    outbox *ob = calloc(1, sizeof *ob);
+    if (ob == NULL) {
+        todo_err_set(err, TODO_EINTERNAL, "out of memory");
+        return NULL;
+    }
+    ob->t = t;
+    ob->o = o;
+    ob->wake[0] = ob->wake[1] = -1;
+    /* The pid names the instance in pg_stat_activity (todoctl outbox). */
+    snprintf(ob->app_name, sizeof ob->app_name, "%s-%d", o->app_name, (int)getpid());
+    ob->arena = arena_new();
+    if (ob->arena == NULL || pipe(ob->wake) != 0) {
+        todo_err_set(err, TODO_EINTERNAL, "out of resources starting the %s", t->name);
+        outbox_stop(ob);
+        return NULL;
+    }
+    ob->sender = outbox_sender_new(o->brokers, o->app_name, o->batch, o->max_event_bytes, NULL, err);
+    if (ob->sender == NULL) {
+        outbox_stop(ob);
+        return NULL;
+    }
+    if (pthread_create(&ob->thread, NULL, outbox_main, ob) != 0) {
+        outbox_sender_free(ob->sender);
+        ob->sender = NULL;
+        todo_err_set(err, TODO_EINTERNAL, "cannot start the %s thread", t->name);
+        outbox_stop(ob);
+        return NULL;
+    }
+    return ob;
+}
+
+void outbox_stop(outbox *ob)
+{
+    if (ob == NULL) return;
+    if (ob->sender != NULL) {
+        atomic_store(&ob->stop, 1);
+        if (write(ob->wake[1], "x", 1) < 0) { /* the thread polls every second anyway */
+        }
+        pthread_join(ob->thread, NULL);
+        outbox_sender_free(ob->sender);
+    }
+    pgx_close(ob->pg);
+    if (ob->wake[0] >= 0) close(ob->wake[0]);
+    if (ob->wake[1] >= 0) close(ob->wake[1]);
+    arena_free(ob->arena);
+    free(ob);
+}

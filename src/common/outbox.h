@@ -1,0 +1,123 @@
+/*
+ * outbox: the one way events leave this system for Kafka.
+ *
+ * A process writes its events into an outbox table in the same transaction
+ * as the state they describe (todo-command: write.events; todo-saga:
+ * saga.outbox); an outbox publisher (outbox_start) sends them in order and
+ * tells the table which rows Kafka acknowledged. Nothing else produces an
+ * event: every record leaves through outbox_send, which writes the
+ * standard headers (event.h) and keys it by user (per-user order).
+ *
+ * Delivery rules (outbox_send, tested against librdkafka's mock cluster in
+ * tests/unit/test_outbox.c):
+ *   - every row Kafka acknowledged is reported OUTBOX_OK, whatever happened
+ *     to the rows around it: the table marks or deletes it at once, so
+ *     nothing Kafka has is sent twice by the publisher's own doing;
+ *   - a row that fails for a reason worth retrying (the broker is away, a
+ *     request error) is OUTBOX_FAILED, and the later rows of its key (user)
+ *     and of its aggregate in the batch are not sent (OUTBOX_HELD): they
+ *     go again with it, in order;
+ *   - a row that can never be published is OUTBOX_REFUSED with its reason:
+ *     larger than the event size limit, refused by Kafka as too large or
+ *     invalid, an envelope that does not decode, or a type no topic
+ *     carries. The publisher parks it (the table keeps it aside with the
+ *     reason) and goes on with everything else; the aggregate's later rows
+ *     wait behind it, in this batch and in the next ones (the select
+ *     statement skips them), until an operator retries or drops it.
+ *
+ * One publisher per table is active at a time: the one holding a
+ * PostgreSQL session advisory lock on its own connection; the others retry
+ * the lock every poll interval and take over within seconds when the
+ * leader's connection dies. The active one wakes on LISTEN (a trigger
+ * notifies on insert) and polls as a fallback.
+ */
+#ifndef TODO_OUTBOX_H
+#define TODO_OUTBOX_H
+
+#include <libpq-fe.h>
+#include <librdkafka/rdkafka.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "todo_err.h"
+
+/* What became of one row of a batch. */
+typedef enum outbox_state {
+    OUTBOX_HELD = 0,   /* not sent: an earlier row of its user or aggregate failed */
+    OUTBOX_SENT,       /* sent; no delivery report yet (stopped while waiting) */
+    OUTBOX_OK,         /* Kafka acknowledged it */
+    OUTBOX_FAILED,     /* failed for a reason worth retrying */
+    OUTBOX_REFUSED     /* can never be published: to be parked */
+} outbox_state;
+
+/* One row of an outbox table. */
+typedef struct outbox_row {
+    int64_t id;             /* the table's order (write.events: the global position) */
+    const char *key;        /* the Kafka key: the user id */
+    const char *aggregate;  /* a refused row holds back its aggregate */
+    const uint8_t *bytes;   /* a todo.v1.EventEnvelope */
+    size_t len;
+} outbox_row;
+
+/* ---- the producing half (no database) ---- */
+
+typedef struct outbox_sender outbox_sender;
+
+/* An idempotent producer (kafkax) for batches of up to max_rows rows of at
+ * most max_event_bytes each. extra_conf: NULL, or "key", "value" pairs
+ * ending with NULL applied on top (tests: shorter timeouts). */
+outbox_sender *outbox_sender_new(const char *brokers, const char *client_id, int max_rows, int max_event_bytes,
+                                 const char *const *extra_conf, todo_err *err);
+void outbox_sender_free(outbox_sender *s);
+
+/* Sends rows[0..n) in order and waits for every delivery report (or until
+ * *stop, when stop is not NULL). When stamp_position is set, each envelope
+ * gets its row's id as `position` before it leaves. Returns how many Kafka
+ * acknowledged; outbox_row_state/outbox_row_reason tell each row's fate
+ * until the next call. */
+int outbox_send(outbox_sender *s, const outbox_row *rows, int n, bool stamp_position, const atomic_int *stop);
+outbox_state outbox_row_state(const outbox_sender *s, int i);
+/* Why row i failed or was refused ("" otherwise). */
+const char *outbox_row_reason(const outbox_sender *s, int i);
+
+/* ---- the publisher (a table, a thread) ---- */
+
+/* An outbox table, as SQL. */
+typedef struct outbox_table {
+    const char *name;        /* log component and thread role: "relay", "saga-outbox" */
+    const char *lock_key;    /* the advisory lock of the one active publisher */
+    const char *channel;     /* LISTEN channel the insert trigger notifies */
+    /* $1 = batch size: id, key, aggregate id, envelope (bytea), event type;
+     * unpublished, not parked, not behind a parked row of its aggregate,
+     * in order. */
+    const char *select_sql;
+    const char *done_sql;    /* $1 = the acknowledged ids, a bigint[] */
+    const char *park_sql;    /* $1 = id, $2 = reason */
+    bool stamp_position;     /* see outbox_send */
+    /* Called by the active publisher before each batch (housekeeping,
+     * backlog reports); may be NULL. */
+    void (*leader_tick)(PGconn *pg, void *ctx);
+    void *ctx;
+} outbox_table;
+
+typedef struct outbox_opts {
+    const char *pg_url;
+    const char *brokers;
+    const char *app_name;     /* application_name prefix; "-<pid>" is added */
+    int batch;                /* rows per batch */
+    int poll_ms;              /* fallback poll when no NOTIFY arrives */
+    int max_event_bytes;      /* larger rows are refused (parked) */
+} outbox_opts;
+
+typedef struct outbox outbox;
+
+/* Starts the publisher thread of table t. t and o are borrowed and must
+ * outlive it. */
+outbox *outbox_start(const outbox_table *t, const outbox_opts *o, todo_err *err);
+
+/* Stops the thread (after the batch in flight) and frees it; takes NULL. */
+void outbox_stop(outbox *ob);
+
+#endif
