@@ -10,7 +10,7 @@
  *   todoctl get TASK_ID
  *   todoctl done|reopen|rm|restore TASK_ID [--expect VERSION]
  *   todoctl health [command|query]
- *   todoctl outbox [parked|retry POS|drop POS]   relay lag, parked events (todoctl_outbox.c)
+ *   todoctl outbox [--saga] [parked|retry POS|drop POS]   relay lag, parked events (todoctl_outbox.c)
  *   todoctl projection status [--group G]       a projection's progress, lag per partition, last error
  *   todoctl projection rebuild [NAME]           rebuild the read model from a topic replay, then swap it in
  *   todoctl saga list|show|retry|compensate     sagas (todoctl_saga.c)
@@ -32,8 +32,8 @@
 #include "config.h"
 #include "event.h"
 #include "grpc/health/v1/health.pb-c.h"
-#include "grpcx.h"
 #include "grpcx_client.h"
+#include "grpcx_status.h"
 #include "log.h"
 #include "kafkax.h"
 #include "migrate.h"
@@ -64,7 +64,8 @@ static int usage(void)
           "  todoctl remind TASK_ID WHEN [--channel email|push|sms]\n"
           "  todoctl reminders [--task TASK_ID] [--all]   (--all: also cancelled and fired ones)\n"
           "  todoctl health [command|query]\n"
-          "  todoctl outbox | outbox parked | outbox retry POSITION | outbox drop POSITION [--reason TEXT]\n"
+          "  todoctl outbox [--saga] | outbox [--saga] parked | outbox [--saga] retry POSITION\n"
+          "  todoctl outbox [--saga] drop POSITION [--reason TEXT]   (--saga: todo-saga's outbox)\n"
           "  todoctl projection status [--group G]\n"
           "  todoctl projection rebuild [NAME]   (NAME: the projection's consumer group)\n"
           "  todoctl saga list [--state S] [--limit N] | saga show ID | saga retry ID | saga compensate ID\n"

@@ -8,6 +8,8 @@
  *   todoctl outbox drop POSITION [--reason TEXT]
  *                                          it leaves the outbox unpublished; its aggregate's
  *                                          waiting events go out across the gap
+ *   todoctl outbox --saga [parked|retry ID|drop ID [--reason TEXT]]
+ *                                          the same for todo-saga's outbox (saga.outbox)
  *
  * Uses the admin connection (TODO_PG_URL); a running relay wakes up on
  * retry and drop.
@@ -18,6 +20,7 @@
 
 #include "cmd_outbox.h"
 #include "pgx.h"
+#include "saga_store.h"
 #include "todoctl.h"
 
 static int status(PGconn *pg)
@@ -34,6 +37,37 @@ static int status(PGconn *pg)
     printf("waiting behind them  %ld\n", st.held);
     printf("last position        %lld\n", st.last_position);
     printf("active relay         %s\n", st.active[0] ? st.active : "none");
+    saga_outbox_stat ss;
+    if (saga_outbox_status(pg, &ss, &err) != 0) {
+        fprintf(stderr, "todoctl: %s\n", err.msg);
+        return 1;
+    }
+    printf("saga outbox          %ld unpublished, oldest %.1f s, %ld parked%s, %ld waiting behind them\n", ss.rows,
+           ss.oldest_age_s, ss.parked, ss.parked > 0 ? " (todoctl outbox --saga parked)" : "", ss.held);
+    printf("saga publisher       %s\n", ss.active[0] ? ss.active : "none");
+    return 0;
+}
+
+static int saga_parked(PGconn *pg)
+{
+    enum { CAP = 200 };
+    saga_outbox_row *rows = calloc(CAP, sizeof *rows);
+    int n = 0;
+    todo_err err;
+    if (rows == NULL || saga_outbox_parked(pg, rows, CAP, &n, &err) != 0) {
+        fprintf(stderr, "todoctl: %s\n", rows == NULL ? "out of memory" : err.msg);
+        free(rows);
+        return 1;
+    }
+    if (n == 0) printf("no parked saga outbox rows\n");
+    for (int i = 0; i < n; i++) {
+        const saga_outbox_row *p = &rows[i];
+        printf("id %lld  %s  user %s  aggregate %s  %lld bytes  parked %s\n", p->id, p->event_type, p->user_id,
+               p->aggregate_id, p->bytes, p->parked_at);
+        printf("    reason: %s\n", p->reason);
+        printf("    waiting behind it: %ld event(s) of the same aggregate\n", p->waiting);
+    }
+    free(rows);
     return 0;
 }
 
@@ -61,7 +95,7 @@ static int parked(PGconn *pg)
     return 0;
 }
 
-static int act(PGconn *pg, int argc, char **argv, bool drop)
+static int act(PGconn *pg, int argc, char **argv, bool drop, bool saga)
 {
     if (argc < 4) return 2;
     char *end;
@@ -76,10 +110,18 @@ static int act(PGconn *pg, int argc, char **argv, bool drop)
         else return 2;
     }
     todo_err err;
-    int rc = drop ? cmd_outbox_drop(pg, position, why, &err) : cmd_outbox_retry(pg, position, &err);
+    int rc = saga ? (drop ? saga_outbox_drop(pg, position, &err) : saga_outbox_retry(pg, position, &err))
+             : drop ? cmd_outbox_drop(pg, position, why, &err)
+                    : cmd_outbox_retry(pg, position, &err);
     if (rc != 0) {
         fprintf(stderr, "todoctl: %s\n", err.msg);
         return 1;
+    }
+    if (saga) {
+        printf(drop ? "saga outbox row %lld dropped (reason: %s): the events waiting behind it are published next\n"
+                    : "saga outbox row %lld is back: the publisher sends it, then what waited behind it%s\n",
+               position, drop ? (why != NULL ? why : "none given") : "");
+        return 0;
     }
     printf(drop ? "position %lld dropped: the events waiting behind it are published next\n"
                 : "position %lld is back in the outbox: the relay publishes it, then what waited behind it\n",
@@ -89,6 +131,11 @@ static int act(PGconn *pg, int argc, char **argv, bool drop)
 
 int todoctl_outbox(const todo_config *cfg, int argc, char **argv)
 {
+    bool saga = argc > 2 && strcmp(argv[2], "--saga") == 0;
+    if (saga) { /* drop the flag: the rest reads as for write.events */
+        for (int i = 2; i + 1 < argc; i++) argv[i] = argv[i + 1];
+        argc--;
+    }
     const char *sub = argc > 2 ? argv[2] : "";
     if (sub[0] != '\0' && strcmp(sub, "parked") != 0 && strcmp(sub, "retry") != 0 && strcmp(sub, "drop") != 0)
         return 2;
@@ -99,8 +146,8 @@ int todoctl_outbox(const todo_config *cfg, int argc, char **argv)
         return 1;
     }
     int rc = sub[0] == '\0'                  ? status(pg)
-             : strcmp(sub, "parked") == 0 ? parked(pg)
-                                              : act(pg, argc, argv, strcmp(sub, "drop") == 0);
+             : strcmp(sub, "parked") == 0 ? (saga ? saga_parked(pg) : parked(pg))
+                                              : act(pg, argc, argv, strcmp(sub, "drop") == 0, saga);
     pgx_close(pg);
     return rc;
 }

@@ -27,9 +27,10 @@
 #include <stdint.h>
 
 #include "todo_err.h"
+#include "lock_keys.h"
 
 /* The advisory lock the one active relay holds. */
-#define CMD_RELAY_LOCK_KEY "7428312"
+#define CMD_RELAY_LOCK_KEY LOCK_RELAY
 
 /* The outbox at a glance. */
 typedef struct cmd_outbox_status {

@@ -11,20 +11,11 @@
 #include "cmd_service.h"
 #include "config.h"
 #include "grpcx.h"
+#include "event.h"
 #include "log.h"
 #include "reg_local.h"
 #include "reg_service.h"
 #include "svc.h"
-
-/* The event types this service writes: their schemas are registered (or
- * found registered) before it serves, and it does not start when the
- * registry refuses one. */
-static const char *const PRODUCED[] = {
-    "task.created",       "task.updated",         "task.completed",     "task.reopened",
-    "task.deleted",       "task.restored",        "reminder.scheduled", "reminder.cancelled",
-    "reminder.snoozed",   "reminder.triggered",   "reminder.restored",  "recurring_pattern.created",
-    "recurring_pattern.updated",
-};
 
 static void stop_groups(cmd_app *app)
 {
@@ -58,7 +49,12 @@ int main(void)
         log_warn("command", "using the built-in development JWT secret (TODO_ENV=local)", NULL);
     svc_signals_block(&sigs);
 
-    if (reg_register_at_startup(cfg.pg_url, "todo-command", PRODUCED, sizeof PRODUCED / sizeof PRODUCED[0], &err) != 0) {
+    /* The event types this service writes (the catalogue's, event.c): their
+     * schemas are registered (or found registered) before it serves, and it
+     * does not start when the registry refuses one. */
+    const char *produced[64];
+    size_t n_produced = event_types_of_producer("todo-command", produced, 64);
+    if (reg_register_at_startup(cfg.pg_url, "todo-command", produced, n_produced, &err) != 0) {
         log_error("command", "cannot register the event schemas", "error=\"%s\"", err.msg);
         return 1;
     }

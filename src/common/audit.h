@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "todo_err.h"
+#include "topic_names.h"
 
 typedef struct audit_log audit_log;
 
@@ -30,7 +31,7 @@ typedef struct audit_entry {
     int64_t version;
 } audit_entry;
 
-#define AUDIT_TOPIC "system.audit.v1"
+#define AUDIT_TOPIC TOPIC_AUDIT
 
 /* A producer for source ("todo-command") on brokers. */
 audit_log *audit_new(const char *brokers, const char *source, todo_err *err);

@@ -11,6 +11,12 @@
 int dlq_send(rd_kafka_t *producer, const char *group, const rd_kafka_message_t *orig, const char *reason,
              todo_err *err)
 {
+    return dlq_send_tagged(producer, group, orig, reason, NULL, err);
+}
+
+int dlq_send_tagged(rd_kafka_t *producer, const char *group, const rd_kafka_message_t *orig, const char *reason,
+                    void *msg_opaque, todo_err *err)
+{
     Todo__V1__DeadLetter dl = TODO__V1__DEAD_LETTER__INIT;
     Todo__V1__DeadLetter__OriginalHeadersEntry *entries = NULL, **ptrs = NULL;
     rd_kafka_headers_t *oh = NULL;
@@ -71,7 +77,7 @@ int dlq_send(rd_kafka_t *producer, const char *group, const rd_kafka_message_t *
     rd_kafka_header_add(h, "content-type", -1, "application/protobuf", -1);
     rd_kafka_resp_err_t e = rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(DLQ_TOPIC), RD_KAFKA_V_KEY(id, strlen(id)),
                                               RD_KAFKA_V_VALUE(buf, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
-                                              RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+                                              RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(msg_opaque), RD_KAFKA_V_END);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
         rd_kafka_headers_destroy(h);
         free(buf);

@@ -12,13 +12,20 @@
 #include <librdkafka/rdkafka.h>
 
 #include "todo_err.h"
+#include "topic_names.h"
 
-#define DLQ_TOPIC "system.dlq.v1"
+#define DLQ_TOPIC TOPIC_DLQ
 
 /* Enqueues the dead letter for orig on producer (an idempotent producer from
  * kafkax_producer_new). The caller flushes and checks delivery before it
  * commits orig's offset. */
 int dlq_send(rd_kafka_t *producer, const char *consumer_group, const rd_kafka_message_t *orig, const char *reason,
              todo_err *err);
+
+/* dlq_send, with msg_opaque handed to the dead letter's delivery report
+ * (its rd_kafka_message_t._private), so that the caller can tell which of
+ * several dead letters were acknowledged. */
+int dlq_send_tagged(rd_kafka_t *producer, const char *consumer_group, const rd_kafka_message_t *orig,
+                    const char *reason, void *msg_opaque, todo_err *err);
 
 #endif

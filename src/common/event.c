@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "text.h"
+#include "topic_names.h"
 
 int64_t event_now_us(void)
 {
@@ -118,33 +119,33 @@ int event_decode(const uint8_t *bytes, size_t len, arena *a, Todo__V1__EventEnve
 /* The event schemas this build knows, oldest version of a type first; the
  * last entry of a type is the version producers write. */
 static const event_schema schemas[] = {
-    {"task.created", 1, "todo.v1.TaskCreated"},
-    {"task.created", 2, "todo.v1.TaskCreatedV2"},
-    {"task.updated", 1, "todo.v1.TaskUpdated"},
-    {"task.completed", 1, "todo.v1.TaskCompleted"},
-    {"task.reopened", 1, "todo.v1.TaskReopened"},
-    {"task.deleted", 1, "todo.v1.TaskDeleted"},
-    {"task.restored", 1, "todo.v1.TaskRestored"},
-    {"reminder.scheduled", 1, "todo.v1.ReminderScheduled"},
-    {"reminder.cancelled", 1, "todo.v1.ReminderCancelled"},
-    {"reminder.snoozed", 1, "todo.v1.ReminderSnoozed"},
-    {"reminder.triggered", 1, "todo.v1.ReminderTriggered"},
-    {"reminder.restored", 1, "todo.v1.ReminderRestored"},
-    {"recurring.task.generated", 1, "todo.v1.RecurringTaskGenerated"},
-    {"notification.requested", 1, "todo.v1.SendNotification"},
-    {"notification.sent", 1, "todo.v1.NotificationSent"},
-    {"notification.failed", 1, "todo.v1.NotificationFailed"},
-    {"recurring_pattern.created", 1, "todo.v1.RecurringPatternCreated"},
-    {"recurring_pattern.updated", 1, "todo.v1.RecurringPatternUpdated"},
-    {"saga.started", 1, "todo.v1.SagaEvent"},
-    {"saga.step.completed", 1, "todo.v1.SagaEvent"},
-    {"saga.step.failed", 1, "todo.v1.SagaEvent"},
-    {"saga.step.compensated", 1, "todo.v1.SagaEvent"},
-    {"saga.step.compensation_failed", 1, "todo.v1.SagaEvent"},
-    {"saga.compensating", 1, "todo.v1.SagaEvent"},
-    {"saga.compensated", 1, "todo.v1.SagaEvent"},
-    {"saga.completed", 1, "todo.v1.SagaEvent"},
-    {"saga.failed", 1, "todo.v1.SagaEvent"},
+    {"task.created", 1, "todo.v1.TaskCreated", "todo-command"},
+    {"task.created", 2, "todo.v1.TaskCreatedV2", "todo-command"},
+    {"task.updated", 1, "todo.v1.TaskUpdated", "todo-command"},
+    {"task.completed", 1, "todo.v1.TaskCompleted", "todo-command"},
+    {"task.reopened", 1, "todo.v1.TaskReopened", "todo-command"},
+    {"task.deleted", 1, "todo.v1.TaskDeleted", "todo-command"},
+    {"task.restored", 1, "todo.v1.TaskRestored", "todo-command"},
+    {"reminder.scheduled", 1, "todo.v1.ReminderScheduled", "todo-command"},
+    {"reminder.cancelled", 1, "todo.v1.ReminderCancelled", "todo-command"},
+    {"reminder.snoozed", 1, "todo.v1.ReminderSnoozed", "todo-command"},
+    {"reminder.triggered", 1, "todo.v1.ReminderTriggered", "todo-command"},
+    {"reminder.restored", 1, "todo.v1.ReminderRestored", "todo-command"},
+    {"recurring.task.generated", 1, "todo.v1.RecurringTaskGenerated", "todo-saga"},
+    {"notification.requested", 1, "todo.v1.SendNotification", "todo-saga"},
+    {"notification.sent", 1, "todo.v1.NotificationSent", "todo-saga"},
+    {"notification.failed", 1, "todo.v1.NotificationFailed", "todo-saga"},
+    {"recurring_pattern.created", 1, "todo.v1.RecurringPatternCreated", "todo-command"},
+    {"recurring_pattern.updated", 1, "todo.v1.RecurringPatternUpdated", "todo-command"},
+    {"saga.started", 1, "todo.v1.SagaEvent", "todo-saga"},
+    {"saga.step.completed", 1, "todo.v1.SagaEvent", "todo-saga"},
+    {"saga.step.failed", 1, "todo.v1.SagaEvent", "todo-saga"},
+    {"saga.step.compensated", 1, "todo.v1.SagaEvent", "todo-saga"},
+    {"saga.step.compensation_failed", 1, "todo.v1.SagaEvent", "todo-saga"},
+    {"saga.compensating", 1, "todo.v1.SagaEvent", "todo-saga"},
+    {"saga.compensated", 1, "todo.v1.SagaEvent", "todo-saga"},
+    {"saga.completed", 1, "todo.v1.SagaEvent", "todo-saga"},
+    {"saga.failed", 1, "todo.v1.SagaEvent", "todo-saga"},
 };
 #define N_SCHEMAS (sizeof schemas / sizeof schemas[0])
 
@@ -155,6 +156,18 @@ size_t event_schemas(const event_schema **out)
 {
     *out = schemas;
     return N_SCHEMAS;
+}
+
+size_t event_types_of_producer(const char *producer, const char **out, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < N_SCHEMAS; i++) {
+        if (strcmp(schemas[i].producer, producer) != 0) continue;
+        bool seen = false;
+        for (size_t k = 0; k < n && !seen; k++) seen = strcmp(out[k], schemas[i].type) == 0;
+        if (!seen && n < cap) out[n++] = schemas[i].type;
+    }
+    return n;
 }
 
 static long schema_index(const char *type, int32_t v)
@@ -192,10 +205,10 @@ int32_t event_schema_id(const char *type, int32_t v)
 
 const char *event_topic(const char *type)
 {
-    if (strncmp(type, "task.", 5) == 0 || strncmp(type, "recurring_pattern.", 18) == 0) return "tasks.events.v1";
-    if (strncmp(type, "reminder.", 9) == 0) return "reminders.events.v1";
-    if (strncmp(type, "notification.", 13) == 0) return "notifications.commands.v1";
-    if (strncmp(type, "saga.", 5) == 0 || strncmp(type, "recurring.", 10) == 0) return "saga.events.v1";
+    if (strncmp(type, "task.", 5) == 0 || strncmp(type, "recurring_pattern.", 18) == 0) return TOPIC_TASKS;
+    if (strncmp(type, "reminder.", 9) == 0) return TOPIC_REMINDERS;
+    if (strncmp(type, "notification.", 13) == 0) return TOPIC_NOTIFICATIONS;
+    if (strncmp(type, "saga.", 5) == 0 || strncmp(type, "recurring.", 10) == 0) return TOPIC_SAGA;
     return NULL;
 }
 

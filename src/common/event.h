@@ -67,8 +67,13 @@ typedef struct event_schema {
     const char *type;
     int32_t version;
     const char *message;
+    const char *producer;   /* the process that writes it: "todo-command", "todo-saga" */
 } event_schema;
 size_t event_schemas(const event_schema **out);
+
+/* The types producer writes (each once, catalogue order), up to cap, into
+ * out; returns how many. */
+size_t event_types_of_producer(const char *producer, const char **out, size_t cap);
 
 /* The protobuf message name for a type and schema version
  * ("task.created", 1 -> "todo.v1.TaskCreated"), or NULL when unknown. */

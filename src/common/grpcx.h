@@ -42,6 +42,7 @@
 #include <stddef.h>
 
 #include "arena.h"
+#include "grpcx_status.h"
 #include "todo_err.h"
 
 typedef struct grpcx_server grpcx_server;
@@ -130,11 +131,5 @@ const char *grpcx_call_method(grpcx_call *c);
 /* Milliseconds left before the client's deadline (negative when passed,
  * LONG_MAX without one). */
 long grpcx_call_ms_left(grpcx_call *c);
-
-/* --- status mapping, the one place todo_status becomes a gRPC code --- */
-grpc_status_code grpcx_status_of(int todo_status);
-
-/* The canonical name of a gRPC code ("INVALID_ARGUMENT"). */
-const char *grpcx_code_name(grpc_status_code code);
 
 #endif

@@ -6,11 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lock_keys.h"
 #include "log.h"
 #include "pgx.h"
 #include "text.h"
 
-#define MIGRATE_LOCK_KEY "7428311"  /* advisory lock id shared by all migrators */
+#define MIGRATE_LOCK_KEY LOCK_MIGRATE
 
 int migrate_parse_name(const char *name)
 {

@@ -7,28 +7,30 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "topic_names.h"
+
 #define MAX_TOPICS 16
 
 static const topics_spec dev[] = {
-    {"tasks.events.v1", 6, 1, 1, "delete", "-1"},
-    {"reminders.events.v1", 6, 1, 1, "delete", "-1"},
-    {"users.events.v1", 3, 1, 1, "delete", "-1"},
-    {"notifications.commands.v1", 3, 1, 1, "delete", "604800000"},
-    {"recurring.commands.v1", 3, 1, 1, "delete", "604800000"},
-    {"saga.events.v1", 3, 1, 1, "delete", "2592000000"},
-    {"system.dlq.v1", 1, 1, 1, "compact", "-1"},
-    {"system.audit.v1", 3, 1, 1, "delete", "2592000000"},
+    {TOPIC_TASKS, 6, 1, 1, "delete", "-1"},
+    {TOPIC_REMINDERS, 6, 1, 1, "delete", "-1"},
+    {TOPIC_USERS, 3, 1, 1, "delete", "-1"},
+    {TOPIC_NOTIFICATIONS, 3, 1, 1, "delete", "604800000"},
+    {TOPIC_RECURRING, 3, 1, 1, "delete", "604800000"},
+    {TOPIC_SAGA, 3, 1, 1, "delete", "2592000000"},
+    {TOPIC_DLQ, 1, 1, 1, "compact", "-1"},
+    {TOPIC_AUDIT, 3, 1, 1, "delete", "2592000000"},
 };
 
 static const topics_spec production[] = {
-    {"tasks.events.v1", 12, 3, 2, "delete", "-1"},
-    {"reminders.events.v1", 12, 3, 2, "delete", "-1"},
-    {"users.events.v1", 6, 3, 2, "delete", "-1"},
-    {"notifications.commands.v1", 6, 3, 2, "delete", "604800000"},
-    {"recurring.commands.v1", 6, 3, 2, "delete", "604800000"},
-    {"saga.events.v1", 6, 3, 2, "delete", "2592000000"},
-    {"system.dlq.v1", 3, 3, 2, "compact", "-1"},
-    {"system.audit.v1", 6, 3, 2, "delete", "2592000000"},
+    {TOPIC_TASKS, 12, 3, 2, "delete", "-1"},
+    {TOPIC_REMINDERS, 12, 3, 2, "delete", "-1"},
+    {TOPIC_USERS, 6, 3, 2, "delete", "-1"},
+    {TOPIC_NOTIFICATIONS, 6, 3, 2, "delete", "604800000"},
+    {TOPIC_RECURRING, 6, 3, 2, "delete", "604800000"},
+    {TOPIC_SAGA, 6, 3, 2, "delete", "2592000000"},
+    {TOPIC_DLQ, 3, 3, 2, "compact", "-1"},
+    {TOPIC_AUDIT, 6, 3, 2, "delete", "2592000000"},
 };
 
 int topics_profile_parse(const char *name, topics_profile *out, todo_err *err)

@@ -13,8 +13,9 @@
 #include "reg_local.h"
 #include "text.h"
 #include "todo/v1/events.pb-c.h"
+#include "topic_names.h"
 
-const char *const proj_source_topics[PROJ_N_SOURCE_TOPICS] = {"tasks.events.v1", "reminders.events.v1"};
+const char *const proj_source_topics[PROJ_N_SOURCE_TOPICS] = {TOPIC_TASKS, TOPIC_REMINDERS};
 
 typedef enum outcome { APPLIED, SKIPPED, DEAD } outcome;
 

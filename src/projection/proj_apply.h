@@ -38,6 +38,7 @@
 #include <stdbool.h>
 
 #include "arena.h"
+#include "lock_keys.h"
 #include "todo_err.h"
 
 /* The topics the read model is projected from, in one consumer group. */
@@ -45,7 +46,7 @@
 extern const char *const proj_source_topics[PROJ_N_SOURCE_TOPICS];
 
 /* The advisory lock a batch holds shared and a rebuild's swap exclusively. */
-#define PROJ_SWAP_LOCK_KEY "7428313"
+#define PROJ_SWAP_LOCK_KEY LOCK_PROJ_SWAP
 
 typedef struct proj_stats {
     int applied;

@@ -3,13 +3,15 @@
  * todo-projector (the live projection) and `todoctl projection rebuild` (a
  * shadow copy).
  *
- * Loop: poll up to the batch size from the source topics (proj_source_topics:
- * tasks.events.v1, reminders.events.v1) in the consumer group;
- * apply the batch in one database transaction (proj_apply); dead-letter the
- * records that cannot be applied and wait until the dead-letter topic
- * acknowledged them; only then commit the offsets. A crash anywhere
- * re-delivers records that proj_apply then skips. While the database is away
- * the same batch is retried; nothing is skipped.
+ * Loop (consume.h's, with the projector's applier): poll up to the batch
+ * size from the source topics (proj_source_topics: tasks.events.v1,
+ * reminders.events.v1) in the consumer group; apply the batch in one
+ * database transaction (proj_apply); dead-letter the records that cannot be
+ * applied and wait until the dead-letter topic acknowledged them; only then
+ * commit the offsets. A crash anywhere re-delivers records that proj_apply
+ * then skips. While the database is away the same batch is retried; nothing
+ * is skipped. A failure is recorded (projection_status.last_error) with the
+ * next batch that commits.
  */
 #ifndef TODO_PROJ_LOOP_H
 #define TODO_PROJ_LOOP_H

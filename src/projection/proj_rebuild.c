@@ -11,12 +11,13 @@
 #include <time.h>
 
 #include "kafkax.h"
+#include "lock_keys.h"
 #include "log.h"
 #include "pgx.h"
 #include "proj_apply.h"
 #include "proj_loop.h"
 
-#define REBUILD_LOCK_KEY "7428314"  /* one rebuild at a time */
+#define REBUILD_LOCK_KEY LOCK_REBUILD
 #define SHADOW "read_rebuild"
 #define MAX_PARTITIONS 256
 #define CHECK_EVERY_MS 1000

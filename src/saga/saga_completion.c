@@ -8,8 +8,8 @@
 
 #include "arena.h"
 #include "auth.h"
+#include "grpcx_status.h"
 #include "event.h"
-#include "grpcx.h"
 #include "pgx.h"
 #include "saga_store.h"
 #include "text.h"

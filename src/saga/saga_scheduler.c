@@ -10,9 +10,10 @@
 
 #include "auth.h"
 #include "event.h"
-#include "grpcx.h"
+#include "grpcx_status.h"
 #include "log.h"
 #include "pgx.h"
+#include "saga_proc.h"
 #include "todo/v1/command.pb-c.h"
 
 #define TICK_MAX 100 /* reminders per tick */
@@ -109,4 +110,26 @@ int saga_scheduler_tick(saga_scheduler *s, int *fired, todo_err *err)
     PQclear(r);
     if (fired != NULL) *fired = total;
     return TODO_OK;
+}
+
+void *saga_scheduler_main(void *proc)
+{
+    saga_proc *p = proc;
+    todo_err err;
+    saga_scheduler s = {.cfg = &p->cfg, .command = grpcx_channel_new(p->cfg.command_addr)};
+    while (!atomic_load(&p->stopping)) {
+        saga_proc_ensure_pg(p, &s.pg, "todo-saga-scheduler");
+        if (s.pg == NULL) break;
+        int fired = 0;
+        if (saga_scheduler_tick(&s, &fired, &err) != 0) {
+            log_warn("scheduler", "looking for due reminders failed", "error=\"%s\"", err.msg);
+            saga_proc_pause_ms(p, 1000);
+            continue;
+        }
+        if (fired == 0) saga_proc_pause_ms(p, p->cfg.scheduler_poll_ms);
+    }
+    log_info("scheduler", "stopping", "fired=%lld max_delay_ms=%.1f", s.fired, s.max_delay_ms);
+    pgx_close(s.pg);
+    grpcx_channel_free(s.command);
+    return NULL;
 }

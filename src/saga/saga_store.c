@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "arena.h"
+#include "lock_keys.h"
 #include "pgx.h"
 #include "text.h"
 
@@ -370,4 +371,83 @@ int saga_store_upgrade_outbox(PGconn *pg, long *converted, todo_err *err)
     }
     PQclear(res);
     return rc;
+}
+
+int saga_outbox_status(PGconn *pg, saga_outbox_stat *st, todo_err *err)
+{
+    PGresult *r = pgx_exec(pg,
+                           "select count(*), coalesce(extract(epoch from now() - min(created_at)), 0)::float8,"
+                           " count(*) filter (where parked_at is not null),"
+                           " count(*) filter (where parked_at is null and exists (select 1 from saga.outbox p"
+                           "    where p.parked_at is not null and p.aggregate_id = o.aggregate_id and p.id < o.id)),"
+                           " coalesce((select string_agg(a.application_name || ' (backend ' || a.pid || ')', ', ')"
+                           "    from pg_locks l join pg_stat_activity a on a.pid = l.pid"
+                           "    where l.locktype = 'advisory' and l.objid = " LOCK_SAGA_OUTBOX " and l.granted), '')"
+                           " from saga.outbox o",
+                           0, NULL, err);
+    if (r == NULL) return err->code;
+    st->rows = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+    st->oldest_age_s = strtod(PQgetvalue(r, 0, 1), NULL);
+    st->parked = strtol(PQgetvalue(r, 0, 2), NULL, 10);
+    st->held = strtol(PQgetvalue(r, 0, 3), NULL, 10);
+    snprintf(st->active, sizeof st->active, "%s", PQgetvalue(r, 0, 4));
+    PQclear(r);
+    return TODO_OK;
+}
+
+int saga_outbox_parked(PGconn *pg, saga_outbox_row *out, int cap, int *n, todo_err *err)
+{
+    char limit[16];
+    snprintf(limit, sizeof limit, "%d", cap);
+    PGresult *r = pgx_exec(pg,
+                           "select o.id, o.event_type, o.user_id, o.aggregate_id, octet_length(o.envelope),"
+                           " to_char(o.parked_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
+                           " coalesce(o.parked_reason, ''),"
+                           " (select count(*) from saga.outbox w where w.aggregate_id = o.aggregate_id and w.id > o.id"
+                           "   and w.parked_at is null)"
+                           " from saga.outbox o where o.parked_at is not null order by o.id limit $1::int",
+                           1, (const char *const[]){limit}, err);
+    if (r == NULL) return err->code;
+    *n = PQntuples(r);
+    for (int i = 0; i < *n; i++) {
+        saga_outbox_row *x = &out[i];
+        x->id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+        snprintf(x->event_type, sizeof x->event_type, "%s", PQgetvalue(r, i, 1));
+        snprintf(x->user_id, sizeof x->user_id, "%s", PQgetvalue(r, i, 2));
+        snprintf(x->aggregate_id, sizeof x->aggregate_id, "%s", PQgetvalue(r, i, 3));
+        x->bytes = strtoll(PQgetvalue(r, i, 4), NULL, 10);
+        snprintf(x->parked_at, sizeof x->parked_at, "%s", PQgetvalue(r, i, 5));
+        snprintf(x->reason, sizeof x->reason, "%s", PQgetvalue(r, i, 6));
+        x->waiting = strtol(PQgetvalue(r, i, 7), NULL, 10);
+    }
+    PQclear(r);
+    return TODO_OK;
+}
+
+/* Runs sql on parked row id (returning 1), then wakes the publisher. */
+static int change_parked(PGconn *pg, const char *sql, long long id, todo_err *err)
+{
+    char pos[24];
+    snprintf(pos, sizeof pos, "%lld", id);
+    PGresult *r = pgx_exec(pg, sql, 1, (const char *const[]){pos}, err);
+    if (r == NULL) return err->code;
+    int changed = PQntuples(r);
+    PQclear(r);
+    if (changed == 0) return todo_err_set(err, TODO_ENOTFOUND, "no parked saga outbox row %lld", id);
+    return pgx_cmd(pg, "select pg_notify('todo_saga_outbox', '')", 0, NULL, err) == 0 ? TODO_OK : err->code;
+}
+
+int saga_outbox_retry(PGconn *pg, long long id, todo_err *err)
+{
+    return change_parked(pg,
+                         "update saga.outbox set parked_at = null,"
+                         " parked_reason = 'retried after: ' || coalesce(parked_reason, '')"
+                         " where id = $1::bigint and parked_at is not null returning 1",
+                         id, err);
+}
+
+int saga_outbox_drop(PGconn *pg, long long id, todo_err *err)
+{
+    return change_parked(pg, "delete from saga.outbox where id = $1::bigint and parked_at is not null returning 1", id,
+                         err);
 }

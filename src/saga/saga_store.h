@@ -66,6 +66,34 @@ int saga_outbox_add(PGconn *pg, const event_meta *m, const ProtobufCMessage *pay
  * says how many. Run at start, before the publisher. */
 int saga_store_upgrade_outbox(PGconn *pg, long *converted, todo_err *err);
 
+/* saga.outbox as operators see it (`todoctl outbox --saga`). */
+typedef struct saga_outbox_stat {
+    long rows;                 /* events not yet acknowledged by Kafka, parked ones included */
+    double oldest_age_s;
+    long parked;
+    long held;                 /* waiting behind a parked row of their aggregate */
+    char active[256];          /* the active publisher's application_name and backend, or "" */
+} saga_outbox_stat;
+int saga_outbox_status(PGconn *pg, saga_outbox_stat *st, todo_err *err);
+
+typedef struct saga_outbox_row {
+    long long id;
+    char event_type[64];
+    char user_id[129];
+    char aggregate_id[64];
+    long long bytes;
+    char parked_at[40];
+    char reason[256];
+    long waiting;
+} saga_outbox_row;
+/* The parked rows (up to cap, oldest first). */
+int saga_outbox_parked(PGconn *pg, saga_outbox_row *out, int cap, int *n, todo_err *err);
+/* Retry: the publisher tries parked row id again, then what waited behind
+ * it. Drop: the row is deleted unpublished (its aggregate's waiting rows go
+ * out). TODO_ENOTFOUND when no such row is parked. */
+int saga_outbox_retry(PGconn *pg, long long id, todo_err *err);
+int saga_outbox_drop(PGconn *pg, long long id, todo_err *err);
+
 /* Operators (todoctl saga):
  * retry      a FAILED saga compensates again from the step whose
  *            compensation failed (its attempts start over);

@@ -144,7 +144,7 @@ static void a_rebuild_under_load_equals_the_write_model(void **state)
     pthread_create(&w, NULL, writer, &t);
     pthread_create(&rd, NULL, reader, &t);
     harness_sleep_ms(300);
-    char out[8192];
+    static char out[65536]; /* the rebuild's progress and its projector's log lines */
     int rc = harness_todoctl("projection rebuild", out, sizeof out);
     harness_sleep_ms(300);
     atomic_store(&stop_traffic, 1);
@@ -186,7 +186,7 @@ static void a_second_rebuild_is_refused_and_a_killed_one_resumes(void **state)
 {
     (void)state;
     HARNESS_NEED_STACK();
-    char out[8192];
+    static char out[65536]; /* the rebuild's progress and its projector's log lines */
     pid_t first = start_rebuild("rebuild-1");
     long long until = harness_now_ms() + 20000;
     while (!rebuild_lock_held() && harness_now_ms() < until) harness_sleep_ms(20);

@@ -578,6 +578,72 @@ static void rows_an_older_todo_saga_left_are_published(void **state)
     assert_int_equal(harness_scalar(harness_db, "select count(*) from saga.outbox where saga_id = $1::uuid", saga), 0);
 }
 
+/* A saga.outbox row that can never be published is parked; the later row
+ * of its aggregate waits behind it, other rows go out; an operator drops it
+ * and what waited is published. */
+static void a_saga_outbox_row_that_cannot_leave_is_parked(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char saga[37], other[37], ev1[37], ev2[37];
+    text_uuid_v4(saga);
+    text_uuid_v4(other);
+    text_uuid_v4(ev1);
+    text_uuid_v4(ev2);
+    arena *a = arena_new();
+    char *hex[2];
+    const char *ids[2] = {ev1, ev2}, *aggs[2] = {saga, other};
+    for (int i = 0; i < 2; i++) {
+        Todo__V1__SagaEvent se = TODO__V1__SAGA_EVENT__INIT;
+        se.saga_id = (char *)aggs[i];
+        se.saga_type = "task_completion";
+        se.step = "notify";
+        event_meta m = {.event_id = ids[i], .event_type = "saga.step.completed", .source = "test",
+                        .time_us = event_now_us(), .user_id = "parked-user", .aggregate_type = "saga",
+                        .aggregate_id = aggs[i], .aggregate_version = 1, .schema_version = 1};
+        uint8_t *bytes;
+        size_t len;
+        todo_err err;
+        assert_int_equal(event_encode(&m, &se.base, a, &bytes, &len, &err), 0);
+        hex[i] = arena_alloc(a, 2 * len + 1);
+        for (size_t k = 0; k < len; k++) sprintf(hex[i] + 2 * k, "%02x", bytes[k]);
+    }
+    /* The bad row first (a stored envelope that does not decode), then a
+     * good one of its aggregate, and a good one of another aggregate. */
+    const char *p[4] = {saga, other, hex[0], hex[1]};
+    PGresult *r = PQexecParams(harness_db,
+                               "insert into saga.outbox (user_id, event_type, aggregate_id, envelope) values"
+                               " ('parked-user', 'saga.step.completed', $1, '\\x0aff'::bytea),"
+                               " ('parked-user', 'saga.step.completed', $1, decode($3, 'hex')),"
+                               " ('parked-user-2', 'saga.step.completed', $2, decode($4, 'hex'))",
+                               4, NULL, p, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    assert_int_equal(saga_events(other, "saga.step.completed", 2), 1);
+    long long until = harness_now_ms() + 10000;
+    while (harness_now_ms() < until &&
+           harness_scalar(harness_db, "select count(*) from saga.outbox where aggregate_id = $1"
+                                      " and parked_reason like '%does not decode%'", saga) == 0)
+        harness_sleep_ms(50);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from saga.outbox where aggregate_id = $1"
+                                                " and parked_at is null", saga), 1); /* waits behind it */
+    char out[4096], args[128];
+    assert_int_equal(harness_todoctl("outbox --saga parked", out, sizeof out), 0);
+    assert_non_null(strstr(out, saga));
+    assert_non_null(strstr(out, "waiting behind it: 1 event(s)"));
+    long long id = harness_scalar(harness_db, "select id from saga.outbox where aggregate_id = $1"
+                                              " and parked_at is not null", saga);
+    snprintf(args, sizeof args, "outbox --saga drop %lld --reason test", id);
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 0);
+    assert_int_equal(saga_events(saga, "saga.step.completed", 2), 1); /* what waited went out */
+    until = harness_now_ms() + 10000;
+    while (harness_now_ms() < until &&
+           harness_scalar(harness_db, "select count(*) from saga.outbox where aggregate_id = $1", saga) > 0)
+        harness_sleep_ms(50);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from saga.outbox where aggregate_id = $1", saga), 0);
+    arena_free(a);
+}
+
 static void a_saga_killed_mid_way_resumes_after_a_restart(void **state)
 {
     (void)state;
@@ -715,6 +781,7 @@ int main(void)
         cmocka_unit_test(a_completion_refused_every_time_is_dead_lettered),
         cmocka_unit_test(operators_list_show_compensate_and_retry_sagas),
         cmocka_unit_test(rows_an_older_todo_saga_left_are_published),
+        cmocka_unit_test(a_saga_outbox_row_that_cannot_leave_is_parked),
         cmocka_unit_test(a_saga_killed_mid_way_resumes_after_a_restart),
         cmocka_unit_test(a_due_reminder_fires_once_and_a_cancelled_one_never),
     };

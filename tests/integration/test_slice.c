@@ -665,7 +665,7 @@ static void a_record_that_keeps_failing_is_dead_lettered_after_its_attempts(void
         produce(user, bytes[i], len[i]);
     }
     bool both = wait_read_count(user, 2, 30000) == 2;
-    bool dead = both && dlq_holds(bytes[1], len[1], "applying failed 3 times");
+    bool dead = both && dlq_holds(bytes[1], len[1], "handling failed 3 times");
     PQclear(PQexec(harness_db, "drop trigger test_refuse on read.tasks; drop function public.test_refuse_every_time()"));
     /* The record stays on the topic: a replay in a new group (an earlier
      * test, in the next build's run) must find it applied, as an operator

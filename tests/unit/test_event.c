@@ -194,6 +194,29 @@ static void event_types_map_to_topics_and_messages(void **state)
     assert_string_equal(t, "1969-12-31T23:59:59.999999Z");
 }
 
+static void each_process_produces_the_catalogue_s_types_of_its_topics(void **state)
+{
+    (void)state;
+    const char *types[64];
+    size_t n = event_types_of_producer("todo-command", types, 64);
+    assert_int_equal(n, 13);
+    for (size_t i = 0; i < n; i++) {
+        const char *topic = event_topic(types[i]);
+        assert_non_null(topic);
+        assert_true(strcmp(topic, "tasks.events.v1") == 0 || strcmp(topic, "reminders.events.v1") == 0);
+        for (size_t k = 0; k < i; k++) assert_string_not_equal(types[k], types[i]); /* task.created once */
+    }
+    n = event_types_of_producer("todo-saga", types, 64);
+    assert_int_equal(n, 13);
+    for (size_t i = 0; i < n; i++) {
+        const char *topic = event_topic(types[i]);
+        assert_non_null(topic);
+        assert_true(strcmp(topic, "saga.events.v1") == 0 || strcmp(topic, "notifications.commands.v1") == 0);
+    }
+    assert_int_equal(event_types_of_producer("todo-query", types, 64), 0);
+    assert_int_equal(event_types_of_producer("todo-command", types, 2), 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -203,6 +226,7 @@ int main(void)
         cmocka_unit_test(decoding_rejects_times_out_of_range),
         cmocka_unit_test(kafka_headers_carry_cloudevents_names),
         cmocka_unit_test(event_types_map_to_topics_and_messages),
+        cmocka_unit_test(each_process_produces_the_catalogue_s_types_of_its_topics),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,275 @@
+/* consume: see consume.h. */
+#include "consume.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dlq.h"
+#include "kafkax.h"
+#include "log.h"
+
+#define REASON_MAX 320        /* a given-up record's reason */
+#define BACKOFF_FIRST_MS 1000 /* the pause after a failure, doubling... */
+#define BACKOFF_MAX_MS 30000  /* ...up to this */
+
+/* Where a record's dead letter is. */
+enum { LETTER_NONE, LETTER_TO_SEND, LETTER_IN_FLIGHT, LETTER_ACKED };
+
+/* One consume_run's state: its handles and the batch in hand. */
+typedef struct loop {
+    const consume_opts *o;
+    rd_kafka_t *rk;               /* the consumer */
+    rd_kafka_t *dlq;              /* the dead letters' producer */
+    rd_kafka_message_t **msgs;    /* the batch (o->batch entries) */
+    size_t n;                     /* records in it; 0 between batches */
+    const char **dead;            /* per record: why it is dead-lettered, or NULL */
+    char (*given_up)[REASON_MAX]; /* per record: why it was given up on, or "" */
+    unsigned char *letter;        /* per record: LETTER_* */
+    int waits;                    /* pauses since this batch was polled: the back-off's exponent */
+} loop;
+
+static int stopping(const loop *l)
+{
+    return l->o->should_stop(l->o->ctx);
+}
+
+/* Pauses 1 s doubling to 30 s (more each time the batch waits), in 100 ms
+ * steps, returning early when asked to stop. */
+static void back_off(loop *l)
+{
+    int ms = BACKOFF_FIRST_MS << (l->waits < 5 ? l->waits : 5);
+    if (ms > BACKOFF_MAX_MS) ms = BACKOFF_MAX_MS;
+    for (int slept = 0; slept < ms && !stopping(l); slept += 100) usleep(100 * 1000);
+    l->waits++;
+}
+
+/* Polls up to a batch; 0 when nothing came. */
+static size_t poll_batch(loop *l)
+{
+    size_t n = 0;
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(l->rk, 500);
+    while (m != NULL) {
+        if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            l->msgs[n++] = m;
+        } else {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                log_warn(l->o->component, "consumer error", "group=%s error=\"%s\"", l->o->group,
+                         rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+        }
+        if (n == (size_t)l->o->batch) break;
+        m = rd_kafka_consumer_poll(l->rk, 0);
+    }
+    return n;
+}
+
+/* Applies the batch until the applier says it is durably applied (0) or
+ * the loop is asked to stop (-1). See consume.h for which failures give a
+ * record up and which are retried for as long as it takes. */
+static int apply_until_done(loop *l)
+{
+    const consume_opts *o = l->o;
+    int record = -1, record_fails = 0;
+    for (size_t i = 0; i < l->n; i++) l->given_up[i][0] = '\0';
+    for (;;) {
+        todo_err err;
+        int failed = -1;
+        for (size_t i = 0; i < l->n; i++) l->dead[i] = l->given_up[i][0] != '\0' ? l->given_up[i] : NULL;
+        todo_err_clear(&err);
+        int rc = o->apply(o->ctx, l->msgs, l->n, l->dead, &failed, &err);
+        if (rc == TODO_OK) return 0;
+        if (rc != TODO_EUNAVAIL && failed >= 0 && (size_t)failed < l->n && l->given_up[failed][0] == '\0') {
+            const rd_kafka_message_t *m = l->msgs[failed];
+            record_fails = failed == record ? record_fails + 1 : 1;
+            record = failed;
+            log_warn(o->component, "a record failed; retrying its batch",
+                     "group=%s topic=%s partition=%d offset=%lld attempt=%d max=%d error=\"%s\"", o->group,
+                     rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset, record_fails,
+                     o->max_attempts, err.msg);
+            if (record_fails >= o->max_attempts) {
+                snprintf(l->given_up[record], REASON_MAX, "handling failed %d times (the last: %.250s)", record_fails,
+                         err.msg);
+                record = -1;
+                record_fails = 0;
+                continue; /* at once: the rest of the batch goes on without it */
+            }
+        } else {
+            log_warn(o->component, "batch not applied; retrying", "group=%s records=%zu attempt=%d error=\"%s\"",
+                     o->group, l->n, l->waits + 1, err.msg);
+        }
+        if (stopping(l)) return -1;
+        back_off(l);
+    }
+}
+
+/* The dead letters' delivery reports, served on the loop's thread (from
+ * rd_kafka_flush): the message's opaque is its record's index. */
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+{
+    (void)rk;
+    loop *l = opaque;
+    size_t i = (size_t)(uintptr_t)msg->_private;
+    if (i >= l->n || l->letter[i] != LETTER_IN_FLIGHT) return; /* after the loop gave up on the batch */
+    if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        l->letter[i] = LETTER_ACKED;
+        return;
+    }
+    l->letter[i] = LETTER_TO_SEND;
+    log_warn(l->o->component, "dead-letter delivery failed; sending it again",
+             "group=%s topic=%s partition=%d offset=%lld error=\"%s\"", l->o->group,
+             rd_kafka_topic_name(l->msgs[i]->rkt), (int)l->msgs[i]->partition, (long long)l->msgs[i]->offset,
+             rd_kafka_err2str(msg->err));
+}
+
+static rd_kafka_t *dlq_producer_new(loop *l, todo_err *err)
+{
+    char client_id[200];
+    snprintf(client_id, sizeof client_id, "%s-dlq", l->o->group);
+    return kafkax_producer_new(l->o->brokers, client_id, on_delivery, l, err);
+}
+
+/* An idempotent producer that failed for good (rd_kafka_fatal_error) sends
+ * nothing more: replaced by a new one. */
+static void renew_dlq_producer_if_failed(loop *l)
+{
+    char why[256];
+    todo_err err;
+    if (rd_kafka_fatal_error(l->dlq, why, sizeof why) == RD_KAFKA_RESP_ERR_NO_ERROR) return;
+    rd_kafka_t *p = dlq_producer_new(l, &err);
+    if (p == NULL) {
+        log_warn(l->o->component, "dead-letter producer failed; cannot start another", "error=\"%s\" cause=\"%s\"",
+                 why, err.msg);
+        return;
+    }
+    log_warn(l->o->component, "dead-letter producer failed; starting another", "error=\"%s\"", why);
+    rd_kafka_destroy(l->dlq);
+    l->dlq = p;
+}
+
+/* Sends the batch's dead letters and waits until the topic acknowledged
+ * every one; a letter that was not is sent again, alone, so that none is
+ * duplicated. Returns 0, or -1 when asked to stop first. */
+static int send_dead(loop *l)
+{
+    const consume_opts *o = l->o;
+    size_t want = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        l->letter[i] = l->dead[i] != NULL ? LETTER_TO_SEND : LETTER_NONE;
+        if (l->dead[i] == NULL) continue;
+        want++;
+        log_warn(o->component, "dead-lettering a record", "group=%s topic=%s partition=%d offset=%lld reason=\"%s\"",
+                 o->group, rd_kafka_topic_name(l->msgs[i]->rkt), (int)l->msgs[i]->partition,
+                 (long long)l->msgs[i]->offset, l->dead[i]);
+    }
+    if (want == 0) return 0;
+    for (;;) {
+        size_t acked = 0;
+        for (size_t i = 0; i < l->n; i++) {
+            todo_err err;
+            if (l->letter[i] != LETTER_TO_SEND) continue;
+            if (dlq_send_tagged(l->dlq, o->group, l->msgs[i], l->dead[i], (void *)(uintptr_t)i, &err) == TODO_OK)
+                l->letter[i] = LETTER_IN_FLIGHT;
+            else
+                log_warn(o->component, "dead letter not sent", "group=%s offset=%lld error=\"%s\"", o->group,
+                         (long long)l->msgs[i]->offset, err.msg);
+        }
+        /* Every letter in flight is reported within message.timeout.ms. */
+        while (rd_kafka_flush(l->dlq, 500) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            if (stopping(l)) return -1;
+        for (size_t i = 0; i < l->n; i++) acked += l->letter[i] == LETTER_ACKED;
+        if (acked == want) return 0;
+        if (stopping(l)) return -1;
+        renew_dlq_producer_if_failed(l);
+        back_off(l);
+    }
+}
+
+/* Commits, per topic and partition, the offset after the batch's last
+ * record there. */
+static void commit_offsets(loop *l)
+{
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)l->n);
+    for (size_t i = 0; i < l->n; i++) {
+        const rd_kafka_message_t *m = l->msgs[i];
+        rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(list, rd_kafka_topic_name(m->rkt),
+                                                                           m->partition);
+        if (p == NULL) p = rd_kafka_topic_partition_list_add(list, rd_kafka_topic_name(m->rkt), m->partition);
+        if (m->offset + 1 > p->offset) p->offset = m->offset + 1;
+    }
+    rd_kafka_resp_err_t e = rd_kafka_commit(l->rk, list, 0);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+        log_warn(l->o->component, "offset commit failed; the records will be read again", "group=%s error=\"%s\"",
+                 l->o->group, rd_kafka_err2str(e));
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
+static int check_opts(const consume_opts *o, todo_err *err)
+{
+    if (o->brokers == NULL || o->group == NULL || o->topics == NULL || o->n_topics < 1 || o->component == NULL)
+        return todo_err_set(err, TODO_EINVAL, "consume: brokers, group, topics and component are required");
+    if (o->batch < 1 || o->max_attempts < 1)
+        return todo_err_set(err, TODO_EINVAL, "consume: batch (%d) and max_attempts (%d) must be 1 or more", o->batch,
+                            o->max_attempts);
+    if (o->apply == NULL || o->should_stop == NULL)
+        return todo_err_set(err, TODO_EINVAL, "consume: apply and should_stop are required");
+    return TODO_OK;
+}
+
+int consume_run(const consume_opts *o, todo_err *err)
+{
+    int rc = check_opts(o, err);
+    if (rc != TODO_OK) return rc;
+    loop l = {.o = o};
+    size_t cap = (size_t)o->batch;
+    l.msgs = calloc(cap, sizeof *l.msgs);
+    l.dead = calloc(cap, sizeof *l.dead);
+    l.given_up = calloc(cap, sizeof *l.given_up);
+    l.letter = calloc(cap, sizeof *l.letter);
+    if (l.msgs == NULL || l.dead == NULL || l.given_up == NULL || l.letter == NULL) {
+        rc = todo_err_set(err, TODO_EINTERNAL, "out of memory");
+        goto out;
+    }
+    l.rk = o->tail ? kafkax_consumer_new_tail(o->brokers, o->group, o->topics, o->n_topics, err)
+                   : kafkax_consumer_new(o->brokers, o->group, o->topics, o->n_topics, err);
+    if (l.rk == NULL || (l.dlq = dlq_producer_new(&l, err)) == NULL) {
+        rc = err->code != TODO_OK ? err->code : TODO_EINTERNAL;
+        goto out;
+    }
+    char topics[256] = "";
+    for (int i = 0, len = 0; i < o->n_topics && len < (int)sizeof topics; i++)
+        len += snprintf(topics + len, sizeof topics - (size_t)len, "%s%s", i > 0 ? "," : "", o->topics[i]);
+    log_info(o->component, "consuming", "group=%s topics=%s batch=%d tail=%d", o->group, topics, o->batch, o->tail);
+
+    while (!stopping(&l)) {
+        if ((l.n = poll_batch(&l)) == 0) continue;
+        l.waits = 0;
+        bool done = apply_until_done(&l) == 0 && send_dead(&l) == 0;
+        if (done) {
+            int dead = 0;
+            for (size_t i = 0; i < l.n; i++) dead += l.dead[i] != NULL;
+            commit_offsets(&l);
+            if (o->after_batch != NULL) o->after_batch(o->ctx, l.n, dead);
+        }
+        for (size_t i = 0; i < l.n; i++) rd_kafka_message_destroy(l.msgs[i]);
+        l.n = 0;
+        if (!done) break; /* stopping: the batch was not committed and will be read again */
+    }
+    log_info(o->component, "stopping", "group=%s", o->group);
+out:
+    if (l.rk != NULL) {
+        rd_kafka_consumer_close(l.rk);
+        rd_kafka_destroy(l.rk);
+    }
+    if (l.dlq != NULL) {
+        rd_kafka_flush(l.dlq, 5000);
+        rd_kafka_destroy(l.dlq);
+    }
+    free(l.msgs);
+    free(l.dead);
+    free(l.given_up);
+    free(l.letter);
+    return rc;
+}

@@ -1,0 +1,66 @@
+/* The worker role of todo-saga (see saga_proc.h): leases sagas and drives
+ * them to their end. */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "grpcx_client.h"
+#include "log.h"
+#include "pgx.h"
+#include "saga_completion.h"
+#include "saga_proc.h"
+#include "saga_store.h"
+
+/* Logs every transition (its events are in saga.outbox already). */
+static void on_saga_event(const saga_record *r, const char *what, const char *step, int attempt, const char *error,
+                          void *ctx)
+{
+    (void)ctx;
+    if (strcmp(what, "failed") == 0)
+        log_error("saga", "saga failed", "saga=%s type=%s error=\"%s\"", r->id, r->type, error ? error : "");
+    else
+        log_info("saga", what, "saga=%s step=%s attempt=%d error=\"%s\"", r->id, step ? step : "", attempt,
+                 error ? error : "");
+}
+
+void *saga_worker_main(void *arg)
+{
+    saga_worker_arg *w = arg;
+    saga_proc *p = w->proc;
+    todo_err err;
+    char owner[CONFIG_STR_MAX + 16], app_name[48];
+    snprintf(owner, sizeof owner, "%s/%d", p->cfg.saga_instance, w->n);
+    snprintf(app_name, sizeof app_name, "todo-saga-worker-%d", w->n);
+    saga_completion_app app = {.cfg = &p->cfg, .command = grpcx_channel_new(p->cfg.command_addr)};
+    saga_store_pg store = {.instance = owner, .lease_s = p->cfg.saga_lease_s};
+    saga_engine engine = {.store = saga_store_of(&store), .on_event = on_saga_event, .app = &app,
+                          .should_stop = saga_proc_stopping, .ctx = p, .step_delay_ms = p->cfg.saga_step_delay_ms};
+    while (!atomic_load(&p->stopping)) {
+        saga_proc_ensure_pg(p, &app.pg, app_name);
+        if (app.pg == NULL) break;
+        store.pg = app.pg;
+        saga_record r;
+        char user[128];
+        bool found = false;
+        if (saga_store_claim(&store, &r, user, &found, &err) != 0) {
+            log_warn("saga", "claiming a saga failed", "error=\"%s\"", err.msg);
+            saga_proc_pause_ms(p, 1000);
+            continue;
+        }
+        if (!found) {
+            saga_proc_pause_ms(p, 100);
+            continue;
+        }
+        if (strcmp(r.type, saga_completion_def.type) != 0 || store.n_steps != saga_completion_def.n_steps) {
+            log_error("saga", "unknown saga type or shape; leaving it", "saga=%s type=%s", r.id, r.type);
+            saga_proc_pause_ms(p, 1000);
+            continue;
+        }
+        log_info("saga", "driving", "saga=%s state=%s step=%d", r.id, saga_state_name(r.state), r.step);
+        if (saga_run(&engine, &saga_completion_def, &r, &err) != 0 && !atomic_load(&p->stopping))
+            log_warn("saga", "saga interrupted; it resumes later", "saga=%s error=\"%s\"", r.id, err.msg);
+    }
+    pgx_close(app.pg);
+    grpcx_channel_free(app.command);
+    return NULL;
+}
