@@ -14,6 +14,7 @@ PACKAGES=(
   openjdk-17-jre-headless maven
   valgrind tzdata
   clang libclang-rt-14-dev
+  libmicrohttpd-dev prometheus
 )
 
 missing=()

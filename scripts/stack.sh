@@ -21,10 +21,33 @@ name=${2:-dev}
 dir="$TODO_STACK_ROOT/$name"
 envf="$dir/stack.env"
 
+# The Prometheus endpoints of the four services (a stack file written before
+# they existed gets them added).
+choose_metrics_ports() {
+  [ -n "${COMMAND_METRICS_PORT:-}" ] && return
+  if [ "$name" = dev ]; then
+    COMMAND_METRICS_PORT=${TODO_DEV_COMMAND_METRICS_PORT:-9464}
+    QUERY_METRICS_PORT=${TODO_DEV_QUERY_METRICS_PORT:-9465}
+    PROJECTOR_METRICS_PORT=${TODO_DEV_PROJECTOR_METRICS_PORT:-9466}
+    SAGA_METRICS_PORT=${TODO_DEV_SAGA_METRICS_PORT:-9467}
+  else
+    COMMAND_METRICS_PORT=$(free_port); QUERY_METRICS_PORT=$(free_port)
+    PROJECTOR_METRICS_PORT=$(free_port); SAGA_METRICS_PORT=$(free_port)
+  fi
+  mkdir -p "$dir"
+  cat >> "$envf" <<ENV
+COMMAND_METRICS_PORT=$COMMAND_METRICS_PORT
+QUERY_METRICS_PORT=$QUERY_METRICS_PORT
+PROJECTOR_METRICS_PORT=$PROJECTOR_METRICS_PORT
+SAGA_METRICS_PORT=$SAGA_METRICS_PORT
+ENV
+}
+
 choose_ports() {
   if [ -f "$envf" ]; then
     # shellcheck disable=SC1090
     source "$envf"
+    choose_metrics_ports
     return
   fi
   if [ "$name" = dev ]; then
@@ -48,6 +71,7 @@ KAFKA_CTL_PORT=$KAFKA_CTL_PORT
 COMMAND_PORT=$COMMAND_PORT
 QUERY_PORT=$QUERY_PORT
 ENV
+  choose_metrics_ports
 }
 
 print_env() {
@@ -63,6 +87,10 @@ export TODO_REDIS_URL=redis://127.0.0.1:$REDIS_PORT
 export TODO_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
 export TODO_COMMAND_ADDR=127.0.0.1:$COMMAND_PORT
 export TODO_QUERY_ADDR=127.0.0.1:$QUERY_PORT
+export TODO_COMMAND_METRICS_ADDR=127.0.0.1:$COMMAND_METRICS_PORT
+export TODO_QUERY_METRICS_ADDR=127.0.0.1:$QUERY_METRICS_PORT
+export TODO_PROJECTOR_METRICS_ADDR=127.0.0.1:$PROJECTOR_METRICS_PORT
+export TODO_SAGA_METRICS_ADDR=127.0.0.1:$SAGA_METRICS_PORT
 export TODO_STACK_DIR=$dir
 ENV
 }

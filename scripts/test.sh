@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds the dev and the
 # sanitizer trees, starts a fresh test stack on free ports, and runs
-#   1. the unit tests (dev build), then again under valgrind (no leaks),
+#   1. the unit tests (dev build), the alert rules (promtool), the unit
+#      tests again under valgrind (no leaks),
 #      and the fuzz targets' deterministic replay (scripts/fuzz.sh replay:
 #      the committed corpora, then TODO_FUZZ_RUNS mutations with a fixed
 #      seed),
@@ -31,6 +32,9 @@ step() { log "== $* (at $(( $(date +%s) - t0 ))s)"; }
 
 step "unit tests (dev)"
 ctest --test-dir build/dev -L unit --output-on-failure || failed=1
+
+step "alert rules (promtool check rules, promtool test rules)"
+bash tests/rules/check.sh || failed=1
 
 step "unit tests under valgrind"
 vg_fail=0

@@ -10,19 +10,16 @@
 #include "outbox.h"
 
 #define PURGE_EVERY_S 60         /* the active relay purges expired request ids this often */
-#define LAG_EVERY_S 10           /* ...and reports a backlog this often */
 
 struct cmd_relay {
     const todo_config *cfg;
     outbox_table table;
     outbox_opts opts;
     outbox *ob;
-    time_t last_purge, last_lag;
+    time_t last_purge;
 };
 
-/* Housekeeping of the active relay: forget request ids past their TTL, and
- * report the backlog (rows not yet published, age of the oldest) while
- * there is one. */
+/* Housekeeping of the active relay: forget request ids past their TTL. */
 static void leader_tick(PGconn *pg, void *ctx)
 {
     cmd_relay *r = ctx;
@@ -33,13 +30,6 @@ static void leader_tick(PGconn *pg, void *ctx)
         long n = cmd_store_purge_requests(pg, r->cfg->request_ttl_s, &err);
         if (n < 0) log_warn("relay", "purging expired request ids failed", "error=\"%s\"", err.msg);
         else if (n > 0) log_info("relay", "purged expired request ids", "rows=%ld", n);
-    }
-    if (now - r->last_lag >= LAG_EVERY_S) {
-        r->last_lag = now;
-        cmd_outbox_status st;
-        if (cmd_outbox_status_read(pg, &st, &err) == TODO_OK && (st.unpublished > 0 || st.parked > 0))
-            log_warn("relay", "outbox backlog", "rows=%ld oldest_age_s=%.1f parked=%ld waiting_behind_parked=%ld",
-                     st.unpublished, st.oldest_age_s, st.parked, st.held);
     }
 }
 
@@ -53,6 +43,7 @@ cmd_relay *cmd_relay_start(const todo_config *cfg, todo_err *err)
     r->cfg = cfg;
     r->table = (outbox_table){
         .name = "relay",
+        .table = "write.events",
         .lock_key = CMD_RELAY_LOCK_KEY,
         .channel = "todo_outbox",
         /* Parked rows and the rows of their aggregates after them wait for
@@ -66,6 +57,12 @@ cmd_relay *cmd_relay_start(const todo_config *cfg, todo_err *err)
         .done_sql = "update write.events set published_at = now() where position = any($1::bigint[])",
         .park_sql = "update write.events set parked_at = now(), parked_reason = $2"
                     " where position = $1::bigint and published_at is null",
+        .status_sql = "select count(*), coalesce(extract(epoch from now() - min(created_at)), 0)::float8,"
+                      " count(*) filter (where parked_at is not null),"
+                      " count(*) filter (where parked_at is null and exists (select 1 from write.events p"
+                      "    where p.parked_at is not null and p.published_at is null"
+                      "    and p.aggregate_id = e.aggregate_id and p.position < e.position))"
+                      " from write.events e where published_at is null",
         .stamp_position = true,
         .leader_tick = leader_tick,
         .ctx = r,

@@ -13,6 +13,7 @@
 #include "grpcx.h"
 #include "event.h"
 #include "log.h"
+#include "metrics.h"
 #include "reg_local.h"
 #include "reg_service.h"
 #include "svc.h"
@@ -47,7 +48,7 @@ int main(void)
     log_set_level(cfg.log_level);
     if (cfg.jwt_secret_is_default)
         log_warn("command", "using the built-in development JWT secret (TODO_ENV=local)", NULL);
-    svc_signals_block(&sigs);
+    svc_signals_block(&sigs); /* before any thread starts */
 
     /* The event types this service writes (the catalogue's, event.c): their
      * schemas are registered (or found registered) before it serves, and it
@@ -58,6 +59,7 @@ int main(void)
         log_error("command", "cannot register the event schemas", "error=\"%s\"", err.msg);
         return 1;
     }
+    metrics_server *metrics = metrics_start("todo-command", cfg.metrics_addr);
     cmd_app app = {.cfg = &cfg};
     cmd_group *groups[16];
     for (int i = 0; i < cfg.group_committers; i++) {
@@ -93,6 +95,7 @@ int main(void)
         stop_groups(&app);
         cmd_relay_stop(relay);
         audit_free(app.audit, 1000);
+        metrics_server_stop(metrics);
         return 1;
     }
     int sig = svc_signals_wait(&sigs);
@@ -102,5 +105,6 @@ int main(void)
     cmd_relay_stop(relay);
     grpcx_server_free(srv);
     audit_free(app.audit, 5000);
+    metrics_server_stop(metrics);
     return 0;
 }

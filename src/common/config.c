@@ -56,6 +56,13 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
         [CONFIG_SAGA] = "TODO_SAGA_PG_URL",
         [CONFIG_CLI] = "TODO_PG_URL",
     };
+    static const char *const metrics_vars[][2] = {
+        [CONFIG_COMMAND] = {"TODO_COMMAND_METRICS_ADDR", "127.0.0.1:9464"},
+        [CONFIG_QUERY] = {"TODO_QUERY_METRICS_ADDR", "127.0.0.1:9465"},
+        [CONFIG_PROJECTOR] = {"TODO_PROJECTOR_METRICS_ADDR", "127.0.0.1:9466"},
+        [CONFIG_SAGA] = {"TODO_SAGA_METRICS_ADDR", "127.0.0.1:9467"},
+        [CONFIG_CLI] = {"TODO_CLI_METRICS_ADDR", ""},
+    };
     const char *envname, *level;
     int rc;
 
@@ -82,6 +89,8 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
     if ((rc = get_str(cfg->command_addr, "TODO_COMMAND_ADDR", "127.0.0.1:50051", get, ctx, err)) != 0)
         return rc;
     if ((rc = get_str(cfg->query_addr, "TODO_QUERY_ADDR", "127.0.0.1:50052", get, ctx, err)) != 0)
+        return rc;
+    if ((rc = get_str(cfg->metrics_addr, metrics_vars[svc][0], metrics_vars[svc][1], get, ctx, err)) != 0)
         return rc;
     if ((rc = get_str(cfg->projector_group, "TODO_PROJECTOR_GROUP", "projection-task-read-v1", get, ctx, err)) != 0)
         return rc;

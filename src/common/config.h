@@ -23,6 +23,7 @@ typedef struct todo_config {
     char redis_url[CONFIG_STR_MAX];       /* TODO_REDIS_URL */
     char command_addr[CONFIG_STR_MAX];    /* TODO_COMMAND_ADDR: where todo-command listens */
     char query_addr[CONFIG_STR_MAX];      /* TODO_QUERY_ADDR */
+    char metrics_addr[CONFIG_STR_MAX];    /* TODO_<SERVICE>_METRICS_ADDR: the Prometheus endpoint ("": none) */
     char jwt_secret[CONFIG_STR_MAX];      /* TODO_JWT_SECRET */
     bool jwt_secret_is_default;           /* the built-in local secret is in use */
     ctoken_key token_key;                 /* consistency tokens' MAC key, derived from the JWT secret (ctoken.h) */

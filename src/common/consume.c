@@ -5,11 +5,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dlq.h"
 #include "kafkax.h"
 #include "log.h"
+#include "metrics.h"
 
 #define REASON_MAX 320        /* a given-up record's reason */
 #define BACKOFF_FIRST_MS 1000 /* the pause after a failure, doubling... */
@@ -29,7 +31,99 @@ typedef struct loop {
     char (*given_up)[REASON_MAX]; /* per record: why it was given up on, or "" */
     unsigned char *letter;        /* per record: LETTER_* */
     int waits;                    /* pauses since this batch was polled: the back-off's exponent */
+    /* Metrics: the series of this loop's group, and per partition it has
+     * consumed (a few dozen at most) its lag. */
+    metric_series *handled, *dead_lettered, *batches, *retries, *seconds;
+    struct part {
+        char topic[128];
+        int32_t partition;
+        int64_t committed;        /* the next offset to consume */
+        int64_t oldest_ms;        /* timestamp of the first record not yet committed (-1: unknown) */
+        metric_series *lag, *lag_s;
+    } parts[64];
+    int n_parts;
+    time_t last_lag;
 } loop;
+
+static void init_metrics(loop *l)
+{
+    const char *g = l->o->group;
+    metric *records = metric_counter("todo_consumer_records_total",
+                                     "Records a consumer group finished with, by outcome (handled: applied or "
+                                     "not its business; dead_lettered: sent to system.dlq.v1).", "group,outcome");
+    l->handled = metric_with(records, g, "handled");
+    l->dead_lettered = metric_with(records, g, "dead_lettered");
+    l->batches = metric_with(metric_counter("todo_consumer_batches_total", "Batches committed by a consumer group.",
+                                            "group"), g);
+    l->retries = metric_with(metric_counter("todo_consumer_retries_total",
+                                            "Batches a consumer group had to apply again after a failure.", "group"),
+                             g);
+    l->seconds = metric_with(metric_histogram("todo_consumer_batch_seconds",
+                                              "Time from a batch's poll to its commit (retries included).", "group",
+                                              METRIC_LATENCY_BUCKETS, METRIC_N_LATENCY_BUCKETS), g);
+}
+
+/* The partition entry of m's partition, made on first sight. */
+static struct part *part_of(loop *l, const rd_kafka_message_t *m)
+{
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    for (int i = 0; i < l->n_parts; i++)
+        if (l->parts[i].partition == m->partition && strcmp(l->parts[i].topic, topic) == 0) return &l->parts[i];
+    if (l->n_parts == (int)(sizeof l->parts / sizeof l->parts[0])) return NULL;
+    struct part *p = &l->parts[l->n_parts++];
+    char partition[16];
+    snprintf(p->topic, sizeof p->topic, "%s", topic);
+    snprintf(partition, sizeof partition, "%d", (int)m->partition);
+    p->partition = m->partition;
+    p->committed = -1;
+    p->oldest_ms = -1;
+    p->lag = metric_with(metric_gauge("todo_consumer_lag_records",
+                                      "Records of a partition a consumer group has not committed yet (from the "
+                                      "partition's high watermark as last fetched).", "group,topic,partition"),
+                         l->o->group, topic, partition);
+    p->lag_s = metric_with(metric_gauge("todo_consumer_lag_seconds",
+                                        "Age of the oldest record of a partition a consumer group has not committed "
+                                        "yet (0 when caught up; an upper bound while idle).",
+                                        "group,topic,partition"),
+                           l->o->group, topic, partition);
+    return p;
+}
+
+/* The lag gauges, from the watermarks librdkafka last fetched (no request
+ * to the broker); once a second at most. */
+static void update_lag(loop *l)
+{
+    time_t now = time(NULL);
+    if (now == l->last_lag) return;
+    l->last_lag = now;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double now_ms = (double)ts.tv_sec * 1000 + (double)ts.tv_nsec / 1e6;
+    /* A partition a rebalance took away reports no lag here any more (its
+     * new owner does): its cached watermark would go stale. */
+    rd_kafka_topic_partition_list_t *mine = NULL;
+    if (rd_kafka_assignment(l->rk, &mine) != RD_KAFKA_RESP_ERR_NO_ERROR) mine = NULL;
+    for (int i = 0; i < l->n_parts; i++) {
+        struct part *p = &l->parts[i];
+        int64_t lo = 0, hi = 0;
+        if (mine == NULL || rd_kafka_topic_partition_list_find(mine, p->topic, p->partition) == NULL) {
+            metric_set(p->lag, 0);
+            metric_set(p->lag_s, 0);
+            p->committed = -1;
+            p->oldest_ms = -1;
+            continue;
+        }
+        if (p->committed < 0 ||
+            rd_kafka_get_watermark_offsets(l->rk, p->topic, p->partition, &lo, &hi) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            continue;
+        int64_t lag = hi > p->committed ? hi - p->committed : 0;
+        metric_set(p->lag, (double)lag);
+        metric_set(p->lag_s, lag > 0 && p->oldest_ms > 0 && now_ms > (double)p->oldest_ms
+                                 ? (now_ms - (double)p->oldest_ms) / 1000.0
+                                 : 0);
+    }
+    if (mine != NULL) rd_kafka_topic_partition_list_destroy(mine);
+}
 
 static int stopping(const loop *l)
 {
@@ -101,6 +195,7 @@ static int apply_until_done(loop *l)
                      o->group, l->n, l->waits + 1, err.msg);
         }
         if (stopping(l)) return -1;
+        metric_add(l->retries, 1);
         back_off(l);
     }
 }
@@ -243,14 +338,39 @@ int consume_run(const consume_opts *o, todo_err *err)
         len += snprintf(topics + len, sizeof topics - (size_t)len, "%s%s", i > 0 ? "," : "", o->topics[i]);
     log_info(o->component, "consuming", "group=%s topics=%s batch=%d tail=%d", o->group, topics, o->batch, o->tail);
 
+    init_metrics(&l);
     while (!stopping(&l)) {
+        update_lag(&l);
         if ((l.n = poll_batch(&l)) == 0) continue;
+        struct timespec started;
+        clock_gettime(CLOCK_MONOTONIC, &started);
+        for (size_t i = 0; i < l.n; i++) {
+            struct part *p = part_of(&l, l.msgs[i]);
+            if (p != NULL && ((p->committed < 0 && p->oldest_ms < 0) || l.msgs[i]->offset == p->committed))
+                p->oldest_ms = rd_kafka_message_timestamp(l.msgs[i], NULL);
+        }
         l.waits = 0;
         bool done = apply_until_done(&l) == 0 && send_dead(&l) == 0;
         if (done) {
             int dead = 0;
             for (size_t i = 0; i < l.n; i++) dead += l.dead[i] != NULL;
             commit_offsets(&l);
+            for (size_t i = 0; i < l.n; i++) {
+                struct part *p = part_of(&l, l.msgs[i]);
+                if (p != NULL && l.msgs[i]->offset + 1 > p->committed) {
+                    p->committed = l.msgs[i]->offset + 1;
+                    p->oldest_ms = rd_kafka_message_timestamp(l.msgs[i], NULL); /* an upper bound from now on */
+                }
+            }
+            struct timespec ended;
+            clock_gettime(CLOCK_MONOTONIC, &ended);
+            metric_add(l.handled, (double)(l.n - (size_t)dead));
+            metric_add(l.dead_lettered, dead);
+            metric_add(l.batches, 1);
+            metric_observe(l.seconds, (double)(ended.tv_sec - started.tv_sec) +
+                                          (double)(ended.tv_nsec - started.tv_nsec) / 1e9);
+            l.last_lag = 0;
+            update_lag(&l);
             if (o->after_batch != NULL) o->after_batch(o->ctx, l.n, dead);
         }
         for (size_t i = 0; i < l.n; i++) rd_kafka_message_destroy(l.msgs[i]);

@@ -25,6 +25,7 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "log.h"
+#include "metrics.h"
 #include "pbx.h"
 #include "reflect.h"
 
@@ -55,6 +56,9 @@ typedef struct method_entry {
     grpcx_unary_fn fn;
     void *handle;
     bool open;           /* built in (health): no authentication */
+    const char *service; /* the metrics' labels: "todo.v1.TaskCommandService", */
+    const char *name;    /* "CreateTask" (into path) */
+    metric_series *started, *seconds;
 } method_entry;
 
 /* A worker thread: its own state (a database connection) and arena. All
@@ -279,8 +283,38 @@ static unsigned char *read_buffer(grpc_byte_buffer *bb, arena *a, size_t *len)
     return out;
 }
 
+/* The gRPC server metrics, named as grpc-ecosystem's go-grpc-prometheus
+ * names them (dashboards for it work unchanged). */
+typedef struct call_metrics_t {
+    metric *started, *handled, *seconds, *in_flight;
+} call_metrics_t;
+
+static call_metrics_t cm_instance;
+static pthread_once_t cm_once = PTHREAD_ONCE_INIT;
+
+static void init_call_metrics(void)
+{
+    const char *labels = "grpc_service,grpc_method";
+    cm_instance.started = metric_counter("grpc_server_started_total", "RPCs started on the server.", labels);
+    cm_instance.handled = metric_counter("grpc_server_handled_total",
+                                         "RPCs completed on the server, whatever their status.",
+                                         "grpc_service,grpc_method,grpc_code");
+    cm_instance.seconds = metric_histogram("grpc_server_handling_seconds",
+                                           "Time from the start of an RPC's handling to its reply.", labels,
+                                           METRIC_LATENCY_BUCKETS, METRIC_N_LATENCY_BUCKETS);
+    cm_instance.in_flight = metric_gauge("grpc_server_calls_in_flight", "RPCs being handled now.", NULL);
+}
+
+static call_metrics_t *call_metrics(void)
+{
+    pthread_once(&cm_once, init_call_metrics);
+    return &cm_instance;
+}
+
 static void unary_handle(unary_call *u)
 {
+    metric_add(u->m->started, 1);
+    metric_add(metric_only(call_metrics()->in_flight), 1);
     worker *w = u->w;
     method_entry *m = u->m;
     grpc_status_code code = GRPC_STATUS_OK;
@@ -329,8 +363,11 @@ static void unary_handle(unary_call *u)
     if (code == GRPC_STATUS_INTERNAL)
         log_error(w->s->component, "call failed", "method=%s code=%s detail=\"%s\"", m->path,
                   grpcx_code_name(code), msg);
-    log_debug(w->s->component, "call", "method=%s code=%s ms=%.3f", m->path, grpcx_code_name(code),
-              gpr_timespec_to_micros(gpr_time_sub(gpr_now(GPR_CLOCK_MONOTONIC), t0)) / 1000.0);
+    double us = gpr_timespec_to_micros(gpr_time_sub(gpr_now(GPR_CLOCK_MONOTONIC), t0));
+    log_debug(w->s->component, "call", "method=%s code=%s ms=%.3f", m->path, grpcx_code_name(code), us / 1000.0);
+    metric_observe(m->seconds, us / 1e6);
+    metric_add(metric_with(call_metrics()->handled, m->service, m->name, grpcx_code_name(code)), 1);
+    metric_add(metric_only(call_metrics()->in_flight), -1);
 
     grpc_op ops[4];
     size_t n = 0;
@@ -534,6 +571,12 @@ static int add_method(grpcx_server *s, const char *service, const ProtobufCMetho
     e->path = malloc(len);
     if (e->path == NULL) return todo_err_set(err, TODO_EINTERNAL, "out of memory");
     snprintf(e->path, len, "/%s/%s", service, md->name);
+    e->path[strlen(service) + 1] = '\0'; /* the labels point into the path */
+    e->service = e->path + 1;
+    e->name = e->path + strlen(service) + 2;
+    e->started = metric_with(call_metrics()->started, e->service, e->name);
+    e->seconds = metric_with(call_metrics()->seconds, e->service, e->name);
+    e->path[strlen(service) + 1] = '/';
     e->md = md;
     e->fn = fn;
     e->open = false;

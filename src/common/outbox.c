@@ -7,12 +7,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "arena.h"
 #include "event.h"
 #include "kafkax.h"
 #include "log.h"
+#include "metrics.h"
 #include "pgx.h"
 
 /* ---- the producing half ---- */
@@ -205,7 +207,62 @@ struct outbox {
     bool retry;            /* the last batch had rows worth sending again */
     arena *arena;
     char app_name[64];
+    time_t last_status, last_backlog_log;
+    metric_series *published, *parked, *unpublished, *oldest, *parked_rows, *waiting, *active;
 };
+
+static void init_metrics(outbox *ob)
+{
+    const char *t = ob->t->table;
+    ob->published = metric_with(metric_counter("todo_outbox_published_total",
+                                               "Outbox rows Kafka acknowledged, published by this instance.",
+                                               "outbox"), t);
+    ob->parked = metric_with(metric_counter("todo_outbox_parked_total",
+                                            "Outbox rows parked by this instance: they can never be published.",
+                                            "outbox"), t);
+    ob->unpublished = metric_with(metric_gauge("todo_outbox_unpublished_rows",
+                                               "Outbox rows not yet acknowledged by Kafka, parked ones included "
+                                               "(kept by the active publisher).", "outbox"), t);
+    ob->oldest = metric_with(metric_gauge("todo_outbox_oldest_unpublished_age_seconds",
+                                          "Age of the oldest outbox row not yet acknowledged by Kafka "
+                                          "(kept by the active publisher).", "outbox"), t);
+    ob->parked_rows = metric_with(metric_gauge("todo_outbox_parked_rows",
+                                               "Parked outbox rows waiting for an operator (kept by the active "
+                                               "publisher).", "outbox"), t);
+    ob->waiting = metric_with(metric_gauge("todo_outbox_waiting_rows",
+                                           "Outbox rows waiting behind a parked row of their aggregate (kept by "
+                                           "the active publisher).", "outbox"), t);
+    ob->active = metric_with(metric_gauge("todo_outbox_active",
+                                          "1 on the instance that publishes the outbox, else 0.", "outbox"), t);
+}
+
+/* The active publisher's look at its table (every 5 s): the gauges, and a
+ * log line every 10 s while there is a backlog. */
+static void read_status(outbox *ob)
+{
+    todo_err err;
+    time_t now = time(NULL);
+    if (now - ob->last_status < 5) return;
+    ob->last_status = now;
+    PGresult *r = pgx_exec(ob->pg, ob->t->status_sql, 0, NULL, &err);
+    if (r == NULL) {
+        log_warn(ob->t->name, "reading the outbox's status failed", "error=\"%s\"", err.msg);
+        return;
+    }
+    long rows = strtol(PQgetvalue(r, 0, 0), NULL, 10), parked = strtol(PQgetvalue(r, 0, 2), NULL, 10);
+    long waiting = strtol(PQgetvalue(r, 0, 3), NULL, 10);
+    double age = strtod(PQgetvalue(r, 0, 1), NULL);
+    PQclear(r);
+    metric_set(ob->unpublished, (double)rows);
+    metric_set(ob->oldest, age);
+    metric_set(ob->parked_rows, (double)parked);
+    metric_set(ob->waiting, (double)waiting);
+    if ((rows > 0 || parked > 0) && now - ob->last_backlog_log >= 10) {
+        ob->last_backlog_log = now;
+        log_warn(ob->t->name, "outbox backlog", "rows=%ld oldest_age_s=%.1f parked=%ld waiting_behind_parked=%ld",
+                 rows, age, parked, waiting);
+    }
+}
 
 /* Takes the notifications libpq holds; returns how many there were. */
 static int drain_notifies(PGconn *pg)
@@ -242,6 +299,7 @@ static void drop_connection(outbox *ob)
 {
     pgx_close(ob->pg);
     ob->pg = NULL;
+    metric_set(ob->active, 0);
     if (ob->leader) log_warn(ob->t->name, "lost the database connection; no longer the active publisher", NULL);
     ob->leader = false;
 }
@@ -268,6 +326,8 @@ static bool lead(outbox *ob)
         return false;
     }
     log_info(ob->t->name, "active: this instance publishes the outbox", "application_name=%s", ob->app_name);
+    metric_set(ob->active, 1);
+    ob->last_status = 0;
     return true;
 }
 
@@ -306,6 +366,7 @@ static int publish_batch(outbox *ob, PGresult *res)
         return -1;
     }
     if (acked > 0) log_debug(ob->t->name, "published", "rows=%d first=%s", acked, PQgetvalue(res, 0, 0));
+    metric_add(ob->published, acked);
     ob->retry = false;
     for (int i = 0; i < n; i++) {
         outbox_state st = outbox_row_state(ob->sender, i);
@@ -324,6 +385,7 @@ static int publish_batch(outbox *ob, PGresult *res)
             log_error(ob->t->name, "could not park a row", "id=%s error=\"%s\"", PQgetvalue(res, i, 0), err.msg);
             return -1;
         }
+        metric_add(ob->parked, 1);
         done++;
     }
     return done + acked;
@@ -349,6 +411,7 @@ static void *outbox_main(void *arg)
             if (ob->pg != NULL) wait_for_work(ob, ob->o->poll_ms);
             continue;
         }
+        read_status(ob);
         if (ob->t->leader_tick != NULL) ob->t->leader_tick(ob->pg, ob->t->ctx);
         PGresult *rows = pgx_exec(ob->pg, ob->t->select_sql, 1, (const char *const[]){limit}, &err);
         if (rows == NULL) {
@@ -382,6 +445,7 @@ outbox *outbox_start(const outbox_table *t, const outbox_opts *o, todo_err *err)
     ob->wake[0] = ob->wake[1] = -1;
     /* The pid names the instance in pg_stat_activity (todoctl outbox). */
     snprintf(ob->app_name, sizeof ob->app_name, "%s-%d", o->app_name, (int)getpid());
+    init_metrics(ob);
     ob->arena = arena_new();
     if (ob->arena == NULL || pipe(ob->wake) != 0) {
         todo_err_set(err, TODO_EINTERNAL, "out of resources starting the %s", t->name);

@@ -30,6 +30,13 @@
  * the lock every poll interval and take over within seconds when the
  * leader's connection dies. The active one wakes on LISTEN (a trigger
  * notifies on insert) and polls as a fallback.
+ *
+ * Metrics (label outbox = the table): todo_outbox_published_total,
+ * todo_outbox_parked_total (counters of this instance),
+ * todo_outbox_unpublished_rows, todo_outbox_oldest_unpublished_age_seconds,
+ * todo_outbox_parked_rows, todo_outbox_waiting_rows (gauges kept by the
+ * active publisher; 0 elsewhere) and todo_outbox_active (1 on the instance
+ * that publishes).
  */
 #ifndef TODO_OUTBOX_H
 #define TODO_OUTBOX_H
@@ -87,6 +94,7 @@ const char *outbox_row_reason(const outbox_sender *s, int i);
 /* An outbox table, as SQL. */
 typedef struct outbox_table {
     const char *name;        /* log component and thread role: "relay", "saga-outbox" */
+    const char *table;       /* the metrics' `outbox` label: "write.events", "saga.outbox" */
     const char *lock_key;    /* the advisory lock of the one active publisher */
     const char *channel;     /* LISTEN channel the insert trigger notifies */
     /* $1 = batch size: id, key, aggregate id, envelope (bytea), event type;
@@ -95,6 +103,11 @@ typedef struct outbox_table {
     const char *select_sql;
     const char *done_sql;    /* $1 = the acknowledged ids, a bigint[] */
     const char *park_sql;    /* $1 = id, $2 = reason */
+    /* No parameters: rows not yet published (parked ones included), the
+     * oldest's age in seconds, parked rows, rows waiting behind them. The
+     * active publisher reads it every 5 s: the metrics' gauges, and a log
+     * line every 10 s while there is a backlog. */
+    const char *status_sql;
     bool stamp_position;     /* see outbox_send */
     /* Called by the active publisher before each batch (housekeeping,
      * backlog reports); may be NULL. */

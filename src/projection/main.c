@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "proj_loop.h"
 #include "svc.h"
 
@@ -37,11 +38,13 @@ int main(void)
     }
     log_set_level(cfg.log_level);
     svc_signals_block(&sigs); /* before librdkafka starts its threads */
+    metrics_server *metrics = metrics_start("todo-projector", cfg.metrics_addr);
     proj_loop_opts o = {.cfg = &cfg, .group = cfg.projector_group, .schema = "read", .should_stop = stop_on_signal,
                         .ctx = &sigs};
     proj_loops *loops = proj_loops_start(&o, cfg.projector_threads, &err);
     if (loops == NULL) {
         log_error("projector", "cannot start", "error=\"%s\"", err.msg);
+        metrics_server_stop(metrics);
         return 1;
     }
     /* Until one returns: a signal (all see it) or one that could not start. */
@@ -52,5 +55,6 @@ int main(void)
     atomic_store(&stopping, 1);
     int rc = proj_loops_join(loops, &err);
     if (rc != 0) log_error("projector", "cannot start", "error=\"%s\"", err.msg);
+    metrics_server_stop(metrics);
     return rc != 0 ? 1 : 0;
 }

@@ -8,6 +8,7 @@
 #include "config.h"
 #include "grpcx.h"
 #include "log.h"
+#include "metrics.h"
 #include "qry_service.h"
 #include "svc.h"
 
@@ -24,7 +25,8 @@ int main(void)
     log_set_level(cfg.log_level);
     if (cfg.jwt_secret_is_default)
         log_warn("query", "using the built-in development JWT secret (TODO_ENV=local)", NULL);
-    svc_signals_block(&sigs);
+    svc_signals_block(&sigs); /* before any thread starts */
+    metrics_server *metrics = metrics_start("todo-query", cfg.metrics_addr);
 
     grpcx_server_opts opts = {
         .threads = cfg.grpc_threads, .max_message_bytes = cfg.max_message_bytes,
@@ -36,11 +38,13 @@ int main(void)
     if (srv == NULL || qry_service_register(srv, &err) != 0 || grpcx_server_start(srv, cfg.query_addr, &err) != 0) {
         log_error("query", "cannot start the gRPC server", "error=\"%s\"", err.msg);
         grpcx_server_free(srv);
+        metrics_server_stop(metrics);
         return 1;
     }
     int sig = svc_signals_wait(&sigs);
     log_info("query", "stopping", "signal=%d", sig);
     grpcx_server_shutdown(srv, cfg.shutdown_grace_ms);
     grpcx_server_free(srv);
+    metrics_server_stop(metrics);
     return 0;
 }

@@ -12,6 +12,7 @@
 #include "event.h"
 #include "lock_keys.h"
 #include "log.h"
+#include "metrics.h"
 #include "outbox.h"
 #include "pgx.h"
 #include "reg_local.h"
@@ -26,6 +27,7 @@
  * new instance never publish at once. */
 static const outbox_table saga_outbox = {
     .name = "saga-outbox",
+    .table = "saga.outbox",
     .lock_key = LOCK_SAGA_OUTBOX,
     .channel = "todo_saga_outbox",
     .select_sql = "select o.id, o.user_id, o.aggregate_id, o.envelope, o.event_type from saga.outbox o"
@@ -35,6 +37,11 @@ static const outbox_table saga_outbox = {
                   " order by o.id limit $1::int",
     .done_sql = "delete from saga.outbox where id = any($1::bigint[])",
     .park_sql = "update saga.outbox set parked_at = now(), parked_reason = $2 where id = $1::bigint",
+    .status_sql = "select count(*), coalesce(extract(epoch from now() - min(created_at)), 0)::float8,"
+                  " count(*) filter (where parked_at is not null),"
+                  " count(*) filter (where parked_at is null and exists (select 1 from saga.outbox p"
+                  "    where p.parked_at is not null and p.aggregate_id = o.aggregate_id and p.id < o.id))"
+                  " from saga.outbox o",
 };
 
 /* Rows an older todo-saga left in saga.outbox get their envelopes. */
@@ -72,6 +79,7 @@ int main(void)
     }
     if (upgrade_outbox(&p.cfg) != 0) return 1;
     svc_signals_block(&sigs);
+    metrics_server *metrics = metrics_start("todo-saga", p.cfg.metrics_addr);
     outbox_opts oo = {.pg_url = p.cfg.pg_url, .brokers = p.cfg.kafka_brokers, .app_name = "todo-saga-outbox",
                       .batch = SAGA_OUTBOX_BATCH, .poll_ms = p.cfg.relay_poll_ms,
                       .max_event_bytes = p.cfg.event_max_bytes};
@@ -79,6 +87,7 @@ int main(void)
     if (ob == NULL) {
         log_error("saga", "cannot start", "error=\"%s\"", err.msg);
         reg_resolver_free(p.resolver);
+        metrics_server_stop(metrics);
         return 1;
     }
     log_info("saga", "starting", "instance=%s workers=%d lease_s=%d", p.cfg.saga_instance, p.cfg.saga_workers,
@@ -101,6 +110,7 @@ int main(void)
     outbox_stop(ob); /* what is left is published by the next start */
     curl_global_cleanup();
     reg_resolver_free(p.resolver);
+    metrics_server_stop(metrics);
     log_info("saga", "stopped", "instance=%s", p.cfg.saga_instance);
     return 0;
 }

@@ -22,12 +22,8 @@ static int dispatch(saga_proc *p, PGconn *pg, const rd_kafka_message_t *m, void 
     saga_notify *s = ctx;
     arena *a = arena_new();
     Todo__V1__EventEnvelope *env;
-    int rc = event_decode(m->payload, m->len, a, &env, err);
-    if (rc != 0 || strcmp(env->event_type, "notification.requested") != 0) {
-        arena_free(a);
-        return rc != 0 ? TODO_EINVAL : TODO_OK;
-    }
-    if ((rc = reg_resolve_envelope(p->resolver, pg, env, err)) != 0) {
+    int rc = saga_proc_envelope(p, pg, m, "notification.requested", a, &env, err);
+    if (rc != TODO_OK || env == NULL) { /* undecodable, the registry away, or not ours */
         arena_free(a);
         return rc;
     }

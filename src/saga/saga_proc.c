@@ -3,9 +3,11 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "consume.h"
+#include "event.h"
 #include "log.h"
 #include "pgx.h"
 
@@ -34,6 +36,18 @@ void saga_proc_ensure_pg(saga_proc *p, PGconn **pg, const char *app_name)
         log_warn("saga", "database unreachable; retrying", "error=\"%s\"", err.msg);
         saga_proc_pause_ms(p, 1000);
     }
+}
+
+int saga_proc_envelope(saga_proc *p, PGconn *pg, const rd_kafka_message_t *m, const char *type, arena *a,
+                       Todo__V1__EventEnvelope **env, todo_err *err)
+{
+    Todo__V1__EventEnvelope *e;
+    *env = NULL;
+    if (event_decode(m->payload, m->len, a, &e, err) != TODO_OK) return TODO_EINVAL;
+    if (strcmp(e->event_type, type) != 0) return TODO_OK;
+    int rc = reg_resolve_envelope(p->resolver, pg, e, err);
+    if (rc == TODO_OK) *env = e;
+    return rc;
 }
 
 /* The per-record applier of a consumer role (consume_opts.apply). */

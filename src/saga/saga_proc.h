@@ -35,8 +35,10 @@
 #include <librdkafka/rdkafka.h>
 #include <stdatomic.h>
 
+#include "arena.h"
 #include "config.h"
 #include "reg_local.h"
+#include "todo/v1/events.pb-c.h"
 #include "todo_err.h"
 
 /* The consumer groups. */
@@ -63,6 +65,13 @@ void saga_proc_ensure_pg(saga_proc *p, PGconn **pg, const char *app_name);
  * ours), TODO_EINVAL (err says why) for a record to dead-letter, another
  * status to try it again later. */
 typedef int (*saga_record_fn)(saga_proc *p, PGconn *pg, const rd_kafka_message_t *m, void *ctx, todo_err *err);
+
+/* Decodes record m into a (an envelope) and resolves its schema when it is
+ * of type `type`: TODO_OK with *env set; TODO_OK with *env NULL for
+ * another type (not the role's business); TODO_EINVAL when it does not
+ * decode (to dead-letter); a registry status otherwise. */
+int saga_proc_envelope(saga_proc *p, PGconn *pg, const rd_kafka_message_t *m, const char *type, arena *a,
+                       Todo__V1__EventEnvelope **env, todo_err *err);
 
 /* Runs a consumer role: topic in group, batches of batch records handled
  * one by one by fn on a connection named app_name. Returns when the

@@ -20,12 +20,8 @@ static int start_saga(saga_proc *p, PGconn *pg, const rd_kafka_message_t *m, voi
     (void)ctx;
     arena *a = arena_new();
     Todo__V1__EventEnvelope *env;
-    int rc = event_decode(m->payload, m->len, a, &env, err);
-    if (rc != 0 || strcmp(env->event_type, "task.completed") != 0) {
-        arena_free(a);
-        return rc != 0 ? TODO_EINVAL : TODO_OK;
-    }
-    if ((rc = reg_resolve_envelope(p->resolver, pg, env, err)) != 0) {
+    int rc = saga_proc_envelope(p, pg, m, "task.completed", a, &env, err);
+    if (rc != TODO_OK || env == NULL) { /* undecodable, the registry away, or not ours */
         arena_free(a);
         return rc;
     }
