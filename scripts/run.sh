@@ -31,7 +31,33 @@ $bin/command/todo-command & pids+=($!)
 $bin/query/todo-query & pids+=($!)
 $bin/projection/todo-projector & pids+=($!)
 $bin/saga/todo-saga & pids+=($!)
-for _ in $(seq 100); do $bin/cli/todoctl health >/dev/null 2>&1 && break; sleep 0.1; done
-log "ready: command on $TODO_COMMAND_ADDR, query on $TODO_QUERY_ADDR (Ctrl-C stops)"
+# Ready means the whole pipeline: both servers serving with their database,
+# the outbox's producer able to deliver (it has its idempotent producer id:
+# a broker that just started answers "coordinator load in progress" for
+# seconds), and the projector holding its partitions.
+projector_assigned() {
+  python3 - "$TODO_PROJECTOR_METRICS_ADDR" <<'PY'
+import sys, urllib.request
+try:
+    text = urllib.request.urlopen("http://%s/metrics" % sys.argv[1], timeout=1).read().decode()
+except Exception:
+    sys.exit(1)
+for line in text.splitlines():
+    if line.startswith('todo_consumer_assigned_partitions{group="projection-task-read-v1"}'):
+        sys.exit(0 if float(line.split()[-1]) > 0 else 1)
+sys.exit(1)
+PY
+}
+ready=0
+for _ in $(seq 600); do
+  if $bin/cli/todoctl health >/dev/null 2>&1 && projector_assigned; then ready=1; break; fi
+  sleep 0.1
+done
+if [ $ready -eq 1 ]; then
+  log "ready: command on $TODO_COMMAND_ADDR, query on $TODO_QUERY_ADDR (Ctrl-C stops)"
+else
+  log "not ready after 60 s; what is down:"
+  $bin/cli/todoctl health || true
+fi
 log "try:  eval \"\$(scripts/stack.sh env dev)\"; build/dev/src/cli/todoctl add \"Buy milk\" --due tomorrow"
 wait -n "${pids[@]}" || true

@@ -619,25 +619,46 @@ static int cmd_projection(int argc, char **argv)
     return 0;
 }
 
+/* The Health/Check answer of server addr for service ("" the server):
+ * 1 serving, 0 not, -1 no answer (said on stderr). */
+static int health_of(const char *addr, const char *service)
+{
+    Grpc__Health__V1__HealthCheckRequest rq = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    rq.service = (char *)service;
+    if (call(addr, "/grpc.health.v1.Health/Check", &rq.base, &grpc__health__v1__health_check_response__descriptor,
+             NULL, &resp) != 0)
+        return -1;
+    int up = ((Grpc__Health__V1__HealthCheckResponse *)resp)->status ==
+             GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return up;
+}
+
+/* todoctl health [command|query]: each server and what it depends on
+ * (postgresql; kafka for the command side's outbox); exit 1 when anything
+ * is down, naming it. */
 static int cmd_health(int argc, char **argv)
 {
     int rc = 0;
     for (int which = 0; which < 2; which++) {
         const char *name = which == 0 ? "command" : "query";
         if (argc >= 3 && strcmp(argv[2], name) != 0) continue;
-        Grpc__Health__V1__HealthCheckRequest rq = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-        ProtobufCMessage *resp = NULL;
         const char *addr = which == 0 ? cfg.command_addr : cfg.query_addr;
-        if (call(addr, "/grpc.health.v1.Health/Check", &rq.base, &grpc__health__v1__health_check_response__descriptor,
-                 NULL, &resp) != 0) {
+        int up = health_of(addr, "");
+        if (up < 0) {
             rc = 1;
             continue;
         }
-        Grpc__Health__V1__HealthCheckResponse *hr = (Grpc__Health__V1__HealthCheckResponse *)resp;
-        printf("%-8s %-22s %s\n", name, addr,
-               hr->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING ? "SERVING" : "NOT_SERVING");
-        if (hr->status != GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING) rc = 1;
-        protobuf_c_message_free_unpacked(resp, NULL);
+        printf("%-8s %-22s %s", name, addr, up ? "SERVING" : "NOT_SERVING");
+        const char *parts[] = {"postgresql", which == 0 ? "kafka" : NULL};
+        for (int i = 0; i < 2 && parts[i] != NULL; i++) {
+            int p = health_of(addr, parts[i]);
+            printf("   %s %s", parts[i], p > 0 ? "up" : p == 0 ? "DOWN" : "unknown");
+            if (p <= 0) rc = 1;
+        }
+        printf("\n");
+        if (!up) rc = 1;
     }
     return rc;
 }

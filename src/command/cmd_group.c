@@ -9,7 +9,21 @@
 
 #include "arena.h"
 #include "log.h"
+#include "metrics.h"
 #include "pgx.h"
+
+static metric_series *m_saves, *m_solo;
+static pthread_once_t m_once = PTHREAD_ONCE_INIT;
+
+static void init_metrics(void)
+{
+    static const double b[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000};
+    m_saves = metric_only(metric_histogram("todo_group_commit_saves",
+                                           "Saves written by one group-commit transaction.", NULL, b,
+                                           (int)(sizeof b / sizeof b[0])));
+    m_solo = metric_only(metric_counter("todo_group_commit_solo_total",
+                                        "Saves written alone because a row lock held them in a group.", NULL));
+}
 
 typedef struct pending {
     const cmd_write *w;
@@ -82,6 +96,8 @@ static void run_batch(cmd_group *g, PGconn *pg, arena *a, pending **batch, int n
         g->batches++;
         g->saves += n;
         pthread_mutex_unlock(&g->mu);
+        pthread_once(&m_once, init_metrics);
+        metric_observe(m_saves, n);
         return;
     }
     if (rc == TODO_EUNAVAIL || PQstatus(pg) != CONNECTION_OK) {
@@ -146,7 +162,11 @@ int cmd_group_save(cmd_group *g, PGconn *pg, arena *a, const cmd_write *w, int64
         /* Saves queued meanwhile: the first of them leads next. */
         if (g->head != NULL) pthread_cond_signal(&g->head->cv);
     }
-    if (p.rc == TODO_ELOCKED) g->solo++;
+    if (p.rc == TODO_ELOCKED) {
+        g->solo++;
+        pthread_once(&m_once, init_metrics);
+        metric_add(m_solo, 1);
+    }
     pthread_mutex_unlock(&g->mu);
     pthread_cond_destroy(&p.cv);
     if (p.rc == TODO_ELOCKED) {

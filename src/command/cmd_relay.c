@@ -78,6 +78,11 @@ cmd_relay *cmd_relay_start(const todo_config *cfg, todo_err *err)
     return r;
 }
 
+bool cmd_relay_kafka_ready(void *r)
+{
+    return outbox_kafka_ready(((cmd_relay *)r)->ob);
+}
+
 void cmd_relay_stop(cmd_relay *r)
 {
     if (r == NULL) return;

@@ -21,12 +21,18 @@
 #ifndef TODO_CMD_RELAY_H
 #define TODO_CMD_RELAY_H
 
+#include <stdbool.h>
+
 #include "config.h"
 
 typedef struct cmd_relay cmd_relay;
 
 /* Starts the relay thread. cfg is borrowed and must outlive the relay. */
 cmd_relay *cmd_relay_start(const todo_config *cfg, todo_err *err);
+
+/* True when the relay's producer can deliver (outbox_kafka_ready); r is a
+ * cmd_relay (a probe's callback). */
+bool cmd_relay_kafka_ready(void *r);
 
 /* Stops the relay thread (after the batch in flight) and frees it; takes
  * NULL. */

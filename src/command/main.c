@@ -14,6 +14,7 @@
 #include "event.h"
 #include "log.h"
 #include "metrics.h"
+#include "probe.h"
 #include "reg_local.h"
 #include "reg_service.h"
 #include "svc.h"
@@ -88,8 +89,11 @@ int main(void)
     };
     grpcx_server *srv = grpcx_server_new(&opts, &err);
     reg_service_opts registry = {.writers = cfg.registry_writers, .pg = cmd_thread_pg};
+    probe *health = NULL;
     if (srv == NULL || cmd_service_register(srv, &err) != 0 || reg_service_register(srv, &registry, &err) != 0 ||
+        (health = probe_start(srv, "command", cfg.pg_url, cmd_relay_kafka_ready, relay)) == NULL ||
         grpcx_server_start(srv, cfg.command_addr, &err) != 0) {
+        probe_stop(health);
         log_error("command", "cannot start the gRPC server", "error=\"%s\"", err.msg);
         grpcx_server_free(srv);
         stop_groups(&app);
@@ -101,6 +105,7 @@ int main(void)
     int sig = svc_signals_wait(&sigs);
     log_info("command", "stopping", "signal=%d", sig);
     grpcx_server_shutdown(srv, cfg.shutdown_grace_ms);
+    probe_stop(health);
     stop_groups(&app);
     cmd_relay_stop(relay);
     grpcx_server_free(srv);

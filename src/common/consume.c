@@ -33,7 +33,7 @@ typedef struct loop {
     int waits;                    /* pauses since this batch was polled: the back-off's exponent */
     /* Metrics: the series of this loop's group, and per partition it has
      * consumed (a few dozen at most) its lag. */
-    metric_series *handled, *dead_lettered, *batches, *retries, *seconds;
+    metric_series *handled, *dead_lettered, *batches, *retries, *seconds, *assigned;
     struct part {
         char topic[128];
         int32_t partition;
@@ -43,6 +43,7 @@ typedef struct loop {
     } parts[64];
     int n_parts;
     time_t last_lag;
+    int n_assigned;               /* what this loop added to todo_consumer_assigned_partitions */
 } loop;
 
 static void init_metrics(loop *l)
@@ -58,6 +59,10 @@ static void init_metrics(loop *l)
     l->retries = metric_with(metric_counter("todo_consumer_retries_total",
                                             "Batches a consumer group had to apply again after a failure.", "group"),
                              g);
+    l->assigned = metric_with(metric_gauge("todo_consumer_assigned_partitions",
+                                           "Partitions Kafka assigned to this consumer (0 until the group is "
+                                           "joined: nothing is consumed yet).", "group"),
+                              g);
     l->seconds = metric_with(metric_histogram("todo_consumer_batch_seconds",
                                               "Time from a batch's poll to its commit (retries included).", "group",
                                               METRIC_LATENCY_BUCKETS, METRIC_N_LATENCY_BUCKETS), g);
@@ -103,6 +108,9 @@ static void update_lag(loop *l)
      * new owner does): its cached watermark would go stale. */
     rd_kafka_topic_partition_list_t *mine = NULL;
     if (rd_kafka_assignment(l->rk, &mine) != RD_KAFKA_RESP_ERR_NO_ERROR) mine = NULL;
+    int assigned = mine != NULL ? mine->cnt : 0; /* the process's loops of a group add up */
+    metric_add(l->assigned, assigned - l->n_assigned);
+    l->n_assigned = assigned;
     for (int i = 0; i < l->n_parts; i++) {
         struct part *p = &l->parts[i];
         int64_t lo = 0, hi = 0;
@@ -378,6 +386,7 @@ int consume_run(const consume_opts *o, todo_err *err)
         if (!done) break; /* stopping: the batch was not committed and will be read again */
     }
     log_info(o->component, "stopping", "group=%s", o->group);
+    metric_add(l.assigned, -l.n_assigned);
 out:
     if (l.rk != NULL) {
         rd_kafka_consumer_close(l.rk);

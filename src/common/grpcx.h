@@ -98,6 +98,13 @@ int grpcx_server_port(const grpcx_server *s);
  * on). Thread-safe. */
 void grpcx_server_set_serving(grpcx_server *s, bool serving);
 
+/* Reports a dependency's state in Health/Check: a check naming component
+ * ("postgresql", "kafka") answers its state; while a required one is down,
+ * the server as a whole ("") and its API services answer NOT_SERVING (a
+ * load balancer sends no calls that would fail). Call from one thread (the
+ * first call adds the component). */
+void grpcx_server_set_health(grpcx_server *s, const char *component, bool required, bool up);
+
 /* Stops accepting calls, lets in-flight calls finish for up to grace_ms,
  * cancels the rest, stops the workers. */
 void grpcx_server_shutdown(grpcx_server *s, int grace_ms);

@@ -88,6 +88,15 @@ struct grpcx_server {
     atomic_int cq_shut;
     reflect_index *reflect;
     atomic_int serving;
+    /* Dependencies reported by name in Health/Check ("postgresql",
+     * "kafka"); a required one that is down makes the server's own
+     * services NOT_SERVING. */
+    struct component {
+        char name[32];
+        bool required;
+        atomic_int up;
+    } components[8];
+    atomic_int n_components;
     atomic_int draining; /* set once the server stopped taking calls */
     int port;
     bool started, stopped;
@@ -183,12 +192,21 @@ static int health_check(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMes
     const Grpc__Health__V1__HealthCheckRequest *rq = (const Grpc__Health__V1__HealthCheckRequest *)req;
     grpcx_server *s = c->w->s;
     Grpc__Health__V1__HealthCheckResponse *rs = arena_alloc(grpcx_call_arena(c), sizeof *rs);
-    bool known = rq->service[0] == '\0';
+    bool known = rq->service[0] == '\0', up = atomic_load(&s->serving) != 0;
     for (size_t i = 0; i < s->n_services && !known; i++) known = strcmp(s->services[i], rq->service) == 0;
+    int n = atomic_load(&s->n_components);
+    bool component = false;
+    for (int i = 0; i < n && !component; i++)
+        if (strcmp(s->components[i].name, rq->service) == 0) {
+            component = known = true;
+            up = up && atomic_load(&s->components[i].up);
+        }
+    for (int i = 0; i < n && !component; i++) /* the server, or one of its services: every required one */
+        if (s->components[i].required) up = up && atomic_load(&s->components[i].up);
     if (!known) return todo_err_set(err, TODO_ENOTFOUND, "service %s is not served here", rq->service);
     grpc__health__v1__health_check_response__init(rs);
-    rs->status = atomic_load(&s->serving) ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
-                                          : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+    rs->status = up ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+                    : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
     *resp = &rs->base;
     return TODO_OK;
 }
@@ -688,6 +706,22 @@ int grpcx_server_start(grpcx_server *s, const char *addr, todo_err *err)
 int grpcx_server_port(const grpcx_server *s) { return s->port; }
 
 void grpcx_server_set_serving(grpcx_server *s, bool serving) { atomic_store(&s->serving, serving ? 1 : 0); }
+
+void grpcx_server_set_health(grpcx_server *s, const char *component, bool required, bool up)
+{
+    int n = atomic_load(&s->n_components);
+    for (int i = 0; i < n; i++)
+        if (strcmp(s->components[i].name, component) == 0) {
+            atomic_store(&s->components[i].up, up ? 1 : 0);
+            return;
+        }
+    if (n == (int)(sizeof s->components / sizeof s->components[0])) return;
+    struct component *k = &s->components[n];
+    snprintf(k->name, sizeof k->name, "%s", component);
+    k->required = required;
+    atomic_store(&k->up, up ? 1 : 0);
+    atomic_store(&s->n_components, n + 1); /* published complete; one thread adds components */
+}
 
 void grpcx_server_shutdown(grpcx_server *s, int grace_ms)
 {

@@ -35,6 +35,13 @@ rd_kafka_t *kafkax_producer_new(const char *brokers, const char *client_id, kafk
 rd_kafka_t *kafkax_producer_new_conf(const char *brokers, const char *client_id, kafkax_dr_cb dr, void *opaque,
                                      const char *const *extra_conf, todo_err *err)
 {
+    return kafkax_producer_new_stats(brokers, client_id, dr, NULL, opaque, extra_conf, err);
+}
+
+rd_kafka_t *kafkax_producer_new_stats(const char *brokers, const char *client_id, kafkax_dr_cb dr,
+                                      kafkax_stats_cb stats, void *opaque, const char *const *extra_conf,
+                                      todo_err *err)
+{
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     char errstr[512];
     rd_kafka_t *rk;
@@ -56,6 +63,11 @@ rd_kafka_t *kafkax_producer_new_conf(const char *brokers, const char *client_id,
         }
     rd_kafka_conf_set_log_cb(conf, log_cb);
     if (dr != NULL) rd_kafka_conf_set_dr_msg_cb(conf, dr);
+    if (stats != NULL && (set(conf, "statistics.interval.ms", "1000", err) != TODO_OK)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    if (stats != NULL) rd_kafka_conf_set_stats_cb(conf, stats);
     rd_kafka_conf_set_opaque(conf, opaque);
     rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (rk == NULL) {

@@ -27,6 +27,15 @@ rd_kafka_t *kafkax_producer_new(const char *brokers, const char *client_id, kafk
 rd_kafka_t *kafkax_producer_new_conf(const char *brokers, const char *client_id, kafkax_dr_cb dr, void *opaque,
                                      const char *const *extra_conf, todo_err *err);
 
+/* librdkafka's statistics (a JSON document) every second, from the
+ * thread that polls the handle; return 0 (librdkafka frees json). */
+typedef int (*kafkax_stats_cb)(rd_kafka_t *rk, char *json, size_t len, void *opaque);
+
+/* kafkax_producer_new_conf with a statistics callback (may be NULL). */
+rd_kafka_t *kafkax_producer_new_stats(const char *brokers, const char *client_id, kafkax_dr_cb dr,
+                                      kafkax_stats_cb stats, void *opaque, const char *const *extra_conf,
+                                      todo_err *err);
+
 /* A consumer in group on brokers, subscribed to the n topics. Offsets are
  * committed only by the caller; a group without a committed offset starts
  * at the earliest record. */

@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "arena.h"
 #include "event.h"
 #include "kafkax.h"
@@ -27,7 +29,44 @@ struct outbox_sender {
     const char **reasons;         /* per row: why it failed or was refused */
     size_t *sizes;                /* per row: bytes sent */
     arena *arena;
+    /* From librdkafka's statistics (every second, on the polling thread). */
+    atomic_int producer_id_assigned; /* the idempotent producer has its id: it can deliver */
+    atomic_int queued;               /* messages waiting in the producer */
+    atomic_int brokers_up;
 };
+
+/* librdkafka's statistics: whether the idempotent producer has its
+ * producer id (until then nothing can be delivered: a broker still loading
+ * its coordinator answers "load in progress" for seconds), what waits, how
+ * many brokers are up. */
+static int on_stats(rd_kafka_t *rk, char *text, size_t len, void *opaque)
+{
+    (void)rk;
+    outbox_sender *s = opaque;
+    json_t *j = json_loadb(text, len, 0, NULL);
+    if (j == NULL) return 0;
+    const char *state = json_string_value(json_object_get(json_object_get(j, "eos"), "idemp_state"));
+    atomic_store(&s->producer_id_assigned, state != NULL && strcmp(state, "Assigned") == 0);
+    atomic_store(&s->queued, (int)json_integer_value(json_object_get(j, "msg_cnt")));
+    int up = 0;
+    const char *name;
+    json_t *b;
+    json_object_foreach(json_object_get(j, "brokers"), name, b)
+    {
+        (void)name;
+        const char *st = json_string_value(json_object_get(b, "state"));
+        if (json_integer_value(json_object_get(b, "nodeid")) >= 0 && st != NULL && strcmp(st, "UP") == 0) up++;
+    }
+    atomic_store(&s->brokers_up, up);
+    json_decref(j);
+    return 0;
+}
+
+bool outbox_sender_ready(outbox_sender *s)
+{
+    rd_kafka_poll(s->rk, 0); /* serves the statistics */
+    return atomic_load(&s->producer_id_assigned) != 0;
+}
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 {
@@ -62,7 +101,7 @@ outbox_sender *outbox_sender_new(const char *brokers, const char *client_id, int
         outbox_sender_free(s);
         return NULL;
     }
-    s->rk = kafkax_producer_new_conf(brokers, client_id, on_delivery, s, extra_conf, err);
+    s->rk = kafkax_producer_new_stats(brokers, client_id, on_delivery, on_stats, s, extra_conf, err);
     if (s->rk == NULL) {
         outbox_sender_free(s);
         return NULL;
@@ -209,7 +248,25 @@ struct outbox {
     char app_name[64];
     time_t last_status, last_backlog_log;
     metric_series *published, *parked, *unpublished, *oldest, *parked_rows, *waiting, *active;
+    metric_series *producer_ready, *queued, *brokers_up;
+    atomic_int kafka_ready;
 };
+
+/* The producer's state from its statistics: metrics and readiness. */
+static void read_producer(outbox *ob)
+{
+    bool assigned = outbox_sender_ready(ob->sender);
+    int up = atomic_load(&ob->sender->brokers_up);
+    metric_set(ob->producer_ready, assigned);
+    metric_set(ob->queued, atomic_load(&ob->sender->queued));
+    metric_set(ob->brokers_up, up);
+    atomic_store(&ob->kafka_ready, assigned && up > 0);
+}
+
+bool outbox_kafka_ready(const outbox *ob)
+{
+    return atomic_load(&((outbox *)ob)->kafka_ready) != 0;
+}
 
 static void init_metrics(outbox *ob)
 {
@@ -234,6 +291,14 @@ static void init_metrics(outbox *ob)
                                            "the active publisher).", "outbox"), t);
     ob->active = metric_with(metric_gauge("todo_outbox_active",
                                           "1 on the instance that publishes the outbox, else 0.", "outbox"), t);
+    ob->producer_ready = metric_with(metric_gauge("todo_outbox_producer_ready",
+                                                  "1 once the outbox's idempotent producer has its producer id "
+                                                  "(it can deliver), else 0.", "outbox"), t);
+    ob->queued = metric_with(metric_gauge("todo_outbox_producer_queued_messages",
+                                          "Messages waiting in the outbox's producer (librdkafka's msg_cnt).",
+                                          "outbox"), t);
+    ob->brokers_up = metric_with(metric_gauge("todo_outbox_producer_brokers_up",
+                                              "Kafka brokers the outbox's producer is connected to.", "outbox"), t);
 }
 
 /* The active publisher's look at its table (every 5 s): the gauges, and a
@@ -399,6 +464,7 @@ static void *outbox_main(void *arg)
     snprintf(limit, sizeof limit, "%d", ob->o->batch);
 
     while (!atomic_load(&ob->stop)) {
+        read_producer(ob);
         if (ob->pg == NULL || PQstatus(ob->pg) != CONNECTION_OK) {
             if (ob->pg != NULL) drop_connection(ob);
             if (pgx_ensure(&ob->pg, ob->o->pg_url, ob->app_name, &err) != 0) {

@@ -86,6 +86,9 @@ void outbox_sender_free(outbox_sender *s);
  * until the next call. */
 int outbox_send(outbox_sender *s, const outbox_row *rows, int n, bool stamp_position, const atomic_int *stop);
 outbox_state outbox_row_state(const outbox_sender *s, int i);
+/* True once the producer has its idempotent producer id (it can deliver);
+ * serves pending callbacks. */
+bool outbox_sender_ready(outbox_sender *s);
 /* Why row i failed or was refused ("" otherwise). */
 const char *outbox_row_reason(const outbox_sender *s, int i);
 
@@ -132,5 +135,9 @@ outbox *outbox_start(const outbox_table *t, const outbox_opts *o, todo_err *err)
 
 /* Stops the thread (after the batch in flight) and frees it; takes NULL. */
 void outbox_stop(outbox *ob);
+
+/* True when this instance's producer can deliver (it has its idempotent
+ * producer id and a broker is up): the health of "kafka". Thread-safe. */
+bool outbox_kafka_ready(const outbox *ob);
 
 #endif

@@ -1,12 +1,36 @@
 /* pgx: see pgx.h. */
 #include "pgx.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
+#include "metrics.h"
+
+/* PostgreSQL round trips: one statement, or one pipeline of several. */
+static metric_series *rt_statement, *rt_pipeline;
+static pthread_once_t rt_once = PTHREAD_ONCE_INIT;
+
+static void rt_init(void)
+{
+    static const double b[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5};
+    metric *m = metric_histogram("todo_pg_round_trip_seconds",
+                                 "PostgreSQL round trips of this process: one statement, or one pipeline of several.",
+                                 "kind", b, (int)(sizeof b / sizeof b[0]));
+    rt_statement = metric_with(m, "statement");
+    rt_pipeline = metric_with(m, "pipeline");
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 /* Server notices ("relation already exists, skipping") go to the debug log,
  * not to stderr. */
@@ -156,8 +180,11 @@ PGresult *pgx_execb(PGconn *c, const char *sql, int n, const char *const *values
 {
     /* A failed transaction refuses even PREPARE: run such calls unprepared. */
     const char *name = PQtransactionStatus(c) == PQTRANS_INERROR ? NULL : prepared(c, sql, n);
+    pthread_once(&rt_once, rt_init);
+    double t0 = mono_s();
     PGresult *r = name != NULL ? PQexecPrepared(c, name, n, values, lengths, formats, 0)
                                : PQexecParams(c, sql, n, NULL, values, lengths, formats, 0);
+    metric_observe(rt_statement, mono_s() - t0);
     ExecStatusType st = PQresultStatus(r);
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return r;
     fail_with(c, r, err);
@@ -184,6 +211,8 @@ int pgx_pipeline(PGconn *c, const pgx_stmt *list, int n, PGresult **results, int
     if (names == NULL) return todo_err_set(err, TODO_EINTERNAL, "out of memory");
     bool in_error = PQtransactionStatus(c) == PQTRANS_INERROR;
     for (int i = 0; i < n && !in_error; i++) names[i] = prepared(c, list[i].sql, list[i].n);
+    pthread_once(&rt_once, rt_init);
+    double t0 = mono_s();
     if (PQenterPipelineMode(c) != 1) {
         free(names);
         return todo_err_set(err, TODO_EUNAVAIL, "database error: cannot enter pipeline mode: %s", PQerrorMessage(c));
@@ -225,6 +254,7 @@ int pgx_pipeline(PGconn *c, const pgx_stmt *list, int n, PGresult **results, int
         }
         PQclear(r);
     }
+    metric_observe(rt_pipeline, mono_s() - t0);
     if (PQexitPipelineMode(c) != 1 || PQstatus(c) != CONNECTION_OK) {
         if (rc == TODO_OK || PQstatus(c) != CONNECTION_OK)
             rc = todo_err_set(err, TODO_EUNAVAIL, "database error: a pipeline did not finish: %s", PQerrorMessage(c));

@@ -9,6 +9,7 @@
 #include "grpcx.h"
 #include "log.h"
 #include "metrics.h"
+#include "probe.h"
 #include "qry_service.h"
 #include "svc.h"
 
@@ -35,7 +36,11 @@ int main(void)
         .component = "query",
     };
     grpcx_server *srv = grpcx_server_new(&opts, &err);
-    if (srv == NULL || qry_service_register(srv, &err) != 0 || grpcx_server_start(srv, cfg.query_addr, &err) != 0) {
+    probe *health = NULL;
+    if (srv == NULL || qry_service_register(srv, &err) != 0 ||
+        (health = probe_start(srv, "query", cfg.pg_url, NULL, NULL)) == NULL ||
+        grpcx_server_start(srv, cfg.query_addr, &err) != 0) {
+        probe_stop(health);
         log_error("query", "cannot start the gRPC server", "error=\"%s\"", err.msg);
         grpcx_server_free(srv);
         metrics_server_stop(metrics);
@@ -44,6 +49,7 @@ int main(void)
     int sig = svc_signals_wait(&sigs);
     log_info("query", "stopping", "signal=%d", sig);
     grpcx_server_shutdown(srv, cfg.shutdown_grace_ms);
+    probe_stop(health);
     grpcx_server_free(srv);
     metrics_server_stop(metrics);
     return 0;

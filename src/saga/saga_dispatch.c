@@ -54,6 +54,7 @@ void *saga_dispatch_main(void *proc)
                                     : saga_notify_log_channel(),
                      .attempts = p->cfg.notify_attempts, .backoff_ms = 200};
     log_info("notify", "dispatching", "channel=%s", s.channel.name);
+    saga_notify_declare_metrics(&s);
     saga_proc_consume(p, "notify", SAGA_DISPATCH_GROUP, TOPIC_NOTIFICATIONS, BATCH, "todo-saga-notifier", dispatch, &s);
     if (have_redis) redisx_cleanup(&redis);
     return NULL;

@@ -11,6 +11,7 @@
 #include "arena.h"
 #include "event.h"
 #include "log.h"
+#include "metrics.h"
 #include "pgx.h"
 #include "redisx.h"
 #include "saga_store.h"
@@ -186,15 +187,43 @@ static void pause_ms(saga_notify *s, int ms)
     nanosleep(&ts, NULL);
 }
 
+/* Counts a handled notification by channel and outcome (by 0: the
+ * series exists from the start, so an alert on its increase sees the first
+ * failure). */
+static void count_by(const saga_notify *s, const char *outcome, double n)
+{
+    metric_add(metric_with(metric_counter("todo_notifications_total",
+                                          "Notifications handled, by channel and outcome (sent, failed, duplicate: "
+                                          "delivered before).", "channel,outcome"),
+                           s->channel.name, outcome),
+               n);
+}
+
+static void count(const saga_notify *s, const char *outcome)
+{
+    count_by(s, outcome, 1);
+}
+
+void saga_notify_declare_metrics(const saga_notify *s)
+{
+    count_by(s, "sent", 0);
+    count_by(s, "failed", 0);
+    count_by(s, "duplicate", 0);
+}
+
 int saga_notify_handle(saga_notify *s, const Todo__V1__SendNotification *n, const char **outcome, todo_err *err)
 {
     char state[16], why[300] = "";
     int rc;
     if (outcome != NULL) *outcome = "duplicate";
-    if (redis_sent(s, n)) return TODO_OK;
+    if (redis_sent(s, n)) {
+        count(s, "duplicate");
+        return TODO_OK;
+    }
     if ((rc = claim(s, n, state, err)) != 0) return rc;
     if (strcmp(state, "sent") == 0 || strcmp(state, "failed") == 0) {
         if (strcmp(state, "sent") == 0) redis_mark(s, n);
+        count(s, "duplicate");
         return TODO_OK;
     }
     /* "new", or "sending" left by a crash: deliver. */
@@ -216,5 +245,6 @@ int saga_notify_handle(saga_notify *s, const Todo__V1__SendNotification *n, cons
     else log_error("notify", "notification failed", "id=%s channel=%s attempts=%d error=\"%s\"", n->notification_id,
                    s->channel.name, attempt, why);
     if (outcome != NULL) *outcome = sent ? "sent" : "failed";
+    count(s, sent ? "sent" : "failed");
     return TODO_OK;
 }

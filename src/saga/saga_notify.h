@@ -66,6 +66,9 @@ typedef struct saga_notify {
     void (*sleep_ms)(int ms);        /* NULL: nanosleep */
 } saga_notify;
 
+/* Makes the notification counters of s's channel exist (at 0). */
+void saga_notify_declare_metrics(const saga_notify *s);
+
 /* Handles one notification request: delivers it unless it was delivered
  * before. *outcome (may be NULL) gets "sent", "failed" or "duplicate".
  * Returns TODO_OK, or a database status (retry the record later). */

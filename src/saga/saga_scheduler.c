@@ -12,6 +12,7 @@
 #include "event.h"
 #include "grpcx_status.h"
 #include "log.h"
+#include "metrics.h"
 #include "pgx.h"
 #include "saga_proc.h"
 #include "todo/v1/command.pb-c.h"
@@ -52,6 +53,24 @@ typedef struct share {
     double max_delay_ms;
 } share;
 
+static metric_series *m_fired, *m_failed, *m_delay;
+static metric *m_sagas;
+static pthread_once_t m_once = PTHREAD_ONCE_INIT;
+
+static void init_metrics(void)
+{
+    static const double b[] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900};
+    m_fired = metric_only(metric_counter("todo_reminders_fired_total", "Reminders this scheduler fired.", NULL));
+    m_failed = metric_only(metric_counter("todo_reminder_fire_failures_total",
+                                          "Attempts to fire a due reminder that failed (tried again next tick).",
+                                          NULL));
+    m_delay = metric_only(metric_histogram("todo_reminder_firing_delay_seconds",
+                                           "From a reminder's due time to its firing.", NULL, b,
+                                           (int)(sizeof b / sizeof b[0])));
+    m_sagas = metric_gauge("todo_sagas", "Sagas by state (RUNNING, COMPENSATING, FAILED; finished ones are not "
+                                         "counted), read by the scheduler every 5 s.", "state");
+}
+
 static void *fire_share(void *arg)
 {
     share *sh = arg;
@@ -62,6 +81,8 @@ static void *fire_share(void *arg)
         grpc_status_code code = fire(sh->s, id, user, version, &res);
         double delay_ms = (double)(event_now_us() - due_us) / 1000.0;
         if (code == GRPC_STATUS_OK) {
+            metric_add(m_fired, 1);
+            metric_observe(m_delay, delay_ms > 0 ? delay_ms / 1000.0 : 0);
             sh->fired++;
             if (delay_ms > sh->max_delay_ms) sh->max_delay_ms = delay_ms;
             log_info("scheduler", "reminder fired", "reminder=%s user=%s delay_ms=%.1f", id, user, delay_ms);
@@ -70,6 +91,7 @@ static void *fire_share(void *arg)
             log_debug("scheduler", "reminder not fired here", "reminder=%s status=%s reason=\"%s\"", id,
                       grpcx_code_name(code), res.message);
         } else {
+            metric_add(m_failed, 1);
             log_warn("scheduler", "firing a reminder failed; trying again", "reminder=%s status=%s error=\"%s\"", id,
                      grpcx_code_name(code), res.message);
         }
@@ -112,15 +134,35 @@ int saga_scheduler_tick(saga_scheduler *s, int *fired, todo_err *err)
     return TODO_OK;
 }
 
+/* The sagas not yet finished, by state (every 5 s): the todo_sagas gauge. */
+static void count_sagas(PGconn *pg, time_t *last)
+{
+    todo_err err;
+    time_t now = time(NULL);
+    if (now - *last < 5) return;
+    *last = now;
+    PGresult *r = pgx_exec(pg,
+                           "select s.state, count(x.id) from unnest(array['RUNNING', 'COMPENSATING', 'FAILED']) as s(state)"
+                           " left join saga.sagas x on x.state = s.state group by s.state",
+                           0, NULL, &err);
+    if (r == NULL) return;
+    for (int i = 0; i < PQntuples(r); i++)
+        metric_set(metric_with(m_sagas, PQgetvalue(r, i, 0)), strtod(PQgetvalue(r, i, 1), NULL));
+    PQclear(r);
+}
+
 void *saga_scheduler_main(void *proc)
 {
     saga_proc *p = proc;
     todo_err err;
+    time_t last_count = 0;
+    pthread_once(&m_once, init_metrics);
     saga_scheduler s = {.cfg = &p->cfg, .command = grpcx_channel_new(p->cfg.command_addr)};
     while (!atomic_load(&p->stopping)) {
         saga_proc_ensure_pg(p, &s.pg, "todo-saga-scheduler");
         if (s.pg == NULL) break;
         int fired = 0;
+        count_sagas(s.pg, &last_count);
         if (saga_scheduler_tick(&s, &fired, &err) != 0) {
             log_warn("scheduler", "looking for due reminders failed", "error=\"%s\"", err.msg);
             saga_proc_pause_ms(p, 1000);

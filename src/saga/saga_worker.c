@@ -1,21 +1,45 @@
 /* The worker role of todo-saga (see saga_proc.h): leases sagas and drives
  * them to their end. */
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "grpcx_client.h"
 #include "log.h"
+#include "metrics.h"
 #include "pgx.h"
 #include "saga_completion.h"
 #include "saga_proc.h"
 #include "saga_store.h"
 
-/* Logs every transition (its events are in saga.outbox already). */
+static metric *transitions(void)
+{
+    return metric_counter("todo_saga_transitions_total",
+                          "Saga transitions made by this instance: started, step.completed, step.failed (a retry "
+                          "follows unless attempts are spent), compensating, step.compensated, "
+                          "step.compensation_failed, compensated, completed, failed.",
+                          "saga_type,transition");
+}
+
+/* Every transition's series exists from the start, at 0: an alert on its
+ * increase sees the first one. */
+static void declare_transitions(void)
+{
+    static const char *const all[] = {"started", "step.completed", "step.failed", "compensating", "step.compensated",
+                                      "step.compensation_failed", "compensated", "completed", "failed"};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        metric_add(metric_with(transitions(), saga_completion_def.type, all[i]), 0);
+}
+
+/* Logs and counts every transition (its events are in saga.outbox
+ * already). */
 static void on_saga_event(const saga_record *r, const char *what, const char *step, int attempt, const char *error,
                           void *ctx)
 {
     (void)ctx;
+    /* Label values: the saga types and transitions saga_core knows (bounded). */
+    metric_add(metric_with(transitions(), r->type, what), 1);
     if (strcmp(what, "failed") == 0)
         log_error("saga", "saga failed", "saga=%s type=%s error=\"%s\"", r->id, r->type, error ? error : "");
     else
@@ -27,6 +51,8 @@ void *saga_worker_main(void *arg)
 {
     saga_worker_arg *w = arg;
     saga_proc *p = w->proc;
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, declare_transitions);
     todo_err err;
     char owner[CONFIG_STR_MAX + 16], app_name[48];
     snprintf(owner, sizeof owner, "%s/%d", p->cfg.saga_instance, w->n);

@@ -18,12 +18,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
 #include "todo/v1/command.pb-c.h"
 
-static pid_t saga, prometheus;
+static pid_t saga_pid, prometheus;
 static char prom_addr[64], prom_dir[256];
 
 static const char *const SERVICES[][2] = {
@@ -111,7 +112,7 @@ static int setup(void **state)
 {
     int rc = harness_group_setup(state);
     if (rc != 0 || !harness_stack_available()) return rc;
-    saga = harness_spawn("saga/todo-saga", "metrics-saga", (const char *const[]){"TODO_SAGA_INSTANCE=metrics", NULL});
+    saga_pid = harness_spawn("saga/todo-saga", "metrics-saga", (const char *const[]){"TODO_SAGA_INSTANCE=metrics", NULL});
     /* Prometheus, scraping the four every second, data in a fresh directory. */
     snprintf(prom_dir, sizeof prom_dir, "%s/prometheus-test", getenv("TODO_STACK_DIR"));
     char cmd[1024], path[512];
@@ -159,7 +160,7 @@ static int teardown(void **state)
 {
     int bad = 0;
     if (prometheus > 0) harness_stop(prometheus, SIGTERM, 20000);
-    if (saga > 0 && harness_stop(saga, SIGTERM, 20000) != 0) bad = 1;
+    if (saga_pid > 0 && harness_stop(saga_pid, SIGTERM, 20000) != 0) bad = 1;
     return harness_group_teardown(state) | bad;
 }
 
@@ -236,12 +237,102 @@ static void prometheus_counts_exactly_the_calls_made(void **state)
     free(auth);
 }
 
+static char *create(const char *auth, const char *title)
+{
+    Todo__V1__CreateTaskRequest rq = TODO__V1__CREATE_TASK_REQUEST__INIT;
+    Todo__V1__CommandReply *r;
+    grpcx_result res;
+    rq.title = (char *)title;
+    assert_int_equal(harness_command("CreateTask", &rq.base, auth, &r, &res), GRPC_STATUS_OK);
+    char *id = strdup(r->id);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return id;
+}
+
+/* Completes task; the saga's id (the task.completed event's id). */
+static char *complete(const char *auth, const char *task_id)
+{
+    Todo__V1__CompleteTaskRequest rq = TODO__V1__COMPLETE_TASK_REQUEST__INIT;
+    Todo__V1__CommandReply *r;
+    grpcx_result res;
+    rq.task_id = (char *)task_id;
+    assert_int_equal(harness_command("CompleteTask", &rq.base, auth, &r, &res), GRPC_STATUS_OK);
+    char *id = strdup(r->event_id);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return id;
+}
+
+static bool saga_completed(const char *saga, int timeout_ms)
+{
+    long long until = harness_now_ms() + timeout_ms;
+    while (harness_now_ms() < until) {
+        if (harness_scalar(harness_db, "select count(*) from saga.sagas where id = $1::uuid and state = 'COMPLETED'",
+                           saga) == 1)
+            return true;
+        harness_sleep_ms(100);
+    }
+    return false;
+}
+
+static void sagas_reminders_and_notifications_are_counted(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64];
+    harness_user(user, "metricsaga");
+    char *auth = harness_bearer(user, 600, NULL);
+    /* The saga consumer of a new group starts at the end of the topic once
+     * Kafka assigned it its partitions: complete tasks until one starts a
+     * saga. */
+    bool warm = false;
+    for (int i = 0; i < 10 && !warm; i++) {
+        char *t = create(auth, "warm-up"), *saga = complete(auth, t);
+        warm = saga_completed(saga, 5000);
+        free(t);
+        free(saga);
+    }
+    assert_true(warm);
+    double completed0 = promql("sum(todo_saga_transitions_total{transition=\"completed\"}) or vector(0)");
+    double sent0 = promql("sum(todo_notifications_total{outcome=\"sent\"}) or vector(0)");
+    double fired0 = promql("sum(todo_reminders_fired_total) or vector(0)");
+    double delays0 = promql("sum(todo_reminder_firing_delay_seconds_count) or vector(0)");
+
+    char *t = create(auth, "counted saga"), *saga = complete(auth, t);
+    assert_true(saga_completed(saga, 30000));
+    char q[256];
+    snprintf(q, sizeof q, "sum(todo_saga_transitions_total{transition=\"completed\"}) - %.0f >= bool 1", completed0);
+    assert_true(promql_reaches(q, 1));
+    snprintf(q, sizeof q, "sum(todo_notifications_total{outcome=\"sent\"}) - %.0f >= bool 1", sent0);
+    assert_true(promql_reaches(q, 1));
+    assert_true(promql_reaches("count(todo_sagas{state=\"FAILED\"})", 1)); /* the gauge is there */
+
+    /* A reminder due in a second fires, and its delay is observed. */
+    char *r = create(auth, "remind me");
+    Todo__V1__ScheduleReminderRequest rq = TODO__V1__SCHEDULE_REMINDER_REQUEST__INIT;
+    Google__Protobuf__Timestamp at = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    grpcx_result res;
+    at.seconds = (int64_t)time(NULL) + 1;
+    rq.task_id = r;
+    rq.remind_at = &at;
+    rq.channel = TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_PUSH;
+    assert_int_equal(harness_command("ScheduleReminder", &rq.base, auth, NULL, &res), GRPC_STATUS_OK);
+    snprintf(q, sizeof q, "sum(todo_reminders_fired_total) - %.0f >= bool 1", fired0);
+    assert_true(promql_reaches(q, 1));
+    snprintf(q, sizeof q, "sum(todo_reminder_firing_delay_seconds_count) - %.0f >= bool 1", delays0);
+    assert_true(promql_reaches(q, 1));
+    free(r);
+    free(t);
+    free(saga);
+    free(auth);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_endpoint_passes_promtool),
         cmocka_unit_test(prometheus_counts_exactly_the_calls_made),
+        cmocka_unit_test(sagas_reminders_and_notifications_are_counted),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
     curl_global_cleanup();

@@ -251,6 +251,45 @@ static void health_check_answers_for_the_server_and_known_services(void **state)
                      GRPC_STATUS_NOT_FOUND);
 }
 
+/* The status Health/Check answers for service (asserting the call is OK). */
+static int health(fixture *f, const char *service)
+{
+    Grpc__Health__V1__HealthCheckRequest rq = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    Grpc__Health__V1__HealthCheckResponse *rs;
+    grpcx_result res;
+    rq.service = (char *)service;
+    assert_int_equal(grpcx_unary(f->ch, "/grpc.health.v1.Health/Check", &rq.base,
+                                 &grpc__health__v1__health_check_response__descriptor, NULL, 5000,
+                                 (ProtobufCMessage **)&rs, &res),
+                     GRPC_STATUS_OK);
+    int st = rs->status;
+    protobuf_c_message_free_unpacked(&rs->base, NULL);
+    return st;
+}
+
+static void health_names_the_dependency_that_is_down(void **state)
+{
+    fixture *f = *state;
+    const int up = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+    const int down = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+    grpcx_server_set_health(f->srv, "postgresql", true, true);
+    grpcx_server_set_health(f->srv, "kafka", false, true);
+    assert_int_equal(health(f, ""), up);
+    assert_int_equal(health(f, "postgresql"), up);
+    /* Kafka away: the API still serves (the outbox holds the events). */
+    grpcx_server_set_health(f->srv, "kafka", false, false);
+    assert_int_equal(health(f, "kafka"), down);
+    assert_int_equal(health(f, ""), up);
+    assert_int_equal(health(f, "todo.v1.TaskQueryService"), up);
+    /* The database away: nothing can be served. */
+    grpcx_server_set_health(f->srv, "postgresql", true, false);
+    assert_int_equal(health(f, "postgresql"), down);
+    assert_int_equal(health(f, ""), down);
+    assert_int_equal(health(f, "todo.v1.TaskQueryService"), down);
+    grpcx_server_set_health(f->srv, "postgresql", true, true);
+    assert_int_equal(health(f, ""), up);
+}
+
 static void client_deadlines_are_enforced(void **state)
 {
     fixture *f = *state;
@@ -316,6 +355,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(undecodable_requests_are_invalid_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(oversized_requests_are_refused, setup_small, teardown),
         cmocka_unit_test_setup_teardown(health_check_answers_for_the_server_and_known_services, setup, teardown),
+        cmocka_unit_test_setup_teardown(health_names_the_dependency_that_is_down, setup, teardown),
         cmocka_unit_test_setup_teardown(callers_are_authenticated_before_decoding, setup_guarded, teardown),
         cmocka_unit_test_setup_teardown(hostile_bodies_are_refused_without_harm, setup_guarded, teardown),
         cmocka_unit_test_setup_teardown(client_deadlines_are_enforced, setup, teardown),
