@@ -23,18 +23,23 @@
 #define MAX_ATTEMPTS 30    /* load-change-save rounds before a busy aggregate answers ABORTED */
 #define MAX_BACKOFF_MS 50  /* jittered pause between rounds: up to min(2^round, this) ms */
 
-/* The correlation id: the client's x-correlation-id when it sent a sane one,
- * else a new UUID. Returned to the client in the reply metadata. */
-static const char *correlation(grpcx_call *c, arena *a)
+/* A metadata value fit for an event: 1 to 128 printable ASCII characters,
+ * or NULL. */
+static const char *sane_metadata(grpcx_call *c, const char *key)
 {
-    const char *v = grpcx_call_metadata(c, "x-correlation-id");
+    const char *v = grpcx_call_metadata(c, key);
     bool ok = v != NULL && v[0] != '\0' && strlen(v) <= 128;
     for (const char *p = v; ok && *p != '\0'; p++) ok = *p >= 0x21 && *p <= 0x7E;
-    if (!ok) {
-        char *id = arena_alloc(a, 37);
-        if (text_uuid_v4(id) != 0) snprintf(id, 37, "unknown");
-        v = id;
-    }
+    return ok ? v : NULL;
+}
+
+/* The correlation id: the client's x-correlation-id when it sent a sane one,
+ * else the call's trace id (so a trace and its events share one id).
+ * Returned to the client in the reply metadata. */
+static const char *correlation(grpcx_call *c, arena *a)
+{
+    const char *v = sane_metadata(c, "x-correlation-id");
+    if (v == NULL) v = arena_strdup(a, grpcx_call_trace(c)->trace_id);
     grpcx_call_reply_metadata(c, "x-correlation-id", v);
     return v;
 }
@@ -48,6 +53,13 @@ int cmd_begin(cmd_ctx *x, grpcx_call *c, const char *rpc, const char *request_id
     x->t = grpcx_call_state(c);
     x->a = grpcx_call_arena(c);
     x->correlation_id = correlation(c, x->a);
+    /* What caused the events: the caller's x-causation-id (todo-saga names
+     * the event its saga reacts to), else this call itself (its span). */
+    x->causation_id = sane_metadata(c, "x-causation-id");
+    if (x->causation_id == NULL) x->causation_id = arena_printf(x->a, "call:%s", grpcx_call_trace(c)->span_id);
+    char *tp = arena_alloc(x->a, 56);
+    trace_format(grpcx_call_trace(c), tp);
+    x->traceparent = tp;
     snprintf(x->t->audit_correlation, sizeof x->t->audit_correlation, "%s", x->correlation_id);
     const char *user = grpcx_call_user(c); /* cmd_authenticate named the caller */
     if (user == NULL) return todo_err_set(err, TODO_EUNAUTH, "the caller is not authenticated");
@@ -133,7 +145,8 @@ int cmd_save(cmd_ctx *x, const cmd_kind *k, const char *id, const void *agg, int
     event_meta m = {
         .event_id = event_id, .event_type = type, .source = "todo-command", .time_us = now, .user_id = x->user,
         .aggregate_type = k->aggregate_type, .aggregate_id = id, .aggregate_version = version,
-        .schema_version = schema, .correlation_id = x->correlation_id, .causation_id = "",
+        .schema_version = schema, .correlation_id = x->correlation_id, .causation_id = x->causation_id,
+        .traceparent = x->traceparent,
     };
     if ((rc = event_encode(&m, event, x->a, &env, &env_len, err)) != 0) return rc;
     if (env_len > (size_t)x->t->cfg->event_max_bytes) {

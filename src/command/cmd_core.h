@@ -48,6 +48,8 @@ typedef struct cmd_ctx {
     const char *rpc;
     char user[AUTH_USER_MAX];
     const char *correlation_id;
+    const char *causation_id;    /* x-causation-id, or "call:<span id>" */
+    const char *traceparent;     /* the call's span (trace.h) for the events written */
     cmd_request req;
 } cmd_ctx;
 

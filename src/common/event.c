@@ -79,6 +79,13 @@ int event_encode(const event_meta *m, const ProtobufCMessage *payload, arena *a,
     env.schema_id = event_schema_id(m->event_type, m->schema_version);
     env.correlation_id = dup_or_empty(a, m->correlation_id);
     env.causation_id = dup_or_empty(a, m->causation_id);
+    Todo__V1__EventEnvelope__MetadataEntry tp = TODO__V1__EVENT_ENVELOPE__METADATA_ENTRY__INIT, *entries[1] = {&tp};
+    if (m->traceparent != NULL && m->traceparent[0] != '\0') {
+        tp.key = "traceparent";
+        tp.value = (char *)m->traceparent;
+        env.n_metadata = 1;
+        env.metadata = entries;
+    }
     env.data.len = protobuf_c_message_get_packed_size(payload);
     env.data.data = arena_alloc(a, env.data.len + 1);
     protobuf_c_message_pack(payload, env.data.data);
@@ -217,6 +224,15 @@ static void add(rd_kafka_headers_t *h, const char *name, const char *value)
     rd_kafka_header_add(h, name, -1, value, -1);
 }
 
+const char *event_traceparent(const Todo__V1__EventEnvelope *env)
+{
+    for (size_t i = 0; i < env->n_metadata; i++)
+        if (env->metadata[i] != NULL && strcmp(env->metadata[i]->key, "traceparent") == 0 &&
+            env->metadata[i]->value[0] != '\0')
+            return env->metadata[i]->value;
+    return NULL;
+}
+
 rd_kafka_headers_t *event_kafka_headers(const Todo__V1__EventEnvelope *env)
 {
     rd_kafka_headers_t *h = rd_kafka_headers_new(15);
@@ -241,6 +257,8 @@ rd_kafka_headers_t *event_kafka_headers(const Todo__V1__EventEnvelope *env)
     add(h, "content-type", "application/protobuf");
     if (env->correlation_id[0] != '\0') add(h, "correlation_id", env->correlation_id);
     if (env->causation_id[0] != '\0') add(h, "causation_id", env->causation_id);
+    const char *tp = event_traceparent(env);
+    if (tp != NULL) add(h, "traceparent", tp);
     snprintf(buf, sizeof buf, "%" PRId64, env->position);
     add(h, "todo_position", buf);
     snprintf(buf, sizeof buf, "%" PRId64, env->aggregate_version);

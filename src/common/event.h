@@ -44,6 +44,7 @@ typedef struct event_meta {
     int32_t schema_version;
     const char *correlation_id;  /* may be NULL or "" */
     const char *causation_id;    /* may be NULL or "" */
+    const char *traceparent;     /* W3C trace context (trace.h), NULL or "": none; kept in metadata */
 } event_meta;
 
 /* Serializes an envelope for meta whose data is payload. The bytes are
@@ -59,6 +60,9 @@ int event_decode(const uint8_t *bytes, size_t len, arena *a, Todo__V1__EventEnve
 /* Builds the Kafka headers for env (see above). The caller owns the result
  * (rd_kafka_producev with RD_KAFKA_V_HEADERS takes it over on success). */
 rd_kafka_headers_t *event_kafka_headers(const Todo__V1__EventEnvelope *env);
+
+/* env's traceparent (metadata["traceparent"]), or NULL. */
+const char *event_traceparent(const Todo__V1__EventEnvelope *env);
 
 /* The event schemas this build knows: (type, version, message full name),
  * the versions of a type in ascending order; the last one is what producers

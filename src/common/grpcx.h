@@ -43,6 +43,7 @@
 
 #include "arena.h"
 #include "grpcx_status.h"
+#include "trace.h"
 #include "todo_err.h"
 
 typedef struct grpcx_server grpcx_server;
@@ -117,6 +118,11 @@ void grpcx_server_free(grpcx_server *s);
 /* The first value of request metadata key (lowercase), copied into the
  * call's arena, or NULL. */
 const char *grpcx_call_metadata(grpcx_call *c, const char *key);
+
+/* The call's span (trace.h): a child of the caller's `traceparent`
+ * metadata, or the root of a new trace. The handler's log lines carry it;
+ * events written for the call take it into their envelopes. */
+const trace_ctx *grpcx_call_trace(grpcx_call *c);
 
 /* Adds key: value to the reply's initial metadata (at most 4 entries; key
  * lowercase, value printable ASCII; both are copied). */

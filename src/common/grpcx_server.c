@@ -28,6 +28,7 @@
 #include "metrics.h"
 #include "pbx.h"
 #include "reflect.h"
+#include "trace.h"
 
 extern const unsigned char todo_descriptor_set[];
 extern const size_t todo_descriptor_set_len;
@@ -119,6 +120,7 @@ typedef struct unary_call {
     grpc_metadata reply_md[4];
     size_t n_reply_md;
     char user[GRPCX_USER_MAX];   /* the authenticated caller, "" before */
+    trace_ctx trace;             /* this call's span: a child of the caller's traceparent, or a new trace */
 } unary_call;
 
 /* One call to an unregistered method: reflection streams, or UNIMPLEMENTED. */
@@ -163,6 +165,8 @@ void grpcx_call_set_user(grpcx_call *c, const char *user)
 }
 
 const char *grpcx_call_user(grpcx_call *c) { return c->u->user[0] != '\0' ? c->u->user : NULL; }
+
+const trace_ctx *grpcx_call_trace(grpcx_call *c) { return &c->u->trace; }
 
 void grpcx_call_reply_metadata(grpcx_call *c, const char *key, const char *value)
 {
@@ -342,6 +346,12 @@ static void unary_handle(unary_call *u)
 
     arena_reset(w->arena);
     todo_err_clear(&err);
+    {
+        grpcx_call tc = {.u = u, .w = w};
+        trace_ctx caller;
+        trace_child(trace_parse(grpcx_call_metadata(&tc, "traceparent"), &caller) ? &caller : NULL, &u->trace);
+        trace_enter(&u->trace); /* the handler's log lines carry it */
+    }
     if (u->payload == NULL) {
         code = GRPC_STATUS_INVALID_ARGUMENT;
         msg = "the request carried no message";
@@ -386,6 +396,7 @@ static void unary_handle(unary_call *u)
     metric_observe(m->seconds, us / 1e6);
     metric_add(metric_with(call_metrics()->handled, m->service, m->name, grpcx_code_name(code)), 1);
     metric_add(metric_only(call_metrics()->in_flight), -1);
+    trace_leave();
 
     grpc_op ops[4];
     size_t n = 0;

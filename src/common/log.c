@@ -6,9 +6,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "trace.h"
+
 static log_level threshold = LOG_INFO; /* process-wide, set once at start-up */
 
 void log_set_level(log_level level) { threshold = level; }
+
+int log_enabled(log_level level) { return level >= threshold; }
 
 int log_level_parse(const char *name)
 {
@@ -46,6 +50,9 @@ void log_line(log_level level, const char *comp, const char *msg, const char *fm
         va_end(ap);
         if (w > 0) n += (size_t)w < sizeof line - n ? (size_t)w : sizeof line - n - 1;
     }
+    const trace_ctx *t = trace_current();
+    if (t != NULL && n + 64 < sizeof line)
+        n += (size_t)snprintf(line + n, sizeof line - n, " trace_id=%s span_id=%s", t->trace_id, t->span_id);
     if (n >= sizeof line - 1) n = sizeof line - 2;
     line[n++] = '\n';
     line[n] = '\0';

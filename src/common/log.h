@@ -15,6 +15,10 @@ typedef enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 
 /* Sets the lowest level that is printed (default LOG_INFO). */
 void log_set_level(log_level level);
 
+/* True when lines of level are printed (to skip preparing those that are
+ * not). */
+int log_enabled(log_level level);
+
 /* Parses "debug", "info", "warn" or "error"; returns -1 for anything else. */
 int log_level_parse(const char *name);
 

@@ -8,6 +8,7 @@
 
 #include "event.h"
 #include "log.h"
+#include "trace.h"
 #include "pgx.h"
 #include "proj_cache.h"
 #include "reg_local.h"
@@ -468,6 +469,16 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
     add_stmt(&tail, a, "commit", 0, NULL);
     if ((rc = pgx_pipeline(pg, tail.s, tail.n, NULL, NULL, err)) != 0) goto fail;
     proj_cache_flush(cache); /* only what the database holds now */
+    if (log_enabled(LOG_DEBUG)) /* each applied event, in its trace */
+        for (size_t i = 0; i < n; i++) {
+            trace_ctx parent, span;
+            if (out[i] != APPLIED || !trace_parse(event_traceparent(envs[i]), &parent)) continue;
+            trace_child(&parent, &span);
+            trace_enter(&span);
+            log_debug("projector", "applied", "type=%s aggregate=%s version=%lld event=%s", envs[i]->event_type,
+                      envs[i]->aggregate_id, (long long)envs[i]->aggregate_version, envs[i]->event_id);
+            trace_leave();
+        }
     return TODO_OK;
 fail:
     if (PQstatus(pg) == CONNECTION_OK) pgx_cmd(pg, "rollback", 0, NULL, NULL);

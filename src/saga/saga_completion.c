@@ -13,6 +13,7 @@
 #include "pgx.h"
 #include "saga_store.h"
 #include "text.h"
+#include "trace.h"
 #include "todo/v1/command.pb-c.h"
 #include "todo/v1/events.pb-c.h"
 
@@ -53,8 +54,18 @@ static grpc_status_code command(saga_exec *x, const char *rpc, ProtobufCMessage 
     int64_t left = deadline - saga_now_ms();
     if (left < 1) left = 1;
     ProtobufCMessage *resp = NULL;
-    grpc_status_code code = grpcx_unary(app->command, path, req, &todo__v1__command_reply__descriptor, auth, (int)left,
-                                        &resp, &res);
+    /* The saga's trace, correlation and cause follow it into todo-command:
+     * the events the call writes name the task.completed event (the saga's
+     * id) as their cause. */
+    trace_ctx span;
+    char tp[56];
+    trace_child(trace_current(), &span);
+    trace_format(&span, tp);
+    const char *corr = saga_ctx_get(x, "correlation_id");
+    grpcx_md md[3] = {{"traceparent", tp}, {"x-causation-id", saga_exec_record(x)->id},
+                      {"x-correlation-id", corr != NULL && corr[0] != '\0' ? corr : saga_exec_record(x)->id}};
+    grpc_status_code code = grpcx_unary_md(app->command, path, req, &todo__v1__command_reply__descriptor, auth, md, 3,
+                                           (int)left, &resp, &res);
     if (code == GRPC_STATUS_OK && reply != NULL) *reply = (Todo__V1__CommandReply *)resp;
     else if (resp != NULL) protobuf_c_message_free_unpacked(resp, NULL);
     if (code != GRPC_STATUS_OK) snprintf(err, SAGA_ERROR_MAX, "%s: %s (%.200s)", rpc, grpcx_code_name(code), res.message);
@@ -246,9 +257,12 @@ static saga_result notify(saga_exec *x, int64_t deadline, char err[SAGA_ERROR_MA
     n.task_id = (char *)p[0];
     char event_id[37];
     text_uuid_v4(event_id);
+    char tp[56] = "";
+    if (trace_current() != NULL) trace_format(trace_current(), tp);
     event_meta m = {.event_id = event_id, .event_type = "notification.requested", .source = "todo-saga",
                     .time_us = event_now_us(), .user_id = n.recipient, .aggregate_type = "notification",
-                    .aggregate_id = r->id, .aggregate_version = 1, .schema_version = 1, .causation_id = r->id};
+                    .aggregate_id = r->id, .aggregate_version = 1, .schema_version = 1, .causation_id = r->id,
+                    .correlation_id = saga_ctx_get(x, "correlation_id"), .traceparent = tp};
     /* Into the saga outbox: published in order with the saga's events. A
      * retried step may request it twice; the dispatcher delivers a
      * notification id once. */

@@ -36,6 +36,7 @@ static int dispatch(saga_proc *p, PGconn *pg, const rd_kafka_message_t *m, void 
     }
     const char *outcome = NULL;
     s->pg = pg;
+    s->correlation_id = env->correlation_id;
     rc = saga_notify_handle(s, n, &outcome, err);
     if (rc == 0) log_info("notify", "handled", "id=%s recipient=%s outcome=%s", n->notification_id, n->recipient, outcome);
     arena_free(a);

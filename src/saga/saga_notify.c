@@ -16,6 +16,7 @@
 #include "redisx.h"
 #include "saga_store.h"
 #include "text.h"
+#include "trace.h"
 
 #define REDIS_TTL_S 604800 /* a week: far longer than any re-delivery */
 
@@ -158,9 +159,12 @@ static int record(saga_notify *s, const Todo__V1__SendNotification *n, bool sent
     ko.error = (char *)error;
     ko.attempts = attempts;
     const char *type = sent ? "notification.sent" : "notification.failed";
+    char tp[56] = "";
+    if (trace_current() != NULL) trace_format(trace_current(), tp);
     event_meta m = {.event_id = event_id, .event_type = type, .source = "todo-saga", .time_us = event_now_us(),
                     .user_id = n->recipient, .aggregate_type = "notification", .aggregate_id = n->notification_id,
-                    .aggregate_version = 2, .schema_version = 1, .causation_id = n->notification_id};
+                    .aggregate_version = 2, .schema_version = 1, .causation_id = n->notification_id,
+                    .correlation_id = s->correlation_id, .traceparent = tp};
     int rc = saga_outbox_encode(a, &m, sent ? &ok.base : &ko.base, &hex, err);
     snprintf(count, sizeof count, "%d", attempts);
     if (rc == TODO_OK)

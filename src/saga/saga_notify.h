@@ -61,6 +61,7 @@ typedef struct saga_notify {
     PGconn *pg;                      /* the saga role (saga.notifications) */
     struct redisx *redis;            /* NULL: no fast path (borrowed) */
     saga_notify_channel channel;
+    const char *correlation_id;      /* the request's, for the outcome event (may be NULL) */
     int attempts;                    /* per notification */
     int backoff_ms;
     void (*sleep_ms)(int ms);        /* NULL: nanosleep */

@@ -8,6 +8,7 @@
 
 #include "consume.h"
 #include "event.h"
+#include "trace.h"
 #include "log.h"
 #include "pgx.h"
 
@@ -45,6 +46,11 @@ int saga_proc_envelope(saga_proc *p, PGconn *pg, const rd_kafka_message_t *m, co
     *env = NULL;
     if (event_decode(m->payload, m->len, a, &e, err) != TODO_OK) return TODO_EINVAL;
     if (strcmp(e->event_type, type) != 0) return TODO_OK;
+    trace_ctx parent, span; /* the record's trace, for the handler's log lines (until apply moves on) */
+    if (trace_parse(event_traceparent(e), &parent)) {
+        trace_child(&parent, &span);
+        trace_enter(&span);
+    }
     int rc = reg_resolve_envelope(p->resolver, pg, e, err);
     if (rc == TODO_OK) *env = e;
     return rc;
@@ -77,6 +83,7 @@ static int apply(void *ctx, rd_kafka_message_t **msgs, size_t n, const char **de
     for (size_t i = 0; i < n; i++) {
         if (dead[i] != NULL) continue;
         int rc = r->fn(r->proc, r->pg, msgs[i], r->ctx, err);
+        trace_leave();
         if (rc == TODO_EINVAL) {
             snprintf(r->why[i], sizeof r->why[i], "%.300s", err->msg);
             dead[i] = r->why[i];

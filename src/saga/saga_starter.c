@@ -40,6 +40,9 @@ static int start_saga(saga_proc *p, PGconn *pg, const rd_kafka_message_t *m, voi
     saga_record_set(&r, "task_id", ev->task_id);
     saga_record_set(&r, "user_id", env->user_id);
     saga_record_set(&r, "pattern_id", ev->recurring_pattern_id);
+    saga_record_set(&r, "correlation_id", env->correlation_id);
+    const char *tp = event_traceparent(env);
+    if (tp != NULL) saga_record_set(&r, "traceparent", tp);
     bool inserted = false;
     if ((rc = saga_init(&saga_completion_def, &r, err)) == 0)
         rc = saga_store_insert(pg, &r, saga_completion_def.n_steps, env->user_id, &inserted, err);

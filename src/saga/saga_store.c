@@ -9,6 +9,7 @@
 #include "lock_keys.h"
 #include "pgx.h"
 #include "text.h"
+#include "trace.h"
 
 /* "{a,b,c}" of n ints. */
 static char *int_array(arena *a, const int *v, int n)
@@ -152,6 +153,8 @@ static int events_of(arena *a, const saga_record *r, const char *user, const sag
     const char *occ = saga_record_get(r, "occurrence_id"), *pattern = saga_record_get(r, "pattern_id");
     const char *task = saga_record_get(r, "task_id");
     size_t k = 0;
+    char tp[56] = ""; /* the trace the transition is made in (the worker's, or the starter's) */
+    if (trace_current() != NULL) trace_format(trace_current(), tp);
     for (int i = 0; i < n; i++) {
         char event_id[37];
         const char *hex;
@@ -165,7 +168,8 @@ static int events_of(arena *a, const saga_record *r, const char *user, const sag
         text_uuid_v4(event_id);
         event_meta m = {.event_id = event_id, .event_type = arena_printf(a, "saga.%s", ev[i].what),
                         .source = "todo-saga", .time_us = event_now_us(), .user_id = user, .aggregate_type = "saga",
-                        .aggregate_id = r->id, .aggregate_version = 1, .schema_version = 1, .causation_id = r->id};
+                        .aggregate_id = r->id, .aggregate_version = 1, .schema_version = 1, .causation_id = r->id,
+                        .correlation_id = saga_record_get(r, "correlation_id"), .traceparent = tp};
         int rc = saga_outbox_encode(a, &m, &se.base, &hex, err);
         if (rc != TODO_OK) return rc;
         types[k] = (char *)m.event_type;

@@ -12,6 +12,7 @@
 #include "saga_completion.h"
 #include "saga_proc.h"
 #include "saga_store.h"
+#include "trace.h"
 
 static metric *transitions(void)
 {
@@ -82,9 +83,15 @@ void *saga_worker_main(void *arg)
             saga_proc_pause_ms(p, 1000);
             continue;
         }
+        trace_ctx parent, span; /* the completion's trace follows the saga */
+        if (trace_parse(saga_record_get(&r, "traceparent"), &parent)) {
+            trace_child(&parent, &span);
+            trace_enter(&span);
+        }
         log_info("saga", "driving", "saga=%s state=%s step=%d", r.id, saga_state_name(r.state), r.step);
         if (saga_run(&engine, &saga_completion_def, &r, &err) != 0 && !atomic_load(&p->stopping))
             log_warn("saga", "saga interrupted; it resumes later", "saga=%s error=\"%s\"", r.id, err.msg);
+        trace_leave();
     }
     pgx_close(app.pg);
     grpcx_channel_free(app.command);
