@@ -68,8 +68,8 @@ static int usage(void)
           "  todoctl outbox [--saga] drop POSITION [--reason TEXT]   (--saga: todo-saga's outbox)\n"
           "  todoctl projection status [--group G]\n"
           "  todoctl projection rebuild [NAME]   (NAME: the projection's consumer group)\n"
-          "  todoctl saga list [--state S] [--limit N] | saga show ID | saga retry ID | saga compensate ID\n"
-          "  todoctl registry list | show SUBJECT [VERSION] | check|register SUBJECT FILE [--message M]\n"
+          "  todoctl saga list [--state S] [--user U] [--task T] [--limit N] | saga show ID | saga retry ID | saga compensate ID\n"
+          "  todoctl registry list | show SUBJECT [VERSION] | check|register SUBJECT FILE [--message M] [-I DIR]\n"
           "                   | set-mode SUBJECT|--global MODE   (FILE: a descriptor set or a .proto)\n"
           "  todoctl dlq list [--group G] | dlq show ID | dlq redrive ID|--all [--group G]\n"
           "task commands take --user ID (default $TODO_USER or alice) or use $TODO_TOKEN\n",

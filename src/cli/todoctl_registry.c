@@ -3,12 +3,15 @@
  *
  *   todoctl registry list                                   subjects, latest versions, modes
  *   todoctl registry show SUBJECT [VERSION]                 a version's message and fields, and all versions
- *   todoctl registry check SUBJECT FILE [--message M]       would FILE be accepted as the next version?
- *   todoctl registry register SUBJECT FILE [--message M]    add it (idempotent)
+ *   todoctl registry check SUBJECT FILE [--message M] [-I DIR]...     would FILE be accepted as the next version?
+ *   todoctl registry register SUBJECT FILE [--message M] [-I DIR]...  add it (idempotent)
  *   todoctl registry set-mode SUBJECT|--global MODE         NONE, BACKWARD, FORWARD, FULL, *_TRANSITIVE
  *
  * FILE is a descriptor set (protoc --include_imports --descriptor_set_out)
- * or a .proto file (compiled with protoc, its folder on the include path).
+ * or a .proto file, compiled with protoc; its imports are looked up in the
+ * -I folders, then TODO_PROTO_PATH (folders separated by ':'; default: the
+ * repository's proto/, where `import "todo/v1/task.proto"` resolves), then
+ * the file's own folder.
  * M defaults to the message of the subject's latest version. Uses
  * TODO_PG_URL. Exit status: 0 ok (compatible), 1 refused or failed, 2 usage.
  */
@@ -22,10 +25,23 @@
 #include "reg_store.h"
 #include "todoctl.h"
 
-/* Reads FILE (compiling a .proto) into *bytes (malloc'ed). */
-static int read_schema(const char *file, uint8_t **bytes, size_t *len)
+/* Appends " -I 'dir'" to cmd (a folder with a quote is refused). */
+static int add_include(char *cmd, size_t cap, const char *dir)
 {
-    char tmp[] = "/tmp/todoctl-schema-XXXXXX", cmd[2048];
+    if (dir[0] == '\0') return 0;
+    if (strchr(dir, '\'') != NULL) {
+        fprintf(stderr, "todoctl: include folder %s has a quote in its name\n", dir);
+        return -1;
+    }
+    size_t n = strlen(cmd);
+    return snprintf(cmd + n, cap - n, " -I '%s'", dir) < (int)(cap - n) ? 0 : -1;
+}
+
+/* Reads FILE (compiling a .proto with the include folders) into *bytes
+ * (malloc'ed). */
+static int read_schema(const char *file, const char *const *includes, int n_includes, uint8_t **bytes, size_t *len)
+{
+    char tmp[] = "/tmp/todoctl-schema-XXXXXX", cmd[4096];
     const char *path = file;
     size_t n = strlen(file);
     int fd = -1;
@@ -34,8 +50,22 @@ static int read_schema(const char *file, uint8_t **bytes, size_t *len)
         snprintf(dir, sizeof dir, "%s", file);
         if ((fd = mkstemp(tmp)) < 0) return -1;
         close(fd);
-        snprintf(cmd, sizeof cmd, "protoc -I '%s' --include_imports --descriptor_set_out='%s' '%s'", dirname(dir), tmp,
-                 file);
+        snprintf(cmd, sizeof cmd, "protoc");
+        int bad = 0;
+        for (int i = 0; i < n_includes; i++) bad |= add_include(cmd, sizeof cmd, includes[i]);
+        const char *path_env = getenv("TODO_PROTO_PATH");
+        char paths[2048];
+        snprintf(paths, sizeof paths, "%s", path_env != NULL ? path_env : TODO_PROTO_DIR);
+        for (char *save = NULL, *d = strtok_r(paths, ":", &save); d != NULL; d = strtok_r(NULL, ":", &save))
+            if (access(d, R_OK) == 0) bad |= add_include(cmd, sizeof cmd, d);
+        bad |= add_include(cmd, sizeof cmd, dirname(dir));
+        size_t n0 = strlen(cmd);
+        if (bad || strchr(file, '\'') != NULL ||
+            snprintf(cmd + n0, sizeof cmd - n0, " --include_imports --descriptor_set_out='%s' '%s'", tmp, file) >=
+                (int)(sizeof cmd - n0)) {
+            unlink(tmp);
+            return -1;
+        }
         if (system(cmd) != 0) {
             fprintf(stderr, "todoctl: protoc could not compile %s\n", file);
             unlink(tmp);
@@ -117,14 +147,16 @@ static int show(PGconn *pg, const char *subject, int version)
 static int check_or_register(PGconn *pg, int argc, char **argv, bool do_register)
 {
     todo_err err;
-    const char *subject = argv[3], *file = argv[4], *message = NULL;
+    const char *subject = argv[3], *file = argv[4], *message = NULL, *includes[16];
+    int n_includes = 0;
     for (int i = 5; i < argc; i++) {
         if (strcmp(argv[i], "--message") == 0 && i + 1 < argc) message = argv[++i];
+        else if (strcmp(argv[i], "-I") == 0 && i + 1 < argc && n_includes < 16) includes[n_includes++] = argv[++i];
         else return 2;
     }
     uint8_t *bytes = NULL;
     size_t len = 0;
-    if (read_schema(file, &bytes, &len) != 0) return 1;
+    if (read_schema(file, includes, n_includes, &bytes, &len) != 0) return 1;
     int id, version;
     reg_report report;
     int rc = reg_store_register(pg, subject, message, bytes, len, do_register, &id, &version, &report, &err);

@@ -1,7 +1,7 @@
 /*
  * todoctl saga: look at sagas and steer them (docs/OPERATIONS.md, "Sagas").
  *
- *   todoctl saga list [--state S] [--limit N]   newest first
+ *   todoctl saga list [--state S] [--user U] [--task T] [--limit N]   newest first
  *   todoctl saga show ID                        every step, attempts, errors, context
  *   todoctl saga retry ID                       a FAILED saga compensates again
  *   todoctl saga compensate ID                  a RUNNING or COMPLETED saga is undone
@@ -23,12 +23,14 @@ static const char *const STEP_STATES[] = {"pending", "done", "failed", "compensa
 
 static int list(PGconn *pg, int argc, char **argv)
 {
-    const char *state = NULL, *limit = "20";
+    const char *state = NULL, *limit = "20", *user = NULL, *task = NULL;
     todo_err err;
     saga_state s;
     for (int i = 3; i < argc; i++) {
         if (strcmp(argv[i], "--state") == 0 && i + 1 < argc) state = argv[++i];
         else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) limit = argv[++i];
+        else if (strcmp(argv[i], "--user") == 0 && i + 1 < argc) user = argv[++i];
+        else if (strcmp(argv[i], "--task") == 0 && i + 1 < argc) task = argv[++i];
         else return 2;
     }
     if (state != NULL && saga_state_parse(state, &s) != 0) {
@@ -39,20 +41,26 @@ static int list(PGconn *pg, int argc, char **argv)
         fprintf(stderr, "todoctl: --limit must be 1..1000\n");
         return 2;
     }
-    const char *p[2] = {state, limit};
+    const char *p[4] = {state, limit, user, task};
     PGresult *r = pgx_exec(pg,
                            "select id::text, type, state, step, user_id, to_char(updated_at, 'YYYY-MM-DD HH24:MI:SS'),"
-                           " left(error, 90) from saga.sagas where ($1::text is null or state = $1)"
+                           " left(error, 90),"
+                           " coalesce((select v from unnest(ctx_keys, ctx_values) as c(k, v) where k = 'task_id'), '')"
+                           " from saga.sagas where ($1::text is null or state = $1) and ($3::text is null or user_id = $3)"
+                           " and ($4::text is null or exists (select 1 from unnest(ctx_keys, ctx_values) as c(k, v)"
+                           "   where k = 'task_id' and v = $4))"
                            " order by updated_at desc limit $2::int",
-                           2, p, &err);
+                           4, p, &err);
     if (r == NULL) {
         fprintf(stderr, "todoctl: %s\n", err.msg);
         return 1;
     }
-    printf("%-36s  %-15s %-12s %4s  %-19s  %s\n", "saga", "type", "state", "step", "updated (UTC)", "error");
+    printf("%-36s  %-15s %-12s %4s  %-19s  %-24s %-36s  %s\n", "saga", "type", "state", "step", "updated (UTC)", "user",
+           "task", "error");
     for (int i = 0; i < PQntuples(r); i++)
-        printf("%-36s  %-15s %-12s %4s  %-19s  %s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
-               PQgetvalue(r, i, 3), PQgetvalue(r, i, 5), PQgetvalue(r, i, 6));
+        printf("%-36s  %-15s %-12s %4s  %-19s  %-24s %-36s  %s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+               PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), PQgetvalue(r, i, 5), PQgetvalue(r, i, 4),
+               PQgetvalue(r, i, 7), PQgetvalue(r, i, 6));
     if (PQntuples(r) == 0) printf("no sagas\n");
     PQclear(r);
     return 0;

@@ -85,8 +85,21 @@ static double double_of(uint64_t u)
     return d;
 }
 
+/* TODO_METRICS=off: nothing is declared, so nothing is counted (the
+ * benchmark's baseline for what the metrics cost). */
+static bool metrics_off(void)
+{
+    static atomic_int off = -1; /* every thread computes the same value */
+    if (atomic_load(&off) < 0) {
+        const char *v = getenv("TODO_METRICS");
+        atomic_store(&off, v != NULL && strcmp(v, "off") == 0);
+    }
+    return atomic_load(&off) == 1;
+}
+
 static metric *declare(kind k, const char *name, const char *help, const char *labels, const double *bounds, int n)
 {
+    if (metrics_off()) return NULL;
     pthread_mutex_lock(&lock);
     int count = atomic_load(&n_families);
     for (int i = 0; i < count; i++)
@@ -549,7 +562,7 @@ metrics_server *metrics_start(const char *service, const char *addr)
 {
     todo_err err;
     metrics_set_build_info(service, TODO_VERSION);
-    if (addr == NULL || addr[0] == '\0') return NULL;
+    if (addr == NULL || addr[0] == '\0' || metrics_off()) return NULL;
     metrics_server *s = metrics_serve(addr, &err);
     if (s == NULL) log_error("metrics", "no metrics endpoint; the service runs without it", "addr=%s error=\"%s\"", addr,
                              err.msg);

@@ -107,6 +107,18 @@ static void versions_are_checked_registered_and_refused(void **state)
     assert_non_null(strstr(out, "version 3"));
     /* A .proto file is compiled on the way. */
     assert_int_equal(todoctl(out, sizeof out, "registry check %s %s/v1/event.proto", subject, REG_SRC_DIR), 0);
+    /* ...with its imports found in the repository's proto/ (the project's
+     * own events.proto imports todo/v1/task.proto), or in -I folders. */
+    assert_int_equal(todoctl(out, sizeof out,
+                             "registry check %s.own %s/../../../proto/todo/v1/events.proto --message todo.v1.TaskCreatedV2",
+                             subject, REG_SRC_DIR),
+                     0);
+    assert_non_null(strstr(out, "compatible"));
+    assert_int_equal(todoctl(out, sizeof out,
+                             "registry check %s.own %s/../../../proto/todo/v1/events.proto --message todo.v1.TaskCreatedV2"
+                             " -I %s/../../../proto",
+                             subject, REG_SRC_DIR, REG_SRC_DIR),
+                     0);
     /* list and show. */
     assert_int_equal(todoctl(out, sizeof out, "registry list"), 0);
     assert_non_null(strstr(out, subject));

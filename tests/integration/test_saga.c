@@ -734,6 +734,17 @@ static void operators_list_show_compensate_and_retry_sagas(void **state)
 
     assert_int_equal(harness_todoctl("saga list --state COMPLETED --limit 50", out, sizeof out), 0);
     assert_non_null(strstr(out, saga));
+    /* By user and by task: this saga, and no other. */
+    snprintf(args, sizeof args, "saga list --user %s", user);
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 0);
+    assert_non_null(strstr(out, saga));
+    assert_non_null(strstr(out, t));
+    snprintf(args, sizeof args, "saga list --task %s --state COMPLETED", t);
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 0);
+    assert_non_null(strstr(out, saga));
+    snprintf(args, sizeof args, "saga list --user %s-nobody", user);
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 0);
+    assert_non_null(strstr(out, "no sagas"));
     snprintf(args, sizeof args, "saga show %s", saga);
     assert_int_equal(harness_todoctl(args, out, sizeof out), 0);
     assert_non_null(strstr(out, "COMPLETED"));
