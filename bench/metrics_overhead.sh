@@ -14,21 +14,8 @@ SECS=${2:-10}
 out="$TODO_REPO/bench/results/metrics-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
 
-bash scripts/build.sh dev >/dev/null
-bash scripts/stack.sh start bench >/dev/null
-eval "$(bash scripts/stack.sh env bench)"
-export TODO_MIGRATIONS_DIR="$TODO_REPO/migrations"
-bin=build/dev/src
-$bin/cli/todoctl migrate >/dev/null
-$bin/cli/todoctl topics apply >/dev/null
-
-pids=()
-cleanup() {
-  kill -TERM "${pids[@]}" 2>/dev/null || true
-  wait "${pids[@]}" 2>/dev/null || true
-  bash scripts/stack.sh stop bench >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
+source bench/common.sh
+bench_stack
 $bin/projection/todo-projector >"$out/projector.log" 2>&1 & pids+=($!)
 
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }

@@ -305,3 +305,27 @@ bool harness_dlq_holds(const char *topic, const char *group, const void *value, 
     dlq_want w = {topic, group, value, len, reason_part};
     return harness_consume("system.dlq.v1", is_the_dead_letter, &w, 1, 15000) == 1;
 }
+
+char *harness_create(const char *auth, const char *title)
+{
+    Todo__V1__CreateTaskRequest rq = TODO__V1__CREATE_TASK_REQUEST__INIT;
+    Todo__V1__CommandReply *r = NULL;
+    grpcx_result res;
+    rq.title = (char *)title;
+    assert_int_equal(harness_command("CreateTask", &rq.base, auth, &r, &res), GRPC_STATUS_OK);
+    char *id = strdup(r->id);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return id;
+}
+
+char *harness_complete(const char *auth, const char *task_id)
+{
+    Todo__V1__CompleteTaskRequest rq = TODO__V1__COMPLETE_TASK_REQUEST__INIT;
+    Todo__V1__CommandReply *r = NULL;
+    grpcx_result res;
+    rq.task_id = (char *)task_id;
+    assert_int_equal(harness_command("CompleteTask", &rq.base, auth, &r, &res), GRPC_STATUS_OK);
+    char *id = strdup(r->event_id);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return id;
+}

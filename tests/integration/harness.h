@@ -102,4 +102,11 @@ struct Todo__V1__CommandReply;
 grpc_status_code harness_command(const char *rpc, const ProtobufCMessage *req, const char *auth,
                                  struct Todo__V1__CommandReply **out, grpcx_result *res);
 
+/* CreateTask (title) as auth's user; the new task's id (malloc'd). */
+char *harness_create(const char *auth, const char *title);
+
+/* CompleteTask of task_id; the task.completed event's id (a saga's id),
+ * malloc'd. */
+char *harness_complete(const char *auth, const char *task_id);
+
 #endif

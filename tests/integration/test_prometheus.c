@@ -237,31 +237,6 @@ static void prometheus_counts_exactly_the_calls_made(void **state)
     free(auth);
 }
 
-static char *create(const char *auth, const char *title)
-{
-    Todo__V1__CreateTaskRequest rq = TODO__V1__CREATE_TASK_REQUEST__INIT;
-    Todo__V1__CommandReply *r;
-    grpcx_result res;
-    rq.title = (char *)title;
-    assert_int_equal(harness_command("CreateTask", &rq.base, auth, &r, &res), GRPC_STATUS_OK);
-    char *id = strdup(r->id);
-    protobuf_c_message_free_unpacked(&r->base, NULL);
-    return id;
-}
-
-/* Completes task; the saga's id (the task.completed event's id). */
-static char *complete(const char *auth, const char *task_id)
-{
-    Todo__V1__CompleteTaskRequest rq = TODO__V1__COMPLETE_TASK_REQUEST__INIT;
-    Todo__V1__CommandReply *r;
-    grpcx_result res;
-    rq.task_id = (char *)task_id;
-    assert_int_equal(harness_command("CompleteTask", &rq.base, auth, &r, &res), GRPC_STATUS_OK);
-    char *id = strdup(r->event_id);
-    protobuf_c_message_free_unpacked(&r->base, NULL);
-    return id;
-}
-
 static bool saga_completed(const char *saga, int timeout_ms)
 {
     long long until = harness_now_ms() + timeout_ms;
@@ -286,7 +261,7 @@ static void sagas_reminders_and_notifications_are_counted(void **state)
      * saga. */
     bool warm = false;
     for (int i = 0; i < 10 && !warm; i++) {
-        char *t = create(auth, "warm-up"), *saga = complete(auth, t);
+        char *t = harness_create(auth, "warm-up"), *saga = harness_complete(auth, t);
         warm = saga_completed(saga, 5000);
         free(t);
         free(saga);
@@ -297,7 +272,7 @@ static void sagas_reminders_and_notifications_are_counted(void **state)
     double fired0 = promql("sum(todo_reminders_fired_total) or vector(0)");
     double delays0 = promql("sum(todo_reminder_firing_delay_seconds_count) or vector(0)");
 
-    char *t = create(auth, "counted saga"), *saga = complete(auth, t);
+    char *t = harness_create(auth, "counted saga"), *saga = harness_complete(auth, t);
     assert_true(saga_completed(saga, 30000));
     char q[256];
     snprintf(q, sizeof q, "sum(todo_saga_transitions_total{transition=\"completed\"}) - %.0f >= bool 1", completed0);
@@ -307,7 +282,7 @@ static void sagas_reminders_and_notifications_are_counted(void **state)
     assert_true(promql_reaches("count(todo_sagas{state=\"FAILED\"})", 1)); /* the gauge is there */
 
     /* A reminder due in a second fires, and its delay is observed. */
-    char *r = create(auth, "remind me");
+    char *r = harness_create(auth, "remind me");
     Todo__V1__ScheduleReminderRequest rq = TODO__V1__SCHEDULE_REMINDER_REQUEST__INIT;
     Google__Protobuf__Timestamp at = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
     grpcx_result res;

@@ -180,18 +180,6 @@ static char *daily(const char *auth, const char *task_id)
 }
 
 /* Completes task_id; returns the saga id (the task.completed event id). */
-static char *complete(const char *auth, const char *task_id)
-{
-    Todo__V1__CompleteTaskRequest rq = TODO__V1__COMPLETE_TASK_REQUEST__INIT;
-    Todo__V1__CommandReply *r;
-    grpcx_result res;
-    rq.task_id = (char *)task_id;
-    assert_int_equal(harness_command("CompleteTask", &rq.base, auth, &r, &res), GRPC_STATUS_OK);
-    char *id = strdup(r->event_id);
-    protobuf_c_message_free_unpacked(&r->base, NULL);
-    return id;
-}
-
 /* Waits until saga id has one of the states (a SQL list) or timeout_ms. */
 static bool saga_reaches(const char *id, const char *states, int timeout_ms)
 {
@@ -212,7 +200,7 @@ static void await_saga_consumer(const char *auth)
     long long until = harness_now_ms() + 60000;
     while (harness_now_ms() < until) {
         char *t = task(auth, "warm-up", 0);
-        char *saga = complete(auth, t);
+        char *saga = harness_complete(auth, t);
         bool ok = saga_reaches(saga, "'COMPLETED'", 3000);
         free(t);
         free(saga);
@@ -339,7 +327,7 @@ static void completing_a_recurring_task_runs_the_whole_saga(void **state)
     char *t = task(auth, "feed the cat", due);
     char *pattern = daily(auth, t);
     char *r1 = remind(auth, t, 3600), *r2 = remind(auth, t, 7200);
-    char *saga = complete(auth, t);
+    char *saga = harness_complete(auth, t);
     assert_true(saga_reaches(saga, "'COMPLETED'", 20000));
 
     /* Both reminders cancelled, once each. */
@@ -397,7 +385,7 @@ static void a_notification_is_never_sent_twice(void **state)
     harness_user(user, "notifytwice");
     char *auth = harness_bearer(user, 600, NULL);
     char *t = task(auth, "send a card", 0);
-    char *saga = complete(auth, t);
+    char *saga = harness_complete(auth, t);
     assert_true(saga_reaches(saga, "'COMPLETED'", 20000));
     int requests = 0, delivered = 0;
     long long until = harness_now_ms() + 15000;
@@ -536,7 +524,7 @@ static void a_completion_refused_every_time_is_dead_lettered(void **state)
     /* The consumer moved on. */
     char *auth = harness_bearer(other, 600, NULL);
     char *t = task(auth, "after the refused one", 0);
-    char *saga = complete(auth, t);
+    char *saga = harness_complete(auth, t);
     assert_true(saga_reaches(saga, "'COMPLETED'", 30000));
     free(t);
     free(saga);
@@ -658,7 +646,7 @@ static void a_saga_killed_mid_way_resumes_after_a_restart(void **state)
     char *t = task(auth, "water the plants", due);
     char *pattern = daily(auth, t);
     char *r1 = remind(auth, t, 3600);
-    char *saga = complete(auth, t);
+    char *saga = harness_complete(auth, t);
     /* Kill it once it is past the reminders, in the middle of the saga. */
     long long until = harness_now_ms() + 30000;
     while (harness_now_ms() < until &&
@@ -729,7 +717,7 @@ static void operators_list_show_compensate_and_retry_sagas(void **state)
     char *t = task(auth, "take out the bins", due);
     char *pattern = daily(auth, t);
     char *r1 = remind(auth, t, 3600);
-    char *saga = complete(auth, t);
+    char *saga = harness_complete(auth, t);
     assert_true(saga_reaches(saga, "'COMPLETED'", 20000));
 
     assert_int_equal(harness_todoctl("saga list --state COMPLETED --limit 50", out, sizeof out), 0);
