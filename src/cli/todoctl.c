@@ -71,7 +71,8 @@ static int usage(void)
           "  todoctl saga list [--state S] [--user U] [--task T] [--limit N] | saga show ID | saga retry ID | saga compensate ID\n"
           "  todoctl registry list | show SUBJECT [VERSION] | check|register SUBJECT FILE [--message M] [-I DIR]\n"
           "                   | set-mode SUBJECT|--global MODE   (FILE: a descriptor set or a .proto)\n"
-          "  todoctl dlq list [--group G] | dlq show ID | dlq redrive ID|--all [--group G]\n"
+          "  todoctl dlq list|stats [--group G] [--reason CODE] [--type T] [--user U] [--since 2h] | dlq show ID\n"
+          "  todoctl dlq redrive ID|--all [filters] [--force]\n"
           "task commands take --user ID (default $TODO_USER or alice) or use $TODO_TOKEN\n",
           stderr);
     return 2;

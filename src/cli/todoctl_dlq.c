@@ -1,15 +1,23 @@
 /*
  * todoctl dlq: the dead-letter topic (system.dlq.v1) for operators.
  *
- *   dlq list [--group G]          the dead letters still there (compaction
+ *   dlq list [FILTERS]            the dead letters still there (compaction
  *                                 keeps the last record per id; a redriven
  *                                 one is tombstoned), oldest first
+ *   dlq stats [FILTERS]           counts by reason code, event type, group
+ *                                 and age
+ *   FILTERS: --group G --reason CODE --type T --user U --since DURATION
+ *            (30m, 2h, 7d: dead-lettered that recently)
  *   dlq show ID                   one in full: reason, origin, key, headers,
  *                                 and the event it holds when it decodes
- *   dlq redrive ID | --all [--group G]
+ *   dlq redrive ID | --all [FILTERS] [--force]
  *                                 puts the original record (key, value,
  *                                 headers, byte for byte) back on its topic,
- *                                 then tombstones the dead letter
+ *                                 then tombstones the dead letter; the record
+ *                                 carries its dead-letter count, so if it
+ *                                 fails again its letter says attempt 2, 3...;
+ *                                 one dead-lettered DLQ_MAX_REDRIVES+1 times
+ *                                 is not redriven again without --force
  *
  * A redriven record goes to the end of its topic (same key, so the same
  * partition); a consumer handles it like any record: the projector applies it
@@ -21,12 +29,54 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "dlq.h"
 #include "event.h"
 #include "kafkax.h"
 #include "todo/v1/events.pb-c.h"
 #include "todoctl.h"
+
+#define DLQ_MAX_REDRIVES 3
+
+/* Which letters a command works on. */
+typedef struct filter {
+    const char *group, *reason, *type, *user;
+    long long since_s;   /* 0: any age */
+} filter;
+
+static long long seconds_of(const Google__Protobuf__Timestamp *ts)
+{
+    return ts != NULL ? (long long)ts->seconds : 0;
+}
+
+static bool matches(const filter *f, const Todo__V1__DeadLetter *dl)
+{
+    if (dl == NULL) return false;
+    if (f->group != NULL && strcmp(dl->consumer_group, f->group) != 0) return false;
+    if (f->reason != NULL && strcmp(dl->reason_code[0] ? dl->reason_code : dlq_reason_code(dl->reason), f->reason) != 0)
+        return false;
+    if (f->type != NULL && strcmp(dl->event_type, f->type) != 0) return false;
+    if (f->user != NULL && strcmp(dl->user_id, f->user) != 0) return false;
+    if (f->since_s > 0 && seconds_of(dl->failed_at) < (long long)time(NULL) - f->since_s) return false;
+    return true;
+}
+
+/* "30m", "2h", "7d", "90s" -> seconds; -1 when not a duration. */
+static long long duration_s(const char *s)
+{
+    char *end;
+    long long n = strtoll(s, &end, 10);
+    if (end == s || n <= 0) return -1;
+    switch (*end) {
+    case 's': n *= 1; break;
+    case 'm': n *= 60; break;
+    case 'h': n *= 3600; break;
+    case 'd': n *= 86400; break;
+    default: return -1;
+    }
+    return end[1] == '\0' ? n : -1;
+}
 
 typedef struct letter {
     char id[40];
@@ -93,22 +143,82 @@ static void print_time(const Google__Protobuf__Timestamp *ts, char *out, size_t 
     else event_format_time(event_timestamp_us(ts), out, cap);
 }
 
-static int list(const todo_config *cfg, const char *group)
+static int list(const todo_config *cfg, const filter *f)
 {
     letters ls;
     if (load(cfg, &ls) != 0) return 1;
     size_t shown = 0;
     for (size_t i = 0; i < ls.n; i++) {
         const Todo__V1__DeadLetter *dl = ls.v[i].dl;
-        if (dl == NULL || (group != NULL && strcmp(dl->consumer_group, group) != 0)) continue;
+        if (!matches(f, dl)) continue;
         char when[40];
         print_time(dl->failed_at, when, sizeof when);
-        if (shown++ == 0) printf("%-36s  %-27s  %-28s  %-26s  %s\n", "id", "failed at", "consumer group", "from", "reason");
+        if (shown++ == 0)
+            printf("%-36s  %-27s  %-28s  %-20s %-8s %-26s  %s\n", "id", "failed at", "consumer group", "reason code",
+                   "attempt", "from", "reason");
         char from[64];
         snprintf(from, sizeof from, "%.40s/%d@%" PRId64, dl->original_topic, dl->original_partition, dl->original_offset);
-        printf("%-36s  %-27s  %-28.28s  %-26s  %.100s\n", ls.v[i].id, when, dl->consumer_group, from, dl->reason);
+        printf("%-36s  %-27s  %-28.28s  %-20s %-8d %-26s  %.100s\n", ls.v[i].id, when, dl->consumer_group,
+               dl->reason_code[0] ? dl->reason_code : dlq_reason_code(dl->reason), dl->attempts ? dl->attempts : 1,
+               from, dl->reason);
     }
-    if (shown == 0) printf("no dead letters%s%s\n", group ? " of " : "", group ? group : "");
+    if (shown == 0) printf("no dead letters\n");
+    letters_free(&ls);
+    return 0;
+}
+
+/* One counter of stats: a name and how many. */
+typedef struct tally {
+    char name[96];
+    long n;
+} tally;
+
+static void count(tally *t, int cap, int *n, const char *name)
+{
+    for (int i = 0; i < *n; i++)
+        if (strcmp(t[i].name, name) == 0) {
+            t[i].n++;
+            return;
+        }
+    if (*n == cap) return;
+    snprintf(t[*n].name, sizeof t[*n].name, "%s", name);
+    t[(*n)++].n = 1;
+}
+
+static void print_tally(const char *title, const tally *t, int n)
+{
+    printf("%s\n", title);
+    for (int i = 0; i < n; i++) printf("  %-40s %ld\n", t[i].name, t[i].n);
+}
+
+static int stats(const todo_config *cfg, const filter *f)
+{
+    letters ls;
+    if (load(cfg, &ls) != 0) return 1;
+    enum { CAP = 64 };
+    static tally reasons[CAP], types[CAP], groups[CAP], ages[CAP];
+    int nr = 0, nt = 0, ng = 0, na = 0;
+    long total = 0;
+    long long now = (long long)time(NULL), oldest = 0;
+    for (size_t i = 0; i < ls.n; i++) {
+        const Todo__V1__DeadLetter *dl = ls.v[i].dl;
+        if (!matches(f, dl)) continue;
+        total++;
+        count(reasons, CAP, &nr, dl->reason_code[0] ? dl->reason_code : dlq_reason_code(dl->reason));
+        count(types, CAP, &nt, dl->event_type[0] ? dl->event_type : "(not an event)");
+        count(groups, CAP, &ng, dl->consumer_group);
+        long long age = now - seconds_of(dl->failed_at);
+        if (age > oldest) oldest = age;
+        count(ages, CAP, &na, age < 3600 ? "under 1 hour" : age < 86400 ? "1 hour to 1 day" : age < 7 * 86400 ? "1 to 7 days"
+                                                                                                            : "over 7 days");
+    }
+    printf("dead letters  %ld\noldest        %lld s\n", total, total > 0 ? oldest : 0);
+    if (total > 0) {
+        print_tally("by reason code:", reasons, nr);
+        print_tally("by event type:", types, nt);
+        print_tally("by consumer group:", groups, ng);
+        print_tally("by age:", ages, na);
+    }
     letters_free(&ls);
     return 0;
 }
@@ -141,8 +251,14 @@ static int show(const todo_config *cfg, const char *id)
     }
     char when[40];
     print_time(dl->failed_at, when, sizeof when);
-    printf("id:             %s\nfailed at:      %s\nconsumer group: %s\nreason:         %s\n", id, when,
-           dl->consumer_group, dl->reason);
+    char first[40];
+    print_time(dl->first_failed_at != NULL ? dl->first_failed_at : dl->failed_at, first, sizeof first);
+    printf("id:             %s\nfailed at:      %s\nfirst failed:   %s\nattempt:        %d\nconsumer group: %s\n"
+           "reason code:    %s\nreason:         %s\n",
+           id, when, first, dl->attempts ? dl->attempts : 1, dl->consumer_group,
+           dl->reason_code[0] ? dl->reason_code : dlq_reason_code(dl->reason), dl->reason);
+    if (dl->correlation_id[0] != '\0' || dl->causation_id[0] != '\0')
+        printf("correlation:    %s\ncaused by:      %s\n", dl->correlation_id, dl->causation_id);
     printf("from:           %s partition %d offset %" PRId64 "\n", dl->original_topic, dl->original_partition,
            dl->original_offset);
     print_bytes("key:            ", dl->original_key.data, dl->original_key.len);
@@ -193,7 +309,7 @@ static int produce_one(rd_kafka_t *p, const char *topic, const void *key, size_t
     return 0;
 }
 
-static int redrive(const todo_config *cfg, const char *id, const char *group)
+static int redrive(const todo_config *cfg, const char *id, const filter *f, bool force)
 {
     letters ls;
     todo_err err;
@@ -207,13 +323,25 @@ static int redrive(const todo_config *cfg, const char *id, const char *group)
     int rc = 0, done = 0;
     for (size_t i = 0; i < ls.n && rc == 0; i++) {
         const Todo__V1__DeadLetter *dl = ls.v[i].dl;
-        if (dl == NULL || (id != NULL && strcmp(ls.v[i].id, id) != 0) ||
-            (group != NULL && strcmp(dl->consumer_group, group) != 0))
+        if (!matches(f, dl) || (id != NULL && strcmp(ls.v[i].id, id) != 0)) continue;
+        int attempts = dl->attempts > 0 ? dl->attempts : 1;
+        if (attempts > DLQ_MAX_REDRIVES && !force) {
+            printf("not redriven: %s failed %d times already (redrive it with --force once its cause is fixed)\n",
+                   ls.v[i].id, attempts);
+            if (id != NULL) rc = 1;
             continue;
-        rd_kafka_headers_t *h = rd_kafka_headers_new(dl->n_original_headers + 1);
+        }
+        rd_kafka_headers_t *h = rd_kafka_headers_new(dl->n_original_headers + 3);
         for (size_t k = 0; k < dl->n_original_headers; k++)
             rd_kafka_header_add(h, dl->original_headers[k]->key, -1, dl->original_headers[k]->value.data,
                                 (ssize_t)dl->original_headers[k]->value.len);
+        /* Its history, for the dead letter it gets if it fails again. */
+        char n[24], first[24];
+        snprintf(n, sizeof n, "%d", attempts);
+        const Google__Protobuf__Timestamp *ft = dl->first_failed_at != NULL ? dl->first_failed_at : dl->failed_at;
+        snprintf(first, sizeof first, "%lld", ft != NULL ? (long long)ft->seconds * 1000000 + ft->nanos / 1000 : 0);
+        rd_kafka_header_add(h, DLQ_HEADER_ATTEMPTS, -1, n, -1);
+        rd_kafka_header_add(h, DLQ_HEADER_FIRST_FAILED, -1, first, -1);
         /* First the record back on its topic, then (once it is there) the
          * tombstone: a crash in between leaves the dead letter to redrive
          * again, never a record lost. */
@@ -226,7 +354,7 @@ static int redrive(const todo_config *cfg, const char *id, const char *group)
         printf("redriven %s to %s\n", ls.v[i].id, dl->original_topic);
         done++;
     }
-    if (rc == 0 && done == 0) {
+    if (rc == 0 && done == 0 && (id == NULL || find(&ls, id) == NULL)) {
         fprintf(stderr, "todoctl: %s\n", id != NULL ? "no such dead letter (redriven, or never there)" : "no dead letters to redrive");
         rc = id != NULL ? 1 : 0;
     }
@@ -238,16 +366,29 @@ static int redrive(const todo_config *cfg, const char *id, const char *group)
 int todoctl_dlq(const todo_config *cfg, int argc, char **argv)
 {
     if (argc < 3) return 2;
-    const char *op = argv[2], *group = NULL, *id = NULL;
-    bool all = false;
+    const char *op = argv[2], *id = NULL;
+    filter f = {0};
+    bool all = false, force = false, filtered = false;
     for (int i = 3; i < argc; i++) {
-        if (strcmp(argv[i], "--group") == 0 && i + 1 < argc) group = argv[++i];
-        else if (strcmp(argv[i], "--all") == 0) all = true;
+        bool value = i + 1 < argc;
+        if (strcmp(argv[i], "--group") == 0 && value) f.group = argv[++i];
+        else if (strcmp(argv[i], "--reason") == 0 && value) f.reason = argv[++i];
+        else if (strcmp(argv[i], "--type") == 0 && value) f.type = argv[++i];
+        else if (strcmp(argv[i], "--user") == 0 && value) f.user = argv[++i];
+        else if (strcmp(argv[i], "--since") == 0 && value) {
+            if ((f.since_s = duration_s(argv[++i])) < 0) {
+                fprintf(stderr, "todoctl: --since takes a duration: 90s, 30m, 2h, 7d\n");
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--all") == 0) all = true;
+        else if (strcmp(argv[i], "--force") == 0) force = true;
         else if (argv[i][0] != '-' && id == NULL) id = argv[i];
         else return 2;
     }
-    if (strcmp(op, "list") == 0 && id == NULL && !all) return list(cfg, group);
-    if (strcmp(op, "show") == 0 && id != NULL && group == NULL && !all) return show(cfg, id);
-    if (strcmp(op, "redrive") == 0 && (id != NULL) != all) return redrive(cfg, id, group);
+    filtered = f.group != NULL || f.reason != NULL || f.type != NULL || f.user != NULL || f.since_s > 0;
+    if (strcmp(op, "list") == 0 && id == NULL && !all) return list(cfg, &f);
+    if (strcmp(op, "stats") == 0 && id == NULL && !all) return stats(cfg, &f);
+    if (strcmp(op, "show") == 0 && id != NULL && !filtered && !all) return show(cfg, id);
+    if (strcmp(op, "redrive") == 0 && (id != NULL) != all) return redrive(cfg, id, &f, force);
     return 2;
 }

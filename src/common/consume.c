@@ -218,6 +218,11 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
     if (i >= l->n || l->letter[i] != LETTER_IN_FLIGHT) return; /* after the loop gave up on the batch */
     if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         l->letter[i] = LETTER_ACKED;
+        metric_add(metric_with(metric_counter("todo_dlq_letters_total",
+                                              "Dead letters a consumer group sent to system.dlq.v1 (acknowledged), "
+                                              "by reason code (dlq.h).", "group,reason_code"),
+                               l->o->group, dlq_reason_code(l->dead[i])),
+                   1);
         return;
     }
     l->letter[i] = LETTER_TO_SEND;

@@ -16,6 +16,25 @@
 
 #define DLQ_TOPIC TOPIC_DLQ
 
+/* Why a record is dead: a fixed set of codes (docs/OPERATIONS.md, "Dead
+ * letters", says what each means and what to do). */
+#define DLQ_REASON_UNDECODABLE "undecodable"               /* not an envelope, or its payload does not decode */
+#define DLQ_REASON_UNKNOWN_TYPE "unknown_type"             /* no handler for the event type */
+#define DLQ_REASON_SCHEMA "schema_unsupported"             /* an unknown schema id, or a version newer than this build */
+#define DLQ_REASON_INVALID "invalid_payload"               /* decodes, but inconsistent (ids, fields) */
+#define DLQ_REASON_DATABASE "refused_by_database"          /* the database refused to apply it */
+#define DLQ_REASON_RETRIES "retries_exhausted"             /* failed TODO_CONSUMER_MAX_ATTEMPTS times */
+#define DLQ_REASON_HANDLER "handler_error"                 /* anything else a handler refused */
+
+/* The code of a reason text: an explicit "<code>: " prefix, else what the
+ * text says (the consumers' messages), else DLQ_REASON_HANDLER. */
+const char *dlq_reason_code(const char *reason);
+
+/* Headers a redriven record carries, read back when it fails again: how
+ * many times it was dead-lettered so far, and when first. */
+#define DLQ_HEADER_ATTEMPTS "todo_dlq_attempts"
+#define DLQ_HEADER_FIRST_FAILED "todo_dlq_first_failed_us"
+
 /* Enqueues the dead letter for orig on producer (an idempotent producer from
  * kafkax_producer_new). The caller flushes and checks delivery before it
  * commits orig's offset. */

@@ -522,6 +522,9 @@ typedef struct value_want {
     const char *value;
     char first_id[40];    /* the first dead letter's id (filled), or one to skip */
     bool other;           /* match only a dead letter with another id */
+    char other_id[40];    /* that other one's id (filled) */
+    int attempts;         /* the matched letter's attempt count */
+    int want_attempts;    /* > 0: match only a letter of that attempt */
 } value_want;
 
 static bool dead_letter_of(const rd_kafka_message_t *m, void *ctx)
@@ -530,8 +533,11 @@ static bool dead_letter_of(const rd_kafka_message_t *m, void *ctx)
     Todo__V1__DeadLetter *dl = m->payload != NULL ? todo__v1__dead_letter__unpack(NULL, m->len, m->payload) : NULL;
     bool yes = dl != NULL && dl->original_value.len == strlen(w->value) &&
                memcmp(dl->original_value.data, w->value, dl->original_value.len) == 0 &&
-               (!w->other || strcmp(dl->dead_letter_id, w->first_id) != 0);
+               (!w->other || strcmp(dl->dead_letter_id, w->first_id) != 0) &&
+               (w->want_attempts == 0 || dl->attempts == w->want_attempts);
     if (yes && !w->other) snprintf(w->first_id, sizeof w->first_id, "%s", dl->dead_letter_id);
+    if (yes && w->other) snprintf(w->other_id, sizeof w->other_id, "%s", dl->dead_letter_id);
+    if (yes) w->attempts = dl->attempts;
     if (dl != NULL) todo__v1__dead_letter__free_unpacked(dl, NULL);
     return yes;
 }
@@ -549,7 +555,8 @@ static void dead_letters_are_listed_shown_and_redriven(void **state)
 {
     (void)state;
     HARNESS_NEED_STACK();
-    char user[64], value[128], args[160], out[16384];
+    char user[64], value[128], args[160];
+    static char out[1 << 20]; /* every dead letter of the stack is listed */
     harness_user(user, "redrive");
     snprintf(value, sizeof value, "not an envelope either %s", user);
     produce(user, value, strlen(value));
@@ -563,6 +570,20 @@ static void dead_letters_are_listed_shown_and_redriven(void **state)
     assert_non_null(strstr(out, "value is not a todo.v1.EventEnvelope"));
     assert_non_null(strstr(out, "tasks.events.v1 partition"));
     assert_non_null(strstr(out, user)); /* the key */
+    assert_non_null(strstr(out, "reason code:    undecodable"));
+    assert_non_null(strstr(out, "attempt:        1"));
+    assert_int_equal(w.attempts, 1);
+    /* Filters and stats. */
+    assert_int_equal(harness_todoctl("dlq list --reason undecodable --since 1h", out, sizeof out), 0);
+    assert_non_null(strstr(out, w.first_id));
+    assert_int_equal(harness_todoctl("dlq list --reason retries_exhausted", out, sizeof out), 0);
+    assert_null(strstr(out, w.first_id));
+    assert_int_equal(harness_todoctl("dlq list --group no-such-group", out, sizeof out), 0);
+    assert_non_null(strstr(out, "no dead letters"));
+    assert_int_equal(harness_todoctl("dlq stats --group projection-task-read-v1", out, sizeof out), 0);
+    assert_non_null(strstr(out, "by reason code:"));
+    assert_non_null(strstr(out, "undecodable"));
+    assert_int_equal(harness_todoctl("dlq list --since soon", out, sizeof out), 2);
 
     snprintf(args, sizeof args, "dlq redrive %s", w.first_id);
     assert_int_equal(harness_todoctl(args, out, sizeof out), 0);
@@ -573,9 +594,26 @@ static void dead_letters_are_listed_shown_and_redriven(void **state)
     assert_null(strstr(out, w.first_id));
     /* Back on the topic (the original and the redriven copy)... */
     assert_int_equal(harness_consume("tasks.events.v1", record_of, &w, 2, 15000), 2);
-    /* ...and dead-lettered again, under a new id. */
+    /* ...and dead-lettered again, under a new id, as its second attempt. */
     w.other = true;
+    w.want_attempts = 2;
     assert_int_equal(harness_consume("system.dlq.v1", dead_letter_of, &w, 1, 15000), 1);
+    assert_int_equal(w.attempts, 2);
+    snprintf(args, sizeof args, "dlq show %s", w.other_id);
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 0);
+    assert_non_null(strstr(out, "attempt:        2"));
+    /* Redriven up to DLQ_MAX_REDRIVES (3) attempts; the fourth needs --force. */
+    for (int attempt = 2; attempt <= 3; attempt++) {
+        snprintf(args, sizeof args, "dlq redrive %s", w.other_id);
+        assert_int_equal(harness_todoctl(args, out, sizeof out), 0);
+        snprintf(w.first_id, sizeof w.first_id, "%s", w.other_id);
+        w.want_attempts = attempt + 1;
+        assert_int_equal(harness_consume("system.dlq.v1", dead_letter_of, &w, 1, 15000), 1);
+        assert_int_equal(w.attempts, attempt + 1);
+    }
+    snprintf(args, sizeof args, "dlq redrive %s", w.other_id);
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 1);
+    assert_non_null(strstr(out, "failed 4 times already"));
     assert_int_equal(harness_todoctl("dlq redrive 00000000-0000-4000-8000-000000000000", out, sizeof out), 1);
     assert_int_equal(harness_todoctl("dlq redrive", out, sizeof out), 2);
 }
