@@ -282,6 +282,7 @@ typedef struct buf {
     bool failed;
 } buf;
 
+static void put(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void put(buf *b, const char *fmt, ...)
 {
     if (b->failed) return;
