@@ -60,6 +60,7 @@ typedef struct method_entry {
     const char *service; /* the metrics' labels: "todo.v1.TaskCommandService", */
     const char *name;    /* "CreateTask" (into path) */
     metric_series *started, *seconds;
+    _Atomic(metric_series *) handled[17]; /* per status code, found on first use */
 } method_entry;
 
 /* A worker thread: its own state (a database connection) and arena. All
@@ -309,6 +310,7 @@ static unsigned char *read_buffer(grpc_byte_buffer *bb, arena *a, size_t *len)
  * names them (dashboards for it work unchanged). */
 typedef struct call_metrics_t {
     metric *started, *handled, *seconds, *in_flight;
+    metric_series *in_flight_series;
 } call_metrics_t;
 
 static call_metrics_t cm_instance;
@@ -325,6 +327,7 @@ static void init_call_metrics(void)
                                            "Time from the start of an RPC's handling to its reply.", labels,
                                            METRIC_LATENCY_BUCKETS, METRIC_N_LATENCY_BUCKETS);
     cm_instance.in_flight = metric_gauge("grpc_server_calls_in_flight", "RPCs being handled now.", NULL);
+    cm_instance.in_flight_series = metric_only(cm_instance.in_flight);
 }
 
 static call_metrics_t *call_metrics(void)
@@ -336,7 +339,7 @@ static call_metrics_t *call_metrics(void)
 static void unary_handle(unary_call *u)
 {
     metric_add(u->m->started, 1);
-    metric_add(metric_only(call_metrics()->in_flight), 1);
+    metric_add(call_metrics()->in_flight_series, 1);
     worker *w = u->w;
     method_entry *m = u->m;
     grpc_status_code code = GRPC_STATUS_OK;
@@ -394,8 +397,14 @@ static void unary_handle(unary_call *u)
     double us = gpr_timespec_to_micros(gpr_time_sub(gpr_now(GPR_CLOCK_MONOTONIC), t0));
     log_debug(w->s->component, "call", "method=%s code=%s ms=%.3f", m->path, grpcx_code_name(code), us / 1000.0);
     metric_observe(m->seconds, us / 1e6);
-    metric_add(metric_with(call_metrics()->handled, m->service, m->name, grpcx_code_name(code)), 1);
-    metric_add(metric_only(call_metrics()->in_flight), -1);
+    /* The series of (method, code), looked up once. */
+    metric_series *handled = (unsigned)code < 17 ? atomic_load_explicit(&m->handled[code], memory_order_acquire) : NULL;
+    if (handled == NULL) {
+        handled = metric_with(call_metrics()->handled, m->service, m->name, grpcx_code_name(code));
+        if ((unsigned)code < 17) atomic_store_explicit(&m->handled[code], handled, memory_order_release);
+    }
+    metric_add(handled, 1);
+    metric_add(call_metrics()->in_flight_series, -1);
     trace_leave();
 
     grpc_op ops[4];
@@ -596,6 +605,7 @@ static int add_method(grpcx_server *s, const char *service, const ProtobufCMetho
     if (nm == NULL) return todo_err_set(err, TODO_EINTERNAL, "out of memory");
     s->methods = nm;
     method_entry *e = &s->methods[s->n_methods];
+    memset(e, 0, sizeof *e);
     size_t len = strlen(service) + strlen(md->name) + 3;
     e->path = malloc(len);
     if (e->path == NULL) return todo_err_set(err, TODO_EINTERNAL, "out of memory");
