@@ -10,6 +10,7 @@
  *   todoctl get TASK_ID
  *   todoctl done|reopen|rm|restore TASK_ID [--expect VERSION]
  *   todoctl health [command|query]
+ *   todoctl health --watch command|query [SERVICE]
  *   todoctl outbox [--saga] [parked|retry POS|drop POS]   relay lag, parked events (todoctl_outbox.c)
  *   todoctl projection status [--group G]       a projection's progress, lag per partition, last error
  *   todoctl projection rebuild [NAME]           rebuild the read model from a topic replay, then swap it in
@@ -64,6 +65,7 @@ static int usage(void)
           "  todoctl remind TASK_ID WHEN [--channel email|push|sms]\n"
           "  todoctl reminders [--task TASK_ID] [--all]   (--all: also cancelled and fired ones)\n"
           "  todoctl health [command|query]\n"
+          "  todoctl health --watch command|query [SERVICE]   (each change, until the server goes)\n"
           "  todoctl outbox [--saga] | outbox [--saga] parked | outbox [--saga] retry POSITION\n"
           "  todoctl outbox [--saga] drop POSITION [--reason TEXT]   (--saga: todo-saga's outbox)\n"
           "  todoctl projection status [--group G]\n"
@@ -639,9 +641,49 @@ static int health_of(const char *addr, const char *service)
 /* todoctl health [command|query]: each server and what it depends on
  * (postgresql; kafka for the command side's outbox); exit 1 when anything
  * is down, naming it. */
+/* todoctl health --watch command|query [SERVICE]: one line per status the
+ * server sends (Health/Watch) until it ends the stream; exit 0 when the
+ * server ended it by shutting down, 1 when it could not be watched. */
+static int health_watch(const char *name, const char *addr, const char *service)
+{
+    static const char *const names[] = {"UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"};
+    Grpc__Health__V1__HealthCheckRequest rq = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    grpcx_result res;
+    grpcx_channel *ch = grpcx_channel_new(addr);
+    if (ch == NULL) {
+        fprintf(stderr, "todoctl: bad address %s\n", addr);
+        return 1;
+    }
+    rq.service = (char *)service;
+    grpcx_stream *st = grpcx_stream_open(ch, "/grpc.health.v1.Health/Watch", &rq.base, NULL, 0, &res);
+    ProtobufCMessage *m = NULL;
+    int seen = 0;
+    while (st != NULL && grpcx_stream_next(st, &grpc__health__v1__health_check_response__descriptor, -1, &m, &res) > 0) {
+        unsigned status = (unsigned)((Grpc__Health__V1__HealthCheckResponse *)m)->status;
+        protobuf_c_message_free_unpacked(m, NULL);
+        seen++;
+        char when[32];
+        time_t now = time(NULL);
+        struct tm tm;
+        strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
+        printf("%s %-8s %s%s%s\n", when, name, service[0] ? service : "", service[0] ? " " : "",
+               status < 4 ? names[status] : "UNKNOWN");
+        fflush(stdout);
+    }
+    grpcx_stream_close(st);
+    grpcx_channel_free(ch);
+    fprintf(stderr, "todoctl: the stream ended: %s: %s\n", grpcx_code_name(res.code), res.message);
+    return seen > 0 && res.code == GRPC_STATUS_UNAVAILABLE ? 0 : 1;
+}
+
 static int cmd_health(int argc, char **argv)
 {
     int rc = 0;
+    if (argc >= 3 && strcmp(argv[2], "--watch") == 0) {
+        if (argc < 4 || (strcmp(argv[3], "command") != 0 && strcmp(argv[3], "query") != 0)) return usage();
+        bool command = strcmp(argv[3], "command") == 0;
+        return health_watch(argv[3], command ? cfg.command_addr : cfg.query_addr, argc >= 5 ? argv[4] : "");
+    }
     for (int which = 0; which < 2; which++) {
         const char *name = which == 0 ? "command" : "query";
         if (argc >= 3 && strcmp(argv[2], name) != 0) continue;

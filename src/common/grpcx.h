@@ -23,7 +23,8 @@
  *   - a request over the maximum message size answers RESOURCE_EXHAUSTED
  *     (the C core enforces the limit).
  *
- * Every server also hosts grpc.health.v1.Health/Check and server reflection
+ * Every server also hosts grpc.health.v1.Health (Check, and Watch: a stream
+ * of the status, a message each time it changes) and server reflection
  * (grpc.reflection.v1 and v1alpha) over the descriptor set embedded at build
  * time, so `grpcurl -plaintext HOST:PORT list` needs no proto files.
  *
@@ -96,7 +97,8 @@ int grpcx_server_start(grpcx_server *s, const char *addr, todo_err *err);
 int grpcx_server_port(const grpcx_server *s);
 
 /* Health: what Check answers (SERVING after start, NOT_SERVING from shutdown
- * on). Thread-safe. */
+ * on). Thread-safe. A change reaches every Health/Watch stream; at shutdown
+ * each stream gets NOT_SERVING, then ends with UNAVAILABLE. */
 void grpcx_server_set_serving(grpcx_server *s, bool serving);
 
 /* Reports a dependency's state in Health/Check: a check naming component

@@ -5,6 +5,7 @@
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,4 +143,157 @@ grpc_status_code grpcx_unary_md(grpcx_channel *c, const char *path, const Protob
     }
     grpc_completion_queue_destroy(cq);
     return status;
+}
+
+/* ---- server streams ---- */
+
+struct grpcx_stream {
+    grpc_completion_queue *cq;
+    grpc_call *call;
+    grpc_slice method;
+    grpc_metadata md[1];
+    size_t n_md;
+    grpc_byte_buffer *send, *recv;
+    grpc_metadata_array initial, trailing;
+    grpc_slice details;
+    grpc_status_code status;
+    /* The outstanding batches: each field's address is its tag. */
+    char t_start, t_recv, t_status;
+    bool start_pending, recv_pending, status_pending;
+};
+
+/* Marks the batch of tag as completed. */
+static void stream_done(grpcx_stream *st, void *tag)
+{
+    if (tag == &st->t_start) st->start_pending = false;
+    else if (tag == &st->t_recv) st->recv_pending = false;
+    else if (tag == &st->t_status) st->status_pending = false;
+}
+
+static void stream_result(grpcx_stream *st, grpcx_result *res)
+{
+    size_t dl = GRPC_SLICE_LENGTH(st->details);
+    if (dl >= sizeof res->message) dl = sizeof res->message - 1;
+    memcpy(res->message, GRPC_SLICE_START_PTR(st->details), dl);
+    res->message[dl] = '\0';
+    res->code = st->status;
+}
+
+grpcx_stream *grpcx_stream_open(grpcx_channel *c, const char *path, const ProtobufCMessage *req,
+                                const char *authorization, int timeout_ms, grpcx_result *res)
+{
+    grpcx_stream *st = calloc(1, sizeof *st);
+    if (st == NULL) {
+        res->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+        snprintf(res->message, sizeof res->message, "out of memory");
+        return NULL;
+    }
+    st->cq = grpc_completion_queue_create_for_next(NULL);
+    gpr_timespec deadline = timeout_ms > 0 ? gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+                                                          gpr_time_from_millis(timeout_ms, GPR_TIMESPAN))
+                                           : gpr_inf_future(GPR_CLOCK_REALTIME);
+    st->method = grpc_slice_from_copied_string(path);
+    st->call = grpc_channel_create_call(c->ch, NULL, GRPC_PROPAGATE_DEFAULTS, st->cq, st->method, NULL, deadline,
+                                        NULL);
+    st->details = grpc_empty_slice();
+    st->status = GRPC_STATUS_UNKNOWN;
+    grpc_metadata_array_init(&st->initial);
+    grpc_metadata_array_init(&st->trailing);
+    if (authorization != NULL) {
+        st->md[0].key = grpc_slice_from_static_string("authorization");
+        st->md[0].value = grpc_slice_from_copied_string(authorization);
+        st->n_md = 1;
+    }
+    size_t len = protobuf_c_message_get_packed_size(req);
+    grpc_slice body = grpc_slice_malloc(len);
+    protobuf_c_message_pack(req, GRPC_SLICE_START_PTR(body));
+    st->send = grpc_raw_byte_buffer_create(&body, 1);
+    grpc_slice_unref(body);
+
+    grpc_op ops[4], fin;
+    size_t n = 0;
+    memset(ops, 0, sizeof ops);
+    memset(&fin, 0, sizeof fin);
+    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].data.send_initial_metadata.count = st->n_md;
+    ops[n++].data.send_initial_metadata.metadata = st->n_md > 0 ? st->md : NULL;
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = st->send;
+    ops[n++].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[n++].data.recv_initial_metadata.recv_initial_metadata = &st->initial;
+    fin.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    fin.data.recv_status_on_client.trailing_metadata = &st->trailing;
+    fin.data.recv_status_on_client.status = &st->status;
+    fin.data.recv_status_on_client.status_details = &st->details;
+    st->start_pending = grpc_call_start_batch(st->call, ops, n, &st->t_start, NULL) == GRPC_CALL_OK;
+    st->status_pending =
+        st->start_pending && grpc_call_start_batch(st->call, &fin, 1, &st->t_status, NULL) == GRPC_CALL_OK;
+    if (!st->status_pending) {
+        res->code = GRPC_STATUS_INTERNAL;
+        snprintf(res->message, sizeof res->message, "could not start the call");
+        grpcx_stream_close(st);
+        return NULL;
+    }
+    return st;
+}
+
+int grpcx_stream_next(grpcx_stream *st, const ProtobufCMessageDescriptor *desc, int wait_ms, ProtobufCMessage **msg,
+                      grpcx_result *res)
+{
+    *msg = NULL;
+    if (!st->recv_pending && st->status_pending) {
+        grpc_op op;
+        memset(&op, 0, sizeof op);
+        op.op = GRPC_OP_RECV_MESSAGE;
+        op.data.recv_message.recv_message = &st->recv;
+        st->recv_pending = grpc_call_start_batch(st->call, &op, 1, &st->t_recv, NULL) == GRPC_CALL_OK;
+    }
+    gpr_timespec until = wait_ms < 0 ? gpr_inf_future(GPR_CLOCK_MONOTONIC)
+                                     : gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                                    gpr_time_from_millis(wait_ms, GPR_TIMESPAN));
+    while (st->recv_pending) {
+        grpc_event ev = grpc_completion_queue_next(st->cq, until, NULL);
+        if (ev.type == GRPC_QUEUE_TIMEOUT) return -1;
+        stream_done(st, ev.tag);
+    }
+    if (st->recv != NULL) {
+        grpc_byte_buffer_reader r;
+        if (grpc_byte_buffer_reader_init(&r, st->recv)) {
+            grpc_slice all = grpc_byte_buffer_reader_readall(&r);
+            *msg = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+            grpc_slice_unref(all);
+            grpc_byte_buffer_reader_destroy(&r);
+        }
+        grpc_byte_buffer_destroy(st->recv);
+        st->recv = NULL;
+        if (*msg != NULL) return 1;
+        grpc_call_cancel(st->call, NULL);
+    }
+    /* The stream ended (or sent what does not decode): its status. */
+    while (st->status_pending || st->start_pending)
+        stream_done(st, grpc_completion_queue_next(st->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).tag);
+    stream_result(st, res);
+    return 0;
+}
+
+void grpcx_stream_close(grpcx_stream *st)
+{
+    if (st == NULL) return;
+    if (st->start_pending || st->recv_pending || st->status_pending) grpc_call_cancel(st->call, NULL);
+    while (st->start_pending || st->recv_pending || st->status_pending)
+        stream_done(st, grpc_completion_queue_next(st->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).tag);
+    if (st->recv != NULL) grpc_byte_buffer_destroy(st->recv);
+    grpc_byte_buffer_destroy(st->send);
+    for (size_t i = 0; i < st->n_md; i++) grpc_slice_unref(st->md[i].value);
+    grpc_slice_unref(st->details);
+    grpc_slice_unref(st->method);
+    grpc_metadata_array_destroy(&st->initial);
+    grpc_metadata_array_destroy(&st->trailing);
+    grpc_call_unref(st->call);
+    grpc_completion_queue_shutdown(st->cq);
+    while (grpc_completion_queue_next(st->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(st->cq);
+    free(st);
 }

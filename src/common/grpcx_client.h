@@ -1,7 +1,7 @@
 /*
- * grpcx_client: a small synchronous unary gRPC client on the C core, for
- * todoctl and the tests. A channel may be used from several threads at once
- * (each call makes its own completion queue).
+ * grpcx_client: a small synchronous gRPC client on the C core (unary calls
+ * and server streams), for todoctl and the tests. A channel may be used
+ * from several threads at once (each call makes its own completion queue).
  */
 #ifndef TODO_GRPCX_CLIENT_H
 #define TODO_GRPCX_CLIENT_H
@@ -42,5 +42,23 @@ grpc_status_code grpcx_unary_md(grpcx_channel *ch, const char *path, const Proto
                                 const ProtobufCMessageDescriptor *resp_desc, const char *authorization,
                                 const grpcx_md *md, size_t n, int timeout_ms, ProtobufCMessage **resp,
                                 grpcx_result *res);
+
+/* A server-streaming call (Health/Watch): one request, then messages as
+ * the server sends them. One thread uses a stream at a time. */
+typedef struct grpcx_stream grpcx_stream;
+
+/* Starts the call of path with req. timeout_ms 0: no deadline. Returns NULL
+ * when the call cannot start (res says why). */
+grpcx_stream *grpcx_stream_open(grpcx_channel *ch, const char *path, const ProtobufCMessage *req,
+                                const char *authorization, int timeout_ms, grpcx_result *res);
+
+/* Waits up to wait_ms (< 0: forever) for the next message. Returns 1 with
+ * *msg (free with protobuf_c_message_free_unpacked), 0 when the stream has
+ * ended (res holds its status), -1 when nothing came in time. */
+int grpcx_stream_next(grpcx_stream *st, const ProtobufCMessageDescriptor *desc, int wait_ms,
+                      ProtobufCMessage **msg, grpcx_result *res);
+
+/* Cancels the call if it still runs and releases the stream; takes NULL. */
+void grpcx_stream_close(grpcx_stream *st);
 
 #endif

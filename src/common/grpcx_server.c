@@ -38,8 +38,9 @@ extern const size_t todo_descriptor_set_len;
 #define DEFAULT_CALL_MEMORY (8u << 20)
 #define REFLECTION_V1 "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
 #define REFLECTION_V1ALPHA "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+#define HEALTH_WATCH "/grpc.health.v1.Health/Watch"
 
-typedef enum tag_kind { TAG_UNARY, TAG_GENERIC, TAG_SHUTDOWN } tag_kind;
+typedef enum tag_kind { TAG_UNARY, TAG_GENERIC, TAG_SHUTDOWN, TAG_WATCH, TAG_WATCH_CLOSE } tag_kind;
 
 /* The start of every tag. A call's events may be taken by different
  * workers one after the other; the hand-off goes through the completion
@@ -100,6 +101,11 @@ struct grpcx_server {
     } components[8];
     atomic_int n_components;
     atomic_int draining; /* set once the server stopped taking calls */
+    /* Health/Watch streams: told of every change of serving or of a
+     * component. watch_mu guards the list (taken before a watch's own). */
+    pthread_mutex_t watch_mu;
+    struct watch_call *watches;
+    atomic_bool watch_finish; /* shutting down: each stream ends after NOT_SERVING */
     int port;
     bool started, stopped;
 };
@@ -192,26 +198,36 @@ long grpcx_call_ms_left(grpcx_call *c)
 
 /* ---- built-in health check ---- */
 
-static int health_check(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
+/* What Health answers for service ("" the server as a whole): SERVING or
+ * NOT_SERVING, or SERVICE_UNKNOWN for a name served neither here nor a
+ * component. */
+static int health_status(grpcx_server *s, const char *service)
 {
-    const Grpc__Health__V1__HealthCheckRequest *rq = (const Grpc__Health__V1__HealthCheckRequest *)req;
-    grpcx_server *s = c->w->s;
-    Grpc__Health__V1__HealthCheckResponse *rs = arena_alloc(grpcx_call_arena(c), sizeof *rs);
-    bool known = rq->service[0] == '\0', up = atomic_load(&s->serving) != 0;
-    for (size_t i = 0; i < s->n_services && !known; i++) known = strcmp(s->services[i], rq->service) == 0;
+    bool known = service[0] == '\0', up = atomic_load(&s->serving) != 0;
+    for (size_t i = 0; i < s->n_services && !known; i++) known = strcmp(s->services[i], service) == 0;
     int n = atomic_load(&s->n_components);
     bool component = false;
     for (int i = 0; i < n && !component; i++)
-        if (strcmp(s->components[i].name, rq->service) == 0) {
+        if (strcmp(s->components[i].name, service) == 0) {
             component = known = true;
             up = up && atomic_load(&s->components[i].up);
         }
     for (int i = 0; i < n && !component; i++) /* the server, or one of its services: every required one */
         if (s->components[i].required) up = up && atomic_load(&s->components[i].up);
-    if (!known) return todo_err_set(err, TODO_ENOTFOUND, "service %s is not served here", rq->service);
+    if (!known) return GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
+    return up ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+              : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+}
+
+static int health_check(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
+{
+    const Grpc__Health__V1__HealthCheckRequest *rq = (const Grpc__Health__V1__HealthCheckRequest *)req;
+    int status = health_status(c->w->s, rq->service);
+    if (status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN)
+        return todo_err_set(err, TODO_ENOTFOUND, "service %s is not served here", rq->service);
+    Grpc__Health__V1__HealthCheckResponse *rs = arena_alloc(grpcx_call_arena(c), sizeof *rs);
     grpc__health__v1__health_check_response__init(rs);
-    rs->status = up ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
-                    : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+    rs->status = (Grpc__Health__V1__HealthCheckResponse__ServingStatus)status;
     *resp = &rs->base;
     return TODO_OK;
 }
@@ -515,6 +531,8 @@ static void stream_answer(stream_call *sc)
     if (!start_batch(w, sc->call, ops, n, sc)) stream_free(sc);
 }
 
+static void watch_begin(stream_call *sc);
+
 static void on_generic(stream_call *sc, int ok)
 {
     switch (sc->state) {
@@ -524,7 +542,9 @@ static void on_generic(stream_call *sc, int ok)
             return;
         }
         post_generic(sc->w);
-        if (grpc_slice_str_cmp(sc->details.method, REFLECTION_V1) == 0 ||
+        if (grpc_slice_str_cmp(sc->details.method, HEALTH_WATCH) == 0) {
+            watch_begin(sc);
+        } else if (grpc_slice_str_cmp(sc->details.method, REFLECTION_V1) == 0 ||
             grpc_slice_str_cmp(sc->details.method, REFLECTION_V1ALPHA) == 0) {
             stream_recv(sc);
         } else {
@@ -550,6 +570,224 @@ static void on_generic(stream_call *sc, int ok)
         stream_free(sc);
         return;
     }
+}
+
+/* ---- Health/Watch: a server stream per watcher ----
+ *
+ * A watch receives its one request, then sends the service's status, and
+ * a new message each time it changes (grpcx_server_set_serving and
+ * grpcx_server_set_health tell every watch), until the client goes away or
+ * the server shuts down (NOT_SERVING, then status UNAVAILABLE). At most one
+ * send is in flight per call: a change seen meanwhile is sent when it
+ * completes (the latest status only). A watch lives while a batch of it is
+ * outstanding or it is in the server's list (refs). */
+
+typedef enum watch_phase { W_RECV, W_STREAM, W_ENDED } watch_phase;
+
+typedef struct watch_call watch_call;
+
+typedef struct watch_close_tag {
+    tag_kind kind; /* TAG_WATCH_CLOSE: the call is over (client gone, or status sent) */
+    atomic_uint handoff;
+    watch_call *watch;
+} watch_close_tag;
+
+struct watch_call {
+    tag_kind kind; /* TAG_WATCH: the receive, then each send */
+    atomic_uint handoff;
+    grpcx_server *s;
+    grpc_call *call;
+    watch_close_tag close;
+    pthread_mutex_t mu;
+    int refs;
+    watch_phase phase;
+    bool sending, listed;
+    int last; /* the status last sent; -1 none */
+    char service[256];
+    grpc_byte_buffer *recv, *send;
+    grpc_slice details;
+    bool have_details;
+    int cancelled;
+    watch_call *next;
+};
+
+static void watch_free(watch_call *w)
+{
+    if (w->recv != NULL) grpc_byte_buffer_destroy(w->recv);
+    if (w->send != NULL) grpc_byte_buffer_destroy(w->send);
+    if (w->have_details) grpc_slice_unref(w->details);
+    grpc_call_unref(w->call);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}
+
+/* Starts a batch of w's call (w->mu held); counts it in refs and in the
+ * server's outstanding completions. */
+static bool watch_batch(watch_call *w, const grpc_op *ops, size_t n, void *tag)
+{
+    atomic_fetch_add(&w->s->outstanding, 1);
+    atomic_fetch_add_explicit(&((tag_head *)tag)->handoff, 1, memory_order_release);
+    if (grpc_call_start_batch(w->call, ops, n, tag, NULL) != GRPC_CALL_OK) {
+        atomic_fetch_sub(&w->s->outstanding, 1);
+        return false;
+    }
+    w->refs++;
+    return true;
+}
+
+/* Ends the stream with code (w->mu held). */
+static void watch_end(watch_call *w, grpc_status_code code, const char *msg)
+{
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    w->phase = W_ENDED;
+    w->details = grpc_slice_from_copied_string(msg);
+    w->have_details = true;
+    op.op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    op.data.send_status_from_server.status = code;
+    op.data.send_status_from_server.status_details = &w->details;
+    watch_batch(w, &op, 1, w);
+}
+
+/* Sends what changed since the last message, or ends the stream once the
+ * server is shutting down and NOT_SERVING went out (w->mu held). */
+static void watch_pump(watch_call *w)
+{
+    if (w->phase != W_STREAM || w->sending) return;
+    int now = health_status(w->s, w->service);
+    if (now == w->last) {
+        if (atomic_load(&w->s->watch_finish)) watch_end(w, GRPC_STATUS_UNAVAILABLE, "the server is shutting down");
+        return;
+    }
+    Grpc__Health__V1__HealthCheckResponse rs = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+    rs.status = (Grpc__Health__V1__HealthCheckResponse__ServingStatus)now;
+    w->send = pack_message(&rs.base);
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_SEND_MESSAGE;
+    op.data.send_message.send_message = w->send;
+    if (watch_batch(w, &op, 1, w)) {
+        w->sending = true;
+        w->last = now;
+    } else {
+        grpc_byte_buffer_destroy(w->send);
+        w->send = NULL;
+        w->phase = W_ENDED;
+    }
+}
+
+/* Tells every watch that a status may have changed. */
+static void watch_notify(grpcx_server *s)
+{
+    pthread_mutex_lock(&s->watch_mu);
+    for (watch_call *w = s->watches; w != NULL; w = w->next) {
+        pthread_mutex_lock(&w->mu);
+        watch_pump(w);
+        pthread_mutex_unlock(&w->mu);
+    }
+    pthread_mutex_unlock(&s->watch_mu);
+}
+
+/* Takes over the call of a generic request for Health/Watch. */
+static void watch_begin(stream_call *sc)
+{
+    grpcx_server *s = sc->w->s;
+    watch_call *w = calloc(1, sizeof *w);
+    if (w == NULL) abort();
+    w->kind = TAG_WATCH;
+    w->close.kind = TAG_WATCH_CLOSE;
+    w->close.watch = w;
+    w->s = s;
+    w->call = sc->call;
+    w->last = -1;
+    sc->call = NULL;
+    stream_free(sc);
+    pthread_mutex_init(&w->mu, NULL);
+
+    pthread_mutex_lock(&s->watch_mu);
+    pthread_mutex_lock(&w->mu);
+    grpc_op close_op, ops[2];
+    memset(&close_op, 0, sizeof close_op);
+    memset(ops, 0, sizeof ops);
+    close_op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    close_op.data.recv_close_on_server.cancelled = &w->cancelled;
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_RECV_MESSAGE;
+    ops[1].data.recv_message.recv_message = &w->recv;
+    bool ok = watch_batch(w, &close_op, 1, &w->close) && watch_batch(w, ops, 2, w);
+    if (ok) {
+        w->listed = true;
+        w->refs++;
+        w->next = s->watches;
+        s->watches = w;
+    }
+    int refs = w->refs;
+    pthread_mutex_unlock(&w->mu);
+    pthread_mutex_unlock(&s->watch_mu);
+    if (refs == 0) watch_free(w);
+    else if (!ok) grpc_call_cancel(w->call, NULL); /* its close tag comes back, then it is freed */
+}
+
+/* A receive or a send of w completed. */
+static void on_watch(watch_call *w, int ok)
+{
+    pthread_mutex_lock(&w->mu);
+    w->refs--;
+    if (w->phase == W_RECV) {
+        Grpc__Health__V1__HealthCheckRequest *rq = NULL;
+        if (ok && w->recv != NULL) {
+            grpc_byte_buffer_reader r;
+            if (grpc_byte_buffer_reader_init(&r, w->recv)) {
+                grpc_slice all = grpc_byte_buffer_reader_readall(&r);
+                rq = grpc__health__v1__health_check_request__unpack(NULL, GRPC_SLICE_LENGTH(all),
+                                                                    GRPC_SLICE_START_PTR(all));
+                grpc_slice_unref(all);
+                grpc_byte_buffer_reader_destroy(&r);
+            }
+        }
+        if (!ok) {
+            w->phase = W_ENDED;
+        } else if (rq == NULL || strlen(rq->service) >= sizeof w->service) {
+            watch_end(w, GRPC_STATUS_INVALID_ARGUMENT, "the request is not a HealthCheckRequest with a service name");
+        } else {
+            snprintf(w->service, sizeof w->service, "%s", rq->service);
+            w->phase = W_STREAM;
+            watch_pump(w);
+        }
+        if (rq != NULL) grpc__health__v1__health_check_request__free_unpacked(rq, NULL);
+    } else if (w->sending) {
+        w->sending = false;
+        grpc_byte_buffer_destroy(w->send);
+        w->send = NULL;
+        if (ok) watch_pump(w);
+        else w->phase = W_ENDED; /* the client is gone */
+    }
+    int refs = w->refs;
+    pthread_mutex_unlock(&w->mu);
+    if (refs == 0) watch_free(w);
+}
+
+/* w's call is over: it leaves the list (frees once its last batch is back). */
+static void on_watch_close(watch_call *w)
+{
+    grpcx_server *s = w->s;
+    pthread_mutex_lock(&s->watch_mu);
+    pthread_mutex_lock(&w->mu);
+    if (w->listed) {
+        for (watch_call **p = &s->watches; *p != NULL; p = &(*p)->next)
+            if (*p == w) {
+                *p = w->next;
+                break;
+            }
+        w->listed = false;
+        w->refs--;
+    }
+    w->refs--; /* the close batch */
+    w->phase = W_ENDED;
+    int refs = w->refs;
+    pthread_mutex_unlock(&w->mu);
+    pthread_mutex_unlock(&s->watch_mu);
+    if (refs == 0) watch_free(w);
 }
 
 /* ---- workers ---- */
@@ -580,6 +818,8 @@ static void *worker_main(void *arg)
                 ((stream_call *)ev.tag)->w = w;
                 on_generic(ev.tag, ev.success);
                 break;
+            case TAG_WATCH: on_watch(ev.tag, ev.success); break;
+            case TAG_WATCH_CLOSE: on_watch_close(((watch_close_tag *)ev.tag)->watch); break;
             case TAG_SHUTDOWN: break;
             }
             /* Counted down only now: a handler may start its reply batch
@@ -645,6 +885,7 @@ grpcx_server *grpcx_server_new(const grpcx_server_opts *opts, todo_err *err)
         return NULL;
     }
     s->opts = *opts;
+    pthread_mutex_init(&s->watch_mu, NULL);
     snprintf(s->component, sizeof s->component, "%s", opts->component ? opts->component : "grpc");
     s->reflect = reflect_index_new(todo_descriptor_set, todo_descriptor_set_len, err);
     if (s->reflect == NULL) {
@@ -660,8 +901,8 @@ grpcx_server *grpcx_server_new(const grpcx_server_opts *opts, todo_err *err)
     args[1].value.integer = 16 << 20;
     s->srv = grpc_server_create(&chargs, NULL);
 
-    /* The built-in services. Health/Watch (server streaming) is left to the
-     * generic path, which answers UNIMPLEMENTED. */
+    /* The built-in services. Health/Watch (server streaming) is taken by
+     * the generic path (watch_begin). */
     const ProtobufCServiceDescriptor *h = &grpc__health__v1__health__descriptor;
     if (add_method(s, h->name, &h->methods[0], health_check, err) != 0) {
         grpcx_server_free(s);
@@ -726,14 +967,17 @@ int grpcx_server_start(grpcx_server *s, const char *addr, todo_err *err)
 
 int grpcx_server_port(const grpcx_server *s) { return s->port; }
 
-void grpcx_server_set_serving(grpcx_server *s, bool serving) { atomic_store(&s->serving, serving ? 1 : 0); }
+void grpcx_server_set_serving(grpcx_server *s, bool serving)
+{
+    if (atomic_exchange(&s->serving, serving ? 1 : 0) != (serving ? 1 : 0)) watch_notify(s);
+}
 
 void grpcx_server_set_health(grpcx_server *s, const char *component, bool required, bool up)
 {
     int n = atomic_load(&s->n_components);
     for (int i = 0; i < n; i++)
         if (strcmp(s->components[i].name, component) == 0) {
-            atomic_store(&s->components[i].up, up ? 1 : 0);
+            if (atomic_exchange(&s->components[i].up, up ? 1 : 0) != (up ? 1 : 0)) watch_notify(s);
             return;
         }
     if (n == (int)(sizeof s->components / sizeof s->components[0])) return;
@@ -742,6 +986,7 @@ void grpcx_server_set_health(grpcx_server *s, const char *component, bool requir
     k->required = required;
     atomic_store(&k->up, up ? 1 : 0);
     atomic_store(&s->n_components, n + 1); /* published complete; one thread adds components */
+    watch_notify(s);
 }
 
 void grpcx_server_shutdown(grpcx_server *s, int grace_ms)
@@ -749,7 +994,10 @@ void grpcx_server_shutdown(grpcx_server *s, int grace_ms)
     static tag_kind shutdown_tag = TAG_SHUTDOWN;
     if (!s->started || s->stopped) return;
     s->stopped = true;
+    /* Watchers hear NOT_SERVING, then their streams end. */
+    atomic_store(&s->watch_finish, true);
     atomic_store(&s->serving, 0);
+    watch_notify(s);
     grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
     grpc_server_shutdown_and_notify(s->srv, cq, &shutdown_tag);
     gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_millis(grace_ms, GPR_TIMESPAN));
@@ -781,6 +1029,7 @@ void grpcx_server_free(grpcx_server *s)
     free(s->methods);
     free(s->workers);
     reflect_index_free(s->reflect);
+    pthread_mutex_destroy(&s->watch_mu);
     free(s);
     grpc_shutdown();
 }

@@ -157,14 +157,16 @@ static int attempt(const saga_engine *e, saga_exec *x, bool undo, saga_result *r
     if ((rc = commit(x, err)) != 0) return rc;
     x->undo = undo;
     why[0] = '\0';
-    int64_t deadline = saga_now_ms() + s->timeout_ms;
+    int64_t started = saga_now_ms(), deadline = started + s->timeout_ms;
     *res = (undo ? s->compensate : s->action)(x, deadline, why);
-    if (saga_now_ms() > deadline) {
+    int64_t ended = saga_now_ms();
+    if (ended > deadline) {
         snprintf(why, SAGA_ERROR_MAX, "timed out after %d ms", s->timeout_ms);
         *res = SAGA_RETRY;
     } else if (*res != SAGA_OK && why[0] == '\0') {
         snprintf(why, SAGA_ERROR_MAX, "%s", *res == SAGA_RETRY ? "failed (transient)" : "failed");
     }
+    if (e->on_attempt != NULL) e->on_attempt(r, s->name, undo, *res, (double)(ended - started) / 1000.0, e->ctx);
     return TODO_OK;
 }
 

@@ -145,6 +145,11 @@ typedef struct saga_engine {
     /* Nonzero stops saga_run between attempts (shutdown); may be NULL. */
     int (*should_stop)(void *ctx);
     int step_delay_ms;         /* a pause before every attempt (tests, demos); 0: none */
+    /* Told of every attempt of a step's action (undo: its compensation)
+     * once it returned: its result and how long it took (metrics). May be
+     * NULL. */
+    void (*on_attempt)(const saga_record *r, const char *step, bool undo, saga_result res, double seconds,
+                       void *ctx);
 } saga_engine;
 
 /* Makes r a new saga of def (RUNNING at step 0), keeping its id and

@@ -53,7 +53,7 @@ typedef struct share {
     double max_delay_ms;
 } share;
 
-static metric_series *m_fired, *m_failed, *m_delay;
+static metric_series *m_fired, *m_failed, *m_delay, *m_due;
 static metric *m_sagas;
 static pthread_once_t m_once = PTHREAD_ONCE_INIT;
 
@@ -67,6 +67,9 @@ static void init_metrics(void)
     m_delay = metric_only(metric_histogram("todo_reminder_firing_delay_seconds",
                                            "From a reminder's due time to its firing.", NULL, b,
                                            (int)(sizeof b / sizeof b[0])));
+    m_due = metric_only(metric_gauge("todo_reminders_due",
+                                     "Reminders whose time has come and that are not fired yet (of tasks still open), "
+                                     "read by the scheduler every 5 s.", NULL));
     m_sagas = metric_gauge("todo_sagas", "Sagas by state (RUNNING, COMPENSATING, FAILED; finished ones are not "
                                          "counted), read by the scheduler every 5 s.", "state");
 }
@@ -134,7 +137,8 @@ int saga_scheduler_tick(saga_scheduler *s, int *fired, todo_err *err)
     return TODO_OK;
 }
 
-/* The sagas not yet finished, by state (every 5 s): the todo_sagas gauge. */
+/* The sagas not yet finished, by state, and the reminders due (every 5 s):
+ * the todo_sagas and todo_reminders_due gauges. */
 static void count_sagas(PGconn *pg, time_t *last)
 {
     todo_err err;
@@ -148,6 +152,14 @@ static void count_sagas(PGconn *pg, time_t *last)
     if (r == NULL) return;
     for (int i = 0; i < PQntuples(r); i++)
         metric_set(metric_with(m_sagas, PQgetvalue(r, i, 0)), strtod(PQgetvalue(r, i, 1), NULL));
+    PQclear(r);
+    r = pgx_exec(pg,
+                 "select count(*) from write.reminders r join write.tasks t on t.id = r.task_id"
+                 " where r.status = 'scheduled' and r.remind_at <= now()"
+                 " and t.completed_at is null and t.deleted_at is null",
+                 0, NULL, &err);
+    if (r == NULL) return;
+    metric_set(m_due, strtod(PQgetvalue(r, 0, 0), NULL));
     PQclear(r);
 }
 

@@ -48,6 +48,22 @@ static void on_saga_event(const saga_record *r, const char *what, const char *st
                  error ? error : "");
 }
 
+/* The latency of each attempt of a step (or of its compensation) and how
+ * it ended: retries and compensations by step. */
+static void on_step_attempt(const saga_record *r, const char *step, bool undo, saga_result res, double seconds,
+                            void *ctx)
+{
+    (void)ctx;
+    static const char *const outcome[] = {"ok", "retry", "abort"};
+    metric *m = metric_histogram("todo_saga_step_seconds",
+                                 "Attempts of saga steps (kind action or compensation) by outcome (ok, retry: a "
+                                 "transient failure, abort: a permanent one), and how long each took.",
+                                 "saga_type,step,kind,outcome", METRIC_LATENCY_BUCKETS, METRIC_N_LATENCY_BUCKETS);
+    metric_observe(metric_with(m, r->type, step, undo ? "compensation" : "action",
+                               (unsigned)res < 3 ? outcome[res] : "abort"),
+                   seconds);
+}
+
 void *saga_worker_main(void *arg)
 {
     saga_worker_arg *w = arg;
@@ -61,7 +77,8 @@ void *saga_worker_main(void *arg)
     saga_completion_app app = {.cfg = &p->cfg, .command = grpcx_channel_new(p->cfg.command_addr)};
     saga_store_pg store = {.instance = owner, .lease_s = p->cfg.saga_lease_s};
     saga_engine engine = {.store = saga_store_of(&store), .on_event = on_saga_event, .app = &app,
-                          .should_stop = saga_proc_stopping, .ctx = p, .step_delay_ms = p->cfg.saga_step_delay_ms};
+                          .should_stop = saga_proc_stopping, .ctx = p, .step_delay_ms = p->cfg.saga_step_delay_ms,
+                          .on_attempt = on_step_attempt};
     while (!atomic_load(&p->stopping)) {
         saga_proc_ensure_pg(p, &app.pg, app_name);
         if (app.pg == NULL) break;

@@ -56,6 +56,23 @@ want="Code: InvalidArgument" check "registry mode must be a mode" "$GRPCURL" -pl
   -H "authorization: Bearer $TOKEN" -d '{"subject":"task.created","mode":"SIDEWAYS"}' "$C" todo.v1.SchemaRegistryService/SetMode
 want="Code: NotFound" check "registry unknown id" "$GRPCURL" -plaintext \
   -H "authorization: Bearer $TOKEN" -d '{"schema_id":999999999}' "$C" todo.v1.SchemaRegistryService/GetSchema
-want="Code: Unimplemented" check "health watch" "$GRPCURL" -plaintext -max-time 5 "$C" grpc.health.v1.Health/Watch
+want='"status": "SERVING"' check "health watch" "$GRPCURL" -plaintext -max-time 2 "$C" grpc.health.v1.Health/Watch
+want='"status": "SERVICE_UNKNOWN"' check "health watch of an unknown service" "$GRPCURL" -plaintext -max-time 2 \
+  -d '{"service":"no.such.Service"}' "$Q" grpc.health.v1.Health/Watch
+
+# Watchers of a server that stops: NOT_SERVING, then the stream ends
+# (grpcurl, and todoctl health --watch exiting 0).
+"$GRPCURL" -plaintext -max-time 60 "$C" grpc.health.v1.Health/Watch >"$logs/grpcurl-watch.out" 2>&1 & gpid=$!
+"$bin/cli/todoctl" health --watch command >"$logs/todoctl-watch.out" 2>&1 & tpid=$!
+for _ in $(seq 100); do
+  grep -q SERVING "$logs/grpcurl-watch.out" && grep -q SERVING "$logs/todoctl-watch.out" && break; sleep 0.1
+done
+kill -TERM $cpid; wait $cpid
+wait $gpid
+wait $tpid; trc=$?
+want=NOT_SERVING check "grpcurl watch hears the shutdown" cat "$logs/grpcurl-watch.out"
+want="the server is shutting down" check "grpcurl watch ends with it" cat "$logs/grpcurl-watch.out"
+want="command  NOT_SERVING" check "todoctl health --watch hears it" cat "$logs/todoctl-watch.out"
+want="exit 0" check "todoctl health --watch exits 0" echo "exit $trc"
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]

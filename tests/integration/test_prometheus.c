@@ -271,6 +271,9 @@ static void sagas_reminders_and_notifications_are_counted(void **state)
     double sent0 = promql("sum(todo_notifications_total{outcome=\"sent\"}) or vector(0)");
     double fired0 = promql("sum(todo_reminders_fired_total) or vector(0)");
     double delays0 = promql("sum(todo_reminder_firing_delay_seconds_count) or vector(0)");
+    const char *steps_ok = "sum(todo_saga_step_seconds_count{saga_type=\"task_completion\",kind=\"action\","
+                           "outcome=\"ok\"}) or vector(0)";
+    double steps0 = promql(steps_ok);
 
     char *t = harness_create(auth, "counted saga"), *saga = harness_complete(auth, t);
     assert_true(saga_completed(saga, 30000));
@@ -280,6 +283,10 @@ static void sagas_reminders_and_notifications_are_counted(void **state)
     snprintf(q, sizeof q, "sum(todo_notifications_total{outcome=\"sent\"}) - %.0f >= bool 1", sent0);
     assert_true(promql_reaches(q, 1));
     assert_true(promql_reaches("count(todo_sagas{state=\"FAILED\"})", 1)); /* the gauge is there */
+    /* Each of the completion's 4 steps timed once (no step failed here). */
+    snprintf(q, sizeof q, "(%s) - %.0f >= bool 4", steps_ok, steps0);
+    assert_true(promql_reaches(q, 1));
+    assert_true(promql_reaches("count(todo_reminders_due)", 1));
 
     /* A reminder due in a second fires, and its delay is observed. */
     char *r = harness_create(auth, "remind me");

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,8 @@
 
 #define GET "/todo.v1.TaskQueryService/GetTask"
 
+static atomic_int slow_calls_started; /* set when a "slow" call is in the handler */
+
 /* GetTask echoes: "missing" -> NOT_FOUND, "slow" -> replies after 300 ms,
  * "whoami" -> the authorization metadata as the title. */
 static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
@@ -26,7 +29,10 @@ static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage
     const Todo__V1__GetTaskRequest *rq = (const Todo__V1__GetTaskRequest *)req;
     arena *a = grpcx_call_arena(c);
     if (strcmp(rq->task_id, "missing") == 0) return todo_err_set(err, TODO_ENOTFOUND, "task missing not found");
-    if (strcmp(rq->task_id, "slow") == 0) usleep(300000);
+    if (strcmp(rq->task_id, "slow") == 0) {
+        atomic_store(&slow_calls_started, 1);
+        usleep(300000);
+    }
     Todo__V1__Task *t = arena_alloc(a, sizeof *t);
     todo__v1__task__init(t);
     t->id = arena_strdup(a, rq->task_id);
@@ -110,7 +116,8 @@ static void a_handler_reply_reaches_the_client_with_metadata(void **state)
     fixture *f = *state;
     Todo__V1__Task *t;
     grpcx_result res;
-    assert_int_equal(get(f, "whoami", "Bearer abc", 5000, &t, &res), GRPC_STATUS_OK);
+    /* The first call of the run may take seconds under valgrind. */
+    assert_int_equal(get(f, "whoami", "Bearer abc", 60000, &t, &res), GRPC_STATUS_OK);
     assert_string_equal(t->title, "Bearer abc");
     assert_true(t->version == 100 || t->version == 101); /* per-thread state */
     protobuf_c_message_free_unpacked(&t->base, NULL);
@@ -308,7 +315,7 @@ static void *call_slow(void *arg)
     slow_call *s = arg;
     Todo__V1__Task *t = NULL;
     grpcx_result res;
-    s->code = get(s->f, "slow", NULL, 5000, &t, &res);
+    s->code = get(s->f, "slow", NULL, 60000, &t, &res);
     if (t != NULL) protobuf_c_message_free_unpacked(&t->base, NULL);
     return NULL;
 }
@@ -318,11 +325,90 @@ static void shutdown_lets_in_flight_calls_finish(void **state)
     fixture *f = *state;
     slow_call s = {.f = f, .code = GRPC_STATUS_UNKNOWN};
     pthread_t th;
+    atomic_store(&slow_calls_started, 0);
     pthread_create(&th, NULL, call_slow, &s);
-    usleep(100000); /* the call is in the handler now */
+    while (!atomic_load(&slow_calls_started)) usleep(10000); /* until the call is in the handler */
     grpcx_server_shutdown(f->srv, 5000);
     pthread_join(th, NULL);
     assert_int_equal(s.code, GRPC_STATUS_OK);
+}
+
+/* The next status a Health/Watch stream sends, waiting up to wait_ms:
+ * -1 when none came. */
+static int next_status(grpcx_stream *st, int wait_ms)
+{
+    ProtobufCMessage *m;
+    grpcx_result res;
+    int got = grpcx_stream_next(st, &grpc__health__v1__health_check_response__descriptor, wait_ms, &m, &res);
+    if (got <= 0) return -1;
+    int status = ((Grpc__Health__V1__HealthCheckResponse *)m)->status;
+    protobuf_c_message_free_unpacked(m, NULL);
+    return status;
+}
+
+static grpcx_stream *watch(fixture *f, const char *service)
+{
+    Grpc__Health__V1__HealthCheckRequest rq = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    grpcx_result res;
+    rq.service = (char *)service;
+    grpcx_stream *st = grpcx_stream_open(f->ch, "/grpc.health.v1.Health/Watch", &rq.base, NULL, 0, &res);
+    assert_non_null(st);
+    return st;
+}
+
+/* Watch sends the status at once, then a message on each change that
+ * matters to the service watched (none for a change that does not). */
+static void health_watch_streams_every_change(void **state)
+{
+    fixture *f = *state;
+    const int up = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+    const int down = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+    const int unknown = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
+    grpcx_server_set_health(f->srv, "postgresql", true, true);
+    grpcx_server_set_health(f->srv, "kafka", false, true);
+    grpcx_stream *all = watch(f, ""), *kafka = watch(f, "kafka"), *nope = watch(f, "no.such.Service");
+    assert_int_equal(next_status(all, 5000), up);
+    assert_int_equal(next_status(kafka, 5000), up);
+    assert_int_equal(next_status(nope, 5000), unknown);
+
+    grpcx_server_set_health(f->srv, "kafka", false, false); /* not required: the server stays SERVING */
+    assert_int_equal(next_status(kafka, 5000), down);
+    grpcx_server_set_health(f->srv, "postgresql", true, false);
+    assert_int_equal(next_status(all, 5000), down); /* the first message after SERVING: kafka's change sent none */
+    grpcx_server_set_health(f->srv, "postgresql", true, false); /* no change, no message */
+    grpcx_server_set_health(f->srv, "postgresql", true, true);
+    assert_int_equal(next_status(all, 5000), up);
+    grpcx_server_set_serving(f->srv, false);
+    assert_int_equal(next_status(all, 5000), down);
+    grpcx_server_set_serving(f->srv, true);
+    assert_int_equal(next_status(all, 5000), up);
+    assert_int_equal(next_status(kafka, 200), -1); /* kafka is still down: nothing new */
+    assert_int_equal(next_status(nope, 200), -1);
+
+    /* Clients that leave: the server forgets their streams (the leak
+     * checkers see the rest) and serves on. */
+    grpcx_stream_close(kafka);
+    grpcx_stream_close(nope);
+    grpcx_server_set_health(f->srv, "kafka", false, true);
+    assert_int_equal(health(f, "kafka"), up);
+    grpcx_stream_close(all);
+}
+
+/* At shutdown a watcher hears NOT_SERVING, then its stream ends with
+ * UNAVAILABLE: the server does not wait out its grace period for it. */
+static void health_watch_ends_at_shutdown(void **state)
+{
+    fixture *f = *state;
+    grpcx_stream *st = watch(f, "");
+    assert_int_equal(next_status(st, 5000), GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
+    grpcx_server_shutdown(f->srv, 30000);
+    assert_int_equal(next_status(st, 5000), GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
+    ProtobufCMessage *m;
+    grpcx_result res;
+    assert_int_equal(grpcx_stream_next(st, &grpc__health__v1__health_check_response__descriptor, 5000, &m, &res), 0);
+    assert_int_equal(res.code, GRPC_STATUS_UNAVAILABLE);
+    assert_string_equal(res.message, "the server is shutting down");
+    grpcx_stream_close(st);
 }
 
 static void status_mapping_covers_every_todo_status(void **state)
@@ -356,6 +442,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(oversized_requests_are_refused, setup_small, teardown),
         cmocka_unit_test_setup_teardown(health_check_answers_for_the_server_and_known_services, setup, teardown),
         cmocka_unit_test_setup_teardown(health_names_the_dependency_that_is_down, setup, teardown),
+        cmocka_unit_test_setup_teardown(health_watch_streams_every_change, setup, teardown),
+        cmocka_unit_test_setup_teardown(health_watch_ends_at_shutdown, setup, teardown),
         cmocka_unit_test_setup_teardown(callers_are_authenticated_before_decoding, setup_guarded, teardown),
         cmocka_unit_test_setup_teardown(hostile_bodies_are_refused_without_harm, setup_guarded, teardown),
         cmocka_unit_test_setup_teardown(client_deadlines_are_enforced, setup, teardown),

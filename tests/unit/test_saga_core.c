@@ -34,6 +34,8 @@ typedef struct fake {
     int saves, crash_at;           /* fail the crash_at-th save (0: never) */
     int sleeps[64], n_sleeps;
     char events[64][48];      /* told (on_event) */
+    char attempts[64][48];    /* told (on_attempt): "action create retry" */
+    int n_attempts;
     int n_events;
     char saved[128][48];      /* saved with the records (the outbox) */
     int n_saved;
@@ -124,7 +126,17 @@ static void fake_sleep(int ms, void *ctx)
     if (F.n_sleeps < 64) F.sleeps[F.n_sleeps++] = ms;
 }
 
-static const saga_engine ENGINE = {.store = {store_save, NULL}, .on_event = on_event, .sleep_ms = fake_sleep};
+static void on_attempt(const saga_record *r, const char *step, bool undo, saga_result res, double seconds, void *ctx)
+{
+    (void)r, (void)ctx;
+    static const char *const names[] = {"ok", "retry", "abort"};
+    assert_true(seconds >= 0 && seconds < 60);
+    if (F.n_attempts < 64)
+        snprintf(F.attempts[F.n_attempts++], 48, "%s %s %s", undo ? "compensation" : "action", step, names[res]);
+}
+
+static const saga_engine ENGINE = {.store = {store_save, NULL}, .on_event = on_event, .sleep_ms = fake_sleep,
+                                   .on_attempt = on_attempt};
 
 static void reset(void)
 {
@@ -235,6 +247,11 @@ static void retries_exhausted_compensate(void **state)
     assert_int_equal(F.n_undo_order, 2);
     assert_int_equal(F.undo_order[0], 1);
     assert_int_equal(F.undo_order[1], 0);
+    /* Every attempt is told, with its kind and outcome (the step metrics). */
+    static const char *const told[] = {"action cancel ok", "action create ok", "action notify retry",
+                                       "action notify retry", "compensation create ok", "compensation cancel ok"};
+    assert_int_equal(F.n_attempts, 6);
+    for (int i = 0; i < 6; i++) assert_string_equal(F.attempts[i], told[i]);
 }
 
 static void a_step_past_its_timeout_is_retried_then_compensated(void **state)
