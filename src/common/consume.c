@@ -1,6 +1,7 @@
 /* consume: see consume.h. */
 #include "consume.h"
 
+#include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,8 @@ typedef struct loop {
     /* Metrics: the series of this loop's group, and per partition it has
      * consumed (a few dozen at most) its lag. */
     metric_series *handled, *dead_lettered, *batches, *retries, *seconds, *assigned;
+    metric_series *rebalances, *fetch_queue; /* from librdkafka's statistics */
+    long long rebalances_seen;
     struct part {
         char topic[128];
         int32_t partition;
@@ -63,9 +66,45 @@ static void init_metrics(loop *l)
                                            "Partitions Kafka assigned to this consumer (0 until the group is "
                                            "joined: nothing is consumed yet).", "group"),
                               g);
+    l->rebalances = metric_with(metric_counter("todo_consumer_rebalances_total",
+                                               "Rebalances of the consumer group this process took part in "
+                                               "(librdkafka's statistics, every 5 s).", "group"), g);
+    l->fetch_queue = metric_with(metric_gauge("todo_consumer_fetch_queue_messages",
+                                              "Records fetched from Kafka and not yet polled by the consumer "
+                                              "(librdkafka's statistics, every 5 s).", "group"), g);
     l->seconds = metric_with(metric_histogram("todo_consumer_batch_seconds",
                                               "Time from a batch's poll to its commit (retries included).", "group",
                                               METRIC_LATENCY_BUCKETS, METRIC_N_LATENCY_BUCKETS), g);
+}
+
+/* librdkafka's statistics of the consumer (every 5 s, on the polling
+ * thread): the group's rebalances, and the records fetched and waiting to
+ * be polled (a consumer that falls behind its fetcher shows it here first). */
+static int on_consumer_stats(rd_kafka_t *rk, char *text, size_t len, void *opaque)
+{
+    (void)rk;
+    loop *l = opaque;
+    json_t *j = json_loadb(text, len, 0, NULL);
+    if (j == NULL) return 0;
+    json_t *cnt = json_object_get(json_object_get(j, "cgrp"), "rebalance_cnt");
+    if (json_is_integer(cnt) && json_integer_value(cnt) > l->rebalances_seen) {
+        metric_add(l->rebalances, (double)(json_integer_value(cnt) - l->rebalances_seen));
+        l->rebalances_seen = json_integer_value(cnt);
+    }
+    long long queued = 0;
+    const char *tname, *pname;
+    json_t *t, *p;
+    json_object_foreach(json_object_get(j, "topics"), tname, t)
+    {
+        (void)tname;
+        json_object_foreach(json_object_get(t, "partitions"), pname, p)
+        {
+            if (strcmp(pname, "-1") != 0) queued += json_integer_value(json_object_get(p, "fetchq_cnt"));
+        }
+    }
+    metric_set(l->fetch_queue, (double)queued);
+    json_decref(j);
+    return 0;
 }
 
 /* The partition entry of m's partition, made on first sight. */
@@ -340,8 +379,8 @@ int consume_run(const consume_opts *o, todo_err *err)
         rc = todo_err_set(err, TODO_EINTERNAL, "out of memory");
         goto out;
     }
-    l.rk = o->tail ? kafkax_consumer_new_tail(o->brokers, o->group, o->topics, o->n_topics, err)
-                   : kafkax_consumer_new(o->brokers, o->group, o->topics, o->n_topics, err);
+    init_metrics(&l);
+    l.rk = kafkax_consumer_new_stats(o->brokers, o->group, o->topics, o->n_topics, o->tail, on_consumer_stats, &l, err);
     if (l.rk == NULL || (l.dlq = dlq_producer_new(&l, err)) == NULL) {
         rc = err->code != TODO_OK ? err->code : TODO_EINTERNAL;
         goto out;
@@ -351,7 +390,6 @@ int consume_run(const consume_opts *o, todo_err *err)
         len += snprintf(topics + len, sizeof topics - (size_t)len, "%s%s", i > 0 ? "," : "", o->topics[i]);
     log_info(o->component, "consuming", "group=%s topics=%s batch=%d tail=%d", o->group, topics, o->batch, o->tail);
 
-    init_metrics(&l);
     while (!stopping(&l)) {
         update_lag(&l);
         if ((l.n = poll_batch(&l)) == 0) continue;

@@ -107,7 +107,7 @@ static void tail_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e, rd_kafka_topic
 }
 
 static rd_kafka_t *consumer(const char *brokers, const char *group, const char *const *topics, int n, bool tail,
-                            todo_err *err)
+                            kafkax_stats_cb stats, void *opaque, todo_err *err)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     char errstr[512];
@@ -123,6 +123,14 @@ static rd_kafka_t *consumer(const char *brokers, const char *group, const char *
         set(conf, "queued.max.messages.kbytes", "8192", err)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
+    }
+    if (stats != NULL) {
+        if (set(conf, "statistics.interval.ms", "5000", err) != TODO_OK) {
+            rd_kafka_conf_destroy(conf);
+            return NULL;
+        }
+        rd_kafka_conf_set_stats_cb(conf, stats);
+        rd_kafka_conf_set_opaque(conf, opaque);
     }
     rd_kafka_conf_set_log_cb(conf, log_cb);
     if (tail) rd_kafka_conf_set_rebalance_cb(conf, tail_rebalance);
@@ -148,13 +156,19 @@ static rd_kafka_t *consumer(const char *brokers, const char *group, const char *
 rd_kafka_t *kafkax_consumer_new(const char *brokers, const char *group, const char *const *topics, int n,
                                 todo_err *err)
 {
-    return consumer(brokers, group, topics, n, false, err);
+    return consumer(brokers, group, topics, n, false, NULL, NULL, err);
 }
 
 rd_kafka_t *kafkax_consumer_new_tail(const char *brokers, const char *group, const char *const *topics, int n,
                                      todo_err *err)
 {
-    return consumer(brokers, group, topics, n, true, err);
+    return consumer(brokers, group, topics, n, true, NULL, NULL, err);
+}
+
+rd_kafka_t *kafkax_consumer_new_stats(const char *brokers, const char *group, const char *const *topics, int n,
+                                      bool tail, kafkax_stats_cb stats, void *opaque, todo_err *err)
+{
+    return consumer(brokers, group, topics, n, tail, stats, opaque, err);
 }
 
 const char *kafkax_header(const rd_kafka_message_t *msg, const char *name, char *buf, size_t cap)

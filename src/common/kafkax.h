@@ -49,6 +49,11 @@ rd_kafka_t *kafkax_consumer_new(const char *brokers, const char *group, const ch
 rd_kafka_t *kafkax_consumer_new_tail(const char *brokers, const char *group, const char *const *topics, int n,
                                      todo_err *err);
 
+/* kafkax_consumer_new (tail: kafkax_consumer_new_tail) with librdkafka's
+ * statistics every 5 s, served by the thread that polls the consumer. */
+rd_kafka_t *kafkax_consumer_new_stats(const char *brokers, const char *group, const char *const *topics, int n,
+                                      bool tail, kafkax_stats_cb stats, void *opaque, todo_err *err);
+
 /* How far consumer group `group` is behind on one partition of a topic. */
 typedef struct kafkax_lag {
     int partition;

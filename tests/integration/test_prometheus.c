@@ -287,6 +287,10 @@ static void sagas_reminders_and_notifications_are_counted(void **state)
     snprintf(q, sizeof q, "(%s) - %.0f >= bool 4", steps_ok, steps0);
     assert_true(promql_reaches(q, 1));
     assert_true(promql_reaches("count(todo_reminders_due)", 1));
+    /* The consumers' own statistics (librdkafka's, every 5 s): every group
+     * joined once at least, and its fetch queue is reported. */
+    assert_true(promql_reaches("min(todo_consumer_rebalances_total) >= bool 1", 1));
+    assert_true(promql_reaches("count(todo_consumer_fetch_queue_messages) >= bool 2", 1));
 
     /* A reminder due in a second fires, and its delay is observed. */
     char *r = harness_create(auth, "remind me");
