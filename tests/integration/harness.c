@@ -217,6 +217,67 @@ int harness_consume(const char *topic, bool (*match)(const rd_kafka_message_t *m
     return n;
 }
 
+int harness_count(const char *topic, bool (*match)(const rd_kafka_message_t *m, void *ctx), void *ctx, int expect,
+                  int timeout_ms)
+{
+    char errstr[256], group[64];
+    harness_user(group, "harness-counter"); /* assigned, never joined: nothing waits for a rebalance */
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", getenv("TODO_KAFKA_BROKERS"), errstr, sizeof errstr);
+    rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof errstr);
+    rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr);
+    rd_kafka_conf_set(conf, "enable.partition.eof", "false", errstr, sizeof errstr);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    rd_kafka_poll_set_consumer(rk);
+    /* Every partition, from its start. */
+    enum { MAX_PARTS = 64 };
+    int64_t next[MAX_PARTS], end[MAX_PARTS];
+    int n_parts = 0;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    const rd_kafka_metadata_t *md = NULL;
+    if (rd_kafka_metadata(rk, 0, rkt, &md, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR && md->topic_cnt == 1)
+        n_parts = md->topics[0].partition_cnt < MAX_PARTS ? md->topics[0].partition_cnt : MAX_PARTS;
+    if (md != NULL) rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n_parts);
+    for (int p = 0; p < n_parts; p++) {
+        rd_kafka_topic_partition_list_add(l, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+        next[p] = 0;
+        end[p] = -1;
+    }
+    rd_kafka_assign(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    int n = 0;
+    bool draining = false; /* expect reached: reading on to the end as it was then */
+    long long until = harness_now_ms() + timeout_ms;
+    for (;;) {
+        if (!draining && (n >= expect || harness_now_ms() >= until)) {
+            draining = true;
+            for (int p = 0; p < n_parts; p++) {
+                int64_t lo = 0, hi = 0;
+                end[p] = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR
+                             ? hi
+                             : next[p];
+            }
+        }
+        if (draining) {
+            bool done = true;
+            for (int p = 0; p < n_parts; p++) done = done && next[p] >= end[p];
+            if (done || harness_now_ms() >= until + 10000) break;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (m == NULL) continue;
+        if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            if (m->partition >= 0 && m->partition < n_parts) next[m->partition] = m->offset + 1;
+            if (match(m, ctx)) n++;
+        }
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return n;
+}
+
 harness_services harness_svc;
 PGconn *harness_db;
 

@@ -58,6 +58,14 @@ void harness_sleep_ms(int ms);
 int harness_consume(const char *topic, bool (*match)(const rd_kafka_message_t *m, void *ctx), void *ctx, int want,
                     int timeout_ms);
 
+/* How many records of topic match, once at least expect of them are there:
+ * reads the topic from its start (every partition, no consumer group) until
+ * expect matched or timeout_ms passed, then on to the end the topic has at
+ * that moment. A count above expect is a duplicate already published; no
+ * waiting out a window to see none comes. */
+int harness_count(const char *topic, bool (*match)(const rd_kafka_message_t *m, void *ctx), void *ctx, int expect,
+                  int timeout_ms);
+
 /* Produces one record (key, value) to topic and waits for its delivery. */
 void harness_produce(const char *topic, const char *key, const void *value, size_t len);
 
