@@ -321,8 +321,13 @@ int main(int argc, char **argv)
         }
         snprintf(cs[i].auth, sizeof cs[i].auth, "Bearer %s", tok);
         free(tok);
-        cs[i].cmd = grpcx_channel_new(cfg.command_addr);
-        cs[i].qry = grpcx_channel_new(cfg.query_addr);
+        grpcx_tls_client tls = grpcx_tls_client_of(&cfg);
+        cs[i].cmd = grpcx_channel_open(cfg.command_addr, &tls, &err);
+        cs[i].qry = cs[i].cmd != NULL ? grpcx_channel_open(cfg.query_addr, &tls, &err) : NULL;
+        if (cs[i].qry == NULL) {
+            fprintf(stderr, "todo-loadgen: %s\n", err.msg);
+            return 2;
+        }
     }
     seconds_each = seconds;
     n_clients = clients;

@@ -145,10 +145,12 @@ static char *authorization(const char *user)
 static int call(const char *addr, const char *path, const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rd,
                 const char *auth, ProtobufCMessage **resp)
 {
-    grpcx_channel *ch = grpcx_channel_new(addr);
+    todo_err err;
+    grpcx_tls_client tls = grpcx_tls_client_of(&cfg);
+    grpcx_channel *ch = grpcx_channel_open(addr, &tls, &err);
     grpcx_result res;
     if (ch == NULL) {
-        fprintf(stderr, "todoctl: bad address %s\n", addr);
+        fprintf(stderr, "todoctl: %s\n", err.msg);
         return 1;
     }
     grpcx_unary(ch, path, req, rd, auth, TIMEOUT_MS, resp, &res);
@@ -649,9 +651,11 @@ static int health_watch(const char *name, const char *addr, const char *service)
     static const char *const names[] = {"UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"};
     Grpc__Health__V1__HealthCheckRequest rq = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
     grpcx_result res;
-    grpcx_channel *ch = grpcx_channel_new(addr);
+    todo_err err;
+    grpcx_tls_client tls = grpcx_tls_client_of(&cfg);
+    grpcx_channel *ch = grpcx_channel_open(addr, &tls, &err);
     if (ch == NULL) {
-        fprintf(stderr, "todoctl: bad address %s\n", addr);
+        fprintf(stderr, "todoctl: %s\n", err.msg);
         return 1;
     }
     rq.service = (char *)service;

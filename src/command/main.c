@@ -86,6 +86,7 @@ int main(void)
         .call_memory_bytes = cfg.call_memory_bytes, .authenticate = cmd_authenticate,
         .thread_init = cmd_thread_init, .thread_cleanup = cmd_thread_cleanup, .app = &app,
         .component = "command",
+        .tls = {cfg.grpc_tls_cert, cfg.grpc_tls_key, cfg.grpc_tls_client_ca},
     };
     grpcx_server *srv = grpcx_server_new(&opts, &err);
     reg_service_opts registry = {.writers = cfg.registry_writers, .pg = cmd_thread_pg};

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,57 @@ static int get_int(int *dst, const char *name, int def, int min, int max, config
     return TODO_OK;
 }
 
+bool config_addr_is_loopback(const char *addr)
+{
+    if (strncmp(addr, "127.", 4) == 0 || strncmp(addr, "[::1]:", 6) == 0 || strncmp(addr, "localhost:", 10) == 0)
+        return true;
+    if (strncmp(addr, "ipv4:127.", 9) == 0 || strncmp(addr, "ipv6:[::1]:", 11) == 0) return true;
+    return false;
+}
+
+/* The TLS settings: both of a pair or neither; outside local, a gRPC server
+ * that listens beyond loopback needs TLS, and so does a service's client of
+ * such a server. */
+static int load_tls(todo_config *cfg, config_service svc, config_getter get, void *ctx, todo_err *err)
+{
+    static const struct {
+        const char *name;
+        size_t off;
+    } files[] = {
+        {"TODO_GRPC_TLS_CERT", offsetof(todo_config, grpc_tls_cert)},
+        {"TODO_GRPC_TLS_KEY", offsetof(todo_config, grpc_tls_key)},
+        {"TODO_GRPC_TLS_CLIENT_CA", offsetof(todo_config, grpc_tls_client_ca)},
+        {"TODO_GRPC_TLS_CA", offsetof(todo_config, grpc_tls_ca)},
+        {"TODO_GRPC_TLS_CLIENT_CERT", offsetof(todo_config, grpc_tls_client_cert)},
+        {"TODO_GRPC_TLS_CLIENT_KEY", offsetof(todo_config, grpc_tls_client_key)},
+        {"TODO_GRPC_TLS_SERVER_NAME", offsetof(todo_config, grpc_tls_server_name)},
+    };
+    int rc;
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+        if ((rc = get_str((char *)cfg + files[i].off, files[i].name, "", get, ctx, err)) != 0) return rc;
+    if ((cfg->grpc_tls_cert[0] != '\0') != (cfg->grpc_tls_key[0] != '\0'))
+        return todo_err_set(err, TODO_EINVAL, "TODO_GRPC_TLS_CERT and TODO_GRPC_TLS_KEY go together: set both or neither");
+    if ((cfg->grpc_tls_client_cert[0] != '\0') != (cfg->grpc_tls_client_key[0] != '\0'))
+        return todo_err_set(err, TODO_EINVAL,
+                            "TODO_GRPC_TLS_CLIENT_CERT and TODO_GRPC_TLS_CLIENT_KEY go together: set both or neither");
+    if (cfg->grpc_tls_client_ca[0] != '\0' && cfg->grpc_tls_cert[0] == '\0')
+        return todo_err_set(err, TODO_EINVAL, "TODO_GRPC_TLS_CLIENT_CA needs TODO_GRPC_TLS_CERT and TODO_GRPC_TLS_KEY");
+    if (cfg->grpc_tls_client_cert[0] != '\0' && cfg->grpc_tls_ca[0] == '\0')
+        return todo_err_set(err, TODO_EINVAL, "TODO_GRPC_TLS_CLIENT_CERT needs TODO_GRPC_TLS_CA");
+    if (cfg->local) return TODO_OK;
+    const char *listen = svc == CONFIG_COMMAND ? cfg->command_addr : svc == CONFIG_QUERY ? cfg->query_addr : NULL;
+    if (listen != NULL && cfg->grpc_tls_cert[0] == '\0' && !config_addr_is_loopback(listen))
+        return todo_err_set(err, TODO_EINVAL,
+                            "%s listens on %s in plaintext: outside TODO_ENV=local set TODO_GRPC_TLS_CERT and "
+                            "TODO_GRPC_TLS_KEY (or listen on loopback behind a proxy that terminates TLS)",
+                            svc == CONFIG_COMMAND ? "TODO_COMMAND_ADDR" : "TODO_QUERY_ADDR", listen);
+    if (svc == CONFIG_SAGA && cfg->grpc_tls_ca[0] == '\0' && !config_addr_is_loopback(cfg->command_addr))
+        return todo_err_set(err, TODO_EINVAL,
+                            "todo-saga would call %s in plaintext: outside TODO_ENV=local set TODO_GRPC_TLS_CA",
+                            cfg->command_addr);
+    return TODO_OK;
+}
+
 int config_load(todo_config *cfg, config_service svc, config_getter get, void *ctx, todo_err *err)
 {
     static const char *const role_vars[] = {
@@ -69,10 +121,12 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
     if (get == NULL) get = env_get;
     memset(cfg, 0, sizeof *cfg);
 
+    /* Unset means production: a deployment that forgets TODO_ENV gets the
+     * safe rules, not the development secret. */
     envname = get("TODO_ENV", ctx);
-    if (envname == NULL || strcmp(envname, "local") == 0)
+    if (envname != NULL && strcmp(envname, "local") == 0)
         cfg->local = true;
-    else if (strcmp(envname, "production") == 0)
+    else if (envname == NULL || strcmp(envname, "production") == 0)
         cfg->local = false;
     else
         return todo_err_set(err, TODO_EINVAL, "TODO_ENV must be \"local\" or \"production\", got \"%s\"",
@@ -81,6 +135,13 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
     if ((rc = get_str(cfg->admin_pg_url, "TODO_PG_URL", "postgresql://postgres@127.0.0.1:54329/todo",
                       get, ctx, err)) != 0)
         return rc;
+    /* Outside local a service connects with its own role, named by its own
+     * variable: never by falling back to the administrator's URL. */
+    if (!cfg->local && svc != CONFIG_CLI && get(role_vars[svc], ctx) == NULL)
+        return todo_err_set(err, TODO_EINVAL,
+                            "%s is not set: outside TODO_ENV=local every service connects with its own database role "
+                            "(docs/SECURITY.md), never the administrator's TODO_PG_URL",
+                            role_vars[svc]);
     if ((rc = get_str(cfg->pg_url, role_vars[svc], cfg->admin_pg_url, get, ctx, err)) != 0) return rc;
     if ((rc = get_str(cfg->kafka_brokers, "TODO_KAFKA_BROKERS", "127.0.0.1:19092", get, ctx, err)) != 0)
         return rc;
@@ -92,6 +153,7 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
         return rc;
     if ((rc = get_str(cfg->metrics_addr, metrics_vars[svc][0], metrics_vars[svc][1], get, ctx, err)) != 0)
         return rc;
+    if ((rc = load_tls(cfg, svc, get, ctx, err)) != 0) return rc;
     if ((rc = get_str(cfg->projector_group, "TODO_PROJECTOR_GROUP", "projection-task-read-v1", get, ctx, err)) != 0)
         return rc;
     if ((rc = get_str(cfg->zoneinfo_dir, "TODO_ZONEINFO_DIR", "/usr/share/zoneinfo", get, ctx, err)) != 0) return rc;
@@ -101,13 +163,30 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
     if (get("TODO_JWT_SECRET", ctx) == NULL) {
         if (!cfg->local)
             return todo_err_set(err, TODO_EINVAL,
-                                "TODO_JWT_SECRET is not set; outside TODO_ENV=local a secret is required");
+                                "TODO_JWT_SECRET is not set; outside TODO_ENV=local a secret is required "
+                                "(an unset TODO_ENV means production)");
+        /* The development secret is published: only a stack nobody else can
+         * reach may use it. */
+        const char *beyond = NULL;
+        if (svc == CONFIG_COMMAND && !config_addr_is_loopback(cfg->command_addr)) beyond = "TODO_COMMAND_ADDR";
+        if (svc == CONFIG_QUERY && !config_addr_is_loopback(cfg->query_addr)) beyond = "TODO_QUERY_ADDR";
+        if (cfg->metrics_addr[0] != '\0' && !config_addr_is_loopback(cfg->metrics_addr))
+            beyond = metrics_vars[svc][0];
+        if (beyond != NULL)
+            return todo_err_set(err, TODO_EINVAL,
+                                "%s listens beyond loopback: the built-in development secret is only for a "
+                                "loopback-only local stack; set TODO_JWT_SECRET",
+                                beyond);
         strcpy(cfg->jwt_secret, CONFIG_DEV_JWT_SECRET);
         cfg->jwt_secret_is_default = true;
     } else {
         if ((rc = get_str(cfg->jwt_secret, "TODO_JWT_SECRET", "", get, ctx, err)) != 0) return rc;
         if (strlen(cfg->jwt_secret) < 32)
             return todo_err_set(err, TODO_EINVAL, "TODO_JWT_SECRET must be at least 32 bytes long");
+        if (strcmp(cfg->jwt_secret, CONFIG_DEV_JWT_SECRET) == 0)
+            return todo_err_set(err, TODO_EINVAL,
+                                "TODO_JWT_SECRET is the published development secret: anyone could sign tokens "
+                                "with it; choose your own");
     }
     ctoken_key_derive(cfg->jwt_secret, &cfg->token_key);
     if ((rc = get_int(&cfg->token_wait_ms, "TODO_QUERY_TOKEN_WAIT_MS", 3000, 0, 60000, get, ctx, err)) != 0) return rc;

@@ -16,7 +16,7 @@
 #define CONFIG_STR_MAX 512
 
 typedef struct todo_config {
-    bool local;                           /* TODO_ENV=local (default) or production */
+    bool local;                           /* TODO_ENV=local; production when unset or "production" */
     char pg_url[CONFIG_STR_MAX];          /* the process's own role: TODO_<SERVICE>_PG_URL or TODO_PG_URL */
     char admin_pg_url[CONFIG_STR_MAX];    /* TODO_PG_URL: migrations */
     char kafka_brokers[CONFIG_STR_MAX];   /* TODO_KAFKA_BROKERS */
@@ -24,6 +24,18 @@ typedef struct todo_config {
     char command_addr[CONFIG_STR_MAX];    /* TODO_COMMAND_ADDR: where todo-command listens */
     char query_addr[CONFIG_STR_MAX];      /* TODO_QUERY_ADDR */
     char metrics_addr[CONFIG_STR_MAX];    /* TODO_<SERVICE>_METRICS_ADDR: the Prometheus endpoint ("": none) */
+    /* gRPC over TLS (docs/SECURITY.md). Servers: their certificate and key,
+     * and a client CA that makes TLS mutual. Clients: the CA of the
+     * servers' certificates (set: TLS), their own certificate and key (for
+     * mutual TLS), the name the servers' certificates carry when it is not
+     * the host of the address. PEM file paths; "" unset. */
+    char grpc_tls_cert[CONFIG_STR_MAX];        /* TODO_GRPC_TLS_CERT */
+    char grpc_tls_key[CONFIG_STR_MAX];         /* TODO_GRPC_TLS_KEY */
+    char grpc_tls_client_ca[CONFIG_STR_MAX];   /* TODO_GRPC_TLS_CLIENT_CA */
+    char grpc_tls_ca[CONFIG_STR_MAX];          /* TODO_GRPC_TLS_CA */
+    char grpc_tls_client_cert[CONFIG_STR_MAX]; /* TODO_GRPC_TLS_CLIENT_CERT */
+    char grpc_tls_client_key[CONFIG_STR_MAX];  /* TODO_GRPC_TLS_CLIENT_KEY */
+    char grpc_tls_server_name[CONFIG_STR_MAX]; /* TODO_GRPC_TLS_SERVER_NAME */
     char jwt_secret[CONFIG_STR_MAX];      /* TODO_JWT_SECRET */
     bool jwt_secret_is_default;           /* the built-in local secret is in use */
     ctoken_key token_key;                 /* consistency tokens' MAC key, derived from the JWT secret (ctoken.h) */
@@ -69,6 +81,10 @@ typedef const char *(*config_getter)(const char *name, void *ctx);
 
 /* The development JWT secret, accepted only when TODO_ENV=local. */
 #define CONFIG_DEV_JWT_SECRET "todo-local-development-secret-do-not-use-in-production"
+
+/* True when addr ("host:port") listens on or points to a loopback address
+ * only (127.0.0.0/8, [::1], localhost). */
+bool config_addr_is_loopback(const char *addr);
 
 /* Fills cfg from get (getenv when NULL). Returns TODO_OK or TODO_EINVAL with
  * the variable named in err. */

@@ -62,6 +62,14 @@ typedef struct grpcx_method {
     grpcx_unary_fn fn;
 } grpcx_method;
 
+/* TLS of a server: PEM files. cert_file and key_file: its certificate
+ * (chain) and key (NULL or "": plaintext). client_ca_file (may be NULL or
+ * ""): every client must present a certificate signed by this CA (mutual
+ * TLS); the handshake of one that does not fails. */
+typedef struct grpcx_tls_server {
+    const char *cert_file, *key_file, *client_ca_file;
+} grpcx_tls_server;
+
 typedef struct grpcx_server_opts {
     int threads;                          /* worker threads, >= 1 */
     int max_message_bytes;                /* largest request accepted */
@@ -77,6 +85,7 @@ typedef struct grpcx_server_opts {
     void (*thread_cleanup)(void *state);
     void *app;                            /* handed to thread_init, borrowed */
     const char *component;                /* for logs, e.g. "command" */
+    grpcx_tls_server tls;                 /* TLS files (all NULL: plaintext) */
 } grpcx_server_opts;
 
 /* Creates a server (not yet listening). Returns NULL with err set. */
@@ -88,9 +97,10 @@ grpcx_server *grpcx_server_new(const grpcx_server_opts *opts, todo_err *err);
 int grpcx_server_add_service(grpcx_server *s, const ProtobufCServiceDescriptor *svc,
                              const grpcx_method *methods, size_t n, todo_err *err);
 
-/* Binds addr ("127.0.0.1:50051", "[::]:0"...), starts the workers and
- * serves. Returns TODO_OK, or TODO_EUNAVAIL when the address cannot be
- * bound. */
+/* Binds addr ("127.0.0.1:50051", "[::]:0"...), with TLS when opts.tls
+ * names a certificate, starts the workers and serves. Returns TODO_OK,
+ * TODO_EINVAL when a TLS file cannot be read, or TODO_EUNAVAIL when the
+ * address cannot be bound. */
 int grpcx_server_start(grpcx_server *s, const char *addr, todo_err *err);
 
 /* The port bound by grpcx_server_start (useful with port 0). */
@@ -129,6 +139,11 @@ const trace_ctx *grpcx_call_trace(grpcx_call *c);
 /* Adds key: value to the reply's initial metadata (at most 4 entries; key
  * lowercase, value printable ASCII; both are copied). */
 void grpcx_call_reply_metadata(grpcx_call *c, const char *key, const char *value);
+
+/* The identity a client proved with its TLS certificate (mutual TLS): the
+ * certificate's first subject alternative name, else its common name,
+ * copied into the call's arena; NULL without one. */
+const char *grpcx_call_peer_identity(grpcx_call *c);
 
 /* The authenticated caller (set by opts.authenticate), or NULL. */
 void grpcx_call_set_user(grpcx_call *c, const char *user);

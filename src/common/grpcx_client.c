@@ -5,6 +5,7 @@
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,20 +15,104 @@ struct grpcx_channel {
     grpc_channel *ch;
 };
 
-grpcx_channel *grpcx_channel_new(const char *target)
+char *grpcx_read_pem(const char *path, todo_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        todo_err_set(err, TODO_EINVAL, "cannot read %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 8192, n = 0;
+    char *buf = malloc(cap);
+    for (size_t got; buf != NULL && (got = fread(buf + n, 1, cap - n - 1, f)) > 0;) {
+        n += got;
+        if (n + 1 == cap && cap < (4u << 20)) {
+            char *b = realloc(buf, cap * 2);
+            if (b == NULL) free(buf);
+            buf = b;
+            cap *= 2;
+        }
+    }
+    fclose(f);
+    if (buf == NULL) {
+        todo_err_set(err, TODO_EINTERNAL, "out of memory reading %s", path);
+        return NULL;
+    }
+    buf[n] = '\0';
+    if (strstr(buf, "-----BEGIN ") == NULL) {
+        free(buf);
+        todo_err_set(err, TODO_EINVAL, "%s holds no PEM block", path);
+        return NULL;
+    }
+    return buf;
+}
+
+static bool set_(const char *s) { return s != NULL && s[0] != '\0'; }
+
+grpcx_channel *grpcx_channel_open(const char *target, const grpcx_tls_client *tls, todo_err *err)
 {
     grpcx_channel *c = calloc(1, sizeof *c);
-    if (c == NULL) return NULL;
-    grpc_init();
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-    c->ch = grpc_channel_create(target, creds, NULL);
+    if (c == NULL) {
+        todo_err_set(err, TODO_EINTERNAL, "out of memory");
+        return NULL;
+    }
+    grpc_channel_credentials *creds = NULL;
+    grpc_arg arg;
+    grpc_channel_args args = {.num_args = 0, .args = &arg};
+    if (tls != NULL && set_(tls->ca_file)) {
+        if (set_(tls->cert_file) != set_(tls->key_file)) {
+            free(c);
+            todo_err_set(err, TODO_EINVAL, "a client certificate needs its key, and a key its certificate");
+            return NULL;
+        }
+        char *ca = grpcx_read_pem(tls->ca_file, err), *cert = NULL, *key = NULL;
+        if (ca != NULL && set_(tls->cert_file)) {
+            cert = grpcx_read_pem(tls->cert_file, err);
+            key = cert != NULL ? grpcx_read_pem(tls->key_file, err) : NULL;
+        }
+        if (ca == NULL || (set_(tls->cert_file) && key == NULL)) {
+            free(ca);
+            free(cert);
+            free(c);
+            return NULL;
+        }
+        grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
+        grpc_init();
+        creds = grpc_ssl_credentials_create(ca, cert != NULL ? &pair : NULL, NULL, NULL);
+        free(ca);
+        free(cert);
+        free(key);
+        if (set_(tls->server_name)) {
+            arg.type = GRPC_ARG_STRING;
+            arg.key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+            arg.value.string = (char *)tls->server_name;
+            args.num_args = 1;
+        }
+    } else {
+        grpc_init();
+        creds = grpc_insecure_credentials_create();
+    }
+    c->ch = grpc_channel_create(target, creds, args.num_args > 0 ? &args : NULL);
     grpc_channel_credentials_release(creds);
     if (c->ch == NULL) {
         free(c);
         grpc_shutdown();
+        todo_err_set(err, TODO_EINVAL, "bad gRPC target %s", target);
         return NULL;
     }
     return c;
+}
+
+grpcx_tls_client grpcx_tls_client_of(const todo_config *cfg)
+{
+    return (grpcx_tls_client){.ca_file = cfg->grpc_tls_ca, .cert_file = cfg->grpc_tls_client_cert,
+                              .key_file = cfg->grpc_tls_client_key, .server_name = cfg->grpc_tls_server_name};
+}
+
+grpcx_channel *grpcx_channel_new(const char *target)
+{
+    todo_err err;
+    return grpcx_channel_open(target, NULL, &err);
 }
 
 void grpcx_channel_free(grpcx_channel *c)

@@ -9,6 +9,9 @@
 #include <grpc/status.h>
 #include <protobuf-c/protobuf-c.h>
 
+#include "config.h"
+#include "todo_err.h"
+
 typedef struct grpcx_channel grpcx_channel;
 
 typedef struct grpcx_result {
@@ -19,6 +22,29 @@ typedef struct grpcx_result {
 /* Opens an insecure (plaintext) channel to target ("127.0.0.1:50051").
  * Returns NULL when the target is malformed. */
 grpcx_channel *grpcx_channel_new(const char *target);
+
+/* TLS of a client: PEM files. ca_file: the CA that signed the server's
+ * certificate (NULL or "": plaintext). cert_file and key_file (both or
+ * neither): this client's certificate, for servers that require one
+ * (mutual TLS). server_name: the name the server's certificate must carry
+ * when it is not the target's host (NULL or "": the host). */
+typedef struct grpcx_tls_client {
+    const char *ca_file, *cert_file, *key_file, *server_name;
+} grpcx_tls_client;
+
+/* grpcx_channel_new with TLS when tls names a CA file. Returns NULL with
+ * err set when a file cannot be read or the target is malformed; a server
+ * whose certificate does not verify fails the calls (UNAVAILABLE), not the
+ * channel. */
+grpcx_channel *grpcx_channel_open(const char *target, const grpcx_tls_client *tls, todo_err *err);
+
+/* The client TLS settings of cfg (TODO_GRPC_TLS_CA, ...): borrowed from
+ * cfg. */
+grpcx_tls_client grpcx_tls_client_of(const todo_config *cfg);
+
+/* Reads a whole (PEM) file into a NUL-terminated malloc'd string; NULL
+ * with err naming the file when it cannot. */
+char *grpcx_read_pem(const char *path, todo_err *err);
 
 /* Closes the channel; takes NULL. */
 void grpcx_channel_free(grpcx_channel *ch);

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "grpc/health/v1/health.pb-c.h"
+#include "grpcx_client.h"
 #include "log.h"
 #include "metrics.h"
 #include "pbx.h"
@@ -169,6 +170,23 @@ const char *grpcx_call_metadata(grpcx_call *c, const char *key)
 void grpcx_call_set_user(grpcx_call *c, const char *user)
 {
     snprintf(c->u->user, sizeof c->u->user, "%s", user != NULL ? user : "");
+}
+
+const char *grpcx_call_peer_identity(grpcx_call *c)
+{
+    grpc_auth_context *ctx = grpc_call_auth_context(c->u->call);
+    if (ctx == NULL) return NULL;
+    const char *found = NULL;
+    /* The subject alternative names first (the peer identity property is
+     * the SAN when there is one), then the common name. */
+    static const char *const props[] = {GRPC_X509_SAN_PROPERTY_NAME, GRPC_X509_CN_PROPERTY_NAME};
+    for (size_t k = 0; k < 2 && found == NULL; k++) {
+        grpc_auth_property_iterator it = grpc_auth_context_find_properties_by_name(ctx, props[k]);
+        const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
+        if (p != NULL) found = arena_strndup(c->w->arena, p->value, p->value_length);
+    }
+    grpc_auth_context_release(ctx);
+    return found;
 }
 
 const char *grpcx_call_user(grpcx_call *c) { return c->u->user[0] != '\0' ? c->u->user : NULL; }
@@ -939,9 +957,38 @@ int grpcx_server_add_service(grpcx_server *s, const ProtobufCServiceDescriptor *
     return TODO_OK;
 }
 
+static bool set_(const char *s) { return s != NULL && s[0] != '\0'; }
+
+/* The server's credentials: TLS from opts.tls, or plaintext. */
+static grpc_server_credentials *server_credentials(const grpcx_tls_server *tls, todo_err *err)
+{
+    if (!set_(tls->cert_file) && !set_(tls->key_file)) return grpc_insecure_server_credentials_create();
+    if (!set_(tls->cert_file) || !set_(tls->key_file)) {
+        todo_err_set(err, TODO_EINVAL, "TLS needs both a certificate and its key");
+        return NULL;
+    }
+    char *cert = grpcx_read_pem(tls->cert_file, err);
+    char *key = cert != NULL ? grpcx_read_pem(tls->key_file, err) : NULL;
+    char *ca = key != NULL && set_(tls->client_ca_file) ? grpcx_read_pem(tls->client_ca_file, err) : NULL;
+    grpc_server_credentials *creds = NULL;
+    if (key != NULL && (ca != NULL || !set_(tls->client_ca_file))) {
+        grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
+        creds = grpc_ssl_server_credentials_create_ex(
+            ca, &pair, 1, ca != NULL ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                                     : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+            NULL);
+        if (creds == NULL) todo_err_set(err, TODO_EINVAL, "the TLS certificate or key is not usable");
+    }
+    free(cert);
+    free(key);
+    free(ca);
+    return creds;
+}
+
 int grpcx_server_start(grpcx_server *s, const char *addr, todo_err *err)
 {
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds = server_credentials(&s->opts.tls, err);
+    if (creds == NULL) return err->code;
     s->port = grpc_server_add_http2_port(s->srv, addr, creds);
     grpc_server_credentials_release(creds);
     if (s->port == 0) return todo_err_set(err, TODO_EUNAVAIL, "cannot listen on %s (address in use or invalid)", addr);
@@ -961,7 +1008,10 @@ int grpcx_server_start(grpcx_server *s, const char *addr, todo_err *err)
     atomic_store(&s->serving, 1);
     for (int i = 0; i < s->opts.threads; i++)
         if (pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]) != 0) abort();
-    log_info(s->component, "serving", "addr=%s port=%d threads=%d", addr, s->port, s->opts.threads);
+    log_info(s->component, "serving", "addr=%s port=%d threads=%d tls=%s", addr, s->port, s->opts.threads,
+             !set_(s->opts.tls.cert_file)          ? "off"
+             : set_(s->opts.tls.client_ca_file) ? "mutual"
+                                                : "on");
     return TODO_OK;
 }
 

@@ -34,6 +34,7 @@ int main(void)
         .call_memory_bytes = cfg.call_memory_bytes, .authenticate = qry_authenticate,
         .thread_init = qry_thread_init, .thread_cleanup = qry_thread_cleanup, .app = &cfg,
         .component = "query",
+        .tls = {cfg.grpc_tls_cert, cfg.grpc_tls_key, cfg.grpc_tls_client_ca},
     };
     grpcx_server *srv = grpcx_server_new(&opts, &err);
     probe *health = NULL;

@@ -78,6 +78,9 @@ int main(void)
         return 1;
     }
     if (upgrade_outbox(&p.cfg) != 0) return 1;
+    grpcx_channel *check = saga_proc_channel(&p); /* its TLS files are readable: said now, not by every worker */
+    if (check == NULL) return 1;
+    grpcx_channel_free(check);
     svc_signals_block(&sigs);
     metrics_server *metrics = metrics_start("todo-saga", p.cfg.metrics_addr);
     outbox_opts oo = {.pg_url = p.cfg.pg_url, .brokers = p.cfg.kafka_brokers, .app_name = "todo-saga-outbox",

@@ -26,6 +26,18 @@ void saga_proc_pause_ms(saga_proc *p, int ms)
     }
 }
 
+grpcx_channel *saga_proc_channel(saga_proc *p)
+{
+    todo_err err;
+    grpcx_tls_client tls = grpcx_tls_client_of(&p->cfg);
+    grpcx_channel *ch = grpcx_channel_open(p->cfg.command_addr, &tls, &err);
+    if (ch == NULL) {
+        log_error("saga", "cannot open a channel to todo-command; stopping", "error=\"%s\"", err.msg);
+        atomic_store(&p->stopping, 1);
+    }
+    return ch;
+}
+
 void saga_proc_ensure_pg(saga_proc *p, PGconn **pg, const char *app_name)
 {
     todo_err err;

@@ -37,6 +37,7 @@
 
 #include "arena.h"
 #include "config.h"
+#include "grpcx_client.h"
 #include "reg_local.h"
 #include "todo/v1/events.pb-c.h"
 #include "todo_err.h"
@@ -56,6 +57,10 @@ int saga_proc_stopping(void *proc);
 
 /* Sleeps ms in 100 ms steps, returning early when the process stops. */
 void saga_proc_pause_ms(saga_proc *p, int ms);
+
+/* A channel to todo-command with the process's TLS settings; NULL (logged,
+ * and the process stops) when its TLS files cannot be read. */
+grpcx_channel *saga_proc_channel(saga_proc *p);
 
 /* Makes *pg a working connection of the saga role, retrying every second
  * until it works or the process stops (then *pg is NULL). */

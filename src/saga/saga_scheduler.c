@@ -169,7 +169,7 @@ void *saga_scheduler_main(void *proc)
     todo_err err;
     time_t last_count = 0;
     pthread_once(&m_once, init_metrics);
-    saga_scheduler s = {.cfg = &p->cfg, .command = grpcx_channel_new(p->cfg.command_addr)};
+    saga_scheduler s = {.cfg = &p->cfg, .command = saga_proc_channel(p)};
     while (!atomic_load(&p->stopping)) {
         saga_proc_ensure_pg(p, &s.pg, "todo-saga-scheduler");
         if (s.pg == NULL) break;

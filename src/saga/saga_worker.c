@@ -74,7 +74,7 @@ void *saga_worker_main(void *arg)
     char owner[CONFIG_STR_MAX + 16], app_name[48];
     snprintf(owner, sizeof owner, "%s/%d", p->cfg.saga_instance, w->n);
     snprintf(app_name, sizeof app_name, "todo-saga-worker-%d", w->n);
-    saga_completion_app app = {.cfg = &p->cfg, .command = grpcx_channel_new(p->cfg.command_addr)};
+    saga_completion_app app = {.cfg = &p->cfg, .command = saga_proc_channel(p)};
     saga_store_pg store = {.instance = owner, .lease_s = p->cfg.saga_lease_s};
     saga_engine engine = {.store = saga_store_of(&store), .on_event = on_saga_event, .app = &app,
                           .should_stop = saga_proc_stopping, .ctx = p, .step_delay_ms = p->cfg.saga_step_delay_ms,

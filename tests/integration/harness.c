@@ -94,9 +94,22 @@ int harness_stop(pid_t pid, int sig, int timeout_ms)
     return -1;
 }
 
+grpcx_channel *harness_channel(const char *addr)
+{
+    grpcx_tls_client tls = {getenv("TODO_GRPC_TLS_CA"), getenv("TODO_GRPC_TLS_CLIENT_CERT"),
+                            getenv("TODO_GRPC_TLS_CLIENT_KEY"), getenv("TODO_GRPC_TLS_SERVER_NAME")};
+    todo_err err;
+    grpcx_channel *ch = grpcx_channel_open(addr, &tls, &err);
+    if (ch == NULL) {
+        fprintf(stderr, "harness: %s\n", err.msg);
+        abort();
+    }
+    return ch;
+}
+
 bool harness_wait_serving(const char *addr, int timeout_ms)
 {
-    grpcx_channel *ch = grpcx_channel_new(addr);
+    grpcx_channel *ch = harness_channel(addr);
     long long until = harness_now_ms() + timeout_ms;
     bool ok = false;
     while (!ok && harness_now_ms() < until) {
@@ -170,8 +183,8 @@ int harness_services_start(harness_services *s)
         fprintf(stderr, "services did not start; see build/tests/logs/\n");
         return -1;
     }
-    s->cmd = grpcx_channel_new(getenv("TODO_COMMAND_ADDR"));
-    s->qry = grpcx_channel_new(getenv("TODO_QUERY_ADDR"));
+    s->cmd = harness_channel(getenv("TODO_COMMAND_ADDR"));
+    s->qry = harness_channel(getenv("TODO_QUERY_ADDR"));
     return 0;
 }
 

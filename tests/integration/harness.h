@@ -43,6 +43,11 @@ PGconn *harness_admin(void);
  * returns. */
 long long harness_scalar(PGconn *c, const char *sql, const char *param);
 
+/* A channel to addr with the TLS settings of the environment
+ * (TODO_GRPC_TLS_CA...: plaintext without them); aborts when they cannot be
+ * read. */
+grpcx_channel *harness_channel(const char *addr);
+
 /* A TCP port on 127.0.0.1 that nothing listens on now. */
 int harness_free_port(void);
 

@@ -74,5 +74,43 @@ want=NOT_SERVING check "grpcurl watch hears the shutdown" cat "$logs/grpcurl-wat
 want="the server is shutting down" check "grpcurl watch ends with it" cat "$logs/grpcurl-watch.out"
 want="command  NOT_SERVING" check "todoctl health --watch hears it" cat "$logs/todoctl-watch.out"
 want="exit 0" check "todoctl health --watch exits 0" echo "exit $trc"
+
+# gRPC over TLS, with certificates made now (scripts/make-certs.sh): a
+# client that trusts the CA gets through, plaintext and another CA do not;
+# with a client CA the server wants a client certificate of it (mutual TLS).
+certs=$logs/certs
+bash "$(dirname "$0")/../../scripts/make-certs.sh" "$certs" >/dev/null
+tls_start() { # port, extra env...
+  local port=$1; shift
+  env TODO_COMMAND_ADDR=127.0.0.1:$port TODO_COMMAND_METRICS_ADDR= TODO_GRPC_TLS_CERT="$certs/server.pem" \
+    TODO_GRPC_TLS_KEY="$certs/server.key" "$@" "$bin/command/todo-command" >>"$logs/grpcurl-tls-command.log" 2>&1 &
+}
+T=127.0.0.1:$(port); tls_start "${T#*:}"; tpid1=$!
+M=127.0.0.1:$(port); tls_start "${M#*:}" TODO_GRPC_TLS_CLIENT_CA="$certs/ca.pem"; tpid2=$!
+trap 'kill $cpid $qpid $tpid1 $tpid2 2>/dev/null; wait 2>/dev/null' EXIT
+for _ in $(seq 100); do
+  TODO_COMMAND_ADDR=$T TODO_GRPC_TLS_CA=$certs/ca.pem "$bin/cli/todoctl" health command >/dev/null 2>&1 && break
+  sleep 0.1
+done
+want=todo.v1.TaskCommandService check "TLS: grpcurl -cacert" "$GRPCURL" -cacert "$certs/ca.pem" "$T" list
+want="Failed to dial target host" check "TLS: plaintext refused" "$GRPCURL" -plaintext -max-time 3 "$T" list
+want="certificate signed by unknown authority" check "TLS: another CA refused" "$GRPCURL" \
+  -cacert "$certs/other-ca.pem" -max-time 3 "$T" list
+want='"version": "1"' check "TLS: create over TLS" "$GRPCURL" -cacert "$certs/ca.pem" \
+  -H "authorization: Bearer $TOKEN" -d '{"title":"over tls"}' "$T" todo.v1.TaskCommandService/CreateTask
+want="SERVING" check "TLS: todoctl health with TODO_GRPC_TLS_CA" \
+  env TODO_COMMAND_ADDR=$T TODO_GRPC_TLS_CA="$certs/ca.pem" "$bin/cli/todoctl" health command
+want="todoctl: UNAVAILABLE" check "TLS: todoctl without the CA" \
+  env TODO_COMMAND_ADDR=$T "$bin/cli/todoctl" health command
+want=todo.v1.TaskCommandService check "mTLS: a client certificate of the CA" "$GRPCURL" -cacert "$certs/ca.pem" \
+  -cert "$certs/operator.pem" -key "$certs/operator.key" "$M" list
+want="Failed to dial target host" check "mTLS: no client certificate" "$GRPCURL" -cacert "$certs/ca.pem" -max-time 3 "$M" list
+want="Failed to dial target host" check "mTLS: a certificate of another CA" "$GRPCURL" -cacert "$certs/ca.pem" \
+  -cert "$certs/rogue.pem" -key "$certs/rogue.key" -max-time 3 "$M" list
+want="SERVING" check "mTLS: todoctl with its certificate" env TODO_COMMAND_ADDR=$M TODO_GRPC_TLS_CA="$certs/ca.pem" \
+  TODO_GRPC_TLS_CLIENT_CERT="$certs/operator.pem" TODO_GRPC_TLS_CLIENT_KEY="$certs/operator.key" \
+  "$bin/cli/todoctl" health command
+kill -TERM $tpid1 $tpid2; wait $tpid1 $tpid2
+
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -184,7 +184,7 @@ static void a_killed_relay_leader_is_replaced_within_seconds(void **state)
     const char *extra[] = {port_env, NULL};
     pid_t second = harness_spawn("command/todo-command", "command-2", extra);
     assert_true(harness_wait_serving(addr, 20000));
-    grpcx_channel *ch2 = grpcx_channel_new(addr);
+    grpcx_channel *ch2 = harness_channel(addr);
 
     /* Exactly one of the two is active. */
     pid_t leader = 0;

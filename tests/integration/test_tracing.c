@@ -65,7 +65,7 @@ static grpc_status_code call(const char *addr, const char *service, const char *
 {
     char path[128];
     snprintf(path, sizeof path, "/%s/%s", service, rpc);
-    grpcx_channel *ch = grpcx_channel_new(addr);
+    grpcx_channel *ch = harness_channel(addr);
     grpcx_md md[1] = {{"traceparent", tp}};
     grpcx_result res;
     ProtobufCMessage *resp = NULL;

@@ -25,7 +25,7 @@ static int load(config_service svc, const char *const *env, todo_config *cfg, to
 static void defaults_describe_the_local_dev_stack(void **state)
 {
     (void)state;
-    const char *env[] = {NULL};
+    const char *env[] = {"TODO_ENV", "local", NULL};
     todo_config cfg;
     todo_err err;
     assert_int_equal(load(CONFIG_COMMAND, env, &cfg, &err), TODO_OK);
@@ -42,7 +42,8 @@ static void defaults_describe_the_local_dev_stack(void **state)
 static void each_service_uses_its_own_role_url_with_fallback(void **state)
 {
     (void)state;
-    const char *env[] = {"TODO_PG_URL", "postgresql://admin@h/db", "TODO_QUERY_PG_URL", "postgresql://q@h/db", NULL};
+    const char *env[] = {"TODO_ENV", "local", "TODO_PG_URL", "postgresql://admin@h/db", "TODO_QUERY_PG_URL",
+                         "postgresql://q@h/db", NULL};
     todo_config cfg;
     todo_err err;
     assert_int_equal(load(CONFIG_QUERY, env, &cfg, &err), TODO_OK);
@@ -55,7 +56,7 @@ static void each_service_uses_its_own_role_url_with_fallback(void **state)
 static void production_refuses_to_start_without_a_secret(void **state)
 {
     (void)state;
-    const char *env[] = {"TODO_ENV", "production", NULL};
+    const char *env[] = {"TODO_ENV", "production", "TODO_COMMAND_PG_URL", "postgresql://c@db/todo", NULL};
     todo_config cfg;
     todo_err err;
     assert_int_equal(load(CONFIG_COMMAND, env, &cfg, &err), TODO_EINVAL);
@@ -65,12 +66,14 @@ static void production_refuses_to_start_without_a_secret(void **state)
 static void short_secrets_are_refused(void **state)
 {
     (void)state;
-    const char *env[] = {"TODO_ENV", "production", "TODO_JWT_SECRET", "short", NULL};
+    const char *env[] = {"TODO_ENV", "production", "TODO_JWT_SECRET", "short", "TODO_QUERY_PG_URL", "postgresql://q@db/t",
+                         NULL};
     todo_config cfg;
     todo_err err;
     assert_int_equal(load(CONFIG_QUERY, env, &cfg, &err), TODO_EINVAL);
     assert_non_null(strstr(err.msg, "at least 32"));
-    const char *ok[] = {"TODO_ENV", "production", "TODO_JWT_SECRET", "0123456789abcdef0123456789abcdef", NULL};
+    const char *ok[] = {"TODO_ENV", "production", "TODO_JWT_SECRET", "0123456789abcdef0123456789abcdef",
+                        "TODO_QUERY_PG_URL", "postgresql://todo_query@db/todo", NULL};
     assert_int_equal(load(CONFIG_QUERY, ok, &cfg, &err), TODO_OK);
     assert_false(cfg.jwt_secret_is_default);
 }
@@ -84,7 +87,7 @@ static void bad_values_name_the_variable(void **state)
         {"TODO_GRPC_MAX_MESSAGE_BYTES", "10"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        const char *env[] = {cases[i].name, cases[i].value, NULL};
+        const char *env[] = {cases[i].name, cases[i].value, "TODO_ENV", "local", NULL}; /* the first wins */
         todo_config cfg;
         todo_err err;
         assert_int_equal(load(CONFIG_COMMAND, env, &cfg, &err), TODO_EINVAL);
@@ -98,11 +101,86 @@ static void overlong_strings_are_refused(void **state)
     char big[CONFIG_STR_MAX + 10];
     memset(big, 'x', sizeof big - 1);
     big[sizeof big - 1] = '\0';
-    const char *env[] = {"TODO_KAFKA_BROKERS", big, NULL};
+    const char *env[] = {"TODO_ENV", "local", "TODO_KAFKA_BROKERS", big, NULL};
     todo_config cfg;
     todo_err err;
     assert_int_equal(load(CONFIG_PROJECTOR, env, &cfg, &err), TODO_EINVAL);
     assert_non_null(strstr(err.msg, "TODO_KAFKA_BROKERS"));
+}
+
+#define SECRET "0123456789abcdef0123456789abcdef"
+
+/* The rules of issue 13: each unsafe setting stops the start, naming what
+ * to change. */
+static void unsafe_settings_are_refused(void **state)
+{
+    (void)state;
+    struct {
+        config_service svc;
+        const char *env[16];
+        const char *says; /* NULL: accepted */
+    } cases[] = {
+        /* An unset TODO_ENV is production: no development secret. */
+        {CONFIG_CLI, {NULL}, "an unset TODO_ENV means production"},
+        {CONFIG_COMMAND, {NULL}, "TODO_COMMAND_PG_URL is not set"},
+        /* The development secret: loopback-only local stacks. */
+        {CONFIG_COMMAND, {"TODO_ENV", "local", "TODO_COMMAND_ADDR", "0.0.0.0:50051", NULL}, "TODO_COMMAND_ADDR listens beyond"},
+        {CONFIG_QUERY, {"TODO_ENV", "local", "TODO_QUERY_ADDR", "[::]:50052", NULL}, "TODO_QUERY_ADDR listens beyond"},
+        {CONFIG_PROJECTOR, {"TODO_ENV", "local", "TODO_PROJECTOR_METRICS_ADDR", "0.0.0.0:9466", NULL},
+         "TODO_PROJECTOR_METRICS_ADDR listens beyond"},
+        {CONFIG_COMMAND, {"TODO_ENV", "local", "TODO_COMMAND_ADDR", "localhost:50051", NULL}, NULL},
+        {CONFIG_COMMAND, {"TODO_ENV", "local", "TODO_COMMAND_ADDR", "0.0.0.0:50051", "TODO_JWT_SECRET", SECRET, NULL}, NULL},
+        /* ... and never as a configured secret. */
+        {CONFIG_QUERY, {"TODO_ENV", "local", "TODO_JWT_SECRET", CONFIG_DEV_JWT_SECRET, NULL}, "published development"},
+        /* Production: each service's own database role, named. */
+        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, "TODO_PG_URL", "postgresql://postgres@db/todo",
+                       NULL}, "TODO_SAGA_PG_URL is not set"},
+        {CONFIG_PROJECTOR, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, NULL}, "TODO_PROJECTOR_PG_URL is not set"},
+        {CONFIG_CLI, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, NULL}, NULL},
+        /* Production: plaintext gRPC only on loopback. */
+        {CONFIG_COMMAND, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, "TODO_COMMAND_PG_URL", "postgresql://c@db/t",
+                          "TODO_COMMAND_ADDR", "0.0.0.0:50051", NULL}, "TODO_COMMAND_ADDR listens on 0.0.0.0:50051 in plaintext"},
+        {CONFIG_COMMAND, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, "TODO_COMMAND_PG_URL", "postgresql://c@db/t",
+                          "TODO_COMMAND_ADDR", "0.0.0.0:50051", "TODO_GRPC_TLS_CERT", "/c.pem", "TODO_GRPC_TLS_KEY",
+                          "/c.key", NULL}, NULL},
+        {CONFIG_COMMAND, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, "TODO_COMMAND_PG_URL", "postgresql://c@db/t",
+                          NULL}, NULL}, /* loopback, behind a proxy */
+        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, "TODO_SAGA_PG_URL", "postgresql://s@db/t",
+                       "TODO_COMMAND_ADDR", "command.internal:50051", NULL}, "set TODO_GRPC_TLS_CA"},
+        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, "TODO_SAGA_PG_URL", "postgresql://s@db/t",
+                       "TODO_COMMAND_ADDR", "command.internal:50051", "TODO_GRPC_TLS_CA", "/ca.pem", NULL}, NULL},
+        /* TLS files come in pairs. */
+        {CONFIG_COMMAND, {"TODO_ENV", "local", "TODO_GRPC_TLS_CERT", "/c.pem", NULL}, "TODO_GRPC_TLS_CERT and TODO_GRPC_TLS_KEY go together"},
+        {CONFIG_CLI, {"TODO_ENV", "local", "TODO_GRPC_TLS_CA", "/ca.pem", "TODO_GRPC_TLS_CLIENT_KEY", "/k", NULL}, "go together"},
+        {CONFIG_QUERY, {"TODO_ENV", "local", "TODO_GRPC_TLS_CLIENT_CA", "/ca.pem", NULL}, "TODO_GRPC_TLS_CLIENT_CA needs"},
+        {CONFIG_CLI, {"TODO_ENV", "local", "TODO_GRPC_TLS_CLIENT_CERT", "/c", "TODO_GRPC_TLS_CLIENT_KEY", "/k", NULL},
+         "TODO_GRPC_TLS_CLIENT_CERT needs TODO_GRPC_TLS_CA"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        todo_config cfg;
+        todo_err err;
+        int rc = load(cases[i].svc, cases[i].env, &cfg, &err);
+        if (cases[i].says == NULL) {
+            if (rc != TODO_OK) fail_msg("case %zu refused: %s", i, err.msg);
+        } else if (rc != TODO_EINVAL || strstr(err.msg, cases[i].says) == NULL) {
+            fail_msg("case %zu: wanted a refusal saying \"%s\", got %d \"%s\"", i, cases[i].says, rc,
+                     rc == TODO_OK ? "" : err.msg);
+        }
+    }
+}
+
+static void loopback_addresses_are_recognised(void **state)
+{
+    (void)state;
+    assert_true(config_addr_is_loopback("127.0.0.1:50051"));
+    assert_true(config_addr_is_loopback("127.1.2.3:1"));
+    assert_true(config_addr_is_loopback("[::1]:50051"));
+    assert_true(config_addr_is_loopback("localhost:9464"));
+    assert_false(config_addr_is_loopback("0.0.0.0:50051"));
+    assert_false(config_addr_is_loopback("[::]:50051"));
+    assert_false(config_addr_is_loopback("10.0.0.1:50051"));
+    assert_false(config_addr_is_loopback("localhost.example.com:1"));
+    assert_false(config_addr_is_loopback("127x:1"));
 }
 
 int main(void)
@@ -114,6 +192,8 @@ int main(void)
         cmocka_unit_test(short_secrets_are_refused),
         cmocka_unit_test(bad_values_name_the_variable),
         cmocka_unit_test(overlong_strings_are_refused),
+        cmocka_unit_test(unsafe_settings_are_refused),
+        cmocka_unit_test(loopback_addresses_are_recognised),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -41,6 +41,8 @@ static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage
         t->title = (char *)(auth != NULL ? auth : "nobody");
     }
     if (strcmp(rq->task_id, "user") == 0) t->title = (char *)(grpcx_call_user(c) ? grpcx_call_user(c) : "nobody");
+    if (strcmp(rq->task_id, "peer") == 0)
+        t->title = (char *)(grpcx_call_peer_identity(c) ? grpcx_call_peer_identity(c) : "anonymous");
     t->version = (int64_t)(intptr_t)grpcx_call_state(c);
     *resp = &t->base;
     return TODO_OK;
@@ -411,6 +413,116 @@ static void health_watch_ends_at_shutdown(void **state)
     grpcx_stream_close(st);
 }
 
+/* ---- TLS, with certificates made for the run (scripts/make-certs.sh) ---- */
+
+static char certs[200];
+
+static const char *cert(const char *name)
+{
+    static char paths[8][320];
+    static int next;
+    char *p = paths[next++ % 8];
+    snprintf(p, 320, "%s/%.100s", certs, name);
+    return p;
+}
+
+/* A TLS server (mutual when client_ca) with GetTask. */
+static int setup_tls_with(void **state, const char *client_ca)
+{
+    fixture *f = calloc(1, sizeof *f);
+    todo_err err;
+    grpcx_server_opts opts = {.threads = 2, .max_message_bytes = 1 << 20, .thread_init = thread_init,
+                              .component = "test",
+                              .tls = {cert("server.pem"), cert("server.key"), client_ca ? cert(client_ca) : NULL}};
+    static const grpcx_method methods[] = {{"GetTask", get_task}};
+    f->srv = grpcx_server_new(&opts, &err);
+    assert_non_null(f->srv);
+    assert_int_equal(grpcx_server_add_service(f->srv, &todo__v1__task_query_service__descriptor, methods, 1, &err), 0);
+    assert_int_equal(grpcx_server_start(f->srv, "127.0.0.1:0", &err), 0);
+    *state = f;
+    return 0;
+}
+
+static int setup_tls(void **state) { return setup_tls_with(state, NULL); }
+static int setup_mtls(void **state) { return setup_tls_with(state, "ca.pem"); }
+
+/* GetTask "peer" over a channel with tls (NULL: plaintext): the status,
+ * and the identity the server saw in *who. */
+static grpc_status_code tls_get(fixture *f, const grpcx_tls_client *tls, char *who, size_t cap)
+{
+    char target[64];
+    todo_err err;
+    snprintf(target, sizeof target, "127.0.0.1:%d", grpcx_server_port(f->srv));
+    grpcx_channel *ch = grpcx_channel_open(target, tls, &err);
+    assert_non_null(ch);
+    Todo__V1__GetTaskRequest rq = TODO__V1__GET_TASK_REQUEST__INIT;
+    rq.task_id = "peer";
+    Todo__V1__Task *t = NULL;
+    grpcx_result res;
+    grpc_status_code code = grpcx_unary(ch, GET, &rq.base, &todo__v1__task__descriptor, NULL, 60000,
+                                        (ProtobufCMessage **)&t, &res);
+    if (who != NULL) snprintf(who, cap, "%.200s", t != NULL ? t->title : res.message);
+    if (t != NULL) protobuf_c_message_free_unpacked(&t->base, NULL);
+    grpcx_channel_free(ch);
+    return code;
+}
+
+/* A TLS server answers a client that trusts its CA; a plaintext client and
+ * a client trusting another CA get no call through. */
+static void tls_calls_need_the_servers_ca(void **state)
+{
+    fixture *f = *state;
+    char who[256];
+    grpcx_tls_client good = {.ca_file = cert("ca.pem")};
+    assert_int_equal(tls_get(f, &good, who, sizeof who), GRPC_STATUS_OK);
+    assert_string_equal(who, "anonymous"); /* no client certificate asked for */
+    grpcx_tls_client named = {.ca_file = cert("ca.pem"), .server_name = "localhost"};
+    assert_int_equal(tls_get(f, &named, NULL, 0), GRPC_STATUS_OK);
+    assert_int_equal(tls_get(f, NULL, NULL, 0), GRPC_STATUS_UNAVAILABLE);
+    grpcx_tls_client wrong = {.ca_file = cert("other-ca.pem")};
+    assert_int_equal(tls_get(f, &wrong, NULL, 0), GRPC_STATUS_UNAVAILABLE);
+    grpcx_tls_client misnamed = {.ca_file = cert("ca.pem"), .server_name = "todo.example.com"};
+    assert_int_equal(tls_get(f, &misnamed, NULL, 0), GRPC_STATUS_UNAVAILABLE);
+}
+
+/* Mutual TLS: a client certificate of the server's client CA gets through
+ * and names the caller; none, or one of another CA, does not. */
+static void mutual_tls_needs_a_client_certificate_of_the_ca(void **state)
+{
+    fixture *f = *state;
+    char who[256];
+    grpcx_tls_client saga = {.ca_file = cert("ca.pem"), .cert_file = cert("saga.pem"), .key_file = cert("saga.key")};
+    assert_int_equal(tls_get(f, &saga, who, sizeof who), GRPC_STATUS_OK);
+    assert_string_equal(who, "todo-saga");
+    grpcx_tls_client none = {.ca_file = cert("ca.pem")};
+    assert_int_equal(tls_get(f, &none, NULL, 0), GRPC_STATUS_UNAVAILABLE);
+    grpcx_tls_client rogue = {.ca_file = cert("ca.pem"), .cert_file = cert("rogue.pem"), .key_file = cert("rogue.key")};
+    assert_int_equal(tls_get(f, &rogue, NULL, 0), GRPC_STATUS_UNAVAILABLE);
+}
+
+/* Files that are missing or hold no PEM stop the start, naming the file. */
+static void unreadable_tls_files_are_named(void **state)
+{
+    (void)state;
+    todo_err err;
+    grpcx_server_opts opts = {.threads = 1, .max_message_bytes = 1 << 20, .component = "test",
+                              .tls = {cert("server.pem"), cert("missing.key"), NULL}};
+    grpcx_server *srv = grpcx_server_new(&opts, &err);
+    assert_non_null(srv);
+    assert_int_equal(grpcx_server_start(srv, "127.0.0.1:0", &err), TODO_EINVAL);
+    assert_non_null(strstr(err.msg, "missing.key"));
+    grpcx_server_free(srv);
+    opts.tls = (grpcx_tls_server){cert("server.pem"), NULL, NULL};
+    srv = grpcx_server_new(&opts, &err);
+    assert_int_equal(grpcx_server_start(srv, "127.0.0.1:0", &err), TODO_EINVAL);
+    grpcx_server_free(srv);
+    grpcx_tls_client c = {.ca_file = cert("ca.srl")};
+    assert_null(grpcx_channel_open("127.0.0.1:1", &c, &err));
+    assert_non_null(strstr(err.msg, "no PEM"));
+    c = (grpcx_tls_client){.ca_file = cert("ca.pem"), .cert_file = cert("saga.pem")};
+    assert_null(grpcx_channel_open("127.0.0.1:1", &c, &err));
+}
+
 static void status_mapping_covers_every_todo_status(void **state)
 {
     (void)state;
@@ -448,7 +560,17 @@ int main(void)
         cmocka_unit_test_setup_teardown(hostile_bodies_are_refused_without_harm, setup_guarded, teardown),
         cmocka_unit_test_setup_teardown(client_deadlines_are_enforced, setup, teardown),
         cmocka_unit_test_setup_teardown(shutdown_lets_in_flight_calls_finish, setup, teardown),
+        cmocka_unit_test_setup_teardown(tls_calls_need_the_servers_ca, setup_tls, teardown),
+        cmocka_unit_test_setup_teardown(mutual_tls_needs_a_client_certificate_of_the_ca, setup_mtls, teardown),
+        cmocka_unit_test(unreadable_tls_files_are_named),
         cmocka_unit_test(status_mapping_covers_every_todo_status),
     };
+    snprintf(certs, sizeof certs, "%.180s/grpcx-certs", TEST_TMP);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "bash '%s/scripts/make-certs.sh' '%s' >/dev/null", TODO_SOURCE_DIR, certs);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "could not make the test certificates (%s)\n", cmd);
+        return 1;
+    }
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
