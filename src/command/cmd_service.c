@@ -7,6 +7,7 @@
 #include "cmd_service.h"
 
 #include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -41,10 +42,12 @@ PGconn *cmd_thread_pg(grpcx_call *c, todo_err *err)
 int cmd_authenticate(grpcx_call *c, todo_err *err)
 {
     cmd_thread *t = grpcx_call_state(c);
-    char user[AUTH_USER_MAX];
-    int rc = auth_verify(t->cfg->jwt_secret, grpcx_call_metadata(c, "authorization"), (long)time(NULL), user, err);
+    auth_identity id;
+    int rc = auth_verify_identity(t->cfg->jwt_secret, t->cfg->service_secret, grpcx_call_metadata(c, "authorization"),
+                                  (long)time(NULL), &id, err);
     if (rc == TODO_OK) {
-        grpcx_call_set_user(c, user);
+        grpcx_call_set_user(c, id.user);
+        if (id.service[0] != '\0' && auth_has_scope(&id, AUTH_SCOPE_INTERNAL)) grpcx_call_set_service(c, id.service);
         return TODO_OK;
     }
     /* Refused before its body is read: the record has no target or request
@@ -85,6 +88,33 @@ static int audited(grpcx_call *c, grpcx_unary_fn fn, const ProtobufCMessage *req
     return rc;
 }
 
+/* The commands only todo's own services call (todo-saga's compensation,
+ * the reminder scheduler, the recurrence step): with a user's token they
+ * answer PERMISSION_DENIED (a user could otherwise restore reminders past
+ * the limit, or fire them early). */
+static int internal_only(grpcx_call *c, grpcx_unary_fn fn, const ProtobufCMessage *req, ProtobufCMessage **resp,
+                         todo_err *err)
+{
+    if (grpcx_call_service(c) == NULL) {
+        cmd_thread *t = grpcx_call_state(c);
+        snprintf(t->audit_user, sizeof t->audit_user, "%s", grpcx_call_user(c) ? grpcx_call_user(c) : "");
+        const char *m = strrchr(grpcx_call_method(c), '/');
+        return todo_err_set(err, TODO_EDENIED,
+                            "%s is for todo's own services (a service token with scope internal), not for user tokens",
+                            m != NULL ? m + 1 : grpcx_call_method(c));
+    }
+    return fn(c, req, resp, err);
+}
+
+#define INTERNAL(fn)                                                                                        \
+    static int fn##_internal(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err) \
+    {                                                                                                       \
+        return internal_only(c, fn, req, resp, err);                                                       \
+    }
+INTERNAL(cmd_restore_reminder)
+INTERNAL(cmd_trigger_reminder)
+INTERNAL(cmd_next_occurrence)
+
 #define AUDITED(fn)                                                                                         \
     static int fn##_audited(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err) \
     {                                                                                                       \
@@ -99,9 +129,9 @@ AUDITED(cmd_restore_task)
 AUDITED(cmd_schedule_reminder)
 AUDITED(cmd_cancel_reminder)
 AUDITED(cmd_snooze_reminder)
-AUDITED(cmd_restore_reminder)
-AUDITED(cmd_trigger_reminder)
-AUDITED(cmd_next_occurrence)
+AUDITED(cmd_restore_reminder_internal)
+AUDITED(cmd_trigger_reminder_internal)
+AUDITED(cmd_next_occurrence_internal)
 AUDITED(cmd_create_pattern)
 AUDITED(cmd_update_pattern)
 
@@ -117,11 +147,11 @@ int cmd_service_register(grpcx_server *s, todo_err *err)
         {"ScheduleReminder", cmd_schedule_reminder_audited},
         {"CancelReminder", cmd_cancel_reminder_audited},
         {"SnoozeReminder", cmd_snooze_reminder_audited},
-        {"RestoreReminder", cmd_restore_reminder_audited},
-        {"TriggerReminder", cmd_trigger_reminder_audited},
+        {"RestoreReminder", cmd_restore_reminder_internal_audited},
+        {"TriggerReminder", cmd_trigger_reminder_internal_audited},
         {"CreateRecurringPattern", cmd_create_pattern_audited},
         {"UpdateRecurringPattern", cmd_update_pattern_audited},
-        {"CreateNextOccurrence", cmd_next_occurrence_audited},
+        {"CreateNextOccurrence", cmd_next_occurrence_internal_audited},
     };
     return grpcx_server_add_service(s, &todo__v1__task_command_service__descriptor, methods,
                                     sizeof methods / sizeof methods[0], err);

@@ -2,6 +2,7 @@
 #include "auth.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <jwt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,14 +23,15 @@ bool auth_user_valid(const char *user)
     return n > 0;
 }
 
-int auth_verify(const char *secret, const char *authorization, long now, char user[AUTH_USER_MAX],
-                todo_err *err)
+/* Decodes the token of authorization with key (HS256 only) and checks
+ * exp: *out on TODO_OK. bad_sig: the signature did not verify (another key
+ * may). */
+static int decode(const char *key, const char *authorization, long now, jwt_t **out, bool *bad_sig, todo_err *err)
 {
-    jwt_t *jwt = NULL;
-    const char *token, *sub;
+    const char *token;
     long exp;
-    int rc;
-
+    *out = NULL;
+    *bad_sig = false;
     if (authorization == NULL || authorization[0] == '\0')
         return todo_err_set(err, TODO_EUNAUTH, "missing authorization metadata: send \"authorization: Bearer <token>\"");
     if (strncasecmp(authorization, "Bearer ", 7) != 0)
@@ -39,9 +41,11 @@ int auth_verify(const char *secret, const char *authorization, long now, char us
     if (strlen(token) > AUTH_TOKEN_MAX)
         return todo_err_set(err, TODO_EUNAUTH, "bearer token is longer than %d bytes", AUTH_TOKEN_MAX);
 
-    rc = jwt_decode(&jwt, token, (const unsigned char *)secret, (int)strlen(secret));
+    jwt_t *jwt = NULL;
+    int rc = jwt_decode(&jwt, token, (const unsigned char *)key, (int)strlen(key));
     if (rc != 0 || jwt == NULL) {
         jwt_free(jwt);
+        *bad_sig = true;
         return todo_err_set(err, TODO_EUNAUTH, "bearer token is malformed or its signature does not verify");
     }
     if (jwt_get_alg(jwt) != JWT_ALG_HS256) {
@@ -58,15 +62,77 @@ int auth_verify(const char *secret, const char *authorization, long now, char us
         jwt_free(jwt);
         return todo_err_set(err, TODO_EUNAUTH, "bearer token expired");
     }
-    sub = jwt_get_grant(jwt, "sub");
-    if (!auth_user_valid(sub)) {
-        jwt_free(jwt);
-        return todo_err_set(err, TODO_EUNAUTH,
-                            "bearer token sub must be a user id of 1..128 characters [A-Za-z0-9._@:-]");
-    }
-    strcpy(user, sub);
-    jwt_free(jwt);
+    *out = jwt;
     return TODO_OK;
+}
+
+static int user_claim(jwt_t *jwt, const char *claim, char user[AUTH_USER_MAX], todo_err *err)
+{
+    const char *v = jwt_get_grant(jwt, claim);
+    if (!auth_user_valid(v))
+        return todo_err_set(err, TODO_EUNAUTH, "bearer token %s must be a user id of 1..128 characters [A-Za-z0-9._@:-]",
+                            claim);
+    strcpy(user, v);
+    return TODO_OK;
+}
+
+static bool is_service_token(jwt_t *jwt)
+{
+    const char *typ = jwt_get_grant(jwt, "typ");
+    return typ != NULL && strcmp(typ, "service") == 0;
+}
+
+int auth_verify_identity(const char *user_secret, const char *service_secret, const char *authorization, long now,
+                         auth_identity *id, todo_err *err)
+{
+    jwt_t *jwt;
+    bool bad_sig;
+    memset(id, 0, sizeof *id);
+    int rc = decode(user_secret, authorization, now, &jwt, &bad_sig, err);
+    if (rc == TODO_OK) {
+        if (is_service_token(jwt)) rc = todo_err_set(err, TODO_EUNAUTH, "a service token must be signed with the service secret");
+        else rc = user_claim(jwt, "sub", id->user, err);
+        jwt_free(jwt);
+        return rc;
+    }
+    if (!bad_sig || service_secret == NULL || service_secret[0] == '\0') return rc;
+    if (decode(service_secret, authorization, now, &jwt, &bad_sig, err) != TODO_OK) {
+        if (bad_sig) todo_err_set(err, TODO_EUNAUTH, "bearer token is malformed or its signature does not verify");
+        return TODO_EUNAUTH;
+    }
+    const char *sub = jwt_get_grant(jwt, "sub"), *scope = jwt_get_grant(jwt, "scope");
+    if (!is_service_token(jwt)) rc = todo_err_set(err, TODO_EUNAUTH, "a token signed with the service secret must be a service token");
+    else if (sub == NULL || sub[0] == '\0' || strlen(sub) >= AUTH_SERVICE_MAX || !auth_user_valid(sub))
+        rc = todo_err_set(err, TODO_EUNAUTH, "a service token's sub must name the service");
+    else rc = user_claim(jwt, "act", id->user, err);
+    if (rc == TODO_OK) {
+        snprintf(id->service, sizeof id->service, "%s", sub);
+        snprintf(id->scope, sizeof id->scope, "%s", scope != NULL ? scope : "");
+    }
+    jwt_free(jwt);
+    return rc;
+}
+
+bool auth_has_scope(const auth_identity *id, const char *scope)
+{
+    size_t n = strlen(scope);
+    for (const char *p = id->scope; *p != '\0';) {
+        while (*p == ' ') p++;
+        const char *e = p;
+        while (*e != '\0' && *e != ' ') e++;
+        if ((size_t)(e - p) == n && strncmp(p, scope, n) == 0) return true;
+        p = e;
+    }
+    return false;
+}
+
+int auth_verify(const char *secret, const char *authorization, long now, char user[AUTH_USER_MAX],
+                todo_err *err)
+{
+    auth_identity id;
+    int rc = auth_verify_identity(secret, NULL, authorization, now, &id, err);
+    if (rc == TODO_OK) strcpy(user, id.user);
+    return rc;
 }
 
 char *auth_issue(const char *secret, const char *user, long ttl_s, long now, todo_err *err)
@@ -85,6 +151,30 @@ char *auth_issue(const char *secret, const char *user, long ttl_s, long now, tod
     if (jwt_new(&jwt) != 0 || jwt_add_grant(jwt, "sub", user) != 0 ||
         jwt_add_grant_int(jwt, "iat", now) != 0 || jwt_add_grant_int(jwt, "exp", now + ttl_s) != 0 ||
         jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)secret, (int)strlen(secret)) != 0 ||
+        (out = jwt_encode_str(jwt)) == NULL) {
+        todo_err_set(err, TODO_EINTERNAL, "could not encode the token");
+    }
+    jwt_free(jwt);
+    return out;
+}
+
+char *auth_issue_service(const char *service_secret, const char *service, const char *scope, const char *user,
+                         long ttl_s, long now, todo_err *err)
+{
+    jwt_t *jwt = NULL;
+    char *out = NULL;
+    if (!auth_user_valid(user) || !auth_user_valid(service) || strlen(service) >= AUTH_SERVICE_MAX) {
+        todo_err_set(err, TODO_EINVAL, "service and user ids must be 1..128 characters [A-Za-z0-9._@:-]");
+        return NULL;
+    }
+    if (ttl_s <= 0) {
+        todo_err_set(err, TODO_EINVAL, "token lifetime must be positive");
+        return NULL;
+    }
+    if (jwt_new(&jwt) != 0 || jwt_add_grant(jwt, "typ", "service") != 0 || jwt_add_grant(jwt, "sub", service) != 0 ||
+        jwt_add_grant(jwt, "act", user) != 0 || jwt_add_grant(jwt, "scope", scope) != 0 ||
+        jwt_add_grant_int(jwt, "iat", now) != 0 || jwt_add_grant_int(jwt, "exp", now + ttl_s) != 0 ||
+        jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)service_secret, (int)strlen(service_secret)) != 0 ||
         (out = jwt_encode_str(jwt)) == NULL) {
         todo_err_set(err, TODO_EINTERNAL, "could not encode the token");
     }

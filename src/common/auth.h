@@ -28,6 +28,33 @@ int auth_verify(const char *secret, const char *authorization, long now, char us
  * malloc'ed string the caller frees, or NULL with err set. */
 char *auth_issue(const char *secret, const char *user, long ttl_s, long now, todo_err *err);
 
+/* Service tokens: todo's own services (todo-saga) act for a user with a
+ * token of their own, signed with a separate service secret that user
+ * tokens never share: HS256, `typ` "service", `sub` the service's name,
+ * `act` the user it acts for, `scope` what it may do ("internal": the
+ * commands users may not call), `exp`. A token that says `typ` "service"
+ * but verifies only with the user secret is refused. */
+#define AUTH_SERVICE_MAX 64
+#define AUTH_SCOPE_INTERNAL "internal"
+
+typedef struct auth_identity {
+    char user[AUTH_USER_MAX];       /* whose tasks the call touches */
+    char service[AUTH_SERVICE_MAX]; /* "" for a user's own token */
+    char scope[128];                /* a service token's scopes (space-separated) */
+} auth_identity;
+
+/* Issues a service token for service acting for user with scope. */
+char *auth_issue_service(const char *service_secret, const char *service, const char *scope, const char *user,
+                         long ttl_s, long now, todo_err *err);
+
+/* auth_verify accepting both kinds: a user token (user_secret) or a service
+ * token (service_secret; NULL or "": none accepted). */
+int auth_verify_identity(const char *user_secret, const char *service_secret, const char *authorization, long now,
+                         auth_identity *id, todo_err *err);
+
+/* True when id holds scope (a service token's). */
+bool auth_has_scope(const auth_identity *id, const char *scope);
+
 /* True when user is a well-formed user id (see above). */
 bool auth_user_valid(const char *user);
 

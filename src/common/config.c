@@ -160,18 +160,17 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
     if ((rc = get_str(cfg->migrations_dir, "TODO_MIGRATIONS_DIR", "migrations", get, ctx, err)) != 0)
         return rc;
 
+    /* The development secrets are published: only a stack nobody else can
+     * reach may use them. */
+    const char *beyond = NULL;
+    if (svc == CONFIG_COMMAND && !config_addr_is_loopback(cfg->command_addr)) beyond = "TODO_COMMAND_ADDR";
+    if (svc == CONFIG_QUERY && !config_addr_is_loopback(cfg->query_addr)) beyond = "TODO_QUERY_ADDR";
+    if (cfg->metrics_addr[0] != '\0' && !config_addr_is_loopback(cfg->metrics_addr)) beyond = metrics_vars[svc][0];
     if (get("TODO_JWT_SECRET", ctx) == NULL) {
         if (!cfg->local)
             return todo_err_set(err, TODO_EINVAL,
                                 "TODO_JWT_SECRET is not set; outside TODO_ENV=local a secret is required "
                                 "(an unset TODO_ENV means production)");
-        /* The development secret is published: only a stack nobody else can
-         * reach may use it. */
-        const char *beyond = NULL;
-        if (svc == CONFIG_COMMAND && !config_addr_is_loopback(cfg->command_addr)) beyond = "TODO_COMMAND_ADDR";
-        if (svc == CONFIG_QUERY && !config_addr_is_loopback(cfg->query_addr)) beyond = "TODO_QUERY_ADDR";
-        if (cfg->metrics_addr[0] != '\0' && !config_addr_is_loopback(cfg->metrics_addr))
-            beyond = metrics_vars[svc][0];
         if (beyond != NULL)
             return todo_err_set(err, TODO_EINVAL,
                                 "%s listens beyond loopback: the built-in development secret is only for a "
@@ -183,10 +182,30 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
         if ((rc = get_str(cfg->jwt_secret, "TODO_JWT_SECRET", "", get, ctx, err)) != 0) return rc;
         if (strlen(cfg->jwt_secret) < 32)
             return todo_err_set(err, TODO_EINVAL, "TODO_JWT_SECRET must be at least 32 bytes long");
-        if (strcmp(cfg->jwt_secret, CONFIG_DEV_JWT_SECRET) == 0)
+        if (strcmp(cfg->jwt_secret, CONFIG_DEV_JWT_SECRET) == 0 || strcmp(cfg->jwt_secret, CONFIG_DEV_SERVICE_SECRET) == 0)
             return todo_err_set(err, TODO_EINVAL,
                                 "TODO_JWT_SECRET is the published development secret: anyone could sign tokens "
                                 "with it; choose your own");
+    }
+    /* The service secret: todo-saga signs with it, todo-command verifies;
+     * never the users' secret, so a user token can never claim a service. */
+    if (get("TODO_SERVICE_SECRET", ctx) == NULL) {
+        if (!cfg->local && (svc == CONFIG_COMMAND || svc == CONFIG_SAGA))
+            return todo_err_set(err, TODO_EINVAL,
+                                "TODO_SERVICE_SECRET is not set; outside TODO_ENV=local todo-command and todo-saga "
+                                "need the service secret (docs/SECURITY.md)");
+        if (cfg->local && beyond == NULL) strcpy(cfg->service_secret, CONFIG_DEV_SERVICE_SECRET);
+    } else {
+        if ((rc = get_str(cfg->service_secret, "TODO_SERVICE_SECRET", "", get, ctx, err)) != 0) return rc;
+        if (strlen(cfg->service_secret) < 32)
+            return todo_err_set(err, TODO_EINVAL, "TODO_SERVICE_SECRET must be at least 32 bytes long");
+        if (strcmp(cfg->service_secret, cfg->jwt_secret) == 0)
+            return todo_err_set(err, TODO_EINVAL,
+                                "TODO_SERVICE_SECRET must differ from TODO_JWT_SECRET: a user token must never pass "
+                                "for a service's");
+        if (strcmp(cfg->service_secret, CONFIG_DEV_SERVICE_SECRET) == 0 ||
+            strcmp(cfg->service_secret, CONFIG_DEV_JWT_SECRET) == 0)
+            return todo_err_set(err, TODO_EINVAL, "TODO_SERVICE_SECRET is a published development secret; choose your own");
     }
     ctoken_key_derive(cfg->jwt_secret, &cfg->token_key);
     if ((rc = get_int(&cfg->token_wait_ms, "TODO_QUERY_TOKEN_WAIT_MS", 3000, 0, 60000, get, ctx, err)) != 0) return rc;

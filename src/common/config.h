@@ -38,6 +38,7 @@ typedef struct todo_config {
     char grpc_tls_server_name[CONFIG_STR_MAX]; /* TODO_GRPC_TLS_SERVER_NAME */
     char jwt_secret[CONFIG_STR_MAX];      /* TODO_JWT_SECRET */
     bool jwt_secret_is_default;           /* the built-in local secret is in use */
+    char service_secret[CONFIG_STR_MAX];  /* TODO_SERVICE_SECRET: service tokens (todo-saga signs, todo-command verifies); "" none */
     ctoken_key token_key;                 /* consistency tokens' MAC key, derived from the JWT secret (ctoken.h) */
     int token_wait_ms;                    /* TODO_QUERY_TOKEN_WAIT_MS: longest a query waits for its token (3000) */
     int grpc_threads;                     /* TODO_GRPC_THREADS, 1..64 */
@@ -81,6 +82,8 @@ typedef const char *(*config_getter)(const char *name, void *ctx);
 
 /* The development JWT secret, accepted only when TODO_ENV=local. */
 #define CONFIG_DEV_JWT_SECRET "todo-local-development-secret-do-not-use-in-production"
+/* The development service secret (todo-saga's service tokens), the same way. */
+#define CONFIG_DEV_SERVICE_SECRET "todo-local-development-service-secret-do-not-use-in-production"
 
 /* True when addr ("host:port") listens on or points to a loopback address
  * only (127.0.0.0/8, [::1], localhost). */

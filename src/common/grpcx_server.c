@@ -128,6 +128,7 @@ typedef struct unary_call {
     grpc_metadata reply_md[4];
     size_t n_reply_md;
     char user[GRPCX_USER_MAX];   /* the authenticated caller, "" before */
+    char service[64];            /* the service acting for user (a service token), "" for a user's own call */
     trace_ctx trace;             /* this call's span: a child of the caller's traceparent, or a new trace */
 } unary_call;
 
@@ -188,6 +189,13 @@ const char *grpcx_call_peer_identity(grpcx_call *c)
     grpc_auth_context_release(ctx);
     return found;
 }
+
+void grpcx_call_set_service(grpcx_call *c, const char *service)
+{
+    snprintf(c->u->service, sizeof c->u->service, "%s", service != NULL ? service : "");
+}
+
+const char *grpcx_call_service(grpcx_call *c) { return c->u->service[0] != '\0' ? c->u->service : NULL; }
 
 const char *grpcx_call_user(grpcx_call *c) { return c->u->user[0] != '\0' ? c->u->user : NULL; }
 

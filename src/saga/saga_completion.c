@@ -43,7 +43,8 @@ static grpc_status_code command(saga_exec *x, const char *rpc, ProtobufCMessage 
     todo_err e;
     char path[96], auth[1200];
     grpcx_result res;
-    char *tok = auth_issue(app->cfg->jwt_secret, saga_ctx_get(x, "user_id"), 600, (long)time(NULL), &e);
+    char *tok = auth_issue_service(app->cfg->service_secret, "todo-saga", AUTH_SCOPE_INTERNAL, saga_ctx_get(x, "user_id"),
+                                   600, (long)time(NULL), &e);
     if (tok == NULL) {
         snprintf(err, SAGA_ERROR_MAX, "cannot issue a token: %.200s", e.msg);
         return GRPC_STATUS_INTERNAL;

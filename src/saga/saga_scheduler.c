@@ -25,7 +25,8 @@ static grpc_status_code fire(saga_scheduler *s, const char *id, const char *user
 {
     todo_err e;
     char auth[1200], rid[160];
-    char *tok = auth_issue(s->cfg->jwt_secret, user, 300, (long)time(NULL), &e);
+    char *tok = auth_issue_service(s->cfg->service_secret, "todo-saga", AUTH_SCOPE_INTERNAL, user, 300,
+                                   (long)time(NULL), &e);
     if (tok == NULL) {
         snprintf(res->message, sizeof res->message, "%s", e.msg);
         return GRPC_STATUS_INTERNAL;

@@ -144,6 +144,21 @@ char *harness_bearer(const char *user, long ttl, const char *secret)
     return out;
 }
 
+char *harness_service_bearer(const char *user)
+{
+    todo_config cfg;
+    todo_err err;
+    if (config_load(&cfg, CONFIG_CLI, NULL, NULL, &err) != 0) return NULL;
+    char *tok = auth_issue_service(cfg.service_secret, "todo-saga", AUTH_SCOPE_INTERNAL, user, 600, (long)time(NULL),
+                                   &err);
+    if (tok == NULL) return NULL;
+    size_t n = strlen(tok) + 8;
+    char *out = malloc(n);
+    snprintf(out, n, "Bearer %s", tok);
+    free(tok);
+    return out;
+}
+
 void harness_user(char out[64], const char *prefix)
 {
     char id[37];

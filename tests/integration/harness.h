@@ -33,6 +33,10 @@ bool harness_wait_serving(const char *addr, int timeout_ms);
  * may be NULL for the configured one. */
 char *harness_bearer(const char *user, long ttl, const char *secret);
 
+/* "Bearer <service token>": todo-saga acting for user with the internal
+ * scope (the stack's service secret). */
+char *harness_service_bearer(const char *user);
+
 /* A user id unique to this run: "<prefix>-<random>". */
 void harness_user(char out[64], const char *prefix);
 

@@ -371,14 +371,14 @@ static void reminders_are_listed_in_due_order_as_they_change(void **state)
 }
 
 /* RestoreReminder and TriggerReminder: the saga's and the scheduler's
- * commands. */
+ * commands, with a service token; a user's token is refused. */
 static void reminders_are_restored_and_fired_once(void **state)
 {
     (void)state;
     HARNESS_NEED_STACK();
     char user[64];
     harness_user(user, "fire");
-    char *auth = harness_bearer(user, 600, NULL);
+    char *auth = harness_bearer(user, 600, NULL), *svc = harness_service_bearer(user);
     char *task = new_task(auth);
     Todo__V1__CommandReply *r;
     grpcx_result res;
@@ -391,17 +391,21 @@ static void reminders_are_restored_and_fired_once(void **state)
     /* Not due yet; not cancelled, so nothing to restore. */
     Todo__V1__TriggerReminderRequest tr = TODO__V1__TRIGGER_REMINDER_REQUEST__INIT;
     tr.reminder_id = id;
-    assert_int_equal(harness_command("TriggerReminder", &tr.base, auth, NULL, &res), GRPC_STATUS_FAILED_PRECONDITION);
+    /* Both are todo-saga's (a service token): a user's own token is refused. */
+    assert_int_equal(harness_command("TriggerReminder", &tr.base, auth, NULL, &res), GRPC_STATUS_PERMISSION_DENIED);
+    assert_non_null(strstr(res.message, "TriggerReminder is for todo's own services"));
+    assert_int_equal(harness_command("TriggerReminder", &tr.base, svc, NULL, &res), GRPC_STATUS_FAILED_PRECONDITION);
     assert_non_null(strstr(res.message, "not due yet"));
     Todo__V1__RestoreReminderRequest rr = TODO__V1__RESTORE_REMINDER_REQUEST__INIT;
     rr.reminder_id = id;
-    assert_int_equal(harness_command("RestoreReminder", &rr.base, auth, NULL, &res), GRPC_STATUS_FAILED_PRECONDITION);
+    assert_int_equal(harness_command("RestoreReminder", &rr.base, auth, NULL, &res), GRPC_STATUS_PERMISSION_DENIED);
+    assert_int_equal(harness_command("RestoreReminder", &rr.base, svc, NULL, &res), GRPC_STATUS_FAILED_PRECONDITION);
 
     /* Cancel, restore: scheduled again at its time, version 3. */
     Todo__V1__CancelReminderRequest cn = TODO__V1__CANCEL_REMINDER_REQUEST__INIT;
     cn.reminder_id = id;
     assert_int_equal(harness_command("CancelReminder", &cn.base, auth, NULL, &res), GRPC_STATUS_OK);
-    assert_int_equal(harness_command("RestoreReminder", &rr.base, auth, &r, &res), GRPC_STATUS_OK);
+    assert_int_equal(harness_command("RestoreReminder", &rr.base, svc, &r, &res), GRPC_STATUS_OK);
     assert_int_equal(r->version, 3);
     protobuf_c_message_free_unpacked(&r->base, NULL);
     assert_int_equal(harness_scalar(harness_db, "select count(*) from write.reminders where id = $1::uuid"
@@ -410,7 +414,7 @@ static void reminders_are_restored_and_fired_once(void **state)
     /* Due now: two triggers naming version 3, one wins. */
     harness_sleep_ms(1100);
     tr.expected_version = 3;
-    assert_int_equal(harness_command("TriggerReminder", &tr.base, auth, &r, &res), GRPC_STATUS_OK);
+    assert_int_equal(harness_command("TriggerReminder", &tr.base, svc, &r, &res), GRPC_STATUS_OK);
     assert_int_equal(r->version, 4);
     Todo__V1__ListRemindersResponse *ls;
     grpc_status_code code;
@@ -421,9 +425,9 @@ static void reminders_are_restored_and_fired_once(void **state)
     assert_int_equal(ls->reminders[0]->status, TODO__V1__REMINDER_STATUS__REMINDER_STATUS_FIRED);
     assert_non_null(ls->reminders[0]->triggered_at);
     protobuf_c_message_free_unpacked(&ls->base, NULL);
-    assert_int_equal(harness_command("TriggerReminder", &tr.base, auth, NULL, &res), GRPC_STATUS_ABORTED);
+    assert_int_equal(harness_command("TriggerReminder", &tr.base, svc, NULL, &res), GRPC_STATUS_ABORTED);
     tr.expected_version = 0;
-    assert_int_equal(harness_command("TriggerReminder", &tr.base, auth, NULL, &res), GRPC_STATUS_FAILED_PRECONDITION);
+    assert_int_equal(harness_command("TriggerReminder", &tr.base, svc, NULL, &res), GRPC_STATUS_FAILED_PRECONDITION);
     assert_int_equal(harness_scalar(harness_db, "select count(*) from write.events where aggregate_id = $1::uuid"
                                                 " and event_type = 'reminder.triggered'", id), 1);
 
@@ -436,12 +440,13 @@ static void reminders_are_restored_and_fired_once(void **state)
     cq.task_id = task2;
     assert_int_equal(harness_command("CompleteTask", &cq.base, auth, NULL, &res), GRPC_STATUS_OK);
     harness_sleep_ms(1100);
-    assert_int_equal(harness_command("TriggerReminder", &tr.base, auth, NULL, &res), GRPC_STATUS_FAILED_PRECONDITION);
+    assert_int_equal(harness_command("TriggerReminder", &tr.base, svc, NULL, &res), GRPC_STATUS_FAILED_PRECONDITION);
     assert_non_null(strstr(res.message, "completed"));
     protobuf_c_message_free_unpacked(&r->base, NULL);
     free(task);
     free(task2);
     free(auth);
+    free(svc);
 }
 
 /* CreateNextOccurrence: daily at the template's time, in its zone; once per
@@ -452,7 +457,7 @@ static void the_next_occurrence_follows_the_rule_until_the_series_ends(void **st
     HARNESS_NEED_STACK();
     char user[64];
     harness_user(user, "next");
-    char *auth = harness_bearer(user, 600, NULL);
+    char *auth = harness_bearer(user, 600, NULL), *svc = harness_service_bearer(user);
     Todo__V1__CreateTaskRequest ct = TODO__V1__CREATE_TASK_REQUEST__INIT;
     Google__Protobuf__Timestamp due = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
     Todo__V1__CommandReply *r;
@@ -480,7 +485,8 @@ static void the_next_occurrence_follows_the_rule_until_the_series_ends(void **st
     Todo__V1__CreateNextOccurrenceRequest nx = TODO__V1__CREATE_NEXT_OCCURRENCE_REQUEST__INIT;
     nx.pattern_id = pattern;
     nx.completed_task_id = tpl;
-    assert_int_equal(harness_command("CreateNextOccurrence", &nx.base, auth, NULL, &res), GRPC_STATUS_FAILED_PRECONDITION);
+    assert_int_equal(harness_command("CreateNextOccurrence", &nx.base, auth, NULL, &res), GRPC_STATUS_PERMISSION_DENIED);
+    assert_int_equal(harness_command("CreateNextOccurrence", &nx.base, svc, NULL, &res), GRPC_STATUS_FAILED_PRECONDITION);
     assert_non_null(strstr(res.message, "not completed"));
 
     char prev[37];
@@ -493,7 +499,7 @@ static void the_next_occurrence_follows_the_rule_until_the_series_ends(void **st
         snprintf(rid, sizeof rid, "next-%d", occurrence);
         nx.completed_task_id = prev;
         nx.request_id = rid;
-        assert_int_equal(harness_command("CreateNextOccurrence", &nx.base, auth, &r, &res), GRPC_STATUS_OK);
+        assert_int_equal(harness_command("CreateNextOccurrence", &nx.base, svc, &r, &res), GRPC_STATUS_OK);
         if (occurrence == 4) { /* max_occurrences 3: over */
             assert_string_equal(r->id, "");
             protobuf_c_message_free_unpacked(&r->base, NULL);
@@ -512,21 +518,22 @@ static void the_next_occurrence_follows_the_rule_until_the_series_ends(void **st
         assert_int_equal(harness_scalar(harness_db, "select occurrence from write.tasks where id = $1::uuid", next),
                          occurrence);
         /* The same request again: the same answer; another request: ALREADY_EXISTS. */
-        assert_int_equal(harness_command("CreateNextOccurrence", &nx.base, auth, &r, &res), GRPC_STATUS_OK);
+        assert_int_equal(harness_command("CreateNextOccurrence", &nx.base, svc, &r, &res), GRPC_STATUS_OK);
         assert_string_equal(r->id, next);
         protobuf_c_message_free_unpacked(&r->base, NULL);
         nx.request_id = "";
-        assert_int_equal(harness_command("CreateNextOccurrence", &nx.base, auth, NULL, &res), GRPC_STATUS_ALREADY_EXISTS);
+        assert_int_equal(harness_command("CreateNextOccurrence", &nx.base, svc, NULL, &res), GRPC_STATUS_ALREADY_EXISTS);
         snprintf(prev, sizeof prev, "%s", next);
     }
     /* A task outside the series is refused. */
     char *stranger = new_task(auth);
     nx.completed_task_id = stranger;
     nx.request_id = "";
-    assert_int_equal(harness_command("CreateNextOccurrence", &nx.base, auth, NULL, &res), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(harness_command("CreateNextOccurrence", &nx.base, svc, NULL, &res), GRPC_STATUS_INVALID_ARGUMENT);
     assert_non_null(strstr(res.message, "completed_task_id"));
     free(stranger);
     free(auth);
+    free(svc);
 }
 
 int main(void)

@@ -127,6 +127,71 @@ static void claims_are_required_and_checked(void **state)
     free(bad_sub);
 }
 
+#define SERVICE_SECRET "fedcba9876543210fedcba9876543210"
+
+/* A token with typ "service" signed with key (libjwt directly). */
+static char *service_shaped(const char *key, const char *typ, const char *sub, const char *act)
+{
+    jwt_t *j;
+    jwt_new(&j);
+    if (typ != NULL) jwt_add_grant(j, "typ", typ);
+    jwt_add_grant(j, "sub", sub);
+    if (act != NULL) jwt_add_grant(j, "act", act);
+    jwt_add_grant(j, "scope", "internal");
+    jwt_add_grant_int(j, "exp", NOW + 60);
+    jwt_set_alg(j, JWT_ALG_HS256, (const unsigned char *)key, (int)strlen(key));
+    char *t = jwt_encode_str(j);
+    jwt_free(j);
+    return t;
+}
+
+/* Service tokens name the service, the user it acts for and its scopes;
+ * they verify only with the service secret, and a user token can never
+ * pass for one. */
+static void service_tokens_are_told_apart_from_user_tokens(void **state)
+{
+    (void)state;
+    todo_err err;
+    auth_identity id;
+    char *svc = auth_issue_service(SERVICE_SECRET, "todo-saga", AUTH_SCOPE_INTERNAL, "alice", 60, NOW, &err);
+    assert_non_null(svc);
+    assert_int_equal(auth_verify_identity(SECRET, SERVICE_SECRET, bearer(svc), NOW, &id, &err), TODO_OK);
+    assert_string_equal(id.user, "alice");
+    assert_string_equal(id.service, "todo-saga");
+    assert_true(auth_has_scope(&id, AUTH_SCOPE_INTERNAL));
+    assert_false(auth_has_scope(&id, "intern"));
+    /* Without the service secret, or with the user secret only: refused. */
+    assert_int_equal(auth_verify_identity(SECRET, NULL, bearer(svc), NOW, &id, &err), TODO_EUNAUTH);
+    char user[AUTH_USER_MAX];
+    assert_int_equal(auth_verify(SECRET, bearer(svc), NOW, user, &err), TODO_EUNAUTH);
+    free(svc);
+
+    /* A user token: no service, no scope. */
+    char *u = auth_issue(SECRET, "bob", 60, NOW, &err);
+    assert_int_equal(auth_verify_identity(SECRET, SERVICE_SECRET, bearer(u), NOW, &id, &err), TODO_OK);
+    assert_string_equal(id.user, "bob");
+    assert_string_equal(id.service, "");
+    assert_false(auth_has_scope(&id, AUTH_SCOPE_INTERNAL));
+    free(u);
+
+    /* Forged: typ "service" signed with the user secret (anyone holding
+     * the users' key); service-signed without typ; no act; another key. */
+    char *forged = service_shaped(SECRET, "service", "todo-saga", "alice");
+    assert_int_equal(auth_verify_identity(SECRET, SERVICE_SECRET, bearer(forged), NOW, &id, &err), TODO_EUNAUTH);
+    assert_non_null(strstr(err.msg, "service secret"));
+    char *untyped = service_shaped(SERVICE_SECRET, NULL, "todo-saga", "alice");
+    assert_int_equal(auth_verify_identity(SECRET, SERVICE_SECRET, bearer(untyped), NOW, &id, &err), TODO_EUNAUTH);
+    char *no_act = service_shaped(SERVICE_SECRET, "service", "todo-saga", NULL);
+    assert_int_equal(auth_verify_identity(SECRET, SERVICE_SECRET, bearer(no_act), NOW, &id, &err), TODO_EUNAUTH);
+    assert_non_null(strstr(err.msg, "act"));
+    char *other = service_shaped("another-secret-another-secret-xx", "service", "todo-saga", "alice");
+    assert_int_equal(auth_verify_identity(SECRET, SERVICE_SECRET, bearer(other), NOW, &id, &err), TODO_EUNAUTH);
+    free(forged);
+    free(untyped);
+    free(no_act);
+    free(other);
+}
+
 static void user_ids_are_validated_when_issuing(void **state)
 {
     (void)state;
@@ -156,6 +221,7 @@ int main(void)
         cmocka_unit_test(only_hs256_is_accepted),
         cmocka_unit_test(claims_are_required_and_checked),
         cmocka_unit_test(user_ids_are_validated_when_issuing),
+        cmocka_unit_test(service_tokens_are_told_apart_from_user_tokens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

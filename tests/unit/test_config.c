@@ -109,6 +109,7 @@ static void overlong_strings_are_refused(void **state)
 }
 
 #define SECRET "0123456789abcdef0123456789abcdef"
+#define SSECRET "fedcba9876543210fedcba9876543210"
 
 /* The rules of issue 13: each unsafe setting stops the start, naming what
  * to change. */
@@ -142,13 +143,25 @@ static void unsafe_settings_are_refused(void **state)
                           "TODO_COMMAND_ADDR", "0.0.0.0:50051", NULL}, "TODO_COMMAND_ADDR listens on 0.0.0.0:50051 in plaintext"},
         {CONFIG_COMMAND, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, "TODO_COMMAND_PG_URL", "postgresql://c@db/t",
                           "TODO_COMMAND_ADDR", "0.0.0.0:50051", "TODO_GRPC_TLS_CERT", "/c.pem", "TODO_GRPC_TLS_KEY",
-                          "/c.key", NULL}, NULL},
+                          "/c.key", "TODO_SERVICE_SECRET", SSECRET, NULL}, NULL},
         {CONFIG_COMMAND, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, "TODO_COMMAND_PG_URL", "postgresql://c@db/t",
-                          NULL}, NULL}, /* loopback, behind a proxy */
+                          "TODO_SERVICE_SECRET", SSECRET, NULL}, NULL}, /* loopback, behind a proxy */
         {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, "TODO_SAGA_PG_URL", "postgresql://s@db/t",
                        "TODO_COMMAND_ADDR", "command.internal:50051", NULL}, "set TODO_GRPC_TLS_CA"},
         {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, "TODO_SAGA_PG_URL", "postgresql://s@db/t",
-                       "TODO_COMMAND_ADDR", "command.internal:50051", "TODO_GRPC_TLS_CA", "/ca.pem", NULL}, NULL},
+                       "TODO_COMMAND_ADDR", "command.internal:50051", "TODO_GRPC_TLS_CA", "/ca.pem",
+                       "TODO_SERVICE_SECRET", SSECRET, NULL}, NULL},
+        /* The service secret: required by todo-command and todo-saga in
+         * production, never the users' secret nor a published one. */
+        {CONFIG_COMMAND, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, "TODO_COMMAND_PG_URL", "postgresql://c@db/t",
+                          NULL}, "TODO_SERVICE_SECRET is not set"},
+        {CONFIG_QUERY, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, "TODO_QUERY_PG_URL", "postgresql://q@db/t",
+                        NULL}, NULL},
+        {CONFIG_SAGA, {"TODO_ENV", "local", "TODO_JWT_SECRET", SECRET, "TODO_SERVICE_SECRET", SECRET, NULL},
+         "must differ from TODO_JWT_SECRET"},
+        {CONFIG_SAGA, {"TODO_ENV", "local", "TODO_SERVICE_SECRET", CONFIG_DEV_SERVICE_SECRET, NULL}, "published"},
+        {CONFIG_SAGA, {"TODO_ENV", "local", "TODO_JWT_SECRET", CONFIG_DEV_SERVICE_SECRET, NULL}, "published"},
+        {CONFIG_SAGA, {"TODO_ENV", "local", "TODO_SERVICE_SECRET", "short", NULL}, "at least 32"},
         /* TLS files come in pairs. */
         {CONFIG_COMMAND, {"TODO_ENV", "local", "TODO_GRPC_TLS_CERT", "/c.pem", NULL}, "TODO_GRPC_TLS_CERT and TODO_GRPC_TLS_KEY go together"},
         {CONFIG_CLI, {"TODO_ENV", "local", "TODO_GRPC_TLS_CA", "/ca.pem", "TODO_GRPC_TLS_CLIENT_KEY", "/k", NULL}, "go together"},
