@@ -195,7 +195,7 @@ int main(int argc, char **argv)
     int users = 1000;
     const char *prefix = "replay", *topics[8];
     int n_topics = 0;
-    if (argc < 2 || config_load(&cfg, CONFIG_CLI, NULL, NULL, &err) != 0) {
+    if (argc < 2 || config_load(&cfg, CONFIG_CLI, NULL, NULL, &err) != 0 || kafkax_set_security(cfg.kafka_config, &err) != 0) {
         fprintf(stderr, "usage: todo-eventgen produce --events N [--users U] [--prefix P] | consume [--topic T]...\n");
         return 2;
     }

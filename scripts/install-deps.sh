@@ -12,7 +12,7 @@ PACKAGES=(
   libjwt-dev libjansson-dev libssl-dev libcurl4-openssl-dev
   postgresql redis-server kcat
   openjdk-17-jre-headless maven
-  valgrind tzdata
+  valgrind tzdata openssl
   clang libclang-rt-14-dev
   libmicrohttpd-dev prometheus
 )

@@ -106,8 +106,16 @@ start_pg() {
     as_postgres "$PG_BIN/initdb" -D "$data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$dir/pg/initdb.log" 2>&1 \
       || { tail -n 20 "$dir/pg/initdb.log" >&2; die "initdb failed"; }
   fi
+  # TLS with a certificate of the stack's own CA (clients may ask for
+  # sslmode=verify-full with sslrootcert=$dir/certs/ca.pem; docs/SECURITY.md).
+  # (made again when missing or due to expire within a day: they last 30 days).
+  openssl x509 -checkend 86400 -noout -in "$dir/certs/server.pem" >/dev/null 2>&1 \
+    || bash "$TODO_REPO/scripts/make-certs.sh" "$dir/certs" >/dev/null
+  install -m 600 "$dir/certs/server.key" "$dir/pg/server.key"
+  install -m 644 "$dir/certs/server.pem" "$dir/pg/server.pem"
+  [ "$(id -u)" = 0 ] && chown postgres: "$dir/pg/server.key" "$dir/pg/server.pem"
   as_postgres "$PG_BIN/pg_ctl" -D "$data" -l "$logf" -w -t 60 start \
-    -o "-p $PG_PORT -k $dir/pg -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=128MB" >/dev/null \
+    -o "-p $PG_PORT -k $dir/pg -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=128MB -c ssl=on -c ssl_cert_file=$dir/pg/server.pem -c ssl_key_file=$dir/pg/server.key" >/dev/null \
     || { tail -n 30 "$logf" >&2; die "PostgreSQL did not start"; }
   wait_for 60 PostgreSQL "$logf" pg_ready
   if ! "$PG_BIN/../bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -Atqc "select 1 from pg_database where datname='todo'" postgres | grep -q 1; then

@@ -718,6 +718,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "todoctl: %s\n", err.msg);
         return 2;
     }
+    if (kafkax_set_security(cfg.kafka_config, &err) != 0) {
+        fprintf(stderr, "todoctl: %s\n", err.msg);
+        return 2;
+    }
     log_set_level(cfg.log_level);
     const char *c = argv[1];
     if (strcmp(c, "token") == 0) return cmd_token(argc, argv);

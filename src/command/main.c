@@ -10,10 +10,12 @@
 #include "cmd_relay.h"
 #include "cmd_service.h"
 #include "config.h"
-#include "grpcx.h"
 #include "event.h"
+#include "grpcx.h"
+#include "kafkax.h"
 #include "log.h"
 #include "metrics.h"
+#include "pgx.h"
 #include "probe.h"
 #include "reg_local.h"
 #include "reg_service.h"
@@ -46,7 +48,12 @@ int main(void)
         fprintf(stderr, "todo-command: %s\n", err.msg);
         return 2;
     }
+    if (kafkax_set_security(cfg.kafka_config, &err) != 0) {
+        fprintf(stderr, "todo-command: %s\n", err.msg);
+        return 2;
+    }
     log_set_level(cfg.log_level);
+    if (pgx_start_check("command", cfg.pg_url, "write,registry", !cfg.local) != 0) return 1; /* least privilege */
     if (cfg.jwt_secret_is_default)
         log_warn("command", "using the built-in development JWT secret (TODO_ENV=local)", NULL);
     svc_signals_block(&sigs); /* before any thread starts */
@@ -87,6 +94,10 @@ int main(void)
         .thread_init = cmd_thread_init, .thread_cleanup = cmd_thread_cleanup, .app = &app,
         .component = "command",
         .tls = {cfg.grpc_tls_cert, cfg.grpc_tls_key, cfg.grpc_tls_client_ca},
+        .max_streams = cfg.grpc_max_streams, .max_connection_idle_ms = cfg.grpc_max_connection_idle_ms,
+        .max_connection_age_ms = cfg.grpc_max_connection_age_ms,
+        .max_connection_age_grace_ms = cfg.grpc_max_connection_age_grace_ms, .keepalive_ms = cfg.grpc_keepalive_ms,
+        .keepalive_timeout_ms = cfg.grpc_keepalive_timeout_ms, .memory_bytes = (long long)cfg.grpc_memory_mb << 20,
     };
     grpcx_server *srv = grpcx_server_new(&opts, &err);
     reg_service_opts registry = {.writers = cfg.registry_writers, .pg = cmd_thread_pg};

@@ -145,6 +145,10 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
     if ((rc = get_str(cfg->pg_url, role_vars[svc], cfg->admin_pg_url, get, ctx, err)) != 0) return rc;
     if ((rc = get_str(cfg->kafka_brokers, "TODO_KAFKA_BROKERS", "127.0.0.1:19092", get, ctx, err)) != 0)
         return rc;
+    const char *kc = get("TODO_KAFKA_CONFIG", ctx);
+    if (kc != NULL && strlen(kc) >= sizeof cfg->kafka_config)
+        return todo_err_set(err, TODO_EINVAL, "TODO_KAFKA_CONFIG is longer than %zu bytes", sizeof cfg->kafka_config - 1);
+    snprintf(cfg->kafka_config, sizeof cfg->kafka_config, "%s", kc != NULL ? kc : "");
     if ((rc = get_str(cfg->redis_url, "TODO_REDIS_URL", "redis://127.0.0.1:63799", get, ctx, err)) != 0)
         return rc;
     if ((rc = get_str(cfg->command_addr, "TODO_COMMAND_ADDR", "127.0.0.1:50051", get, ctx, err)) != 0)
@@ -222,6 +226,26 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
     if ((rc = get_int(&cfg->shutdown_grace_ms, "TODO_SHUTDOWN_GRACE_MS", 10000, 0, 600000, get, ctx,
                       err)) != 0)
         return rc;
+    {
+        static const struct {
+            const char *name;
+            size_t off;
+            int def, min, max;
+        } limits[] = {
+            {"TODO_GRPC_MAX_STREAMS", offsetof(todo_config, grpc_max_streams), 100, 1, 100000},
+            {"TODO_GRPC_MAX_CONNECTION_IDLE_MS", offsetof(todo_config, grpc_max_connection_idle_ms), 600000, 0, 86400000},
+            {"TODO_GRPC_MAX_CONNECTION_AGE_MS", offsetof(todo_config, grpc_max_connection_age_ms), 1800000, 0, 86400000},
+            {"TODO_GRPC_MAX_CONNECTION_AGE_GRACE_MS", offsetof(todo_config, grpc_max_connection_age_grace_ms), 30000, 0,
+             3600000},
+            {"TODO_GRPC_KEEPALIVE_MS", offsetof(todo_config, grpc_keepalive_ms), 60000, 1000, 86400000},
+            {"TODO_GRPC_KEEPALIVE_TIMEOUT_MS", offsetof(todo_config, grpc_keepalive_timeout_ms), 20000, 1000, 3600000},
+            {"TODO_GRPC_MEMORY_MB", offsetof(todo_config, grpc_memory_mb), 1024, 0, 1 << 20},
+        };
+        for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++)
+            if ((rc = get_int((int *)((char *)cfg + limits[i].off), limits[i].name, limits[i].def, limits[i].min,
+                              limits[i].max, get, ctx, err)) != 0)
+                return rc;
+    }
     if ((rc = get_int(&cfg->relay_batch, "TODO_RELAY_BATCH", 500, 1, 10000, get, ctx, err)) != 0) return rc;
     /* Well under Kafka's message.max.bytes (1 MB): our largest event, a task
      * with a 4,000-character description, is under 20 KB. */

@@ -20,6 +20,7 @@ typedef struct todo_config {
     char pg_url[CONFIG_STR_MAX];          /* the process's own role: TODO_<SERVICE>_PG_URL or TODO_PG_URL */
     char admin_pg_url[CONFIG_STR_MAX];    /* TODO_PG_URL: migrations */
     char kafka_brokers[CONFIG_STR_MAX];   /* TODO_KAFKA_BROKERS */
+    char kafka_config[2048];              /* TODO_KAFKA_CONFIG: "key=value;..." security settings of every Kafka client (kafkax_set_security) */
     char redis_url[CONFIG_STR_MAX];       /* TODO_REDIS_URL */
     char command_addr[CONFIG_STR_MAX];    /* TODO_COMMAND_ADDR: where todo-command listens */
     char query_addr[CONFIG_STR_MAX];      /* TODO_QUERY_ADDR */
@@ -45,6 +46,13 @@ typedef struct todo_config {
     int max_message_bytes;                /* TODO_GRPC_MAX_MESSAGE_BYTES, 1 KiB..64 MiB (320 KiB) */
     int call_memory_bytes;                /* TODO_GRPC_CALL_MEMORY_BYTES: decoding one request, 64 KiB..1 GiB (8 MiB) */
     int shutdown_grace_ms;                /* TODO_SHUTDOWN_GRACE_MS */
+    int grpc_max_streams;                 /* TODO_GRPC_MAX_STREAMS: concurrent calls per connection (100) */
+    int grpc_max_connection_idle_ms;      /* TODO_GRPC_MAX_CONNECTION_IDLE_MS (600000; 0: never) */
+    int grpc_max_connection_age_ms;       /* TODO_GRPC_MAX_CONNECTION_AGE_MS (1800000; 0: never) */
+    int grpc_max_connection_age_grace_ms; /* TODO_GRPC_MAX_CONNECTION_AGE_GRACE_MS (30000) */
+    int grpc_keepalive_ms;                /* TODO_GRPC_KEEPALIVE_MS (60000) */
+    int grpc_keepalive_timeout_ms;        /* TODO_GRPC_KEEPALIVE_TIMEOUT_MS (20000) */
+    int grpc_memory_mb;                   /* TODO_GRPC_MEMORY_MB: memory of all connections (1024; 0: no limit) */
     int relay_batch;                      /* TODO_RELAY_BATCH, 1..10000 */
     int event_max_bytes;                  /* TODO_EVENT_MAX_BYTES: largest event a command writes or the relay sends (64 KiB) */
     int relay_poll_ms;                    /* TODO_RELAY_POLL_MS: fallback poll when no NOTIFY arrives */

@@ -86,6 +86,14 @@ typedef struct grpcx_server_opts {
     void *app;                            /* handed to thread_init, borrowed */
     const char *component;                /* for logs, e.g. "command" */
     grpcx_tls_server tls;                 /* TLS files (all NULL: plaintext) */
+    /* Connection limits (0: gRPC's default), docs/SECURITY.md: */
+    int max_streams;                      /* concurrent calls per connection */
+    int max_connection_idle_ms;           /* a connection without calls is closed after this */
+    int max_connection_age_ms;            /* every connection is closed (gracefully) after this */
+    int max_connection_age_grace_ms;      /* ... its calls get this long to finish */
+    int keepalive_ms;                     /* the server pings an idle connection this often */
+    int keepalive_timeout_ms;             /* ... and closes it when no answer comes in this long */
+    long long memory_bytes;               /* memory all connections may take (a resource quota) */
 } grpcx_server_opts;
 
 /* Creates a server (not yet listening). Returns NULL with err set. */

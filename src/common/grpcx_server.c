@@ -898,7 +898,7 @@ static int add_method(grpcx_server *s, const char *service, const ProtobufCMetho
 grpcx_server *grpcx_server_new(const grpcx_server_opts *opts, todo_err *err)
 {
     grpcx_server *s = calloc(1, sizeof *s);
-    grpc_arg args[2];
+    grpc_arg args[10];
     grpc_channel_args chargs = {.num_args = 2, .args = args};
 
     if (s == NULL) {
@@ -925,7 +925,32 @@ grpcx_server *grpcx_server_new(const grpcx_server_opts *opts, todo_err *err)
     args[1].type = GRPC_ARG_INTEGER;
     args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
     args[1].value.integer = 16 << 20;
+    /* The connection limits that are set (docs/SECURITY.md: they bound what
+     * one client can take, HTTP/2 rapid reset included). */
+    const struct {
+        const char *key;
+        int value;
+    } limits[] = {
+        {GRPC_ARG_MAX_CONCURRENT_STREAMS, opts->max_streams},
+        {GRPC_ARG_MAX_CONNECTION_IDLE_MS, opts->max_connection_idle_ms},
+        {GRPC_ARG_MAX_CONNECTION_AGE_MS, opts->max_connection_age_ms},
+        {GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, opts->max_connection_age_grace_ms},
+        {GRPC_ARG_KEEPALIVE_TIME_MS, opts->keepalive_ms},
+        {GRPC_ARG_KEEPALIVE_TIMEOUT_MS, opts->keepalive_timeout_ms},
+    };
+    for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++)
+        if (limits[i].value > 0)
+            args[chargs.num_args++] = (grpc_arg){.type = GRPC_ARG_INTEGER, .key = (char *)limits[i].key,
+                                                 .value.integer = limits[i].value};
+    grpc_resource_quota *quota = NULL;
+    if (opts->memory_bytes > 0) {
+        quota = grpc_resource_quota_create("todo-grpc");
+        grpc_resource_quota_resize(quota, (size_t)opts->memory_bytes);
+        args[chargs.num_args++] = (grpc_arg){.type = GRPC_ARG_POINTER, .key = GRPC_ARG_RESOURCE_QUOTA,
+                                             .value.pointer = {.p = quota, .vtable = grpc_resource_quota_arg_vtable()}};
+    }
     s->srv = grpc_server_create(&chargs, NULL);
+    if (quota != NULL) grpc_resource_quota_unref(quota); /* the server holds it */
 
     /* The built-in services. Health/Watch (server streaming) is taken by
      * the generic path (watch_begin). */

@@ -18,6 +18,71 @@ static int set(rd_kafka_conf_t *conf, const char *k, const char *v, todo_err *er
     return TODO_OK;
 }
 
+/* The security settings (kafkax_set_security), set once before any
+ * client: read-only afterwards. */
+#define MAX_SECURITY 32
+static struct {
+    char key[64], value[512];
+} security[MAX_SECURITY];
+static int n_security;
+
+static bool security_key(const char *k)
+{
+    return strcmp(k, "security.protocol") == 0 || strncmp(k, "ssl.", 4) == 0 || strncmp(k, "sasl.", 5) == 0 ||
+           strcmp(k, "enable.ssl.certificate.verification") == 0 || strcmp(k, "ssl_key") == 0;
+}
+
+int kafkax_set_security(const char *pairs, todo_err *err)
+{
+    n_security = 0;
+    if (pairs == NULL) return TODO_OK;
+    rd_kafka_conf_t *probe = rd_kafka_conf_new(); /* what librdkafka accepts */
+    int rc = TODO_OK;
+    for (const char *p = pairs; *p != '\0' && rc == TODO_OK;) {
+        const char *end = strchr(p, ';');
+        size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+        const char *eq = memchr(p, '=', len);
+        if (len == 0) {
+        } else if (eq == NULL || eq == p) {
+            rc = todo_err_set(err, TODO_EINVAL, "TODO_KAFKA_CONFIG: \"%.*s\" is not key=value", (int)len, p);
+        } else if (n_security == MAX_SECURITY || (size_t)(eq - p) >= sizeof security[0].key ||
+                   len - (size_t)(eq - p) - 1 >= sizeof security[0].value) {
+            rc = todo_err_set(err, TODO_EINVAL, "TODO_KAFKA_CONFIG: too many or too long settings");
+        } else {
+            snprintf(security[n_security].key, sizeof security[0].key, "%.*s", (int)(eq - p), p);
+            snprintf(security[n_security].value, sizeof security[0].value, "%.*s", (int)(len - (size_t)(eq - p) - 1),
+                     eq + 1);
+            if (!security_key(security[n_security].key))
+                rc = todo_err_set(err, TODO_EINVAL,
+                                  "TODO_KAFKA_CONFIG: %s is not a security setting (security.protocol, ssl.*, sasl.*)",
+                                  security[n_security].key);
+            else if (set(probe, security[n_security].key, security[n_security].value, err) != TODO_OK)
+                rc = todo_err_set(err, TODO_EINVAL, "TODO_KAFKA_CONFIG: %s", err->msg);
+            else
+                n_security++;
+        }
+        p = end != NULL ? end + 1 : p + len;
+    }
+    rd_kafka_conf_destroy(probe);
+    if (rc != TODO_OK) n_security = 0;
+    return rc;
+}
+
+rd_kafka_conf_t *kafkax_conf_new(const char *brokers, todo_err *err)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (set(conf, "bootstrap.servers", brokers, err) != TODO_OK) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    for (int i = 0; i < n_security; i++)
+        if (set(conf, security[i].key, security[i].value, err) != TODO_OK) {
+            rd_kafka_conf_destroy(conf);
+            return NULL;
+        }
+    return conf;
+}
+
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     (void)rk;
@@ -42,10 +107,11 @@ rd_kafka_t *kafkax_producer_new_stats(const char *brokers, const char *client_id
                                       kafkax_stats_cb stats, void *opaque, const char *const *extra_conf,
                                       todo_err *err)
 {
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_t *conf = kafkax_conf_new(brokers, err);
     char errstr[512];
     rd_kafka_t *rk;
-    if (set(conf, "bootstrap.servers", brokers, err) || set(conf, "client.id", client_id, err) ||
+    if (conf == NULL) return NULL;
+    if (set(conf, "client.id", client_id, err) ||
         set(conf, "enable.idempotence", "true", err) || set(conf, "acks", "all", err) ||
         /* No linger: the relay produces a whole batch and flushes it, and a
          * linger only delayed each event (read-your-writes through the token
@@ -109,10 +175,11 @@ static void tail_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e, rd_kafka_topic
 static rd_kafka_t *consumer(const char *brokers, const char *group, const char *const *topics, int n, bool tail,
                             kafkax_stats_cb stats, void *opaque, todo_err *err)
 {
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_t *conf = kafkax_conf_new(brokers, err);
     char errstr[512];
     rd_kafka_t *rk;
-    if (set(conf, "bootstrap.servers", brokers, err) || set(conf, "group.id", group, err) ||
+    if (conf == NULL) return NULL;
+    if (set(conf, "group.id", group, err) ||
         set(conf, "client.id", group, err) || set(conf, "enable.auto.commit", "false", err) ||
         set(conf, "enable.auto.offset.store", "false", err) ||
         set(conf, "auto.offset.reset", tail ? "latest" : "earliest", err) ||
@@ -187,9 +254,10 @@ const char *kafkax_header(const rd_kafka_message_t *msg, const char *name, char 
 /* A consumer handle for inspection: never subscribes, never commits. */
 static rd_kafka_t *inspector(const char *brokers, const char *group, todo_err *err)
 {
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_t *conf = kafkax_conf_new(brokers, err);
     char errstr[256];
-    if (set(conf, "bootstrap.servers", brokers, err) || set(conf, "group.id", group, err) ||
+    if (conf == NULL) return NULL;
+    if (set(conf, "group.id", group, err) ||
         set(conf, "enable.auto.commit", "false", err) || set(conf, "enable.partition.eof", "true", err)) {
         rd_kafka_conf_destroy(conf);
         return NULL;

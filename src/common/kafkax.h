@@ -15,6 +15,17 @@
 
 #include "todo_err.h"
 
+/* Security settings (librdkafka's security.protocol, ssl.*, sasl.*) that
+ * every client this process makes applies: pairs "key=value;key=value"
+ * (TODO_KAFKA_CONFIG; NULL or "": none). Call once at start, before any
+ * client. TODO_EINVAL naming a key that is not a security setting, or a
+ * value librdkafka refuses. */
+int kafkax_set_security(const char *pairs, todo_err *err);
+
+/* A new configuration with bootstrap.servers and the security settings
+ * (for the clients made outside kafkax: admin, tests). NULL with err set. */
+rd_kafka_conf_t *kafkax_conf_new(const char *brokers, todo_err *err);
+
 typedef void (*kafkax_dr_cb)(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque);
 
 /* An idempotent producer on brokers. dr (may be NULL) receives one delivery

@@ -303,3 +303,72 @@ void pgx_split(arena *a, const char *s, char sep, char ***items, size_t *n)
         p = e + 1;
     }
 }
+
+int pgx_check_least_privilege(const char *url, const char *app_name, const char *writes, todo_err *err)
+{
+    PGconn *pg = pgx_connect(url, app_name, err);
+    if (pg == NULL) return TODO_EUNAVAIL;
+    const char *p[1] = {writes};
+    PGresult *r = pgx_exec(pg,
+                           "select current_user::text,"
+                           " case when r.rolsuper then 'is a superuser'"
+                           "  when r.rolcreaterole then 'can create roles'"
+                           "  when r.rolcreatedb then 'can create databases'"
+                           "  when r.rolbypassrls then 'bypasses row-level security'"
+                           "  when r.rolreplication then 'can replicate' else '' end,"
+                           " coalesce((select string_agg(n.nspname, ', ' order by n.nspname) from pg_namespace n"
+                           "  where n.nspname not like 'pg\\_%' and n.nspname <> 'information_schema'"
+                           "  and (pg_has_role(current_user, n.nspowner, 'USAGE')"
+                           "   or has_schema_privilege(current_user, n.oid, 'CREATE'))), ''),"
+                           " coalesce((select string_agg(distinct n.nspname, ', ') from pg_class c"
+                           "  join pg_namespace n on n.oid = c.relnamespace"
+                           "  where c.relkind in ('r', 'p') and n.nspname not like 'pg\\_%'"
+                           "  and n.nspname <> 'information_schema'"
+                           "  and n.nspname <> all (coalesce(string_to_array(nullif($1, ''), ','), '{}'::text[]))"
+                           "  and (has_table_privilege(current_user, c.oid, 'INSERT')"
+                           "   or has_table_privilege(current_user, c.oid, 'UPDATE')"
+                           "   or has_table_privilege(current_user, c.oid, 'DELETE')"
+                           "   or has_table_privilege(current_user, c.oid, 'TRUNCATE'))), '')"
+                           " from pg_roles r where r.rolname = current_user",
+                           1, p, err);
+    int rc = TODO_OK;
+    if (r == NULL) {
+        rc = TODO_EUNAVAIL;
+    } else if (PQntuples(r) != 1) {
+        rc = todo_err_set(err, TODO_EUNAVAIL, "cannot read the role's rights");
+    } else {
+        const char *role = PQgetvalue(r, 0, 0), *power = PQgetvalue(r, 0, 1), *schemas = PQgetvalue(r, 0, 2),
+                   *elsewhere = PQgetvalue(r, 0, 3);
+        if (power[0] != '\0')
+            rc = todo_err_set(err, TODO_EDENIED, "database role %s %s: a service connects with a role of its own "
+                              "and no more rights than its schema's (docs/SECURITY.md)", role, power);
+        else if (schemas[0] != '\0')
+            rc = todo_err_set(err, TODO_EDENIED, "database role %s owns or can create in schema(s) %s: it must only "
+                              "use them (docs/SECURITY.md)", role, schemas);
+        else if (elsewhere[0] != '\0')
+            rc = todo_err_set(err, TODO_EDENIED, "database role %s can write tables of schema(s) %s, beyond its own "
+                              "(%s) (docs/SECURITY.md)", role, elsewhere, writes[0] != '\0' ? writes : "none");
+    }
+    PQclear(r);
+    pgx_close(pg);
+    return rc;
+}
+
+int pgx_start_check(const char *component, const char *url, const char *writes, bool strict)
+{
+    todo_err err;
+    char app[64];
+    snprintf(app, sizeof app, "todo-%s-role-check", component);
+    int rc = pgx_check_least_privilege(url, app, writes, &err);
+    if (rc == TODO_OK) return 0;
+    if (strict) {
+        log_error(component, rc == TODO_EDENIED ? "refusing to start: the database role has too many rights"
+                                                : "refusing to start: cannot check the database role's rights",
+                  "error=\"%s\"", err.msg);
+        return 1;
+    }
+    log_warn(component, rc == TODO_EDENIED ? "the database role has too many rights (refused outside TODO_ENV=local)"
+                                           : "cannot check the database role's rights now",
+             "error=\"%s\"", err.msg);
+    return 0;
+}

@@ -12,6 +12,7 @@
 #define TODO_PGX_H
 
 #include <libpq-fe.h>
+#include <stdbool.h>
 
 #include "arena.h"
 #include "todo_err.h"
@@ -73,5 +74,19 @@ void pgx_split(arena *a, const char *s, char sep, char ***items, size_t *n);
 
 /* The status matching a failed result's SQLSTATE. */
 int pgx_status_of(const PGresult *r, const PGconn *c);
+
+/* Least privilege, checked at a service's start outside local: the role
+ * of url is no superuser and cannot create roles or databases, bypass row
+ * security or replicate; it owns no schema and can create in none; and it
+ * can write (insert, update, delete, truncate) only tables of the schemas
+ * in writes (a comma-separated list, "" none). TODO_EDENIED naming the
+ * first excess right; TODO_EUNAVAIL when the database cannot be asked. */
+int pgx_check_least_privilege(const char *url, const char *app_name, const char *writes, todo_err *err);
+
+/* What a service does at start with pgx_check_least_privilege: when strict
+ * (production) an excess right or a check that cannot be made stops it
+ * (returns nonzero, logged as an error under component); otherwise each is
+ * a warning and it returns 0. */
+int pgx_start_check(const char *component, const char *url, const char *writes, bool strict);
 
 #endif

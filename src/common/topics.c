@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kafkax.h"
 #include "topic_names.h"
 
 #define MAX_TOPICS 16
@@ -293,11 +294,8 @@ int topics_apply(const char *brokers, topics_profile p, bool fix, int timeout_ms
     int n, rc, remaining = 0;
     const topics_spec *t = topics_table(p, &n);
     actual a[MAX_TOPICS];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
-        rd_kafka_conf_destroy(conf);
-        return todo_err_set(err, TODO_EINVAL, "bootstrap.servers: %s", errstr);
-    }
+    rd_kafka_conf_t *conf = kafkax_conf_new(brokers, err);
+    if (conf == NULL) return err->code;
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (rk == NULL) {
         rd_kafka_conf_destroy(conf);

@@ -11,8 +11,10 @@
 #include <time.h>
 
 #include "config.h"
+#include "kafkax.h"
 #include "log.h"
 #include "metrics.h"
+#include "pgx.h"
 #include "proj_loop.h"
 #include "svc.h"
 
@@ -36,7 +38,12 @@ int main(void)
         fprintf(stderr, "todo-projector: %s\n", err.msg);
         return 2;
     }
+    if (kafkax_set_security(cfg.kafka_config, &err) != 0) {
+        fprintf(stderr, "todo-projector: %s\n", err.msg);
+        return 2;
+    }
     log_set_level(cfg.log_level);
+    if (pgx_start_check("projector", cfg.pg_url, "read", !cfg.local) != 0) return 1; /* least privilege */
     svc_signals_block(&sigs); /* before librdkafka starts its threads */
     metrics_server *metrics = metrics_start("todo-projector", cfg.metrics_addr);
     proj_loop_opts o = {.cfg = &cfg, .group = cfg.projector_group, .schema = "read", .should_stop = stop_on_signal,

@@ -9,6 +9,7 @@
 #include "grpcx.h"
 #include "log.h"
 #include "metrics.h"
+#include "pgx.h"
 #include "probe.h"
 #include "qry_service.h"
 #include "svc.h"
@@ -24,6 +25,7 @@ int main(void)
         return 2;
     }
     log_set_level(cfg.log_level);
+    if (pgx_start_check("query", cfg.pg_url, "", !cfg.local) != 0) return 1; /* least privilege */
     if (cfg.jwt_secret_is_default)
         log_warn("query", "using the built-in development JWT secret (TODO_ENV=local)", NULL);
     svc_signals_block(&sigs); /* before any thread starts */
@@ -35,6 +37,10 @@ int main(void)
         .thread_init = qry_thread_init, .thread_cleanup = qry_thread_cleanup, .app = &cfg,
         .component = "query",
         .tls = {cfg.grpc_tls_cert, cfg.grpc_tls_key, cfg.grpc_tls_client_ca},
+        .max_streams = cfg.grpc_max_streams, .max_connection_idle_ms = cfg.grpc_max_connection_idle_ms,
+        .max_connection_age_ms = cfg.grpc_max_connection_age_ms,
+        .max_connection_age_grace_ms = cfg.grpc_max_connection_age_grace_ms, .keepalive_ms = cfg.grpc_keepalive_ms,
+        .keepalive_timeout_ms = cfg.grpc_keepalive_timeout_ms, .memory_bytes = (long long)cfg.grpc_memory_mb << 20,
     };
     grpcx_server *srv = grpcx_server_new(&opts, &err);
     probe *health = NULL;

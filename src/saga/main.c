@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "event.h"
+#include "kafkax.h"
 #include "lock_keys.h"
 #include "log.h"
 #include "metrics.h"
@@ -66,7 +67,12 @@ int main(void)
         fprintf(stderr, "todo-saga: %s\n", err.msg);
         return 2;
     }
+    if (kafkax_set_security(p.cfg.kafka_config, &err) != 0) {
+        fprintf(stderr, "todo-saga: %s\n", err.msg);
+        return 2;
+    }
     log_set_level(p.cfg.log_level);
+    if (pgx_start_check("saga", p.cfg.pg_url, "saga,registry", !p.cfg.local) != 0) return 1; /* least privilege */
     const char *produced[64];
     size_t n_produced = event_types_of_producer("todo-saga", produced, 64);
     if (reg_register_at_startup(p.cfg.pg_url, "todo-saga", produced, n_produced, &err) != 0) {

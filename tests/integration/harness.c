@@ -56,6 +56,24 @@ void harness_sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
+void harness_log_reset(const char *log)
+{
+    char logpath[1024];
+    snprintf(logpath, sizeof logpath, "%s/../tests/logs/%s.log", TODO_BIN_DIR, log);
+    unlink(logpath);
+}
+
+bool harness_log_contains(const char *log, const char *needle)
+{
+    char logpath[1024], line[4096];
+    snprintf(logpath, sizeof logpath, "%s/../tests/logs/%s.log", TODO_BIN_DIR, log);
+    FILE *f = fopen(logpath, "r");
+    bool found = false;
+    while (f != NULL && !found && fgets(line, sizeof line, f) != NULL) found = strstr(line, needle) != NULL;
+    if (f != NULL) fclose(f);
+    return found;
+}
+
 pid_t harness_spawn(const char *rel, const char *log, const char *const *extra)
 {
     char path[1024], logpath[1024];

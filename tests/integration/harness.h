@@ -22,6 +22,12 @@ bool harness_stack_available(void);
  * output appended to <build>/tests/logs/<log>.log. Returns the pid. */
 pid_t harness_spawn(const char *rel, const char *log, const char *const *extra);
 
+/* Removes <build>/tests/logs/<log>.log (before a spawn whose log a test reads). */
+void harness_log_reset(const char *log);
+
+/* True when a line of <build>/tests/logs/<log>.log contains needle. */
+bool harness_log_contains(const char *log, const char *needle);
+
 /* Sends sig and waits up to timeout_ms; returns the exit status (0..255),
  * 128+signal when killed, or -1 when it did not exit (it is then killed). */
 int harness_stop(pid_t pid, int sig, int timeout_ms);

@@ -1,7 +1,9 @@
 /*
  * Integration tests of pgx against the real PostgreSQL: pipelines (one
- * round trip for many statements), prepared statements, and what a failure
- * in the middle of a pipeline leaves behind.
+ * round trip for many statements), prepared statements, what a failure
+ * in the middle of a pipeline leaves behind, and TLS to the server with
+ * sslmode=verify-full (the stack's server has a certificate of its own CA,
+ * made at stack start by scripts/make-certs.sh).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -89,11 +91,54 @@ static void a_failure_names_its_statement_and_skips_the_rest(void **state)
     pgx_close(c);
 }
 
+/* The admin URL with extra query parameters. */
+static void url_with(char *out, size_t cap, const char *params)
+{
+    const char *base = getenv("TODO_PG_URL");
+    snprintf(out, cap, "%s%s%s", base, strchr(base, '?') ? "&" : "?", params);
+}
+
+/* verify-full against the stack's CA: an encrypted session with the
+ * server it meant; another CA, or a name the certificate does not carry,
+ * gets no session. */
+static void tls_with_verify_full_checks_the_servers_certificate(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    const char *dir = getenv("TODO_STACK_DIR");
+    assert_non_null(dir);
+    char url[1200], params[600];
+    todo_err err;
+    snprintf(params, sizeof params, "sslmode=verify-full&sslrootcert=%s/certs/ca.pem", dir);
+    url_with(url, sizeof url, params);
+    PGconn *c = pgx_connect(url, "test_pgx_tls", &err);
+    if (c == NULL) fail_msg("%s", err.msg);
+    PGresult *r = pgx_exec(c, "select ssl::text, version from pg_stat_ssl where pid = pg_backend_pid()", 0, NULL, &err);
+    assert_non_null(r);
+    assert_string_equal(PQgetvalue(r, 0, 0), "true");
+    assert_non_null(strstr(PQgetvalue(r, 0, 1), "TLS"));
+    PQclear(r);
+    pgx_close(c);
+
+    snprintf(params, sizeof params, "sslmode=verify-full&sslrootcert=%s/certs/other-ca.pem", dir);
+    url_with(url, sizeof url, params);
+    assert_null(pgx_connect(url, "test_pgx_tls", &err));
+    assert_non_null(strstr(err.msg, "certificate verify failed"));
+
+    /* The certificate names localhost and 127.0.0.1: another name is refused. */
+    snprintf(params, sizeof params, "sslmode=verify-full&sslrootcert=%s/certs/ca.pem&hostaddr=127.0.0.1&host=db.example.com",
+             dir);
+    url_with(url, sizeof url, params);
+    assert_null(pgx_connect(url, "test_pgx_tls", &err));
+    assert_non_null(strstr(err.msg, "does not match host name"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_pipeline_runs_every_statement_in_order),
         cmocka_unit_test(a_failure_names_its_statement_and_skips_the_rest),
+        cmocka_unit_test(tls_with_verify_full_checks_the_servers_certificate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -946,6 +946,46 @@ static void production_services_refuse_to_start_without_a_secret(void **state)
     assert_int_equal(harness_stop(pid, 0, 10000), 2);
 }
 
+/* Production checks the database role at start: a superuser, or a role that
+ * can write another service's schema, is refused, naming the excess right;
+ * the stack's own least-privilege role starts. */
+static void production_services_refuse_a_database_role_with_too_many_rights(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    PGresult *r = PQexec(harness_db,
+                         "do $$ begin if not exists (select 1 from pg_roles where rolname = 'test_overreach') then"
+                         " create role test_overreach login; end if; end $$;"
+                         " grant usage on schema read, write to test_overreach;"
+                         " grant select on all tables in schema read to test_overreach;"
+                         " grant insert on write.tasks to test_overreach");
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    const char *admin = getenv("TODO_PG_URL"), *at = strchr(admin, '@');
+    assert_non_null(at);
+    static char super_url[600], over_url[600], addr[64];
+    snprintf(super_url, sizeof super_url, "TODO_QUERY_PG_URL=%s", admin);
+    snprintf(over_url, sizeof over_url, "TODO_QUERY_PG_URL=postgresql://test_overreach%s", at);
+    snprintf(addr, sizeof addr, "TODO_QUERY_ADDR=127.0.0.1:%d", harness_free_port());
+    const char *base[] = {"TODO_ENV=production", "TODO_JWT_SECRET=0123456789abcdef0123456789abcdef-slice",
+                          "TODO_QUERY_METRICS_ADDR=", addr};
+    const char *superuser[] = {base[0], base[1], base[2], base[3], super_url, NULL};
+    harness_log_reset("role-superuser");
+    harness_log_reset("role-overreach");
+    pid_t pid = harness_spawn("query/todo-query", "role-superuser", superuser);
+    assert_int_equal(harness_stop(pid, 0, 10000), 1);
+    assert_true(harness_log_contains("role-superuser", "is a superuser"));
+    const char *over[] = {base[0], base[1], base[2], base[3], over_url, NULL};
+    pid = harness_spawn("query/todo-query", "role-overreach", over);
+    assert_int_equal(harness_stop(pid, 0, 10000), 1);
+    assert_true(harness_log_contains("role-overreach", "can write tables of schema(s) write, beyond its own (none)"));
+    /* The stack's todo_query role: least privilege, it serves. */
+    const char *own[] = {base[0], base[1], base[2], base[3], NULL};
+    pid = harness_spawn("query/todo-query", "role-own", own);
+    assert_true(harness_wait_serving(addr + strlen("TODO_QUERY_ADDR="), 20000));
+    assert_int_equal(harness_stop(pid, SIGTERM, 20000), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -967,6 +1007,7 @@ int main(void)
         cmocka_unit_test(projection_status_shows_lag_progress_and_the_last_error),
         cmocka_unit_test(each_role_reaches_only_its_own_schema),
         cmocka_unit_test(production_services_refuse_to_start_without_a_secret),
+        cmocka_unit_test(production_services_refuse_a_database_role_with_too_many_rights),
     };
     setenv("TODO_CONSUMER_MAX_ATTEMPTS", "3", 1);
     return cmocka_run_group_tests(tests, harness_group_setup, harness_group_teardown);

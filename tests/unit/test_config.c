@@ -37,6 +37,12 @@ static void defaults_describe_the_local_dev_stack(void **state)
     assert_int_equal(cfg.grpc_threads, 8);
     assert_int_equal(cfg.relay_batch, 500);
     assert_string_equal(cfg.projector_group, "projection-task-read-v1");
+    /* The gRPC connection limits (docs/SECURITY.md). */
+    assert_int_equal(cfg.grpc_max_streams, 100);
+    assert_int_equal(cfg.grpc_max_connection_idle_ms, 600000);
+    assert_int_equal(cfg.grpc_max_connection_age_ms, 1800000);
+    assert_int_equal(cfg.grpc_keepalive_ms, 60000);
+    assert_int_equal(cfg.grpc_memory_mb, 1024);
 }
 
 static void each_service_uses_its_own_role_url_with_fallback(void **state)
@@ -84,7 +90,8 @@ static void bad_values_name_the_variable(void **state)
     struct { const char *name, *value; } cases[] = {
         {"TODO_ENV", "staging"},          {"TODO_GRPC_THREADS", "0"},   {"TODO_GRPC_THREADS", "abc"},
         {"TODO_GRPC_THREADS", "8x"},      {"TODO_RELAY_BATCH", "100000"}, {"TODO_LOG_LEVEL", "verbose"},
-        {"TODO_GRPC_MAX_MESSAGE_BYTES", "10"},
+        {"TODO_GRPC_MAX_MESSAGE_BYTES", "10"}, {"TODO_GRPC_MAX_STREAMS", "0"}, {"TODO_GRPC_KEEPALIVE_MS", "10"},
+        {"TODO_GRPC_MEMORY_MB", "-1"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *env[] = {cases[i].name, cases[i].value, "TODO_ENV", "local", NULL}; /* the first wins */

@@ -21,6 +21,7 @@
 #define GET "/todo.v1.TaskQueryService/GetTask"
 
 static atomic_int slow_calls_started; /* set when a "slow" call is in the handler */
+static atomic_int slow_now, slow_most;  /* "slow" calls in the handler now, and the most at once */
 
 /* GetTask echoes: "missing" -> NOT_FOUND, "slow" -> replies after 300 ms,
  * "whoami" -> the authorization metadata as the title. */
@@ -31,7 +32,11 @@ static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage
     if (strcmp(rq->task_id, "missing") == 0) return todo_err_set(err, TODO_ENOTFOUND, "task missing not found");
     if (strcmp(rq->task_id, "slow") == 0) {
         atomic_store(&slow_calls_started, 1);
+        int now = atomic_fetch_add(&slow_now, 1) + 1;
+        for (int most = atomic_load(&slow_most); now > most && !atomic_compare_exchange_weak(&slow_most, &most, now);) {
+        }
         usleep(300000);
+        atomic_fetch_sub(&slow_now, 1);
     }
     Todo__V1__Task *t = arena_alloc(a, sizeof *t);
     todo__v1__task__init(t);
@@ -413,6 +418,45 @@ static void health_watch_ends_at_shutdown(void **state)
     grpcx_stream_close(st);
 }
 
+/* A server that takes one call at a time per connection (max_streams 1):
+ * three concurrent calls on one channel all succeed, one after the other. */
+static int setup_one_stream(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    todo_err err;
+    grpcx_server_opts opts = {.threads = 4, .max_message_bytes = 1 << 20, .thread_init = thread_init,
+                              .component = "test", .max_streams = 1, .max_connection_idle_ms = 60000,
+                              .max_connection_age_ms = 600000, .max_connection_age_grace_ms = 10000,
+                              .keepalive_ms = 60000, .keepalive_timeout_ms = 20000, .memory_bytes = 256 << 20};
+    static const grpcx_method methods[] = {{"GetTask", get_task}};
+    f->srv = grpcx_server_new(&opts, &err);
+    assert_non_null(f->srv);
+    assert_int_equal(grpcx_server_add_service(f->srv, &todo__v1__task_query_service__descriptor, methods, 1, &err), 0);
+    assert_int_equal(grpcx_server_start(f->srv, "127.0.0.1:0", &err), 0);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", grpcx_server_port(f->srv));
+    f->ch = grpcx_channel_new(target);
+    *state = f;
+    return 0;
+}
+
+static void one_connection_gets_at_most_its_streams(void **state)
+{
+    fixture *f = *state;
+    slow_call s[3];
+    pthread_t th[3];
+    atomic_store(&slow_most, 0);
+    for (int i = 0; i < 3; i++) {
+        s[i] = (slow_call){.f = f, .code = GRPC_STATUS_UNKNOWN};
+        pthread_create(&th[i], NULL, call_slow, &s[i]);
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(s[i].code, GRPC_STATUS_OK);
+    }
+    assert_int_equal(atomic_load(&slow_most), 1); /* 4 workers, yet never two of this connection's calls at once */
+}
+
 /* ---- TLS, with certificates made for the run (scripts/make-certs.sh) ---- */
 
 static char certs[200];
@@ -560,6 +604,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(hostile_bodies_are_refused_without_harm, setup_guarded, teardown),
         cmocka_unit_test_setup_teardown(client_deadlines_are_enforced, setup, teardown),
         cmocka_unit_test_setup_teardown(shutdown_lets_in_flight_calls_finish, setup, teardown),
+        cmocka_unit_test_setup_teardown(one_connection_gets_at_most_its_streams, setup_one_stream, teardown),
         cmocka_unit_test_setup_teardown(tls_calls_need_the_servers_ca, setup_tls, teardown),
         cmocka_unit_test_setup_teardown(mutual_tls_needs_a_client_certificate_of_the_ca, setup_mtls, teardown),
         cmocka_unit_test(unreadable_tls_files_are_named),
