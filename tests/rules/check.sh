@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks the Prometheus rules in docs/ops/alerts.yml and runs their unit tests
-# (tests/rules/alerts_test.yml). Needs promtool (Debian package prometheus).
+# (tests/rules/alerts_test.yml), and that every metric family in src/ is
+# described in docs/OPERATIONS.md. Needs promtool (Debian package prometheus).
 # Runs from anywhere; exits non-zero on any failure.
 #
 #   tests/rules/check.sh
@@ -38,3 +39,12 @@ for a in $alerts; do
 done
 [ "$missing" -eq 0 ] || exit 1
 echo "check.sh: $(wc -w <<<"$alerts") alerts, each tested firing and silent"
+
+# Every metric family the code declares is described in docs/OPERATIONS.md.
+families=$(grep -rhoE 'metric_(counter|gauge|histogram)\("[a-z_]+"' src | sed -E 's/.*\("([a-z_]+)"/\1/' | sort -u)
+[ -n "$families" ] || { echo "check.sh: no metric families found in src/" >&2; exit 1; }
+for m in $families; do
+  grep -q "\`$m\`" docs/OPERATIONS.md || { echo "check.sh: metric $m is not described in docs/OPERATIONS.md" >&2; missing=1; }
+done
+[ "$missing" -eq 0 ] || exit 1
+echo "check.sh: $(wc -w <<<"$families") metric families, each described in docs/OPERATIONS.md"
