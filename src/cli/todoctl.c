@@ -75,6 +75,8 @@ static int usage(void)
           "                   | set-mode SUBJECT|--global MODE   (FILE: a descriptor set or a .proto)\n"
           "  todoctl dlq list|stats [--group G] [--reason CODE] [--type T] [--user U] [--since 2h] | dlq show ID\n"
           "  todoctl dlq redrive ID|--all [filters] [--force]\n"
+          "  todoctl dlq discard ID|--all [filters] --why TEXT [--by NAME]\n"
+          "  todoctl dlq decisions [--since 7d]\n"
           "task commands take --user ID (default $TODO_USER or alice) or use $TODO_TOKEN\n",
           stderr);
     return 2;

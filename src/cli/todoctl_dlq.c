@@ -18,6 +18,17 @@
  *                                 fails again its letter says attempt 2, 3...;
  *                                 one dead-lettered DLQ_MAX_REDRIVES+1 times
  *                                 is not redriven again without --force
+ *   dlq discard ID | --all [FILTERS] --why TEXT [--by NAME]
+ *                                 drops dead letters for good, recording why
+ *                                 and who decided
+ *   dlq decisions [--since DURATION]
+ *                                 what operators decided: redriven or
+ *                                 discarded, when, by whom, why
+ *
+ * Every redrive and discard is first recorded in todo_meta.dlq_decisions
+ * (migration 0018), then carried out, then marked done: two operators never
+ * both redrive one letter (the second is told who holds it), and a claim
+ * left undone for a minute (a todoctl that crashed) may be taken over.
  *
  * A redriven record goes to the end of its topic (same key, so the same
  * partition); a consumer handles it like any record: the projector applies it
@@ -32,6 +43,7 @@
 #include <time.h>
 
 #include "dlq.h"
+#include "pgx.h"
 #include "event.h"
 #include "kafkax.h"
 #include "todo/v1/events.pb-c.h"
@@ -309,26 +321,107 @@ static int produce_one(rd_kafka_t *p, const char *topic, const void *key, size_t
     return 0;
 }
 
-static int redrive(const todo_config *cfg, const char *id, const filter *f, bool force)
+/* An operator's decision about dead letters. */
+typedef struct decision {
+    const char *action; /* "redriven" or "discarded" */
+    const char *reason; /* why (required to discard) */
+    const char *by;     /* who */
+} decision;
+
+/* Records d for letter l before it is carried out: 0 when this todoctl holds
+ * it now; 1 when another decision holds or settled it (said on stdout); -1
+ * when the database cannot be asked. */
+static int claim(PGconn *pg, const letter *l, const decision *d)
+{
+    const Todo__V1__DeadLetter *dl = l->dl;
+    todo_err err;
+    const char *p[8] = {l->id, d->action, d->reason, d->by, dl->original_topic, dl->consumer_group,
+                        dl->reason_code[0] ? dl->reason_code : dlq_reason_code(dl->reason), dl->event_type};
+    PGresult *r = pgx_exec(pg,
+                           "insert into todo_meta.dlq_decisions (letter_id, action, reason, operator, original_topic,"
+                           " consumer_group, reason_code, event_type) values ($1, $2, $3, $4, $5, $6, $7, $8)"
+                           " on conflict (letter_id) do update set action = excluded.action, reason = excluded.reason,"
+                           " operator = excluded.operator, claimed_at = now()"
+                           " where not todo_meta.dlq_decisions.done"
+                           " and todo_meta.dlq_decisions.claimed_at < now() - interval '1 minute' returning 1",
+                           8, p, &err);
+    if (r == NULL) {
+        fprintf(stderr, "todoctl: recording the decision: %s\n", err.msg);
+        return -1;
+    }
+    int claimed = PQntuples(r);
+    PQclear(r);
+    if (claimed == 1) return 0;
+    r = pgx_exec(pg,
+                 "select action, operator, done::text, to_char(claimed_at at time zone 'UTC',"
+                 " 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') from todo_meta.dlq_decisions where letter_id = $1",
+                 1, p, &err);
+    if (r == NULL || PQntuples(r) != 1) {
+        fprintf(stderr, "todoctl: reading the decision: %s\n", r == NULL ? err.msg : "gone");
+        PQclear(r);
+        return -1;
+    }
+    if (strcmp(PQgetvalue(r, 0, 2), "true") == 0)
+        printf("not %s: %s was already %s by %s at %s\n", d->action, l->id, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1),
+               PQgetvalue(r, 0, 3));
+    else
+        printf("not %s: %s is being %s by %s since %s (a claim left undone for a minute may be taken over)\n",
+               d->action, l->id, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 3));
+    PQclear(r);
+    return 1;
+}
+
+/* Marks the decision about id carried out. */
+static int settle(PGconn *pg, const char *id)
+{
+    todo_err err;
+    const char *p[1] = {id};
+    if (pgx_cmd(pg, "update todo_meta.dlq_decisions set done = true, decided_at = now() where letter_id = $1", 1, p,
+                &err) != 0) {
+        fprintf(stderr, "todoctl: settling the decision: %s\n", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int redrive(const todo_config *cfg, const char *id, const filter *f, bool force, const decision *d)
 {
     letters ls;
     todo_err err;
     if (load(cfg, &ls) != 0) return 1;
-    rd_kafka_t *p = kafkax_producer_new(cfg->kafka_brokers, "todoctl-dlq", on_delivery, NULL, &err);
+    PGconn *pg = pgx_connect(cfg->admin_pg_url, "todoctl-dlq", &err);
+    rd_kafka_t *p = pg != NULL ? kafkax_producer_new(cfg->kafka_brokers, "todoctl-dlq", on_delivery, NULL, &err) : NULL;
     if (p == NULL) {
         fprintf(stderr, "todoctl: %s\n", err.msg);
+        pgx_close(pg);
         letters_free(&ls);
         return 1;
     }
     int rc = 0, done = 0;
+    bool discard = strcmp(d->action, "discarded") == 0;
     for (size_t i = 0; i < ls.n && rc == 0; i++) {
         const Todo__V1__DeadLetter *dl = ls.v[i].dl;
         if (!matches(f, dl) || (id != NULL && strcmp(ls.v[i].id, id) != 0)) continue;
         int attempts = dl->attempts > 0 ? dl->attempts : 1;
-        if (attempts > DLQ_MAX_REDRIVES && !force) {
+        if (!discard && attempts > DLQ_MAX_REDRIVES && !force) {
             printf("not redriven: %s failed %d times already (redrive it with --force once its cause is fixed)\n",
                    ls.v[i].id, attempts);
             if (id != NULL) rc = 1;
+            continue;
+        }
+        int held = claim(pg, &ls.v[i], d);
+        if (held != 0) {
+            if (held < 0 || id != NULL) rc = 1;
+            continue;
+        }
+        if (discard) {
+            if (produce_one(p, DLQ_TOPIC, ls.v[i].id, strlen(ls.v[i].id), NULL, 0, NULL) != 0 ||
+                settle(pg, ls.v[i].id) != 0) {
+                rc = 1;
+                break;
+            }
+            printf("discarded %s (%s)\n", ls.v[i].id, d->reason);
+            done++;
             continue;
         }
         rd_kafka_headers_t *h = rd_kafka_headers_new(dl->n_original_headers + 3);
@@ -347,7 +440,8 @@ static int redrive(const todo_config *cfg, const char *id, const filter *f, bool
          * again, never a record lost. */
         if (produce_one(p, dl->original_topic, dl->original_key.data, dl->original_key.len, dl->original_value.data,
                         dl->original_value.len, h) != 0 ||
-            produce_one(p, DLQ_TOPIC, ls.v[i].id, strlen(ls.v[i].id), NULL, 0, NULL) != 0) {
+            produce_one(p, DLQ_TOPIC, ls.v[i].id, strlen(ls.v[i].id), NULL, 0, NULL) != 0 ||
+            settle(pg, ls.v[i].id) != 0) {
             rc = 1;
             break;
         }
@@ -355,18 +449,52 @@ static int redrive(const todo_config *cfg, const char *id, const filter *f, bool
         done++;
     }
     if (rc == 0 && done == 0 && (id == NULL || find(&ls, id) == NULL)) {
-        fprintf(stderr, "todoctl: %s\n", id != NULL ? "no such dead letter (redriven, or never there)" : "no dead letters to redrive");
+        fprintf(stderr, "todoctl: %s\n", id != NULL ? "no such dead letter (redriven, discarded, or never there)"
+                                                     : discard ? "no dead letters to discard" : "no dead letters to redrive");
         rc = id != NULL ? 1 : 0;
     }
     rd_kafka_destroy(p);
+    pgx_close(pg);
     letters_free(&ls);
     return rc;
+}
+
+/* todoctl dlq decisions [--since D]: what operators decided, newest first. */
+static int decisions(const todo_config *cfg, long long since_s)
+{
+    todo_err err;
+    PGconn *pg = pgx_connect(cfg->admin_pg_url, "todoctl-dlq", &err);
+    char since[24];
+    snprintf(since, sizeof since, "%lld", since_s > 0 ? since_s : 100LL * 365 * 86400);
+    const char *p[1] = {since};
+    PGresult *r = pg != NULL ? pgx_exec(pg,
+                                        "select to_char(coalesce(decided_at, claimed_at) at time zone 'UTC',"
+                                        " 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), case when done then action"
+                                        " else 'being ' || action end, letter_id, consumer_group, reason_code, operator,"
+                                        " reason from todo_meta.dlq_decisions"
+                                        " where coalesce(decided_at, claimed_at) > now() - make_interval(secs => $1::bigint)"
+                                        " order by coalesce(decided_at, claimed_at) desc limit 1000",
+                                        1, p, &err)
+                             : NULL;
+    if (r == NULL) {
+        fprintf(stderr, "todoctl: %s\n", err.msg);
+        pgx_close(pg);
+        return 1;
+    }
+    printf("%-20s  %-16s  %-36s  %-26s  %-18s  %-12s  %s\n", "when", "decision", "dead letter", "group", "reason code",
+           "by", "why");
+    for (int i = 0; i < PQntuples(r); i++)
+        printf("%-20s  %-16s  %-36s  %-26s  %-18s  %-12s  %s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+               PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), PQgetvalue(r, i, 4), PQgetvalue(r, i, 5), PQgetvalue(r, i, 6));
+    PQclear(r);
+    pgx_close(pg);
+    return 0;
 }
 
 int todoctl_dlq(const todo_config *cfg, int argc, char **argv)
 {
     if (argc < 3) return 2;
-    const char *op = argv[2], *id = NULL;
+    const char *op = argv[2], *id = NULL, *reason = NULL, *by = getenv("USER");
     filter f = {0};
     bool all = false, force = false, filtered = false;
     for (int i = 3; i < argc; i++) {
@@ -380,7 +508,9 @@ int todoctl_dlq(const todo_config *cfg, int argc, char **argv)
                 fprintf(stderr, "todoctl: --since takes a duration: 90s, 30m, 2h, 7d\n");
                 return 2;
             }
-        } else if (strcmp(argv[i], "--all") == 0) all = true;
+        } else if (strcmp(argv[i], "--why") == 0 && value) reason = argv[++i];
+        else if (strcmp(argv[i], "--by") == 0 && value) by = argv[++i];
+        else if (strcmp(argv[i], "--all") == 0) all = true;
         else if (strcmp(argv[i], "--force") == 0) force = true;
         else if (argv[i][0] != '-' && id == NULL) id = argv[i];
         else return 2;
@@ -389,6 +519,15 @@ int todoctl_dlq(const todo_config *cfg, int argc, char **argv)
     if (strcmp(op, "list") == 0 && id == NULL && !all) return list(cfg, &f);
     if (strcmp(op, "stats") == 0 && id == NULL && !all) return stats(cfg, &f);
     if (strcmp(op, "show") == 0 && id != NULL && !filtered && !all) return show(cfg, id);
-    if (strcmp(op, "redrive") == 0 && (id != NULL) != all) return redrive(cfg, id, &f, force);
+    decision d = {.action = "redriven", .reason = "", .by = by != NULL && by[0] ? by : "unknown"};
+    if (strcmp(op, "redrive") == 0 && (id != NULL) != all && reason == NULL) return redrive(cfg, id, &f, force, &d);
+    if (strcmp(op, "discard") == 0 && (id != NULL) != all && reason != NULL && reason[0] != '\0' && !force) {
+        d.action = "discarded";
+        d.reason = reason;
+        return redrive(cfg, id, &f, false, &d);
+    }
+    if (strcmp(op, "decisions") == 0 && id == NULL && !all && f.group == NULL && f.reason == NULL && f.type == NULL &&
+        f.user == NULL)
+        return decisions(cfg, f.since_s);
     return 2;
 }

@@ -618,6 +618,68 @@ static void dead_letters_are_listed_shown_and_redriven(void **state)
     assert_int_equal(harness_todoctl("dlq redrive", out, sizeof out), 2);
 }
 
+/* todoctl dlq discard: a dead letter dropped for good keeps why and who in
+ * the decisions; a letter another operator holds is not redriven twice,
+ * and a claim left undone for a minute is taken over. */
+static void dead_letters_are_discarded_with_a_reason_and_held_by_one_operator(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64], value[128], args[256];
+    static char out[1 << 20];
+    harness_user(user, "discard");
+    snprintf(value, sizeof value, "no envelope to keep %s", user);
+    produce(user, value, strlen(value));
+    value_want w = {.value = value};
+    assert_int_equal(harness_consume("system.dlq.v1", dead_letter_of, &w, 1, 15000), 1);
+
+    snprintf(args, sizeof args, "dlq discard %s", w.first_id); /* no --why: refused */
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 2);
+    snprintf(args, sizeof args, "dlq discard %s --why 'test garbage, nothing to recover' --by alice", w.first_id);
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 0);
+    assert_non_null(strstr(out, "discarded"));
+    snprintf(args, sizeof args, "dlq show %s", w.first_id);
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 1);
+    snprintf(args, sizeof args, "dlq redrive %s", w.first_id);
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 1); /* gone: nothing to redrive */
+    assert_int_equal(harness_todoctl("dlq decisions --since 1h", out, sizeof out), 0);
+    char *line = strstr(out, w.first_id);
+    assert_non_null(line);
+    char *nl = strchr(line, '\n');
+    if (nl != NULL) *nl = '\0';
+    assert_non_null(strstr(line, "alice"));
+    assert_non_null(strstr(line, "test garbage, nothing to recover"));
+    assert_non_null(strstr(line, "undecodable"));
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from todo_meta.dlq_decisions where letter_id = $1"
+                                                " and action = 'discarded' and done", w.first_id), 1);
+
+    /* Another poison record: bob holds it (a fresh claim), so carol's
+     * redrive is refused, naming bob; once bob's claim is a minute old
+     * (his todoctl died), carol takes it over. */
+    snprintf(value, sizeof value, "no envelope to fight over %s", user);
+    produce(user, value, strlen(value));
+    value_want w2 = {.value = value};
+    assert_int_equal(harness_consume("system.dlq.v1", dead_letter_of, &w2, 1, 15000), 1);
+    const char *p[1] = {w2.first_id};
+    PGresult *r = PQexecParams(harness_db,
+                               "insert into todo_meta.dlq_decisions (letter_id, action, operator) values ($1, 'redriven', 'bob')",
+                               1, NULL, p, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    snprintf(args, sizeof args, "dlq redrive %s --by carol", w2.first_id);
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 1);
+    assert_non_null(strstr(out, "is being redriven by bob"));
+    r = PQexecParams(harness_db,
+                     "update todo_meta.dlq_decisions set claimed_at = now() - interval '2 minutes' where letter_id = $1",
+                     1, NULL, p, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 0);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from todo_meta.dlq_decisions where letter_id = $1"
+                                                " and operator = 'carol' and done", w2.first_id), 1);
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 1); /* done: the letter is gone */
+}
+
 /* An envelope of type with payload m for aggregate id (in a). */
 static void encode_event(arena *a, const char *user, const char *type, const char *id, int64_t version,
                          const ProtobufCMessage *m, uint8_t **bytes, size_t *len)
@@ -997,6 +1059,7 @@ int main(void)
         cmocka_unit_test(projector_crash_and_replay_leave_no_duplicate_and_no_gap),
         cmocka_unit_test(poison_records_go_to_the_dlq_and_the_projector_moves_on),
         cmocka_unit_test(dead_letters_are_listed_shown_and_redriven),
+        cmocka_unit_test(dead_letters_are_discarded_with_a_reason_and_held_by_one_operator),
         cmocka_unit_test(a_record_the_database_refuses_is_dead_lettered_alone),
         cmocka_unit_test(a_record_that_keeps_failing_is_dead_lettered_after_its_attempts),
         cmocka_unit_test(a_version_1_task_created_event_is_upcast),
