@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "dlq_watch.h"
 #include "kafkax.h"
 #include "log.h"
 #include "metrics.h"
@@ -54,6 +55,9 @@ int main(void)
         metrics_server_stop(metrics);
         return 1;
     }
+    /* The dead-letter topic's depth (todo_dlq_depth), for the alerts. */
+    dlq_watch *dlq = dlq_watch_start(cfg.kafka_brokers, &err);
+    if (dlq == NULL) log_warn("projector", "no dead-letter depth gauge", "error=\"%s\"", err.msg);
     /* Until one returns: a signal (all see it) or one that could not start. */
     while (!proj_loops_any_finished(loops)) {
         struct timespec pause = {0, 100 * 1000000};
@@ -61,6 +65,7 @@ int main(void)
     }
     atomic_store(&stopping, 1);
     int rc = proj_loops_join(loops, &err);
+    dlq_watch_stop(dlq);
     if (rc != 0) log_error("projector", "cannot start", "error=\"%s\"", err.msg);
     metrics_server_stop(metrics);
     return rc != 0 ? 1 : 0;
