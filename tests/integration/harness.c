@@ -145,15 +145,9 @@ bool harness_wait_serving(const char *addr, int timeout_ms)
     return ok;
 }
 
-char *harness_bearer(const char *user, long ttl, const char *secret)
+/* "Bearer <tok>" (malloc'd; tok freed), or NULL for a NULL tok. */
+static char *bearer_of(char *tok)
 {
-    todo_config cfg;
-    todo_err err;
-    if (secret == NULL) {
-        if (config_load(&cfg, CONFIG_CLI, NULL, NULL, &err) != 0) return NULL;
-        secret = cfg.jwt_secret;
-    }
-    char *tok = auth_issue(secret, user, ttl > 0 ? ttl : 1, (long)time(NULL) - (ttl > 0 ? 0 : 120), &err);
     if (tok == NULL) return NULL;
     size_t n = strlen(tok) + 8;
     char *out = malloc(n);
@@ -162,19 +156,24 @@ char *harness_bearer(const char *user, long ttl, const char *secret)
     return out;
 }
 
+char *harness_bearer(const char *user, long ttl, const char *secret)
+{
+    todo_config cfg;
+    todo_err err;
+    if (secret == NULL) {
+        if (config_load(&cfg, CONFIG_CLI, NULL, NULL, &err) != 0) return NULL;
+        secret = cfg.jwt_secret;
+    }
+    return bearer_of(auth_issue(secret, user, ttl > 0 ? ttl : 1, (long)time(NULL) - (ttl > 0 ? 0 : 120), &err));
+}
+
 char *harness_service_bearer(const char *user)
 {
     todo_config cfg;
     todo_err err;
     if (config_load(&cfg, CONFIG_CLI, NULL, NULL, &err) != 0) return NULL;
-    char *tok = auth_issue_service(cfg.service_secret, "todo-saga", AUTH_SCOPE_INTERNAL, user, 600, (long)time(NULL),
-                                   &err);
-    if (tok == NULL) return NULL;
-    size_t n = strlen(tok) + 8;
-    char *out = malloc(n);
-    snprintf(out, n, "Bearer %s", tok);
-    free(tok);
-    return out;
+    return bearer_of(
+        auth_issue_service(cfg.service_secret, "todo-saga", AUTH_SCOPE_INTERNAL, user, 600, (long)time(NULL), &err));
 }
 
 void harness_user(char out[64], const char *prefix)

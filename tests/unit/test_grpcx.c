@@ -7,6 +7,7 @@
 #include <cmocka.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,22 +69,31 @@ static int authenticate(grpcx_call *c, todo_err *err);
 
 /* A server with GetTask on 2 workers; auth (may be NULL) authenticates
  * callers, with 1 MiB of memory per decoded request. */
-static int setup_with(void **state, int max_bytes, int (*auth)(grpcx_call *, todo_err *))
+/* A server with opts and GetTask, and (when channel) a plaintext channel
+ * to it. */
+static int serve(void **state, const grpcx_server_opts *opts, bool channel)
 {
     fixture *f = calloc(1, sizeof *f);
     todo_err err;
-    grpcx_server_opts opts = {.threads = 2, .max_message_bytes = max_bytes, .call_memory_bytes = 1 << 20,
-                              .authenticate = auth, .thread_init = thread_init, .component = "test"};
     static const grpcx_method methods[] = {{"GetTask", get_task}};
-    f->srv = grpcx_server_new(&opts, &err);
+    f->srv = grpcx_server_new(opts, &err);
     assert_non_null(f->srv);
     assert_int_equal(grpcx_server_add_service(f->srv, &todo__v1__task_query_service__descriptor, methods, 1, &err), 0);
     assert_int_equal(grpcx_server_start(f->srv, "127.0.0.1:0", &err), 0);
-    char target[64];
-    snprintf(target, sizeof target, "127.0.0.1:%d", grpcx_server_port(f->srv));
-    f->ch = grpcx_channel_new(target);
+    if (channel) {
+        char target[64];
+        snprintf(target, sizeof target, "127.0.0.1:%d", grpcx_server_port(f->srv));
+        f->ch = grpcx_channel_new(target);
+    }
     *state = f;
     return 0;
+}
+
+static int setup_with(void **state, int max_bytes, int (*auth)(grpcx_call *, todo_err *))
+{
+    grpcx_server_opts opts = {.threads = 2, .max_message_bytes = max_bytes, .call_memory_bytes = 1 << 20,
+                              .authenticate = auth, .thread_init = thread_init, .component = "test"};
+    return serve(state, &opts, true);
 }
 
 /* The authenticate hook of the guarded fixture: "Bearer good" is alice. */
@@ -422,22 +432,11 @@ static void health_watch_ends_at_shutdown(void **state)
  * three concurrent calls on one channel all succeed, one after the other. */
 static int setup_one_stream(void **state)
 {
-    fixture *f = calloc(1, sizeof *f);
-    todo_err err;
     grpcx_server_opts opts = {.threads = 4, .max_message_bytes = 1 << 20, .thread_init = thread_init,
                               .component = "test", .max_streams = 1, .max_connection_idle_ms = 60000,
                               .max_connection_age_ms = 600000, .max_connection_age_grace_ms = 10000,
                               .keepalive_ms = 60000, .keepalive_timeout_ms = 20000, .memory_bytes = 256 << 20};
-    static const grpcx_method methods[] = {{"GetTask", get_task}};
-    f->srv = grpcx_server_new(&opts, &err);
-    assert_non_null(f->srv);
-    assert_int_equal(grpcx_server_add_service(f->srv, &todo__v1__task_query_service__descriptor, methods, 1, &err), 0);
-    assert_int_equal(grpcx_server_start(f->srv, "127.0.0.1:0", &err), 0);
-    char target[64];
-    snprintf(target, sizeof target, "127.0.0.1:%d", grpcx_server_port(f->srv));
-    f->ch = grpcx_channel_new(target);
-    *state = f;
-    return 0;
+    return serve(state, &opts, true);
 }
 
 static void one_connection_gets_at_most_its_streams(void **state)
@@ -473,18 +472,10 @@ static const char *cert(const char *name)
 /* A TLS server (mutual when client_ca) with GetTask. */
 static int setup_tls_with(void **state, const char *client_ca)
 {
-    fixture *f = calloc(1, sizeof *f);
-    todo_err err;
     grpcx_server_opts opts = {.threads = 2, .max_message_bytes = 1 << 20, .thread_init = thread_init,
                               .component = "test",
                               .tls = {cert("server.pem"), cert("server.key"), client_ca ? cert(client_ca) : NULL}};
-    static const grpcx_method methods[] = {{"GetTask", get_task}};
-    f->srv = grpcx_server_new(&opts, &err);
-    assert_non_null(f->srv);
-    assert_int_equal(grpcx_server_add_service(f->srv, &todo__v1__task_query_service__descriptor, methods, 1, &err), 0);
-    assert_int_equal(grpcx_server_start(f->srv, "127.0.0.1:0", &err), 0);
-    *state = f;
-    return 0;
+    return serve(state, &opts, false);
 }
 
 static int setup_tls(void **state) { return setup_tls_with(state, NULL); }
