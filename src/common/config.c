@@ -277,6 +277,10 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
     if (cfg->notify_webhook_url[0] != '\0' && strncmp(cfg->notify_webhook_url, "http://", 7) != 0 &&
         strncmp(cfg->notify_webhook_url, "https://", 8) != 0)
         return todo_err_set(err, TODO_EINVAL, "TODO_NOTIFY_WEBHOOK_URL must be an http:// or https:// URL");
+    if (!cfg->local && strncmp(cfg->notify_webhook_url, "http://", 7) == 0)
+        return todo_err_set(err, TODO_EINVAL,
+                            "TODO_NOTIFY_WEBHOOK_URL must be https:// outside TODO_ENV=local (notifications carry "
+                            "users' task titles)");
     if ((rc = get_int(&cfg->notify_attempts, "TODO_NOTIFY_ATTEMPTS", 5, 1, 100, get, ctx, err)) != 0) return rc;
     if ((rc = get_int(&cfg->saga_step_delay_ms, "TODO_SAGA_STEP_DELAY_MS", 0, 0, 60000, get, ctx, err)) != 0)
         return rc;

@@ -48,7 +48,13 @@ void log_line(log_level level, const char *comp, const char *msg, const char *fm
         va_start(ap, fmt);
         int w = vsnprintf(line + n, sizeof line - n, fmt, ap);
         va_end(ap);
+        size_t start = n;
         if (w > 0) n += (size_t)w < sizeof line - n ? (size_t)w : sizeof line - n - 1;
+        /* Values may carry what a client sent (an error naming its input):
+         * no control character gets through, so no value can end the line
+         * and forge another. */
+        for (size_t i = start; i < n; i++)
+            if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f) line[i] = ' ';
     }
     const trace_ctx *t = trace_current();
     if (t != NULL && n + 64 < sizeof line)

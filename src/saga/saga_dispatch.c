@@ -38,7 +38,7 @@ static int dispatch(saga_proc *p, PGconn *pg, const rd_kafka_message_t *m, void 
     s->pg = pg;
     s->correlation_id = env->correlation_id;
     rc = saga_notify_handle(s, n, &outcome, err);
-    if (rc == 0) log_info("notify", "handled", "id=%s recipient=%s outcome=%s", n->notification_id, n->recipient, outcome);
+    if (rc == 0) log_info("notify", "handled", "id=%s outcome=%s", n->notification_id, outcome);
     arena_free(a);
     return rc == TODO_EINVAL ? TODO_EINTERNAL : rc;
 }

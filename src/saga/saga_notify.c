@@ -27,8 +27,10 @@ static saga_notify_result log_send(void *ctx, const Todo__V1__SendNotification *
     (void)ctx;
     (void)err;
     (void)cap;
-    log_info("notify", "notification", "id=%s recipient=%s subject=\"%s\" body=\"%s\"", n->notification_id,
-             n->recipient, n->subject, n->body);
+    /* Who and what are personal: only at debug level (docs/SECURITY.md). */
+    log_info("notify", "notification", "id=%s", n->notification_id);
+    log_debug("notify", "notification content", "id=%s recipient=%s subject=\"%s\" body=\"%s\"", n->notification_id,
+              n->recipient, n->subject, n->body);
     return SAGA_NOTIFY_SENT;
 }
 

@@ -169,6 +169,14 @@ static void unsafe_settings_are_refused(void **state)
         {CONFIG_SAGA, {"TODO_ENV", "local", "TODO_SERVICE_SECRET", CONFIG_DEV_SERVICE_SECRET, NULL}, "published"},
         {CONFIG_SAGA, {"TODO_ENV", "local", "TODO_JWT_SECRET", CONFIG_DEV_SERVICE_SECRET, NULL}, "published"},
         {CONFIG_SAGA, {"TODO_ENV", "local", "TODO_SERVICE_SECRET", "short", NULL}, "at least 32"},
+        /* Webhooks: https outside local. */
+        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, "TODO_SAGA_PG_URL", "postgresql://s@db/t",
+                       "TODO_SERVICE_SECRET", SSECRET, "TODO_NOTIFY_WEBHOOK_URL", "http://hooks.example.com/x", NULL},
+         "must be https:// outside TODO_ENV=local"},
+        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, "TODO_SAGA_PG_URL", "postgresql://s@db/t",
+                       "TODO_SERVICE_SECRET", SSECRET, "TODO_NOTIFY_WEBHOOK_URL", "https://hooks.example.com/x", NULL},
+         NULL},
+        {CONFIG_SAGA, {"TODO_ENV", "local", "TODO_NOTIFY_WEBHOOK_URL", "http://127.0.0.1:8080/x", NULL}, NULL},
         /* TLS files come in pairs. */
         {CONFIG_COMMAND, {"TODO_ENV", "local", "TODO_GRPC_TLS_CERT", "/c.pem", NULL}, "TODO_GRPC_TLS_CERT and TODO_GRPC_TLS_KEY go together"},
         {CONFIG_CLI, {"TODO_ENV", "local", "TODO_GRPC_TLS_CA", "/ca.pem", "TODO_GRPC_TLS_CLIENT_KEY", "/k", NULL}, "go together"},
