@@ -59,6 +59,10 @@ static void *probe_main(void *arg)
         }
         if (!atomic_load(&p->stop)) check(p);
     }
+    /* Closed here: the statements it prepared are remembered by this
+     * thread (pgx), and forgotten only by the thread that closes it. */
+    pgx_close(p->pg);
+    p->pg = NULL;
     return NULL;
 }
 
@@ -84,7 +88,6 @@ void probe_stop(probe *p)
 {
     if (p == NULL) return;
     atomic_store(&p->stop, 1);
-    pthread_join(p->thread, NULL);
-    pgx_close(p->pg); /* after the join: prepared statements are per thread */
+    pthread_join(p->thread, NULL); /* the thread closed its connection */
     free(p);
 }
