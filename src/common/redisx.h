@@ -16,14 +16,23 @@
 typedef struct redisx {
     char host[256];
     int port;
+    char user[64], password[256]; /* from the URL ("" none): AUTH on every connection */
     char comp[32];           /* the log component ("projector"...) */
     int timeout_ms;
     redisContext *rc;
     time_t down_until;
 } redisx;
 
-/* Parses redis://host:port (port defaults to 6379) into host (cap bytes). */
+/* Parses redis://[user[:password]@]host[:port][/...] (port defaults to
+ * 6379; user and password percent-decoded) into host (cap bytes) and port.
+ * rediss:// (TLS) is refused: Debian 12's hiredis 0.14 has no TLS
+ * (docs/SECURITY.md). */
 int redisx_parse_url(const char *url, char *host, size_t cap, int *port, todo_err *err);
+
+/* redisx_parse_url with the credentials: user (ucap bytes; "" when the URL
+ * names only a password, Redis' "default" user) and password (pcap). */
+int redisx_parse_url_auth(const char *url, char *host, size_t cap, int *port, char *user, size_t ucap, char *password,
+                          size_t pcap, todo_err *err);
 
 /* Prepares r for url (TODO_EINVAL when malformed); connects lazily. */
 int redisx_init(redisx *r, const char *url, const char *comp, int timeout_ms, todo_err *err);

@@ -21,6 +21,7 @@
 #include "config.h"
 #include "ctoken.h"
 #include "harness.h"
+#include "proj_cache.h"
 #include "kafkax.h"
 #include "text.h"
 #include "todo/v1/command.pb-c.h"
@@ -680,6 +681,55 @@ static void dead_letters_are_discarded_with_a_reason_and_held_by_one_operator(vo
     assert_int_equal(harness_todoctl(args, out, sizeof out), 1); /* done: the letter is gone */
 }
 
+/* A Redis that knows only an ACL user (no default user): the projector's
+ * cache with the user and password in TODO_REDIS_URL works; with a wrong
+ * password it switches itself off and the database serves alone. */
+static void the_redis_fast_path_authenticates_as_its_acl_user(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    int port = harness_free_port();
+    char dir[200], cmd[2048], url[256], out[256];
+    snprintf(dir, sizeof dir, "%.160s/redis-acl-%d", getenv("TODO_STACK_DIR"), port);
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s && printf 'user default off\\nuser todo-projector on >pr0j%%%%pw ~* &* +@all\\n' > %s/users.acl"
+             " && redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --daemonize yes"
+             " --pidfile %s/redis.pid --logfile %s/redis.log --dir %s --aclfile %s/users.acl",
+             dir, dir, port, dir, dir, dir, dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "for i in $(seq 50); do redis-cli -p %d --user todo-projector --pass 'pr0j%%pw' "
+                              "--no-auth-warning ping 2>/dev/null | grep -q PONG && exit 0; sleep 0.1; done; exit 1", port);
+    assert_int_equal(system(cmd), 0);
+
+    todo_err err;
+    const char *ids[] = {"acl-aggregate"};
+    int64_t v[1] = {0};
+    snprintf(url, sizeof url, "redis://todo-projector:pr0j%%25pw@127.0.0.1:%d", port); /* % percent-encoded */
+    proj_cache *c = proj_cache_new(url, "acl-group", &err);
+    assert_non_null(c);
+    proj_cache_note(c, ids[0], 7);
+    proj_cache_flush(c);
+    proj_cache_lookup(c, ids, 1, v);
+    assert_int_equal(v[0], 7);
+    proj_cache_free(c);
+    snprintf(cmd, sizeof cmd, "redis-cli -p %d --user todo-projector --pass 'pr0j%%pw' --no-auth-warning dbsize", port);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(fgets(out, sizeof out, f));
+    pclose(f);
+    assert_true(atoi(out) >= 1);
+
+    /* A wrong password: nothing known, nothing fails. */
+    snprintf(url, sizeof url, "redis://todo-projector:wrong@127.0.0.1:%d", port);
+    c = proj_cache_new(url, "acl-group", &err);
+    assert_non_null(c);
+    v[0] = 0;
+    proj_cache_lookup(c, ids, 1, v);
+    assert_int_equal(v[0], 0);
+    proj_cache_free(c);
+    snprintf(cmd, sizeof cmd, "kill $(cat %s/redis.pid)", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* An envelope of type with payload m for aggregate id (in a). */
 static void encode_event(arena *a, const char *user, const char *type, const char *id, int64_t version,
                          const ProtobufCMessage *m, uint8_t **bytes, size_t *len)
@@ -1066,6 +1116,7 @@ int main(void)
         cmocka_unit_test(a_token_the_projection_cannot_reach_answers_unavailable),
         cmocka_unit_test(read_your_writes_is_exact_under_concurrency),
         cmocka_unit_test(the_redis_fast_path_is_filled_and_optional),
+        cmocka_unit_test(the_redis_fast_path_authenticates_as_its_acl_user),
         cmocka_unit_test(two_projectors_share_the_partitions_without_loss_or_duplicates),
         cmocka_unit_test(projection_status_shows_lag_progress_and_the_last_error),
         cmocka_unit_test(each_role_reaches_only_its_own_schema),

@@ -21,6 +21,27 @@ static void urls_parse_or_are_refused(void **state)
     assert_int_equal(port, 6380);
     assert_int_equal(redisx_parse_url("redis://cache.internal", host, sizeof host, &port, &err), TODO_OK);
     assert_int_equal(port, 6379);
+    /* Credentials: an ACL user and its password (percent-decoded), or a
+     * password alone (the default user). */
+    char user[64], password[64];
+    assert_int_equal(redisx_parse_url_auth("redis://todo-projector:s3cr%40t%2Fx@cache:6390/0", host, sizeof host, &port,
+                                           user, sizeof user, password, sizeof password, &err),
+                     TODO_OK);
+    assert_string_equal(host, "cache");
+    assert_int_equal(port, 6390);
+    assert_string_equal(user, "todo-projector");
+    assert_string_equal(password, "s3cr@t/x");
+    assert_int_equal(redisx_parse_url_auth("redis://only-a-password@cache", host, sizeof host, &port, user, sizeof user,
+                                           password, sizeof password, &err),
+                     TODO_OK);
+    assert_string_equal(user, "");
+    assert_string_equal(password, "only-a-password");
+    /* TLS is refused, naming why; a bad URL's message never repeats it
+     * (it may hold a password). */
+    assert_int_equal(redisx_parse_url("rediss://cache:6380", host, sizeof host, &port, &err), TODO_EINVAL);
+    assert_non_null(strstr(err.msg, "TLS"));
+    assert_int_equal(redisx_parse_url("redis://u:pw%zz@h:1", host, sizeof host, &port, &err), TODO_EINVAL);
+    assert_null(strstr(err.msg, "pw"));
     const char *bad[] = {"http://x:1", "redis://", "redis://h:0", "redis://h:99999", "redis://h:12ab", "localhost:6379"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(redisx_parse_url(bad[i], host, sizeof host, &port, &err), TODO_EINVAL);
