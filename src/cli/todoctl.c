@@ -54,6 +54,7 @@ static int usage(void)
 {
     fputs("usage:\n"
           "  todoctl token --user ID [--ttl SECONDS]\n"
+          "  todoctl token --service NAME --scope SCOPE [--user ID] [--ttl SECONDS]   (TODO_SERVICE_SECRET; e.g. registry:write)\n"
           "  todoctl migrate\n"
           "  todoctl topics apply [--profile dev|production] [--fix] | topics list [--profile P]\n"
           "  todoctl add TITLE [--priority low|medium|high|urgent] [--due WHEN] [--category C] [--tag T]...\n"
@@ -185,14 +186,22 @@ static void print_task(const Todo__V1__Task *t)
            t->completed ? "[x]" : "[ ]", t->title, t->overdue ? "  (overdue)" : "");
 }
 
+/* todoctl token --user U [--ttl S]: a user token (TODO_JWT_SECRET).
+ * todoctl token --service NAME --scope SCOPE [--user U] [--ttl S]: a
+ * service token (TODO_SERVICE_SECRET) acting for U (default: NAME), e.g.
+ * --scope registry:write for an operator who registers schemas. */
 static int cmd_token(int argc, char **argv)
 {
-    const char *user = NULL;
+    const char *user = NULL, *service = NULL, *scope = NULL;
     long ttl = 3600;
     todo_err err;
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--user") == 0) {
             if ((user = flag_value(argc, argv, &i)) == NULL) return 2;
+        } else if (strcmp(argv[i], "--service") == 0) {
+            if ((service = flag_value(argc, argv, &i)) == NULL) return 2;
+        } else if (strcmp(argv[i], "--scope") == 0) {
+            if ((scope = flag_value(argc, argv, &i)) == NULL) return 2;
         } else if (strcmp(argv[i], "--ttl") == 0) {
             const char *v = flag_value(argc, argv, &i);
             if (v == NULL || (ttl = strtol(v, NULL, 10)) <= 0) return usage();
@@ -200,8 +209,14 @@ static int cmd_token(int argc, char **argv)
             return usage();
         }
     }
-    if (user == NULL) return usage();
-    char *tok = auth_issue(cfg.jwt_secret, user, ttl, (long)time(NULL), &err);
+    if ((service != NULL) != (scope != NULL) || (service == NULL && user == NULL)) return usage();
+    if (service != NULL && cfg.service_secret[0] == '\0') {
+        fprintf(stderr, "todoctl: service tokens need TODO_SERVICE_SECRET\n");
+        return 2;
+    }
+    char *tok = service != NULL ? auth_issue_service(cfg.service_secret, service, scope, user != NULL ? user : service,
+                                                     ttl, (long)time(NULL), &err)
+                                : auth_issue(cfg.jwt_secret, user, ttl, (long)time(NULL), &err);
     if (tok == NULL) {
         fprintf(stderr, "todoctl: %s\n", err.msg);
         return 1;

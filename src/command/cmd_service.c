@@ -47,7 +47,10 @@ int cmd_authenticate(grpcx_call *c, todo_err *err)
                                   (long)time(NULL), &id, err);
     if (rc == TODO_OK) {
         grpcx_call_set_user(c, id.user);
-        if (id.service[0] != '\0' && auth_has_scope(&id, AUTH_SCOPE_INTERNAL)) grpcx_call_set_service(c, id.service);
+        if (id.service[0] != '\0') {
+            grpcx_call_set_service(c, id.service);
+            grpcx_call_set_scope(c, id.scope);
+        }
         return TODO_OK;
     }
     /* Refused before its body is read: the record has no target or request
@@ -95,7 +98,7 @@ static int audited(grpcx_call *c, grpcx_unary_fn fn, const ProtobufCMessage *req
 static int internal_only(grpcx_call *c, grpcx_unary_fn fn, const ProtobufCMessage *req, ProtobufCMessage **resp,
                          todo_err *err)
 {
-    if (grpcx_call_service(c) == NULL) {
+    if (!grpcx_call_has_scope(c, AUTH_SCOPE_INTERNAL)) {
         cmd_thread *t = grpcx_call_state(c);
         snprintf(t->audit_user, sizeof t->audit_user, "%s", grpcx_call_user(c) ? grpcx_call_user(c) : "");
         const char *m = strrchr(grpcx_call_method(c), '/');

@@ -100,7 +100,7 @@ int main(void)
         .keepalive_timeout_ms = cfg.grpc_keepalive_timeout_ms, .memory_bytes = (long long)cfg.grpc_memory_mb << 20,
     };
     grpcx_server *srv = grpcx_server_new(&opts, &err);
-    reg_service_opts registry = {.writers = cfg.registry_writers, .pg = cmd_thread_pg};
+    reg_service_opts registry = {.pg = cmd_thread_pg};
     probe *health = NULL;
     if (srv == NULL || cmd_service_register(srv, &err) != 0 || reg_service_register(srv, &registry, &err) != 0 ||
         (health = probe_start(srv, "command", cfg.pg_url, cmd_relay_kafka_ready, relay)) == NULL ||

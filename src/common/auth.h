@@ -35,7 +35,8 @@ char *auth_issue(const char *secret, const char *user, long ttl_s, long now, tod
  * commands users may not call), `exp`. A token that says `typ` "service"
  * but verifies only with the user secret is refused. */
 #define AUTH_SERVICE_MAX 64
-#define AUTH_SCOPE_INTERNAL "internal"
+#define AUTH_SCOPE_INTERNAL "internal"              /* todo-saga: RestoreReminder, TriggerReminder, CreateNextOccurrence */
+#define AUTH_SCOPE_REGISTRY_WRITE "registry:write"   /* operators: CheckSchema, RegisterSchema, SetMode */
 
 typedef struct auth_identity {
     char user[AUTH_USER_MAX];       /* whose tasks the call touches */

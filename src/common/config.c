@@ -284,8 +284,10 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
     if ((rc = get_int(&cfg->notify_attempts, "TODO_NOTIFY_ATTEMPTS", 5, 1, 100, get, ctx, err)) != 0) return rc;
     if ((rc = get_int(&cfg->saga_step_delay_ms, "TODO_SAGA_STEP_DELAY_MS", 0, 0, 60000, get, ctx, err)) != 0)
         return rc;
-    if ((rc = get_str(cfg->registry_writers, "TODO_REGISTRY_WRITERS", "registry-admin", get, ctx, err)) != 0)
-        return rc;
+    if (get("TODO_REGISTRY_WRITERS", ctx) != NULL)
+        return todo_err_set(err, TODO_EINVAL,
+                            "TODO_REGISTRY_WRITERS is gone: registry writers hold a token with scope registry:write "
+                            "(todoctl token --service NAME --scope registry:write; docs/SECURITY.md)");
 
     if ((rc = get_int(&cfg->request_ttl_s, "TODO_REQUEST_TTL_S", 86400, 60, 30 * 86400, get, ctx, err)) != 0)
         return rc;

@@ -77,7 +77,6 @@ typedef struct todo_config {
     char notify_webhook_url[CONFIG_STR_MAX]; /* TODO_NOTIFY_WEBHOOK_URL: where notifications are POSTed ("": log them) */
     int notify_attempts;                  /* TODO_NOTIFY_ATTEMPTS: deliveries tried per notification */
     int saga_step_delay_ms;               /* TODO_SAGA_STEP_DELAY_MS: a pause before every saga step (tests, demos) */
-    char registry_writers[CONFIG_STR_MAX]; /* TODO_REGISTRY_WRITERS: user ids (comma-separated) that may register schemas and set modes over gRPC */
 } todo_config;
 
 /* Which process reads the config: picks the PostgreSQL role variable. */

@@ -157,10 +157,13 @@ const char *grpcx_call_peer_identity(grpcx_call *c);
 void grpcx_call_set_user(grpcx_call *c, const char *user);
 const char *grpcx_call_user(grpcx_call *c);
 
-/* The service acting for the user (authenticated with a service token that
- * grants it the internal commands), or NULL for a user's own call. */
+/* The service acting for the user (authenticated with a service token),
+ * or NULL for a user's own call; and that token's scopes (space-separated:
+ * "internal", "registry:write"). A user's own call has none. */
 void grpcx_call_set_service(grpcx_call *c, const char *service);
 const char *grpcx_call_service(grpcx_call *c);
+void grpcx_call_set_scope(grpcx_call *c, const char *scope);
+bool grpcx_call_has_scope(grpcx_call *c, const char *scope);
 
 /* The call's arena: released when the call ends. */
 arena *grpcx_call_arena(grpcx_call *c);

@@ -129,6 +129,7 @@ typedef struct unary_call {
     size_t n_reply_md;
     char user[GRPCX_USER_MAX];   /* the authenticated caller, "" before */
     char service[64];            /* the service acting for user (a service token), "" for a user's own call */
+    char scope[128];             /* that token's scopes, space-separated */
     trace_ctx trace;             /* this call's span: a child of the caller's traceparent, or a new trace */
 } unary_call;
 
@@ -196,6 +197,24 @@ void grpcx_call_set_service(grpcx_call *c, const char *service)
 }
 
 const char *grpcx_call_service(grpcx_call *c) { return c->u->service[0] != '\0' ? c->u->service : NULL; }
+
+void grpcx_call_set_scope(grpcx_call *c, const char *scope)
+{
+    snprintf(c->u->scope, sizeof c->u->scope, "%s", scope != NULL ? scope : "");
+}
+
+bool grpcx_call_has_scope(grpcx_call *c, const char *scope)
+{
+    size_t n = strlen(scope);
+    for (const char *p = c->u->scope; *p != '\0';) {
+        while (*p == ' ') p++;
+        const char *e = p;
+        while (*e != '\0' && *e != ' ') e++;
+        if ((size_t)(e - p) == n && n > 0 && strncmp(p, scope, n) == 0) return true;
+        p = e;
+    }
+    return false;
+}
 
 const char *grpcx_call_user(grpcx_call *c) { return c->u->user[0] != '\0' ? c->u->user : NULL; }
 

@@ -13,29 +13,18 @@
 
 static const reg_service_opts *opts;
 
-/* True when user is one of the comma-separated writers. */
-static bool is_writer(const char *user)
-{
-    size_t n = strlen(user);
-    for (const char *p = opts->writers; *p != '\0';) {
-        const char *end = strchr(p, ',');
-        size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
-        while (len > 0 && *p == ' ') p++, len--;
-        while (len > 0 && p[len - 1] == ' ') len--;
-        if (len == n && memcmp(p, user, n) == 0) return true;
-        if (end == NULL) break;
-        p = end + 1;
-    }
-    return false;
-}
-
 /* Authenticates the caller (and checks it may write), then the database. */
 static int begin(grpcx_call *c, bool write, PGconn **pg, todo_err *err)
 {
     const char *user = grpcx_call_user(c); /* the hosting server's authenticate hook named the caller */
     if (user == NULL) return todo_err_set(err, TODO_EUNAUTH, "the caller is not authenticated");
-    if (write && !is_writer(user))
-        return todo_err_set(err, TODO_EDENIED, "%s may not change the schema registry (TODO_REGISTRY_WRITERS)", user);
+    /* Writers hold a token of the scope, signed with the service secret:
+     * no user token (whoever can sign those) can claim it. */
+    if (write && !grpcx_call_has_scope(c, AUTH_SCOPE_REGISTRY_WRITE))
+        return todo_err_set(err, TODO_EDENIED,
+                            "%s may not change the schema registry: that needs a token with scope %s "
+                            "(todoctl token --service NAME --scope %s)",
+                            user, AUTH_SCOPE_REGISTRY_WRITE, AUTH_SCOPE_REGISTRY_WRITE);
     if ((*pg = opts->pg(c, err)) == NULL) return todo_err_set(err, TODO_EUNAVAIL, "the database is unreachable; retry later");
     return TODO_OK;
 }

@@ -3,7 +3,7 @@
  * the operations of `todoctl registry` over gRPC, on reg_store.
  *
  * Every call needs a valid bearer token; CheckSchema, RegisterSchema and
- * SetMode need one whose user id is among the writers (PERMISSION_DENIED
+ * SetMode need a service token with scope registry:write (PERMISSION_DENIED
  * otherwise: a check costs as much as a registration), and take a
  * descriptor set of at most REG_MAX_SCHEMA_BYTES (RESOURCE_EXHAUSTED). Bad
  * input is INVALID_ARGUMENT naming the field; an unknown subject, version or
@@ -25,7 +25,6 @@
 /* The caller is the one the hosting server's grpcx_server_opts.authenticate
  * named (grpcx_call_user); without one every call is UNAUTHENTICATED. */
 typedef struct reg_service_opts {
-    const char *writers;                                  /* comma-separated user ids */
     PGconn *(*pg)(grpcx_call *call, todo_err *err);       /* the worker thread's connection */
 } reg_service_opts;
 

@@ -167,14 +167,15 @@ char *harness_bearer(const char *user, long ttl, const char *secret)
     return bearer_of(auth_issue(secret, user, ttl > 0 ? ttl : 1, (long)time(NULL) - (ttl > 0 ? 0 : 120), &err));
 }
 
-char *harness_service_bearer(const char *user)
+char *harness_scoped_bearer(const char *service, const char *scope, const char *user)
 {
     todo_config cfg;
     todo_err err;
     if (config_load(&cfg, CONFIG_CLI, NULL, NULL, &err) != 0) return NULL;
-    return bearer_of(
-        auth_issue_service(cfg.service_secret, "todo-saga", AUTH_SCOPE_INTERNAL, user, 600, (long)time(NULL), &err));
+    return bearer_of(auth_issue_service(cfg.service_secret, service, scope, user, 600, (long)time(NULL), &err));
 }
+
+char *harness_service_bearer(const char *user) { return harness_scoped_bearer("todo-saga", AUTH_SCOPE_INTERNAL, user); }
 
 void harness_user(char out[64], const char *prefix)
 {

@@ -43,6 +43,9 @@ char *harness_bearer(const char *user, long ttl, const char *secret);
  * scope (the stack's service secret). */
 char *harness_service_bearer(const char *user);
 
+/* "Bearer <service token>" of service acting for user with scope. */
+char *harness_scoped_bearer(const char *service, const char *scope, const char *user);
+
 /* A user id unique to this run: "<prefix>-<random>". */
 void harness_user(char out[64], const char *prefix);
 

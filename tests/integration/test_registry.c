@@ -22,6 +22,7 @@
 
 #include "arena.h"
 #include "event.h"
+#include "auth.h"
 #include "harness.h"
 #include "reg_service.h"
 #include "reg_local.h"
@@ -412,7 +413,11 @@ static void the_grpc_service_checks_registers_and_guards_writes(void **state)
     HARNESS_NEED_STACK();
     char subject[64];
     harness_user(subject, "grpc.event");
-    char *reader = harness_bearer("registry-reader", 600, NULL), *writer = harness_bearer("registry-admin", 600, NULL);
+    /* Writers hold a service token with scope registry:write; the old
+     * writer's user id, or todo-saga's internal scope, is no writer. */
+    char *reader = harness_bearer("registry-reader", 600, NULL),
+         *writer = harness_scoped_bearer("registry-operator", AUTH_SCOPE_REGISTRY_WRITE, "registry-admin");
+    char *old_writer = harness_bearer("registry-admin", 600, NULL), *saga = harness_service_bearer("registry-reader");
     size_t n1, n3;
     uint8_t *v1 = file_bytes("v1", &n1), *bad = file_bytes("bad_type", &n3);
     Todo__V1__SchemaRequest req = TODO__V1__SCHEMA_REQUEST__INIT;
@@ -427,6 +432,13 @@ static void the_grpc_service_checks_registers_and_guards_writes(void **state)
                                    &res), GRPC_STATUS_UNAUTHENTICATED);
     assert_int_equal(registry_call("CheckSchema", &req.base, &todo__v1__check_schema_response__descriptor, reader, NULL,
                                    &res), GRPC_STATUS_PERMISSION_DENIED);
+    assert_non_null(strstr(res.message, "scope registry:write"));
+    assert_int_equal(registry_call("CheckSchema", &req.base, &todo__v1__check_schema_response__descriptor, old_writer,
+                                   NULL, &res), GRPC_STATUS_PERMISSION_DENIED);
+    assert_int_equal(registry_call("CheckSchema", &req.base, &todo__v1__check_schema_response__descriptor, saga, NULL,
+                                   &res), GRPC_STATUS_PERMISSION_DENIED);
+    free(old_writer);
+    free(saga);
     assert_int_equal(registry_call("CheckSchema", &req.base, &todo__v1__check_schema_response__descriptor, writer, &out,
                                    &res), GRPC_STATUS_OK);
     assert_true(((Todo__V1__CheckSchemaResponse *)out)->compatible);

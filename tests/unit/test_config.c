@@ -177,6 +177,10 @@ static void unsafe_settings_are_refused(void **state)
                        "TODO_SERVICE_SECRET", SSECRET, "TODO_NOTIFY_WEBHOOK_URL", "https://hooks.example.com/x", NULL},
          NULL},
         {CONFIG_SAGA, {"TODO_ENV", "local", "TODO_NOTIFY_WEBHOOK_URL", "http://127.0.0.1:8080/x", NULL}, NULL},
+        /* Registry writers are a scope now, not user ids anyone with the
+         * users' key could claim. */
+        {CONFIG_COMMAND, {"TODO_ENV", "local", "TODO_REGISTRY_WRITERS", "registry-admin", NULL},
+         "TODO_REGISTRY_WRITERS is gone"},
         /* TLS files come in pairs. */
         {CONFIG_COMMAND, {"TODO_ENV", "local", "TODO_GRPC_TLS_CERT", "/c.pem", NULL}, "TODO_GRPC_TLS_CERT and TODO_GRPC_TLS_KEY go together"},
         {CONFIG_CLI, {"TODO_ENV", "local", "TODO_GRPC_TLS_CA", "/ca.pem", "TODO_GRPC_TLS_CLIENT_KEY", "/k", NULL}, "go together"},
