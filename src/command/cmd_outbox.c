@@ -11,16 +11,12 @@
 int cmd_outbox_status_read(PGconn *pg, cmd_outbox_status *st, todo_err *err)
 {
     PGresult *r = pgx_exec(pg,
-                           "select count(*), coalesce(extract(epoch from now() - min(created_at)), 0)::float8,"
-                           " count(*) filter (where parked_at is not null),"
-                           " count(*) filter (where parked_at is null and exists (select 1 from write.events p"
-                           "    where p.parked_at is not null and p.published_at is null"
-                           "    and p.aggregate_id = e.aggregate_id and p.position < e.position)),"
+                           "select" CMD_OUTBOX_BACKLOG_COLUMNS ","
                            " coalesce((select max(position) from write.events), 0),"
                            " coalesce((select string_agg(a.application_name || ' (backend ' || a.pid || ')', ', ')"
                            "    from pg_locks l join pg_stat_activity a on a.pid = l.pid"
                            "    where l.locktype = 'advisory' and l.objid = " CMD_RELAY_LOCK_KEY " and l.granted), '')"
-                           " from write.events e where published_at is null",
+                           CMD_OUTBOX_BACKLOG_FROM,
                            0, NULL, err);
     if (r == NULL) return err->code;
     st->unpublished = strtol(PQgetvalue(r, 0, 0), NULL, 10);

@@ -32,6 +32,18 @@
 /* The advisory lock the one active relay holds. */
 #define CMD_RELAY_LOCK_KEY LOCK_RELAY
 
+/* The backlog of write.events, written once for the relay's metrics
+ * (outbox_table.status_sql) and for todoctl outbox: the unpublished rows,
+ * the oldest one's age in seconds, the parked rows, and the rows waiting
+ * behind a parked row of their aggregate. "select" COLUMNS [more] FROM. */
+#define CMD_OUTBOX_BACKLOG_COLUMNS                                                                 \
+    " count(*), coalesce(extract(epoch from now() - min(created_at)), 0)::float8,"               \
+    " count(*) filter (where parked_at is not null),"                                             \
+    " count(*) filter (where parked_at is null and exists (select 1 from write.events p"          \
+    "    where p.parked_at is not null and p.published_at is null"                                 \
+    "    and p.aggregate_id = e.aggregate_id and p.position < e.position))"
+#define CMD_OUTBOX_BACKLOG_FROM " from write.events e where published_at is null"
+
 /* The outbox at a glance. */
 typedef struct cmd_outbox_status {
     long unpublished;          /* rows not yet acknowledged by Kafka, parked ones included */

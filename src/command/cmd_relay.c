@@ -57,12 +57,7 @@ cmd_relay *cmd_relay_start(const todo_config *cfg, todo_err *err)
         .done_sql = "update write.events set published_at = now() where position = any($1::bigint[])",
         .park_sql = "update write.events set parked_at = now(), parked_reason = $2"
                     " where position = $1::bigint and published_at is null",
-        .status_sql = "select count(*), coalesce(extract(epoch from now() - min(created_at)), 0)::float8,"
-                      " count(*) filter (where parked_at is not null),"
-                      " count(*) filter (where parked_at is null and exists (select 1 from write.events p"
-                      "    where p.parked_at is not null and p.published_at is null"
-                      "    and p.aggregate_id = e.aggregate_id and p.position < e.position))"
-                      " from write.events e where published_at is null",
+        .status_sql = "select" CMD_OUTBOX_BACKLOG_COLUMNS CMD_OUTBOX_BACKLOG_FROM,
         .stamp_position = true,
         .leader_tick = leader_tick,
         .ctx = r,

@@ -38,11 +38,7 @@ static const outbox_table saga_outbox = {
                   " order by o.id limit $1::int",
     .done_sql = "delete from saga.outbox where id = any($1::bigint[])",
     .park_sql = "update saga.outbox set parked_at = now(), parked_reason = $2 where id = $1::bigint",
-    .status_sql = "select count(*), coalesce(extract(epoch from now() - min(created_at)), 0)::float8,"
-                  " count(*) filter (where parked_at is not null),"
-                  " count(*) filter (where parked_at is null and exists (select 1 from saga.outbox p"
-                  "    where p.parked_at is not null and p.aggregate_id = o.aggregate_id and p.id < o.id))"
-                  " from saga.outbox o",
+    .status_sql = "select" SAGA_OUTBOX_BACKLOG_COLUMNS SAGA_OUTBOX_BACKLOG_FROM,
 };
 
 /* Rows an older todo-saga left in saga.outbox get their envelopes. */

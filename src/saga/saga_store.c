@@ -380,14 +380,11 @@ int saga_store_upgrade_outbox(PGconn *pg, long *converted, todo_err *err)
 int saga_outbox_status(PGconn *pg, saga_outbox_stat *st, todo_err *err)
 {
     PGresult *r = pgx_exec(pg,
-                           "select count(*), coalesce(extract(epoch from now() - min(created_at)), 0)::float8,"
-                           " count(*) filter (where parked_at is not null),"
-                           " count(*) filter (where parked_at is null and exists (select 1 from saga.outbox p"
-                           "    where p.parked_at is not null and p.aggregate_id = o.aggregate_id and p.id < o.id)),"
+                           "select" SAGA_OUTBOX_BACKLOG_COLUMNS ","
                            " coalesce((select string_agg(a.application_name || ' (backend ' || a.pid || ')', ', ')"
                            "    from pg_locks l join pg_stat_activity a on a.pid = l.pid"
                            "    where l.locktype = 'advisory' and l.objid = " LOCK_SAGA_OUTBOX " and l.granted), '')"
-                           " from saga.outbox o",
+                           SAGA_OUTBOX_BACKLOG_FROM,
                            0, NULL, err);
     if (r == NULL) return err->code;
     st->rows = strtol(PQgetvalue(r, 0, 0), NULL, 10);

@@ -76,6 +76,16 @@ typedef struct saga_outbox_stat {
 } saga_outbox_stat;
 int saga_outbox_status(PGconn *pg, saga_outbox_stat *st, todo_err *err);
 
+/* saga.outbox's backlog, written once for the publisher's metrics and for
+ * saga_outbox_status: rows, the oldest one's age in seconds, parked rows,
+ * rows waiting behind a parked row of their aggregate. */
+#define SAGA_OUTBOX_BACKLOG_COLUMNS                                                                \
+    " count(*), coalesce(extract(epoch from now() - min(created_at)), 0)::float8,"               \
+    " count(*) filter (where parked_at is not null),"                                             \
+    " count(*) filter (where parked_at is null and exists (select 1 from saga.outbox p"           \
+    "    where p.parked_at is not null and p.aggregate_id = o.aggregate_id and p.id < o.id))"
+#define SAGA_OUTBOX_BACKLOG_FROM " from saga.outbox o"
+
 typedef struct saga_outbox_row {
     long long id;
     char event_type[64];
