@@ -314,7 +314,8 @@ int main(int argc, char **argv)
         cs[i].m = m;
         /* ryw: one user for all (its concurrent commands race each other). */
         snprintf(cs[i].user, sizeof cs[i].user, "%.40s-%d-%ld", prefix, m == M_RYW ? 0 : i, (long)time(NULL));
-        char *tok = auth_issue(cfg.jwt_secret, cs[i].user, 3600, (long)time(NULL), &err);
+        auth_rules rules = AUTH_RULES_OF(&cfg);
+        char *tok = auth_issue_for(cfg.jwt_secret, cs[i].user, 3600, (long)time(NULL), &rules, &err);
         if (tok == NULL) {
             fprintf(stderr, "todo-loadgen: %s\n", err.msg);
             return 2;

@@ -132,7 +132,9 @@ static char *authorization(const char *user)
 {
     const char *env = getenv("TODO_TOKEN");
     todo_err err;
-    char *tok = env != NULL && env[0] ? strdup(env) : auth_issue(cfg.jwt_secret, user, 3600, (long)time(NULL), &err);
+    auth_rules rules = AUTH_RULES_OF(&cfg);
+    char *tok = env != NULL && env[0] ? strdup(env)
+                                      : auth_issue_for(cfg.jwt_secret, user, 3600, (long)time(NULL), &rules, &err);
     if (tok == NULL) {
         fprintf(stderr, "todoctl: %s\n", err.msg);
         return NULL;
@@ -210,13 +212,14 @@ static int cmd_token(int argc, char **argv)
         }
     }
     if ((service != NULL) != (scope != NULL) || (service == NULL && user == NULL)) return usage();
+    auth_rules rules = AUTH_RULES_OF(&cfg);
     if (service != NULL && cfg.service_secret[0] == '\0') {
         fprintf(stderr, "todoctl: service tokens need TODO_SERVICE_SECRET\n");
         return 2;
     }
     char *tok = service != NULL ? auth_issue_service(cfg.service_secret, service, scope, user != NULL ? user : service,
                                                      ttl, (long)time(NULL), &err)
-                                : auth_issue(cfg.jwt_secret, user, ttl, (long)time(NULL), &err);
+                                : auth_issue_for(cfg.jwt_secret, user, ttl, (long)time(NULL), &rules, &err);
     if (tok == NULL) {
         fprintf(stderr, "todoctl: %s\n", err.msg);
         return 1;

@@ -257,7 +257,25 @@ static int show(const todo_config *cfg, const char *id)
     if (load(cfg, &ls) != 0) return 1;
     const Todo__V1__DeadLetter *dl = find(&ls, id);
     if (dl == NULL) {
-        fprintf(stderr, "todoctl: no dead letter %s (redriven, or never there)\n", id);
+        /* Gone from the topic: what was decided about it, if anything. */
+        todo_err err;
+        PGconn *pg = pgx_connect(cfg->admin_pg_url, "todoctl-dlq", &err);
+        const char *p[1] = {id};
+        PGresult *r = pg != NULL ? pgx_exec(pg,
+                                            "select case when done then action else 'being ' || action end, operator,"
+                                            " to_char(coalesce(decided_at, claimed_at) at time zone 'UTC',"
+                                            " 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), reason, consumer_group, reason_code"
+                                            " from todo_meta.dlq_decisions where letter_id = $1",
+                                            1, p, &err)
+                                 : NULL;
+        if (r != NULL && PQntuples(r) == 1)
+            printf("%s was %s by %s at %s%s%s (group %s, reason code %s); it is no longer in %s\n", id,
+                   PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3)[0] ? ": " : "",
+                   PQgetvalue(r, 0, 3), PQgetvalue(r, 0, 4), PQgetvalue(r, 0, 5), DLQ_TOPIC);
+        else
+            fprintf(stderr, "todoctl: no dead letter %s (never there, or compacted away)\n", id);
+        PQclear(r);
+        pgx_close(pg);
         letters_free(&ls);
         return 1;
     }

@@ -43,8 +43,9 @@ int cmd_authenticate(grpcx_call *c, todo_err *err)
 {
     cmd_thread *t = grpcx_call_state(c);
     auth_identity id;
-    int rc = auth_verify_identity(t->cfg->jwt_secret, t->cfg->service_secret, grpcx_call_metadata(c, "authorization"),
-                                  (long)time(NULL), &id, err);
+    auth_rules rules = AUTH_RULES_OF(t->cfg);
+    int rc = auth_verify_with(t->cfg->jwt_secret, t->cfg->service_secret, grpcx_call_metadata(c, "authorization"),
+                              (long)time(NULL), &rules, &id, err);
     if (rc == TODO_OK) {
         grpcx_call_set_user(c, id.user);
         if (id.service[0] != '\0') {

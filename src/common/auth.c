@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <jansson.h>
 #include <jwt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,8 +27,10 @@ bool auth_user_valid(const char *user)
 /* Decodes the token of authorization with key (HS256 only) and checks
  * exp: *out on TODO_OK. bad_sig: the signature did not verify (another key
  * may). */
-static int decode(const char *key, const char *authorization, long now, jwt_t **out, bool *bad_sig, todo_err *err)
+static int decode(const char *key, const char *authorization, long now, const auth_rules *rules, jwt_t **out,
+                  bool *bad_sig, todo_err *err)
 {
+    long leeway = rules != NULL && rules->leeway_s > 0 ? rules->leeway_s : 0;
     const char *token;
     long exp;
     *out = NULL;
@@ -58,11 +61,60 @@ static int decode(const char *key, const char *authorization, long now, jwt_t **
         jwt_free(jwt);
         return todo_err_set(err, TODO_EUNAUTH, "bearer token has no exp claim");
     }
-    if (exp <= now) {
+    if (exp + leeway <= now) {
         jwt_free(jwt);
         return todo_err_set(err, TODO_EUNAUTH, "bearer token expired");
     }
+    errno = 0;
+    long nbf = jwt_get_grant_int(jwt, "nbf");
+    if (errno == 0 && nbf > now + leeway) {
+        jwt_free(jwt);
+        return todo_err_set(err, TODO_EUNAUTH, "bearer token is not valid yet (nbf)");
+    }
+    errno = 0;
+    long iat = jwt_get_grant_int(jwt, "iat");
+    bool has_iat = errno == 0;
+    if (has_iat && iat > now + leeway) {
+        jwt_free(jwt);
+        return todo_err_set(err, TODO_EUNAUTH, "bearer token was issued in the future (iat)");
+    }
+    if (rules != NULL && rules->max_lifetime_s > 0 && (!has_iat || exp - iat > rules->max_lifetime_s)) {
+        jwt_free(jwt);
+        return todo_err_set(err, TODO_EUNAUTH,
+                            has_iat ? "bearer token lives longer than %ld s (TODO_JWT_MAX_LIFETIME_S)"
+                                    : "bearer token has no iat claim (TODO_JWT_MAX_LIFETIME_S needs it)",
+                            rules->max_lifetime_s);
+    }
     *out = jwt;
+    return TODO_OK;
+}
+
+static bool set_(const char *s) { return s != NULL && s[0] != '\0'; }
+
+/* A user token's iss and aud against rules. */
+static int issuer_and_audience(jwt_t *jwt, const auth_rules *rules, todo_err *err)
+{
+    if (rules == NULL) return TODO_OK;
+    if (set_(rules->issuer)) {
+        const char *iss = jwt_get_grant(jwt, "iss");
+        if (iss == NULL || strcmp(iss, rules->issuer) != 0)
+            return todo_err_set(err, TODO_EUNAUTH, "bearer token iss is not %s (TODO_JWT_ISSUER)", rules->issuer);
+    }
+    if (set_(rules->audience)) {
+        const char *aud = jwt_get_grant(jwt, "aud");
+        bool ok = aud != NULL && strcmp(aud, rules->audience) == 0;
+        if (!ok && aud == NULL) { /* an array of audiences */
+            char *text = jwt_get_grants_json(jwt, "aud");
+            json_t *a = text != NULL ? json_loads(text, 0, NULL) : NULL;
+            size_t i;
+            json_t *v;
+            json_array_foreach(a, i, v) ok = ok || (json_is_string(v) && strcmp(json_string_value(v), rules->audience) == 0);
+            json_decref(a);
+            free(text);
+        }
+        if (!ok) return todo_err_set(err, TODO_EUNAUTH, "bearer token aud does not name %s (TODO_JWT_AUDIENCE)",
+                                     rules->audience);
+    }
     return TODO_OK;
 }
 
@@ -85,18 +137,24 @@ static bool is_service_token(jwt_t *jwt)
 int auth_verify_identity(const char *user_secret, const char *service_secret, const char *authorization, long now,
                          auth_identity *id, todo_err *err)
 {
+    return auth_verify_with(user_secret, service_secret, authorization, now, NULL, id, err);
+}
+
+int auth_verify_with(const char *user_secret, const char *service_secret, const char *authorization, long now,
+                     const auth_rules *rules, auth_identity *id, todo_err *err)
+{
     jwt_t *jwt;
     bool bad_sig;
     memset(id, 0, sizeof *id);
-    int rc = decode(user_secret, authorization, now, &jwt, &bad_sig, err);
+    int rc = decode(user_secret, authorization, now, rules, &jwt, &bad_sig, err);
     if (rc == TODO_OK) {
         if (is_service_token(jwt)) rc = todo_err_set(err, TODO_EUNAUTH, "a service token must be signed with the service secret");
-        else rc = user_claim(jwt, "sub", id->user, err);
+        else if ((rc = issuer_and_audience(jwt, rules, err)) == TODO_OK) rc = user_claim(jwt, "sub", id->user, err);
         jwt_free(jwt);
         return rc;
     }
     if (!bad_sig || service_secret == NULL || service_secret[0] == '\0') return rc;
-    if (decode(service_secret, authorization, now, &jwt, &bad_sig, err) != TODO_OK) {
+    if (decode(service_secret, authorization, now, rules, &jwt, &bad_sig, err) != TODO_OK) {
         if (bad_sig) todo_err_set(err, TODO_EUNAUTH, "bearer token is malformed or its signature does not verify");
         return TODO_EUNAUTH;
     }
@@ -137,6 +195,12 @@ int auth_verify(const char *secret, const char *authorization, long now, char us
 
 char *auth_issue(const char *secret, const char *user, long ttl_s, long now, todo_err *err)
 {
+    return auth_issue_for(secret, user, ttl_s, now, NULL, err);
+}
+
+char *auth_issue_for(const char *secret, const char *user, long ttl_s, long now, const auth_rules *rules,
+                     todo_err *err)
+{
     jwt_t *jwt = NULL;
     char *out = NULL;
 
@@ -150,6 +214,8 @@ char *auth_issue(const char *secret, const char *user, long ttl_s, long now, tod
     }
     if (jwt_new(&jwt) != 0 || jwt_add_grant(jwt, "sub", user) != 0 ||
         jwt_add_grant_int(jwt, "iat", now) != 0 || jwt_add_grant_int(jwt, "exp", now + ttl_s) != 0 ||
+        (rules != NULL && set_(rules->issuer) && jwt_add_grant(jwt, "iss", rules->issuer) != 0) ||
+        (rules != NULL && set_(rules->audience) && jwt_add_grant(jwt, "aud", rules->audience) != 0) ||
         jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)secret, (int)strlen(secret)) != 0 ||
         (out = jwt_encode_str(jwt)) == NULL) {
         todo_err_set(err, TODO_EINTERNAL, "could not encode the token");

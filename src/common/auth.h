@@ -17,6 +17,20 @@
 
 #define AUTH_USER_MAX 129 /* 128 characters and the NUL */
 
+/* What a deployment asks of every token beyond its signature and exp
+ * (docs/SECURITY.md). NULL rules: nothing more, no leeway. */
+typedef struct auth_rules {
+    const char *issuer;   /* "" or NULL: any; else a user token's iss must be it */
+    const char *audience; /* "" or NULL: any; else a user token's aud must be it or list it */
+    long max_lifetime_s;  /* > 0: iat is required and exp - iat may be at most this */
+    long leeway_s;        /* clock skew allowed on exp, nbf and iat */
+} auth_rules;
+
+/* The rules of a todo_config (config.h): TODO_JWT_ISSUER, _AUDIENCE,
+ * _MAX_LIFETIME_S, _LEEWAY_S. */
+#define AUTH_RULES_OF(cfg)                                                                                 \
+    ((auth_rules){(cfg)->jwt_issuer, (cfg)->jwt_audience, (cfg)->jwt_max_lifetime_s, (cfg)->jwt_leeway_s})
+
 /* Checks the value of an authorization header against secret at time now.
  * On success copies the user id into user and returns TODO_OK; otherwise
  * TODO_EUNAUTH with the reason (missing header, not a bearer token, bad
@@ -27,6 +41,10 @@ int auth_verify(const char *secret, const char *authorization, long now, char us
 /* Issues a token for user valid for ttl_s seconds from now. Returns a
  * malloc'ed string the caller frees, or NULL with err set. */
 char *auth_issue(const char *secret, const char *user, long ttl_s, long now, todo_err *err);
+
+/* auth_issue with the iss and aud rules asks for (rules may be NULL). */
+char *auth_issue_for(const char *secret, const char *user, long ttl_s, long now, const auth_rules *rules,
+                     todo_err *err);
 
 /* Service tokens: todo's own services (todo-saga) act for a user with a
  * token of their own, signed with a separate service secret that user
@@ -52,6 +70,12 @@ char *auth_issue_service(const char *service_secret, const char *service, const 
  * token (service_secret; NULL or "": none accepted). */
 int auth_verify_identity(const char *user_secret, const char *service_secret, const char *authorization, long now,
                          auth_identity *id, todo_err *err);
+
+/* auth_verify_identity that also applies rules (NULL: none): nbf and iat
+ * not in the future, a lifetime of at most max_lifetime_s, and a user
+ * token's iss and aud, each with leeway_s of clock skew. */
+int auth_verify_with(const char *user_secret, const char *service_secret, const char *authorization, long now,
+                     const auth_rules *rules, auth_identity *id, todo_err *err);
 
 /* True when id holds scope (a service token's). */
 bool auth_has_scope(const auth_identity *id, const char *scope);

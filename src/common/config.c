@@ -211,6 +211,11 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
             strcmp(cfg->service_secret, CONFIG_DEV_JWT_SECRET) == 0)
             return todo_err_set(err, TODO_EINVAL, "TODO_SERVICE_SECRET is a published development secret; choose your own");
     }
+    if ((rc = get_str(cfg->jwt_issuer, "TODO_JWT_ISSUER", "", get, ctx, err)) != 0 ||
+        (rc = get_str(cfg->jwt_audience, "TODO_JWT_AUDIENCE", "", get, ctx, err)) != 0 ||
+        (rc = get_int(&cfg->jwt_max_lifetime_s, "TODO_JWT_MAX_LIFETIME_S", 86400, 0, 31536000, get, ctx, err)) != 0 ||
+        (rc = get_int(&cfg->jwt_leeway_s, "TODO_JWT_LEEWAY_S", 30, 0, 600, get, ctx, err)) != 0)
+        return rc;
     ctoken_key_derive(cfg->jwt_secret, &cfg->token_key);
     if ((rc = get_int(&cfg->token_wait_ms, "TODO_QUERY_TOKEN_WAIT_MS", 3000, 0, 60000, get, ctx, err)) != 0) return rc;
 

@@ -39,6 +39,10 @@ typedef struct todo_config {
     char grpc_tls_server_name[CONFIG_STR_MAX]; /* TODO_GRPC_TLS_SERVER_NAME */
     char jwt_secret[CONFIG_STR_MAX];      /* TODO_JWT_SECRET */
     bool jwt_secret_is_default;           /* the built-in local secret is in use */
+    char jwt_issuer[CONFIG_STR_MAX];      /* TODO_JWT_ISSUER: user tokens' iss must be it ("" any) */
+    char jwt_audience[CONFIG_STR_MAX];    /* TODO_JWT_AUDIENCE: user tokens' aud must name it ("" any) */
+    int jwt_max_lifetime_s;               /* TODO_JWT_MAX_LIFETIME_S: exp - iat at most (86400; 0: no limit) */
+    int jwt_leeway_s;                     /* TODO_JWT_LEEWAY_S: clock skew on exp, nbf, iat (30) */
     char service_secret[CONFIG_STR_MAX];  /* TODO_SERVICE_SECRET: service tokens (todo-saga signs, todo-command verifies); "" none */
     ctoken_key token_key;                 /* consistency tokens' MAC key, derived from the JWT secret (ctoken.h) */
     int token_wait_ms;                    /* TODO_QUERY_TOKEN_WAIT_MS: longest a query waits for its token (3000) */

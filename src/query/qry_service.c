@@ -65,9 +65,11 @@ static int read_failed(const char *what, todo_err *err)
 int qry_authenticate(grpcx_call *c, todo_err *err)
 {
     qry_thread *t = grpcx_call_state(c);
-    char user[AUTH_USER_MAX];
-    int rc = auth_verify(t->cfg->jwt_secret, grpcx_call_metadata(c, "authorization"), (long)time(NULL), user, err);
-    if (rc == TODO_OK) grpcx_call_set_user(c, user);
+    auth_identity id;
+    auth_rules rules = AUTH_RULES_OF(t->cfg);
+    int rc = auth_verify_with(t->cfg->jwt_secret, NULL, grpcx_call_metadata(c, "authorization"), (long)time(NULL),
+                              &rules, &id, err);
+    if (rc == TODO_OK) grpcx_call_set_user(c, id.user);
     return rc;
 }
 

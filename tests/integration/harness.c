@@ -160,11 +160,11 @@ char *harness_bearer(const char *user, long ttl, const char *secret)
 {
     todo_config cfg;
     todo_err err;
-    if (secret == NULL) {
-        if (config_load(&cfg, CONFIG_CLI, NULL, NULL, &err) != 0) return NULL;
-        secret = cfg.jwt_secret;
-    }
-    return bearer_of(auth_issue(secret, user, ttl > 0 ? ttl : 1, (long)time(NULL) - (ttl > 0 ? 0 : 120), &err));
+    if (config_load(&cfg, CONFIG_CLI, NULL, NULL, &err) != 0) return NULL;
+    if (secret == NULL) secret = cfg.jwt_secret;
+    auth_rules rules = AUTH_RULES_OF(&cfg);
+    return bearer_of(
+        auth_issue_for(secret, user, ttl > 0 ? ttl : 1, (long)time(NULL) - (ttl > 0 ? 0 : 120), &rules, &err));
 }
 
 char *harness_scoped_bearer(const char *service, const char *scope, const char *user)

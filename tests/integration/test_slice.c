@@ -639,8 +639,10 @@ static void dead_letters_are_discarded_with_a_reason_and_held_by_one_operator(vo
     snprintf(args, sizeof args, "dlq discard %s --why 'test garbage, nothing to recover' --by alice", w.first_id);
     assert_int_equal(harness_todoctl(args, out, sizeof out), 0);
     assert_non_null(strstr(out, "discarded"));
-    snprintf(args, sizeof args, "dlq show %s", w.first_id);
+    snprintf(args, sizeof args, "dlq show %s", w.first_id); /* gone; show says what was decided */
     assert_int_equal(harness_todoctl(args, out, sizeof out), 1);
+    assert_non_null(strstr(out, "was discarded by alice at "));
+    assert_non_null(strstr(out, ": test garbage, nothing to recover"));
     snprintf(args, sizeof args, "dlq redrive %s", w.first_id);
     assert_int_equal(harness_todoctl(args, out, sizeof out), 1); /* gone: nothing to redrive */
     assert_int_equal(harness_todoctl("dlq decisions --since 1h", out, sizeof out), 0);

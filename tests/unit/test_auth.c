@@ -192,6 +192,64 @@ static void service_tokens_are_told_apart_from_user_tokens(void **state)
     free(other);
 }
 
+/* A token with the given claims (0 / NULL: left out), made with libjwt. */
+static char *claims_token(long iat, long nbf, long exp, const char *iss, const char *aud_json)
+{
+    jwt_t *j;
+    jwt_new(&j);
+    jwt_add_grant(j, "sub", "carol");
+    if (iat != 0) jwt_add_grant_int(j, "iat", iat);
+    if (nbf != 0) jwt_add_grant_int(j, "nbf", nbf);
+    jwt_add_grant_int(j, "exp", exp);
+    if (iss != NULL) jwt_add_grant(j, "iss", iss);
+    if (aud_json != NULL) jwt_add_grants_json(j, aud_json);
+    jwt_set_alg(j, JWT_ALG_HS256, (const unsigned char *)SECRET, (int)strlen(SECRET));
+    char *t = jwt_encode_str(j);
+    jwt_free(j);
+    return t;
+}
+
+/* nbf, iat, a maximum lifetime, a little clock skew, iss and aud. */
+static void deployment_rules_apply_to_every_claim(void **state)
+{
+    (void)state;
+    todo_err err;
+    auth_identity id;
+    auth_rules rules = {.issuer = "https://id.example.com", .audience = "todo", .max_lifetime_s = 3600, .leeway_s = 30};
+    struct {
+        long iat, nbf, exp;
+        const char *iss, *aud;
+        const char *says; /* NULL: accepted */
+    } cases[] = {
+        {NOW - 10, 0, NOW + 600, "https://id.example.com", "{\"aud\": \"todo\"}", NULL},
+        {NOW - 10, 0, NOW + 600, "https://id.example.com", "{\"aud\": [\"other\", \"todo\"]}", NULL},
+        {NOW - 10, 0, NOW - 20, "https://id.example.com", "{\"aud\": \"todo\"}", NULL}, /* expired 20 s ago: skew */
+        {NOW - 10, 0, NOW - 31, "https://id.example.com", "{\"aud\": \"todo\"}", "expired"},
+        {NOW - 10, NOW + 20, NOW + 600, "https://id.example.com", "{\"aud\": \"todo\"}", NULL},
+        {NOW - 10, NOW + 60, NOW + 600, "https://id.example.com", "{\"aud\": \"todo\"}", "not valid yet"},
+        {NOW + 60, 0, NOW + 600, "https://id.example.com", "{\"aud\": \"todo\"}", "issued in the future"},
+        {NOW - 10, 0, NOW + 7200, "https://id.example.com", "{\"aud\": \"todo\"}", "lives longer than 3600 s"},
+        {0, 0, NOW + 600, "https://id.example.com", "{\"aud\": \"todo\"}", "no iat"},
+        {NOW - 10, 0, NOW + 600, "https://evil.example.com", "{\"aud\": \"todo\"}", "iss is not"},
+        {NOW - 10, 0, NOW + 600, NULL, "{\"aud\": \"todo\"}", "iss is not"},
+        {NOW - 10, 0, NOW + 600, "https://id.example.com", "{\"aud\": [\"other\"]}", "aud does not name todo"},
+        {NOW - 10, 0, NOW + 600, "https://id.example.com", NULL, "aud does not name todo"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *t = claims_token(cases[i].iat, cases[i].nbf, cases[i].exp, cases[i].iss, cases[i].aud);
+        int rc = auth_verify_with(SECRET, NULL, bearer(t), NOW, &rules, &id, &err);
+        if (cases[i].says == NULL && rc != TODO_OK) fail_msg("case %zu refused: %s", i, err.msg);
+        if (cases[i].says != NULL && (rc != TODO_EUNAUTH || strstr(err.msg, cases[i].says) == NULL))
+            fail_msg("case %zu: wanted \"%s\", got %d \"%s\"", i, cases[i].says, rc, rc ? err.msg : "");
+        free(t);
+    }
+    /* What auth_issue_for makes passes the same rules. */
+    char *t = auth_issue_for(SECRET, "dave", 600, NOW, &rules, &err);
+    assert_int_equal(auth_verify_with(SECRET, NULL, bearer(t), NOW, &rules, &id, &err), TODO_OK);
+    assert_string_equal(id.user, "dave");
+    free(t);
+}
+
 static void user_ids_are_validated_when_issuing(void **state)
 {
     (void)state;
@@ -222,6 +280,7 @@ int main(void)
         cmocka_unit_test(claims_are_required_and_checked),
         cmocka_unit_test(user_ids_are_validated_when_issuing),
         cmocka_unit_test(service_tokens_are_told_apart_from_user_tokens),
+        cmocka_unit_test(deployment_rules_apply_to_every_claim),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -43,6 +43,10 @@ static void defaults_describe_the_local_dev_stack(void **state)
     assert_int_equal(cfg.grpc_max_connection_age_ms, 1800000);
     assert_int_equal(cfg.grpc_keepalive_ms, 60000);
     assert_int_equal(cfg.grpc_memory_mb, 1024);
+    /* Token rules (docs/SECURITY.md). */
+    assert_string_equal(cfg.jwt_issuer, "");
+    assert_int_equal(cfg.jwt_max_lifetime_s, 86400);
+    assert_int_equal(cfg.jwt_leeway_s, 30);
 }
 
 static void each_service_uses_its_own_role_url_with_fallback(void **state)
@@ -91,7 +95,7 @@ static void bad_values_name_the_variable(void **state)
         {"TODO_ENV", "staging"},          {"TODO_GRPC_THREADS", "0"},   {"TODO_GRPC_THREADS", "abc"},
         {"TODO_GRPC_THREADS", "8x"},      {"TODO_RELAY_BATCH", "100000"}, {"TODO_LOG_LEVEL", "verbose"},
         {"TODO_GRPC_MAX_MESSAGE_BYTES", "10"}, {"TODO_GRPC_MAX_STREAMS", "0"}, {"TODO_GRPC_KEEPALIVE_MS", "10"},
-        {"TODO_GRPC_MEMORY_MB", "-1"},
+        {"TODO_GRPC_MEMORY_MB", "-1"}, {"TODO_JWT_LEEWAY_S", "3600"}, {"TODO_JWT_MAX_LIFETIME_S", "-5"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *env[] = {cases[i].name, cases[i].value, "TODO_ENV", "local", NULL}; /* the first wins */
