@@ -27,6 +27,20 @@ bool auth_user_valid(const char *user)
 /* Decodes the token of authorization with key (HS256 only) and checks
  * exp: *out on TODO_OK. bad_sig: the signature did not verify (another key
  * may). */
+/* Claim name as whole seconds: 1 with *v, 0 when absent, -1 when present
+ * but not an integer (libjwt's integer getter answers 0 for a real). */
+static int int_claim(jwt_t *jwt, const char *name, long *v)
+{
+    char *text = jwt_get_grants_json(jwt, name), *end = NULL;
+    if (text == NULL) return 0;
+    errno = 0;
+    long n = strtol(text, &end, 10);
+    int rc = end != text && *end == '\0' && errno == 0 ? 1 : -1;
+    if (rc == 1) *v = n;
+    free(text);
+    return rc;
+}
+
 static int decode(const char *key, const char *authorization, long now, const auth_rules *rules, jwt_t **out,
                   bool *bad_sig, todo_err *err)
 {
@@ -65,15 +79,17 @@ static int decode(const char *key, const char *authorization, long now, const au
         jwt_free(jwt);
         return todo_err_set(err, TODO_EUNAUTH, "bearer token expired");
     }
-    errno = 0;
-    long nbf = jwt_get_grant_int(jwt, "nbf");
-    if (errno == 0 && nbf > now + leeway) {
+    long nbf = 0, iat = 0;
+    int has_nbf = int_claim(jwt, "nbf", &nbf), iat_state = int_claim(jwt, "iat", &iat);
+    if (has_nbf < 0 || iat_state < 0) {
+        jwt_free(jwt); /* present but not whole seconds: refused, never ignored */
+        return todo_err_set(err, TODO_EUNAUTH, "bearer token nbf and iat must be integers (seconds)");
+    }
+    if (has_nbf && nbf > now + leeway) {
         jwt_free(jwt);
         return todo_err_set(err, TODO_EUNAUTH, "bearer token is not valid yet (nbf)");
     }
-    errno = 0;
-    long iat = jwt_get_grant_int(jwt, "iat");
-    bool has_iat = errno == 0;
+    bool has_iat = iat_state == 1;
     if (has_iat && iat > now + leeway) {
         jwt_free(jwt);
         return todo_err_set(err, TODO_EUNAUTH, "bearer token was issued in the future (iat)");
@@ -163,6 +179,8 @@ int auth_verify_with(const char *user_secret, const char *service_secret, const 
     else if (sub == NULL || sub[0] == '\0' || strlen(sub) >= AUTH_SERVICE_MAX || !auth_user_valid(sub))
         rc = todo_err_set(err, TODO_EUNAUTH, "a service token's sub must name the service");
     else rc = user_claim(jwt, "act", id->user, err);
+    if (rc == TODO_OK && scope != NULL && strlen(scope) >= sizeof id->scope)
+        rc = todo_err_set(err, TODO_EUNAUTH, "a service token's scope is longer than %zu bytes", sizeof id->scope - 1);
     if (rc == TODO_OK) {
         snprintf(id->service, sizeof id->service, "%s", sub);
         snprintf(id->scope, sizeof id->scope, "%s", scope != NULL ? scope : "");

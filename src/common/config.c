@@ -1,7 +1,9 @@
 /* config: see config.h. */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -50,10 +52,24 @@ static int get_int(int *dst, const char *name, int def, int min, int max, config
 
 bool config_addr_is_loopback(const char *addr)
 {
-    if (strncmp(addr, "127.", 4) == 0 || strncmp(addr, "[::1]:", 6) == 0 || strncmp(addr, "localhost:", 10) == 0)
-        return true;
-    if (strncmp(addr, "ipv4:127.", 9) == 0 || strncmp(addr, "ipv6:[::1]:", 11) == 0) return true;
-    return false;
+    /* "host:port", "[v6]:port", and gRPC's "ipv4:" / "ipv6:" forms. */
+    if (strncmp(addr, "ipv4:", 5) == 0 || strncmp(addr, "ipv6:", 5) == 0) addr += 5;
+    char host[256];
+    const char *end;
+    if (addr[0] == '[') {
+        end = strchr(addr, ']');
+        if (end == NULL || end[1] != ':') return false;
+        snprintf(host, sizeof host, "%.*s", (int)(end - addr - 1), addr + 1);
+    } else {
+        end = strrchr(addr, ':');
+        if (end == NULL || (size_t)(end - addr) >= sizeof host) return false;
+        snprintf(host, sizeof host, "%.*s", (int)(end - addr), addr);
+    }
+    if (strcmp(host, "localhost") == 0) return true;
+    struct in_addr v4;
+    struct in6_addr v6;
+    if (inet_pton(AF_INET, host, &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+    return inet_pton(AF_INET6, host, &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
 }
 
 /* The TLS settings: both of a pair or neither; outside local, a gRPC server

@@ -64,9 +64,14 @@ static slot *find(dlq_watch *w, const char *id)
     }
 }
 
+/* Rehashes the live letters into a table of at least four slots per live
+ * letter: tombstones are dropped, so churn (letters redriven, discarded)
+ * never makes the table grow with the letters ever seen. */
 static bool grow(dlq_watch *w)
 {
-    size_t cap = w->cap ? w->cap * 2 : 1024;
+    size_t live = 0, cap = 1024;
+    for (size_t i = 0; i < w->cap; i++) live += w->slots[i].id[0] != '\0' && w->slots[i].pair >= 0;
+    while (cap < live * 4) cap *= 2;
     slot *old = w->slots, *slots = calloc(cap, sizeof *slots);
     if (slots == NULL) return false;
     size_t old_cap = w->cap;
@@ -134,12 +139,12 @@ static void take(dlq_watch *w, const rd_kafka_message_t *m)
         }
         return;
     }
-    char group[64], code[32], reason[256];
+    char group[64] = "", code[32], reason[256];
     const char *g = header(m, "dlq_consumer_group", group, sizeof group);
     /* A rebuild's group is named after its start ("...-rebuild-1796144357"):
      * one label value for them all keeps the label set bounded. */
-    char *rebuild = strstr(group, "-rebuild-");
-    if (g == group && rebuild != NULL && strspn(rebuild + 9, "0123456789") == strlen(rebuild + 9)) rebuild[8] = '\0';
+    char *rebuild = g == group ? strstr(group, "-rebuild-") : NULL;
+    if (rebuild != NULL && strspn(rebuild + 9, "0123456789") == strlen(rebuild + 9)) rebuild[8] = '\0';
     const char *c = header(m, "dlq_reason_code", code, sizeof code);
     if (c[0] == '\0') c = dlq_reason_code(header(m, "dlq_reason", reason, sizeof reason));
     int p = pair_of(w, g, c);

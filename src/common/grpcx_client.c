@@ -33,9 +33,15 @@ char *grpcx_read_pem(const char *path, todo_err *err)
             cap *= 2;
         }
     }
+    bool whole = buf != NULL && feof(f);
     fclose(f);
     if (buf == NULL) {
         todo_err_set(err, TODO_EINTERNAL, "out of memory reading %s", path);
+        return NULL;
+    }
+    if (!whole) {
+        free(buf);
+        todo_err_set(err, TODO_EINVAL, "%s is larger than 4 MiB: not a PEM file of ours", path);
         return NULL;
     }
     buf[n] = '\0';

@@ -717,7 +717,7 @@ static void watch_pump(watch_call *w)
     } else {
         grpc_byte_buffer_destroy(w->send);
         w->send = NULL;
-        w->phase = W_ENDED;
+        watch_end(w, GRPC_STATUS_INTERNAL, "the health status could not be sent");
     }
 }
 
@@ -766,11 +766,11 @@ static void watch_begin(stream_call *sc)
         w->next = s->watches;
         s->watches = w;
     }
+    if (!ok && w->refs > 0) grpc_call_cancel(w->call, NULL); /* under the lock: its close tag comes back, then it is freed */
     int refs = w->refs;
     pthread_mutex_unlock(&w->mu);
     pthread_mutex_unlock(&s->watch_mu);
     if (refs == 0) watch_free(w);
-    else if (!ok) grpc_call_cancel(w->call, NULL); /* its close tag comes back, then it is freed */
 }
 
 /* A receive or a send of w completed. */

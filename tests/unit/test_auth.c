@@ -186,6 +186,15 @@ static void service_tokens_are_told_apart_from_user_tokens(void **state)
     assert_non_null(strstr(err.msg, "act"));
     char *other = service_shaped("another-secret-another-secret-xx", "service", "todo-saga", "alice");
     assert_int_equal(auth_verify_identity(SECRET, SERVICE_SECRET, bearer(other), NOW, &id, &err), TODO_EUNAUTH);
+    /* A scope too long to keep whole is refused, never cut to a shorter one. */
+    char scope[200];
+    memset(scope, 'a', sizeof scope - 1);
+    scope[sizeof scope - 1] = '\0';
+    memcpy(scope + sizeof scope - 10, " internal", 9);
+    char *wide = auth_issue_service(SERVICE_SECRET, "todo-saga", scope, "alice", 60, NOW, &err);
+    assert_int_equal(auth_verify_identity(SECRET, SERVICE_SECRET, bearer(wide), NOW, &id, &err), TODO_EUNAUTH);
+    assert_non_null(strstr(err.msg, "scope is longer"));
+    free(wide);
     free(forged);
     free(untyped);
     free(no_act);
@@ -243,6 +252,11 @@ static void deployment_rules_apply_to_every_claim(void **state)
             fail_msg("case %zu: wanted \"%s\", got %d \"%s\"", i, cases[i].says, rc, rc ? err.msg : "");
         free(t);
     }
+    /* A fractional nbf (RFC 7519 allows it) is refused, not ignored. */
+    char *frac = claims_token(NOW - 10, 0, NOW + 600, "https://id.example.com", "{\"aud\": \"todo\", \"nbf\": 1800000300.5}");
+    assert_int_equal(auth_verify_with(SECRET, NULL, bearer(frac), NOW, &rules, &id, &err), TODO_EUNAUTH);
+    assert_non_null(strstr(err.msg, "must be integers"));
+    free(frac);
     /* What auth_issue_for makes passes the same rules. */
     char *t = auth_issue_for(SECRET, "dave", 600, NOW, &rules, &err);
     assert_int_equal(auth_verify_with(SECRET, NULL, bearer(t), NOW, &rules, &id, &err), TODO_OK);

@@ -217,6 +217,10 @@ static void loopback_addresses_are_recognised(void **state)
     assert_false(config_addr_is_loopback("10.0.0.1:50051"));
     assert_false(config_addr_is_loopback("localhost.example.com:1"));
     assert_false(config_addr_is_loopback("127x:1"));
+    assert_false(config_addr_is_loopback("127.evil.example:50051")); /* a name, not an address */
+    assert_false(config_addr_is_loopback("localhost"));              /* no port */
+    assert_true(config_addr_is_loopback("ipv4:127.0.0.1:50051"));
+    assert_false(config_addr_is_loopback("[::2]:1"));
 }
 
 int main(void)
