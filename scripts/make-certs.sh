@@ -7,7 +7,10 @@
 #   operator.pem operator.key    a client certificate, SAN DNS:todoctl
 #   other-ca.pem                 a second CA nobody trusts
 #   rogue.pem rogue.key          a client certificate signed by other-ca, SAN DNS:todo-saga
-# Keys are ECDSA P-256; everything is valid for 30 days. Never use them
+#   jwt-es256.key jwt-es256.pub  an identity provider's P-256 key pair: it signs user tokens (ES256),
+#                                the services verify with the public half (TODO_JWT_PUBLIC_KEYS)
+#   jwt-rs256.key jwt-rs256.pub  the same with RSA 2048 (RS256)
+# Keys are ECDSA P-256 unless said; everything is valid for 30 days. Never use them
 # outside tests and the local stack.
 # Usage: scripts/make-certs.sh DIR
 set -euo pipefail
@@ -34,5 +37,9 @@ leaf server ca localhost "DNS:localhost,IP:127.0.0.1" serverAuth
 leaf saga ca todo-saga "DNS:todo-saga" clientAuth
 leaf operator ca todoctl "DNS:todoctl" clientAuth
 leaf rogue other-ca todo-saga "DNS:todo-saga" clientAuth
+key jwt-es256.key
+openssl pkey -in jwt-es256.key -pubout -out jwt-es256.pub 2>/dev/null
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out jwt-rs256.key 2>/dev/null
+openssl pkey -in jwt-rs256.key -pubout -out jwt-rs256.pub 2>/dev/null
 chmod 600 ./*.key
 echo "certificates in $dir"

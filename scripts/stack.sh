@@ -109,7 +109,7 @@ start_pg() {
   # TLS with a certificate of the stack's own CA (clients may ask for
   # sslmode=verify-full with sslrootcert=$dir/certs/ca.pem; docs/SECURITY.md).
   # (made again when missing or due to expire within a day: they last 30 days).
-  openssl x509 -checkend 86400 -noout -in "$dir/certs/server.pem" >/dev/null 2>&1 \
+  { openssl x509 -checkend 86400 -noout -in "$dir/certs/server.pem" >/dev/null 2>&1 && [ -f "$dir/certs/jwt-rs256.pub" ]; } \
     || bash "$TODO_REPO/scripts/make-certs.sh" "$dir/certs" >/dev/null
   install -m 600 "$dir/certs/server.key" "$dir/pg/server.key"
   install -m 644 "$dir/certs/server.pem" "$dir/pg/server.pem"

@@ -1,7 +1,7 @@
 /*
  * todoctl: the operators' and developers' command line.
  *
- *   todoctl token --user ID [--ttl SECONDS]      print a bearer token (HS256)
+ *   todoctl token --user ID [--ttl SECONDS]      print a user token (TODO_JWT_SIGNING_KEY, else HS256)
  *   todoctl migrate                             apply pending migrations
  *   todoctl topics apply [--profile P] [--fix]  create missing topics, report (and fix) drift
  *   todoctl topics list [--profile P]           the topic table
@@ -53,7 +53,7 @@ static todo_config cfg;
 static int usage(void)
 {
     fputs("usage:\n"
-          "  todoctl token --user ID [--ttl SECONDS]\n"
+          "  todoctl token --user ID [--ttl SECONDS]   (signed with TODO_JWT_SIGNING_KEY, else TODO_JWT_SECRET)\n"
           "  todoctl token --service NAME --scope SCOPE [--user ID] [--ttl SECONDS]   (TODO_SERVICE_SECRET; e.g. registry:write)\n"
           "  todoctl migrate\n"
           "  todoctl topics apply [--profile dev|production] [--fix] | topics list [--profile P]\n"
@@ -127,14 +127,27 @@ static long long parse_due(const char *s, time_t now)
     return -1;
 }
 
+/* A user token for user: signed with TODO_JWT_SIGNING_KEY (a stack whose
+ * services verify with public keys) or else TODO_JWT_SECRET. */
+static char *user_token(const char *user, long ttl, todo_err *err)
+{
+    auth_rules rules = AUTH_RULES_OF(&cfg);
+    if (cfg.jwt_signing_key[0] != '\0')
+        return auth_issue_signed(cfg.jwt_signing_key, cfg.jwt_signing_kid, user, ttl, (long)time(NULL), &rules, err);
+    if (cfg.jwt_secret[0] == '\0') {
+        todo_err_set(err, TODO_EINVAL, "no key to sign a user token: set TODO_TOKEN (a token from your identity "
+                                       "provider), TODO_JWT_SIGNING_KEY or, on a local stack, TODO_JWT_SECRET");
+        return NULL;
+    }
+    return auth_issue_for(cfg.jwt_secret, user, ttl, (long)time(NULL), &rules, err);
+}
+
 /* "Bearer <token>" for the acting user, malloc'ed. */
 static char *authorization(const char *user)
 {
     const char *env = getenv("TODO_TOKEN");
     todo_err err;
-    auth_rules rules = AUTH_RULES_OF(&cfg);
-    char *tok = env != NULL && env[0] ? strdup(env)
-                                      : auth_issue_for(cfg.jwt_secret, user, 3600, (long)time(NULL), &rules, &err);
+    char *tok = env != NULL && env[0] ? strdup(env) : user_token(user, 3600, &err);
     if (tok == NULL) {
         fprintf(stderr, "todoctl: %s\n", err.msg);
         return NULL;
@@ -188,7 +201,8 @@ static void print_task(const Todo__V1__Task *t)
            t->completed ? "[x]" : "[ ]", t->title, t->overdue ? "  (overdue)" : "");
 }
 
-/* todoctl token --user U [--ttl S]: a user token (TODO_JWT_SECRET).
+/* todoctl token --user U [--ttl S]: a user token (TODO_JWT_SIGNING_KEY,
+ * else TODO_JWT_SECRET).
  * todoctl token --service NAME --scope SCOPE [--user U] [--ttl S]: a
  * service token (TODO_SERVICE_SECRET) acting for U (default: NAME), e.g.
  * --scope registry:write for an operator who registers schemas. */
@@ -212,14 +226,13 @@ static int cmd_token(int argc, char **argv)
         }
     }
     if ((service != NULL) != (scope != NULL) || (service == NULL && user == NULL)) return usage();
-    auth_rules rules = AUTH_RULES_OF(&cfg);
     if (service != NULL && cfg.service_secret[0] == '\0') {
         fprintf(stderr, "todoctl: service tokens need TODO_SERVICE_SECRET\n");
         return 2;
     }
     char *tok = service != NULL ? auth_issue_service(cfg.service_secret, service, scope, user != NULL ? user : service,
                                                      ttl, (long)time(NULL), &err)
-                                : auth_issue_for(cfg.jwt_secret, user, ttl, (long)time(NULL), &rules, &err);
+                                : user_token(user, ttl, &err);
     if (tok == NULL) {
         fprintf(stderr, "todoctl: %s\n", err.msg);
         return 1;

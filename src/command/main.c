@@ -9,6 +9,7 @@
 #include "cmd_group.h"
 #include "cmd_relay.h"
 #include "cmd_service.h"
+#include "auth.h"
 #include "config.h"
 #include "event.h"
 #include "grpcx.h"
@@ -54,8 +55,16 @@ int main(void)
     }
     log_set_level(cfg.log_level);
     if (pgx_start_check("command", cfg.pg_url, "write,registry", !cfg.local) != 0) return 1; /* least privilege */
+    auth_keys *user_keys = NULL; /* TODO_JWT_PUBLIC_KEYS: immutable, shared by every call */
+    if (cfg.jwt_public_keys[0] != '\0' && auth_keys_load(cfg.jwt_public_keys, &user_keys, &err) != 0) {
+        fprintf(stderr, "todo-command: TODO_JWT_PUBLIC_KEYS: %s\n", err.msg);
+        return 2;
+    }
+    cfg.jwt_keys = user_keys;
     if (cfg.jwt_secret_is_default)
         log_warn("command", "using the built-in development JWT secret (TODO_ENV=local)", NULL);
+    else if (user_keys != NULL)
+        log_info("command", "user tokens are verified with public keys", "keys=%zu", auth_keys_count(user_keys));
     svc_signals_block(&sigs); /* before any thread starts */
 
     /* The event types this service writes (the catalogue's, event.c): their
@@ -123,5 +132,6 @@ int main(void)
     grpcx_server_free(srv);
     audit_free(app.audit, 5000);
     metrics_server_stop(metrics);
+    auth_keys_free(user_keys);
     return 0;
 }

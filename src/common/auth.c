@@ -1,4 +1,5 @@
-/* auth: see auth.h. The JWT encoding and HMAC are libjwt's. */
+/* auth: see auth.h. The JWT encoding, HMAC and signatures are libjwt's;
+ * the keys are auth_keys.c's. */
 #include "auth.h"
 
 #include <errno.h>
@@ -24,9 +25,6 @@ bool auth_user_valid(const char *user)
     return n > 0;
 }
 
-/* Decodes the token of authorization with key (HS256 only) and checks
- * exp: *out on TODO_OK. bad_sig: the signature did not verify (another key
- * may). */
 /* Claim name as whole seconds: 1 with *v, 0 when absent, -1 when present
  * but not an integer (libjwt's integer getter answers 0 for a real). */
 static int int_claim(jwt_t *jwt, const char *name, long *v)
@@ -41,33 +39,43 @@ static int int_claim(jwt_t *jwt, const char *name, long *v)
     return rc;
 }
 
-static int decode(const char *key, const char *authorization, long now, const auth_rules *rules, jwt_t **out,
-                  bool *bad_sig, todo_err *err)
+/* The token of an authorization header value, or NULL with err set. */
+static const char *bearer(const char *authorization, todo_err *err)
+{
+    if (authorization == NULL || authorization[0] == '\0')
+        return todo_err_set(err, TODO_EUNAUTH, "missing authorization metadata: send \"authorization: Bearer <token>\""), NULL;
+    if (strncasecmp(authorization, "Bearer ", 7) != 0)
+        return todo_err_set(err, TODO_EUNAUTH, "authorization metadata is not a bearer token"), NULL;
+    const char *token = authorization + 7;
+    while (*token == ' ') token++;
+    if (strlen(token) > AUTH_TOKEN_MAX)
+        return todo_err_set(err, TODO_EUNAUTH, "bearer token is longer than %d bytes", AUTH_TOKEN_MAX), NULL;
+    return token;
+}
+
+/* Verifies token with key (key_len bytes: a secret for HS256, a PEM public
+ * key otherwise), which must be signed with alg, and checks exp, nbf, iat
+ * and the lifetime: *out on TODO_OK. bad_sig: the signature did not verify
+ * (another key may). The caller has checked the header's alg is alg, so a
+ * public key is never taken for an HMAC secret. */
+static int decode(const char *key, size_t key_len, jwt_alg_t alg, const char *token, long now,
+                  const auth_rules *rules, jwt_t **out, bool *bad_sig, todo_err *err)
 {
     long leeway = rules != NULL && rules->leeway_s > 0 ? rules->leeway_s : 0;
-    const char *token;
     long exp;
     *out = NULL;
     *bad_sig = false;
-    if (authorization == NULL || authorization[0] == '\0')
-        return todo_err_set(err, TODO_EUNAUTH, "missing authorization metadata: send \"authorization: Bearer <token>\"");
-    if (strncasecmp(authorization, "Bearer ", 7) != 0)
-        return todo_err_set(err, TODO_EUNAUTH, "authorization metadata is not a bearer token");
-    token = authorization + 7;
-    while (*token == ' ') token++;
-    if (strlen(token) > AUTH_TOKEN_MAX)
-        return todo_err_set(err, TODO_EUNAUTH, "bearer token is longer than %d bytes", AUTH_TOKEN_MAX);
-
+    if (key == NULL || key_len == 0) return todo_err_set(err, TODO_EINTERNAL, "no key to verify the token with");
     jwt_t *jwt = NULL;
-    int rc = jwt_decode(&jwt, token, (const unsigned char *)key, (int)strlen(key));
+    int rc = jwt_decode(&jwt, token, (const unsigned char *)key, (int)key_len);
     if (rc != 0 || jwt == NULL) {
         jwt_free(jwt);
         *bad_sig = true;
         return todo_err_set(err, TODO_EUNAUTH, "bearer token is malformed or its signature does not verify");
     }
-    if (jwt_get_alg(jwt) != JWT_ALG_HS256) {
+    if (jwt_get_alg(jwt) != alg) {
         jwt_free(jwt);
-        return todo_err_set(err, TODO_EUNAUTH, "bearer token must be signed with HS256");
+        return todo_err_set(err, TODO_EUNAUTH, "bearer token must be signed with %s", jwt_alg_str(alg));
     }
     errno = 0;
     exp = jwt_get_grant_int(jwt, "exp");
@@ -156,22 +164,84 @@ int auth_verify_identity(const char *user_secret, const char *service_secret, co
     return auth_verify_with(user_secret, service_secret, authorization, now, NULL, id, err);
 }
 
+/* A user token signed with RS256 or ES256 (alg), verified with rules'
+ * public keys: the key named by kid, or else each key of the type. */
+static int verify_public(jwt_alg_t alg, const char *kid, const char *token, long now, const auth_rules *rules,
+                         auth_identity *id, todo_err *err)
+{
+    const auth_keys *keys = rules != NULL ? rules->user_keys : NULL;
+    auth_key_type type = alg == JWT_ALG_RS256 ? AUTH_KEY_RSA : AUTH_KEY_EC;
+    const char *pem = NULL;
+    jwt_t *jwt = NULL;
+    bool bad_sig = true;
+    int rc = TODO_EUNAUTH;
+    if (auth_keys_count(keys) == 0)
+        return todo_err_set(err, TODO_EUNAUTH, "bearer token is signed with %s, but user tokens here are HS256",
+                            jwt_alg_str(alg));
+    for (int i = auth_keys_pick(keys, kid, type, 0, &pem, err); i >= 0 && bad_sig;
+         i = kid != NULL ? -1 : auth_keys_pick(keys, NULL, type, (size_t)i + 1, &pem, err)) {
+        rc = decode(pem, strlen(pem), alg, token, now, rules, &jwt, &bad_sig, err);
+        if (rc != TODO_OK && !bad_sig) return rc;
+    }
+    if (rc != TODO_OK) return rc;
+    if (is_service_token(jwt)) rc = todo_err_set(err, TODO_EUNAUTH, "a service token must be signed with the service secret");
+    else if ((rc = issuer_and_audience(jwt, rules, err)) == TODO_OK) rc = user_claim(jwt, "sub", id->user, err);
+    jwt_free(jwt);
+    return rc;
+}
+
 int auth_verify_with(const char *user_secret, const char *service_secret, const char *authorization, long now,
                      const auth_rules *rules, auth_identity *id, todo_err *err)
 {
-    jwt_t *jwt;
-    bool bad_sig;
+    jwt_t *jwt = NULL;
+    bool bad_sig = true;
+    int rc = TODO_EUNAUTH;
     memset(id, 0, sizeof *id);
-    int rc = decode(user_secret, authorization, now, rules, &jwt, &bad_sig, err);
-    if (rc == TODO_OK) {
-        if (is_service_token(jwt)) rc = todo_err_set(err, TODO_EUNAUTH, "a service token must be signed with the service secret");
-        else if ((rc = issuer_and_audience(jwt, rules, err)) == TODO_OK) rc = user_claim(jwt, "sub", id->user, err);
+    const char *token = bearer(authorization, err);
+    if (token == NULL) return TODO_EUNAUTH;
+
+    /* The header first, unverified, only to choose the key: a token is
+     * verified with a key of the kind its alg names, never a public key
+     * taken for an HMAC secret. */
+    char kid[AUTH_KID_MAX] = "";
+    jwt_alg_t alg = JWT_ALG_INVAL;
+    if (jwt_decode(&jwt, token, NULL, 0) != 0 || jwt == NULL) {
         jwt_free(jwt);
-        return rc;
+        return todo_err_set(err, TODO_EUNAUTH, "bearer token is malformed or its signature does not verify");
     }
-    if (!bad_sig || service_secret == NULL || service_secret[0] == '\0') return rc;
-    if (decode(service_secret, authorization, now, rules, &jwt, &bad_sig, err) != TODO_OK) {
-        if (bad_sig) todo_err_set(err, TODO_EUNAUTH, "bearer token is malformed or its signature does not verify");
+    const char *h_alg = jwt_get_header(jwt, "alg"), *h_kid = jwt_get_header(jwt, "kid");
+    if (h_alg != NULL) alg = jwt_str_alg(h_alg);
+    bool kid_ok = h_kid == NULL || (h_kid[0] != '\0' && strlen(h_kid) < sizeof kid);
+    if (h_kid != NULL && kid_ok) snprintf(kid, sizeof kid, "%s", h_kid);
+    jwt_free(jwt);
+    jwt = NULL;
+    if (!kid_ok) return todo_err_set(err, TODO_EUNAUTH, "bearer token kid must be 1..%d characters", AUTH_KID_MAX - 1);
+    if (alg == JWT_ALG_RS256 || alg == JWT_ALG_ES256)
+        return verify_public(alg, kid[0] != '\0' ? kid : NULL, token, now, rules, id, err);
+    if (alg != JWT_ALG_HS256)
+        return todo_err_set(err, TODO_EUNAUTH, "bearer token must be signed with HS256, RS256 or ES256");
+
+    bool user_hs = user_secret != NULL && user_secret[0] != '\0';
+    if (user_hs) {
+        rc = decode(user_secret, strlen(user_secret), JWT_ALG_HS256, token, now, rules, &jwt, &bad_sig, err);
+        if (rc == TODO_OK) {
+            if (is_service_token(jwt)) rc = todo_err_set(err, TODO_EUNAUTH, "a service token must be signed with the service secret");
+            else if ((rc = issuer_and_audience(jwt, rules, err)) == TODO_OK) rc = user_claim(jwt, "sub", id->user, err);
+            jwt_free(jwt);
+            return rc;
+        }
+        if (!bad_sig) return rc;
+    }
+    if (service_secret == NULL || service_secret[0] == '\0') {
+        if (user_hs) return rc;
+        return todo_err_set(err, TODO_EUNAUTH, "bearer token is signed with HS256, but user tokens here must be "
+                                               "RS256 or ES256 (TODO_JWT_PUBLIC_KEYS)");
+    }
+    if (decode(service_secret, strlen(service_secret), JWT_ALG_HS256, token, now, rules, &jwt, &bad_sig, err) != TODO_OK) {
+        if (bad_sig)
+            todo_err_set(err, TODO_EUNAUTH, user_hs ? "bearer token is malformed or its signature does not verify"
+                                                    : "bearer token is signed with HS256 by a key this service does not "
+                                                      "hold; user tokens here must be RS256 or ES256");
         return TODO_EUNAUTH;
     }
     const char *sub = jwt_get_grant(jwt, "sub"), *scope = jwt_get_grant(jwt, "scope");
@@ -219,8 +289,15 @@ char *auth_issue(const char *secret, const char *user, long ttl_s, long now, tod
 char *auth_issue_for(const char *secret, const char *user, long ttl_s, long now, const auth_rules *rules,
                      todo_err *err)
 {
+    return auth_issue_alg("HS256", secret, secret != NULL ? strlen(secret) : 0, NULL, user, ttl_s, now, rules, err);
+}
+
+char *auth_issue_alg(const char *alg, const char *key, size_t key_len, const char *kid, const char *user, long ttl_s,
+                     long now, const auth_rules *rules, todo_err *err)
+{
     jwt_t *jwt = NULL;
     char *out = NULL;
+    jwt_alg_t a = jwt_str_alg(alg);
 
     if (!auth_user_valid(user)) {
         todo_err_set(err, TODO_EINVAL, "user id must be 1..128 characters [A-Za-z0-9._@:-]");
@@ -230,12 +307,16 @@ char *auth_issue_for(const char *secret, const char *user, long ttl_s, long now,
         todo_err_set(err, TODO_EINVAL, "token lifetime must be positive");
         return NULL;
     }
+    if ((a != JWT_ALG_HS256 && a != JWT_ALG_RS256 && a != JWT_ALG_ES256) || key == NULL || key_len == 0) {
+        todo_err_set(err, TODO_EINVAL, "a user token is signed with HS256, RS256 or ES256 and a key");
+        return NULL;
+    }
     if (jwt_new(&jwt) != 0 || jwt_add_grant(jwt, "sub", user) != 0 ||
         jwt_add_grant_int(jwt, "iat", now) != 0 || jwt_add_grant_int(jwt, "exp", now + ttl_s) != 0 ||
         (rules != NULL && set_(rules->issuer) && jwt_add_grant(jwt, "iss", rules->issuer) != 0) ||
         (rules != NULL && set_(rules->audience) && jwt_add_grant(jwt, "aud", rules->audience) != 0) ||
-        jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)secret, (int)strlen(secret)) != 0 ||
-        (out = jwt_encode_str(jwt)) == NULL) {
+        jwt_set_alg(jwt, a, (const unsigned char *)key, (int)key_len) != 0 ||
+        (set_(kid) && jwt_add_header(jwt, "kid", kid) != 0) || (out = jwt_encode_str(jwt)) == NULL) {
         todo_err_set(err, TODO_EINTERNAL, "could not encode the token");
     }
     jwt_free(jwt);

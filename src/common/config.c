@@ -186,20 +186,39 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
     if (svc == CONFIG_COMMAND && !config_addr_is_loopback(cfg->command_addr)) beyond = "TODO_COMMAND_ADDR";
     if (svc == CONFIG_QUERY && !config_addr_is_loopback(cfg->query_addr)) beyond = "TODO_QUERY_ADDR";
     if (cfg->metrics_addr[0] != '\0' && !config_addr_is_loopback(cfg->metrics_addr)) beyond = metrics_vars[svc][0];
+    /* User tokens: HS256 with TODO_JWT_SECRET (the local stack), or RS256 /
+     * ES256 verified with TODO_JWT_PUBLIC_KEYS, never both in a verifying
+     * service. Outside local only public keys: a service that verifies with
+     * a shared secret could sign any user's token with it. */
+    bool verifies = svc == CONFIG_COMMAND || svc == CONFIG_QUERY;
+    if ((rc = get_str(cfg->jwt_public_keys, "TODO_JWT_PUBLIC_KEYS", "", get, ctx, err)) != 0 ||
+        (rc = get_str(cfg->jwt_signing_key, "TODO_JWT_SIGNING_KEY", "", get, ctx, err)) != 0 ||
+        (rc = get_str(cfg->jwt_signing_kid, "TODO_JWT_SIGNING_KID", "", get, ctx, err)) != 0)
+        return rc;
+    if (verifies && !cfg->local && cfg->jwt_public_keys[0] == '\0')
+        return todo_err_set(err, TODO_EINVAL,
+                            "TODO_JWT_PUBLIC_KEYS is not set: outside TODO_ENV=local user tokens are verified with "
+                            "public keys (RS256/ES256, a PEM or JWKS file; an unset TODO_ENV means production)");
+    if (verifies && cfg->jwt_public_keys[0] != '\0' && get("TODO_JWT_SECRET", ctx) != NULL)
+        return todo_err_set(err, TODO_EINVAL,
+                            "TODO_JWT_SECRET and TODO_JWT_PUBLIC_KEYS are both set: a service that verifies user "
+                            "tokens with public keys must not hold a secret that can sign them; unset TODO_JWT_SECRET");
     if (get("TODO_JWT_SECRET", ctx) == NULL) {
-        if (!cfg->local)
-            return todo_err_set(err, TODO_EINVAL,
-                                "TODO_JWT_SECRET is not set; outside TODO_ENV=local a secret is required "
-                                "(an unset TODO_ENV means production)");
-        if (beyond != NULL)
-            return todo_err_set(err, TODO_EINVAL,
-                                "%s listens beyond loopback: the built-in development secret is only for a "
-                                "loopback-only local stack; set TODO_JWT_SECRET",
-                                beyond);
-        strcpy(cfg->jwt_secret, CONFIG_DEV_JWT_SECRET);
-        cfg->jwt_secret_is_default = true;
+        if (cfg->local && cfg->jwt_public_keys[0] == '\0') {
+            if (beyond != NULL)
+                return todo_err_set(err, TODO_EINVAL,
+                                    "%s listens beyond loopback: the built-in development secret is only for a "
+                                    "loopback-only local stack; set TODO_JWT_SECRET or TODO_JWT_PUBLIC_KEYS",
+                                    beyond);
+            strcpy(cfg->jwt_secret, CONFIG_DEV_JWT_SECRET);
+            cfg->jwt_secret_is_default = true;
+        }
     } else {
         if ((rc = get_str(cfg->jwt_secret, "TODO_JWT_SECRET", "", get, ctx, err)) != 0) return rc;
+        if (verifies && !cfg->local)
+            return todo_err_set(err, TODO_EINVAL,
+                                "TODO_JWT_SECRET is set: outside TODO_ENV=local user tokens are verified with public "
+                                "keys (TODO_JWT_PUBLIC_KEYS); a service holding the secret could sign any user's token");
         if (strlen(cfg->jwt_secret) < 32)
             return todo_err_set(err, TODO_EINVAL, "TODO_JWT_SECRET must be at least 32 bytes long");
         if (strcmp(cfg->jwt_secret, CONFIG_DEV_JWT_SECRET) == 0 || strcmp(cfg->jwt_secret, CONFIG_DEV_SERVICE_SECRET) == 0)
@@ -232,7 +251,28 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
         (rc = get_int(&cfg->jwt_max_lifetime_s, "TODO_JWT_MAX_LIFETIME_S", 86400, 0, 31536000, get, ctx, err)) != 0 ||
         (rc = get_int(&cfg->jwt_leeway_s, "TODO_JWT_LEEWAY_S", 30, 0, 600, get, ctx, err)) != 0)
         return rc;
-    ctoken_key_derive(cfg->jwt_secret, &cfg->token_key);
+    /* Consistency tokens: their own key, so todo-query (which checks them)
+     * holds nothing that signs a user's or a service's token. */
+    char consistency[CONFIG_STR_MAX] = "";
+    if (get("TODO_CONSISTENCY_SECRET", ctx) == NULL) {
+        if (verifies && (!cfg->local || beyond != NULL))
+            return todo_err_set(err, TODO_EINVAL,
+                                "TODO_CONSISTENCY_SECRET is not set: outside a loopback-only TODO_ENV=local stack "
+                                "todo-command and todo-query share their own secret for consistency tokens");
+        strcpy(consistency, CONFIG_DEV_CONSISTENCY_SECRET);
+    } else {
+        if ((rc = get_str(consistency, "TODO_CONSISTENCY_SECRET", "", get, ctx, err)) != 0) return rc;
+        if (strlen(consistency) < 32)
+            return todo_err_set(err, TODO_EINVAL, "TODO_CONSISTENCY_SECRET must be at least 32 bytes long");
+        if (strcmp(consistency, CONFIG_DEV_CONSISTENCY_SECRET) == 0 || strcmp(consistency, CONFIG_DEV_JWT_SECRET) == 0 ||
+            strcmp(consistency, CONFIG_DEV_SERVICE_SECRET) == 0)
+            return todo_err_set(err, TODO_EINVAL, "TODO_CONSISTENCY_SECRET is a published development secret; choose your own");
+        if (strcmp(consistency, cfg->jwt_secret) == 0 || strcmp(consistency, cfg->service_secret) == 0)
+            return todo_err_set(err, TODO_EINVAL,
+                                "TODO_CONSISTENCY_SECRET must differ from TODO_JWT_SECRET and TODO_SERVICE_SECRET: "
+                                "todo-query holds it");
+    }
+    ctoken_key_derive(consistency, &cfg->token_key);
     if ((rc = get_int(&cfg->token_wait_ms, "TODO_QUERY_TOKEN_WAIT_MS", 3000, 0, 60000, get, ctx, err)) != 0) return rc;
 
     if ((rc = get_int(&cfg->grpc_threads, "TODO_GRPC_THREADS", 8, 1, 64, get, ctx, err)) != 0) return rc;

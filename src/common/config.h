@@ -37,14 +37,18 @@ typedef struct todo_config {
     char grpc_tls_client_cert[CONFIG_STR_MAX]; /* TODO_GRPC_TLS_CLIENT_CERT */
     char grpc_tls_client_key[CONFIG_STR_MAX];  /* TODO_GRPC_TLS_CLIENT_KEY */
     char grpc_tls_server_name[CONFIG_STR_MAX]; /* TODO_GRPC_TLS_SERVER_NAME */
-    char jwt_secret[CONFIG_STR_MAX];      /* TODO_JWT_SECRET */
+    char jwt_secret[CONFIG_STR_MAX];      /* TODO_JWT_SECRET: HS256 user tokens ("" none) */
     bool jwt_secret_is_default;           /* the built-in local secret is in use */
+    char jwt_public_keys[CONFIG_STR_MAX]; /* TODO_JWT_PUBLIC_KEYS: PEM or JWKS file verifying RS256/ES256 user tokens */
+    struct auth_keys *jwt_keys;           /* those keys once loaded (auth_keys_load, by the service's main); NULL none */
+    char jwt_signing_key[CONFIG_STR_MAX]; /* TODO_JWT_SIGNING_KEY: todoctl signs user tokens with this PEM private key */
+    char jwt_signing_kid[CONFIG_STR_MAX]; /* TODO_JWT_SIGNING_KID: their kid ("" none) */
     char jwt_issuer[CONFIG_STR_MAX];      /* TODO_JWT_ISSUER: user tokens' iss must be it ("" any) */
     char jwt_audience[CONFIG_STR_MAX];    /* TODO_JWT_AUDIENCE: user tokens' aud must name it ("" any) */
     int jwt_max_lifetime_s;               /* TODO_JWT_MAX_LIFETIME_S: exp - iat at most (86400; 0: no limit) */
     int jwt_leeway_s;                     /* TODO_JWT_LEEWAY_S: clock skew on exp, nbf, iat (30) */
     char service_secret[CONFIG_STR_MAX];  /* TODO_SERVICE_SECRET: service tokens (todo-saga signs, todo-command verifies); "" none */
-    ctoken_key token_key;                 /* consistency tokens' MAC key, derived from the JWT secret (ctoken.h) */
+    ctoken_key token_key;                 /* consistency tokens' MAC key, from TODO_CONSISTENCY_SECRET (ctoken.h) */
     int token_wait_ms;                    /* TODO_QUERY_TOKEN_WAIT_MS: longest a query waits for its token (3000) */
     int grpc_threads;                     /* TODO_GRPC_THREADS, 1..64 */
     int max_message_bytes;                /* TODO_GRPC_MAX_MESSAGE_BYTES, 1 KiB..64 MiB (320 KiB) */
@@ -95,6 +99,8 @@ typedef const char *(*config_getter)(const char *name, void *ctx);
 #define CONFIG_DEV_JWT_SECRET "todo-local-development-secret-do-not-use-in-production"
 /* The development service secret (todo-saga's service tokens), the same way. */
 #define CONFIG_DEV_SERVICE_SECRET "todo-local-development-service-secret-do-not-use-in-production"
+/* The development consistency-token secret (todo-command and todo-query), the same way. */
+#define CONFIG_DEV_CONSISTENCY_SECRET "todo-local-development-consistency-secret-do-not-use-in-production"
 
 /* True when addr ("host:port") listens on or points to a loopback address
  * only (127.0.0.0/8, [::1], localhost). */

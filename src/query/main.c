@@ -5,6 +5,7 @@
  */
 #include <stdio.h>
 
+#include "auth.h"
 #include "config.h"
 #include "grpcx.h"
 #include "log.h"
@@ -26,8 +27,16 @@ int main(void)
     }
     log_set_level(cfg.log_level);
     if (pgx_start_check("query", cfg.pg_url, "", !cfg.local) != 0) return 1; /* least privilege */
+    auth_keys *user_keys = NULL; /* TODO_JWT_PUBLIC_KEYS: immutable, shared by every call */
+    if (cfg.jwt_public_keys[0] != '\0' && auth_keys_load(cfg.jwt_public_keys, &user_keys, &err) != 0) {
+        fprintf(stderr, "todo-query: TODO_JWT_PUBLIC_KEYS: %s\n", err.msg);
+        return 2;
+    }
+    cfg.jwt_keys = user_keys;
     if (cfg.jwt_secret_is_default)
         log_warn("query", "using the built-in development JWT secret (TODO_ENV=local)", NULL);
+    else if (user_keys != NULL)
+        log_info("query", "user tokens are verified with public keys", "keys=%zu", auth_keys_count(user_keys));
     svc_signals_block(&sigs); /* before any thread starts */
     metrics_server *metrics = metrics_start("todo-query", cfg.metrics_addr);
 
@@ -59,5 +68,6 @@ int main(void)
     probe_stop(health);
     grpcx_server_free(srv);
     metrics_server_stop(metrics);
+    auth_keys_free(user_keys);
     return 0;
 }

@@ -15,8 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "arena.h"
+#include "auth.h"
 #include "event.h"
 #include "config.h"
 #include "ctoken.h"
@@ -1060,6 +1062,87 @@ static void production_services_refuse_to_start_without_a_secret(void **state)
     assert_int_equal(harness_stop(pid, 0, 10000), 2);
 }
 
+/* A stack that verifies user tokens with an identity provider's public
+ * keys (TODO_JWT_PUBLIC_KEYS, no TODO_JWT_SECRET): its tokens create and
+ * read; an HS256 token with the published development secret, a token of
+ * the other key type and one of a key it does not hold are refused. */
+static void user_tokens_are_verified_with_public_keys(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    const char *dir = getenv("TODO_STACK_DIR");
+    assert_non_null(dir);
+    static char keys[600], cmd_addr[64], qry_addr[64], ec_key[600], rsa_key[600], other_key[600];
+    snprintf(keys, sizeof keys, "TODO_JWT_PUBLIC_KEYS=%s/certs/jwt-es256.pub", dir);
+    snprintf(ec_key, sizeof ec_key, "%s/certs/jwt-es256.key", dir);
+    snprintf(rsa_key, sizeof rsa_key, "%s/certs/jwt-rs256.key", dir);
+    snprintf(other_key, sizeof other_key, "%s/certs/saga.key", dir); /* P-256, not the provider's */
+    snprintf(cmd_addr, sizeof cmd_addr, "TODO_COMMAND_ADDR=127.0.0.1:%d", harness_free_port());
+    snprintf(qry_addr, sizeof qry_addr, "TODO_QUERY_ADDR=127.0.0.1:%d", harness_free_port());
+    const char *env[] = {keys, cmd_addr, qry_addr, "TODO_COMMAND_METRICS_ADDR=", "TODO_QUERY_METRICS_ADDR=", NULL};
+    harness_log_reset("keys-command");
+    pid_t cmd = harness_spawn("command/todo-command", "keys-command", env);
+    pid_t qry = harness_spawn("query/todo-query", "keys-query", env);
+    const char *ca = strchr(cmd_addr, '=') + 1, *qa = strchr(qry_addr, '=') + 1;
+    assert_true(harness_wait_serving(ca, 20000));
+    assert_true(harness_wait_serving(qa, 20000));
+    assert_true(harness_log_contains("keys-command", "user tokens are verified with public keys"));
+    grpcx_channel *cch = harness_channel(ca), *qch = harness_channel(qa);
+
+    char user[64], *tok, auth[4200];
+    harness_user(user, "idp");
+    todo_err err;
+    auth_rules rules = {0};
+    tok = auth_issue_signed(ec_key, NULL, user, 600, (long)time(NULL), &rules, &err);
+    assert_non_null(tok);
+    snprintf(auth, sizeof auth, "Bearer %s", tok);
+    free(tok);
+    Todo__V1__CreateTaskRequest rq = TODO__V1__CREATE_TASK_REQUEST__INIT;
+    rq.title = (char *)"signed by the identity provider";
+    Todo__V1__CommandReply *reply = NULL;
+    grpcx_result res;
+    assert_int_equal(grpcx_unary(cch, CREATE, &rq.base, &todo__v1__command_reply__descriptor, auth, 10000,
+                                 (ProtobufCMessage **)&reply, &res), GRPC_STATUS_OK);
+    Todo__V1__GetTaskRequest gr = TODO__V1__GET_TASK_REQUEST__INIT;
+    gr.task_id = reply->id;
+    gr.consistency_token = reply->consistency_token;
+    Todo__V1__Task *t = NULL;
+    assert_int_equal(grpcx_unary(qch, GET, &gr.base, &todo__v1__task__descriptor, auth, 15000, (ProtobufCMessage **)&t,
+                                 &res), GRPC_STATUS_OK);
+    assert_string_equal(t->title, "signed by the identity provider");
+    protobuf_c_message_free_unpacked(&t->base, NULL);
+
+    /* Refused on both services: the development HS256 secret, RS256 where
+     * only an EC key verifies, and a P-256 key the provider does not own. */
+    char *refused[3];
+    refused[0] = harness_bearer(user, 600, NULL);
+    tok = auth_issue_signed(rsa_key, NULL, user, 600, (long)time(NULL), &rules, &err);
+    assert_non_null(tok);
+    refused[1] = malloc(strlen(tok) + 8);
+    sprintf(refused[1], "Bearer %s", tok);
+    free(tok);
+    tok = auth_issue_signed(other_key, NULL, user, 600, (long)time(NULL), &rules, &err);
+    assert_non_null(tok);
+    refused[2] = malloc(strlen(tok) + 8);
+    sprintf(refused[2], "Bearer %s", tok);
+    free(tok);
+    for (int i = 0; i < 3; i++) {
+        Todo__V1__CommandReply *r2 = NULL;
+        assert_int_equal(grpcx_unary(cch, CREATE, &rq.base, &todo__v1__command_reply__descriptor, refused[i], 10000,
+                                     (ProtobufCMessage **)&r2, &res), GRPC_STATUS_UNAUTHENTICATED);
+        gr.consistency_token = (char *)"";
+        assert_int_equal(grpcx_unary(qch, GET, &gr.base, &todo__v1__task__descriptor, refused[i], 5000,
+                                     (ProtobufCMessage **)&t, &res), GRPC_STATUS_UNAUTHENTICATED);
+        free(refused[i]);
+    }
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.tasks where user_id = $1", user), 1);
+    protobuf_c_message_free_unpacked(&reply->base, NULL);
+    grpcx_channel_free(cch);
+    grpcx_channel_free(qch);
+    assert_int_equal(harness_stop(cmd, SIGTERM, 20000), 0);
+    assert_int_equal(harness_stop(qry, SIGTERM, 20000), 0);
+}
+
 /* Production checks the database role at start: a superuser, or a role that
  * can write another service's schema, is refused, naming the excess right;
  * the stack's own least-privilege role starts. */
@@ -1081,20 +1164,22 @@ static void production_services_refuse_a_database_role_with_too_many_rights(void
     snprintf(super_url, sizeof super_url, "TODO_QUERY_PG_URL=%s", admin);
     snprintf(over_url, sizeof over_url, "TODO_QUERY_PG_URL=postgresql://test_overreach%s", at);
     snprintf(addr, sizeof addr, "TODO_QUERY_ADDR=127.0.0.1:%d", harness_free_port());
-    const char *base[] = {"TODO_ENV=production", "TODO_JWT_SECRET=0123456789abcdef0123456789abcdef-slice",
-                          "TODO_QUERY_METRICS_ADDR=", addr};
-    const char *superuser[] = {base[0], base[1], base[2], base[3], super_url, NULL};
+    static char keys[600];
+    snprintf(keys, sizeof keys, "TODO_JWT_PUBLIC_KEYS=%s/certs/jwt-rs256.pub", getenv("TODO_STACK_DIR"));
+    const char *base[] = {"TODO_ENV=production", keys, "TODO_QUERY_METRICS_ADDR=", addr,
+                          "TODO_CONSISTENCY_SECRET=0123456789abcdef0123456789abcdef-slice"};
+    const char *superuser[] = {base[0], base[1], base[2], base[3], base[4], super_url, NULL};
     harness_log_reset("role-superuser");
     harness_log_reset("role-overreach");
     pid_t pid = harness_spawn("query/todo-query", "role-superuser", superuser);
     assert_int_equal(harness_stop(pid, 0, 10000), 1);
     assert_true(harness_log_contains("role-superuser", "is a superuser"));
-    const char *over[] = {base[0], base[1], base[2], base[3], over_url, NULL};
+    const char *over[] = {base[0], base[1], base[2], base[3], base[4], over_url, NULL};
     pid = harness_spawn("query/todo-query", "role-overreach", over);
     assert_int_equal(harness_stop(pid, 0, 10000), 1);
     assert_true(harness_log_contains("role-overreach", "can write tables of schema(s) write, beyond its own (none)"));
     /* The stack's todo_query role: least privilege, it serves. */
-    const char *own[] = {base[0], base[1], base[2], base[3], NULL};
+    const char *own[] = {base[0], base[1], base[2], base[3], base[4], NULL};
     pid = harness_spawn("query/todo-query", "role-own", own);
     assert_true(harness_wait_serving(addr + strlen("TODO_QUERY_ADDR="), 20000));
     assert_int_equal(harness_stop(pid, SIGTERM, 20000), 0);
@@ -1123,6 +1208,7 @@ int main(void)
         cmocka_unit_test(projection_status_shows_lag_progress_and_the_last_error),
         cmocka_unit_test(each_role_reaches_only_its_own_schema),
         cmocka_unit_test(production_services_refuse_to_start_without_a_secret),
+        cmocka_unit_test(user_tokens_are_verified_with_public_keys),
         cmocka_unit_test(production_services_refuse_a_database_role_with_too_many_rights),
     };
     setenv("TODO_CONSUMER_MAX_ATTEMPTS", "3", 1);

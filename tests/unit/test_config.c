@@ -70,22 +70,27 @@ static void production_refuses_to_start_without_a_secret(void **state)
     todo_config cfg;
     todo_err err;
     assert_int_equal(load(CONFIG_COMMAND, env, &cfg, &err), TODO_EINVAL);
-    assert_non_null(strstr(err.msg, "TODO_JWT_SECRET"));
+    assert_non_null(strstr(err.msg, "TODO_JWT_PUBLIC_KEYS"));
 }
 
 static void short_secrets_are_refused(void **state)
 {
     (void)state;
-    const char *env[] = {"TODO_ENV", "production", "TODO_JWT_SECRET", "short", "TODO_QUERY_PG_URL", "postgresql://q@db/t",
-                         NULL};
+    const char *env[] = {"TODO_ENV", "local", "TODO_JWT_SECRET", "short", NULL};
     todo_config cfg;
     todo_err err;
     assert_int_equal(load(CONFIG_QUERY, env, &cfg, &err), TODO_EINVAL);
     assert_non_null(strstr(err.msg, "at least 32"));
-    const char *ok[] = {"TODO_ENV", "production", "TODO_JWT_SECRET", "0123456789abcdef0123456789abcdef",
-                        "TODO_QUERY_PG_URL", "postgresql://todo_query@db/todo", NULL};
+    const char *consistency[] = {"TODO_ENV", "local", "TODO_CONSISTENCY_SECRET", "short", NULL};
+    assert_int_equal(load(CONFIG_QUERY, consistency, &cfg, &err), TODO_EINVAL);
+    assert_non_null(strstr(err.msg, "TODO_CONSISTENCY_SECRET must be at least 32"));
+    const char *ok[] = {"TODO_ENV", "local", "TODO_JWT_SECRET", "0123456789abcdef0123456789abcdef", NULL};
     assert_int_equal(load(CONFIG_QUERY, ok, &cfg, &err), TODO_OK);
     assert_false(cfg.jwt_secret_is_default);
+    /* The consistency-token key is not derived from the users' secret. */
+    ctoken_key users;
+    ctoken_key_derive(ok[3], &users);
+    assert_memory_not_equal(users.bytes, cfg.token_key.bytes, sizeof users.bytes);
 }
 
 static void bad_values_name_the_variable(void **state)
@@ -121,6 +126,9 @@ static void overlong_strings_are_refused(void **state)
 
 #define SECRET "0123456789abcdef0123456789abcdef"
 #define SSECRET "fedcba9876543210fedcba9876543210"
+#define CSECRET "0f1e2d3c4b5a69780f1e2d3c4b5a6978"
+/* What todo-command and todo-query verify with in production. */
+#define PUBKEYS "TODO_JWT_PUBLIC_KEYS", "/keys.json", "TODO_CONSISTENCY_SECRET", CSECRET
 
 /* The rules of issue 13: each unsafe setting stops the start, naming what
  * to change. */
@@ -129,11 +137,11 @@ static void unsafe_settings_are_refused(void **state)
     (void)state;
     struct {
         config_service svc;
-        const char *env[16];
+        const char *env[24];
         const char *says; /* NULL: accepted */
     } cases[] = {
         /* An unset TODO_ENV is production: no development secret. */
-        {CONFIG_CLI, {NULL}, "an unset TODO_ENV means production"},
+        {CONFIG_QUERY, {"TODO_QUERY_PG_URL", "postgresql://q@db/t", NULL}, "an unset TODO_ENV means production"},
         {CONFIG_COMMAND, {NULL}, "TODO_COMMAND_PG_URL is not set"},
         /* The development secret: loopback-only local stacks. */
         {CONFIG_COMMAND, {"TODO_ENV", "local", "TODO_COMMAND_ADDR", "0.0.0.0:50051", NULL}, "TODO_COMMAND_ADDR listens beyond"},
@@ -141,32 +149,50 @@ static void unsafe_settings_are_refused(void **state)
         {CONFIG_PROJECTOR, {"TODO_ENV", "local", "TODO_PROJECTOR_METRICS_ADDR", "0.0.0.0:9466", NULL},
          "TODO_PROJECTOR_METRICS_ADDR listens beyond"},
         {CONFIG_COMMAND, {"TODO_ENV", "local", "TODO_COMMAND_ADDR", "localhost:50051", NULL}, NULL},
-        {CONFIG_COMMAND, {"TODO_ENV", "local", "TODO_COMMAND_ADDR", "0.0.0.0:50051", "TODO_JWT_SECRET", SECRET, NULL}, NULL},
+        {CONFIG_COMMAND, {"TODO_ENV", "local", "TODO_COMMAND_ADDR", "0.0.0.0:50051", "TODO_JWT_SECRET", SECRET,
+                          "TODO_CONSISTENCY_SECRET", CSECRET, NULL}, NULL},
+        {CONFIG_COMMAND, {"TODO_ENV", "local", "TODO_COMMAND_ADDR", "0.0.0.0:50051", "TODO_JWT_SECRET", SECRET, NULL},
+         "TODO_CONSISTENCY_SECRET is not set"},
+        /* User tokens in production: public keys, never a secret that signs. */
+        {CONFIG_QUERY, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, "TODO_QUERY_PG_URL", "postgresql://q@db/t",
+                        NULL}, "TODO_JWT_PUBLIC_KEYS is not set"},
+        {CONFIG_QUERY, {"TODO_ENV", "production", PUBKEYS, "TODO_JWT_SECRET", SECRET, "TODO_QUERY_PG_URL",
+                        "postgresql://q@db/t", NULL}, "must not hold a secret that can sign them"},
+        {CONFIG_QUERY, {"TODO_ENV", "local", "TODO_JWT_PUBLIC_KEYS", "/k.pem", "TODO_JWT_SECRET", SECRET, NULL},
+         "unset TODO_JWT_SECRET"},
+        {CONFIG_QUERY, {"TODO_ENV", "production", "TODO_JWT_PUBLIC_KEYS", "/k.pem", "TODO_QUERY_PG_URL",
+                        "postgresql://q@db/t", NULL}, "TODO_CONSISTENCY_SECRET is not set"},
+        {CONFIG_QUERY, {"TODO_ENV", "local", "TODO_CONSISTENCY_SECRET", CONFIG_DEV_CONSISTENCY_SECRET, NULL}, "published"},
+        {CONFIG_COMMAND, {"TODO_ENV", "local", "TODO_CONSISTENCY_SECRET", SSECRET, "TODO_SERVICE_SECRET", SSECRET, NULL},
+         "must differ from TODO_JWT_SECRET and TODO_SERVICE_SECRET"},
+        /* Those that verify no user token need no user key at all. */
+        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_SAGA_PG_URL", "postgresql://s@db/t", "TODO_SERVICE_SECRET", SSECRET,
+                       NULL}, NULL},
         /* ... and never as a configured secret. */
         {CONFIG_QUERY, {"TODO_ENV", "local", "TODO_JWT_SECRET", CONFIG_DEV_JWT_SECRET, NULL}, "published development"},
         /* Production: each service's own database role, named. */
-        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, "TODO_PG_URL", "postgresql://postgres@db/todo",
+        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_PG_URL", "postgresql://postgres@db/todo",
                        NULL}, "TODO_SAGA_PG_URL is not set"},
-        {CONFIG_PROJECTOR, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, NULL}, "TODO_PROJECTOR_PG_URL is not set"},
-        {CONFIG_CLI, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, NULL}, NULL},
+        {CONFIG_PROJECTOR, {"TODO_ENV", "production", NULL}, "TODO_PROJECTOR_PG_URL is not set"},
+        {CONFIG_CLI, {"TODO_ENV", "production", NULL}, NULL},
         /* Production: plaintext gRPC only on loopback. */
-        {CONFIG_COMMAND, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, "TODO_COMMAND_PG_URL", "postgresql://c@db/t",
+        {CONFIG_COMMAND, {"TODO_ENV", "production", PUBKEYS, "TODO_COMMAND_PG_URL", "postgresql://c@db/t",
                           "TODO_COMMAND_ADDR", "0.0.0.0:50051", NULL}, "TODO_COMMAND_ADDR listens on 0.0.0.0:50051 in plaintext"},
-        {CONFIG_COMMAND, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, "TODO_COMMAND_PG_URL", "postgresql://c@db/t",
+        {CONFIG_COMMAND, {"TODO_ENV", "production", PUBKEYS, "TODO_COMMAND_PG_URL", "postgresql://c@db/t",
                           "TODO_COMMAND_ADDR", "0.0.0.0:50051", "TODO_GRPC_TLS_CERT", "/c.pem", "TODO_GRPC_TLS_KEY",
                           "/c.key", "TODO_SERVICE_SECRET", SSECRET, NULL}, NULL},
-        {CONFIG_COMMAND, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, "TODO_COMMAND_PG_URL", "postgresql://c@db/t",
+        {CONFIG_COMMAND, {"TODO_ENV", "production", PUBKEYS, "TODO_COMMAND_PG_URL", "postgresql://c@db/t",
                           "TODO_SERVICE_SECRET", SSECRET, NULL}, NULL}, /* loopback, behind a proxy */
-        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, "TODO_SAGA_PG_URL", "postgresql://s@db/t",
+        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_SAGA_PG_URL", "postgresql://s@db/t",
                        "TODO_COMMAND_ADDR", "command.internal:50051", NULL}, "set TODO_GRPC_TLS_CA"},
-        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, "TODO_SAGA_PG_URL", "postgresql://s@db/t",
+        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_SAGA_PG_URL", "postgresql://s@db/t",
                        "TODO_COMMAND_ADDR", "command.internal:50051", "TODO_GRPC_TLS_CA", "/ca.pem",
                        "TODO_SERVICE_SECRET", SSECRET, NULL}, NULL},
         /* The service secret: required by todo-command and todo-saga in
          * production, never the users' secret nor a published one. */
-        {CONFIG_COMMAND, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, "TODO_COMMAND_PG_URL", "postgresql://c@db/t",
+        {CONFIG_COMMAND, {"TODO_ENV", "production", PUBKEYS, "TODO_COMMAND_PG_URL", "postgresql://c@db/t",
                           NULL}, "TODO_SERVICE_SECRET is not set"},
-        {CONFIG_QUERY, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, "TODO_QUERY_PG_URL", "postgresql://q@db/t",
+        {CONFIG_QUERY, {"TODO_ENV", "production", PUBKEYS, "TODO_QUERY_PG_URL", "postgresql://q@db/t",
                         NULL}, NULL},
         {CONFIG_SAGA, {"TODO_ENV", "local", "TODO_JWT_SECRET", SECRET, "TODO_SERVICE_SECRET", SECRET, NULL},
          "must differ from TODO_JWT_SECRET"},
@@ -174,10 +200,10 @@ static void unsafe_settings_are_refused(void **state)
         {CONFIG_SAGA, {"TODO_ENV", "local", "TODO_JWT_SECRET", CONFIG_DEV_SERVICE_SECRET, NULL}, "published"},
         {CONFIG_SAGA, {"TODO_ENV", "local", "TODO_SERVICE_SECRET", "short", NULL}, "at least 32"},
         /* Webhooks: https outside local. */
-        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, "TODO_SAGA_PG_URL", "postgresql://s@db/t",
+        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_SAGA_PG_URL", "postgresql://s@db/t",
                        "TODO_SERVICE_SECRET", SSECRET, "TODO_NOTIFY_WEBHOOK_URL", "http://hooks.example.com/x", NULL},
          "must be https:// outside TODO_ENV=local"},
-        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_JWT_SECRET", SECRET, "TODO_SAGA_PG_URL", "postgresql://s@db/t",
+        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_SAGA_PG_URL", "postgresql://s@db/t",
                        "TODO_SERVICE_SECRET", SSECRET, "TODO_NOTIFY_WEBHOOK_URL", "https://hooks.example.com/x", NULL},
          NULL},
         {CONFIG_SAGA, {"TODO_ENV", "local", "TODO_NOTIFY_WEBHOOK_URL", "http://127.0.0.1:8080/x", NULL}, NULL},
