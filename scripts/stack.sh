@@ -13,6 +13,13 @@
 # The dev stack uses fixed ports (overridable, see docs/OPERATIONS.md); any
 # other stack picks free ports on its first start and keeps them. Two stacks
 # run side by side. Starting a stack twice reuses what is already running.
+#
+# The stack named "secure" (or any stack first started with
+# TODO_STACK_SECURE=1) protects every hop as production would: Kafka's only
+# client listener is SASL_SSL (SCRAM-SHA-512 users made at format time,
+# a PEM keystore of the stack's CA), PostgreSQL refuses connections without
+# TLS and its URLs ask for sslmode=verify-full, and Redis wants a password.
+# The passwords are made at first start and kept in the stack's stack.env.
 source "$(dirname "$0")/lib.sh"
 
 cmd=${1:-status}
@@ -62,8 +69,17 @@ choose_ports() {
     KAFKA_PORT=$(free_port); KAFKA_CTL_PORT=$(free_port)
     COMMAND_PORT=$(free_port); QUERY_PORT=$(free_port)
   fi
+  SECURE=0
+  [ "$name" = secure ] || [ "${TODO_STACK_SECURE:-0}" = 1 ] && SECURE=1
   mkdir -p "$dir"
+  KAFKA_PASSWORD=$(openssl rand -hex 16); KAFKA_ADMIN_PASSWORD=$(openssl rand -hex 16)
+  REDIS_PASSWORD=$(openssl rand -hex 16)
+  (umask 077; : > "$envf")
   cat > "$envf" <<ENV
+SECURE=$SECURE
+KAFKA_PASSWORD=$KAFKA_PASSWORD
+KAFKA_ADMIN_PASSWORD=$KAFKA_ADMIN_PASSWORD
+REDIS_PASSWORD=$REDIS_PASSWORD
 PG_PORT=$PG_PORT
 REDIS_PORT=$REDIS_PORT
 KAFKA_PORT=$KAFKA_PORT
@@ -74,16 +90,27 @@ ENV
   choose_metrics_ports
 }
 
+# The secure stack's client settings (SECURE=1): Kafka over SASL_SSL, and
+# PostgreSQL's URL parameters.
+kafka_client_config() {
+  echo "security.protocol=SASL_SSL;sasl.mechanisms=SCRAM-SHA-512;sasl.username=todo;sasl.password=$KAFKA_PASSWORD;ssl.ca.location=$dir/certs/ca.pem"
+}
+
 print_env() {
+  local pgq="" redis_auth=""
+  if [ "${SECURE:-0}" = 1 ]; then
+    pgq="?sslmode=verify-full&sslrootcert=$dir/certs/ca.pem"
+    redis_auth="default:$REDIS_PASSWORD@"
+  fi
   cat <<ENV
 export TODO_STACK=$name
 export TODO_ENV=local
-export TODO_PG_URL=postgresql://postgres@127.0.0.1:$PG_PORT/todo
-export TODO_COMMAND_PG_URL=postgresql://todo_command@127.0.0.1:$PG_PORT/todo
-export TODO_QUERY_PG_URL=postgresql://todo_query@127.0.0.1:$PG_PORT/todo
-export TODO_PROJECTOR_PG_URL=postgresql://todo_projector@127.0.0.1:$PG_PORT/todo
-export TODO_SAGA_PG_URL=postgresql://todo_saga@127.0.0.1:$PG_PORT/todo
-export TODO_REDIS_URL=redis://127.0.0.1:$REDIS_PORT
+export TODO_PG_URL='postgresql://postgres@127.0.0.1:$PG_PORT/todo$pgq'
+export TODO_COMMAND_PG_URL='postgresql://todo_command@127.0.0.1:$PG_PORT/todo$pgq'
+export TODO_QUERY_PG_URL='postgresql://todo_query@127.0.0.1:$PG_PORT/todo$pgq'
+export TODO_PROJECTOR_PG_URL='postgresql://todo_projector@127.0.0.1:$PG_PORT/todo$pgq'
+export TODO_SAGA_PG_URL='postgresql://todo_saga@127.0.0.1:$PG_PORT/todo$pgq'
+export TODO_REDIS_URL=redis://${redis_auth}127.0.0.1:$REDIS_PORT
 export TODO_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
 export TODO_COMMAND_ADDR=127.0.0.1:$COMMAND_PORT
 export TODO_QUERY_ADDR=127.0.0.1:$QUERY_PORT
@@ -93,6 +120,12 @@ export TODO_PROJECTOR_METRICS_ADDR=127.0.0.1:$PROJECTOR_METRICS_PORT
 export TODO_SAGA_METRICS_ADDR=127.0.0.1:$SAGA_METRICS_PORT
 export TODO_STACK_DIR=$dir
 ENV
+  if [ "${SECURE:-0}" = 1 ]; then
+    echo "export TODO_KAFKA_CONFIG='$(kafka_client_config)'"
+    echo "export TODO_STACK_SECURE=1"
+  else
+    echo "unset TODO_KAFKA_CONFIG TODO_STACK_SECURE"
+  fi
 }
 
 pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres; }
@@ -111,6 +144,10 @@ start_pg() {
   # (made again when missing or due to expire within a day: they last 30 days).
   { openssl x509 -checkend 86400 -noout -in "$dir/certs/server.pem" >/dev/null 2>&1 && [ -f "$dir/certs/jwt-rs256.pub" ]; } \
     || bash "$TODO_REPO/scripts/make-certs.sh" "$dir/certs" >/dev/null
+  if [ "${SECURE:-0}" = 1 ]; then # TLS or nothing over TCP
+    printf 'local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all all reject\n' >"$data/pg_hba.conf"
+    [ "$(id -u)" = 0 ] && chown postgres: "$data/pg_hba.conf"
+  fi
   install -m 600 "$dir/certs/server.key" "$dir/pg/server.key"
   install -m 644 "$dir/certs/server.pem" "$dir/pg/server.pem"
   [ "$(id -u)" = 0 ] && chown postgres: "$dir/pg/server.key" "$dir/pg/server.pem"
@@ -124,34 +161,79 @@ start_pg() {
   log "PostgreSQL on 127.0.0.1:$PG_PORT"
 }
 
-redis_ready() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
+redis_ready() {
+  local auth=()
+  [ "${SECURE:-0}" = 1 ] && auth=(--pass "$REDIS_PASSWORD" --no-auth-warning)
+  [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "${auth[@]}" ping 2>/dev/null)" = PONG ]
+}
 
 start_redis() {
   if redis_ready; then log "Redis already answers on $REDIS_PORT"; return; fi
   mkdir -p "$dir/redis"
+  local auth=()
+  [ "${SECURE:-0}" = 1 ] && auth=(--requirepass "$REDIS_PASSWORD")
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --daemonize yes \
     --pidfile "$dir/redis/redis.pid" --logfile "$dir/redis/redis.log" --dir "$dir/redis" \
-    --save "" --appendonly no >/dev/null
+    --save "" --appendonly no "${auth[@]}" >/dev/null
   wait_for 30 Redis "$dir/redis/redis.log" redis_ready
   log "Redis on 127.0.0.1:$REDIS_PORT"
 }
 
-kafka_ready() { kcat -b "127.0.0.1:$KAFKA_PORT" -L -m 2 >/dev/null 2>&1; }
+kafka_ready() {
+  local sec=()
+  if [ "${SECURE:-0}" = 1 ]; then
+    sec=(-X security.protocol=SASL_SSL -X sasl.mechanisms=SCRAM-SHA-512 -X sasl.username=todo
+         -X "sasl.password=$KAFKA_PASSWORD" -X "ssl.ca.location=$dir/certs/ca.pem")
+  fi
+  kcat -b "127.0.0.1:$KAFKA_PORT" "${sec[@]}" -L -m 2 >/dev/null 2>&1
+}
+
+# The broker's listeners: PLAINTEXT, or SASL_SSL on a secure stack (the
+# controller listener stays PLAINTEXT on loopback: the broker's own).
+kafka_listeners() {
+  if [ "${SECURE:-0}" != 1 ]; then
+    cat <<PROPS
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CTL_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+PROPS
+    return
+  fi
+  cat <<PROPS
+listeners=SASL_SSL://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CTL_PORT
+advertised.listeners=SASL_SSL://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=SASL_SSL
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$KAFKA_ADMIN_PASSWORD";
+ssl.keystore.type=PEM
+ssl.keystore.location=$dir/kafka/keystore.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$dir/certs/ca.pem
+PROPS
+}
 
 start_kafka() {
   local kd="$dir/kafka"
   if pid_alive "$kd/kafka.pid" && kafka_ready; then log "Kafka already answers on $KAFKA_PORT"; return; fi
   [ -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ] || die "Kafka jars missing in $KAFKA_LIBS: run scripts/install-deps.sh"
   mkdir -p "$kd/data"
+  local scram=()
+  if [ "${SECURE:-0}" = 1 ]; then
+    (umask 077; cat "$dir/certs/server.key" "$dir/certs/server.pem" > "$kd/keystore.pem")
+    scram=(--add-scram "SCRAM-SHA-512=[name=admin,password=$KAFKA_ADMIN_PASSWORD]"
+           --add-scram "SCRAM-SHA-512=[name=todo,password=$KAFKA_PASSWORD]")
+  fi
+  (umask 077; : > "$kd/server.properties") # it may hold the admin's password
   cat > "$kd/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CTL_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CTL_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+$(kafka_listeners)
 log.dirs=$kd/data
 num.partitions=3
 offsets.topic.replication.factor=1
@@ -177,13 +259,13 @@ PROPS
     local uuid # base64url: it may start with "-", hence --cluster-id=VALUE, never "-t VALUE"
     uuid=$(python3 -c 'import uuid,base64; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
     java "${java_opts[@]}" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format --cluster-id="$uuid" \
-      -c "$kd/server.properties" >"$kd/format.log" 2>&1 || { cat "$kd/format.log" >&2; die "Kafka storage format failed"; }
+      -c "$kd/server.properties" "${scram[@]}" >"$kd/format.log" 2>&1 || { cat "$kd/format.log" >&2; die "Kafka storage format failed"; }
   fi
   nohup java "${java_opts[@]}" -cp "$KAFKA_LIBS/*" kafka.Kafka "$kd/server.properties" \
     >"$kd/stdout.log" 2>&1 </dev/null &
   echo $! > "$kd/kafka.pid"
   wait_for 90 Kafka "$kd/server.log" kafka_ready || { tail -n 20 "$kd/stdout.log" >&2; exit 1; }
-  log "Kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT"
+  log "Kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT$([ "${SECURE:-0}" = 1 ] && echo ' (SASL_SSL, SCRAM-SHA-512)')"
 }
 
 stop_kafka() {

@@ -6,11 +6,13 @@
 #      and the fuzz targets' deterministic replay (scripts/fuzz.sh replay:
 #      the committed corpora, then TODO_FUZZ_RUNS mutations with a fixed
 #      seed),
-#   2. the integration tests on the real stack (dev build),
-#   3. every test again in the ASan+UBSan build,
+#   2. the integration tests (dev build) on the secure stack: Kafka over
+#      SASL_SSL with SCRAM users, PostgreSQL over TLS only (verify-full),
+#      Redis with a password (scripts/stack.sh, "secure"),
+#   3. every test again in the ASan+UBSan build, on the plaintext test stack,
 #   4. the tests that run threads (ctest label threads) in the
 #      ThreadSanitizer build (tests/tsan.supp, cmake/tsan_thrd.c).
-# The test stack is stopped at the end, whatever happened.
+# The stacks are stopped at the end, whatever happened.
 source "$(dirname "$0")/lib.sh"
 cd "$TODO_REPO"
 t0=$(date +%s)
@@ -20,12 +22,18 @@ bash scripts/build.sh dev
 bash scripts/build.sh asan
 
 bash scripts/stack.sh wipe test >/dev/null 2>&1 || true
-trap 'bash scripts/stack.sh stop test' EXIT
-bash scripts/stack.sh start test
-eval "$(bash scripts/stack.sh env test)"
+bash scripts/stack.sh wipe secure >/dev/null 2>&1 || true
+trap 'bash scripts/stack.sh stop test; bash scripts/stack.sh stop secure' EXIT
 export TODO_MIGRATIONS_DIR="$TODO_REPO/migrations" GRPCURL="$TODO_CACHE/go/bin/grpcurl"
-build/dev/src/cli/todoctl migrate
-build/dev/src/cli/todoctl topics apply
+# Starts stack $1 and takes its settings into this shell.
+use_stack() {
+  bash scripts/stack.sh start "$1"
+  eval "$(bash scripts/stack.sh env "$1")"
+  build/dev/src/cli/todoctl migrate
+  build/dev/src/cli/todoctl topics apply
+}
+use_stack secure
+use_stack test
 
 failed=0
 step() { log "== $* (at $(( $(date +%s) - t0 ))s)"; }
@@ -52,8 +60,10 @@ done
 step "fuzzing the decoders (libFuzzer replay: committed corpora, fixed-seed mutations)"
 bash scripts/fuzz.sh replay || failed=1
 
-step "integration tests (dev)"
-ctest --test-dir build/dev -L integration --output-on-failure || failed=1
+step "integration tests (dev) on the secure stack (SASL_SSL Kafka, TLS PostgreSQL, Redis password)"
+( eval "$(bash scripts/stack.sh env secure)"
+  ctest --test-dir build/dev -L integration --output-on-failure ) || failed=1
+bash scripts/stack.sh stop secure
 
 step "all tests (ASan + UBSan)"
 ctest --test-dir build/asan --output-on-failure || failed=1

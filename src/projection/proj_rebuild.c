@@ -74,6 +74,12 @@ static int run_all(PGconn *pg, const char *const *sqls, todo_err *err)
     " (select 1 from pg_constraint k join pg_namespace n on n.oid = k.connamespace"                           \
     "  where n.nspname = 'read' and k.conname = i.indexname)" cond
 
+/* Records the shadow may still be behind the running live copy when it
+ * moves on to indexing, or to pausing the live copy; what is left is caught
+ * up under the swap lock (at thousands of records a second: well under a
+ * second of pause). */
+#define NEAR_ENOUGH 1000
+
 /* The secondary (non-unique) indexes: built once the replay has caught up,
  * in one pass over the table each, instead of maintained row by row
  * through the whole replay. Idempotent (a resumed rebuild runs it again). */
@@ -207,15 +213,16 @@ static int db_offsets(PGconn *pg, const char *schema, const char *projection, co
     return TODO_OK;
 }
 
-/* True when the shadow holds, per partition of every source topic, at least
- * what the live copy holds (its recorded offsets, or its group's committed
- * offsets for partitions it recorded nothing for). */
-static int caught_up(rebuild *r, bool *yes, todo_err *err)
+/* How many records the shadow is behind the live copy, summed over the
+ * partitions of every source topic (the live copy's recorded offsets, or
+ * its group's committed offsets for partitions it recorded nothing for): 0
+ * when it holds at least what the live copy holds. */
+static int caught_up(rebuild *r, int64_t *behind, todo_err *err)
 {
     static int64_t live[MAX_PARTITIONS], shadow[MAX_PARTITIONS];
     kafkax_lag lag[MAX_PARTITIONS];
     int n, rc;
-    *yes = true;
+    *behind = 0;
     r->remaining = 0;
     for (int t = 0; t < PROJ_N_SOURCE_TOPICS; t++) {
         const char *topic = proj_source_topics[t];
@@ -230,7 +237,7 @@ static int caught_up(rebuild *r, bool *yes, todo_err *err)
             int p = lag[i].partition;
             if (p < 0 || p >= MAX_PARTITIONS) continue;
             int64_t target = live[p] > lag[i].committed ? live[p] : lag[i].committed;
-            if (shadow[p] < target) *yes = false;
+            if (shadow[p] < target) *behind += target - shadow[p];
             if (lag[i].end > shadow[p]) r->remaining += lag[i].end - shadow[p];
         }
     }
@@ -250,7 +257,7 @@ static int should_stop(void *ctx)
  * interrupted). */
 static int monitor(rebuild *r)
 {
-    bool yes = false;
+    int64_t behind = 0;
     if (r->o->interrupted != NULL && r->o->interrupted(r->o->ctx)) {
         r->interrupted = true;
         return 1;
@@ -259,11 +266,15 @@ static int monitor(rebuild *r)
     if (now - r->last_report >= 1.0) report(r, r->locked ? "catching up under the swap lock" : "replaying");
     if ((now - r->last_check) * 1000 < CHECK_EVERY_MS) return 0;
     r->last_check = now;
-    if (caught_up(r, &yes, &r->err) != 0) {
+    if (caught_up(r, &behind, &r->err) != 0) {
         r->failed = true;
         return 1;
     }
-    if (!yes) return 0;
+    /* Under steady writes the live copy keeps a step ahead of the shadow
+     * (both follow the same head), so "exactly caught up" may never be seen
+     * while it runs: near enough starts the next phase, and only the last
+     * one, with the live copy paused, must be exact. */
+    if (behind > (r->locked ? 0 : NEAR_ENOUGH)) return 0;
     if (!r->indexed) { /* caught up for the first time: index, then catch up again */
         report(r, "indexing");
         if (create_indexes(r, &r->err) != 0) {

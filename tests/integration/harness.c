@@ -1,5 +1,6 @@
 /* harness: see harness.h. */
 #include "harness.h"
+#include "kafkax.h"
 
 #include <errno.h>
 #include <setjmp.h>
@@ -235,13 +236,39 @@ int harness_services_stop(harness_services *s)
     return 0;
 }
 
+/* The stack's TODO_KAFKA_CONFIG (SASL_SSL on the secure stack) for every
+ * Kafka client of the test process, kafkax's included. */
+static void kafka_security(void)
+{
+    static int security_set;
+    todo_err err;
+    if (security_set) return;
+    if (kafkax_set_security(getenv("TODO_KAFKA_CONFIG"), &err) != TODO_OK) fail_msg("%s", err.msg);
+    security_set = 1;
+}
+
+void harness_pg_url_with_db(char *out, size_t cap, const char *prefix, const char *url, const char *db)
+{
+    const char *q = strchr(url, '?'), *end = q != NULL ? q : url + strlen(url), *slash = end;
+    while (slash > url && *(slash - 1) != '/') slash--;
+    snprintf(out, cap, "%s%.*s%s%s", prefix, (int)(slash - url), url, db, q != NULL ? q : "");
+}
+
+rd_kafka_conf_t *harness_kafka_conf(void)
+{
+    todo_err err;
+    kafka_security();
+    rd_kafka_conf_t *conf = kafkax_conf_new(getenv("TODO_KAFKA_BROKERS"), &err);
+    if (conf == NULL) fail_msg("%s", err.msg);
+    return conf;
+}
+
 int harness_consume(const char *topic, bool (*match)(const rd_kafka_message_t *m, void *ctx), void *ctx, int want,
                     int timeout_ms)
 {
     char errstr[256], group[64];
     harness_user(group, "harness-reader");
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", getenv("TODO_KAFKA_BROKERS"), errstr, sizeof errstr);
+    rd_kafka_conf_t *conf = harness_kafka_conf();
     rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof errstr);
     rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, sizeof errstr);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
@@ -268,8 +295,7 @@ int harness_count(const char *topic, bool (*match)(const rd_kafka_message_t *m, 
 {
     char errstr[256], group[64];
     harness_user(group, "harness-counter"); /* assigned, never joined: nothing waits for a rebalance */
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", getenv("TODO_KAFKA_BROKERS"), errstr, sizeof errstr);
+    rd_kafka_conf_t *conf = harness_kafka_conf();
     rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof errstr);
     rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr);
     rd_kafka_conf_set(conf, "enable.partition.eof", "false", errstr, sizeof errstr);
@@ -331,6 +357,7 @@ int harness_group_setup(void **state)
 {
     (void)state;
     if (!harness_stack_available()) return 0;
+    kafka_security();
     if (harness_services_start(&harness_svc) != 0) return -1;
     harness_db = harness_admin();
     return harness_db != NULL ? 0 : -1;
@@ -377,8 +404,7 @@ int harness_todoctl(const char *args, char *out, size_t cap)
 void harness_produce(const char *topic, const char *key, const void *value, size_t len)
 {
     char errstr[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", getenv("TODO_KAFKA_BROKERS"), errstr, sizeof errstr);
+    rd_kafka_conf_t *conf = harness_kafka_conf();
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (rk == NULL) fail_msg("no producer: %s", errstr);
     rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);

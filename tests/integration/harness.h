@@ -73,6 +73,14 @@ void harness_sleep_ms(int ms);
 /* Reads topic from the start in a new consumer group, calling match on each
  * record, until match said yes want times or timeout_ms passed. Returns the
  * number of yeses. */
+/* prefix, then the PostgreSQL URL url naming database db instead of its
+ * own; its parameters (?sslmode=... on the secure stack) are kept. */
+void harness_pg_url_with_db(char *out, size_t cap, const char *prefix, const char *url, const char *db);
+
+/* A Kafka client configuration for the stack: TODO_KAFKA_BROKERS and its
+ * security settings (TODO_KAFKA_CONFIG), as the services make theirs. */
+rd_kafka_conf_t *harness_kafka_conf(void);
+
 int harness_consume(const char *topic, bool (*match)(const rd_kafka_message_t *m, void *ctx), void *ctx, int want,
                     int timeout_ms);
 

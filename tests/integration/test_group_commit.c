@@ -182,7 +182,7 @@ static int setup(void **state)
     harness_user(db_name, "gcdb");
     for (char *c = db_name; *c; c++)
         if (*c == '-') *c = '_';
-    snprintf(db_url, sizeof db_url, "%.*s/%s", (int)(strrchr(base, '/') - base), base, db_name);
+    harness_pg_url_with_db(db_url, sizeof db_url, "", base, db_name);
     PGconn *admin = harness_admin();
     char sql[160];
     snprintf(sql, sizeof sql, "create database %s", db_name);

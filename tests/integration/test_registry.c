@@ -338,8 +338,8 @@ static void a_producer_refuses_to_start_when_its_schema_is_refused(void **state)
     assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
     PQclear(r);
     const char *base = getenv("TODO_PG_URL"), *cbase = getenv("TODO_COMMAND_PG_URL");
-    snprintf(admin_url, sizeof admin_url, "%.*s/%s", (int)(strrchr(base, '/') - base), base, db);
-    snprintf(cmd_url, sizeof cmd_url, "TODO_COMMAND_PG_URL=%.*s/%s", (int)(strrchr(cbase, '/') - cbase), cbase, db);
+    harness_pg_url_with_db(admin_url, sizeof admin_url, "", base, db);
+    harness_pg_url_with_db(cmd_url, sizeof cmd_url, "TODO_COMMAND_PG_URL=", cbase, db);
     char *saved = strdup(base);
     setenv("TODO_PG_URL", admin_url, 1);
     assert_int_equal(harness_todoctl("migrate", out, sizeof out), 0);

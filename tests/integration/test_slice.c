@@ -405,8 +405,8 @@ static void projection_status_shows_lag_progress_and_the_last_error(void **state
 static int redis(const char *args, char *out, size_t cap)
 {
     char cmd[512];
-    const char *url = getenv("TODO_REDIS_URL"), *colon = strrchr(url, ':');
-    snprintf(cmd, sizeof cmd, "redis-cli -h 127.0.0.1 -p %s %s 2>&1", colon + 1, args);
+    /* The stack's URL: with the password on the secure stack. */
+    snprintf(cmd, sizeof cmd, "redis-cli -u '%s' --no-auth-warning %s 2>&1", getenv("TODO_REDIS_URL"), args);
     FILE *p = popen(cmd, "r");
     out[0] = '\0';
     if (fgets(out, (int)cap, p) != NULL) out[strcspn(out, "\n")] = '\0';
@@ -446,8 +446,7 @@ static void the_redis_fast_path_is_filled_and_optional(void **state)
 static int group_members(const char *group)
 {
     char errstr[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", getenv("TODO_KAFKA_BROKERS"), errstr, sizeof errstr);
+    rd_kafka_conf_t *conf = harness_kafka_conf();
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     const struct rd_kafka_group_list *gl = NULL;
     int n = -1;

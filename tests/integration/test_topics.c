@@ -25,8 +25,7 @@ static void need_stack(void)
 static rd_kafka_t *admin_client(void)
 {
     char errstr[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", getenv("TODO_KAFKA_BROKERS"), errstr, sizeof errstr);
+    rd_kafka_conf_t *conf = harness_kafka_conf();
     return rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
 }
 
