@@ -15,6 +15,7 @@ PACKAGES=(
   valgrind tzdata openssl
   clang libclang-rt-14-dev
   libmicrohttpd-dev prometheus
+  nghttp2-proxy
 )
 
 missing=()
