@@ -72,6 +72,7 @@ static int usage(void)
           "  todoctl projection status [--group G]\n"
           "  todoctl projection rebuild [NAME]   (NAME: the projection's consumer group)\n"
           "  todoctl saga list [--state S] [--user U] [--task T] [--limit N] | saga show ID | saga retry ID | saga compensate ID\n"
+          "  todoctl saga failed [--limit N] | saga resolve ID --why TEXT [--by NAME]\n"
           "  todoctl registry list | show SUBJECT [VERSION] | check|register SUBJECT FILE [--message M] [-I DIR]\n"
           "                   | set-mode SUBJECT|--global MODE   (FILE: a descriptor set or a .proto)\n"
           "  todoctl dlq list|stats [--group G] [--reason CODE] [--type T] [--user U] [--since 2h] | dlq show ID\n"

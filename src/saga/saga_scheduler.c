@@ -71,7 +71,7 @@ static void init_metrics(void)
     m_due = metric_only(metric_gauge("todo_reminders_due",
                                      "Reminders whose time has come and that are not fired yet (of tasks still open), "
                                      "read by the scheduler every 5 s.", NULL));
-    m_sagas = metric_gauge("todo_sagas", "Sagas by state (RUNNING, COMPENSATING, FAILED; finished ones are not "
+    m_sagas = metric_gauge("todo_sagas", "Sagas by state (RUNNING, COMPENSATING, FAILED and not resolved; finished ones are not "
                                          "counted), read by the scheduler every 5 s.", "state");
 }
 
@@ -138,7 +138,8 @@ int saga_scheduler_tick(saga_scheduler *s, int *fired, todo_err *err)
     return TODO_OK;
 }
 
-/* The sagas not yet finished, by state, and the reminders due (every 5 s):
+/* The sagas not yet finished, by state (FAILED: those nobody resolved), and
+ * the reminders due (every 5 s):
  * the todo_sagas and todo_reminders_due gauges. */
 static void count_sagas(PGconn *pg, time_t *last)
 {
@@ -148,7 +149,9 @@ static void count_sagas(PGconn *pg, time_t *last)
     *last = now;
     PGresult *r = pgx_exec(pg,
                            "select s.state, count(x.id) from unnest(array['RUNNING', 'COMPENSATING', 'FAILED']) as s(state)"
-                           " left join saga.sagas x on x.state = s.state group by s.state",
+                           " left join saga.sagas x on x.state = s.state"
+                           " and not exists (select 1 from saga.resolutions r where r.saga_id = x.id)"
+                           " group by s.state",
                            0, NULL, &err);
     if (r == NULL) return;
     for (int i = 0; i < PQntuples(r); i++)

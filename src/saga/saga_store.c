@@ -314,14 +314,60 @@ static int operate(PGconn *pg, const char *id, const char *sql, const char *want
     return rc;
 }
 
+/* TODO_EPRECOND naming who resolved saga id, when and why; TODO_OK when
+ * nobody did. */
+static int not_resolved(PGconn *pg, const char *id, todo_err *err)
+{
+    const char *p[1] = {id};
+    PGresult *res = pgx_exec(pg,
+                             "select resolved_by, to_char(resolved_at at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS'), why"
+                             " from saga.resolutions where saga_id = $1::uuid",
+                             1, p, err);
+    if (res == NULL) return err->code;
+    int rc = PQntuples(res) == 0 ? TODO_OK
+                                 : todo_err_set(err, TODO_EPRECOND, "saga %s was resolved by %s at %s UTC (%s)", id,
+                                                PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
+    PQclear(res);
+    return rc;
+}
+
 int saga_store_retry(PGconn *pg, const char *id, todo_err *err)
 {
+    int rc = not_resolved(pg, id, err);
+    if (rc != TODO_OK) return rc;
     /* The step whose compensation failed is compensable again (DONE). */
     return operate(pg, id,
                    "update saga.sagas set state = 'COMPENSATING', step_states[step + 1] = 1, attempts[step + 1] = 0,"
                    " owner = null, lease_until = null, updated_at = now()"
-                   " where id = $1::uuid and state = 'FAILED' returning 1",
+                   " where id = $1::uuid and state = 'FAILED'"
+                   " and not exists (select 1 from saga.resolutions r where r.saga_id = $1::uuid) returning 1",
                    "FAILED", err);
+}
+
+int saga_store_resolve(PGconn *pg, const char *id, const char *by, const char *why, todo_err *err)
+{
+    if (by == NULL || by[0] == '\0' || strlen(by) > 128 || why == NULL || why[0] == '\0' || strlen(why) > 1000)
+        return todo_err_set(err, TODO_EINVAL, "a resolution names who (1..128 characters) and why (1..1000)");
+    int rc = not_resolved(pg, id, err);
+    if (rc != TODO_OK) return rc;
+    const char *p[3] = {id, by, why};
+    PGresult *res = pgx_exec(pg,
+                             "insert into saga.resolutions (saga_id, resolved_by, why)"
+                             " select id, $2, $3 from saga.sagas where id = $1::uuid and state = 'FAILED'"
+                             " on conflict (saga_id) do nothing returning 1",
+                             3, p, err);
+    if (res == NULL) return err->code;
+    int rows = PQntuples(res);
+    PQclear(res);
+    if (rows == 1) return TODO_OK;
+    if ((rc = not_resolved(pg, id, err)) != TODO_OK) return rc; /* another operator, just now */
+    res = pgx_exec(pg, "select state from saga.sagas where id = $1::uuid", 1, p, err);
+    if (res == NULL) return err->code;
+    rc = PQntuples(res) == 0 ? todo_err_set(err, TODO_ENOTFOUND, "saga %s not found", id)
+                             : todo_err_set(err, TODO_EPRECOND, "saga %s is %s; only FAILED ones are resolved", id,
+                                            PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return rc;
 }
 
 int saga_store_compensate(PGconn *pg, const char *id, todo_err *err)

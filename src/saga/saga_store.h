@@ -106,7 +106,8 @@ int saga_outbox_drop(PGconn *pg, long long id, todo_err *err);
 
 /* Operators (todoctl saga):
  * retry      a FAILED saga compensates again from the step whose
- *            compensation failed (its attempts start over);
+ *            compensation failed (its attempts start over), unless it
+ *            was resolved;
  * compensate a RUNNING or COMPLETED saga undoes what it did: the current
  *            step of a running saga counts as failed (it may have acted),
  *            and the instance driving it loses its lease at its next save.
@@ -115,5 +116,14 @@ int saga_outbox_drop(PGconn *pg, long long id, todo_err *err);
  * when there is none. */
 int saga_store_retry(PGconn *pg, const char *id, todo_err *err);
 int saga_store_compensate(PGconn *pg, const char *id, todo_err *err);
+
+/* A FAILED saga is the dead letter of its compensation. An operator who
+ * settled it by hand resolves it: by (who) and why are kept in
+ * saga.resolutions; it stays FAILED with its history but leaves the list of
+ * failures waiting for a person (todoctl saga failed, the todo_sagas
+ * gauge) and is never retried. TODO_EPRECOND when it is not FAILED or was
+ * resolved already (naming by whom, when and why), TODO_ENOTFOUND when
+ * there is no such saga. */
+int saga_store_resolve(PGconn *pg, const char *id, const char *by, const char *why, todo_err *err);
 
 #endif

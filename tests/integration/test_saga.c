@@ -760,6 +760,39 @@ static void operators_list_show_compensate_and_retry_sagas(void **state)
     snprintf(args, sizeof args, "saga retry %s", saga);
     assert_int_equal(harness_todoctl(args, out, sizeof out), 0);
     assert_true(saga_reaches(saga, "'COMPENSATED'", 20000));
+
+    /* Failed compensations are a dead-letter list of their own: listed
+     * until an operator resolves one by hand (who, why), then never
+     * retried, and the FAILED gauge leaves it out. */
+    snprintf(args, sizeof args, "saga resolve %s --why 'occurrence removed by hand' --by ops-alice", saga);
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 1); /* COMPENSATED: nothing to resolve */
+    assert_non_null(strstr(out, "only FAILED ones are resolved"));
+    q = PQexecParams(harness_db,
+                     "update saga.sagas set state = 'FAILED', step = 2, step_states[3] = 4,"
+                     " step_errors[3] = 'command unavailable' where id = $1::uuid",
+                     1, NULL, (const char *const[]){saga}, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(q), PGRES_COMMAND_OK);
+    PQclear(q);
+    assert_int_equal(harness_todoctl("saga failed --limit 1000", out, sizeof out), 0);
+    assert_non_null(strstr(out, saga));
+    assert_non_null(strstr(out, "command unavailable"));
+    snprintf(args, sizeof args, "saga resolve %s", saga);
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 2); /* a resolution says why */
+    snprintf(args, sizeof args, "saga resolve %s --why 'occurrence removed by hand' --by ops-alice", saga);
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 0);
+    assert_int_equal(harness_todoctl("saga failed --limit 1000", out, sizeof out), 0);
+    assert_null(strstr(out, saga));
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 1); /* once */
+    assert_non_null(strstr(out, "was resolved by ops-alice"));
+    snprintf(args, sizeof args, "saga retry %s", saga);
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 1);
+    assert_non_null(strstr(out, "was resolved by ops-alice"));
+    snprintf(args, sizeof args, "saga show %s", saga);
+    assert_int_equal(harness_todoctl(args, out, sizeof out), 0);
+    assert_non_null(strstr(out, "resolved by ops-alice at "));
+    assert_non_null(strstr(out, "occurrence removed by hand"));
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from saga.sagas where id = $1::uuid and state = 'FAILED'",
+                                    saga), 1);
     snprintf(args, sizeof args, "saga show 123e4567-e89b-42d3-a456-426614174000");
     assert_int_equal(harness_todoctl(args, out, sizeof out), 1);
     assert_non_null(strstr(out, "not found"));
