@@ -636,6 +636,15 @@ static int cmd_projection(int argc, char **argv)
         printf("  last error: %s %s\n", PQgetvalue(r, 0, 5), PQgetvalue(r, 0, 6));
     }
     PQclear(r);
+    /* The last rebuild's replay: its group's counters, kept by the swap. */
+    r = pgx_exec(pg,
+                 "select projection, events, to_char(last_batch_at, 'YYYY-MM-DD HH24:MI:SS') from read.projection_status"
+                 " where starts_with(projection, $1 || '-rebuild-') order by last_batch_at desc nulls last limit 1",
+                 1, p, &err);
+    if (r != NULL && PQntuples(r) == 1)
+        printf("  last rebuild: %s events replayed by %s, last batch %s UTC\n", PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 0),
+               PQgetvalue(r, 0, 2));
+    PQclear(r);
     pgx_close(pg);
     long long total = 0;
     double oldest = 0;

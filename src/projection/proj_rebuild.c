@@ -375,7 +375,14 @@ int proj_rebuild(const proj_rebuild_opts *o, todo_err *err)
     static const char *const swap[] = {"begin", "select todo_meta.tasks_stats_recount('" SHADOW "')", NULL};
     static const char *const rename[] = {"alter schema read rename to read_old", "alter schema " SHADOW " rename to read",
                                          "drop schema read_old cascade", NULL};
-    if ((rc = run_all(r.pg, swap, err)) != 0 || (rc = enable_triggers(r.pg, err)) != 0 ||
+    /* The live projection's counters (todoctl projection status) go on in
+     * the new copy; the replay's stay beside them under the rebuild's group. */
+    static const char *const carry =
+        "insert into " SHADOW ".projection_status (projection, batches, events, applied, dead, last_batch_at,"
+        " last_error, last_error_at) select projection, batches, events, applied, dead, last_batch_at, last_error,"
+        " last_error_at from read.projection_status where projection = $1 on conflict (projection) do nothing";
+    if ((rc = run_all(r.pg, swap, err)) != 0 || (rc = pgx_cmd(r.pg, carry, 1, p, err)) != 0 ||
+        (rc = enable_triggers(r.pg, err)) != 0 ||
         (rc = run_all(r.pg, rename, err)) != 0 ||
         (rc = pgx_cmd(r.pg, "delete from todo_meta.rebuilds where projection = $1", 1, p, err)) != 0 ||
         (rc = pgx_cmd(r.pg, "commit", 0, NULL, err)) != 0) {

@@ -144,6 +144,8 @@ static void a_rebuild_under_load_equals_the_write_model(void **state)
     pthread_create(&w, NULL, writer, &t);
     pthread_create(&rd, NULL, reader, &t);
     harness_sleep_ms(300);
+    long long batches_before = harness_scalar(harness_db, "select batches from read.projection_status where projection = "
+                                                          "'projection-task-read-v1'", NULL);
     static char out[65536]; /* the rebuild's progress and its projector's log lines */
     int rc = harness_todoctl("projection rebuild", out, sizeof out);
     harness_sleep_ms(300);
@@ -158,6 +160,14 @@ static void a_rebuild_under_load_equals_the_write_model(void **state)
     assert_true(t.created > 0 && t.reads > 0);
     wait_projection_idle();
     assert_int_equal(differences(), 0);
+    /* The live projection's counters go on across the swap, and the
+     * replay's are shown beside them. */
+    assert_true(harness_scalar(harness_db, "select batches from read.projection_status where projection = "
+                                           "'projection-task-read-v1'", NULL) >= batches_before);
+    static char status[16384];
+    assert_int_equal(harness_todoctl("projection status", status, sizeof status), 0);
+    assert_null(strstr(status, "no batch applied yet"));
+    assert_non_null(strstr(status, "last rebuild: "));
     /* The indexes built after the replay (not kept up row by row) are all there. */
     assert_int_equal(harness_scalar(harness_db,
                                     "select count(*) from pg_indexes where schemaname = 'read' and indexname in"
