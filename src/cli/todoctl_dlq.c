@@ -43,6 +43,7 @@
 #include <time.h>
 
 #include "dlq.h"
+#include "park.h"
 #include "pgx.h"
 #include "event.h"
 #include "kafkax.h"
@@ -289,6 +290,20 @@ static int show(const todo_config *cfg, const char *id)
            dl->reason_code[0] ? dl->reason_code : dlq_reason_code(dl->reason), dl->reason);
     if (dl->correlation_id[0] != '\0' || dl->causation_id[0] != '\0')
         printf("correlation:    %s\ncaused by:      %s\n", dl->correlation_id, dl->causation_id);
+    /* The chain it belongs to (ordered parking): its head, and what waits. */
+    const char *root = dl->parked_behind[0] != '\0' ? dl->parked_behind : id;
+    if (dl->parked_behind[0] != '\0')
+        printf("parked behind:  %s%s\n", dl->parked_behind, find(&ls, dl->parked_behind) != NULL ? "" : " (gone)");
+    int waiting = 0;
+    for (size_t i = 0; i < ls.n; i++) {
+        const Todo__V1__DeadLetter *o = ls.v[i].dl;
+        if (o == NULL || strcmp(o->parked_behind, root) != 0 || strcmp(ls.v[i].id, id) == 0) continue;
+        printf("%s%s (%s %s, caused by %s)\n", waiting++ == 0 ? "chain:          " : "                ",
+               ls.v[i].id, o->event_type[0] ? o->event_type : "?", o->event_id, o->causation_id[0] ? o->causation_id : "-");
+    }
+    if (waiting > 0)
+        printf("                %d record(s) wait in this chain; todoctl dlq redrive %s sends it back in order\n", waiting,
+               root);
     printf("from:           %s partition %d offset %" PRId64 "\n", dl->original_topic, dl->original_partition,
            dl->original_offset);
     print_bytes("key:            ", dl->original_key.data, dl->original_key.len);
@@ -402,6 +417,123 @@ static int settle(PGconn *pg, const char *id)
     return 0;
 }
 
+/* The head of l's chain: the letter it is parked behind, or itself. */
+static const char *root_of(const letter *l)
+{
+    return l->dl->parked_behind[0] != '\0' ? l->dl->parked_behind : l->id;
+}
+
+static int by_failure(const void *a, const void *b)
+{
+    const Todo__V1__DeadLetter *x = (*(const letter *const *)a)->dl, *y = (*(const letter *const *)b)->dl;
+    long long tx = x->failed_at ? (long long)x->failed_at->seconds * 1000000000LL + x->failed_at->nanos : 0;
+    long long ty = y->failed_at ? (long long)y->failed_at->seconds * 1000000000LL + y->failed_at->nanos : 0;
+    if (tx != ty) return tx < ty ? -1 : 1;
+    return x->original_offset < y->original_offset ? -1 : x->original_offset > y->original_offset;
+}
+
+/* Sends one letter's record back to its topic with its history and the
+ * chain it belongs to; 0 when acknowledged. */
+static int send_back(rd_kafka_t *p, const letter *l, const char *root)
+{
+    const Todo__V1__DeadLetter *dl = l->dl;
+    rd_kafka_headers_t *h = rd_kafka_headers_new(dl->n_original_headers + 4);
+    for (size_t k = 0; k < dl->n_original_headers; k++)
+        rd_kafka_header_add(h, dl->original_headers[k]->key, -1, dl->original_headers[k]->value.data,
+                            (ssize_t)dl->original_headers[k]->value.len);
+    /* Its history, for the dead letter it gets if it fails again (waiting
+     * in a chain is no failure of its own). */
+    if (strcmp(dl->reason_code, DLQ_REASON_PARKED) != 0) {
+        char n[24], first[24];
+        snprintf(n, sizeof n, "%d", dl->attempts > 0 ? dl->attempts : 1);
+        const Google__Protobuf__Timestamp *ft = dl->first_failed_at != NULL ? dl->first_failed_at : dl->failed_at;
+        snprintf(first, sizeof first, "%lld", ft != NULL ? (long long)ft->seconds * 1000000 + ft->nanos / 1000 : 0);
+        rd_kafka_header_add(h, DLQ_HEADER_ATTEMPTS, -1, n, -1);
+        rd_kafka_header_add(h, DLQ_HEADER_FIRST_FAILED, -1, first, -1);
+    }
+    rd_kafka_header_add(h, DLQ_HEADER_REDRIVE_OF, -1, l->id, -1);
+    rd_kafka_header_add(h, DLQ_HEADER_REDRIVE_ROOT, -1, root, -1);
+    return produce_one(p, dl->original_topic, dl->original_key.data, dl->original_key.len, dl->original_value.data,
+                       dl->original_value.len, h);
+}
+
+/* Redrives the chains of the letters named (id, or those f matches): each
+ * chain whole, its head first, then what waited behind it in the order it
+ * was parked, so that a consumer applies them in their first order. */
+static int redrive_chains(letters *ls, rd_kafka_t *p, PGconn *pg, const char *id, const filter *f, bool force,
+                          const decision *d, int *done)
+{
+    const letter **chain = calloc(ls->n + 1, sizeof *chain);
+    char (*roots)[40] = calloc(ls->n + 1, sizeof *roots);
+    int n_roots = 0, rc = 0;
+    if (chain == NULL || roots == NULL) {
+        free(chain);
+        free(roots);
+        fprintf(stderr, "todoctl: out of memory\n");
+        return 1;
+    }
+    for (size_t i = 0; i < ls->n && rc == 0; i++) {
+        if (ls->v[i].dl == NULL || !matches(f, ls->v[i].dl) || (id != NULL && strcmp(ls->v[i].id, id) != 0)) continue;
+        const char *root = root_of(&ls->v[i]);
+        bool seen = false;
+        for (int r = 0; r < n_roots && !seen; r++) seen = strcmp(roots[r], root) == 0;
+        if (seen) continue;
+        snprintf(roots[n_roots++], sizeof roots[0], "%s", root);
+        /* The chain: its head when it is still there, then the rest. */
+        size_t n = 0;
+        const letter *head = NULL;
+        for (size_t k = 0; k < ls->n; k++) {
+            if (ls->v[k].dl == NULL) continue;
+            if (strcmp(ls->v[k].id, root) == 0) head = &ls->v[k];
+            else if (strcmp(ls->v[k].dl->parked_behind, root) == 0) chain[n++] = &ls->v[k];
+        }
+        qsort(chain, n, sizeof *chain, by_failure);
+        if (head != NULL) {
+            memmove(chain + 1, chain, n * sizeof *chain);
+            chain[0] = head;
+            n++;
+        }
+        int attempts = chain[0]->dl->attempts > 0 ? chain[0]->dl->attempts : 1;
+        if (attempts > DLQ_MAX_REDRIVES && !force) {
+            printf("not redriven: %s failed %d times already (redrive it with --force once its cause is fixed)\n",
+                   chain[0]->id, attempts);
+            if (id != NULL) rc = 1;
+            continue;
+        }
+        size_t claimed = 0;
+        for (; claimed < n; claimed++) {
+            int held = claim(pg, chain[claimed], d);
+            if (held != 0) {
+                if (held < 0 || id != NULL) rc = 1;
+                break;
+            }
+        }
+        if (claimed < n) {
+            printf("not redriven: the chain of %s is held (a claim left undone for a minute may be taken over)\n", root);
+            continue;
+        }
+        /* Every record back on its topic in order, then (once they are all
+         * there) the tombstones: a crash in between leaves letters to
+         * redrive again, never a record lost. */
+        for (size_t k = 0; k < n && rc == 0; k++)
+            if (send_back(p, chain[k], root) != 0) rc = 1;
+        for (size_t k = 0; k < n && rc == 0; k++) {
+            if (produce_one(p, DLQ_TOPIC, chain[k]->id, strlen(chain[k]->id), NULL, 0, NULL) != 0 ||
+                settle(pg, chain[k]->id) != 0) {
+                rc = 1;
+                break;
+            }
+            bool waited = k > 0 || head == NULL;
+            printf("redriven %s to %s%s%s%s\n", chain[k]->id, chain[k]->dl->original_topic,
+                   waited ? " (it waited behind " : "", waited ? root : "", waited ? ")" : "");
+            (*done)++;
+        }
+    }
+    free(chain);
+    free(roots);
+    return rc;
+}
+
 static int redrive(const todo_config *cfg, const char *id, const filter *f, bool force, const decision *d)
 {
     letters ls;
@@ -417,55 +549,27 @@ static int redrive(const todo_config *cfg, const char *id, const filter *f, bool
     }
     int rc = 0, done = 0;
     bool discard = strcmp(d->action, "discarded") == 0;
+    if (!discard) {
+        rc = redrive_chains(&ls, p, pg, id, f, force, d, &done);
+        goto finish;
+    }
     for (size_t i = 0; i < ls.n && rc == 0; i++) {
         const Todo__V1__DeadLetter *dl = ls.v[i].dl;
         if (!matches(f, dl) || (id != NULL && strcmp(ls.v[i].id, id) != 0)) continue;
-        int attempts = dl->attempts > 0 ? dl->attempts : 1;
-        if (!discard && attempts > DLQ_MAX_REDRIVES && !force) {
-            printf("not redriven: %s failed %d times already (redrive it with --force once its cause is fixed)\n",
-                   ls.v[i].id, attempts);
-            if (id != NULL) rc = 1;
-            continue;
-        }
         int held = claim(pg, &ls.v[i], d);
         if (held != 0) {
             if (held < 0 || id != NULL) rc = 1;
             continue;
         }
-        if (discard) {
-            if (produce_one(p, DLQ_TOPIC, ls.v[i].id, strlen(ls.v[i].id), NULL, 0, NULL) != 0 ||
-                settle(pg, ls.v[i].id) != 0) {
-                rc = 1;
-                break;
-            }
-            printf("discarded %s (%s)\n", ls.v[i].id, d->reason);
-            done++;
-            continue;
-        }
-        rd_kafka_headers_t *h = rd_kafka_headers_new(dl->n_original_headers + 3);
-        for (size_t k = 0; k < dl->n_original_headers; k++)
-            rd_kafka_header_add(h, dl->original_headers[k]->key, -1, dl->original_headers[k]->value.data,
-                                (ssize_t)dl->original_headers[k]->value.len);
-        /* Its history, for the dead letter it gets if it fails again. */
-        char n[24], first[24];
-        snprintf(n, sizeof n, "%d", attempts);
-        const Google__Protobuf__Timestamp *ft = dl->first_failed_at != NULL ? dl->first_failed_at : dl->failed_at;
-        snprintf(first, sizeof first, "%lld", ft != NULL ? (long long)ft->seconds * 1000000 + ft->nanos / 1000 : 0);
-        rd_kafka_header_add(h, DLQ_HEADER_ATTEMPTS, -1, n, -1);
-        rd_kafka_header_add(h, DLQ_HEADER_FIRST_FAILED, -1, first, -1);
-        /* First the record back on its topic, then (once it is there) the
-         * tombstone: a crash in between leaves the dead letter to redrive
-         * again, never a record lost. */
-        if (produce_one(p, dl->original_topic, dl->original_key.data, dl->original_key.len, dl->original_value.data,
-                        dl->original_value.len, h) != 0 ||
-            produce_one(p, DLQ_TOPIC, ls.v[i].id, strlen(ls.v[i].id), NULL, 0, NULL) != 0 ||
+        if (produce_one(p, DLQ_TOPIC, ls.v[i].id, strlen(ls.v[i].id), NULL, 0, NULL) != 0 ||
             settle(pg, ls.v[i].id) != 0) {
             rc = 1;
             break;
         }
-        printf("redriven %s to %s\n", ls.v[i].id, dl->original_topic);
+        printf("discarded %s (%s)\n", ls.v[i].id, d->reason);
         done++;
     }
+finish:
     if (rc == 0 && done == 0 && (id == NULL || find(&ls, id) == NULL)) {
         fprintf(stderr, "todoctl: %s\n", id != NULL ? "no such dead letter (redriven, discarded, or never there)"
                                                      : discard ? "no dead letters to discard" : "no dead letters to redrive");

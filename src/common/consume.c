@@ -13,6 +13,8 @@
 #include "kafkax.h"
 #include "log.h"
 #include "metrics.h"
+#include "park.h"
+#include "text.h"
 
 #define REASON_MAX 320        /* a given-up record's reason */
 #define BACKOFF_FIRST_MS 1000 /* the pause after a failure, doubling... */
@@ -31,6 +33,8 @@ typedef struct loop {
     const char **dead;            /* per record: why it is dead-lettered, or NULL */
     char (*given_up)[REASON_MAX]; /* per record: why it was given up on, or "" */
     unsigned char *letter;        /* per record: LETTER_* */
+    char (*letter_id)[PARK_ID_MAX]; /* per record: its dead letter's id, once it has one */
+    park *pk;                     /* the group's live dead letters: what waits behind them */
     int waits;                    /* pauses since this batch was polled: the back-off's exponent */
     /* Metrics: the series of this loop's group, and per partition it has
      * consumed (a few dozen at most) its lag. */
@@ -207,6 +211,36 @@ static size_t poll_batch(loop *l)
     return n;
 }
 
+/* Marks the records after record `from` that must wait behind it (its
+ * aggregate's, and what its chain caused) as given up on: parked. */
+static void park_batch_followers(loop *l, size_t from)
+{
+    const char **tmp = calloc(l->n, sizeof *tmp);
+    if (tmp == NULL) return;
+    for (size_t i = 0; i < l->n; i++) tmp[i] = l->given_up[i][0] != '\0' ? l->given_up[i] : NULL;
+    park_followers(l->msgs, l->n, tmp, from);
+    for (size_t j = from + 1; j < l->n; j++)
+        if (l->given_up[j][0] == '\0' && tmp[j] != NULL) snprintf(l->given_up[j], REASON_MAX, "%s", tmp[j]);
+    free(tmp);
+}
+
+/* Ordered parking (park.h): a record whose aggregate or cause has a live
+ * dead letter of the group waits behind it, and so do the records of the
+ * batch after it that are its aggregate's or its chain's. */
+static void park_batch(loop *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        if (l->given_up[i][0] != '\0') continue;
+        park_record r;
+        char root[PARK_ID_MAX];
+        park_record_of(l->msgs[i], &r);
+        if (park_blocks(l->pk, r.aggregate, r.causation, r.redrive_root, root))
+            snprintf(l->given_up[i], REASON_MAX, "%s: behind dead letter %s", DLQ_REASON_PARKED, root);
+    }
+    for (size_t i = 0; i < l->n; i++)
+        if (l->given_up[i][0] != '\0') park_batch_followers(l, i);
+}
+
 /* Applies the batch until the applier says it is durably applied (0) or
  * the loop is asked to stop (-1). See consume.h for which failures give a
  * record up and which are retried for as long as it takes. */
@@ -215,6 +249,7 @@ static int apply_until_done(loop *l)
     const consume_opts *o = l->o;
     int record = -1, record_fails = 0;
     for (size_t i = 0; i < l->n; i++) l->given_up[i][0] = '\0';
+    park_batch(l);
     for (;;) {
         todo_err err;
         int failed = -1;
@@ -233,6 +268,7 @@ static int apply_until_done(loop *l)
             if (record_fails >= o->max_attempts) {
                 snprintf(l->given_up[record], REASON_MAX, "handling failed %d times (the last: %.250s)", record_fails,
                          err.msg);
+                park_batch_followers(l, (size_t)record);
                 record = -1;
                 record_fails = 0;
                 continue; /* at once: the rest of the batch goes on without it */
@@ -312,26 +348,48 @@ static int send_dead(loop *l)
                  (long long)l->msgs[i]->offset, l->dead[i]);
     }
     if (want == 0) return 0;
+    /* Each letter's id, once, and the head of the chain a parked one waits
+     * behind (a head's letter is in the park before its followers'). */
+    char (*roots)[PARK_ID_MAX] = calloc(l->n, sizeof *roots);
+    if (roots == NULL) return -1;
+    for (size_t i = 0; i < l->n; i++) {
+        if (l->dead[i] == NULL) continue;
+        park_record r;
+        park_record_of(l->msgs[i], &r);
+        if (text_uuid_v4(l->letter_id[i]) != 0) snprintf(l->letter_id[i], PARK_ID_MAX, "%s-%zu", o->group, i);
+        if (strncmp(l->dead[i], DLQ_REASON_PARKED ":", strlen(DLQ_REASON_PARKED) + 1) != 0 ||
+            !park_blocks(l->pk, r.aggregate, r.causation, r.redrive_root, roots[i]))
+            roots[i][0] = '\0';
+        park_add(l->pk, l->letter_id[i], r.aggregate, r.event_id, roots[i]);
+    }
+    int rc = -1;
     for (;;) {
         size_t acked = 0;
         for (size_t i = 0; i < l->n; i++) {
             todo_err err;
             if (l->letter[i] != LETTER_TO_SEND) continue;
-            if (dlq_send_tagged(l->dlq, o->group, l->msgs[i], l->dead[i], (void *)(uintptr_t)i, &err) == TODO_OK)
+            if (dlq_send_letter(l->dlq, o->group, l->msgs[i], l->dead[i], l->letter_id[i], roots[i],
+                                (void *)(uintptr_t)i, &err) == TODO_OK)
                 l->letter[i] = LETTER_IN_FLIGHT;
             else
                 log_warn(o->component, "dead letter not sent", "group=%s offset=%lld error=\"%s\"", o->group,
                          (long long)l->msgs[i]->offset, err.msg);
         }
         /* Every letter in flight is reported within message.timeout.ms. */
-        while (rd_kafka_flush(l->dlq, 500) != RD_KAFKA_RESP_ERR_NO_ERROR)
-            if (stopping(l)) return -1;
+        bool stop = false;
+        while (!stop && rd_kafka_flush(l->dlq, 500) != RD_KAFKA_RESP_ERR_NO_ERROR) stop = stopping(l);
+        if (stop) break;
         for (size_t i = 0; i < l->n; i++) acked += l->letter[i] == LETTER_ACKED;
-        if (acked == want) return 0;
-        if (stopping(l)) return -1;
+        if (acked == want) {
+            rc = 0;
+            break;
+        }
+        if (stopping(l)) break;
         renew_dlq_producer_if_failed(l);
         back_off(l);
     }
+    free(roots);
+    return rc;
 }
 
 /* Commits, per topic and partition, the offset after the batch's last
@@ -375,7 +433,10 @@ int consume_run(const consume_opts *o, todo_err *err)
     l.dead = calloc(cap, sizeof *l.dead);
     l.given_up = calloc(cap, sizeof *l.given_up);
     l.letter = calloc(cap, sizeof *l.letter);
-    if (l.msgs == NULL || l.dead == NULL || l.given_up == NULL || l.letter == NULL) {
+    l.letter_id = calloc(cap, sizeof *l.letter_id);
+    l.pk = park_new(o->group);
+    if (l.msgs == NULL || l.dead == NULL || l.given_up == NULL || l.letter == NULL || l.letter_id == NULL ||
+        l.pk == NULL) {
         rc = todo_err_set(err, TODO_EINTERNAL, "out of memory");
         goto out;
     }
@@ -388,10 +449,17 @@ int consume_run(const consume_opts *o, todo_err *err)
     char topics[256] = "";
     for (int i = 0, len = 0; i < o->n_topics && len < (int)sizeof topics; i++)
         len += snprintf(topics + len, sizeof topics - (size_t)len, "%s%s", i > 0 ? "," : "", o->topics[i]);
-    log_info(o->component, "consuming", "group=%s topics=%s batch=%d tail=%d", o->group, topics, o->batch, o->tail);
+    /* The group's live dead letters: what comes after them waits. */
+    todo_err perr;
+    if (park_load(l.pk, o->brokers, &perr) != TODO_OK)
+        log_warn(o->component, "cannot read the dead letters; parking starts from this process's own",
+                 "group=%s error=\"%s\"", o->group, perr.msg);
+    log_info(o->component, "consuming", "group=%s topics=%s batch=%d tail=%d parked_letters=%d", o->group, topics,
+             o->batch, o->tail, park_count(l.pk));
 
     while (!stopping(&l)) {
         update_lag(&l);
+        park_follow(l.pk);
         if ((l.n = poll_batch(&l)) == 0) continue;
         struct timespec started;
         clock_gettime(CLOCK_MONOTONIC, &started);
@@ -406,6 +474,14 @@ int consume_run(const consume_opts *o, todo_err *err)
             int dead = 0;
             for (size_t i = 0; i < l.n; i++) dead += l.dead[i] != NULL;
             commit_offsets(&l);
+            /* A redriven record applied: its old letter parks nothing more
+             * (its tombstone follows). */
+            for (size_t i = 0; i < l.n; i++) {
+                park_record r;
+                if (l.dead[i] != NULL) continue;
+                park_record_of(l.msgs[i], &r);
+                if (r.redrive_of[0] != '\0') park_remove(l.pk, r.redrive_of);
+            }
             for (size_t i = 0; i < l.n; i++) {
                 struct part *p = part_of(&l, l.msgs[i]);
                 if (p != NULL && l.msgs[i]->offset + 1 > p->committed) {
@@ -443,5 +519,7 @@ out:
     free(l.dead);
     free(l.given_up);
     free(l.letter);
+    free(l.letter_id);
+    park_free(l.pk);
     return rc;
 }

@@ -20,6 +20,14 @@
  *
  * Dead letters go through the loop's own idempotent producer; one whose
  * delivery failed is sent again, alone, until acknowledged.
+ *
+ * Ordered parking (park.h): the loop keeps the group's live dead letters.
+ * A record of an aggregate that has one, or caused by an event that has
+ * one, reaches the applier already marked dead ("parked: behind dead letter
+ * <id>") and is dead-lettered behind it, as are the records after a given-up
+ * one in the same batch. An applier that dead-letters a record itself in
+ * the middle of a batch calls park_followers before applying the records
+ * after it.
  */
 #ifndef TODO_CONSUME_H
 #define TODO_CONSUME_H

@@ -6,6 +6,7 @@
 
 #include "arena.h"
 #include "event.h"
+#include "kafkax.h"
 #include "text.h"
 #include "todo/v1/events.pb-c.h"
 
@@ -13,7 +14,7 @@ const char *dlq_reason_code(const char *r)
 {
     static const char *const codes[] = {DLQ_REASON_UNDECODABLE, DLQ_REASON_UNKNOWN_TYPE, DLQ_REASON_SCHEMA,
                                         DLQ_REASON_INVALID,     DLQ_REASON_DATABASE,     DLQ_REASON_RETRIES,
-                                        DLQ_REASON_HANDLER};
+                                        DLQ_REASON_HANDLER,     DLQ_REASON_PARKED};
     if (r == NULL) return DLQ_REASON_HANDLER;
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
         size_t n = strlen(codes[i]);
@@ -56,14 +57,31 @@ int dlq_send(rd_kafka_t *producer, const char *group, const rd_kafka_message_t *
 int dlq_send_tagged(rd_kafka_t *producer, const char *group, const rd_kafka_message_t *orig, const char *reason,
                     void *msg_opaque, todo_err *err)
 {
+    char id[37];
+    if (text_uuid_v4(id) != 0) return todo_err_set(err, TODO_EINTERNAL, "no randomness for a dead-letter id");
+    return dlq_send_letter(producer, group, orig, reason, id, NULL, msg_opaque, err);
+}
+
+/* A header of orig as text into buf ("" when absent). */
+static char *header_text(const rd_kafka_message_t *orig, const char *name, char *buf, size_t cap)
+{
+    if (kafkax_header(orig, name, buf, cap) == NULL) buf[0] = '\0';
+    return buf;
+}
+
+int dlq_send_letter(rd_kafka_t *producer, const char *group, const rd_kafka_message_t *orig, const char *reason,
+                    const char *id, const char *parked_behind, void *msg_opaque, todo_err *err)
+{
     Todo__V1__DeadLetter dl = TODO__V1__DEAD_LETTER__INIT;
     Todo__V1__DeadLetter__OriginalHeadersEntry *entries = NULL, **ptrs = NULL;
     rd_kafka_headers_t *oh = NULL;
-    char id[37];
+    char aggregate[130], event_id[130];
     int64_t now = event_now_us();
 
-    if (text_uuid_v4(id) != 0) return todo_err_set(err, TODO_EINTERNAL, "no randomness for a dead-letter id");
-    dl.dead_letter_id = id;
+    dl.dead_letter_id = (char *)id;
+    dl.aggregate_id = header_text(orig, "ce_subject", aggregate, sizeof aggregate);
+    dl.event_id = header_text(orig, "ce_id", event_id, sizeof event_id);
+    dl.parked_behind = (char *)(parked_behind != NULL ? parked_behind : "");
     dl.consumer_group = (char *)group;
     dl.reason = (char *)reason;
     dl.original_topic = (char *)rd_kafka_topic_name(orig->rkt);
@@ -93,6 +111,8 @@ int dlq_send_tagged(rd_kafka_t *producer, const char *group, const rd_kafka_mess
         dl.user_id = env->user_id;
         dl.correlation_id = env->correlation_id;
         dl.causation_id = env->causation_id;
+        if (dl.aggregate_id[0] == '\0') dl.aggregate_id = env->aggregate_id;
+        if (dl.event_id[0] == '\0') dl.event_id = env->event_id;
     }
     if (rd_kafka_message_headers(orig, &oh) == RD_KAFKA_RESP_ERR_NO_ERROR) {
         size_t n = rd_kafka_header_cnt(oh);
@@ -109,7 +129,9 @@ int dlq_send_tagged(rd_kafka_t *producer, const char *group, const rd_kafka_mess
             const void *v;
             size_t vlen;
             if (rd_kafka_header_get_all(oh, i, &name, &v, &vlen) != RD_KAFKA_RESP_ERR_NO_ERROR) break;
-            if (strcmp(name, DLQ_HEADER_ATTEMPTS) == 0 || strcmp(name, DLQ_HEADER_FIRST_FAILED) == 0) continue;
+            if (strcmp(name, DLQ_HEADER_ATTEMPTS) == 0 || strcmp(name, DLQ_HEADER_FIRST_FAILED) == 0 ||
+                strncmp(name, "todo_dlq_redrive_", 17) == 0)
+                continue;
             todo__v1__dead_letter__original_headers_entry__init(&entries[i]);
             entries[i].key = (char *)name;
             entries[i].value.data = (uint8_t *)v;

@@ -25,6 +25,7 @@
 #define DLQ_REASON_DATABASE "refused_by_database"          /* the database refused to apply it */
 #define DLQ_REASON_RETRIES "retries_exhausted"             /* failed TODO_CONSUMER_MAX_ATTEMPTS times */
 #define DLQ_REASON_HANDLER "handler_error"                 /* anything else a handler refused */
+#define DLQ_REASON_PARKED "parked"                         /* waits behind an earlier letter of its aggregate or chain (park.h) */
 
 /* The code of a reason text: an explicit "<code>: " prefix, else what the
  * text says (the consumers' messages), else DLQ_REASON_HANDLER. */
@@ -46,5 +47,12 @@ int dlq_send(rd_kafka_t *producer, const char *consumer_group, const rd_kafka_me
  * several dead letters were acknowledged. */
 int dlq_send_tagged(rd_kafka_t *producer, const char *consumer_group, const rd_kafka_message_t *orig,
                     const char *reason, void *msg_opaque, todo_err *err);
+
+/* dlq_send_tagged under a letter id of the caller's (a UUID, so that a
+ * letter sent again keeps its id), and for a parked record the letter at
+ * the head of its chain (parked_behind; NULL or "" for none). */
+int dlq_send_letter(rd_kafka_t *producer, const char *consumer_group, const rd_kafka_message_t *orig,
+                    const char *reason, const char *letter_id, const char *parked_behind, void *msg_opaque,
+                    todo_err *err);
 
 #endif

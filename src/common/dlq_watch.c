@@ -159,50 +159,13 @@ static void take(dlq_watch *w, const rd_kafka_message_t *m)
     count(w, p, 1);
 }
 
-/* A consumer of every partition of the topic from its start, or NULL while
- * the topic or its broker is not there yet. */
-static rd_kafka_t *open_consumer(dlq_watch *w)
-{
-    todo_err err;
-    char errstr[256], group[64];
-    rd_kafka_conf_t *conf = kafkax_conf_new(w->brokers, &err);
-    if (conf == NULL) return NULL;
-    snprintf(group, sizeof group, "todo-dlq-watch-%ld", (long)getpid()); /* assigned, never joined */
-    rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof errstr);
-    rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr);
-    rd_kafka_conf_set(conf, "enable.partition.eof", "false", errstr, sizeof errstr);
-    rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "4096", errstr, sizeof errstr);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    if (rk == NULL) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    rd_kafka_poll_set_consumer(rk);
-    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, DLQ_TOPIC, NULL);
-    const rd_kafka_metadata_t *md = NULL;
-    int n = 0;
-    if (rd_kafka_metadata(rk, 0, t, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR && md->topic_cnt == 1 &&
-        md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
-        n = md->topics[0].partition_cnt;
-    if (md != NULL) rd_kafka_metadata_destroy(md);
-    rd_kafka_topic_destroy(t);
-    if (n == 0) {
-        rd_kafka_destroy(rk);
-        return NULL;
-    }
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
-    for (int p = 0; p < n; p++) rd_kafka_topic_partition_list_add(l, DLQ_TOPIC, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_assign(rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    return rk;
-}
-
 static void *run(void *arg)
 {
     dlq_watch *w = arg;
     rd_kafka_t *rk = NULL;
     while (!atomic_load(&w->stop)) {
-        if (rk == NULL && (rk = open_consumer(w)) == NULL) {
+        int parts;
+        if (rk == NULL && (rk = kafkax_topic_reader(w->brokers, DLQ_TOPIC, "todo-dlq-watch", &parts)) == NULL) {
             for (int i = 0; i < 50 && !atomic_load(&w->stop); i++) usleep(100000); /* the topic is not there yet */
             continue;
         }

@@ -341,6 +341,44 @@ out:
     return rc;
 }
 
+rd_kafka_t *kafkax_topic_reader(const char *brokers, const char *topic, const char *name, int *partitions)
+{
+    todo_err err;
+    char errstr[256], group[96];
+    *partitions = 0;
+    rd_kafka_conf_t *conf = kafkax_conf_new(brokers, &err);
+    if (conf == NULL) return NULL;
+    snprintf(group, sizeof group, "%s-%ld", name, (long)getpid()); /* assigned, never joined */
+    rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof errstr);
+    rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr);
+    rd_kafka_conf_set(conf, "enable.partition.eof", "false", errstr, sizeof errstr);
+    rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "4096", errstr, sizeof errstr);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (rk == NULL) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
+    const rd_kafka_metadata_t *md = NULL;
+    int n = 0;
+    if (rd_kafka_metadata(rk, 0, t, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR && md->topic_cnt == 1 &&
+        md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+        n = md->topics[0].partition_cnt;
+    if (md != NULL) rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(t);
+    if (n == 0) {
+        rd_kafka_destroy(rk);
+        return NULL;
+    }
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
+    for (int p = 0; p < n; p++) rd_kafka_topic_partition_list_add(l, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_assign(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    *partitions = n;
+    return rk;
+}
+
 int kafkax_read_all(const char *brokers, const char *topic, int (*fn)(const rd_kafka_message_t *m, void *ctx),
                     void *ctx, todo_err *err)
 {

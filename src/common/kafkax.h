@@ -79,6 +79,12 @@ typedef struct kafkax_lag {
 int kafkax_group_lag(const char *brokers, const char *group, const char *topic, kafkax_lag *out, int cap, int *n,
                      todo_err *err);
 
+/* A consumer of every partition of topic from its start that joins no group
+ * and commits nothing (group.id: name-<pid>), for readers that follow a
+ * whole topic; *partitions gets their count. NULL while the topic or its
+ * broker is not there. */
+rd_kafka_t *kafkax_topic_reader(const char *brokers, const char *topic, const char *name, int *partitions);
+
 /* Reads every record of topic, all partitions from their start up to their
  * end when called (no consumer group: nothing is committed), calling fn on
  * each; fn returning nonzero stops early. TODO_EUNAVAIL when the broker does

@@ -1,6 +1,8 @@
 /* proj_apply: see proj_apply.h. */
 #include "proj_apply.h"
 
+#include "park.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -362,8 +364,9 @@ static bool transient(int code) { return code == TODO_ECONFLICT || code == TODO_
 /* Runs the records' statements one by one, each under a savepoint: one that
  * the database refuses is dead-lettered alone, unless the refusal may pass
  * on another try: then the batch fails naming it (*failed). */
-static int run_one_by_one(PGconn *pg, Todo__V1__EventEnvelope **envs, const planned *plans, outcome *out, size_t n,
-                          arena *a, const char **dead, int *failed, todo_err *err)
+static int run_one_by_one(PGconn *pg, rd_kafka_message_t **msgs, Todo__V1__EventEnvelope **envs,
+                          const planned *plans, outcome *out, size_t n, arena *a, const char **dead, int *failed,
+                          todo_err *err)
 {
     int rc;
     for (size_t i = 0; i < n; i++) {
@@ -380,9 +383,13 @@ static int run_one_by_one(PGconn *pg, Todo__V1__EventEnvelope **envs, const plan
             *failed = (int)i;
             return err->code;
         }
-        /* This record alone breaks the database: dead-letter it. */
+        /* This record alone breaks the database: dead-letter it, and what
+         * must wait behind it (park.h). */
         dead[i] = arena_printf(a, "applying failed: %s", err->msg);
         out[i] = DEAD;
+        park_followers(msgs, n, dead, i);
+        for (size_t j = i + 1; j < n; j++)
+            if (dead[j] != NULL) out[j] = DEAD;
         if ((rc = pgx_cmd(pg, "rollback to savepoint rec", 0, NULL, err)) != 0) return rc;
     }
     return TODO_OK;
@@ -416,9 +423,14 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
             }
             envs[i] = NULL;
             dead[i] = arena_strdup(a, derr.msg);
-        } else {
-            ids[n_ids++] = envs[i]->aggregate_id;
         }
+    }
+    /* What must wait behind a dead record is not applied (park.h). */
+    for (size_t i = 0; i < n; i++)
+        if (dead[i] != NULL) park_followers(msgs, n, dead, i);
+    for (size_t i = 0; i < n; i++) {
+        if (dead[i] != NULL) envs[i] = NULL;
+        else if (envs[i] != NULL) ids[n_ids++] = envs[i]->aggregate_id;
     }
     int64_t *versions = arena_calloc(a, (n_ids + 1) * sizeof *versions);
     proj_cache_lookup(cache, ids, n_ids, versions);
@@ -433,12 +445,13 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
     if (ps == NULL || !ps->shadow) add_stmt(&head, a, "select pg_advisory_xact_lock_shared(" PROJ_SWAP_LOCK_KEY ")", 0, NULL);
     int first = head.n;
     for (size_t i = 0; i < n; i++) {
-        if (envs[i] == NULL) continue;
+        if (envs[i] == NULL || dead[i] != NULL) continue; /* dead, or waits behind a record planned dead */
         if (known[i] >= envs[i]->aggregate_version) { /* Redis: applied before */
             out[i] = SKIPPED;
             continue;
         }
         out[i] = plan_record(envs[i], a, &plans[i], &dead[i]);
+        if (out[i] == DEAD) park_followers(msgs, n, dead, i);
         if (out[i] == APPLIED && !one_by_one) add_stmt(&head, a, claim_sql(a, &plans[i]), plans[i].n, plans[i].params);
     }
     /* Then run them: all in one pipeline (one round trip), or one by one. */
@@ -450,7 +463,7 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
         PQclear(res[k++]);
     }
     for (int k = 0; k < first; k++) PQclear(res[k]);
-    if (one_by_one && (rc = run_one_by_one(pg, envs, plans, out, n, a, dead, &st->failed, err)) != 0) goto fail;
+    if (one_by_one && (rc = run_one_by_one(pg, msgs, envs, plans, out, n, a, dead, &st->failed, err)) != 0) goto fail;
 
     for (size_t i = 0; i < n; i++) {
         if (msgs[i]->err != RD_KAFKA_RESP_ERR_NO_ERROR) continue;

@@ -1,6 +1,8 @@
 /* saga_proc: see saga_proc.h. */
 #include "saga_proc.h"
 
+#include "park.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +101,7 @@ static int apply(void *ctx, rd_kafka_message_t **msgs, size_t n, const char **de
         if (rc == TODO_EINVAL) {
             snprintf(r->why[i], sizeof r->why[i], "%.300s", err->msg);
             dead[i] = r->why[i];
+            park_followers(msgs, n, dead, i); /* what must wait behind it (park.h) */
         } else if (rc != TODO_OK) {
             /* The records before it are done; handling is idempotent, so
              * the batch is simply handled again. */

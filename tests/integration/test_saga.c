@@ -471,6 +471,14 @@ static void a_step_failing_for_good_is_compensated(void **state)
     char *auth = harness_bearer(user, 600, NULL);
     char *t = task(auth, "a doomed completion", 0);
     char *r1 = remind(auth, t, 3600);
+    /* The hand-made completion claims version 1 of the task in the read
+     * model: produced before the outbox published the creation, it would
+     * be applied first and the creation skipped (the read model then lacks
+     * the task, and a later rebuild compares unequal). */
+    long long until = harness_now_ms() + 15000;
+    while (harness_scalar(harness_db, "select count(*) from read.tasks where id = $1::uuid", t) != 1 &&
+           harness_now_ms() < until)
+        harness_sleep_ms(50);
     char *saga = produce_bad_completion(user, t);
     assert_true(saga_reaches(saga, "'COMPENSATED'", 30000));
     /* The reminder was cancelled, then restored; no occurrence. */

@@ -375,6 +375,73 @@ static void stopping_while_retrying_commits_nothing(void **state)
     assert_true(committed(t, 1) < 0);
 }
 
+/* Produces r0..r(n-1) like produce(), with headers: ce_subject agg[i]
+ * (NULL: none), ce_id "e<i>", causation_id cause[i] (NULL: none). */
+static void produce_events(tcase *t, int n, const char *const *agg, const char *const *cause)
+{
+    rd_kafka_t *p = handle(RD_KAFKA_PRODUCER, t->bootstraps, NULL);
+    for (int i = 0; i < n; i++) {
+        char v[16], ev[16];
+        int len = snprintf(v, sizeof v, "r%d", i);
+        snprintf(ev, sizeof ev, "e%d", i);
+        rd_kafka_headers_t *h = rd_kafka_headers_new(3);
+        rd_kafka_header_add(h, "ce_id", -1, ev, -1);
+        if (agg[i] != NULL) rd_kafka_header_add(h, "ce_subject", -1, agg[i], -1);
+        if (cause[i] != NULL) rd_kafka_header_add(h, "causation_id", -1, cause[i], -1);
+        assert_int_equal(rd_kafka_producev(p, RD_KAFKA_V_TOPIC(SRC), RD_KAFKA_V_PARTITION(i % 2),
+                                           RD_KAFKA_V_VALUE(v, (size_t)len), RD_KAFKA_V_HEADERS(h),
+                                           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                         RD_KAFKA_RESP_ERR_NO_ERROR);
+    }
+    assert_int_equal(rd_kafka_flush(p, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_destroy(p);
+    t->n = n;
+}
+
+/* Ordered parking (park.h): the records of a dead record's aggregate after
+ * it, and those its chain caused, are not applied but dead-lettered as
+ * "parked"; a consumer started later still parks behind the live letters
+ * (loaded from the topic). */
+static void records_behind_a_dead_letter_wait_for_it(void **state)
+{
+    tcase *t = *state;
+    /* Partition 1 holds r1 r3 r5 r7 r9 in that order: r1 fails for good,
+     * r3 and r5 are its aggregate's, r7 was caused by r3, r9 is another's. */
+    const char *agg[] = {"a0", "A", "a2", "A", "a4", "A", "a6", "a7", "a8", "a9"};
+    const char *cause[] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, "e3", NULL, NULL};
+    produce_events(t, 10, agg, cause);
+    t->mode = ONE_FAILS;
+    t->failing = 1;
+    assert_int_equal(run(t, 100, 2), TODO_OK);
+    int per[MAX_RECORDS] = {0};
+    char reasons[MAX_RECORDS][200];
+    assert_int_equal(read_dead_letters(t, per, reasons), 4);
+    assert_non_null(strstr(reasons[1], "handling failed 2 times"));
+    for (int i = 3; i <= 7; i += 2) {
+        assert_int_equal(per[i], 1);
+        assert_non_null(strstr(reasons[i], "parked: behind"));
+    }
+    for (int i = 0; i < t->n; i++) assert_int_equal(t->applied[i], i == 1 || i == 3 || i == 5 || i == 7 ? 0 : 1);
+    assert_all_committed(t);
+
+    /* Later, another consumer of the group: the aggregate still waits. */
+    rd_kafka_t *p = handle(RD_KAFKA_PRODUCER, t->bootstraps, NULL);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(2);
+    rd_kafka_header_add(h, "ce_subject", -1, "A", -1);
+    rd_kafka_header_add(h, "ce_id", -1, "e10", -1);
+    assert_int_equal(rd_kafka_producev(p, RD_KAFKA_V_TOPIC(SRC), RD_KAFKA_V_PARTITION(0), RD_KAFKA_V_VALUE("r10", 3),
+                                       RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_equal(rd_kafka_flush(p, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_destroy(p);
+    t->n = 11;
+    t->mode = APPLY_ALL;
+    assert_int_equal(run(t, 100, 2), TODO_OK);
+    assert_int_equal(read_dead_letters(t, per, reasons), 5);
+    assert_int_equal(t->applied[10], 0);
+    assert_non_null(strstr(reasons[10], "parked: behind"));
+}
+
 static void bad_options_are_refused_before_connecting(void **state)
 {
     tcase *t = *state;
@@ -401,6 +468,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(failed_dead_letters_are_sent_again_without_duplicates, setup, teardown),
         cmocka_unit_test_setup_teardown(a_dead_letter_producer_failed_for_good_is_replaced, setup, teardown),
         cmocka_unit_test_setup_teardown(stopping_while_retrying_commits_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(records_behind_a_dead_letter_wait_for_it, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_options_are_refused_before_connecting, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
