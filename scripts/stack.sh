@@ -18,7 +18,8 @@
 # TODO_STACK_SECURE=1) protects every hop as production would: Kafka's only
 # client listener is SASL_SSL (SCRAM-SHA-512 users made at format time,
 # a PEM keystore of the stack's CA), PostgreSQL refuses connections without
-# TLS and its URLs ask for sslmode=verify-full, and Redis wants a password.
+# TLS and its URLs ask for sslmode=verify-full, and Redis wants a password
+# (the services reach it over TLS; TODO_STACK_REDIS_PLAIN_URL is for tools).
 # The passwords are made at first start and kept in the stack's stack.env.
 source "$(dirname "$0")/lib.sh"
 
@@ -73,7 +74,7 @@ choose_ports() {
   [ "$name" = secure ] || [ "${TODO_STACK_SECURE:-0}" = 1 ] && SECURE=1
   mkdir -p "$dir"
   KAFKA_PASSWORD=$(openssl rand -hex 16); KAFKA_ADMIN_PASSWORD=$(openssl rand -hex 16)
-  REDIS_PASSWORD=$(openssl rand -hex 16)
+  REDIS_PASSWORD=$(openssl rand -hex 16); REDIS_TLS_PORT=$(free_port)
   (umask 077; : > "$envf")
   cat > "$envf" <<ENV
 SECURE=$SECURE
@@ -82,6 +83,7 @@ KAFKA_ADMIN_PASSWORD=$KAFKA_ADMIN_PASSWORD
 REDIS_PASSWORD=$REDIS_PASSWORD
 PG_PORT=$PG_PORT
 REDIS_PORT=$REDIS_PORT
+REDIS_TLS_PORT=$REDIS_TLS_PORT
 KAFKA_PORT=$KAFKA_PORT
 KAFKA_CTL_PORT=$KAFKA_CTL_PORT
 COMMAND_PORT=$COMMAND_PORT
@@ -97,10 +99,11 @@ kafka_client_config() {
 }
 
 print_env() {
-  local pgq="" redis_auth=""
+  local pgq="" redis_url="redis://127.0.0.1:$REDIS_PORT"
   if [ "${SECURE:-0}" = 1 ]; then
     pgq="?sslmode=verify-full&sslrootcert=$dir/certs/ca.pem"
-    redis_auth="default:$REDIS_PASSWORD@"
+    # The services over TLS; tools such as redis-cli on the password-only port.
+    redis_url="rediss://default:$REDIS_PASSWORD@127.0.0.1:$REDIS_TLS_PORT?ca=$dir/certs/ca.pem"
   fi
   cat <<ENV
 export TODO_STACK=$name
@@ -110,7 +113,7 @@ export TODO_COMMAND_PG_URL='postgresql://todo_command@127.0.0.1:$PG_PORT/todo$pg
 export TODO_QUERY_PG_URL='postgresql://todo_query@127.0.0.1:$PG_PORT/todo$pgq'
 export TODO_PROJECTOR_PG_URL='postgresql://todo_projector@127.0.0.1:$PG_PORT/todo$pgq'
 export TODO_SAGA_PG_URL='postgresql://todo_saga@127.0.0.1:$PG_PORT/todo$pgq'
-export TODO_REDIS_URL=redis://${redis_auth}127.0.0.1:$REDIS_PORT
+export TODO_REDIS_URL='$redis_url'
 export TODO_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
 export TODO_COMMAND_ADDR=127.0.0.1:$COMMAND_PORT
 export TODO_QUERY_ADDR=127.0.0.1:$QUERY_PORT
@@ -123,8 +126,9 @@ ENV
   if [ "${SECURE:-0}" = 1 ]; then
     echo "export TODO_KAFKA_CONFIG='$(kafka_client_config)'"
     echo "export TODO_STACK_SECURE=1"
+    echo "export TODO_STACK_REDIS_PLAIN_URL='redis://default:$REDIS_PASSWORD@127.0.0.1:$REDIS_PORT'"
   else
-    echo "unset TODO_KAFKA_CONFIG TODO_STACK_SECURE"
+    echo "unset TODO_KAFKA_CONFIG TODO_STACK_SECURE TODO_STACK_REDIS_PLAIN_URL"
   fi
 }
 
@@ -171,7 +175,9 @@ start_redis() {
   if redis_ready; then log "Redis already answers on $REDIS_PORT"; return; fi
   mkdir -p "$dir/redis"
   local auth=()
-  [ "${SECURE:-0}" = 1 ] && auth=(--requirepass "$REDIS_PASSWORD")
+  [ "${SECURE:-0}" = 1 ] && auth=(--requirepass "$REDIS_PASSWORD" --tls-port "$REDIS_TLS_PORT"
+                                  --tls-cert-file "$dir/certs/server.pem" --tls-key-file "$dir/certs/server.key"
+                                  --tls-ca-cert-file "$dir/certs/ca.pem" --tls-auth-clients no)
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --daemonize yes \
     --pidfile "$dir/redis/redis.pid" --logfile "$dir/redis/redis.log" --dir "$dir/redis" \
     --save "" --appendonly no "${auth[@]}" >/dev/null

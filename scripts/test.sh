@@ -8,7 +8,7 @@
 #      seed),
 #   2. the integration tests (dev build) on the secure stack: Kafka over
 #      SASL_SSL with SCRAM users, PostgreSQL over TLS only (verify-full),
-#      Redis with a password (scripts/stack.sh, "secure"),
+#      Redis over TLS with a password (scripts/stack.sh, "secure"),
 #   3. every test again in the ASan+UBSan build, on the plaintext test stack,
 #   4. the tests that run threads (ctest label threads) in the
 #      ThreadSanitizer build (tests/tsan.supp, cmake/tsan_thrd.c).
@@ -60,7 +60,7 @@ done
 step "fuzzing the decoders (libFuzzer replay: committed corpora, fixed-seed mutations)"
 bash scripts/fuzz.sh replay || failed=1
 
-step "integration tests (dev) on the secure stack (SASL_SSL Kafka, TLS PostgreSQL, Redis password)"
+step "integration tests (dev) on the secure stack (SASL_SSL Kafka, TLS PostgreSQL, Redis over TLS)"
 ( eval "$(bash scripts/stack.sh env secure)"
   ctest --test-dir build/dev -L integration --output-on-failure ) || failed=1
 bash scripts/stack.sh stop secure

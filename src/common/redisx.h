@@ -8,6 +8,7 @@
 #define TODO_REDISX_H
 
 #include <hiredis.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <time.h>
 
@@ -16,6 +17,9 @@
 typedef struct redisx {
     char host[256];
     int port;
+    bool tls;                /* rediss://: through an in-process TLS relay */
+    char ca[256];            /* rediss://...?ca=FILE: the CAs that sign Redis' certificate ("" the system's) */
+    void *ssl_ctx;           /* the relay's SSL_CTX, made on first use */
     char user[64], password[256]; /* from the URL ("" none): AUTH on every connection */
     char comp[32];           /* the log component ("projector"...) */
     int timeout_ms;
@@ -25,7 +29,10 @@ typedef struct redisx {
 
 /* Parses redis://[user[:password]@]host[:port][/...] (port defaults to
  * 6379; user and password percent-decoded) into host (cap bytes) and port.
- * rediss:// (TLS) is refused: Debian 12's hiredis 0.14 has no TLS
+ * rediss:// is TLS: Debian 12's hiredis 0.14 has none, so each connection
+ * runs through a relay of ours (a socket pair to hiredis, a thread doing
+ * TLS with OpenSSL to Redis), which verifies Redis' certificate and its
+ * name (the URL's host) against ?ca=FILE, else the system's CAs
  * (docs/SECURITY.md). */
 int redisx_parse_url(const char *url, char *host, size_t cap, int *port, todo_err *err);
 

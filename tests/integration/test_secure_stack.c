@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <librdkafka/rdkafka.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,7 +100,7 @@ static void redis_refuses_a_client_without_the_password(void **state)
     (void)state;
     NEED_SECURE_STACK();
     char cmd[600], out[256] = "";
-    const char *url = getenv("TODO_REDIS_URL"), *at = strchr(url, '@');
+    const char *url = getenv("TODO_STACK_REDIS_PLAIN_URL"), *at = url != NULL ? strchr(url, '@') : NULL;
     assert_non_null(at); /* the secure stack's URL carries the password */
     snprintf(cmd, sizeof cmd, "redis-cli -u 'redis://%s' ping 2>&1", at + 1);
     FILE *p = popen(cmd, "r");
@@ -115,12 +116,53 @@ static void redis_refuses_a_client_without_the_password(void **state)
     assert_non_null(strstr(out, "PONG"));
 }
 
+/* The services reach Redis over TLS (rediss://, through redisx's relay:
+ * Debian's hiredis has no TLS): a todo-projector on the stack's URL turns
+ * its fast path on and fills the cache; with another CA, the handshake is
+ * refused and it runs without Redis, saying why. */
+static void the_services_reach_redis_over_tls_and_check_its_certificate(void **state)
+{
+    (void)state;
+    NEED_SECURE_STACK();
+    const char *url = getenv("TODO_REDIS_URL");
+    assert_non_null(strstr(url, "rediss://"));
+    static char other[1200], metrics[64];
+    snprintf(other, sizeof other, "TODO_REDIS_URL=%.*s?ca=%s/certs/other-ca.pem", (int)(strchr(url, '?') - url), url,
+             getenv("TODO_STACK_DIR"));
+    snprintf(metrics, sizeof metrics, "TODO_PROJECTOR_METRICS_ADDR=");
+    char user[64];
+    harness_user(user, "tls-redis");
+    char *auth = harness_bearer(user, 600, NULL);
+    free(harness_create(auth, "read through a cache over TLS")); /* something to project */
+    free(auth);
+    harness_log_reset("tls-redis-good");
+    harness_log_reset("tls-redis-other-ca");
+    const char *good_env[] = {metrics, "TODO_PROJECTOR_GROUP=test-tls-redis-good", NULL};
+    const char *bad_env[] = {metrics, other, "TODO_PROJECTOR_GROUP=test-tls-redis-bad", NULL};
+    pid_t good = harness_spawn("projection/todo-projector", "tls-redis-good", good_env);
+    pid_t bad = harness_spawn("projection/todo-projector", "tls-redis-other-ca", bad_env);
+    /* Each replays the topics from their start under its own group: the
+     * first batch asks Redis. */
+    long long until = harness_now_ms() + 30000;
+    while (harness_now_ms() < until && (!harness_log_contains("tls-redis-good", "redis fast path on") ||
+                                        !harness_log_contains("tls-redis-other-ca", "TLS handshake")))
+        harness_sleep_ms(200);
+    assert_int_equal(harness_stop(good, SIGTERM, 20000), 0);
+    assert_int_equal(harness_stop(bad, SIGTERM, 20000), 0);
+    assert_true(harness_log_contains("tls-redis-good", "tls=yes"));
+    /* (OpenSSL names why: "self-signed certificate in certificate chain") */
+    assert_true(harness_log_contains("tls-redis-other-ca", "TLS handshake with 127.0.0.1:"));
+    assert_true(harness_log_contains("tls-redis-other-ca", "certificate"));
+    assert_false(harness_log_contains("tls-redis-other-ca", "redis fast path on"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(kafka_refuses_plaintext_a_wrong_password_and_a_foreign_ca),
         cmocka_unit_test(postgresql_refuses_a_connection_without_tls),
         cmocka_unit_test(redis_refuses_a_client_without_the_password),
+        cmocka_unit_test(the_services_reach_redis_over_tls_and_check_its_certificate),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, harness_group_setup, harness_group_teardown);
 }

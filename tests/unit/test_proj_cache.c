@@ -36,10 +36,24 @@ static void urls_parse_or_are_refused(void **state)
                      TODO_OK);
     assert_string_equal(user, "");
     assert_string_equal(password, "only-a-password");
-    /* TLS is refused, naming why; a bad URL's message never repeats it
-     * (it may hold a password). */
-    assert_int_equal(redisx_parse_url("rediss://cache:6380", host, sizeof host, &port, &err), TODO_EINVAL);
-    assert_non_null(strstr(err.msg, "TLS"));
+    /* TLS: rediss://, with the CAs as ?ca=FILE (readable, and only with
+     * rediss://); a bad URL's message never repeats it (it may hold a
+     * password). */
+    assert_int_equal(redisx_parse_url("rediss://cache:6380", host, sizeof host, &port, &err), TODO_OK);
+    assert_string_equal(host, "cache");
+    assert_int_equal(port, 6380);
+    redisx rx;
+    assert_int_equal(redisx_init(&rx, "rediss://u:p@cache:6380?ca=/etc/hostname", "test", 100, &err), TODO_OK);
+    assert_true(rx.tls);
+    assert_string_equal(rx.ca, "/etc/hostname");
+    assert_string_equal(rx.password, "p");
+    redisx_cleanup(&rx);
+    assert_int_equal(redisx_init(&rx, "rediss://cache:6380?ca=/nonexistent/ca.pem", "test", 100, &err), TODO_EINVAL);
+    assert_non_null(strstr(err.msg, "cannot read ca"));
+    assert_int_equal(redisx_init(&rx, "redis://cache:6380?ca=/etc/hostname", "test", 100, &err), TODO_EINVAL);
+    assert_int_equal(redisx_init(&rx, "rediss://cache:6380?verify=no", "test", 100, &err), TODO_EINVAL);
+    assert_int_equal(redisx_init(&rx, "redis://cache:6380", "test", 100, &err), TODO_OK);
+    assert_false(rx.tls);
     assert_int_equal(redisx_parse_url("redis://u:pw%zz@h:1", host, sizeof host, &port, &err), TODO_EINVAL);
     assert_null(strstr(err.msg, "pw"));
     const char *bad[] = {"http://x:1", "redis://", "redis://h:0", "redis://h:99999", "redis://h:12ab", "localhost:6379"};
