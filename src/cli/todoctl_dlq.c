@@ -423,9 +423,13 @@ static const char *root_of(const letter *l)
     return l->dl->parked_behind[0] != '\0' ? l->dl->parked_behind : l->id;
 }
 
+/* The order a chain was parked in: within a partition its offsets (a letter
+ * sent again has a later failed_at), across partitions the time it failed. */
 static int by_failure(const void *a, const void *b)
 {
     const Todo__V1__DeadLetter *x = (*(const letter *const *)a)->dl, *y = (*(const letter *const *)b)->dl;
+    if (strcmp(x->original_topic, y->original_topic) == 0 && x->original_partition == y->original_partition)
+        return x->original_offset < y->original_offset ? -1 : x->original_offset > y->original_offset;
     long long tx = x->failed_at ? (long long)x->failed_at->seconds * 1000000000LL + x->failed_at->nanos : 0;
     long long ty = y->failed_at ? (long long)y->failed_at->seconds * 1000000000LL + y->failed_at->nanos : 0;
     if (tx != ty) return tx < ty ? -1 : 1;

@@ -2,6 +2,7 @@
 #include "consume.h"
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -356,7 +357,10 @@ static int send_dead(loop *l)
         if (l->dead[i] == NULL) continue;
         park_record r;
         park_record_of(l->msgs[i], &r);
-        if (text_uuid_v4(l->letter_id[i]) != 0) snprintf(l->letter_id[i], PARK_ID_MAX, "%s-%zu", o->group, i);
+        if (text_uuid_v4(l->letter_id[i]) != 0) { /* no randomness: still unique in this process and time */
+            static _Atomic unsigned long seq;
+            snprintf(l->letter_id[i], PARK_ID_MAX, "%lx-%lx-%zu", (unsigned long)time(NULL), ++seq, i);
+        }
         if (strncmp(l->dead[i], DLQ_REASON_PARKED ":", strlen(DLQ_REASON_PARKED) + 1) != 0 ||
             !park_blocks(l->pk, r.aggregate, r.causation, r.redrive_root, roots[i]))
             roots[i][0] = '\0';

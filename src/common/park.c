@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#define PARK_RETRY_S 5 /* a dead-letter topic that could not be read is tried again this much later */
 
 #include "dlq.h"
 #include "kafkax.h"
@@ -17,9 +20,11 @@ typedef struct entry {
 
 struct park {
     char group[256];
+    char brokers[512];  /* for loading again when the topic could not be read */
     entry *v;
     int n, cap;
     rd_kafka_t *reader; /* follows system.dlq.v1; NULL: not loaded */
+    time_t retry_at;    /* when to try loading again (reader NULL) */
 };
 
 park *park_new(const char *group)
@@ -124,9 +129,9 @@ static void take(park *p, const rd_kafka_message_t *m)
         /* Letters written before aggregate_id and event_id were recorded:
          * the record's own headers say them. */
         const char *agg = dl->aggregate_id, *ev = dl->event_id;
+        char buf[2][PARK_KEY_MAX]; /* per call: every consume loop of the process loads its park at once */
         for (size_t i = 0; i < dl->n_original_headers; i++) {
             const Todo__V1__DeadLetter__OriginalHeadersEntry *h = dl->original_headers[i];
-            static char buf[2][PARK_KEY_MAX];
             int which = strcmp(h->key, "ce_subject") == 0 ? 0 : strcmp(h->key, "ce_id") == 0 ? 1 : -1;
             if (which < 0 || (which == 0 ? agg[0] : ev[0]) != '\0' || h->value.len >= PARK_KEY_MAX) continue;
             memcpy(buf[which], h->value.data, h->value.len);
@@ -142,8 +147,12 @@ static void take(park *p, const rd_kafka_message_t *m)
 int park_load(park *p, const char *brokers, todo_err *err)
 {
     int parts = 0;
+    if (brokers != p->brokers) snprintf(p->brokers, sizeof p->brokers, "%s", brokers);
     p->reader = kafkax_topic_reader(brokers, DLQ_TOPIC, "todo-park", &parts);
-    if (p->reader == NULL) return todo_err_set(err, TODO_EUNAVAIL, "kafka: cannot read %s", DLQ_TOPIC);
+    if (p->reader == NULL) {
+        p->retry_at = time(NULL) + PARK_RETRY_S;
+        return todo_err_set(err, TODO_EUNAVAIL, "kafka: cannot read %s", DLQ_TOPIC);
+    }
     /* To the end each partition had when we started; later records come
      * through park_follow. */
     int64_t *end = calloc((size_t)parts, sizeof *end), *next = calloc((size_t)parts, sizeof *next);
@@ -180,7 +189,11 @@ int park_load(park *p, const char *brokers, todo_err *err)
 
 void park_follow(park *p)
 {
-    if (p->reader == NULL) return;
+    if (p->reader == NULL) { /* the topic was not there: load it when it is */
+        todo_err err;
+        if (p->brokers[0] == '\0' || time(NULL) < p->retry_at) return;
+        if (park_load(p, p->brokers, &err) != TODO_OK) return;
+    }
     for (int i = 0; i < 1000; i++) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(p->reader, 0);
         if (m == NULL) return;

@@ -41,8 +41,9 @@ park *park_new(const char *group);
 void park_free(park *p);
 
 /* Reads system.dlq.v1 to its end for the group's live letters, then follows
- * it from there (park_follow). A failure (the topic cannot be read) leaves
- * the park with the letters this process sends. */
+ * it from there (park_follow). A failure (the topic cannot be read yet)
+ * leaves the park with the letters this process sends until park_follow
+ * loads it, trying every few seconds. */
 int park_load(park *p, const char *brokers, todo_err *err);
 
 /* Takes what arrived on system.dlq.v1 since the last call, without waiting. */

@@ -1,6 +1,7 @@
 /* redisx: see redisx.h. */
 #include "redisx.h"
 
+#include <errno.h>
 #include <netdb.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -123,7 +124,10 @@ static void *relay_run(void *arg)
         bool from_redis = SSL_pending(rl->ssl) > 0;
         if (!from_redis) {
             struct pollfd fds[2] = {{rl->pair, POLLIN, 0}, {rl->tcp, POLLIN, 0}};
-            if (poll(fds, 2, -1) < 0) break;
+            if (poll(fds, 2, -1) < 0) {
+                if (errno == EINTR) continue;
+                break;
+            }
             if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
                 ssize_t n = read(rl->pair, buf, sizeof buf);
                 if (n <= 0 || SSL_write(rl->ssl, buf, (int)n) != (int)n) break;
@@ -132,7 +136,13 @@ static void *relay_run(void *arg)
         }
         if (from_redis) {
             int n = SSL_read(rl->ssl, buf, sizeof buf);
-            if (n <= 0) break;
+            if (n <= 0) {
+                /* A record that is no data (a TLS 1.3 session ticket): back to
+                 * poll, never blocked waiting for data that may not come. */
+                int e = SSL_get_error(rl->ssl, n);
+                if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) continue;
+                break;
+            }
             for (int off = 0; off < n;) {
                 ssize_t w = write(rl->pair, buf + off, (size_t)(n - off));
                 if (w <= 0) goto done;
@@ -186,6 +196,7 @@ static redisContext *connect_tls(redisx *r, char *why, size_t cap)
             return NULL;
         }
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        SSL_CTX_clear_mode(ctx, SSL_MODE_AUTO_RETRY); /* SSL_read returns after a non-data record (relay_run) */
         r->ssl_ctx = ctx;
     }
     int tcp = tcp_connect(r->host, r->port, r->timeout_ms), pair[2] = {-1, -1};

@@ -331,26 +331,51 @@ static int not_resolved(PGconn *pg, const char *id, todo_err *err)
     return rc;
 }
 
-int saga_store_retry(PGconn *pg, const char *id, todo_err *err)
+/* Runs fn on saga id in a transaction that holds the saga's row, so that a
+ * retry and a resolution of one saga never both pass their checks. */
+static int with_saga_locked(PGconn *pg, const char *id, int (*fn)(PGconn *, const char *, const void *, todo_err *),
+                            const void *arg, todo_err *err)
 {
+    const char *p[1] = {id};
+    int rc = pgx_cmd(pg, "begin", 0, NULL, err);
+    if (rc == TODO_OK) rc = pgx_cmd(pg, "select 1 from saga.sagas where id = $1::uuid for update", 1, p, err);
+    if (rc == TODO_OK) rc = fn(pg, id, arg, err);
+    if (rc == TODO_OK) rc = pgx_cmd(pg, "commit", 0, NULL, err);
+    if (rc != TODO_OK) {
+        todo_err ignored;
+        pgx_cmd(pg, "rollback", 0, NULL, &ignored);
+    }
+    return rc;
+}
+
+static int retry_locked(PGconn *pg, const char *id, const void *arg, todo_err *err)
+{
+    (void)arg;
     int rc = not_resolved(pg, id, err);
     if (rc != TODO_OK) return rc;
     /* The step whose compensation failed is compensable again (DONE). */
     return operate(pg, id,
                    "update saga.sagas set state = 'COMPENSATING', step_states[step + 1] = 1, attempts[step + 1] = 0,"
                    " owner = null, lease_until = null, updated_at = now()"
-                   " where id = $1::uuid and state = 'FAILED'"
-                   " and not exists (select 1 from saga.resolutions r where r.saga_id = $1::uuid) returning 1",
+                   " where id = $1::uuid and state = 'FAILED' returning 1",
                    "FAILED", err);
 }
 
-int saga_store_resolve(PGconn *pg, const char *id, const char *by, const char *why, todo_err *err)
+int saga_store_retry(PGconn *pg, const char *id, todo_err *err)
 {
-    if (by == NULL || by[0] == '\0' || strlen(by) > 128 || why == NULL || why[0] == '\0' || strlen(why) > 1000)
-        return todo_err_set(err, TODO_EINVAL, "a resolution names who (1..128 characters) and why (1..1000)");
+    return with_saga_locked(pg, id, retry_locked, NULL, err);
+}
+
+typedef struct resolution {
+    const char *by, *why;
+} resolution;
+
+static int resolve_locked(PGconn *pg, const char *id, const void *arg, todo_err *err)
+{
+    const resolution *rs = arg;
     int rc = not_resolved(pg, id, err);
     if (rc != TODO_OK) return rc;
-    const char *p[3] = {id, by, why};
+    const char *p[3] = {id, rs->by, rs->why};
     PGresult *res = pgx_exec(pg,
                              "insert into saga.resolutions (saga_id, resolved_by, why)"
                              " select id, $2, $3 from saga.sagas where id = $1::uuid and state = 'FAILED'"
@@ -368,6 +393,14 @@ int saga_store_resolve(PGconn *pg, const char *id, const char *by, const char *w
                                             PQgetvalue(res, 0, 0));
     PQclear(res);
     return rc;
+}
+
+int saga_store_resolve(PGconn *pg, const char *id, const char *by, const char *why, todo_err *err)
+{
+    if (by == NULL || by[0] == '\0' || strlen(by) > 128 || why == NULL || why[0] == '\0' || strlen(why) > 1000)
+        return todo_err_set(err, TODO_EINVAL, "a resolution names who (1..128 characters) and why (1..1000)");
+    resolution rs = {by, why};
+    return with_saga_locked(pg, id, resolve_locked, &rs, err);
 }
 
 int saga_store_compensate(PGconn *pg, const char *id, todo_err *err)
