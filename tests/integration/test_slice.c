@@ -810,11 +810,18 @@ static bool first_letter(const char *args, char id[37])
     char cmd[256];
     snprintf(cmd, sizeof cmd, "dlq list %s", args);
     if (harness_todoctl(cmd, out, sizeof out) != 0) return false;
-    const char *nl = strchr(out, '\n');
-    if (nl == NULL || strncmp(nl + 1, "no dead letters", 15) == 0 || strlen(nl + 1) < 36) return false;
-    memcpy(id, nl + 1, 36);
-    id[36] = '\0';
-    return text_is_uuid(id);
+    /* The first line that starts with an id (librdkafka may log to stderr,
+     * which harness_todoctl captures too). */
+    for (const char *line = out; line != NULL && *line != '\0';) {
+        if (strlen(line) >= 36) {
+            memcpy(id, line, 36);
+            id[36] = '\0';
+            if (text_is_uuid(id)) return true;
+        }
+        line = strchr(line, '\n');
+        if (line != NULL) line++;
+    }
+    return false;
 }
 
 /* Ordered parking: a task's creation the read model refuses (until a fix),
