@@ -15,7 +15,7 @@
 # run side by side. Starting a stack twice reuses what is already running.
 #
 # The stack named "secure" (or any stack first started with
-# TODO_STACK_SECURE=1) protects every hop as production would: Kafka's only
+# TODO_STACK_MAKE_SECURE=1) protects every hop as production would: Kafka's only
 # client listener is SASL_SSL (SCRAM-SHA-512 users made at format time,
 # a PEM keystore of the stack's CA), PostgreSQL refuses connections without
 # TLS and its URLs ask for sslmode=verify-full, and Redis wants a password
@@ -70,8 +70,10 @@ choose_ports() {
     KAFKA_PORT=$(free_port); KAFKA_CTL_PORT=$(free_port)
     COMMAND_PORT=$(free_port); QUERY_PORT=$(free_port)
   fi
+  # (Not TODO_STACK_SECURE: `stack.sh env secure` exports that one, and a
+  # shell holding it must not make every stack it starts next secure.)
   SECURE=0
-  [ "$name" = secure ] || [ "${TODO_STACK_SECURE:-0}" = 1 ] && SECURE=1
+  [ "$name" = secure ] || [ "${TODO_STACK_MAKE_SECURE:-0}" = 1 ] && SECURE=1
   mkdir -p "$dir"
   KAFKA_PASSWORD=$(openssl rand -hex 16); KAFKA_ADMIN_PASSWORD=$(openssl rand -hex 16)
   REDIS_PASSWORD=$(openssl rand -hex 16); REDIS_TLS_PORT=$(free_port)

@@ -34,6 +34,8 @@ use_stack() {
 }
 use_stack secure
 use_stack test
+# The sanitizer runs use the plaintext stack: the secure one's settings must be gone.
+[ -z "${TODO_STACK_SECURE:-}" ] && [ -z "${TODO_KAFKA_CONFIG:-}" ] || die "the test stack came up secure"
 
 failed=0
 step() { log "== $* (at $(( $(date +%s) - t0 ))s)"; }
