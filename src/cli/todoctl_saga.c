@@ -153,14 +153,10 @@ static int show(PGconn *pg, const char *id)
     }
     printf("  context:\n");
     for (int i = 0; i < r.n_ctx; i++) printf("    %s = %s\n", r.keys[i], r.values[i]);
-    const char *p[1] = {id};
-    PGresult *res = pgx_exec(pg,
-                             "select resolved_by, to_char(resolved_at at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS'), why"
-                             " from saga.resolutions where saga_id = $1::uuid",
-                             1, p, &err);
-    if (res != NULL && PQntuples(res) == 1)
-        printf("  resolved by %s at %s UTC: %s\n", PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
-    PQclear(res);
+    saga_resolution res;
+    bool resolved = false;
+    if (saga_store_resolution(pg, id, &res, &resolved, &err) == TODO_OK && resolved)
+        printf("  resolved by %s at %s UTC: %s\n", res.by, res.at, res.why);
     return 0;
 }
 

@@ -314,9 +314,7 @@ static int operate(PGconn *pg, const char *id, const char *sql, const char *want
     return rc;
 }
 
-/* TODO_EPRECOND naming who resolved saga id, when and why; TODO_OK when
- * nobody did. */
-static int not_resolved(PGconn *pg, const char *id, todo_err *err)
+int saga_store_resolution(PGconn *pg, const char *id, saga_resolution *out, bool *found, todo_err *err)
 {
     const char *p[1] = {id};
     PGresult *res = pgx_exec(pg,
@@ -324,11 +322,25 @@ static int not_resolved(PGconn *pg, const char *id, todo_err *err)
                              " from saga.resolutions where saga_id = $1::uuid",
                              1, p, err);
     if (res == NULL) return err->code;
-    int rc = PQntuples(res) == 0 ? TODO_OK
-                                 : todo_err_set(err, TODO_EPRECOND, "saga %s was resolved by %s at %s UTC (%s)", id,
-                                                PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
+    *found = PQntuples(res) == 1;
+    if (*found) {
+        snprintf(out->by, sizeof out->by, "%s", PQgetvalue(res, 0, 0));
+        snprintf(out->at, sizeof out->at, "%s", PQgetvalue(res, 0, 1));
+        snprintf(out->why, sizeof out->why, "%s", PQgetvalue(res, 0, 2));
+    }
     PQclear(res);
-    return rc;
+    return TODO_OK;
+}
+
+/* TODO_EPRECOND naming who resolved saga id, when and why; TODO_OK when
+ * nobody did. */
+static int not_resolved(PGconn *pg, const char *id, todo_err *err)
+{
+    saga_resolution r;
+    bool found;
+    int rc = saga_store_resolution(pg, id, &r, &found, err);
+    if (rc != TODO_OK || !found) return rc;
+    return todo_err_set(err, TODO_EPRECOND, "saga %s was resolved by %s at %s UTC (%s)", id, r.by, r.at, r.why);
 }
 
 /* Runs fn on saga id in a transaction that holds the saga's row, so that a

@@ -126,4 +126,11 @@ int saga_store_compensate(PGconn *pg, const char *id, todo_err *err);
  * there is no such saga. */
 int saga_store_resolve(PGconn *pg, const char *id, const char *by, const char *why, todo_err *err);
 
+/* Who resolved saga id, when (UTC, "YYYY-MM-DD HH:MM:SS") and why; *found
+ * false when nobody did. */
+typedef struct saga_resolution {
+    char by[129], at[32], why[1001];
+} saga_resolution;
+int saga_store_resolution(PGconn *pg, const char *id, saga_resolution *out, bool *found, todo_err *err);
+
 #endif
