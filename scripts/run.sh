@@ -10,7 +10,7 @@ bash scripts/install-deps.sh
 bash scripts/build.sh dev
 
 stack_was_up=0
-bash scripts/stack.sh status dev 2>/dev/null | grep -q "kafka  *up" && stack_was_up=1
+bash scripts/stack.sh status dev 2>/dev/null | grep -q "kafka-1 *up" && stack_was_up=1
 bash scripts/stack.sh start dev
 eval "$(bash scripts/stack.sh env dev)"
 export TODO_MIGRATIONS_DIR="$TODO_REPO/migrations"

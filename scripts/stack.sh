@@ -8,7 +8,9 @@
 #   scripts/stack.sh env   [name]   print the stack's settings as shell exports
 #   scripts/stack.sh status [name]
 #   scripts/stack.sh wipe  [name]   stop and delete the stack's data
-#   scripts/stack.sh kafka-stop|kafka-start [name]   only the broker (outage tests)
+#   scripts/stack.sh kafka-stop|kafka-start [name] [node]   only the broker(s) (outage tests)
+#   scripts/stack.sh kafka-kill [name] node   SIGKILL one broker (crash tests)
+#   scripts/stack.sh kafka-leader [name] topic   the node leading most of topic's partitions
 #
 # The dev stack uses fixed ports (overridable, see docs/OPERATIONS.md); any
 # other stack picks free ports on its first start and keeps them. Two stacks
@@ -21,6 +23,13 @@
 # TLS and its URLs ask for sslmode=verify-full, and Redis wants a password
 # (the services reach it over TLS; TODO_STACK_REDIS_PLAIN_URL is for tools).
 # The passwords are made at first start and kept in the stack's stack.env.
+#
+# The stack named "cluster" (or any stack first started with
+# TODO_STACK_KAFKA_NODES=3) runs three Kafka nodes, each broker and
+# controller of one KRaft quorum, with the production topic profile
+# (replication 3, min.insync.replicas 2; `stack.sh env` exports
+# TODO_TOPIC_PROFILE=production): the scale-out tests' cluster
+# (docs/SCALING.md). Node 1 keeps its state in kafka/, node N in kafka-N/.
 source "$(dirname "$0")/lib.sh"
 
 cmd=${1:-status}
@@ -74,13 +83,22 @@ choose_ports() {
   # shell holding it must not make every stack it starts next secure.)
   SECURE=0
   [ "$name" = secure ] || [ "${TODO_STACK_MAKE_SECURE:-0}" = 1 ] && SECURE=1
+  KAFKA_NODES=1
+  [ "$name" = cluster ] && KAFKA_NODES=3
+  KAFKA_NODES=${TODO_STACK_KAFKA_NODES:-$KAFKA_NODES}
+  [[ "$KAFKA_NODES" =~ ^[13]$ ]] || die "TODO_STACK_KAFKA_NODES must be 1 or 3, got '$KAFKA_NODES'"
+  local more_ports=""
+  for n in $(seq 2 "$KAFKA_NODES"); do
+    more_ports+="KAFKA_PORT_$n=$(free_port)"$'\n'"KAFKA_CTL_PORT_$n=$(free_port)"$'\n'
+  done
   mkdir -p "$dir"
   KAFKA_PASSWORD=$(openssl rand -hex 16); KAFKA_ADMIN_PASSWORD=$(openssl rand -hex 16)
   REDIS_PASSWORD=$(openssl rand -hex 16); REDIS_TLS_PORT=$(free_port)
   (umask 077; : > "$envf")
   cat > "$envf" <<ENV
 SECURE=$SECURE
-KAFKA_PASSWORD=$KAFKA_PASSWORD
+KAFKA_NODES=$KAFKA_NODES
+${more_ports}KAFKA_PASSWORD=$KAFKA_PASSWORD
 KAFKA_ADMIN_PASSWORD=$KAFKA_ADMIN_PASSWORD
 REDIS_PASSWORD=$REDIS_PASSWORD
 PG_PORT=$PG_PORT
@@ -91,6 +109,8 @@ KAFKA_CTL_PORT=$KAFKA_CTL_PORT
 COMMAND_PORT=$COMMAND_PORT
 QUERY_PORT=$QUERY_PORT
 ENV
+  # shellcheck disable=SC1090
+  source "$envf"
   choose_metrics_ports
 }
 
@@ -116,7 +136,9 @@ export TODO_QUERY_PG_URL='postgresql://todo_query@127.0.0.1:$PG_PORT/todo$pgq'
 export TODO_PROJECTOR_PG_URL='postgresql://todo_projector@127.0.0.1:$PG_PORT/todo$pgq'
 export TODO_SAGA_PG_URL='postgresql://todo_saga@127.0.0.1:$PG_PORT/todo$pgq'
 export TODO_REDIS_URL='$redis_url'
-export TODO_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
+export TODO_KAFKA_BROKERS=$(bootstrap)
+export TODO_STACK_KAFKA_NODES=${KAFKA_NODES:-1}
+export TODO_TOPIC_PROFILE=$([ "${KAFKA_NODES:-1}" -ge 3 ] && echo production || echo dev)
 export TODO_COMMAND_ADDR=127.0.0.1:$COMMAND_PORT
 export TODO_QUERY_ADDR=127.0.0.1:$QUERY_PORT
 export TODO_COMMAND_METRICS_ADDR=127.0.0.1:$COMMAND_METRICS_PORT
@@ -187,22 +209,47 @@ start_redis() {
   log "Redis on 127.0.0.1:$REDIS_PORT"
 }
 
-kafka_ready() {
-  local sec=()
-  if [ "${SECURE:-0}" = 1 ]; then
-    sec=(-X security.protocol=SASL_SSL -X sasl.mechanisms=SCRAM-SHA-512 -X sasl.username=todo
-         -X "sasl.password=$KAFKA_PASSWORD" -X "ssl.ca.location=$dir/certs/ca.pem")
-  fi
-  kcat -b "127.0.0.1:$KAFKA_PORT" "${sec[@]}" -L -m 2 >/dev/null 2>&1
+# Node N's client port, controller port and folder (node 1: the stack's
+# first broker, kafka/).
+node_port() { if [ "$1" = 1 ]; then echo "$KAFKA_PORT"; else local v="KAFKA_PORT_$1"; echo "${!v}"; fi; }
+node_ctl_port() { if [ "$1" = 1 ]; then echo "$KAFKA_CTL_PORT"; else local v="KAFKA_CTL_PORT_$1"; echo "${!v}"; fi; }
+node_dir() { if [ "$1" = 1 ]; then echo "$dir/kafka"; else echo "$dir/kafka-$1"; fi; }
+nodes() { seq 1 "${KAFKA_NODES:-1}"; }
+bootstrap() {
+  local b="" n
+  for n in $(nodes); do b+="${b:+,}127.0.0.1:$(node_port "$n")"; done
+  echo "$b"
 }
 
-# The broker's listeners: PLAINTEXT, or SASL_SSL on a secure stack (the
-# controller listener stays PLAINTEXT on loopback: the broker's own).
+kcat_security() {
+  if [ "${SECURE:-0}" = 1 ]; then
+    printf '%s\n' -X security.protocol=SASL_SSL -X sasl.mechanisms=SCRAM-SHA-512 -X sasl.username=todo \
+      -X "sasl.password=$KAFKA_PASSWORD" -X "ssl.ca.location=$dir/certs/ca.pem"
+  fi
+}
+
+# kafka_ready [node]: that node answers metadata requests (without a node:
+# every node does, and they all see each other).
+kafka_ready() {
+  local sec=() n
+  mapfile -t sec < <(kcat_security)
+  if [ $# -gt 0 ]; then
+    kcat -b "127.0.0.1:$(node_port "$1")" "${sec[@]}" -L -m 2 >/dev/null 2>&1
+    return
+  fi
+  for n in $(nodes); do
+    [ "$(kcat -b "127.0.0.1:$(node_port "$n")" "${sec[@]}" -L -m 2 2>/dev/null | grep -c '^  broker ')" -ge "${KAFKA_NODES:-1}" ] || return 1
+  done
+}
+
+# The broker's listeners (node $1): PLAINTEXT, or SASL_SSL on a secure
+# stack (the controller listener stays PLAINTEXT on loopback: the brokers' own).
 kafka_listeners() {
+  local port ctl; port=$(node_port "$1"); ctl=$(node_ctl_port "$1")
   if [ "${SECURE:-0}" != 1 ]; then
     cat <<PROPS
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CTL_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctl
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
@@ -210,8 +257,8 @@ PROPS
     return
   fi
   cat <<PROPS
-listeners=SASL_SSL://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CTL_PORT
-advertised.listeners=SASL_SSL://127.0.0.1:$KAFKA_PORT
+listeners=SASL_SSL://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctl
+advertised.listeners=SASL_SSL://127.0.0.1:$port
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=SASL_SSL
 listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
@@ -219,17 +266,32 @@ sasl.enabled.mechanisms=SCRAM-SHA-512
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$KAFKA_ADMIN_PASSWORD";
 ssl.keystore.type=PEM
-ssl.keystore.location=$dir/kafka/keystore.pem
+ssl.keystore.location=$(node_dir "$1")/keystore.pem
 ssl.truststore.type=PEM
 ssl.truststore.location=$dir/certs/ca.pem
 PROPS
 }
 
-start_kafka() {
-  local kd="$dir/kafka"
-  if pid_alive "$kd/kafka.pid" && kafka_ready; then log "Kafka already answers on $KAFKA_PORT"; return; fi
-  [ -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ] || die "Kafka jars missing in $KAFKA_LIBS: run scripts/install-deps.sh"
+# What a cluster of KAFKA_NODES nodes replicates its own topics with.
+kafka_replication() {
+  local rf=${KAFKA_NODES:-1} isr=1
+  [ "$rf" -ge 3 ] && isr=2
+  cat <<PROPS
+offsets.topic.replication.factor=$rf
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$isr
+default.replication.factor=$rf
+min.insync.replicas=$isr
+PROPS
+}
+
+# Writes node $1's configuration and formats its storage (once, with the
+# cluster's id $2); prints the java command line's options.
+kafka_node_prepare() {
+  local node=$1 uuid=$2 kd voters="" n
+  kd=$(node_dir "$node")
   mkdir -p "$kd/data"
+  for n in $(nodes); do voters+="${voters:+,}$n@127.0.0.1:$(node_ctl_port "$n")"; done
   local scram=()
   if [ "${SECURE:-0}" = 1 ]; then
     (umask 077; cat "$dir/certs/server.key" "$dir/certs/server.pem" > "$kd/keystore.pem")
@@ -239,15 +301,13 @@ start_kafka() {
   (umask 077; : > "$kd/server.properties") # it may hold the admin's password
   cat > "$kd/server.properties" <<PROPS
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$KAFKA_CTL_PORT
-$(kafka_listeners)
+node.id=$node
+controller.quorum.voters=$voters
+$(kafka_listeners "$node")
 log.dirs=$kd/data
 num.partitions=3
-offsets.topic.replication.factor=1
+$(kafka_replication)
 offsets.topic.num.partitions=10
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 log.retention.hours=-1
@@ -261,30 +321,91 @@ log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
 log4j.logger.kafka=INFO
 log4j.logger.org.apache.kafka=INFO
 PROPS
-  local java_opts=(-Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true
-                   "-Dlog4j.configuration=file:$kd/log4j.properties")
   if [ ! -f "$kd/data/meta.properties" ]; then
-    local uuid # base64url: it may start with "-", hence --cluster-id=VALUE, never "-t VALUE"
-    uuid=$(python3 -c 'import uuid,base64; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
-    java "${java_opts[@]}" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format --cluster-id="$uuid" \
-      -c "$kd/server.properties" "${scram[@]}" >"$kd/format.log" 2>&1 || { cat "$kd/format.log" >&2; die "Kafka storage format failed"; }
+    java -Xmx256m -cp "$KAFKA_LIBS/*" "-Dlog4j.configuration=file:$kd/log4j.properties" kafka.tools.StorageTool format \
+      --cluster-id="$uuid" -c "$kd/server.properties" "${scram[@]}" >"$kd/format.log" 2>&1 \
+      || { cat "$kd/format.log" >&2; die "Kafka storage format of node $node failed"; }
   fi
-  nohup java "${java_opts[@]}" -cp "$KAFKA_LIBS/*" kafka.Kafka "$kd/server.properties" \
-    >"$kd/stdout.log" 2>&1 </dev/null &
-  echo $! > "$kd/kafka.pid"
-  wait_for 90 Kafka "$kd/server.log" kafka_ready || { tail -n 20 "$kd/stdout.log" >&2; exit 1; }
-  log "Kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT$([ "${SECURE:-0}" = 1 ] && echo ' (SASL_SSL, SCRAM-SHA-512)')"
 }
 
+kafka_node_launch() {
+  local node=$1 kd; kd=$(node_dir "$node")
+  if pid_alive "$kd/kafka.pid"; then return; fi
+  local heap=512m
+  [ "${KAFKA_NODES:-1}" -gt 1 ] && heap=384m
+  nohup java -Xms256m "-Xmx$heap" -XX:+UseG1GC -Djava.awt.headless=true \
+    "-Dlog4j.configuration=file:$kd/log4j.properties" -cp "$KAFKA_LIBS/*" kafka.Kafka "$kd/server.properties" \
+    >"$kd/stdout.log" 2>&1 </dev/null &
+  echo $! > "$kd/kafka.pid"
+}
+
+# start_kafka [node]: every node (or that one) that is not running.
+start_kafka() {
+  local n list
+  if [ $# -gt 0 ]; then list=$1; else list=$(nodes); fi
+  if [ $# -eq 0 ] && kafka_ready; then
+    [ "${KAFKA_NODES:-1}" -gt 1 ] && { wait_for 180 "in-sync replicas" "$dir/kafka/server.log" kafka_in_sync || exit 1; }
+    log "Kafka already answers on $(bootstrap)"; return
+  fi
+  [ -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ] || die "Kafka jars missing in $KAFKA_LIBS: run scripts/install-deps.sh"
+  local uuid # base64url: it may start with "-", hence --cluster-id=VALUE, never "-t VALUE"
+  uuid=$(python3 -c 'import uuid,base64; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+  for n in $list; do kafka_node_prepare "$n" "$uuid"; done
+  for n in $list; do kafka_node_launch "$n"; done
+  for n in $list; do
+    wait_for 120 "Kafka node $n" "$(node_dir "$n")/server.log" kafka_ready "$n" \
+      || { tail -n 20 "$(node_dir "$n")/stdout.log" >&2; exit 1; }
+  done
+  [ $# -gt 0 ] || wait_for 120 "the Kafka cluster" "$dir/kafka/server.log" kafka_ready || exit 1
+  # A node that comes back is in service once it caught up: a rolling
+  # restart must not take the next node down before.
+  [ "${KAFKA_NODES:-1}" -gt 1 ] && { wait_for 180 "in-sync replicas" "$(node_dir "${1:-1}")/server.log" kafka_in_sync || exit 1; }
+  log "Kafka $KAFKA_VERSION on $(bootstrap)$([ $# -gt 0 ] && echo " (node $1)")$([ "${SECURE:-0}" = 1 ] && echo ' (SASL_SSL, SCRAM-SHA-512)')"
+}
+
+# stop_kafka [node] [signal]: SIGTERM (a clean shutdown, SIGKILL after 30 s),
+# or the signal given.
 stop_kafka() {
-  if [ -f "$dir/kafka/kafka.pid" ]; then
-    local pid; pid=$(cat "$dir/kafka/kafka.pid")
-    if kill "$pid" 2>/dev/null; then
+  local n list sig=${2:-TERM}
+  if [ $# -gt 0 ] && [ -n "$1" ]; then list=$1; else list=$(nodes); fi
+  for n in $list; do
+    local pf; pf="$(node_dir "$n")/kafka.pid"
+    [ -f "$pf" ] || continue
+    local pid; pid=$(cat "$pf")
+    if kill "-$sig" "$pid" 2>/dev/null; then
       for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
       kill -9 "$pid" 2>/dev/null || true
     fi
-    rm -f "$dir/kafka/kafka.pid"
-  fi
+    rm -f "$pf"
+  done
+}
+
+# Every partition of every topic has a leader, and each of its replicas on
+# a node that runs is in sync, as seen by every node that runs.
+kafka_in_sync() {
+  local sec=() n live=""
+  mapfile -t sec < <(kcat_security)
+  for n in $(nodes); do pid_alive "$(node_dir "$n")/kafka.pid" && live+="$n,"; done
+  for n in $(nodes); do
+    pid_alive "$(node_dir "$n")/kafka.pid" || continue
+    kcat -b "127.0.0.1:$(node_port "$n")" "${sec[@]}" -L -m 5 2>/dev/null | awk -v live=",$live" '
+      /^ *partition / { seen++
+        if ($0 ~ /leader -1/) bad++
+        r = $0; sub(/.*replicas: /, "", r); sub(/, isrs:.*/, "", r)
+        i = $0; sub(/.*isrs: /, "", i); sub(/,? *$/, "", i)
+        nr = split(r, a, ","); i = "," i ","
+        for (k = 1; k <= nr; k++) if (index(live, "," a[k] ",") && !index(i, "," a[k] ",")) bad++ }
+      END { exit (seen > 0 && bad == 0) ? 0 : 1 }' || return 1
+  done
+}
+
+# The node that leads most partitions of topic $1.
+kafka_leader() {
+  local sec=()
+  mapfile -t sec < <(kcat_security)
+  kcat -b "$(bootstrap)" "${sec[@]}" -L -t "$1" 2>/dev/null \
+    | awk '/partition .*leader/ { for (i = 1; i <= NF; i++) if ($i == "leader") c[$(i+1)+0]++ }
+           END { best = ""; for (k in c) if (best == "" || c[k] > c[best]) best = k; print best }' | tr -d ','
 }
 
 stop_all() {
@@ -307,8 +428,10 @@ case "$cmd" in
     log "stack '$name' up in $(python3 -c "print(round($(date +%s.%N)-$t0,1))")s; settings: scripts/stack.sh env $name"
     ;;
   stop) [ -f "$envf" ] && source "$envf"; stop_all ;;
-  kafka-stop) source "$envf"; stop_kafka; log "Kafka of stack '$name' stopped" ;;
-  kafka-start) source "$envf"; start_kafka ;;
+  kafka-stop) source "$envf"; stop_kafka "${3:-}"; log "Kafka of stack '$name' stopped${3:+ (node $3)}" ;;
+  kafka-kill) source "$envf"; [ -n "${3:-}" ] || die "kafka-kill needs a node"; stop_kafka "$3" KILL; log "Kafka node $3 of stack '$name' killed" ;;
+  kafka-start) source "$envf"; if [ -n "${3:-}" ]; then start_kafka "$3"; else start_kafka; fi ;;
+  kafka-leader) source "$envf"; kafka_leader "${3:?kafka-leader needs a topic}" ;;
   wipe) [ -f "$envf" ] && { source "$envf"; stop_all; }; rm -rf "$dir" ;;
   env) choose_ports; print_env ;;
   status)
@@ -316,7 +439,9 @@ case "$cmd" in
     source "$envf"
     pg_ready && echo "postgres  up   127.0.0.1:$PG_PORT" || echo "postgres  down 127.0.0.1:$PG_PORT"
     redis_ready && echo "redis     up   127.0.0.1:$REDIS_PORT" || echo "redis     down 127.0.0.1:$REDIS_PORT"
-    kafka_ready && echo "kafka     up   127.0.0.1:$KAFKA_PORT" || echo "kafka     down 127.0.0.1:$KAFKA_PORT"
+    for n in $(nodes); do
+      kafka_ready "$n" && echo "kafka-$n   up   127.0.0.1:$(node_port "$n")" || echo "kafka-$n   down 127.0.0.1:$(node_port "$n")"
+    done
     ;;
   *) die "unknown command '$cmd' (start, stop, env, status, wipe)" ;;
 esac

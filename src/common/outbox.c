@@ -101,7 +101,20 @@ outbox_sender *outbox_sender_new(const char *brokers, const char *client_id, int
         outbox_sender_free(s);
         return NULL;
     }
-    s->rk = kafkax_producer_new_stats(brokers, client_id, on_delivery, on_stats, s, extra_conf, err);
+    /* A record is never given up on by a timeout: a row that timed out while
+     * a later row of its user was acknowledged went to Kafka after it (seen
+     * with two of three brokers down for 30 s: test_cluster). So no local
+     * time-out; the flush below waits for the brokers, and a stop ends the
+     * wait. Any other failure that could leave a gap stops the producer
+     * (gapless: a fatal error), and the publisher makes a new one. */
+    const char *conf[64] = {"message.timeout.ms", "0", "enable.gapless.guarantee", "true"};
+    int nc = 4;
+    for (int i = 0; extra_conf != NULL && extra_conf[i] != NULL && extra_conf[i + 1] != NULL && nc < 62; i += 2) {
+        conf[nc++] = extra_conf[i];
+        conf[nc++] = extra_conf[i + 1];
+    }
+    conf[nc] = NULL;
+    s->rk = kafkax_producer_new_stats(brokers, client_id, on_delivery, on_stats, s, conf, err);
     if (s->rk == NULL) {
         outbox_sender_free(s);
         return NULL;
@@ -109,10 +122,20 @@ outbox_sender *outbox_sender_new(const char *brokers, const char *client_id, int
     return s;
 }
 
+bool outbox_sender_fatal(outbox_sender *s, char *why, size_t cap)
+{
+    char buf[256];
+    rd_kafka_resp_err_t e = rd_kafka_fatal_error(s->rk, buf, sizeof buf);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR && why != NULL) snprintf(why, cap, "%s: %s", rd_kafka_err2name(e), buf);
+    return e != RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
 void outbox_sender_free(outbox_sender *s)
 {
     if (s == NULL) return;
     if (s->rk != NULL) {
+        /* What a producer stopped by a fatal error holds cannot leave. */
+        if (outbox_sender_fatal(s, NULL, 0)) rd_kafka_purge(s->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_flush(s->rk, 5000);
         rd_kafka_destroy(s->rk);
     }
@@ -218,8 +241,10 @@ int outbox_send(outbox_sender *s, const outbox_row *rows, int n, bool stamp_posi
     }
     for (int i = 0; i < n; i++)
         if (!behind_failure(s, rows, i)) send_row(s, &rows[i], i, stamp_position);
-    /* Every delivery report comes (message.timeout.ms bounds the wait). */
-    while (rd_kafka_outq_len(s->rk) > 0 && (stop == NULL || !atomic_load(stop))) rd_kafka_flush(s->rk, 500);
+    /* Every delivery report comes, unless a stop or a fatal error ends the
+     * wait (rows still OUTBOX_SENT). */
+    while (rd_kafka_outq_len(s->rk) > 0 && (stop == NULL || !atomic_load(stop)) && !outbox_sender_fatal(s, NULL, 0))
+        rd_kafka_flush(s->rk, 500);
     rd_kafka_poll(s->rk, 0);
     int ok = 0;
     for (int i = 0; i < n; i++) {
@@ -487,6 +512,21 @@ static void *outbox_main(void *arg)
         }
         int n = PQntuples(rows), done = n > 0 ? publish_batch(ob, rows) : 0;
         PQclear(rows);
+        char why[320];
+        if (outbox_sender_fatal(ob->sender, why, sizeof why)) {
+            /* The rows it did not deliver are still unpublished: a new
+             * producer (a new producer id) sends them again, in order. */
+            log_error(ob->t->name, "the Kafka producer stopped on a fatal error; starting a new one",
+                      "error=\"%s\"", why);
+            outbox_sender *fresh =
+                outbox_sender_new(ob->o->brokers, ob->o->app_name, ob->o->batch, ob->o->max_event_bytes, NULL, &err);
+            if (fresh != NULL) {
+                outbox_sender_free(ob->sender);
+                ob->sender = fresh;
+            } else {
+                log_error(ob->t->name, "cannot make a new Kafka producer; retrying", "error=\"%s\"", err.msg);
+            }
+        }
         if (done < 0 || (n > 0 && ob->retry)) {
             wait_for_work(ob, 1000); /* Kafka trouble: back off, then retry the rest */
         } else if (n < ob->o->batch) {

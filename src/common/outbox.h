@@ -9,7 +9,14 @@
  * standard headers (event.h) and keys it by user (per-user order).
  *
  * Delivery rules (outbox_send, tested against librdkafka's mock cluster in
- * tests/unit/test_outbox.c):
+ * tests/unit/test_outbox_delivery.c, and on a three-broker cluster in
+ * tests/integration/test_cluster.c):
+ *   - nothing is given up on by a time-out: while the brokers are away the
+ *     rows wait for them (until a stop, which leaves them unacknowledged).
+ *     A row failed by a time-out while a later row of its user went
+ *     through would reach Kafka after it. A failure that would leave a
+ *     gap in a partition stops the producer (librdkafka's gapless
+ *     guarantee: outbox_sender_fatal), and the publisher makes a new one;
  *   - every row Kafka acknowledged is reported OUTBOX_OK, whatever happened
  *     to the rows around it: the table marks or deletes it at once, so
  *     nothing Kafka has is sent twice by the publisher's own doing;
@@ -78,6 +85,12 @@ typedef struct outbox_sender outbox_sender;
 outbox_sender *outbox_sender_new(const char *brokers, const char *client_id, int max_rows, int max_event_bytes,
                                  const char *const *extra_conf, todo_err *err);
 void outbox_sender_free(outbox_sender *s);
+
+/* True when the producer stopped for good on a fatal error (librdkafka's
+ * idempotence: a failure that would leave a gap in a partition, since
+ * enable.gapless.guarantee is on); why (may be NULL) gets the reason. A
+ * stopped sender delivers nothing more: make a new one. */
+bool outbox_sender_fatal(outbox_sender *s, char *why, size_t cap);
 
 /* Sends rows[0..n) in order and waits for every delivery report (or until
  * *stop, when stop is not NULL). When stamp_position is set, each envelope

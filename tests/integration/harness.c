@@ -350,6 +350,116 @@ int harness_count(const char *topic, bool (*match)(const rd_kafka_message_t *m, 
     return n;
 }
 
+int harness_stack(const char *what, const char *more)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "bash '%s/scripts/stack.sh' %s '%s' %s >/dev/null 2>&1", TODO_SOURCE_DIR, what,
+             getenv("TODO_STACK"), more != NULL ? more : "");
+    return system(cmd);
+}
+
+long long harness_unpublished(const char *prefix)
+{
+    char like[80];
+    snprintf(like, sizeof like, "%s%%", prefix);
+    return harness_scalar(harness_db, "select count(*) from write.events where published_at is null and user_id like $1",
+                          like);
+}
+
+long long harness_wait_published(const char *prefix, int timeout_ms)
+{
+    long long t0 = harness_now_ms();
+    while (harness_now_ms() - t0 < timeout_ms) {
+        if (harness_unpublished(prefix) == 0) return harness_now_ms() - t0;
+        harness_sleep_ms(20);
+    }
+    return -1;
+}
+
+long long harness_wait_projected(const char *prefix, long long total, int timeout_ms)
+{
+    char like[80];
+    snprintf(like, sizeof like, "%s%%", prefix);
+    long long until = harness_now_ms() + timeout_ms, n = 0;
+    while ((n = harness_scalar(harness_db, "select count(*) from read.tasks where user_id like $1", like)) < total &&
+           harness_now_ms() < until)
+        harness_sleep_ms(100);
+    return n;
+}
+
+/* One record of tasks.events.v1 as harness_check_published sees it. */
+typedef struct seen_record {
+    char key[64];
+    char event_id[40];
+    long long position;
+} seen_record;
+
+typedef struct seen_log {
+    const char *prefix;
+    seen_record *out;
+    int cap, n;
+} seen_log;
+
+static bool keep_ours(const rd_kafka_message_t *m, void *ctx)
+{
+    seen_log *c = ctx;
+    size_t plen = strlen(c->prefix);
+    if (m->key_len >= 64 || m->key_len < plen || memcmp(m->key, c->prefix, plen) != 0) return false;
+    if (c->n == c->cap) return true; /* counted; the caller sees more than it wanted */
+    seen_record *s = &c->out[c->n++];
+    char pos[24];
+    memset(s, 0, sizeof *s);
+    memcpy(s->key, m->key, m->key_len);
+    kafkax_header(m, "ce_id", s->event_id, sizeof s->event_id);
+    s->position = strtoll(kafkax_header(m, "todo_position", pos, sizeof pos) != NULL ? pos : "0", NULL, 10);
+    return true;
+}
+
+static int by_key_then_position(const void *a, const void *b)
+{
+    const seen_record *x = a, *y = b;
+    int c = strcmp(x->key, y->key);
+    return c != 0 ? c : (x->position > y->position) - (x->position < y->position);
+}
+
+static int by_event_id(const void *a, const void *b)
+{
+    return strcmp(((const seen_record *)a)->event_id, ((const seen_record *)b)->event_id);
+}
+
+int harness_check_published(const char *prefix, int total)
+{
+    int cap = total * 2 + 16;
+    seen_record *got = calloc((size_t)cap, sizeof *got), *sorted = calloc((size_t)cap, sizeof *got);
+    assert_non_null(got);
+    assert_non_null(sorted);
+    seen_log c = {prefix, got, cap, 0};
+    int n = harness_count("tasks.events.v1", keep_ours, &c, total, 60000);
+    /* Per user, the records arrived in the order of their positions: in
+     * arrival order, each user's positions only grow. */
+    memcpy(sorted, got, (size_t)c.n * sizeof *got);
+    qsort(sorted, (size_t)c.n, sizeof *sorted, by_key_then_position);
+    for (int i = 0; i < c.n; i++) {
+        /* Each user's records, in arrival order, against the sorted list. */
+        if (i > 0 && strcmp(sorted[i].key, sorted[i - 1].key) == 0) continue;
+        int k = i;
+        for (int j = 0; j < c.n; j++) {
+            if (strcmp(got[j].key, sorted[i].key) != 0) continue;
+            if (got[j].position != sorted[k].position)
+                fail_msg("%s: position %lld arrived where %lld was due", got[j].key, got[j].position,
+                         sorted[k].position);
+            k++;
+        }
+    }
+    qsort(sorted, (size_t)c.n, sizeof *sorted, by_event_id);
+    for (int i = 1; i < c.n; i++)
+        if (strcmp(sorted[i].event_id, sorted[i - 1].event_id) == 0)
+            fail_msg("event %s arrived twice", sorted[i].event_id);
+    free(got);
+    free(sorted);
+    return n;
+}
+
 harness_services harness_svc;
 PGconn *harness_db;
 

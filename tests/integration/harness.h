@@ -104,6 +104,29 @@ bool harness_dlq_holds(const char *topic, const char *group, const void *value, 
  * status, its output (stdout and stderr) in out. */
 int harness_todoctl(const char *args, char *out, size_t cap);
 
+/* Runs scripts/stack.sh <what> <this stack> [more], what being a stack.sh
+ * command ("kafka-stop") and more its further words (a node: "2", may be
+ * NULL); returns its exit status. */
+int harness_stack(const char *what, const char *more);
+
+/* Events in write.events of users whose id starts with prefix that are not
+ * yet published. */
+long long harness_unpublished(const char *prefix);
+
+/* Waits until every event of prefix's users is published; the milliseconds
+ * it took, or -1 after timeout_ms. */
+long long harness_wait_published(const char *prefix, int timeout_ms);
+
+/* Reads tasks.events.v1 for the records of users whose id starts with
+ * prefix until total arrived (60 s at most) and on to the topic's end, and
+ * fails the test when an event arrived twice or a user's records are out of
+ * the order of their positions. Returns how many arrived. */
+int harness_check_published(const char *prefix, int total);
+
+/* Waits until read.tasks holds total rows of prefix's users (timeout_ms at
+ * most); the count then. */
+long long harness_wait_projected(const char *prefix, long long total, int timeout_ms);
+
 /* The three services of the slice, started from this build. */
 typedef struct harness_services {
     pid_t command, query, projector;

@@ -20,14 +20,6 @@
 #include "todo/v1/command.pb-c.h"
 
 
-static int stack(const char *what)
-{
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "bash '%s/scripts/stack.sh' %s '%s' >/dev/null 2>&1", TODO_SOURCE_DIR, what,
-             getenv("TODO_STACK"));
-    return system(cmd);
-}
-
 static void create(grpcx_channel *ch, const char *auth, const char *title)
 {
     Todo__V1__CreateTaskRequest rq = TODO__V1__CREATE_TASK_REQUEST__INIT;
@@ -38,67 +30,6 @@ static void create(grpcx_channel *ch, const char *auth, const char *title)
                     15000, (ProtobufCMessage **)&rp, &res) != GRPC_STATUS_OK)
         fail_msg("CreateTask: %s", res.message);
     protobuf_c_message_free_unpacked(&rp->base, NULL);
-}
-
-/* Unpublished events of users whose id starts with prefix. */
-static long long unpublished(const char *prefix)
-{
-    char like[80];
-    snprintf(like, sizeof like, "%s%%", prefix);
-    return harness_scalar(harness_db, "select count(*) from write.events where published_at is null and user_id like $1",
-                          like);
-}
-
-/* Waits until nothing of prefix is unpublished; returns the milliseconds it took or -1. */
-static long long wait_published(const char *prefix, int timeout_ms)
-{
-    long long t0 = harness_now_ms();
-    while (harness_now_ms() - t0 < timeout_ms) {
-        if (unpublished(prefix) == 0) return harness_now_ms() - t0;
-        harness_sleep_ms(20);
-    }
-    return -1;
-}
-
-typedef struct seen {
-    char key[64];
-    char event_id[40];
-    long long position;
-} seen;
-
-typedef struct collect {
-    const char *prefix;
-    seen *out;
-    int cap, n;
-} collect;
-
-static bool keep_ours(const rd_kafka_message_t *m, void *ctx)
-{
-    collect *c = ctx;
-    size_t plen = strlen(c->prefix);
-    if (m->key_len >= 64 || m->key_len < plen || memcmp(m->key, c->prefix, plen) != 0 || c->n == c->cap) return false;
-    seen *s = &c->out[c->n++];
-    rd_kafka_headers_t *h;
-    const void *v;
-    size_t vlen;
-    char pos[24] = "";
-    memset(s, 0, sizeof *s);
-    memcpy(s->key, m->key, m->key_len);
-    if (rd_kafka_message_headers(m, &h) == 0) {
-        if (rd_kafka_header_get_last(h, "ce_id", &v, &vlen) == 0 && vlen < 40) memcpy(s->event_id, v, vlen);
-        if (rd_kafka_header_get_last(h, "todo_position", &v, &vlen) == 0 && vlen < 24) memcpy(pos, v, vlen);
-    }
-    s->position = strtoll(pos, NULL, 10);
-    return true;
-}
-
-/* The records of tasks.events.v1 whose key starts with prefix (up to cap),
- * read until want were found. */
-static int consume(const char *prefix, seen *out, int cap, int want)
-{
-    collect c = {prefix, out, cap, 0};
-    harness_consume("tasks.events.v1", keep_ours, &c, want, 60000);
-    return c.n;
 }
 
 static void a_kafka_outage_loses_nothing_and_keeps_per_user_order(void **state)
@@ -112,7 +43,7 @@ static void a_kafka_outage_loses_nothing_and_keeps_per_user_order(void **state)
         snprintf(users[u], sizeof users[u], "%.40s-u%d", prefix, u);
         auth[u] = harness_bearer(users[u], 600, NULL);
     }
-    assert_int_equal(stack("kafka-stop"), 0);
+    assert_int_equal(harness_stack("kafka-stop", NULL), 0);
     long long t_down = harness_now_ms();
     for (int i = 0; i < PER_USER; i++)
         for (int u = 0; u < USERS; u++) {
@@ -121,9 +52,9 @@ static void a_kafka_outage_loses_nothing_and_keeps_per_user_order(void **state)
             create(harness_svc.cmd, auth[u], title); /* commands keep succeeding */
         }
     long long accepted_ms = harness_now_ms() - t_down;
-    assert_int_equal(unpublished(prefix), TOTAL);
-    assert_int_equal(stack("kafka-start"), 0);
-    long long drain_ms = wait_published(prefix, 120000);
+    assert_int_equal(harness_unpublished(prefix), TOTAL);
+    assert_int_equal(harness_stack("kafka-start", NULL), 0);
+    long long drain_ms = harness_wait_published(prefix, 120000);
     assert_true(drain_ms >= 0);
     /* The drain itself: from the first to the last acknowledged row. */
     char like[80];
@@ -135,31 +66,8 @@ static void a_kafka_outage_loses_nothing_and_keeps_per_user_order(void **state)
            "the drain itself took %.1f ms (%.0f events/s)\n", TOTAL, accepted_ms, drain_ms, span_us / 1000.0,
            span_us > 0 ? TOTAL * 1e6 / (double)span_us : 0.0);
 
-    static seen got[TOTAL * 2];
-    int n = consume(prefix, got, TOTAL * 2, TOTAL);
-    assert_int_equal(n, TOTAL);
-    for (int i = 0; i < n; i++)
-        for (int j = i + 1; j < n; j++)
-            if (strcmp(got[i].event_id, got[j].event_id) == 0) fail_msg("event %s arrived twice", got[i].event_id);
-    /* Per user, records arrive in the order the commands were accepted. */
-    for (int u = 0; u < USERS; u++) {
-        long long last = 0;
-        int count = 0;
-        for (int i = 0; i < n; i++) {
-            if (strcmp(got[i].key, users[u]) != 0) continue;
-            assert_true(got[i].position > last);
-            last = got[i].position;
-            count++;
-        }
-        assert_int_equal(count, PER_USER);
-    }
-    /* And the read side got them all. */
-    long long until = harness_now_ms() + 60000, projected = 0;
-    while (projected < TOTAL && harness_now_ms() < until) {
-        projected = harness_scalar(harness_db, "select count(*) from read.tasks where user_id like $1", like);
-        harness_sleep_ms(100);
-    }
-    assert_int_equal(projected, TOTAL);
+    assert_int_equal(harness_check_published(prefix, TOTAL), TOTAL);
+    assert_int_equal(harness_wait_projected(prefix, TOTAL, 60000), TOTAL);
     for (int u = 0; u < USERS; u++) free(auth[u]);
 }
 
@@ -199,7 +107,7 @@ static void a_killed_relay_leader_is_replaced_within_seconds(void **state)
     assert_true(harness_stop(leader, SIGKILL, 5000) == 128 + SIGKILL);
     long long t_kill = harness_now_ms();
     for (int i = 0; i < 10; i++) create(survivor_ch, auth, "after the leader died");
-    long long waited = wait_published(user, 30000);
+    long long waited = harness_wait_published(user, 30000);
     assert_true(waited >= 0);
     long long takeover_ms = harness_now_ms() - t_kill;
     until = harness_now_ms() + 10000;

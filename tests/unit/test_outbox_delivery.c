@@ -15,7 +15,10 @@
 #include <cmocka.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -295,6 +298,79 @@ static void a_type_no_topic_carries_is_refused(void **state)
     outbox_sender_free(s);
 }
 
+typedef struct bring_back {
+    fixture *f;
+    int after_ms;
+    atomic_int *stop; /* set instead, when non-NULL */
+} bring_back;
+
+static void *bring_back_later(void *arg)
+{
+    bring_back *b = arg;
+    struct timespec ts = {b->after_ms / 1000, (long)(b->after_ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+    if (b->stop != NULL) atomic_store(b->stop, 1);
+    else rd_kafka_mock_broker_set_up(b->f->mc, 1);
+    return NULL;
+}
+
+/* With the settings a publisher uses (no extra ones), a broker that is away
+ * fails nothing: the rows wait for it (a row given up on by a time-out while
+ * a later row of its user went through would reach Kafka after it), and a
+ * stop ends the wait with the rows still unacknowledged. */
+static void rows_wait_for_a_broker_that_is_away_and_nothing_is_given_up_on(void **state)
+{
+    fixture *f = *state;
+    todo_err err;
+    outbox_sender *s = outbox_sender_new(f->bootstrap, "test-outbox", 16, 65536, NULL, &err);
+    assert_non_null(s);
+    outbox_row rows[4];
+    for (int i = 0; i < 4; i++) rows[i] = row(f, 700 + i, "alice", "t-a", 10);
+    assert_int_equal(rd_kafka_mock_broker_set_down(f->mc, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+    atomic_int stop = 0;
+    bring_back b = {f, 1500, &stop};
+    pthread_t th;
+    pthread_create(&th, NULL, bring_back_later, &b);
+    assert_int_equal(outbox_send(s, rows, 4, true, &stop), 0);
+    pthread_join(th, NULL);
+    for (int i = 0; i < 4; i++) assert_int_equal(outbox_row_state(s, i), OUTBOX_SENT); /* not failed */
+    outbox_sender_free(s);
+
+    s = outbox_sender_new(f->bootstrap, "test-outbox", 16, 65536, NULL, &err);
+    assert_non_null(s);
+    b = (bring_back){f, 2500, NULL};
+    pthread_create(&th, NULL, bring_back_later, &b);
+    assert_int_equal(outbox_send(s, rows, 4, true, NULL), 4); /* returns once the broker took them */
+    pthread_join(th, NULL);
+    seen got[16];
+    int n = read_back(f, got, 16, 4);
+    int64_t pos[16] = {0};
+    assert_int_equal(positions_of(got, n, "alice", pos), 4);
+    for (int i = 0; i < 4; i++) assert_int_equal(pos[i], 700 + i);
+    outbox_sender_free(s);
+}
+
+/* A failure that would leave a gap stops the producer (a fatal error): the
+ * send ends at once, nothing after it is delivered, and the sender says so,
+ * so that its publisher makes a new one. */
+static void a_gap_stops_the_producer_and_the_sender_says_so(void **state)
+{
+    fixture *f = *state;
+    todo_err err;
+    outbox_sender *s = outbox_sender_new(f->bootstrap, "test-outbox", 16, 65536, NULL, &err);
+    assert_non_null(s);
+    outbox_row rows[3];
+    for (int i = 0; i < 3; i++) rows[i] = row(f, 800 + i, "alice", "t-a", 10);
+    assert_false(outbox_sender_fatal(s, NULL, 0));
+    rd_kafka_mock_push_request_errors(f->mc, API_PRODUCE, 1, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER);
+    int ok = outbox_send(s, rows, 3, true, NULL);
+    char why[320] = "";
+    assert_true(outbox_sender_fatal(s, why, sizeof why));
+    printf("fatal: %s; %d delivered\n", why, ok);
+    for (int i = 0; i < 3; i++) assert_int_not_equal(outbox_row_state(s, i), OUTBOX_OK);
+    outbox_sender_free(s);
+}
+
 int main(void)
 {
     log_set_level(LOG_ERROR);
@@ -308,6 +384,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_broker_refusal_in_the_delivery_report_is_refused_not_retried, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_type_no_topic_carries_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(rows_wait_for_a_broker_that_is_away_and_nothing_is_given_up_on, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_gap_stops_the_producer_and_the_sender_says_so, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
