@@ -2,21 +2,48 @@
 # The README's run command: installs what is missing, builds, starts the dev
 # stack (PostgreSQL, Redis, Kafka), applies migrations, creates the topics and
 # runs todo-command, todo-query, todo-projector and todo-saga in the foreground.
+# A service that exits (a crash, a kill -9) is started again, after 1 s
+# doubling to 30 s while it keeps exiting (back to 1 s once it ran a
+# minute), each restart logged; the others go on.
 # Ctrl-C (or SIGTERM) stops the services, and the stack if this run started it.
+#
+# Settings: TODO_RUN_STACK (the stack, default dev), TODO_RUN_NO_BUILD=1
+# (neither install nor build: the tests' way), TODO_RUN_BIN (the services'
+# folder, default build/dev/src).
 source "$(dirname "$0")/lib.sh"
 cd "$TODO_REPO"
+stack=${TODO_RUN_STACK:-dev}
 
-bash scripts/install-deps.sh
-bash scripts/build.sh dev
+if [ "${TODO_RUN_NO_BUILD:-0}" != 1 ]; then
+  bash scripts/install-deps.sh
+  bash scripts/build.sh dev
+fi
 
 stack_was_up=0
-bash scripts/stack.sh status dev 2>/dev/null | grep -q "kafka-1 *up" && stack_was_up=1
-bash scripts/stack.sh start dev
-eval "$(bash scripts/stack.sh env dev)"
+bash scripts/stack.sh status "$stack" 2>/dev/null | grep -q "kafka-1 *up" && stack_was_up=1
+bash scripts/stack.sh start "$stack"
+eval "$(bash scripts/stack.sh env "$stack")"
 export TODO_MIGRATIONS_DIR="$TODO_REPO/migrations"
-bin=build/dev/src
+bin=${TODO_RUN_BIN:-build/dev/src}
 $bin/cli/todoctl migrate
 $bin/cli/todoctl topics apply
+
+# supervise NAME PATH: runs the service, and again whenever it exits, until
+# this script stops it (SIGTERM to the supervisor reaches the service).
+supervise() {
+  local name=$1 path=$2 backoff=1 child=0 rc started ran
+  trap 'kill -TERM $child 2>/dev/null; wait $child 2>/dev/null; exit 0' TERM INT
+  while :; do
+    started=$(date +%s)
+    "$path" & child=$!
+    rc=0; wait $child || rc=$?
+    ran=$(( $(date +%s) - started ))
+    [ $ran -ge 60 ] && backoff=1
+    log "$name exited with status $rc after ${ran}s; starting it again in ${backoff}s"
+    sleep $backoff & wait $! || true
+    backoff=$(( backoff * 2 > 30 ? 30 : backoff * 2 ))
+  done
+}
 
 pids=()
 cleanup() {
@@ -24,13 +51,13 @@ cleanup() {
   log "stopping the services"
   kill -TERM "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
-  [ $stack_was_up -eq 1 ] || bash scripts/stack.sh stop dev
+  [ $stack_was_up -eq 1 ] || bash scripts/stack.sh stop "$stack"
 }
 trap cleanup INT TERM EXIT
-$bin/command/todo-command & pids+=($!)
-$bin/query/todo-query & pids+=($!)
-$bin/projection/todo-projector & pids+=($!)
-$bin/saga/todo-saga & pids+=($!)
+supervise todo-command $bin/command/todo-command & pids+=($!)
+supervise todo-query $bin/query/todo-query & pids+=($!)
+supervise todo-projector $bin/projection/todo-projector & pids+=($!)
+supervise todo-saga $bin/saga/todo-saga & pids+=($!)
 # Ready means the whole pipeline: both servers serving with their database,
 # the outbox's producer able to deliver (it has its idempotent producer id:
 # a broker that just started answers "coordinator load in progress" for
@@ -59,5 +86,5 @@ else
   log "not ready after 60 s; what is down:"
   $bin/cli/todoctl health || true
 fi
-log "try:  eval \"\$(scripts/stack.sh env dev)\"; build/dev/src/cli/todoctl add \"Buy milk\" --due tomorrow"
-wait -n "${pids[@]}" || true
+log "try:  eval \"\$(scripts/stack.sh env $stack)\"; build/dev/src/cli/todoctl add \"Buy milk\" --due tomorrow"
+wait "${pids[@]}" || true

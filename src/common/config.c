@@ -165,6 +165,7 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
     if (kc != NULL && strlen(kc) >= sizeof cfg->kafka_config)
         return todo_err_set(err, TODO_EINVAL, "TODO_KAFKA_CONFIG is longer than %zu bytes", sizeof cfg->kafka_config - 1);
     snprintf(cfg->kafka_config, sizeof cfg->kafka_config, "%s", kc != NULL ? kc : "");
+    if ((rc = get_str(cfg->instance, "TODO_INSTANCE", "", get, ctx, err)) != 0) return rc;
     if ((rc = get_str(cfg->redis_url, "TODO_REDIS_URL", "redis://127.0.0.1:63799", get, ctx, err)) != 0)
         return rc;
     if ((rc = get_str(cfg->command_addr, "TODO_COMMAND_ADDR", "127.0.0.1:50051", get, ctx, err)) != 0)
@@ -328,6 +329,7 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
     char host[64] = "todo-saga", fallback[128];
     gethostname(host, sizeof host - 1);
     snprintf(fallback, sizeof fallback, "%.63s-%ld", host, (long)getpid());
+    if (cfg->instance[0] != '\0') snprintf(fallback, sizeof fallback, "%.127s", cfg->instance);
     if ((rc = get_str(cfg->saga_instance, "TODO_SAGA_INSTANCE", fallback, get, ctx, err)) != 0) return rc;
     if ((rc = get_int(&cfg->saga_lease_s, "TODO_SAGA_LEASE_S", 15, 2, 3600, get, ctx, err)) != 0) return rc;
     if ((rc = get_int(&cfg->saga_workers, "TODO_SAGA_WORKERS", 4, 1, 64, get, ctx, err)) != 0) return rc;

@@ -21,6 +21,7 @@ typedef struct todo_config {
     char admin_pg_url[CONFIG_STR_MAX];    /* TODO_PG_URL: migrations */
     char kafka_brokers[CONFIG_STR_MAX];   /* TODO_KAFKA_BROKERS */
     char kafka_config[2048];              /* TODO_KAFKA_CONFIG: "key=value;..." security settings of every Kafka client (kafkax_set_security) */
+    char instance[CONFIG_STR_MAX];                  /* TODO_INSTANCE: this instance's name among its service's (static Kafka group membership; default none) */
     char redis_url[CONFIG_STR_MAX];       /* TODO_REDIS_URL */
     char command_addr[CONFIG_STR_MAX];    /* TODO_COMMAND_ADDR: where todo-command listens */
     char query_addr[CONFIG_STR_MAX];      /* TODO_QUERY_ADDR */
@@ -77,7 +78,7 @@ typedef struct todo_config {
     char projector_group[CONFIG_STR_MAX];  /* TODO_PROJECTOR_GROUP: consumer group (a new one replays the topic) */
     int log_level;                        /* TODO_LOG_LEVEL: debug, info, warn, error */
     char migrations_dir[CONFIG_STR_MAX];  /* TODO_MIGRATIONS_DIR */
-    char saga_instance[CONFIG_STR_MAX];             /* TODO_SAGA_INSTANCE: this todo-saga's name (default host-pid) */
+    char saga_instance[CONFIG_STR_MAX];             /* TODO_SAGA_INSTANCE: this todo-saga's name (default TODO_INSTANCE, else host-pid) */
     int saga_lease_s;
     int saga_workers;                     /* TODO_SAGA_WORKERS: sagas driven at once, 1..64 */                     /* TODO_SAGA_LEASE_S: how long a saga stays with an instance that went silent */
     int scheduler_parallel;               /* TODO_SCHEDULER_PARALLEL: reminders fired at once, 1..64 */

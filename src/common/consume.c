@@ -512,8 +512,7 @@ int consume_run(const consume_opts *o, todo_err *err)
     metric_add(l.assigned, -l.n_assigned);
 out:
     if (l.rk != NULL) {
-        rd_kafka_consumer_close(l.rk);
-        rd_kafka_destroy(l.rk);
+        kafkax_consumer_close(l.rk);
     }
     if (l.dlq != NULL) {
         rd_kafka_flush(l.dlq, 5000);

@@ -1,6 +1,7 @@
 /* kafkax: see kafkax.h. */
 #include "kafkax.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,6 +144,75 @@ rd_kafka_t *kafkax_producer_new_stats(const char *brokers, const char *client_id
     return rk;
 }
 
+/* Static group membership (kafkax_set_instance): the instance's name, and
+ * per group the slots its consumers hold ("<instance>-<group>-<slot>"). */
+#define MAX_SLOT_GROUPS 16
+#define MAX_SLOTS 32
+static char instance[64];
+static pthread_mutex_t slots_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    char group[128];
+    unsigned used; /* bit k: slot k is held */
+} slots[MAX_SLOT_GROUPS];
+
+int kafkax_set_instance(const char *name, todo_err *err)
+{
+    size_t n = name != NULL ? strlen(name) : 0;
+    if (n >= sizeof instance)
+        return todo_err_set(err, TODO_EINVAL, "TODO_INSTANCE: at most %zu characters", sizeof instance - 1);
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+              c == '.'))
+            return todo_err_set(err, TODO_EINVAL, "TODO_INSTANCE: letters, digits, '-', '_' and '.' only, got \"%s\"",
+                                name);
+    }
+    snprintf(instance, sizeof instance, "%s", n > 0 ? name : "");
+    return TODO_OK;
+}
+
+int kafkax_instance_id(const char *group, char *out, size_t cap)
+{
+    int slot = -1;
+    if (instance[0] == '\0') return -1;
+    pthread_mutex_lock(&slots_mu);
+    int g = -1;
+    for (int i = 0; i < MAX_SLOT_GROUPS && g < 0; i++)
+        if (strcmp(slots[i].group, group) == 0) g = i;
+    for (int i = 0; i < MAX_SLOT_GROUPS && g < 0; i++)
+        if (slots[i].group[0] == '\0') snprintf(slots[g = i].group, sizeof slots[i].group, "%s", group);
+    for (int k = 0; g >= 0 && k < MAX_SLOTS && slot < 0; k++)
+        if ((slots[g].used & (1u << k)) == 0) {
+            slots[g].used |= 1u << k;
+            slot = k;
+        }
+    pthread_mutex_unlock(&slots_mu);
+    if (slot >= 0) snprintf(out, cap, "%s-%s-%d", instance, group, slot);
+    return slot;
+}
+
+void kafkax_instance_id_release(const char *group, int slot)
+{
+    if (slot < 0 || slot >= MAX_SLOTS) return;
+    pthread_mutex_lock(&slots_mu);
+    for (int i = 0; i < MAX_SLOT_GROUPS; i++)
+        if (strcmp(slots[i].group, group) == 0) slots[i].used &= ~(1u << slot);
+    pthread_mutex_unlock(&slots_mu);
+}
+
+void kafkax_consumer_close(rd_kafka_t *rk)
+{
+    char group[128] = "", id[256] = "";
+    size_t gl = sizeof group, il = sizeof id;
+    const rd_kafka_conf_t *conf = rd_kafka_conf(rk);
+    rd_kafka_conf_get(conf, "group.id", group, &gl);
+    bool is_static = rd_kafka_conf_get(conf, "group.instance.id", id, &il) == RD_KAFKA_CONF_OK && id[0] != '\0';
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    const char *dash = strrchr(id, '-');
+    if (is_static && dash != NULL) kafkax_instance_id_release(group, atoi(dash + 1));
+}
+
 /* Rebalance callback of a tail consumer: on assignment, a partition the
  * group has no committed offset for starts at its end, and that offset is
  * committed at once, so that what arrives after it is never skipped, even
@@ -184,6 +254,12 @@ static rd_kafka_t *consumer(const char *brokers, const char *group, const char *
         set(conf, "enable.auto.offset.store", "false", err) ||
         set(conf, "auto.offset.reset", tail ? "latest" : "earliest", err) ||
         set(conf, "session.timeout.ms", "6000", err) || set(conf, "heartbeat.interval.ms", "1500", err) ||
+        /* Eager assignment (range): librdkafka 2.0.2's cooperative-sticky
+         * assignor aborts the process when a consumer that never had an
+         * assignment is destroyed (rdkafka_sticky_assignor.c: Assertion
+         * `assignor_state' failed; librdkafka #4312, fixed in 2.3.0): seen
+         * on a projector stopped right after it joined. */
+        set(conf, "partition.assignment.strategy", "range", err) ||
         set(conf, "enable.partition.eof", "false", err) || set(conf, "reconnect.backoff.max.ms", "1000", err) ||
         /* Bound the prefetch: librdkafka's default (64 MiB per consumer)
          * made a projector catching up on a long topic weigh 130 MiB. */
@@ -191,8 +267,19 @@ static rd_kafka_t *consumer(const char *brokers, const char *group, const char *
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
+    /* Static membership: a restarted instance takes back its partitions
+     * without a rebalance, and until it is back (session.timeout.ms) they
+     * wait for it rather than move twice. */
+    char id[256];
+    int slot = kafkax_instance_id(group, id, sizeof id);
+    if (slot >= 0 && set(conf, "group.instance.id", id, err) != TODO_OK) {
+        kafkax_instance_id_release(group, slot);
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
     if (stats != NULL) {
         if (set(conf, "statistics.interval.ms", "5000", err) != TODO_OK) {
+            kafkax_instance_id_release(group, slot);
             rd_kafka_conf_destroy(conf);
             return NULL;
         }
@@ -203,6 +290,7 @@ static rd_kafka_t *consumer(const char *brokers, const char *group, const char *
     if (tail) rd_kafka_conf_set_rebalance_cb(conf, tail_rebalance);
     rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
     if (rk == NULL) {
+        kafkax_instance_id_release(group, slot);
         rd_kafka_conf_destroy(conf);
         todo_err_set(err, TODO_EINVAL, "kafka consumer: %s", errstr);
         return NULL;
@@ -213,6 +301,7 @@ static rd_kafka_t *consumer(const char *brokers, const char *group, const char *
     rd_kafka_resp_err_t e = rd_kafka_subscribe(rk, list);
     rd_kafka_topic_partition_list_destroy(list);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        kafkax_instance_id_release(group, slot);
         rd_kafka_destroy(rk);
         todo_err_set(err, TODO_EUNAVAIL, "kafka subscribe: %s", rd_kafka_err2str(e));
         return NULL;

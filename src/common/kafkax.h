@@ -5,7 +5,10 @@
  * Producers are idempotent (enable.idempotence, acks=all): a retried send
  * never duplicates or reorders within a partition. Consumers never commit by
  * themselves (enable.auto.commit=false): the caller commits offsets after its
- * database transaction commits. The topics themselves are topics.h's.
+ * database transaction commits. They join as static members when the
+ * process has an instance name (kafkax_set_instance), and rebalance eagerly
+ * (range): librdkafka 2.0.2's cooperative-sticky assignor can abort the
+ * process at shutdown (kafkax.c). The topics themselves are topics.h's.
  */
 #ifndef TODO_KAFKAX_H
 #define TODO_KAFKAX_H
@@ -46,6 +49,24 @@ typedef int (*kafkax_stats_cb)(rd_kafka_t *rk, char *json, size_t len, void *opa
 rd_kafka_t *kafkax_producer_new_stats(const char *brokers, const char *client_id, kafkax_dr_cb dr,
                                       kafkax_stats_cb stats, void *opaque, const char *const *extra_conf,
                                       todo_err *err);
+
+/* Static group membership: consumers made after this call join their
+ * groups as "<name>-<group>-<slot>" (group.instance.id; slot: the lowest
+ * one this process does not hold in that group), so that an instance
+ * restarted under the same name takes its partitions back without a
+ * rebalance. name: TODO_INSTANCE, unique among the running instances of a
+ * service; NULL or "": dynamic membership. TODO_EINVAL for characters
+ * other than letters, digits, '-', '_', '.' or more than 63 of them. */
+int kafkax_set_instance(const char *name, todo_err *err);
+
+/* The static member id of the next consumer of group into out; its slot,
+ * or -1 without an instance name (kafkax_instance_id_release gives the
+ * slot back). */
+int kafkax_instance_id(const char *group, char *out, size_t cap);
+void kafkax_instance_id_release(const char *group, int slot);
+
+/* Closes and destroys a consumer made here, giving back its static slot. */
+void kafkax_consumer_close(rd_kafka_t *rk);
 
 /* A consumer in group on brokers, subscribed to the n topics. Offsets are
  * committed only by the caller; a group without a committed offset starts

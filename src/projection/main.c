@@ -39,7 +39,7 @@ int main(void)
         fprintf(stderr, "todo-projector: %s\n", err.msg);
         return 2;
     }
-    if (kafkax_set_security(cfg.kafka_config, &err) != 0) {
+    if (kafkax_set_security(cfg.kafka_config, &err) != 0 || kafkax_set_instance(cfg.instance, &err) != 0) {
         fprintf(stderr, "todo-projector: %s\n", err.msg);
         return 2;
     }

@@ -63,7 +63,7 @@ int main(void)
         fprintf(stderr, "todo-saga: %s\n", err.msg);
         return 2;
     }
-    if (kafkax_set_security(p.cfg.kafka_config, &err) != 0) {
+    if (kafkax_set_security(p.cfg.kafka_config, &err) != 0 || kafkax_set_instance(p.cfg.instance, &err) != 0) {
         fprintf(stderr, "todo-saga: %s\n", err.msg);
         return 2;
     }

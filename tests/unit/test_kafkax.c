@@ -1,6 +1,8 @@
 /* Unit tests of kafkax's security settings (TODO_KAFKA_CONFIG): only
  * security keys pass, librdkafka's own checks apply, and every client
- * configuration made afterwards carries them. */
+ * configuration made afterwards carries them. And of its consumers' group
+ * membership: static member ids from TODO_INSTANCE, one slot per consumer
+ * of a group, given back at close; the range assignor. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -60,11 +62,59 @@ static void other_settings_and_bad_values_are_refused(void **state)
     rd_kafka_conf_destroy(conf);
 }
 
+static void consumers_join_as_static_members_of_an_instance_name(void **state)
+{
+    (void)state;
+    todo_err err;
+    char id[256];
+    assert_int_equal(kafkax_set_instance("", &err), TODO_OK);
+    assert_int_equal(kafkax_instance_id("g", id, sizeof id), -1); /* no name: dynamic membership */
+    assert_int_equal(kafkax_set_instance("web 1", &err), TODO_EINVAL);
+    assert_non_null(strstr(err.msg, "TODO_INSTANCE"));
+    assert_int_equal(kafkax_set_instance("0123456789012345678901234567890123456789012345678901234567890123", &err),
+                     TODO_EINVAL);
+    assert_int_equal(kafkax_set_instance("projector-2.eu", &err), TODO_OK);
+    /* Each consumer of a group its own slot; the lowest free one. */
+    assert_int_equal(kafkax_instance_id("g", id, sizeof id), 0);
+    assert_string_equal(id, "projector-2.eu-g-0");
+    assert_int_equal(kafkax_instance_id("g", id, sizeof id), 1);
+    assert_string_equal(id, "projector-2.eu-g-1");
+    assert_int_equal(kafkax_instance_id("h", id, sizeof id), 0);
+    kafkax_instance_id_release("g", 0);
+    assert_int_equal(kafkax_instance_id("g", id, sizeof id), 0);
+    kafkax_instance_id_release("g", 0);
+    kafkax_instance_id_release("g", 1);
+    kafkax_instance_id_release("h", 0);
+
+    /* A consumer carries its id, and the eager range assignor (not
+     * cooperative-sticky: librdkafka 2.0.2 aborts destroying a consumer
+     * that never had an assignment); closing it gives the slot back (no
+     * broker needed: the client connects lazily). */
+    const char *topics[] = {"t"};
+    rd_kafka_t *a = kafkax_consumer_new("127.0.0.1:1", "g", topics, 1, &err);
+    rd_kafka_t *b = kafkax_consumer_new_tail("127.0.0.1:1", "g", topics, 1, &err);
+    assert_non_null(a);
+    assert_non_null(b);
+    char v[256];
+    size_t n = sizeof v;
+    assert_int_equal(rd_kafka_conf_get(rd_kafka_conf(b), "group.instance.id", v, &n), RD_KAFKA_CONF_OK);
+    assert_string_equal(v, "projector-2.eu-g-1");
+    n = sizeof v;
+    assert_int_equal(rd_kafka_conf_get(rd_kafka_conf(a), "partition.assignment.strategy", v, &n), RD_KAFKA_CONF_OK);
+    assert_string_equal(v, "range");
+    kafkax_consumer_close(a);
+    assert_int_equal(kafkax_instance_id("g", id, sizeof id), 0); /* a's slot is free again */
+    kafkax_instance_id_release("g", 0);
+    kafkax_consumer_close(b);
+    assert_int_equal(kafkax_set_instance(NULL, &err), TODO_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(security_settings_reach_every_client_configuration),
         cmocka_unit_test(other_settings_and_bad_values_are_refused),
+        cmocka_unit_test(consumers_join_as_static_members_of_an_instance_name),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
