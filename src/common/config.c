@@ -52,8 +52,16 @@ static int get_int(int *dst, const char *name, int def, int min, int max, config
 
 bool config_addr_is_loopback(const char *addr)
 {
-    /* "host:port", "[v6]:port", and gRPC's "ipv4:" / "ipv6:" forms. */
+    /* "host:port", "[v6]:port", and gRPC's "ipv4:" / "ipv6:" forms; a list
+     * ("a:1,b:2", clients only) when every entry is. */
     if (strncmp(addr, "ipv4:", 5) == 0 || strncmp(addr, "ipv6:", 5) == 0) addr += 5;
+    const char *comma = strchr(addr, ',');
+    if (comma != NULL) {
+        char first[256];
+        if ((size_t)(comma - addr) >= sizeof first) return false;
+        snprintf(first, sizeof first, "%.*s", (int)(comma - addr), addr);
+        return config_addr_is_loopback(first) && config_addr_is_loopback(comma + 1);
+    }
     char host[256];
     const char *end;
     if (addr[0] == '[') {
@@ -101,8 +109,12 @@ static int load_tls(todo_config *cfg, config_service svc, config_getter get, voi
         return todo_err_set(err, TODO_EINVAL, "TODO_GRPC_TLS_CLIENT_CA needs TODO_GRPC_TLS_CERT and TODO_GRPC_TLS_KEY");
     if (cfg->grpc_tls_client_cert[0] != '\0' && cfg->grpc_tls_ca[0] == '\0')
         return todo_err_set(err, TODO_EINVAL, "TODO_GRPC_TLS_CLIENT_CERT needs TODO_GRPC_TLS_CA");
-    if (cfg->local) return TODO_OK;
     const char *listen = svc == CONFIG_COMMAND ? cfg->command_addr : svc == CONFIG_QUERY ? cfg->query_addr : NULL;
+    if (listen != NULL && strchr(listen, ',') != NULL)
+        return todo_err_set(err, TODO_EINVAL,
+                            "%s is \"%s\": a server listens on one address (lists of instances are for clients)",
+                            svc == CONFIG_COMMAND ? "TODO_COMMAND_ADDR" : "TODO_QUERY_ADDR", listen);
+    if (cfg->local) return TODO_OK;
     if (listen != NULL && cfg->grpc_tls_cert[0] == '\0' && !config_addr_is_loopback(listen))
         return todo_err_set(err, TODO_EINVAL,
                             "%s listens on %s in plaintext: outside TODO_ENV=local set TODO_GRPC_TLS_CERT and "

@@ -5,6 +5,7 @@
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -55,6 +56,48 @@ char *grpcx_read_pem(const char *path, todo_err *err)
 
 static bool set_(const char *s) { return s != NULL && s[0] != '\0'; }
 
+int grpcx_target(const char *addrs, char *out, size_t cap, bool *balanced, todo_err *err)
+{
+    *balanced = strncmp(addrs, "dns:", 4) == 0;
+    if (strchr(addrs, ',') == NULL) {
+        if (strlen(addrs) >= cap) return todo_err_set(err, TODO_EINVAL, "gRPC target too long: %.64s...", addrs);
+        snprintf(out, cap, "%s", addrs);
+        return TODO_OK;
+    }
+    /* A list: IP literals of one family, as gRPC's ipv4:/ipv6: targets. */
+    int family = 0;
+    size_t off = 0;
+    for (const char *p = addrs; *p != '\0';) {
+        const char *end = strchr(p, ',');
+        size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+        char one[128], host[64];
+        if (len == 0 || len >= sizeof one)
+            return todo_err_set(err, TODO_EINVAL, "address list \"%s\": an empty or overlong entry", addrs);
+        snprintf(one, sizeof one, "%.*s", (int)len, p);
+        const char *colon = one[0] == '[' ? strstr(one, "]:") : strrchr(one, ':');
+        size_t hl = colon != NULL ? (size_t)(colon - one) - (one[0] == '[') : 0;
+        if (colon != NULL && hl < sizeof host) snprintf(host, sizeof host, "%.*s", (int)hl, one + (one[0] == '['));
+        unsigned char buf[16];
+        int f = colon == NULL || hl >= sizeof host       ? 0
+                : inet_pton(AF_INET, host, buf) == 1  ? 4
+                : inet_pton(AF_INET6, host, buf) == 1 ? 6
+                                                      : 0;
+        if (f == 0 || (family != 0 && f != family))
+            return todo_err_set(err, TODO_EINVAL,
+                                "address list \"%s\": \"%s\" is not an IP address:port of the list's family (a list "
+                                "takes IP literals; for host names use one DNS name that resolves to every "
+                                "instance: dns:///name:port)",
+                                addrs, one);
+        family = f;
+        int n = snprintf(out + off, cap - off, "%s%s", off == 0 ? (f == 4 ? "ipv4:" : "ipv6:") : ",", one);
+        if (n < 0 || (size_t)n >= cap - off) return todo_err_set(err, TODO_EINVAL, "address list too long");
+        off += (size_t)n;
+        p += len + (end != NULL);
+    }
+    *balanced = true;
+    return TODO_OK;
+}
+
 grpcx_channel *grpcx_channel_open(const char *target, const grpcx_tls_client *tls, todo_err *err)
 {
     grpcx_channel *c = calloc(1, sizeof *c);
@@ -63,8 +106,18 @@ grpcx_channel *grpcx_channel_open(const char *target, const grpcx_tls_client *tl
         return NULL;
     }
     grpc_channel_credentials *creds = NULL;
-    grpc_arg arg;
-    grpc_channel_args args = {.num_args = 0, .args = &arg};
+    grpc_arg argv[2];
+    grpc_channel_args args = {.num_args = 0, .args = argv};
+    char resolved[1024];
+    bool balanced = false;
+    if (grpcx_target(target, resolved, sizeof resolved, &balanced, err) != TODO_OK) {
+        free(c);
+        return NULL;
+    }
+    if (balanced) { /* every address a subchannel; calls go round them, skipping those that are down */
+        argv[args.num_args++] = (grpc_arg){.type = GRPC_ARG_STRING, .key = GRPC_ARG_SERVICE_CONFIG,
+                                           .value.string = "{\"loadBalancingConfig\": [{\"round_robin\": {}}]}"};
+    }
     if (tls != NULL && set_(tls->ca_file)) {
         if (set_(tls->cert_file) != set_(tls->key_file)) {
             free(c);
@@ -88,17 +141,14 @@ grpcx_channel *grpcx_channel_open(const char *target, const grpcx_tls_client *tl
         free(ca);
         free(cert);
         free(key);
-        if (set_(tls->server_name)) {
-            arg.type = GRPC_ARG_STRING;
-            arg.key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
-            arg.value.string = (char *)tls->server_name;
-            args.num_args = 1;
-        }
+        if (set_(tls->server_name))
+            argv[args.num_args++] = (grpc_arg){.type = GRPC_ARG_STRING, .key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG,
+                                               .value.string = (char *)tls->server_name};
     } else {
         grpc_init();
         creds = grpc_insecure_credentials_create();
     }
-    c->ch = grpc_channel_create(target, creds, args.num_args > 0 ? &args : NULL);
+    c->ch = grpc_channel_create(resolved, creds, args.num_args > 0 ? &args : NULL);
     grpc_channel_credentials_release(creds);
     if (c->ch == NULL) {
         free(c);

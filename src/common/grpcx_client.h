@@ -20,8 +20,19 @@ typedef struct grpcx_result {
 } grpcx_result;
 
 /* Opens an insecure (plaintext) channel to target ("127.0.0.1:50051").
- * Returns NULL when the target is malformed. */
+ * Returns NULL when the target is malformed. A target may list several
+ * instances ("127.0.0.1:50051,127.0.0.1:50061": IP literals of one family)
+ * or be a DNS name (dns:///name:port) that resolves to several: the calls
+ * then go round the instances that answer (the gRPC core's round_robin);
+ * a call on an instance that dies fails with UNAVAILABLE and the next goes
+ * to another (grpcx_target). */
 grpcx_channel *grpcx_channel_new(const char *target);
+
+/* The gRPC core's target for addrs (grpcx_channel_new's forms): a list
+ * becomes "ipv4:a:1,b:2" (or "ipv6:..."); *balanced says whether the
+ * channel should go round the addresses. TODO_EINVAL naming the entry
+ * that is not an IP literal of the list's family. */
+int grpcx_target(const char *addrs, char *out, size_t cap, bool *balanced, todo_err *err);
 
 /* TLS of a client: PEM files. ca_file: the CA that signed the server's
  * certificate (NULL or "": plaintext). cert_file and key_file (both or

@@ -30,6 +30,7 @@
 #include "harness.h"
 #include "text.h"
 #include "todo/v1/command.pb-c.h"
+#include "todo/v1/query.pb-c.h"
 
 static bool cluster_stack(void)
 {
@@ -129,7 +130,7 @@ static void check_nothing_lost(const load *l, int acked, long long since_ms, con
 {
     long long published_ms = harness_wait_published(l->prefix, 120000);
     assert_true(published_ms >= 0);
-    assert_int_equal(harness_check_published(l->prefix, acked), acked);
+    assert_int_equal(harness_check_published(l->prefix, acked, NULL), acked);
     assert_int_equal(harness_wait_projected(l->prefix, acked, 60000), acked);
     printf("%s: %d commands acknowledged, all published once and in order (%lld ms after the load), "
            "all projected once, %lld ms after the %s began\n",
@@ -278,6 +279,196 @@ static void a_restarted_static_member_takes_its_partitions_back_at_once(void **s
     harness_svc.projector = harness_spawn("projection/todo-projector", "projector", NULL);
 }
 
+/* ---- many instances of every service ---- */
+
+typedef struct client {
+    grpcx_channel *cmd, *qry; /* lists of instances */
+    char user[80];
+    char *auth;
+    atomic_bool *stop;
+    int created, completed, reads;
+    int unavailable;     /* calls that failed UNAVAILABLE (sent again) */
+    int other_failures;  /* anything else: a test failure */
+    char last_error[512];
+} client;
+
+/* Sends rpc on ch until it answers anything but UNAVAILABLE (at most 50
+ * times, 100 ms apart), with the same request (and request id). */
+static grpc_status_code send_until_answered(client *c, grpcx_channel *ch, const char *method,
+                                            const ProtobufCMessage *rq, const ProtobufCMessageDescriptor *reply,
+                                            ProtobufCMessage **out)
+{
+    grpcx_result res;
+    grpc_status_code code = GRPC_STATUS_UNAVAILABLE;
+    for (int attempt = 0; attempt < 50; attempt++) {
+        code = grpcx_unary(ch, method, rq, reply, c->auth, 10000, out, &res);
+        if (code != GRPC_STATUS_UNAVAILABLE) break;
+        c->unavailable++;
+        harness_sleep_ms(100);
+    }
+    if (code != GRPC_STATUS_OK) {
+        c->other_failures++;
+        snprintf(c->last_error, sizeof c->last_error, "%.80s: %d %.400s", method, code, res.message);
+    }
+    return code;
+}
+
+/* Creates a task, completes every second one, reads it back, until told
+ * to stop: each call with a request id, sent again while UNAVAILABLE. */
+static void *use_the_service(void *arg)
+{
+    client *c = arg;
+    while (!atomic_load(c->stop)) {
+        Todo__V1__CreateTaskRequest cr = TODO__V1__CREATE_TASK_REQUEST__INIT;
+        Todo__V1__CommandReply *rp = NULL;
+        char rid[37], title[48];
+        text_uuid_v4(rid);
+        snprintf(title, sizeof title, "instance test %d", c->created);
+        cr.request_id = rid;
+        cr.title = title;
+        if (send_until_answered(c, c->cmd, "/todo.v1.TaskCommandService/CreateTask", &cr.base,
+                                &todo__v1__command_reply__descriptor, (ProtobufCMessage **)&rp) != GRPC_STATUS_OK)
+            continue;
+        c->created++;
+        char task[64];
+        snprintf(task, sizeof task, "%s", rp->id);
+        protobuf_c_message_free_unpacked(&rp->base, NULL);
+        if (c->created % 2 == 0) {
+            Todo__V1__CompleteTaskRequest cp = TODO__V1__COMPLETE_TASK_REQUEST__INIT;
+            text_uuid_v4(rid);
+            cp.request_id = rid;
+            cp.task_id = task;
+            rp = NULL;
+            if (send_until_answered(c, c->cmd, "/todo.v1.TaskCommandService/CompleteTask", &cp.base,
+                                    &todo__v1__command_reply__descriptor, (ProtobufCMessage **)&rp) == GRPC_STATUS_OK) {
+                c->completed++;
+                protobuf_c_message_free_unpacked(&rp->base, NULL);
+            }
+        }
+        Todo__V1__ListTasksRequest lr = TODO__V1__LIST_TASKS_REQUEST__INIT;
+        ProtobufCMessage *lp = NULL;
+        lr.page_size = 5;
+        if (send_until_answered(c, c->qry, "/todo.v1.TaskQueryService/ListTasks", &lr.base,
+                                &todo__v1__list_tasks_response__descriptor, &lp) == GRPC_STATUS_OK) {
+            c->reads++;
+            protobuf_c_message_free_unpacked(lp, NULL);
+        }
+        harness_sleep_ms(20);
+    }
+    return NULL;
+}
+
+/* Starts rel with extra settings and waits for its gRPC health (addr may
+ * be NULL: not a server). */
+static pid_t start_instance(const char *rel, const char *log, const char *const *extra, const char *addr)
+{
+    pid_t p = harness_spawn(rel, log, extra);
+    if (addr != NULL) assert_true(harness_wait_serving(addr, 20000));
+    return p;
+}
+
+static void every_service_survives_a_kill_of_one_of_its_instances(void **state)
+{
+    (void)state;
+    NEED_CLUSTER();
+    enum { CLIENTS = 4 };
+    char cmd2[64], qry2[64], cmd2_env[96], qry2_env[96], cmds[160], qrys[160], prefix[64];
+    snprintf(cmd2, sizeof cmd2, "127.0.0.1:%d", harness_free_port());
+    snprintf(qry2, sizeof qry2, "127.0.0.1:%d", harness_free_port());
+    snprintf(cmd2_env, sizeof cmd2_env, "TODO_COMMAND_ADDR=%s", cmd2);
+    snprintf(qry2_env, sizeof qry2_env, "TODO_QUERY_ADDR=%s", qry2);
+    snprintf(cmds, sizeof cmds, "%s,%s", getenv("TODO_COMMAND_ADDR"), cmd2);
+    snprintf(qrys, sizeof qrys, "%s,%s", getenv("TODO_QUERY_ADDR"), qry2);
+    const char *c2[] = {cmd2_env, "TODO_COMMAND_METRICS_ADDR=127.0.0.1:0", NULL};
+    const char *q2[] = {qry2_env, "TODO_QUERY_METRICS_ADDR=127.0.0.1:0", NULL};
+    const char *p2[] = {"TODO_INSTANCE=it-projector-2", "TODO_PROJECTOR_METRICS_ADDR=127.0.0.1:0", NULL};
+    const char *p3[] = {"TODO_INSTANCE=it-projector-3", "TODO_PROJECTOR_METRICS_ADDR=127.0.0.1:0", NULL};
+    /* todo-saga calls todo-command over the list too. */
+    char saga_cmds[200];
+    snprintf(saga_cmds, sizeof saga_cmds, "TODO_COMMAND_ADDR=%s", cmds);
+    const char *s1[] = {"TODO_INSTANCE=it-saga-1", "TODO_SAGA_METRICS_ADDR=127.0.0.1:0", saga_cmds, NULL};
+    const char *s2[] = {"TODO_INSTANCE=it-saga-2", "TODO_SAGA_METRICS_ADDR=127.0.0.1:0", saga_cmds, NULL};
+    /* Two todo-command, two todo-query, three todo-projector, two todo-saga. */
+    pid_t command2 = start_instance("command/todo-command", "many-command-2", c2, cmd2);
+    pid_t query2 = start_instance("query/todo-query", "many-query-2", q2, qry2);
+    pid_t projector2 = start_instance("projection/todo-projector", "many-projector-2", p2, NULL);
+    pid_t projector3 = start_instance("projection/todo-projector", "many-projector-3", p3, NULL);
+    pid_t saga1 = start_instance("saga/todo-saga", "many-saga-1", s1, NULL);
+    pid_t saga2 = start_instance("saga/todo-saga", "many-saga-2", s2, NULL);
+    harness_sleep_ms(3000); /* the groups settle */
+
+    atomic_bool stop = false;
+    client cl[CLIENTS];
+    pthread_t th[CLIENTS];
+    harness_user(prefix, "many");
+    for (int i = 0; i < CLIENTS; i++) {
+        memset(&cl[i], 0, sizeof cl[i]);
+        snprintf(cl[i].user, sizeof cl[i].user, "%.60s-u%d", prefix, i);
+        cl[i].auth = harness_bearer(cl[i].user, 3600, NULL);
+        cl[i].cmd = harness_channel(cmds);
+        cl[i].qry = harness_channel(qrys);
+        cl[i].stop = &stop;
+        pthread_create(&th[i], NULL, use_the_service, &cl[i]);
+    }
+    harness_sleep_ms(3000);
+    /* One of each, at once: the first todo-command and todo-query, the
+     * group's first projector, and a saga instance (started again at once,
+     * under its name). */
+    long long t_kill = harness_now_ms();
+    assert_int_equal(harness_stop(harness_svc.command, SIGKILL, 5000), 128 + SIGKILL);
+    assert_int_equal(harness_stop(harness_svc.query, SIGKILL, 5000), 128 + SIGKILL);
+    assert_int_equal(harness_stop(harness_svc.projector, SIGKILL, 5000), 128 + SIGKILL);
+    assert_int_equal(harness_stop(saga1, SIGKILL, 5000), 128 + SIGKILL);
+    /* The survivors stand in for the group's services at teardown. */
+    harness_svc.command = command2;
+    harness_svc.query = query2;
+    harness_svc.projector = projector2;
+    saga1 = start_instance("saga/todo-saga", "many-saga-1", s1, NULL);
+    harness_sleep_ms(8000);
+    atomic_store(&stop, true);
+    int created = 0, completed = 0, reads = 0, unavailable = 0;
+    for (int i = 0; i < CLIENTS; i++) {
+        pthread_join(th[i], NULL);
+        if (cl[i].other_failures > 0) fail_msg("client %d: %s", i, cl[i].last_error);
+        created += cl[i].created;
+        completed += cl[i].completed;
+        reads += cl[i].reads;
+        unavailable += cl[i].unavailable;
+        grpcx_channel_free(cl[i].cmd);
+        grpcx_channel_free(cl[i].qry);
+        free(cl[i].auth);
+    }
+    printf("many instances: %d tasks created, %d completed, %d lists read; %d calls answered UNAVAILABLE and were "
+           "sent again\n", created, completed, reads, unavailable);
+
+    /* Each command once: every task once in the read model, every event
+     * once on the topic in each user's order, a saga per completion. */
+    char like[80];
+    snprintf(like, sizeof like, "%s%%", prefix);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.tasks where user_id like $1", like), created);
+    long long events = harness_scalar(harness_db, "select count(*) from write.events where user_id like $1", like);
+    assert_int_equal(events, created + completed);
+    assert_true(harness_wait_published(prefix, 60000) >= 0);
+    int resent = 0;
+    assert_int_equal(harness_check_published(prefix, (int)events, &resent), (int)events);
+    assert_int_equal(harness_wait_projected(prefix, created, 60000), created);
+    long long until = harness_now_ms() + 90000, done = 0;
+    while ((done = harness_scalar(harness_db,
+                                  "select count(*) from saga.sagas where user_id like $1 and state = 'COMPLETED'",
+                                  like)) < completed &&
+           harness_now_ms() < until)
+        harness_sleep_ms(200);
+    printf("many instances: %lld of %d sagas completed %lld ms after the kills; %d events sent again by the new "
+           "relay (at least once: consumers skip them)\n", done, completed, harness_now_ms() - t_kill, resent);
+    assert_int_equal(done, completed);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from saga.sagas where user_id like $1", like),
+                     completed);
+
+    assert_int_equal(harness_stop(saga1, SIGTERM, 20000), 0);
+    assert_int_equal(harness_stop(saga2, SIGTERM, 20000), 0);
+    assert_int_equal(harness_stop(projector3, SIGTERM, 20000), 0);
+}
+
 /* Each test starts from the whole cluster, in sync, whatever the one before
  * left behind. */
 static int whole_cluster(void **state)
@@ -293,6 +484,9 @@ int main(void)
         cmocka_unit_test_setup(a_rolling_restart_loses_nothing, whole_cluster),
         cmocka_unit_test_setup(two_brokers_down_hold_events_until_one_is_back, whole_cluster),
         cmocka_unit_test_setup(a_restarted_static_member_takes_its_partitions_back_at_once, whole_cluster),
+        cmocka_unit_test_setup(every_service_survives_a_kill_of_one_of_its_instances, whole_cluster),
     };
+    /* TODO_TEST_FILTER=<pattern> runs only the tests whose names match. */
+    if (getenv("TODO_TEST_FILTER") != NULL) cmocka_set_test_filter(getenv("TODO_TEST_FILTER"));
     return cmocka_run_group_tests(tests, harness_group_setup, harness_group_teardown);
 }

@@ -66,7 +66,7 @@ static void a_kafka_outage_loses_nothing_and_keeps_per_user_order(void **state)
            "the drain itself took %.1f ms (%.0f events/s)\n", TOTAL, accepted_ms, drain_ms, span_us / 1000.0,
            span_us > 0 ? TOTAL * 1e6 / (double)span_us : 0.0);
 
-    assert_int_equal(harness_check_published(prefix, TOTAL), TOTAL);
+    assert_int_equal(harness_check_published(prefix, TOTAL, NULL), TOTAL);
     assert_int_equal(harness_wait_projected(prefix, TOTAL, 60000), TOTAL);
     for (int u = 0; u < USERS; u++) free(auth[u]);
 }

@@ -211,6 +211,11 @@ static void unsafe_settings_are_refused(void **state)
          * users' key could claim. */
         {CONFIG_COMMAND, {"TODO_ENV", "local", "TODO_REGISTRY_WRITERS", "registry-admin", NULL},
          "TODO_REGISTRY_WRITERS is gone"},
+        /* A list of instances is for clients; a server listens on one. */
+        {CONFIG_COMMAND, {"TODO_ENV", "local", "TODO_COMMAND_ADDR", "127.0.0.1:1,127.0.0.1:2", NULL},
+         "a server listens on one address"},
+        {CONFIG_CLI, {"TODO_ENV", "local", "TODO_COMMAND_ADDR", "127.0.0.1:1,127.0.0.1:2", NULL}, NULL},
+        {CONFIG_SAGA, {"TODO_ENV", "local", "TODO_COMMAND_ADDR", "127.0.0.1:1,127.0.0.1:2", NULL}, NULL},
         /* TLS files come in pairs. */
         {CONFIG_COMMAND, {"TODO_ENV", "local", "TODO_GRPC_TLS_CERT", "/c.pem", NULL}, "TODO_GRPC_TLS_CERT and TODO_GRPC_TLS_KEY go together"},
         {CONFIG_CLI, {"TODO_ENV", "local", "TODO_GRPC_TLS_CA", "/ca.pem", "TODO_GRPC_TLS_CLIENT_KEY", "/k", NULL}, "go together"},
@@ -247,6 +252,10 @@ static void loopback_addresses_are_recognised(void **state)
     assert_false(config_addr_is_loopback("localhost"));              /* no port */
     assert_true(config_addr_is_loopback("ipv4:127.0.0.1:50051"));
     assert_false(config_addr_is_loopback("[::2]:1"));
+    /* A client's list of instances: loopback when every entry is. */
+    assert_true(config_addr_is_loopback("127.0.0.1:1,127.0.0.1:2,[::1]:3"));
+    assert_false(config_addr_is_loopback("127.0.0.1:1,10.0.0.1:2"));
+    assert_false(config_addr_is_loopback("127.0.0.1:1,"));
 }
 
 int main(void)

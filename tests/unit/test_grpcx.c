@@ -579,6 +579,82 @@ static void status_mapping_covers_every_todo_status(void **state)
     assert_string_equal(grpcx_code_name((grpc_status_code)99), "UNKNOWN");
 }
 
+static void *thread_init_b(void *app, int index)
+{
+    (void)app;
+    return (void *)(intptr_t)(index + 200);
+}
+
+/* GetTask on ch: which server answered (1: the fixture's, 2: the other),
+ * 0 on an error (its status in *code). */
+static int which_server(grpcx_channel *ch, grpc_status_code *code)
+{
+    Todo__V1__GetTaskRequest rq = TODO__V1__GET_TASK_REQUEST__INIT;
+    Todo__V1__Task *t = NULL;
+    grpcx_result res;
+    rq.task_id = "x";
+    *code = grpcx_unary(ch, GET, &rq.base, &todo__v1__task__descriptor, NULL, 2000, (ProtobufCMessage **)&t, &res);
+    if (*code != GRPC_STATUS_OK) return 0;
+    int which = t->version >= 200 ? 2 : 1;
+    protobuf_c_message_free_unpacked(&t->base, NULL);
+    return which;
+}
+
+static void a_list_of_instances_is_served_round_robin_and_a_stopped_one_is_skipped(void **state)
+{
+    fixture *f = *state;
+    todo_err err;
+    static const grpcx_method methods[] = {{"GetTask", get_task}};
+    grpcx_server_opts ob = {.threads = 2, .max_message_bytes = 1 << 20, .call_memory_bytes = 1 << 20,
+                            .thread_init = thread_init_b, .component = "test"};
+    grpcx_server *b = grpcx_server_new(&ob, &err);
+    assert_non_null(b);
+    assert_int_equal(grpcx_server_add_service(b, &todo__v1__task_query_service__descriptor, methods, 1, &err), 0);
+    assert_int_equal(grpcx_server_start(b, "127.0.0.1:0", &err), 0);
+    char list[96];
+    snprintf(list, sizeof list, "127.0.0.1:%d,127.0.0.1:%d", grpcx_server_port(f->srv), grpcx_server_port(b));
+    grpcx_channel *ch = grpcx_channel_new(list);
+    assert_non_null(ch);
+    int seen[3] = {0};
+    grpc_status_code code;
+    for (int i = 0; i < 20; i++) seen[which_server(ch, &code)]++;
+    assert_int_equal(seen[0], 0);
+    assert_true(seen[1] >= 5 && seen[2] >= 5); /* both serve */
+    /* One stops: a call may fail UNAVAILABLE while the channel learns it;
+     * then every call goes to the other. */
+    grpcx_server_shutdown(b, 1000);
+    grpcx_server_free(b);
+    int failed = 0, last_ok = 0;
+    for (int i = 0; i < 50 && last_ok < 10; i++) {
+        int w = which_server(ch, &code);
+        if (w == 0) {
+            assert_int_equal(code, GRPC_STATUS_UNAVAILABLE);
+            failed++;
+            last_ok = 0;
+        } else {
+            assert_int_equal(w, 1);
+            last_ok++;
+        }
+    }
+    assert_true(failed <= 5);
+    assert_int_equal(last_ok, 10);
+    grpcx_channel_free(ch);
+
+    /* A list takes IP literals of one family, naming the entry that is not. */
+    char out[256];
+    bool balanced;
+    assert_int_equal(grpcx_target("127.0.0.1:1,db.example:2", out, sizeof out, &balanced, &err), TODO_EINVAL);
+    assert_non_null(strstr(err.msg, "\"db.example:2\" is not an IP address"));
+    assert_int_equal(grpcx_target("127.0.0.1:1,[::1]:2", out, sizeof out, &balanced, &err), TODO_EINVAL);
+    assert_int_equal(grpcx_target("[::1]:1,[::1]:2", out, sizeof out, &balanced, &err), TODO_OK);
+    assert_string_equal(out, "ipv6:[::1]:1,[::1]:2");
+    assert_true(balanced);
+    assert_int_equal(grpcx_target("127.0.0.1:1", out, sizeof out, &balanced, &err), TODO_OK);
+    assert_false(balanced);
+    assert_int_equal(grpcx_target("dns:///todo.internal:50051", out, sizeof out, &balanced, &err), TODO_OK);
+    assert_true(balanced);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -598,6 +674,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(one_connection_gets_at_most_its_streams, setup_one_stream, teardown),
         cmocka_unit_test_setup_teardown(tls_calls_need_the_servers_ca, setup_tls, teardown),
         cmocka_unit_test_setup_teardown(mutual_tls_needs_a_client_certificate_of_the_ca, setup_mtls, teardown),
+        cmocka_unit_test_setup_teardown(a_list_of_instances_is_served_round_robin_and_a_stopped_one_is_skipped, setup,
+                                        teardown),
         cmocka_unit_test(unreadable_tls_files_are_named),
         cmocka_unit_test(status_mapping_covers_every_todo_status),
     };
