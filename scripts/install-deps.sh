@@ -16,6 +16,7 @@ PACKAGES=(
   clang libclang-rt-14-dev
   libmicrohttpd-dev prometheus
   nghttp2-proxy
+  systemd  # systemd-analyze verify: the deploy/systemd units (tests/deploy/test_units.sh)
 )
 
 missing=()
