@@ -28,7 +28,9 @@
 # TODO_STACK_KAFKA_NODES=3) runs three Kafka nodes, each broker and
 # controller of one KRaft quorum, with the production topic profile
 # (replication 3, min.insync.replicas 2; `stack.sh env` exports
-# TODO_TOPIC_PROFILE=production): the scale-out tests' cluster
+# TODO_TOPIC_PROFILE=production), and a PostgreSQL streaming replica (or any
+# stack first started with TODO_STACK_PG_REPLICA=1) that applies WAL
+# TODO_STACK_REPLICA_DELAY_MS (300) late: the scale-out tests' cluster
 # (docs/SCALING.md). Node 1 keeps its state in kafka/, node N in kafka-N/.
 source "$(dirname "$0")/lib.sh"
 
@@ -37,6 +39,14 @@ name=${2:-dev}
 [[ "$name" =~ ^[a-z0-9_-]+$ ]] || die "stack name '$name' must be lowercase letters, digits, - or _"
 dir="$TODO_STACK_ROOT/$name"
 envf="$dir/stack.env"
+
+# The stack's settings (stack.env), and the Kafka version it was made with
+# (TODO_KAFKA_VERSION at its first start: its data is that version's).
+load_env() {
+  # shellcheck disable=SC1090
+  source "$envf"
+  KAFKA_LIBS="$TODO_CACHE/kafka-$KAFKA_VERSION/libs"
+}
 
 # The Prometheus endpoints of the four services (a stack file written before
 # they existed gets them added).
@@ -62,8 +72,7 @@ ENV
 
 choose_ports() {
   if [ -f "$envf" ]; then
-    # shellcheck disable=SC1090
-    source "$envf"
+    load_env
     choose_metrics_ports
     return
   fi
@@ -83,6 +92,10 @@ choose_ports() {
   # shell holding it must not make every stack it starts next secure.)
   SECURE=0
   [ "$name" = secure ] || [ "${TODO_STACK_MAKE_SECURE:-0}" = 1 ] && SECURE=1
+  PG_REPLICA=0
+  [ "$name" = cluster ] && PG_REPLICA=1
+  PG_REPLICA=${TODO_STACK_PG_REPLICA:-$PG_REPLICA}
+  REPLICA_DELAY_MS=${TODO_STACK_REPLICA_DELAY_MS:-300}
   KAFKA_NODES=1
   [ "$name" = cluster ] && KAFKA_NODES=3
   KAFKA_NODES=${TODO_STACK_KAFKA_NODES:-$KAFKA_NODES}
@@ -97,6 +110,10 @@ choose_ports() {
   (umask 077; : > "$envf")
   cat > "$envf" <<ENV
 SECURE=$SECURE
+PG_REPLICA=$PG_REPLICA
+PG_REPLICA_PORT=$(free_port)
+REPLICA_DELAY_MS=$REPLICA_DELAY_MS
+KAFKA_VERSION=$KAFKA_VERSION
 KAFKA_NODES=$KAFKA_NODES
 ${more_ports}KAFKA_PASSWORD=$KAFKA_PASSWORD
 KAFKA_ADMIN_PASSWORD=$KAFKA_ADMIN_PASSWORD
@@ -109,8 +126,7 @@ KAFKA_CTL_PORT=$KAFKA_CTL_PORT
 COMMAND_PORT=$COMMAND_PORT
 QUERY_PORT=$QUERY_PORT
 ENV
-  # shellcheck disable=SC1090
-  source "$envf"
+  load_env
   choose_metrics_ports
 }
 
@@ -147,6 +163,11 @@ export TODO_PROJECTOR_METRICS_ADDR=127.0.0.1:$PROJECTOR_METRICS_PORT
 export TODO_SAGA_METRICS_ADDR=127.0.0.1:$SAGA_METRICS_PORT
 export TODO_STACK_DIR=$dir
 ENV
+  if [ "${PG_REPLICA:-0}" = 1 ]; then
+    echo "export TODO_STACK_PG_REPLICA_URL='postgresql://todo_query@127.0.0.1:$PG_REPLICA_PORT/todo$pgq'"
+  else
+    echo "unset TODO_STACK_PG_REPLICA_URL"
+  fi
   if [ "${SECURE:-0}" = 1 ]; then
     echo "export TODO_KAFKA_CONFIG='$(kafka_client_config)'"
     echo "export TODO_STACK_SECURE=1"
@@ -187,6 +208,29 @@ start_pg() {
     "$PG_BIN/../bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "create database todo" postgres
   fi
   log "PostgreSQL on 127.0.0.1:$PG_PORT"
+}
+
+replica_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_REPLICA_PORT" -U postgres; }
+
+# The streaming replica of a stack made with one (PG_REPLICA=1): a
+# pg_basebackup of the primary, in hot standby, applying what it receives
+# REPLICA_DELAY_MS late (recovery_min_apply_delay: a replica that lags on
+# purpose, for the read-your-writes tests).
+start_pg_replica() {
+  [ "${PG_REPLICA:-0}" = 1 ] || return 0
+  local rd="$dir/pg-replica" data="$dir/pg-replica/data" logf="$dir/pg-replica/postgres.log"
+  if replica_ready; then log "PostgreSQL replica already answers on $PG_REPLICA_PORT"; return; fi
+  mkdir -p "$rd"
+  [ "$(id -u)" = 0 ] && chown postgres: "$rd"
+  if [ ! -f "$data/PG_VERSION" ]; then
+    as_postgres "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$PG_PORT" -U postgres -D "$data" -R -X stream -c fast \
+      >"$rd/basebackup.log" 2>&1 || { tail -n 20 "$rd/basebackup.log" >&2; die "pg_basebackup failed"; }
+  fi
+  as_postgres "$PG_BIN/pg_ctl" -D "$data" -l "$logf" -w -t 60 start \
+    -o "-p $PG_REPLICA_PORT -k $rd -c listen_addresses=127.0.0.1 -c max_connections=200 -c hot_standby=on -c recovery_min_apply_delay=${REPLICA_DELAY_MS}ms -c ssl=on -c ssl_cert_file=$dir/pg/server.pem -c ssl_key_file=$dir/pg/server.key" >/dev/null \
+    || { tail -n 30 "$logf" >&2; die "the PostgreSQL replica did not start"; }
+  wait_for 60 "PostgreSQL replica" "$logf" replica_ready
+  log "PostgreSQL replica on 127.0.0.1:$PG_REPLICA_PORT (applies ${REPLICA_DELAY_MS} ms late)"
 }
 
 redis_ready() {
@@ -380,7 +424,7 @@ stop_kafka() {
   done
 }
 
-# Every partition of every topic has a leader, and each of its replicas on
+# Every partition of every topic (none: nothing to wait for) has a leader, and each of its replicas on
 # a node that runs is in sync, as seen by every node that runs.
 kafka_in_sync() {
   local sec=() n live=""
@@ -395,7 +439,7 @@ kafka_in_sync() {
         i = $0; sub(/.*isrs: /, "", i); sub(/,? *$/, "", i)
         nr = split(r, a, ","); i = "," i ","
         for (k = 1; k <= nr; k++) if (index(live, "," a[k] ",") && !index(i, "," a[k] ",")) bad++ }
-      END { exit (seen > 0 && bad == 0) ? 0 : 1 }' || return 1
+      END { exit bad == 0 ? 0 : 1 }' || return 1
   done
 }
 
@@ -414,6 +458,9 @@ stop_all() {
     kill "$(cat "$dir/redis/redis.pid")" 2>/dev/null || true
     rm -f "$dir/redis/redis.pid"
   fi
+  if [ -f "$dir/pg-replica/data/postmaster.pid" ]; then
+    as_postgres "$PG_BIN/pg_ctl" -D "$dir/pg-replica/data" -m fast -w stop >/dev/null 2>&1 || true
+  fi
   if [ -f "$dir/pg/data/postmaster.pid" ]; then
     as_postgres "$PG_BIN/pg_ctl" -D "$dir/pg/data" -m fast -w stop >/dev/null 2>&1 || true
   fi
@@ -424,20 +471,23 @@ case "$cmd" in
   start)
     choose_ports
     t0=$(date +%s.%N)
-    start_pg; start_redis; start_kafka
+    start_pg; start_pg_replica; start_redis; start_kafka
     log "stack '$name' up in $(python3 -c "print(round($(date +%s.%N)-$t0,1))")s; settings: scripts/stack.sh env $name"
     ;;
-  stop) [ -f "$envf" ] && source "$envf"; stop_all ;;
-  kafka-stop) source "$envf"; stop_kafka "${3:-}"; log "Kafka of stack '$name' stopped${3:+ (node $3)}" ;;
-  kafka-kill) source "$envf"; [ -n "${3:-}" ] || die "kafka-kill needs a node"; stop_kafka "$3" KILL; log "Kafka node $3 of stack '$name' killed" ;;
-  kafka-start) source "$envf"; if [ -n "${3:-}" ]; then start_kafka "$3"; else start_kafka; fi ;;
-  kafka-leader) source "$envf"; kafka_leader "${3:?kafka-leader needs a topic}" ;;
-  wipe) [ -f "$envf" ] && { source "$envf"; stop_all; }; rm -rf "$dir" ;;
+  stop) [ -f "$envf" ] && load_env; stop_all ;;
+  kafka-stop) load_env; stop_kafka "${3:-}"; log "Kafka of stack '$name' stopped${3:+ (node $3)}" ;;
+  kafka-kill) load_env; [ -n "${3:-}" ] || die "kafka-kill needs a node"; stop_kafka "$3" KILL; log "Kafka node $3 of stack '$name' killed" ;;
+  kafka-start) load_env; if [ -n "${3:-}" ]; then start_kafka "$3"; else start_kafka; fi ;;
+  kafka-leader) load_env; kafka_leader "${3:?kafka-leader needs a topic}" ;;
+  wipe) [ -f "$envf" ] && { load_env; stop_all; }; rm -rf "$dir" ;;
   env) choose_ports; print_env ;;
   status)
     [ -f "$envf" ] || { echo "stack '$name': never started"; exit 0; }
-    source "$envf"
+    load_env
     pg_ready && echo "postgres  up   127.0.0.1:$PG_PORT" || echo "postgres  down 127.0.0.1:$PG_PORT"
+    if [ "${PG_REPLICA:-0}" = 1 ]; then
+      replica_ready && echo "replica   up   127.0.0.1:$PG_REPLICA_PORT" || echo "replica   down 127.0.0.1:$PG_REPLICA_PORT"
+    fi
     redis_ready && echo "redis     up   127.0.0.1:$REDIS_PORT" || echo "redis     down 127.0.0.1:$REDIS_PORT"
     for n in $(nodes); do
       kafka_ready "$n" && echo "kafka-$n   up   127.0.0.1:$(node_port "$n")" || echo "kafka-$n   down 127.0.0.1:$(node_port "$n")"

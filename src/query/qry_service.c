@@ -110,13 +110,24 @@ static bool drain_notifies(PGconn *pg)
     return any;
 }
 
+/* True when the connection is to a hot standby (a streaming replica):
+ * PostgreSQL 14+ reports in_hot_standby, and keeps it current. */
+static bool on_standby(PGconn *pg)
+{
+    const char *v = PQparameterStatus(pg, "in_hot_standby");
+    return v != NULL && strcmp(v, "on") == 0;
+}
+
 /* The wait proper: LISTENs to read_progress only for its duration (a
  * worker that kept listening between calls buffered every notification of
  * every projector batch while idle, and held back the server's NOTIFY
- * queue). */
+ * queue). A standby takes no LISTEN (and NOTIFY is not replicated): there
+ * it polls, 2 ms apart at first, doubling to 25 ms. */
 static int wait_applied(grpcx_call *c, qry_thread *t, const char *id, int64_t want, int wait_ms, todo_err *err)
 {
-    if (pgx_cmd(t->pg, "listen read_progress", 0, NULL, err) != 0) return TODO_EUNAVAIL;
+    bool standby = on_standby(t->pg);
+    int pause_ms = 2;
+    if (!standby && pgx_cmd(t->pg, "listen read_progress", 0, NULL, err) != 0) return TODO_EUNAVAIL;
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     long long until_ms = now.tv_sec * 1000LL + now.tv_nsec / 1000000 + wait_ms;
@@ -143,12 +154,19 @@ static int wait_applied(grpcx_call *c, qry_thread *t, const char *id, int64_t wa
                               have, id, want, wait_ms);
             break;
         }
+        if (standby) {
+            struct timespec nap = {0, (long)(left < pause_ms ? left : pause_ms) * 1000000L};
+            nanosleep(&nap, NULL);
+            pause_ms = pause_ms * 2 > 25 ? 25 : pause_ms * 2;
+            continue;
+        }
         /* A notification that came with the check's answer is in libpq
          * already: the socket would stay quiet. */
         if (drain_notifies(t->pg)) continue;
         struct pollfd pfd = {.fd = PQsocket(t->pg), .events = POLLIN};
         poll(&pfd, 1, left > 1000 ? 1000 : (int)left);
     }
+    if (standby) return rc;
     todo_err unerr;
     if (pgx_cmd(t->pg, "unlisten read_progress", 0, NULL, &unerr) != 0 && rc == TODO_OK)
         rc = todo_err_set(err, TODO_EUNAVAIL, "the read database is unreachable; retry later");

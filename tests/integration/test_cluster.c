@@ -11,6 +11,10 @@
  * acknowledged task once, all from the services that ran through it (no
  * restart). Without the cluster stack (TODO_STACK_KAFKA_NODES=3) they skip.
  *
+ * On the stack's PostgreSQL streaming replica (it applies WAL 300 ms late on
+ * purpose): a todo-query reading from it answers NOT_FOUND for a write
+ * just made, and the write once given its consistency token.
+ *
  * And a measurement: with two projectors in the group, kill -9 of one and a
  * restart at once, how long the slowest user's next event waits to be
  * projected, with dynamic and with static membership (TODO_INSTANCE).
@@ -469,6 +473,65 @@ static void every_service_survives_a_kill_of_one_of_its_instances(void **state)
     assert_int_equal(harness_stop(projector3, SIGTERM, 20000), 0);
 }
 
+/* ---- a streaming replica ---- */
+
+static void read_your_writes_holds_on_a_lagging_replica(void **state)
+{
+    (void)state;
+    NEED_CLUSTER();
+    const char *replica = getenv("TODO_STACK_PG_REPLICA_URL");
+    if (replica == NULL) skip();
+    char addr[64], addr_env[96], url_env[600], user[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", harness_free_port());
+    snprintf(addr_env, sizeof addr_env, "TODO_QUERY_ADDR=%s", addr);
+    snprintf(url_env, sizeof url_env, "TODO_QUERY_PG_URL=%s", replica);
+    const char *extra[] = {addr_env, url_env, "TODO_QUERY_METRICS_ADDR=127.0.0.1:0", NULL};
+    pid_t q = start_instance("query/todo-query", "replica-query", extra, addr);
+    grpcx_channel *ch = harness_channel(addr);
+    harness_user(user, "replica");
+    char *auth = harness_bearer(user, 600, NULL);
+    int found_without = 0, rounds = 5;
+    long long slowest = 0;
+    for (int i = 0; i < rounds; i++) {
+        Todo__V1__CreateTaskRequest cr = TODO__V1__CREATE_TASK_REQUEST__INIT;
+        Todo__V1__CommandReply *rp = NULL;
+        grpcx_result res;
+        cr.title = "read me from the replica";
+        assert_int_equal(harness_command("CreateTask", &cr.base, auth, &rp, &res), GRPC_STATUS_OK);
+        long long t0 = harness_now_ms();
+        /* Without the token: the replica applies the projection's commit
+         * REPLICA_DELAY_MS after it happened, which is after this reply. */
+        Todo__V1__GetTaskRequest gr = TODO__V1__GET_TASK_REQUEST__INIT;
+        Todo__V1__Task *t = NULL;
+        gr.task_id = rp->id;
+        grpc_status_code code = grpcx_unary(ch, "/todo.v1.TaskQueryService/GetTask", &gr.base,
+                                            &todo__v1__task__descriptor, auth, 5000, (ProtobufCMessage **)&t, &res);
+        if (code == GRPC_STATUS_OK) {
+            found_without++;
+            protobuf_c_message_free_unpacked(&t->base, NULL);
+        } else {
+            assert_int_equal(code, GRPC_STATUS_NOT_FOUND);
+        }
+        /* With it: the query waits for the replica to replay the write. */
+        gr.consistency_token = rp->consistency_token;
+        t = NULL;
+        code = grpcx_unary(ch, "/todo.v1.TaskQueryService/GetTask", &gr.base, &todo__v1__task__descriptor, auth, 5000,
+                           (ProtobufCMessage **)&t, &res);
+        if (code != GRPC_STATUS_OK) fail_msg("GetTask with the token on the replica: %d %s", code, res.message);
+        assert_string_equal(t->id, rp->id);
+        long long took = harness_now_ms() - t0;
+        if (took > slowest) slowest = took;
+        protobuf_c_message_free_unpacked(&t->base, NULL);
+        protobuf_c_message_free_unpacked(&rp->base, NULL);
+    }
+    printf("replica: %d of %d writes already readable without the token; with it every one was, the slowest "
+           "after %lld ms\n", found_without, rounds, slowest);
+    assert_int_equal(found_without, 0); /* the replica lags on purpose: the token did the work */
+    free(auth);
+    grpcx_channel_free(ch);
+    assert_int_equal(harness_stop(q, SIGTERM, 20000), 0);
+}
+
 /* Each test starts from the whole cluster, in sync, whatever the one before
  * left behind. */
 static int whole_cluster(void **state)
@@ -485,6 +548,7 @@ int main(void)
         cmocka_unit_test_setup(two_brokers_down_hold_events_until_one_is_back, whole_cluster),
         cmocka_unit_test_setup(a_restarted_static_member_takes_its_partitions_back_at_once, whole_cluster),
         cmocka_unit_test_setup(every_service_survives_a_kill_of_one_of_its_instances, whole_cluster),
+        cmocka_unit_test_setup(read_your_writes_holds_on_a_lagging_replica, whole_cluster),
     };
     /* TODO_TEST_FILTER=<pattern> runs only the tests whose names match. */
     if (getenv("TODO_TEST_FILTER") != NULL) cmocka_set_test_filter(getenv("TODO_TEST_FILTER"));
