@@ -32,10 +32,11 @@ $bin/cli/todoctl topics apply
 # this script stops it (SIGTERM to the supervisor reaches the service).
 supervise() {
   local name=$1 path=$2 backoff=1 child=0 rc started ran
-  trap 'kill -TERM $child 2>/dev/null; wait $child 2>/dev/null; exit 0' TERM INT
+  trap 'kill -TERM $child 2>/dev/null || true; wait $child 2>/dev/null || true; exit 0' TERM INT
   while :; do
     started=$(date +%s)
     "$path" & child=$!
+    echo "$child" > "$rundir/$name.pid"
     rc=0; wait $child || rc=$?
     ran=$(( $(date +%s) - started ))
     [ $ran -ge 60 ] && backoff=1
@@ -46,11 +47,23 @@ supervise() {
 }
 
 pids=()
+rundir=$(mktemp -d) # the services' current pids, one file each
 cleanup() {
   trap - INT TERM EXIT
   log "stopping the services"
   kill -TERM "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
+  # Each supervisor waits for its service; this makes sure of it (30 s,
+  # then SIGKILL) before the script, and perhaps the stack, goes.
+  local f p
+  for f in "$rundir"/*.pid; do
+    [ -f "$f" ] || continue
+    p=$(cat "$f")
+    kill -0 "$p" 2>/dev/null || continue
+    for _ in $(seq 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+  done
+  rm -rf "$rundir"
   [ $stack_was_up -eq 1 ] || bash scripts/stack.sh stop "$stack"
 }
 trap cleanup INT TERM EXIT

@@ -16,7 +16,16 @@ wait_until() {
   local until=$(( $(date +%s) + $1 )); shift
   until "$@" >/dev/null 2>&1; do [ "$(date +%s)" -lt "$until" ] || return 1; sleep 0.1; done
 }
-pid_of() { pgrep -f "^$bin/$1\$" | head -n1; }
+# The pid of service $1 that this run.sh started (its supervisor's child):
+# other processes of the same binary (a test that failed elsewhere) are not
+# ours.
+pid_of() {
+  local p sup
+  for p in $(pgrep -f "^$bin/$1\$"); do
+    sup=$(ps -o ppid= -p "$p" | tr -d ' ')
+    [ -n "$sup" ] && [ "$(ps -o ppid= -p "$sup" | tr -d ' ')" = "$run" ] && { echo "$p"; return; }
+  done
+}
 
 TODO_RUN_STACK=$TODO_STACK TODO_RUN_NO_BUILD=1 TODO_RUN_BIN=$bin bash "$repo/scripts/run.sh" >"$log" 2>&1 &
 run=$!
@@ -35,11 +44,13 @@ eval "$(bash "$repo/scripts/stack.sh" env "$TODO_STACK")"
 wait_until 60 "$bin/cli/todoctl" health || fail "not healthy after the restart"
 echo "the projector came back as $(pid_of projection/todo-projector); todo-command $command went on"
 
+ours=""
+for s in command/todo-command query/todo-query projection/todo-projector saga/todo-saga; do ours+=" $(pid_of $s)"; done
 kill -TERM "$run"
 wait "$run" || true
 trap - EXIT
-for s in command/todo-command query/todo-query projection/todo-projector saga/todo-saga; do
-  [ -z "$(pid_of $s)" ] || fail "$s still runs after run.sh stopped"
+for p in $ours; do
+  ! kill -0 "$p" 2>/dev/null || fail "$(ps -o cmd= -p "$p") (pid $p) still runs after run.sh stopped"
 done
 bash "$repo/scripts/stack.sh" status "$TODO_STACK" | grep -q "kafka-1 *up" || fail "run.sh stopped a stack it had not started"
 echo "run.sh restarted a killed service and stopped every service on SIGTERM"
