@@ -481,6 +481,12 @@ static int publish_batch(outbox *ob, PGresult *res)
     return done + acked;
 }
 
+/* The producer of a publisher: at start, and again after a fatal error. */
+static outbox_sender *publisher_sender(const outbox_opts *o, todo_err *err)
+{
+    return outbox_sender_new(o->brokers, o->app_name, o->batch, o->max_event_bytes, NULL, err);
+}
+
 static void *outbox_main(void *arg)
 {
     outbox *ob = arg;
@@ -518,8 +524,7 @@ static void *outbox_main(void *arg)
              * producer (a new producer id) sends them again, in order. */
             log_error(ob->t->name, "the Kafka producer stopped on a fatal error; starting a new one",
                       "error=\"%s\"", why);
-            outbox_sender *fresh =
-                outbox_sender_new(ob->o->brokers, ob->o->app_name, ob->o->batch, ob->o->max_event_bytes, NULL, &err);
+            outbox_sender *fresh = publisher_sender(ob->o, &err);
             if (fresh != NULL) {
                 outbox_sender_free(ob->sender);
                 ob->sender = fresh;
@@ -558,7 +563,7 @@ outbox *outbox_start(const outbox_table *t, const outbox_opts *o, todo_err *err)
         outbox_stop(ob);
         return NULL;
     }
-    ob->sender = outbox_sender_new(o->brokers, o->app_name, o->batch, o->max_event_bytes, NULL, err);
+    ob->sender = publisher_sender(o, err);
     if (ob->sender == NULL) {
         outbox_stop(ob);
         return NULL;
