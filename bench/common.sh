@@ -20,3 +20,14 @@ bench_cleanup() {
   wait "${pids[@]}" 2>/dev/null || true
   bash scripts/stack.sh stop bench >/dev/null 2>&1 || true
 }
+
+# CPU seconds (utime + stime, with those of reaped children) of the pids;
+# 0 for pids that are gone.
+cpu_of() {
+  local t=0 p
+  for p in "$@"; do
+    [ -r "/proc/$p/stat" ] || continue
+    t=$(awk -v t="$t" -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); print t + ($12 + $13 + $14 + $15) / hz}' "/proc/$p/stat")
+  done
+  echo "$t"
+}

@@ -13,10 +13,17 @@
  *       consumer group, decoding each envelope and nothing more; prints
  *       {"records": N, "seconds": S, "rate": R}.
  *
+ *   todo-eventgen replicate --replication N
+ *       deletes tasks.events.v1 and reminders.events.v1 and creates them
+ *       again, empty, as the production topic profile has them (partitions,
+ *       retention) but with N replicas and min.insync.replicas at most N:
+ *       bench/scale.sh's replication 3 vs 1 comparison on one cluster.
+ *
  * Settings (TODO_KAFKA_BROKERS) come from the environment like todoctl's.
  */
 #include <inttypes.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +34,7 @@
 #include "event.h"
 #include "kafkax.h"
 #include "text.h"
+#include "topics.h"
 #include "todo/v1/events.pb-c.h"
 
 static todo_config cfg;
@@ -188,15 +196,110 @@ static int consume(const char *const *topics, int n)
     return 0;
 }
 
+/* Waits for the admin result on q; prints and counts its topic errors
+ * (except the one named ok). */
+static int admin_result(rd_kafka_queue_t *q, bool create, rd_kafka_resp_err_t ok)
+{
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 60000);
+    if (ev == NULL || rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        fprintf(stderr, "todo-eventgen: %s\n", ev != NULL ? rd_kafka_event_error_string(ev) : "no admin reply in 60 s");
+        if (ev != NULL) rd_kafka_event_destroy(ev);
+        return 1;
+    }
+    size_t cnt;
+    const rd_kafka_topic_result_t **res =
+        create ? rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &cnt)
+               : rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &cnt);
+    int bad = 0;
+    for (size_t i = 0; i < cnt; i++) {
+        rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
+        if (e == RD_KAFKA_RESP_ERR_NO_ERROR || e == ok) continue;
+        fprintf(stderr, "todo-eventgen: %s: %s\n", rd_kafka_topic_result_name(res[i]),
+                rd_kafka_topic_result_error_string(res[i]));
+        bad++;
+    }
+    rd_kafka_event_destroy(ev);
+    return bad > 0;
+}
+
+static int replicate(int replication)
+{
+    static const char *const names[] = {"tasks.events.v1", "reminders.events.v1"};
+    todo_err err;
+    rd_kafka_t *rk = kafkax_producer_new(cfg.kafka_brokers, "todo-eventgen-admin", NULL, NULL, &err);
+    if (rk == NULL) {
+        fprintf(stderr, "todo-eventgen: %s\n", err.msg);
+        return 1;
+    }
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_DeleteTopic_t *del[2];
+    for (int i = 0; i < 2; i++) del[i] = rd_kafka_DeleteTopic_new(names[i]);
+    rd_kafka_DeleteTopics(rk, del, 2, NULL, q);
+    int rc = admin_result(q, false, RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART);
+    rd_kafka_DeleteTopic_destroy_array(del, 2);
+    int n;
+    const topics_spec *t = topics_table(TOPICS_PRODUCTION, &n);
+    /* Deletion completes in the background: the creation is refused
+     * (TOPIC_ALREADY_EXISTS) until it has; tried again for up to 60 s. */
+    for (int attempt = 0; rc == 0 && attempt < 120; attempt++) {
+        rd_kafka_NewTopic_t *nt[2];
+        int k = 0;
+        char errstr[256], isr[16];
+        for (int i = 0; i < n; i++) {
+            if (strcmp(t[i].name, names[0]) != 0 && strcmp(t[i].name, names[1]) != 0) continue;
+            nt[k] = rd_kafka_NewTopic_new(t[i].name, t[i].partitions, replication, errstr, sizeof errstr);
+            snprintf(isr, sizeof isr, "%d", t[i].min_isr < replication ? t[i].min_isr : replication);
+            rd_kafka_NewTopic_set_config(nt[k], "cleanup.policy", t[i].cleanup_policy);
+            rd_kafka_NewTopic_set_config(nt[k], "retention.ms", t[i].retention_ms);
+            rd_kafka_NewTopic_set_config(nt[k], "min.insync.replicas", isr);
+            k++;
+        }
+        rd_kafka_CreateTopics(rk, nt, (size_t)k, NULL, q);
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 60000);
+        rd_kafka_NewTopic_destroy_array(nt, (size_t)k);
+        if (ev == NULL) {
+            rc = 1;
+            break;
+        }
+        size_t cnt;
+        const rd_kafka_topic_result_t **res =
+            rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &cnt);
+        int exists = 0, bad = 0;
+        for (size_t i = 0; i < cnt; i++) {
+            rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
+            if (e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) exists++;
+            else if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+                fprintf(stderr, "todo-eventgen: %s: %s\n", rd_kafka_topic_result_name(res[i]),
+                        rd_kafka_topic_result_error_string(res[i]));
+                bad++;
+            }
+        }
+        rd_kafka_event_destroy(ev);
+        if (bad > 0) rc = 1;
+        if (bad > 0 || exists == 0) break;
+        struct timespec ts = {0, 500000000};
+        nanosleep(&ts, NULL);
+        if (attempt == 119) {
+            fprintf(stderr, "todo-eventgen: the deleted topics still exist after 60 s\n");
+            rc = 1;
+        }
+    }
+    rd_kafka_queue_destroy(q);
+    rd_kafka_destroy(rk);
+    if (rc == 0) printf("{\"replication\": %d}\n", replication);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     todo_err err;
     long events = 0;
     int users = 1000;
     const char *prefix = "replay", *topics[8];
-    int n_topics = 0;
+    int n_topics = 0, replication = 0;
     if (argc < 2 || config_load(&cfg, CONFIG_CLI, NULL, NULL, &err) != 0 || kafkax_set_security(cfg.kafka_config, &err) != 0) {
-        fprintf(stderr, "usage: todo-eventgen produce --events N [--users U] [--prefix P] | consume [--topic T]...\n");
+        fprintf(stderr, "usage: todo-eventgen produce --events N [--users U] [--prefix P] | consume [--topic T]... | replicate "
+                        "--replication N\n");
         return 2;
     }
     for (int i = 2; i + 1 < argc; i += 2) {
@@ -204,9 +307,11 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--users") == 0) users = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--prefix") == 0) prefix = argv[i + 1];
         else if (strcmp(argv[i], "--topic") == 0 && n_topics < 8) topics[n_topics++] = argv[i + 1];
+        else if (strcmp(argv[i], "--replication") == 0) replication = atoi(argv[i + 1]);
         else return 2;
     }
     if (strcmp(argv[1], "produce") == 0 && events > 0 && users > 0) return produce(events, users, prefix);
+    if (strcmp(argv[1], "replicate") == 0 && replication > 0) return replicate(replication);
     if (strcmp(argv[1], "consume") == 0) {
         if (n_topics == 0) {
             topics[n_topics++] = "tasks.events.v1";
@@ -214,6 +319,7 @@ int main(int argc, char **argv)
         }
         return consume(topics, n_topics);
     }
-    fprintf(stderr, "usage: todo-eventgen produce --events N [--users U] [--prefix P] | consume [--topic T]...\n");
+    fprintf(stderr, "usage: todo-eventgen produce --events N [--users U] [--prefix P] | consume [--topic T]... | replicate "
+                        "--replication N\n");
     return 2;
 }
