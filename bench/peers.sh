@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# Ours against the implementation a team would otherwise write (issue 19),
+# in the same run on the same machine: todo-query and todo-command, the Go
+# peer (bench/peers/go: grpc-go, a pgx pool of 8, golang-jwt) and pgbench
+# running the same SQL, with ghz (a neutral load generator, installed with
+# `go install`) driving both gRPC servers:
+#
+#   get     GetTask of one task               pgbench: the same SELECT
+#   list    ListTasks, a page of 20 of 1,000  pgbench: the same SELECT
+#   create  CreateTask                        pgbench: the two-row transaction
+#           (ours: the write model, the outbox, group commit, relayed to
+#           Kafka and projected with todo-projector and todo-saga running;
+#           the Go peer: the two rows of the pgbench script, nothing behind)
+#
+# at 1, 8, 32 and 64 concurrent calls (ghz --concurrency, over at most 8
+# connections), each for SECS seconds after a warm-up. For both servers:
+# calls/s, p50/p99, and the server's CPU microseconds per call (utime +
+# stime of its process from /proc over the window, divided by the calls).
+#
+#   bench/peers.sh [--quick] [--only get|list|create]...
+#                  full: 20 s per point (about 15 minutes);
+#                  --quick: 5 s, clients 1 and 8 (about 4 minutes)
+#
+# Results: bench/results/peers-<UTC time>/results.json, table.txt (also on
+# stdout) and chart.png.
+source "$(dirname "$0")/../scripts/lib.sh"
+source "$(dirname "$0")/common.sh"
+cd "$TODO_REPO"
+
+SECS=20; CLIENTS="1 8 32 64"; WARM=10; ONLY=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) SECS=5; CLIENTS="1 8"; WARM=3 ;;
+    --only) ONLY+=("$2"); shift ;;
+    *) die "usage: bench/peers.sh [--quick] [--only get|list|create]..." ;;
+  esac
+  shift
+done
+[ ${#ONLY[@]} -gt 0 ] || ONLY=(get list create)
+out="$TODO_REPO/bench/results/peers-$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$out"
+
+bash scripts/install-deps.sh >/dev/null
+GHZ=$TODO_CACHE/go/bin/ghz
+[ -x "$GHZ" ] || GOBIN=$TODO_CACHE/go/bin GOFLAGS=-mod=mod go install github.com/bojand/ghz/cmd/ghz@v0.121.0
+bash bench/peers/go/build.sh
+bench_stack
+# One secret for both servers' HS256 check (a loopback-only local stack).
+export TODO_JWT_SECRET=peers-bench-secret-0123456789abcdef0123456789abcdef
+PSQL="$PG_BIN/psql -X -q -v ON_ERROR_STOP=1 $TODO_PG_URL"
+PGBENCH="$PG_BIN/pgbench"
+
+declare -A svc
+$bin/command/todo-command >"$out/command.log" 2>&1 & pids+=($!); svc[command]=$!
+$bin/query/todo-query >"$out/query.log" 2>&1 & pids+=($!); svc[query]=$!
+$bin/projection/todo-projector >"$out/projector.log" 2>&1 & pids+=($!)
+$bin/saga/todo-saga >"$out/saga.log" 2>&1 & pids+=($!)
+peer_addr=127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PEER_ADDR=$peer_addr build/peer/todo-go-peer >"$out/peer.log" 2>&1 & pids+=($!); svc[peer]=$!
+for _ in $(seq 100); do $bin/cli/todoctl health >/dev/null 2>&1 && break; sleep 0.1; done
+
+$PSQL <<'SQL'
+drop schema if exists bench cascade;
+create schema bench;
+create table bench.tasks (like write.tasks including all);
+create table bench.events (like write.events including all);
+SQL
+cat > "$out/create.sql" <<'SQL'
+BEGIN;
+INSERT INTO bench.tasks (id, user_id, title, description, priority, category, tags, version, created_at, updated_at)
+  VALUES (gen_random_uuid(), 'u' || :client_id, 'benchmark task', '', 2, '', '{}', 1, now(), now());
+INSERT INTO bench.events (event_id, event_type, schema_version, user_id, aggregate_type, aggregate_id,
+  aggregate_version, envelope)
+  VALUES (gen_random_uuid(), 'task.created', 2, 'u' || :client_id, 'task', gen_random_uuid(), 1,
+  decode(repeat('ab', 180), 'hex'));
+END;
+SQL
+
+# Warm-up, not recorded: a new Kafka JVM compiles its hot paths under the
+# first minute of load and takes CPU from everything else (bench/run.sh).
+build/dev/bench/todo-loadgen --rpc create --clients 8 --seconds "$((WARM * 3))" --user-prefix warmup >/dev/null
+
+# The reader: a user with 1,000 tasks (todo-loadgen's list set-up), one of
+# its tasks, and a bearer token of that user for ghz.
+read_user=peers-reader-$$
+build/dev/bench/todo-loadgen --rpc list --clients 1 --seconds 1 --user-prefix "$read_user" >/dev/null
+for _ in $(seq 300); do
+  list_user=$($PSQL -Atc "select user_id from read.tasks where user_id like '$read_user%' group by 1 having count(*) >= 1000 limit 1")
+  [ -n "$list_user" ] && break
+  sleep 0.1
+done
+[ -n "$list_user" ] || die "the reader's 1,000 tasks were not projected in 30 s"
+$PSQL -c "analyze read.tasks"
+task_id=$($PSQL -Atc "select id from read.tasks where user_id = '$list_user' limit 1")
+token=$($bin/cli/todoctl token --user "$list_user" --ttl 7200)
+writer_token=$($bin/cli/todoctl token --user "peers-writer-$$" --ttl 7200)
+sel="select id::text, user_id, title, description, priority, (extract(epoch from due_at) * 1000000)::bigint, completed,
+ (extract(epoch from completed_at) * 1000000)::bigint, category, array_to_string(tags, E'\\x1f'),
+ (extract(epoch from created_at) * 1000000)::bigint, (extract(epoch from updated_at) * 1000000)::bigint,
+ version, (due_at is not null and due_at < now() and not completed), coalesce(recurring_pattern_id::text, '')"
+echo "$sel from read.tasks where id = '$task_id' and user_id = '$list_user' and not deleted;" > "$out/get.sql"
+echo "$sel, created_at from read.tasks where user_id = '$list_user' and not deleted order by created_at desc, id desc limit 21;" > "$out/list.sql"
+
+declare -A call data sql auth server
+call[get]=todo.v1.TaskQueryService.GetTask; data[get]="{\"task_id\":\"$task_id\"}"; sql[get]=get.sql; auth[get]=$token
+call[list]=todo.v1.TaskQueryService.ListTasks; data[list]='{"page_size":20}'; sql[list]=list.sql; auth[list]=$token
+call[create]=todo.v1.TaskCommandService.CreateTask; data[create]='{"title":"benchmark task"}'; sql[create]=create.sql
+auth[create]=$writer_token
+server[get]=query; server[list]=query; server[create]=command
+addr_of() { case $1 in query) echo "$TODO_QUERY_ADDR" ;; command) echo "$TODO_COMMAND_ADDR" ;; peer) echo "$peer_addr" ;; esac; }
+proto_of() { case $1 in create) echo todo/v1/command.proto ;; *) echo todo/v1/query.proto ;; esac; }
+
+# ghz against one server: scenario who clients seconds [file] -> ghz's JSON
+# report in file (it lists every call: too long for an argument)
+ghz() {
+  local s=$1 who=$2 c=$3 secs=$4 file=${5:-/dev/null} conns
+  conns=$(( c < 8 ? c : 8 ))
+  "$GHZ" --insecure --proto "$(proto_of "$s")" --import-paths proto --call "${call[$s]}" -d "${data[$s]}" \
+    -m "{\"authorization\":\"Bearer ${auth[$s]}\"}" -c "$c" --connections "$conns" -z "${secs}s" --count-errors \
+    -O json -o "$file" "$(addr_of "$who")"
+}
+pgb() { # script clients -> tps
+  "$PGBENCH" -n -c "$2" -j "$(( $2 < 2 ? $2 : 2 ))" -T "$SECS" -f "$out/$1" "$TODO_PG_URL" 2>/dev/null |
+    awk '/^tps = / {print $3; exit}'
+}
+
+rows=()
+for s in "${ONLY[@]}"; do
+  ours=${server[$s]}
+  ghz "$s" "$ours" 8 "$WARM" >/dev/null; ghz "$s" peer 8 "$WARM" >/dev/null # warm-up, not recorded
+  for c in $CLIENTS; do
+    line="{\"scenario\": \"$s\", \"clients\": $c"
+    for who in "$ours" peer; do
+      p=${svc[$who]}
+      c0=$(cpu_of "$p")
+      ghz "$s" "$who" "$c" "$SECS" "$out/ghz.json"
+      c1=$(cpu_of "$p")
+      name=$([ "$who" = peer ] && echo go || echo ours)
+      line+=", \"$name\": $(python3 - "$out/ghz.json" "$c0" "$c1" <<'PY'
+import json, sys
+j, c0, c1 = json.load(open(sys.argv[1])), float(sys.argv[2]), float(sys.argv[3])
+lat = {d["percentage"]: d["latency"] / 1e6 for d in j.get("latencyDistribution") or []}
+ok = j.get("statusCodeDistribution", {}).get("OK", 0)
+print(json.dumps(dict(rps=round(j["rps"], 1), calls=j["count"], ok=ok, errors=j["count"] - ok,
+  p50_ms=round(lat.get(50, 0), 3), p99_ms=round(lat.get(99, 0), 3),
+  cpu_us_per_call=round((c1 - c0) * 1e6 / max(j["count"], 1), 1))))
+PY
+)"
+    done
+    rm -f "$out/ghz.json"
+    line+=", \"pgbench_tps\": $(pgb "${sql[$s]}" "$c")}"
+    rows+=("$line")
+    echo "$line" >&2
+  done
+done
+
+printf '%s\n' "${rows[@]}" | python3 -c '
+import json, sys
+rows = [json.loads(l) for l in sys.stdin if l.strip()]
+json.dump(rows, open(sys.argv[1], "w"), indent=2)
+h = "%-7s %7s | %9s %7s %7s %7s | %9s %7s %7s %7s | %9s | %6s %6s %6s"
+print(h % ("rpc", "clients", "ours/s", "p50 ms", "p99 ms", "us/call", "go/s", "p50 ms", "p99 ms", "us/call",
+           "pgbench/s", "vs go", "cpu", "vs pgb"))
+for r in rows:
+    o, g = r["ours"], r["go"]
+    print("%-7s %7d | %9.0f %7.2f %7.2f %7.0f | %9.0f %7.2f %7.2f %7.0f | %9.0f | %5.2fx %5.2fx %5.2fx" % (
+        r["scenario"], r["clients"], o["rps"], o["p50_ms"], o["p99_ms"], o["cpu_us_per_call"], g["rps"], g["p50_ms"],
+        g["p99_ms"], g["cpu_us_per_call"], r["pgbench_tps"], o["rps"] / max(g["rps"], 1e-9),
+        o["cpu_us_per_call"] / max(g["cpu_us_per_call"], 1e-9), o["rps"] / max(r["pgbench_tps"], 1e-9)))
+    for who in ("ours", "go"):
+        if r[who]["errors"]:
+            print("  %s: %d of %d calls failed" % (who, r[who]["errors"], r[who]["calls"]))
+with open(sys.argv[2], "w") as f:
+    for r in rows:
+        f.write("\"%s %d\" %.1f %.1f %.1f\n" % (r["scenario"], r["clients"], r["ours"]["rps"], r["go"]["rps"], r["pgbench_tps"]))
+' "$out/results.json" "$out/chart.dat" | tee "$out/table.txt"
+echo "(vs go: our rate over the Go peer's; cpu: our CPU per call over the Go peer's; vs pgb: our rate over pgbench's)" |
+  tee -a "$out/table.txt"
+
+command -v gnuplot >/dev/null || { [ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null 2>&1; } || true
+if command -v gnuplot >/dev/null; then
+  gnuplot <<GP
+set terminal pngcairo size 1200,600 noenhanced font ",10"
+set output "$out/chart.png"
+set title "todo vs the Go peer vs pgbench, same run, same machine ($(nproc) cores) - calls per second"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set xtics rotate by -30
+set key top left
+set grid ytics
+plot "$out/chart.dat" using 2:xtic(1) title "todo", "" using 3 title "Go peer (grpc-go, pgx)", "" using 4 title "pgbench"
+GP
+fi
+log "results in $out/results.json"
