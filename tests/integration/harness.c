@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <signal.h>
 #include <stdio.h>
@@ -82,8 +83,13 @@ pid_t harness_spawn(const char *rel, const char *log, const char *const *extra)
     snprintf(logpath, sizeof logpath, "%s/../tests/logs", TODO_BIN_DIR);
     mkdir(logpath, 0755);
     snprintf(logpath, sizeof logpath, "%s/../tests/logs/%s.log", TODO_BIN_DIR, log);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {
+        /* Dies with the test: a test that fails half-way (cmocka goes on
+         * with the next one) leaves no service of its own running past the
+         * binary's end, consuming from the stack the next tests use. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(127);
         int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) {
             dup2(fd, 1);

@@ -452,6 +452,10 @@ static void every_service_survives_a_kill_of_one_of_its_instances(void **state)
     grpcx_channel_free(harness_svc.qry);
     harness_svc.cmd = harness_channel(cmd2);
     harness_svc.qry = harness_channel(qry2);
+    /* ... and their addresses for the tests after this one and the
+     * services they start (the environment is inherited). */
+    setenv("TODO_COMMAND_ADDR", cmd2, 1);
+    setenv("TODO_QUERY_ADDR", qry2, 1);
     saga1 = start_instance("saga/todo-saga", "many-saga-1", s1, NULL);
     harness_sleep_ms(8000);
     atomic_store(&stop, true);
