@@ -31,3 +31,25 @@ cpu_of() {
   done
   echo "$t"
 }
+
+# The pgbench baseline's tables (the write model's, without our trigger's
+# neighbours: bench.tasks and bench.events, made afresh) and its CreateTask
+# script, the two-row transaction, as DIR/create.sql; needs $PSQL.
+bench_baseline_tables() {
+  $PSQL <<'SQL'
+drop schema if exists bench cascade;
+create schema bench;
+create table bench.tasks (like write.tasks including all);
+create table bench.events (like write.events including all);
+SQL
+  cat > "$1/create.sql" <<'SQL'
+BEGIN;
+INSERT INTO bench.tasks (id, user_id, title, description, priority, category, tags, version, created_at, updated_at)
+  VALUES (gen_random_uuid(), 'u' || :client_id, 'benchmark task', '', 2, '', '{}', 1, now(), now());
+INSERT INTO bench.events (event_id, event_type, schema_version, user_id, aggregate_type, aggregate_id,
+  aggregate_version, envelope)
+  VALUES (gen_random_uuid(), 'task.created', 2, 'u' || :client_id, 'task', gen_random_uuid(), 1,
+  decode(repeat('ab', 180), 'hex'));
+END;
+SQL
+}

@@ -59,22 +59,7 @@ peer_addr=127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("127
 PEER_ADDR=$peer_addr build/peer/todo-go-peer >"$out/peer.log" 2>&1 & pids+=($!); svc[peer]=$!
 for _ in $(seq 100); do $bin/cli/todoctl health >/dev/null 2>&1 && break; sleep 0.1; done
 
-$PSQL <<'SQL'
-drop schema if exists bench cascade;
-create schema bench;
-create table bench.tasks (like write.tasks including all);
-create table bench.events (like write.events including all);
-SQL
-cat > "$out/create.sql" <<'SQL'
-BEGIN;
-INSERT INTO bench.tasks (id, user_id, title, description, priority, category, tags, version, created_at, updated_at)
-  VALUES (gen_random_uuid(), 'u' || :client_id, 'benchmark task', '', 2, '', '{}', 1, now(), now());
-INSERT INTO bench.events (event_id, event_type, schema_version, user_id, aggregate_type, aggregate_id,
-  aggregate_version, envelope)
-  VALUES (gen_random_uuid(), 'task.created', 2, 'u' || :client_id, 'task', gen_random_uuid(), 1,
-  decode(repeat('ab', 180), 'hex'));
-END;
-SQL
+bench_baseline_tables "$out"
 
 # Warm-up, not recorded: a new Kafka JVM compiles its hot paths under the
 # first minute of load and takes CPU from everything else (bench/run.sh).

@@ -31,6 +31,7 @@
 # peak RSS of each service per scenario), table.txt (also on stdout) and
 # chart.png (gnuplot, installed when missing).
 source "$(dirname "$0")/../scripts/lib.sh"
+source "$(dirname "$0")/common.sh"
 cd "$TODO_REPO"
 
 quick=0
@@ -65,23 +66,7 @@ $bin/projection/todo-projector >"$out/projector.log" 2>&1 & pids+=($!); svc[proj
 $bin/saga/todo-saga >"$out/saga.log" 2>&1 & pids+=($!); svc[saga]=$!
 for _ in $(seq 100); do $bin/cli/todoctl health >/dev/null 2>&1 && break; sleep 0.1; done
 
-# The baseline's tables: the write model's, without our trigger's neighbours.
-$PSQL <<'SQL'
-drop schema if exists bench cascade;
-create schema bench;
-create table bench.tasks (like write.tasks including all);
-create table bench.events (like write.events including all);
-SQL
-cat > "$out/create.sql" <<'SQL'
-BEGIN;
-INSERT INTO bench.tasks (id, user_id, title, description, priority, category, tags, version, created_at, updated_at)
-  VALUES (gen_random_uuid(), 'u' || :client_id, 'benchmark task', '', 2, '', '{}', 1, now(), now());
-INSERT INTO bench.events (event_id, event_type, schema_version, user_id, aggregate_type, aggregate_id,
-  aggregate_version, envelope)
-  VALUES (gen_random_uuid(), 'task.created', 2, 'u' || :client_id, 'task', gen_random_uuid(), 1,
-  decode(repeat('ab', 180), 'hex'));
-END;
-SQL
+bench_baseline_tables "$out"
 
 cpu() { # CPU seconds (user+system) of a pid; 0 for one that is not running
   [ -r "/proc/$1/stat" ] && [ "$1" != 0 ] || { echo 0; return; }

@@ -155,38 +155,34 @@ PY
   echo "${rows[-1]}" >&2
 }
 
+# phase name instances [replicas]: the services restarted as n instances
+# of each (the event topics recreated empty with that many replicas first,
+# when given), a short warm-up, then measure.
+phase() {
+  local name=$1 n=$2 replicas=${3:-}
+  wait_drained
+  stop_services
+  export TODO_COMMAND_ADDR=$primary_cmd TODO_QUERY_ADDR=$primary_qry
+  [ -z "$replicas" ] || build/dev/bench/todo-eventgen replicate --replication "$replicas" >/dev/null
+  start_services "$n"
+  build/dev/bench/todo-loadgen --rpc create --clients 8 --seconds 5 --user-prefix "warmup-$name" >/dev/null
+  measure "$name"
+}
+
 log "x1 rep3: one instance of each service, 3 replicas"
 start_services 1
 build/dev/bench/todo-loadgen --rpc create --clients 8 --seconds "$WARM" --user-prefix warmup >/dev/null
 measure "x1-rep3"
-
 log "x2 rep3: two instances of each service, 3 replicas"
-stop_services
-start_services 2
-build/dev/bench/todo-loadgen --rpc create --clients 8 --seconds 5 --user-prefix warmup2 >/dev/null
-measure "x2-rep3"
-
+phase "x2-rep3" 2
 log "x1 rep1: one instance of each, the event topics recreated with 1 replica"
-wait_drained
-stop_services
-export TODO_COMMAND_ADDR=$primary_cmd TODO_QUERY_ADDR=$primary_qry
-build/dev/bench/todo-eventgen replicate --replication 1 >/dev/null
-start_services 1
-build/dev/bench/todo-loadgen --rpc create --clients 8 --seconds 5 --user-prefix warmup3 >/dev/null
-measure "x1-rep1"
-
+phase "x1-rep1" 1 1
 # The first phase again, on brokers that have run for the whole bench: the
 # Kafka JVMs were still compiling their hot paths during the first phase
-# (idle CPU 0.7 cores then, 0.1-0.2 later), so the phases are compared with
-# this one, and the first tells what a young cluster costs.
+# (idle CPU 0.44 cores then, 0.1-0.14 later), so the phases are compared
+# with this one, and the first tells what a young cluster costs.
 log "x1 rep3 again: the event topics recreated with 3 replicas"
-wait_drained
-stop_services
-export TODO_COMMAND_ADDR=$primary_cmd TODO_QUERY_ADDR=$primary_qry
-build/dev/bench/todo-eventgen replicate --replication 3 >/dev/null
-start_services 1
-build/dev/bench/todo-loadgen --rpc create --clients 8 --seconds 5 --user-prefix warmup4 >/dev/null
-measure "x1-rep3b"
+phase "x1-rep3b" 1 3
 
 printf '%s\n' "${rows[@]}" | python3 -c '
 import json, sys

@@ -382,6 +382,73 @@ static void *use_the_service(void *arg)
     return NULL;
 }
 
+/* Starts n clients of users <prefix>-u<i>, each running use_the_service
+ * over the address lists cmds and qrys until *stop. */
+static void clients_start(client *cl, pthread_t *th, int n, const char *prefix, const char *cmds, const char *qrys,
+                          atomic_bool *stop)
+{
+    for (int i = 0; i < n; i++) {
+        memset(&cl[i], 0, sizeof cl[i]);
+        snprintf(cl[i].user, sizeof cl[i].user, "%.60s-u%d", prefix, i);
+        cl[i].auth = harness_bearer(cl[i].user, 3600, NULL);
+        cl[i].cmd = harness_channel(cmds);
+        cl[i].qry = harness_channel(qrys);
+        cl[i].stop = stop;
+        pthread_create(&th[i], NULL, use_the_service, &cl[i]);
+    }
+}
+
+/* Joins the n clients (any failure but UNAVAILABLE fails the test) and
+ * returns their counts added up. */
+static client clients_join(client *cl, pthread_t *th, int n)
+{
+    client sum;
+    memset(&sum, 0, sizeof sum);
+    for (int i = 0; i < n; i++) {
+        pthread_join(th[i], NULL);
+        if (cl[i].other_failures > 0) fail_msg("client %d: %s", i, cl[i].last_error);
+        sum.created += cl[i].created;
+        sum.completed += cl[i].completed;
+        sum.reads += cl[i].reads;
+        sum.unavailable += cl[i].unavailable;
+        sum.reminders += cl[i].reminders;
+        grpcx_channel_free(cl[i].cmd);
+        grpcx_channel_free(cl[i].qry);
+        free(cl[i].auth);
+    }
+    return sum;
+}
+
+/* Waits (at most ms) until the users matching like have sum.completed
+ * COMPLETED sagas and sum.reminders fired reminders; sets both counts. */
+static void wait_sagas_and_reminders(const char *like, const client *sum, long long ms, long long *done,
+                                     long long *fired)
+{
+    long long until = harness_now_ms() + ms;
+    while (((*done = harness_scalar(harness_db,
+                                    "select count(*) from saga.sagas where user_id like $1 and state = 'COMPLETED'",
+                                    like)) < sum->completed ||
+            (*fired = harness_scalar(harness_db,
+                                     "select count(*) from write.reminders where user_id like $1 and status = 'fired'",
+                                     like)) < sum->reminders) &&
+           harness_now_ms() < until)
+        harness_sleep_ms(200);
+}
+
+/* Exactly one saga per completion, every reminder fired once. */
+static void assert_once_each(const char *like, const client *sum, long long done, long long fired)
+{
+    assert_int_equal(done, sum->completed);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from saga.sagas where user_id like $1", like),
+                     sum->completed);
+    assert_int_equal(fired, sum->reminders);
+    assert_int_equal(harness_scalar(harness_db,
+                                    "select count(*) from write.events where user_id like $1 and "
+                                    "event_type = 'reminder.triggered'",
+                                    like),
+                     sum->reminders);
+}
+
 /* Starts rel with extra settings and waits for its gRPC health (addr may
  * be NULL: not a server). */
 static pid_t start_instance(const char *rel, const char *log, const char *const *extra, const char *addr)
@@ -425,15 +492,7 @@ static void every_service_survives_a_kill_of_one_of_its_instances(void **state)
     client cl[CLIENTS];
     pthread_t th[CLIENTS];
     harness_user(prefix, "many");
-    for (int i = 0; i < CLIENTS; i++) {
-        memset(&cl[i], 0, sizeof cl[i]);
-        snprintf(cl[i].user, sizeof cl[i].user, "%.60s-u%d", prefix, i);
-        cl[i].auth = harness_bearer(cl[i].user, 3600, NULL);
-        cl[i].cmd = harness_channel(cmds);
-        cl[i].qry = harness_channel(qrys);
-        cl[i].stop = &stop;
-        pthread_create(&th[i], NULL, use_the_service, &cl[i]);
-    }
+    clients_start(cl, th, CLIENTS, prefix, cmds, qrys, &stop);
     harness_sleep_ms(3000);
     /* One of each, at once: the first todo-command and todo-query, the
      * group's first projector, and a saga instance (started again at once,
@@ -459,21 +518,10 @@ static void every_service_survives_a_kill_of_one_of_its_instances(void **state)
     saga1 = start_instance("saga/todo-saga", "many-saga-1", s1, NULL);
     harness_sleep_ms(8000);
     atomic_store(&stop, true);
-    int created = 0, completed = 0, reads = 0, unavailable = 0, reminders = 0;
-    for (int i = 0; i < CLIENTS; i++) {
-        pthread_join(th[i], NULL);
-        if (cl[i].other_failures > 0) fail_msg("client %d: %s", i, cl[i].last_error);
-        created += cl[i].created;
-        completed += cl[i].completed;
-        reads += cl[i].reads;
-        unavailable += cl[i].unavailable;
-        reminders += cl[i].reminders;
-        grpcx_channel_free(cl[i].cmd);
-        grpcx_channel_free(cl[i].qry);
-        free(cl[i].auth);
-    }
+    client sum = clients_join(cl, th, CLIENTS);
+    int created = sum.created, completed = sum.completed, reminders = sum.reminders;
     printf("many instances: %d tasks created, %d completed, %d reminders, %d lists read; %d calls answered "
-           "UNAVAILABLE and were sent again\n", created, completed, reminders, reads, unavailable);
+           "UNAVAILABLE and were sent again\n", created, completed, reminders, sum.reads, sum.unavailable);
 
     /* Each command once: every task once in the read model, a saga per
      * completion, every reminder fired once, every event once on the topic
@@ -483,26 +531,11 @@ static void every_service_survives_a_kill_of_one_of_its_instances(void **state)
     assert_int_equal(harness_scalar(harness_db, "select count(*) from write.tasks where user_id like $1", like), created);
     assert_int_equal(harness_scalar(harness_db, "select count(*) from write.reminders where user_id like $1", like),
                      reminders);
-    long long until = harness_now_ms() + 90000, done = 0, fired = 0;
-    while (((done = harness_scalar(harness_db,
-                                   "select count(*) from saga.sagas where user_id like $1 and state = 'COMPLETED'",
-                                   like)) < completed ||
-            (fired = harness_scalar(harness_db,
-                                    "select count(*) from write.reminders where user_id like $1 and status = 'fired'",
-                                    like)) < reminders) &&
-           harness_now_ms() < until)
-        harness_sleep_ms(200);
+    long long done = 0, fired = 0;
+    wait_sagas_and_reminders(like, &sum, 90000, &done, &fired);
     printf("many instances: %lld of %d sagas completed and %lld of %d reminders fired %lld ms after the kills\n", done,
            completed, fired, reminders, harness_now_ms() - t_kill);
-    assert_int_equal(done, completed);
-    assert_int_equal(harness_scalar(harness_db, "select count(*) from saga.sagas where user_id like $1", like),
-                     completed);
-    assert_int_equal(fired, reminders);
-    assert_int_equal(harness_scalar(harness_db,
-                                    "select count(*) from write.events where user_id like $1 and "
-                                    "event_type = 'reminder.triggered'",
-                                    like),
-                     reminders);
+    assert_once_each(like, &sum, done, fired);
     assert_int_equal(harness_scalar(harness_db,
                                     "select count(distinct aggregate_id) from write.events where user_id like $1 and "
                                     "event_type = 'reminder.triggered'",
@@ -519,8 +552,7 @@ static void every_service_survives_a_kill_of_one_of_its_instances(void **state)
     int resent = 0; /* tasks.events.v1: the task events, each user's in order */
     assert_int_equal(harness_check_published(prefix, created + completed, &resent), created + completed);
     assert_int_equal(harness_wait_projected(prefix, created, 60000), created);
-    until = harness_now_ms() + 60000;
-    long long projected_fired = 0;
+    long long until = harness_now_ms() + 60000, projected_fired = 0;
     while ((projected_fired = harness_scalar(
                 harness_db, "select count(*) from read.reminders where user_id like $1 and status = 'fired'", like)) <
                reminders &&
@@ -561,15 +593,7 @@ static void a_saga_killed_every_few_seconds_finishes_every_completion(void **sta
     pthread_t th[CLIENTS];
     char prefix[64];
     harness_user(prefix, "sagaloop");
-    for (int i = 0; i < CLIENTS; i++) {
-        memset(&cl[i], 0, sizeof cl[i]);
-        snprintf(cl[i].user, sizeof cl[i].user, "%.60s-u%d", prefix, i);
-        cl[i].auth = harness_bearer(cl[i].user, 3600, NULL);
-        cl[i].cmd = harness_channel(getenv("TODO_COMMAND_ADDR"));
-        cl[i].qry = harness_channel(getenv("TODO_QUERY_ADDR"));
-        cl[i].stop = &stop;
-        pthread_create(&th[i], NULL, use_the_service, &cl[i]);
-    }
+    clients_start(cl, th, CLIENTS, prefix, getenv("TODO_COMMAND_ADDR"), getenv("TODO_QUERY_ADDR"), &stop);
     long long t0 = harness_now_ms();
     int kills = 0;
     while (harness_now_ms() - t0 < KILLING_MS) {
@@ -580,29 +604,12 @@ static void a_saga_killed_every_few_seconds_finishes_every_completion(void **sta
         kills++;
     }
     atomic_store(&stop, true);
-    int created = 0, completed = 0, reminders = 0;
-    for (int i = 0; i < CLIENTS; i++) {
-        pthread_join(th[i], NULL);
-        if (cl[i].other_failures > 0) fail_msg("client %d: %s", i, cl[i].last_error);
-        created += cl[i].created;
-        completed += cl[i].completed;
-        reminders += cl[i].reminders;
-        grpcx_channel_free(cl[i].cmd);
-        grpcx_channel_free(cl[i].qry);
-        free(cl[i].auth);
-    }
+    client sum = clients_join(cl, th, CLIENTS);
     long long t_load_end = harness_now_ms();
     char like[80];
     snprintf(like, sizeof like, "%s%%", prefix);
-    long long until = harness_now_ms() + 120000, done = 0, fired = 0;
-    while (((done = harness_scalar(harness_db,
-                                   "select count(*) from saga.sagas where user_id like $1 and state = 'COMPLETED'",
-                                   like)) < completed ||
-            (fired = harness_scalar(harness_db,
-                                    "select count(*) from write.reminders where user_id like $1 and status = 'fired'",
-                                    like)) < reminders) &&
-           harness_now_ms() < until)
-        harness_sleep_ms(200);
+    long long done = 0, fired = 0;
+    wait_sagas_and_reminders(like, &sum, 120000, &done, &fired);
     long long worst = harness_scalar(harness_db,
                                      "select coalesce(max(extract(epoch from s.updated_at - e.created_at) * 1000), 0)"
                                      "::bigint from saga.sagas s join write.events e on e.event_id = s.id "
@@ -619,17 +626,9 @@ static void a_saga_killed_every_few_seconds_finishes_every_completion(void **sta
                                     like);
     printf("saga kill loop (%s members): %d kills in %d s; %d completions, %lld sagas completed (%lld ms after the load); "
            "completion to saga end p99 %lld ms, worst %lld ms; %lld of %d reminders fired, the latest %lld ms late\n",
-           env[0][0][14] != '\0' ? "static" : "dynamic", kills, KILLING_MS / 1000, completed, done, harness_now_ms() - t_load_end, p99, worst, fired, reminders,
-           late);
-    assert_int_equal(done, completed);
-    assert_int_equal(harness_scalar(harness_db, "select count(*) from saga.sagas where user_id like $1", like),
-                     completed);
-    assert_int_equal(fired, reminders);
-    assert_int_equal(harness_scalar(harness_db,
-                                    "select count(*) from write.events where user_id like $1 and "
-                                    "event_type = 'reminder.triggered'",
-                                    like),
-                     reminders);
+           env[0][0][14] != '\0' ? "static" : "dynamic", kills, KILLING_MS / 1000, sum.completed, done,
+           harness_now_ms() - t_load_end, p99, worst, fired, sum.reminders, late);
+    assert_once_each(like, &sum, done, fired);
     for (int i = 0; i < 2; i++) assert_int_equal(harness_stop(saga[i], SIGTERM, 20000), 0);
 }
 
