@@ -53,3 +53,24 @@ INSERT INTO bench.events (event_id, event_type, schema_version, user_id, aggrega
 END;
 SQL
 }
+
+# A clustered bar chart of DIR/chart.dat as DIR/chart.png, titled TITLE;
+# LINES (gnuplot) add settings and the plot command. gnuplot is installed
+# when missing; without it, no chart.
+bench_chart() {
+  command -v gnuplot >/dev/null || { [ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null 2>&1; } || true
+  command -v gnuplot >/dev/null || { log "gnuplot is not available: no chart"; return 0; }
+  gnuplot <<GP
+set terminal pngcairo size 1200,600 noenhanced font ",10"
+set output "$1/chart.png"
+set title "$2"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set xtics rotate by -30
+set key top left
+set grid ytics
+$3
+GP
+  log "chart in $1/chart.png"
+}

@@ -162,19 +162,6 @@ with open(sys.argv[2], "w") as f:
 echo "(vs go: our rate over the Go peer's; cpu: our CPU per call over the Go peer's; vs pgb: our rate over pgbench's)" |
   tee -a "$out/table.txt"
 
-command -v gnuplot >/dev/null || { [ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null 2>&1; } || true
-if command -v gnuplot >/dev/null; then
-  gnuplot <<GP
-set terminal pngcairo size 1200,600 noenhanced font ",10"
-set output "$out/chart.png"
-set title "todo vs the Go peer vs pgbench, same run, same machine ($(nproc) cores) - calls per second"
-set style data histograms
-set style histogram clustered gap 1
-set style fill solid 0.8 border -1
-set xtics rotate by -30
-set key top left
-set grid ytics
-plot "$out/chart.dat" using 2:xtic(1) title "todo", "" using 3 title "Go peer (grpc-go, pgx)", "" using 4 title "pgbench"
-GP
-fi
+bench_chart "$out" "todo vs the Go peer vs pgbench, same run, same machine ($(nproc) cores) - calls per second" \
+  "plot \"$out/chart.dat\" using 2:xtic(1) title \"todo\", \"\" using 3 title \"Go peer (grpc-go, pgx)\", \"\" using 4 title \"pgbench\""
 log "results in $out/results.json"

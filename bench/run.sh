@@ -265,24 +265,8 @@ with open(sys.argv[2], "w") as f:
 ' "$out/results.json" "$out/chart.dat" | tee "$out/table.txt"
 
 # The chart: ours and the baseline per scenario (log scale), as a PNG.
-command -v gnuplot >/dev/null || { [ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null 2>&1; } || true
-if command -v gnuplot >/dev/null; then
-  gnuplot <<GP
-set terminal pngcairo size 1200,600 noenhanced font ",10"
-set output "$out/chart.png"
-set title "todo vs its baselines, same run, same machine ($(nproc) cores) - rate per second, log scale"
-set style data histograms
-set style histogram clustered gap 1
-set style fill solid 0.8 border -1
-set logscale y
+bench_chart "$out" "todo vs its baselines, same run, same machine ($(nproc) cores) - rate per second, log scale" \
+  "set logscale y
 set yrange [10:*]
-set xtics rotate by -30
-set key top left
-set grid ytics
-plot "$out/chart.dat" using 2:xtic(1) title "todo", "" using 3 title "baseline"
-GP
-  log "chart in $out/chart.png"
-else
-  log "gnuplot is not available: no chart"
-fi
+plot \"$out/chart.dat\" using 2:xtic(1) title \"todo\", \"\" using 3 title \"baseline\""
 log "results in $out/results.json"
