@@ -74,3 +74,70 @@ $3
 GP
   log "chart in $1/chart.png"
 }
+
+# A free loopback address (127.0.0.1:port).
+bench_free_addr() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print("127.0.0.1:%d" % s.getsockname()[1])'
+}
+
+# ghz (go install, into the cache) as $GHZ.
+bench_ghz_install() {
+  GHZ=$TODO_CACHE/go/bin/ghz
+  [ -x "$GHZ" ] || GOBIN=$TODO_CACHE/go/bin GOFLAGS=-mod=mod go install github.com/bojand/ghz/cmd/ghz@v0.121.0
+}
+
+# The readers' set-up, after bench_stack with the services running and
+# TODO_JWT_SECRET set: a user with 1,000 tasks (todo-loadgen's list
+# set-up), one of its tasks, bearer tokens, and for each scenario (get,
+# list, create) the ghz call, data and token (call[], data[], auth[]) and
+# the pgbench script in DIR (sql[]); needs $PSQL.
+bench_reader() {
+  local read_user=peers-reader-$$ list_user task_id token writer_token sel
+  declare -gA call data sql auth
+  build/dev/bench/todo-loadgen --rpc list --clients 1 --seconds 1 --user-prefix "$read_user" >/dev/null
+  for _ in $(seq 300); do
+    list_user=$($PSQL -Atc "select user_id from read.tasks where user_id like '$read_user%' group by 1 having count(*) >= 1000 limit 1")
+    [ -n "$list_user" ] && break
+    sleep 0.1
+  done
+  [ -n "$list_user" ] || die "the reader's 1,000 tasks were not projected in 30 s"
+  $PSQL -c "analyze read.tasks"
+  task_id=$($PSQL -Atc "select id from read.tasks where user_id = '$list_user' limit 1")
+  token=$($bin/cli/todoctl token --user "$list_user" --ttl 7200)
+  writer_token=$($bin/cli/todoctl token --user "peers-writer-$$" --ttl 7200)
+  sel="select id::text, user_id, title, description, priority, (extract(epoch from due_at) * 1000000)::bigint, completed,
+ (extract(epoch from completed_at) * 1000000)::bigint, category, array_to_string(tags, E'\\x1f'),
+ (extract(epoch from created_at) * 1000000)::bigint, (extract(epoch from updated_at) * 1000000)::bigint,
+ version, (due_at is not null and due_at < now() and not completed), coalesce(recurring_pattern_id::text, '')"
+  echo "$sel from read.tasks where id = '$task_id' and user_id = '$list_user' and not deleted;" > "$1/get.sql"
+  echo "$sel, created_at from read.tasks where user_id = '$list_user' and not deleted order by created_at desc, id desc limit 21;" > "$1/list.sql"
+  call[get]=todo.v1.TaskQueryService.GetTask; data[get]="{\"task_id\":\"$task_id\"}"; sql[get]=get.sql; auth[get]=$token
+  call[list]=todo.v1.TaskQueryService.ListTasks; data[list]='{"page_size":20}'; sql[list]=list.sql; auth[list]=$token
+  call[create]=todo.v1.TaskCommandService.CreateTask; data[create]='{"title":"benchmark task"}'; sql[create]=create.sql
+  auth[create]=$writer_token
+}
+
+# ghz against one server: scenario (of bench_reader) addr clients seconds
+# [file] -> ghz's JSON report in file (it lists every call: too long for an
+# argument); calls over at most 8 connections.
+bench_ghz() {
+  local s=$1 addr=$2 c=$3 secs=$4 file=${5:-/dev/null} proto=todo/v1/query.proto
+  [ "$s" = create ] && proto=todo/v1/command.proto
+  "$GHZ" --insecure --proto "$proto" --import-paths proto --call "${call[$s]}" -d "${data[$s]}" \
+    -m "{\"authorization\":\"Bearer ${auth[$s]}\"}" -c "$c" --connections "$(( c < 8 ? c : 8 ))" -z "${secs}s" \
+    --count-errors -O json -o "$file" "$addr"
+}
+
+# One JSON object of a ghz report FILE and the server's CPU seconds before
+# and after (C0, C1): rps, calls, ok, errors, p50_ms, p99_ms, cpu_us_per_call.
+bench_ghz_summary() {
+  python3 - "$1" "$2" "$3" <<'PY'
+import json, sys
+j, c0, c1 = json.load(open(sys.argv[1])), float(sys.argv[2]), float(sys.argv[3])
+lat = {d["percentage"]: d["latency"] / 1e6 for d in j.get("latencyDistribution") or []}
+ok = j.get("statusCodeDistribution", {}).get("OK", 0)
+print(json.dumps(dict(rps=round(j["rps"], 1), calls=j["count"], ok=ok, errors=j["count"] - ok,
+  p50_ms=round(lat.get(50, 0), 3), p99_ms=round(lat.get(99, 0), 3),
+  cpu_us_per_call=round((c1 - c0) * 1e6 / max(j["count"], 1), 1))))
+PY
+}

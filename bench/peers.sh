@@ -41,8 +41,7 @@ out="$TODO_REPO/bench/results/peers-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
 
 bash scripts/install-deps.sh >/dev/null
-GHZ=$TODO_CACHE/go/bin/ghz
-[ -x "$GHZ" ] || GOBIN=$TODO_CACHE/go/bin GOFLAGS=-mod=mod go install github.com/bojand/ghz/cmd/ghz@v0.121.0
+bench_ghz_install
 bash bench/peers/go/build.sh
 bench_stack
 # One secret for both servers' HS256 check (a loopback-only local stack).
@@ -50,12 +49,12 @@ export TODO_JWT_SECRET=peers-bench-secret-0123456789abcdef0123456789abcdef
 PSQL="$PG_BIN/psql -X -q -v ON_ERROR_STOP=1 $TODO_PG_URL"
 PGBENCH="$PG_BIN/pgbench"
 
-declare -A svc
+declare -A svc server
 $bin/command/todo-command >"$out/command.log" 2>&1 & pids+=($!); svc[command]=$!
 $bin/query/todo-query >"$out/query.log" 2>&1 & pids+=($!); svc[query]=$!
 $bin/projection/todo-projector >"$out/projector.log" 2>&1 & pids+=($!)
 $bin/saga/todo-saga >"$out/saga.log" 2>&1 & pids+=($!)
-peer_addr=127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+peer_addr=$(bench_free_addr)
 PEER_ADDR=$peer_addr build/peer/todo-go-peer >"$out/peer.log" 2>&1 & pids+=($!); svc[peer]=$!
 for _ in $(seq 100); do $bin/cli/todoctl health >/dev/null 2>&1 && break; sleep 0.1; done
 
@@ -65,45 +64,10 @@ bench_baseline_tables "$out"
 # first minute of load and takes CPU from everything else (bench/run.sh).
 build/dev/bench/todo-loadgen --rpc create --clients 8 --seconds "$((WARM * 3))" --user-prefix warmup >/dev/null
 
-# The reader: a user with 1,000 tasks (todo-loadgen's list set-up), one of
-# its tasks, and a bearer token of that user for ghz.
-read_user=peers-reader-$$
-build/dev/bench/todo-loadgen --rpc list --clients 1 --seconds 1 --user-prefix "$read_user" >/dev/null
-for _ in $(seq 300); do
-  list_user=$($PSQL -Atc "select user_id from read.tasks where user_id like '$read_user%' group by 1 having count(*) >= 1000 limit 1")
-  [ -n "$list_user" ] && break
-  sleep 0.1
-done
-[ -n "$list_user" ] || die "the reader's 1,000 tasks were not projected in 30 s"
-$PSQL -c "analyze read.tasks"
-task_id=$($PSQL -Atc "select id from read.tasks where user_id = '$list_user' limit 1")
-token=$($bin/cli/todoctl token --user "$list_user" --ttl 7200)
-writer_token=$($bin/cli/todoctl token --user "peers-writer-$$" --ttl 7200)
-sel="select id::text, user_id, title, description, priority, (extract(epoch from due_at) * 1000000)::bigint, completed,
- (extract(epoch from completed_at) * 1000000)::bigint, category, array_to_string(tags, E'\\x1f'),
- (extract(epoch from created_at) * 1000000)::bigint, (extract(epoch from updated_at) * 1000000)::bigint,
- version, (due_at is not null and due_at < now() and not completed), coalesce(recurring_pattern_id::text, '')"
-echo "$sel from read.tasks where id = '$task_id' and user_id = '$list_user' and not deleted;" > "$out/get.sql"
-echo "$sel, created_at from read.tasks where user_id = '$list_user' and not deleted order by created_at desc, id desc limit 21;" > "$out/list.sql"
-
-declare -A call data sql auth server
-call[get]=todo.v1.TaskQueryService.GetTask; data[get]="{\"task_id\":\"$task_id\"}"; sql[get]=get.sql; auth[get]=$token
-call[list]=todo.v1.TaskQueryService.ListTasks; data[list]='{"page_size":20}'; sql[list]=list.sql; auth[list]=$token
-call[create]=todo.v1.TaskCommandService.CreateTask; data[create]='{"title":"benchmark task"}'; sql[create]=create.sql
-auth[create]=$writer_token
+bench_reader "$out"
 server[get]=query; server[list]=query; server[create]=command
 addr_of() { case $1 in query) echo "$TODO_QUERY_ADDR" ;; command) echo "$TODO_COMMAND_ADDR" ;; peer) echo "$peer_addr" ;; esac; }
-proto_of() { case $1 in create) echo todo/v1/command.proto ;; *) echo todo/v1/query.proto ;; esac; }
 
-# ghz against one server: scenario who clients seconds [file] -> ghz's JSON
-# report in file (it lists every call: too long for an argument)
-ghz() {
-  local s=$1 who=$2 c=$3 secs=$4 file=${5:-/dev/null} conns
-  conns=$(( c < 8 ? c : 8 ))
-  "$GHZ" --insecure --proto "$(proto_of "$s")" --import-paths proto --call "${call[$s]}" -d "${data[$s]}" \
-    -m "{\"authorization\":\"Bearer ${auth[$s]}\"}" -c "$c" --connections "$conns" -z "${secs}s" --count-errors \
-    -O json -o "$file" "$(addr_of "$who")"
-}
 pgb() { # script clients -> tps
   "$PGBENCH" -n -c "$2" -j "$(( $2 < 2 ? $2 : 2 ))" -T "$SECS" -f "$out/$1" "$TODO_PG_URL" 2>/dev/null |
     awk '/^tps = / {print $3; exit}'
@@ -112,25 +76,16 @@ pgb() { # script clients -> tps
 rows=()
 for s in "${ONLY[@]}"; do
   ours=${server[$s]}
-  ghz "$s" "$ours" 8 "$WARM" >/dev/null; ghz "$s" peer 8 "$WARM" >/dev/null # warm-up, not recorded
+  bench_ghz "$s" "$(addr_of "$ours")" 8 "$WARM"; bench_ghz "$s" "$peer_addr" 8 "$WARM" # warm-up, not recorded
   for c in $CLIENTS; do
     line="{\"scenario\": \"$s\", \"clients\": $c"
     for who in "$ours" peer; do
       p=${svc[$who]}
       c0=$(cpu_of "$p")
-      ghz "$s" "$who" "$c" "$SECS" "$out/ghz.json"
+      bench_ghz "$s" "$(addr_of "$who")" "$c" "$SECS" "$out/ghz.json"
       c1=$(cpu_of "$p")
       name=$([ "$who" = peer ] && echo go || echo ours)
-      line+=", \"$name\": $(python3 - "$out/ghz.json" "$c0" "$c1" <<'PY'
-import json, sys
-j, c0, c1 = json.load(open(sys.argv[1])), float(sys.argv[2]), float(sys.argv[3])
-lat = {d["percentage"]: d["latency"] / 1e6 for d in j.get("latencyDistribution") or []}
-ok = j.get("statusCodeDistribution", {}).get("OK", 0)
-print(json.dumps(dict(rps=round(j["rps"], 1), calls=j["count"], ok=ok, errors=j["count"] - ok,
-  p50_ms=round(lat.get(50, 0), 3), p99_ms=round(lat.get(99, 0), 3),
-  cpu_us_per_call=round((c1 - c0) * 1e6 / max(j["count"], 1), 1))))
-PY
-)"
+      line+=", \"$name\": $(bench_ghz_summary "$out/ghz.json" "$c0" "$c1")"
     done
     rm -f "$out/ghz.json"
     line+=", \"pgbench_tps\": $(pgb "${sql[$s]}" "$c")}"
