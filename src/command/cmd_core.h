@@ -25,6 +25,7 @@
 
 #include "arena.h"
 #include "auth.h"
+#include "auth_cache.h"
 #include "cmd_service.h"
 #include "cmd_store.h"
 #include "grpcx.h"
@@ -33,6 +34,7 @@ typedef struct cmd_thread {
     const todo_config *cfg;
     const cmd_app *app;
     PGconn *pg;
+    auth_cache *tokens;        /* tokens this worker verified (TODO_TOKEN_CACHE) */
     int index;                 /* the worker's number */
     char app_name[32];
     /* What the audit record of the call being handled needs to know. */

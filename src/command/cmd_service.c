@@ -22,6 +22,7 @@ void *cmd_thread_init(void *app, int index)
     t->cfg = t->app->cfg;
     t->index = index;
     snprintf(t->app_name, sizeof t->app_name, "todo-command-%d", index);
+    t->tokens = auth_cache_new((size_t)t->cfg->token_cache);
     return t; /* connects on first use, and again after a lost connection */
 }
 
@@ -30,6 +31,7 @@ void cmd_thread_cleanup(void *state)
     cmd_thread *t = state;
     if (t == NULL) return;
     pgx_close(t->pg);
+    auth_cache_free(t->tokens);
     free(t);
 }
 
@@ -44,8 +46,8 @@ int cmd_authenticate(grpcx_call *c, todo_err *err)
     cmd_thread *t = grpcx_call_state(c);
     auth_identity id;
     auth_rules rules = AUTH_RULES_OF(t->cfg);
-    int rc = auth_verify_with(t->cfg->jwt_secret, t->cfg->service_secret, grpcx_call_metadata(c, "authorization"),
-                              (long)time(NULL), &rules, &id, err);
+    int rc = auth_cache_verify(t->tokens, t->cfg->jwt_secret, t->cfg->service_secret,
+                               grpcx_call_metadata(c, "authorization"), (long)time(NULL), &rules, &id, err);
     if (rc == TODO_OK) {
         grpcx_call_set_user(c, id.user);
         if (id.service[0] != '\0') {

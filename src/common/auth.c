@@ -3,6 +3,7 @@
 #include "auth.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <jansson.h>
 #include <jwt.h>
@@ -58,8 +59,10 @@ static const char *bearer(const char *authorization, todo_err *err)
  * and the lifetime: *out on TODO_OK. bad_sig: the signature did not verify
  * (another key may). The caller has checked the header's alg is alg, so a
  * public key is never taken for an HMAC secret. */
+/* A verified token, with the window of times its checks pass in
+ * (auth_identity's valid_from and valid_until) in *window. */
 static int decode(const char *key, size_t key_len, jwt_alg_t alg, const char *token, long now,
-                  const auth_rules *rules, jwt_t **out, bool *bad_sig, todo_err *err)
+                  const auth_rules *rules, jwt_t **out, bool *bad_sig, long window[2], todo_err *err)
 {
     long leeway = rules != NULL && rules->leeway_s > 0 ? rules->leeway_s : 0;
     long exp;
@@ -109,6 +112,12 @@ static int decode(const char *key, size_t key_len, jwt_alg_t alg, const char *to
                                     : "bearer token has no iat claim (TODO_JWT_MAX_LIFETIME_S needs it)",
                             rules->max_lifetime_s);
     }
+    /* The checks above that depend on now pass from max(nbf, iat) - leeway
+     * until exp + leeway. */
+    long from = has_nbf ? nbf : LONG_MIN;
+    if (has_iat && iat > from) from = iat;
+    window[0] = from == LONG_MIN ? LONG_MIN : from - leeway;
+    window[1] = exp > LONG_MAX - leeway ? LONG_MAX : exp + leeway;
     *out = jwt;
     return TODO_OK;
 }
@@ -175,18 +184,21 @@ static int verify_public(jwt_alg_t alg, const char *kid, const char *token, long
     jwt_t *jwt = NULL;
     bool bad_sig = true;
     int rc = TODO_EUNAUTH;
+    long window[2] = {0, 0};
     if (auth_keys_count(keys) == 0)
         return todo_err_set(err, TODO_EUNAUTH, "bearer token is signed with %s, but user tokens here are HS256",
                             jwt_alg_str(alg));
     for (int i = auth_keys_pick(keys, kid, type, 0, &pem, err); i >= 0 && bad_sig;
          i = kid != NULL ? -1 : auth_keys_pick(keys, NULL, type, (size_t)i + 1, &pem, err)) {
-        rc = decode(pem, strlen(pem), alg, token, now, rules, &jwt, &bad_sig, err);
+        rc = decode(pem, strlen(pem), alg, token, now, rules, &jwt, &bad_sig, window, err);
         if (rc != TODO_OK && !bad_sig) return rc;
     }
     if (rc != TODO_OK) return rc;
     if (is_service_token(jwt)) rc = todo_err_set(err, TODO_EUNAUTH, "a service token must be signed with the service secret");
     else if ((rc = issuer_and_audience(jwt, rules, err)) == TODO_OK) rc = user_claim(jwt, "sub", id->user, err);
     jwt_free(jwt);
+    id->valid_from = window[0];
+    id->valid_until = window[1];
     return rc;
 }
 
@@ -196,6 +208,7 @@ int auth_verify_with(const char *user_secret, const char *service_secret, const 
     jwt_t *jwt = NULL;
     bool bad_sig = true;
     int rc = TODO_EUNAUTH;
+    long window[2] = {0, 0};
     memset(id, 0, sizeof *id);
     const char *token = bearer(authorization, err);
     if (token == NULL) return TODO_EUNAUTH;
@@ -223,11 +236,13 @@ int auth_verify_with(const char *user_secret, const char *service_secret, const 
 
     bool user_hs = user_secret != NULL && user_secret[0] != '\0';
     if (user_hs) {
-        rc = decode(user_secret, strlen(user_secret), JWT_ALG_HS256, token, now, rules, &jwt, &bad_sig, err);
+        rc = decode(user_secret, strlen(user_secret), JWT_ALG_HS256, token, now, rules, &jwt, &bad_sig, window, err);
         if (rc == TODO_OK) {
             if (is_service_token(jwt)) rc = todo_err_set(err, TODO_EUNAUTH, "a service token must be signed with the service secret");
             else if ((rc = issuer_and_audience(jwt, rules, err)) == TODO_OK) rc = user_claim(jwt, "sub", id->user, err);
             jwt_free(jwt);
+            id->valid_from = window[0];
+            id->valid_until = window[1];
             return rc;
         }
         if (!bad_sig) return rc;
@@ -237,7 +252,8 @@ int auth_verify_with(const char *user_secret, const char *service_secret, const 
         return todo_err_set(err, TODO_EUNAUTH, "bearer token is signed with HS256, but user tokens here must be "
                                                "RS256 or ES256 (TODO_JWT_PUBLIC_KEYS)");
     }
-    if (decode(service_secret, strlen(service_secret), JWT_ALG_HS256, token, now, rules, &jwt, &bad_sig, err) != TODO_OK) {
+    if (decode(service_secret, strlen(service_secret), JWT_ALG_HS256, token, now, rules, &jwt, &bad_sig, window, err) !=
+        TODO_OK) {
         if (bad_sig)
             todo_err_set(err, TODO_EUNAUTH, user_hs ? "bearer token is malformed or its signature does not verify"
                                                     : "bearer token is signed with HS256 by a key this service does not "
@@ -254,6 +270,8 @@ int auth_verify_with(const char *user_secret, const char *service_secret, const 
     if (rc == TODO_OK) {
         snprintf(id->service, sizeof id->service, "%s", sub);
         snprintf(id->scope, sizeof id->scope, "%s", scope != NULL ? scope : "");
+        id->valid_from = window[0];
+        id->valid_until = window[1];
     }
     jwt_free(jwt);
     return rc;

@@ -101,6 +101,7 @@ typedef struct auth_identity {
     char user[AUTH_USER_MAX];       /* whose tasks the call touches */
     char service[AUTH_SERVICE_MAX]; /* "" for a user's own token */
     char scope[128];                /* a service token's scopes (space-separated) */
+    long valid_from, valid_until;   /* the token's time checks pass for valid_from <= now < valid_until */
 } auth_identity;
 
 /* Issues a service token for service acting for user with scope. */

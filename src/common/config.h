@@ -48,6 +48,8 @@ typedef struct todo_config {
     char jwt_audience[CONFIG_STR_MAX];    /* TODO_JWT_AUDIENCE: user tokens' aud must name it ("" any) */
     int jwt_max_lifetime_s;               /* TODO_JWT_MAX_LIFETIME_S: exp - iat at most (86400; 0: no limit) */
     int jwt_leeway_s;                     /* TODO_JWT_LEEWAY_S: clock skew on exp, nbf, iat (30) */
+    int query_batch;                      /* TODO_QUERY_BATCH: GetTask lookups per statement (32; 1: alone) */
+    int token_cache;                      /* TODO_TOKEN_CACHE: verified tokens kept per worker thread (256; 0 off) */
     char service_secret[CONFIG_STR_MAX];  /* TODO_SERVICE_SECRET: service tokens (todo-saga signs, todo-command verifies); "" none */
     ctoken_key token_key;                 /* consistency tokens' MAC key, from TODO_CONSISTENCY_SECRET (ctoken.h) */
     int token_wait_ms;                    /* TODO_QUERY_TOKEN_WAIT_MS: longest a query waits for its token (3000) */

@@ -37,13 +37,18 @@ int main(void)
         log_warn("query", "using the built-in development JWT secret (TODO_ENV=local)", NULL);
     else if (user_keys != NULL)
         log_info("query", "user tokens are verified with public keys", "keys=%zu", auth_keys_count(user_keys));
+    qry_app app = {.cfg = &cfg, .batch = qry_batch_new(cfg.query_batch)};
+    if (app.batch == NULL) {
+        fprintf(stderr, "todo-query: out of memory\n");
+        return 1;
+    }
     svc_signals_block(&sigs); /* before any thread starts */
     metrics_server *metrics = metrics_start("todo-query", cfg.metrics_addr);
 
     grpcx_server_opts opts = {
         .threads = cfg.grpc_threads, .max_message_bytes = cfg.max_message_bytes,
         .call_memory_bytes = cfg.call_memory_bytes, .authenticate = qry_authenticate,
-        .thread_init = qry_thread_init, .thread_cleanup = qry_thread_cleanup, .app = &cfg,
+        .thread_init = qry_thread_init, .thread_cleanup = qry_thread_cleanup, .app = &app,
         .component = "query",
         .tls = {cfg.grpc_tls_cert, cfg.grpc_tls_key, cfg.grpc_tls_client_ca},
         .max_streams = cfg.grpc_max_streams, .max_connection_idle_ms = cfg.grpc_max_connection_idle_ms,
@@ -60,6 +65,7 @@ int main(void)
         log_error("query", "cannot start the gRPC server", "error=\"%s\"", err.msg);
         grpcx_server_free(srv);
         metrics_server_stop(metrics);
+        qry_batch_free(app.batch);
         return 1;
     }
     int sig = svc_signals_wait(&sigs);
@@ -67,6 +73,10 @@ int main(void)
     grpcx_server_shutdown(srv, cfg.shutdown_grace_ms);
     probe_stop(health);
     grpcx_server_free(srv);
+    int64_t statements, lookups;
+    qry_batch_stats(app.batch, &statements, &lookups);
+    log_info("query", "GetTask batching", "statements=%lld lookups=%lld", (long long)statements, (long long)lookups);
+    qry_batch_free(app.batch);
     metrics_server_stop(metrics);
     auth_keys_free(user_keys);
     return 0;

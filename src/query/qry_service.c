@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "auth.h"
+#include "auth_cache.h"
 #include "ctoken.h"
 #include "event.h"
 #include "log.h"
@@ -27,7 +28,9 @@
 
 typedef struct qry_thread {
     const todo_config *cfg;
+    qry_batch *batch;
     PGconn *pg;
+    auth_cache *tokens;
     char app_name[32];
 } qry_thread;
 
@@ -42,8 +45,11 @@ void *qry_thread_init(void *app, int index)
 {
     qry_thread *t = calloc(1, sizeof *t);
     if (t == NULL) abort();
-    t->cfg = app;
+    const qry_app *q = app;
+    t->cfg = q->cfg;
+    t->batch = q->batch;
     snprintf(t->app_name, sizeof t->app_name, "todo-query-%d", index);
+    t->tokens = auth_cache_new((size_t)t->cfg->token_cache);
     return t;
 }
 
@@ -52,6 +58,7 @@ void qry_thread_cleanup(void *state)
     qry_thread *t = state;
     if (t == NULL) return;
     pgx_close(t->pg);
+    auth_cache_free(t->tokens);
     free(t);
 }
 
@@ -67,8 +74,8 @@ int qry_authenticate(grpcx_call *c, todo_err *err)
     qry_thread *t = grpcx_call_state(c);
     auth_identity id;
     auth_rules rules = AUTH_RULES_OF(t->cfg);
-    int rc = auth_verify_with(t->cfg->jwt_secret, NULL, grpcx_call_metadata(c, "authorization"), (long)time(NULL),
-                              &rules, &id, err);
+    int rc = auth_cache_verify(t->tokens, t->cfg->jwt_secret, NULL, grpcx_call_metadata(c, "authorization"),
+                               (long)time(NULL), &rules, &id, err);
     if (rc == TODO_OK) grpcx_call_set_user(c, id.user);
     return rc;
 }
@@ -258,16 +265,14 @@ static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage
     if ((rc = begin(c, t, user, err)) != 0) return rc;
     if (!text_is_uuid(rq->task_id)) return todo_err_set(err, TODO_EINVAL, "task_id: must be a UUID");
     if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;
-    const char *params[2] = {rq->task_id, user};
-    char *sql = arena_printf(a, "%s from read.tasks where id = $1 and user_id = $2 and not deleted", qry_task_select);
-    PGresult *r = pgx_exec(t->pg, sql, 2, params, err);
-    if (r == NULL) return read_failed("reading the task", err);
-    if (PQntuples(r) == 0) {
-        PQclear(r);
+    qry_found f;
+    if (qry_batch_get(t->batch, t->pg, rq->task_id, user, &f, err) != 0) return read_failed("reading the task", err);
+    if (f.row < 0) {
+        qry_batch_done(&f);
         return todo_err_set(err, TODO_ENOTFOUND, "task %s not found", rq->task_id);
     }
-    *resp = &task_of(a, r, 0)->base;
-    PQclear(r);
+    *resp = &task_of(a, f.r, f.row)->base;
+    qry_batch_done(&f);
     return TODO_OK;
 }
 

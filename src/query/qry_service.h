@@ -15,15 +15,22 @@
 
 #include "config.h"
 #include "grpcx.h"
+#include "qry_batch.h"
+
+/* What the workers share: the settings and the GetTask batcher. */
+typedef struct qry_app {
+    const todo_config *cfg;
+    qry_batch *batch; /* TODO_QUERY_BATCH lookups per statement */
+} qry_app;
 
 int qry_service_register(grpcx_server *s, todo_err *err);
 
-/* grpcx thread hooks: app is the todo_config. */
 /* grpcx_server_opts.authenticate for todo-query: the caller's bearer
  * token names the user (grpcx_call_user) before the request is decoded, or
  * the call is refused (UNAUTHENTICATED). */
 int qry_authenticate(grpcx_call *c, todo_err *err);
 
+/* grpcx thread hooks: app is the qry_app. */
 void *qry_thread_init(void *app, int index);
 void qry_thread_cleanup(void *state);
 

@@ -47,6 +47,8 @@ static void defaults_describe_the_local_dev_stack(void **state)
     assert_string_equal(cfg.jwt_issuer, "");
     assert_int_equal(cfg.jwt_max_lifetime_s, 86400);
     assert_int_equal(cfg.jwt_leeway_s, 30);
+    assert_int_equal(cfg.token_cache, 256);
+    assert_int_equal(cfg.query_batch, 32);
 }
 
 static void each_service_uses_its_own_role_url_with_fallback(void **state)

@@ -1,0 +1,257 @@
+/*
+ * Integration tests of GetTask batching (qry_batch) on the real
+ * PostgreSQL, in a scratch database of their own: concurrent lookups each
+ * get their own row (never another user's, never a deleted one); lookups
+ * that queue while a statement is in flight go together in the next one;
+ * a failed statement fails every lookup of its batch, and the lookups
+ * after it are answered.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <ctype.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "harness.h"
+#include "pgx.h"
+#include "qry_batch.h"
+#include "text.h"
+
+#define USERS 3
+#define TASKS 5 /* per user; the last one deleted */
+
+static char db_url[512], db_name[64];
+static char ids[USERS][TASKS][37];
+static const char *const users[USERS] = {"alice", "bob", "carol@example.org"};
+
+/* The title of a task: its user and number, so a row says whose it is. */
+static void title_of(char *out, size_t n, int u, int k) { snprintf(out, n, "%s-%d", users[u], k); }
+
+typedef struct worker {
+    qry_batch *b;
+    int index, n;
+    int right, wrong, unavailable;
+} worker;
+
+/* One lookup of task k of user owner by user asker; true when the answer
+ * is right: the row when the task is asker's and not deleted, else none. */
+static bool lookup_is_right(worker *w, PGconn *pg, int owner, int k, int asker, bool upper)
+{
+    char id[37], want[64];
+    todo_err err;
+    qry_found f;
+    snprintf(id, sizeof id, "%s", ids[owner][k]);
+    if (upper)
+        for (char *c = id; *c; c++) *c = (char)toupper((unsigned char)*c);
+    int rc = qry_batch_get(w->b, pg, id, users[asker], &f, &err);
+    if (rc != TODO_OK) {
+        w->unavailable++;
+        return true;
+    }
+    bool visible = owner == asker && k != TASKS - 1;
+    bool right = visible ? f.row >= 0 : f.row < 0;
+    if (right && visible) {
+        title_of(want, sizeof want, owner, k);
+        right = strcmp(PQgetvalue(f.r, f.row, 2), want) == 0 && strcmp(PQgetvalue(f.r, f.row, 1), users[asker]) == 0 &&
+                strcasecmp(PQgetvalue(f.r, f.row, 0), id) == 0;
+    }
+    qry_batch_done(&f);
+    return right;
+}
+
+static void *run(void *arg)
+{
+    worker *w = arg;
+    todo_err err;
+    PGconn *pg = pgx_connect(db_url, "test_qry_batch", &err);
+    if (pg == NULL) return NULL;
+    for (int i = 0; i < w->n; i++) {
+        int seed = w->index * 7919 + i * 31;
+        int owner = seed % USERS, k = (seed / USERS) % TASKS, asker = (seed / 5) % USERS;
+        if (lookup_is_right(w, pg, owner, k, asker, (seed & 4) != 0)) w->right++;
+        else w->wrong++;
+    }
+    pgx_close(pg);
+    return NULL;
+}
+
+static void concurrent_lookups_each_get_their_own_row(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    qry_batch *b = qry_batch_new(32);
+    worker ws[16];
+    pthread_t th[16];
+    for (int i = 0; i < 16; i++) ws[i] = (worker){.b = b, .index = i, .n = 300};
+    for (int i = 0; i < 16; i++) pthread_create(&th[i], NULL, run, &ws[i]);
+    for (int i = 0; i < 16; i++) pthread_join(th[i], NULL);
+    int64_t statements, lookups;
+    qry_batch_stats(b, &statements, &lookups);
+    for (int i = 0; i < 16; i++) {
+        assert_int_equal(ws[i].wrong, 0);
+        assert_int_equal(ws[i].unavailable, 0);
+        assert_int_equal(ws[i].right, 300);
+    }
+    assert_int_equal(lookups, 16 * 300);
+    printf("%lld lookups from 16 threads in %lld statements\n", (long long)lookups, (long long)statements);
+    qry_batch_free(b);
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Waits (up to 10 s) until what(b) is n. */
+static void wait_for(int (*what)(qry_batch *), qry_batch *b, int n)
+{
+    for (int i = 0; i < 1000 && what(b) != n; i++) sleep_ms(10);
+    assert_int_equal(what(b), n);
+}
+
+/* Ends the sessions of this test whose statement waits on a lock, once
+ * there is one: the statement in flight fails as on a lost connection. */
+static void kill_waiting_statement(void)
+{
+    PGconn *admin = harness_admin();
+    for (int i = 0; i < 1000; i++) {
+        long long n = harness_scalar(admin,
+                                     "select count(pg_terminate_backend(pid)) from pg_stat_activity where"
+                                     " application_name = $1 and wait_event_type = 'Lock'",
+                                     "test_qry_batch");
+        if (n > 0) break;
+        sleep_ms(10);
+    }
+    PQfinish(admin);
+}
+
+/* Six lookups while read.tasks is held (ACCESS EXCLUSIVE, on a connection
+ * of its own): the first leads and its statement waits on the lock, the
+ * five others queue behind it. With kill, the sessions of both statements
+ * are ended while they wait. */
+static void six_behind_a_lock(qry_batch *b, worker *ws, bool kill)
+{
+    pthread_t th[6];
+    PGconn *holder = PQconnectdb(db_url);
+    PQclear(PQexec(holder, "begin; lock table read.tasks in access exclusive mode"));
+    for (int i = 0; i < 6; i++) ws[i] = (worker){.b = b, .index = i, .n = 1};
+    pthread_create(&th[0], NULL, run, &ws[0]);
+    wait_for(qry_batch_in_flight, b, 1);
+    for (int i = 1; i < 6; i++) pthread_create(&th[i], NULL, run, &ws[i]);
+    wait_for(qry_batch_waiting, b, 5);
+    if (kill) {
+        kill_waiting_statement();
+        wait_for(qry_batch_in_flight, b, 5);
+        kill_waiting_statement();
+    }
+    PQclear(PQexec(holder, "commit"));
+    PQfinish(holder);
+    for (int i = 0; i < 6; i++) pthread_join(th[i], NULL);
+}
+
+static void lookups_queued_behind_a_statement_go_together(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    qry_batch *b = qry_batch_new(32);
+    worker ws[6];
+    six_behind_a_lock(b, ws, false);
+    int64_t statements, lookups;
+    qry_batch_stats(b, &statements, &lookups);
+    for (int i = 0; i < 6; i++) assert_int_equal(ws[i].right, 1);
+    assert_int_equal(lookups, 6);
+    assert_int_equal(statements, 2); /* the first alone, then the five together */
+    qry_batch_free(b);
+}
+
+static void a_failed_statement_fails_its_batch_and_the_next_is_answered(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    qry_batch *b = qry_batch_new(32);
+    worker ws[6];
+    six_behind_a_lock(b, ws, true);
+    int64_t statements, lookups;
+    qry_batch_stats(b, &statements, &lookups);
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(ws[i].unavailable, 1);
+        assert_int_equal(ws[i].wrong, 0);
+    }
+    assert_int_equal(statements, 2);
+    /* Nothing is left behind: the next lookups are answered. */
+    worker after = {.b = b, .index = 99, .n = 20};
+    run(&after);
+    assert_int_equal(after.right, 20);
+    assert_int_equal(after.unavailable, 0);
+    qry_batch_free(b);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    if (!harness_stack_available()) return 0;
+    harness_user(db_name, "qbdb");
+    for (char *c = db_name; *c; c++)
+        if (*c == '-') *c = '_';
+    harness_pg_url_with_db(db_url, sizeof db_url, "", getenv("TODO_PG_URL"), db_name);
+    PGconn *admin = harness_admin();
+    char sql[160];
+    snprintf(sql, sizeof sql, "create database %s", db_name);
+    PGresult *r = PQexec(admin, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    PQfinish(admin);
+    if (!ok) return -1;
+    PGconn *c = PQconnectdb(db_url);
+    /* read.tasks as the migrations leave it, in the columns GetTask reads. */
+    r = PQexec(c, "create schema read; create table read.tasks (id uuid primary key, user_id text not null,"
+                  " title text not null, description text not null default '', priority smallint not null default 2,"
+                  " due_at timestamptz, category text not null default '', tags text[] not null default '{}',"
+                  " completed boolean not null default false, completed_at timestamptz, version bigint not null default 1,"
+                  " created_at timestamptz not null default now(), updated_at timestamptz not null default now(),"
+                  " deleted boolean not null default false, recurring_pattern_id uuid)");
+    ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    for (int u = 0; u < USERS && ok; u++)
+        for (int k = 0; k < TASKS && ok; k++) {
+            char title[64];
+            text_uuid_v4(ids[u][k]);
+            title_of(title, sizeof title, u, k);
+            const char *p[4] = {ids[u][k], users[u], title, k == TASKS - 1 ? "true" : "false"};
+            r = PQexecParams(c, "insert into read.tasks (id, user_id, title, deleted) values ($1, $2, $3, $4)", 4, NULL,
+                             p, NULL, NULL, 0);
+            ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+            PQclear(r);
+        }
+    PQfinish(c);
+    return ok ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (!harness_stack_available()) return 0;
+    PGconn *admin = harness_admin();
+    char sql[160];
+    snprintf(sql, sizeof sql, "drop database %s with (force)", db_name);
+    PQclear(PQexec(admin, sql));
+    PQfinish(admin);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(concurrent_lookups_each_get_their_own_row),
+        cmocka_unit_test(lookups_queued_behind_a_statement_go_together),
+        cmocka_unit_test(a_failed_statement_fails_its_batch_and_the_next_is_answered),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
