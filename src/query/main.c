@@ -37,8 +37,9 @@ int main(void)
         log_warn("query", "using the built-in development JWT secret (TODO_ENV=local)", NULL);
     else if (user_keys != NULL)
         log_info("query", "user tokens are verified with public keys", "keys=%zu", auth_keys_count(user_keys));
-    qry_app app = {.cfg = &cfg, .batch = qry_batch_new(cfg.query_batch)};
-    if (app.batch == NULL) {
+    qry_app app = {.cfg = &cfg, .gets = qry_batch_new(QRY_BATCH_GET, cfg.query_batch),
+                   .lists = qry_batch_new(QRY_BATCH_LIST, cfg.query_batch)};
+    if (app.gets == NULL || app.lists == NULL) {
         fprintf(stderr, "todo-query: out of memory\n");
         return 1;
     }
@@ -65,7 +66,8 @@ int main(void)
         log_error("query", "cannot start the gRPC server", "error=\"%s\"", err.msg);
         grpcx_server_free(srv);
         metrics_server_stop(metrics);
-        qry_batch_free(app.batch);
+        qry_batch_free(app.gets);
+        qry_batch_free(app.lists);
         return 1;
     }
     int sig = svc_signals_wait(&sigs);
@@ -73,10 +75,13 @@ int main(void)
     grpcx_server_shutdown(srv, cfg.shutdown_grace_ms);
     probe_stop(health);
     grpcx_server_free(srv);
-    int64_t statements, lookups;
-    qry_batch_stats(app.batch, &statements, &lookups);
-    log_info("query", "GetTask batching", "statements=%lld lookups=%lld", (long long)statements, (long long)lookups);
-    qry_batch_free(app.batch);
+    int64_t statements[2], reads[2];
+    qry_batch_stats(app.gets, &statements[0], &reads[0]);
+    qry_batch_stats(app.lists, &statements[1], &reads[1]);
+    log_info("query", "batched reads", "get_statements=%lld gets=%lld list_statements=%lld lists=%lld",
+             (long long)statements[0], (long long)reads[0], (long long)statements[1], (long long)reads[1]);
+    qry_batch_free(app.gets);
+    qry_batch_free(app.lists);
     metrics_server_stop(metrics);
     auth_keys_free(user_keys);
     return 0;

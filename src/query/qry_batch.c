@@ -21,6 +21,7 @@ typedef struct shared {
 
 typedef struct lookup {
     const char *id, *user;
+    int limit, *rows, n_rows; /* lists */
     shared *res;
     int row, rc;
     todo_err err;
@@ -35,15 +36,16 @@ struct qry_batch {
     bool busy;     /* a statement is in flight */
     int in_flight; /* its lookups */
     int max_batch;
+    qry_batch_kind kind;
     char *one_sql, *many_sql;
     int64_t statements, lookups;
 };
 
-qry_batch *qry_batch_new(int max_batch)
+qry_batch *qry_batch_new(qry_batch_kind kind, int max_batch)
 {
     qry_batch *b = calloc(1, sizeof *b);
     if (b == NULL) return NULL;
-    size_t n = strlen(qry_task_select) + 256;
+    size_t n = strlen(qry_task_select) + 512;
     b->one_sql = malloc(n);
     b->many_sql = malloc(n);
     if (b->one_sql == NULL || b->many_sql == NULL) {
@@ -52,13 +54,29 @@ qry_batch *qry_batch_new(int max_batch)
         free(b);
         return NULL;
     }
-    snprintf(b->one_sql, n, "%s from read.tasks where id = $1 and user_id = $2 and not deleted", qry_task_select);
-    snprintf(b->many_sql, n,
-             "%s from read.tasks join unnest($1::uuid[], $2::text[]) k(kid, kuser) on id = k.kid and user_id = k.kuser"
-             " where not deleted",
-             qry_task_select);
+    if (kind == QRY_BATCH_GET) {
+        snprintf(b->one_sql, n, "%s from read.tasks where id = $1 and user_id = $2 and not deleted", qry_task_select);
+        snprintf(b->many_sql, n,
+                 "%s from read.tasks join unnest($1::uuid[], $2::text[]) k(kid, kuser)"
+                 " on id = k.kid and user_id = k.kuser where not deleted",
+                 qry_task_select);
+    } else {
+        /* As ListTasks alone (qry_list_sql), and for many: each user's page
+         * from the same index, numbered by its place in the arrays. */
+        const char *key = qry_sort_text(QRY_SORT_CREATED_AT);
+        snprintf(b->one_sql, n,
+                 "%s, %s as page_key from read.tasks where user_id = $1 and not deleted"
+                 " order by created_at desc, tasks.id desc limit $2",
+                 qry_task_select, key);
+        snprintf(b->many_sql, n,
+                 "select t.*, k.n from unnest($1::text[], $2::int[]) with ordinality k(kuser, klim, n)"
+                 " cross join lateral (%s, %s as page_key from read.tasks where user_id = k.kuser and not deleted"
+                 " order by created_at desc, tasks.id desc limit k.klim) t",
+                 qry_task_select, key);
+    }
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, NULL);
+    b->kind = kind;
     b->max_batch = max_batch < 1 ? 1 : max_batch;
     return b;
 }
@@ -73,39 +91,77 @@ void qry_batch_free(qry_batch *b)
     free(b);
 }
 
-/* Runs the n lookups from first (a detached list) on pg, setting each
- * one's res, row, rc and err. */
+/* Row x of r after row y in a page, newest first: page key (text of
+ * created_at, ordered as the times are), then id, descending. */
+static bool after(const PGresult *r, int x, int y)
+{
+    int c = strcmp(PQgetvalue(r, x, 15), PQgetvalue(r, y, 15));
+    return c < 0 || (c == 0 && strcmp(PQgetvalue(r, x, 0), PQgetvalue(r, y, 0)) < 0);
+}
+
+/* Each list's rows of r: those numbered with its place among the n
+ * (column 16), in page order. PostgreSQL returns them so (a nested loop
+ * over the arrays); the insertion keeps it so whatever the plan. */
+static void pages_of(const PGresult *r, lookup *first, int n)
+{
+    lookup **at = calloc((size_t)n, sizeof *at);
+    if (at == NULL) abort();
+    int place = 0;
+    for (lookup *l = first; l != NULL; l = l->next) {
+        l->n_rows = 0;
+        at[place++] = l;
+    }
+    for (int i = 0, rows = PQntuples(r); i < rows; i++) {
+        int k = atoi(PQgetvalue(r, i, 16)) - 1;
+        if (k < 0 || k >= n || at[k]->n_rows >= at[k]->limit) continue;
+        lookup *l = at[k];
+        int j = l->n_rows++;
+        while (j > 0 && after(r, l->rows[j - 1], i)) {
+            l->rows[j] = l->rows[j - 1];
+            j--;
+        }
+        l->rows[j] = i;
+    }
+    free(at);
+}
+
+/* The arrays of a batch: {a,b,...} of each read's text (quoted: user ids
+ * are [A-Za-z0-9._@:-], ids UUIDs) or number. */
+static char *array_of(lookup *first, int what)
+{
+    size_t len = 3;
+    for (lookup *l = first; l != NULL; l = l->next) len += (what == 0 ? strlen(l->id) : what == 1 ? strlen(l->user) : 11) + 3;
+    char *out = malloc(len), *p = out;
+    if (out == NULL) abort();
+    *p++ = '{';
+    for (lookup *l = first; l != NULL; l = l->next) {
+        const char *sep = l == first ? "" : ",";
+        if (what == 0) p += sprintf(p, "%s%s", sep, l->id);
+        else if (what == 1) p += sprintf(p, "%s\"%s\"", sep, l->user);
+        else p += sprintf(p, "%s%d", sep, l->limit);
+    }
+    strcpy(p, "}");
+    return out;
+}
+
+/* Runs the n reads from first (a detached list) on pg, setting each one's
+ * res, row or rows, rc and err. */
 static void run(qry_batch *b, PGconn *pg, lookup *first, int n)
 {
     todo_err err;
     PGresult *r;
+    bool get = b->kind == QRY_BATCH_GET;
     if (n == 1) {
-        const char *p[2] = {first->id, first->user};
+        char limit[16];
+        snprintf(limit, sizeof limit, "%d", first->limit);
+        const char *p[2] = {get ? first->id : first->user, get ? first->user : limit};
         r = pgx_exec(pg, b->one_sql, 2, p, &err);
     } else {
-        /* Array literals: ids are UUIDs, user ids [A-Za-z0-9._@:-] (quoted
-         * all the same). */
-        size_t ids_len = 2, users_len = 2;
-        for (lookup *l = first; l != NULL; l = l->next) {
-            ids_len += strlen(l->id) + 1;
-            users_len += strlen(l->user) + 3;
-        }
-        char *ids = malloc(ids_len + 1), *users = malloc(users_len + 1);
-        if (ids == NULL || users == NULL) abort();
-        char *pi = ids, *pu = users;
-        *pi++ = '{';
-        *pu++ = '{';
-        for (lookup *l = first; l != NULL; l = l->next) {
-            const char *sep = l == first ? "" : ",";
-            pi += sprintf(pi, "%s%s", sep, l->id);
-            pu += sprintf(pu, "%s\"%s\"", sep, l->user);
-        }
-        strcpy(pi, "}");
-        strcpy(pu, "}");
-        const char *p[2] = {ids, users};
+        char *a0 = array_of(first, get ? 0 : 1), *a1 = array_of(first, get ? 1 : 2);
+        const char *p[2] = {a0, a1};
         r = pgx_exec(pg, b->many_sql, 2, p, &err);
-        free(ids);
-        free(users);
+        free(a0);
+        free(a1);
     }
     shared *s = r != NULL ? malloc(sizeof *s) : NULL;
     if (r != NULL && s == NULL) abort();
@@ -119,19 +175,24 @@ static void run(qry_batch *b, PGconn *pg, lookup *first, int n)
         l->row = -1;
         l->rc = s != NULL ? TODO_OK : TODO_EUNAVAIL;
         if (s == NULL) l->err = err;
-        for (int i = 0; i < rows && l->row < 0; i++)
+        if (!get && s != NULL && n == 1) {
+            l->n_rows = rows < l->limit ? rows : l->limit;
+            for (int i = 0; i < l->n_rows; i++) l->rows[i] = i;
+        }
+        for (int i = 0; get && i < rows && l->row < 0; i++)
             if (strcasecmp(PQgetvalue(r, i, 0), l->id) == 0 && strcmp(PQgetvalue(r, i, 1), l->user) == 0) l->row = i;
     }
+    if (!get && s != NULL && n > 1) pages_of(r, first, n);
 }
 
-int qry_batch_get(qry_batch *b, PGconn *pg, const char *id, const char *user, qry_found *out, todo_err *err)
+/* Queues me and returns once a statement answered it. */
+static int read_one(qry_batch *b, PGconn *pg, lookup *me, qry_found *out, todo_err *err)
 {
-    lookup me = {.id = id, .user = user, .row = -1};
     pthread_mutex_lock(&b->mu);
-    if (b->tail != NULL) b->tail->next = &me;
-    else b->head = &me;
-    b->tail = &me;
-    while (!me.done) {
+    if (b->tail != NULL) b->tail->next = me;
+    else b->head = me;
+    b->tail = me;
+    while (!me->done) {
         if (b->busy) {
             pthread_cond_wait(&b->cv, &b->mu);
             continue;
@@ -165,14 +226,29 @@ int qry_batch_get(qry_batch *b, PGconn *pg, const char *id, const char *user, qr
         pthread_cond_broadcast(&b->cv);
     }
     pthread_mutex_unlock(&b->mu);
-    if (me.rc != TODO_OK) {
-        if (err != NULL) *err = me.err;
-        return me.rc;
+    if (me->rc != TODO_OK) {
+        if (err != NULL) *err = me->err;
+        return me->rc;
     }
-    out->r = me.res->r;
-    out->row = me.row;
-    out->ref = me.res;
+    out->r = me->res->r;
+    out->row = me->row;
+    out->ref = me->res;
     return TODO_OK;
+}
+
+int qry_batch_get(qry_batch *b, PGconn *pg, const char *id, const char *user, qry_found *out, todo_err *err)
+{
+    lookup me = {.id = id, .user = user, .row = -1};
+    return read_one(b, pg, &me, out, err);
+}
+
+int qry_batch_list(qry_batch *b, PGconn *pg, const char *user, int limit, int *rows, int *n_rows, qry_found *out,
+                   todo_err *err)
+{
+    lookup me = {.user = user, .limit = limit, .rows = rows, .row = -1};
+    int rc = read_one(b, pg, &me, out, err);
+    *n_rows = rc == TODO_OK ? me.n_rows : 0;
+    return rc;
 }
 
 void qry_batch_done(qry_found *f)
@@ -187,11 +263,11 @@ void qry_batch_done(qry_found *f)
     f->r = NULL;
 }
 
-void qry_batch_stats(qry_batch *b, int64_t *statements, int64_t *lookups)
+void qry_batch_stats(qry_batch *b, int64_t *statements, int64_t *reads)
 {
     pthread_mutex_lock(&b->mu);
     *statements = b->statements;
-    *lookups = b->lookups;
+    *reads = b->lookups;
     pthread_mutex_unlock(&b->mu);
 }
 

@@ -1,17 +1,20 @@
 /*
- * qry_batch: GetTask lookups that arrive together (from different gRPC
- * worker threads) share one statement: the group-commit idea applied to
- * reads (issue 19). On the bench stack, PostgreSQL answers 14,700/s
- * statements of 8 lookups by key against 22,800/s of one (pgbench, 8
- * clients): a lookup in a batch of 8 costs it about a fifth.
+ * qry_batch: reads that arrive together (from different gRPC worker
+ * threads) share one statement: the group-commit idea applied to reads
+ * (issue 19). Two kinds: GetTask's lookup of a task by id and user, and
+ * ListTasks' first page in the default order with no filter (the chatbot's
+ * "my tasks"). On the bench stack PostgreSQL answers 14,700 statements/s of
+ * 8 lookups against 22,800/s of one, and 2,600/s of 8 first pages against
+ * 12,300/s of one (pgbench, 8 clients): a read in a batch of 8 costs it a
+ * fifth (lookups) or 60% (pages) of one alone.
  *
- * Leader and followers, no thread of its own: a caller finding no lookup
- * in flight runs everything queued (up to max_batch, the oldest first) on
- * its own connection; callers arriving meanwhile queue up, and when the
- * statement is done one of them leads the next. A lone lookup is run at
- * once by its own caller with the single-row statement: nothing lingers
- * on purpose. A failed statement fails every lookup of its batch (each
- * caller answers UNAVAILABLE, as it would have alone).
+ * Leader and followers, no thread of its own: a caller finding no
+ * statement in flight runs everything queued (up to max_batch, the oldest
+ * first) on its own connection; callers arriving meanwhile queue up, and
+ * when the statement is done one of them leads the next. A lone read is run
+ * at once by its own caller with the statement it would run alone: nothing
+ * lingers on purpose. A failed statement fails every read of its batch
+ * (each caller answers UNAVAILABLE, as it would have alone).
  */
 #ifndef TODO_QRY_BATCH_H
 #define TODO_QRY_BATCH_H
@@ -21,33 +24,47 @@
 
 #include "todo_err.h"
 
+typedef enum qry_batch_kind {
+    QRY_BATCH_GET,  /* a task by id and user (qry_batch_get) */
+    QRY_BATCH_LIST, /* a user's newest tasks (qry_batch_list) */
+} qry_batch_kind;
+
 typedef struct qry_batch qry_batch;
 
-/* A lookup's answer: row `row` of r (qry_task_select's columns), or row -1
- * when there is no such task; qry_batch_done releases it. */
+/* A read's answer, in rows of r (qry_task_select's columns, then for
+ * lists the page key): row `row` (-1: no such task) for a lookup, rows[0..
+ * n_rows) for a list. qry_batch_done releases it. */
 typedef struct qry_found {
     const PGresult *r;
     int row;
     void *ref;
 } qry_found;
 
-/* A batcher of up to max_batch lookups per statement (1: every lookup
- * alone); NULL when out of memory. free takes NULL; no lookup may be in
+/* A batcher of up to max_batch reads of kind per statement (1: every read
+ * alone); NULL when out of memory. free takes NULL; no read may be in
  * progress. */
-qry_batch *qry_batch_new(int max_batch);
+qry_batch *qry_batch_new(qry_batch_kind kind, int max_batch);
 void qry_batch_free(qry_batch *b);
 
-/* The task id of user (not deleted) into *out, TODO_OK; or TODO_EUNAVAIL
- * with err when the statement failed. id must be a UUID (text_is_uuid),
- * user a valid user id. pg is the caller's connection, used when it leads.
- * Thread-safe. */
+/* GET: the task id of user (not deleted) into *out, TODO_OK; or
+ * TODO_EUNAVAIL with err when the statement failed. id must be a UUID
+ * (text_is_uuid), user a valid user id. pg is the caller's connection,
+ * used when it leads. Thread-safe. */
 int qry_batch_get(qry_batch *b, PGconn *pg, const char *id, const char *user, qry_found *out, todo_err *err);
+
+/* LIST: the first limit (1..1000) tasks of user not deleted, newest first
+ * (created_at desc, id desc), as row numbers of out->r in rows (room for
+ * limit) and their count in *n_rows; the page key (qry_sort_text of
+ * created_at) is column 15. Otherwise as qry_batch_get. */
+int qry_batch_list(qry_batch *b, PGconn *pg, const char *user, int limit, int *rows, int *n_rows, qry_found *out,
+                   todo_err *err);
+
 void qry_batch_done(qry_found *f);
 
-/* Statements run and lookups in them since the start (logs, tests). */
-void qry_batch_stats(qry_batch *b, int64_t *statements, int64_t *lookups);
+/* Statements run and reads in them since the start (logs, tests). */
+void qry_batch_stats(qry_batch *b, int64_t *statements, int64_t *reads);
 
-/* Lookups queued that no statement has taken yet, and lookups in the
+/* Reads queued that no statement has taken yet, and reads in the
  * statement in flight (tests). */
 int qry_batch_waiting(qry_batch *b);
 int qry_batch_in_flight(qry_batch *b);

@@ -28,7 +28,7 @@
 
 typedef struct qry_thread {
     const todo_config *cfg;
-    qry_batch *batch;
+    qry_batch *gets, *lists;
     PGconn *pg;
     auth_cache *tokens;
     char app_name[32];
@@ -47,7 +47,8 @@ void *qry_thread_init(void *app, int index)
     if (t == NULL) abort();
     const qry_app *q = app;
     t->cfg = q->cfg;
-    t->batch = q->batch;
+    t->gets = q->gets;
+    t->lists = q->lists;
     snprintf(t->app_name, sizeof t->app_name, "todo-query-%d", index);
     t->tokens = auth_cache_new((size_t)t->cfg->token_cache);
     return t;
@@ -266,7 +267,7 @@ static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage
     if (!text_is_uuid(rq->task_id)) return todo_err_set(err, TODO_EINVAL, "task_id: must be a UUID");
     if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;
     qry_found f;
-    if (qry_batch_get(t->batch, t->pg, rq->task_id, user, &f, err) != 0) return read_failed("reading the task", err);
+    if (qry_batch_get(t->gets, t->pg, rq->task_id, user, &f, err) != 0) return read_failed("reading the task", err);
     if (f.row < 0) {
         qry_batch_done(&f);
         return todo_err_set(err, TODO_ENOTFOUND, "task %s not found", rq->task_id);
@@ -311,6 +312,28 @@ static char *like_pattern(arena *a, const char *s)
     return out;
 }
 
+/* ListTasks' first page of size in the default order, no filter, through
+ * the batcher. */
+static int first_page(qry_thread *t, arena *a, const char *user, int size, ProtobufCMessage **resp, todo_err *err)
+{
+    int *rows = arena_alloc(a, (size_t)(size + 1) * sizeof *rows), n = 0;
+    qry_found f;
+    if (qry_batch_list(t->lists, t->pg, user, size + 1, rows, &n, &f, err) != 0)
+        return read_failed("listing tasks", err);
+    Todo__V1__ListTasksResponse *rs = arena_alloc(a, sizeof *rs);
+    todo__v1__list_tasks_response__init(rs);
+    int shown = n > size ? size : n;
+    rs->tasks = arena_alloc(a, (size_t)(shown + 1) * sizeof *rs->tasks);
+    for (int i = 0; i < shown; i++) rs->tasks[rs->n_tasks++] = task_of(a, f.r, rows[i]);
+    if (n > size) {
+        const qry_sort sort = {.field = QRY_SORT_CREATED_AT, .asc = false};
+        rs->next_page_token = next_token(a, f.r, rows[shown - 1], 15, sort);
+    }
+    qry_batch_done(&f);
+    *resp = &rs->base;
+    return TODO_OK;
+}
+
 static int list_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
 {
     const Todo__V1__ListTasksRequest *rq = (const Todo__V1__ListTasksRequest *)req;
@@ -339,6 +362,12 @@ static int list_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessa
     if (rq->page_token[0] != '\0' && (rc = qry_page_decode(rq->page_token, &sort, &key, err)) != 0) return rc;
     if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;
 
+    /* The chatbot's "my tasks": the first page, newest first, no filter;
+     * such calls arriving together are read in one statement. */
+    if (rq->completed == NULL && rq->priority == 0 && rq->category[0] == '\0' && rq->tag[0] == '\0' &&
+        rq->due_before == NULL && rq->due_after == NULL && rq->overdue == NULL && rq->text[0] == '\0' &&
+        rq->page_token[0] == '\0' && !rq->include_total && sort.field == QRY_SORT_CREATED_AT && !sort.asc)
+        return first_page(t, a, user, size, resp, err);
     w.params[w.n++] = user;
     w.len = (size_t)snprintf(w.sql, sizeof w.sql, " where user_id = $1 and not deleted");
     if (rq->completed != NULL) cond(&w, "completed = ?", rq->completed->value ? "true" : "false");

@@ -17,10 +17,11 @@
 #include "grpcx.h"
 #include "qry_batch.h"
 
-/* What the workers share: the settings and the GetTask batcher. */
+/* What the workers share: the settings and the batchers of GetTask and
+ * ListTasks (first pages in the default order, no filter). */
 typedef struct qry_app {
     const todo_config *cfg;
-    qry_batch *batch; /* TODO_QUERY_BATCH lookups per statement */
+    qry_batch *gets, *lists; /* TODO_QUERY_BATCH reads per statement */
 } qry_app;
 
 int qry_service_register(grpcx_server *s, todo_err *err);

@@ -1,10 +1,10 @@
 /*
- * Integration tests of GetTask batching (qry_batch) on the real
- * PostgreSQL, in a scratch database of their own: concurrent lookups each
- * get their own row (never another user's, never a deleted one); lookups
- * that queue while a statement is in flight go together in the next one;
- * a failed statement fails every lookup of its batch, and the lookups
- * after it are answered.
+ * Integration tests of read batching (qry_batch) on the real PostgreSQL,
+ * in a scratch database of their own: concurrent lookups each get their own
+ * row (never another user's, never a deleted one) and concurrent first
+ * pages their own user's newest tasks in order; reads that queue while a
+ * statement is in flight go together in the next one; a failed statement
+ * fails every read of its batch, and the reads after it are answered.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -28,6 +28,7 @@
 
 static char db_url[512], db_name[64];
 static char ids[USERS][TASKS][37];
+static int page[USERS][TASKS - 1]; /* each user's visible tasks, newest first */
 static const char *const users[USERS] = {"alice", "bob", "carol@example.org"};
 
 /* The title of a task: its user and number, so a row says whose it is. */
@@ -35,6 +36,7 @@ static void title_of(char *out, size_t n, int u, int k) { snprintf(out, n, "%s-%
 
 typedef struct worker {
     qry_batch *b;
+    bool lists; /* b is a QRY_BATCH_LIST batcher */
     int index, n;
     int right, wrong, unavailable;
 } worker;
@@ -65,6 +67,27 @@ static bool lookup_is_right(worker *w, PGconn *pg, int owner, int k, int asker, 
     return right;
 }
 
+/* One first page of asker's tasks of limit rows; true when it is
+ * page[asker] cut to limit. */
+static bool page_is_right(worker *w, PGconn *pg, int asker, int limit)
+{
+    todo_err err;
+    qry_found f;
+    int rows[TASKS + 1], n = -1;
+    int rc = qry_batch_list(w->b, pg, users[asker], limit, rows, &n, &f, &err);
+    if (rc != TODO_OK) {
+        w->unavailable++;
+        return true;
+    }
+    int want = limit < TASKS - 1 ? limit : TASKS - 1;
+    bool right = n == want;
+    for (int i = 0; right && i < n; i++)
+        right = strcmp(PQgetvalue(f.r, rows[i], 0), ids[asker][page[asker][i]]) == 0 &&
+                strcmp(PQgetvalue(f.r, rows[i], 1), users[asker]) == 0;
+    qry_batch_done(&f);
+    return right;
+}
+
 static void *run(void *arg)
 {
     worker *w = arg;
@@ -74,7 +97,9 @@ static void *run(void *arg)
     for (int i = 0; i < w->n; i++) {
         int seed = w->index * 7919 + i * 31;
         int owner = seed % USERS, k = (seed / USERS) % TASKS, asker = (seed / 5) % USERS;
-        if (lookup_is_right(w, pg, owner, k, asker, (seed & 4) != 0)) w->right++;
+        bool right = w->lists ? page_is_right(w, pg, asker, 1 + seed % (TASKS + 1))
+                              : lookup_is_right(w, pg, owner, k, asker, (seed & 4) != 0);
+        if (right) w->right++;
         else w->wrong++;
     }
     pgx_close(pg);
@@ -85,7 +110,7 @@ static void concurrent_lookups_each_get_their_own_row(void **state)
 {
     (void)state;
     HARNESS_NEED_STACK();
-    qry_batch *b = qry_batch_new(32);
+    qry_batch *b = qry_batch_new(QRY_BATCH_GET, 32);
     worker ws[16];
     pthread_t th[16];
     for (int i = 0; i < 16; i++) ws[i] = (worker){.b = b, .index = i, .n = 300};
@@ -100,6 +125,28 @@ static void concurrent_lookups_each_get_their_own_row(void **state)
     }
     assert_int_equal(lookups, 16 * 300);
     printf("%lld lookups from 16 threads in %lld statements\n", (long long)lookups, (long long)statements);
+    qry_batch_free(b);
+}
+
+static void concurrent_first_pages_each_get_their_own_tasks_in_order(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    qry_batch *b = qry_batch_new(QRY_BATCH_LIST, 32);
+    worker ws[16];
+    pthread_t th[16];
+    for (int i = 0; i < 16; i++) ws[i] = (worker){.b = b, .lists = true, .index = i, .n = 200};
+    for (int i = 0; i < 16; i++) pthread_create(&th[i], NULL, run, &ws[i]);
+    for (int i = 0; i < 16; i++) pthread_join(th[i], NULL);
+    int64_t statements, reads;
+    qry_batch_stats(b, &statements, &reads);
+    for (int i = 0; i < 16; i++) {
+        assert_int_equal(ws[i].wrong, 0);
+        assert_int_equal(ws[i].unavailable, 0);
+        assert_int_equal(ws[i].right, 200);
+    }
+    assert_int_equal(reads, 16 * 200);
+    printf("%lld first pages from 16 threads in %lld statements\n", (long long)reads, (long long)statements);
     qry_batch_free(b);
 }
 
@@ -136,12 +183,12 @@ static void kill_waiting_statement(void)
  * of its own): the first leads and its statement waits on the lock, the
  * five others queue behind it. With kill, the sessions of both statements
  * are ended while they wait. */
-static void six_behind_a_lock(qry_batch *b, worker *ws, bool kill)
+static void six_behind_a_lock(qry_batch *b, bool lists, worker *ws, bool kill)
 {
     pthread_t th[6];
     PGconn *holder = PQconnectdb(db_url);
     PQclear(PQexec(holder, "begin; lock table read.tasks in access exclusive mode"));
-    for (int i = 0; i < 6; i++) ws[i] = (worker){.b = b, .index = i, .n = 1};
+    for (int i = 0; i < 6; i++) ws[i] = (worker){.b = b, .lists = lists, .index = i, .n = 1};
     pthread_create(&th[0], NULL, run, &ws[0]);
     wait_for(qry_batch_in_flight, b, 1);
     for (int i = 1; i < 6; i++) pthread_create(&th[i], NULL, run, &ws[i]);
@@ -156,28 +203,30 @@ static void six_behind_a_lock(qry_batch *b, worker *ws, bool kill)
     for (int i = 0; i < 6; i++) pthread_join(th[i], NULL);
 }
 
-static void lookups_queued_behind_a_statement_go_together(void **state)
+static void reads_queued_behind_a_statement_go_together(void **state)
 {
     (void)state;
     HARNESS_NEED_STACK();
-    qry_batch *b = qry_batch_new(32);
-    worker ws[6];
-    six_behind_a_lock(b, ws, false);
-    int64_t statements, lookups;
-    qry_batch_stats(b, &statements, &lookups);
-    for (int i = 0; i < 6; i++) assert_int_equal(ws[i].right, 1);
-    assert_int_equal(lookups, 6);
-    assert_int_equal(statements, 2); /* the first alone, then the five together */
-    qry_batch_free(b);
+    for (int kind = 0; kind < 2; kind++) {
+        qry_batch *b = qry_batch_new(kind == 0 ? QRY_BATCH_GET : QRY_BATCH_LIST, 32);
+        worker ws[6];
+        six_behind_a_lock(b, kind == 1, ws, false);
+        int64_t statements, reads;
+        qry_batch_stats(b, &statements, &reads);
+        for (int i = 0; i < 6; i++) assert_int_equal(ws[i].right, 1);
+        assert_int_equal(reads, 6);
+        assert_int_equal(statements, 2); /* the first alone, then the five together */
+        qry_batch_free(b);
+    }
 }
 
 static void a_failed_statement_fails_its_batch_and_the_next_is_answered(void **state)
 {
     (void)state;
     HARNESS_NEED_STACK();
-    qry_batch *b = qry_batch_new(32);
+    qry_batch *b = qry_batch_new(QRY_BATCH_GET, 32);
     worker ws[6];
-    six_behind_a_lock(b, ws, true);
+    six_behind_a_lock(b, false, ws, true);
     int64_t statements, lookups;
     qry_batch_stats(b, &statements, &lookups);
     for (int i = 0; i < 6; i++) {
@@ -224,13 +273,26 @@ static int setup(void **state)
             char title[64];
             text_uuid_v4(ids[u][k]);
             title_of(title, sizeof title, u, k);
-            const char *p[4] = {ids[u][k], users[u], title, k == TASKS - 1 ? "true" : "false"};
-            r = PQexecParams(c, "insert into read.tasks (id, user_id, title, deleted) values ($1, $2, $3, $4)", 4, NULL,
-                             p, NULL, NULL, 0);
+            /* Tasks 0 and 1 share a time, as do 2 and 3: the id decides. */
+            char minute[8];
+            snprintf(minute, sizeof minute, "%d", k / 2);
+            const char *p[5] = {ids[u][k], users[u], title, k == TASKS - 1 ? "true" : "false", minute};
+            r = PQexecParams(c,
+                             "insert into read.tasks (id, user_id, title, deleted, created_at) values ($1, $2, $3, $4,"
+                             " '2026-01-01T00:00:00Z'::timestamptz + $5::int * interval '1 minute')",
+                             5, NULL, p, NULL, NULL, 0);
             ok = PQresultStatus(r) == PGRES_COMMAND_OK;
             PQclear(r);
         }
     PQfinish(c);
+    /* Newest first: 2 and 3 (the greater id first), then 0 and 1. */
+    for (int u = 0; u < USERS; u++) {
+        bool hi = strcmp(ids[u][3], ids[u][2]) > 0, lo = strcmp(ids[u][1], ids[u][0]) > 0;
+        page[u][0] = hi ? 3 : 2;
+        page[u][1] = hi ? 2 : 3;
+        page[u][2] = lo ? 1 : 0;
+        page[u][3] = lo ? 0 : 1;
+    }
     return ok ? 0 : -1;
 }
 
@@ -250,7 +312,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(concurrent_lookups_each_get_their_own_row),
-        cmocka_unit_test(lookups_queued_behind_a_statement_go_together),
+        cmocka_unit_test(concurrent_first_pages_each_get_their_own_tasks_in_order),
+        cmocka_unit_test(reads_queued_behind_a_statement_go_together),
         cmocka_unit_test(a_failed_statement_fails_its_batch_and_the_next_is_answered),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
