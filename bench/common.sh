@@ -1,18 +1,21 @@
 # Sourced by the bench scripts (after scripts/lib.sh, from the repository
-# root): bench_stack builds build/dev, starts the "bench" stack (free
+# root): bench_stack builds build/dev, starts the "bench" stack afresh (free
 # ports), applies the migrations and topics and sets $bin; the services and
 # tools a script starts go into pids=() and are stopped, with the stack, when
 # the script exits.
 bench_stack() {
   bash scripts/build.sh dev >/dev/null
+  # From empty: what an earlier run left (a grown database, a migration
+  # applied by hand) would change what is measured.
+  bash scripts/stack.sh wipe bench >/dev/null 2>&1 || true
+  pids=()
+  trap bench_cleanup EXIT
   bash scripts/stack.sh start bench >/dev/null
   eval "$(bash scripts/stack.sh env bench)"
   export TODO_MIGRATIONS_DIR="$TODO_REPO/migrations"
   bin=build/dev/src
   $bin/cli/todoctl migrate >/dev/null
   $bin/cli/todoctl topics apply >/dev/null
-  pids=()
-  trap bench_cleanup EXIT
 }
 
 bench_cleanup() {
