@@ -38,7 +38,7 @@ struct qry_batch {
     int max_batch;
     qry_batch_kind kind;
     char *one_sql, *many_sql;
-    int64_t statements, lookups;
+    int64_t statements, reads;
 };
 
 qry_batch *qry_batch_new(qry_batch_kind kind, int max_batch)
@@ -222,7 +222,7 @@ static int read_one(qry_batch *b, PGconn *pg, lookup *me, qry_found *out, todo_e
         b->busy = false;
         b->in_flight = 0;
         b->statements++;
-        b->lookups += n;
+        b->reads += n;
         pthread_cond_broadcast(&b->cv);
     }
     pthread_mutex_unlock(&b->mu);
@@ -267,7 +267,7 @@ void qry_batch_stats(qry_batch *b, int64_t *statements, int64_t *reads)
 {
     pthread_mutex_lock(&b->mu);
     *statements = b->statements;
-    *reads = b->lookups;
+    *reads = b->reads;
     pthread_mutex_unlock(&b->mu);
 }
 

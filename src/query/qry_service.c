@@ -312,6 +312,18 @@ static char *like_pattern(arena *a, const char *s)
     return out;
 }
 
+/* rs's tasks: the first size of the n rows of r (their row numbers in at;
+ * NULL: 0..n-1) and, when there are more, the token after the last shown
+ * (its page key in column 15). */
+static void fill_page(arena *a, Todo__V1__ListTasksResponse *rs, const PGresult *r, const int *at, int n, int size,
+                      qry_sort sort)
+{
+    int shown = n > size ? size : n;
+    rs->tasks = arena_alloc(a, (size_t)(shown + 1) * sizeof *rs->tasks);
+    for (int i = 0; i < shown; i++) rs->tasks[rs->n_tasks++] = task_of(a, r, at != NULL ? at[i] : i);
+    if (n > size) rs->next_page_token = next_token(a, r, at != NULL ? at[shown - 1] : shown - 1, 15, sort);
+}
+
 /* ListTasks' first page of size in the default order, no filter, through
  * the batcher. */
 static int first_page(qry_thread *t, arena *a, const char *user, int size, ProtobufCMessage **resp, todo_err *err)
@@ -322,13 +334,7 @@ static int first_page(qry_thread *t, arena *a, const char *user, int size, Proto
         return read_failed("listing tasks", err);
     Todo__V1__ListTasksResponse *rs = arena_alloc(a, sizeof *rs);
     todo__v1__list_tasks_response__init(rs);
-    int shown = n > size ? size : n;
-    rs->tasks = arena_alloc(a, (size_t)(shown + 1) * sizeof *rs->tasks);
-    for (int i = 0; i < shown; i++) rs->tasks[rs->n_tasks++] = task_of(a, f.r, rows[i]);
-    if (n > size) {
-        const qry_sort sort = {.field = QRY_SORT_CREATED_AT, .asc = false};
-        rs->next_page_token = next_token(a, f.r, rows[shown - 1], 15, sort);
-    }
+    fill_page(a, rs, f.r, rows, n, size, (qry_sort){.field = QRY_SORT_CREATED_AT, .asc = false});
     qry_batch_done(&f);
     *resp = &rs->base;
     return TODO_OK;
@@ -402,10 +408,7 @@ static int list_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessa
     char *sql = qry_list_sql(a, w.sql, sort, w.n);
     PGresult *r = pgx_exec(t->pg, sql, w.n, w.params, err);
     if (r == NULL) return read_failed("listing tasks", err);
-    int rows = PQntuples(r), shown = rows > size ? size : rows;
-    rs->tasks = arena_alloc(a, (size_t)(shown + 1) * sizeof *rs->tasks);
-    for (int i = 0; i < shown; i++) rs->tasks[rs->n_tasks++] = task_of(a, r, i);
-    if (rows > size) rs->next_page_token = next_token(a, r, shown - 1, 15, sort);
+    fill_page(a, rs, r, NULL, PQntuples(r), size, sort);
     PQclear(r);
     *resp = &rs->base;
     return TODO_OK;

@@ -260,6 +260,30 @@ void harness_pg_url_with_db(char *out, size_t cap, const char *prefix, const cha
     snprintf(out, cap, "%s%.*s%s%s", prefix, (int)(slash - url), url, db, q != NULL ? q : "");
 }
 
+/* "<verb> database <db><tail>" as the superuser; true when it succeeded. */
+static bool database_command(const char *verb, const char *db, const char *tail)
+{
+    char sql[160];
+    snprintf(sql, sizeof sql, "%s database %s%s", verb, db, tail);
+    PGconn *admin = harness_admin();
+    PGresult *r = PQexec(admin, sql);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    PQfinish(admin);
+    return ok;
+}
+
+bool harness_scratch_db(const char *prefix, char db[64], char *url, size_t cap)
+{
+    harness_user(db, prefix);
+    for (char *c = db; *c; c++)
+        if (*c == '-') *c = '_';
+    harness_pg_url_with_db(url, cap, "", getenv("TODO_PG_URL"), db);
+    return database_command("create", db, "");
+}
+
+bool harness_drop_db(const char *db) { return database_command("drop", db, " with (force)"); }
+
 rd_kafka_conf_t *harness_kafka_conf(void)
 {
     todo_err err;

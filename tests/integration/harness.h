@@ -77,6 +77,12 @@ void harness_sleep_ms(int ms);
  * own; its parameters (?sslmode=... on the secure stack) are kept. */
 void harness_pg_url_with_db(char *out, size_t cap, const char *prefix, const char *url, const char *db);
 
+/* A scratch database of this run: "<prefix>_<random>" in db, a URL to it
+ * (TODO_PG_URL's user and parameters) in url. False when it could not be
+ * made. harness_drop_db drops it, connections and all; false on failure. */
+bool harness_scratch_db(const char *prefix, char db[64], char *url, size_t cap);
+bool harness_drop_db(const char *db);
+
 /* A Kafka client configuration for the stack: TODO_KAFKA_BROKERS and its
  * security settings (TODO_KAFKA_CONFIG), as the services make theirs. */
 rd_kafka_conf_t *harness_kafka_conf(void);

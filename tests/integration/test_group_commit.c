@@ -178,26 +178,14 @@ static int setup(void **state)
 {
     (void)state;
     if (!harness_stack_available()) return 0;
-    const char *base = getenv("TODO_PG_URL");
-    harness_user(db_name, "gcdb");
-    for (char *c = db_name; *c; c++)
-        if (*c == '-') *c = '_';
-    harness_pg_url_with_db(db_url, sizeof db_url, "", base, db_name);
-    PGconn *admin = harness_admin();
-    char sql[160];
-    snprintf(sql, sizeof sql, "create database %s", db_name);
-    PGresult *r = PQexec(admin, sql);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    PQclear(r);
-    PQfinish(admin);
-    if (!ok) return -1;
+    if (!harness_scratch_db("gcdb", db_name, db_url, sizeof db_url)) return -1;
     PGconn *c = PQconnectdb(db_url);
-    r = PQexec(c, "create schema write; create table write.events (position bigserial primary key,"
+    PGresult *r = PQexec(c, "create schema write; create table write.events (position bigserial primary key,"
                   " event_id uuid not null unique, event_type text not null, schema_version int not null,"
                   " user_id text not null, aggregate_type text not null, aggregate_id uuid not null,"
                   " aggregate_version bigint not null, envelope bytea not null);"
                   " create table write.locks (id int primary key); insert into write.locks values (1)");
-    ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
     PQfinish(c);
     group = cmd_group_new(64, 50);
@@ -209,11 +197,7 @@ static int teardown(void **state)
     (void)state;
     if (!harness_stack_available()) return 0;
     cmd_group_free(group);
-    PGconn *admin = harness_admin();
-    char sql[160];
-    snprintf(sql, sizeof sql, "drop database %s with (force)", db_name);
-    PQclear(PQexec(admin, sql));
-    PQfinish(admin);
+    harness_drop_db(db_name);
     return 0;
 }
 

@@ -106,36 +106,14 @@ static void *run(void *arg)
     return NULL;
 }
 
-static void concurrent_lookups_each_get_their_own_row(void **state)
+/* 16 threads of n reads each (first pages with lists, else lookups) through
+ * one batcher: every answer right, none unavailable. */
+static void sixteen_threads(bool lists, int n, const char *what)
 {
-    (void)state;
-    HARNESS_NEED_STACK();
-    qry_batch *b = qry_batch_new(QRY_BATCH_GET, 32);
+    qry_batch *b = qry_batch_new(lists ? QRY_BATCH_LIST : QRY_BATCH_GET, 32);
     worker ws[16];
     pthread_t th[16];
-    for (int i = 0; i < 16; i++) ws[i] = (worker){.b = b, .index = i, .n = 300};
-    for (int i = 0; i < 16; i++) pthread_create(&th[i], NULL, run, &ws[i]);
-    for (int i = 0; i < 16; i++) pthread_join(th[i], NULL);
-    int64_t statements, lookups;
-    qry_batch_stats(b, &statements, &lookups);
-    for (int i = 0; i < 16; i++) {
-        assert_int_equal(ws[i].wrong, 0);
-        assert_int_equal(ws[i].unavailable, 0);
-        assert_int_equal(ws[i].right, 300);
-    }
-    assert_int_equal(lookups, 16 * 300);
-    printf("%lld lookups from 16 threads in %lld statements\n", (long long)lookups, (long long)statements);
-    qry_batch_free(b);
-}
-
-static void concurrent_first_pages_each_get_their_own_tasks_in_order(void **state)
-{
-    (void)state;
-    HARNESS_NEED_STACK();
-    qry_batch *b = qry_batch_new(QRY_BATCH_LIST, 32);
-    worker ws[16];
-    pthread_t th[16];
-    for (int i = 0; i < 16; i++) ws[i] = (worker){.b = b, .lists = true, .index = i, .n = 200};
+    for (int i = 0; i < 16; i++) ws[i] = (worker){.b = b, .lists = lists, .index = i, .n = n};
     for (int i = 0; i < 16; i++) pthread_create(&th[i], NULL, run, &ws[i]);
     for (int i = 0; i < 16; i++) pthread_join(th[i], NULL);
     int64_t statements, reads;
@@ -143,11 +121,25 @@ static void concurrent_first_pages_each_get_their_own_tasks_in_order(void **stat
     for (int i = 0; i < 16; i++) {
         assert_int_equal(ws[i].wrong, 0);
         assert_int_equal(ws[i].unavailable, 0);
-        assert_int_equal(ws[i].right, 200);
+        assert_int_equal(ws[i].right, n);
     }
-    assert_int_equal(reads, 16 * 200);
-    printf("%lld first pages from 16 threads in %lld statements\n", (long long)reads, (long long)statements);
+    assert_int_equal(reads, 16 * n);
+    printf("%lld %s from 16 threads in %lld statements\n", (long long)reads, what, (long long)statements);
     qry_batch_free(b);
+}
+
+static void concurrent_lookups_each_get_their_own_row(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    sixteen_threads(false, 300, "lookups");
+}
+
+static void concurrent_first_pages_each_get_their_own_tasks_in_order(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    sixteen_threads(true, 200, "first pages");
 }
 
 static void sleep_ms(long ms)
@@ -246,27 +238,16 @@ static int setup(void **state)
 {
     (void)state;
     if (!harness_stack_available()) return 0;
-    harness_user(db_name, "qbdb");
-    for (char *c = db_name; *c; c++)
-        if (*c == '-') *c = '_';
-    harness_pg_url_with_db(db_url, sizeof db_url, "", getenv("TODO_PG_URL"), db_name);
-    PGconn *admin = harness_admin();
-    char sql[160];
-    snprintf(sql, sizeof sql, "create database %s", db_name);
-    PGresult *r = PQexec(admin, sql);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    PQclear(r);
-    PQfinish(admin);
-    if (!ok) return -1;
+    if (!harness_scratch_db("qbdb", db_name, db_url, sizeof db_url)) return -1;
     PGconn *c = PQconnectdb(db_url);
     /* read.tasks as the migrations leave it, in the columns GetTask reads. */
-    r = PQexec(c, "create schema read; create table read.tasks (id uuid primary key, user_id text not null,"
+    PGresult *r = PQexec(c, "create schema read; create table read.tasks (id uuid primary key, user_id text not null,"
                   " title text not null, description text not null default '', priority smallint not null default 2,"
                   " due_at timestamptz, category text not null default '', tags text[] not null default '{}',"
                   " completed boolean not null default false, completed_at timestamptz, version bigint not null default 1,"
                   " created_at timestamptz not null default now(), updated_at timestamptz not null default now(),"
                   " deleted boolean not null default false, recurring_pattern_id uuid)");
-    ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
     for (int u = 0; u < USERS && ok; u++)
         for (int k = 0; k < TASKS && ok; k++) {
@@ -300,11 +281,7 @@ static int teardown(void **state)
 {
     (void)state;
     if (!harness_stack_available()) return 0;
-    PGconn *admin = harness_admin();
-    char sql[160];
-    snprintf(sql, sizeof sql, "drop database %s with (force)", db_name);
-    PQclear(PQexec(admin, sql));
-    PQfinish(admin);
+    harness_drop_db(db_name);
     return 0;
 }
 

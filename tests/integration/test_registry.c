@@ -329,16 +329,9 @@ static void a_producer_refuses_to_start_when_its_schema_is_refused(void **state)
 {
     (void)state;
     HARNESS_NEED_STACK();
-    char db[64], sql[160], admin_url[512], cmd_url[512], out[4096];
-    harness_user(db, "regdb");
-    for (char *c = db; *c; c++)
-        if (*c == '-') *c = '_';
-    snprintf(sql, sizeof sql, "create database %s", db);
-    PGresult *r = PQexec(harness_db, sql);
-    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
-    PQclear(r);
+    char db[64], admin_url[512], cmd_url[512], out[4096];
+    assert_true(harness_scratch_db("regdb", db, admin_url, sizeof admin_url));
     const char *base = getenv("TODO_PG_URL"), *cbase = getenv("TODO_COMMAND_PG_URL");
-    harness_pg_url_with_db(admin_url, sizeof admin_url, "", base, db);
     harness_pg_url_with_db(cmd_url, sizeof cmd_url, "TODO_COMMAND_PG_URL=", cbase, db);
     char *saved = strdup(base);
     setenv("TODO_PG_URL", admin_url, 1);
@@ -374,10 +367,7 @@ static void a_producer_refuses_to_start_when_its_schema_is_refused(void **state)
     assert_non_null(strstr(out, "task.deleted"));
     assert_non_null(strstr(out, "MESSAGE_SAME_NAME"));
 
-    snprintf(sql, sizeof sql, "drop database %s with (force)", db);
-    r = PQexec(harness_db, sql);
-    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
-    PQclear(r);
+    assert_true(harness_drop_db(db));
 }
 
 /* ---- SchemaRegistryService ---- */
