@@ -237,10 +237,11 @@ int cmd_mutate(cmd_ctx *x, const cmd_kind *k, const char *id, int64_t expected, 
             continue;
         }
         if (rc != TODO_ECONFLICT) return rc == 0 || rc == TODO_EINVAL ? rc : cmd_storage_error(x, err);
-        /* Someone saved a newer version between our load and save. */
-        if (expected != 0)
-            return todo_err_set(err, TODO_ECONFLICT, "%s %s changed concurrently and is past the expected version %" PRId64,
-                                k->aggregate_type, id, expected);
+        /* Someone saved a newer version between our load and save, or the
+         * save's guard on another aggregate failed (a reminder fires only
+         * while its task is open): load again. A moved version is refused
+         * above when the caller named one; otherwise fn decides again on
+         * what is there now. */
         backoff(attempt);
     }
     return todo_err_set(err, TODO_ECONFLICT, "%s %s is changing too often; retry", k->aggregate_type, id);

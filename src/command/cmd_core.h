@@ -102,6 +102,7 @@ int cmd_snooze_reminder(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMes
 int cmd_restore_reminder(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err);
 int cmd_trigger_reminder(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err);
 int cmd_next_occurrence(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err);
+int cmd_retract_occurrence(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err);
 int cmd_create_pattern(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err);
 int cmd_update_pattern(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err);
 

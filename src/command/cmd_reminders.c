@@ -87,10 +87,24 @@ static void reminder_state(cmd_ctx *x, const void *agg, int64_t version, int64_t
                " $8::uuid, $7::timestamptz) returning 1";
         *n = 8;
     } else {
-        *sql = "update write.reminders set remind_at = $3::timestamptz, channel = $4::smallint, status = $5,"
-               " version = $6::bigint, updated_at = $7::timestamptz"
-               " where id = $1::uuid and user_id = $2 and version = $6::bigint - 1 returning 1";
+#define REMINDER_UPDATE                                                                            \
+    "update write.reminders set remind_at = $3::timestamptz, channel = $4::smallint, status = $5,"  \
+    " version = $6::bigint, updated_at = $7::timestamptz"                                            \
+    " where id = $1::uuid and user_id = $2 and version = $6::bigint - 1"
+        *sql = REMINDER_UPDATE " returning 1";
         *n = 7;
+        if (strcmp(m->status, "fired") == 0) {
+            /* A reminder fires only while its task is open, decided under a
+             * share lock on the task's row: a CompleteTask running meanwhile
+             * waits for this save (its task.completed comes after the
+             * reminder.triggered), or committed first and this writes
+             * nothing (cmd_mutate loads again and change_trigger refuses). */
+            p[7] = m->task_id;
+            *sql = REMINDER_UPDATE " and exists (select 1 from write.tasks t where t.id = $8::uuid and t.user_id = $2"
+                                   " and t.completed_at is null and t.deleted_at is null for share of t) returning 1";
+            *n = 8;
+        }
+#undef REMINDER_UPDATE
     }
     *params = p;
 }

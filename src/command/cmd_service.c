@@ -120,6 +120,7 @@ static int internal_only(grpcx_call *c, grpcx_unary_fn fn, const ProtobufCMessag
 INTERNAL(cmd_restore_reminder)
 INTERNAL(cmd_trigger_reminder)
 INTERNAL(cmd_next_occurrence)
+INTERNAL(cmd_retract_occurrence)
 
 #define AUDITED(fn)                                                                                         \
     static int fn##_audited(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err) \
@@ -138,6 +139,7 @@ AUDITED(cmd_snooze_reminder)
 AUDITED(cmd_restore_reminder_internal)
 AUDITED(cmd_trigger_reminder_internal)
 AUDITED(cmd_next_occurrence_internal)
+AUDITED(cmd_retract_occurrence_internal)
 AUDITED(cmd_create_pattern)
 AUDITED(cmd_update_pattern)
 
@@ -158,6 +160,7 @@ int cmd_service_register(grpcx_server *s, todo_err *err)
         {"CreateRecurringPattern", cmd_create_pattern_audited},
         {"UpdateRecurringPattern", cmd_update_pattern_audited},
         {"CreateNextOccurrence", cmd_next_occurrence_internal_audited},
+        {"RetractOccurrence", cmd_retract_occurrence_internal_audited},
     };
     return grpcx_server_add_service(s, &todo__v1__task_command_service__descriptor, methods,
                                     sizeof methods / sizeof methods[0], err);

@@ -58,8 +58,12 @@ static int load_task(cmd_ctx *x, const char *id, void **agg, int64_t *version, t
     return TODO_OK;
 }
 
-static void task_state(cmd_ctx *x, const void *agg, int64_t version, int64_t now, const char **sql,
-                       const char *const **params, int *n)
+/* The statement writing task agg at version. With open_source (a task id),
+ * an update writes only while that task is not completed (or is deleted),
+ * under a share lock on its row: a concurrent CompleteTask of it waits for
+ * this save, or commits first and this writes nothing. */
+static void task_state_if(cmd_ctx *x, const void *agg, int64_t version, int64_t now, const char *open_source,
+                          const char **sql, const char *const **params, int *n)
 {
     const cmd_task *t = agg;
     arena *a = x->a;
@@ -86,19 +90,45 @@ static void task_state(cmd_ctx *x, const void *agg, int64_t version, int64_t now
                " completed_at, deleted_at, version, updated_at, created_at, series_id, occurrence, generated_from)"
                " values ($1::uuid, $2, $3, $4, $5::smallint, $6::timestamptz, $7, $8::text[], $9::timestamptz,"
                " $10::timestamptz, $11::bigint, $12::timestamptz, $13::timestamptz, $14::uuid, $15::int, $16::uuid)"
-               " on conflict (generated_from) do nothing returning 1";
+               " on conflict (generated_from) where deleted_at is null do nothing returning 1";
         *n = 16;
     } else {
-        *sql = "update write.tasks set title = $3, description = $4, priority = $5::smallint,"
-               " due_at = $6::timestamptz, category = $7, tags = $8::text[], completed_at = $9::timestamptz,"
-               " deleted_at = $10::timestamptz, version = $11::bigint, updated_at = $12::timestamptz"
-               " where id = $1::uuid and user_id = $2 and version = $11::bigint - 1 returning 1";
+#define TASK_UPDATE                                                                                       \
+    "update write.tasks set title = $3, description = $4, priority = $5::smallint,"                      \
+    " due_at = $6::timestamptz, category = $7, tags = $8::text[], completed_at = $9::timestamptz,"        \
+    " deleted_at = $10::timestamptz, version = $11::bigint, updated_at = $12::timestamptz"                \
+    " where id = $1::uuid and user_id = $2 and version = $11::bigint - 1"
+        *sql = TASK_UPDATE " returning 1";
         *n = 12;
+        if (open_source != NULL) {
+            p[12] = open_source;
+            *sql = TASK_UPDATE " and exists (select 1 from write.tasks s where s.id = $13::uuid and s.user_id = $2"
+                               " and (s.completed_at is null or s.deleted_at is not null) for share of s) returning 1";
+            *n = 13;
+        }
+#undef TASK_UPDATE
     }
     *params = p;
 }
 
+static void task_state(cmd_ctx *x, const void *agg, int64_t version, int64_t now, const char **sql,
+                       const char *const **params, int *n)
+{
+    task_state_if(x, agg, version, now, NULL, sql, params, n);
+}
+
 const cmd_kind cmd_task_kind = {"task", load_task, task_state};
+
+/* RetractOccurrence's save: the occurrence is written (deleted) only while
+ * the task it follows is open. */
+static void retract_state(cmd_ctx *x, const void *agg, int64_t version, int64_t now, const char **sql,
+                          const char *const **params, int *n)
+{
+    const cmd_task *t = agg;
+    task_state_if(x, agg, version, now, t->generated_from, sql, params, n);
+}
+
+static const cmd_kind retract_kind = {"task", load_task, retract_state};
 
 /* NOT_FOUND for a deleted task: every command but RestoreTask. */
 static int alive(const cmd_task *t, todo_err *err)
@@ -160,6 +190,11 @@ int cmd_task_create(cmd_ctx *x, const cmd_task *t, int64_t now, ProtobufCMessage
     ev.tags = t->tags;
     ev.created_at = event_timestamp(x->a, now);
     ev.category = (char *)t->category;
+    if (t->series_id != NULL) {
+        ev.recurring_pattern_id = (char *)t->series_id;
+        ev.occurrence = t->occurrence;
+        ev.generated_from = (char *)t->generated_from;
+    }
     return cmd_create(x, &cmd_task_kind, t->id, t, now, "task.created", 2, &ev.base, resp, err);
 }
 
@@ -279,6 +314,20 @@ static int change_restore(cmd_ctx *x, void *agg, const void *arg, int64_t now, c
     (void)arg;
     (void)schema;
     if (!t->deleted) return todo_err_set(err, TODO_EPRECOND, "task %s is not deleted", t->id);
+    if (t->generated_from != NULL) { /* one live next occurrence per completed task (tasks_live_successor) */
+        const char *p[2] = {t->generated_from, t->id};
+        PGresult *r = pgx_exec(x->t->pg,
+                               "select id::text from write.tasks where generated_from = $1::uuid and id <> $2::uuid"
+                               " and deleted_at is null",
+                               2, p, err);
+        if (r == NULL) return cmd_storage_error(x, err);
+        int rc = PQntuples(r) == 0 ? TODO_OK
+                                   : todo_err_set(err, TODO_EPRECOND,
+                                                  "task %s follows task %s, which has another next occurrence now (%s)",
+                                                  t->id, t->generated_from, PQgetvalue(r, 0, 0));
+        PQclear(r);
+        if (rc != TODO_OK) return rc;
+    }
     Todo__V1__TaskRestored *ev = arena_alloc(x->a, sizeof *ev);
     todo__v1__task_restored__init(ev);
     t->deleted = false;
@@ -338,4 +387,34 @@ int cmd_delete_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage
 int cmd_restore_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
 {
     return simple(c, req, "RestoreTask", change_restore, resp, err);
+}
+
+/* ---- RetractOccurrence ---- */
+
+static int change_retract(cmd_ctx *x, void *agg, const void *arg, int64_t now, const char **type, int *schema,
+                          ProtobufCMessage **event, todo_err *err)
+{
+    cmd_task *t = agg;
+    void *src;
+    int64_t version;
+    if (t->generated_from == NULL)
+        return todo_err_set(err, TODO_EINVAL, "task_id: task %s is not an occurrence made by CreateNextOccurrence",
+                            t->id);
+    if (alive(t, err) != 0) return err->code;
+    int rc = load_task(x, t->generated_from, &src, &version, err);
+    if (rc != 0 && rc != TODO_ENOTFOUND) return cmd_storage_error(x, err);
+    if (rc == 0 && ((const cmd_task *)src)->completed && !((const cmd_task *)src)->deleted)
+        return todo_err_set(err, TODO_EPRECOND, "task %s is completed again: task %s stays its next occurrence",
+                            t->generated_from, t->id);
+    return change_delete(x, agg, arg, now, type, schema, event, err);
+}
+
+int cmd_retract_occurrence(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
+{
+    const Todo__V1__RetractOccurrenceRequest *rq = (const Todo__V1__RetractOccurrenceRequest *)req;
+    cmd_ctx x;
+    int rc;
+    if ((rc = cmd_begin(&x, c, "RetractOccurrence", rq->request_id, req, err)) != 0) return rc;
+    if ((rc = cmd_validate_id("task_id", rq->task_id, err)) != 0) return rc;
+    return cmd_mutate(&x, &retract_kind, rq->task_id, 0, change_retract, NULL, resp, err);
 }

@@ -116,6 +116,19 @@ static outcome plan_task_created(const Todo__V1__EventEnvelope *env, arena *a, p
                             ts_text(a, ev->due_at), ev->category, pgx_text_array(a, ev->tags, ev->n_tags)};
     memcpy(p->params + 3, extra, sizeof extra);
     p->n += 7;
+    /* An occurrence of a series names its pattern (v2 field 9; empty otherwise). */
+    if (ev->recurring_pattern_id != NULL && ev->recurring_pattern_id[0] != '\0') {
+        if (!text_is_uuid(ev->recurring_pattern_id)) {
+            *why = "task.created recurring_pattern_id is not a UUID";
+            return DEAD;
+        }
+        p->params[p->n++] = ev->recurring_pattern_id;
+        p->write = "insert into tasks (id, user_id, title, description, priority, due_at, category, tags, version,"
+                   " created_at, updated_at, recurring_pattern_id) select $1::uuid, $4, $5, $6, $7::smallint,"
+                   " $8::timestamptz, $9, $10::text[], $2::bigint, $3::timestamptz, $3::timestamptz, $11::uuid where"
+                   CLAIMED " on conflict (id) do nothing";
+        return APPLIED;
+    }
     p->write = "insert into tasks (id, user_id, title, description, priority, due_at, category, tags, version,"
                " created_at, updated_at) select $1::uuid, $4, $5, $6, $7::smallint, $8::timestamptz, $9, $10::text[],"
                " $2::bigint, $3::timestamptz, $3::timestamptz where" CLAIMED " on conflict (id) do nothing";

@@ -193,34 +193,41 @@ static saga_result next_occurrence(saga_exec *x, int64_t deadline, char err[SAGA
     return rc == TODO_OK ? SAGA_OK : SAGA_ABORT;
 }
 
-/* Undo: the occurrence this saga created (the replayed answer names it) is
- * deleted. */
+/* Undo: the occurrence this saga created, if it made one (its request
+ * record names it; nothing is sent again, which would create one when the
+ * first attempt never ran), is retracted: deleted unless the task it
+ * follows is completed again by then, when it stays that completion's next
+ * occurrence (todo-command decides that under the task's row lock). */
 static saga_result delete_occurrence(saga_exec *x, int64_t deadline, char err[SAGA_ERROR_MAX])
 {
-    Todo__V1__CommandReply *reply = NULL;
+    saga_completion_app *app = saga_app(x);
+    todo_err e;
     if (!in_series(x)) return SAGA_OK;
-    grpc_status_code code = next_one(x, deadline, &reply, err);
-    if (code != GRPC_STATUS_OK) {
-        saga_result r = of_status(code);
-        if (r == SAGA_ABORT) err[0] = '\0';
-        return r == SAGA_ABORT ? SAGA_OK : r; /* refused: nothing was created by us */
-    }
-    if (reply->id[0] == '\0') {
-        protobuf_c_message_free_unpacked(&reply->base, NULL);
-        return SAGA_OK;
-    }
-    Todo__V1__DeleteTaskRequest rq = TODO__V1__DELETE_TASK_REQUEST__INIT;
     char rid[160];
+    snprintf(rid, sizeof rid, "saga:%s:next", saga_exec_record(x)->id);
+    const char *p[2] = {saga_ctx_get(x, "user_id"), rid};
+    PGresult *q = pgx_exec(app->pg,
+                           "select aggregate_id::text from write.requests where user_id = $1 and request_id = $2"
+                           " and rpc = 'CreateNextOccurrence'",
+                           2, p, &e);
+    if (q == NULL) {
+        snprintf(err, SAGA_ERROR_MAX, "reading the request record: %.250s", e.msg);
+        return SAGA_RETRY;
+    }
+    char made[37] = "";
+    if (PQntuples(q) == 1) snprintf(made, sizeof made, "%s", PQgetvalue(q, 0, 0));
+    PQclear(q);
+    if (made[0] == '\0') return SAGA_OK; /* nothing was created by us */
+    Todo__V1__RetractOccurrenceRequest rq = TODO__V1__RETRACT_OCCURRENCE_REQUEST__INIT;
     snprintf(rid, sizeof rid, "saga:%s:next:undo", saga_exec_record(x)->id);
     rq.request_id = rid;
-    rq.task_id = reply->id;
-    code = command(x, "DeleteTask", &rq.base, deadline, NULL, err);
-    protobuf_c_message_free_unpacked(&reply->base, NULL);
-    if (code == GRPC_STATUS_OK || code == GRPC_STATUS_NOT_FOUND) {
-        err[0] = '\0';
+    rq.task_id = made;
+    grpc_status_code code = command(x, "RetractOccurrence", &rq.base, deadline, NULL, err);
+    if (code == GRPC_STATUS_OK || code == GRPC_STATUS_NOT_FOUND || code == GRPC_STATUS_FAILED_PRECONDITION) {
+        err[0] = '\0'; /* retracted; deleted already; or the task's live completion keeps it */
         return SAGA_OK;
     }
-    return SAGA_RETRY;
+    return of_status(code) == SAGA_ABORT ? SAGA_ABORT : SAGA_RETRY;
 }
 
 static saga_result notify(saga_exec *x, int64_t deadline, char err[SAGA_ERROR_MAX])

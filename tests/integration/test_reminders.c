@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <libpq-fe.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -536,6 +538,253 @@ static void the_next_occurrence_follows_the_rule_until_the_series_ends(void **st
     free(svc);
 }
 
+/* A command sent on a thread of its own (it may wait on a row lock). */
+typedef struct pending {
+    pthread_t th;
+    const char *rpc;
+    const ProtobufCMessage *req;
+    const char *auth;
+    grpc_status_code code;
+    grpcx_result res;
+} pending;
+
+static void *pending_main(void *arg)
+{
+    pending *p = arg;
+    p->code = harness_command(p->rpc, p->req, p->auth, NULL, &p->res);
+    return NULL;
+}
+
+static void pending_start(pending *p, const char *rpc, const ProtobufCMessage *req, const char *auth)
+{
+    p->rpc = rpc;
+    p->req = req;
+    p->auth = auth;
+    assert_int_equal(pthread_create(&p->th, NULL, pending_main, p), 0);
+}
+
+/* Waits until n backends of todo-command wait on a lock. */
+static void await_lock_waiters(long long n)
+{
+    long long until = harness_now_ms() + 15000;
+    while (harness_scalar(harness_db, "select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
+                                      " and usename = $1", "todo_command") < n) {
+        if (harness_now_ms() > until) fail_msg("no command waited on the lock within 15 s");
+        harness_sleep_ms(20);
+    }
+}
+
+static PGconn *locker(const char *sql, const char *id)
+{
+    PGconn *c = PQconnectdb(getenv("TODO_PG_URL"));
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PQclear(PQexec(c, "begin"));
+    const char *p[1] = {id};
+    PGresult *r = PQexecParams(c, sql, 1, NULL, p, NULL, NULL, 0);
+    assert_true(PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK);
+    PQclear(r);
+    return c;
+}
+
+/* Issue 15: a reminder never fires for a task whose completion was
+ * acknowledged. The trigger and CompleteTask are ordered on the task's row. */
+static void a_reminder_never_fires_after_its_task_completed(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64];
+    harness_user(user, "order");
+    char *auth = harness_bearer(user, 600, NULL), *svc = harness_service_bearer(user);
+    char *task = new_task(auth), *task2 = new_task(auth);
+    char id[37], id2[37];
+    Todo__V1__CommandReply *r;
+    grpcx_result res;
+    assert_int_equal(schedule(auth, task, 1, TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_PUSH, &r, &res),
+                     GRPC_STATUS_OK);
+    snprintf(id, sizeof id, "%s", r->id);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    assert_int_equal(schedule(auth, task2, 1, TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_PUSH, &r, &res),
+                     GRPC_STATUS_OK);
+    snprintf(id2, sizeof id2, "%s", r->id);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    harness_sleep_ms(2100); /* both due */
+
+    /* 1. The trigger waits on the reminder's row (held here); CompleteTask
+     * comes meanwhile. It must not be acknowledged before the trigger is
+     * done, and the event store must show the reminder firing first. */
+    PGconn *hold = locker("select 1 from write.reminders where id = $1::uuid for update", id);
+    Todo__V1__TriggerReminderRequest tr = TODO__V1__TRIGGER_REMINDER_REQUEST__INIT;
+    tr.reminder_id = id;
+    tr.request_id = "order-trigger-1";
+    pending trig, done;
+    pending_start(&trig, "TriggerReminder", &tr.base, svc);
+    await_lock_waiters(1);
+    Todo__V1__CompleteTaskRequest cq = TODO__V1__COMPLETE_TASK_REQUEST__INIT;
+    cq.task_id = task;
+    pending_start(&done, "CompleteTask", &cq.base, auth);
+    harness_sleep_ms(500);
+    /* Before the fix CompleteTask answered here, and the trigger wrote
+     * reminder.triggered after task.completed. */
+    PQclear(PQexec(hold, "commit"));
+    PQfinish(hold);
+    pthread_join(trig.th, NULL);
+    pthread_join(done.th, NULL);
+    assert_int_equal(done.code, GRPC_STATUS_OK);
+    assert_int_equal(trig.code, GRPC_STATUS_OK);
+    const char *order_sql = "select count(*) from write.events c join write.events f on f.event_type = 'reminder.triggered'"
+                            " and f.aggregate_id = (select id from write.reminders where task_id = c.aggregate_id)"
+                            " where c.event_type = 'task.completed' and c.aggregate_id = $1::uuid"
+                            " and f.position < c.position";
+    assert_int_equal(harness_scalar(harness_db, order_sql, task), 1);
+
+    /* 2. The task's completion commits while the trigger waits for it (a
+     * writer holding the task's row completes it): the trigger writes
+     * nothing and says why. Before the fix it did not wait and fired. */
+    hold = locker("update write.tasks set completed_at = now() where id = $1::uuid", task2);
+    tr.reminder_id = id2;
+    tr.request_id = ""; /* as the scheduler sends it: no request id, the version it saw */
+    tr.expected_version = 1;
+    pending_start(&trig, "TriggerReminder", &tr.base, svc);
+    harness_sleep_ms(500);
+    PQclear(PQexec(hold, "commit"));
+    PQfinish(hold);
+    pthread_join(trig.th, NULL);
+    assert_int_equal(trig.code, GRPC_STATUS_FAILED_PRECONDITION);
+    assert_non_null(strstr(trig.res.message, "is completed"));
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.events where aggregate_id = $1::uuid"
+                                                " and event_type = 'reminder.triggered'", id2), 0);
+    /* That completion wrote no event: put the row back as the events say,
+     * so the write and read models agree again (test_rebuild compares them). */
+    assert_int_equal(harness_scalar(harness_db, "with u as (update write.tasks set completed_at = null where id = $1::uuid"
+                                                " returning 1) select count(*) from u", task2), 1);
+    free(task);
+    free(task2);
+    free(auth);
+    free(svc);
+}
+
+/* Issue 15: a recurring series never ends by accident. A retracted
+ * occurrence (the saga's compensation after a reopen) frees its completed
+ * task's slot; a completed task keeps its live next occurrence; an
+ * occurrence names its pattern on the read side. */
+static void a_retracted_occurrence_leaves_the_series_alive(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64];
+    harness_user(user, "retract");
+    char *auth = harness_bearer(user, 600, NULL), *svc = harness_service_bearer(user);
+    Todo__V1__CreateTaskRequest ct = TODO__V1__CREATE_TASK_REQUEST__INIT;
+    Google__Protobuf__Timestamp due = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    Todo__V1__CommandReply *r;
+    grpcx_result res;
+    due.seconds = (event_now_us() / 1000000 / 86400 + 2) * 86400 + 7 * 3600;
+    ct.title = "stretch";
+    ct.due_at = &due;
+    assert_int_equal(harness_command("CreateTask", &ct.base, auth, &r, &res), GRPC_STATUS_OK);
+    char tpl[37], pattern[37], n1[37], n2[37];
+    snprintf(tpl, sizeof tpl, "%s", r->id);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    Todo__V1__RecurrenceRule rule = TODO__V1__RECURRENCE_RULE__INIT;
+    rule.frequency = TODO__V1__RECURRENCE_FREQUENCY__RECURRENCE_FREQUENCY_DAILY;
+    rule.time_zone = "Europe/Berlin";
+    Todo__V1__CreateRecurringPatternRequest cr = TODO__V1__CREATE_RECURRING_PATTERN_REQUEST__INIT;
+    cr.task_id = tpl;
+    cr.rule = &rule;
+    assert_int_equal(harness_command("CreateRecurringPattern", &cr.base, auth, &r, &res), GRPC_STATUS_OK);
+    snprintf(pattern, sizeof pattern, "%s", r->id);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+
+    Todo__V1__CompleteTaskRequest cq = TODO__V1__COMPLETE_TASK_REQUEST__INIT;
+    cq.task_id = tpl;
+    assert_int_equal(harness_command("CompleteTask", &cq.base, auth, NULL, &res), GRPC_STATUS_OK);
+    Todo__V1__CreateNextOccurrenceRequest nx = TODO__V1__CREATE_NEXT_OCCURRENCE_REQUEST__INIT;
+    nx.pattern_id = pattern;
+    nx.completed_task_id = tpl;
+    nx.request_id = "retract-next-1";
+    assert_int_equal(harness_command("CreateNextOccurrence", &nx.base, svc, &r, &res), GRPC_STATUS_OK);
+    snprintf(n1, sizeof n1, "%s", r->id);
+
+    /* The occurrence carries its series on the read side (it was empty). */
+    Todo__V1__GetTaskRequest g = TODO__V1__GET_TASK_REQUEST__INIT;
+    Todo__V1__Task *t;
+    g.task_id = n1;
+    g.consistency_token = r->consistency_token;
+    assert_int_equal(grpcx_unary(harness_svc.qry, "/todo.v1.TaskQueryService/GetTask", &g.base, &todo__v1__task__descriptor,
+                                 auth, 15000, (ProtobufCMessage **)&t, &res),
+                     GRPC_STATUS_OK);
+    assert_string_equal(t->recurring_pattern_id, pattern);
+    protobuf_c_message_free_unpacked(&t->base, NULL);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+
+    /* Only todo's services retract; not while the task is completed. */
+    Todo__V1__RetractOccurrenceRequest rt = TODO__V1__RETRACT_OCCURRENCE_REQUEST__INIT;
+    rt.task_id = n1;
+    rt.request_id = "retract-1";
+    assert_int_equal(harness_command("RetractOccurrence", &rt.base, auth, NULL, &res), GRPC_STATUS_PERMISSION_DENIED);
+    assert_int_equal(harness_command("RetractOccurrence", &rt.base, svc, NULL, &res), GRPC_STATUS_FAILED_PRECONDITION);
+    assert_non_null(strstr(res.message, "completed again"));
+    rt.task_id = tpl;
+    assert_int_equal(harness_command("RetractOccurrence", &rt.base, svc, NULL, &res), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(res.message, "not an occurrence"));
+
+    /* Reopened: retracted (a retry answers the same); gone: NOT_FOUND. */
+    Todo__V1__ReopenTaskRequest ro = TODO__V1__REOPEN_TASK_REQUEST__INIT;
+    ro.task_id = tpl;
+    assert_int_equal(harness_command("ReopenTask", &ro.base, auth, NULL, &res), GRPC_STATUS_OK);
+    rt.task_id = n1;
+    rt.request_id = "retract-2";
+    assert_int_equal(harness_command("RetractOccurrence", &rt.base, svc, NULL, &res), GRPC_STATUS_OK);
+    assert_int_equal(harness_command("RetractOccurrence", &rt.base, svc, NULL, &res), GRPC_STATUS_OK);
+    rt.request_id = "retract-3";
+    assert_int_equal(harness_command("RetractOccurrence", &rt.base, svc, NULL, &res), GRPC_STATUS_NOT_FOUND);
+
+    /* Completed again: a new next occurrence (before the fix: ALREADY_EXISTS,
+     * and the series was over). */
+    assert_int_equal(harness_command("CompleteTask", &cq.base, auth, NULL, &res), GRPC_STATUS_OK);
+    nx.request_id = "retract-next-2";
+    assert_int_equal(harness_command("CreateNextOccurrence", &nx.base, svc, &r, &res), GRPC_STATUS_OK);
+    snprintf(n2, sizeof n2, "%s", r->id);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    assert_string_not_equal(n2, n1);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.tasks where generated_from = $1::uuid"
+                                                " and deleted_at is null", tpl), 1);
+    nx.request_id = "";
+    assert_int_equal(harness_command("CreateNextOccurrence", &nx.base, svc, NULL, &res), GRPC_STATUS_ALREADY_EXISTS);
+    /* The retracted one cannot come back beside it. */
+    Todo__V1__RestoreTaskRequest rs = TODO__V1__RESTORE_TASK_REQUEST__INIT;
+    rs.task_id = n1;
+    assert_int_equal(harness_command("RestoreTask", &rs.base, auth, NULL, &res), GRPC_STATUS_FAILED_PRECONDITION);
+    assert_non_null(strstr(res.message, n2));
+
+    /* A retraction racing a completion: the completion waits for the
+     * retraction's share lock (reopen, hold the occurrence's row, retract,
+     * complete): the retraction wins, the next completion makes a new one. */
+    assert_int_equal(harness_command("ReopenTask", &ro.base, auth, NULL, &res), GRPC_STATUS_OK);
+    PGconn *hold = locker("select 1 from write.tasks where id = $1::uuid for update", n2);
+    rt.task_id = n2;
+    rt.request_id = "retract-4";
+    pending retract, done;
+    pending_start(&retract, "RetractOccurrence", &rt.base, svc);
+    await_lock_waiters(1);
+    pending_start(&done, "CompleteTask", &cq.base, auth);
+    await_lock_waiters(2); /* CompleteTask waits on the retraction's share lock of the task */
+    PQclear(PQexec(hold, "commit"));
+    PQfinish(hold);
+    pthread_join(retract.th, NULL);
+    pthread_join(done.th, NULL);
+    assert_int_equal(retract.code, GRPC_STATUS_OK);
+    assert_int_equal(done.code, GRPC_STATUS_OK);
+    nx.request_id = "retract-next-3";
+    assert_int_equal(harness_command("CreateNextOccurrence", &nx.base, svc, &r, &res), GRPC_STATUS_OK);
+    assert_string_not_equal(r->id, n2);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.tasks where generated_from = $1::uuid"
+                                                " and deleted_at is null", tpl), 1);
+    free(auth);
+    free(svc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -545,6 +794,8 @@ int main(void)
         cmocka_unit_test(reminders_are_listed_in_due_order_as_they_change),
         cmocka_unit_test(reminders_are_restored_and_fired_once),
         cmocka_unit_test(the_next_occurrence_follows_the_rule_until_the_series_ends),
+        cmocka_unit_test(a_reminder_never_fires_after_its_task_completed),
+        cmocka_unit_test(a_retracted_occurrence_leaves_the_series_alive),
     };
     return cmocka_run_group_tests(tests, harness_group_setup, harness_group_teardown);
 }

@@ -677,6 +677,87 @@ static void a_saga_killed_mid_way_resumes_after_a_restart(void **state)
     free(auth);
 }
 
+/* Live next occurrences of completed task t. */
+static long long successors(const char *t)
+{
+    return harness_scalar(harness_db, "select count(*) from write.tasks where generated_from = $1::uuid"
+                                      " and deleted_at is null", t);
+}
+
+static void reopen(const char *auth, const char *t)
+{
+    Todo__V1__ReopenTaskRequest ro = TODO__V1__REOPEN_TASK_REQUEST__INIT;
+    grpcx_result res;
+    ro.task_id = (char *)t;
+    assert_int_equal(harness_command("ReopenTask", &ro.base, auth, NULL, &res), GRPC_STATUS_OK);
+}
+
+/* Issue 15: complete a task of a daily series, reopen it while its saga
+ * runs (the saga compensates: the occurrence it made is retracted),
+ * complete it again, with a kill -9 of todo-saga in the middle of that
+ * saga: the completed task has exactly one live next occurrence, in the
+ * series. Before the fix the retracted occurrence kept the task's slot,
+ * the second saga read ALREADY_EXISTS as "made already", and the series
+ * was over. */
+static void a_series_survives_complete_reopen_complete(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64];
+    harness_user(user, "sagaseries");
+    char *auth = harness_bearer(user, 600, NULL);
+    assert_int_equal(harness_stop(saga1, SIGTERM, 20000), 0);
+    saga1 = start_saga("test-saga-1", "700"); /* slow: 0.7 s before every step */
+    int64_t due = ((int64_t)time(NULL) / 86400 + 3) * 86400 + 9 * 3600;
+    char *t = task(auth, "run 5 km", due);
+    char *pattern = daily(auth, t);
+
+    /* 1. Completed; reopened once the saga made the next occurrence. */
+    char *s1 = harness_complete(auth, t);
+    long long until = harness_now_ms() + 30000;
+    while (successors(t) == 0 && harness_now_ms() < until) harness_sleep_ms(50);
+    assert_int_equal(successors(t), 1);
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from saga.sagas where id = $1::uuid"
+                                                " and state = 'RUNNING'", s1), 1);
+    reopen(auth, t);
+    assert_true(saga_reaches(s1, "'COMPENSATED'", 30000));
+    assert_int_equal(successors(t), 0); /* retracted: the task is open */
+
+    /* 2. Completed again; todo-saga killed in the middle of that saga. */
+    char *s2 = harness_complete(auth, t);
+    until = harness_now_ms() + 30000;
+    while (harness_now_ms() < until &&
+           harness_scalar(harness_db, "select count(*) from saga.sagas where id = $1::uuid and step >= 2", s2) == 0)
+        harness_sleep_ms(50);
+    assert_int_equal(harness_stop(saga1, SIGKILL, 5000), 128 + SIGKILL);
+    saga1 = start_saga("test-saga-1", "0");
+    assert_true(saga_reaches(s2, "'COMPLETED'", 30000));
+    assert_int_equal(successors(t), 1);
+
+    /* 3. Reopened after its saga ended, completed once more: the third
+     * saga finds the live next occurrence and keeps it. */
+    reopen(auth, t);
+    char *s3 = harness_complete(auth, t);
+    assert_true(saga_reaches(s3, "'COMPLETED'", 30000));
+    assert_int_equal(successors(t), 1);
+    /* The occurrence is in the series (write side and read side). */
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.tasks where generated_from = $1::uuid"
+                                                " and deleted_at is null and series_id = (select id from"
+                                                " write.recurring_patterns where task_id = $1::uuid)", t), 1);
+    until = harness_now_ms() + 15000;
+    const char *read_sql = "select count(*) from read.tasks r join write.tasks w on w.id = r.id"
+                           " where w.generated_from = $1::uuid and w.deleted_at is null"
+                           " and r.recurring_pattern_id = w.series_id";
+    while (harness_scalar(harness_db, read_sql, t) != 1 && harness_now_ms() < until) harness_sleep_ms(50);
+    assert_int_equal(harness_scalar(harness_db, read_sql, t), 1);
+    free(t);
+    free(pattern);
+    free(s1);
+    free(s2);
+    free(s3);
+    free(auth);
+}
+
 static void a_due_reminder_fires_once_and_a_cancelled_one_never(void **state)
 {
     (void)state;
@@ -750,12 +831,14 @@ static void operators_list_show_compensate_and_retry_sagas(void **state)
     assert_int_equal(harness_todoctl(args, out, sizeof out), 1);
     assert_non_null(strstr(out, "only FAILED"));
 
-    /* Undo a completed saga: the occurrence goes, the reminder comes back. */
+    /* Undo a completed saga: the reminder comes back; the task is still
+     * completed, so its next occurrence stays (a completed task of a live
+     * series keeps one). */
     snprintf(args, sizeof args, "saga compensate %s", saga);
     assert_int_equal(harness_todoctl(args, out, sizeof out), 0);
     assert_true(saga_reaches(saga, "'COMPENSATED'", 20000));
     assert_int_equal(harness_scalar(harness_db, "select count(*) from write.tasks where generated_from = $1::uuid"
-                                                " and deleted_at is not null", t), 1);
+                                                " and deleted_at is null", t), 1);
     assert_int_equal(harness_scalar(harness_db, "select count(*) from write.reminders where id = $1::uuid"
                                                 " and status = 'scheduled'", r1), 1);
 
@@ -822,6 +905,7 @@ int main(void)
         cmocka_unit_test(rows_an_older_todo_saga_left_are_published),
         cmocka_unit_test(a_saga_outbox_row_that_cannot_leave_is_parked),
         cmocka_unit_test(a_saga_killed_mid_way_resumes_after_a_restart),
+        cmocka_unit_test(a_series_survives_complete_reopen_complete),
         cmocka_unit_test(a_due_reminder_fires_once_and_a_cancelled_one_never),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
