@@ -16,6 +16,7 @@ PACKAGES=(
   clang libclang-rt-14-dev
   libmicrohttpd-dev prometheus
   nghttp2-proxy
+  python3-aiosmtpd  # the mail sink of the EMAIL channel's tests (tests/integration/test_notify.c)
   systemd  # systemd-analyze verify: the deploy/systemd units (tests/deploy/test_units.sh)
 )
 

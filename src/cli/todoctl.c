@@ -63,7 +63,7 @@ static int usage(void)
           "  todoctl list [--completed|--pending] [--priority P] [--limit N] [--all]\n"
           "  todoctl get TASK_ID\n"
           "  todoctl done|reopen|rm|restore TASK_ID [--expect VERSION]\n"
-          "  todoctl remind TASK_ID WHEN [--channel email|push|sms]\n"
+          "  todoctl remind TASK_ID WHEN [--channel email|push|sms[,...]]\n"
           "  todoctl reminders [--task TASK_ID] [--all]   (--all: also cancelled and fired ones)\n"
           "  todoctl health [command|query]\n"
           "  todoctl health --watch command|query [SERVICE]   (each change, until the server goes)\n"
@@ -441,15 +441,28 @@ static int cmd_remind(int argc, char **argv)
     }
     at.seconds = when;
     rq.remind_at = &at;
+    Todo__V1__ReminderChannel chosen[4];
     rq.channel = TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_PUSH;
     for (int i = 4; i < argc; i++) {
         const char *v;
-        if (strcmp(argv[i], "--channel") == 0) {
+        if (strcmp(argv[i], "--channel") == 0) { /* one, or several: email,push */
             if ((v = flag_value(argc, argv, &i)) == NULL) return 2;
             rq.channel = TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_UNSPECIFIED;
-            for (int c = 1; c <= 3; c++)
-                if (strcasecmp(v, channels[c]) == 0) rq.channel = (Todo__V1__ReminderChannel)c;
-            if (rq.channel == 0) {
+            rq.n_channels = 0;
+            rq.channels = chosen;
+            while (*v != '\0') {
+                size_t len = strcspn(v, ",");
+                int found = 0;
+                for (int c = 1; c <= 3; c++)
+                    if (strlen(channels[c]) == len && strncasecmp(v, channels[c], len) == 0) found = c;
+                if (found == 0 || rq.n_channels == 4) {
+                    fprintf(stderr, "todoctl: --channel must be email, push or sms, or a list of them (email,push)\n");
+                    return 2;
+                }
+                chosen[rq.n_channels++] = (Todo__V1__ReminderChannel)found;
+                v += len + (v[len] == ',');
+            }
+            if (rq.n_channels == 0) {
                 fprintf(stderr, "todoctl: --channel must be email, push or sms\n");
                 return 2;
             }

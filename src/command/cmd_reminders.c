@@ -36,7 +36,9 @@ typedef struct reminder {
     char id[37];
     char task_id[37];
     int64_t remind_us;
-    int channel;
+    int channel;                      /* the first of channels */
+    int channels[CMD_MAX_CHANNELS];
+    size_t n_channels;
     const char *status;   /* "scheduled", "cancelled", "fired" */
     int64_t created_us;
 } reminder;
@@ -46,7 +48,8 @@ static int load_reminder(cmd_ctx *x, const char *id, void **agg, int64_t *versio
     const char *p[2] = {id, x->user};
     PGresult *r = pgx_exec(x->t->pg,
                            "select task_id::text, (extract(epoch from remind_at) * 1000000)::bigint, channel, status,"
-                           " version, (extract(epoch from created_at) * 1000000)::bigint"
+                           " version, (extract(epoch from created_at) * 1000000)::bigint,"
+                           " array_to_string(coalesce(channels, array[channel]), ',')"
                            " from write.reminders where id = $1::uuid and user_id = $2",
                            2, p, err);
     if (r == NULL) return err->code;
@@ -62,6 +65,11 @@ static int load_reminder(cmd_ctx *x, const char *id, void **agg, int64_t *versio
     m->status = arena_strdup(x->a, PQgetvalue(r, 0, 3));
     *version = strtoll(PQgetvalue(r, 0, 4), NULL, 10);
     m->created_us = cmd_store_us(r, 5, NULL);
+    for (const char *c = PQgetvalue(r, 0, 6); *c != '\0' && m->n_channels < CMD_MAX_CHANNELS;) {
+        m->channels[m->n_channels++] = atoi(c);
+        c += strcspn(c, ",");
+        c += *c == ',';
+    }
     PQclear(r);
     *agg = m;
     return TODO_OK;
@@ -72,7 +80,7 @@ static void reminder_state(cmd_ctx *x, const void *agg, int64_t version, int64_t
 {
     const reminder *m = agg;
     arena *a = x->a;
-    const char **p = arena_alloc(a, 9 * sizeof *p);
+    const char **p = arena_alloc(a, 10 * sizeof *p);
     p[0] = m->id;
     p[1] = x->user;
     p[2] = cmd_store_time(a, true, m->remind_us);
@@ -82,10 +90,18 @@ static void reminder_state(cmd_ctx *x, const void *agg, int64_t version, int64_t
     p[6] = cmd_store_time(a, true, now);
     if (version == 1) {
         p[7] = m->task_id;
+        char *list = arena_alloc(a, 8 * CMD_MAX_CHANNELS + 3);
+        size_t len = 0;
+        list[len++] = '{';
+        for (size_t i = 0; i < m->n_channels; i++)
+            len += (size_t)snprintf(list + len, 8, "%s%d", i > 0 ? "," : "", m->channels[i]);
+        list[len++] = '}';
+        list[len] = '\0';
+        p[8] = list;
         *sql = "insert into write.reminders (id, user_id, remind_at, channel, status, version, updated_at, task_id,"
-               " created_at) values ($1::uuid, $2, $3::timestamptz, $4::smallint, $5, $6::bigint, $7::timestamptz,"
-               " $8::uuid, $7::timestamptz) returning 1";
-        *n = 8;
+               " created_at, channels) values ($1::uuid, $2, $3::timestamptz, $4::smallint, $5, $6::bigint,"
+               " $7::timestamptz, $8::uuid, $7::timestamptz, $9::smallint[]) returning 1";
+        *n = 9;
     } else {
 #define REMINDER_UPDATE                                                                            \
     "update write.reminders set remind_at = $3::timestamptz, channel = $4::smallint, status = $5,"  \
@@ -120,10 +136,16 @@ int cmd_schedule_reminder(grpcx_call *c, const ProtobufCMessage *req, ProtobufCM
     int64_t now = event_now_us();
     int rc;
 
+    int channels[CMD_MAX_CHANNELS + 1], chosen[CMD_MAX_CHANNELS];
+    size_t n_channels;
     if ((rc = cmd_begin(&x, c, "ScheduleReminder", rq->request_id, req, err)) != 0) return rc;
     if ((rc = cmd_validate_id("task_id", rq->task_id, err)) != 0 ||
-        (rc = cmd_validate_remind_at(rq->remind_at, now, err)) != 0 ||
-        (rc = cmd_validate_channel((int)rq->channel, err)) != 0)
+        (rc = cmd_validate_remind_at(rq->remind_at, now, err)) != 0)
+        return rc;
+    if (rq->n_channels > CMD_MAX_CHANNELS + 1)
+        return todo_err_set(err, TODO_EINVAL, "channels: at most %d", CMD_MAX_CHANNELS);
+    for (size_t i = 0; i < rq->n_channels; i++) channels[i] = (int)rq->channels[i];
+    if ((rc = cmd_validate_channels((int)rq->channel, channels, rq->n_channels, chosen, &n_channels, err)) != 0)
         return rc;
     if ((rc = cmd_replay(&x, resp, err)) != 0 || *resp != NULL) return rc;
     const cmd_task *t;
@@ -140,16 +162,21 @@ int cmd_schedule_reminder(grpcx_call *c, const ProtobufCMessage *req, ProtobufCM
         return todo_err_set(err, TODO_EPRECOND, "task %s already has %d scheduled reminders", t->id, MAX_ACTIVE);
 
     memset(&m, 0, sizeof m);
+    memcpy(m.channels, chosen, sizeof chosen);
+    m.n_channels = n_channels;
     if (text_uuid_v4(m.id) != 0) return todo_err_set(err, TODO_EINTERNAL, "no randomness for a new id");
     snprintf(m.task_id, sizeof m.task_id, "%s", t->id);
     m.remind_us = event_timestamp_us(rq->remind_at);
-    m.channel = (int)rq->channel;
+    m.channel = m.channels[0];
     m.status = "scheduled";
     m.created_us = now;
     ev.reminder_id = m.id;
     ev.task_id = m.task_id;
     ev.remind_at = event_timestamp(x.a, m.remind_us);
-    ev.channel = rq->channel;
+    ev.channel = (Todo__V1__ReminderChannel)m.channel;
+    ev.n_channels = m.n_channels;
+    ev.channels = arena_alloc(x.a, m.n_channels * sizeof *ev.channels);
+    for (size_t i = 0; i < m.n_channels; i++) ev.channels[i] = (Todo__V1__ReminderChannel)m.channels[i];
     return cmd_create(&x, &reminder_kind, m.id, &m, now, "reminder.scheduled", 1, &ev.base, resp, err);
 }
 
@@ -259,6 +286,9 @@ static int change_trigger(cmd_ctx *x, void *agg, const void *arg, int64_t now, c
     ev->remind_at = event_timestamp(x->a, m->remind_us);
     ev->triggered_at = event_timestamp(x->a, now);
     ev->channel = (Todo__V1__ReminderChannel)m->channel;
+    ev->n_channels = m->n_channels;
+    ev->channels = arena_alloc(x->a, m->n_channels * sizeof *ev->channels);
+    for (size_t i = 0; i < m->n_channels; i++) ev->channels[i] = (Todo__V1__ReminderChannel)m->channels[i];
     *type = "reminder.triggered";
     *event = &ev->base;
     return TODO_OK;

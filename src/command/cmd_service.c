@@ -142,6 +142,7 @@ AUDITED(cmd_next_occurrence_internal)
 AUDITED(cmd_retract_occurrence_internal)
 AUDITED(cmd_create_pattern)
 AUDITED(cmd_update_pattern)
+AUDITED(cmd_set_preferences)
 
 int cmd_service_register(grpcx_server *s, todo_err *err)
 {
@@ -161,6 +162,7 @@ int cmd_service_register(grpcx_server *s, todo_err *err)
         {"UpdateRecurringPattern", cmd_update_pattern_audited},
         {"CreateNextOccurrence", cmd_next_occurrence_internal_audited},
         {"RetractOccurrence", cmd_retract_occurrence_internal_audited},
+        {"SetNotificationPreferences", cmd_set_preferences_audited},
     };
     return grpcx_server_add_service(s, &todo__v1__task_command_service__descriptor, methods,
                                     sizeof methods / sizeof methods[0], err);

@@ -1,6 +1,7 @@
 /* cmd_validate: see cmd_validate.h. */
 #include "cmd_validate.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -179,6 +180,96 @@ int cmd_validate_channel(int channel, todo_err *err)
     if (channel < TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_EMAIL ||
         channel > TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_SMS)
         return todo_err_set(err, TODO_EINVAL, "channel: must be EMAIL, PUSH or SMS, got %d", channel);
+    return TODO_OK;
+}
+
+static const char *channel_name(int c)
+{
+    switch (c) {
+    case TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_EMAIL: return "EMAIL";
+    case TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_PUSH: return "PUSH";
+    default: return "SMS";
+    }
+}
+
+int cmd_validate_channels(int channel, const int *channels, size_t n, int out[CMD_MAX_CHANNELS], size_t *n_out,
+                          todo_err *err)
+{
+    size_t k = 0;
+    *n_out = 0;
+    if (channel == 0 && n == 0)
+        return todo_err_set(err, TODO_EINVAL, "channel: one of channel or channels is required (EMAIL, PUSH or SMS)");
+    for (size_t i = 0; i <= n; i++) {
+        int c = i == 0 ? channel : channels[i - 1];
+        const char *field = i == 0 ? "channel" : "channels";
+        if (i == 0 && c == 0) continue;
+        if (c < TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_EMAIL || c > TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_SMS)
+            return todo_err_set(err, TODO_EINVAL, "%s: must be EMAIL, PUSH or SMS, got %d", field, c);
+        bool seen = false;
+        for (size_t j = 0; j < k; j++) seen = seen || out[j] == c;
+        if (seen) {
+            if (i > 0 && channel == c) continue; /* channel repeated in channels: the same request */
+            return todo_err_set(err, TODO_EINVAL, "channels: %s appears twice", channel_name(c));
+        }
+        if (k == CMD_MAX_CHANNELS)
+            return todo_err_set(err, TODO_EINVAL, "channels: at most %d", CMD_MAX_CHANNELS);
+        out[k++] = c;
+    }
+    *n_out = k;
+    return TODO_OK;
+}
+
+int cmd_validate_email(const char *email, todo_err *err)
+{
+    size_t n = strlen(email);
+    if (n == 0) return TODO_OK;
+    if (n > 254) return todo_err_set(err, TODO_EINVAL, "email: at most 254 bytes, got %zu", n);
+    const char *at = strchr(email, '@');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)email[i];
+        if (c <= 0x20 || c == 0x7f || c == '<' || c == '>' || c == ',' || c == ';' || c == '"' || c == '\\')
+            return todo_err_set(err, TODO_EINVAL, "email: byte %zu is not allowed in an address", i);
+    }
+    if (at == NULL || at == email || at[1] == '\0' || strchr(at + 1, '@') != NULL || strchr(at + 1, '.') == NULL)
+        return todo_err_set(err, TODO_EINVAL, "email: \"%.80s\" is not an address like name@example.com", email);
+    return TODO_OK;
+}
+
+int cmd_validate_webhook_url(const char *url, bool allow_http, todo_err *err)
+{
+    size_t n = strlen(url);
+    if (n == 0) return TODO_OK;
+    if (n > 2000) return todo_err_set(err, TODO_EINVAL, "webhook_url: at most 2000 bytes, got %zu", n);
+    const char *host = strncmp(url, "https://", 8) == 0                  ? url + 8
+                       : allow_http && strncmp(url, "http://", 7) == 0 ? url + 7
+                                                                       : NULL;
+    if (host == NULL)
+        return todo_err_set(err, TODO_EINVAL, "webhook_url: must start with https://%s", allow_http ? " or http://" : "");
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)url[i] <= 0x20 || url[i] == 0x7f)
+            return todo_err_set(err, TODO_EINVAL, "webhook_url: byte %zu is a space or control character", i);
+    if (*host == '\0' || *host == '/' || *host == ':' || *host == '@')
+        return todo_err_set(err, TODO_EINVAL, "webhook_url: names no host");
+    return TODO_OK;
+}
+
+/* "HH:MM", 00:00 to 23:59. */
+static bool clock_time(const char *s)
+{
+    return strlen(s) == 5 && s[0] >= '0' && s[0] <= '2' && s[1] >= '0' && s[1] <= '9' && s[2] == ':' &&
+           s[3] >= '0' && s[3] <= '5' && s[4] >= '0' && s[4] <= '9' && (s[0] - '0') * 10 + (s[1] - '0') < 24;
+}
+
+int cmd_validate_quiet_hours(const char *start, const char *end, todo_err *err)
+{
+    if (start[0] == '\0' && end[0] == '\0') return TODO_OK;
+    if (start[0] == '\0' || end[0] == '\0')
+        return todo_err_set(err, TODO_EINVAL, "quiet_hours_%s: is required with quiet_hours_%s",
+                            start[0] == '\0' ? "start" : "end", start[0] == '\0' ? "end" : "start");
+    if (!clock_time(start)) return todo_err_set(err, TODO_EINVAL, "quiet_hours_start: \"%.16s\" is not HH:MM", start);
+    if (!clock_time(end)) return todo_err_set(err, TODO_EINVAL, "quiet_hours_end: \"%.16s\" is not HH:MM", end);
+    if (strcmp(start, end) == 0)
+        return todo_err_set(err, TODO_EINVAL, "quiet_hours_end: equals quiet_hours_start (an empty or whole day)");
     return TODO_OK;
 }
 

@@ -69,6 +69,22 @@ int cmd_validate_remind_at(const Google__Protobuf__Timestamp *ts, int64_t now_us
 /* A reminder channel: EMAIL, PUSH or SMS. */
 int cmd_validate_channel(int channel, todo_err *err);
 
+#define CMD_MAX_CHANNELS 4
+
+/* A reminder's channels: channel (0: unset) and the list channels, joined
+ * into out (channel first, no repeats, each valid, at most
+ * CMD_MAX_CHANNELS); at least one is required. *n_out gets the count. */
+int cmd_validate_channels(int channel, const int *channels, size_t n, int out[CMD_MAX_CHANNELS], size_t *n_out,
+                          todo_err *err);
+
+/* A notification profile (SetNotificationPreferences): email an address
+ * (local@domain, at most 254 bytes, no spaces or control characters) or
+ * empty; webhook_url https:// (http:// too when allow_http) with a host, at
+ * most 2,000 bytes, or empty; quiet hours "HH:MM" both or neither. */
+int cmd_validate_email(const char *email, todo_err *err);
+int cmd_validate_webhook_url(const char *url, bool allow_http, todo_err *err);
+int cmd_validate_quiet_hours(const char *start, const char *end, todo_err *err);
+
 /* An IANA time zone name known to this machine's tz database
  * (zoneinfo_dir, normally /usr/share/zoneinfo). field names it. */
 int cmd_validate_time_zone(const char *field, const char *zone, const char *zoneinfo_dir, todo_err *err);

@@ -359,6 +359,20 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
                             "TODO_NOTIFY_WEBHOOK_URL must be https:// outside TODO_ENV=local (notifications carry "
                             "users' task titles)");
     if ((rc = get_int(&cfg->notify_attempts, "TODO_NOTIFY_ATTEMPTS", 5, 1, 100, get, ctx, err)) != 0) return rc;
+    if ((rc = get_str(cfg->notify_webhook_secret, "TODO_NOTIFY_WEBHOOK_SECRET", "", get, ctx, err)) != 0) return rc;
+    if (cfg->notify_webhook_secret[0] != '\0' && strlen(cfg->notify_webhook_secret) < 32)
+        return todo_err_set(err, TODO_EINVAL, "TODO_NOTIFY_WEBHOOK_SECRET must be at least 32 bytes");
+    if ((rc = get_str(cfg->notify_smtp_url, "TODO_NOTIFY_SMTP_URL", "", get, ctx, err)) != 0) return rc;
+    if (cfg->notify_smtp_url[0] != '\0' && strncmp(cfg->notify_smtp_url, "smtp://", 7) != 0 &&
+        strncmp(cfg->notify_smtp_url, "smtps://", 8) != 0)
+        return todo_err_set(err, TODO_EINVAL, "TODO_NOTIFY_SMTP_URL must be an smtp:// or smtps:// URL");
+    if ((rc = get_str(cfg->notify_smtp_from, "TODO_NOTIFY_SMTP_FROM", "todo@localhost", get, ctx, err)) != 0) return rc;
+    if ((rc = get_int(&cfg->notify_smtp_starttls, "TODO_NOTIFY_SMTP_STARTTLS", cfg->local ? 0 : 1, 0, 1, get, ctx, err)) != 0)
+        return rc;
+    if (!cfg->local && strncmp(cfg->notify_smtp_url, "smtp://", 7) == 0 && cfg->notify_smtp_starttls == 0)
+        return todo_err_set(err, TODO_EINVAL,
+                            "TODO_NOTIFY_SMTP_URL smtp:// needs TODO_NOTIFY_SMTP_STARTTLS=1 outside TODO_ENV=local "
+                            "(mail carries users' task titles), or use smtps://");
     if ((rc = get_int(&cfg->saga_step_delay_ms, "TODO_SAGA_STEP_DELAY_MS", 0, 0, 60000, get, ctx, err)) != 0)
         return rc;
     if (get("TODO_REGISTRY_WRITERS", ctx) != NULL)

@@ -87,6 +87,10 @@ typedef struct todo_config {
     int scheduler_poll_ms;                /* TODO_SCHEDULER_POLL_MS: how often due reminders are looked for */
     char notify_webhook_url[CONFIG_STR_MAX]; /* TODO_NOTIFY_WEBHOOK_URL: where notifications are POSTed ("": log them) */
     int notify_attempts;                  /* TODO_NOTIFY_ATTEMPTS: deliveries tried per notification */
+    char notify_webhook_secret[CONFIG_STR_MAX]; /* TODO_NOTIFY_WEBHOOK_SECRET: HMAC-SHA256 key of webhook signatures ("": unsigned) */
+    char notify_smtp_url[CONFIG_STR_MAX]; /* TODO_NOTIFY_SMTP_URL: smtp:// or smtps:// server of the EMAIL channel ("": none) */
+    char notify_smtp_from[256];           /* TODO_NOTIFY_SMTP_FROM: the sender address */
+    int notify_smtp_starttls;             /* TODO_NOTIFY_SMTP_STARTTLS: 1 = require STARTTLS on smtp:// */
     int saga_step_delay_ms;               /* TODO_SAGA_STEP_DELAY_MS: a pause before every saga step (tests, demos) */
 } todo_config;
 

@@ -113,6 +113,15 @@ long text_b64url_decode(const char *in, size_t n, unsigned char *out, size_t out
     return (long)o;
 }
 
+void text_name_uuid(const char *name, char out[37])
+{
+    char hex[65];
+    static const char variant[] = "89ab";
+    text_sha256_hex(name, strlen(name), hex);
+    int v = hex[16] >= 'a' ? hex[16] - 'a' + 10 : hex[16] - '0';
+    snprintf(out, 37, "%.8s-%.4s-8%.3s-%c%.3s-%.12s", hex, hex + 8, hex + 13, variant[v & 3], hex + 17, hex + 20);
+}
+
 void text_sha256_hex(const void *data, size_t n, char out[65])
 {
     static const char hex[] = "0123456789abcdef";

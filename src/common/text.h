@@ -34,4 +34,8 @@ long text_b64url_decode(const char *in, size_t n, unsigned char *out, size_t out
 /* Hex SHA-256 of the n bytes at data, NUL-terminated. */
 void text_sha256_hex(const void *data, size_t n, char out[65]);
 
+/* A name-based UUID of name (RFC 9562 version 8 from SHA-256): the same
+ * name always gives the same id. */
+void text_name_uuid(const char *name, char out[37]);
+
 #endif

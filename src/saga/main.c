@@ -98,12 +98,14 @@ int main(void)
     log_info("saga", "starting", "instance=%s workers=%d lease_s=%d", p.cfg.saga_instance, p.cfg.saga_workers,
              p.cfg.saga_lease_s);
     curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread: not thread-safe */
-    pthread_t th[3 + 64];
+    pthread_t th[5 + 64];
     saga_worker_arg workers[64];
     int n = 0;
     pthread_create(&th[n++], NULL, saga_starter_main, &p);
     pthread_create(&th[n++], NULL, saga_scheduler_main, &p);
     pthread_create(&th[n++], NULL, saga_dispatch_main, &p);
+    pthread_create(&th[n++], NULL, saga_remind_main, &p);
+    pthread_create(&th[n++], NULL, saga_release_main, &p);
     for (int i = 0; i < p.cfg.saga_workers && i < 64; i++) {
         workers[i] = (saga_worker_arg){.proc = &p, .n = i};
         pthread_create(&th[n++], NULL, saga_worker_main, &workers[i]);

@@ -1,11 +1,13 @@
 /* The dispatcher role of todo-saga (see saga_proc.h): notification.requested
  * -> a delivery (saga_notify). */
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
 
 #include "arena.h"
 #include "event.h"
 #include "log.h"
+#include "pgx.h"
 #include "redisx.h"
 #include "saga_notify.h"
 #include "saga_proc.h"
@@ -43,18 +45,64 @@ static int dispatch(saga_proc *p, PGconn *pg, const rd_kafka_message_t *m, void 
     return rc == TODO_EINVAL ? TODO_EINTERNAL : rc;
 }
 
+/* The notification channels of the process's settings, into s. */
+static void channels(saga_proc *p, saga_notify *s, saga_smtp *smtp, redisx *redis)
+{
+    bool global = p->cfg.notify_webhook_url[0] != '\0';
+    *smtp = (saga_smtp){.url = p->cfg.notify_smtp_url, .from = p->cfg.notify_smtp_from,
+                        .starttls = p->cfg.notify_smtp_starttls != 0};
+    *s = (saga_notify){.cfg = &p->cfg, .redis = redis,
+                       .channel = global ? saga_notify_webhook_channel(p->cfg.notify_webhook_secret)
+                                         : saga_notify_log_channel(),
+                       .default_url = global ? p->cfg.notify_webhook_url : NULL,
+                       .webhook = saga_notify_webhook_channel(p->cfg.notify_webhook_secret),
+                       .email = smtp->url[0] != '\0' ? saga_notify_email_channel(smtp)
+                                                     : (saga_notify_channel){.name = "email"},
+                       .attempts = p->cfg.notify_attempts, .backoff_ms = 200};
+}
+
+/* The releaser: every second, the deferred notifications whose quiet hours
+ * are over are delivered (saga_notify_release). */
+void *saga_release_main(void *proc)
+{
+    saga_proc *p = proc;
+    todo_err err;
+    redisx redis;
+    bool have_redis = redisx_init(&redis, p->cfg.redis_url, "notify-release", 100, &err) == 0;
+    saga_notify s;
+    saga_smtp smtp;
+    channels(p, &s, &smtp, have_redis ? &redis : NULL);
+    s.ignore_quiet = true;
+    PGconn *pg = NULL;
+    while (!atomic_load(&p->stopping)) {
+        saga_proc_ensure_pg(p, &pg, "todo-saga-release");
+        if (pg == NULL) break;
+        s.pg = pg;
+        int n = 0;
+        if (saga_notify_release(&s, 20, &n, &err) != 0) {
+            log_warn("notify", "releasing deferred notifications failed; retrying", "error=\"%s\"", err.msg);
+            PQfinish(pg);
+            pg = NULL;
+        }
+        if (n > 0) log_info("notify", "deferred notifications released", "count=%d", n);
+        if (n < 20) saga_proc_pause_ms(p, 1000);
+    }
+    if (pg != NULL) PQfinish(pg);
+    if (have_redis) redisx_cleanup(&redis);
+    return NULL;
+}
+
 void *saga_dispatch_main(void *proc)
 {
     saga_proc *p = proc;
     todo_err err;
     redisx redis;
     bool have_redis = redisx_init(&redis, p->cfg.redis_url, "notify", 100, &err) == 0;
-    saga_notify s = {.cfg = &p->cfg, .redis = have_redis ? &redis : NULL,
-                     .channel = p->cfg.notify_webhook_url[0] != '\0'
-                                    ? saga_notify_webhook_channel(p->cfg.notify_webhook_url)
-                                    : saga_notify_log_channel(),
-                     .attempts = p->cfg.notify_attempts, .backoff_ms = 200};
-    log_info("notify", "dispatching", "channel=%s", s.channel.name);
+    saga_notify s;
+    saga_smtp smtp;
+    channels(p, &s, &smtp, have_redis ? &redis : NULL);
+    log_info("notify", "dispatching", "default=%s email=%s webhooks=%s", s.channel.name,
+             s.email.send != NULL ? "smtp" : "none", p->cfg.notify_webhook_secret[0] != '\0' ? "signed" : "unsigned");
     saga_notify_declare_metrics(&s);
     saga_proc_consume(p, "notify", SAGA_DISPATCH_GROUP, TOPIC_NOTIFICATIONS, BATCH, "todo-saga-notifier", dispatch, &s);
     if (have_redis) redisx_cleanup(&redis);

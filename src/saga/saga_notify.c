@@ -3,6 +3,7 @@
 
 #include <curl/curl.h>
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,13 +23,15 @@
 
 /* ---- channels ---- */
 
-static saga_notify_result log_send(void *ctx, const Todo__V1__SendNotification *n, char *err, size_t cap)
+static saga_notify_result log_send(void *ctx, const Todo__V1__SendNotification *n, const char *address, char *err,
+                                   size_t cap)
 {
     (void)ctx;
+    (void)address;
     (void)err;
     (void)cap;
     /* Who and what are personal: only at debug level (docs/SECURITY.md). */
-    log_info("notify", "notification", "id=%s", n->notification_id);
+    log_info("notify", "notification", "id=%s channel=%s", n->notification_id, n->channel);
     log_debug("notify", "notification content", "id=%s recipient=%s subject=\"%s\" body=\"%s\"", n->notification_id,
               n->recipient, n->subject, n->body);
     return SAGA_NOTIFY_SENT;
@@ -46,11 +49,42 @@ static size_t discard(char *p, size_t size, size_t n, void *ctx)
     return size * n;
 }
 
-static saga_notify_result webhook_send(void *ctx, const Todo__V1__SendNotification *n, char *err, size_t cap)
+void saga_notify_signature(const char *secret, long long ts, const char *body, char out[96])
 {
-    const char *url = ctx;
-    json_t *body = json_pack("{s:s, s:s, s:s, s:s, s:s}", "notification_id", n->notification_id, "recipient",
-                             n->recipient, "subject", n->subject, "body", n->body, "task_id", n->task_id);
+    static const char hex[] = "0123456789abcdef";
+    char prefix[32];
+    int np = snprintf(prefix, sizeof prefix, "%lld.", ts);
+    size_t nb = strlen(body);
+    unsigned char *msg = malloc((size_t)np + nb), mac[32];
+    size_t len = 0;
+    int at = snprintf(out, 96, "t=%lld,v1=", ts);
+    if (msg == NULL) {
+        out[0] = '\0';
+        return;
+    }
+    memcpy(msg, prefix, (size_t)np);
+    memcpy(msg + np, body, nb);
+    if (EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, secret, strlen(secret), msg, (size_t)np + nb, mac, sizeof mac,
+                  &len) == NULL || len != 32) {
+        free(msg);
+        out[0] = '\0';
+        return;
+    }
+    free(msg);
+    for (size_t i = 0; i < 32 && at + 2 < 96; i++) {
+        out[at++] = hex[mac[i] >> 4];
+        out[at++] = hex[mac[i] & 15];
+    }
+    out[at] = '\0';
+}
+
+static saga_notify_result webhook_send(void *ctx, const Todo__V1__SendNotification *n, const char *url, char *err,
+                                       size_t cap)
+{
+    const char *secret = ctx;
+    json_t *body = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "notification_id", n->notification_id, "recipient",
+                             n->recipient, "channel", n->channel, "subject", n->subject, "body", n->body, "task_id",
+                             n->task_id);
     char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     CURL *c = curl_easy_init();
@@ -60,16 +94,23 @@ static saga_notify_result webhook_send(void *ctx, const Todo__V1__SendNotificati
         snprintf(err, cap, "out of memory");
         return SAGA_NOTIFY_RETRY;
     }
-    char key[200];
+    char key[200], sig[96 + 20];
     snprintf(key, sizeof key, "Idempotency-Key: %s", n->notification_id);
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
     h = curl_slist_append(h, key);
+    if (secret != NULL && secret[0] != '\0') { /* signed at each attempt: a fresh timestamp */
+        char v[96];
+        saga_notify_signature(secret, (long long)time(NULL), text, v);
+        snprintf(sig, sizeof sig, "Todo-Signature: %s", v);
+        h = curl_slist_append(h, sig);
+    }
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, text);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 2000L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
     CURLcode rc = curl_easy_perform(c);
     long status = 0;
@@ -86,9 +127,155 @@ static saga_notify_result webhook_send(void *ctx, const Todo__V1__SendNotificati
     return status == 408 || status == 429 || status >= 500 ? SAGA_NOTIFY_RETRY : SAGA_NOTIFY_FAIL;
 }
 
-saga_notify_channel saga_notify_webhook_channel(const char *url)
+saga_notify_channel saga_notify_webhook_channel(const char *secret)
 {
-    return (saga_notify_channel){.name = "webhook", .send = webhook_send, .ctx = (void *)url};
+    return (saga_notify_channel){.name = "webhook", .send = webhook_send, .ctx = (void *)secret};
+}
+
+/* Appends text to a malloc'ed buffer; false when out of memory. */
+typedef struct buf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} buf;
+
+static void put(buf *b, const char *s, size_t n)
+{
+    if (b->oom) return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = (b->len + n + 1) * 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void puts_(buf *b, const char *s)
+{
+    put(b, s, strlen(s));
+}
+
+/* An address for a header: only its printable non-space ASCII, no angle
+ * brackets (validated when set; this keeps a header one line regardless). */
+static void put_address(buf *b, const char *a)
+{
+    put(b, "<", 1);
+    for (const char *c = a; *c != '\0'; c++)
+        if (*c > 0x20 && *c < 0x7f && *c != '<' && *c != '>') put(b, c, 1);
+    put(b, ">", 1);
+}
+
+char *saga_notify_mail(const char *from, const char *to, const Todo__V1__SendNotification *n, long long now)
+{
+    buf b = {0};
+    char line[160];
+    time_t t = (time_t)now;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(line, sizeof line, "Date: %a, %d %b %Y %H:%M:%S +0000\r\n", &tm);
+    puts_(&b, line);
+    puts_(&b, "From: ");
+    put_address(&b, from);
+    puts_(&b, "\r\nTo: ");
+    put_address(&b, to);
+    puts_(&b, "\r\nMessage-ID: <");
+    for (const char *c = n->notification_id; *c != '\0'; c++)
+        if ((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || *c == '-') put(&b, c, 1);
+    puts_(&b, "@todo>\r\nSubject: =?UTF-8?B?");
+    /* The subject as one base64 encoded word: any bytes, no line breaks. */
+    size_t sl = strlen(n->subject);
+    char *enc = malloc(4 * ((sl + 2) / 3) + 1);
+    if (enc == NULL) b.oom = true;
+    else {
+        EVP_EncodeBlock((unsigned char *)enc, (const unsigned char *)n->subject, (int)sl);
+        puts_(&b, enc);
+        free(enc);
+    }
+    puts_(&b, "?=\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n"
+              "Content-Transfer-Encoding: 8bit\r\n\r\n");
+    /* The body with CRLF line ends (a lone CR or LF becomes CRLF); libcurl
+     * escapes lines that start with a dot. */
+    for (const char *c = n->body; *c != '\0'; c++) {
+        if (*c == '\r' || *c == '\n') {
+            puts_(&b, "\r\n");
+            if (*c == '\r' && c[1] == '\n') c++;
+        } else {
+            put(&b, c, 1);
+        }
+    }
+    puts_(&b, "\r\n");
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}
+
+typedef struct upload {
+    const char *p;
+    size_t left;
+} upload;
+
+static size_t read_mail(char *dst, size_t size, size_t n, void *ctx)
+{
+    upload *u = ctx;
+    size_t k = size * n < u->left ? size * n : u->left;
+    memcpy(dst, u->p, k);
+    u->p += k;
+    u->left -= k;
+    return k;
+}
+
+static saga_notify_result email_send(void *ctx, const Todo__V1__SendNotification *n, const char *to, char *err,
+                                     size_t cap)
+{
+    const saga_smtp *smtp = ctx;
+    char *mail = saga_notify_mail(smtp->from, to, n, (long long)time(NULL));
+    CURL *c = curl_easy_init();
+    if (mail == NULL || c == NULL) {
+        free(mail);
+        if (c != NULL) curl_easy_cleanup(c);
+        snprintf(err, cap, "out of memory");
+        return SAGA_NOTIFY_RETRY;
+    }
+    char from[300], rcpt[300];
+    snprintf(from, sizeof from, "<%s>", smtp->from);
+    snprintf(rcpt, sizeof rcpt, "<%s>", to);
+    struct curl_slist *rcpts = curl_slist_append(NULL, rcpt);
+    upload u = {mail, strlen(mail)};
+    curl_easy_setopt(c, CURLOPT_URL, smtp->url);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
+    curl_easy_setopt(c, CURLOPT_MAIL_FROM, from);
+    curl_easy_setopt(c, CURLOPT_MAIL_RCPT, rcpts);
+    curl_easy_setopt(c, CURLOPT_READFUNCTION, read_mail);
+    curl_easy_setopt(c, CURLOPT_READDATA, &u);
+    curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 2000L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    if (smtp->starttls) curl_easy_setopt(c, CURLOPT_USE_SSL, (long)CURLUSESSL_ALL);
+    CURLcode rc = curl_easy_perform(c);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(rcpts);
+    curl_easy_cleanup(c);
+    free(mail);
+    if (rc == CURLE_OK) return SAGA_NOTIFY_SENT;
+    snprintf(err, cap, "smtp: %s (reply %ld)", curl_easy_strerror(rc), status);
+    /* 5xx replies are permanent (the address refused); the rest transient. */
+    return status >= 500 && status < 600 ? SAGA_NOTIFY_FAIL : SAGA_NOTIFY_RETRY;
+}
+
+saga_notify_channel saga_notify_email_channel(const saga_smtp *smtp)
+{
+    return (saga_notify_channel){.name = "email", .send = email_send, .ctx = (void *)smtp};
 }
 
 /* ---- idempotency ---- */
@@ -129,9 +316,10 @@ static void redis_mark(saga_notify *s, const Todo__V1__SendNotification *n)
 /* Claims the notification in PostgreSQL: *state gets "new" (ours to
  * deliver), or the recorded status ("sent", "failed", "sending" after a
  * crash: delivered again). */
-static int claim(saga_notify *s, const Todo__V1__SendNotification *n, char state[16], todo_err *err)
+static int claim(saga_notify *s, const saga_notify_channel *ch, const Todo__V1__SendNotification *n, char state[16],
+                 todo_err *err)
 {
-    const char *p[3] = {n->notification_id, n->recipient, s->channel.name};
+    const char *p[3] = {n->notification_id, n->recipient, ch->name};
     PGresult *r = pgx_exec(s->pg,
                            "with ins as (insert into saga.notifications (notification_id, recipient, channel, status)"
                            " values ($1, $2, $3, 'sending') on conflict do nothing returning 1)"
@@ -146,8 +334,8 @@ static int claim(saga_notify *s, const Todo__V1__SendNotification *n, char state
 
 /* Records the outcome and, in the same statement, its event
  * (notification.sent or notification.failed) into saga.outbox. */
-static int record(saga_notify *s, const Todo__V1__SendNotification *n, bool sent, int attempts, const char *error,
-                  todo_err *err)
+static int record(saga_notify *s, const saga_notify_channel *ch, const Todo__V1__SendNotification *n, bool sent,
+                  int attempts, const char *error, todo_err *err)
 {
     arena *a = arena_new();
     char event_id[37], count[16];
@@ -156,7 +344,7 @@ static int record(saga_notify *s, const Todo__V1__SendNotification *n, bool sent
     Todo__V1__NotificationSent ok = TODO__V1__NOTIFICATION_SENT__INIT;
     Todo__V1__NotificationFailed ko = TODO__V1__NOTIFICATION_FAILED__INIT;
     ok.notification_id = ko.notification_id = n->notification_id;
-    ok.channel = ko.channel = (char *)s->channel.name;
+    ok.channel = ko.channel = (char *)ch->name;
     ok.sent_at = event_timestamp(a, event_now_us());
     ko.error = (char *)error;
     ko.attempts = attempts;
@@ -196,40 +384,213 @@ static void pause_ms(saga_notify *s, int ms)
 /* Counts a handled notification by channel and outcome (by 0: the
  * series exists from the start, so an alert on its increase sees the first
  * failure). */
-static void count_by(const saga_notify *s, const char *outcome, double n)
+static void count_by(const char *channel, const char *outcome, double n)
 {
     metric_add(metric_with(metric_counter("todo_notifications_total",
                                           "Notifications handled, by channel and outcome (sent, failed, duplicate: "
-                                          "delivered before).", "channel,outcome"),
-                           s->channel.name, outcome),
+                                          "delivered before, deferred: held for quiet hours).", "channel,outcome"),
+                           channel, outcome),
                n);
 }
 
-static void count(const saga_notify *s, const char *outcome)
+static void count(const saga_notify_channel *ch, const char *outcome)
 {
-    count_by(s, outcome, 1);
+    count_by(ch->name, outcome, 1);
 }
 
 void saga_notify_declare_metrics(const saga_notify *s)
 {
-    count_by(s, "sent", 0);
-    count_by(s, "failed", 0);
-    count_by(s, "duplicate", 0);
+    const saga_notify_channel *chans[3] = {&s->channel, &s->webhook, &s->email};
+    for (int i = 0; i < 3; i++) {
+        if (chans[i]->name == NULL || (i > 0 && strcmp(chans[i]->name, s->channel.name) == 0)) continue;
+        count_by(chans[i]->name, "sent", 0);
+        count_by(chans[i]->name, "failed", 0);
+        count_by(chans[i]->name, "duplicate", 0);
+        count_by(chans[i]->name, "deferred", 0);
+    }
+}
+
+/* Where n goes: its channel and address (into addr), from its channel
+ * field and the recipient's profile. TODO_OK with *ch NULL and why set: it
+ * cannot be delivered (a permanent failure). */
+int64_t saga_quiet_until(const tz_zone *z, int start_min, int end_min, int64_t now)
+{
+    int64_t local = now + tz_offset(z, now);
+    int64_t sec = ((local % 86400) + 86400) % 86400, midnight = local - sec;
+    int m = (int)(sec / 60);
+    bool quiet = start_min < end_min ? m >= start_min && m < end_min : m >= start_min || m < end_min;
+    if (!quiet) return 0;
+    int64_t end = midnight + (int64_t)end_min * 60;
+    if (end <= local) end += 86400; /* the window spans midnight: it ends tomorrow */
+    return tz_to_utc(z, end);
+}
+
+/* "HH:MM" -> minutes after midnight; -1 when empty or not a time. */
+static int minutes(const char *hhmm)
+{
+    int h, m;
+    char rest;
+    if (sscanf(hhmm, "%2d:%2d%c", &h, &m, &rest) != 2 || h < 0 || h > 23 || m < 0 || m > 59) return -1;
+    return h * 60 + m;
+}
+
+/* When the profile's quiet hours hold n back: the instant they end (0: not
+ * now). A zone the tz database lacks counts as UTC (it was checked when set). */
+static int64_t quiet_until(saga_notify *s, const char *zone, const char *start, const char *end)
+{
+    int a = minutes(start), b = minutes(end);
+    if (s->ignore_quiet || a < 0 || b < 0 || a == b) return 0;
+    todo_err e;
+    tz_zone *z = tz_load(s->cfg->zoneinfo_dir, zone[0] != '\0' ? zone : "UTC", &e);
+    if (z == NULL) z = tz_load(s->cfg->zoneinfo_dir, "UTC", &e);
+    if (z == NULL) return 0;
+    int64_t until = saga_quiet_until(z, a, b, (int64_t)time(NULL));
+    tz_free(z);
+    return until;
+}
+
+static int route(saga_notify *s, const Todo__V1__SendNotification *n, const saga_notify_channel **ch, char *addr,
+                 size_t cap, int64_t *defer_until, char *why, size_t why_cap, todo_err *err)
+{
+    *defer_until = 0;
+    bool email = strcmp(n->channel, "email") == 0,
+         push = strcmp(n->channel, "push") == 0 || strcmp(n->channel, "webhook") == 0;
+    addr[0] = '\0';
+    *ch = NULL;
+    if (!email && !push) { /* "default", "log", "sms" (no SMS provider): the global webhook or the log */
+        *ch = &s->channel;
+        if (s->default_url != NULL) snprintf(addr, cap, "%s", s->default_url);
+        return TODO_OK;
+    }
+    const char *p[1] = {n->recipient};
+    PGresult *r = pgx_exec(s->pg,
+                           "select email, webhook_url, time_zone, quiet_hours_start, quiet_hours_end"
+                           " from write.user_profiles where user_id = $1",
+                           1, p, err);
+    if (r == NULL) return err->code;
+    bool found = PQntuples(r) == 1;
+    snprintf(addr, cap, "%s", found ? PQgetvalue(r, 0, email ? 0 : 1) : "");
+    if (found) *defer_until = quiet_until(s, PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3), PQgetvalue(r, 0, 4));
+    PQclear(r);
+    if (email) {
+        *ch = &s->email;
+        if (s->email.send == NULL) snprintf(why, why_cap, "no SMTP server is configured (TODO_NOTIFY_SMTP_URL)");
+        else if (addr[0] == '\0') snprintf(why, why_cap, "the user has no email address (SetNotificationPreferences)");
+        else return TODO_OK;
+        return TODO_OK;
+    }
+    *ch = &s->webhook;
+    if (addr[0] == '\0' && s->default_url != NULL) snprintf(addr, cap, "%s", s->default_url);
+    if (addr[0] == '\0') snprintf(why, why_cap, "the user has no webhook URL (SetNotificationPreferences)");
+    return TODO_OK;
+}
+
+/* Holds n back until `until` (the end of the recipient's quiet hours):
+ * kept in saga.deferred_notifications, released by saga_notify_release. A
+ * request delivered again finds it there. */
+static int defer(saga_notify *s, const saga_notify_channel *ch, const Todo__V1__SendNotification *n, int64_t until,
+                 const char **outcome, todo_err *err)
+{
+    size_t len = todo__v1__send_notification__get_packed_size(n);
+    uint8_t *raw = malloc(len + 1);
+    if (raw == NULL) return todo_err_set(err, TODO_EINTERNAL, "out of memory");
+    todo__v1__send_notification__pack(n, raw);
+    char at[24];
+    snprintf(at, sizeof at, "%lld", (long long)until);
+    const char *p[5] = {n->notification_id, n->recipient, at, (const char *)raw,
+                        s->correlation_id != NULL ? s->correlation_id : ""};
+    int lengths[5] = {0, 0, 0, (int)len, 0}, formats[5] = {0, 0, 0, 1, 0};
+    PGresult *r = pgx_execb(s->pg,
+                            "insert into saga.deferred_notifications (notification_id, recipient, not_before, request,"
+                            " correlation_id) values ($1, $2, to_timestamp($3::bigint), $4, $5) on conflict do nothing",
+                            5, p, lengths, formats, err);
+    free(raw);
+    if (r == NULL) return err->code;
+    PQclear(r);
+    log_info("notify", "deferred for quiet hours", "id=%s channel=%s until=%lld", n->notification_id, ch->name,
+             (long long)until);
+    count(ch, "deferred");
+    if (outcome != NULL) *outcome = "deferred";
+    return TODO_OK;
+}
+
+/* Releases one due deferred notification, holding its row locked while it
+ * is delivered (other releasers skip it), and forgets it in the same
+ * transaction. *done: one was released. */
+static int release_one(saga_notify *s, bool *done, todo_err *err)
+{
+    *done = false;
+    int rc = pgx_cmd(s->pg, "begin", 0, NULL, err);
+    if (rc != TODO_OK) return rc;
+    PGresult *r = pgx_exec(s->pg,
+                           "select notification_id, recipient, request, correlation_id from saga.deferred_notifications"
+                           " where not_before <= now() order by not_before limit 1 for update skip locked",
+                           0, NULL, err);
+    if (r == NULL) {
+        pgx_cmd(s->pg, "rollback", 0, NULL, NULL);
+        return err->code;
+    }
+    if (PQntuples(r) == 1) {
+        size_t len = 0;
+        unsigned char *raw = PQunescapeBytea((const unsigned char *)PQgetvalue(r, 0, 2), &len);
+        Todo__V1__SendNotification *sn = raw != NULL ? todo__v1__send_notification__unpack(NULL, len, raw) : NULL;
+        PQfreemem(raw);
+        const char *outcome = NULL;
+        s->correlation_id = PQgetvalue(r, 0, 3);
+        if (sn != NULL) rc = saga_notify_handle(s, sn, &outcome, err);
+        else log_error("notify", "a deferred notification does not decode; dropped", "id=%s", PQgetvalue(r, 0, 0));
+        if (sn != NULL) todo__v1__send_notification__free_unpacked(sn, NULL);
+        s->correlation_id = NULL;
+        if (rc == TODO_OK)
+            rc = pgx_cmd(s->pg, "delete from saga.deferred_notifications where notification_id = $1 and recipient = $2",
+                         2, (const char *const[]){PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1)}, err);
+        *done = rc == TODO_OK;
+    }
+    PQclear(r);
+    if (rc == TODO_OK) rc = pgx_cmd(s->pg, "commit", 0, NULL, err);
+    else pgx_cmd(s->pg, "rollback", 0, NULL, NULL);
+    if (rc != TODO_OK) *done = false;
+    return rc;
+}
+
+int saga_notify_release(saga_notify *s, int limit, int *n, todo_err *err)
+{
+    *n = 0;
+    for (int i = 0; i < limit; i++) {
+        bool done;
+        int rc = release_one(s, &done, err);
+        if (rc != TODO_OK) return rc;
+        if (!done) break;
+        (*n)++;
+    }
+    return TODO_OK;
 }
 
 int saga_notify_handle(saga_notify *s, const Todo__V1__SendNotification *n, const char **outcome, todo_err *err)
 {
-    char state[16], why[300] = "";
+    char state[16], why[300] = "", addr[2048];
+    const saga_notify_channel *ch;
+    int64_t defer_until;
     int rc;
     if (outcome != NULL) *outcome = "duplicate";
+    if ((rc = route(s, n, &ch, addr, sizeof addr, &defer_until, why, sizeof why, err)) != 0) return rc;
+    if (defer_until > 0 && why[0] == '\0') return defer(s, ch, n, defer_until, outcome, err);
     if (redis_sent(s, n)) {
-        count(s, "duplicate");
+        count(ch, "duplicate");
         return TODO_OK;
     }
-    if ((rc = claim(s, n, state, err)) != 0) return rc;
+    if ((rc = claim(s, ch, n, state, err)) != 0) return rc;
     if (strcmp(state, "sent") == 0 || strcmp(state, "failed") == 0) {
         if (strcmp(state, "sent") == 0) redis_mark(s, n);
-        count(s, "duplicate");
+        count(ch, "duplicate");
+        return TODO_OK;
+    }
+    if (why[0] != '\0') { /* nowhere to deliver it: failed at once */
+        if ((rc = record(s, ch, n, false, 0, why, err)) != 0) return rc;
+        log_error("notify", "notification failed", "id=%s channel=%s attempts=0 error=\"%s\"", n->notification_id,
+                  ch->name, why);
+        if (outcome != NULL) *outcome = "failed";
+        count(ch, "failed");
         return TODO_OK;
     }
     /* "new", or "sending" left by a crash: deliver. */
@@ -238,19 +599,19 @@ int saga_notify_handle(saga_notify *s, const Todo__V1__SendNotification *n, cons
     while (attempt < s->attempts) {
         attempt++;
         why[0] = '\0';
-        res = s->channel.send(s->channel.ctx, n, why, sizeof why);
+        res = ch->send(ch->ctx, n, addr[0] != '\0' ? addr : NULL, why, sizeof why);
         if (res != SAGA_NOTIFY_RETRY) break;
         log_warn("notify", "delivery failed; retrying", "id=%s channel=%s attempt=%d error=\"%s\"", n->notification_id,
-                 s->channel.name, attempt, why);
+                 ch->name, attempt, why);
         if (attempt < s->attempts) pause_ms(s, wait);
         wait *= 2;
     }
     bool sent = res == SAGA_NOTIFY_SENT;
-    if ((rc = record(s, n, sent, attempt, why, err)) != 0) return rc;
+    if ((rc = record(s, ch, n, sent, attempt, why, err)) != 0) return rc;
     if (sent) redis_mark(s, n);
     else log_error("notify", "notification failed", "id=%s channel=%s attempts=%d error=\"%s\"", n->notification_id,
-                   s->channel.name, attempt, why);
+                   ch->name, attempt, why);
     if (outcome != NULL) *outcome = sent ? "sent" : "failed";
-    count(s, sent ? "sent" : "failed");
+    count(ch, sent ? "sent" : "failed");
     return TODO_OK;
 }

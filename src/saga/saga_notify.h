@@ -6,13 +6,23 @@
  * `notification.requested` (a todo.v1.SendNotification) through a channel:
  *
  *   log       one log line (the default when no webhook is configured)
- *   webhook   an HTTP POST of a JSON body to TODO_NOTIFY_WEBHOOK_URL (libcurl),
- *             with an Idempotency-Key header (the notification id); 2xx is
- *             delivered, 408/429/5xx and transport errors are retried, any
- *             other status fails the notification
+ *   webhook   an HTTP POST of a JSON body (libcurl) to the user's webhook
+ *             URL (PUSH; SetNotificationPreferences) or to
+ *             TODO_NOTIFY_WEBHOOK_URL, with an Idempotency-Key header (the
+ *             notification id) and a Todo-Signature header (HMAC-SHA256
+ *             with TODO_NOTIFY_WEBHOOK_SECRET); 2xx is delivered,
+ *             408/429/5xx and transport errors are retried, any other
+ *             status fails the notification
+ *   email     a mail over SMTP (libcurl; TODO_NOTIFY_SMTP_URL, STARTTLS
+ *             when TODO_NOTIFY_SMTP_STARTTLS=1) to the user's address
  *
- * Channels are a small interface (saga_notify_channel), so email or push
- * are one more implementation.
+ * A notification's channel field picks one: "email", "push" (or
+ * "webhook"), anything else ("default", "sms": no SMS provider) the global
+ * webhook or the log. A user without the address the channel needs, or an
+ * EMAIL notification without an SMTP server, fails at once (never retried,
+ * notification.failed says why).
+ *
+ * Channels are a small interface (saga_notify_channel).
  *
  * Never twice: a notification is identified by (notification id,
  * recipient). PostgreSQL (saga.notifications) is the truth: a row is
@@ -21,6 +31,11 @@
  * database round trip (with Redis down, PostgreSQL alone decides). A crash
  * between a delivery and its "sent" mark can repeat that one delivery once:
  * the Idempotency-Key header lets the receiver drop it.
+ *
+ * Quiet hours (the profile's, in its time zone) defer EMAIL and PUSH
+ * notifications: they wait in saga.deferred_notifications until the window
+ * ends, and the releaser (saga_notify_release, every second) delivers them
+ * then.
  *
  * Transient failures are retried with backoff (TODO_NOTIFY_ATTEMPTS
  * attempts from 200 ms, doubling); the outcome is recorded together with
@@ -33,10 +48,13 @@
 
 #include <libpq-fe.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "config.h"
 #include "todo/v1/events.pb-c.h"
 #include "todo_err.h"
+#include "tz.h"
 
 typedef enum saga_notify_result {
     SAGA_NOTIFY_SENT = 0,
@@ -45,23 +63,55 @@ typedef enum saga_notify_result {
 } saga_notify_result;
 
 typedef struct saga_notify_channel {
-    const char *name;        /* "log", "webhook" */
-    saga_notify_result (*send)(void *ctx, const Todo__V1__SendNotification *n, char *err, size_t cap);
+    const char *name;        /* "log", "webhook", "email" */
+    /* Delivers n to address (a URL, an email address; NULL for the log). */
+    saga_notify_result (*send)(void *ctx, const Todo__V1__SendNotification *n, const char *address, char *err,
+                               size_t cap);
     void *ctx;
 } saga_notify_channel;
 
 /* The log channel. */
 saga_notify_channel saga_notify_log_channel(void);
 
-/* The webhook channel posting to url (borrowed; must outlive the channel). */
-saga_notify_channel saga_notify_webhook_channel(const char *url);
+/* The webhook channel: an HTTP POST of the JSON body to the address, signed
+ * with secret (borrowed; "" = unsigned) in a Todo-Signature header. */
+saga_notify_channel saga_notify_webhook_channel(const char *secret);
+
+/* The email channel over SMTP (libcurl): server url (smtp:// or smtps://),
+ * sender from, STARTTLS required when starttls. Strings are borrowed. */
+typedef struct saga_smtp {
+    const char *url, *from;
+    bool starttls;
+} saga_smtp;
+saga_notify_channel saga_notify_email_channel(const saga_smtp *smtp);
+
+/* The Todo-Signature header's value for body sent at unix time ts:
+ * "t=<ts>,v1=<hex HMAC-SHA256(secret, "<ts>.<body>")>" (as Stripe signs its
+ * webhooks: the receiver recomputes it, compares in constant time and
+ * refuses old timestamps). out needs 96 bytes. */
+void saga_notify_signature(const char *secret, long long ts, const char *body, char out[96]);
+
+/* The mail of n from `from` to `to` at unix time now (RFC 5322, CRLF line
+ * ends): Message-ID from the notification id (a re-sent copy is
+ * recognisable), the subject as an RFC 2047 encoded word (no header
+ * injection, any UTF-8), the body as UTF-8 text. malloc'ed. */
+char *saga_notify_mail(const char *from, const char *to, const Todo__V1__SendNotification *n, long long now);
+
+/* Quiet hours: when now (unix seconds) falls in the daily window from
+ * start to end (minutes after local midnight in zone z; end < start spans
+ * midnight), the instant the window ends; 0 otherwise. */
+int64_t saga_quiet_until(const struct tz_zone *z, int start_min, int end_min, int64_t now);
 
 typedef struct saga_notify {
     const todo_config *cfg;
-    PGconn *pg;                      /* the saga role (saga.notifications) */
+    PGconn *pg;                      /* the saga role (saga.notifications, write.user_profiles) */
     struct redisx *redis;            /* NULL: no fast path (borrowed) */
-    saga_notify_channel channel;
+    saga_notify_channel channel;     /* "default" notifications (the completion saga's): the global webhook or the log */
+    const char *default_url;         /* the global webhook URL for it, or NULL */
+    saga_notify_channel webhook;     /* PUSH: the user's webhook URL (or the global one) */
+    saga_notify_channel email;       /* EMAIL: .send NULL when no SMTP server is configured */
     const char *correlation_id;      /* the request's, for the outcome event (may be NULL) */
+    bool ignore_quiet;               /* the releaser: deferred ones go now */
     int attempts;                    /* per notification */
     int backoff_ms;
     void (*sleep_ms)(int ms);        /* NULL: nanosleep */
@@ -69,6 +119,11 @@ typedef struct saga_notify {
 
 /* Makes the notification counters of s's channel exist (at 0). */
 void saga_notify_declare_metrics(const saga_notify *s);
+
+/* Delivers the deferred notifications whose quiet hours are over (up to
+ * limit, oldest first) through s (which should have ignore_quiet set);
+ * *n gets how many. */
+int saga_notify_release(saga_notify *s, int limit, int *n, todo_err *err);
 
 /* Handles one notification request: delivers it unless it was delivered
  * before. *outcome (may be NULL) gets "sent", "failed" or "duplicate".

@@ -17,11 +17,18 @@
  *              events, notification requests and outcomes leave in order,
  *              with the standard headers;
  *   scheduler  (saga_scheduler.c) fires due reminders;
+ *   notifier   (saga_remind.c) consumes reminders.events.v1 in group
+ *              reminder-notify-v1 (from the end when new): every
+ *              reminder.triggered becomes one notification.requested per
+ *              channel of the reminder (ids derived from the event and the
+ *              channel), into saga.outbox;
+ *   releaser   (saga_dispatch.c) delivers, every second, the notifications
+ *              quiet hours held back once their time has come;
  *   dispatcher (saga_dispatch.c) consumes notifications.commands.v1 in
  *              group notification-dispatch-v1 (also from the end when new)
  *              and delivers each notification once (saga_notify).
  *
- * Both consumers run the common consume loop (consume.h): offsets are
+ * The consumers run the common consume loop (consume.h): offsets are
  * committed after the database, a record that cannot be handled is
  * dead-lettered, retries are bounded. Each role has its own PostgreSQL
  * connection (role todo_saga). SIGINT or SIGTERM stop them between steps; a
@@ -45,6 +52,7 @@
 /* The consumer groups. */
 #define SAGA_STARTER_GROUP "saga-task-completion-v1"
 #define SAGA_DISPATCH_GROUP "notification-dispatch-v1"
+#define SAGA_REMIND_GROUP "reminder-notify-v1"
 
 typedef struct saga_proc {
     todo_config cfg;
@@ -88,6 +96,15 @@ void saga_proc_consume(saga_proc *p, const char *component, const char *group, c
 void *saga_starter_main(void *proc);
 void *saga_dispatch_main(void *proc);
 void *saga_scheduler_main(void *proc);
+void *saga_remind_main(void *proc);
+void *saga_release_main(void *proc);
+
+/* "email", "push", "sms" for a ReminderChannel (NULL: none). */
+const char *saga_channel_name(int channel);
+
+/* The notification id of a reminder.triggered event's channel: a
+ * name-based UUID, the same for a record delivered again. */
+void saga_reminder_notification_id(const char *event_id, const char *channel, char out[37]);
 
 typedef struct saga_worker_arg {
     saga_proc *proc;

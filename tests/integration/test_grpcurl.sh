@@ -35,6 +35,13 @@ want=SERVING check "health" "$GRPCURL" -plaintext "$C" grpc.health.v1.Health/Che
 TOKEN=$("$bin/cli/todoctl" token --user grpcurl-user)
 want='"version": "1"' check "create with a todoctl token" "$GRPCURL" -plaintext -H "authorization: Bearer $TOKEN" \
   -d '{"title":"from grpcurl","priority":"PRIORITY_HIGH"}' "$C" todo.v1.TaskCommandService/CreateTask
+want='"version": "1"' check "notification preferences (the README tour)" "$GRPCURL" -plaintext \
+  -H "authorization: Bearer $TOKEN" \
+  -d '{"email": "alice@example.com", "webhook_url": "http://127.0.0.1:9999/hook", "time_zone": "Europe/Berlin"}' \
+  "$C" todo.v1.TaskCommandService/SetNotificationPreferences
+want="webhook_url: must start with" check "notification preferences refused" "$GRPCURL" -plaintext \
+  -H "authorization: Bearer $TOKEN" -d '{"webhook_url": "ftp://example.com"}' \
+  "$C" todo.v1.TaskCommandService/SetNotificationPreferences
 want="Code: Unauthenticated" check "create without a token" "$GRPCURL" -plaintext -d '{"title":"x"}' \
   "$C" todo.v1.TaskCommandService/CreateTask
 want="Code: InvalidArgument" check "empty title" "$GRPCURL" -plaintext -H "authorization: Bearer $TOKEN" \

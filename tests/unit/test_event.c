@@ -189,6 +189,7 @@ static void event_types_map_to_topics_and_messages(void **state)
     assert_null(event_message_name("saga.started", 2));
     assert_string_equal(event_topic("recurring.task.generated"), "saga.events.v1");
     assert_string_equal(event_topic("reminder.restored"), "reminders.events.v1");
+    assert_string_equal(event_topic("user.notification_preferences_set"), "users.events.v1");
     char t[40];
     event_format_time(-1, t, sizeof t);
     assert_string_equal(t, "1969-12-31T23:59:59.999999Z");
@@ -199,11 +200,12 @@ static void each_process_produces_the_catalogue_s_types_of_its_topics(void **sta
     (void)state;
     const char *types[64];
     size_t n = event_types_of_producer("todo-command", types, 64);
-    assert_int_equal(n, 13);
+    assert_int_equal(n, 14);
     for (size_t i = 0; i < n; i++) {
         const char *topic = event_topic(types[i]);
         assert_non_null(topic);
-        assert_true(strcmp(topic, "tasks.events.v1") == 0 || strcmp(topic, "reminders.events.v1") == 0);
+        assert_true(strcmp(topic, "tasks.events.v1") == 0 || strcmp(topic, "reminders.events.v1") == 0 ||
+                    strcmp(topic, "users.events.v1") == 0);
         for (size_t k = 0; k < i; k++) assert_string_not_equal(types[k], types[i]); /* task.created once */
     }
     n = event_types_of_producer("todo-saga", types, 64);

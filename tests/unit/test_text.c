@@ -97,6 +97,21 @@ static void utf8_prefix_cuts_on_character_boundaries(void **state)
     for (size_t max = 0; max <= 11; max++) assert_true(text_utf8_chars(s, text_utf8_prefix(s, max)) >= 0);
 }
 
+static void name_uuids_are_stable_version_8_ids(void **state)
+{
+    (void)state;
+    char a[37], b[37];
+    /* SHA-256("todo:x") = 9530b04a dcda 8ce7 fff1 b945636ca360...: version
+     * nibble 8, variant bits 10 (f -> b). */
+    text_name_uuid("todo:x", a);
+    assert_string_equal(a, "9530b04a-dcda-8ce7-bff1-b945636ca360");
+    assert_true(text_is_uuid(a));
+    text_name_uuid("todo:x", b);
+    assert_string_equal(a, b);
+    text_name_uuid("todo:y", b);
+    assert_string_not_equal(a, b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -107,6 +122,7 @@ int main(void)
         cmocka_unit_test(uuid_v4_is_random_and_well_formed),
         cmocka_unit_test(b64url_round_trips_every_length),
         cmocka_unit_test(b64url_refuses_foreign_characters_and_overflow),
+        cmocka_unit_test(name_uuids_are_stable_version_8_ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -308,6 +308,65 @@ static void rules_must_make_sense(void **state)
     assert_int_equal(cmd_validate_rule(NULL, NOW, ZONEINFO, &err), TODO_EINVAL);
 }
 
+static void reminder_channels_are_joined_and_checked(void **state)
+{
+    (void)state;
+    todo_err err;
+    int out[CMD_MAX_CHANNELS];
+    size_t n;
+    const int email = TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_EMAIL, push = TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_PUSH,
+              sms = TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_SMS;
+    assert_int_equal(cmd_validate_channels(0, NULL, 0, out, &n, &err), TODO_EINVAL);
+    assert_non_null(strstr(err.msg, "one of channel or channels is required"));
+    assert_int_equal(cmd_validate_channels(push, NULL, 0, out, &n, &err), TODO_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(out[0], push);
+    int list[] = {email, push};
+    assert_int_equal(cmd_validate_channels(push, list, 2, out, &n, &err), TODO_OK); /* channel first, once */
+    assert_int_equal(n, 2);
+    assert_int_equal(out[0], push);
+    assert_int_equal(out[1], email);
+    int twice[] = {email, email};
+    assert_int_equal(cmd_validate_channels(0, twice, 2, out, &n, &err), TODO_EINVAL);
+    assert_non_null(strstr(err.msg, "EMAIL appears twice"));
+    int bad[] = {sms, 9};
+    assert_int_equal(cmd_validate_channels(0, bad, 2, out, &n, &err), TODO_EINVAL);
+    assert_true(strncmp(err.msg, "channels: must be", 17) == 0);
+    assert_int_equal(cmd_validate_channels(7, NULL, 0, out, &n, &err), TODO_EINVAL);
+    assert_true(strncmp(err.msg, "channel: must be", 16) == 0);
+}
+
+static void notification_profiles_are_checked(void **state)
+{
+    (void)state;
+    todo_err err;
+    assert_int_equal(cmd_validate_email("", &err), TODO_OK);
+    assert_int_equal(cmd_validate_email("ann@example.com", &err), TODO_OK);
+    const char *bad_mail[] = {"ann", "@example.com", "ann@", "ann@example", "a@b@example.com", "ann @example.com",
+                              "ann@example.com\r\nBcc: eve@example.com", "<ann@example.com>"};
+    for (size_t i = 0; i < sizeof bad_mail / sizeof bad_mail[0]; i++) {
+        assert_int_equal(cmd_validate_email(bad_mail[i], &err), TODO_EINVAL);
+        assert_true(strncmp(err.msg, "email:", 6) == 0);
+    }
+    assert_int_equal(cmd_validate_webhook_url("", false, &err), TODO_OK);
+    assert_int_equal(cmd_validate_webhook_url("https://hooks.example.com/x", false, &err), TODO_OK);
+    assert_int_equal(cmd_validate_webhook_url("http://127.0.0.1:8080/x", false, &err), TODO_EINVAL);
+    assert_non_null(strstr(err.msg, "must start with https://"));
+    assert_int_equal(cmd_validate_webhook_url("http://127.0.0.1:8080/x", true, &err), TODO_OK);
+    assert_int_equal(cmd_validate_webhook_url("ftp://example.com", true, &err), TODO_EINVAL);
+    assert_int_equal(cmd_validate_webhook_url("https:///x", false, &err), TODO_EINVAL);
+    assert_non_null(strstr(err.msg, "no host"));
+    assert_int_equal(cmd_validate_webhook_url("https://a.example.com/x y", false, &err), TODO_EINVAL);
+    assert_int_equal(cmd_validate_quiet_hours("", "", &err), TODO_OK);
+    assert_int_equal(cmd_validate_quiet_hours("22:00", "07:30", &err), TODO_OK);
+    assert_int_equal(cmd_validate_quiet_hours("22:00", "", &err), TODO_EINVAL);
+    assert_true(strncmp(err.msg, "quiet_hours_end", 15) == 0);
+    assert_int_equal(cmd_validate_quiet_hours("24:00", "07:00", &err), TODO_EINVAL);
+    assert_true(strncmp(err.msg, "quiet_hours_start", 17) == 0);
+    assert_int_equal(cmd_validate_quiet_hours("22:00", "7:00", &err), TODO_EINVAL);
+    assert_int_equal(cmd_validate_quiet_hours("08:00", "08:00", &err), TODO_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -323,6 +382,8 @@ int main(void)
         cmocka_unit_test(reminder_fields_are_checked),
         cmocka_unit_test(time_zones_must_be_known_iana_names),
         cmocka_unit_test(rules_must_make_sense),
+        cmocka_unit_test(reminder_channels_are_joined_and_checked),
+        cmocka_unit_test(notification_profiles_are_checked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
