@@ -63,7 +63,7 @@ static int usage(void)
           "  todoctl list [--completed|--pending] [--priority P] [--limit N] [--all]\n"
           "  todoctl get TASK_ID\n"
           "  todoctl done|reopen|rm|restore TASK_ID [--expect VERSION]\n"
-          "  todoctl remind TASK_ID WHEN [--channel email|push|sms[,...]]\n"
+          "  todoctl remind TASK_ID WHEN [--channel email|push|sms|in_app[,...]]\n"
           "  todoctl reminders [--task TASK_ID] [--all]   (--all: also cancelled and fired ones)\n"
           "  todoctl health [command|query]\n"
           "  todoctl health --watch command|query [SERVICE]   (each change, until the server goes)\n"
@@ -428,7 +428,7 @@ static int cmd_list(int argc, char **argv)
 
 static int cmd_remind(int argc, char **argv)
 {
-    static const char *const channels[] = {"", "email", "push", "sms"};
+    static const char *const channels[] = {"", "email", "push", "sms", "in_app"};
     Todo__V1__ScheduleReminderRequest rq = TODO__V1__SCHEDULE_REMINDER_REQUEST__INIT;
     Google__Protobuf__Timestamp at = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
     ProtobufCMessage *resp = NULL;
@@ -453,17 +453,17 @@ static int cmd_remind(int argc, char **argv)
             while (*v != '\0') {
                 size_t len = strcspn(v, ",");
                 int found = 0;
-                for (int c = 1; c <= 3; c++)
+                for (int c = 1; c <= 4; c++)
                     if (strlen(channels[c]) == len && strncasecmp(v, channels[c], len) == 0) found = c;
                 if (found == 0 || rq.n_channels == 4) {
-                    fprintf(stderr, "todoctl: --channel must be email, push or sms, or a list of them (email,push)\n");
+                    fprintf(stderr, "todoctl: --channel must be email, push, sms or in_app, or a list of them (email,push)\n");
                     return 2;
                 }
                 chosen[rq.n_channels++] = (Todo__V1__ReminderChannel)found;
                 v += len + (v[len] == ',');
             }
             if (rq.n_channels == 0) {
-                fprintf(stderr, "todoctl: --channel must be email, push or sms\n");
+                fprintf(stderr, "todoctl: --channel must be email, push, sms or in_app\n");
                 return 2;
             }
         } else if (strcmp(argv[i], "--user") == 0) {
@@ -485,14 +485,14 @@ static int cmd_remind(int argc, char **argv)
 
 static int print_reminders(const ProtobufCMessage *resp, const char **next)
 {
-    static const char *const channels[] = {"-", "email", "push", "sms"};
+    static const char *const channels[] = {"-", "email", "push", "sms", "in_app"};
     static const char *const statuses[] = {"-", "scheduled", "cancelled", "fired"};
     const Todo__V1__ListRemindersResponse *rs = (const Todo__V1__ListRemindersResponse *)resp;
     for (size_t i = 0; i < rs->n_reminders; i++) {
         const Todo__V1__Reminder *m = rs->reminders[i];
         char at[32];
         print_time(m->remind_at, at, sizeof at);
-        printf("%s  %s UTC  %-5s %-9s task %s\n", m->id, at, channels[(unsigned)m->channel % 4],
+        printf("%s  %s UTC  %-5s %-9s task %s\n", m->id, at, channels[(unsigned)m->channel % 5],
                statuses[(unsigned)m->status % 4], m->task_id);
     }
     *next = rs->next_page_token;

@@ -104,6 +104,8 @@ int cmd_trigger_reminder(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMe
 int cmd_next_occurrence(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err);
 int cmd_retract_occurrence(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err);
 int cmd_set_preferences(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err);
+int cmd_deliver_in_app(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err);
+int cmd_mark_read(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err);
 
 /* The notification profile id of user (cmd_profiles.c): a name-based UUID. */
 void cmd_profile_id(const char *user, char out[37]);

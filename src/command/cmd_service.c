@@ -121,6 +121,7 @@ INTERNAL(cmd_restore_reminder)
 INTERNAL(cmd_trigger_reminder)
 INTERNAL(cmd_next_occurrence)
 INTERNAL(cmd_retract_occurrence)
+INTERNAL(cmd_deliver_in_app)
 
 #define AUDITED(fn)                                                                                         \
     static int fn##_audited(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err) \
@@ -143,6 +144,8 @@ AUDITED(cmd_retract_occurrence_internal)
 AUDITED(cmd_create_pattern)
 AUDITED(cmd_update_pattern)
 AUDITED(cmd_set_preferences)
+AUDITED(cmd_deliver_in_app_internal)
+AUDITED(cmd_mark_read)
 
 int cmd_service_register(grpcx_server *s, todo_err *err)
 {
@@ -163,6 +166,8 @@ int cmd_service_register(grpcx_server *s, todo_err *err)
         {"CreateNextOccurrence", cmd_next_occurrence_internal_audited},
         {"RetractOccurrence", cmd_retract_occurrence_internal_audited},
         {"SetNotificationPreferences", cmd_set_preferences_audited},
+        {"DeliverInAppNotification", cmd_deliver_in_app_internal_audited},
+        {"MarkNotificationRead", cmd_mark_read_audited},
     };
     return grpcx_server_add_service(s, &todo__v1__task_command_service__descriptor, methods,
                                     sizeof methods / sizeof methods[0], err);

@@ -175,20 +175,13 @@ int cmd_validate_remind_at(const Google__Protobuf__Timestamp *ts, int64_t now_us
     return TODO_OK;
 }
 
-int cmd_validate_channel(int channel, todo_err *err)
-{
-    if (channel < TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_EMAIL ||
-        channel > TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_SMS)
-        return todo_err_set(err, TODO_EINVAL, "channel: must be EMAIL, PUSH or SMS, got %d", channel);
-    return TODO_OK;
-}
-
 static const char *channel_name(int c)
 {
     switch (c) {
     case TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_EMAIL: return "EMAIL";
     case TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_PUSH: return "PUSH";
-    default: return "SMS";
+    case TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_SMS: return "SMS";
+    default: return "IN_APP";
     }
 }
 
@@ -198,13 +191,14 @@ int cmd_validate_channels(int channel, const int *channels, size_t n, int out[CM
     size_t k = 0;
     *n_out = 0;
     if (channel == 0 && n == 0)
-        return todo_err_set(err, TODO_EINVAL, "channel: one of channel or channels is required (EMAIL, PUSH or SMS)");
+        return todo_err_set(err, TODO_EINVAL,
+                            "channel: one of channel or channels is required (EMAIL, PUSH, SMS or IN_APP)");
     for (size_t i = 0; i <= n; i++) {
         int c = i == 0 ? channel : channels[i - 1];
         const char *field = i == 0 ? "channel" : "channels";
         if (i == 0 && c == 0) continue;
-        if (c < TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_EMAIL || c > TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_SMS)
-            return todo_err_set(err, TODO_EINVAL, "%s: must be EMAIL, PUSH or SMS, got %d", field, c);
+        if (c < TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_EMAIL || c > TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_IN_APP)
+            return todo_err_set(err, TODO_EINVAL, "%s: must be EMAIL, PUSH, SMS or IN_APP, got %d", field, c);
         bool seen = false;
         for (size_t j = 0; j < k; j++) seen = seen || out[j] == c;
         if (seen) {

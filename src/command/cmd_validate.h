@@ -66,8 +66,6 @@ int cmd_validate_expected_version(int64_t v, todo_err *err);
 /* A reminder time: set, a real time, and after now_us. */
 int cmd_validate_remind_at(const Google__Protobuf__Timestamp *ts, int64_t now_us, todo_err *err);
 
-/* A reminder channel: EMAIL, PUSH or SMS. */
-int cmd_validate_channel(int channel, todo_err *err);
 
 #define CMD_MAX_CHANNELS 4
 

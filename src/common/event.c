@@ -145,6 +145,8 @@ static const event_schema schemas[] = {
     {"recurring_pattern.created", 1, "todo.v1.RecurringPatternCreated", "todo-command"},
     {"recurring_pattern.updated", 1, "todo.v1.RecurringPatternUpdated", "todo-command"},
     {"user.notification_preferences_set", 1, "todo.v1.NotificationPreferencesSet", "todo-command"},
+    {"inbox.entry_added", 1, "todo.v1.InboxEntryAdded", "todo-command"},
+    {"inbox.entry_read", 1, "todo.v1.InboxEntryRead", "todo-command"},
     {"saga.started", 1, "todo.v1.SagaEvent", "todo-saga"},
     {"saga.step.completed", 1, "todo.v1.SagaEvent", "todo-saga"},
     {"saga.step.failed", 1, "todo.v1.SagaEvent", "todo-saga"},
@@ -216,7 +218,7 @@ const char *event_topic(const char *type)
     if (strncmp(type, "task.", 5) == 0 || strncmp(type, "recurring_pattern.", 18) == 0) return TOPIC_TASKS;
     if (strncmp(type, "reminder.", 9) == 0) return TOPIC_REMINDERS;
     if (strncmp(type, "notification.", 13) == 0) return TOPIC_NOTIFICATIONS;
-    if (strncmp(type, "user.", 5) == 0) return TOPIC_USERS;
+    if (strncmp(type, "user.", 5) == 0 || strncmp(type, "inbox.", 6) == 0) return TOPIC_USERS;
     if (strncmp(type, "saga.", 5) == 0 || strncmp(type, "recurring.", 10) == 0) return TOPIC_SAGA;
     return NULL;
 }

@@ -18,7 +18,7 @@
 #include "todo/v1/events.pb-c.h"
 #include "topic_names.h"
 
-const char *const proj_source_topics[PROJ_N_SOURCE_TOPICS] = {TOPIC_TASKS, TOPIC_REMINDERS};
+const char *const proj_source_topics[PROJ_N_SOURCE_TOPICS] = {TOPIC_TASKS, TOPIC_REMINDERS, TOPIC_USERS};
 
 typedef enum outcome { APPLIED, SKIPPED, DEAD } outcome;
 
@@ -286,6 +286,48 @@ static outcome plan_reminder(const Todo__V1__EventEnvelope *env, arena *a, plann
     return APPLIED;
 }
 
+/* users.events.v1: the inbox (read.notifications); a notification profile
+ * changes nothing the read model shows (its version is claimed all the
+ * same, so a consistency token of SetNotificationPreferences is served). */
+static outcome plan_user(const Todo__V1__EventEnvelope *env, arena *a, planned *p, const char **why)
+{
+    const char *t = env->event_type;
+    if (strcmp(t, "user.notification_preferences_set") == 0) {
+        if (payload(env, &todo__v1__notification_preferences_set__descriptor, a, why) == NULL) return DEAD;
+        plan_base(p, env, a, ts_text(a, env->time));
+        return APPLIED;
+    }
+    if (strcmp(t, "inbox.entry_added") == 0) {
+        Todo__V1__InboxEntryAdded *ev =
+            (Todo__V1__InboxEntryAdded *)payload(env, &todo__v1__inbox_entry_added__descriptor, a, why);
+        if (ev == NULL) return DEAD;
+        if (ev->created_at == NULL || (ev->task_id[0] != '\0' && !text_is_uuid(ev->task_id))) {
+            *why = "inbox.entry_added payload is inconsistent (created_at or task id)";
+            return DEAD;
+        }
+        plan_base(p, env, a, ts_text(a, ev->created_at));
+        const char *extra[5] = {env->user_id, ev->notification_id, ev->subject, ev->body,
+                                ev->task_id[0] != '\0' ? ev->task_id : NULL};
+        memcpy(p->params + 3, extra, sizeof extra);
+        p->n += 5;
+        p->write = "insert into notifications (id, user_id, notification_id, subject, body, task_id, version,"
+                   " created_at) select $1::uuid, $4, $5, $6, $7, $8::uuid, $2::bigint, $3::timestamptz where" CLAIMED
+                   " on conflict (id) do nothing";
+        return APPLIED;
+    }
+    if (strcmp(t, "inbox.entry_read") == 0) {
+        Todo__V1__InboxEntryRead *ev =
+            (Todo__V1__InboxEntryRead *)payload(env, &todo__v1__inbox_entry_read__descriptor, a, why);
+        if (ev == NULL) return DEAD;
+        plan_base(p, env, a, ts_text(a, ev->read_at != NULL ? ev->read_at : env->time));
+        p->write = "update notifications set read_at = $3::timestamptz, version = $2::bigint where id = $1::uuid and"
+                   CLAIMED;
+        return APPLIED;
+    }
+    *why = arena_printf(a, "no projection for event type %s", t);
+    return DEAD;
+}
+
 /* Plans one decoded record: APPLIED (p holds its statement) or DEAD. */
 static outcome plan_record(const Todo__V1__EventEnvelope *env, arena *a, planned *p, const char **why)
 {
@@ -298,6 +340,7 @@ static outcome plan_record(const Todo__V1__EventEnvelope *env, arena *a, planned
     if (strcmp(t, "task.updated") == 0) return plan_task_updated(env, a, p, why);
     if (strncmp(t, "recurring_pattern.", 18) == 0) return plan_pattern(env, a, p, why);
     if (strncmp(t, "reminder.", 9) == 0) return plan_reminder(env, a, p, why);
+    if (strncmp(t, "user.", 5) == 0 || strncmp(t, "inbox.", 6) == 0) return plan_user(env, a, p, why);
     return plan_task_state(env, a, p, why);
 }
 

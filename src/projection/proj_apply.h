@@ -42,7 +42,7 @@
 #include "todo_err.h"
 
 /* The topics the read model is projected from, in one consumer group. */
-#define PROJ_N_SOURCE_TOPICS 2
+#define PROJ_N_SOURCE_TOPICS 3
 extern const char *const proj_source_topics[PROJ_N_SOURCE_TOPICS];
 
 /* The advisory lock a batch holds shared and a rebuild's swap exclusively. */

@@ -570,6 +570,63 @@ static int list_reminders(grpcx_call *c, const ProtobufCMessage *req, ProtobufCM
     return TODO_OK;
 }
 
+static int list_notifications(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
+{
+    const Todo__V1__ListNotificationsRequest *rq = (const Todo__V1__ListNotificationsRequest *)req;
+    qry_thread *t = grpcx_call_state(c);
+    arena *a = grpcx_call_arena(c);
+    char user[AUTH_USER_MAX], limit[16];
+    const qry_sort sort = {.field = QRY_SORT_CREATED_AT, .asc = false}; /* newest first */
+    qry_page_key key;
+    where w = {.len = 0, .n = 0};
+    int rc, size;
+
+    if ((rc = begin(c, t, user, err)) != 0 || (rc = page_size(rq->page_size, &size, err)) != 0) return rc;
+    if (rq->page_token[0] != '\0' && (rc = qry_page_decode(rq->page_token, &sort, &key, err)) != 0) return rc;
+    if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;
+
+    w.params[w.n++] = user;
+    w.len = (size_t)snprintf(w.sql, sizeof w.sql, " where n.user_id = $1");
+    if (rq->unread_only) cond(&w, "n.read_at is null", NULL);
+    if (rq->page_token[0] != '\0') {
+        w.params[w.n++] = key.value;
+        w.params[w.n++] = key.id;
+        w.len += (size_t)snprintf(w.sql + w.len, sizeof w.sql - w.len,
+                                  " and (n.created_at, n.id) < ($%d::timestamptz, $%d::uuid)", w.n - 1, w.n);
+    }
+    snprintf(limit, sizeof limit, "%d", size + 1);
+    w.params[w.n++] = limit;
+    char *sql = arena_printf(a,
+                             "select n.id::text, n.notification_id, n.subject, n.body, coalesce(n.task_id::text, ''),"
+                             " (extract(epoch from n.created_at) * 1000000)::bigint,"
+                             " (extract(epoch from n.read_at) * 1000000)::bigint, n.version, %s as page_key"
+                             " from read.notifications n%s order by n.created_at desc, n.id desc limit $%d",
+                             qry_sort_text(QRY_SORT_CREATED_AT), w.sql, w.n);
+    PGresult *r = pgx_exec(t->pg, sql, w.n, w.params, err);
+    if (r == NULL) return read_failed("listing notifications", err);
+    Todo__V1__ListNotificationsResponse *rs = arena_alloc(a, sizeof *rs);
+    todo__v1__list_notifications_response__init(rs);
+    int rows = PQntuples(r), shown = rows > size ? size : rows;
+    rs->notifications = arena_alloc(a, (size_t)(shown + 1) * sizeof *rs->notifications);
+    for (int i = 0; i < shown; i++) {
+        Todo__V1__Notification *m = arena_alloc(a, sizeof *m);
+        todo__v1__notification__init(m);
+        m->id = arena_strdup(a, PQgetvalue(r, i, 0));
+        m->notification_id = arena_strdup(a, PQgetvalue(r, i, 1));
+        m->subject = arena_strdup(a, PQgetvalue(r, i, 2));
+        m->body = arena_strdup(a, PQgetvalue(r, i, 3));
+        m->task_id = arena_strdup(a, PQgetvalue(r, i, 4));
+        m->created_at = ts_of(a, r, i, 5);
+        m->read_at = ts_of(a, r, i, 6);
+        m->version = strtoll(PQgetvalue(r, i, 7), NULL, 10);
+        rs->notifications[rs->n_notifications++] = m;
+    }
+    if (rows > size) rs->next_page_token = next_token(a, r, shown - 1, 8, sort);
+    PQclear(r);
+    *resp = &rs->base;
+    return TODO_OK;
+}
+
 int qry_service_register(grpcx_server *s, todo_err *err)
 {
     static const grpcx_method methods[] = {
@@ -578,6 +635,7 @@ int qry_service_register(grpcx_server *s, todo_err *err)
         {"SearchTasks", search_tasks},
         {"GetTaskStats", get_task_stats},
         {"ListReminders", list_reminders},
+        {"ListNotifications", list_notifications},
     };
     return grpcx_server_add_service(s, &todo__v1__task_query_service__descriptor, methods,
                                     sizeof methods / sizeof methods[0], err);

@@ -284,10 +284,76 @@ static saga_result notify(saga_exec *x, int64_t deadline, char err[SAGA_ERROR_MA
     return SAGA_OK;
 }
 
+/* What a step does, in the user's words. */
+static const char *step_words(const char *step)
+{
+    if (strcmp(step, "cancel_reminders") == 0) return "cancelling its reminders";
+    if (strcmp(step, "next_occurrence") == 0) return "creating the next task of its series";
+    if (strcmp(step, "notify") == 0) return "sending the completion notice";
+    if (strcmp(step, "find_reminders") == 0) return "finding its reminders";
+    return "an operator's decision";
+}
+
+/* The undo of the first step, so the last compensation to run: the user is
+ * told (in their inbox) that what follows a completion could not be done
+ * and was undone, unless they caused it themselves (the task reopened or
+ * deleted meanwhile: nothing to tell). One notification per saga (its id
+ * derives from the saga's), however often this runs. */
+static saga_result tell_user(saga_exec *x, int64_t deadline, char err[SAGA_ERROR_MAX])
+{
+    saga_completion_app *app = saga_app(x);
+    const saga_record *r = saga_exec_record(x);
+    todo_err e;
+    (void)deadline;
+    if (strstr(r->error, "was reopened (or deleted)") != NULL) return SAGA_OK;
+    /* r->error: "step <name> failed after ..." (saga_core), or an
+     * operator's reason. */
+    char failed[32] = "";
+    if (sscanf(r->error, "step %31s failed", failed) != 1) failed[0] = '\0';
+    const char *p[2] = {saga_ctx_get(x, "task_id"), saga_ctx_get(x, "user_id")};
+    PGresult *q = pgx_exec(app->pg, "select title from write.tasks where id = $1::uuid and user_id = $2", 2, p, &e);
+    if (q == NULL) {
+        snprintf(err, SAGA_ERROR_MAX, "reading the task: %.250s", e.msg);
+        return SAGA_RETRY;
+    }
+    char title[1024];
+    const char *stored = PQntuples(q) == 1 ? PQgetvalue(q, 0, 0) : "";
+    snprintf(title, sizeof title, "%.*s", (int)text_utf8_prefix(stored, sizeof title - 1), stored);
+    PQclear(q);
+    arena *a = arena_new();
+    char id[37], name[96], event_id[37];
+    snprintf(name, sizeof name, "todo:saga-compensated:%s", r->id);
+    text_name_uuid(name, id);
+    text_uuid_v4(event_id);
+    Todo__V1__SendNotification n = TODO__V1__SEND_NOTIFICATION__INIT;
+    n.notification_id = id;
+    n.recipient = (char *)p[1];
+    n.channel = "in_app";
+    n.subject = arena_printf(a, "Could not finish completing \"%s\"", title);
+    n.body = arena_printf(a,
+                          "\"%s\" stays completed, but %s %s, so what its completion had changed was undone "
+                          "(its reminders are back; no next task of its series was made). Nothing else changed.",
+                          title, step_words(failed), failed[0] != '\0' ? "failed" : "stopped it");
+    n.task_id = (char *)p[0];
+    char tp[56] = "";
+    if (trace_current() != NULL) trace_format(trace_current(), tp);
+    event_meta m = {.event_id = event_id, .event_type = "notification.requested", .source = "todo-saga",
+                    .time_us = event_now_us(), .user_id = n.recipient, .aggregate_type = "notification",
+                    .aggregate_id = id, .aggregate_version = 1, .schema_version = 1, .causation_id = r->id,
+                    .correlation_id = saga_ctx_get(x, "correlation_id"), .traceparent = tp};
+    int rc = saga_outbox_add(app->pg, &m, &n.base, &e);
+    arena_free(a);
+    if (rc != TODO_OK) {
+        snprintf(err, SAGA_ERROR_MAX, "telling the user: %.250s", e.msg);
+        return rc == TODO_EINVAL ? SAGA_ABORT : SAGA_RETRY;
+    }
+    return SAGA_OK;
+}
+
 static const saga_step_def steps[] = {
     /* 10 attempts from 500 ms doubling: about 4 minutes of an unavailable
      * dependency before a saga gives up and compensates. */
-    {"find_reminders", find_reminders, NULL, 5000, 10, 500},
+    {"find_reminders", find_reminders, tell_user, 5000, 10, 500},
     {"cancel_reminders", cancel_reminders, restore_reminders, 10000, 10, 500},
     {"next_occurrence", next_occurrence, delete_occurrence, 5000, 10, 500},
     {"notify", notify, NULL, 10000, 10, 500},

@@ -6,6 +6,7 @@
 
 #include "arena.h"
 #include "event.h"
+#include "grpcx_client.h"
 #include "log.h"
 #include "pgx.h"
 #include "redisx.h"
@@ -46,8 +47,9 @@ static int dispatch(saga_proc *p, PGconn *pg, const rd_kafka_message_t *m, void 
 }
 
 /* The notification channels of the process's settings, into s. */
-static void channels(saga_proc *p, saga_notify *s, saga_smtp *smtp, redisx *redis)
+static void channels(saga_proc *p, saga_notify *s, saga_smtp *smtp, saga_inbox *inbox, redisx *redis)
 {
+    *inbox = (saga_inbox){.command = saga_proc_channel(p), .service_secret = p->cfg.service_secret};
     bool global = p->cfg.notify_webhook_url[0] != '\0';
     *smtp = (saga_smtp){.url = p->cfg.notify_smtp_url, .from = p->cfg.notify_smtp_from,
                         .starttls = p->cfg.notify_smtp_starttls != 0};
@@ -58,6 +60,8 @@ static void channels(saga_proc *p, saga_notify *s, saga_smtp *smtp, redisx *redi
                        .webhook = saga_notify_webhook_channel(p->cfg.notify_webhook_secret),
                        .email = smtp->url[0] != '\0' ? saga_notify_email_channel(smtp)
                                                      : (saga_notify_channel){.name = "email"},
+                       .in_app = inbox->command != NULL ? saga_notify_in_app_channel(inbox)
+                                                        : (saga_notify_channel){.name = "in_app"},
                        .attempts = p->cfg.notify_attempts, .backoff_ms = 200};
 }
 
@@ -71,7 +75,8 @@ void *saga_release_main(void *proc)
     bool have_redis = redisx_init(&redis, p->cfg.redis_url, "notify-release", 100, &err) == 0;
     saga_notify s;
     saga_smtp smtp;
-    channels(p, &s, &smtp, have_redis ? &redis : NULL);
+    saga_inbox inbox;
+    channels(p, &s, &smtp, &inbox, have_redis ? &redis : NULL);
     s.ignore_quiet = true;
     PGconn *pg = NULL;
     while (!atomic_load(&p->stopping)) {
@@ -88,6 +93,7 @@ void *saga_release_main(void *proc)
         if (n < 20) saga_proc_pause_ms(p, 1000);
     }
     if (pg != NULL) PQfinish(pg);
+    grpcx_channel_free(inbox.command);
     if (have_redis) redisx_cleanup(&redis);
     return NULL;
 }
@@ -100,11 +106,13 @@ void *saga_dispatch_main(void *proc)
     bool have_redis = redisx_init(&redis, p->cfg.redis_url, "notify", 100, &err) == 0;
     saga_notify s;
     saga_smtp smtp;
-    channels(p, &s, &smtp, have_redis ? &redis : NULL);
+    saga_inbox inbox;
+    channels(p, &s, &smtp, &inbox, have_redis ? &redis : NULL);
     log_info("notify", "dispatching", "default=%s email=%s webhooks=%s", s.channel.name,
              s.email.send != NULL ? "smtp" : "none", p->cfg.notify_webhook_secret[0] != '\0' ? "signed" : "unsigned");
     saga_notify_declare_metrics(&s);
     saga_proc_consume(p, "notify", SAGA_DISPATCH_GROUP, TOPIC_NOTIFICATIONS, BATCH, "todo-saga-notifier", dispatch, &s);
+    grpcx_channel_free(inbox.command);
     if (have_redis) redisx_cleanup(&redis);
     return NULL;
 }

@@ -10,6 +10,10 @@
 #include <time.h>
 
 #include "arena.h"
+#include "todo/v1/command.pb-c.h"
+#include "grpcx_status.h"
+#include "grpcx_client.h"
+#include "auth.h"
 #include "event.h"
 #include "log.h"
 #include "metrics.h"
@@ -273,6 +277,46 @@ static saga_notify_result email_send(void *ctx, const Todo__V1__SendNotification
     return status >= 500 && status < 600 ? SAGA_NOTIFY_FAIL : SAGA_NOTIFY_RETRY;
 }
 
+static saga_notify_result in_app_send(void *ctx, const Todo__V1__SendNotification *n, const char *address, char *err,
+                                      size_t cap)
+{
+    const saga_inbox *inbox = ctx;
+    (void)address;
+    todo_err e;
+    char *tok = auth_issue_service(inbox->service_secret, "todo-saga", AUTH_SCOPE_INTERNAL, n->recipient, 600,
+                                   (long)time(NULL), &e);
+    if (tok == NULL) {
+        snprintf(err, cap, "in_app: cannot issue a token: %.200s", e.msg);
+        return SAGA_NOTIFY_FAIL;
+    }
+    char auth[1200], rid[256];
+    snprintf(auth, sizeof auth, "Bearer %s", tok);
+    free(tok);
+    snprintf(rid, sizeof rid, "inapp:%.200s", n->notification_id);
+    Todo__V1__DeliverInAppNotificationRequest rq = TODO__V1__DELIVER_IN_APP_NOTIFICATION_REQUEST__INIT;
+    rq.request_id = rid;
+    rq.notification_id = n->notification_id;
+    rq.subject = n->subject;
+    rq.body = n->body;
+    rq.task_id = n->task_id;
+    grpcx_result res;
+    ProtobufCMessage *resp = NULL;
+    grpc_status_code code = grpcx_unary(inbox->command, "/todo.v1.TaskCommandService/DeliverInAppNotification",
+                                        &rq.base, &todo__v1__command_reply__descriptor, auth, 10000, &resp, &res);
+    if (resp != NULL) protobuf_c_message_free_unpacked(resp, NULL);
+    if (code == GRPC_STATUS_OK) return SAGA_NOTIFY_SENT;
+    snprintf(err, cap, "in_app: DeliverInAppNotification: %s (%.200s)", grpcx_code_name(code), res.message);
+    return code == GRPC_STATUS_UNAVAILABLE || code == GRPC_STATUS_DEADLINE_EXCEEDED || code == GRPC_STATUS_INTERNAL ||
+                   code == GRPC_STATUS_ABORTED || code == GRPC_STATUS_UNKNOWN || code == GRPC_STATUS_RESOURCE_EXHAUSTED
+               ? SAGA_NOTIFY_RETRY
+               : SAGA_NOTIFY_FAIL;
+}
+
+saga_notify_channel saga_notify_in_app_channel(const saga_inbox *inbox)
+{
+    return (saga_notify_channel){.name = "in_app", .send = in_app_send, .ctx = (void *)inbox};
+}
+
 saga_notify_channel saga_notify_email_channel(const saga_smtp *smtp)
 {
     return (saga_notify_channel){.name = "email", .send = email_send, .ctx = (void *)smtp};
@@ -400,8 +444,8 @@ static void count(const saga_notify_channel *ch, const char *outcome)
 
 void saga_notify_declare_metrics(const saga_notify *s)
 {
-    const saga_notify_channel *chans[3] = {&s->channel, &s->webhook, &s->email};
-    for (int i = 0; i < 3; i++) {
+    const saga_notify_channel *chans[4] = {&s->channel, &s->webhook, &s->email, &s->in_app};
+    for (int i = 0; i < 4; i++) {
         if (chans[i]->name == NULL || (i > 0 && strcmp(chans[i]->name, s->channel.name) == 0)) continue;
         count_by(chans[i]->name, "sent", 0);
         count_by(chans[i]->name, "failed", 0);
@@ -457,6 +501,11 @@ static int route(saga_notify *s, const Todo__V1__SendNotification *n, const saga
          push = strcmp(n->channel, "push") == 0 || strcmp(n->channel, "webhook") == 0;
     addr[0] = '\0';
     *ch = NULL;
+    if (strcmp(n->channel, "in_app") == 0) { /* the inbox: no address, no quiet hours (nothing rings) */
+        *ch = &s->in_app;
+        if (s->in_app.send == NULL) snprintf(why, why_cap, "the in-app channel is not available here");
+        return TODO_OK;
+    }
     if (!email && !push) { /* "default", "log", "sms" (no SMS provider): the global webhook or the log */
         *ch = &s->channel;
         if (s->default_url != NULL) snprintf(addr, cap, "%s", s->default_url);

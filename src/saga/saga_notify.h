@@ -15,9 +15,11 @@
  *             status fails the notification
  *   email     a mail over SMTP (libcurl; TODO_NOTIFY_SMTP_URL, STARTTLS
  *             when TODO_NOTIFY_SMTP_STARTTLS=1) to the user's address
+ *   in_app    an entry of the user's inbox (todo-command's
+ *             DeliverInAppNotification; ListNotifications shows it)
  *
  * A notification's channel field picks one: "email", "push" (or
- * "webhook"), anything else ("default", "sms": no SMS provider) the global
+ * "webhook"), "in_app", anything else ("default", "sms": no SMS provider) the global
  * webhook or the log. A user without the address the channel needs, or an
  * EMAIL notification without an SMTP server, fails at once (never retried,
  * notification.failed says why).
@@ -102,6 +104,16 @@ char *saga_notify_mail(const char *from, const char *to, const Todo__V1__SendNot
  * midnight), the instant the window ends; 0 otherwise. */
 int64_t saga_quiet_until(const struct tz_zone *z, int start_min, int end_min, int64_t now);
 
+/* The in-app channel: the notification becomes an entry of the user's
+ * inbox through todo-command's DeliverInAppNotification (a service token
+ * signed with service_secret, acting for the recipient). Borrowed. */
+struct grpcx_channel;
+typedef struct saga_inbox {
+    struct grpcx_channel *command;
+    const char *service_secret;
+} saga_inbox;
+saga_notify_channel saga_notify_in_app_channel(const saga_inbox *inbox);
+
 typedef struct saga_notify {
     const todo_config *cfg;
     PGconn *pg;                      /* the saga role (saga.notifications, write.user_profiles) */
@@ -110,6 +122,7 @@ typedef struct saga_notify {
     const char *default_url;         /* the global webhook URL for it, or NULL */
     saga_notify_channel webhook;     /* PUSH: the user's webhook URL (or the global one) */
     saga_notify_channel email;       /* EMAIL: .send NULL when no SMTP server is configured */
+    saga_notify_channel in_app;      /* IN_APP: the user's inbox (.send NULL: not available) */
     const char *correlation_id;      /* the request's, for the outcome event (may be NULL) */
     bool ignore_quiet;               /* the releaser: deferred ones go now */
     int attempts;                    /* per notification */

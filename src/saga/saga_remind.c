@@ -26,6 +26,7 @@ const char *saga_channel_name(int channel)
     case TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_EMAIL: return "email";
     case TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_PUSH: return "push";
     case TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_SMS: return "sms";
+    case TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_IN_APP: return "in_app";
     default: return NULL;
     }
 }

@@ -35,10 +35,12 @@ want=SERVING check "health" "$GRPCURL" -plaintext "$C" grpc.health.v1.Health/Che
 TOKEN=$("$bin/cli/todoctl" token --user grpcurl-user)
 want='"version": "1"' check "create with a todoctl token" "$GRPCURL" -plaintext -H "authorization: Bearer $TOKEN" \
   -d '{"title":"from grpcurl","priority":"PRIORITY_HIGH"}' "$C" todo.v1.TaskCommandService/CreateTask
-want='"version": "1"' check "notification preferences (the README tour)" "$GRPCURL" -plaintext \
+want='"consistencyToken"' check "notification preferences (the README tour)" "$GRPCURL" -plaintext \
   -H "authorization: Bearer $TOKEN" \
   -d '{"email": "alice@example.com", "webhook_url": "http://127.0.0.1:9999/hook", "time_zone": "Europe/Berlin"}' \
   "$C" todo.v1.TaskCommandService/SetNotificationPreferences
+want='{' check "the inbox (the README tour)" "$GRPCURL" -plaintext -H "authorization: Bearer $TOKEN" \
+  -d '{"unread_only": true}' "$Q" todo.v1.TaskQueryService/ListNotifications
 want="webhook_url: must start with" check "notification preferences refused" "$GRPCURL" -plaintext \
   -H "authorization: Bearer $TOKEN" -d '{"webhook_url": "ftp://example.com"}' \
   "$C" todo.v1.TaskCommandService/SetNotificationPreferences

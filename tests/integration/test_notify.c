@@ -34,6 +34,7 @@
 #include "harness.h"
 #include "todo/v1/command.pb-c.h"
 #include "todo/v1/events.pb-c.h"
+#include "todo/v1/query.pb-c.h"
 
 #define SECRET "test-webhook-secret-0123456789abcdef"
 
@@ -275,6 +276,21 @@ static void remind_at(const char *auth, const char *task, int64_t at, const Todo
     assert_int_equal(harness_command("ScheduleReminder", &rq.base, auth, NULL, &res), GRPC_STATUS_OK);
 }
 
+/* The caller's inbox (ListNotifications), waiting for token when given. */
+static Todo__V1__ListNotificationsResponse *inbox(const char *auth, bool unread_only, const char *token)
+{
+    Todo__V1__ListNotificationsRequest rq = TODO__V1__LIST_NOTIFICATIONS_REQUEST__INIT;
+    Todo__V1__ListNotificationsResponse *rs = NULL;
+    grpcx_result res;
+    rq.unread_only = unread_only;
+    rq.consistency_token = (char *)(token != NULL ? token : "");
+    assert_int_equal(grpcx_unary(harness_svc.qry, "/todo.v1.TaskQueryService/ListNotifications", &rq.base,
+                                 &todo__v1__list_notifications_response__descriptor, auth, 15000,
+                                 (ProtobufCMessage **)&rs, &res),
+                     GRPC_STATUS_OK);
+    return rs;
+}
+
 static pid_t start_saga(void)
 {
     char url[96], from[64];
@@ -396,10 +412,11 @@ static void a_due_reminder_reaches_the_user_by_email_and_signed_webhook(void **s
     grpcx_result res;
     assert_int_equal(preferences(auth, email, url, "Europe/Berlin", "", "", 0, NULL, &res), GRPC_STATUS_OK);
     char *t = new_task(auth, "renew the passport \xc3\xa9t\xc3\xa9");
-    Todo__V1__ReminderChannel both[] = {TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_EMAIL,
-                                        TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_PUSH};
+    Todo__V1__ReminderChannel all[] = {TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_EMAIL,
+                                       TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_PUSH,
+                                       TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_IN_APP};
     int64_t due = (int64_t)time(NULL) + 2;
-    remind_at(auth, t, due, both, 2);
+    remind_at(auth, t, due, all, 3);
 
     long long until = harness_now_ms() + 30000, mail_ms = 0;
     while (harness_now_ms() < until && (mails(email, "renew the passport", &mail_ms) == 0 || hook_count(path, NULL) == 0))
@@ -415,12 +432,57 @@ static void a_due_reminder_reaches_the_user_by_email_and_signed_webhook(void **s
     assert_non_null(strstr(got.body, "renew the passport"));
     assert_non_null(strstr(got.body, t));
     assert_true(got.key[0] != '\0');
+    /* One entry in the inbox (in-app), unread. */
+    Todo__V1__ListNotificationsResponse *ls = NULL;
+    until = harness_now_ms() + 20000;
+    while (harness_now_ms() < until) {
+        ls = inbox(auth, false, NULL);
+        if (ls->n_notifications > 0) break;
+        protobuf_c_message_free_unpacked(&ls->base, NULL);
+        ls = NULL;
+        harness_sleep_ms(100);
+    }
+    assert_non_null(ls);
+    assert_int_equal(ls->n_notifications, 1);
+    assert_non_null(strstr(ls->notifications[0]->subject, "renew the passport \xc3\xa9t\xc3\xa9"));
+    assert_string_equal(ls->notifications[0]->task_id, t);
+    assert_null(ls->notifications[0]->read_at);
+    char entry[37];
+    snprintf(entry, sizeof entry, "%s", ls->notifications[0]->id);
+    protobuf_c_message_free_unpacked(&ls->base, NULL);
     /* Recorded as sent, once per channel; nothing more arrives later. */
     assert_int_equal(harness_scalar(harness_db, "select count(*) from saga.notifications where recipient = $1"
-                                                " and status = 'sent'", user), 2);
+                                                " and status = 'sent'", user), 3);
     harness_sleep_ms(1500);
     assert_int_equal(mails(email, "renew the passport", NULL), 1);
     assert_int_equal(hook_count(path, NULL), 1);
+    ls = inbox(auth, false, NULL);
+    assert_int_equal(ls->n_notifications, 1);
+    protobuf_c_message_free_unpacked(&ls->base, NULL);
+
+    /* Read: the unread list waits for the command's token and is empty. */
+    Todo__V1__MarkNotificationReadRequest mr = TODO__V1__MARK_NOTIFICATION_READ_REQUEST__INIT;
+    Todo__V1__CommandReply *r;
+    mr.entry_id = entry;
+    assert_int_equal(harness_command("MarkNotificationRead", &mr.base, auth, &r, &res), GRPC_STATUS_OK);
+    ls = inbox(auth, true, r->consistency_token);
+    assert_int_equal(ls->n_notifications, 0);
+    protobuf_c_message_free_unpacked(&ls->base, NULL);
+    ls = inbox(auth, false, r->consistency_token);
+    assert_int_equal(ls->n_notifications, 1);
+    assert_non_null(ls->notifications[0]->read_at);
+    protobuf_c_message_free_unpacked(&ls->base, NULL);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    assert_int_equal(harness_command("MarkNotificationRead", &mr.base, auth, NULL, &res), GRPC_STATUS_FAILED_PRECONDITION);
+    /* Another user cannot see or mark it. */
+    char other[64];
+    harness_user(other, "stranger");
+    char *auth2 = harness_bearer(other, 600, NULL);
+    assert_int_equal(harness_command("MarkNotificationRead", &mr.base, auth2, NULL, &res), GRPC_STATUS_NOT_FOUND);
+    ls = inbox(auth2, false, NULL);
+    assert_int_equal(ls->n_notifications, 0);
+    protobuf_c_message_free_unpacked(&ls->base, NULL);
+    free(auth2);
     free(t);
     free(auth);
 }
@@ -513,6 +575,81 @@ static void quiet_hours_hold_a_reminder_until_they_end(void **state)
     free(auth);
 }
 
+/* The inbox's commands: only todo's services deliver; inputs are checked;
+ * a notification delivered twice is one entry; pages are newest first. */
+static void the_inbox_takes_each_notification_once(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64];
+    harness_user(user, "inbox");
+    char *auth = harness_bearer(user, 600, NULL), *svc = harness_service_bearer(user);
+    Todo__V1__DeliverInAppNotificationRequest d = TODO__V1__DELIVER_IN_APP_NOTIFICATION_REQUEST__INIT;
+    Todo__V1__CommandReply *r;
+    grpcx_result res;
+    d.notification_id = "n-1";
+    d.subject = "first";
+    assert_int_equal(harness_command("DeliverInAppNotification", &d.base, auth, NULL, &res), GRPC_STATUS_PERMISSION_DENIED);
+    d.subject = "";
+    assert_int_equal(harness_command("DeliverInAppNotification", &d.base, svc, NULL, &res), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(res.message, "subject"));
+    d.subject = "first";
+    d.task_id = "not-a-uuid";
+    assert_int_equal(harness_command("DeliverInAppNotification", &d.base, svc, NULL, &res), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(res.message, "task_id"));
+    d.task_id = "";
+    assert_int_equal(harness_command("DeliverInAppNotification", &d.base, svc, &r, &res), GRPC_STATUS_OK);
+    char first[37];
+    snprintf(first, sizeof first, "%s", r->id);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    assert_int_equal(harness_command("DeliverInAppNotification", &d.base, svc, &r, &res), GRPC_STATUS_OK);
+    assert_string_equal(r->id, first); /* the same notification: the same entry */
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    char id[16], subject[16];
+    for (int i = 2; i <= 3; i++) {
+        snprintf(id, sizeof id, "n-%d", i);
+        snprintf(subject, sizeof subject, "number %d", i);
+        d.notification_id = id;
+        d.subject = subject;
+        assert_int_equal(harness_command("DeliverInAppNotification", &d.base, svc, &r, &res), GRPC_STATUS_OK);
+        if (i == 3) {
+            /* Pages of 2, newest first, after the last one is projected. */
+            Todo__V1__ListNotificationsRequest rq = TODO__V1__LIST_NOTIFICATIONS_REQUEST__INIT;
+            Todo__V1__ListNotificationsResponse *ls;
+            rq.page_size = 2;
+            rq.consistency_token = r->consistency_token;
+            assert_int_equal(grpcx_unary(harness_svc.qry, "/todo.v1.TaskQueryService/ListNotifications", &rq.base,
+                                         &todo__v1__list_notifications_response__descriptor, auth, 15000,
+                                         (ProtobufCMessage **)&ls, &res),
+                             GRPC_STATUS_OK);
+            assert_int_equal(ls->n_notifications, 2);
+            assert_string_equal(ls->notifications[0]->subject, "number 3");
+            assert_string_equal(ls->notifications[1]->subject, "number 2");
+            assert_true(ls->next_page_token[0] != '\0');
+            rq.page_token = ls->next_page_token;
+            Todo__V1__ListNotificationsResponse *ls2;
+            assert_int_equal(grpcx_unary(harness_svc.qry, "/todo.v1.TaskQueryService/ListNotifications", &rq.base,
+                                         &todo__v1__list_notifications_response__descriptor, auth, 15000,
+                                         (ProtobufCMessage **)&ls2, &res),
+                             GRPC_STATUS_OK);
+            assert_int_equal(ls2->n_notifications, 1);
+            assert_string_equal(ls2->notifications[0]->id, first);
+            assert_string_equal(ls2->next_page_token, "");
+            protobuf_c_message_free_unpacked(&ls2->base, NULL);
+            protobuf_c_message_free_unpacked(&ls->base, NULL);
+        }
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+    }
+    Todo__V1__MarkNotificationReadRequest mr = TODO__V1__MARK_NOTIFICATION_READ_REQUEST__INIT;
+    mr.entry_id = "6f1c9a7e-0000-4000-8000-000000000001";
+    assert_int_equal(harness_command("MarkNotificationRead", &mr.base, auth, NULL, &res), GRPC_STATUS_NOT_FOUND);
+    mr.entry_id = "nope";
+    assert_int_equal(harness_command("MarkNotificationRead", &mr.base, auth, NULL, &res), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(res.message, "entry_id"));
+    free(auth);
+    free(svc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -520,6 +657,7 @@ int main(void)
         cmocka_unit_test(a_due_reminder_reaches_the_user_by_email_and_signed_webhook),
         cmocka_unit_test(a_channel_without_an_address_fails_saying_why),
         cmocka_unit_test(quiet_hours_hold_a_reminder_until_they_end),
+        cmocka_unit_test(the_inbox_takes_each_notification_once),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

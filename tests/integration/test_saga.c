@@ -489,6 +489,13 @@ static void a_step_failing_for_good_is_compensated(void **state)
     assert_int_equal(harness_scalar(harness_db, "select count(*) from write.tasks where generated_from = $1::uuid", t), 0);
     assert_int_equal(harness_scalar(harness_db, "select count(*) from saga.sagas where id = $1::uuid"
                                                 " and error like '%next_occurrence%'", saga), 1);
+    /* The user is told, once, in their inbox (issue 15). */
+    const char *told = "select count(*) from write.inbox where user_id = $1 and subject ="
+                       " 'Could not finish completing \"a doomed completion\"'"
+                       " and body like '%creating the next task of its series failed%'";
+    until = harness_now_ms() + 20000;
+    while (harness_now_ms() < until && harness_scalar(harness_db, told, user) == 0) harness_sleep_ms(100);
+    assert_int_equal(harness_scalar(harness_db, told, user), 1);
     free(t);
     free(r1);
     free(saga);
@@ -723,6 +730,7 @@ static void a_series_survives_complete_reopen_complete(void **state)
     assert_true(saga_reaches(s1, "'COMPENSATED'", 30000));
     assert_int_equal(successors(t), 0); /* retracted: the task is open */
 
+
     /* 2. Completed again; todo-saga killed in the middle of that saga. */
     char *s2 = harness_complete(auth, t);
     until = harness_now_ms() + 30000;
@@ -750,6 +758,10 @@ static void a_series_survives_complete_reopen_complete(void **state)
                            " and r.recurring_pattern_id = w.series_id";
     while (harness_scalar(harness_db, read_sql, t) != 1 && harness_now_ms() < until) harness_sleep_ms(50);
     assert_int_equal(harness_scalar(harness_db, read_sql, t), 1);
+    /* The first saga compensated because the user reopened the task:
+     * nothing to tell them (a compensation notice would be in the inbox by
+     * now, seconds later). */
+    assert_int_equal(harness_scalar(harness_db, "select count(*) from write.inbox where user_id = $1", user), 0);
     free(t);
     free(pattern);
     free(s1);
