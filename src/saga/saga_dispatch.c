@@ -65,19 +65,13 @@ static void channels(saga_proc *p, saga_notify *s, saga_smtp *smtp, saga_inbox *
                        .attempts = p->cfg.notify_attempts, .backoff_ms = 200};
 }
 
-/* The releaser: every second, the deferred notifications whose quiet hours
- * are over are delivered (saga_notify_release). */
+/* The releaser: every second, the notifications quiet hours held back
+ * whose time has come go back to the dispatcher (saga_notify_release). */
 void *saga_release_main(void *proc)
 {
     saga_proc *p = proc;
     todo_err err;
-    redisx redis;
-    bool have_redis = redisx_init(&redis, p->cfg.redis_url, "notify-release", 100, &err) == 0;
-    saga_notify s;
-    saga_smtp smtp;
-    saga_inbox inbox;
-    channels(p, &s, &smtp, &inbox, have_redis ? &redis : NULL);
-    s.ignore_quiet = true;
+    saga_notify s = {.cfg = &p->cfg};
     PGconn *pg = NULL;
     while (!atomic_load(&p->stopping)) {
         saga_proc_ensure_pg(p, &pg, "todo-saga-release");
@@ -93,8 +87,6 @@ void *saga_release_main(void *proc)
         if (n < 20) saga_proc_pause_ms(p, 1000);
     }
     if (pg != NULL) PQfinish(pg);
-    grpcx_channel_free(inbox.command);
-    if (have_redis) redisx_cleanup(&redis);
     return NULL;
 }
 

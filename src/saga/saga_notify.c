@@ -225,11 +225,17 @@ char *saga_notify_mail(const char *from, const char *to, const Todo__V1__SendNot
 typedef struct upload {
     const char *p;
     size_t left;
+    const saga_smtp *smtp;
+    bool ended;
 } upload;
 
 static size_t read_mail(char *dst, size_t size, size_t n, void *ctx)
 {
     upload *u = ctx;
+    if (u->left == 0 && !u->ended) { /* the commit point: next comes the final "." */
+        u->ended = true;
+        if (u->smtp->on_commit != NULL && !u->smtp->on_commit(u->smtp->commit_ctx)) return CURL_READFUNC_ABORT;
+    }
     size_t k = size * n < u->left ? size * n : u->left;
     memcpy(dst, u->p, k);
     u->p += k;
@@ -253,7 +259,7 @@ static saga_notify_result email_send(void *ctx, const Todo__V1__SendNotification
     snprintf(from, sizeof from, "<%s>", smtp->from);
     snprintf(rcpt, sizeof rcpt, "<%s>", to);
     struct curl_slist *rcpts = curl_slist_append(NULL, rcpt);
-    upload u = {mail, strlen(mail)};
+    upload u = {mail, strlen(mail), smtp, false};
     curl_easy_setopt(c, CURLOPT_URL, smtp->url);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
     curl_easy_setopt(c, CURLOPT_MAIL_FROM, from);
@@ -317,7 +323,7 @@ saga_notify_channel saga_notify_in_app_channel(const saga_inbox *inbox)
     return (saga_notify_channel){.name = "in_app", .send = in_app_send, .ctx = (void *)inbox};
 }
 
-saga_notify_channel saga_notify_email_channel(const saga_smtp *smtp)
+saga_notify_channel saga_notify_email_channel(saga_smtp *smtp)
 {
     return (saga_notify_channel){.name = "email", .send = email_send, .ctx = (void *)smtp};
 }
@@ -483,7 +489,7 @@ static int minutes(const char *hhmm)
 static int64_t quiet_until(saga_notify *s, const char *zone, const char *start, const char *end)
 {
     int a = minutes(start), b = minutes(end);
-    if (s->ignore_quiet || a < 0 || b < 0 || a == b) return 0;
+    if (a < 0 || b < 0 || a == b) return 0;
     todo_err e;
     tz_zone *z = tz_load(s->cfg->zoneinfo_dir, zone[0] != '\0' ? zone : "UTC", &e);
     if (z == NULL) z = tz_load(s->cfg->zoneinfo_dir, "UTC", &e);
@@ -563,9 +569,11 @@ static int defer(saga_notify *s, const saga_notify_channel *ch, const Todo__V1__
     return TODO_OK;
 }
 
-/* Releases one due deferred notification, holding its row locked while it
- * is delivered (other releasers skip it), and forgets it in the same
- * transaction. *done: one was released. */
+/* Releases one due deferred notification: in one transaction, its request
+ * goes back into saga.outbox as a new notification.requested (the same
+ * notification id; the dispatcher delivers it, its quiet hours being over,
+ * or holds it again if they moved) and the row is deleted. Other releasers
+ * skip a row being released. *done: one was released. */
 static int release_one(saga_notify *s, bool *done, todo_err *err)
 {
     *done = false;
@@ -584,12 +592,19 @@ static int release_one(saga_notify *s, bool *done, todo_err *err)
         unsigned char *raw = PQunescapeBytea((const unsigned char *)PQgetvalue(r, 0, 2), &len);
         Todo__V1__SendNotification *sn = raw != NULL ? todo__v1__send_notification__unpack(NULL, len, raw) : NULL;
         PQfreemem(raw);
-        const char *outcome = NULL;
-        s->correlation_id = PQgetvalue(r, 0, 3);
-        if (sn != NULL) rc = saga_notify_handle(s, sn, &outcome, err);
-        else log_error("notify", "a deferred notification does not decode; dropped", "id=%s", PQgetvalue(r, 0, 0));
-        if (sn != NULL) todo__v1__send_notification__free_unpacked(sn, NULL);
-        s->correlation_id = NULL;
+        if (sn != NULL) {
+            char event_id[37];
+            text_uuid_v4(event_id);
+            const char *corr = PQgetvalue(r, 0, 3);
+            event_meta m = {.event_id = event_id, .event_type = "notification.requested", .source = "todo-saga",
+                            .time_us = event_now_us(), .user_id = sn->recipient, .aggregate_type = "notification",
+                            .aggregate_id = sn->notification_id, .aggregate_version = 1, .schema_version = 1,
+                            .causation_id = sn->notification_id, .correlation_id = corr[0] != '\0' ? corr : NULL};
+            rc = saga_outbox_add(s->pg, &m, &sn->base, err);
+            todo__v1__send_notification__free_unpacked(sn, NULL);
+        } else {
+            log_error("notify", "a deferred notification does not decode; dropped", "id=%s", PQgetvalue(r, 0, 0));
+        }
         if (rc == TODO_OK)
             rc = pgx_cmd(s->pg, "delete from saga.deferred_notifications where notification_id = $1 and recipient = $2",
                          2, (const char *const[]){PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1)}, err);
@@ -613,6 +628,27 @@ int saga_notify_release(saga_notify *s, int limit, int *n, todo_err *err)
         (*n)++;
     }
     return TODO_OK;
+}
+
+typedef struct commit_point {
+    saga_notify *s;
+    const Todo__V1__SendNotification *n;
+    bool marked;
+} commit_point;
+
+/* The row turns 'committing' (see saga_notify.h). */
+static bool mark_committing(void *ctx)
+{
+    commit_point *cp = ctx;
+    todo_err e;
+    PGresult *r = pgx_exec(cp->s->pg,
+                           "update saga.notifications set status = 'committing', updated_at = now()"
+                           " where notification_id = $1 and recipient = $2 and status = 'sending' returning 1",
+                           2, (const char *const[]){cp->n->notification_id, cp->n->recipient}, &e);
+    if (r == NULL) return false;
+    cp->marked = PQntuples(r) == 1;
+    PQclear(r);
+    return cp->marked;
 }
 
 int saga_notify_handle(saga_notify *s, const Todo__V1__SendNotification *n, const char **outcome, todo_err *err)
@@ -642,19 +678,36 @@ int saga_notify_handle(saga_notify *s, const Todo__V1__SendNotification *n, cons
         count(ch, "failed");
         return TODO_OK;
     }
-    /* "new", or "sending" left by a crash: deliver. */
     saga_notify_result res = SAGA_NOTIFY_RETRY;
     int attempt = 0, wait = s->backoff_ms;
+    commit_point cp = {s, n, false};
+    if (strcmp(state, "committing") == 0) { /* a crash after the mail was handed over: never twice */
+        snprintf(why, sizeof why, "outcome unknown: todo-saga stopped after handing the mail to the server "
+                                  "(not sent again: a duplicate would be worse)");
+        res = SAGA_NOTIFY_FAIL;
+        attempt = s->attempts; /* no attempt below */
+    }
+    if (ch == &s->email && s->email.ctx != NULL) {
+        saga_smtp *smtp = s->email.ctx;
+        smtp->on_commit = mark_committing;
+        smtp->commit_ctx = &cp;
+    }
+    /* "new", or "sending" left by a crash: deliver. */
     while (attempt < s->attempts) {
         attempt++;
         why[0] = '\0';
         res = ch->send(ch->ctx, n, addr[0] != '\0' ? addr : NULL, why, sizeof why);
+        if (res == SAGA_NOTIFY_RETRY && cp.marked) { /* handed over, not confirmed: not again */
+            snprintf(why + strlen(why), sizeof why - strlen(why), "; the server had the whole mail: not sent again");
+            res = SAGA_NOTIFY_FAIL;
+        }
         if (res != SAGA_NOTIFY_RETRY) break;
         log_warn("notify", "delivery failed; retrying", "id=%s channel=%s attempt=%d error=\"%s\"", n->notification_id,
                  ch->name, attempt, why);
         if (attempt < s->attempts) pause_ms(s, wait);
         wait *= 2;
     }
+    if (ch == &s->email && s->email.ctx != NULL) ((saga_smtp *)s->email.ctx)->on_commit = NULL;
     bool sent = res == SAGA_NOTIFY_SENT;
     if ((rc = record(s, ch, n, sent, attempt, why, err)) != 0) return rc;
     if (sent) redis_mark(s, n);

@@ -31,13 +31,17 @@
  * claimed before delivery and marked sent after; a notification found sent
  * is skipped. Redis is the fast path: a "sent" mark there skips it without a
  * database round trip (with Redis down, PostgreSQL alone decides). A crash
- * between a delivery and its "sent" mark can repeat that one delivery once:
- * the Idempotency-Key header lets the receiver drop it.
+ * between a delivery and its "sent" mark can repeat that one webhook call
+ * once: the Idempotency-Key header lets the receiver drop it. Email is
+ * never sent twice: the row turns 'committing' just before the SMTP
+ * transaction's final "." (before it the server keeps nothing, so a crash
+ * there resends); one found 'committing' after a crash is not sent again
+ * and is recorded failed, its outcome unknown.
  *
  * Quiet hours (the profile's, in its time zone) defer EMAIL and PUSH
  * notifications: they wait in saga.deferred_notifications until the window
- * ends, and the releaser (saga_notify_release, every second) delivers them
- * then.
+ * ends, and the releaser (saga_notify_release, every second) hands them
+ * back to the dispatcher then.
  *
  * Transient failures are retried with backoff (TODO_NOTIFY_ATTEMPTS
  * attempts from 200 ms, doubling); the outcome is recorded together with
@@ -84,8 +88,13 @@ saga_notify_channel saga_notify_webhook_channel(const char *secret);
 typedef struct saga_smtp {
     const char *url, *from;
     bool starttls;
+    /* Called once the whole mail is handed over, just before the final "."
+     * that makes the server keep it; false aborts the transfer (nothing is
+     * kept). Set by saga_notify_handle per delivery. */
+    bool (*on_commit)(void *ctx);
+    void *commit_ctx;
 } saga_smtp;
-saga_notify_channel saga_notify_email_channel(const saga_smtp *smtp);
+saga_notify_channel saga_notify_email_channel(saga_smtp *smtp);
 
 /* The Todo-Signature header's value for body sent at unix time ts:
  * "t=<ts>,v1=<hex HMAC-SHA256(secret, "<ts>.<body>")>" (as Stripe signs its
@@ -124,7 +133,6 @@ typedef struct saga_notify {
     saga_notify_channel email;       /* EMAIL: .send NULL when no SMTP server is configured */
     saga_notify_channel in_app;      /* IN_APP: the user's inbox (.send NULL: not available) */
     const char *correlation_id;      /* the request's, for the outcome event (may be NULL) */
-    bool ignore_quiet;               /* the releaser: deferred ones go now */
     int attempts;                    /* per notification */
     int backoff_ms;
     void (*sleep_ms)(int ms);        /* NULL: nanosleep */
@@ -133,9 +141,10 @@ typedef struct saga_notify {
 /* Makes the notification counters of s's channel exist (at 0). */
 void saga_notify_declare_metrics(const saga_notify *s);
 
-/* Delivers the deferred notifications whose quiet hours are over (up to
- * limit, oldest first) through s (which should have ignore_quiet set);
- * *n gets how many. */
+/* Releases the deferred notifications whose quiet hours are over (up to
+ * limit, oldest first) on s->pg: each goes back to the dispatcher as a new
+ * notification.requested (saga.outbox), and leaves the table, in one
+ * transaction. *n gets how many. */
 int saga_notify_release(saga_notify *s, int limit, int *n, todo_err *err);
 
 /* Handles one notification request: delivers it unless it was delivered
