@@ -80,13 +80,13 @@ void *saga_release_main(void *proc)
         int n = 0;
         if (saga_notify_release(&s, 20, &n, &err) != 0) {
             log_warn("notify", "releasing deferred notifications failed; retrying", "error=\"%s\"", err.msg);
-            PQfinish(pg);
+            pgx_close(pg);
             pg = NULL;
         }
         if (n > 0) log_info("notify", "deferred notifications released", "count=%d", n);
         if (n < 20) saga_proc_pause_ms(p, 1000);
     }
-    if (pg != NULL) PQfinish(pg);
+    pgx_close(pg);
     return NULL;
 }
 
