@@ -526,21 +526,30 @@ static void a_channel_without_an_address_fails_saying_why(void **state)
     free(auth);
 }
 
-static void quiet_hours_hold_a_reminder_until_they_end(void **state)
+/* Quiet hours in UTC around now for auth's user (email set): from a minute
+ * ago to 30 minutes on. Returns the window's end, in minutes after midnight. */
+static int quiet_now(const char *auth, const char *email, time_t now)
 {
-    (void)state;
-    HARNESS_NEED_STACK();
-    char user[64], email[96], start[8], end[8];
-    harness_user(user, "quiet");
-    snprintf(email, sizeof email, "%s@example.com", user);
-    char *auth = harness_bearer(user, 600, NULL);
+    char start[8], end[8];
     grpcx_result res;
-    /* A window around now, in UTC: from a minute ago to 30 minutes on. */
-    time_t now = time(NULL);
     int m = (int)((now % 86400) / 60), a = (m + 1439) % 1440, b = (m + 30) % 1440;
     snprintf(start, sizeof start, "%02d:%02d", a / 60, a % 60);
     snprintf(end, sizeof end, "%02d:%02d", b / 60, b % 60);
     assert_int_equal(preferences(auth, email, "", "UTC", start, end, 0, NULL, &res), GRPC_STATUS_OK);
+    return b;
+}
+
+static void quiet_hours_hold_a_reminder_until_they_end(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64], email[96];
+    harness_user(user, "quiet");
+    snprintf(email, sizeof email, "%s@example.com", user);
+    char *auth = harness_bearer(user, 600, NULL);
+    grpcx_result res;
+    time_t now = time(NULL);
+    int b = quiet_now(auth, email, now);
     char *t = new_task(auth, "water the orchids");
     Todo__V1__ReminderChannel channel = TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_EMAIL;
     remind_at(auth, t, (int64_t)now + 1, &channel, 1);
@@ -707,16 +716,13 @@ static void a_mail_handed_over_before_a_crash_is_not_sent_again(void **state)
 {
     (void)state;
     HARNESS_NEED_STACK();
-    char user[64], email[96], start[8], end[8];
+    char user[64], email[96];
     harness_user(user, "handed");
     snprintf(email, sizeof email, "%s@example.com", user);
     char *auth = harness_bearer(user, 600, NULL);
     grpcx_result res;
     time_t now = time(NULL);
-    int m = (int)((now % 86400) / 60), a = (m + 1439) % 1440, b = (m + 30) % 1440;
-    snprintf(start, sizeof start, "%02d:%02d", a / 60, a % 60);
-    snprintf(end, sizeof end, "%02d:%02d", b / 60, b % 60);
-    assert_int_equal(preferences(auth, email, "", "UTC", start, end, 0, NULL, &res), GRPC_STATUS_OK);
+    quiet_now(auth, email, now);
     char *t = new_task(auth, "post the letter");
     Todo__V1__ReminderChannel channel = TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_EMAIL;
     remind_at(auth, t, (int64_t)now + 1, &channel, 1);
