@@ -89,7 +89,19 @@ static void validate_command(const ProtobufCMessage *m)
         if ((s = string_field(m, ids[i])) != NULL) (void)cmd_validate_id(ids[i], s, &err);
     if ((v = field(m, "expected_version", PROTOBUF_C_TYPE_INT64)) != NULL)
         (void)cmd_validate_expected_version(*v, &err);
-    if ((e = field(m, "channel", PROTOBUF_C_TYPE_ENUM)) != NULL) (void)cmd_validate_channel(*e, &err);
+    if ((e = field(m, "channel", PROTOBUF_C_TYPE_ENUM)) != NULL) {
+        const ProtobufCFieldDescriptor *f =
+            protobuf_c_message_descriptor_get_field_by_name(m->descriptor, "channels");
+        const int *list = NULL;
+        size_t n = 0;
+        if (f != NULL && f->type == PROTOBUF_C_TYPE_ENUM && f->label == PROTOBUF_C_LABEL_REPEATED) {
+            n = *(const size_t *)((const char *)m + f->quantifier_offset);
+            list = *(int *const *)((const char *)m + f->offset);
+        }
+        int joined[CMD_MAX_CHANNELS];
+        size_t n_joined;
+        (void)cmd_validate_channels(*e, list, n, joined, &n_joined, &err);
+    }
     if ((sub = field(m, "remind_at", PROTOBUF_C_TYPE_MESSAGE)) != NULL)
         (void)cmd_validate_remind_at((const Google__Protobuf__Timestamp *)*sub, FUZZ_NOW_US, &err);
     if ((sub = field(m, "rule", PROTOBUF_C_TYPE_MESSAGE)) != NULL)

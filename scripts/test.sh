@@ -38,13 +38,17 @@ use_stack test
 [ -z "${TODO_STACK_SECURE:-}" ] && [ -z "${TODO_KAFKA_CONFIG:-}" ] || die "the test stack came up secure"
 
 failed=0
-step() { log "== $* (at $(( $(date +%s) - t0 ))s)"; }
+failed_steps=()
+current=""
+step() { current="$*"; log "== $* (at $(( $(date +%s) - t0 ))s)"; }
+# Marks the current step failed; the verdict at the end names it.
+fail() { failed=1; failed_steps+=("$current"); }
 
 step "unit tests (dev)"
-ctest --test-dir build/dev -L unit --output-on-failure || failed=1
+ctest --test-dir build/dev -L unit --output-on-failure || fail
 
 step "alert rules (promtool check rules, promtool test rules)"
-bash tests/rules/check.sh || failed=1
+bash tests/rules/check.sh || fail
 
 step "unit tests under valgrind"
 vg_fail=0
@@ -57,28 +61,34 @@ for name in $(ctest --test-dir build/dev -L unit -N | awk '/Test +#/ {print $3}'
     log "valgrind found errors in $(basename "$t"):"; tail -n 40 "$t.valgrind.log" >&2; vg_fail=1
   fi
 done
-[ $vg_fail -eq 0 ] && log "valgrind: no errors, no definite leaks" || failed=1
+[ $vg_fail -eq 0 ] && log "valgrind: no errors, no definite leaks" || fail
 
 step "fuzzing the decoders (libFuzzer replay: committed corpora, fixed-seed mutations)"
-bash scripts/fuzz.sh replay || failed=1
+bash scripts/fuzz.sh replay || fail
 
 step "integration tests (dev) on the secure stack (SASL_SSL Kafka, TLS PostgreSQL, Redis over TLS)"
 ( eval "$(bash scripts/stack.sh env secure)"
-  ctest --test-dir build/dev -L integration --output-on-failure ) || failed=1
+  ctest --test-dir build/dev -L integration --output-on-failure ) || fail
 bash scripts/stack.sh stop secure
 
 step "all tests (ASan + UBSan)"
-ctest --test-dir build/asan --output-on-failure || failed=1
+ctest --test-dir build/asan --output-on-failure || fail
 
 step "the tests that run threads (ThreadSanitizer)"
 # Only what they need is built: the services and those tests (label threads).
 tsan_tests=$(ctest --test-dir build/dev -L threads -N | awk '/Test +#/ {print $3}')
 if bash scripts/build.sh tsan todo-command todo-query todo-projector todo-saga todoctl $tsan_tests >/dev/null; then
   TSAN_OPTIONS="suppressions=$TODO_REPO/tests/tsan.supp exitcode=66" \
-    ctest --test-dir build/tsan -L threads --output-on-failure || failed=1
+    ctest --test-dir build/tsan -L threads --output-on-failure || fail
 else
-  log "the ThreadSanitizer build failed"; failed=1
+  log "the ThreadSanitizer build failed"; fail
 fi
 
 log "test run took $(( $(date +%s) - t0 ))s"
+if [ $failed -eq 0 ]; then
+  log "PASSED: every step"
+else
+  log "FAILED: ${#failed_steps[@]} step(s):"
+  for s in "${failed_steps[@]}"; do log "  - $s"; done
+fi
 exit $failed
