@@ -17,6 +17,7 @@ PACKAGES=(
   libmicrohttpd-dev prometheus
   nghttp2-proxy
   python3-aiosmtpd  # the mail sink of the EMAIL channel's tests (tests/integration/test_notify.c)
+  python3-grpcio python3-protobuf  # the Python gRPC client of the WatchUpdates test (tests/integration/test_watch.py)
   systemd  # systemd-analyze verify: the deploy/systemd units (tests/deploy/test_units.sh)
 )
 

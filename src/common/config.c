@@ -289,6 +289,15 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
     }
     ctoken_key_derive(consistency, &cfg->token_key);
     if ((rc = get_int(&cfg->token_wait_ms, "TODO_QUERY_TOKEN_WAIT_MS", 3000, 0, 60000, get, ctx, err)) != 0) return rc;
+    /* WatchUpdates (todo-query) and the update feed it streams (todo-projector). */
+    if ((rc = get_int(&cfg->watch_keepalive_ms, "TODO_WATCH_KEEPALIVE_MS", 15000, 100, 600000, get, ctx, err)) != 0)
+        return rc;
+    if ((rc = get_int(&cfg->watch_max_streams, "TODO_WATCH_MAX_STREAMS", 1000, 1, 100000, get, ctx, err)) != 0)
+        return rc;
+    if ((rc = get_int(&cfg->watch_stall_ms, "TODO_WATCH_STALL_MS", 30000, 100, 3600000, get, ctx, err)) != 0)
+        return rc;
+    if ((rc = get_int(&cfg->feed_retention_hours, "TODO_FEED_RETENTION_HOURS", 168, 1, 87600, get, ctx, err)) != 0)
+        return rc;
 
     if ((rc = get_int(&cfg->grpc_threads, "TODO_GRPC_THREADS", 8, 1, 64, get, ctx, err)) != 0) return rc;
     /* The largest request the API needs is a 256 KiB descriptor set

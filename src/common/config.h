@@ -53,6 +53,10 @@ typedef struct todo_config {
     char service_secret[CONFIG_STR_MAX];  /* TODO_SERVICE_SECRET: service tokens (todo-saga signs, todo-command verifies); "" none */
     ctoken_key token_key;                 /* consistency tokens' MAC key, from TODO_CONSISTENCY_SECRET (ctoken.h) */
     int token_wait_ms;                    /* TODO_QUERY_TOKEN_WAIT_MS: longest a query waits for its token (3000) */
+    int watch_keepalive_ms;               /* TODO_WATCH_KEEPALIVE_MS: a WatchUpdates stream hears this often at least (15000) */
+    int watch_max_streams;                /* TODO_WATCH_MAX_STREAMS: open WatchUpdates streams per todo-query (1000) */
+    int watch_stall_ms;                   /* TODO_WATCH_STALL_MS: a stream whose client reads nothing this long while behind is ended (30000) */
+    int feed_retention_hours;             /* TODO_FEED_RETENTION_HOURS: the update feed keeps this much (168) */
     int grpc_threads;                     /* TODO_GRPC_THREADS, 1..64 */
     int max_message_bytes;                /* TODO_GRPC_MAX_MESSAGE_BYTES, 1 KiB..64 MiB (320 KiB) */
     int call_memory_bytes;                /* TODO_GRPC_CALL_MEMORY_BYTES: decoding one request, 64 KiB..1 GiB (8 MiB) */

@@ -57,9 +57,20 @@ typedef struct grpcx_call grpcx_call;
 typedef int (*grpcx_unary_fn)(grpcx_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
                               todo_err *err);
 
+/* A server stream (a method declared `returns (stream ...)`). */
+typedef struct grpcx_server_stream grpcx_server_stream;
+
+/* A server-streaming handler. It runs like a unary one (the caller
+ * authenticated, the request decoded and checked, on a worker) and opens
+ * the stream: on TODO_OK the stream stays open, and st is the handler's to
+ * send on from any thread until it calls grpcx_server_stream_release; otherwise
+ * the call ends with that status (err's message) and st is not to be used. */
+typedef int (*grpcx_server_stream_fn)(grpcx_call *call, const ProtobufCMessage *req, grpcx_server_stream *st, todo_err *err);
+
 typedef struct grpcx_method {
     const char *name;      /* as in the service descriptor, e.g. "CreateTask" */
-    grpcx_unary_fn fn;
+    grpcx_unary_fn fn;     /* a unary method's handler, or */
+    grpcx_server_stream_fn stream; /* a server-streaming method's */
 } grpcx_method;
 
 /* TLS of a server: PEM files. cert_file and key_file: its certificate
@@ -100,8 +111,9 @@ typedef struct grpcx_server_opts {
 grpcx_server *grpcx_server_new(const grpcx_server_opts *opts, todo_err *err);
 
 /* Hosts svc. methods (n of them) give the handlers; a method of svc missing
- * from the table answers UNIMPLEMENTED. Streaming methods are not supported
- * for application services. Call before grpcx_server_start. */
+ * from the table answers UNIMPLEMENTED. Server-streaming methods take a
+ * grpcx_server_stream_fn; client and bidirectional streaming are not supported.
+ * Call before grpcx_server_start. */
 int grpcx_server_add_service(grpcx_server *s, const ProtobufCServiceDescriptor *svc,
                              const grpcx_method *methods, size_t n, todo_err *err);
 
@@ -127,7 +139,8 @@ void grpcx_server_set_serving(grpcx_server *s, bool serving);
 void grpcx_server_set_health(grpcx_server *s, const char *component, bool required, bool up);
 
 /* Stops accepting calls, lets in-flight calls finish for up to grace_ms,
- * cancels the rest, stops the workers. */
+ * cancels the rest, stops the workers. Every open server stream first
+ * sends what it has queued, then ends with UNAVAILABLE. */
 void grpcx_server_shutdown(grpcx_server *s, int grace_ms);
 
 /* Releases the server (shutting it down first if needed); takes NULL. */
@@ -177,5 +190,33 @@ const char *grpcx_call_method(grpcx_call *c);
 /* Milliseconds left before the client's deadline (negative when passed,
  * LONG_MAX without one). */
 long grpcx_call_ms_left(grpcx_call *c);
+
+/* --- server streams (thread-safe; st from a grpcx_server_stream_fn) ---
+ *
+ * Each stream has a bounded buffer: at most GRPCX_STREAM_BUFFER messages
+ * wait to be sent (one is sent at a time, as fast as the client reads), so
+ * a slow client holds that much memory and no more. */
+#define GRPCX_STREAM_BUFFER 64
+
+/* Queues msg (packed at once: the caller keeps it). TODO_OK; TODO_ETOOBIG
+ * when the buffer is full; TODO_EUNAVAIL when the stream is over or
+ * ending (the client left, grpcx_server_stream_end, the server shutting down). */
+int grpcx_server_stream_send(grpcx_server_stream *st, const ProtobufCMessage *msg);
+
+/* The messages not sent yet (the one being sent included), or -1 once the
+ * stream is over or ending. */
+int grpcx_server_stream_pending(grpcx_server_stream *st);
+
+/* Ends the stream with status (a todo_status) and msg once what is queued
+ * is sent. Later calls change nothing. */
+void grpcx_server_stream_end(grpcx_server_stream *st, int status, const char *msg);
+
+/* fn(ctx) is called, on a worker thread with no grpcx lock held, each time a
+ * message went out and when the stream is over: the time to send more, or
+ * to let it go. */
+void grpcx_server_stream_on_event(grpcx_server_stream *st, void (*fn)(void *ctx), void *ctx);
+
+/* The handler's hold on st ends (it is freed once the call is over too). */
+void grpcx_server_stream_release(grpcx_server_stream *st);
 
 #endif

@@ -41,7 +41,9 @@ extern const size_t todo_descriptor_set_len;
 #define REFLECTION_V1ALPHA "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 #define HEALTH_WATCH "/grpc.health.v1.Health/Watch"
 
-typedef enum tag_kind { TAG_UNARY, TAG_GENERIC, TAG_SHUTDOWN, TAG_WATCH, TAG_WATCH_CLOSE } tag_kind;
+typedef enum tag_kind {
+    TAG_UNARY, TAG_GENERIC, TAG_SHUTDOWN, TAG_WATCH, TAG_WATCH_CLOSE, TAG_STREAM, TAG_STREAM_CLOSE
+} tag_kind;
 
 /* The start of every tag. A call's events may be taken by different
  * workers one after the other; the hand-off goes through the completion
@@ -57,6 +59,7 @@ typedef struct method_entry {
     char *path;
     const ProtobufCMethodDescriptor *md;
     grpcx_unary_fn fn;
+    grpcx_server_stream_fn stream;
     void *handle;
     bool open;           /* built in (health): no authentication */
     const char *service; /* the metrics' labels: "todo.v1.TaskCommandService", */
@@ -106,6 +109,7 @@ struct grpcx_server {
      * component. watch_mu guards the list (taken before a watch's own). */
     pthread_mutex_t watch_mu;
     struct watch_call *watches;
+    struct grpcx_server_stream *streams; /* the open server streams (also under watch_mu) */
     atomic_bool watch_finish; /* shutting down: each stream ends after NOT_SERVING */
     int port;
     bool started, stopped;
@@ -397,6 +401,20 @@ static call_metrics_t *call_metrics(void)
     return &cm_instance;
 }
 
+/* Counts a finished call of m with its status code. */
+static void count_handled(method_entry *m, grpc_status_code code)
+{
+    /* The series of (method, code), looked up once. */
+    metric_series *handled = (unsigned)code < 17 ? atomic_load_explicit(&m->handled[code], memory_order_acquire) : NULL;
+    if (handled == NULL) {
+        handled = metric_with(call_metrics()->handled, m->service, m->name, grpcx_code_name(code));
+        if ((unsigned)code < 17) atomic_store_explicit(&m->handled[code], handled, memory_order_release);
+    }
+    metric_add(handled, 1);
+}
+
+static bool stream_open(unary_call *u, grpcx_call *c, const ProtobufCMessage *req);
+
 static void unary_handle(unary_call *u)
 {
     metric_add(u->m->started, 1);
@@ -406,6 +424,7 @@ static void unary_handle(unary_call *u)
     grpc_status_code code = GRPC_STATUS_OK;
     todo_err err;
     const char *msg = "";
+    bool streamed = false; /* a server stream took the call */
     gpr_timespec t0 = gpr_now(GPR_CLOCK_MONOTONIC);
 
     arena_reset(w->arena);
@@ -422,7 +441,7 @@ static void unary_handle(unary_call *u)
     } else if (gpr_time_cmp(u->deadline, gpr_now(u->deadline.clock_type)) <= 0) {
         code = GRPC_STATUS_DEADLINE_EXCEEDED;
         msg = "the deadline passed before the call was handled";
-    } else if (m->fn == NULL) {
+    } else if (m->fn == NULL && m->stream == NULL) {
         code = GRPC_STATUS_UNIMPLEMENTED;
         msg = arena_printf(w->arena, "%s is not implemented yet", m->path);
     } else {
@@ -439,6 +458,12 @@ static void unary_handle(unary_call *u)
         if (rc != TODO_OK) {
             code = grpcx_status_of(rc);
             msg = err.msg;
+        } else if (m->stream != NULL) {
+            streamed = stream_open(u, &c, req);
+            if (!streamed) {
+                code = GRPC_STATUS_INTERNAL;
+                msg = "the stream could not be opened";
+            }
         } else {
             rc = m->fn(&c, req, &resp, &err);
             if (rc != TODO_OK) {
@@ -457,16 +482,15 @@ static void unary_handle(unary_call *u)
                   grpcx_code_name(code), msg);
     double us = gpr_timespec_to_micros(gpr_time_sub(gpr_now(GPR_CLOCK_MONOTONIC), t0));
     log_debug(w->s->component, "call", "method=%s code=%s ms=%.3f", m->path, grpcx_code_name(code), us / 1000.0);
-    metric_observe(m->seconds, us / 1e6);
-    /* The series of (method, code), looked up once. */
-    metric_series *handled = (unsigned)code < 17 ? atomic_load_explicit(&m->handled[code], memory_order_acquire) : NULL;
-    if (handled == NULL) {
-        handled = metric_with(call_metrics()->handled, m->service, m->name, grpcx_code_name(code));
-        if ((unsigned)code < 17) atomic_store_explicit(&m->handled[code], handled, memory_order_release);
-    }
-    metric_add(handled, 1);
     metric_add(call_metrics()->in_flight_series, -1);
     trace_leave();
+    if (streamed) { /* the stream has the call now; it counts its own end */
+        unary_free(u);
+        arena_reset(w->arena);
+        return;
+    }
+    metric_observe(m->seconds, us / 1e6);
+    count_handled(m, code);
 
     grpc_op ops[4];
     size_t n = 0;
@@ -835,6 +859,315 @@ static void on_watch_close(watch_call *w)
     if (refs == 0) watch_free(w);
 }
 
+/* ---- application server streams (grpcx_server_stream_fn) ----
+ *
+ * A stream takes over its call once the handler's request is decoded: a
+ * close batch (RECV_CLOSE_ON_SERVER: the call is over) and the initial
+ * metadata go out at once, then the handler runs. Messages wait in a ring
+ * of GRPCX_STREAM_BUFFER, sent one at a time; the status follows the last
+ * (grpcx_server_stream_end, or UNAVAILABLE at shutdown). refs counts the batches
+ * in flight, the handler's hold and the server's list; the grpc_call is
+ * released once the call is over and no batch of it is in flight (before
+ * the server is destroyed), the struct when refs reach 0. */
+
+typedef struct stream_close_tag {
+    tag_kind kind; /* TAG_STREAM_CLOSE */
+    atomic_uint handoff;
+    struct grpcx_server_stream *st;
+} stream_close_tag;
+
+struct grpcx_server_stream {
+    tag_kind kind; /* TAG_STREAM: the initial metadata, each send, the status */
+    atomic_uint handoff;
+    grpcx_server *s;
+    method_entry *m;
+    grpc_call *call;
+    stream_close_tag close;
+    pthread_mutex_t mu;
+    int refs, batches;
+    bool sending;       /* the initial metadata or a message is in flight */
+    bool ending, ended; /* the status is due / was sent */
+    bool over;          /* the call is over: nothing more goes out */
+    bool listed;
+    grpc_byte_buffer *ring[GRPCX_STREAM_BUFFER];
+    int head, n;
+    grpc_byte_buffer *send;
+    grpc_status_code code;
+    grpc_slice details;
+    bool have_details;
+    char msg[256];
+    int cancelled;
+    void (*on_event)(void *ctx);
+    void *ctx;
+    struct grpcx_server_stream *next;
+};
+
+static void stream_drop_queue(grpcx_server_stream *st)
+{
+    for (; st->n > 0; st->n--) {
+        grpc_byte_buffer_destroy(st->ring[st->head]);
+        st->head = (st->head + 1) % GRPCX_STREAM_BUFFER;
+    }
+}
+
+static void stream_struct_free(grpcx_server_stream *st)
+{
+    stream_drop_queue(st);
+    if (st->send != NULL) grpc_byte_buffer_destroy(st->send);
+    if (st->have_details) grpc_slice_unref(st->details);
+    if (st->call != NULL) grpc_call_unref(st->call);
+    pthread_mutex_destroy(&st->mu);
+    free(st);
+}
+
+/* Starts a batch of st's call (st->mu held). */
+static bool stream_batch(grpcx_server_stream *st, const grpc_op *ops, size_t n, void *tag)
+{
+    atomic_fetch_add(&st->s->outstanding, 1);
+    atomic_fetch_add_explicit(&((tag_head *)tag)->handoff, 1, memory_order_release);
+    if (grpc_call_start_batch(st->call, ops, n, tag, NULL) != GRPC_CALL_OK) {
+        atomic_fetch_sub(&st->s->outstanding, 1);
+        return false;
+    }
+    st->refs++;
+    st->batches++;
+    return true;
+}
+
+/* The call is over and nothing of it in flight: gRPC gets it back (st->mu held). */
+static void stream_let_call_go(grpcx_server_stream *st)
+{
+    if (st->over && st->batches == 0 && st->call != NULL) {
+        grpc_call_unref(st->call);
+        st->call = NULL;
+    }
+}
+
+/* Sends the next message, or the status once nothing is queued and the
+ * stream is ending (st->mu held). */
+static void stream_pump(grpcx_server_stream *st)
+{
+    if (st->over || st->sending || st->ended) return;
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    if (st->n > 0) {
+        st->send = st->ring[st->head];
+        st->head = (st->head + 1) % GRPCX_STREAM_BUFFER;
+        st->n--;
+        op.op = GRPC_OP_SEND_MESSAGE;
+        op.data.send_message.send_message = st->send;
+        if (stream_batch(st, &op, 1, st)) {
+            st->sending = true;
+            return;
+        }
+        grpc_byte_buffer_destroy(st->send);
+        st->send = NULL;
+        st->code = GRPC_STATUS_INTERNAL;
+        snprintf(st->msg, sizeof st->msg, "a message could not be sent");
+        st->ending = true;
+    }
+    if (!st->ending) return;
+    st->ended = true;
+    st->details = grpc_slice_from_copied_string(st->msg);
+    st->have_details = true;
+    op.op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    op.data.send_status_from_server.status = st->code;
+    op.data.send_status_from_server.status_details = &st->details;
+    if (!stream_batch(st, &op, 1, st)) grpc_call_cancel(st->call, NULL); /* its close comes back */
+    count_handled(st->m, st->code);
+}
+
+/* Opens the stream of u's call and runs its handler; false when the call
+ * could not be taken over (u still owns it then). */
+static bool stream_open(unary_call *u, grpcx_call *c, const ProtobufCMessage *req)
+{
+    grpcx_server *s = u->w->s;
+    grpcx_server_stream *st = calloc(1, sizeof *st);
+    if (st == NULL) return false;
+    st->kind = TAG_STREAM;
+    st->close.kind = TAG_STREAM_CLOSE;
+    st->close.st = st;
+    st->s = s;
+    st->m = u->m;
+    st->call = u->call;
+    st->refs = 1; /* the handler's */
+    pthread_mutex_init(&st->mu, NULL);
+
+    pthread_mutex_lock(&s->watch_mu);
+    pthread_mutex_lock(&st->mu);
+    grpc_op close_op, md_op;
+    memset(&close_op, 0, sizeof close_op);
+    memset(&md_op, 0, sizeof md_op);
+    close_op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    close_op.data.recv_close_on_server.cancelled = &st->cancelled;
+    md_op.op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (!stream_batch(st, &close_op, 1, &st->close)) {
+        pthread_mutex_unlock(&st->mu);
+        pthread_mutex_unlock(&s->watch_mu);
+        st->call = NULL;
+        stream_struct_free(st);
+        return false;
+    }
+    u->call = NULL; /* the stream's now: its close batch is out */
+    st->sending = stream_batch(st, &md_op, 1, st);
+    if (!st->sending) grpc_call_cancel(st->call, NULL);
+    st->listed = true;
+    st->refs++;
+    st->next = s->streams;
+    s->streams = st;
+    if (atomic_load(&s->watch_finish)) { /* opened as the server stops */
+        st->ending = true;
+        st->code = GRPC_STATUS_UNAVAILABLE;
+        snprintf(st->msg, sizeof st->msg, "the server is shutting down");
+    }
+    pthread_mutex_unlock(&st->mu);
+    pthread_mutex_unlock(&s->watch_mu);
+
+    todo_err err;
+    todo_err_clear(&err);
+    int rc = u->m->stream(c, req, st, &err);
+    if (rc != TODO_OK) {
+        if (grpcx_status_of(rc) == GRPC_STATUS_INTERNAL)
+            log_error(s->component, "call failed", "method=%s detail=\"%s\"", u->m->path, err.msg);
+        grpcx_server_stream_end(st, rc, err.msg);
+        grpcx_server_stream_release(st);
+    }
+    return true;
+}
+
+/* Events go to the handler's callback, outside the lock. */
+static void stream_tell(void (*fn)(void *), void *ctx)
+{
+    if (fn != NULL) fn(ctx);
+}
+
+/* A batch of st completed: the initial metadata or a message went out (or
+ * failed: the client is gone), or the status did. */
+static void on_stream(grpcx_server_stream *st, int ok)
+{
+    pthread_mutex_lock(&st->mu);
+    st->refs--;
+    st->batches--;
+    bool tell = false;
+    if (st->sending) {
+        st->sending = false;
+        tell = st->send != NULL;
+        if (st->send != NULL) grpc_byte_buffer_destroy(st->send);
+        st->send = NULL;
+        if (ok) stream_pump(st);
+        else if (st->call != NULL && !st->over) grpc_call_cancel(st->call, NULL); /* its close comes back */
+    }
+    stream_let_call_go(st);
+    void (*fn)(void *) = tell ? st->on_event : NULL;
+    void *ctx = st->ctx;
+    int refs = st->refs;
+    pthread_mutex_unlock(&st->mu);
+    stream_tell(fn, ctx);
+    if (refs == 0) stream_struct_free(st);
+}
+
+/* st's call is over (the client left, or the status went out). */
+static void on_stream_close(grpcx_server_stream *st)
+{
+    grpcx_server *s = st->s;
+    pthread_mutex_lock(&s->watch_mu);
+    pthread_mutex_lock(&st->mu);
+    if (st->listed) {
+        for (grpcx_server_stream **p = &s->streams; *p != NULL; p = &(*p)->next)
+            if (*p == st) {
+                *p = st->next;
+                break;
+            }
+        st->listed = false;
+        st->refs--;
+    }
+    st->refs--;
+    st->batches--;
+    st->over = true;
+    if (!st->ended) count_handled(st->m, GRPC_STATUS_CANCELLED);
+    stream_drop_queue(st);
+    stream_let_call_go(st);
+    void (*fn)(void *) = st->on_event;
+    void *ctx = st->ctx;
+    int refs = st->refs;
+    pthread_mutex_unlock(&st->mu);
+    pthread_mutex_unlock(&s->watch_mu);
+    stream_tell(fn, ctx);
+    if (refs == 0) stream_struct_free(st);
+}
+
+/* Shutdown: every open stream ends once its queue is sent. */
+static void streams_finish(grpcx_server *s)
+{
+    pthread_mutex_lock(&s->watch_mu);
+    for (grpcx_server_stream *st = s->streams; st != NULL; st = st->next) {
+        pthread_mutex_lock(&st->mu);
+        if (!st->ending && !st->over) {
+            st->ending = true;
+            st->code = GRPC_STATUS_UNAVAILABLE;
+            snprintf(st->msg, sizeof st->msg, "the server is shutting down");
+            stream_pump(st);
+        }
+        pthread_mutex_unlock(&st->mu);
+    }
+    pthread_mutex_unlock(&s->watch_mu);
+}
+
+int grpcx_server_stream_send(grpcx_server_stream *st, const ProtobufCMessage *msg)
+{
+    grpc_byte_buffer *bb = pack_message(msg);
+    int rc = TODO_OK;
+    pthread_mutex_lock(&st->mu);
+    if (st->over || st->ending) {
+        rc = TODO_EUNAVAIL;
+    } else if (st->n == GRPCX_STREAM_BUFFER) {
+        rc = TODO_ETOOBIG;
+    } else {
+        st->ring[(st->head + st->n) % GRPCX_STREAM_BUFFER] = bb;
+        st->n++;
+        stream_pump(st);
+    }
+    pthread_mutex_unlock(&st->mu);
+    if (rc != TODO_OK) grpc_byte_buffer_destroy(bb);
+    return rc;
+}
+
+int grpcx_server_stream_pending(grpcx_server_stream *st)
+{
+    pthread_mutex_lock(&st->mu);
+    int n = st->over || st->ending ? -1 : st->n + (st->send != NULL);
+    pthread_mutex_unlock(&st->mu);
+    return n;
+}
+
+void grpcx_server_stream_end(grpcx_server_stream *st, int status, const char *msg)
+{
+    pthread_mutex_lock(&st->mu);
+    if (!st->over && !st->ending) {
+        st->ending = true;
+        st->code = grpcx_status_of(status);
+        snprintf(st->msg, sizeof st->msg, "%s", msg != NULL ? msg : "");
+        stream_pump(st);
+    }
+    pthread_mutex_unlock(&st->mu);
+}
+
+void grpcx_server_stream_on_event(grpcx_server_stream *st, void (*fn)(void *ctx), void *ctx)
+{
+    pthread_mutex_lock(&st->mu);
+    st->on_event = fn;
+    st->ctx = ctx;
+    pthread_mutex_unlock(&st->mu);
+}
+
+void grpcx_server_stream_release(grpcx_server_stream *st)
+{
+    pthread_mutex_lock(&st->mu);
+    int refs = --st->refs;
+    pthread_mutex_unlock(&st->mu);
+    if (refs == 0) stream_struct_free(st);
+}
+
 /* ---- workers ---- */
 
 static void *worker_main(void *arg)
@@ -865,6 +1198,8 @@ static void *worker_main(void *arg)
                 break;
             case TAG_WATCH: on_watch(ev.tag, ev.success); break;
             case TAG_WATCH_CLOSE: on_watch_close(((watch_close_tag *)ev.tag)->watch); break;
+            case TAG_STREAM: on_stream(ev.tag, ev.success); break;
+            case TAG_STREAM_CLOSE: on_stream_close(((stream_close_tag *)ev.tag)->st); break;
             case TAG_SHUTDOWN: break;
             }
             /* Counted down only now: a handler may start its reply batch
@@ -884,7 +1219,7 @@ static void *worker_main(void *arg)
 /* ---- life cycle ---- */
 
 static int add_method(grpcx_server *s, const char *service, const ProtobufCMethodDescriptor *md,
-                      grpcx_unary_fn fn, todo_err *err)
+                      grpcx_unary_fn fn, grpcx_server_stream_fn stream, todo_err *err)
 {
     method_entry *nm = realloc(s->methods, (s->n_methods + 1) * sizeof *nm);
     if (nm == NULL) return todo_err_set(err, TODO_EINTERNAL, "out of memory");
@@ -903,6 +1238,7 @@ static int add_method(grpcx_server *s, const char *service, const ProtobufCMetho
     e->path[strlen(service) + 1] = '/';
     e->md = md;
     e->fn = fn;
+    e->stream = stream;
     e->open = false;
     /* host NULL, or clients that send another authority never match. */
     e->handle = grpc_server_register_method(s->srv, e->path, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
@@ -974,7 +1310,7 @@ grpcx_server *grpcx_server_new(const grpcx_server_opts *opts, todo_err *err)
     /* The built-in services. Health/Watch (server streaming) is taken by
      * the generic path (watch_begin). */
     const ProtobufCServiceDescriptor *h = &grpc__health__v1__health__descriptor;
-    if (add_method(s, h->name, &h->methods[0], health_check, err) != 0) {
+    if (add_method(s, h->name, &h->methods[0], health_check, NULL, err) != 0) {
         grpcx_server_free(s);
         return NULL;
     }
@@ -1000,9 +1336,13 @@ int grpcx_server_add_service(grpcx_server *s, const ProtobufCServiceDescriptor *
     }
     for (unsigned j = 0; j < svc->n_methods; j++) {
         grpcx_unary_fn fn = NULL;
+        grpcx_server_stream_fn stream = NULL;
         for (size_t i = 0; i < n; i++)
-            if (strcmp(svc->methods[j].name, methods[i].name) == 0) fn = methods[i].fn;
-        int rc = add_method(s, svc->name, &svc->methods[j], fn, err);
+            if (strcmp(svc->methods[j].name, methods[i].name) == 0) {
+                fn = methods[i].fn;
+                stream = methods[i].stream;
+            }
+        int rc = add_method(s, svc->name, &svc->methods[j], fn, stream, err);
         if (rc != 0) return rc;
     }
     s->services[s->n_services++] = svc->name;
@@ -1100,6 +1440,7 @@ void grpcx_server_shutdown(grpcx_server *s, int grace_ms)
     atomic_store(&s->watch_finish, true);
     atomic_store(&s->serving, 0);
     watch_notify(s);
+    streams_finish(s);
     grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
     grpc_server_shutdown_and_notify(s->srv, cq, &shutdown_tag);
     gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_millis(grace_ms, GPR_TIMESPAN));

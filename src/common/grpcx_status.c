@@ -19,6 +19,7 @@ grpc_status_code grpcx_status_of(int st)
     case TODO_EDENIED: return GRPC_STATUS_PERMISSION_DENIED;
     case TODO_ETOOBIG: return GRPC_STATUS_RESOURCE_EXHAUSTED;
     case TODO_ELOCKED: return GRPC_STATUS_ABORTED;
+    case TODO_ERANGE: return GRPC_STATUS_OUT_OF_RANGE;
     default: return GRPC_STATUS_INTERNAL;
     }
 }

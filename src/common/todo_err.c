@@ -46,6 +46,7 @@ const char *todo_status_name(int code)
     case TODO_EDENIED: return "permission denied";
     case TODO_ETOOBIG: return "resource exhausted";
     case TODO_ELOCKED: return "lock wait timed out";
+    case TODO_ERANGE: return "out of range";
     default: return "unknown error";
     }
 }

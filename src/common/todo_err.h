@@ -26,7 +26,8 @@ typedef enum todo_status {
     TODO_EDEADLINE = -10,  /* DEADLINE_EXCEEDED */
     TODO_EDENIED = -11,    /* PERMISSION_DENIED */
     TODO_ETOOBIG = -12,    /* RESOURCE_EXHAUSTED */
-    TODO_ELOCKED = -13     /* a lock wait timed out (lock_timeout): ABORTED, or retried by the caller */
+    TODO_ELOCKED = -13,    /* a lock wait timed out (lock_timeout): ABORTED, or retried by the caller */
+    TODO_ERANGE = -14      /* past what is kept or exists (a stream position): OUT_OF_RANGE */
 } todo_status;
 
 #define TODO_ERR_MSG_MAX 512

@@ -71,8 +71,9 @@ static Todo__V1__TaskCreatedV2 *task_created(const Todo__V1__EventEnvelope *env,
  * $3 event time, then the write's own. */
 typedef struct planned {
     const char *write; /* a data-modifying statement guarded by CLAIMED, or NULL */
-    const char *params[13];
+    const char *params[16];
     int n;
+    bool feed;         /* also adds the event to its user's update feed (params: user, kind, type last) */
 } planned;
 
 /* True in the write when the event claimed its version (it is newer). */
@@ -82,14 +83,51 @@ typedef struct planned {
  * this event claimed the next. One round trip (or none: it is pipelined). */
 static const char *claim_sql(arena *a, const planned *p)
 {
+    /* The feed (migration 0025): the user's next position, and the row. */
+    const char *feed = !p->feed ? ""
+                                : arena_printf(a,
+                                               ", head as (insert into feed.heads as h (user_id, position)"
+                                               "   select $%d, 1 where" CLAIMED
+                                               "   on conflict (user_id) do update set position = h.position + 1"
+                                               "   returning position),"
+                                               " fed as (insert into feed.updates (user_id, position, kind, entity_id,"
+                                               "   version, event_type, event_time) select $%d, position, $%d,"
+                                               "   $1::uuid, $2::bigint, $%d, $3::timestamptz from head)",
+                                               p->n - 2, p->n - 2, p->n - 1, p->n);
     return arena_printf(a,
                         "with old as (select version from applied_versions where aggregate_id = $1::uuid for update),"
                         " claim as (insert into applied_versions (aggregate_id, version) values ($1::uuid, $2::bigint)"
                         "   on conflict (aggregate_id) do update set version = excluded.version"
-                        "   where applied_versions.version < excluded.version returning 1)%s%s%s"
+                        "   where applied_versions.version < excluded.version returning 1)%s%s%s%s"
                         " select coalesce((select version from old), 0), exists (select 1 from claim), $3::timestamptz",
                         p->write != NULL ? ", w as (" : "", p->write != NULL ? p->write : "",
-                        p->write != NULL ? ")" : "");
+                        p->write != NULL ? ")" : "", feed);
+}
+
+/* The feed's kind of an event type, or NULL. */
+static const char *feed_kind(const char *type)
+{
+    static const struct {
+        const char *prefix, *kind;
+    } kinds[] = {{"task.", "task"},
+                 {"reminder.", "reminder"},
+                 {"inbox.", "notification"},
+                 {"recurring_pattern.", "pattern"},
+                 {"user.", "profile"}};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (strncmp(type, kinds[i].prefix, strlen(kinds[i].prefix)) == 0) return kinds[i].kind;
+    return NULL;
+}
+
+/* Makes p also add env to its user's update feed. */
+static void plan_feed(planned *p, const Todo__V1__EventEnvelope *env)
+{
+    const char *kind = feed_kind(env->event_type);
+    if (kind == NULL || env->user_id[0] == '\0') return;
+    p->params[p->n++] = env->user_id;
+    p->params[p->n++] = kind;
+    p->params[p->n++] = env->event_type;
+    p->feed = true;
 }
 
 /* Starts p with the common parameters. */
@@ -508,6 +546,7 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
         }
         out[i] = plan_record(envs[i], a, &plans[i], &dead[i]);
         if (out[i] == DEAD) park_followers(msgs, n, dead, i);
+        if (out[i] == APPLIED && (ps == NULL || !ps->shadow)) plan_feed(&plans[i], envs[i]); /* a replay adds no feed */
         if (out[i] == APPLIED && !one_by_one) add_stmt(&head, a, claim_sql(a, &plans[i]), plans[i].n, plans[i].params);
     }
     /* Then run them: all in one pipeline (one round trip), or one by one. */
@@ -535,6 +574,14 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
         record_offsets(&tail, ps->projection, msgs, n, a);
     }
     add_stmt(&tail, a, "select pg_notify('read_progress', '')", 0, NULL);
+    /* WatchUpdates streams (todo-query) hear of their user's new positions. */
+    for (size_t i = 0; i < n; i++) {
+        if (out[i] != APPLIED || !plans[i].feed) continue;
+        bool first_of_user = true; /* the user's first fed event in the batch */
+        for (size_t j = 0; j < i && first_of_user; j++)
+            first_of_user = !(out[j] == APPLIED && plans[j].feed && strcmp(envs[j]->user_id, envs[i]->user_id) == 0);
+        if (first_of_user) add_stmt(&tail, a, "select pg_notify('feed', $1)", 1, (const char *const *)&envs[i]->user_id);
+    }
     add_stmt(&tail, a, "commit", 0, NULL);
     if ((rc = pgx_pipeline(pg, tail.s, tail.n, NULL, NULL, err)) != 0) goto fail;
     proj_cache_flush(cache); /* only what the database holds now */

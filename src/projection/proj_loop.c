@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "arena.h"
 #include "consume.h"
@@ -22,7 +23,33 @@ typedef struct proj_run {
     proj_status base;     /* what every batch records in projection_status */
     proj_stats st;        /* the last batch applied */
     char last_error[300]; /* a failure, recorded with the next batch that commits */
+    time_t pruned;        /* when the update feed was last pruned */
 } proj_run;
+
+#define PRUNE_EVERY_S 60
+
+/* Drops the update feed's rows older than TODO_FEED_RETENTION_HOURS, once
+ * a minute at most (after a committed batch: an idle projector adds
+ * nothing to prune). A failure is logged; the next batch tries again. */
+static void prune_feed(proj_run *r)
+{
+    time_t now = time(NULL);
+    if (r->o->shadow || now - r->pruned < PRUNE_EVERY_S) return;
+    r->pruned = now;
+    char hours[16];
+    snprintf(hours, sizeof hours, "%d", r->o->cfg->feed_retention_hours);
+    const char *p[1] = {hours};
+    todo_err err;
+    PGresult *res = pgx_exec(r->pg, "delete from feed.updates where recorded_at < now() - make_interval(hours => $1::int)",
+                             1, p, &err);
+    if (res == NULL) {
+        log_warn("projector", "could not prune the update feed", "error=\"%s\"", err.msg);
+        return;
+    }
+    if (atoi(PQcmdTuples(res)) > 0)
+        log_info("projector", "pruned the update feed", "rows=%s retention_hours=%s", PQcmdTuples(res), hours);
+    PQclear(res);
+}
 
 /* consume_opts.apply: the batch in one transaction (proj_apply), on a
  * connection made again when it was lost. */
@@ -40,6 +67,7 @@ static int apply_batch(void *ctx, rd_kafka_message_t **msgs, size_t n, const cha
     int rc = r->pg != NULL ? proj_apply_batch_status(r->pg, msgs, n, r->a, dead, &ps, &r->st, err) : TODO_EUNAVAIL;
     if (rc == TODO_OK) {
         r->last_error[0] = '\0';
+        prune_feed(r);
         return TODO_OK;
     }
     snprintf(r->last_error, sizeof r->last_error, "batch not applied: %.250s", err->msg);

@@ -44,6 +44,10 @@ int main(void)
         return 1;
     }
     svc_signals_block(&sigs); /* before any thread starts */
+    if ((app.watch = qry_watch_start(&cfg, &err)) == NULL) {
+        fprintf(stderr, "todo-query: %s\n", err.msg);
+        return 1;
+    }
     metrics_server *metrics = metrics_start("todo-query", cfg.metrics_addr);
 
     grpcx_server_opts opts = {
@@ -65,6 +69,7 @@ int main(void)
         probe_stop(health);
         log_error("query", "cannot start the gRPC server", "error=\"%s\"", err.msg);
         grpcx_server_free(srv);
+        qry_watch_stop(app.watch);
         metrics_server_stop(metrics);
         qry_batch_free(app.gets);
         qry_batch_free(app.lists);
@@ -72,7 +77,8 @@ int main(void)
     }
     int sig = svc_signals_wait(&sigs);
     log_info("query", "stopping", "signal=%d", sig);
-    grpcx_server_shutdown(srv, cfg.shutdown_grace_ms);
+    grpcx_server_shutdown(srv, cfg.shutdown_grace_ms); /* ends the WatchUpdates streams */
+    qry_watch_stop(app.watch);
     probe_stop(health);
     grpcx_server_free(srv);
     int64_t statements[2], reads[2];

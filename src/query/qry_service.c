@@ -17,6 +17,7 @@
 #include "log.h"
 #include "pgx.h"
 #include "qry_page.h"
+#include "qry_rows.h"
 #include "qry_search.h"
 #include "text.h"
 #include "todo/v1/query.pb-c.h"
@@ -29,6 +30,7 @@
 typedef struct qry_thread {
     const todo_config *cfg;
     qry_batch *gets, *lists;
+    qry_watch *watch;
     PGconn *pg;
     auth_cache *tokens;
     char app_name[32];
@@ -49,6 +51,7 @@ void *qry_thread_init(void *app, int index)
     t->cfg = q->cfg;
     t->gets = q->gets;
     t->lists = q->lists;
+    t->watch = q->watch;
     snprintf(t->app_name, sizeof t->app_name, "todo-query-%d", index);
     t->tokens = auth_cache_new((size_t)t->cfg->token_cache);
     return t;
@@ -206,33 +209,6 @@ static int await_token(grpcx_call *c, qry_thread *t, const char *user, const cha
     return rc;
 }
 
-static Google__Protobuf__Timestamp *ts_of(arena *a, const PGresult *r, int row, int col)
-{
-    return PQgetisnull(r, row, col) ? NULL : event_timestamp(a, strtoll(PQgetvalue(r, row, col), NULL, 10));
-}
-
-static Todo__V1__Task *task_of(arena *a, const PGresult *r, int row)
-{
-    Todo__V1__Task *tk = arena_alloc(a, sizeof *tk);
-    todo__v1__task__init(tk);
-    tk->id = arena_strdup(a, PQgetvalue(r, row, 0));
-    tk->user_id = arena_strdup(a, PQgetvalue(r, row, 1));
-    tk->title = arena_strdup(a, PQgetvalue(r, row, 2));
-    tk->description = arena_strdup(a, PQgetvalue(r, row, 3));
-    tk->priority = (Todo__V1__Priority)atoi(PQgetvalue(r, row, 4));
-    tk->due_at = ts_of(a, r, row, 5);
-    tk->completed = PQgetvalue(r, row, 6)[0] == 't';
-    tk->completed_at = ts_of(a, r, row, 7);
-    tk->category = arena_strdup(a, PQgetvalue(r, row, 8));
-    pgx_split(a, PQgetvalue(r, row, 9), '\x1f', &tk->tags, &tk->n_tags);
-    tk->created_at = ts_of(a, r, row, 10);
-    tk->updated_at = ts_of(a, r, row, 11);
-    tk->version = strtoll(PQgetvalue(r, row, 12), NULL, 10);
-    tk->overdue = PQgetvalue(r, row, 13)[0] == 't';
-    tk->recurring_pattern_id = arena_strdup(a, PQgetvalue(r, row, 14));
-    return tk;
-}
-
 /* The page size a request asked for (0: the default), checked. */
 static int page_size(int32_t asked, int *size, todo_err *err)
 {
@@ -272,7 +248,7 @@ static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage
         qry_batch_done(&f);
         return todo_err_set(err, TODO_ENOTFOUND, "task %s not found", rq->task_id);
     }
-    *resp = &task_of(a, f.r, f.row)->base;
+    *resp = &qry_task_of(a, f.r, f.row)->base;
     qry_batch_done(&f);
     return TODO_OK;
 }
@@ -320,7 +296,7 @@ static void fill_page(arena *a, Todo__V1__ListTasksResponse *rs, const PGresult 
 {
     int shown = n > size ? size : n;
     rs->tasks = arena_alloc(a, (size_t)(shown + 1) * sizeof *rs->tasks);
-    for (int i = 0; i < shown; i++) rs->tasks[rs->n_tasks++] = task_of(a, r, at != NULL ? at[i] : i);
+    for (int i = 0; i < shown; i++) rs->tasks[rs->n_tasks++] = qry_task_of(a, r, at != NULL ? at[i] : i);
     if (n > size) rs->next_page_token = next_token(a, r, at != NULL ? at[shown - 1] : shown - 1, 15, sort);
 }
 
@@ -442,7 +418,7 @@ static int search_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMes
     todo__v1__list_tasks_response__init(rs);
     int rows = PQntuples(r), shown = rows > size ? size : rows;
     rs->tasks = arena_alloc(a, (size_t)(shown + 1) * sizeof *rs->tasks);
-    for (int i = 0; i < shown; i++) rs->tasks[rs->n_tasks++] = task_of(a, r, i);
+    for (int i = 0; i < shown; i++) rs->tasks[rs->n_tasks++] = qry_task_of(a, r, i);
     if (rows > size && offset + size <= QRY_SEARCH_MAX_OFFSET) {
         rs->next_page_token = arena_alloc(a, 40);
         qry_search_token_encode(offset + size, rs->next_page_token);
@@ -495,30 +471,6 @@ static int get_task_stats(grpcx_call *c, const ProtobufCMessage *req, ProtobufCM
     return TODO_OK;
 }
 
-static Todo__V1__Reminder *reminder_of(arena *a, const PGresult *r, int row)
-{
-    static const struct {
-        const char *name;
-        Todo__V1__ReminderStatus status;
-    } statuses[] = {{"scheduled", TODO__V1__REMINDER_STATUS__REMINDER_STATUS_SCHEDULED},
-                    {"cancelled", TODO__V1__REMINDER_STATUS__REMINDER_STATUS_CANCELLED},
-                    {"fired", TODO__V1__REMINDER_STATUS__REMINDER_STATUS_FIRED}};
-    Todo__V1__Reminder *m = arena_alloc(a, sizeof *m);
-    todo__v1__reminder__init(m);
-    m->id = arena_strdup(a, PQgetvalue(r, row, 0));
-    m->task_id = arena_strdup(a, PQgetvalue(r, row, 1));
-    m->remind_at = ts_of(a, r, row, 2);
-    m->channel = (Todo__V1__ReminderChannel)atoi(PQgetvalue(r, row, 3));
-    for (size_t i = 0; i < sizeof statuses / sizeof statuses[0]; i++)
-        if (strcmp(PQgetvalue(r, row, 4), statuses[i].name) == 0) m->status = statuses[i].status;
-    m->cancel_reason = arena_strdup(a, PQgetvalue(r, row, 5));
-    m->triggered_at = ts_of(a, r, row, 6);
-    m->created_at = ts_of(a, r, row, 7);
-    m->updated_at = ts_of(a, r, row, 8);
-    m->version = strtoll(PQgetvalue(r, row, 9), NULL, 10);
-    return m;
-}
-
 static int list_reminders(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
 {
     const Todo__V1__ListRemindersRequest *rq = (const Todo__V1__ListRemindersRequest *)req;
@@ -551,19 +503,15 @@ static int list_reminders(grpcx_call *c, const ProtobufCMessage *req, ProtobufCM
     snprintf(limit, sizeof limit, "%d", size + 1);
     w.params[w.n++] = limit;
     char *sql = arena_printf(a,
-                             "select r.id::text, r.task_id::text, (extract(epoch from r.remind_at) * 1000000)::bigint,"
-                             " r.channel, r.status, r.reason, (extract(epoch from r.triggered_at) * 1000000)::bigint,"
-                             " (extract(epoch from r.created_at) * 1000000)::bigint,"
-                             " (extract(epoch from r.updated_at) * 1000000)::bigint, r.version, %s as page_key"
-                             " from read.reminders r%s order by r.remind_at, r.id limit $%d",
-                             qry_sort_text(QRY_SORT_REMIND_AT), w.sql, w.n);
+                             "%s, %s as page_key from read.reminders r%s order by r.remind_at, r.id limit $%d",
+                             qry_reminder_select, qry_sort_text(QRY_SORT_REMIND_AT), w.sql, w.n);
     PGresult *r = pgx_exec(t->pg, sql, w.n, w.params, err);
     if (r == NULL) return read_failed("listing reminders", err);
     Todo__V1__ListRemindersResponse *rs = arena_alloc(a, sizeof *rs);
     todo__v1__list_reminders_response__init(rs);
     int rows = PQntuples(r), shown = rows > size ? size : rows;
     rs->reminders = arena_alloc(a, (size_t)(shown + 1) * sizeof *rs->reminders);
-    for (int i = 0; i < shown; i++) rs->reminders[rs->n_reminders++] = reminder_of(a, r, i);
+    for (int i = 0; i < shown; i++) rs->reminders[rs->n_reminders++] = qry_reminder_of(a, r, i);
     if (rows > size) rs->next_page_token = next_token(a, r, shown - 1, 10, sort);
     PQclear(r);
     *resp = &rs->base;
@@ -597,34 +545,96 @@ static int list_notifications(grpcx_call *c, const ProtobufCMessage *req, Protob
     snprintf(limit, sizeof limit, "%d", size + 1);
     w.params[w.n++] = limit;
     char *sql = arena_printf(a,
-                             "select n.id::text, n.notification_id, n.subject, n.body, coalesce(n.task_id::text, ''),"
-                             " (extract(epoch from n.created_at) * 1000000)::bigint,"
-                             " (extract(epoch from n.read_at) * 1000000)::bigint, n.version, %s as page_key"
-                             " from read.notifications n%s order by n.created_at desc, n.id desc limit $%d",
-                             qry_sort_text(QRY_SORT_CREATED_AT), w.sql, w.n);
+                             "%s, %s as page_key from read.notifications n%s order by n.created_at desc, n.id desc"
+                             " limit $%d",
+                             qry_notification_select, qry_sort_text(QRY_SORT_CREATED_AT), w.sql, w.n);
     PGresult *r = pgx_exec(t->pg, sql, w.n, w.params, err);
     if (r == NULL) return read_failed("listing notifications", err);
     Todo__V1__ListNotificationsResponse *rs = arena_alloc(a, sizeof *rs);
     todo__v1__list_notifications_response__init(rs);
     int rows = PQntuples(r), shown = rows > size ? size : rows;
     rs->notifications = arena_alloc(a, (size_t)(shown + 1) * sizeof *rs->notifications);
-    for (int i = 0; i < shown; i++) {
-        Todo__V1__Notification *m = arena_alloc(a, sizeof *m);
-        todo__v1__notification__init(m);
-        m->id = arena_strdup(a, PQgetvalue(r, i, 0));
-        m->notification_id = arena_strdup(a, PQgetvalue(r, i, 1));
-        m->subject = arena_strdup(a, PQgetvalue(r, i, 2));
-        m->body = arena_strdup(a, PQgetvalue(r, i, 3));
-        m->task_id = arena_strdup(a, PQgetvalue(r, i, 4));
-        m->created_at = ts_of(a, r, i, 5);
-        m->read_at = ts_of(a, r, i, 6);
-        m->version = strtoll(PQgetvalue(r, i, 7), NULL, 10);
-        rs->notifications[rs->n_notifications++] = m;
-    }
+    for (int i = 0; i < shown; i++) rs->notifications[rs->n_notifications++] = qry_notification_of(a, r, i);
     if (rows > size) rs->next_page_token = next_token(a, r, shown - 1, 8, sort);
     PQclear(r);
     *resp = &rs->base;
     return TODO_OK;
+}
+
+/* The caller's feed position after which a WatchUpdates stream starts
+ * (feed.updates: migration 0025). */
+static int watch_start_position(grpcx_call *c, qry_thread *t, const char *user,
+                                const Todo__V1__WatchUpdatesRequest *rq, int64_t *after, todo_err *err)
+{
+    const char *p[3] = {user};
+    PGresult *r = pgx_exec(t->pg, "select coalesce((select position from feed.heads where user_id = $1), 0)", 1, p, err);
+    if (r == NULL) return read_failed("reading the update feed", err);
+    int64_t head = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    if (rq->consistency_token[0] != '\0') {
+        char id[37], version[24];
+        int64_t want;
+        int rc;
+        if ((rc = ctoken_decode(&t->cfg->token_key, user, rq->consistency_token, id, &want, err)) != 0) return rc;
+        if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;
+        snprintf(version, sizeof version, "%" PRId64, want);
+        p[1] = id;
+        p[2] = version;
+        if ((r = pgx_exec(t->pg,
+                          "select position from feed.updates where user_id = $1 and entity_id = $2::uuid"
+                          " and version = $3::bigint",
+                          3, p, err)) == NULL)
+            return read_failed("reading the update feed", err);
+        bool found = PQntuples(r) > 0;
+        if (found) *after = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        PQclear(r);
+        if (!found)
+            return todo_err_set(err, TODO_ERANGE,
+                                "consistency_token: the feed no longer keeps the change it names (or never did:"
+                                " it is older than the feed); read the current state again and watch from now");
+        return TODO_OK;
+    }
+    if (rq->after_position == 0) {
+        *after = head;
+        return TODO_OK;
+    }
+    if (rq->after_position > head)
+        return todo_err_set(err, TODO_ERANGE, "after_position: %" PRId64 " is ahead of the feed (its last position is %" PRId64 ")",
+                            rq->after_position, head);
+    *after = rq->after_position;
+    if (rq->after_position == head) return TODO_OK;
+    char next[24];
+    snprintf(next, sizeof next, "%" PRId64, rq->after_position + 1);
+    p[1] = next;
+    if ((r = pgx_exec(t->pg, "select 1 from feed.updates where user_id = $1 and position = $2::bigint", 2, p, err)) ==
+        NULL)
+        return read_failed("reading the update feed", err);
+    bool kept = PQntuples(r) > 0;
+    PQclear(r);
+    if (!kept)
+        return todo_err_set(err, TODO_ERANGE,
+                            "after_position: the feed no longer keeps the updates after %" PRId64
+                            " (TODO_FEED_RETENTION_HOURS); read the current state again and watch from now",
+                            rq->after_position);
+    return TODO_OK;
+}
+
+static int watch_updates(grpcx_call *c, const ProtobufCMessage *req, grpcx_server_stream *st, todo_err *err)
+{
+    const Todo__V1__WatchUpdatesRequest *rq = (const Todo__V1__WatchUpdatesRequest *)req;
+    qry_thread *t = grpcx_call_state(c);
+    char user[AUTH_USER_MAX];
+    int64_t after = 0;
+    int rc;
+
+    if ((rc = begin(c, t, user, err)) != 0) return rc;
+    if (rq->after_position < 0)
+        return todo_err_set(err, TODO_EINVAL, "after_position: must be 0 (from now) or a position, got %" PRId64,
+                            rq->after_position);
+    if (rq->after_position > 0 && rq->consistency_token[0] != '\0')
+        return todo_err_set(err, TODO_EINVAL, "give after_position or consistency_token, not both");
+    if ((rc = watch_start_position(c, t, user, rq, &after, err)) != 0) return rc;
+    return qry_watch_add(t->watch, st, user, after, err);
 }
 
 int qry_service_register(grpcx_server *s, todo_err *err)
@@ -636,6 +646,7 @@ int qry_service_register(grpcx_server *s, todo_err *err)
         {"GetTaskStats", get_task_stats},
         {"ListReminders", list_reminders},
         {"ListNotifications", list_notifications},
+        {"WatchUpdates", NULL, watch_updates},
     };
     return grpcx_server_add_service(s, &todo__v1__task_query_service__descriptor, methods,
                                     sizeof methods / sizeof methods[0], err);

@@ -16,12 +16,14 @@
 #include "config.h"
 #include "grpcx.h"
 #include "qry_batch.h"
+#include "qry_watch.h"
 
 /* What the workers share: the settings and the batchers of GetTask and
  * ListTasks (first pages in the default order, no filter). */
 typedef struct qry_app {
     const todo_config *cfg;
     qry_batch *gets, *lists; /* TODO_QUERY_BATCH reads per statement */
+    qry_watch *watch;        /* the WatchUpdates streams */
 } qry_app;
 
 int qry_service_register(grpcx_server *s, todo_err *err);

@@ -41,6 +41,10 @@ want='"consistencyToken"' check "notification preferences (the README tour)" "$G
   "$C" todo.v1.TaskCommandService/SetNotificationPreferences
 want='{' check "the inbox (the README tour)" "$GRPCURL" -plaintext -H "authorization: Bearer $TOKEN" \
   -d '{"unread_only": true}' "$Q" todo.v1.TaskQueryService/ListNotifications
+want='"keepAlive"' check "live updates (the README tour)" timeout 3 "$GRPCURL" -plaintext \
+  -H "authorization: Bearer $TOKEN" -d '{"after_position": 0}' "$Q" todo.v1.TaskQueryService/WatchUpdates
+want="rpc WatchUpdates ( .todo.v1.WatchUpdatesRequest ) returns ( stream .todo.v1.Update )" \
+  check "describe the stream" "$GRPCURL" -plaintext "$Q" describe todo.v1.TaskQueryService
 want="webhook_url: must start with" check "notification preferences refused" "$GRPCURL" -plaintext \
   -H "authorization: Bearer $TOKEN" -d '{"webhook_url": "ftp://example.com"}' \
   "$C" todo.v1.TaskCommandService/SetNotificationPreferences

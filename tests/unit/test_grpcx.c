@@ -54,6 +54,35 @@ static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage
     return TODO_OK;
 }
 
+/* WatchUpdates, as a test stream: after_position n > 0 queues updates 1..n
+ * at once (and tries one more than the buffer takes when n is
+ * GRPCX_STREAM_BUFFER + 1), then the stream is held open in `held` for the
+ * test to go on with; -1 refuses the stream. */
+static grpcx_server_stream *held;
+static atomic_int stream_events, over_sends; /* on_event calls; send results past the buffer */
+
+static void count_event(void *ctx)
+{
+    (void)ctx;
+    atomic_fetch_add(&stream_events, 1);
+}
+
+static int watch_updates(grpcx_call *c, const ProtobufCMessage *req, grpcx_server_stream *st, todo_err *err)
+{
+    (void)c;
+    const Todo__V1__WatchUpdatesRequest *rq = (const Todo__V1__WatchUpdatesRequest *)req;
+    if (rq->after_position < 0) return todo_err_set(err, TODO_EPRECOND, "this stream is refused");
+    for (int64_t i = 1; i <= rq->after_position; i++) {
+        Todo__V1__Update u = TODO__V1__UPDATE__INIT;
+        u.position = i;
+        int rc = grpcx_server_stream_send(st, &u.base);
+        if (i > GRPCX_STREAM_BUFFER) atomic_store(&over_sends, rc);
+    }
+    grpcx_server_stream_on_event(st, count_event, NULL);
+    held = st;
+    return TODO_OK;
+}
+
 static void *thread_init(void *app, int index)
 {
     (void)app;
@@ -75,10 +104,12 @@ static int serve(void **state, const grpcx_server_opts *opts, bool channel)
 {
     fixture *f = calloc(1, sizeof *f);
     todo_err err;
-    static const grpcx_method methods[] = {{"GetTask", get_task}};
+    static const grpcx_method methods[] = {{"GetTask", get_task}, {"WatchUpdates", NULL, watch_updates}};
     f->srv = grpcx_server_new(opts, &err);
     assert_non_null(f->srv);
-    assert_int_equal(grpcx_server_add_service(f->srv, &todo__v1__task_query_service__descriptor, methods, 1, &err), 0);
+    held = NULL;
+    atomic_store(&stream_events, 0);
+    assert_int_equal(grpcx_server_add_service(f->srv, &todo__v1__task_query_service__descriptor, methods, 2, &err), 0);
     assert_int_equal(grpcx_server_start(f->srv, "127.0.0.1:0", &err), 0);
     if (channel) {
         char target[64];
@@ -106,6 +137,13 @@ static int authenticate(grpcx_call *c, todo_err *err)
 }
 
 static int setup_guarded(void **state) { return setup_with(state, 1 << 20, authenticate); }
+
+/* One worker: while it runs a handler, no completion is taken. */
+static int setup_one_worker(void **state)
+{
+    grpcx_server_opts opts = {.threads = 1, .max_message_bytes = 1 << 20, .component = "test"};
+    return serve(state, &opts, true);
+}
 
 static int setup(void **state) { return setup_with(state, 1 << 20, NULL); }
 static int setup_small(void **state) { return setup_with(state, 1024, NULL); }
@@ -428,6 +466,128 @@ static void health_watch_ends_at_shutdown(void **state)
     grpcx_stream_close(st);
 }
 
+/* ---- application server streams ---- */
+
+static grpcx_stream *open_updates(fixture *f, int64_t n)
+{
+    Todo__V1__WatchUpdatesRequest rq = TODO__V1__WATCH_UPDATES_REQUEST__INIT;
+    grpcx_result res;
+    rq.after_position = n;
+    grpcx_stream *st = grpcx_stream_open(f->ch, "/todo.v1.TaskQueryService/WatchUpdates", &rq.base, NULL, 0, &res);
+    assert_non_null(st);
+    return st;
+}
+
+/* The next update's position, 0 when the stream ended (res), -1 when
+ * nothing came within 5 s. */
+static int64_t next_position(grpcx_stream *st, grpcx_result *res)
+{
+    ProtobufCMessage *m;
+    int got = grpcx_stream_next(st, &todo__v1__update__descriptor, 5000, &m, res);
+    if (got <= 0) return got;
+    int64_t pos = ((Todo__V1__Update *)m)->position;
+    protobuf_c_message_free_unpacked(m, NULL);
+    return pos;
+}
+
+/* Waits (5 s at most) for the handler to hold its stream. */
+static void wait_held(void)
+{
+    for (int i = 0; i < 500 && held == NULL; i++) usleep(10000);
+    assert_non_null(held);
+}
+
+/* Messages arrive in the order sent, then the status the handler ends
+ * with, after every queued message. */
+static void a_server_stream_sends_in_order_then_its_status(void **state)
+{
+    fixture *f = *state;
+    grpcx_result res;
+    grpcx_stream *st = open_updates(f, 3);
+    wait_held();
+    grpcx_server_stream_end(held, TODO_ERANGE, "position 3 was the last");
+    assert_int_equal(grpcx_server_stream_send(held, &(Todo__V1__Update)TODO__V1__UPDATE__INIT.base), TODO_EUNAVAIL);
+    grpcx_server_stream_release(held);
+    for (int64_t want = 1; want <= 3; want++) assert_int_equal(next_position(st, &res), want);
+    assert_int_equal(next_position(st, &res), 0);
+    assert_int_equal(res.code, GRPC_STATUS_OUT_OF_RANGE);
+    assert_string_equal(res.message, "position 3 was the last");
+    grpcx_stream_close(st);
+}
+
+/* A handler's error is the stream's status; nothing is held. */
+static void a_refused_server_stream_ends_with_the_handlers_status(void **state)
+{
+    fixture *f = *state;
+    grpcx_result res;
+    grpcx_stream *st = open_updates(f, -1);
+    assert_int_equal(next_position(st, &res), 0);
+    assert_int_equal(res.code, GRPC_STATUS_FAILED_PRECONDITION);
+    assert_string_equal(res.message, "this stream is refused");
+    assert_null(held);
+    grpcx_stream_close(st);
+}
+
+/* The buffer takes GRPCX_STREAM_BUFFER messages: one more is refused
+ * (TODO_ETOOBIG) while none can go out (the one worker is in the handler);
+ * the client then gets all that were taken, and the handler hears of each
+ * message sent. */
+static void a_full_server_stream_buffer_refuses_more(void **state)
+{
+    fixture *f = *state;
+    grpcx_result res;
+    atomic_store(&over_sends, 1);
+    grpcx_stream *st = open_updates(f, GRPCX_STREAM_BUFFER + 1);
+    wait_held();
+    assert_int_equal(atomic_load(&over_sends), TODO_ETOOBIG);
+    for (int64_t want = 1; want <= GRPCX_STREAM_BUFFER; want++) assert_int_equal(next_position(st, &res), want);
+    for (int i = 0; i < 500 && grpcx_server_stream_pending(held) != 0; i++) usleep(10000);
+    assert_int_equal(grpcx_server_stream_pending(held), 0);
+    assert_true(atomic_load(&stream_events) > 0);
+    grpcx_server_stream_end(held, TODO_OK, "");
+    grpcx_server_stream_release(held);
+    assert_int_equal(next_position(st, &res), 0);
+    assert_int_equal(res.code, GRPC_STATUS_OK);
+    grpcx_stream_close(st);
+}
+
+/* A client that leaves: the handler is told, and sends are refused. */
+static void a_client_leaving_a_server_stream_is_told_to_its_handler(void **state)
+{
+    fixture *f = *state;
+    grpcx_result res;
+    grpcx_stream *st = open_updates(f, 1);
+    wait_held();
+    assert_int_equal(next_position(st, &res), 1);
+    int before = atomic_load(&stream_events);
+    grpcx_stream_close(st);
+    for (int i = 0; i < 500 && grpcx_server_stream_pending(held) >= 0; i++) usleep(10000);
+    assert_int_equal(grpcx_server_stream_pending(held), -1);
+    assert_true(atomic_load(&stream_events) > before);
+    Todo__V1__Update u = TODO__V1__UPDATE__INIT;
+    assert_int_equal(grpcx_server_stream_send(held, &u.base), TODO_EUNAVAIL);
+    grpcx_server_stream_release(held);
+}
+
+/* At shutdown an open stream sends what it queued, then ends with
+ * UNAVAILABLE; the handler lets go of it afterwards. */
+static void server_streams_end_at_shutdown(void **state)
+{
+    fixture *f = *state;
+    grpcx_result res;
+    grpcx_stream *st = open_updates(f, 2);
+    wait_held();
+    grpcx_server_shutdown(f->srv, 30000);
+    assert_int_equal(next_position(st, &res), 1);
+    assert_int_equal(next_position(st, &res), 2);
+    assert_int_equal(next_position(st, &res), 0);
+    assert_int_equal(res.code, GRPC_STATUS_UNAVAILABLE);
+    assert_string_equal(res.message, "the server is shutting down");
+    assert_int_equal(grpcx_server_stream_pending(held), -1);
+    grpcx_server_stream_release(held);
+    grpcx_stream_close(st);
+}
+
 /* A server that takes one call at a time per connection (max_streams 1):
  * three concurrent calls on one channel all succeed, one after the other. */
 static int setup_one_stream(void **state)
@@ -574,6 +734,8 @@ static void status_mapping_covers_every_todo_status(void **state)
     assert_int_equal(grpcx_status_of(TODO_EDEADLINE), GRPC_STATUS_DEADLINE_EXCEEDED);
     assert_int_equal(grpcx_status_of(TODO_EDENIED), GRPC_STATUS_PERMISSION_DENIED);
     assert_int_equal(grpcx_status_of(TODO_ETOOBIG), GRPC_STATUS_RESOURCE_EXHAUSTED);
+    assert_int_equal(grpcx_status_of(TODO_ELOCKED), GRPC_STATUS_ABORTED);
+    assert_int_equal(grpcx_status_of(TODO_ERANGE), GRPC_STATUS_OUT_OF_RANGE);
     assert_int_equal(grpcx_status_of(-99), GRPC_STATUS_INTERNAL);
     assert_string_equal(grpcx_code_name(GRPC_STATUS_UNAUTHENTICATED), "UNAUTHENTICATED");
     assert_string_equal(grpcx_code_name((grpc_status_code)99), "UNKNOWN");
@@ -667,6 +829,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(health_names_the_dependency_that_is_down, setup, teardown),
         cmocka_unit_test_setup_teardown(health_watch_streams_every_change, setup, teardown),
         cmocka_unit_test_setup_teardown(health_watch_ends_at_shutdown, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_server_stream_sends_in_order_then_its_status, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_refused_server_stream_ends_with_the_handlers_status, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_full_server_stream_buffer_refuses_more, setup_one_worker, teardown),
+        cmocka_unit_test_setup_teardown(a_client_leaving_a_server_stream_is_told_to_its_handler, setup, teardown),
+        cmocka_unit_test_setup_teardown(server_streams_end_at_shutdown, setup, teardown),
         cmocka_unit_test_setup_teardown(callers_are_authenticated_before_decoding, setup_guarded, teardown),
         cmocka_unit_test_setup_teardown(hostile_bodies_are_refused_without_harm, setup_guarded, teardown),
         cmocka_unit_test_setup_teardown(client_deadlines_are_enforced, setup, teardown),
