@@ -412,6 +412,11 @@ static void a_due_reminder_reaches_the_user_by_email_and_signed_webhook(void **s
     char *auth = harness_bearer(user, 600, NULL);
     grpcx_result res;
     assert_int_equal(preferences(auth, email, url, "Europe/Berlin", "", "", 0, NULL, &res), GRPC_STATUS_OK);
+    /* The chatbot watches the user's updates from before the task exists. */
+    Todo__V1__WatchUpdatesRequest wr = TODO__V1__WATCH_UPDATES_REQUEST__INIT;
+    grpcx_stream *watch = grpcx_stream_open(harness_svc.qry, "/todo.v1.TaskQueryService/WatchUpdates", &wr.base, auth,
+                                            0, &res);
+    assert_non_null(watch);
     char *t = new_task(auth, "renew the passport \xc3\xa9t\xc3\xa9");
     Todo__V1__ReminderChannel all[] = {TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_EMAIL,
                                        TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_PUSH,
@@ -460,6 +465,29 @@ static void a_due_reminder_reaches_the_user_by_email_and_signed_webhook(void **s
     ls = inbox(auth, false, NULL);
     assert_int_equal(ls->n_notifications, 1);
     protobuf_c_message_free_unpacked(&ls->base, NULL);
+    /* The open stream told of it once, as the inbox shows it, after the
+     * reminder's firing. */
+    int notices = 0, fired = 0;
+    for (;;) {
+        ProtobufCMessage *m;
+        int got_one = grpcx_stream_next(watch, &todo__v1__update__descriptor, notices > 0 ? 500 : 10000, &m, &res);
+        if (got_one <= 0) break;
+        const Todo__V1__Update *u = (const Todo__V1__Update *)m;
+        if (u->item_case == TODO__V1__UPDATE__ITEM_REMINDER && strcmp(u->event_type, "reminder.triggered") == 0) {
+            assert_int_equal(u->reminder->status, TODO__V1__REMINDER_STATUS__REMINDER_STATUS_FIRED);
+            fired++;
+        }
+        if (u->item_case == TODO__V1__UPDATE__ITEM_NOTIFICATION) {
+            assert_string_equal(u->event_type, "inbox.entry_added");
+            assert_int_equal(fired, 1);
+            assert_string_equal(u->notification->id, entry);
+            assert_non_null(strstr(u->notification->subject, "renew the passport"));
+            notices++;
+        }
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    assert_int_equal(notices, 1);
+    grpcx_stream_close(watch);
 
     /* Read: the unread list waits for the command's token and is empty. */
     Todo__V1__MarkNotificationReadRequest mr = TODO__V1__MARK_NOTIFICATION_READ_REQUEST__INIT;
