@@ -44,7 +44,7 @@ int main(void)
         return 2;
     }
     log_set_level(cfg.log_level);
-    if (pgx_start_check("projector", cfg.pg_url, "read", !cfg.local) != 0) return 1; /* least privilege */
+    if (pgx_start_check("projector", cfg.pg_url, "read,feed", !cfg.local) != 0) return 1; /* least privilege */
     svc_signals_block(&sigs); /* before librdkafka starts its threads */
     metrics_server *metrics = metrics_start("todo-projector", cfg.metrics_addr);
     proj_loop_opts o = {.cfg = &cfg, .group = cfg.projector_group, .schema = "read", .should_stop = stop_on_signal,

@@ -18,7 +18,7 @@
 #include "todo/v1/events.pb-c.h"
 #include "topic_names.h"
 
-const char *const proj_source_topics[PROJ_N_SOURCE_TOPICS] = {TOPIC_TASKS, TOPIC_REMINDERS, TOPIC_USERS};
+const char *const proj_source_topics[PROJ_N_SOURCE_TOPICS] = {TOPIC_TASKS, TOPIC_REMINDERS, TOPIC_USERS, TOPIC_SAGA};
 
 typedef enum outcome { APPLIED, SKIPPED, DEAD } outcome;
 
@@ -366,6 +366,49 @@ static outcome plan_user(const Todo__V1__EventEnvelope *env, arena *a, planned *
     return DEAD;
 }
 
+/* True for an event claimed by its event id (plan_saga), not by its
+ * aggregate's version: the Redis fast path, which knows versions, is not
+ * asked about it. */
+static bool claimed_by_event_id(const Todo__V1__EventEnvelope *env)
+{
+    return strncmp(env->event_type, "saga.", 5) == 0 || strcmp(env->event_type, "recurring.task.generated") == 0;
+}
+
+/* saga.events.v1: saga.* events keep read.task_sagas (GetTaskActivity);
+ * recurring.task.generated changes nothing shown. A saga's events all carry
+ * aggregate version 1, so these are claimed by event id: each is applied
+ * once, and a state older than the one shown never replaces it. */
+static outcome plan_saga(const Todo__V1__EventEnvelope *env, arena *a, planned *p, const char **why)
+{
+    if (!text_is_uuid(env->event_id)) {
+        *why = "saga event id is not a UUID";
+        return DEAD;
+    }
+    plan_base(p, env, a, ts_text(a, env->time));
+    p->params[0] = env->event_id;
+    p->params[1] = "1";
+    if (strncmp(env->event_type, "saga.", 5) != 0) return APPLIED; /* recurring.task.generated */
+    Todo__V1__SagaEvent *ev = (Todo__V1__SagaEvent *)payload(env, &todo__v1__saga_event__descriptor, a, why);
+    if (ev == NULL) return DEAD;
+    if (ev->task_id[0] == '\0') return APPLIED; /* no task to show it on */
+    if (!text_is_uuid(ev->task_id) || !text_is_uuid(ev->saga_id)) {
+        *why = "saga event names a saga or task that is not a UUID";
+        return DEAD;
+    }
+    const char *extra[8] = {ev->saga_id, ev->task_id, env->user_id, ev->saga_type,
+                            arena_printf(a, "%d", (int)ev->status), ev->step, ev->error, env->event_type};
+    memcpy(p->params + 3, extra, sizeof extra);
+    p->n += 8;
+    p->write = "insert into task_sagas as s (saga_id, task_id, user_id, saga_type, status, step, error, last_event,"
+               " started_at, updated_at) select $4::uuid, $5::uuid, $6, $7, $8::smallint, $9, $10, $11,"
+               " $3::timestamptz, $3::timestamptz where" CLAIMED
+               " on conflict (saga_id) do update set status = excluded.status, step = excluded.step,"
+               " error = case when excluded.error <> '' then excluded.error else s.error end,"
+               " last_event = excluded.last_event, updated_at = excluded.updated_at"
+               " where s.updated_at <= excluded.updated_at";
+    return APPLIED;
+}
+
 /* Plans one decoded record: APPLIED (p holds its statement) or DEAD. */
 static outcome plan_record(const Todo__V1__EventEnvelope *env, arena *a, planned *p, const char **why)
 {
@@ -379,6 +422,7 @@ static outcome plan_record(const Todo__V1__EventEnvelope *env, arena *a, planned
     if (strncmp(t, "recurring_pattern.", 18) == 0) return plan_pattern(env, a, p, why);
     if (strncmp(t, "reminder.", 9) == 0) return plan_reminder(env, a, p, why);
     if (strncmp(t, "user.", 5) == 0 || strncmp(t, "inbox.", 6) == 0) return plan_user(env, a, p, why);
+    if (strncmp(t, "saga.", 5) == 0 || strcmp(t, "recurring.task.generated") == 0) return plan_saga(env, a, p, why);
     return plan_task_state(env, a, p, why);
 }
 
@@ -524,12 +568,12 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
         if (dead[i] != NULL) park_followers(msgs, n, dead, i);
     for (size_t i = 0; i < n; i++) {
         if (dead[i] != NULL) envs[i] = NULL;
-        else if (envs[i] != NULL) ids[n_ids++] = envs[i]->aggregate_id;
+        else if (envs[i] != NULL && !claimed_by_event_id(envs[i])) ids[n_ids++] = envs[i]->aggregate_id;
     }
     int64_t *versions = arena_calloc(a, (n_ids + 1) * sizeof *versions);
     proj_cache_lookup(cache, ids, n_ids, versions);
     for (size_t i = 0, k = 0; i < n; i++)
-        if (envs[i] != NULL) known[i] = versions[k++];
+        if (envs[i] != NULL && !claimed_by_event_id(envs[i])) known[i] = versions[k++];
     proj_cache_discard(cache);
 
     /* Plan each record: one statement, or dead, or known to Redis. */
@@ -566,7 +610,8 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
         st->skipped += out[i] == SKIPPED;
         st->dead += out[i] == DEAD;
         done[i] = out[i] != DEAD;
-        if (done[i]) proj_cache_note(cache, envs[i]->aggregate_id, envs[i]->aggregate_version);
+        if (done[i] && !claimed_by_event_id(envs[i]))
+            proj_cache_note(cache, envs[i]->aggregate_id, envs[i]->aggregate_version);
     }
     /* The batch's bookkeeping and the commit: a second round trip. */
     if (ps != NULL) {

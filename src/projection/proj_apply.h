@@ -21,7 +21,8 @@
  * queries), recurring_pattern.created (marks the template task) and
  * recurring_pattern.updated (nothing to show), and from reminders.events.v1
  * reminder.scheduled, .cancelled, .snoozed, .restored and .triggered
- * (read.reminders).
+ * (read.reminders), from users.events.v1 the inbox (read.notifications),
+ * and from saga.events.v1 each saga's latest state (read.task_sagas).
  *
  * Every committed batch also records its counters (projection_status)
  * and, per partition, the offset after its last record
@@ -42,7 +43,7 @@
 #include "todo_err.h"
 
 /* The topics the read model is projected from, in one consumer group. */
-#define PROJ_N_SOURCE_TOPICS 3
+#define PROJ_N_SOURCE_TOPICS 4
 extern const char *const proj_source_topics[PROJ_N_SOURCE_TOPICS];
 
 /* The advisory lock a batch holds shared and a rebuild's swap exclusively. */

@@ -5,7 +5,7 @@
  *
  * Loop (consume.h's, with the projector's applier): poll up to the batch
  * size from the source topics (proj_source_topics: tasks.events.v1,
- * reminders.events.v1) in the consumer group; apply the batch in one
+ * reminders.events.v1, users.events.v1, saga.events.v1) in the consumer group; apply the batch in one
  * database transaction (proj_apply); dead-letter the records that cannot be
  * applied and wait until the dead-letter topic acknowledged them; only then
  * commit the offsets. A crash anywhere re-delivers records that proj_apply

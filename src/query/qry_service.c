@@ -561,6 +561,54 @@ static int list_notifications(grpcx_call *c, const ProtobufCMessage *req, Protob
     return TODO_OK;
 }
 
+static int get_task_activity(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
+{
+    const Todo__V1__GetTaskActivityRequest *rq = (const Todo__V1__GetTaskActivityRequest *)req;
+    qry_thread *t = grpcx_call_state(c);
+    arena *a = grpcx_call_arena(c);
+    char user[AUTH_USER_MAX];
+    int rc;
+
+    if ((rc = begin(c, t, user, err)) != 0) return rc;
+    if (!text_is_uuid(rq->task_id)) return todo_err_set(err, TODO_EINVAL, "task_id: must be a UUID");
+    if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;
+    const char *p[2] = {rq->task_id, user};
+    PGresult *r = pgx_exec(t->pg,
+                           "select s.saga_id::text, s.saga_type, s.status, s.step, s.error, s.last_event,"
+                           " (extract(epoch from s.started_at) * 1000000)::bigint,"
+                           " (extract(epoch from s.updated_at) * 1000000)::bigint"
+                           " from read.tasks k left join read.task_sagas s on s.task_id = k.id and s.user_id = k.user_id"
+                           " where k.id = $1::uuid and k.user_id = $2 and not k.deleted"
+                           " order by s.started_at, s.saga_id",
+                           2, p, err);
+    if (r == NULL) return read_failed("reading the task's activity", err);
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return todo_err_set(err, TODO_ENOTFOUND, "task %s not found", rq->task_id);
+    }
+    Todo__V1__TaskActivity *rs = arena_alloc(a, sizeof *rs);
+    todo__v1__task_activity__init(rs);
+    rs->task_id = arena_strdup(a, rq->task_id);
+    rs->sagas = arena_alloc(a, (size_t)PQntuples(r) * sizeof *rs->sagas);
+    for (int i = 0; i < PQntuples(r); i++) {
+        if (PQgetisnull(r, i, 0)) continue; /* the task, without sagas */
+        Todo__V1__SagaSummary *m = arena_alloc(a, sizeof *m);
+        todo__v1__saga_summary__init(m);
+        m->saga_id = arena_strdup(a, PQgetvalue(r, i, 0));
+        m->saga_type = arena_strdup(a, PQgetvalue(r, i, 1));
+        m->status = (Todo__V1__SagaStatus)atoi(PQgetvalue(r, i, 2));
+        m->step = arena_strdup(a, PQgetvalue(r, i, 3));
+        m->error = arena_strdup(a, PQgetvalue(r, i, 4));
+        m->last_event = arena_strdup(a, PQgetvalue(r, i, 5));
+        m->started_at = qry_ts_of(a, r, i, 6);
+        m->updated_at = qry_ts_of(a, r, i, 7);
+        rs->sagas[rs->n_sagas++] = m;
+    }
+    PQclear(r);
+    *resp = &rs->base;
+    return TODO_OK;
+}
+
 /* The caller's feed position after which a WatchUpdates stream starts
  * (feed.updates: migration 0025). */
 static int watch_start_position(grpcx_call *c, qry_thread *t, const char *user,
@@ -647,6 +695,7 @@ int qry_service_register(grpcx_server *s, todo_err *err)
         {"ListReminders", list_reminders},
         {"ListNotifications", list_notifications},
         {"WatchUpdates", NULL, watch_updates},
+        {"GetTaskActivity", get_task_activity},
     };
     return grpcx_server_add_service(s, &todo__v1__task_query_service__descriptor, methods,
                                     sizeof methods / sizeof methods[0], err);

@@ -165,6 +165,7 @@ static int events_of(arena *a, const saga_record *r, const char *user, const sag
         se.step = (char *)(ev[i].step != NULL ? ev[i].step : "");
         se.attempt = ev[i].attempt;
         se.error = (char *)(ev[i].error != NULL ? ev[i].error : "");
+        se.task_id = (char *)(task != NULL ? task : "");
         text_uuid_v4(event_id);
         event_meta m = {.event_id = event_id, .event_type = arena_printf(a, "saga.%s", ev[i].what),
                         .source = "todo-saga", .time_us = event_now_us(), .user_id = user, .aggregate_type = "saga",

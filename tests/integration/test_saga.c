@@ -28,6 +28,7 @@
 #include "text.h"
 #include "todo/v1/command.pb-c.h"
 #include "todo/v1/events.pb-c.h"
+#include "todo/v1/query.pb-c.h"
 
 static pid_t saga1, saga2;
 
@@ -315,6 +316,25 @@ static int notification_events(const char *id, const char *type, int expect)
     return harness_count("notifications.commands.v1", is_saga_event, &w, expect, 20000);
 }
 
+/* The task's activity (GetTaskActivity) once its one saga shows status
+ * (20 s at most; the last answer otherwise). */
+static Todo__V1__TaskActivity *activity(const char *auth, const char *task_id, Todo__V1__SagaStatus status)
+{
+    Todo__V1__GetTaskActivityRequest rq = TODO__V1__GET_TASK_ACTIVITY_REQUEST__INIT;
+    rq.task_id = (char *)task_id;
+    Todo__V1__TaskActivity *a = NULL;
+    long long until = harness_now_ms() + 20000;
+    for (;;) {
+        grpcx_result res;
+        if (a != NULL) protobuf_c_message_free_unpacked(&a->base, NULL);
+        assert_int_equal(grpcx_unary(harness_svc.qry, "/todo.v1.TaskQueryService/GetTaskActivity", &rq.base,
+                                     &todo__v1__task_activity__descriptor, auth, 10000, (ProtobufCMessage **)&a, &res),
+                         GRPC_STATUS_OK);
+        if ((a->n_sagas == 1 && a->sagas[0]->status == status) || harness_now_ms() > until) return a;
+        harness_sleep_ms(100);
+    }
+}
+
 static void completing_a_recurring_task_runs_the_whole_saga(void **state)
 {
     (void)state;
@@ -367,6 +387,15 @@ static void completing_a_recurring_task_runs_the_whole_saga(void **state)
     assert_int_equal(notification_events(saga, "notification.requested", 1), 1);
     assert_int_equal(notification_events(saga, "notification.sent", 1), 1);
     assert_int_equal(harness_scalar(harness_db, "select count(*) from saga.outbox where aggregate_id = $1", saga), 0);
+    /* The query API shows the outcome on the task. */
+    Todo__V1__TaskActivity *act = activity(auth, t, TODO__V1__SAGA_STATUS__SAGA_STATUS_COMPLETED);
+    assert_int_equal(act->n_sagas, 1);
+    assert_string_equal(act->sagas[0]->saga_id, saga);
+    assert_string_equal(act->sagas[0]->saga_type, "task_completion");
+    assert_int_equal(act->sagas[0]->status, TODO__V1__SAGA_STATUS__SAGA_STATUS_COMPLETED);
+    assert_string_equal(act->sagas[0]->last_event, "saga.completed");
+    assert_string_equal(act->sagas[0]->error, "");
+    protobuf_c_message_free_unpacked(&act->base, NULL);
     free(t);
     free(pattern);
     free(r1);
@@ -496,6 +525,23 @@ static void a_step_failing_for_good_is_compensated(void **state)
     until = harness_now_ms() + 20000;
     while (harness_now_ms() < until && harness_scalar(harness_db, told, user) == 0) harness_sleep_ms(100);
     assert_int_equal(harness_scalar(harness_db, told, user), 1);
+    /* And the query API shows it on the task: compensated, and why. */
+    Todo__V1__TaskActivity *act = activity(auth, t, TODO__V1__SAGA_STATUS__SAGA_STATUS_COMPENSATED);
+    assert_int_equal(act->n_sagas, 1);
+    assert_string_equal(act->sagas[0]->saga_id, saga);
+    assert_int_equal(act->sagas[0]->status, TODO__V1__SAGA_STATUS__SAGA_STATUS_COMPENSATED);
+    assert_string_equal(act->sagas[0]->last_event, "saga.compensated");
+    assert_non_null(strstr(act->sagas[0]->error, "next_occurrence"));
+    protobuf_c_message_free_unpacked(&act->base, NULL);
+    /* Another user's task is not found. */
+    char *other = harness_bearer("someone-else", 600, NULL);
+    Todo__V1__GetTaskActivityRequest rq = TODO__V1__GET_TASK_ACTIVITY_REQUEST__INIT;
+    rq.task_id = t;
+    grpcx_result res;
+    assert_int_equal(grpcx_unary(harness_svc.qry, "/todo.v1.TaskQueryService/GetTaskActivity", &rq.base,
+                                 &todo__v1__task_activity__descriptor, other, 10000, (ProtobufCMessage **)&act, &res),
+                     GRPC_STATUS_NOT_FOUND);
+    free(other);
     free(t);
     free(r1);
     free(saga);
