@@ -142,6 +142,7 @@ static const event_schema schemas[] = {
     {"notification.requested", 1, "todo.v1.SendNotification", "todo-saga"},
     {"notification.sent", 1, "todo.v1.NotificationSent", "todo-saga"},
     {"notification.failed", 1, "todo.v1.NotificationFailed", "todo-saga"},
+    {"notification.delivered", 1, "todo.v1.NotificationDelivered", "todo-saga"},
     {"recurring_pattern.created", 1, "todo.v1.RecurringPatternCreated", "todo-command"},
     {"recurring_pattern.updated", 1, "todo.v1.RecurringPatternUpdated", "todo-command"},
     {"user.notification_preferences_set", 1, "todo.v1.NotificationPreferencesSet", "todo-command"},

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "arena.h"
@@ -27,13 +28,12 @@
 
 /* ---- channels ---- */
 
-static saga_notify_result log_send(void *ctx, const Todo__V1__SendNotification *n, const char *address, char *err,
-                                   size_t cap)
+static saga_notify_result log_send(void *ctx, const Todo__V1__SendNotification *n, const char *address,
+                                   saga_notify_outcome *out)
 {
     (void)ctx;
     (void)address;
-    (void)err;
-    (void)cap;
+    (void)out;
     /* Who and what are personal: only at debug level (docs/SECURITY.md). */
     log_info("notify", "notification", "id=%s channel=%s", n->notification_id, n->channel);
     log_debug("notify", "notification content", "id=%s recipient=%s subject=\"%s\" body=\"%s\"", n->notification_id,
@@ -50,6 +50,44 @@ static size_t discard(char *p, size_t size, size_t n, void *ctx)
 {
     (void)p;
     (void)ctx;
+    return size * n;
+}
+
+/* A transport failure's code (libcurl's error). */
+static const char *curl_code(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_OPERATION_TIMEDOUT: return "timeout";
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT: return "unreachable";
+    case CURLE_OUT_OF_MEMORY: return "internal";
+    default: return "server_error";
+    }
+}
+
+/* The value of an answer header line "name: value" when it is name
+ * (case-insensitive), trimmed, into out (cap bytes). */
+static void header_value(const char *line, size_t len, const char *name, char *out, size_t cap)
+{
+    size_t nl = strlen(name);
+    if (len <= nl || strncasecmp(line, name, nl) != 0 || line[nl] != ':') return;
+    const char *v = line + nl + 1, *e = line + len;
+    while (v < e && (*v == ' ' || *v == '\t')) v++;
+    while (e > v && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' ')) e--;
+    size_t k = 0;
+    for (; v < e && k + 1 < cap; v++)
+        if (*v > 0x20 && *v < 0x7f) out[k++] = *v; /* printable, one token */
+    out[k] = '\0';
+}
+
+/* CURLOPT_HEADERFUNCTION of a webhook: the receiver's message id. */
+static size_t webhook_header(char *p, size_t size, size_t n, void *ctx)
+{
+    saga_notify_outcome *out = ctx;
+    char id[256] = "";
+    header_value(p, size * n, "X-Message-Id", id, sizeof id);
+    if (id[0] == '\0') header_value(p, size * n, "Message-Id", id, sizeof id);
+    if (id[0] != '\0') snprintf(out->message_id, sizeof out->message_id, "%s", id);
     return size * n;
 }
 
@@ -82,8 +120,8 @@ void saga_notify_signature(const char *secret, long long ts, const char *body, c
     out[at] = '\0';
 }
 
-static saga_notify_result webhook_send(void *ctx, const Todo__V1__SendNotification *n, const char *url, char *err,
-                                       size_t cap)
+static saga_notify_result webhook_send(void *ctx, const Todo__V1__SendNotification *n, const char *url,
+                                       saga_notify_outcome *out)
 {
     const char *secret = ctx;
     json_t *body = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "notification_id", n->notification_id, "recipient",
@@ -95,7 +133,8 @@ static saga_notify_result webhook_send(void *ctx, const Todo__V1__SendNotificati
     if (text == NULL || c == NULL) {
         free(text);
         if (c != NULL) curl_easy_cleanup(c);
-        snprintf(err, cap, "out of memory");
+        snprintf(out->error, sizeof out->error, "out of memory");
+        out->code = "internal";
         return SAGA_NOTIFY_RETRY;
     }
     char key[200], sig[96 + 20];
@@ -116,6 +155,8 @@ static saga_notify_result webhook_send(void *ctx, const Todo__V1__SendNotificati
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, webhook_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, out);
     CURLcode rc = curl_easy_perform(c);
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
@@ -123,11 +164,16 @@ static saga_notify_result webhook_send(void *ctx, const Todo__V1__SendNotificati
     curl_easy_cleanup(c);
     free(text);
     if (rc != CURLE_OK) {
-        snprintf(err, cap, "webhook: %s", curl_easy_strerror(rc));
+        snprintf(out->error, sizeof out->error, "webhook: %s", curl_easy_strerror(rc));
+        out->code = curl_code(rc);
         return SAGA_NOTIFY_RETRY;
     }
-    if (status >= 200 && status < 300) return SAGA_NOTIFY_SENT;
-    snprintf(err, cap, "webhook answered HTTP %ld", status);
+    if (status >= 200 && status < 300) {
+        if (out->message_id[0] == '\0') snprintf(out->message_id, sizeof out->message_id, "%s", n->notification_id);
+        return SAGA_NOTIFY_SENT;
+    }
+    snprintf(out->error, sizeof out->error, "webhook answered HTTP %ld", status);
+    out->code = status == 429 ? "rate_limited" : status == 408 ? "timeout" : status >= 500 ? "server_error" : "rejected";
     return status == 408 || status == 429 || status >= 500 ? SAGA_NOTIFY_RETRY : SAGA_NOTIFY_FAIL;
 }
 
@@ -176,6 +222,14 @@ static void put_address(buf *b, const char *a)
     put(b, ">", 1);
 }
 
+void saga_notify_message_id(const Todo__V1__SendNotification *n, char *out, size_t cap)
+{
+    size_t k = 0;
+    for (const char *c = n->notification_id; *c != '\0' && k + 6 < cap; c++)
+        if ((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || *c == '-') out[k++] = *c;
+    snprintf(out + k, cap - k, "@todo");
+}
+
 char *saga_notify_mail(const char *from, const char *to, const Todo__V1__SendNotification *n, long long now)
 {
     buf b = {0};
@@ -189,10 +243,11 @@ char *saga_notify_mail(const char *from, const char *to, const Todo__V1__SendNot
     put_address(&b, from);
     puts_(&b, "\r\nTo: ");
     put_address(&b, to);
+    char mid[256];
+    saga_notify_message_id(n, mid, sizeof mid);
     puts_(&b, "\r\nMessage-ID: <");
-    for (const char *c = n->notification_id; *c != '\0'; c++)
-        if ((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || *c == '-') put(&b, c, 1);
-    puts_(&b, "@todo>\r\nSubject: =?UTF-8?B?");
+    puts_(&b, mid);
+    puts_(&b, ">\r\nSubject: =?UTF-8?B?");
     /* The subject as one base64 encoded word: any bytes, no line breaks. */
     size_t sl = strlen(n->subject);
     char *enc = malloc(4 * ((sl + 2) / 3) + 1);
@@ -227,7 +282,34 @@ typedef struct upload {
     size_t left;
     const saga_smtp *smtp;
     bool ended;
+    char last_ok[256]; /* the server's last 250 reply after the mail's end */
 } upload;
+
+/* CURLOPT_DEBUGFUNCTION of a mail: keeps the server's 250 reply to the
+ * mail's final "." (its queue id, when it names one). */
+static int smtp_reply(CURL *c, curl_infotype type, char *data, size_t len, void *ctx)
+{
+    (void)c;
+    upload *u = ctx;
+    if (type != CURLINFO_HEADER_IN || !u->ended || len < 4 || strncmp(data, "250", 3) != 0) return 0;
+    size_t k = len < sizeof u->last_ok - 1 ? len : sizeof u->last_ok - 1;
+    memcpy(u->last_ok, data, k);
+    while (k > 0 && (u->last_ok[k - 1] == '\r' || u->last_ok[k - 1] == '\n')) k--;
+    u->last_ok[k] = '\0';
+    return 0;
+}
+
+/* The queue id in a 250 reply ("250 2.0.0 Ok: queued as 4F3C2A1"), or NULL. */
+static const char *queue_id(const char *reply, char *out, size_t cap)
+{
+    const char *q = strstr(reply, "queued as ");
+    if (q == NULL) return NULL;
+    q += 10;
+    size_t k = 0;
+    for (; *q > 0x20 && *q < 0x7f && k + 1 < cap; q++) out[k++] = *q;
+    out[k] = '\0';
+    return k > 0 ? out : NULL;
+}
 
 static size_t read_mail(char *dst, size_t size, size_t n, void *ctx)
 {
@@ -243,8 +325,8 @@ static size_t read_mail(char *dst, size_t size, size_t n, void *ctx)
     return k;
 }
 
-static saga_notify_result email_send(void *ctx, const Todo__V1__SendNotification *n, const char *to, char *err,
-                                     size_t cap)
+static saga_notify_result email_send(void *ctx, const Todo__V1__SendNotification *n, const char *to,
+                                     saga_notify_outcome *out)
 {
     const saga_smtp *smtp = ctx;
     char *mail = saga_notify_mail(smtp->from, to, n, (long long)time(NULL));
@@ -252,14 +334,15 @@ static saga_notify_result email_send(void *ctx, const Todo__V1__SendNotification
     if (mail == NULL || c == NULL) {
         free(mail);
         if (c != NULL) curl_easy_cleanup(c);
-        snprintf(err, cap, "out of memory");
+        snprintf(out->error, sizeof out->error, "out of memory");
+        out->code = "internal";
         return SAGA_NOTIFY_RETRY;
     }
     char from[300], rcpt[300];
     snprintf(from, sizeof from, "<%s>", smtp->from);
     snprintf(rcpt, sizeof rcpt, "<%s>", to);
     struct curl_slist *rcpts = curl_slist_append(NULL, rcpt);
-    upload u = {mail, strlen(mail), smtp, false};
+    upload u = {mail, strlen(mail), smtp, false, ""};
     curl_easy_setopt(c, CURLOPT_URL, smtp->url);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
     curl_easy_setopt(c, CURLOPT_MAIL_FROM, from);
@@ -271,20 +354,29 @@ static saga_notify_result email_send(void *ctx, const Todo__V1__SendNotification
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 2000L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     if (smtp->starttls) curl_easy_setopt(c, CURLOPT_USE_SSL, (long)CURLUSESSL_ALL);
+    curl_easy_setopt(c, CURLOPT_DEBUGFUNCTION, smtp_reply);
+    curl_easy_setopt(c, CURLOPT_DEBUGDATA, &u);
+    curl_easy_setopt(c, CURLOPT_VERBOSE, 1L); /* the replies reach smtp_reply only (nothing is printed) */
     CURLcode rc = curl_easy_perform(c);
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_slist_free_all(rcpts);
     curl_easy_cleanup(c);
     free(mail);
-    if (rc == CURLE_OK) return SAGA_NOTIFY_SENT;
-    snprintf(err, cap, "smtp: %s (reply %ld)", curl_easy_strerror(rc), status);
+    if (rc == CURLE_OK) {
+        char id[200];
+        if (queue_id(u.last_ok, id, sizeof id) != NULL) snprintf(out->message_id, sizeof out->message_id, "%s", id);
+        else saga_notify_message_id(n, out->message_id, sizeof out->message_id);
+        return SAGA_NOTIFY_SENT;
+    }
+    snprintf(out->error, sizeof out->error, "smtp: %s (reply %ld)", curl_easy_strerror(rc), status);
     /* 5xx replies are permanent (the address refused); the rest transient. */
+    out->code = status >= 500 && status < 600 ? "rejected" : status >= 400 ? "server_error" : curl_code(rc);
     return status >= 500 && status < 600 ? SAGA_NOTIFY_FAIL : SAGA_NOTIFY_RETRY;
 }
 
-static saga_notify_result in_app_send(void *ctx, const Todo__V1__SendNotification *n, const char *address, char *err,
-                                      size_t cap)
+static saga_notify_result in_app_send(void *ctx, const Todo__V1__SendNotification *n, const char *address,
+                                      saga_notify_outcome *out)
 {
     const saga_inbox *inbox = ctx;
     (void)address;
@@ -292,7 +384,8 @@ static saga_notify_result in_app_send(void *ctx, const Todo__V1__SendNotificatio
     char *tok = auth_issue_service(inbox->service_secret, "todo-saga", AUTH_SCOPE_INTERNAL, n->recipient, 600,
                                    (long)time(NULL), &e);
     if (tok == NULL) {
-        snprintf(err, cap, "in_app: cannot issue a token: %.200s", e.msg);
+        snprintf(out->error, sizeof out->error, "in_app: cannot issue a token: %.200s", e.msg);
+        out->code = "internal";
         return SAGA_NOTIFY_FAIL;
     }
     char auth[1200], rid[256];
@@ -309,13 +402,22 @@ static saga_notify_result in_app_send(void *ctx, const Todo__V1__SendNotificatio
     ProtobufCMessage *resp = NULL;
     grpc_status_code code = grpcx_unary(inbox->command, "/todo.v1.TaskCommandService/DeliverInAppNotification",
                                         &rq.base, &todo__v1__command_reply__descriptor, auth, 10000, &resp, &res);
+    if (code == GRPC_STATUS_OK) { /* in the inbox: the user has it */
+        snprintf(out->message_id, sizeof out->message_id, "%s", ((Todo__V1__CommandReply *)resp)->id);
+        out->delivered = true;
+    }
     if (resp != NULL) protobuf_c_message_free_unpacked(resp, NULL);
     if (code == GRPC_STATUS_OK) return SAGA_NOTIFY_SENT;
-    snprintf(err, cap, "in_app: DeliverInAppNotification: %s (%.200s)", grpcx_code_name(code), res.message);
-    return code == GRPC_STATUS_UNAVAILABLE || code == GRPC_STATUS_DEADLINE_EXCEEDED || code == GRPC_STATUS_INTERNAL ||
-                   code == GRPC_STATUS_ABORTED || code == GRPC_STATUS_UNKNOWN || code == GRPC_STATUS_RESOURCE_EXHAUSTED
-               ? SAGA_NOTIFY_RETRY
-               : SAGA_NOTIFY_FAIL;
+    snprintf(out->error, sizeof out->error, "in_app: DeliverInAppNotification: %s (%.200s)", grpcx_code_name(code),
+             res.message);
+    bool again = code == GRPC_STATUS_UNAVAILABLE || code == GRPC_STATUS_DEADLINE_EXCEEDED ||
+                 code == GRPC_STATUS_INTERNAL || code == GRPC_STATUS_ABORTED || code == GRPC_STATUS_UNKNOWN ||
+                 code == GRPC_STATUS_RESOURCE_EXHAUSTED;
+    out->code = code == GRPC_STATUS_DEADLINE_EXCEEDED ? "timeout"
+                : code == GRPC_STATUS_UNAVAILABLE     ? "unreachable"
+                : again                               ? "server_error"
+                                                      : "rejected";
+    return again ? SAGA_NOTIFY_RETRY : SAGA_NOTIFY_FAIL;
 }
 
 saga_notify_channel saga_notify_in_app_channel(const saga_inbox *inbox)
@@ -382,40 +484,84 @@ static int claim(saga_notify *s, const saga_notify_channel *ch, const Todo__V1__
     return TODO_OK;
 }
 
-/* Records the outcome and, in the same statement, its event
- * (notification.sent or notification.failed) into saga.outbox. */
-static int record(saga_notify *s, const saga_notify_channel *ch, const Todo__V1__SendNotification *n, bool sent,
-                  int attempts, const char *error, todo_err *err)
+/* The envelope (hex, in a) of a notification's event type at version. */
+static int notification_event(saga_notify *s, arena *a, const Todo__V1__SendNotification *n, const char *type,
+                              int64_t version, const ProtobufCMessage *payload, const char **hex, todo_err *err)
 {
-    arena *a = arena_new();
-    char event_id[37], count[16];
-    const char *hex = NULL;
+    char event_id[37], tp[56] = "";
     text_uuid_v4(event_id);
-    Todo__V1__NotificationSent ok = TODO__V1__NOTIFICATION_SENT__INIT;
-    Todo__V1__NotificationFailed ko = TODO__V1__NOTIFICATION_FAILED__INIT;
-    ok.notification_id = ko.notification_id = n->notification_id;
-    ok.channel = ko.channel = (char *)ch->name;
-    ok.sent_at = event_timestamp(a, event_now_us());
-    ko.error = (char *)error;
-    ko.attempts = attempts;
-    const char *type = sent ? "notification.sent" : "notification.failed";
-    char tp[56] = "";
     if (trace_current() != NULL) trace_format(trace_current(), tp);
     event_meta m = {.event_id = event_id, .event_type = type, .source = "todo-saga", .time_us = event_now_us(),
                     .user_id = n->recipient, .aggregate_type = "notification", .aggregate_id = n->notification_id,
-                    .aggregate_version = 2, .schema_version = 1, .causation_id = n->notification_id,
+                    .aggregate_version = version, .schema_version = 1, .causation_id = n->notification_id,
                     .correlation_id = s->correlation_id, .traceparent = tp};
-    int rc = saga_outbox_encode(a, &m, sent ? &ok.base : &ko.base, &hex, err);
+    return saga_outbox_encode(a, &m, payload, hex, err);
+}
+
+/* A failed attempt that will be tried again: its notification.failed
+ * (will_retry) into saga.outbox. The notification's events are numbered:
+ * 1 requested, then 1 + attempt. */
+static int record_attempt(saga_notify *s, const saga_notify_channel *ch, const Todo__V1__SendNotification *n,
+                          int attempt, const saga_notify_outcome *o, todo_err *err)
+{
+    arena *a = arena_new();
+    const char *hex = NULL;
+    Todo__V1__NotificationFailed ko = TODO__V1__NOTIFICATION_FAILED__INIT;
+    ko.notification_id = n->notification_id;
+    ko.channel = (char *)ch->name;
+    ko.error = (char *)o->error;
+    ko.attempts = attempt;
+    ko.error_code = (char *)(o->code != NULL ? o->code : "server_error");
+    ko.will_retry = true;
+    int rc = a == NULL ? todo_err_set(err, TODO_EINTERNAL, "out of memory")
+                       : notification_event(s, a, n, "notification.failed", 1 + attempt, &ko.base, &hex, err);
+    if (rc == TODO_OK)
+        rc = pgx_cmd(s->pg,
+                     "insert into saga.outbox (user_id, event_type, aggregate_id, envelope)"
+                     " values ($1, 'notification.failed', $2, decode($3, 'hex'))",
+                     3, (const char *const[]){n->recipient, n->notification_id, hex}, err);
+    arena_free(a);
+    return rc;
+}
+
+/* Records the outcome and, in the same statement, its events into
+ * saga.outbox: notification.sent (with the provider's message id, and
+ * notification.delivered after it when the channel confirmed) or
+ * notification.failed (its code; not retried). */
+static int record(saga_notify *s, const saga_notify_channel *ch, const Todo__V1__SendNotification *n, bool sent,
+                  int attempts, const saga_notify_outcome *o, todo_err *err)
+{
+    arena *a = arena_new();
+    char count[16];
+    const char *hex = NULL, *hex_delivered = "";
+    if (a == NULL) return todo_err_set(err, TODO_EINTERNAL, "out of memory");
+    Todo__V1__NotificationSent ok = TODO__V1__NOTIFICATION_SENT__INIT;
+    Todo__V1__NotificationFailed ko = TODO__V1__NOTIFICATION_FAILED__INIT;
+    Todo__V1__NotificationDelivered dv = TODO__V1__NOTIFICATION_DELIVERED__INIT;
+    ok.notification_id = ko.notification_id = dv.notification_id = n->notification_id;
+    ok.channel = ko.channel = dv.channel = (char *)ch->name;
+    ok.sent_at = dv.delivered_at = event_timestamp(a, event_now_us());
+    ok.provider_message_id = dv.provider_message_id = (char *)o->message_id;
+    ok.attempts = ko.attempts = attempts;
+    ko.error = (char *)o->error;
+    ko.error_code = (char *)(o->code != NULL ? o->code : "server_error");
+    const char *type = sent ? "notification.sent" : "notification.failed";
+    int rc = notification_event(s, a, n, type, 2 + attempts, sent ? &ok.base : &ko.base, &hex, err);
+    if (rc == TODO_OK && sent && o->delivered)
+        rc = notification_event(s, a, n, "notification.delivered", 3 + attempts, &dv.base, &hex_delivered, err);
     snprintf(count, sizeof count, "%d", attempts);
     if (rc == TODO_OK)
         rc = pgx_cmd(s->pg,
                      "with upd as (update saga.notifications set status = $3, attempts = $4::int, last_error = $5,"
                      " updated_at = now(), sent_at = case when $3 = 'sent' then now() end"
-                     " where notification_id = $1 and recipient = $2 returning 1)"
+                     " where notification_id = $1 and recipient = $2 returning 1),"
+                     " outcome as (insert into saga.outbox (user_id, event_type, aggregate_id, envelope)"
+                     " select $2, $6, $1, decode($7, 'hex') from upd returning 1)"
                      " insert into saga.outbox (user_id, event_type, aggregate_id, envelope)"
-                     " select $2, $6, $1, decode($7, 'hex') from upd",
-                     7, (const char *const[]){n->notification_id, n->recipient, sent ? "sent" : "failed", count,
-                                              sent ? "" : error, type, hex},
+                     " select $2, 'notification.delivered', $1, decode($8, 'hex') from upd"
+                     " where $8 <> '' and exists (select 1 from outcome)",
+                     8, (const char *const[]){n->notification_id, n->recipient, sent ? "sent" : "failed", count,
+                                              sent ? "" : o->error, type, hex, hex_delivered},
                      err);
     arena_free(a);
     return rc;
@@ -657,6 +803,7 @@ int saga_notify_handle(saga_notify *s, const Todo__V1__SendNotification *n, cons
     const saga_notify_channel *ch;
     int64_t defer_until;
     int rc;
+    saga_notify_outcome o = {.error = ""};
     if (outcome != NULL) *outcome = "duplicate";
     if ((rc = route(s, n, &ch, addr, sizeof addr, &defer_until, why, sizeof why, err)) != 0) return rc;
     if (defer_until > 0 && why[0] == '\0') return defer(s, ch, n, defer_until, outcome, err);
@@ -671,7 +818,9 @@ int saga_notify_handle(saga_notify *s, const Todo__V1__SendNotification *n, cons
         return TODO_OK;
     }
     if (why[0] != '\0') { /* nowhere to deliver it: failed at once */
-        if ((rc = record(s, ch, n, false, 0, why, err)) != 0) return rc;
+        snprintf(o.error, sizeof o.error, "%s", why);
+        o.code = "no_address";
+        if ((rc = record(s, ch, n, false, 0, &o, err)) != 0) return rc;
         log_error("notify", "notification failed", "id=%s channel=%s attempts=0 error=\"%s\"", n->notification_id,
                   ch->name, why);
         if (outcome != NULL) *outcome = "failed";
@@ -682,8 +831,9 @@ int saga_notify_handle(saga_notify *s, const Todo__V1__SendNotification *n, cons
     int attempt = 0, wait = s->backoff_ms;
     commit_point cp = {s, n, false};
     if (strcmp(state, "committing") == 0) { /* a crash after the mail was handed over: never twice */
-        snprintf(why, sizeof why, "outcome unknown: todo-saga stopped after handing the mail to the server "
-                                  "(not sent again: a duplicate would be worse)");
+        snprintf(o.error, sizeof o.error, "outcome unknown: todo-saga stopped after handing the mail to the server "
+                                          "(not sent again: a duplicate would be worse)");
+        o.code = "outcome_unknown";
         res = SAGA_NOTIFY_FAIL;
         attempt = s->attempts; /* no attempt below */
     }
@@ -695,24 +845,28 @@ int saga_notify_handle(saga_notify *s, const Todo__V1__SendNotification *n, cons
     /* "new", or "sending" left by a crash: deliver. */
     while (attempt < s->attempts) {
         attempt++;
-        why[0] = '\0';
-        res = ch->send(ch->ctx, n, addr[0] != '\0' ? addr : NULL, why, sizeof why);
+        o = (saga_notify_outcome){.error = ""};
+        res = ch->send(ch->ctx, n, addr[0] != '\0' ? addr : NULL, &o);
         if (res == SAGA_NOTIFY_RETRY && cp.marked) { /* handed over, not confirmed: not again */
-            snprintf(why + strlen(why), sizeof why - strlen(why), "; the server had the whole mail: not sent again");
+            snprintf(o.error + strlen(o.error), sizeof o.error - strlen(o.error),
+                     "; the server had the whole mail: not sent again");
+            o.code = "outcome_unknown";
             res = SAGA_NOTIFY_FAIL;
         }
-        if (res != SAGA_NOTIFY_RETRY) break;
+        if (res != SAGA_NOTIFY_RETRY || attempt == s->attempts) break;
         log_warn("notify", "delivery failed; retrying", "id=%s channel=%s attempt=%d error=\"%s\"", n->notification_id,
-                 ch->name, attempt, why);
-        if (attempt < s->attempts) pause_ms(s, wait);
+                 ch->name, attempt, o.error);
+        if ((rc = record_attempt(s, ch, n, attempt, &o, err)) != 0) break;
+        pause_ms(s, wait);
         wait *= 2;
     }
     if (ch == &s->email && s->email.ctx != NULL) ((saga_smtp *)s->email.ctx)->on_commit = NULL;
+    if (rc != 0) return rc;
     bool sent = res == SAGA_NOTIFY_SENT;
-    if ((rc = record(s, ch, n, sent, attempt, why, err)) != 0) return rc;
+    if ((rc = record(s, ch, n, sent, attempt, &o, err)) != 0) return rc;
     if (sent) redis_mark(s, n);
     else log_error("notify", "notification failed", "id=%s channel=%s attempts=%d error=\"%s\"", n->notification_id,
-                   ch->name, attempt, why);
+                   ch->name, attempt, o.error);
     if (outcome != NULL) *outcome = sent ? "sent" : "failed";
     count(ch, sent ? "sent" : "failed");
     return TODO_OK;

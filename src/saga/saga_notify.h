@@ -44,10 +44,14 @@
  * back to the dispatcher then.
  *
  * Transient failures are retried with backoff (TODO_NOTIFY_ATTEMPTS
- * attempts from 200 ms, doubling); the outcome is recorded together with
- * its event, notification.sent or notification.failed (with the error and
- * the number of attempts), in saga.outbox, published to
- * notifications.commands.v1.
+ * attempts from 200 ms, doubling); each failed attempt that is retried
+ * leaves a notification.failed with will_retry set, and the outcome is
+ * recorded together with its event: notification.sent (the provider's
+ * message id, the attempts), then notification.delivered when the channel
+ * confirms the user has it (in_app), or notification.failed (the error, a
+ * stable error code, will_retry unset), in saga.outbox, published to
+ * notifications.commands.v1. A notification's events are numbered: 1
+ * requested, 1 + n the n-th attempt's failure, 2 + attempts the outcome.
  */
 #ifndef TODO_SAGA_NOTIFY_H
 #define TODO_SAGA_NOTIFY_H
@@ -68,11 +72,19 @@ typedef enum saga_notify_result {
     SAGA_NOTIFY_FAIL = 2     /* permanent */
 } saga_notify_result;
 
+/* What an attempt to deliver came to, besides its result. */
+typedef struct saga_notify_outcome {
+    char error[300];         /* why it failed ("" when sent) */
+    const char *code;        /* a failure's stable code (NotificationFailed.error_code) */
+    char message_id[256];    /* the provider's id of what was sent ("" none; NotificationSent) */
+    bool delivered;          /* the channel confirmed the user has it (notification.delivered) */
+} saga_notify_outcome;
+
 typedef struct saga_notify_channel {
     const char *name;        /* "log", "webhook", "email" */
     /* Delivers n to address (a URL, an email address; NULL for the log). */
-    saga_notify_result (*send)(void *ctx, const Todo__V1__SendNotification *n, const char *address, char *err,
-                               size_t cap);
+    saga_notify_result (*send)(void *ctx, const Todo__V1__SendNotification *n, const char *address,
+                               saga_notify_outcome *out);
     void *ctx;
 } saga_notify_channel;
 
@@ -107,6 +119,10 @@ void saga_notify_signature(const char *secret, long long ts, const char *body, c
  * recognisable), the subject as an RFC 2047 encoded word (no header
  * injection, any UTF-8), the body as UTF-8 text. malloc'ed. */
 char *saga_notify_mail(const char *from, const char *to, const Todo__V1__SendNotification *n, long long now);
+
+/* The Message-ID (without angle brackets) of n's mail: its notification id
+ * (letters, digits, '-') "@todo". */
+void saga_notify_message_id(const Todo__V1__SendNotification *n, char *out, size_t cap);
 
 /* Quiet hours: when now (unix seconds) falls in the daily window from
  * start to end (minutes after local midnight in zone z; end < start spans

@@ -96,8 +96,12 @@ static void *hook_main(void *arg)
             clock_gettime(CLOCK_REALTIME, &now);
             r->at_ms = (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000; /* wall clock: against the due time */
         }
+        int nth = hook.n;
         pthread_mutex_unlock(&hook.mu);
-        const char *reply = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        /* The receiver names what it got (NotificationSent.provider_message_id). */
+        char reply[160];
+        snprintf(reply, sizeof reply,
+                 "HTTP/1.1 200 OK\r\nX-Message-Id: hook-%d\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", nth);
         if (write(c, reply, strlen(reply)) < 0) { /* the client went away */
         }
         close(c);
@@ -400,6 +404,39 @@ static void preferences_are_checked_and_versioned(void **state)
     free(auth);
 }
 
+/* The outcome events of a user's notifications (ctx: want_outcome), one
+ * channel's: notification.sent or .delivered with its provider id. */
+typedef struct want_outcome {
+    const char *user, *type, *channel;
+    char provider_id[256]; /* the last match's */
+} want_outcome;
+
+static bool is_outcome(const rd_kafka_message_t *m, void *ctx)
+{
+    want_outcome *w = ctx;
+    arena *a = arena_new();
+    Todo__V1__EventEnvelope *env;
+    todo_err err;
+    bool yes = false;
+    if (event_decode(m->payload, m->len, a, &env, &err) == 0 && strcmp(env->event_type, w->type) == 0 &&
+        strcmp(env->user_id, w->user) == 0) {
+        if (strcmp(w->type, "notification.sent") == 0) {
+            Todo__V1__NotificationSent *v = todo__v1__notification_sent__unpack(NULL, env->data.len, env->data.data);
+            if ((yes = v != NULL && strcmp(v->channel, w->channel) == 0 && v->attempts == 1))
+                snprintf(w->provider_id, sizeof w->provider_id, "%s", v->provider_message_id);
+            if (v != NULL) todo__v1__notification_sent__free_unpacked(v, NULL);
+        } else {
+            Todo__V1__NotificationDelivered *v =
+                todo__v1__notification_delivered__unpack(NULL, env->data.len, env->data.data);
+            if ((yes = v != NULL && strcmp(v->channel, w->channel) == 0))
+                snprintf(w->provider_id, sizeof w->provider_id, "%s", v->provider_message_id);
+            if (v != NULL) todo__v1__notification_delivered__free_unpacked(v, NULL);
+        }
+    }
+    arena_free(a);
+    return yes;
+}
+
 static void a_due_reminder_reaches_the_user_by_email_and_signed_webhook(void **state)
 {
     (void)state;
@@ -488,6 +525,23 @@ static void a_due_reminder_reaches_the_user_by_email_and_signed_webhook(void **s
     }
     assert_int_equal(notices, 1);
     grpcx_stream_close(watch);
+    /* Its events: sent once per channel, each with the provider's id (the
+     * mail's Message-ID: aiosmtpd names no queue id; the receiver's
+     * X-Message-Id; the inbox entry), and delivered for in-app. */
+    want_outcome wo = {.user = user, .type = "notification.sent", .channel = "email"};
+    assert_int_equal(harness_count("notifications.commands.v1", is_outcome, &wo, 1, 20000), 1);
+    assert_non_null(strstr(wo.provider_id, "@todo"));
+    wo.channel = "webhook";
+    assert_int_equal(harness_count("notifications.commands.v1", is_outcome, &wo, 1, 20000), 1);
+    assert_int_equal(strncmp(wo.provider_id, "hook-", 5), 0);
+    wo.channel = "in_app";
+    assert_int_equal(harness_count("notifications.commands.v1", is_outcome, &wo, 1, 20000), 1);
+    assert_string_equal(wo.provider_id, entry);
+    wo.type = "notification.delivered";
+    assert_int_equal(harness_count("notifications.commands.v1", is_outcome, &wo, 1, 20000), 1);
+    assert_string_equal(wo.provider_id, entry);
+    wo.channel = "email";
+    assert_int_equal(harness_count("notifications.commands.v1", is_outcome, &wo, 0, 1000), 0);
 
     /* Read: the unread list waits for the command's token and is empty. */
     Todo__V1__MarkNotificationReadRequest mr = TODO__V1__MARK_NOTIFICATION_READ_REQUEST__INIT;
@@ -526,7 +580,8 @@ static bool is_failure_of(const rd_kafka_message_t *m, void *ctx)
     if (event_decode(m->payload, m->len, a, &env, &err) == 0 && strcmp(env->event_type, "notification.failed") == 0 &&
         strcmp(env->user_id, (const char *)ctx) == 0) {
         Todo__V1__NotificationFailed *f = todo__v1__notification_failed__unpack(NULL, env->data.len, env->data.data);
-        yes = f != NULL && strcmp(f->channel, "email") == 0 && strstr(f->error, "no email address") != NULL;
+        yes = f != NULL && strcmp(f->channel, "email") == 0 && strstr(f->error, "no email address") != NULL &&
+              strcmp(f->error_code, "no_address") == 0 && !f->will_retry && f->attempts == 0;
         if (f != NULL) todo__v1__notification_failed__free_unpacked(f, NULL);
     }
     arena_free(a);

@@ -301,6 +301,25 @@ static bool is_saga_event(const rd_kafka_message_t *m, void *ctx)
     return yes;
 }
 
+/* A notification.failed of notification ctx that will be retried (the
+ * webhook's HTTP 500). */
+static bool is_retried_failure(const rd_kafka_message_t *m, void *ctx)
+{
+    arena *a = arena_new();
+    Todo__V1__EventEnvelope *env;
+    todo_err err;
+    bool yes = false;
+    if (event_decode(m->payload, m->len, a, &env, &err) == 0 && strcmp(env->event_type, "notification.failed") == 0 &&
+        strcmp(env->aggregate_id, (const char *)ctx) == 0) {
+        Todo__V1__NotificationFailed *f = todo__v1__notification_failed__unpack(NULL, env->data.len, env->data.data);
+        yes = f != NULL && f->will_retry && strcmp(f->error_code, "server_error") == 0 &&
+              env->aggregate_version == 1 + f->attempts;
+        if (f != NULL) todo__v1__notification_failed__free_unpacked(f, NULL);
+    }
+    arena_free(a);
+    return yes;
+}
+
 /* How many events of type saga.events.v1 holds for saga, once expect are there (harness_count). */
 static int saga_events(const char *saga, const char *type, int expect)
 {
@@ -386,6 +405,8 @@ static void completing_a_recurring_task_runs_the_whole_saga(void **state)
     /* The request and its outcome left through the same outbox, with headers. */
     assert_int_equal(notification_events(saga, "notification.requested", 1), 1);
     assert_int_equal(notification_events(saga, "notification.sent", 1), 1);
+    /* Each failed attempt told, with its code, as one that will be retried. */
+    assert_int_equal(harness_count("notifications.commands.v1", is_retried_failure, saga, 2, 20000), 2);
     assert_int_equal(harness_scalar(harness_db, "select count(*) from saga.outbox where aggregate_id = $1", saga), 0);
     /* The query API shows the outcome on the task. */
     Todo__V1__TaskActivity *act = activity(auth, t, TODO__V1__SAGA_STATUS__SAGA_STATUS_COMPLETED);
