@@ -12,6 +12,7 @@
 #include "event.h"
 #include "pgx.h"
 #include "saga_store.h"
+#include "saga_templates.h"
 #include "text.h"
 #include "trace.h"
 #include "todo/v1/command.pb-c.h"
@@ -236,7 +237,13 @@ static saga_result notify(saga_exec *x, int64_t deadline, char err[SAGA_ERROR_MA
     const saga_record *r = saga_exec_record(x);
     todo_err e;
     const char *p[1] = {saga_ctx_get(x, "task_id")};
-    PGresult *q = pgx_exec(app->pg, "select completed_at is not null, title from write.tasks where id = $1::uuid", 1, p, &e);
+    const char *occ = saga_ctx_get(x, "occurrence_id");
+    bool next = occ != NULL && occ[0] != '\0';
+    const char *qp[2] = {p[0], next ? occ : NULL};
+    PGresult *q = pgx_exec(app->pg,
+                           "select completed_at is not null, title, (select (extract(epoch from o.due_at) * 1000000)"
+                           "::bigint from write.tasks o where o.id = $2::uuid) from write.tasks where id = $1::uuid",
+                           2, qp, &e);
     if (q == NULL) {
         snprintf(err, SAGA_ERROR_MAX, "reading the task: %.250s", e.msg);
         return SAGA_RETRY;
@@ -247,6 +254,7 @@ static saga_result notify(saga_exec *x, int64_t deadline, char err[SAGA_ERROR_MA
     char title[1024];
     const char *stored = PQntuples(q) == 1 ? PQgetvalue(q, 0, 1) : "";
     snprintf(title, sizeof title, "%.*s", (int)text_utf8_prefix(stored, sizeof title - 1), stored);
+    int64_t next_due = PQntuples(q) == 1 && !PQgetisnull(q, 0, 2) ? strtoll(PQgetvalue(q, 0, 2), NULL, 10) : 0;
     PQclear(q);
     if (!completed) {
         snprintf(err, SAGA_ERROR_MAX, "task %s was reopened (or deleted) before the notification", p[0]);
@@ -257,11 +265,9 @@ static saga_result notify(saga_exec *x, int64_t deadline, char err[SAGA_ERROR_MA
     n.notification_id = (char *)r->id;
     n.recipient = (char *)saga_ctx_get(x, "user_id");
     n.channel = "default";
-    n.subject = "Task completed";
-    n.body = arena_printf(a, "You completed \"%s\".%s", title,
-                          saga_ctx_get(x, "occurrence_id") != NULL && saga_ctx_get(x, "occurrence_id")[0] != '\0'
-                              ? " The next one is on your list."
-                              : "");
+    saga_message msg = next ? saga_template_recurring_created(a, title, next_due) : saga_template_task_completed(a, title);
+    n.subject = (char *)msg.subject;
+    n.body = (char *)msg.body;
     n.task_id = (char *)p[0];
     char event_id[37];
     text_uuid_v4(event_id);
@@ -329,11 +335,9 @@ static saga_result tell_user(saga_exec *x, int64_t deadline, char err[SAGA_ERROR
     n.notification_id = id;
     n.recipient = (char *)p[1];
     n.channel = "in_app";
-    n.subject = arena_printf(a, "Could not finish completing \"%s\"", title);
-    n.body = arena_printf(a,
-                          "\"%s\" stays completed, but %s %s, so what its completion had changed was undone "
-                          "(its reminders are back; no next task of its series was made). Nothing else changed.",
-                          title, step_words(failed), failed[0] != '\0' ? "failed" : "stopped it");
+    saga_message msg = saga_template_saga_compensated(a, title, step_words(failed), failed[0] != '\0');
+    n.subject = (char *)msg.subject;
+    n.body = (char *)msg.body;
     n.task_id = (char *)p[0];
     char tp[56] = "";
     if (trace_current() != NULL) trace_format(trace_current(), tp);

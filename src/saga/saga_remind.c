@@ -12,6 +12,7 @@
 #include "pgx.h"
 #include "saga_proc.h"
 #include "saga_store.h"
+#include "saga_templates.h"
 #include "text.h"
 #include "topic_names.h"
 #include "trace.h"
@@ -98,8 +99,9 @@ static int notify_reminder(saga_proc *p, PGconn *pg, const rd_kafka_message_t *m
         sn.notification_id = id;
         sn.recipient = env->user_id;
         sn.channel = (char *)names[i];
-        sn.subject = arena_printf(a, "Reminder: %s", title);
-        sn.body = arena_printf(a, "Your reminder for \"%s\" is due now.", title);
+        saga_message msg = saga_template_reminder_due(a, title);
+        sn.subject = (char *)msg.subject;
+        sn.body = (char *)msg.body;
         sn.task_id = ev->task_id;
         event_meta em = {.event_id = event_id, .event_type = "notification.requested", .source = "todo-saga",
                          .time_us = event_now_us(), .user_id = env->user_id, .aggregate_type = "notification",

@@ -251,6 +251,7 @@ static void produce(const char *topic, const char *key, const void *value, size_
 
 typedef struct want_notification {
     const char *id;
+    const char *subject, *body_has; /* NULL: any */
 } want_notification;
 
 static bool is_notification(const rd_kafka_message_t *m, void *ctx)
@@ -262,7 +263,9 @@ static bool is_notification(const rd_kafka_message_t *m, void *ctx)
     bool yes = false;
     if (event_decode(m->payload, m->len, a, &env, &err) == 0 && strcmp(env->event_type, "notification.requested") == 0) {
         Todo__V1__SendNotification *n = todo__v1__send_notification__unpack(NULL, env->data.len, env->data.data);
-        yes = n != NULL && strcmp(n->notification_id, w->id) == 0;
+        yes = n != NULL && strcmp(n->notification_id, w->id) == 0 &&
+              (w->subject == NULL || strcmp(n->subject, w->subject) == 0) &&
+              (w->body_has == NULL || strstr(n->body, w->body_has) != NULL);
         if (n != NULL) todo__v1__send_notification__free_unpacked(n, NULL);
     }
     arena_free(a);
@@ -382,6 +385,10 @@ static void completing_a_recurring_task_runs_the_whole_saga(void **state)
                                                 " and series_id is not null", t), 1);
     /* One notification request, keyed by the saga. */
     want_notification w = {saga};
+    assert_int_equal(harness_count("notifications.commands.v1", is_notification, &w, 1, 20000), 1);
+    /* It says the series goes on, and when (the "recurring task created" template). */
+    w.subject = "Next up: feed the cat";
+    w.body_has = "The next one, due ";
     assert_int_equal(harness_count("notifications.commands.v1", is_notification, &w, 1, 20000), 1);
     /* Delivered to the webhook, which failed twice first: one delivery. */
     int requests = 0, delivered = 0;

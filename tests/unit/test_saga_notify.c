@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "saga_notify.h"
+#include "saga_templates.h"
 #include "tz.h"
 
 #define SECRET "test-webhook-secret-0123456789abcdef"
@@ -76,12 +77,48 @@ static void quiet_hours_end_in_the_users_zone(void **state)
     tz_free(berlin);
 }
 
+/* Each kind of notification names the task; the recurring one says when
+ * the next is due; the Message-ID is the notification's. */
+static void templates_name_the_task(void **state)
+{
+    (void)state;
+    arena *a = arena_new();
+    saga_message m = saga_template_reminder_due(a, "Pay rent");
+    assert_string_equal(m.subject, "Reminder: Pay rent");
+    assert_string_equal(m.body, "Your reminder for \"Pay rent\" is due now.");
+    m = saga_template_task_completed(a, "Pay rent");
+    assert_string_equal(m.subject, "Task completed");
+    assert_string_equal(m.body, "You completed \"Pay rent\".");
+    m = saga_template_recurring_created(a, "Water the plants", 1796281200LL * 1000000); /* 2026-12-03 07:00 UTC */
+    assert_string_equal(m.subject, "Next up: Water the plants");
+    assert_string_equal(m.body,
+                        "You completed \"Water the plants\". The next one, due Thu 03 Dec 2026 07:00 UTC, is on your list.");
+    m = saga_template_recurring_created(a, "Water the plants", 0);
+    assert_string_equal(m.body, "You completed \"Water the plants\". The next one is on your list.");
+    m = saga_template_saga_compensated(a, "Pay rent", "creating the next task of its series", true);
+    assert_string_equal(m.subject, "Could not finish completing \"Pay rent\"");
+    assert_non_null(strstr(m.body, "but creating the next task of its series failed, so"));
+    m = saga_template_saga_compensated(a, "Pay rent", "an operator's decision", false);
+    assert_non_null(strstr(m.body, "but an operator's decision stopped it"));
+    arena_free(a);
+
+    Todo__V1__SendNotification n = TODO__V1__SEND_NOTIFICATION__INIT;
+    char id[256];
+    n.notification_id = "6f1c2a9e-0000-4000-8000-00000000abcd";
+    saga_notify_message_id(&n, id, sizeof id);
+    assert_string_equal(id, "6f1c2a9e-0000-4000-8000-00000000abcd@todo");
+    n.notification_id = "a<b>\r\nc";
+    saga_notify_message_id(&n, id, sizeof id);
+    assert_string_equal(id, "abc@todo");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(webhook_signatures_are_hmac_sha256_of_time_and_body),
         cmocka_unit_test(mails_are_one_safe_message),
         cmocka_unit_test(quiet_hours_end_in_the_users_zone),
+        cmocka_unit_test(templates_name_the_task),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
