@@ -52,7 +52,7 @@ static void channels(saga_proc *p, saga_notify *s, saga_smtp *smtp, saga_inbox *
     *inbox = (saga_inbox){.command = saga_proc_channel(p), .service_secret = p->cfg.service_secret};
     bool global = p->cfg.notify_webhook_url[0] != '\0';
     *smtp = (saga_smtp){.url = p->cfg.notify_smtp_url, .from = p->cfg.notify_smtp_from,
-                        .starttls = p->cfg.notify_smtp_starttls != 0};
+                        .starttls = p->cfg.notify_smtp_starttls != 0, .ca_file = p->cfg.notify_smtp_ca_file};
     *s = (saga_notify){.cfg = &p->cfg, .redis = redis,
                        .channel = global ? saga_notify_webhook_channel(p->cfg.notify_webhook_secret)
                                          : saga_notify_log_channel(),

@@ -354,6 +354,7 @@ static saga_notify_result email_send(void *ctx, const Todo__V1__SendNotification
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 2000L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     if (smtp->starttls) curl_easy_setopt(c, CURLOPT_USE_SSL, (long)CURLUSESSL_ALL);
+    if (smtp->ca_file != NULL && smtp->ca_file[0] != '\0') curl_easy_setopt(c, CURLOPT_CAINFO, smtp->ca_file);
     curl_easy_setopt(c, CURLOPT_DEBUGFUNCTION, smtp_reply);
     curl_easy_setopt(c, CURLOPT_DEBUGDATA, &u);
     curl_easy_setopt(c, CURLOPT_VERBOSE, 1L); /* the replies reach smtp_reply only (nothing is printed) */

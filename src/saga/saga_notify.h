@@ -100,6 +100,7 @@ saga_notify_channel saga_notify_webhook_channel(const char *secret);
 typedef struct saga_smtp {
     const char *url, *from;
     bool starttls;
+    const char *ca_file; /* the CAs its certificate is checked against (NULL or "": the system's) */
     /* Called once the whole mail is handed over, just before the final "."
      * that makes the server keep it; false aborts the transfer (nothing is
      * kept). Set by saga_notify_handle per delivery. */

@@ -173,45 +173,61 @@ static bool signature_valid(const char *sig, const char *body)
 
 /* ---- the mail sink ---- */
 
-static void smtpd_start(void)
+/* A sink on port keeping its mails in dir; with certs (a make-certs.sh
+ * directory), it offers STARTTLS and takes no mail without it. */
+static pid_t sink_start(int port, const char *dir, const char *certs)
 {
-    snprintf(maildir, sizeof maildir, "%s/../tests/logs/maildir-%d", TODO_BIN_DIR, (int)getpid());
-    smtp_port = harness_free_port();
-    char listen[64];
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", smtp_port);
+    char listen[64], cert[300], key[300];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    if (certs != NULL) {
+        snprintf(cert, sizeof cert, "%s/server.pem", certs);
+        snprintf(key, sizeof key, "%s/server.key", certs);
+    }
     pid_t parent = getpid();
-    smtpd = fork();
-    if (smtpd == 0) {
+    pid_t pid = fork();
+    if (pid == 0) {
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(127);
         char log[300];
         snprintf(log, sizeof log, "%s/../tests/logs/smtpd.log", TODO_BIN_DIR);
         if (freopen(log, "a", stdout) == NULL || dup2(1, 2) < 0) _exit(127);
         /* Debian's python3 (the package python3-aiosmtpd), not another one on PATH. */
         setenv("PYTHONPATH", TODO_SOURCE_DIR "/tests/integration", 1); /* slow_smtp.py */
-        execl("/usr/bin/python3", "python3", "-m", "aiosmtpd", "-n", "-l", listen, "-c", "slow_smtp.SlowMailbox",
-              maildir, (char *)NULL);
+        if (certs != NULL)
+            execl("/usr/bin/python3", "python3", "-m", "aiosmtpd", "-n", "-l", listen, "--tlscert", cert, "--tlskey",
+                  key, "-c", "slow_smtp.SlowMailbox", dir, (char *)NULL);
+        else
+            execl("/usr/bin/python3", "python3", "-m", "aiosmtpd", "-n", "-l", listen, "-c", "slow_smtp.SlowMailbox",
+                  dir, (char *)NULL);
         _exit(127);
     }
     /* Up when it accepts a connection. */
     long long until = harness_now_ms() + 15000;
     while (harness_now_ms() < until) {
         int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)smtp_port),
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         bool up = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
         close(fd);
-        if (up) return;
+        if (up) return pid;
         harness_sleep_ms(100);
     }
     fail_msg("the mail sink (python3 -m aiosmtpd) did not start; is python3-aiosmtpd installed?");
+    return -1;
+}
+
+static void smtpd_start(void)
+{
+    snprintf(maildir, sizeof maildir, "%s/../tests/logs/maildir-%d", TODO_BIN_DIR, (int)getpid());
+    smtp_port = harness_free_port();
+    smtpd = sink_start(smtp_port, maildir, NULL);
 }
 
 /* Mails in the sink addressed to `to` whose subject holds `part` (decoded
  * from its encoded word); *first_ms the earliest file's arrival. */
-static int mails(const char *to, const char *part, long long *first_ms)
+static int mails_in(const char *box, const char *to, const char *part, long long *first_ms)
 {
     char dir[300];
-    snprintf(dir, sizeof dir, "%s/new", maildir);
+    snprintf(dir, sizeof dir, "%s/new", box);
     DIR *d = opendir(dir);
     int n = 0;
     if (first_ms != NULL) *first_ms = 0;
@@ -243,6 +259,11 @@ static int mails(const char *to, const char *part, long long *first_ms)
     }
     closedir(d);
     return n;
+}
+
+static int mails(const char *to, const char *part, long long *first_ms)
+{
+    return mails_in(maildir, to, part, first_ms);
 }
 
 /* ---- helpers ---- */
@@ -296,14 +317,34 @@ static Todo__V1__ListNotificationsResponse *inbox(const char *auth, bool unread_
     return rs;
 }
 
+/* todo-saga mailing through the server at port; starttls and ca (a CA
+ * file, or NULL) as TODO_NOTIFY_SMTP_STARTTLS and _CA_FILE. */
+static pid_t start_saga_with(int port, bool starttls, const char *ca)
+{
+    char url[96], from[64], ca_file[400];
+    snprintf(url, sizeof url, "TODO_NOTIFY_SMTP_URL=smtp://127.0.0.1:%d", port);
+    snprintf(from, sizeof from, "TODO_NOTIFY_SMTP_FROM=reminders@todo.test");
+    snprintf(ca_file, sizeof ca_file, "TODO_NOTIFY_SMTP_CA_FILE=%s", ca != NULL ? ca : "");
+    const char *extra[] = {url, from, "TODO_NOTIFY_WEBHOOK_SECRET=" SECRET, "TODO_SCHEDULER_POLL_MS=50",
+                           "TODO_NOTIFY_ATTEMPTS=3", starttls ? "TODO_NOTIFY_SMTP_STARTTLS=1" : "TODO_NOTIFY_SMTP_STARTTLS=0",
+                           ca_file, NULL};
+    return harness_spawn("saga/todo-saga", "test-notify-saga", extra);
+}
+
 static pid_t start_saga(void)
 {
-    char url[96], from[64];
-    snprintf(url, sizeof url, "TODO_NOTIFY_SMTP_URL=smtp://127.0.0.1:%d", smtp_port);
-    snprintf(from, sizeof from, "TODO_NOTIFY_SMTP_FROM=reminders@todo.test");
-    const char *extra[] = {url, from, "TODO_NOTIFY_WEBHOOK_SECRET=" SECRET, "TODO_SCHEDULER_POLL_MS=50",
-                           "TODO_NOTIFY_ATTEMPTS=3", NULL};
-    return harness_spawn("saga/todo-saga", "test-notify-saga", extra);
+    return start_saga_with(smtp_port, false, NULL);
+}
+
+/* Waits (20 s at most) until todo-saga pid has started (it stops cleanly
+ * on SIGTERM from then on). */
+static void await_saga_started(pid_t pid)
+{
+    char needle[64];
+    snprintf(needle, sizeof needle, "-%d workers=", (int)pid);
+    long long until = harness_now_ms() + 20000;
+    while (harness_now_ms() < until && !harness_log_contains("test-notify-saga", needle)) harness_sleep_ms(50);
+    assert_true(harness_log_contains("test-notify-saga", needle));
 }
 
 /* The notifier's consumer starts at the end of the topic once it has its
@@ -790,6 +831,62 @@ static void a_notifier_killed_mid_mail_sends_it_once(void **state)
     free(auth);
 }
 
+/* With TODO_NOTIFY_SMTP_STARTTLS=1 the mail goes over TLS to a server that
+ * takes none without it, its certificate checked against
+ * TODO_NOTIFY_SMTP_CA_FILE; a notifier that does not ask for STARTTLS
+ * there is refused (the server answers 530), and the notification fails
+ * for good saying so. */
+static void mail_goes_over_starttls(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char certs[300], box[300], ca[400], cmd[800];
+    snprintf(certs, sizeof certs, "%s/../tests/logs/notify-certs", TODO_BIN_DIR);
+    snprintf(cmd, sizeof cmd, "bash '%s/scripts/make-certs.sh' '%s' >/dev/null", TODO_SOURCE_DIR, certs);
+    assert_int_equal(system(cmd), 0);
+    snprintf(ca, sizeof ca, "%s/ca.pem", certs);
+    snprintf(box, sizeof box, "%s/../tests/logs/maildir-tls-%d", TODO_BIN_DIR, (int)getpid());
+    int port = harness_free_port();
+    pid_t tls_sink = sink_start(port, box, certs);
+    assert_int_equal(harness_stop(saga, SIGTERM, 20000), 0);
+
+    char user[64], email[96];
+    harness_user(user, "tlsmail");
+    snprintf(email, sizeof email, "%s@example.com", user);
+    char *auth = harness_bearer(user, 600, NULL);
+    grpcx_result res;
+    assert_int_equal(preferences(auth, email, "", "", "", "", 0, NULL, &res), GRPC_STATUS_OK);
+    Todo__V1__ReminderChannel channel = TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_EMAIL;
+
+    /* STARTTLS, the CA trusted: delivered, once. */
+    saga = start_saga_with(port, true, ca);
+    char *t = new_task(auth, "sealed letter");
+    remind_at(auth, t, (int64_t)time(NULL) + 1, &channel, 1);
+    long long until = harness_now_ms() + 30000;
+    while (harness_now_ms() < until && mails_in(box, email, "sealed letter", NULL) == 0) harness_sleep_ms(100);
+    assert_int_equal(mails_in(box, email, "sealed letter", NULL), 1);
+    assert_int_equal(harness_stop(saga, SIGTERM, 20000), 0);
+
+    /* No STARTTLS: the server refuses the mail; failed for good. */
+    saga = start_saga_with(port, false, NULL);
+    char *t2 = new_task(auth, "postcard");
+    remind_at(auth, t2, (int64_t)time(NULL) + 1, &channel, 1);
+    const char *refused = "select count(*) from saga.notifications where recipient = $1 and status = 'failed'"
+                          " and last_error like 'smtp:%'";
+    until = harness_now_ms() + 30000;
+    while (harness_now_ms() < until && harness_scalar(harness_db, refused, user) == 0) harness_sleep_ms(100);
+    assert_int_equal(harness_scalar(harness_db, refused, user), 1);
+    assert_int_equal(mails_in(box, email, "postcard", NULL), 0);
+    assert_int_equal(harness_stop(saga, SIGTERM, 20000), 0);
+
+    saga = start_saga(); /* the group's again */
+    await_saga_started(saga);
+    harness_stop(tls_sink, SIGTERM, 5000);
+    free(t);
+    free(t2);
+    free(auth);
+}
+
 /* A row left 'committing' (a crash after the whole mail was handed to the
  * server, before its confirmation was recorded) is not sent again: it is
  * recorded failed, outcome unknown. The notification id is known ahead
@@ -845,6 +942,7 @@ int main(void)
         cmocka_unit_test(the_inbox_takes_each_notification_once),
         cmocka_unit_test(a_notifier_killed_mid_mail_sends_it_once),
         cmocka_unit_test(a_mail_handed_over_before_a_crash_is_not_sent_again),
+        cmocka_unit_test(mail_goes_over_starttls),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
