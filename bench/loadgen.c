@@ -13,7 +13,9 @@
  * list       ListTasks (page of 20) of a user the client first gave 1,000 tasks
  * complete   create a task, schedule a reminder on it, complete it (each
  *            completion starts a task-completion saga in todo-saga)
- * remind     schedule reminders due at --at (epoch seconds), ten per task
+ * remind     schedule reminders due at --at (epoch seconds), ten per task;
+ *            with --channel email, on the EMAIL channel of users who set an
+ *            address first (<user>@bench.test); --max N: N calls per client at most
  * freshness  one client creates a task and polls ListTasks (newest first, no
  *            token) until it is listed, measuring the time from the
  *            CreateTask reply; the other N-1 clients run CreateTask load
@@ -68,6 +70,8 @@ static pthread_barrier_t ready; /* every client's setup done: measure together *
 static double rate;
 static long remind_at;      /* remind: when the reminders are due */         /* freshness: background CreateTasks per second, 0 = unpaced */
 static int n_clients;
+static bool email;          /* remind: the EMAIL channel, the users' addresses set first */
+static long max_calls;      /* calls per client at most (0: as many as the time allows) */
 
 static double now_s(void)
 {
@@ -151,8 +155,18 @@ static int schedule(client *c, const char *task, long at)
     ts.seconds = at;
     rq.task_id = (char *)task;
     rq.remind_at = &ts;
-    rq.channel = TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_PUSH;
+    rq.channel = email ? TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_EMAIL : TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_PUSH;
     return command(c, "ScheduleReminder", &rq.base);
+}
+
+/* The client's user gets an email address (remind --channel email). */
+static int set_address(client *c)
+{
+    Todo__V1__SetNotificationPreferencesRequest rq = TODO__V1__SET_NOTIFICATION_PREFERENCES_REQUEST__INIT;
+    char address[96];
+    snprintf(address, sizeof address, "%s@bench.test", c->user);
+    rq.email = address;
+    return command(c, "SetNotificationPreferences", &rq.base);
 }
 
 /* complete: a task with a reminder, completed. */
@@ -217,6 +231,7 @@ static void *run(void *arg)
     client *c = arg;
     mode m = c->m == M_FRESHNESS && c->index > 0 ? M_CREATE : c->m;
     if (m == M_GET && (create(c, c->task_id) != 0 || await_visible(c, c->task_id) != 0)) c->errors++;
+    if (m == M_REMIND && email && set_address(c) != 0) c->errors++;
     if (m == M_LIST) {
         char id[40] = "";
         for (int i = 0; i < LIST_TASKS; i++)
@@ -227,7 +242,7 @@ static void *run(void *arg)
     double end = now_s() + seconds_each, next = now_s();
     /* Paced background load: each of the N-1 clients its share of rate. */
     double every = c->m == M_FRESHNESS && m == M_CREATE && rate > 0 ? (n_clients - 1) / rate : 0;
-    while (now_s() < end) {
+    while (now_s() < end && (max_calls == 0 || (long)c->n + c->errors < max_calls)) {
         if (every > 0) {
             next += every;
             double wait = next - now_s();
@@ -289,6 +304,8 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--user-prefix") == 0) prefix = argv[i + 1];
         else if (strcmp(argv[i], "--rate") == 0) rate = atof(argv[i + 1]);
         else if (strcmp(argv[i], "--at") == 0) remind_at = atol(argv[i + 1]);
+        else if (strcmp(argv[i], "--channel") == 0) email = strcmp(argv[i + 1], "email") == 0;
+        else if (strcmp(argv[i], "--max") == 0) max_calls = atol(argv[i + 1]);
         else {
             fprintf(stderr, "todo-loadgen: unknown option %s\n", argv[i]);
             return 2;

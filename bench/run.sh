@@ -18,6 +18,9 @@
 #   saga       4 clients completing tasks (each with a reminder); completed
 #              task-completion sagas/s   vs the completions offered per second
 #   reminders  reminders all due at one second: firing delay p50/p99, rate
+#   delivery   200 EMAIL reminders of 4 users all due at one second: from the due
+#              second to each mail in the SMTP sink (aiosmtpd, Maildir) p50/p99,
+#              mails/s           vs the firing rate of "reminders" (1.0: mail keeps up)
 #   rebuild    `todoctl projection rebuild` of the whole read model (every
 #              record of both topics)    vs pgbench upserting the same number of
 #                                            rows, 500 per INSERT ... ON CONFLICT
@@ -59,6 +62,11 @@ cleanup() {
   bash scripts/stack.sh stop bench >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
+# The mail sink of the delivery scenario (Debian's python3-aiosmtpd).
+smtp_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+/usr/bin/python3 -m aiosmtpd -n -l "127.0.0.1:$smtp_port" -c aiosmtpd.handlers.Mailbox "$out/maildir" \
+  >"$out/smtpd.log" 2>&1 & pids+=($!)
+export TODO_NOTIFY_SMTP_URL=smtp://127.0.0.1:$smtp_port TODO_NOTIFY_SMTP_FROM=reminders@bench.test
 declare -A svc
 $bin/command/todo-command >"$out/command.log" 2>&1 & pids+=($!); svc[command]=$!
 $bin/query/todo-query >"$out/query.log" 2>&1 & pids+=($!); svc[query]=$!
@@ -202,6 +210,30 @@ j=$($PSQL -Atc "select json_build_object('rps', count(*) / greatest(extract(epoc
   'errors', count(*) filter (where status <> 'fired'))
   from write.reminders where remind_at = to_timestamp($due)")
 record reminders 4 "$j" "" "$s0"
+fire_rps=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["rps"])' "$j")
+
+# Delivery: 4 users with an address schedule 50 EMAIL reminders each, all due
+# at one second; from that second to each mail's arrival in the sink (the
+# Maildir file's time), p50/p99, and mails per second from the due second to
+# the last; baseline: the firing rate above (1.0: mail keeps up with firing).
+due=$(( $(date +%s) + SECS + 3 ))
+s0=$(snap)
+loadgen --rpc remind --clients 4 --at "$due" --channel email --max 50 >/dev/null
+want=$($PSQL -Atc "select count(*) from write.reminders where remind_at = to_timestamp($due)")
+for _ in $(seq 600); do # at most 5 minutes
+  [ "$(ls "$out/maildir/new" 2>/dev/null | wc -l)" -ge "$want" ] && break
+  sleep 0.5
+done
+j=$(python3 - "$out/maildir/new" "$due" "$want" <<'PY'
+import json, os, sys
+d, due, want = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ms = sorted((os.stat(os.path.join(d, f)).st_mtime - due) * 1000 for f in os.listdir(d)) if os.path.isdir(d) else []
+pct = lambda p: ms[int((len(ms) - 1) * p)] if ms else 0
+print(json.dumps({"rps": len(ms) / max(ms[-1] / 1000, 0.001) if ms else 0, "mails": len(ms), "p50_ms": pct(0.5),
+                  "p99_ms": pct(0.99), "errors": want - len(ms)}))
+PY
+)
+record delivery 4 "$j" "$fire_rps" "$s0"
 
 # todo-saga sits the replay scenarios out: the synthetic task.completed
 # events of todo-eventgen would each start a saga.
