@@ -298,6 +298,9 @@ static void *hub_main(void *arg)
         feed_all(w);
         pthread_mutex_unlock(&w->mu);
     }
+    /* On this thread: pgx's statement cache is per thread. */
+    pgx_close(w->pg);
+    w->pg = NULL;
     return NULL;
 }
 

@@ -104,9 +104,13 @@ class Services:
             ch.close()
 
     def stop(self, name):
+        """Stops a service; it must exit cleanly (0: under the sanitizers,
+        a leak or an error is a non-zero exit)."""
         p = self.procs.pop(name)
         p.send_signal(signal.SIGTERM)
-        return p.wait(timeout=WAIT_S)
+        rc = p.wait(timeout=WAIT_S)
+        check(rc == 0, "%s exits cleanly (exit status %s; see %s)" % (name, rc, LOGS))
+        return rc
 
     def close(self):
         self.cmd.close()
