@@ -58,7 +58,7 @@ static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage
  * at once (and tries one more than the buffer takes when n is
  * GRPCX_STREAM_BUFFER + 1), then the stream is held open in `held` for the
  * test to go on with; -1 refuses the stream. */
-static grpcx_server_stream *held;
+static _Atomic(grpcx_server_stream *) held; /* published with its stream (seq_cst) */
 static atomic_int stream_events, over_sends; /* on_event calls; send results past the buffer */
 
 static void count_event(void *ctx)
