@@ -8,6 +8,7 @@
  *   todoctl add TITLE [--priority P] [--due WHEN] [--category C] [--tag T]... [--description D]
  *   todoctl list [--completed|--pending] [--priority P] [--limit N] [--all]
  *   todoctl get TASK_ID
+ *   todoctl history TASK_ID                     each event of the task and what it changed
  *   todoctl done|reopen|rm|restore TASK_ID [--expect VERSION]
  *   todoctl health [command|query]
  *   todoctl health --watch command|query [SERVICE]
@@ -62,6 +63,7 @@ static int usage(void)
           "      WHEN: today, tomorrow, +Nd, +Nh, YYYY-MM-DD or an RFC 3339 time (UTC)\n"
           "  todoctl list [--completed|--pending] [--priority P] [--limit N] [--all]\n"
           "  todoctl get TASK_ID\n"
+          "  todoctl history TASK_ID   (each event of the task: who, when, what changed)\n"
           "  todoctl done|reopen|rm|restore TASK_ID [--expect VERSION]\n"
           "  todoctl remind TASK_ID WHEN [--channel email|push|sms|in_app[,...]]\n"
           "  todoctl reminders [--task TASK_ID] [--all]   (--all: also cancelled and fired ones)\n"
@@ -539,6 +541,41 @@ static int cmd_get(int argc, char **argv)
     return 0;
 }
 
+/* history: the task's events, oldest first, each with what it changed. */
+static int cmd_history(int argc, char **argv)
+{
+    Todo__V1__GetTaskHistoryRequest rq = TODO__V1__GET_TASK_HISTORY_REQUEST__INIT;
+    if (argc < 3 || argv[2][0] == '-') return usage();
+    rq.task_id = argv[2];
+    rq.page_size = 100;
+    char *auth = authorization(acting_user(argc, argv));
+    if (auth == NULL) return 1;
+    char token[32] = "";
+    int rc = 0;
+    do {
+        ProtobufCMessage *resp = NULL;
+        rq.page_token = token;
+        if ((rc = call(cfg.query_addr, "/todo.v1.TaskQueryService/GetTaskHistory", &rq.base,
+                       &todo__v1__task_history__descriptor, auth, &resp)) != 0)
+            break;
+        Todo__V1__TaskHistory *h = (Todo__V1__TaskHistory *)resp;
+        for (size_t i = 0; i < h->n_changes; i++) {
+            const Todo__V1__TaskChange *ch = h->changes[i];
+            char at[32];
+            print_time(ch->time, at, sizeof at);
+            printf("v%-3lld %s UTC  %-16s by %s\n", (long long)ch->version, at, ch->event_type,
+                   ch->actor[0] ? ch->actor : "(not recorded)");
+            for (size_t f = 0; f < ch->n_fields; f++)
+                printf("      %-12s \"%s\" -> \"%s\"\n", ch->fields[f]->field, ch->fields[f]->old_value,
+                       ch->fields[f]->new_value);
+        }
+        snprintf(token, sizeof token, "%s", h->next_page_token);
+        protobuf_c_message_free_unpacked(resp, NULL);
+    } while (token[0] != '\0');
+    free(auth);
+    return rc;
+}
+
 /* done, reopen, rm, restore: the commands that take a task id only. */
 static int cmd_simple(int argc, char **argv, const char *rpc)
 {
@@ -786,6 +823,7 @@ int main(int argc, char **argv)
     if (strcmp(c, "add") == 0) return cmd_add(argc, argv);
     if (strcmp(c, "list") == 0) return cmd_list(argc, argv);
     if (strcmp(c, "get") == 0) return cmd_get(argc, argv);
+    if (strcmp(c, "history") == 0) return cmd_history(argc, argv);
     if (strcmp(c, "remind") == 0) return cmd_remind(argc, argv);
     if (strcmp(c, "reminders") == 0) return cmd_reminders(argc, argv);
     if (strcmp(c, "health") == 0) return cmd_health(argc, argv);

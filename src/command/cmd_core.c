@@ -65,6 +65,7 @@ int cmd_begin(cmd_ctx *x, grpcx_call *c, const char *rpc, const char *request_id
     if (user == NULL) return todo_err_set(err, TODO_EUNAUTH, "the caller is not authenticated");
     snprintf(x->user, sizeof x->user, "%s", user);
     snprintf(x->t->audit_user, sizeof x->t->audit_user, "%s", x->user);
+    x->actor = grpcx_call_service(c) != NULL ? arena_strdup(x->a, grpcx_call_service(c)) : x->user;
     if ((rc = cmd_validate_request_id(request_id, err)) != 0) return rc;
     cmd_request_init(&x->req, rpc, request_id, msg, x->t->cfg->request_ttl_s);
     if (pgx_ensure(&x->t->pg, x->t->cfg->pg_url, x->t->app_name, err) != 0)
@@ -146,7 +147,7 @@ int cmd_save(cmd_ctx *x, const cmd_kind *k, const char *id, const void *agg, int
         .event_id = event_id, .event_type = type, .source = "todo-command", .time_us = now, .user_id = x->user,
         .aggregate_type = k->aggregate_type, .aggregate_id = id, .aggregate_version = version,
         .schema_version = schema, .correlation_id = x->correlation_id, .causation_id = x->causation_id,
-        .traceparent = x->traceparent,
+        .traceparent = x->traceparent, .actor = x->actor,
     };
     if ((rc = event_encode(&m, event, x->a, &env, &env_len, err)) != 0) return rc;
     if (env_len > (size_t)x->t->cfg->event_max_bytes) {

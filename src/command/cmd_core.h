@@ -52,6 +52,7 @@ typedef struct cmd_ctx {
     const char *correlation_id;
     const char *causation_id;    /* x-causation-id, or "call:<span id>" */
     const char *traceparent;     /* the call's span (trace.h) for the events written */
+    const char *actor;           /* the events' actor: the service acting for the user, else the user */
     cmd_request req;
 } cmd_ctx;
 

@@ -79,13 +79,19 @@ int event_encode(const event_meta *m, const ProtobufCMessage *payload, arena *a,
     env.schema_id = event_schema_id(m->event_type, m->schema_version);
     env.correlation_id = dup_or_empty(a, m->correlation_id);
     env.causation_id = dup_or_empty(a, m->causation_id);
-    Todo__V1__EventEnvelope__MetadataEntry tp = TODO__V1__EVENT_ENVELOPE__METADATA_ENTRY__INIT, *entries[1] = {&tp};
+    Todo__V1__EventEnvelope__MetadataEntry tp = TODO__V1__EVENT_ENVELOPE__METADATA_ENTRY__INIT,
+                                           ac = TODO__V1__EVENT_ENVELOPE__METADATA_ENTRY__INIT, *entries[2];
     if (m->traceparent != NULL && m->traceparent[0] != '\0') {
         tp.key = "traceparent";
         tp.value = (char *)m->traceparent;
-        env.n_metadata = 1;
-        env.metadata = entries;
+        entries[env.n_metadata++] = &tp;
     }
+    if (m->actor != NULL && m->actor[0] != '\0') {
+        ac.key = "actor";
+        ac.value = (char *)m->actor;
+        entries[env.n_metadata++] = &ac;
+    }
+    if (env.n_metadata > 0) env.metadata = entries;
     env.data.len = protobuf_c_message_get_packed_size(payload);
     env.data.data = arena_alloc(a, env.data.len + 1);
     protobuf_c_message_pack(payload, env.data.data);
@@ -229,14 +235,18 @@ static void add(rd_kafka_headers_t *h, const char *name, const char *value)
     rd_kafka_header_add(h, name, -1, value, -1);
 }
 
-const char *event_traceparent(const Todo__V1__EventEnvelope *env)
+/* The value of metadata key of env, or NULL (also when empty). */
+static const char *metadata(const Todo__V1__EventEnvelope *env, const char *key)
 {
     for (size_t i = 0; i < env->n_metadata; i++)
-        if (env->metadata[i] != NULL && strcmp(env->metadata[i]->key, "traceparent") == 0 &&
-            env->metadata[i]->value[0] != '\0')
+        if (env->metadata[i] != NULL && strcmp(env->metadata[i]->key, key) == 0 && env->metadata[i]->value[0] != '\0')
             return env->metadata[i]->value;
     return NULL;
 }
+
+const char *event_traceparent(const Todo__V1__EventEnvelope *env) { return metadata(env, "traceparent"); }
+
+const char *event_actor(const Todo__V1__EventEnvelope *env) { return metadata(env, "actor"); }
 
 rd_kafka_headers_t *event_kafka_headers(const Todo__V1__EventEnvelope *env)
 {

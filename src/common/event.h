@@ -45,6 +45,8 @@ typedef struct event_meta {
     const char *correlation_id;  /* may be NULL or "" */
     const char *causation_id;    /* may be NULL or "" */
     const char *traceparent;     /* W3C trace context (trace.h), NULL or "": none; kept in metadata */
+    const char *actor;           /* who made the change: the user, or the service acting for them
+                                  * ("todo-saga"); NULL or "": not recorded; kept in metadata */
 } event_meta;
 
 /* Serializes an envelope for meta whose data is payload. The bytes are
@@ -63,6 +65,9 @@ rd_kafka_headers_t *event_kafka_headers(const Todo__V1__EventEnvelope *env);
 
 /* env's traceparent (metadata["traceparent"]), or NULL. */
 const char *event_traceparent(const Todo__V1__EventEnvelope *env);
+
+/* The envelope's actor (metadata "actor"), or NULL. */
+const char *event_actor(const Todo__V1__EventEnvelope *env);
 
 /* The event schemas this build knows: (type, version, message full name),
  * the versions of a type in ascending order; the last one is what producers

@@ -366,6 +366,33 @@ static outcome plan_user(const Todo__V1__EventEnvelope *env, arena *a, planned *
     return DEAD;
 }
 
+/* The task's history (read.task_history, migration 0027): after a task
+ * event is applied, the task as it left it. A statement of its own, after
+ * the event's (a statement does not see its own CTEs' writes); it writes
+ * only when the read model's row is at the event's version (the event was
+ * applied now or before: then the row exists already). */
+#define HISTORY_SQL                                                                                                  \
+    "insert into task_history (task_id, version, user_id, event_type, event_time, actor, correlation_id, title,"    \
+    " description, priority, due_at, completed, completed_at, category, tags, deleted, recurring_pattern_id)"      \
+    " select id, version, user_id, $3, $4::timestamptz, $5, $6, title, description, priority, due_at, completed,"  \
+    " completed_at, category, tags, deleted, recurring_pattern_id from tasks where id = $1::uuid"                  \
+    " and version = $2::bigint on conflict (task_id, version) do nothing"
+#define HISTORY_PARAMS 6
+
+/* The parameters of HISTORY_SQL for env, or false when env is not a task's. */
+static bool history_params(const Todo__V1__EventEnvelope *env, arena *a, const char **p)
+{
+    if (strncmp(env->event_type, "task.", 5) != 0) return false;
+    const char *actor = event_actor(env);
+    p[0] = env->aggregate_id;
+    p[1] = arena_printf(a, "%" PRId64, env->aggregate_version);
+    p[2] = env->event_type;
+    p[3] = ts_text(a, env->time);
+    p[4] = actor != NULL ? actor : "";
+    p[5] = env->correlation_id;
+    return true;
+}
+
 /* True for an event claimed by its event id (plan_saga), not by its
  * aggregate's version: the Redis fast path, which knows versions, is not
  * asked about it. */
@@ -511,6 +538,15 @@ static int run_one_by_one(PGconn *pg, rd_kafka_message_t **msgs, Todo__V1__Event
         if (out[i] != APPLIED) continue;
         if ((rc = pgx_cmd(pg, "savepoint rec", 0, NULL, err)) != 0) return rc;
         PGresult *r = pgx_exec(pg, claim_sql(a, &plans[i]), plans[i].n, plans[i].params, err);
+        const char *hp[HISTORY_PARAMS];
+        if (r != NULL && history_params(envs[i], a, hp)) {
+            PGresult *h = pgx_exec(pg, HISTORY_SQL, HISTORY_PARAMS, hp, err);
+            if (h == NULL) {
+                PQclear(r);
+                r = NULL;
+            }
+            PQclear(h);
+        }
         if (r != NULL) {
             out[i] = claimed(envs[i], r);
             PQclear(r);
@@ -582,6 +618,7 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
     /* A rebuild's swap takes this lock exclusively: no live batch runs across it. */
     if (ps == NULL || !ps->shadow) add_stmt(&head, a, "select pg_advisory_xact_lock_shared(" PROJ_SWAP_LOCK_KEY ")", 0, NULL);
     int first = head.n;
+    bool *history = arena_calloc(a, (n + 1) * sizeof *history); /* a HISTORY_SQL follows its statement */
     for (size_t i = 0; i < n; i++) {
         if (envs[i] == NULL || dead[i] != NULL) continue; /* dead, or waits behind a record planned dead */
         if (known[i] >= envs[i]->aggregate_version) { /* Redis: applied before */
@@ -591,7 +628,11 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
         out[i] = plan_record(envs[i], a, &plans[i], &dead[i]);
         if (out[i] == DEAD) park_followers(msgs, n, dead, i);
         if (out[i] == APPLIED && (ps == NULL || !ps->shadow)) plan_feed(&plans[i], envs[i]); /* a replay adds no feed */
-        if (out[i] == APPLIED && !one_by_one) add_stmt(&head, a, claim_sql(a, &plans[i]), plans[i].n, plans[i].params);
+        if (out[i] == APPLIED && !one_by_one) {
+            add_stmt(&head, a, claim_sql(a, &plans[i]), plans[i].n, plans[i].params);
+            const char *hp[HISTORY_PARAMS];
+            if ((history[i] = history_params(envs[i], a, hp))) add_stmt(&head, a, HISTORY_SQL, HISTORY_PARAMS, hp);
+        }
     }
     /* Then run them: all in one pipeline (one round trip), or one by one. */
     PGresult **res = arena_calloc(a, (size_t)(head.n + 1) * sizeof *res);
@@ -600,6 +641,7 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
         if (out[i] != APPLIED) continue;
         out[i] = claimed(envs[i], res[k]);
         PQclear(res[k++]);
+        if (history[i]) PQclear(res[k++]);
     }
     for (int k = 0; k < first; k++) PQclear(res[k]);
     if (one_by_one && (rc = run_one_by_one(pg, msgs, envs, plans, out, n, a, dead, &st->failed, err)) != 0) goto fail;

@@ -231,6 +231,41 @@ static char *next_token(arena *a, const PGresult *r, int last, int key_col, qry_
     return token;
 }
 
+/* GetTask with as_of: the last version of the task's history at or
+ * before that time (read.task_history, migration 0027). */
+static int get_task_as_of(qry_thread *t, arena *a, const char *user, const Todo__V1__GetTaskRequest *rq,
+                          ProtobufCMessage **resp, todo_err *err)
+{
+    if (!event_timestamp_valid(rq->as_of))
+        return todo_err_set(err, TODO_EINVAL, "as_of: not a valid time (years 1 to 9999, nanos 0 to 999,999,999)");
+    char at[32];
+    snprintf(at, sizeof at, "%" PRId64, event_timestamp_us(rq->as_of));
+    const char *p[3] = {rq->task_id, user, at};
+    PGresult *r = pgx_exec(t->pg,
+                           "select h.task_id::text, h.user_id, h.title, h.description, h.priority,"
+                           " (extract(epoch from h.due_at) * 1000000)::bigint, h.completed,"
+                           " (extract(epoch from h.completed_at) * 1000000)::bigint, h.category,"
+                           " array_to_string(h.tags, E'\\x1f'),"
+                           " (select (extract(epoch from min(f.event_time)) * 1000000)::bigint from read.task_history f"
+                           "  where f.task_id = h.task_id),"
+                           " (extract(epoch from h.event_time) * 1000000)::bigint, h.version,"
+                           " (h.due_at is not null and h.due_at < to_timestamp($3::bigint / 1000000.0)"
+                           "  and not h.completed), coalesce(h.recurring_pattern_id::text, ''), h.deleted"
+                           " from read.task_history h where h.task_id = $1::uuid and h.user_id = $2"
+                           " and h.event_time <= to_timestamp($3::bigint / 1000000.0) order by h.version desc limit 1",
+                           3, p, err);
+    if (r == NULL) return read_failed("reading the task's history", err);
+    if (PQntuples(r) == 0 || PQgetvalue(r, 0, 15)[0] == 't') {
+        bool deleted = PQntuples(r) > 0;
+        PQclear(r);
+        return todo_err_set(err, TODO_ENOTFOUND, "task %s %s at that time", rq->task_id,
+                            deleted ? "was deleted" : "did not exist (or its history does not go back that far)");
+    }
+    *resp = &qry_task_of(a, r, 0)->base;
+    PQclear(r);
+    return TODO_OK;
+}
+
 static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
 {
     const Todo__V1__GetTaskRequest *rq = (const Todo__V1__GetTaskRequest *)req;
@@ -242,6 +277,7 @@ static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage
     if ((rc = begin(c, t, user, err)) != 0) return rc;
     if (!text_is_uuid(rq->task_id)) return todo_err_set(err, TODO_EINVAL, "task_id: must be a UUID");
     if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;
+    if (rq->as_of != NULL) return get_task_as_of(t, a, user, rq, resp, err);
     qry_found f;
     if (qry_batch_get(t->gets, t->pg, rq->task_id, user, &f, err) != 0) return read_failed("reading the task", err);
     if (f.row < 0) {
@@ -609,6 +645,101 @@ static int get_task_activity(grpcx_call *c, const ProtobufCMessage *req, Protobu
     return TODO_OK;
 }
 
+/* The fields GetTaskHistory compares, as the columns of its select from
+ * 5 on ("" unset). */
+static const char *const history_fields[] = {"title",        "description", "priority", "due_at", "completed",
+                                             "completed_at", "category",    "tags",     "deleted"};
+#define N_HISTORY_FIELDS 9
+
+/* A field's text as shown: priority by its name. */
+static const char *history_text(int field, const char *v)
+{
+    if (field == 2 && v[0] != '\0') {
+        const ProtobufCEnumValue *e = protobuf_c_enum_descriptor_get_value(&todo__v1__priority__descriptor, atoi(v));
+        return e != NULL ? e->name : v;
+    }
+    return v;
+}
+
+static int get_task_history(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
+{
+    static const char *const before_any[N_HISTORY_FIELDS] = {"", "", "", "", "false", "", "", "", "false"};
+    const Todo__V1__GetTaskHistoryRequest *rq = (const Todo__V1__GetTaskHistoryRequest *)req;
+    qry_thread *t = grpcx_call_state(c);
+    arena *a = grpcx_call_arena(c);
+    char user[AUTH_USER_MAX], from[24] = "1", limit[16];
+    int rc, size;
+
+    if ((rc = begin(c, t, user, err)) != 0 || (rc = page_size(rq->page_size, &size, err)) != 0) return rc;
+    if (!text_is_uuid(rq->task_id)) return todo_err_set(err, TODO_EINVAL, "task_id: must be a UUID");
+    bool paged = rq->page_token[0] != '\0';
+    if (paged) { /* the last version of the page before: the baseline of this one's first */
+        char *end;
+        long long v = strtoll(rq->page_token, &end, 10);
+        if (*end != '\0' || v < 1 || strlen(rq->page_token) > 18)
+            return todo_err_set(err, TODO_EINVAL, "page_token: not one GetTaskHistory gave");
+        snprintf(from, sizeof from, "%lld", v);
+    }
+    if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;
+    snprintf(limit, sizeof limit, "%d", size + 1 + paged);
+    const char *p[4] = {rq->task_id, user, from, limit};
+    PGresult *r = pgx_exec(t->pg,
+                           "select version, event_type, (extract(epoch from event_time) * 1000000)::bigint, actor,"
+                           " correlation_id, title, description, priority::text,"
+                           " coalesce(to_char(due_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''),"
+                           " completed::text,"
+                           " coalesce(to_char(completed_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''),"
+                           " category, array_to_string(tags, ','), deleted::text"
+                           " from read.task_history where task_id = $1::uuid and user_id = $2 and version >= $3::bigint"
+                           " order by version limit $4::int",
+                           4, p, err);
+    if (r == NULL) return read_failed("reading the task's history", err);
+    int rows = PQntuples(r);
+    if (rows == 0 && !paged) { /* no history: a task of another user, or none */
+        PQclear(r);
+        const char *q[2] = {rq->task_id, user};
+        if ((r = pgx_exec(t->pg, "select 1 from read.tasks where id = $1::uuid and user_id = $2", 2, q, err)) == NULL)
+            return read_failed("reading the task", err);
+        bool exists = PQntuples(r) > 0;
+        PQclear(r);
+        if (!exists) return todo_err_set(err, TODO_ENOTFOUND, "task %s not found", rq->task_id);
+        r = NULL;
+    }
+    Todo__V1__TaskHistory *rs = arena_alloc(a, sizeof *rs);
+    todo__v1__task_history__init(rs);
+    int start = paged && rows > 0 ? 1 : 0, shown = rows - start > size ? size : rows - start;
+    if (shown < 0) shown = 0;
+    rs->changes = arena_alloc(a, (size_t)(shown + 1) * sizeof *rs->changes);
+    for (int i = start; i < start + shown; i++) {
+        Todo__V1__TaskChange *ch = arena_alloc(a, sizeof *ch);
+        todo__v1__task_change__init(ch);
+        ch->version = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+        ch->event_type = arena_strdup(a, PQgetvalue(r, i, 1));
+        ch->time = qry_ts_of(a, r, i, 2);
+        ch->actor = arena_strdup(a, PQgetvalue(r, i, 3));
+        ch->correlation_id = arena_strdup(a, PQgetvalue(r, i, 4));
+        /* Against the version before (read with it), or nothing before it. */
+        bool has_before = i > 0 && strtoll(PQgetvalue(r, i - 1, 0), NULL, 10) == ch->version - 1;
+        ch->fields = arena_alloc(a, N_HISTORY_FIELDS * sizeof *ch->fields);
+        for (int f = 0; f < N_HISTORY_FIELDS; f++) {
+            const char *now = history_text(f, PQgetvalue(r, i, 5 + f));
+            const char *was = has_before ? history_text(f, PQgetvalue(r, i - 1, 5 + f)) : before_any[f];
+            if (strcmp(now, was) == 0) continue;
+            Todo__V1__FieldChange *fc = arena_alloc(a, sizeof *fc);
+            todo__v1__field_change__init(fc);
+            fc->field = (char *)history_fields[f];
+            fc->old_value = arena_strdup(a, was);
+            fc->new_value = arena_strdup(a, now);
+            ch->fields[ch->n_fields++] = fc;
+        }
+        rs->changes[rs->n_changes++] = ch;
+    }
+    if (rows - start > size) rs->next_page_token = arena_printf(a, "%" PRId64, rs->changes[shown - 1]->version);
+    PQclear(r);
+    *resp = &rs->base;
+    return TODO_OK;
+}
+
 /* The caller's feed position after which a WatchUpdates stream starts
  * (feed.updates: migration 0025). */
 static int watch_start_position(grpcx_call *c, qry_thread *t, const char *user,
@@ -696,6 +827,7 @@ int qry_service_register(grpcx_server *s, todo_err *err)
         {"ListNotifications", list_notifications},
         {"WatchUpdates", NULL, watch_updates},
         {"GetTaskActivity", get_task_activity},
+        {"GetTaskHistory", get_task_history},
     };
     return grpcx_server_add_service(s, &todo__v1__task_query_service__descriptor, methods,
                                     sizeof methods / sizeof methods[0], err);

@@ -1,7 +1,8 @@
 /*
  * Integration tests of SearchTasks and GetTaskStats on the real stack:
  * ranked full-text search with a prefix match, only the caller's live tasks;
- * statistics kept as events are projected, overdue counted at query time.
+ * statistics kept as events are projected, overdue counted at query time;
+ * a task's history (GetTaskHistory) and the task as it was (GetTask as_of).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -236,6 +237,155 @@ static void stats_follow_every_change(void **state)
     free(auth);
 }
 
+static Todo__V1__TaskHistory *history(const char *auth, const char *task, const char *token, int size,
+                                      const char *page, grpc_status_code *code)
+{
+    Todo__V1__GetTaskHistoryRequest rq = TODO__V1__GET_TASK_HISTORY_REQUEST__INIT;
+    Todo__V1__TaskHistory *out = NULL;
+    grpcx_result res;
+    rq.task_id = (char *)task;
+    rq.consistency_token = (char *)(token != NULL ? token : "");
+    rq.page_size = size;
+    rq.page_token = (char *)(page != NULL ? page : "");
+    *code = grpcx_unary(harness_svc.qry, "/todo.v1.TaskQueryService/GetTaskHistory", &rq.base,
+                        &todo__v1__task_history__descriptor, auth, 15000, (ProtobufCMessage **)&out, &res);
+    return out;
+}
+
+/* "field:old>new;..." of a change, for comparing whole changes at once. */
+static void fields_of(const Todo__V1__TaskChange *ch, char *out, size_t cap)
+{
+    size_t len = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < ch->n_fields && len < cap; i++) {
+        const Todo__V1__FieldChange *f = ch->fields[i];
+        bool time = strcmp(f->field, "completed_at") == 0; /* its value: a time, not compared */
+        len += (size_t)snprintf(out + len, cap - len, "%s:%s>%s;", f->field, time && f->old_value[0] ? "T" : f->old_value,
+                                time && f->new_value[0] ? "T" : f->new_value);
+    }
+}
+
+static Todo__V1__Task *task_as_of(const char *auth, const char *id, int64_t us, grpc_status_code *code)
+{
+    Todo__V1__GetTaskRequest rq = TODO__V1__GET_TASK_REQUEST__INIT;
+    Google__Protobuf__Timestamp at = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    Todo__V1__Task *t = NULL;
+    grpcx_result res;
+    at.seconds = us / 1000000;
+    at.nanos = (int32_t)(us % 1000000) * 1000;
+    rq.task_id = (char *)id;
+    rq.as_of = &at;
+    *code = grpcx_unary(harness_svc.qry, "/todo.v1.TaskQueryService/GetTask", &rq.base, &todo__v1__task__descriptor,
+                        auth, 15000, (ProtobufCMessage **)&t, &res);
+    return t;
+}
+
+/* A task's history after create, update, update, complete, reopen: each
+ * event with what it changed (old -> new), who and when, in pages; GetTask
+ * as_of between two updates reads the version between them. */
+static void history_shows_each_change_and_as_of_reads_the_past(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64];
+    harness_user(user, "history");
+    char *auth = harness_bearer(user, 600, NULL);
+    grpcx_result res;
+    grpc_status_code code;
+    Todo__V1__CommandReply *t = create(auth, "draft", TODO__V1__PRIORITY__PRIORITY_HIGH, 0), *r = NULL;
+    Todo__V1__UpdateTaskRequest up = TODO__V1__UPDATE_TASK_REQUEST__INIT;
+    Google__Protobuf__FieldMask mask = GOOGLE__PROTOBUF__FIELD_MASK__INIT;
+    char *title_only[] = {"title"}, *title_priority[] = {"title", "priority"};
+    up.task_id = t->id;
+    up.update_mask = &mask;
+    mask.paths = title_only;
+    mask.n_paths = 1;
+    up.title = "outline";
+    harness_sleep_ms(20); /* distinct event times */
+    assert_int_equal(harness_command("UpdateTask", &up.base, auth, NULL, &res), GRPC_STATUS_OK);
+    mask.paths = title_priority;
+    mask.n_paths = 2;
+    up.title = "report";
+    up.priority = TODO__V1__PRIORITY__PRIORITY_URGENT;
+    harness_sleep_ms(20);
+    assert_int_equal(harness_command("UpdateTask", &up.base, auth, NULL, &res), GRPC_STATUS_OK);
+    Todo__V1__CompleteTaskRequest done = TODO__V1__COMPLETE_TASK_REQUEST__INIT;
+    done.task_id = t->id;
+    harness_sleep_ms(20);
+    assert_int_equal(harness_command("CompleteTask", &done.base, auth, NULL, &res), GRPC_STATUS_OK);
+    harness_sleep_ms(20);
+    assert_int_equal(harness_command("ReopenTask", &done.base, auth, &r, &res), GRPC_STATUS_OK);
+
+    static const struct {
+        const char *type, *fields;
+    } want[] = {
+        {"task.created", "title:>draft;priority:>PRIORITY_HIGH;"},
+        {"task.updated", "title:draft>outline;"},
+        {"task.updated", "title:outline>report;priority:PRIORITY_HIGH>PRIORITY_URGENT;"},
+        {"task.completed", "completed:false>true;completed_at:>T;"},
+        {"task.reopened", "completed:true>false;completed_at:T>;"},
+    };
+    /* In pages of two: the third page's first change still compares with
+     * the version before it. */
+    int64_t times[5] = {0};
+    char page[32] = "", got[512];
+    int seen = 0;
+    for (int p = 0; p < 3; p++) {
+        Todo__V1__TaskHistory *h = history(auth, t->id, r->consistency_token, 2, page, &code);
+        assert_int_equal(code, GRPC_STATUS_OK);
+        for (size_t i = 0; i < h->n_changes; i++, seen++) {
+            const Todo__V1__TaskChange *ch = h->changes[i];
+            assert_true(seen < 5);
+            assert_int_equal(ch->version, seen + 1);
+            assert_string_equal(ch->event_type, want[seen].type);
+            fields_of(ch, got, sizeof got);
+            assert_string_equal(got, want[seen].fields);
+            assert_string_equal(ch->actor, user);
+            assert_true(ch->correlation_id[0] != '\0');
+            times[seen] = event_timestamp_us(ch->time);
+        }
+        snprintf(page, sizeof page, "%s", h->next_page_token);
+        protobuf_c_message_free_unpacked(&h->base, NULL);
+    }
+    assert_int_equal(seen, 5);
+    assert_string_equal(page, ""); /* the last page said so */
+
+    /* Between the two updates: version 2, "outline", still HIGH. */
+    Todo__V1__Task *then = task_as_of(auth, t->id, (times[1] + times[2]) / 2, &code);
+    assert_int_equal(code, GRPC_STATUS_OK);
+    assert_int_equal(then->version, 2);
+    assert_string_equal(then->title, "outline");
+    assert_int_equal(then->priority, TODO__V1__PRIORITY__PRIORITY_HIGH);
+    assert_false(then->completed);
+    protobuf_c_message_free_unpacked(&then->base, NULL);
+    /* While completed, and now. */
+    then = task_as_of(auth, t->id, (times[3] + times[4]) / 2, &code);
+    assert_int_equal(code, GRPC_STATUS_OK);
+    assert_true(then->completed);
+    assert_int_equal(then->version, 4);
+    protobuf_c_message_free_unpacked(&then->base, NULL);
+    then = task_as_of(auth, t->id, event_now_us(), &code);
+    assert_int_equal(code, GRPC_STATUS_OK);
+    assert_int_equal(then->version, 5);
+    assert_string_equal(then->title, "report");
+    protobuf_c_message_free_unpacked(&then->base, NULL);
+    /* Before it existed; someone else's. */
+    assert_null(task_as_of(auth, t->id, times[0] - 1000000, &code));
+    assert_int_equal(code, GRPC_STATUS_NOT_FOUND);
+    char *other = harness_bearer("history-someone-else", 600, NULL);
+    assert_null(history(other, t->id, NULL, 0, NULL, &code));
+    assert_int_equal(code, GRPC_STATUS_NOT_FOUND);
+    assert_null(task_as_of(other, t->id, event_now_us(), &code));
+    assert_int_equal(code, GRPC_STATUS_NOT_FOUND);
+    /* A page token it did not give. */
+    assert_null(history(auth, t->id, NULL, 0, "x1", &code));
+    assert_int_equal(code, GRPC_STATUS_INVALID_ARGUMENT);
+    free(other);
+    protobuf_c_message_free_unpacked(&t->base, NULL);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    free(auth);
+}
+
 /* The sort key of t under field f, as a comparable number. */
 static double key_of(const Todo__V1__Task *t, int f)
 {
@@ -342,6 +492,16 @@ static void every_query_has_an_index(void **state)
         " order by r.remind_at, r.id limit 21",
         "select * from read.reminders r where r.user_id = 'u' and (r.remind_at, r.id) > (now(),"
         " '123e4567-e89b-42d3-a456-426614174000'::uuid) order by r.remind_at, r.id limit 21",
+        /* GetTaskHistory, GetTask as_of, GetTaskActivity */
+        "select * from read.task_history where task_id = '123e4567-e89b-42d3-a456-426614174000' and user_id = 'u'"
+        " and version >= 3 order by version limit 21",
+        "select * from read.task_history where task_id = '123e4567-e89b-42d3-a456-426614174000' and user_id = 'u'"
+        " and event_time <= now() order by version desc limit 1",
+        "select * from read.task_sagas where task_id = '123e4567-e89b-42d3-a456-426614174000' order by started_at",
+        /* WatchUpdates: a stream's next rows, a token's position */
+        "select * from feed.updates where user_id = 'u' and position > 5 order by position limit 64",
+        "select position from feed.updates where user_id = 'u' and entity_id = '123e4567-e89b-42d3-a456-426614174000'"
+        " and version = 3",
         /* the reminder scheduler (todo-saga) */
         "select id from write.reminders where status = 'scheduled' and remind_at <= now() order by remind_at limit 100",
     };
@@ -391,6 +551,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(search_ranks_prefix_matches_of_the_callers_tasks),
         cmocka_unit_test(stats_follow_every_change),
+        cmocka_unit_test(history_shows_each_change_and_as_of_reads_the_past),
         cmocka_unit_test(every_order_pages_through_all_tasks_in_order),
         cmocka_unit_test(every_query_has_an_index),
         cmocka_unit_test(list_tasks_reads_one_page_in_index_order),

@@ -184,6 +184,20 @@ static void a_rebuild_under_load_equals_the_write_model(void **state)
     assert_true(t.created > 0 && t.reads > 0);
     wait_projection_idle();
     assert_int_equal(differences(), 0);
+    /* The rebuilt copy holds every task's history: a row per task event,
+     * at its version, as its type left the task. */
+    assert_int_equal(harness_scalar(harness_db,
+                                    "select count(*) from write.events e where e.aggregate_type = 'task'"
+                                    " and not exists (select 1 from read.task_history h where h.task_id = e.aggregate_id"
+                                    " and h.version = e.aggregate_version and h.event_type = e.event_type)",
+                                    NULL),
+                     0);
+    assert_int_equal(harness_scalar(harness_db,
+                                    "select count(*) from read.task_history h join write.tasks w on w.id = h.task_id"
+                                    " and w.version = h.version where h.title <> w.title or h.completed <>"
+                                    " (w.completed_at is not null)",
+                                    NULL),
+                     0);
     /* The live projection's counters go on across the swap, and the
      * replay's are shown beside them. */
     assert_true(harness_scalar(harness_db, "select batches from read.projection_status where projection = "
