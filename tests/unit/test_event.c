@@ -49,6 +49,15 @@ static void envelopes_round_trip_with_their_payload(void **state)
     assert_string_equal(back->title, "Buy milk");
     assert_string_equal(back->category, "home");
     todo__v1__task_created_v2__free_unpacked(back, NULL);
+    assert_null(event_actor(env));
+    assert_null(event_traceparent(env));
+    /* The actor and the trace travel in the metadata. */
+    m.actor = "todo-saga";
+    m.traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    assert_int_equal(event_encode(&m, &ev.base, a, &bytes, &len, &err), TODO_OK);
+    assert_int_equal(event_decode(bytes, len, a, &env, &err), TODO_OK);
+    assert_string_equal(event_actor(env), "todo-saga");
+    assert_string_equal(event_traceparent(env), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
     arena_free(a);
 }
 
