@@ -158,7 +158,8 @@ const char *grpcx_call_metadata(grpcx_call *c, const char *key);
 const trace_ctx *grpcx_call_trace(grpcx_call *c);
 
 /* Adds key: value to the reply's initial metadata (at most 4 entries; key
- * lowercase, value printable ASCII; both are copied). */
+ * lowercase, value printable ASCII; both are copied). Unary calls only: a
+ * server stream has sent its initial metadata before its handler runs. */
 void grpcx_call_reply_metadata(grpcx_call *c, const char *key, const char *value);
 
 /* The identity a client proved with its TLS certificate (mutual TLS): the
@@ -210,6 +211,11 @@ int grpcx_server_stream_pending(grpcx_server_stream *st);
 /* Ends the stream with status (a todo_status) and msg once what is queued
  * is sent. Later calls change nothing. */
 void grpcx_server_stream_end(grpcx_server_stream *st, int status, const char *msg);
+
+/* Ends the stream at once with status and msg, dropping what is queued (a
+ * client that reads nothing never lets the queue drain, so a status behind
+ * it would never go out). Later calls change nothing. */
+void grpcx_server_stream_abort(grpcx_server_stream *st, int status, const char *msg);
 
 /* fn(ctx) is called, on a worker thread with no grpcx lock held, each time a
  * message went out and when the stream is over: the time to send more, or

@@ -1008,7 +1008,8 @@ static bool stream_open(unary_call *u, grpcx_call *c, const ProtobufCMessage *re
         stream_struct_free(st);
         return false;
     }
-    u->call = NULL; /* the stream's now: its close batch is out */
+    /* The stream's now (its close batch is out); u keeps pointing at it
+     * while the handler runs, for the call's accessors. */
     st->sending = stream_batch(st, &md_op, 1, st);
     if (!st->sending) grpc_call_cancel(st->call, NULL);
     st->listed = true;
@@ -1026,6 +1027,7 @@ static bool stream_open(unary_call *u, grpcx_call *c, const ProtobufCMessage *re
     todo_err err;
     todo_err_clear(&err);
     int rc = u->m->stream(c, req, st, &err);
+    u->call = NULL;
     if (rc != TODO_OK) {
         if (grpcx_status_of(rc) == GRPC_STATUS_INTERNAL)
             log_error(s->component, "call failed", "method=%s detail=\"%s\"", u->m->path, err.msg);
@@ -1148,6 +1150,19 @@ void grpcx_server_stream_end(grpcx_server_stream *st, int status, const char *ms
         st->code = grpcx_status_of(status);
         snprintf(st->msg, sizeof st->msg, "%s", msg != NULL ? msg : "");
         stream_pump(st);
+    }
+    pthread_mutex_unlock(&st->mu);
+}
+
+void grpcx_server_stream_abort(grpcx_server_stream *st, int status, const char *msg)
+{
+    pthread_mutex_lock(&st->mu);
+    if (!st->over && !st->ended && st->call != NULL) {
+        st->ending = st->ended = true;
+        st->code = grpcx_status_of(status);
+        stream_drop_queue(st);
+        grpc_call_cancel_with_status(st->call, st->code, msg != NULL ? msg : "", NULL); /* its close comes back */
+        count_handled(st->m, st->code);
     }
     pthread_mutex_unlock(&st->mu);
 }

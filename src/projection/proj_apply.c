@@ -90,9 +90,13 @@ static const char *claim_sql(arena *a, const planned *p)
                                                "   select $%d, 1 where" CLAIMED
                                                "   on conflict (user_id) do update set position = h.position + 1"
                                                "   returning position),"
+                                               /* recorded_at: after the heads row lock, so a user's
+                                                * later positions never have earlier times (pruning
+                                                * by time leaves no gap) */
                                                " fed as (insert into feed.updates (user_id, position, kind, entity_id,"
-                                               "   version, event_type, event_time) select $%d, position, $%d,"
-                                               "   $1::uuid, $2::bigint, $%d, $3::timestamptz from head)",
+                                               "   version, event_type, event_time, recorded_at) select $%d, position,"
+                                               "   $%d, $1::uuid, $2::bigint, $%d, $3::timestamptz, clock_timestamp()"
+                                               "   from head)",
                                                p->n - 2, p->n - 2, p->n - 1, p->n);
     return arena_printf(a,
                         "with old as (select version from applied_versions where aggregate_id = $1::uuid for update),"

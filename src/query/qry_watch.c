@@ -224,7 +224,8 @@ static void feed_all(qry_watch *w)
             else if (now - s->full_since > stall) {
                 log_info("query", "ending a watch stream whose client reads nothing", "user=%s position=%" PRId64,
                          s->user, s->pos);
-                grpcx_server_stream_end(s->st, TODO_ETOOBIG,
+                /* At once, not after the buffer: a client that reads nothing never lets it drain. */
+                grpcx_server_stream_abort(s->st, TODO_ETOOBIG,
                                  arena_printf(w->a,
                                               "the client read nothing for %d ms while updates waited; reconnect"
                                               " with after_position set to the last position received",
@@ -266,6 +267,21 @@ static bool connect_db(qry_watch *w)
     return true;
 }
 
+/* True when libpq holds notifications not yet taken (they stay queued). */
+static bool notifies_waiting(qry_watch *w)
+{
+    PQconsumeInput(w->pg);
+    PGnotify *nt = PQnotifies(w->pg);
+    if (nt == NULL) return false;
+    /* Taken: mark its user's streams now; the rest are taken after the poll. */
+    pthread_mutex_lock(&w->mu);
+    for (int i = 0; i < w->n; i++)
+        if (strcmp(w->subs[i]->user, nt->extra) == 0) w->subs[i]->dirty = true;
+    pthread_mutex_unlock(&w->mu);
+    PQfreemem(nt);
+    return true;
+}
+
 static void *hub_main(void *arg)
 {
     qry_watch *w = arg;
@@ -273,6 +289,9 @@ static void *hub_main(void *arg)
     while (!atomic_load(&w->stop)) {
         bool db = connect_db(w);
         int timeout = db && w->listening ? 1000 : STANDBY_POLL_MS;
+        /* Notifications libpq took in with the last round's answers: the
+         * socket will not say so. */
+        if (db && w->listening && PQisBusy(w->pg) == 0 && notifies_waiting(w)) timeout = 0;
         struct pollfd pfd[2] = {{.fd = w->efd, .events = POLLIN}, {.fd = db ? PQsocket(w->pg) : -1, .events = POLLIN}};
         poll(pfd, 2, timeout);
         if (pfd[0].revents & POLLIN) {
@@ -356,6 +375,9 @@ int qry_watch_add(qry_watch *w, grpcx_server_stream *st, const char *user, int64
     s->pos = after;
     s->hello = s->dirty = true;
     s->last_sent = now_s();
+    /* Before the hub can see it: once listed, the hub may let go of st at
+     * any time (the client gone), and the hold is then the hub's. */
+    grpcx_server_stream_on_event(st, kick, w);
     pthread_mutex_lock(&w->mu);
     if (w->n >= w->cfg->watch_max_streams) {
         pthread_mutex_unlock(&w->mu);
@@ -377,7 +399,6 @@ int qry_watch_add(qry_watch *w, grpcx_server_stream *st, const char *user, int64
     w->subs[w->n++] = s;
     metric_add(w->open, 1);
     pthread_mutex_unlock(&w->mu);
-    grpcx_server_stream_on_event(st, kick, w);
     kick(w);
     return TODO_OK;
 }

@@ -551,6 +551,28 @@ static void a_full_server_stream_buffer_refuses_more(void **state)
     grpcx_stream_close(st);
 }
 
+/* An abort ends the stream at once with its status, whatever is queued. */
+static void an_aborted_server_stream_ends_at_once(void **state)
+{
+    fixture *f = *state;
+    grpcx_result res;
+    grpcx_stream *st = open_updates(f, 3);
+    wait_held();
+    grpcx_server_stream_abort(held, TODO_ETOOBIG, "the client reads nothing");
+    assert_int_equal(grpcx_server_stream_pending(held), -1);
+    Todo__V1__Update u = TODO__V1__UPDATE__INIT;
+    assert_int_equal(grpcx_server_stream_send(held, &u.base), TODO_EUNAVAIL);
+    grpcx_server_stream_end(held, TODO_OK, "changes nothing");
+    grpcx_server_stream_release(held);
+    int64_t pos;
+    while ((pos = next_position(st, &res)) > 0) { /* what went out before the abort, if anything */
+    }
+    assert_int_equal(pos, 0);
+    assert_int_equal(res.code, GRPC_STATUS_RESOURCE_EXHAUSTED);
+    assert_string_equal(res.message, "the client reads nothing");
+    grpcx_stream_close(st);
+}
+
 /* A client that leaves: the handler is told, and sends are refused. */
 static void a_client_leaving_a_server_stream_is_told_to_its_handler(void **state)
 {
@@ -833,6 +855,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_refused_server_stream_ends_with_the_handlers_status, setup, teardown),
         cmocka_unit_test_setup_teardown(a_full_server_stream_buffer_refuses_more, setup_one_worker, teardown),
         cmocka_unit_test_setup_teardown(a_client_leaving_a_server_stream_is_told_to_its_handler, setup, teardown),
+        cmocka_unit_test_setup_teardown(an_aborted_server_stream_ends_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(server_streams_end_at_shutdown, setup, teardown),
         cmocka_unit_test_setup_teardown(callers_are_authenticated_before_decoding, setup_guarded, teardown),
         cmocka_unit_test_setup_teardown(hostile_bodies_are_refused_without_harm, setup_guarded, teardown),
