@@ -621,8 +621,9 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
     add_stmt(&head, a, "begin", 0, NULL);
     /* A rebuild's swap takes this lock exclusively: no live batch runs across it. */
     if (ps == NULL || !ps->shadow) add_stmt(&head, a, "select pg_advisory_xact_lock_shared(" PROJ_SWAP_LOCK_KEY ")", 0, NULL);
-    int first = head.n;
     bool *history = arena_calloc(a, (n + 1) * sizeof *history); /* a HISTORY_SQL follows its statement */
+    const char **feed_users = arena_calloc(a, (n + 1) * sizeof *feed_users);
+    size_t n_feed_users = 0;
     for (size_t i = 0; i < n; i++) {
         if (envs[i] == NULL || dead[i] != NULL) continue; /* dead, or waits behind a record planned dead */
         if (known[i] >= envs[i]->aggregate_version) { /* Redis: applied before */
@@ -632,11 +633,25 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
         out[i] = plan_record(envs[i], a, &plans[i], &dead[i]);
         if (out[i] == DEAD) park_followers(msgs, n, dead, i);
         if (out[i] == APPLIED && (ps == NULL || !ps->shadow)) plan_feed(&plans[i], envs[i]); /* a replay adds no feed */
-        if (out[i] == APPLIED && !one_by_one) {
-            add_stmt(&head, a, claim_sql(a, &plans[i]), plans[i].n, plans[i].params);
-            const char *hp[HISTORY_PARAMS];
-            if ((history[i] = history_params(envs[i], a, hp))) add_stmt(&head, a, HISTORY_SQL, HISTORY_PARAMS, hp);
-        }
+        if (plans[i].feed) feed_users[n_feed_users++] = envs[i]->user_id;
+    }
+    /* The feed's heads rows of the batch's users, locked first and in one
+     * order (sorted, as the statement inserts them): two batches sharing
+     * users (a rebalance's old and new owner) wait for each other instead
+     * of deadlocking on the rows the claims lock one by one. */
+    if (n_feed_users > 0) {
+        const char *p[1] = {pgx_text_array(a, (char **)feed_users, n_feed_users)};
+        add_stmt(&head, a,
+                 "insert into feed.heads as h (user_id, position) select distinct u, 0 from unnest($1::text[]) u"
+                 " order by 1 on conflict (user_id) do update set position = h.position",
+                 1, p);
+    }
+    int first = head.n;
+    for (size_t i = 0; i < n && !one_by_one; i++) {
+        if (out[i] != APPLIED) continue;
+        add_stmt(&head, a, claim_sql(a, &plans[i]), plans[i].n, plans[i].params);
+        const char *hp[HISTORY_PARAMS];
+        if ((history[i] = history_params(envs[i], a, hp))) add_stmt(&head, a, HISTORY_SQL, HISTORY_PARAMS, hp);
     }
     /* Then run them: all in one pipeline (one round trip), or one by one. */
     PGresult **res = arena_calloc(a, (size_t)(head.n + 1) * sizeof *res);
