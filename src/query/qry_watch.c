@@ -38,9 +38,11 @@ typedef struct sub {
 struct qry_watch {
     const todo_config *cfg;
     pthread_t thread;
-    pthread_mutex_t mu; /* subs */
-    sub **subs;
+    sub **subs;         /* the hub's own: only its thread touches them */
     int n, cap;
+    pthread_mutex_t mu; /* the streams handed over and not yet taken, and the count of all */
+    sub **adds;
+    int n_adds, cap_adds, total;
     int efd;            /* wakes the hub: a stream added, a message sent, a stream over, stop */
     atomic_bool stop;
     PGconn *pg;
@@ -185,7 +187,26 @@ static int feed_one(qry_watch *w, sub *s, int room, todo_err *err)
     return failed ? -1 : sent;
 }
 
-/* One round over every stream (w->mu held). */
+/* Takes the streams handed over since the last round into subs. */
+static void take_adds(qry_watch *w)
+{
+    pthread_mutex_lock(&w->mu);
+    for (int i = 0; i < w->n_adds; i++) {
+        if (w->n == w->cap) {
+            int cap = w->cap > 0 ? w->cap * 2 : 16;
+            sub **grown = realloc(w->subs, (size_t)cap * sizeof *grown);
+            if (grown == NULL) abort();
+            w->subs = grown;
+            w->cap = cap;
+        }
+        w->subs[w->n++] = w->adds[i];
+    }
+    w->n_adds = 0;
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* One round over every stream (the hub's thread; no lock held while it
+ * reads the database, so handing a stream over never waits for it). */
 static void feed_all(qry_watch *w)
 {
     double now = now_s();
@@ -197,6 +218,9 @@ static void feed_all(qry_watch *w)
             grpcx_server_stream_release(s->st);
             free(s);
             w->subs[i--] = w->subs[--w->n];
+            pthread_mutex_lock(&w->mu);
+            w->total--;
+            pthread_mutex_unlock(&w->mu);
             metric_add(w->open, -1);
             continue;
         }
@@ -261,9 +285,7 @@ static bool connect_db(qry_watch *w)
         }
         w->listening = true;
     }
-    pthread_mutex_lock(&w->mu);
     for (int i = 0; i < w->n; i++) w->subs[i]->dirty = true;
-    pthread_mutex_unlock(&w->mu);
     return true;
 }
 
@@ -274,10 +296,8 @@ static bool notifies_waiting(qry_watch *w)
     PGnotify *nt = PQnotifies(w->pg);
     if (nt == NULL) return false;
     /* Taken: mark its user's streams now; the rest are taken after the poll. */
-    pthread_mutex_lock(&w->mu);
     for (int i = 0; i < w->n; i++)
         if (strcmp(w->subs[i]->user, nt->extra) == 0) w->subs[i]->dirty = true;
-    pthread_mutex_unlock(&w->mu);
     PQfreemem(nt);
     return true;
 }
@@ -299,7 +319,7 @@ static void *hub_main(void *arg)
             if (read(w->efd, &v, sizeof v) < 0) { /* drained already */
             }
         }
-        pthread_mutex_lock(&w->mu);
+        take_adds(w);
         bool all = !db || !w->listening || now_s() >= next_sweep;
         if (db && w->listening) {
             PQconsumeInput(w->pg);
@@ -315,7 +335,6 @@ static void *hub_main(void *arg)
             if (now_s() >= next_sweep) next_sweep = now_s() + w->cfg->watch_keepalive_ms / 1000.0;
         }
         feed_all(w);
-        pthread_mutex_unlock(&w->mu);
     }
     /* On this thread: pgx's statement cache is per thread. */
     pgx_close(w->pg);
@@ -353,12 +372,14 @@ void qry_watch_stop(qry_watch *w)
     atomic_store(&w->stop, true);
     kick(w);
     pthread_join(w->thread, NULL);
+    take_adds(w); /* the thread is gone: what it did not take yet */
     for (int i = 0; i < w->n; i++) {
         grpcx_server_stream_release(w->subs[i]->st);
         free(w->subs[i]);
     }
     metric_add(w->open, -w->n);
     free(w->subs);
+    free(w->adds);
     pgx_close(w->pg);
     close(w->efd);
     pthread_mutex_destroy(&w->mu);
@@ -375,28 +396,29 @@ int qry_watch_add(qry_watch *w, grpcx_server_stream *st, const char *user, int64
     s->pos = after;
     s->hello = s->dirty = true;
     s->last_sent = now_s();
-    /* Before the hub can see it: once listed, the hub may let go of st at
-     * any time (the client gone), and the hold is then the hub's. */
+    /* Before the hub can see it: once handed over, the hub may let go of st
+     * at any time (the client gone), and the hold is then the hub's. */
     grpcx_server_stream_on_event(st, kick, w);
     pthread_mutex_lock(&w->mu);
-    if (w->n >= w->cfg->watch_max_streams) {
+    if (w->total >= w->cfg->watch_max_streams) {
         pthread_mutex_unlock(&w->mu);
         free(s);
         return todo_err_set(err, TODO_ETOOBIG, "%d WatchUpdates streams are open here (TODO_WATCH_MAX_STREAMS); retry later",
                             w->cfg->watch_max_streams);
     }
-    if (w->n == w->cap) {
-        int cap = w->cap > 0 ? w->cap * 2 : 16;
-        sub **grown = realloc(w->subs, (size_t)cap * sizeof *grown);
+    if (w->n_adds == w->cap_adds) {
+        int cap = w->cap_adds > 0 ? w->cap_adds * 2 : 16;
+        sub **grown = realloc(w->adds, (size_t)cap * sizeof *grown);
         if (grown == NULL) {
             pthread_mutex_unlock(&w->mu);
             free(s);
             return todo_err_set(err, TODO_EINTERNAL, "out of memory");
         }
-        w->subs = grown;
-        w->cap = cap;
+        w->adds = grown;
+        w->cap_adds = cap;
     }
-    w->subs[w->n++] = s;
+    w->adds[w->n_adds++] = s;
+    w->total++;
     metric_add(w->open, 1);
     pthread_mutex_unlock(&w->mu);
     kick(w);
