@@ -379,6 +379,8 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
     if ((rc = get_int(&cfg->notify_smtp_starttls, "TODO_NOTIFY_SMTP_STARTTLS", cfg->local ? 0 : 1, 0, 1, get, ctx, err)) != 0)
         return rc;
     if ((rc = get_str(cfg->notify_smtp_ca_file, "TODO_NOTIFY_SMTP_CA_FILE", "", get, ctx, err)) != 0) return rc;
+    if (cfg->notify_smtp_ca_file[0] != '\0' && access(cfg->notify_smtp_ca_file, R_OK) != 0)
+        return todo_err_set(err, TODO_EINVAL, "TODO_NOTIFY_SMTP_CA_FILE: cannot read %s", cfg->notify_smtp_ca_file);
     if (!cfg->local && strncmp(cfg->notify_smtp_url, "smtp://", 7) == 0 && cfg->notify_smtp_starttls == 0)
         return todo_err_set(err, TODO_EINVAL,
                             "TODO_NOTIFY_SMTP_URL smtp:// needs TODO_NOTIFY_SMTP_STARTTLS=1 outside TODO_ENV=local "

@@ -93,7 +93,7 @@ typedef struct todo_config {
     int notify_attempts;                  /* TODO_NOTIFY_ATTEMPTS: deliveries tried per notification */
     char notify_webhook_secret[CONFIG_STR_MAX]; /* TODO_NOTIFY_WEBHOOK_SECRET: HMAC-SHA256 key of webhook signatures ("": unsigned) */
     char notify_smtp_url[CONFIG_STR_MAX]; /* TODO_NOTIFY_SMTP_URL: smtp:// or smtps:// server of the EMAIL channel ("": none) */
-    char notify_smtp_from[256];           /* TODO_NOTIFY_SMTP_FROM: the sender address */
+    char notify_smtp_from[CONFIG_STR_MAX]; /* TODO_NOTIFY_SMTP_FROM: the sender address */
     int notify_smtp_starttls;             /* TODO_NOTIFY_SMTP_STARTTLS: 1 = require STARTTLS on smtp:// */
     char notify_smtp_ca_file[CONFIG_STR_MAX]; /* TODO_NOTIFY_SMTP_CA_FILE: CAs the SMTP server's certificate is checked against ("": the system's) */
     int saga_step_delay_ms;               /* TODO_SAGA_STEP_DELAY_MS: a pause before every saga step (tests, demos) */

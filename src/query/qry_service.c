@@ -707,7 +707,9 @@ static int get_task_history(grpcx_call *c, const ProtobufCMessage *req, Protobuf
     }
     Todo__V1__TaskHistory *rs = arena_alloc(a, sizeof *rs);
     todo__v1__task_history__init(rs);
-    int start = paged && rows > 0 ? 1 : 0, shown = rows - start > size ? size : rows - start;
+    /* The page token's own version comes first: the baseline, not shown. */
+    int start = paged && rows > 0 && strcmp(PQgetvalue(r, 0, 0), from) == 0 ? 1 : 0;
+    int shown = rows - start > size ? size : rows - start;
     if (shown < 0) shown = 0;
     rs->changes = arena_alloc(a, (size_t)(shown + 1) * sizeof *rs->changes);
     for (int i = start; i < start + shown; i++) {
@@ -719,7 +721,7 @@ static int get_task_history(grpcx_call *c, const ProtobufCMessage *req, Protobuf
         ch->actor = arena_strdup(a, PQgetvalue(r, i, 3));
         ch->correlation_id = arena_strdup(a, PQgetvalue(r, i, 4));
         /* Against the version before (read with it), or nothing before it. */
-        bool has_before = i > 0 && strtoll(PQgetvalue(r, i - 1, 0), NULL, 10) == ch->version - 1;
+        bool has_before = i > 0; /* the version before it that the history holds */
         ch->fields = arena_alloc(a, N_HISTORY_FIELDS * sizeof *ch->fields);
         for (int f = 0; f < N_HISTORY_FIELDS; f++) {
             const char *now = history_text(f, PQgetvalue(r, i, 5 + f));

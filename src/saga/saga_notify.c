@@ -86,8 +86,13 @@ static size_t webhook_header(char *p, size_t size, size_t n, void *ctx)
     saga_notify_outcome *out = ctx;
     char id[256] = "";
     header_value(p, size * n, "X-Message-Id", id, sizeof id);
-    if (id[0] == '\0') header_value(p, size * n, "Message-Id", id, sizeof id);
-    if (id[0] != '\0') snprintf(out->message_id, sizeof out->message_id, "%s", id);
+    if (id[0] != '\0') {
+        snprintf(out->message_id, sizeof out->message_id, "%s", id);
+        out->message_id_preferred = true; /* a Message-Id after it does not replace it */
+        return size * n;
+    }
+    header_value(p, size * n, "Message-Id", id, sizeof id);
+    if (id[0] != '\0' && !out->message_id_preferred) snprintf(out->message_id, sizeof out->message_id, "%s", id);
     return size * n;
 }
 
@@ -547,9 +552,10 @@ static int record(saga_notify *s, const saga_notify_channel *ch, const Todo__V1_
     ko.error = (char *)o->error;
     ko.error_code = (char *)(o->code != NULL ? o->code : "server_error");
     const char *type = sent ? "notification.sent" : "notification.failed";
-    int rc = notification_event(s, a, n, type, 2 + attempts, sent ? &ok.base : &ko.base, &hex, err);
+    int64_t version = attempts > 0 ? 1 + attempts : 2; /* after the retried failures (1 + n each) */
+    int rc = notification_event(s, a, n, type, version, sent ? &ok.base : &ko.base, &hex, err);
     if (rc == TODO_OK && sent && o->delivered)
-        rc = notification_event(s, a, n, "notification.delivered", 3 + attempts, &dv.base, &hex_delivered, err);
+        rc = notification_event(s, a, n, "notification.delivered", version + 1, &dv.base, &hex_delivered, err);
     snprintf(count, sizeof count, "%d", attempts);
     if (rc == TODO_OK)
         rc = pgx_cmd(s->pg,

@@ -51,7 +51,9 @@
  * confirms the user has it (in_app), or notification.failed (the error, a
  * stable error code, will_retry unset), in saga.outbox, published to
  * notifications.commands.v1. A notification's events are numbered: 1
- * requested, 1 + n the n-th attempt's failure, 2 + attempts the outcome.
+ * requested, 1 + n the n-th attempt's retried failure, 1 + attempts the
+ * outcome (2 when there was no attempt), delivered after it. (A crash while
+ * sending numbers the attempts after the restart from 1 again.)
  */
 #ifndef TODO_SAGA_NOTIFY_H
 #define TODO_SAGA_NOTIFY_H
@@ -77,6 +79,7 @@ typedef struct saga_notify_outcome {
     char error[300];         /* why it failed ("" when sent) */
     const char *code;        /* a failure's stable code (NotificationFailed.error_code) */
     char message_id[256];    /* the provider's id of what was sent ("" none; NotificationSent) */
+    bool message_id_preferred; /* webhook: it came from X-Message-Id */
     bool delivered;          /* the channel confirmed the user has it (notification.delivered) */
 } saga_notify_outcome;
 

@@ -299,7 +299,8 @@ static void remind_at(const char *auth, const char *task, int64_t at, const Todo
     rq.remind_at = &ts;
     rq.channels = (Todo__V1__ReminderChannel *)channels;
     rq.n_channels = n;
-    assert_int_equal(harness_command("ScheduleReminder", &rq.base, auth, NULL, &res), GRPC_STATUS_OK);
+    if (harness_command("ScheduleReminder", &rq.base, auth, NULL, &res) != GRPC_STATUS_OK)
+        fail_msg("ScheduleReminder: %s", res.message);
 }
 
 /* The caller's inbox (ListNotifications), waiting for token when given. */
@@ -362,7 +363,7 @@ static void await_notifier(void)
     long long until = harness_now_ms() + 90000;
     while (harness_now_ms() < until) {
         char *t = new_task(auth, "warm-up");
-        remind_at(auth, t, (int64_t)time(NULL) + 1, &push, 1);
+        remind_at(auth, t, (int64_t)time(NULL) + 2, &push, 1);
         free(t);
         long long wait = harness_now_ms() + 6000;
         while (harness_now_ms() < wait && hook_count(path, NULL) == 0) harness_sleep_ms(100);
@@ -638,7 +639,7 @@ static void a_channel_without_an_address_fails_saying_why(void **state)
     char *auth = harness_bearer(user, 600, NULL);
     char *t = new_task(auth, "call mum");
     Todo__V1__ReminderChannel email = TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_EMAIL;
-    remind_at(auth, t, (int64_t)time(NULL) + 1, &email, 1);
+    remind_at(auth, t, (int64_t)time(NULL) + 2, &email, 1);
     long long until = harness_now_ms() + 30000;
     const char *sql = "select count(*) from saga.notifications where recipient = $1 and status = 'failed'"
                       " and last_error like '%no email address%'";
@@ -811,7 +812,7 @@ static void a_notifier_killed_mid_mail_sends_it_once(void **state)
     assert_int_equal(preferences(auth, email, "", "", "", "", 0, NULL, &res), GRPC_STATUS_OK);
     char *t = new_task(auth, "book the ferry");
     Todo__V1__ReminderChannel channel = TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_EMAIL;
-    remind_at(auth, t, (int64_t)time(NULL) + 1, &channel, 1);
+    remind_at(auth, t, (int64_t)time(NULL) + 2, &channel, 1);
     const char *sending = "select count(*) from saga.notifications where recipient = $1 and status = 'sending'";
     long long until = harness_now_ms() + 30000;
     while (harness_now_ms() < until && harness_scalar(harness_db, sending, user) == 0) harness_sleep_ms(20);
@@ -861,7 +862,7 @@ static void mail_goes_over_starttls(void **state)
     /* STARTTLS, the CA trusted: delivered, once. */
     saga = start_saga_with(port, true, ca);
     char *t = new_task(auth, "sealed letter");
-    remind_at(auth, t, (int64_t)time(NULL) + 1, &channel, 1);
+    remind_at(auth, t, (int64_t)time(NULL) + 3, &channel, 1);
     long long until = harness_now_ms() + 30000;
     while (harness_now_ms() < until && mails_in(box, email, "sealed letter", NULL) == 0) harness_sleep_ms(100);
     assert_int_equal(mails_in(box, email, "sealed letter", NULL), 1);
@@ -870,7 +871,7 @@ static void mail_goes_over_starttls(void **state)
     /* No STARTTLS: the server refuses the mail; failed for good. */
     saga = start_saga_with(port, false, NULL);
     char *t2 = new_task(auth, "postcard");
-    remind_at(auth, t2, (int64_t)time(NULL) + 1, &channel, 1);
+    remind_at(auth, t2, (int64_t)time(NULL) + 3, &channel, 1);
     const char *refused = "select count(*) from saga.notifications where recipient = $1 and status = 'failed'"
                           " and last_error like 'smtp:%'";
     until = harness_now_ms() + 30000;

@@ -297,7 +297,7 @@ static void sagas_reminders_and_notifications_are_counted(void **state)
     Todo__V1__ScheduleReminderRequest rq = TODO__V1__SCHEDULE_REMINDER_REQUEST__INIT;
     Google__Protobuf__Timestamp at = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
     grpcx_result res;
-    at.seconds = (int64_t)time(NULL) + 1;
+    at.seconds = (int64_t)time(NULL) + 2; /* at least a second ahead (time() is rounded down) */
     rq.task_id = r;
     rq.remind_at = &at;
     rq.channel = TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_PUSH;
