@@ -297,6 +297,23 @@ typedef struct where {
     int n;
 } where;
 
+/* The end of a keyset page's WHERE clause: after key (from the request's
+ * page token, or NULL on the first page) " and (expr, id_col) > or <
+ * ($i::cast, $j::uuid)" as asc says, then the limit parameter: size + 1
+ * rows, the last telling whether another page follows. limit holds its text. */
+static void page_after(where *w, const qry_page_key *key, const char *expr, const char *id_col, bool asc,
+                       const char *cast, char limit[16], int size)
+{
+    if (key != NULL) {
+        w->params[w->n++] = key->value;
+        w->params[w->n++] = key->id;
+        w->len += (size_t)snprintf(w->sql + w->len, sizeof w->sql - w->len, " and (%s, %s) %s ($%d::%s, $%d::uuid)",
+                                   expr, id_col, asc ? ">" : "<", w->n - 1, cast, w->n);
+    }
+    snprintf(limit, 16, "%d", size + 1);
+    w->params[w->n++] = limit;
+}
+
 /* Appends " and <text>", where each '?' in text becomes the placeholder of
  * value (added as the next parameter when not NULL). */
 static void cond(where *w, const char *text, const char *value)
@@ -408,15 +425,8 @@ static int list_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessa
         rs->total = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
         PQclear(r);
     }
-    const char *expr = qry_sort_expr(sort.field);
-    if (rq->page_token[0] != '\0') {
-        w.params[w.n++] = key.value;
-        w.params[w.n++] = key.id;
-        w.len += (size_t)snprintf(w.sql + w.len, sizeof w.sql - w.len, " and (%s, id) %s ($%d::%s, $%d::uuid)", expr,
-                                  sort.asc ? ">" : "<", w.n - 1, qry_sort_cast(sort.field), w.n);
-    }
-    snprintf(limit, sizeof limit, "%d", size + 1);
-    w.params[w.n++] = limit;
+    page_after(&w, rq->page_token[0] != '\0' ? &key : NULL, qry_sort_expr(sort.field), "id", sort.asc,
+               qry_sort_cast(sort.field), limit, size);
     char *sql = qry_list_sql(a, w.sql, sort, w.n);
     PGresult *r = pgx_exec(t->pg, sql, w.n, w.params, err);
     if (r == NULL) return read_failed("listing tasks", err);
@@ -530,14 +540,7 @@ static int list_reminders(grpcx_call *c, const ProtobufCMessage *req, ProtobufCM
                              " (select 1 from read.tasks k where k.id = r.task_id and k.deleted)");
     if (rq->task_id[0] != '\0') cond(&w, "r.task_id = ?::uuid", rq->task_id);
     if (!rq->include_inactive) cond(&w, "r.status = 'scheduled'", NULL);
-    if (rq->page_token[0] != '\0') {
-        w.params[w.n++] = key.value;
-        w.params[w.n++] = key.id;
-        w.len += (size_t)snprintf(w.sql + w.len, sizeof w.sql - w.len,
-                                  " and (r.remind_at, r.id) > ($%d::timestamptz, $%d::uuid)", w.n - 1, w.n);
-    }
-    snprintf(limit, sizeof limit, "%d", size + 1);
-    w.params[w.n++] = limit;
+    page_after(&w, rq->page_token[0] != '\0' ? &key : NULL, "r.remind_at", "r.id", true, "timestamptz", limit, size);
     char *sql = arena_printf(a,
                              "%s, %s as page_key from read.reminders r%s order by r.remind_at, r.id limit $%d",
                              qry_reminder_select, qry_sort_text(QRY_SORT_REMIND_AT), w.sql, w.n);
@@ -572,14 +575,8 @@ static int list_notifications(grpcx_call *c, const ProtobufCMessage *req, Protob
     w.params[w.n++] = user;
     w.len = (size_t)snprintf(w.sql, sizeof w.sql, " where n.user_id = $1");
     if (rq->unread_only) cond(&w, "n.read_at is null", NULL);
-    if (rq->page_token[0] != '\0') {
-        w.params[w.n++] = key.value;
-        w.params[w.n++] = key.id;
-        w.len += (size_t)snprintf(w.sql + w.len, sizeof w.sql - w.len,
-                                  " and (n.created_at, n.id) < ($%d::timestamptz, $%d::uuid)", w.n - 1, w.n);
-    }
-    snprintf(limit, sizeof limit, "%d", size + 1);
-    w.params[w.n++] = limit;
+    page_after(&w, rq->page_token[0] != '\0' ? &key : NULL, "n.created_at", "n.id", false, "timestamptz", limit,
+               size);
     char *sql = arena_printf(a,
                              "%s, %s as page_key from read.notifications n%s order by n.created_at desc, n.id desc"
                              " limit $%d",
