@@ -44,24 +44,34 @@ step() { current="$*"; log "== $* (at $(( $(date +%s) - t0 ))s)"; }
 # Marks the current step failed; the verdict at the end names it.
 fail() { failed=1; failed_steps+=("$current"); }
 
+# Unit tests run side by side: most of their time is waiting on librdkafka's
+# mock cluster, and each has its own (the integration tests share the stack:
+# RESOURCE_LOCK stack keeps them one at a time).
 step "unit tests (dev)"
-ctest --test-dir build/dev -L unit --output-on-failure || fail
+ctest --test-dir build/dev -L unit -j4 --output-on-failure || fail
 
 step "alert rules (promtool check rules, promtool test rules)"
 bash tests/rules/check.sh || fail
 
 step "unit tests under valgrind"
-vg_fail=0
 # The unit tests only (the integration tests spawn services and wait on the
-# stack: valgrind's pace turns them into minutes without finding more).
-for name in $(ctest --test-dir build/dev -L unit -N | awk '/Test +#/ {print $3}'); do
-  t=build/dev/tests/$name
-  [ -x "$t" ] || continue
+# stack: valgrind's pace turns them into minutes without finding more). Each
+# binary once, with every case (a sharded test's shards are one binary), three
+# at a time.
+vg_one() {
+  local t=build/dev/tests/$1
+  [ -x "$t" ] || return 0
   if ! valgrind -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 "$t" >"$t.valgrind.log" 2>&1; then
-    log "valgrind found errors in $(basename "$t"):"; tail -n 40 "$t.valgrind.log" >&2; vg_fail=1
+    echo "valgrind found errors in $1:"; tail -n 40 "$t.valgrind.log"; return 1
   fi
-done
-[ $vg_fail -eq 0 ] && log "valgrind: no errors, no definite leaks" || fail
+}
+export -f vg_one
+if ctest --test-dir build/dev -L unit -N | awk '/Test +#/ {sub(/\.[0-9]+$/, "", $3); print $3}' | sort -u |
+   xargs -P 3 -I{} bash -c 'vg_one {}' >&2; then
+  log "valgrind: no errors, no definite leaks"
+else
+  fail
+fi
 
 step "fuzzing the decoders (libFuzzer replay: committed corpora, fixed-seed mutations)"
 bash scripts/fuzz.sh replay || fail
@@ -72,7 +82,7 @@ step "integration tests (dev) on the secure stack (SASL_SSL Kafka, TLS PostgreSQ
 bash scripts/stack.sh stop secure
 
 step "all tests (ASan + UBSan)"
-ctest --test-dir build/asan --output-on-failure || fail
+ctest --test-dir build/asan -j3 --output-on-failure || fail
 
 step "the tests that run threads (ThreadSanitizer)"
 # Only what they need is built: the services and those tests (label threads).

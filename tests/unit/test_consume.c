@@ -20,6 +20,7 @@
 #include "consume.h"
 #include "dlq.h"
 #include "log.h"
+#include "shard.h"
 #include "todo/v1/events.pb-c.h"
 
 #define SRC "test.events.v1"
@@ -457,7 +458,7 @@ static void bad_options_are_refused_before_connecting(void **state)
     assert_int_equal(consume_run(&o, &err), TODO_EINVAL);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     log_set_level(LOG_WARN);
     const struct CMUnitTest tests[] = {
@@ -471,5 +472,5 @@ int main(void)
         cmocka_unit_test_setup_teardown(records_behind_a_dead_letter_wait_for_it, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_options_are_refused_before_connecting, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return run_shard(tests, argc, argv);
 }

@@ -26,6 +26,7 @@
 #include "event.h"
 #include "kafkax.h"
 #include "log.h"
+#include "shard.h"
 #include "outbox.h"
 
 #define TOPIC "tasks.events.v1"
@@ -371,7 +372,7 @@ static void a_gap_stops_the_producer_and_the_sender_says_so(void **state)
     outbox_sender_free(s);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     log_set_level(LOG_ERROR);
     const struct CMUnitTest tests[] = {
@@ -388,5 +389,5 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(a_gap_stops_the_producer_and_the_sender_says_so, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return run_shard(tests, argc, argv);
 }
