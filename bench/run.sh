@@ -251,7 +251,7 @@ INSERT INTO bench.read_tasks (id, user_id, title, description, priority, categor
   FROM generate_series(1, 500) i
   ON CONFLICT (id) DO UPDATE SET title = excluded.title, version = excluded.version, updated_at = excluded.updated_at;
 SQL
-behind() { $bin/cli/todoctl projection status | awk '/behind by/ {print $3}'; }
+behind() { $bin/cli/todoctl projection status tasks | awk '/behind by/ {print $3}'; }
 for n in $EVENTS; do
   s0=$(snap)
   t0=$(date +%s.%N)

@@ -13,8 +13,8 @@
  *   todoctl health [command|query]
  *   todoctl health --watch command|query [SERVICE]
  *   todoctl outbox [--saga] [parked|retry POS|drop POS]   relay lag, parked events (todoctl_outbox.c)
- *   todoctl projection status [--group G]       a projection's progress, lag per partition, last error
- *   todoctl projection rebuild [NAME]           rebuild the read model from a topic replay, then swap it in
+ *   todoctl projection status [NAME] [--group G]  each projection's progress, lag per partition, last error
+ *   todoctl projection rebuild [NAME]           rebuild one projection (tasks, analytics) from a replay, swap it in
  *   todoctl saga list|show|retry|compensate     sagas (todoctl_saga.c)
  *   todoctl registry list|show|check|register|set-mode   the schema registry (todoctl_registry.c)
  *
@@ -71,8 +71,8 @@ static int usage(void)
           "  todoctl health --watch command|query [SERVICE]   (each change, until the server goes)\n"
           "  todoctl outbox [--saga] | outbox [--saga] parked | outbox [--saga] retry POSITION\n"
           "  todoctl outbox [--saga] drop POSITION [--reason TEXT]   (--saga: todo-saga's outbox)\n"
-          "  todoctl projection status [--group G]\n"
-          "  todoctl projection rebuild [NAME]   (NAME: the projection's consumer group)\n"
+          "  todoctl projection status [NAME] [--group G]   (NAME: tasks or analytics; none: every projection)\n"
+          "  todoctl projection rebuild [NAME]   (NAME: tasks (the default) or analytics, or its consumer group)\n"
           "  todoctl saga list [--state S] [--user U] [--task T] [--limit N] | saga show ID | saga retry ID | saga compensate ID\n"
           "  todoctl saga failed [--limit N] | saga resolve ID --why TEXT [--by NAME]\n"
           "  todoctl registry list | show SUBJECT [VERSION] | check|register SUBJECT FILE [--message M] [-I DIR]\n"
@@ -630,54 +630,56 @@ static void show_progress(const proj_rebuild_progress *p, void *ctx)
     fflush(stdout);
 }
 
+/* The projection NAME names (a definition's name or its live group), or
+ * NULL after saying which there are. */
+static const proj_def *find_projection(const char *name)
+{
+    const proj_def *d = proj_def_find(name, &cfg);
+    if (d != NULL) return d;
+    fprintf(stderr, "todoctl: no projection named \"%s\"; there are:", name);
+    for (int i = 0; i < PROJ_N_DEFS; i++)
+        fprintf(stderr, " %s (group %s)", proj_defs[i]->name, proj_def_group(proj_defs[i], &cfg));
+    fprintf(stderr, "\n");
+    return NULL;
+}
+
 static int cmd_rebuild(int argc, char **argv)
 {
     todo_err err;
+    const proj_def *d = find_projection(argc >= 4 ? argv[3] : proj_tasks.name);
+    if (d == NULL) return 2;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_interrupt;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    proj_rebuild_opts o = {.cfg = &cfg, .projection = argc >= 4 ? argv[3] : cfg.projector_group,
-                           .progress = show_progress, .interrupted = is_interrupted};
+    proj_rebuild_opts o = {.cfg = &cfg, .def = d, .projection = proj_def_group(d, &cfg), .progress = show_progress,
+                           .interrupted = is_interrupted};
     if (proj_rebuild(&o, &err) != 0) {
         fprintf(stderr, "todoctl: rebuild: %s\n", err.msg);
         return 1;
     }
-    printf("rebuild: done; the new read model is live\n");
+    printf("rebuild: done; the new %s model is live\n", d->name);
     return 0;
 }
 
-static int cmd_projection(int argc, char **argv)
+/* Prints the status of projection d as consumer group group. */
+static int projection_status(PGconn *pg, const proj_def *d, const char *group)
 {
-    const char *group = cfg.projector_group;
     todo_err err;
-    if (argc >= 3 && strcmp(argv[2], "rebuild") == 0) return cmd_rebuild(argc, argv);
-    if (argc < 3 || strcmp(argv[2], "status") != 0) return usage();
-    for (int i = 3; i < argc; i++) {
-        if (strcmp(argv[i], "--group") == 0) {
-            if ((group = flag_value(argc, argv, &i)) == NULL) return 2;
-        } else {
-            return usage();
-        }
-    }
-    PGconn *pg = pgx_connect(cfg.admin_pg_url, "todoctl", &err);
-    if (pg == NULL) {
-        fprintf(stderr, "todoctl: %s\n", err.msg);
-        return 1;
-    }
+    char sql[512];
     const char *p[1] = {group};
-    PGresult *r = pgx_exec(pg,
-                           "select batches, events, applied, dead, coalesce(to_char(last_batch_at, 'YYYY-MM-DD HH24:MI:SS'), '-'),"
-                           " coalesce(last_error, '-'), coalesce(to_char(last_error_at, 'YYYY-MM-DD HH24:MI:SS'), '')"
-                           " from read.projection_status where projection = $1",
-                           1, p, &err);
+    snprintf(sql, sizeof sql,
+             "select batches, events, applied, dead, coalesce(to_char(last_batch_at, 'YYYY-MM-DD HH24:MI:SS'), '-'),"
+             " coalesce(last_error, '-'), coalesce(to_char(last_error_at, 'YYYY-MM-DD HH24:MI:SS'), '')"
+             " from %s.projection_status where projection = $1",
+             d->schema);
+    PGresult *r = pgx_exec(pg, sql, 1, p, &err);
     if (r == NULL) {
         fprintf(stderr, "todoctl: %s\n", err.msg);
-        pgx_close(pg);
         return 1;
     }
-    printf("projection %s\n", group);
+    printf("projection %s (group %s, schema %s)\n", d->name, group, d->schema);
     if (PQntuples(r) == 0) {
         printf("  no batch applied yet\n");
     } else {
@@ -687,27 +689,27 @@ static int cmd_projection(int argc, char **argv)
     }
     PQclear(r);
     /* The last rebuild's replay: its group's counters, kept by the swap. */
-    r = pgx_exec(pg,
-                 "select projection, events, to_char(last_batch_at, 'YYYY-MM-DD HH24:MI:SS') from read.projection_status"
-                 " where starts_with(projection, $1 || '-rebuild-') order by last_batch_at desc nulls last limit 1",
-                 1, p, &err);
+    snprintf(sql, sizeof sql,
+             "select projection, events, to_char(last_batch_at, 'YYYY-MM-DD HH24:MI:SS') from %s.projection_status"
+             " where starts_with(projection, $1 || '-rebuild-') order by last_batch_at desc nulls last limit 1",
+             d->schema);
+    r = pgx_exec(pg, sql, 1, p, &err);
     if (r != NULL && PQntuples(r) == 1)
         printf("  last rebuild: %s events replayed by %s, last batch %s UTC\n", PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 0),
                PQgetvalue(r, 0, 2));
     PQclear(r);
-    pgx_close(pg);
     long long total = 0;
     double oldest = 0;
     printf("  %-20s %-10s %12s %12s %10s %12s\n", "topic", "partition", "committed", "end", "lag", "oldest (s)");
-    for (int t = 0; t < PROJ_N_SOURCE_TOPICS; t++) {
+    for (int t = 0; t < d->n_topics; t++) {
         kafkax_lag lag[64];
         int n;
-        if (kafkax_group_lag(cfg.kafka_brokers, group, proj_source_topics[t], lag, 64, &n, &err) != 0) {
+        if (kafkax_group_lag(cfg.kafka_brokers, group, d->topics[t], lag, 64, &n, &err) != 0) {
             fprintf(stderr, "todoctl: %s\n", err.msg);
             return 1;
         }
         for (int i = 0; i < n; i++) {
-            printf("  %-20s %-10d %12lld %12lld %10lld %12.1f\n", proj_source_topics[t], lag[i].partition,
+            printf("  %-20s %-10d %12lld %12lld %10lld %12.1f\n", d->topics[t], lag[i].partition,
                    (long long)lag[i].committed, (long long)lag[i].end, (long long)lag[i].lag, lag[i].oldest_age_s);
             total += lag[i].lag;
             if (lag[i].oldest_age_s > oldest) oldest = lag[i].oldest_age_s;
@@ -715,6 +717,42 @@ static int cmd_projection(int argc, char **argv)
     }
     printf("  behind by %lld events, oldest unapplied %.1f s\n", total, oldest);
     return 0;
+}
+
+static int cmd_projection(int argc, char **argv)
+{
+    const char *group = NULL, *name = NULL;
+    todo_err err;
+    if (argc >= 3 && strcmp(argv[2], "rebuild") == 0) return cmd_rebuild(argc, argv);
+    if (argc < 3 || strcmp(argv[2], "status") != 0) return usage();
+    for (int i = 3; i < argc; i++) {
+        if (strcmp(argv[i], "--group") == 0) {
+            if ((group = flag_value(argc, argv, &i)) == NULL) return 2;
+        } else if (argv[i][0] != '-' && name == NULL) {
+            name = argv[i];
+        } else {
+            return usage();
+        }
+    }
+    /* NAME: that projection; --group G: G's progress, in the schema of the
+     * projection whose group it is (the task model's when none: a rebuild's
+     * or an older group); neither: every projection. */
+    const proj_def *one = NULL;
+    if (name != NULL && (one = find_projection(name)) == NULL) return 2;
+    if (one == NULL && group != NULL && (one = proj_def_find(group, &cfg)) == NULL) one = &proj_tasks;
+    PGconn *pg = pgx_connect(cfg.admin_pg_url, "todoctl", &err);
+    if (pg == NULL) {
+        fprintf(stderr, "todoctl: %s\n", err.msg);
+        return 1;
+    }
+    int rc = 0;
+    for (int i = 0; i < PROJ_N_DEFS && rc == 0; i++) {
+        const proj_def *d = one != NULL ? one : proj_defs[i];
+        rc = projection_status(pg, d, group != NULL ? group : proj_def_group(d, &cfg));
+        if (one != NULL) break;
+    }
+    pgx_close(pg);
+    return rc;
 }
 
 /* The Health/Check answer of server addr for service ("" the server):

@@ -1,5 +1,8 @@
 /*
- * proj_apply: applies events to the read model.
+ * proj_apply: applies events to a projection's model (the runtime's batch;
+ * the events' handlers are the projection's definition, proj_def.h). What
+ * follows describes it for the task read model (proj_tasks.c); the
+ * analytics model (proj_analytics.c) is applied the same way.
  *
  * A batch of Kafka records is applied in ONE transaction. Each event is
  * applied at most once per aggregate version: read.applied_versions holds
@@ -39,15 +42,8 @@
 #include <stdbool.h>
 
 #include "arena.h"
-#include "lock_keys.h"
+#include "proj_def.h"
 #include "todo_err.h"
-
-/* The topics the read model is projected from, in one consumer group. */
-#define PROJ_N_SOURCE_TOPICS 4
-extern const char *const proj_source_topics[PROJ_N_SOURCE_TOPICS];
-
-/* The advisory lock a batch holds shared and a rebuild's swap exclusively. */
-#define PROJ_SWAP_LOCK_KEY LOCK_PROJ_SWAP
 
 typedef struct proj_stats {
     int applied;
@@ -70,6 +66,7 @@ typedef struct proj_stats {
 
 /* What the batch transaction also records in read.projection_status. */
 typedef struct proj_status {
+    const proj_def *def;      /* the projection applied */
     const char *projection;   /* the consumer group */
     const char *last_error;   /* a failure seen since the last batch, or NULL */
     bool shadow;              /* a rebuild's copy: does not take the swap lock */
@@ -77,8 +74,7 @@ typedef struct proj_status {
     struct reg_resolver *schemas; /* resolves the records' schema ids (reg_local.h), or NULL: ids not checked */
 } proj_status;
 
-/* proj_apply_batch, also recording status (may be NULL) in the batch's
- * transaction. */
+/* proj_apply_batch, also recording status in the batch's transaction. */
 int proj_apply_batch_status(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, const char **dead_reason,
                             const proj_status *status, proj_stats *stats, todo_err *err);
 

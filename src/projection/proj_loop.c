@@ -34,7 +34,7 @@ typedef struct proj_run {
 static void prune_feed(proj_run *r)
 {
     time_t now = time(NULL);
-    if (r->o->shadow || now - r->pruned < PRUNE_EVERY_S) return;
+    if (r->o->shadow || !r->o->def->feed || now - r->pruned < PRUNE_EVERY_S) return;
     r->pruned = now;
     char hours[16];
     snprintf(hours, sizeof hours, "%d", r->o->cfg->feed_retention_hours);
@@ -95,19 +95,19 @@ int proj_loop_run(const proj_loop_opts *o, todo_err *err)
     const todo_config *cfg = o->cfg;
     int rc = TODO_OK;
     proj_run r = {.o = o, .a = arena_new()};
-    r.base = (proj_status){.projection = o->group, .shadow = o->shadow, .schemas = reg_resolver_new()};
+    r.base = (proj_status){.def = o->def, .projection = o->group, .shadow = o->shadow, .schemas = reg_resolver_new()};
     if (r.a == NULL || r.base.schemas == NULL) {
         rc = todo_err_set(err, TODO_EINTERNAL, "out of memory");
         goto out;
     }
     /* The live projection asks Redis first; a rebuild's fresh copy would only miss. */
-    if (!o->shadow && (r.base.cache = proj_cache_new(cfg->redis_url, o->group, err)) == NULL) {
+    if (!o->shadow && o->def->cache && (r.base.cache = proj_cache_new(cfg->redis_url, o->group, err)) == NULL) {
         rc = err->code;
         goto out;
     }
-    log_info("projector", "projecting", "group=%s schema=%s", o->group, o->schema);
-    consume_opts co = {.brokers = cfg->kafka_brokers, .group = o->group, .topics = proj_source_topics,
-                       .n_topics = PROJ_N_SOURCE_TOPICS, .component = "projector", .batch = cfg->projector_batch,
+    log_info("projector", "projecting", "projection=%s group=%s schema=%s", o->def->name, o->group, o->schema);
+    consume_opts co = {.brokers = cfg->kafka_brokers, .group = o->group, .topics = o->def->topics,
+                       .n_topics = o->def->n_topics, .component = "projector", .batch = cfg->projector_batch,
                        .max_attempts = cfg->consumer_max_attempts, .apply = apply_batch, .should_stop = should_stop,
                        .after_batch = after_batch, .ctx = &r};
     rc = consume_run(&co, err);

@@ -1,11 +1,10 @@
 /*
- * proj_loop: the projector's consume-apply-commit loop, shared by
- * todo-projector (the live projection) and `todoctl projection rebuild` (a
- * shadow copy).
+ * proj_loop: a projection's consume-apply-commit loop, shared by
+ * todo-projector (the live projections) and `todoctl projection rebuild` (a
+ * shadow copy of one).
  *
  * Loop (consume.h's, with the projector's applier): poll up to the batch
- * size from the source topics (proj_source_topics: tasks.events.v1,
- * reminders.events.v1, users.events.v1, saga.events.v1) in the consumer group; apply the batch in one
+ * size from the definition's topics (proj_def.h) in the consumer group; apply the batch in one
  * database transaction (proj_apply); dead-letter the records that cannot be
  * applied and wait until the dead-letter topic acknowledged them; only then
  * commit the offsets. A crash anywhere re-delivers records that proj_apply
@@ -24,8 +23,9 @@
 
 typedef struct proj_loop_opts {
     const todo_config *cfg;
-    const char *group;        /* consumer group, also the projection's name */
-    const char *schema;       /* the copy of the read model written: "read" or a shadow */
+    const proj_def *def;      /* the projection */
+    const char *group;        /* consumer group (the live one's, or a rebuild's) */
+    const char *schema;       /* the copy written: the definition's schema, or a shadow */
     bool shadow;              /* a rebuild's copy (see proj_status) */
     /* Asked between batches (and while retrying): nonzero ends the loop. */
     int (*should_stop)(void *ctx);

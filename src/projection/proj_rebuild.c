@@ -11,19 +11,18 @@
 #include <time.h>
 
 #include "kafkax.h"
-#include "lock_keys.h"
 #include "log.h"
 #include "pgx.h"
 #include "proj_apply.h"
 #include "proj_loop.h"
 
-#define REBUILD_LOCK_KEY LOCK_REBUILD
-#define SHADOW "read_rebuild"
 #define MAX_PARTITIONS 256
 #define CHECK_EVERY_MS 1000
 
 typedef struct rebuild {
     const proj_rebuild_opts *o;
+    const char *live;           /* the definition's schema: "read", "analytics" */
+    char shadow[64];            /* its copy being rebuilt: "<schema>_rebuild" */
     PGconn *pg;                 /* admin connection: DDL, locks, checks */
     char group[160];
     bool resumed, locked, interrupted, failed, indexed;
@@ -56,23 +55,53 @@ static void report(rebuild *r, const char *phase)
     r->last_report = now_s();
 }
 
-/* Runs each statement of sqls (NULL-terminated) on pg. */
-static int run_all(PGconn *pg, const char *const *sqls, todo_err *err)
+/* The live schema's indexes that back no constraint, as statements
+ * creating them on the shadow copy (if not there yet): the unique ones, or
+ * the others. */
+static PGresult *secondary_indexes(rebuild *r, bool unique, todo_err *err)
 {
-    for (const char *const *s = sqls; *s != NULL; s++)
-        if (pgx_cmd(pg, *s, 0, NULL, err) != 0) return err->code;
-    return TODO_OK;
+    const char *p[3] = {r->live, r->shadow, unique ? "t" : "f"};
+    return pgx_exec(r->pg,
+                    "select regexp_replace(regexp_replace(indexdef, ' ON ' || $1 || '\\.', ' ON ' || $2 || '.'),"
+                    " '^CREATE (UNIQUE )?INDEX ', 'CREATE \\1INDEX IF NOT EXISTS ')"
+                    " from pg_indexes i where schemaname = $1 and (indexdef like 'CREATE UNIQUE %') = $3::bool"
+                    " and not exists (select 1 from pg_constraint k join pg_namespace n on n.oid = k.connamespace"
+                    "  where n.nspname = $1 and k.conname = i.indexname)",
+                    3, p, err);
 }
 
-/* Creates the empty shadow copy of the read schema (one transaction). */
-/* The read schema's indexes that back no constraint, as statements creating
- * them on the shadow copy (if not there yet), filtered by cond. */
-#define SECONDARY_INDEXES(cond)                                                                               \
-    " select regexp_replace(regexp_replace(indexdef, ' ON read\\.', ' ON " SHADOW ".'),"                     \
-    "  '^CREATE (UNIQUE )?INDEX ', 'CREATE \\1INDEX IF NOT EXISTS ')"                                        \
-    " from pg_indexes i where schemaname = 'read' and not exists"                                            \
-    " (select 1 from pg_constraint k join pg_namespace n on n.oid = k.connamespace"                           \
-    "  where n.nspname = 'read' and k.conname = i.indexname)" cond
+/* tmpl with its "%s" replaced by value, into out (cap bytes). */
+static void fill(char *out, size_t cap, const char *tmpl, const char *value)
+{
+    const char *at = strstr(tmpl, "%s");
+    if (at == NULL) snprintf(out, cap, "%s", tmpl);
+    else snprintf(out, cap, "%.*s%s%s", (int)(at - tmpl), tmpl, value, at + 2);
+}
+
+/* Runs sql (with "%s" for the shadow's name) on r->pg. */
+static int on_shadow(rebuild *r, const char *sql, todo_err *err)
+{
+    char buf[1024];
+    fill(buf, sizeof buf, sql, r->shadow);
+    return pgx_cmd(r->pg, buf, 0, NULL, err);
+}
+
+/* Runs sql (with "%s" for a table's name) for each of the shadow's tables. */
+static int each_shadow_table(rebuild *r, const char *sql, todo_err *err)
+{
+    const char *p[1] = {r->shadow};
+    PGresult *res = pgx_exec(r->pg, "select quote_ident(schemaname) || '.' || quote_ident(tablename) from pg_tables"
+                             " where schemaname = $1 order by 1", 1, p, err);
+    if (res == NULL) return err->code;
+    int rc = TODO_OK;
+    for (int i = 0; i < PQntuples(res) && rc == TODO_OK; i++) {
+        char buf[512];
+        fill(buf, sizeof buf, sql, PQgetvalue(res, i, 0));
+        rc = pgx_cmd(r->pg, buf, 0, NULL, err);
+    }
+    PQclear(res);
+    return rc;
+}
 
 /* Records the shadow may still be behind the running live copy when it
  * moves on to indexing, or to pausing the live copy; what is left is caught
@@ -85,89 +114,88 @@ static int run_all(PGconn *pg, const char *const *sqls, todo_err *err)
  * through the whole replay. Idempotent (a resumed rebuild runs it again). */
 static int create_indexes(rebuild *r, todo_err *err)
 {
-    PGresult *res = pgx_exec(r->pg, SECONDARY_INDEXES(" and indexdef not like 'CREATE UNIQUE %'"), 0, NULL, err);
+    PGresult *res = secondary_indexes(r, false, err);
     if (res == NULL) return err->code;
     int rc = TODO_OK;
     for (int i = 0; i < PQntuples(res) && rc == TODO_OK; i++) rc = pgx_cmd(r->pg, PQgetvalue(res, i, 0), 0, NULL, err);
-    if (rc == TODO_OK) rc = pgx_cmd(r->pg, "analyze " SHADOW ".tasks", 0, NULL, err);
     PQclear(res);
-    return rc;
+    return rc == TODO_OK ? each_shadow_table(r, "analyze %s", err) : rc;
 }
 
 static int create_shadow(rebuild *r, todo_err *err)
 {
-    static const char *const head[] = {"begin", "drop schema if exists " SHADOW " cascade", "create schema " SHADOW, NULL};
     static const char *const grants[] = {
-        "grant usage on schema " SHADOW " to todo_query, todo_projector",
-        "grant select on all tables in schema " SHADOW " to todo_query",
-        "grant select, insert, update, delete on all tables in schema " SHADOW " to todo_projector",
-        "alter default privileges in schema " SHADOW " grant select on tables to todo_query",
-        "alter default privileges in schema " SHADOW " grant select, insert, update, delete on tables to todo_projector",
+        "grant usage on schema %s to todo_query, todo_projector",
+        "grant select on all tables in schema %s to todo_query",
+        "grant select, insert, update, delete on all tables in schema %s to todo_projector",
+        "alter default privileges in schema %s grant select on tables to todo_query",
+        "alter default privileges in schema %s grant select, insert, update, delete on tables to todo_projector",
         NULL};
+    const char *live[1] = {r->live};
     PGresult *res = NULL;
     int rc;
-    if ((rc = run_all(r->pg, head, err)) != 0) goto fail;
+    if ((rc = pgx_cmd(r->pg, "begin", 0, NULL, err)) != 0 ||
+        (rc = on_shadow(r, "drop schema if exists %s cascade", err)) != 0 ||
+        (rc = on_shadow(r, "create schema %s", err)) != 0)
+        goto fail;
     /* Tables with their columns, defaults, checks and generated columns... */
-    if ((res = pgx_exec(r->pg, "select tablename from pg_tables where schemaname = 'read' order by 1", 0, NULL, err)) ==
-        NULL)
+    if ((res = pgx_exec(r->pg, "select quote_ident(tablename) from pg_tables where schemaname = $1 order by 1", 1, live,
+                        err)) == NULL)
         goto fail_rc;
     for (int i = 0; i < PQntuples(res); i++) {
-        const char *t = PQgetvalue(res, i, 0);
-        char *id = PQescapeIdentifier(r->pg, t, strlen(t));
+        const char *id = PQgetvalue(res, i, 0);
         char sql[512];
-        snprintf(sql, sizeof sql, "create table " SHADOW ".%s (like read.%s including all excluding indexes)", id, id);
-        PQfreemem(id);
+        snprintf(sql, sizeof sql, "create table %s.%s (like %s.%s including all excluding indexes)", r->shadow, id,
+                 r->live, id);
         if ((rc = pgx_cmd(r->pg, sql, 0, NULL, err)) != 0) goto fail;
     }
     PQclear(res);
+    res = NULL;
     /* ...then primary keys, unique constraints and unique indexes under
      * their own names, so that the swapped-in copy is named like the old
      * one (the other indexes come once the replay caught up: create_indexes). */
+    const char *names[2] = {r->live, r->shadow};
     if ((res = pgx_exec(r->pg,
-                        "select format('alter table " SHADOW ".%I add constraint %I %s', c.relname, k.conname,"
+                        "select format('alter table %I.%I add constraint %I %s', $2::text, c.relname, k.conname,"
                         " pg_get_constraintdef(k.oid))"
                         " from pg_constraint k join pg_class c on c.oid = k.conrelid"
                         " join pg_namespace n on n.oid = c.relnamespace"
-                        " where n.nspname = 'read' and k.contype in ('p', 'u')"
-                        " union all" SECONDARY_INDEXES(" and indexdef like 'CREATE UNIQUE %'"),
-                        0, NULL, err)) == NULL)
+                        " where n.nspname = $1 and k.contype in ('p', 'u')",
+                        2, names, err)) == NULL)
         goto fail_rc;
+    for (int i = 0; i < PQntuples(res); i++)
+        if ((rc = pgx_cmd(r->pg, PQgetvalue(res, i, 0), 0, NULL, err)) != 0) goto fail;
+    PQclear(res);
+    if ((res = secondary_indexes(r, true, err)) == NULL) goto fail_rc;
     for (int i = 0; i < PQntuples(res); i++)
         if ((rc = pgx_cmd(r->pg, PQgetvalue(res, i, 0), 0, NULL, err)) != 0) goto fail;
     PQclear(res);
     /* Triggers (their functions live in todo_meta). */
     if ((res = pgx_exec(r->pg,
                         "select pg_get_triggerdef(t.oid) from pg_trigger t join pg_class c on c.oid = t.tgrelid"
-                        " join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'read' and not t.tgisinternal",
-                        0, NULL, err)) == NULL)
+                        " join pg_namespace n on n.oid = c.relnamespace where n.nspname = $1 and not t.tgisinternal",
+                        1, live, err)) == NULL)
         goto fail_rc;
+    char on_live[80];
+    snprintf(on_live, sizeof on_live, " ON %s.", r->live);
     for (int i = 0; i < PQntuples(res); i++) {
-        const char *def = PQgetvalue(res, i, 0), *on = strstr(def, " ON read.");
+        const char *def = PQgetvalue(res, i, 0), *on = strstr(def, on_live);
         char sql[1024];
         if (on == NULL) continue;
-        snprintf(sql, sizeof sql, "%.*s ON " SHADOW ".%s", (int)(on - def), def, on + strlen(" ON read."));
+        snprintf(sql, sizeof sql, "%.*s ON %s.%s", (int)(on - def), def, r->shadow, on + strlen(on_live));
         if ((rc = pgx_cmd(r->pg, sql, 0, NULL, err)) != 0) goto fail;
     }
     PQclear(res);
     res = NULL;
-    /* ...disabled while replaying: the statistics are counted once before
-     * the swap (todo_meta.tasks_stats_recount). */
-    if ((res = pgx_exec(r->pg, "select tablename from pg_tables where schemaname = '" SHADOW "' order by 1", 0, NULL,
-                        err)) == NULL)
-        goto fail_rc;
-    for (int i = 0; i < PQntuples(res); i++) {
-        char sql[256];
-        snprintf(sql, sizeof sql, "alter table " SHADOW ".%s disable trigger user", PQgetvalue(res, i, 0));
-        if ((rc = pgx_cmd(r->pg, sql, 0, NULL, err)) != 0) goto fail;
-    }
-    PQclear(res);
-    res = NULL;
-    if ((rc = run_all(r->pg, grants, err)) != 0) goto fail;
-    const char *p[2] = {r->o->projection, r->group};
+    /* ...disabled while replaying (the task model's statistics are counted
+     * once before the swap: proj_def.before_swap). */
+    if ((rc = each_shadow_table(r, "alter table %s disable trigger user", err)) != 0) goto fail;
+    for (const char *const *g = grants; *g != NULL; g++)
+        if ((rc = on_shadow(r, *g, err)) != 0) goto fail;
+    const char *p[3] = {r->o->projection, r->shadow, r->group};
     if ((rc = pgx_cmd(r->pg,
-                      "insert into todo_meta.rebuilds (projection, shadow_schema, consumer_group)"
-                      " values ($1, '" SHADOW "', $2)",
-                      2, p, err)) != 0 ||
+                      "insert into todo_meta.rebuilds (projection, shadow_schema, consumer_group) values ($1, $2, $3)",
+                      3, p, err)) != 0 ||
         (rc = pgx_cmd(r->pg, "commit", 0, NULL, err)) != 0)
         goto fail;
     return TODO_OK;
@@ -176,21 +204,6 @@ fail_rc:
 fail:
     PQclear(res);
     pgx_cmd(r->pg, "rollback", 0, NULL, NULL);
-    return rc;
-}
-
-/* Enables the shadow's triggers again (create_shadow disabled them). */
-static int enable_triggers(PGconn *pg, todo_err *err)
-{
-    PGresult *res = pgx_exec(pg, "select tablename from pg_tables where schemaname = '" SHADOW "' order by 1", 0, NULL, err);
-    if (res == NULL) return err->code;
-    int rc = TODO_OK;
-    for (int i = 0; i < PQntuples(res) && rc == TODO_OK; i++) {
-        char sql[256];
-        snprintf(sql, sizeof sql, "alter table " SHADOW ".%s enable trigger user", PQgetvalue(res, i, 0));
-        rc = pgx_cmd(pg, sql, 0, NULL, err);
-    }
-    PQclear(res);
     return rc;
 }
 
@@ -224,12 +237,12 @@ static int caught_up(rebuild *r, int64_t *behind, todo_err *err)
     int n, rc;
     *behind = 0;
     r->remaining = 0;
-    for (int t = 0; t < PROJ_N_SOURCE_TOPICS; t++) {
-        const char *topic = proj_source_topics[t];
+    for (int t = 0; t < r->o->def->n_topics; t++) {
+        const char *topic = r->o->def->topics[t];
         memset(live, 0, sizeof live);
         memset(shadow, 0, sizeof shadow);
-        if ((rc = db_offsets(r->pg, "read", r->o->projection, topic, live, err)) != 0 ||
-            (rc = db_offsets(r->pg, SHADOW, r->group, topic, shadow, err)) != 0 ||
+        if ((rc = db_offsets(r->pg, r->live, r->o->projection, topic, live, err)) != 0 ||
+            (rc = db_offsets(r->pg, r->shadow, r->group, topic, shadow, err)) != 0 ||
             (rc = kafkax_group_lag(r->o->cfg->kafka_brokers, r->o->projection, topic, lag, MAX_PARTITIONS, &n, err)) !=
                 0)
             return rc;
@@ -287,7 +300,9 @@ static int monitor(rebuild *r)
     }
     if (r->locked) return 1; /* caught up with the paused live copy: swap */
     /* Pause the live projection: its in-flight batch finishes, the next waits. */
-    if (pgx_cmd(r->pg, "select pg_advisory_lock(" PROJ_SWAP_LOCK_KEY ")", 0, NULL, &r->err) != 0) {
+    char lock[80];
+    snprintf(lock, sizeof lock, "select pg_advisory_lock(%s)", r->o->def->swap_lock);
+    if (pgx_cmd(r->pg, lock, 0, NULL, &r->err) != 0) {
         r->failed = true;
         return 1;
     }
@@ -313,15 +328,20 @@ int proj_rebuild(const proj_rebuild_opts *o, todo_err *err)
     pthread_mutex_init(&r.mu, NULL);
     PGresult *res;
     r.started = r.last_report = now_s();
+    r.live = o->def->schema;
+    snprintf(r.shadow, sizeof r.shadow, "%s_rebuild", r.live);
+    char sql[512];
     if ((r.pg = pgx_connect(o->cfg->admin_pg_url, "todoctl-rebuild", err)) == NULL) return TODO_EUNAVAIL;
-    if ((res = pgx_exec(r.pg, "select pg_try_advisory_lock(" REBUILD_LOCK_KEY ")", 0, NULL, err)) == NULL) {
+    snprintf(sql, sizeof sql, "select pg_try_advisory_lock(%s)", o->def->rebuild_lock);
+    if ((res = pgx_exec(r.pg, sql, 0, NULL, err)) == NULL) {
         rc = err->code;
         goto out;
     }
     bool got = PQgetvalue(res, 0, 0)[0] == 't';
     PQclear(res);
     if (!got) {
-        rc = todo_err_set(err, TODO_EPRECOND, "a rebuild is already running; wait for it or stop it first");
+        rc = todo_err_set(err, TODO_EPRECOND, "a rebuild of projection %s is already running; wait for it or stop it"
+                          " first", o->def->name);
         goto out;
     }
     /* Resume a rebuild that was interrupted, or start afresh. */
@@ -342,11 +362,11 @@ int proj_rebuild(const proj_rebuild_opts *o, todo_err *err)
     }
     PQclear(res);
     if (!r.resumed && (rc = create_shadow(&r, err)) != 0) goto out;
-    log_info("rebuild", r.resumed ? "resuming" : "started", "projection=%s group=%s shadow=" SHADOW, o->projection,
-             r.group);
+    log_info("rebuild", r.resumed ? "resuming" : "started", "projection=%s group=%s shadow=%s", o->def->name, r.group,
+             r.shadow);
 
-    proj_loop_opts lo = {.cfg = o->cfg, .group = r.group, .schema = SHADOW, .shadow = true, .should_stop = should_stop,
-                         .after_batch = after_batch, .ctx = &r};
+    proj_loop_opts lo = {.cfg = o->cfg, .def = o->def, .group = r.group, .schema = r.shadow, .shadow = true,
+                         .should_stop = should_stop, .after_batch = after_batch, .ctx = &r};
     proj_loops *loops = proj_loops_start(&lo, o->cfg->rebuild_threads, err);
     if (loops == NULL) {
         rc = err->code;
@@ -370,20 +390,26 @@ int proj_rebuild(const proj_rebuild_opts *o, todo_err *err)
         rc = todo_err_set(err, TODO_EUNAVAIL, "interrupted; run the rebuild again to resume it");
         goto out;
     }
-    /* Count the statistics, enable the triggers and swap, still holding the
-     * swap lock: no live batch runs meanwhile. */
-    static const char *const swap[] = {"begin", "select todo_meta.tasks_stats_recount('" SHADOW "')", NULL};
-    static const char *const rename[] = {"alter schema read rename to read_old", "alter schema " SHADOW " rename to read",
-                                         "drop schema read_old cascade", NULL};
-    /* The live projection's counters (todoctl projection status) go on in
-     * the new copy; the replay's stay beside them under the rebuild's group. */
-    static const char *const carry =
-        "insert into " SHADOW ".projection_status (projection, batches, events, applied, dead, last_batch_at,"
-        " last_error, last_error_at) select projection, batches, events, applied, dead, last_batch_at, last_error,"
-        " last_error_at from read.projection_status where projection = $1 on conflict (projection) do nothing";
-    if ((rc = run_all(r.pg, swap, err)) != 0 || (rc = pgx_cmd(r.pg, carry, 1, p, err)) != 0 ||
-        (rc = enable_triggers(r.pg, err)) != 0 ||
-        (rc = run_all(r.pg, rename, err)) != 0 ||
+    /* Count the statistics (before_swap), enable the triggers and swap,
+     * still holding the swap lock: no live batch runs meanwhile. The live
+     * projection's counters (todoctl projection status) go on in the new
+     * copy; the replay's stay beside them under the rebuild's group. */
+    char carry[512], old[80], rename[3][160];
+    snprintf(carry, sizeof carry,
+             "insert into %s.projection_status (projection, batches, events, applied, dead, last_batch_at, last_error,"
+             " last_error_at) select projection, batches, events, applied, dead, last_batch_at, last_error,"
+             " last_error_at from %s.projection_status where projection = $1 on conflict (projection) do nothing",
+             r.shadow, r.live);
+    snprintf(old, sizeof old, "%s_old", r.live);
+    snprintf(rename[0], sizeof rename[0], "alter schema %s rename to %s", r.live, old);
+    snprintf(rename[1], sizeof rename[1], "alter schema %s rename to %s", r.shadow, r.live);
+    snprintf(rename[2], sizeof rename[2], "drop schema %s cascade", old);
+    if ((rc = pgx_cmd(r.pg, "begin", 0, NULL, err)) != 0 ||
+        (o->def->before_swap != NULL && (rc = on_shadow(&r, o->def->before_swap, err)) != 0) ||
+        (rc = pgx_cmd(r.pg, carry, 1, p, err)) != 0 ||
+        (rc = each_shadow_table(&r, "alter table %s enable trigger user", err)) != 0 ||
+        (rc = pgx_cmd(r.pg, rename[0], 0, NULL, err)) != 0 || (rc = pgx_cmd(r.pg, rename[1], 0, NULL, err)) != 0 ||
+        (rc = pgx_cmd(r.pg, rename[2], 0, NULL, err)) != 0 ||
         (rc = pgx_cmd(r.pg, "delete from todo_meta.rebuilds where projection = $1", 1, p, err)) != 0 ||
         (rc = pgx_cmd(r.pg, "commit", 0, NULL, err)) != 0) {
         pgx_cmd(r.pg, "rollback", 0, NULL, NULL);
@@ -391,7 +417,8 @@ int proj_rebuild(const proj_rebuild_opts *o, todo_err *err)
     }
     r.remaining = 0;
     report(&r, "swapped");
-    log_info("rebuild", "swapped in", "projection=%s records=%" PRId64, o->projection, r.applied);
+    log_info("rebuild", "swapped in", "projection=%s group=%s records=%" PRId64, o->def->name, o->projection,
+             r.applied);
     rc = TODO_OK;
 out:
     pgx_close(r.pg); /* ends the session: releases the swap and rebuild locks */

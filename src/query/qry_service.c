@@ -16,6 +16,7 @@
 #include "event.h"
 #include "log.h"
 #include "pgx.h"
+#include "qry_dates.h"
 #include "qry_page.h"
 #include "qry_rows.h"
 #include "qry_search.h"
@@ -797,6 +798,92 @@ static int watch_start_position(grpcx_call *c, qry_thread *t, const char *user,
     return TODO_OK;
 }
 
+/* GetProductivityStats: the analytics projection's facts grouped into the
+ * caller's days (their time zone now: analytics.users). A day's overdue
+ * count: its tasks due that day, before now, not deleted, and not done by
+ * their due time. */
+#define STATS_MAX_DAYS 366
+#define STATS_ZONE "z as (select coalesce((select time_zone from analytics.users where user_id = $1), 'UTC') as tz)"
+
+static int get_productivity_stats(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
+{
+    const Todo__V1__GetProductivityStatsRequest *rq = (const Todo__V1__GetProductivityStatsRequest *)req;
+    qry_thread *t = grpcx_call_state(c);
+    arena *a = grpcx_call_arena(c);
+    char user[AUTH_USER_MAX];
+    int rc;
+
+    if ((rc = begin(c, t, user, err)) != 0) return rc;
+    if ((rc = qry_date_range(rq->from_date, "from_date", rq->to_date, "to_date", STATS_MAX_DAYS, err)) != 0) return rc;
+    const char *p[3] = {user, rq->from_date, rq->to_date};
+    PGresult *r = pgx_exec(
+        t->pg,
+        "with " STATS_ZONE ","
+        " b as (select $2::date::timestamp at time zone z.tz as lo, ($3::date + 1)::timestamp at time zone z.tz as hi,"
+        "  z.tz from z),"
+        " act as (select (a.at at time zone b.tz)::date as day, count(*) filter (where a.kind = 'created') as created,"
+        "  count(*) filter (where a.kind = 'completed') as completed,"
+        "  count(*) filter (where a.kind = 'reopened') as reopened,"
+        "  sum(a.seconds_to_complete) filter (where a.kind = 'completed') as secs,"
+        "  count(a.seconds_to_complete) filter (where a.kind = 'completed') as timed"
+        "  from analytics.activity a, b where a.user_id = $1 and a.at >= b.lo and a.at < b.hi group by 1),"
+        " od as (select (k.due_at at time zone b.tz)::date as day, count(*) as overdue from analytics.tasks k, b"
+        "  where k.user_id = $1 and k.due_at >= b.lo and k.due_at < b.hi and k.due_at < now() and not k.deleted"
+        "  and (not k.completed or k.completed_at > k.due_at) group by 1)"
+        " select to_char(d, 'YYYY-MM-DD'), coalesce(act.created, 0), coalesce(act.completed, 0),"
+        " coalesce(act.reopened, 0), coalesce(od.overdue, 0), coalesce(act.secs, 0), coalesce(act.timed, 0),"
+        " (select tz from z) from generate_series($2::date, $3::date, interval '1 day') d"
+        " left join act on act.day = d::date left join od on od.day = d::date order by d",
+        3, p, err);
+    if (r == NULL) return read_failed("reading the productivity statistics", err);
+    Todo__V1__ProductivityStats *rs = arena_alloc(a, sizeof *rs);
+    todo__v1__productivity_stats__init(rs);
+    Todo__V1__DayStats *total = arena_alloc(a, sizeof *total);
+    todo__v1__day_stats__init(total);
+    rs->total = total;
+    rs->days = arena_alloc(a, (size_t)(PQntuples(r) + 1) * sizeof *rs->days);
+    double secs = 0, timed = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        Todo__V1__DayStats *d = arena_alloc(a, sizeof *d);
+        todo__v1__day_stats__init(d);
+        d->date = arena_strdup(a, PQgetvalue(r, i, 0));
+        d->created = atoi(PQgetvalue(r, i, 1));
+        d->completed = atoi(PQgetvalue(r, i, 2));
+        d->reopened = atoi(PQgetvalue(r, i, 3));
+        d->overdue = atoi(PQgetvalue(r, i, 4));
+        double s = strtod(PQgetvalue(r, i, 5), NULL), n = strtod(PQgetvalue(r, i, 6), NULL);
+        d->average_completion_seconds = n > 0 ? s / n : 0;
+        secs += s;
+        timed += n;
+        total->created += d->created;
+        total->completed += d->completed;
+        total->reopened += d->reopened;
+        total->overdue += d->overdue;
+        rs->days[rs->n_days++] = d;
+    }
+    total->average_completion_seconds = timed > 0 ? secs / timed : 0;
+    rs->time_zone = arena_strdup(a, PQntuples(r) > 0 ? PQgetvalue(r, 0, 7) : "UTC");
+    PQclear(r);
+    /* Streaks: runs of consecutive days with a completion (a run's days
+     * minus their rank are one date); the current one ends today or
+     * yesterday. */
+    r = pgx_exec(t->pg,
+                 "with " STATS_ZONE ","
+                 " d as (select distinct (a.at at time zone z.tz)::date as day from analytics.activity a, z"
+                 "  where a.user_id = $1 and a.kind = 'completed'),"
+                 " runs as (select max(day) as last, count(*) as n from"
+                 "  (select day, day - (row_number() over (order by day))::int as grp from d) g group by grp)"
+                 " select coalesce(max(n), 0), coalesce((select n from runs, z"
+                 "  where last >= (now() at time zone z.tz)::date - 1 order by last desc limit 1), 0) from runs",
+                 1, p, err);
+    if (r == NULL) return read_failed("reading the productivity streaks", err);
+    rs->longest_streak_days = atoi(PQgetvalue(r, 0, 0));
+    rs->current_streak_days = atoi(PQgetvalue(r, 0, 1));
+    PQclear(r);
+    *resp = &rs->base;
+    return TODO_OK;
+}
+
 static int watch_updates(grpcx_call *c, const ProtobufCMessage *req, grpcx_server_stream *st, todo_err *err)
 {
     const Todo__V1__WatchUpdatesRequest *rq = (const Todo__V1__WatchUpdatesRequest *)req;
@@ -827,6 +914,7 @@ int qry_service_register(grpcx_server *s, todo_err *err)
         {"WatchUpdates", NULL, watch_updates},
         {"GetTaskActivity", get_task_activity},
         {"GetTaskHistory", get_task_history},
+        {"GetProductivityStats", get_productivity_stats},
     };
     return grpcx_server_add_service(s, &todo__v1__task_query_service__descriptor, methods,
                                     sizeof methods / sizeof methods[0], err);

@@ -45,6 +45,12 @@ want='"keepAlive"' check "live updates (the README tour)" timeout 3 "$GRPCURL" -
   -H "authorization: Bearer $TOKEN" -d '{"after_position": 0}' "$Q" todo.v1.TaskQueryService/WatchUpdates
 want="rpc WatchUpdates ( .todo.v1.WatchUpdatesRequest ) returns ( stream .todo.v1.Update )" \
   check "describe the stream" "$GRPCURL" -plaintext "$Q" describe todo.v1.TaskQueryService
+want='"date": "2026-11-30"' check "productivity stats (the README tour)" "$GRPCURL" -plaintext \
+  -H "authorization: Bearer $TOKEN" -d '{"from_date": "2026-11-01", "to_date": "2026-11-30"}' \
+  "$Q" todo.v1.TaskQueryService/GetProductivityStats
+want="to_date: 2026-10-30 is before from_date" check "productivity stats refused" "$GRPCURL" -plaintext \
+  -H "authorization: Bearer $TOKEN" -d '{"from_date": "2026-11-01", "to_date": "2026-10-30"}' \
+  "$Q" todo.v1.TaskQueryService/GetProductivityStats
 want="webhook_url: must start with" check "notification preferences refused" "$GRPCURL" -plaintext \
   -H "authorization: Bearer $TOKEN" -d '{"webhook_url": "ftp://example.com"}' \
   "$C" todo.v1.TaskCommandService/SetNotificationPreferences
