@@ -15,6 +15,7 @@
  *   todoctl outbox [--saga] [parked|retry POS|drop POS]   relay lag, parked events (todoctl_outbox.c)
  *   todoctl projection status [NAME] [--group G]  each projection's progress, lag per partition, last error
  *   todoctl projection rebuild [NAME]           rebuild one projection (tasks, analytics) from a replay, swap it in
+ *   todoctl user erase USER [--reason TEXT]     EraseUser: destroy the user's key, purge their data (crypto-shredding)
  *   todoctl saga list|show|retry|compensate     sagas (todoctl_saga.c)
  *   todoctl registry list|show|check|register|set-mode   the schema registry (todoctl_registry.c)
  *
@@ -73,6 +74,7 @@ static int usage(void)
           "  todoctl outbox [--saga] drop POSITION [--reason TEXT]   (--saga: todo-saga's outbox)\n"
           "  todoctl projection status [NAME] [--group G]   (NAME: tasks or analytics; none: every projection)\n"
           "  todoctl projection rebuild [NAME]   (NAME: tasks (the default) or analytics, or its consumer group)\n"
+          "  todoctl user erase USER [--reason TEXT]\n"
           "  todoctl saga list [--state S] [--user U] [--task T] [--limit N] | saga show ID | saga retry ID | saga compensate ID\n"
           "  todoctl saga failed [--limit N] | saga resolve ID --why TEXT [--by NAME]\n"
           "  todoctl registry list | show SUBJECT [VERSION] | check|register SUBJECT FILE [--message M] [-I DIR]\n"
@@ -607,6 +609,47 @@ static int cmd_simple(int argc, char **argv, const char *rpc)
     return 0;
 }
 
+/* todoctl user erase USER [--reason TEXT]: EraseUser with a service token
+ * of scope users:erase (TODO_SERVICE_SECRET). */
+static int cmd_user(int argc, char **argv)
+{
+    Todo__V1__EraseUserRequest rq = TODO__V1__ERASE_USER_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    todo_err err;
+    if (argc < 4 || strcmp(argv[2], "erase") != 0 || argv[3][0] == '-') return usage();
+    rq.user_id = argv[3];
+    for (int i = 4; i < argc; i++) {
+        if (strcmp(argv[i], "--reason") == 0) {
+            if ((rq.reason = (char *)flag_value(argc, argv, &i)) == NULL) return 2;
+        } else {
+            return usage();
+        }
+    }
+    if (cfg.service_secret[0] == '\0') {
+        fprintf(stderr, "todoctl: user erase needs TODO_SERVICE_SECRET (a service token with scope %s)\n",
+                AUTH_SCOPE_USERS_ERASE);
+        return 2;
+    }
+    char *tok = auth_issue_service(cfg.service_secret, "todoctl", AUTH_SCOPE_USERS_ERASE, rq.user_id, 300,
+                                   (long)time(NULL), &err);
+    if (tok == NULL) {
+        fprintf(stderr, "todoctl: %s\n", err.msg);
+        return 1;
+    }
+    char auth[1200];
+    snprintf(auth, sizeof auth, "Bearer %s", tok);
+    free(tok);
+    int rc = call(cfg.command_addr, "/todo.v1.TaskCommandService/EraseUser", &rq.base,
+                  &todo__v1__command_reply__descriptor, auth, &resp);
+    if (rc != 0) return rc;
+    Todo__V1__CommandReply *rp = (Todo__V1__CommandReply *)resp;
+    printf("user %s erased (user aggregate %s at version %lld): their data key is destroyed; the projections delete"
+           " their rows as they apply user.erased\n",
+           rq.user_id, rp->id, (long long)rp->version);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return 0;
+}
+
 static volatile sig_atomic_t interrupted;
 
 static void on_interrupt(int sig)
@@ -739,7 +782,12 @@ static int cmd_projection(int argc, char **argv)
      * or an older group); neither: every projection. */
     const proj_def *one = NULL;
     if (name != NULL && (one = find_projection(name)) == NULL) return 2;
-    if (one == NULL && group != NULL && (one = proj_def_find(group, &cfg)) == NULL) one = &proj_tasks;
+    for (int i = 0; one == NULL && group != NULL && i < PROJ_N_DEFS; i++) { /* its group, or a rebuild's */
+        const char *g = proj_def_group(proj_defs[i], &cfg);
+        if (strcmp(group, g) == 0 || (strncmp(group, g, strlen(g)) == 0 && strncmp(group + strlen(g), "-rebuild-", 9) == 0))
+            one = proj_defs[i];
+    }
+    if (one == NULL && group != NULL) one = &proj_tasks;
     PGconn *pg = pgx_connect(cfg.admin_pg_url, "todoctl", &err);
     if (pg == NULL) {
         fprintf(stderr, "todoctl: %s\n", err.msg);
@@ -870,6 +918,7 @@ int main(int argc, char **argv)
         return rc == 2 ? usage() : rc;
     }
     if (strcmp(c, "projection") == 0) return cmd_projection(argc, argv);
+    if (strcmp(c, "user") == 0) return cmd_user(argc, argv);
     if (strcmp(c, "registry") == 0) {
         int rc = todoctl_registry(&cfg, argc, argv);
         return rc == 2 ? usage() : rc;

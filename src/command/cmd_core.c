@@ -18,6 +18,7 @@
 #include "event.h"
 #include "log.h"
 #include "pgx.h"
+#include "seal.h"
 #include "text.h"
 
 #define MAX_ATTEMPTS 30    /* load-change-save rounds before a busy aggregate answers ABORTED */
@@ -134,31 +135,61 @@ static const char *largest_field(const ProtobufCMessage *m, size_t *size)
     return name;
 }
 
+int cmd_encode(cmd_ctx *x, const char *aggregate_type, const char *id, int64_t version, int64_t now, const char *type,
+               int schema, const ProtobufCMessage *event, char event_id[37], uint8_t **env, size_t *env_len,
+               todo_err *err)
+{
+    if (text_uuid_v4(event_id) != 0) return todo_err_set(err, TODO_EINTERNAL, "no randomness for a new id");
+    event_meta m = {
+        .event_id = event_id, .event_type = type, .source = "todo-command", .time_us = now, .user_id = x->user,
+        .aggregate_type = aggregate_type, .aggregate_id = id, .aggregate_version = version,
+        .schema_version = schema, .correlation_id = x->correlation_id, .causation_id = x->causation_id,
+        .traceparent = x->traceparent, .actor = x->actor,
+    };
+    return event_encode(&m, event, x->a, env, env_len, err);
+}
+
+/* True for the events of the user's lifecycle itself, written without
+ * their key (registration makes it, erasure destroys it). */
+static bool lifecycle_event(const char *type)
+{
+    return strcmp(type, "user.registered") == 0 || strcmp(type, "user.erasure_requested") == 0 ||
+           strcmp(type, "user.erased") == 0;
+}
+
 int cmd_save(cmd_ctx *x, const cmd_kind *k, const char *id, const void *agg, int64_t version, int64_t now,
              const char *type, int schema, const ProtobufCMessage *event, ProtobufCMessage **resp, todo_err *err)
 {
     char event_id[37];
     uint8_t *env;
-    size_t env_len;
+    size_t env_len, field_size;
     int64_t position = 0;
     int rc;
-    if (text_uuid_v4(event_id) != 0) return todo_err_set(err, TODO_EINTERNAL, "no randomness for a new id");
-    event_meta m = {
-        .event_id = event_id, .event_type = type, .source = "todo-command", .time_us = now, .user_id = x->user,
-        .aggregate_type = k->aggregate_type, .aggregate_id = id, .aggregate_version = version,
-        .schema_version = schema, .correlation_id = x->correlation_id, .causation_id = x->causation_id,
-        .traceparent = x->traceparent, .actor = x->actor,
-    };
-    if ((rc = event_encode(&m, event, x->a, &env, &env_len, err)) != 0) return rc;
+    /* For an error message, before the personal fields are sealed. */
+    const char *field = largest_field(event, &field_size);
+    bool register_user = false;
+    if (!lifecycle_event(type)) {
+        /* The user's key (made at their first command); the event's
+         * personal fields sealed with it (seal.h). */
+        seal_key key;
+        if ((rc = cmd_user_key(x, &key, &register_user, err)) != 0) return rc;
+        rc = seal_event((ProtobufCMessage *)event, &key, seal_event_aad(x->a, x->user, id), x->a, err);
+        memset(&key, 0, sizeof key);
+        if (rc != 0) return rc;
+    }
+    if ((rc = cmd_encode(x, k->aggregate_type, id, version, now, type, schema, event, event_id, &env, &env_len, err)) !=
+        0)
+        return rc;
     if (env_len > (size_t)x->t->cfg->event_max_bytes) {
         /* The relay would have to park it: refuse it here, nothing written. */
-        size_t field_size;
-        const char *field = largest_field(event, &field_size);
         return todo_err_set(err, TODO_EINVAL,
                             "%s: the %s event would be %zu bytes, over the limit of %d (TODO_EVENT_MAX_BYTES); %s "
                             "takes %zu bytes",
                             field, type, env_len, x->t->cfg->event_max_bytes, field, field_size);
     }
+    /* A new user is registered before their first event (and not when
+     * that event is refused). */
+    if (register_user && (rc = cmd_user_register(x, err)) != 0) return rc;
     cmd_write w = {.aggregate_type = k->aggregate_type, .aggregate_id = id, .user_id = x->user, .version = version,
                    .event_id = event_id, .event_type = type, .schema_version = schema, .envelope = env,
                    .envelope_len = env_len};
@@ -197,7 +228,7 @@ int cmd_create(cmd_ctx *x, const cmd_kind *k, const char *id, const void *agg, i
     /* TODO_ECONFLICT: the kind's insert wrote nothing (a uniqueness rule of
      * the kind); the caller says which. TODO_EINVAL: refused before
      * anything was written (an event over TODO_EVENT_MAX_BYTES). */
-    return rc == 0 || rc == TODO_ECONFLICT || rc == TODO_EINVAL ? rc : cmd_storage_error(x, err);
+    return rc == 0 || rc == TODO_ECONFLICT || rc == TODO_EINVAL || rc == TODO_EPRECOND ? rc : cmd_storage_error(x, err);
 }
 
 /* Sleeps a random time below min(2^attempt, MAX_BACKOFF_MS) ms, so that
@@ -237,7 +268,7 @@ int cmd_mutate(cmd_ctx *x, const cmd_kind *k, const char *id, int64_t expected, 
             if ((rc = cmd_replay(x, resp, err)) != 0 || *resp != NULL) return rc;
             continue;
         }
-        if (rc != TODO_ECONFLICT) return rc == 0 || rc == TODO_EINVAL ? rc : cmd_storage_error(x, err);
+        if (rc != TODO_ECONFLICT) return rc == 0 || rc == TODO_EINVAL || rc == TODO_EPRECOND ? rc : cmd_storage_error(x, err);
         /* Someone saved a newer version between our load and save, or the
          * save's guard on another aggregate failed (a reminder fires only
          * while its task is open): load again. A moved version is refused

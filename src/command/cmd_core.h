@@ -81,6 +81,25 @@ int cmd_save(cmd_ctx *x, const cmd_kind *k, const char *id, const void *agg, int
 int cmd_mutate(cmd_ctx *x, const cmd_kind *k, const char *id, int64_t expected, cmd_change_fn fn, const void *arg,
                ProtobufCMessage **resp, todo_err *err);
 
+/* Encodes event as the envelope of type at version of aggregate id, with
+ * a new event id (in event_id). */
+int cmd_encode(cmd_ctx *x, const char *aggregate_type, const char *id, int64_t version, int64_t now, const char *type,
+               int schema, const ProtobufCMessage *event, char event_id[37], uint8_t **env, size_t *env_len,
+               todo_err *err);
+
+/* The caller's data key (keystore.h), made at their first command;
+ * *register_user says the user is to be registered (cmd_user_register)
+ * before the command's event is saved. TODO_EPRECOND when the user was
+ * erased. */
+struct seal_key;
+int cmd_user_key(cmd_ctx *x, struct seal_key *key, bool *register_user, todo_err *err);
+
+/* Records user.registered for the caller. */
+int cmd_user_register(cmd_ctx *x, todo_err *err);
+
+/* The user aggregate's id of user (a name-based UUID). */
+void cmd_user_id(const char *user, char out[37]);
+
 /* Creates a new aggregate (version 1) through cmd_save, retrying when a
  * concurrent duplicate of the request won; agg's id is id. */
 int cmd_create(cmd_ctx *x, const cmd_kind *k, const char *id, const void *agg, int64_t now, const char *type,
@@ -107,6 +126,7 @@ int cmd_retract_occurrence(grpcx_call *c, const ProtobufCMessage *req, ProtobufC
 int cmd_set_preferences(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err);
 int cmd_deliver_in_app(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err);
 int cmd_mark_read(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err);
+int cmd_erase_user(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err);
 
 /* The notification profile id of user (cmd_profiles.c): a name-based UUID. */
 void cmd_profile_id(const char *user, char out[37]);

@@ -146,6 +146,7 @@ AUDITED(cmd_update_pattern)
 AUDITED(cmd_set_preferences)
 AUDITED(cmd_deliver_in_app_internal)
 AUDITED(cmd_mark_read)
+AUDITED(cmd_erase_user)
 
 int cmd_service_register(grpcx_server *s, todo_err *err)
 {
@@ -168,6 +169,7 @@ int cmd_service_register(grpcx_server *s, todo_err *err)
         {"SetNotificationPreferences", cmd_set_preferences_audited},
         {"DeliverInAppNotification", cmd_deliver_in_app_internal_audited},
         {"MarkNotificationRead", cmd_mark_read_audited},
+        {"EraseUser", cmd_erase_user_audited},
     };
     return grpcx_server_add_service(s, &todo__v1__task_command_service__descriptor, methods,
                                     sizeof methods / sizeof methods[0], err);

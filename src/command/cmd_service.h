@@ -22,6 +22,7 @@ typedef struct cmd_app {
     audit_log *audit;      /* every command, accepted or refused, is audited here */
     struct cmd_group **groups; /* group commit (cmd_group.h): n_groups committers, worker i uses i % n_groups */
     int n_groups;              /* 0: every save on the worker's own connection */
+    struct keystore *keys;     /* the users' data keys (keystore.h), sealing their events' personal fields */
 } cmd_app;
 
 /* Hosts TaskCommandService on s. */

@@ -5,6 +5,7 @@
  * (docs/OPERATIONS.md); SIGINT or SIGTERM stop it gracefully.
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "cmd_group.h"
 #include "cmd_relay.h"
@@ -14,6 +15,7 @@
 #include "event.h"
 #include "grpcx.h"
 #include "kafkax.h"
+#include "keystore.h"
 #include "log.h"
 #include "metrics.h"
 #include "pgx.h"
@@ -21,6 +23,9 @@
 #include "reg_local.h"
 #include "reg_service.h"
 #include "svc.h"
+
+/* How long a user's data key (or its erasure) is cached (keystore.h). */
+#define KEY_CACHE_S 60
 
 static void stop_groups(cmd_app *app)
 {
@@ -78,6 +83,12 @@ int main(void)
     }
     metrics_server *metrics = metrics_start("todo-command", cfg.metrics_addr);
     cmd_app app = {.cfg = &cfg};
+    seal_key master;
+    if (seal_key_parse(cfg.master_key, &master, &err) != 0 || (app.keys = keystore_new(&master, KEY_CACHE_S)) == NULL) {
+        log_error("command", "cannot use TODO_MASTER_KEY", "error=\"%s\"", cfg.master_key[0] ? err.msg : "not set");
+        return 1;
+    }
+    memset(&master, 0, sizeof master);
     cmd_group *groups[16];
     for (int i = 0; i < cfg.group_committers; i++) {
         if ((groups[i] = cmd_group_new(cfg.group_commit_max, cfg.group_lock_timeout_ms)) == NULL) {
@@ -89,12 +100,14 @@ int main(void)
     app.groups = groups;
     if ((app.audit = audit_new(cfg.kafka_brokers, "todo-command", &err)) == NULL) {
         log_error("command", "cannot start the audit producer", "error=\"%s\"", err.msg);
+        keystore_free(app.keys);
         return 1;
     }
     cmd_relay *relay = cmd_relay_start(&cfg, &err);
     if (relay == NULL) {
         log_error("command", "cannot start the outbox relay", "error=\"%s\"", err.msg);
         audit_free(app.audit, 0);
+        keystore_free(app.keys);
         return 1;
     }
     grpcx_server_opts opts = {
@@ -120,6 +133,7 @@ int main(void)
         stop_groups(&app);
         cmd_relay_stop(relay);
         audit_free(app.audit, 1000);
+        keystore_free(app.keys);
         metrics_server_stop(metrics);
         return 1;
     }
@@ -131,6 +145,7 @@ int main(void)
     cmd_relay_stop(relay);
     grpcx_server_free(srv);
     audit_free(app.audit, 5000);
+    keystore_free(app.keys);
     metrics_server_stop(metrics);
     auth_keys_free(user_keys);
     return 0;

@@ -96,6 +96,7 @@ char *auth_issue_signed(const char *private_key_path, const char *kid, const cha
 #define AUTH_SERVICE_MAX 64
 #define AUTH_SCOPE_INTERNAL "internal"              /* todo-saga: RestoreReminder, TriggerReminder, CreateNextOccurrence */
 #define AUTH_SCOPE_REGISTRY_WRITE "registry:write"   /* operators: CheckSchema, RegisterSchema, SetMode */
+#define AUTH_SCOPE_USERS_ERASE "users:erase"         /* operators: EraseUser */
 
 typedef struct auth_identity {
     char user[AUTH_USER_MAX];       /* whose tasks the call touches */

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -238,6 +239,25 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
             return todo_err_set(err, TODO_EINVAL,
                                 "TODO_JWT_SECRET is the published development secret: anyone could sign tokens "
                                 "with it; choose your own");
+    }
+    /* The master key wrapping the users' data keys (seal.h): todo-command
+     * makes keys, todo-projector and todoctl's rebuild open them. */
+    const char *mk = get("TODO_MASTER_KEY", ctx);
+    if (mk == NULL) {
+        if (!cfg->local && (svc == CONFIG_COMMAND || svc == CONFIG_PROJECTOR))
+            return todo_err_set(err, TODO_EINVAL,
+                                "TODO_MASTER_KEY is not set: outside TODO_ENV=local todo-command and todo-projector "
+                                "need the master key that wraps the users' data keys (64 hex digits; "
+                                "docs/SECURITY.md)");
+        if (cfg->local && beyond == NULL) strcpy(cfg->master_key, CONFIG_DEV_MASTER_KEY);
+    } else {
+        size_t n = strlen(mk), hex = strspn(mk, "0123456789abcdefABCDEF");
+        if (n != 64 || hex != 64)
+            return todo_err_set(err, TODO_EINVAL, "TODO_MASTER_KEY must be 64 hex digits (32 bytes), got %zu characters",
+                                n);
+        if (!cfg->local && strcasecmp(mk, CONFIG_DEV_MASTER_KEY) == 0)
+            return todo_err_set(err, TODO_EINVAL, "TODO_MASTER_KEY is the published development key; choose your own");
+        snprintf(cfg->master_key, sizeof cfg->master_key, "%s", mk);
     }
     /* The service secret: todo-saga signs with it, todo-command verifies;
      * never the users' secret, so a user token can never claim a service. */

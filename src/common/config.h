@@ -51,6 +51,7 @@ typedef struct todo_config {
     int query_batch;                      /* TODO_QUERY_BATCH: GetTask lookups per statement (32; 1: alone) */
     int token_cache;                      /* TODO_TOKEN_CACHE: verified tokens kept per worker thread (256; 0 off) */
     char service_secret[CONFIG_STR_MAX];  /* TODO_SERVICE_SECRET: service tokens (todo-saga signs, todo-command verifies); "" none */
+    char master_key[65];                  /* TODO_MASTER_KEY: 64 hex digits, wraps the users' data keys (seal.h); "" none */
     ctoken_key token_key;                 /* consistency tokens' MAC key, from TODO_CONSISTENCY_SECRET (ctoken.h) */
     int token_wait_ms;                    /* TODO_QUERY_TOKEN_WAIT_MS: longest a query waits for its token (3000) */
     int watch_keepalive_ms;               /* TODO_WATCH_KEEPALIVE_MS: a WatchUpdates stream hears this often at least (15000) */
@@ -111,6 +112,8 @@ typedef const char *(*config_getter)(const char *name, void *ctx);
 #define CONFIG_DEV_JWT_SECRET "todo-local-development-secret-do-not-use-in-production"
 /* The development service secret (todo-saga's service tokens), the same way. */
 #define CONFIG_DEV_SERVICE_SECRET "todo-local-development-service-secret-do-not-use-in-production"
+/* The local stack's published master key (TODO_ENV=local, loopback only). */
+#define CONFIG_DEV_MASTER_KEY "746f646f2d6c6f63616c2d6d61737465722d6b65792d6e6f742d736563726574"
 /* The development consistency-token secret (todo-command and todo-query), the same way. */
 #define CONFIG_DEV_CONSISTENCY_SECRET "todo-local-development-consistency-secret-do-not-use-in-production"
 

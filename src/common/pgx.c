@@ -158,6 +158,7 @@ int pgx_status_of(const PGresult *r, const PGconn *c)
     if (strncmp(state, "08", 2) == 0 || strcmp(state, "57P01") == 0) return TODO_EUNAVAIL;
     if (strcmp(state, "57014") == 0) return TODO_EDEADLINE;
     if (strcmp(state, "55P03") == 0) return TODO_ELOCKED; /* lock_not_available: lock_timeout */
+    if (strcmp(state, "TD001") == 0) return TODO_EPRECOND; /* an erased user's event (migration 0029) */
     return TODO_EINTERNAL;
 }
 

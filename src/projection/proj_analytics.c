@@ -13,7 +13,9 @@
  *     back;
  *   - the other task events: their version is claimed, nothing written;
  *   - user.notification_preferences_set: the user's time zone ("" or a zone
- *     the database does not know: UTC);
+ *     the database does not know: UTC, todo_meta.time_zone_or_utc);
+ *   - user.erased: the user's rows deleted (their later events never come:
+ *     proj_apply skips an erased user's events);
  *   - every other record of those topics is not this projection's: skipped
  *     (not claimed).
  */
@@ -43,7 +45,7 @@ static proj_outcome plan_created(const Todo__V1__EventEnvelope *env, arena *a, p
     p->params[p->n++] = proj_ts_text(a, ev->due_at);
     p->write = "insert into tasks (id, user_id, created_at, due_at) select $1::uuid, $4, $3::timestamptz,"
                " $5::timestamptz where" PROJ_CLAIMED " on conflict (id) do nothing";
-    p->also = ACTIVITY("created", "null");
+    p->also[0] = ACTIVITY("created", "null");
     return PROJ_APPLIED;
 }
 
@@ -76,7 +78,7 @@ static proj_outcome plan_state(const Todo__V1__EventEnvelope *env, arena *a, pro
         p->params[p->n++] = env->user_id;
         p->write = "update tasks set completed = true, completed_at = $3::timestamptz where id = $1::uuid and"
                    PROJ_CLAIMED;
-        p->also = ACTIVITY("completed", "(select extract(epoch from $3::timestamptz - created_at) from tasks"
+        p->also[0] = ACTIVITY("completed", "(select extract(epoch from $3::timestamptz - created_at) from tasks"
                                         " where id = $1::uuid)");
         return PROJ_APPLIED;
     }
@@ -99,7 +101,7 @@ static proj_outcome plan_state(const Todo__V1__EventEnvelope *env, arena *a, pro
         proj_plan_base(p, env, a, proj_ts_text(a, at));
         if (kinds[k].also != NULL) p->params[p->n++] = env->user_id; /* $4 of ACTIVITY */
         p->write = kinds[k].write;
-        p->also = kinds[k].also;
+        p->also[0] = kinds[k].also;
         return PROJ_APPLIED;
     }
     /* Another task event: its version is claimed (the next one then sees
@@ -116,8 +118,7 @@ static proj_outcome plan_profile(const Todo__V1__EventEnvelope *env, arena *a, p
     proj_plan_base(p, env, a, proj_ts_text(a, env->time));
     p->params[p->n++] = env->user_id;
     p->params[p->n++] = ev->time_zone;
-    p->write = "insert into users (user_id, time_zone) select $4, case when $5 <> '' and exists (select 1 from"
-               " pg_timezone_names where name = $5) then $5 else 'UTC' end where" PROJ_CLAIMED
+    p->write = "insert into users (user_id, time_zone) select $4, todo_meta.time_zone_or_utc($5) where" PROJ_CLAIMED
                " on conflict (user_id) do update set time_zone = excluded.time_zone";
     return PROJ_APPLIED;
 }
@@ -126,8 +127,23 @@ static proj_outcome plan_profile(const Todo__V1__EventEnvelope *env, arena *a, p
 static proj_outcome plan(const Todo__V1__EventEnvelope *env, arena *a, proj_plan *p, const char **why)
 {
     const char *t = env->event_type;
+    bool ours = strncmp(t, "task.", 5) == 0 || strcmp(t, "user.notification_preferences_set") == 0 ||
+                strcmp(t, "user.erased") == 0;
+    if (!ours) return PROJ_SKIPPED; /* patterns, the inbox, the rest of a user's lifecycle: not counted */
+    if (env->time == NULL) {
+        *why = "envelope has no time";
+        return PROJ_DEAD;
+    }
     if (strcmp(t, "user.notification_preferences_set") == 0) return plan_profile(env, a, p, why);
-    if (strncmp(t, "task.", 5) != 0) return PROJ_SKIPPED; /* patterns, the inbox: not counted */
+    if (strcmp(t, "user.erased") == 0) { /* the user's rows go */
+        if (proj_payload(env, &todo__v1__user_erased__descriptor, a, why) == NULL) return PROJ_DEAD;
+        proj_plan_base(p, env, a, proj_ts_text(a, env->time));
+        p->params[p->n++] = env->user_id;
+        p->write = "delete from activity where user_id = $4 and" PROJ_CLAIMED;
+        p->also[0] = "delete from tasks where user_id = $4 and" PROJ_CLAIMED;
+        p->also[1] = "delete from users where user_id = $4 and" PROJ_CLAIMED;
+        return PROJ_APPLIED;
+    }
     if (!text_is_uuid(env->aggregate_id)) {
         *why = "task event's aggregate id is not a UUID";
         return PROJ_DEAD;

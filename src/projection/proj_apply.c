@@ -9,12 +9,14 @@
 #include <string.h>
 
 #include "event.h"
+#include "keystore.h"
 #include "log.h"
 #include "trace.h"
 #include "pgx.h"
 #include "proj_cache.h"
 #include "proj_def.h"
 #include "reg_local.h"
+#include "seal.h"
 #include "text.h"
 #include "todo/v1/events.pb-c.h"
 #include "topic_names.h"
@@ -126,15 +128,16 @@ static const char *claim_sql(arena *a, const proj_plan *p)
                                                "   $%d, $1::uuid, $2::bigint, $%d, $3::timestamptz, clock_timestamp()"
                                                "   from head)",
                                                p->n - 2, p->n - 2, p->n - 1, p->n);
+    const char *writes = p->write != NULL ? arena_printf(a, ", w as (%s)", p->write) : "";
+    for (int i = 0; i < PROJ_ALSO_MAX && p->also[i] != NULL; i++)
+        writes = arena_printf(a, "%s, w%d as (%s)", writes, i + 2, p->also[i]);
     return arena_printf(a,
                         "with old as (select version from applied_versions where aggregate_id = $1::uuid for update),"
                         " claim as (insert into applied_versions (aggregate_id, version) values ($1::uuid, $2::bigint)"
                         "   on conflict (aggregate_id) do update set version = excluded.version"
-                        "   where applied_versions.version < excluded.version returning 1)%s%s%s%s%s%s%s"
+                        "   where applied_versions.version < excluded.version returning 1)%s%s"
                         " select coalesce((select version from old), 0), exists (select 1 from claim), $3::timestamptz",
-                        p->write != NULL ? ", w as (" : "", p->write != NULL ? p->write : "",
-                        p->write != NULL ? ")" : "", p->also != NULL ? ", w2 as (" : "",
-                        p->also != NULL ? p->also : "", p->also != NULL ? ")" : "", feed);
+                        writes, feed);
 }
 
 /* The feed's kind of an event type, or NULL. */
@@ -300,6 +303,53 @@ static int run_one_by_one(PGconn *pg, const proj_def *def, rd_kafka_message_t **
     return TODO_OK;
 }
 
+/* Opens the sealed personal fields of env's payload with its user's key
+ * (env->data is then the payload with them in clear), and sets *skip for
+ * an event of an erased user (but user.erased itself, which deletes their
+ * rows) and for a sealed one whose user has no key. TODO_EINVAL (err says
+ * why): the record cannot be opened (dead-lettered); another status: the
+ * keys could not be read (the batch is retried). */
+static int open_sealed(const proj_status *ps, PGconn *pg, Todo__V1__EventEnvelope *env, arena *a, bool *skip,
+                       todo_err *err)
+{
+    seal_key key;
+    keystore_state state;
+    int rc;
+    *skip = false;
+    if (ps->keys == NULL || env->user_id[0] == '\0') return TODO_OK;
+    if ((rc = keystore_get(ps->keys, pg, env->user_id, &key, &state, err)) != TODO_OK) return rc;
+    if (state == KEYSTORE_DESTROYED) {
+        *skip = strcmp(env->event_type, "user.erased") != 0;
+        return TODO_OK;
+    }
+    const char *name = event_message_name(env->event_type, env->schema_version);
+    const ProtobufCMessageDescriptor *d = name != NULL ? seal_descriptor(name) : NULL;
+    ProtobufCAllocator alloc;
+    arena_pbc_allocator(a, &alloc);
+    ProtobufCMessage *m = d != NULL ? protobuf_c_message_unpack(d, &alloc, env->data.len, env->data.data) : NULL;
+    if (m == NULL || !seal_event_is_sealed(m)) { /* nothing sealed (or undecodable: the handler says so) */
+        memset(&key, 0, sizeof key);
+        return TODO_OK;
+    }
+    if (state == KEYSTORE_NONE) { /* cached before the user's first command made the key: read again */
+        keystore_forget(ps->keys, env->user_id);
+        if ((rc = keystore_get(ps->keys, pg, env->user_id, &key, &state, err)) != TODO_OK) return rc;
+    }
+    if (state != KEYSTORE_KEY) {
+        log_warn("projector", "a sealed event of a user without a key: skipped", "user=%s event=%s type=%s",
+                 env->user_id, env->event_id, env->event_type);
+        *skip = true;
+        return TODO_OK;
+    }
+    rc = seal_open_event(m, &key, seal_event_aad(a, env->user_id, env->aggregate_id), a, err);
+    memset(&key, 0, sizeof key);
+    if (rc != TODO_OK) return rc;
+    env->data.len = protobuf_c_message_get_packed_size(m);
+    env->data.data = arena_alloc(a, env->data.len + 1);
+    protobuf_c_message_pack(m, env->data.data);
+    return TODO_OK;
+}
+
 /* True for an event of def claimed by its event id: the Redis fast path,
  * which knows versions, is not asked about it. */
 static bool by_id(const proj_def *def, const Todo__V1__EventEnvelope *env)
@@ -338,6 +388,19 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
             dead[i] = arena_strdup(a, derr.msg);
         }
     }
+    /* Sealed personal fields opened with their user's key; an erased
+     * user's events skipped (keystore.h, seal.h). */
+    bool *skip = arena_calloc(a, (n + 1) * sizeof *skip);
+    for (size_t i = 0; i < n; i++) {
+        if (envs[i] == NULL || dead[i] != NULL) continue;
+        todo_err serr;
+        if ((rc = open_sealed(ps, pg, envs[i], a, &skip[i], &serr)) == TODO_EINVAL) {
+            dead[i] = arena_strdup(a, serr.msg);
+        } else if (rc != TODO_OK) {
+            *err = serr;
+            return rc;
+        }
+    }
     /* What must wait behind a dead record is not applied (park.h). */
     for (size_t i = 0; i < n; i++)
         if (dead[i] != NULL) park_followers(msgs, n, dead, i);
@@ -362,16 +425,15 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
     size_t n_feed_users = 0;
     for (size_t i = 0; i < n; i++) {
         if (envs[i] == NULL || dead[i] != NULL) continue; /* dead, or waits behind a record proj_plan dead */
+        if (skip[i]) { /* an erased user's */
+            out[i] = SKIPPED;
+            continue;
+        }
         if (known[i] >= envs[i]->aggregate_version) { /* Redis: applied before */
             out[i] = SKIPPED;
             continue;
         }
-        if (envs[i]->time == NULL) {
-            dead[i] = "envelope has no time";
-            out[i] = DEAD;
-        } else {
-            out[i] = def->plan(envs[i], a, &plans[i], &dead[i]);
-        }
+        out[i] = def->plan(envs[i], a, &plans[i], &dead[i]);
         if (out[i] == DEAD) park_followers(msgs, n, dead, i);
         if (out[i] == APPLIED && def->feed && !ps->shadow) plan_feed(&plans[i], envs[i]); /* a replay adds no feed */
         if (plans[i].feed) feed_users[n_feed_users++] = envs[i]->user_id;
@@ -431,6 +493,8 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
     add_stmt(&tail, a, "commit", 0, NULL);
     if ((rc = pgx_pipeline(pg, tail.s, tail.n, NULL, NULL, err)) != 0) goto fail;
     proj_cache_flush(cache); /* only what the database holds now */
+    for (size_t i = 0; i < n && ps->keys != NULL; i++)
+        if (out[i] == APPLIED && strcmp(envs[i]->event_type, "user.erased") == 0) keystore_forget(ps->keys, envs[i]->user_id);
     if (log_enabled(LOG_DEBUG)) /* each applied event, in its trace */
         for (size_t i = 0; i < n; i++) {
             trace_ctx parent, span;

@@ -27,6 +27,11 @@
  * (read.reminders), from users.events.v1 the inbox (read.notifications),
  * and from saga.events.v1 each saga's latest state (read.task_sagas).
  *
+ * Before the handlers see a record, sealed personal fields are opened with
+ * the user's data key (seal.h, keystore.h; status->keys), and every event
+ * of an erased user but user.erased is skipped (not claimed): a replay
+ * builds no row of theirs.
+ *
  * Every committed batch also records its counters (projection_status)
  * and, per partition, the offset after its last record
  * (projection_offsets), and notifies read_progress (read-your-writes:
@@ -72,6 +77,7 @@ typedef struct proj_status {
     bool shadow;              /* a rebuild's copy: does not take the swap lock */
     struct proj_cache *cache; /* the Redis fast path, or NULL */
     struct reg_resolver *schemas; /* resolves the records' schema ids (reg_local.h), or NULL: ids not checked */
+    struct keystore *keys;    /* the users' data keys (keystore.h): sealed fields opened, erased users skipped */
 } proj_status;
 
 /* proj_apply_batch, also recording status in the batch's transaction. */

@@ -33,9 +33,11 @@ typedef enum proj_outcome { PROJ_APPLIED, PROJ_SKIPPED, PROJ_DEAD } proj_outcome
  * aggregate's applied version (applied_versions) and, when the event is
  * newer, runs write. Parameters: $1 aggregate id, $2 version, $3 event time
  * (proj_plan_base), then the write's own. */
+#define PROJ_ALSO_MAX 6
+
 typedef struct proj_plan {
     const char *write; /* a data-modifying statement guarded by PROJ_CLAIMED, or NULL */
-    const char *also;  /* a second one (it does not see write's changes), or NULL */
+    const char *also[PROJ_ALSO_MAX]; /* more, each guarded the same way (they do not see each other's changes) */
     const char *params[16];
     int n;
     bool feed; /* also adds the event to its user's update feed (the runtime sets it) */
@@ -50,8 +52,10 @@ typedef struct proj_def {
     const char *group;  /* its consumer group (tasks: TODO_PROJECTOR_GROUP, see proj_def_group) */
     const char *const *topics;
     int n_topics;
-    /* Plans one decoded event (env->time is set): PROJ_APPLIED with p
-     * filled, or PROJ_DEAD with *why. */
+    /* Plans one decoded event: PROJ_APPLIED with p filled, PROJ_DEAD with
+     * *why, or PROJ_SKIPPED for an event that is not this projection's (not
+     * claimed; counted as skipped). Sealed personal fields are open, and an
+     * erased user's events never reach it but user.erased (proj_apply). */
     proj_outcome (*plan)(const Todo__V1__EventEnvelope *env, arena *a, proj_plan *p, const char **why);
     /* True for an event claimed by its event id ($1 its event id, $2 1)
      * rather than its aggregate's version; may be NULL (none). */

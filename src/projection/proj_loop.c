@@ -6,10 +6,12 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "arena.h"
 #include "consume.h"
+#include "keystore.h"
 #include "log.h"
 #include "pgx.h"
 #include "proj_cache.h"
@@ -27,6 +29,7 @@ typedef struct proj_run {
 } proj_run;
 
 #define PRUNE_EVERY_S 60
+#define KEY_CACHE_S 60 /* how long a user's key (or its erasure) is cached */
 
 /* Drops the update feed's rows older than TODO_FEED_RETENTION_HOURS, once
  * a minute at most (after a committed batch: an idle projector adds
@@ -100,6 +103,20 @@ int proj_loop_run(const proj_loop_opts *o, todo_err *err)
         rc = todo_err_set(err, TODO_EINTERNAL, "out of memory");
         goto out;
     }
+    /* The users' data keys: sealed personal fields are opened, an erased
+     * user's events skipped. */
+    seal_key master;
+    if (seal_key_parse(cfg->master_key, &master, err) != 0) {
+        rc = todo_err_set(err, TODO_EINVAL, "TODO_MASTER_KEY %s: the projector opens the users' sealed fields with it",
+                          cfg->master_key[0] == '\0' ? "is not set" : "is not 64 hex digits");
+        goto out;
+    }
+    r.base.keys = keystore_new(&master, KEY_CACHE_S);
+    memset(&master, 0, sizeof master);
+    if (r.base.keys == NULL) {
+        rc = todo_err_set(err, TODO_EINTERNAL, "out of memory");
+        goto out;
+    }
     /* The live projection asks Redis first; a rebuild's fresh copy would only miss. */
     if (!o->shadow && o->def->cache && (r.base.cache = proj_cache_new(cfg->redis_url, o->group, err)) == NULL) {
         rc = err->code;
@@ -115,6 +132,7 @@ out:
     pgx_close(r.pg);
     proj_cache_free(r.base.cache);
     reg_resolver_free(r.base.schemas);
+    keystore_free(r.base.keys);
     arena_free(r.a);
     return rc;
 }

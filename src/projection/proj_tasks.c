@@ -185,6 +185,26 @@ static proj_outcome plan_user(const Todo__V1__EventEnvelope *env, arena *a, proj
         proj_plan_base(p, env, a, proj_ts_text(a, env->time));
         return PROJ_APPLIED;
     }
+    if (strcmp(t, "user.registered") == 0 || strcmp(t, "user.erasure_requested") == 0) {
+        if (proj_payload(env, strcmp(t, "user.registered") == 0 ? &todo__v1__user_registered__descriptor
+                                                                 : &todo__v1__user_erasure_requested__descriptor,
+                         a, why) == NULL)
+            return PROJ_DEAD;
+        proj_plan_base(p, env, a, proj_ts_text(a, env->time));
+        return PROJ_APPLIED;
+    }
+    if (strcmp(t, "user.erased") == 0) { /* every row of the user goes (task_stats: after, see history) */
+        if (proj_payload(env, &todo__v1__user_erased__descriptor, a, why) == NULL) return PROJ_DEAD;
+        proj_plan_base(p, env, a, proj_ts_text(a, env->time));
+        p->params[p->n++] = env->user_id;
+        p->write = "delete from tasks where user_id = $4 and" PROJ_CLAIMED;
+        p->also[0] = "delete from task_history where user_id = $4 and" PROJ_CLAIMED;
+        p->also[1] = "delete from reminders where user_id = $4 and" PROJ_CLAIMED;
+        p->also[2] = "delete from notifications where user_id = $4 and" PROJ_CLAIMED;
+        p->also[3] = "delete from task_sagas where user_id = $4 and" PROJ_CLAIMED;
+        p->also[4] = "delete from feed.updates where user_id = $4 and" PROJ_CLAIMED;
+        return PROJ_APPLIED;
+    }
     if (strcmp(t, "inbox.entry_added") == 0) {
         Todo__V1__InboxEntryAdded *ev =
             (Todo__V1__InboxEntryAdded *)proj_payload(env, &todo__v1__inbox_entry_added__descriptor, a, why);
@@ -229,9 +249,17 @@ static proj_outcome plan_user(const Todo__V1__EventEnvelope *env, arena *a, proj
     " and version = $2::bigint on conflict (task_id, version) do nothing"
 #define HISTORY_PARAMS 6
 
-/* proj_def.follow: HISTORY_SQL and its parameters after a task's event. */
+/* proj_def.follow: HISTORY_SQL and its parameters after a task's event;
+ * after user.erased, the user's statistics row (the trigger on tasks kept
+ * it up while the user's tasks were deleted). */
 static bool history(const Todo__V1__EventEnvelope *env, arena *a, const char **sql, const char **p, int *n)
 {
+    if (strcmp(env->event_type, "user.erased") == 0) {
+        p[0] = env->user_id;
+        *sql = "delete from task_stats where user_id = $1";
+        *n = 1;
+        return true;
+    }
     if (strncmp(env->event_type, "task.", 5) != 0) return false;
     const char *actor = event_actor(env);
     p[0] = env->aggregate_id;
@@ -291,6 +319,10 @@ static proj_outcome plan_saga(const Todo__V1__EventEnvelope *env, arena *a, proj
 /* proj_def.plan: one decoded record. */
 static proj_outcome plan_record(const Todo__V1__EventEnvelope *env, arena *a, proj_plan *p, const char **why)
 {
+    if (env->time == NULL) {
+        *why = "envelope has no time";
+        return PROJ_DEAD;
+    }
     const char *t = env->event_type;
     if (strcmp(t, "task.created") == 0) return plan_task_created(env, a, p, why);
     if (strcmp(t, "task.updated") == 0) return plan_task_updated(env, a, p, why);

@@ -83,20 +83,26 @@ static void *reader(void *arg)
 
 /* Rows of the write model (tasks, reminders) whose read row is missing or
  * differs. */
+/* Erased users (test_erasure) are in the write model, purged, and in no
+ * read model: they are left out of the comparisons. */
+#define LIVE_USER(alias) " and " alias ".user_id not in (select user_id from keys.user_keys where wrapped is null)"
+
 static long long differences(void)
 {
     return harness_scalar(harness_db,
                           "select (select count(*) from write.tasks w left join read.tasks r using (id)"
-                          " where r.id is null or r.version <> w.version or r.title <> w.title"
+                          " where (r.id is null or r.version <> w.version or r.title <> w.title"
                           " or r.priority <> w.priority or r.deleted <> (w.deleted_at is not null)"
                           " or r.completed <> (w.completed_at is not null) or r.tags <> w.tags"
-                          " or r.category <> w.category)"
+                          " or r.category <> w.category)" LIVE_USER("w") ")"
                           " + (select count(*) from write.reminders w left join read.reminders r using (id)"
-                          " where r.id is null or r.version <> w.version or r.status <> w.status"
-                          " or r.remind_at <> w.remind_at or r.task_id <> w.task_id)"
+                          " where (r.id is null or r.version <> w.version or r.status <> w.status"
+                          " or r.remind_at <> w.remind_at or r.task_id <> w.task_id)" LIVE_USER("w") ")"
                           " + (select count(*) from write.inbox w left join read.notifications r using (id)"
-                          " where r.id is null or r.version <> w.version or r.subject <> w.subject"
-                          " or (r.read_at is null) <> (w.read_at is null))",
+                          " where (r.id is null or r.version <> w.version or r.subject <> w.subject"
+                          " or (r.read_at is null) <> (w.read_at is null))" LIVE_USER("w") ")"
+                          " + (select count(*) from read.tasks r where r.user_id in"
+                          " (select user_id from keys.user_keys where wrapped is null))",
                           NULL);
 }
 
@@ -188,7 +194,8 @@ static void a_rebuild_under_load_equals_the_write_model(void **state)
      * at its version, as its type left the task. */
     assert_int_equal(harness_scalar(harness_db,
                                     "select count(*) from write.events e where e.aggregate_type = 'task'"
-                                    " and not exists (select 1 from read.task_history h where h.task_id = e.aggregate_id"
+                                    " and e.published_at is not null" /* parked ones never reach a topic */
+                                    LIVE_USER("e") " and not exists (select 1 from read.task_history h where h.task_id = e.aggregate_id"
                                     " and h.version = e.aggregate_version and h.event_type = e.event_type)",
                                     NULL),
                      0);

@@ -538,7 +538,10 @@ static bool dead_letter_of(const rd_kafka_message_t *m, void *ctx)
 {
     value_want *w = ctx;
     Todo__V1__DeadLetter *dl = m->payload != NULL ? todo__v1__dead_letter__unpack(NULL, m->len, m->payload) : NULL;
-    bool yes = dl != NULL && dl->original_value.len == strlen(w->value) &&
+    /* The task read model's (the analytics projection dead-letters the
+     * same poison records under its own group). */
+    bool yes = dl != NULL && strcmp(dl->consumer_group, "projection-task-read-v1") == 0 &&
+               dl->original_value.len == strlen(w->value) &&
                memcmp(dl->original_value.data, w->value, dl->original_value.len) == 0 &&
                (!w->other || strcmp(dl->dead_letter_id, w->first_id) != 0) &&
                (w->want_attempts == 0 || dl->attempts == w->want_attempts);

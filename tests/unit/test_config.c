@@ -127,6 +127,7 @@ static void overlong_strings_are_refused(void **state)
 }
 
 #define SECRET "0123456789abcdef0123456789abcdef"
+#define MKEY "TODO_MASTER_KEY", "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 #define SSECRET "fedcba9876543210fedcba9876543210"
 #define CSECRET "0f1e2d3c4b5a69780f1e2d3c4b5a6978"
 /* What todo-command and todo-query verify with in production. */
@@ -182,9 +183,22 @@ static void unsafe_settings_are_refused(void **state)
                           "TODO_COMMAND_ADDR", "0.0.0.0:50051", NULL}, "TODO_COMMAND_ADDR listens on 0.0.0.0:50051 in plaintext"},
         {CONFIG_COMMAND, {"TODO_ENV", "production", PUBKEYS, "TODO_COMMAND_PG_URL", "postgresql://c@db/t",
                           "TODO_COMMAND_ADDR", "0.0.0.0:50051", "TODO_GRPC_TLS_CERT", "/c.pem", "TODO_GRPC_TLS_KEY",
-                          "/c.key", "TODO_SERVICE_SECRET", SSECRET, NULL}, NULL},
+                          "/c.key", "TODO_SERVICE_SECRET", SSECRET, MKEY, NULL}, NULL},
         {CONFIG_COMMAND, {"TODO_ENV", "production", PUBKEYS, "TODO_COMMAND_PG_URL", "postgresql://c@db/t",
-                          "TODO_SERVICE_SECRET", SSECRET, NULL}, NULL}, /* loopback, behind a proxy */
+                          "TODO_SERVICE_SECRET", SSECRET, MKEY, NULL}, NULL}, /* loopback, behind a proxy */
+        /* The master key wrapping the users' data keys: required by
+         * todo-command and todo-projector in production, 64 hex digits,
+         * never the published one there. */
+        {CONFIG_COMMAND, {"TODO_ENV", "production", PUBKEYS, "TODO_COMMAND_PG_URL", "postgresql://c@db/t",
+                          "TODO_SERVICE_SECRET", SSECRET, NULL}, "TODO_MASTER_KEY is not set"},
+        {CONFIG_PROJECTOR, {"TODO_ENV", "production", "TODO_PROJECTOR_PG_URL", "postgresql://p@db/t", NULL},
+         "TODO_MASTER_KEY is not set"},
+        {CONFIG_PROJECTOR, {"TODO_ENV", "production", "TODO_PROJECTOR_PG_URL", "postgresql://p@db/t", MKEY, NULL}, NULL},
+        {CONFIG_PROJECTOR, {"TODO_ENV", "production", "TODO_PROJECTOR_PG_URL", "postgresql://p@db/t", "TODO_MASTER_KEY",
+                            CONFIG_DEV_MASTER_KEY, NULL}, "published development key"},
+        {CONFIG_PROJECTOR, {"TODO_ENV", "local", "TODO_MASTER_KEY", "abc", NULL}, "must be 64 hex digits"},
+        {CONFIG_QUERY, {"TODO_ENV", "production", PUBKEYS, "TODO_QUERY_PG_URL", "postgresql://q@db/t",
+                        NULL}, NULL}, /* todo-query holds no key */
         {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_SAGA_PG_URL", "postgresql://s@db/t",
                        "TODO_COMMAND_ADDR", "command.internal:50051", NULL}, "set TODO_GRPC_TLS_CA"},
         {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_SAGA_PG_URL", "postgresql://s@db/t",
@@ -193,7 +207,7 @@ static void unsafe_settings_are_refused(void **state)
         /* The service secret: required by todo-command and todo-saga in
          * production, never the users' secret nor a published one. */
         {CONFIG_COMMAND, {"TODO_ENV", "production", PUBKEYS, "TODO_COMMAND_PG_URL", "postgresql://c@db/t",
-                          NULL}, "TODO_SERVICE_SECRET is not set"},
+                          MKEY, NULL}, "TODO_SERVICE_SECRET is not set"},
         {CONFIG_QUERY, {"TODO_ENV", "production", PUBKEYS, "TODO_QUERY_PG_URL", "postgresql://q@db/t",
                         NULL}, NULL},
         {CONFIG_SAGA, {"TODO_ENV", "local", "TODO_JWT_SECRET", SECRET, "TODO_SERVICE_SECRET", SECRET, NULL},
