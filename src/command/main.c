@@ -59,7 +59,7 @@ int main(void)
         return 2;
     }
     log_set_level(cfg.log_level);
-    if (pgx_start_check("command", cfg.pg_url, "write,registry", !cfg.local) != 0) return 1; /* least privilege */
+    if (pgx_start_check("command", cfg.pg_url, "write,registry,keys", !cfg.local) != 0) return 1; /* least privilege */
     auth_keys *user_keys = NULL; /* TODO_JWT_PUBLIC_KEYS: immutable, shared by every call */
     if (cfg.jwt_public_keys[0] != '\0' && auth_keys_load(cfg.jwt_public_keys, &user_keys, &err) != 0) {
         fprintf(stderr, "todo-command: TODO_JWT_PUBLIC_KEYS: %s\n", err.msg);
