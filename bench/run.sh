@@ -24,6 +24,9 @@
 #   rebuild    `todoctl projection rebuild` of the whole read model (every
 #              record of both topics)    vs pgbench upserting the same number of
 #                                            rows, 500 per INSERT ... ON CONFLICT
+#   seal-write, seal-read  events sealed (todo-command) / opened (projector)
+#              per second on one core (todo-sealbench)
+#                                        vs the same events unsealed
 #
 #   bench/run.sh [--quick]     (after a warm-up: 10 s quick, 30 s full; see below)
 #                              --quick: clients 1 and 8, 3 s each, 10,000 events
@@ -277,6 +280,21 @@ print(json.dumps({"rps": records / float(wall), "records": records, "seconds": f
 PY
 )
   record rebuild "$records" "$j" "$upsert" "$s0"
+done
+
+# seal: sealing and opening events' personal fields (todo-sealbench, one
+# core), events per second against the same events unsealed.
+s0=$(snap)
+build/dev/bench/todo-sealbench --events $([ $quick = 1 ] && echo 50000 || echo 400000) >"$out/seal.json"
+for side in write read; do
+  j=$(python3 - "$out/seal.json" "$side" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))[sys.argv[2] + "_us_per_event"]
+print(json.dumps({"rps": 1e6 / r["sealed"], "p50_ms": 0, "p99_ms": 0, "errors": 0, "us_per_event": r}))
+PY
+)
+  base=$(python3 -c 'import json,sys; print(1e6 / json.load(open(sys.argv[1]))[sys.argv[2] + "_us_per_event"]["baseline"])' "$out/seal.json" "$side")
+  record "seal-$side" 1 "$j" "$base" "$s0"
 done
 
 printf '%s\n' "${results[@]}" | python3 -c '
