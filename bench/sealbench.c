@@ -55,7 +55,7 @@ static int encode(arena *a, const seal_key *k, bool sealed, uint8_t **out, size_
     todo_err err;
     at.seconds = 1700000000;
     fill(&ev, &at, tags);
-    if (sealed && seal_event(&ev.base, k, seal_event_aad(a, "bench-user", ev.task_id), a, &err) != 0) return -1;
+    if (sealed && seal_event(&ev.base, k, seal_event_aad(a, "bench-user", ev.task_id, "task.created"), a, &err) != 0) return -1;
     event_meta m = {.event_id = "99999999-2222-4333-8444-555555555555", .event_type = "task.created",
                     .source = "todo-command", .time_us = 1700000000000000, .user_id = "bench-user",
                     .aggregate_type = "task", .aggregate_id = ev.task_id, .aggregate_version = 1,
@@ -73,7 +73,7 @@ static int decode(arena *a, const seal_key *k, bool sealed, const uint8_t *bytes
     Todo__V1__TaskCreatedV2 *ev = todo__v1__task_created_v2__unpack(&alloc, env->data.len, env->data.data);
     if (ev == NULL) return -1;
     if (sealed) { /* as proj_apply's open_sealed: open, re-encode, decode again in the handler */
-        if (seal_open_event(&ev->base, k, seal_event_aad(a, env->user_id, env->aggregate_id), a, &err) != 0) return -1;
+        if (seal_open_event(&ev->base, k, seal_event_aad(a, env->user_id, env->aggregate_id, env->event_type), a, &err) != 0) return -1;
         size_t n = protobuf_c_message_get_packed_size(&ev->base);
         uint8_t *buf = arena_alloc(a, n + 1);
         protobuf_c_message_pack(&ev->base, buf);

@@ -13,9 +13,9 @@ create table keys.user_keys (
   destroyed_at timestamptz,
   check ((wrapped is null) = (destroyed_at is not null))
 );
-grant usage on schema keys to todo_command, todo_projector;
+grant usage on schema keys to todo_command, todo_projector, todo_saga;
 grant select, insert, update on keys.user_keys to todo_command;
-grant select on keys.user_keys to todo_projector;
+grant select on keys.user_keys to todo_projector, todo_saga;  -- todo-saga seals notification texts
 
 -- The user aggregate of the write model: user.registered at the first
 -- command, user.erasure_requested and user.erased on EraseUser.
@@ -32,10 +32,18 @@ create table write.users (
 -- No event of an erased user is stored but the erasure's own: a
 -- todo-command that still has the key in its cache is refused by the
 -- database, not trusted to know.
+-- The key row is read FOR SHARE: an EraseUser in flight (it updates the
+-- row) waits for this transaction, or this one sees the erasure; a command
+-- can never slip a clear row past the erasure's purge.
 create function todo_meta.refuse_erased_users() returns trigger language plpgsql as $$
+declare
+  erased boolean;
 begin
-  if new.event_type not in ('user.erasure_requested', 'user.erased')
-     and exists (select 1 from keys.user_keys k where k.user_id = new.user_id and k.wrapped is null) then
+  if new.event_type in ('user.erasure_requested', 'user.erased') then
+    return new;
+  end if;
+  select k.wrapped is null into erased from keys.user_keys k where k.user_id = new.user_id for share;
+  if erased then
     raise exception 'user % was erased', new.user_id using errcode = 'TD001';
   end if;
   return new;

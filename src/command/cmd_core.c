@@ -4,6 +4,7 @@
 #include "cmd_group.h"
 #include "cmd_service.h"
 
+#include <openssl/crypto.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -173,8 +174,8 @@ int cmd_save(cmd_ctx *x, const cmd_kind *k, const char *id, const void *agg, int
          * personal fields sealed with it (seal.h). */
         seal_key key;
         if ((rc = cmd_user_key(x, &key, &register_user, err)) != 0) return rc;
-        rc = seal_event((ProtobufCMessage *)event, &key, seal_event_aad(x->a, x->user, id), x->a, err);
-        memset(&key, 0, sizeof key);
+        rc = seal_event((ProtobufCMessage *)event, &key, seal_event_aad(x->a, x->user, id, type), x->a, err);
+        OPENSSL_cleanse(&key, sizeof key);
         if (rc != 0) return rc;
     }
     if ((rc = cmd_encode(x, k->aggregate_type, id, version, now, type, schema, event, event_id, &env, &env_len, err)) !=

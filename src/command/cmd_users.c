@@ -23,6 +23,7 @@
 #include "ctoken.h"
 #include "event.h"
 #include "keystore.h"
+#include "lock_keys.h"
 #include "log.h"
 #include "pgx.h"
 #include "seal.h"
@@ -170,16 +171,43 @@ static int erase(cmd_ctx *x, const char *reason, int64_t *version, char event_id
     int rc;
     *already = false;
     if ((rc = pgx_cmd(x->t->pg, "begin", 0, NULL, err)) != 0) return rc;
-    /* The key first (the trigger then refuses the user's other events). */
-    if ((r = pgx_exec(x->t->pg,
-                      "insert into keys.user_keys as k (user_id, wrapped, destroyed_at) values ($1, null, now())"
-                      " on conflict (user_id) do update set wrapped = null,"
-                      " destroyed_at = coalesce(k.destroyed_at, excluded.destroyed_at)"
-                      " returning destroyed_at < now()",
-                      1, u, err)) == NULL)
+    /* The key first (the trigger then refuses the user's other events),
+     * under its row lock: a concurrent EraseUser waits here and then finds
+     * the user erased. */
+    if ((rc = pgx_cmd(x->t->pg,
+                      "insert into keys.user_keys (user_id, wrapped, destroyed_at) values ($1, null, now())"
+                      " on conflict (user_id) do nothing",
+                      1, u, err)) != 0)
+        goto fail;
+    if ((r = pgx_exec(x->t->pg, "select wrapped is null from keys.user_keys where user_id = $1 for update", 1, u,
+                      err)) == NULL)
         goto fail_rc;
-    *already = PQgetvalue(r, 0, 0)[0] == 't';
+    /* The projections' batches in flight (each holds its projection's swap
+     * lock shared) finish first, and the next ones wait for this commit:
+     * no batch that read the user as not erased commits after it, so
+     * user.erased, published after it, deletes everything they wrote. */
+    if ((rc = pgx_cmd(x->t->pg,
+                      "select pg_advisory_xact_lock(" LOCK_PROJ_SWAP "), pg_advisory_xact_lock(" LOCK_ANALYTICS_SWAP ")",
+                      0, NULL, err)) != 0) {
+        PQclear(r);
+        goto fail;
+    }
+    bool destroyed = PQgetvalue(r, 0, 0)[0] == 't';
     PQclear(r);
+    /* Erased before: the key gone and the erasure recorded (read after the
+     * lock, so an erasure that held it is seen committed). */
+    if (destroyed) {
+        if ((r = pgx_exec(x->t->pg, "select count(*) from write.users where user_id = $1 and erased_at is not null", 1,
+                          u, err)) == NULL)
+            goto fail_rc;
+        *already = PQgetvalue(r, 0, 0)[0] != '0';
+        PQclear(r);
+    }
+    if (!*already && (rc = pgx_cmd(x->t->pg,
+                                   "update keys.user_keys set wrapped = null, destroyed_at = coalesce(destroyed_at, now())"
+                                   " where user_id = $1",
+                                   1, u, err)) != 0)
+        goto fail;
     if ((r = pgx_exec(x->t->pg, "select version from write.users where id = $1::uuid for update", 1, reg, err)) == NULL)
         goto fail_rc;
     *version = PQntuples(r) == 1 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0; /* 0: never registered */

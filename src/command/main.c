@@ -4,6 +4,7 @@
  * runs the outbox relay and writes the audit trail. Settings come from the environment
  * (docs/OPERATIONS.md); SIGINT or SIGTERM stop it gracefully.
  */
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -88,7 +89,7 @@ int main(void)
         log_error("command", "cannot use TODO_MASTER_KEY", "error=\"%s\"", cfg.master_key[0] ? err.msg : "not set");
         return 1;
     }
-    memset(&master, 0, sizeof master);
+    OPENSSL_cleanse(&master, sizeof master);
     cmd_group *groups[16];
     for (int i = 0; i < cfg.group_committers; i++) {
         if ((groups[i] = cmd_group_new(cfg.group_commit_max, cfg.group_lock_timeout_ms)) == NULL) {

@@ -244,10 +244,10 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
      * makes keys, todo-projector and todoctl's rebuild open them. */
     const char *mk = get("TODO_MASTER_KEY", ctx);
     if (mk == NULL) {
-        if (!cfg->local && (svc == CONFIG_COMMAND || svc == CONFIG_PROJECTOR))
+        if (!cfg->local && (svc == CONFIG_COMMAND || svc == CONFIG_PROJECTOR || svc == CONFIG_SAGA))
             return todo_err_set(err, TODO_EINVAL,
-                                "TODO_MASTER_KEY is not set: outside TODO_ENV=local todo-command and todo-projector "
-                                "need the master key that wraps the users' data keys (64 hex digits; "
+                                "TODO_MASTER_KEY is not set: outside TODO_ENV=local todo-command, todo-projector and "
+                                "todo-saga need the master key that wraps the users' data keys (64 hex digits; "
                                 "docs/SECURITY.md)");
         if (cfg->local && beyond == NULL) strcpy(cfg->master_key, CONFIG_DEV_MASTER_KEY);
     } else {

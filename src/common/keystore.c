@@ -1,6 +1,7 @@
 /* keystore: see keystore.h. */
 #include "keystore.h"
 
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,8 +43,8 @@ keystore *keystore_new(const seal_key *master, int ttl_s)
 void keystore_free(keystore *ks)
 {
     if (ks == NULL) return;
-    memset(ks->slots, 0, SLOTS * sizeof *ks->slots); /* no key left behind in freed memory */
-    memset(&ks->master, 0, sizeof ks->master);
+    OPENSSL_cleanse(ks->slots, SLOTS * sizeof *ks->slots); /* no key left behind in freed memory */
+    OPENSSL_cleanse(&ks->master, sizeof ks->master);
     pthread_mutex_destroy(&ks->mu);
     free(ks->slots);
     free(ks);
@@ -78,7 +79,7 @@ static void remember(keystore *ks, const char *user, const seal_key *key, keysto
     snprintf(s->user, sizeof s->user, "%s", user);
     s->state = state;
     if (key != NULL) s->key = *key;
-    else memset(&s->key, 0, sizeof s->key);
+    else OPENSSL_cleanse(&s->key, sizeof s->key);
     s->until = time(NULL) + ks->ttl_s;
     pthread_mutex_unlock(&ks->mu);
 }
@@ -87,7 +88,7 @@ void keystore_forget(keystore *ks, const char *user)
 {
     pthread_mutex_lock(&ks->mu);
     slot *s = slot_of(ks, user);
-    if (strcmp(s->user, user) == 0) memset(s, 0, sizeof *s);
+    if (strcmp(s->user, user) == 0) OPENSSL_cleanse(s, sizeof *s);
     pthread_mutex_unlock(&ks->mu);
 }
 
@@ -103,9 +104,11 @@ static int unwrap(keystore *ks, const char *user, const char *hex, seal_key *out
     int rc = a == NULL ? todo_err_set(err, TODO_EINTERNAL, "out of memory")
                        : seal_open_bytes(&ks->master, w, n, user, a, &plain, &len, err);
     PQfreemem(w);
-    if (rc == TODO_OK && len != SEAL_KEY_LEN) rc = todo_err_set(err, TODO_EINVAL, "a wrapped key of the wrong length");
-    if (rc == TODO_OK) memcpy(out->k, plain, SEAL_KEY_LEN);
-    if (rc == TODO_OK) memset(plain, 0, len);
+    if (rc == TODO_OK) {
+        if (len == SEAL_KEY_LEN) memcpy(out->k, plain, SEAL_KEY_LEN);
+        else rc = todo_err_set(err, TODO_EINVAL, "a wrapped key of the wrong length");
+        OPENSSL_cleanse(plain, len);
+    }
     arena_free(a);
     if (rc != TODO_OK)
         return todo_err_set(err, TODO_EINTERNAL, "the data key of user %s does not open with TODO_MASTER_KEY: %s", user,
@@ -158,6 +161,7 @@ int keystore_create(keystore *ks, PGconn *pg, const char *user, seal_key *out, b
     size_t n;
     if (a == NULL) return todo_err_set(err, TODO_EINTERNAL, "out of memory");
     if ((rc = seal_key_new(&dk, err)) != 0 || (rc = seal_bytes(&ks->master, dk.k, SEAL_KEY_LEN, user, a, &w, &n, err)) != 0) {
+        OPENSSL_cleanse(&dk, sizeof dk);
         arena_free(a);
         return rc;
     }
@@ -169,18 +173,18 @@ int keystore_create(keystore *ks, PGconn *pg, const char *user, seal_key *out, b
                             2, vals, lens, fmts, err);
     arena_free(a);
     if (r == NULL) {
-        memset(&dk, 0, sizeof dk);
+        OPENSSL_cleanse(&dk, sizeof dk);
         return err->code;
     }
     *created = PQntuples(r) == 1;
     PQclear(r);
     if (*created) {
         *out = dk;
-        memset(&dk, 0, sizeof dk);
+        OPENSSL_cleanse(&dk, sizeof dk);
         remember(ks, user, out, KEYSTORE_KEY);
         return TODO_OK;
     }
-    memset(&dk, 0, sizeof dk);
+    OPENSSL_cleanse(&dk, sizeof dk);
     /* Another writer made it first: read theirs. */
     keystore_forget(ks, user);
     if ((rc = keystore_get(ks, pg, user, out, &state, err)) != 0) return rc;

@@ -1,6 +1,7 @@
 /* seal: see seal.h. */
 #include "seal.h"
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <openssl/rand.h>
@@ -106,6 +107,9 @@ static const struct {
     {"todo.v1.TaskCreatedV2", &todo__v1__task_created_v2__descriptor, {"title", "description", "tags", "category", NULL}},
     {"todo.v1.TaskUpdated", &todo__v1__task_updated__descriptor, {"title", "description", "category", "tags", NULL}},
     {"todo.v1.InboxEntryAdded", &todo__v1__inbox_entry_added__descriptor, {"subject", "body", NULL}},
+    {"todo.v1.NotificationPreferencesSet", &todo__v1__notification_preferences_set__descriptor,
+     {"email", "webhook_url", NULL}},
+    {"todo.v1.SendNotification", &todo__v1__send_notification__descriptor, {"subject", "body", NULL}},
 };
 
 const ProtobufCMessageDescriptor *seal_descriptor(const char *message)
@@ -122,9 +126,9 @@ const char *const *seal_personal_fields(const char *message)
     return NULL;
 }
 
-const char *seal_event_aad(arena *a, const char *user_id, const char *aggregate_id)
+const char *seal_event_aad(arena *a, const char *user_id, const char *aggregate_id, const char *event_type)
 {
-    return arena_printf(a, "%s\n%s", user_id, aggregate_id);
+    return arena_printf(a, "%s\n%s\n%s", user_id, aggregate_id, event_type);
 }
 
 static ProtobufCBinaryData *sealed_field(const ProtobufCMessage *msg)
@@ -161,7 +165,7 @@ int seal_event(ProtobufCMessage *msg, const seal_key *k, const char *aad, arena 
 {
     const char *const *names = seal_personal_fields(msg->descriptor->name);
     ProtobufCBinaryData *sealed = sealed_field(msg);
-    if (names == NULL || sealed == NULL) return TODO_OK;
+    if (names == NULL || sealed == NULL || sealed->len > 0) return TODO_OK; /* nothing to seal, or sealed already */
     ProtobufCMessage *p = arena_alloc(a, msg->descriptor->sizeof_message);
     msg->descriptor->message_init(p);
     move_fields(p, msg, names, true);
@@ -171,7 +175,7 @@ int seal_event(ProtobufCMessage *msg, const seal_key *k, const char *aad, arena 
     uint8_t *out;
     size_t out_len;
     int rc = seal_bytes(k, plain, n, aad, a, &out, &out_len, err);
-    memset(plain, 0, n);
+    OPENSSL_cleanse(plain, n);
     if (rc != TODO_OK) return rc;
     sealed->data = out;
     sealed->len = out_len;

@@ -9,7 +9,7 @@
  * EVP) with a fresh 96-bit nonce per encryption: a sealed value is one
  * format byte (1), the nonce, the ciphertext and the 16-byte tag. The
  * additional data binds a wrapped key to its user and a sealed payload to
- * its event's user and aggregate, so neither can be moved to another.
+ * its event's user, aggregate and type, so neither can be moved elsewhere.
  *
  * Sealed events: each message that has personal fields (seal_personal_fields)
  * also has a `bytes sealed` field. seal_event moves the personal fields into
@@ -61,11 +61,13 @@ const char *const *seal_personal_fields(const char *message);
 /* The descriptor of message type name when it has personal fields, else NULL. */
 const ProtobufCMessageDescriptor *seal_descriptor(const char *message);
 
-/* The additional data of an event's sealed fields (in a). */
-const char *seal_event_aad(arena *a, const char *user_id, const char *aggregate_id);
+/* The additional data of an event's sealed fields (in a): its user,
+ * aggregate and type, so that a sealed value opens only in its place. */
+const char *seal_event_aad(arena *a, const char *user_id, const char *aggregate_id, const char *event_type);
 
 /* Moves msg's personal fields into its `sealed` field, encrypted under k
- * (see above); nothing for a message without personal fields. Strings it
+ * (see above); nothing for a message without personal fields, or one
+ * sealed already. Strings it
  * allocates are in a. */
 int seal_event(ProtobufCMessage *msg, const seal_key *k, const char *aad, arena *a, todo_err *err);
 

@@ -3,6 +3,8 @@
 
 #include "park.h"
 
+#include <openssl/crypto.h>
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,13 +133,20 @@ static const char *claim_sql(arena *a, const proj_plan *p)
     const char *writes = p->write != NULL ? arena_printf(a, ", w as (%s)", p->write) : "";
     for (int i = 0; i < PROJ_ALSO_MAX && p->also[i] != NULL; i++)
         writes = arena_printf(a, "%s, w%d as (%s)", writes, i + 2, p->also[i]);
+    /* An erased user's event is never claimed, whatever a cache said (the
+     * database is the authority: keys.user_keys, migration 0029). */
+    const char *guard = p->erased_guard == 0 ? ""
+                                             : arena_printf(a,
+                                                            " where not exists (select 1 from keys.user_keys k where"
+                                                            " k.user_id = $%d and k.wrapped is null)",
+                                                            p->erased_guard);
     return arena_printf(a,
                         "with old as (select version from applied_versions where aggregate_id = $1::uuid for update),"
-                        " claim as (insert into applied_versions (aggregate_id, version) values ($1::uuid, $2::bigint)"
+                        " claim as (insert into applied_versions (aggregate_id, version) select $1::uuid, $2::bigint%s"
                         "   on conflict (aggregate_id) do update set version = excluded.version"
                         "   where applied_versions.version < excluded.version returning 1)%s%s"
                         " select coalesce((select version from old), 0), exists (select 1 from claim), $3::timestamptz",
-                        writes, feed);
+                        guard, writes, feed);
 }
 
 /* The feed's kind of an event type, or NULL. */
@@ -158,7 +167,10 @@ static const char *feed_kind(const char *type)
 /* Makes p also add env to its user's update feed. */
 static void plan_feed(proj_plan *p, const Todo__V1__EventEnvelope *env)
 {
-    const char *kind = feed_kind(env->event_type);
+    const char *t = env->event_type;
+    if (strcmp(t, "user.registered") == 0 || strcmp(t, "user.erasure_requested") == 0 || strcmp(t, "user.erased") == 0)
+        return; /* a user's lifecycle is not a change a client watches (and erasure deletes the feed) */
+    const char *kind = feed_kind(t);
     if (kind == NULL || env->user_id[0] == '\0') return;
     p->params[p->n++] = env->user_id;
     p->params[p->n++] = kind;
@@ -328,7 +340,7 @@ static int open_sealed(const proj_status *ps, PGconn *pg, Todo__V1__EventEnvelop
     arena_pbc_allocator(a, &alloc);
     ProtobufCMessage *m = d != NULL ? protobuf_c_message_unpack(d, &alloc, env->data.len, env->data.data) : NULL;
     if (m == NULL || !seal_event_is_sealed(m)) { /* nothing sealed (or undecodable: the handler says so) */
-        memset(&key, 0, sizeof key);
+        OPENSSL_cleanse(&key, sizeof key);
         return TODO_OK;
     }
     if (state == KEYSTORE_NONE) { /* cached before the user's first command made the key: read again */
@@ -341,8 +353,8 @@ static int open_sealed(const proj_status *ps, PGconn *pg, Todo__V1__EventEnvelop
         *skip = true;
         return TODO_OK;
     }
-    rc = seal_open_event(m, &key, seal_event_aad(a, env->user_id, env->aggregate_id), a, err);
-    memset(&key, 0, sizeof key);
+    rc = seal_open_event(m, &key, seal_event_aad(a, env->user_id, env->aggregate_id, env->event_type), a, err);
+    OPENSSL_cleanse(&key, sizeof key);
     if (rc != TODO_OK) return rc;
     env->data.len = protobuf_c_message_get_packed_size(m);
     env->data.data = arena_alloc(a, env->data.len + 1);
@@ -434,6 +446,11 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
             continue;
         }
         out[i] = def->plan(envs[i], a, &plans[i], &dead[i]);
+        if (out[i] == APPLIED && ps->keys != NULL && envs[i]->user_id[0] != '\0' &&
+            strcmp(envs[i]->event_type, "user.erased") != 0) {
+            plans[i].params[plans[i].n++] = envs[i]->user_id;
+            plans[i].erased_guard = plans[i].n;
+        }
         if (out[i] == DEAD) park_followers(msgs, n, dead, i);
         if (out[i] == APPLIED && def->feed && !ps->shadow) plan_feed(&plans[i], envs[i]); /* a replay adds no feed */
         if (plans[i].feed) feed_users[n_feed_users++] = envs[i]->user_id;

@@ -41,6 +41,7 @@ typedef struct proj_plan {
     const char *params[16];
     int n;
     bool feed; /* also adds the event to its user's update feed (the runtime sets it) */
+    int erased_guard; /* the runtime sets it: the parameter holding the user, claimed only while not erased */
 } proj_plan;
 
 /* True in a write when the event claimed its version (it is newer). */

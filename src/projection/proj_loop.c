@@ -1,6 +1,7 @@
 /* proj_loop: see proj_loop.h. */
 #include "proj_loop.h"
 
+#include <openssl/crypto.h>
 #include <pthread.h>
 
 #include <stdatomic.h>
@@ -112,7 +113,7 @@ int proj_loop_run(const proj_loop_opts *o, todo_err *err)
         goto out;
     }
     r.base.keys = keystore_new(&master, KEY_CACHE_S);
-    memset(&master, 0, sizeof master);
+    OPENSSL_cleanse(&master, sizeof master);
     if (r.base.keys == NULL) {
         rc = todo_err_set(err, TODO_EINTERNAL, "out of memory");
         goto out;

@@ -251,12 +251,12 @@ static proj_outcome plan_user(const Todo__V1__EventEnvelope *env, arena *a, proj
 
 /* proj_def.follow: HISTORY_SQL and its parameters after a task's event;
  * after user.erased, the user's statistics row (the trigger on tasks kept
- * it up while the user's tasks were deleted). */
+ * it up while the user's tasks were deleted) and their feed's head. */
 static bool history(const Todo__V1__EventEnvelope *env, arena *a, const char **sql, const char **p, int *n)
 {
     if (strcmp(env->event_type, "user.erased") == 0) {
         p[0] = env->user_id;
-        *sql = "delete from task_stats where user_id = $1";
+        *sql = "with s as (delete from task_stats where user_id = $1) delete from feed.heads where user_id = $1";
         *n = 1;
         return true;
     }

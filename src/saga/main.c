@@ -3,6 +3,7 @@
  * notification dispatcher. The process and its thread roles: saga_proc.h.
  */
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include "config.h"
 #include "event.h"
 #include "kafkax.h"
+#include "keystore.h"
 #include "lock_keys.h"
 #include "log.h"
 #include "metrics.h"
@@ -79,9 +81,24 @@ int main(void)
         log_error("saga", "cannot start", "error=\"out of memory\"");
         return 1;
     }
-    if (upgrade_outbox(&p.cfg) != 0) return 1;
+    /* Notification texts are sealed with the recipient's data key (seal.h). */
+    seal_key master;
+    if (seal_key_parse(p.cfg.master_key, &master, &err) != 0 || (p.keys = keystore_new(&master, 60)) == NULL) {
+        log_error("saga", "cannot use TODO_MASTER_KEY", "error=\"%s\"", p.cfg.master_key[0] ? err.msg : "not set");
+        reg_resolver_free(p.resolver);
+        return 1;
+    }
+    OPENSSL_cleanse(&master, sizeof master);
+    saga_store_set_keys(p.keys);
+    if (upgrade_outbox(&p.cfg) != 0) {
+        keystore_free(p.keys);
+        return 1;
+    }
     grpcx_channel *check = saga_proc_channel(&p); /* its TLS files are readable: said now, not by every worker */
-    if (check == NULL) return 1;
+    if (check == NULL) {
+        keystore_free(p.keys);
+        return 1;
+    }
     grpcx_channel_free(check);
     svc_signals_block(&sigs);
     metrics_server *metrics = metrics_start("todo-saga", p.cfg.metrics_addr);
@@ -92,6 +109,7 @@ int main(void)
     if (ob == NULL) {
         log_error("saga", "cannot start", "error=\"%s\"", err.msg);
         reg_resolver_free(p.resolver);
+        keystore_free(p.keys);
         metrics_server_stop(metrics);
         return 1;
     }
@@ -117,6 +135,7 @@ int main(void)
     outbox_stop(ob); /* what is left is published by the next start */
     curl_global_cleanup();
     reg_resolver_free(p.resolver);
+    keystore_free(p.keys);
     metrics_server_stop(metrics);
     log_info("saga", "stopped", "instance=%s", p.cfg.saga_instance);
     return 0;

@@ -4,6 +4,8 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "arena.h"
 #include "event.h"
 #include "grpcx_client.h"
@@ -12,6 +14,8 @@
 #include "redisx.h"
 #include "saga_notify.h"
 #include "saga_proc.h"
+#include "keystore.h"
+#include "seal.h"
 #include "topic_names.h"
 #include "todo/v1/events.pb-c.h"
 
@@ -36,6 +40,26 @@ static int dispatch(saga_proc *p, PGconn *pg, const rd_kafka_message_t *m, void 
     if (n == NULL || n->notification_id[0] == '\0' || n->recipient[0] == '\0') {
         arena_free(a);
         return todo_err_set(err, TODO_EINVAL, "notification.requested payload does not decode or lacks its id");
+    }
+    if (seal_event_is_sealed(&n->base)) { /* opened with the recipient's key */
+        seal_key key;
+        keystore_state state = KEYSTORE_NONE;
+        if (p->keys != NULL && (rc = keystore_get(p->keys, pg, env->user_id, &key, &state, err)) != TODO_OK) {
+            arena_free(a);
+            return rc;
+        }
+        if (state != KEYSTORE_KEY) { /* erased since: nothing to say to them */
+            log_info("notify", "not delivered: the recipient was erased", "id=%s", n->notification_id);
+            arena_free(a);
+            return TODO_OK;
+        }
+        rc = seal_open_event(&n->base, &key, seal_event_aad(a, env->user_id, env->aggregate_id, env->event_type), a,
+                             err);
+        OPENSSL_cleanse(&key, sizeof key);
+        if (rc != TODO_OK) {
+            arena_free(a);
+            return rc; /* TODO_EINVAL: dead-lettered */
+        }
     }
     const char *outcome = NULL;
     s->pg = pg;
@@ -62,7 +86,7 @@ static void channels(saga_proc *p, saga_notify *s, saga_smtp *smtp, saga_inbox *
                                                      : (saga_notify_channel){.name = "email"},
                        .in_app = inbox->command != NULL ? saga_notify_in_app_channel(inbox)
                                                         : (saga_notify_channel){.name = "in_app"},
-                       .attempts = p->cfg.notify_attempts, .backoff_ms = 200};
+                       .attempts = p->cfg.notify_attempts, .backoff_ms = 200, .keys = p->keys};
 }
 
 /* The releaser: every second, the notifications quiet hours held back

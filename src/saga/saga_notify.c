@@ -1,6 +1,8 @@
 /* saga_notify: see saga_notify.h. */
 #include "saga_notify.h"
+#include "seal.h"
 
+#include <openssl/crypto.h>
 #include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/evp.h>
@@ -16,6 +18,7 @@
 #include "grpcx_client.h"
 #include "auth.h"
 #include "event.h"
+#include "keystore.h"
 #include "log.h"
 #include "metrics.h"
 #include "pgx.h"
@@ -699,10 +702,30 @@ static int route(saga_notify *s, const Todo__V1__SendNotification *n, const saga
 static int defer(saga_notify *s, const saga_notify_channel *ch, const Todo__V1__SendNotification *n, int64_t until,
                  const char **outcome, todo_err *err)
 {
-    size_t len = todo__v1__send_notification__get_packed_size(n);
+    /* Kept sealed with the recipient's key, as on the topic (the releaser
+     * puts it back into the outbox as it is). */
+    Todo__V1__SendNotification copy = *n;
+    arena *a = arena_new();
+    if (a == NULL) return todo_err_set(err, TODO_EINTERNAL, "out of memory");
+    seal_key key;
+    keystore_state state = KEYSTORE_NONE;
+    int rc = s->keys != NULL ? keystore_get(s->keys, s->pg, n->recipient, &key, &state, err) : TODO_OK;
+    if (rc == TODO_OK && state == KEYSTORE_KEY)
+        rc = seal_event(&copy.base, &key,
+                        seal_event_aad(a, n->recipient, n->notification_id, "notification.requested"), a, err);
+    OPENSSL_cleanse(&key, sizeof key);
+    if (rc != TODO_OK) {
+        arena_free(a);
+        return rc;
+    }
+    size_t len = todo__v1__send_notification__get_packed_size(&copy);
     uint8_t *raw = malloc(len + 1);
-    if (raw == NULL) return todo_err_set(err, TODO_EINTERNAL, "out of memory");
-    todo__v1__send_notification__pack(n, raw);
+    if (raw == NULL) {
+        arena_free(a);
+        return todo_err_set(err, TODO_EINTERNAL, "out of memory");
+    }
+    todo__v1__send_notification__pack(&copy, raw);
+    arena_free(a);
     char at[24];
     snprintf(at, sizeof at, "%lld", (long long)until);
     const char *p[5] = {n->notification_id, n->recipient, at, (const char *)raw,

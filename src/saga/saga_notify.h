@@ -153,6 +153,7 @@ typedef struct saga_notify {
     saga_notify_channel email;       /* EMAIL: .send NULL when no SMTP server is configured */
     saga_notify_channel in_app;      /* IN_APP: the user's inbox (.send NULL: not available) */
     const char *correlation_id;      /* the request's, for the outcome event (may be NULL) */
+    struct keystore *keys;           /* a deferred request is kept sealed with the recipient's key (NULL: clear) */
     int attempts;                    /* per notification */
     int backoff_ms;
     void (*sleep_ms)(int ms);        /* NULL: nanosleep */

@@ -58,6 +58,7 @@ typedef struct saga_proc {
     todo_config cfg;
     atomic_int stopping;          /* set once: every role returns */
     reg_resolver *resolver;       /* the schema ids of the records consumed */
+    struct keystore *keys;        /* the users' data keys: notification texts are sealed (seal.h) */
 } saga_proc;
 
 /* Nonzero once the process is stopping (a consume_opts.should_stop). */

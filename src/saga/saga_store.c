@@ -1,13 +1,17 @@
 /* saga_store: see saga_store.h. */
 #include "saga_store.h"
 
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "arena.h"
+#include "keystore.h"
 #include "lock_keys.h"
+#include "log.h"
 #include "pgx.h"
+#include "seal.h"
 #include "text.h"
 #include "trace.h"
 
@@ -127,11 +131,48 @@ int saga_outbox_encode(arena *a, const event_meta *m, const ProtobufCMessage *pa
     return TODO_OK;
 }
 
+static keystore *outbox_keys;
+
+void saga_store_set_keys(struct keystore *ks) { outbox_keys = ks; }
+
+/* payload, or a copy (in a) with its personal fields sealed with the
+ * user's key; *erased when the user was erased (then nothing is added). */
+static int sealed_payload(PGconn *pg, const event_meta *m, const ProtobufCMessage *payload, arena *a,
+                          const ProtobufCMessage **out, bool *erased, todo_err *err)
+{
+    *out = payload;
+    *erased = false;
+    if (outbox_keys == NULL || seal_descriptor(payload->descriptor->name) == NULL || seal_event_is_sealed(payload))
+        return TODO_OK;
+    seal_key key;
+    keystore_state state;
+    int rc = keystore_get(outbox_keys, pg, m->user_id, &key, &state, err);
+    if (rc != TODO_OK || state == KEYSTORE_NONE) return rc; /* no key: a user from before sealing */
+    if (state == KEYSTORE_DESTROYED) {
+        *erased = true;
+        return TODO_OK;
+    }
+    ProtobufCMessage *copy = arena_alloc(a, payload->descriptor->sizeof_message);
+    memcpy(copy, payload, payload->descriptor->sizeof_message);
+    rc = seal_event(copy, &key, seal_event_aad(a, m->user_id, m->aggregate_id, m->event_type), a, err);
+    OPENSSL_cleanse(&key, sizeof key);
+    *out = copy;
+    return rc;
+}
+
 int saga_outbox_add(PGconn *pg, const event_meta *m, const ProtobufCMessage *payload, todo_err *err)
 {
     arena *a = arena_new();
     const char *hex = NULL;
-    int rc = a == NULL ? todo_err_set(err, TODO_EINTERNAL, "out of memory") : saga_outbox_encode(a, m, payload, &hex, err);
+    bool erased = false;
+    int rc = a == NULL ? todo_err_set(err, TODO_EINTERNAL, "out of memory")
+                       : sealed_payload(pg, m, payload, a, &payload, &erased, err);
+    if (rc == TODO_OK && erased) {
+        log_info("saga", "not requested: the user was erased", "type=%s aggregate=%s", m->event_type, m->aggregate_id);
+        arena_free(a);
+        return TODO_OK;
+    }
+    if (rc == TODO_OK) rc = saga_outbox_encode(a, m, payload, &hex, err);
     if (rc == TODO_OK)
         rc = pgx_cmd(pg,
                      "insert into saga.outbox (user_id, event_type, aggregate_id, envelope)"

@@ -61,6 +61,12 @@ int saga_outbox_encode(arena *a, const event_meta *m, const ProtobufCMessage *pa
  * requests). */
 int saga_outbox_add(PGconn *pg, const event_meta *m, const ProtobufCMessage *payload, todo_err *err);
 
+/* The users' data keys saga_outbox_add seals personal fields with (a
+ * notification's subject and body, seal.h); set once at start, NULL: none.
+ * An event of an erased user is then not added (logged). */
+struct keystore;
+void saga_store_set_keys(struct keystore *ks);
+
 /* Encodes the rows an older todo-saga left in saga.outbox (structured
  * columns, no envelope) so that the publisher can send them; *converted
  * says how many. Run at start, before the publisher. */

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "harness.h"
 #include "todo/v1/command.pb-c.h"
@@ -102,6 +103,22 @@ static void an_erased_user_is_unreadable_everywhere_and_the_others_untouched(voi
     assert_int_equal(harness_command("UpdateTask", &up.base, auth, &rp, &res), GRPC_STATUS_OK);
     protobuf_c_message_free_unpacked(&rp->base, NULL);
     char *other_task = create(oauth, kept, "nothing to hide", &token);
+    /* A reminder, a notification profile with an address. */
+    char email[128];
+    snprintf(email, sizeof email, "%s@mail.example.com", user);
+    Todo__V1__ScheduleReminderRequest sr = TODO__V1__SCHEDULE_REMINDER_REQUEST__INIT;
+    Google__Protobuf__Timestamp when = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    when.seconds = (int64_t)time(NULL) + 86400;
+    sr.task_id = second;
+    sr.remind_at = &when;
+    sr.channel = TODO__V1__REMINDER_CHANNEL__REMINDER_CHANNEL_IN_APP;
+    assert_int_equal(harness_command("ScheduleReminder", &sr.base, auth, &rp, &res), GRPC_STATUS_OK);
+    protobuf_c_message_free_unpacked(&rp->base, NULL);
+    Todo__V1__SetNotificationPreferencesRequest pr = TODO__V1__SET_NOTIFICATION_PREFERENCES_REQUEST__INIT;
+    pr.email = email;
+    pr.time_zone = "Europe/Berlin";
+    assert_int_equal(harness_command("SetNotificationPreferences", &pr.base, auth, &rp, &res), GRPC_STATUS_OK);
+    protobuf_c_message_free_unpacked(&rp->base, NULL);
     assert_int_equal(count_of("select count(*) from keys.user_keys where user_id = $1 and wrapped is not null", user), 1);
     assert_int_equal(count_of("select count(*) from write.events where user_id = $1 and event_type = 'user.registered'",
                               user),
@@ -112,11 +129,16 @@ static void an_erased_user_is_unreadable_everywhere_and_the_others_untouched(voi
     assert_int_equal(wait_count("select count(*) from read.tasks where title = $1", updated, 1, 30000), 1);
     assert_int_equal(count_of("select count(*) from read.tasks where description = $1", secret), 2);
     assert_int_equal(wait_count("select count(*) from read.tasks where title = $1", kept, 1, 30000), 1);
+    assert_int_equal(wait_count("select count(*) from read.reminders where user_id = $1", user, 1, 30000), 1);
+    assert_int_equal(wait_count("select count(*) from analytics.users where user_id = $1", user, 1, 30000), 1);
+    assert_true(count_of("select count(*) from feed.updates where user_id = $1", user) > 0);
+    assert_int_equal(count_of("select count(*) from read.tasks where $1 = any(tags)", "private-tag") > 0, 1);
     assert_int_equal(count_of("select count(*) from write.events where user_id = $1 and"
                               " position(convert_to('confidential-', 'UTF8') in envelope) > 0",
                               user),
                      0);
-    needle n_title = {user, title}, n_secret = {user, secret}, n_updated = {user, updated}, n_any = {user, ""};
+    needle n_title = {user, title}, n_secret = {user, secret}, n_updated = {user, updated}, n_any = {user, ""},
+           n_tag = {user, "private-tag"}, n_email = {user, email};
     assert_true(harness_wait_published(user, 30000) >= 0);
     assert_int_equal(harness_count("tasks.events.v1", holds_text, &n_title, 0, 30000), 0);
 
@@ -141,6 +163,19 @@ static void an_erased_user_is_unreadable_everywhere_and_the_others_untouched(voi
     assert_int_equal(wait_count("select count(*) from read.tasks where user_id = $1", user, 0, 30000), 0);
     assert_int_equal(count_of("select count(*) from read.task_history where user_id = $1", user), 0);
     assert_int_equal(wait_count("select count(*) from analytics.activity where user_id = $1", user, 0, 30000), 0);
+    static const char *const gone[] = {
+        "select count(*) from read.reminders where user_id = $1",
+        "select count(*) from read.notifications where user_id = $1",
+        "select count(*) from read.task_sagas where user_id = $1",
+        "select count(*) from read.task_stats where user_id = $1",
+        "select count(*) from feed.updates where user_id = $1",
+        "select count(*) from feed.heads where user_id = $1",
+        "select count(*) from analytics.tasks where user_id = $1",
+        "select count(*) from analytics.users where user_id = $1",
+        "select count(*) from write.user_profiles where user_id = $1 and email <> ''",
+    };
+    for (size_t i = 0; i < sizeof gone / sizeof gone[0]; i++)
+        if (count_of(gone[i], user) != 0) fail_msg("left after the erasure: %s", gone[i]);
     /* The id is refused from now on. */
     Todo__V1__CreateTaskRequest cr = TODO__V1__CREATE_TASK_REQUEST__INIT;
     cr.title = "after the erasure";
@@ -164,11 +199,13 @@ static void an_erased_user_is_unreadable_everywhere_and_the_others_untouched(voi
      * holds their texts in clear. */
     static const char *const topics[] = {"tasks.events.v1", "users.events.v1", "reminders.events.v1"};
     assert_int_equal(harness_count("tasks.events.v1", of_user, &n_any, 3, 30000), 3); /* two created, one updated */
-    assert_int_equal(harness_count("users.events.v1", of_user, &n_any, 3, 30000), 3); /* registered, erasure */
+    assert_int_equal(harness_count("users.events.v1", of_user, &n_any, 4, 30000), 4); /* registered, profile, erasure */
     for (size_t i = 0; i < sizeof topics / sizeof topics[0]; i++) {
         assert_int_equal(harness_count(topics[i], holds_text, &n_title, 0, 30000), 0);
         assert_int_equal(harness_count(topics[i], holds_text, &n_secret, 0, 30000), 0);
         assert_int_equal(harness_count(topics[i], holds_text, &n_updated, 0, 30000), 0);
+        assert_int_equal(harness_count(topics[i], holds_text, &n_tag, 0, 30000), 0);
+        assert_int_equal(harness_count(topics[i], holds_text, &n_email, 0, 30000), 0);
     }
     assert_int_equal(count_of("select count(*) from write.events where user_id = $1 and"
                               " (position(convert_to('diary-of-', 'UTF8') in envelope) > 0"

@@ -24,7 +24,10 @@
 
 #include "arena.h"
 #include "event.h"
+#include "config.h"
 #include "harness.h"
+#include "keystore.h"
+#include "seal.h"
 #include "text.h"
 #include "todo/v1/command.pb-c.h"
 #include "todo/v1/events.pb-c.h"
@@ -254,6 +257,22 @@ typedef struct want_notification {
     const char *subject, *body_has; /* NULL: any */
 } want_notification;
 
+/* The stack's master key (the local stack's published one by default). */
+static keystore *stack_keys(void)
+{
+    static keystore *ks;
+    if (ks == NULL) {
+        seal_key master;
+        todo_err err;
+        const char *hex = getenv("TODO_MASTER_KEY");
+        assert_int_equal(seal_key_parse(hex != NULL ? hex : CONFIG_DEV_MASTER_KEY, &master, &err), 0);
+        ks = keystore_new(&master, 60);
+    }
+    return ks;
+}
+
+/* A notification request for w's id; its subject and body are sealed on
+ * the topic (checked) and read here with the recipient's key. */
 static bool is_notification(const rd_kafka_message_t *m, void *ctx)
 {
     const want_notification *w = ctx;
@@ -262,11 +281,23 @@ static bool is_notification(const rd_kafka_message_t *m, void *ctx)
     todo_err err;
     bool yes = false;
     if (event_decode(m->payload, m->len, a, &env, &err) == 0 && strcmp(env->event_type, "notification.requested") == 0) {
-        Todo__V1__SendNotification *n = todo__v1__send_notification__unpack(NULL, env->data.len, env->data.data);
-        yes = n != NULL && strcmp(n->notification_id, w->id) == 0 &&
-              (w->subject == NULL || strcmp(n->subject, w->subject) == 0) &&
-              (w->body_has == NULL || strstr(n->body, w->body_has) != NULL);
-        if (n != NULL) todo__v1__send_notification__free_unpacked(n, NULL);
+        ProtobufCAllocator alloc;
+        arena_pbc_allocator(a, &alloc);
+        Todo__V1__SendNotification *n = todo__v1__send_notification__unpack(&alloc, env->data.len, env->data.data);
+        if (n != NULL && strcmp(n->notification_id, w->id) == 0) {
+            seal_key key;
+            keystore_state state;
+            assert_true(seal_event_is_sealed(&n->base));
+            assert_string_equal(n->subject, "");
+            assert_int_equal(keystore_get(stack_keys(), harness_db, env->user_id, &key, &state, &err), 0);
+            assert_int_equal(state, KEYSTORE_KEY);
+            assert_int_equal(seal_open_event(&n->base, &key,
+                                             seal_event_aad(a, env->user_id, env->aggregate_id, env->event_type), a,
+                                             &err),
+                             0);
+            yes = (w->subject == NULL || strcmp(n->subject, w->subject) == 0) &&
+                  (w->body_has == NULL || strstr(n->body, w->body_has) != NULL);
+        }
     }
     arena_free(a);
     return yes;

@@ -169,7 +169,7 @@ static void unsafe_settings_are_refused(void **state)
         {CONFIG_COMMAND, {"TODO_ENV", "local", "TODO_CONSISTENCY_SECRET", SSECRET, "TODO_SERVICE_SECRET", SSECRET, NULL},
          "must differ from TODO_JWT_SECRET and TODO_SERVICE_SECRET"},
         /* Those that verify no user token need no user key at all. */
-        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_SAGA_PG_URL", "postgresql://s@db/t", "TODO_SERVICE_SECRET", SSECRET,
+        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_SAGA_PG_URL", "postgresql://s@db/t", MKEY, "TODO_SERVICE_SECRET", SSECRET,
                        NULL}, NULL},
         /* ... and never as a configured secret. */
         {CONFIG_QUERY, {"TODO_ENV", "local", "TODO_JWT_SECRET", CONFIG_DEV_JWT_SECRET, NULL}, "published development"},
@@ -197,11 +197,13 @@ static void unsafe_settings_are_refused(void **state)
         {CONFIG_PROJECTOR, {"TODO_ENV", "production", "TODO_PROJECTOR_PG_URL", "postgresql://p@db/t", "TODO_MASTER_KEY",
                             CONFIG_DEV_MASTER_KEY, NULL}, "published development key"},
         {CONFIG_PROJECTOR, {"TODO_ENV", "local", "TODO_MASTER_KEY", "abc", NULL}, "must be 64 hex digits"},
+        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_SAGA_PG_URL", "postgresql://s@db/t", "TODO_SERVICE_SECRET", SSECRET,
+                       NULL}, "TODO_MASTER_KEY is not set"},
         {CONFIG_QUERY, {"TODO_ENV", "production", PUBKEYS, "TODO_QUERY_PG_URL", "postgresql://q@db/t",
                         NULL}, NULL}, /* todo-query holds no key */
-        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_SAGA_PG_URL", "postgresql://s@db/t",
+        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_SAGA_PG_URL", "postgresql://s@db/t", MKEY,
                        "TODO_COMMAND_ADDR", "command.internal:50051", NULL}, "set TODO_GRPC_TLS_CA"},
-        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_SAGA_PG_URL", "postgresql://s@db/t",
+        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_SAGA_PG_URL", "postgresql://s@db/t", MKEY,
                        "TODO_COMMAND_ADDR", "command.internal:50051", "TODO_GRPC_TLS_CA", "/ca.pem",
                        "TODO_SERVICE_SECRET", SSECRET, NULL}, NULL},
         /* The service secret: required by todo-command and todo-saga in
@@ -216,10 +218,10 @@ static void unsafe_settings_are_refused(void **state)
         {CONFIG_SAGA, {"TODO_ENV", "local", "TODO_JWT_SECRET", CONFIG_DEV_SERVICE_SECRET, NULL}, "published"},
         {CONFIG_SAGA, {"TODO_ENV", "local", "TODO_SERVICE_SECRET", "short", NULL}, "at least 32"},
         /* Webhooks: https outside local. */
-        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_SAGA_PG_URL", "postgresql://s@db/t",
+        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_SAGA_PG_URL", "postgresql://s@db/t", MKEY,
                        "TODO_SERVICE_SECRET", SSECRET, "TODO_NOTIFY_WEBHOOK_URL", "http://hooks.example.com/x", NULL},
          "must be https:// outside TODO_ENV=local"},
-        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_SAGA_PG_URL", "postgresql://s@db/t",
+        {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_SAGA_PG_URL", "postgresql://s@db/t", MKEY,
                        "TODO_SERVICE_SECRET", SSECRET, "TODO_NOTIFY_WEBHOOK_URL", "https://hooks.example.com/x", NULL},
          NULL},
         {CONFIG_SAGA, {"TODO_ENV", "local", "TODO_NOTIFY_WEBHOOK_URL", "http://127.0.0.1:8080/x", NULL}, NULL},

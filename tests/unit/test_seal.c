@@ -36,8 +36,15 @@ static void bytes_open_only_with_their_key_and_data(void **state)
     /* Another key, other additional data, a changed byte, a cut: refused. */
     assert_int_equal(seal_open_bytes(&other, ct, n, "alice\nT1", a, &pt, &m, &err), TODO_EINVAL);
     assert_int_equal(seal_open_bytes(&k, ct, n, "mallory\nT1", a, &pt, &m, &err), TODO_EINVAL);
-    ct[n / 2] ^= 1;
-    assert_int_equal(seal_open_bytes(&k, ct, n, "alice\nT1", a, &pt, &m, &err), TODO_EINVAL);
+    /* A changed byte anywhere (format, nonce, ciphertext, tag) is refused. */
+    size_t at[] = {0, 1, 12, SEAL_OVERHEAD - 16 + 1, n - 16, n - 1};
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
+        ct[at[i]] ^= 1;
+        assert_int_equal(seal_open_bytes(&k, ct, n, "alice\nT1", a, &pt, &m, &err), TODO_EINVAL);
+        ct[at[i]] ^= 1;
+    }
+    assert_int_equal(seal_open_bytes(&k, ct, n, "alice\nT1", a, &pt, &m, &err), TODO_OK);
+    assert_int_equal(seal_open_bytes(&k, ct, n - 1, "alice\nT1", a, &pt, &m, &err), TODO_EINVAL); /* cut */
     assert_int_equal(seal_open_bytes(&k, ct, SEAL_OVERHEAD - 1, "alice\nT1", a, &pt, &m, &err), TODO_EINVAL);
     /* Two seals of the same text differ (a fresh nonce each). */
     uint8_t *c1, *c2;
@@ -83,7 +90,7 @@ static void an_events_personal_fields_are_sealed_and_the_rest_stays_clear(void *
     ev.tags = tags;
     ev.category = "family";
     ev.created_at = &at;
-    const char *aad = seal_event_aad(a, "alice", ev.task_id);
+    const char *aad = seal_event_aad(a, "alice", ev.task_id, "task.created");
     assert_false(seal_event_is_sealed(&ev.base));
     assert_int_equal(seal_event(&ev.base, &k, aad, a, &err), TODO_OK);
     assert_true(seal_event_is_sealed(&ev.base));
@@ -107,7 +114,14 @@ static void an_events_personal_fields_are_sealed_and_the_rest_stays_clear(void *
     assert_non_null(got);
     seal_key wrong = key(8);
     assert_int_equal(seal_open_event(&got->base, &wrong, aad, a, &err), TODO_EINVAL);
-    assert_int_equal(seal_open_event(&got->base, &k, seal_event_aad(a, "bob", ev.task_id), a, &err), TODO_EINVAL);
+    assert_int_equal(seal_open_event(&got->base, &k, seal_event_aad(a, "bob", ev.task_id, "task.created"), a, &err), TODO_EINVAL);
+    /* Moved to another event of the task (another type), or another task: refused. */
+    assert_int_equal(seal_open_event(&got->base, &k, seal_event_aad(a, "alice", ev.task_id, "task.updated"), a, &err),
+                     TODO_EINVAL);
+    assert_int_equal(seal_open_event(&got->base, &k,
+                                     seal_event_aad(a, "alice", "11111111-2222-4333-8444-555555555556", "task.created"),
+                                     a, &err),
+                     TODO_EINVAL);
     assert_int_equal(seal_open_event(&got->base, &k, aad, a, &err), TODO_OK);
     assert_false(seal_event_is_sealed(&got->base));
     assert_string_equal(got->title, "Call mom");
