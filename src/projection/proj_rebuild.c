@@ -228,8 +228,9 @@ static int db_offsets(PGconn *pg, const char *schema, const char *projection, co
 
 /* How many records the shadow is behind the live copy, summed over the
  * partitions of every source topic (the live copy's recorded offsets, or
- * its group's committed offsets for partitions it recorded nothing for): 0
- * when it holds at least what the live copy holds. */
+ * its group's committed offsets for partitions it recorded nothing for, at
+ * most each partition's end): 0 when it holds at least what the live copy
+ * holds. */
 static int caught_up(rebuild *r, int64_t *behind, todo_err *err)
 {
     static int64_t live[MAX_PARTITIONS], shadow[MAX_PARTITIONS];
@@ -250,6 +251,10 @@ static int caught_up(rebuild *r, int64_t *behind, todo_err *err)
             int p = lag[i].partition;
             if (p < 0 || p >= MAX_PARTITIONS) continue;
             int64_t target = live[p] > lag[i].committed ? live[p] : lag[i].committed;
+            /* Never past the end of the partition: a live offset beyond it
+             * was recorded before the topic was recreated (or truncated),
+             * and records that are gone cannot be replayed. */
+            if (target > lag[i].end) target = lag[i].end;
             if (shadow[p] < target) *behind += target - shadow[p];
             if (lag[i].end > shadow[p]) r->remaining += lag[i].end - shadow[p];
         }

@@ -545,7 +545,7 @@ grpc_status_code harness_command(const char *rpc, const ProtobufCMessage *req, c
 int harness_todoctl(const char *args, char *out, size_t cap)
 {
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "'%s/cli/todoctl' %s 2>&1", TODO_BIN_DIR, args);
+    snprintf(cmd, sizeof cmd, "timeout -k 10 %d '%s/cli/todoctl' %s 2>&1", HARNESS_TODOCTL_LIMIT_S, TODO_BIN_DIR, args);
     FILE *p = popen(cmd, "r");
     if (p == NULL) return -1;
     size_t n = fread(out, 1, cap - 1, p);

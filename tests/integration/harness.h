@@ -107,7 +107,11 @@ void harness_produce(const char *topic, const char *key, const void *value, size
 bool harness_dlq_holds(const char *topic, const char *group, const void *value, size_t len, const char *reason_part);
 
 /* Runs todoctl of this build with args (a shell word list); returns its exit
- * status, its output (stdout and stderr) in out. */
+ * status, its output (stdout and stderr) in out. One that has not ended
+ * after HARNESS_TODOCTL_LIMIT_S is stopped (status 124): a hang fails the
+ * test with what todoctl printed, well before ctest's timeout. */
+#define HARNESS_TODOCTL_LIMIT_S 180
+
 int harness_todoctl(const char *args, char *out, size_t cap);
 
 /* Runs scripts/stack.sh <what> <this stack> [more], what being a stack.sh

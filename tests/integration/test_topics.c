@@ -2,7 +2,8 @@
  * Integration tests of `todoctl topics` on the real broker: apply is
  * idempotent, drift in a topic's configs or partition count is reported (exit
  * 1) and repaired with --fix. Only users.events.v1 and system.audit.v1 are
- * disturbed, topics no other test reads.
+ * disturbed; the analytics projection reads the former, and its rebuild
+ * must still finish after the topic is recreated.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -121,12 +122,38 @@ static void a_profile_the_cluster_cannot_meet_is_reported(void **state)
     assert_non_null(strstr(out, "dev or production"));
 }
 
+/* A projection's live copy records how far it read each partition; after a
+ * source topic is recreated, those offsets lie past the partition's end.
+ * The rebuild's catch-up target stops at the end: it finishes instead of
+ * waiting forever for records that are gone (it hung here once). */
+static void a_rebuild_finishes_after_a_source_topic_is_recreated(void **state)
+{
+    (void)state;
+    need_stack();
+    char out[16384];
+    recreate_small("users.events.v1");
+    assert_int_equal(harness_todoctl("topics apply --fix", out, sizeof out), 0);
+    PGconn *db = harness_admin();
+    assert_non_null(db);
+    PGresult *res = PQexec(db, "insert into analytics.projection_offsets (projection, topic, partition, next_offset)"
+                               " select 'projection-analytics-v1', 'users.events.v1', p, 1000"
+                               " from generate_series(0, 2) p on conflict (projection, topic, partition)"
+                               " do update set next_offset = 1000");
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    PQfinish(db);
+    int rc = harness_todoctl("projection rebuild analytics", out, sizeof out);
+    if (rc != 0 || strstr(out, "swapped: ") == NULL)
+        fail_msg("todoctl projection rebuild analytics: %d: %s", rc, out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(apply_is_idempotent),
         cmocka_unit_test(drift_is_reported_and_fixed),
         cmocka_unit_test(a_profile_the_cluster_cannot_meet_is_reported),
+        cmocka_unit_test(a_rebuild_finishes_after_a_source_topic_is_recreated),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
