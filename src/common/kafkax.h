@@ -90,6 +90,7 @@ rd_kafka_t *kafkax_consumer_new_stats(const char *brokers, const char *group, co
 typedef struct kafkax_lag {
     int partition;
     int64_t committed;     /* the group's next offset (the low watermark when it has none) */
+    int64_t start;         /* the low watermark: the first record still held */
     int64_t end;           /* the high watermark */
     int64_t lag;           /* records not yet consumed */
     double oldest_age_s;   /* age of the first record not yet consumed; 0 when none */

@@ -229,7 +229,8 @@ static int db_offsets(PGconn *pg, const char *schema, const char *projection, co
 /* How many records the shadow is behind the live copy, summed over the
  * partitions of every source topic (the live copy's recorded offsets, or
  * its group's committed offsets for partitions it recorded nothing for, at
- * most each partition's end): 0 when it holds at least what the live copy
+ * most each partition's end; the records before a partition's first are
+ * gone, and count as held): 0 when it holds at least what the live copy
  * holds. */
 static int caught_up(rebuild *r, int64_t *behind, todo_err *err)
 {
@@ -251,12 +252,15 @@ static int caught_up(rebuild *r, int64_t *behind, todo_err *err)
             int p = lag[i].partition;
             if (p < 0 || p >= MAX_PARTITIONS) continue;
             int64_t target = live[p] > lag[i].committed ? live[p] : lag[i].committed;
-            /* Never past the end of the partition: a live offset beyond it
-             * was recorded before the topic was recreated (or truncated),
-             * and records that are gone cannot be replayed. */
+            /* Records that are gone cannot be replayed: never past the end
+             * of the partition (a live offset beyond it was recorded before
+             * the topic was recreated), and the shadow holds at least up to
+             * the first record the partition still has (the ones before
+             * were deleted; an emptied partition gives it nothing to read). */
             if (target > lag[i].end) target = lag[i].end;
-            if (shadow[p] < target) *behind += target - shadow[p];
-            if (lag[i].end > shadow[p]) r->remaining += lag[i].end - shadow[p];
+            int64_t held = shadow[p] > lag[i].start ? shadow[p] : lag[i].start;
+            if (held < target) *behind += target - held;
+            if (lag[i].end > held) r->remaining += lag[i].end - held;
         }
     }
     return TODO_OK;
