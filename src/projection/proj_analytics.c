@@ -136,13 +136,10 @@ static proj_outcome plan(const Todo__V1__EventEnvelope *env, arena *a, proj_plan
     }
     if (strcmp(t, "user.notification_preferences_set") == 0) return plan_profile(env, a, p, why);
     if (strcmp(t, "user.erased") == 0) { /* the user's rows go */
-        if (proj_payload(env, &todo__v1__user_erased__descriptor, a, why) == NULL) return PROJ_DEAD;
-        proj_plan_base(p, env, a, proj_ts_text(a, env->time));
-        p->params[p->n++] = env->user_id;
-        p->write = "delete from activity where user_id = $4 and" PROJ_CLAIMED;
-        p->also[0] = "delete from tasks where user_id = $4 and" PROJ_CLAIMED;
-        p->also[1] = "delete from users where user_id = $4 and" PROJ_CLAIMED;
-        return PROJ_APPLIED;
+        static const char *const deletes[] = {"delete from activity where user_id = $4 and" PROJ_CLAIMED,
+                                              "delete from tasks where user_id = $4 and" PROJ_CLAIMED,
+                                              "delete from users where user_id = $4 and" PROJ_CLAIMED, NULL};
+        return proj_plan_user_erased(env, a, p, deletes, why);
     }
     if (!text_is_uuid(env->aggregate_id)) {
         *why = "task event's aggregate id is not a UUID";

@@ -187,6 +187,17 @@ void proj_plan_base(proj_plan *p, const Todo__V1__EventEnvelope *env, arena *a, 
     p->n = 3;
 }
 
+proj_outcome proj_plan_user_erased(const Todo__V1__EventEnvelope *env, arena *a, proj_plan *p,
+                                   const char *const *deletes, const char **why)
+{
+    if (proj_payload(env, &todo__v1__user_erased__descriptor, a, why) == NULL) return PROJ_DEAD;
+    proj_plan_base(p, env, a, proj_ts_text(a, env->time));
+    p->params[p->n++] = env->user_id;
+    p->write = deletes[0];
+    for (int i = 1; deletes[i] != NULL && i <= PROJ_ALSO_MAX; i++) p->also[i - 1] = deletes[i];
+    return PROJ_APPLIED;
+}
+
 /* The outcome of a record's statement from its result (old version, claimed). */
 static outcome claimed(const Todo__V1__EventEnvelope *env, const PGresult *r)
 {

@@ -105,4 +105,10 @@ Todo__V1__TaskCreatedV2 *proj_task_created(const Todo__V1__EventEnvelope *env, a
 /* Starts p with the common parameters ($1 aggregate, $2 version, $3 time). */
 void proj_plan_base(proj_plan *p, const Todo__V1__EventEnvelope *env, arena *a, const char *time);
 
+/* Plans user.erased: the statements (NULL-terminated, at most
+ * 1 + PROJ_ALSO_MAX; each takes the user as $4 and ends with the claim)
+ * delete the user's rows. PROJ_DEAD and *why when the payload is not one. */
+proj_outcome proj_plan_user_erased(const Todo__V1__EventEnvelope *env, arena *a, proj_plan *p,
+                                   const char *const *deletes, const char **why);
+
 #endif

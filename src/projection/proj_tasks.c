@@ -194,16 +194,15 @@ static proj_outcome plan_user(const Todo__V1__EventEnvelope *env, arena *a, proj
         return PROJ_APPLIED;
     }
     if (strcmp(t, "user.erased") == 0) { /* every row of the user goes (task_stats: after, see history) */
-        if (proj_payload(env, &todo__v1__user_erased__descriptor, a, why) == NULL) return PROJ_DEAD;
-        proj_plan_base(p, env, a, proj_ts_text(a, env->time));
-        p->params[p->n++] = env->user_id;
-        p->write = "delete from tasks where user_id = $4 and" PROJ_CLAIMED;
-        p->also[0] = "delete from task_history where user_id = $4 and" PROJ_CLAIMED;
-        p->also[1] = "delete from reminders where user_id = $4 and" PROJ_CLAIMED;
-        p->also[2] = "delete from notifications where user_id = $4 and" PROJ_CLAIMED;
-        p->also[3] = "delete from task_sagas where user_id = $4 and" PROJ_CLAIMED;
-        p->also[4] = "delete from feed.updates where user_id = $4 and" PROJ_CLAIMED;
-        return PROJ_APPLIED;
+        static const char *const deletes[] = {
+            "delete from tasks where user_id = $4 and" PROJ_CLAIMED,
+            "delete from task_history where user_id = $4 and" PROJ_CLAIMED,
+            "delete from reminders where user_id = $4 and" PROJ_CLAIMED,
+            "delete from notifications where user_id = $4 and" PROJ_CLAIMED,
+            "delete from task_sagas where user_id = $4 and" PROJ_CLAIMED,
+            "delete from feed.updates where user_id = $4 and" PROJ_CLAIMED,
+            NULL};
+        return proj_plan_user_erased(env, a, p, deletes, why);
     }
     if (strcmp(t, "inbox.entry_added") == 0) {
         Todo__V1__InboxEntryAdded *ev =

@@ -542,6 +542,13 @@ grpc_status_code harness_command(const char *rpc, const ProtobufCMessage *req, c
     return code;
 }
 
+bool harness_holds_text(const rd_kafka_message_t *m, void *ctx)
+{
+    const harness_needle *n = ctx;
+    return m->key_len == strlen(n->user) && memcmp(m->key, n->user, m->key_len) == 0 && m->payload != NULL &&
+           memmem(m->payload, m->len, n->text, strlen(n->text)) != NULL;
+}
+
 int harness_todoctl(const char *args, char *out, size_t cap)
 {
     char cmd[1024];

@@ -106,6 +106,14 @@ void harness_produce(const char *topic, const char *key, const void *value, size
  * reason contains reason_part. */
 bool harness_dlq_holds(const char *topic, const char *group, const void *value, size_t len, const char *reason_part);
 
+/* A harness_consume/harness_count match: a record keyed by user whose
+ * bytes hold text (ctx: a harness_needle; text "" matches every record of
+ * the user). */
+typedef struct harness_needle {
+    const char *user, *text;
+} harness_needle;
+bool harness_holds_text(const rd_kafka_message_t *m, void *ctx);
+
 /* Runs todoctl of this build with args (a shell word list); returns its exit
  * status, its output (stdout and stderr) in out. One that has not ended
  * after HARNESS_TODOCTL_LIMIT_S is stopped (status 124): a hang fails the

@@ -23,25 +23,6 @@
 #include "todo/v1/command.pb-c.h"
 #include "todo/v1/query.pb-c.h"
 
-typedef struct needle {
-    const char *user, *text;
-} needle;
-
-/* A record of the needle's user whose bytes hold its text. */
-static bool holds_text(const rd_kafka_message_t *m, void *ctx)
-{
-    const needle *n = ctx;
-    return m->key_len == strlen(n->user) && memcmp(m->key, n->user, m->key_len) == 0 && m->payload != NULL &&
-           memmem(m->payload, m->len, n->text, strlen(n->text)) != NULL;
-}
-
-/* A record of the needle's user. */
-static bool of_user(const rd_kafka_message_t *m, void *ctx)
-{
-    const needle *n = ctx;
-    return m->key_len == strlen(n->user) && memcmp(m->key, n->user, m->key_len) == 0;
-}
-
 static char *create(const char *auth, const char *title, const char *description, char **token)
 {
     Todo__V1__CreateTaskRequest rq = TODO__V1__CREATE_TASK_REQUEST__INIT;
@@ -137,10 +118,10 @@ static void an_erased_user_is_unreadable_everywhere_and_the_others_untouched(voi
                               " position(convert_to('confidential-', 'UTF8') in envelope) > 0",
                               user),
                      0);
-    needle n_title = {user, title}, n_secret = {user, secret}, n_updated = {user, updated}, n_any = {user, ""},
+    harness_needle n_title = {user, title}, n_secret = {user, secret}, n_updated = {user, updated}, n_any = {user, ""},
            n_tag = {user, "private-tag"}, n_email = {user, email};
     assert_true(harness_wait_published(user, 30000) >= 0);
-    assert_int_equal(harness_count("tasks.events.v1", holds_text, &n_title, 0, 30000), 0);
+    assert_int_equal(harness_count("tasks.events.v1", harness_holds_text, &n_title, 0, 30000), 0);
 
     /* The erasure. */
     static char out[65536];
@@ -198,14 +179,14 @@ static void an_erased_user_is_unreadable_everywhere_and_the_others_untouched(voi
     /* Every topic and the event store: the user's records are there, none
      * holds their texts in clear. */
     static const char *const topics[] = {"tasks.events.v1", "users.events.v1", "reminders.events.v1"};
-    assert_int_equal(harness_count("tasks.events.v1", of_user, &n_any, 3, 30000), 3); /* two created, one updated */
-    assert_int_equal(harness_count("users.events.v1", of_user, &n_any, 4, 30000), 4); /* registered, profile, erasure */
+    assert_int_equal(harness_count("tasks.events.v1", harness_holds_text, &n_any, 3, 30000), 3); /* two created, one updated */
+    assert_int_equal(harness_count("users.events.v1", harness_holds_text, &n_any, 4, 30000), 4); /* registered, profile, erasure */
     for (size_t i = 0; i < sizeof topics / sizeof topics[0]; i++) {
-        assert_int_equal(harness_count(topics[i], holds_text, &n_title, 0, 30000), 0);
-        assert_int_equal(harness_count(topics[i], holds_text, &n_secret, 0, 30000), 0);
-        assert_int_equal(harness_count(topics[i], holds_text, &n_updated, 0, 30000), 0);
-        assert_int_equal(harness_count(topics[i], holds_text, &n_tag, 0, 30000), 0);
-        assert_int_equal(harness_count(topics[i], holds_text, &n_email, 0, 30000), 0);
+        assert_int_equal(harness_count(topics[i], harness_holds_text, &n_title, 0, 30000), 0);
+        assert_int_equal(harness_count(topics[i], harness_holds_text, &n_secret, 0, 30000), 0);
+        assert_int_equal(harness_count(topics[i], harness_holds_text, &n_updated, 0, 30000), 0);
+        assert_int_equal(harness_count(topics[i], harness_holds_text, &n_tag, 0, 30000), 0);
+        assert_int_equal(harness_count(topics[i], harness_holds_text, &n_email, 0, 30000), 0);
     }
     assert_int_equal(count_of("select count(*) from write.events where user_id = $1 and"
                               " (position(convert_to('diary-of-', 'UTF8') in envelope) > 0"

@@ -479,18 +479,6 @@ static bool is_outcome(const rd_kafka_message_t *m, void *ctx)
     return yes;
 }
 
-/* A record keyed by the needle's user whose bytes hold its text. */
-typedef struct needle {
-    const char *user, *text;
-} needle;
-
-static bool holds_text(const rd_kafka_message_t *m, void *ctx)
-{
-    const needle *n = ctx;
-    return m->key_len == strlen(n->user) && memcmp(m->key, n->user, m->key_len) == 0 && m->payload != NULL &&
-           memmem(m->payload, m->len, n->text, strlen(n->text)) != NULL;
-}
-
 static void a_due_reminder_reaches_the_user_by_email_and_signed_webhook(void **state)
 {
     (void)state;
@@ -555,10 +543,10 @@ static void a_due_reminder_reaches_the_user_by_email_and_signed_webhook(void **s
     assert_int_equal(hook_count(path, NULL), 1);
     /* Delivered in clear, kept sealed: the request (todo-saga), the inbox
      * entry and the address (todo-command) hold no text of the user's. */
-    needle title = {user, "renew the passport"}, address = {user, email};
-    assert_int_equal(harness_count("notifications.commands.v1", holds_text, &title, 0, 20000), 0);
-    assert_int_equal(harness_count("users.events.v1", holds_text, &title, 0, 20000), 0);
-    assert_int_equal(harness_count("users.events.v1", holds_text, &address, 0, 20000), 0);
+    harness_needle title = {user, "renew the passport"}, address = {user, email};
+    assert_int_equal(harness_count("notifications.commands.v1", harness_holds_text, &title, 0, 20000), 0);
+    assert_int_equal(harness_count("users.events.v1", harness_holds_text, &title, 0, 20000), 0);
+    assert_int_equal(harness_count("users.events.v1", harness_holds_text, &address, 0, 20000), 0);
     ls = inbox(auth, false, NULL);
     assert_int_equal(ls->n_notifications, 1);
     protobuf_c_message_free_unpacked(&ls->base, NULL);
