@@ -1,17 +1,24 @@
 /*
  * todo-eventgen: the rebuild scenario's tools, for bench/run.sh.
  *
- *   todo-eventgen produce --events N [--users U] [--prefix P]
+ *   todo-eventgen produce --events N [--users U] [--prefix P] [--sealed]
  *       writes N task events straight to tasks.events.v1 (no command side):
  *       per task a task.created (v2), every second task a task.updated
  *       (title), every third a task.completed, for U users (key = user id),
  *       in order per task (no event-store position: they are not in the
- *       outbox); prints {"events": N, "seconds": S, "rate": R}.
+ *       outbox); prints {"events": N, "seconds": S, "rate": R}. --sealed:
+ *       their personal fields sealed as todo-command seals them, with each
+ *       user's key (made in keys.user_keys through TODO_PG_URL, wrapped by
+ *       TODO_MASTER_KEY): the rebuild scenario's sealed half.
  *   todo-eventgen consume [--topic T]...
  *       the raw consume rate: reads every record of the topics (default
  *       tasks.events.v1 and reminders.events.v1) from the start in a new
  *       consumer group, decoding each envelope and nothing more; prints
  *       {"records": N, "seconds": S, "rate": R}.
+ *
+ *   todo-eventgen truncate [--topic T]...
+ *       deletes every record of the topics (default the same two), up to
+ *       each partition's end (Kafka's DeleteRecords); the topics stay.
  *
  *   todo-eventgen replicate --replication N
  *       deletes tasks.events.v1 and reminders.events.v1 and creates them
@@ -31,6 +38,9 @@
 
 #include "arena.h"
 #include "config.h"
+#include "keystore.h"
+#include "pgx.h"
+#include "seal.h"
 #include "event.h"
 #include "kafkax.h"
 #include "text.h"
@@ -55,14 +65,48 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     else atomic_fetch_add(&delivered, 1);
 }
 
-/* Encodes and produces one event; blocks while the local queue is full. */
-static int send_event(rd_kafka_t *rk, arena *a, const char *user, const char *type, int32_t schema, const char *task,
-                      int64_t version, const ProtobufCMessage *m)
+/* The users' keys when sealing (--sealed), else NULL. */
+static seal_key *user_keys;
+
+/* Makes (or finds) the key of each of the users of prefix into user_keys. */
+static int make_keys(int users, const char *prefix)
+{
+    todo_err err;
+    seal_key master;
+    keystore *ks = NULL;
+    PGconn *pg = NULL;
+    int rc = -1;
+    if ((user_keys = calloc((size_t)users, sizeof *user_keys)) == NULL) return -1;
+    if (seal_key_parse(cfg.master_key, &master, &err) != 0 || (ks = keystore_new(&master, 60)) == NULL ||
+        (pg = pgx_connect(cfg.admin_pg_url, "todo-eventgen", &err)) == NULL)
+        goto out;
+    for (int i = 0; i < users; i++) {
+        char user[64];
+        bool created;
+        snprintf(user, sizeof user, "%s-%d", prefix, i);
+        if (keystore_create(ks, pg, user, &user_keys[i], &created, &err) != 0) goto out;
+    }
+    rc = 0;
+out:
+    if (rc != 0) fprintf(stderr, "todo-eventgen: keys: %s\n", err.msg);
+    pgx_close(pg);
+    keystore_free(ks);
+    return rc;
+}
+
+/* Encodes and produces one event (its personal fields sealed with key when
+ * not NULL); blocks while the local queue is full. */
+static int send_event(rd_kafka_t *rk, arena *a, const char *user, const seal_key *key, const char *type, int32_t schema,
+                      const char *task, int64_t version, ProtobufCMessage *m)
 {
     char event_id[37];
     uint8_t *bytes;
     size_t len;
     todo_err err;
+    if (key != NULL && seal_event(m, key, seal_event_aad(a, user, task, type), a, &err) != 0) {
+        fprintf(stderr, "todo-eventgen: %s\n", err.msg);
+        return -1;
+    }
     text_uuid_v4(event_id);
     event_meta meta = {.event_id = event_id, .event_type = type, .source = "todo-eventgen", .time_us = event_now_us(),
                        .user_id = user, .aggregate_type = "task", .aggregate_id = task, .aggregate_version = version,
@@ -102,6 +146,7 @@ static int produce(long events, int users, const char *prefix)
     while (sent < events && rc == 0) {
         char user[64], task[37];
         snprintf(user, sizeof user, "%s-%ld", prefix, task_no % users);
+        const seal_key *key = user_keys != NULL ? &user_keys[task_no % users] : NULL;
         text_uuid_v4(task);
         arena_reset(a);
         Todo__V1__TaskCreatedV2 c = TODO__V1__TASK_CREATED_V2__INIT;
@@ -113,7 +158,7 @@ static int produce(long events, int users, const char *prefix)
         c.tags = tags;
         c.n_tags = 2;
         c.created_at = &ts;
-        rc = send_event(rk, a, user, "task.created", 2, task, 1, &c.base);
+        rc = send_event(rk, a, user, key, "task.created", 2, task, 1, &c.base);
         sent++;
         int64_t version = 1;
         if (rc == 0 && sent < events && task_no % 2 == 0) {
@@ -123,14 +168,14 @@ static int produce(long events, int users, const char *prefix)
             u.title = arena_printf(a, "renamed task %ld", task_no);
             u.changed_fields = fields;
             u.n_changed_fields = 1;
-            rc = send_event(rk, a, user, "task.updated", 1, task, ++version, &u.base);
+            rc = send_event(rk, a, user, key, "task.updated", 1, task, ++version, &u.base);
             sent++;
         }
         if (rc == 0 && sent < events && task_no % 3 == 0) {
             Todo__V1__TaskCompleted d = TODO__V1__TASK_COMPLETED__INIT;
             d.task_id = task;
             d.completed_at = &ts;
-            rc = send_event(rk, a, user, "task.completed", 1, task, ++version, &d.base);
+            rc = send_event(rk, a, user, key, "task.completed", 1, task, ++version, &d.base);
             sent++;
         }
         task_no++;
@@ -222,6 +267,64 @@ static int admin_result(rd_kafka_queue_t *q, bool create, rd_kafka_resp_err_t ok
     return bad > 0;
 }
 
+/* Deletes every record of the topics (DeleteRecords up to each partition's
+ * end; the topics, their offsets and groups stay): the next rebuild
+ * replays only what is written after. */
+static int truncate_topics(const char *const *names, int n)
+{
+    todo_err err;
+    rd_kafka_t *rk = kafkax_producer_new(cfg.kafka_brokers, "todo-eventgen-admin", NULL, NULL, &err);
+    if (rk == NULL) {
+        fprintf(stderr, "todo-eventgen: %s\n", err.msg);
+        return 1;
+    }
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(16);
+    int rc = 0;
+    for (int t = 0; t < n && rc == 0; t++) {
+        rd_kafka_topic_t *kt = rd_kafka_topic_new(rk, names[t], NULL);
+        rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, kt, &md, 10000);
+        rd_kafka_topic_destroy(kt);
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR || md->topic_cnt != 1 || md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            fprintf(stderr, "todo-eventgen: no metadata for %s\n", names[t]);
+            rc = 1;
+        } else {
+            for (int p = 0; p < md->topics[0].partition_cnt; p++)
+                rd_kafka_topic_partition_list_add(parts, names[t], md->topics[0].partitions[p].id)->offset =
+                    RD_KAFKA_OFFSET_END;
+        }
+        if (md != NULL) rd_kafka_metadata_destroy(md);
+        md = NULL;
+    }
+    if (rc == 0) {
+        rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+        rd_kafka_DeleteRecords_t *dr = rd_kafka_DeleteRecords_new(parts);
+        rd_kafka_DeleteRecords(rk, &dr, 1, NULL, q);
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 60000);
+        if (ev == NULL || rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            fprintf(stderr, "todo-eventgen: DeleteRecords: %s\n",
+                    ev != NULL ? rd_kafka_event_error_string(ev) : "no reply in 60 s");
+            rc = 1;
+        } else {
+            const rd_kafka_topic_partition_list_t *res =
+                rd_kafka_DeleteRecords_result_offsets(rd_kafka_event_DeleteRecords_result(ev));
+            for (int i = 0; i < res->cnt; i++)
+                if (res->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+                    fprintf(stderr, "todo-eventgen: %s [%d]: %s\n", res->elems[i].topic, res->elems[i].partition,
+                            rd_kafka_err2str(res->elems[i].err));
+                    rc = 1;
+                }
+        }
+        if (ev != NULL) rd_kafka_event_destroy(ev);
+        rd_kafka_DeleteRecords_destroy(dr);
+        rd_kafka_queue_destroy(q);
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    rd_kafka_destroy(rk);
+    if (rc == 0) printf("{\"truncated\": %d}\n", n);
+    return rc;
+}
+
 static int replicate(int replication)
 {
     static const char *const names[] = {"tasks.events.v1", "reminders.events.v1"};
@@ -298,28 +401,36 @@ int main(int argc, char **argv)
     const char *prefix = "replay", *topics[8];
     int n_topics = 0, replication = 0;
     if (argc < 2 || config_load(&cfg, CONFIG_CLI, NULL, NULL, &err) != 0 || kafkax_set_security(cfg.kafka_config, &err) != 0) {
-        fprintf(stderr, "usage: todo-eventgen produce --events N [--users U] [--prefix P] | consume [--topic T]... | replicate "
+        fprintf(stderr, "usage: todo-eventgen produce --events N [--users U] [--prefix P] [--sealed] | consume|truncate [--topic T]... | replicate "
                         "--replication N\n");
         return 2;
     }
-    for (int i = 2; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--events") == 0) events = atol(argv[i + 1]);
-        else if (strcmp(argv[i], "--users") == 0) users = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--prefix") == 0) prefix = argv[i + 1];
-        else if (strcmp(argv[i], "--topic") == 0 && n_topics < 8) topics[n_topics++] = argv[i + 1];
-        else if (strcmp(argv[i], "--replication") == 0) replication = atoi(argv[i + 1]);
+    bool sealed = false;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--sealed") == 0) sealed = true;
+        else if (i + 1 == argc) return 2;
+        else if (strcmp(argv[i], "--events") == 0) events = atol(argv[++i]);
+        else if (strcmp(argv[i], "--users") == 0) users = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--prefix") == 0) prefix = argv[++i];
+        else if (strcmp(argv[i], "--topic") == 0 && n_topics < 8) topics[n_topics++] = argv[++i];
+        else if (strcmp(argv[i], "--replication") == 0) replication = atoi(argv[++i]);
         else return 2;
     }
-    if (strcmp(argv[1], "produce") == 0 && events > 0 && users > 0) return produce(events, users, prefix);
+    if (strcmp(argv[1], "produce") == 0 && events > 0 && users > 0) {
+        if (sealed && make_keys(users, prefix) != 0) return 1;
+        int rc = produce(events, users, prefix);
+        free(user_keys);
+        return rc;
+    }
     if (strcmp(argv[1], "replicate") == 0 && replication > 0) return replicate(replication);
-    if (strcmp(argv[1], "consume") == 0) {
+    if (strcmp(argv[1], "consume") == 0 || strcmp(argv[1], "truncate") == 0) {
         if (n_topics == 0) {
             topics[n_topics++] = "tasks.events.v1";
             topics[n_topics++] = "reminders.events.v1";
         }
-        return consume(topics, n_topics);
+        return argv[1][0] == 'c' ? consume(topics, n_topics) : truncate_topics(topics, n_topics);
     }
-    fprintf(stderr, "usage: todo-eventgen produce --events N [--users U] [--prefix P] | consume [--topic T]... | replicate "
+    fprintf(stderr, "usage: todo-eventgen produce --events N [--users U] [--prefix P] [--sealed] | consume|truncate [--topic T]... | replicate "
                         "--replication N\n");
     return 2;
 }

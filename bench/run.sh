@@ -27,6 +27,9 @@
 #   seal-write, seal-read  events sealed (todo-command) / opened (projector)
 #              per second on one core (todo-sealbench)
 #                                        vs the same events unsealed
+#   rebuild-sealed  `todoctl projection rebuild tasks` of events sealed
+#              (todo-eventgen --sealed), records/s
+#                                        vs the same number unsealed
 #
 #   bench/run.sh [--quick]     (after a warm-up: 10 s quick, 30 s full; see below)
 #                              --quick: clients 1 and 8, 3 s each, 10,000 events
@@ -297,16 +300,46 @@ PY
   record "seal-$side" 1 "$j" "$base" "$s0"
 done
 
+# rebuild-sealed: `todoctl projection rebuild tasks` of the same number of
+# events with their personal fields sealed, against them unsealed; each
+# variant alone on the topics (todo-eventgen truncate before it), the two
+# alternated twice, the median of each reported (a rebuild's fixed costs
+# are in both).
+SEAL_N=$([ $quick = 1 ] && echo 100000 || echo 400000)
+declare -A seal_rates=([plain]="" [sealed]="")
+s0=$(snap)
+for r in 1 2; do
+  for v in plain sealed; do
+    build/dev/bench/todo-eventgen truncate >/dev/null
+    build/dev/bench/todo-eventgen produce --events "$SEAL_N" --prefix "seal-$v-$r" $([ $v = sealed ] && echo --sealed) \
+      >"$out/produce-seal-$v-$r.json"
+    until [ "$(behind)" = 0 ]; do sleep 0.1; done
+    t0=$(date +%s.%N)
+    $bin/cli/todoctl projection rebuild tasks >"$out/rebuild-seal-$v-$r.log" 2>&1
+    t1=$(date +%s.%N)
+    records=$(awk '/swapped:/ {print $3}' "$out/rebuild-seal-$v-$r.log" | tail -1)
+    seal_rates[$v]+="$(python3 -c 'import sys; print(int(sys.argv[1]) / (float(sys.argv[3]) - float(sys.argv[2])))' \
+      "$records" "$t0" "$t1") "
+  done
+done
+med() { python3 -c 'import statistics, sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
+# shellcheck disable=SC2086 # word lists
+j=$(python3 -c 'import json, sys; print(json.dumps({"rps": float(sys.argv[1]), "records": int(sys.argv[2]),
+  "p50_ms": 0, "p99_ms": 0, "errors": 0, "rates": {"plain": sys.argv[3].split(), "sealed": sys.argv[4].split()}}))' \
+  "$(med ${seal_rates[sealed]})" "$SEAL_N" "${seal_rates[plain]}" "${seal_rates[sealed]}")
+# shellcheck disable=SC2086
+record rebuild-sealed "$SEAL_N" "$j" "$(med ${seal_rates[plain]})" "$s0"
+
 printf '%s\n' "${results[@]}" | python3 -c '
 import json, sys
 rows = [json.loads(l) for l in sys.stdin if l.strip()]
 json.dump(rows, open(sys.argv[1], "w"), indent=2)
-print("%-13s %8s %10s %10s %7s %8s %8s %8s" % ("scenario", "clients", "rate/s", "baseline", "ratio", "p50 ms", "p99 ms", "errors"))
+print("%-14s %8s %10s %10s %7s %8s %8s %8s" % ("scenario", "clients", "rate/s", "baseline", "ratio", "p50 ms", "p99 ms", "errors"))
 for r in rows:
     b = "%.0f" % r["baseline_tps"] if r["baseline_tps"] else "-"
     ratio = "%.2f" % r["ratio"] if r["ratio"] else "-"
     # catchup/rebuild: "clients" is the number of events/records
-    print("%-13s %8d %10.0f %10s %7s %8.2f %8.2f %8d" % (r["scenario"], r["clients"], r["rps"], b, ratio, r["p50_ms"], r["p99_ms"], r["errors"]))
+    print("%-14s %8d %10.0f %10s %7s %8.2f %8.2f %8d" % (r["scenario"], r["clients"], r["rps"], b, ratio, r["p50_ms"], r["p99_ms"], r["errors"]))
 # The chart data: every scenario with a baseline, ours beside it.
 with open(sys.argv[2], "w") as f:
     for r in rows:
