@@ -150,16 +150,16 @@ int cmd_encode(cmd_ctx *x, const char *aggregate_type, const char *id, int64_t v
     return event_encode(&m, event, x->a, env, env_len, err);
 }
 
-/* True for the events of the user's lifecycle itself, written without
- * their key (registration makes it, erasure destroys it). */
-/* Only bench/todo-command-unsealed, the baseline of what sealing costs
- * (bench/ab.sh), is built without it. */
+/* Whether events' personal fields are sealed: only bench/todo-command-unsealed,
+ * the baseline of what sealing costs (bench/ab.sh), is built without. */
 #ifdef TODO_BENCH_UNSEALED
 #define SEALING 0
 #else
 #define SEALING 1
 #endif
 
+/* True for the events of the user's lifecycle itself, written without
+ * their key (registration makes it, erasure destroys it). */
 static bool lifecycle_event(const char *type)
 {
     return strcmp(type, "user.registered") == 0 || strcmp(type, "user.erasure_requested") == 0 ||

@@ -407,6 +407,7 @@ int kafkax_group_lag(const char *brokers, const char *group, const char *topic, 
         g->partition = l->elems[i].partition;
         rd_kafka_query_watermark_offsets(rk, topic, g->partition, &lo, &hi, 10000);
         g->committed = l->elems[i].offset >= 0 ? l->elems[i].offset : lo;
+        if (g->committed < lo) g->committed = lo; /* the records up to it were deleted: it reads on from lo */
         g->start = lo;
         g->end = hi;
         g->lag = hi > g->committed ? hi - g->committed : 0;

@@ -89,7 +89,7 @@ rd_kafka_t *kafkax_consumer_new_stats(const char *brokers, const char *group, co
 /* How far consumer group `group` is behind on one partition of a topic. */
 typedef struct kafkax_lag {
     int partition;
-    int64_t committed;     /* the group's next offset (the low watermark when it has none) */
+    int64_t committed;     /* the group's next offset (the low watermark when it has none, or one below it) */
     int64_t start;         /* the low watermark: the first record still held */
     int64_t end;           /* the high watermark */
     int64_t lag;           /* records not yet consumed */
