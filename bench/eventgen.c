@@ -267,62 +267,18 @@ static int admin_result(rd_kafka_queue_t *q, bool create, rd_kafka_resp_err_t ok
     return bad > 0;
 }
 
-/* Deletes every record of the topics (DeleteRecords up to each partition's
- * end; the topics, their offsets and groups stay): the next rebuild
- * replays only what is written after. */
+/* Deletes every record of the topics (kafkax_delete_records): the next
+ * rebuild replays only what is written after. */
 static int truncate_topics(const char *const *names, int n)
 {
     todo_err err;
-    rd_kafka_t *rk = kafkax_producer_new(cfg.kafka_brokers, "todo-eventgen-admin", NULL, NULL, &err);
-    if (rk == NULL) {
-        fprintf(stderr, "todo-eventgen: %s\n", err.msg);
-        return 1;
-    }
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(16);
-    int rc = 0;
-    for (int t = 0; t < n && rc == 0; t++) {
-        rd_kafka_topic_t *kt = rd_kafka_topic_new(rk, names[t], NULL);
-        rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, kt, &md, 10000);
-        rd_kafka_topic_destroy(kt);
-        if (e != RD_KAFKA_RESP_ERR_NO_ERROR || md->topic_cnt != 1 || md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            fprintf(stderr, "todo-eventgen: no metadata for %s\n", names[t]);
-            rc = 1;
-        } else {
-            for (int p = 0; p < md->topics[0].partition_cnt; p++)
-                rd_kafka_topic_partition_list_add(parts, names[t], md->topics[0].partitions[p].id)->offset =
-                    RD_KAFKA_OFFSET_END;
+    for (int t = 0; t < n; t++)
+        if (kafkax_delete_records(cfg.kafka_brokers, names[t], &err) != TODO_OK) {
+            fprintf(stderr, "todo-eventgen: %s\n", err.msg);
+            return 1;
         }
-        if (md != NULL) rd_kafka_metadata_destroy(md);
-        md = NULL;
-    }
-    if (rc == 0) {
-        rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-        rd_kafka_DeleteRecords_t *dr = rd_kafka_DeleteRecords_new(parts);
-        rd_kafka_DeleteRecords(rk, &dr, 1, NULL, q);
-        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 60000);
-        if (ev == NULL || rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            fprintf(stderr, "todo-eventgen: DeleteRecords: %s\n",
-                    ev != NULL ? rd_kafka_event_error_string(ev) : "no reply in 60 s");
-            rc = 1;
-        } else {
-            const rd_kafka_topic_partition_list_t *res =
-                rd_kafka_DeleteRecords_result_offsets(rd_kafka_event_DeleteRecords_result(ev));
-            for (int i = 0; i < res->cnt; i++)
-                if (res->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-                    fprintf(stderr, "todo-eventgen: %s [%d]: %s\n", res->elems[i].topic, res->elems[i].partition,
-                            rd_kafka_err2str(res->elems[i].err));
-                    rc = 1;
-                }
-        }
-        if (ev != NULL) rd_kafka_event_destroy(ev);
-        rd_kafka_DeleteRecords_destroy(dr);
-        rd_kafka_queue_destroy(q);
-    }
-    rd_kafka_topic_partition_list_destroy(parts);
-    rd_kafka_destroy(rk);
-    if (rc == 0) printf("{\"truncated\": %d}\n", n);
-    return rc;
+    printf("{\"truncated\": %d}\n", n);
+    return 0;
 }
 
 static int replicate(int replication)

@@ -432,6 +432,49 @@ out:
     return rc;
 }
 
+int kafkax_delete_records(const char *brokers, const char *topic, todo_err *err)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_t *rk = kafkax_producer_new(brokers, "todo-delete-records", NULL, NULL, err);
+    if (rk == NULL) return err->code;
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, t, &md, 10000);
+    rd_kafka_topic_destroy(t);
+    int rc = TODO_OK;
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR || md->topic_cnt != 1 || md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rc = todo_err_set(err, TODO_EUNAVAIL, "kafka: no metadata for %s: %s", topic,
+                          rd_kafka_err2str(e != 0 ? e : md->topics[0].err));
+        if (md != NULL) rd_kafka_metadata_destroy(md);
+        rd_kafka_destroy(rk);
+        return rc;
+    }
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
+    for (int p = 0; p < md->topics[0].partition_cnt; p++)
+        rd_kafka_topic_partition_list_add(parts, topic, md->topics[0].partitions[p].id)->offset = RD_KAFKA_OFFSET_END;
+    rd_kafka_metadata_destroy(md);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_DeleteRecords_t *dr = rd_kafka_DeleteRecords_new(parts);
+    rd_kafka_DeleteRecords(rk, &dr, 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 60000);
+    if (ev == NULL || rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rc = todo_err_set(err, TODO_EUNAVAIL, "kafka: deleting the records of %s: %s", topic,
+                          ev != NULL ? rd_kafka_event_error_string(ev) : "no reply in 60 s");
+    } else {
+        const rd_kafka_topic_partition_list_t *res =
+            rd_kafka_DeleteRecords_result_offsets(rd_kafka_event_DeleteRecords_result(ev));
+        for (int i = 0; i < res->cnt && rc == TODO_OK; i++)
+            if (res->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR)
+                rc = todo_err_set(err, TODO_EUNAVAIL, "kafka: deleting the records of %s [%d]: %s", topic,
+                                  res->elems[i].partition, rd_kafka_err2str(res->elems[i].err));
+    }
+    if (ev != NULL) rd_kafka_event_destroy(ev);
+    rd_kafka_DeleteRecords_destroy(dr);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_topic_partition_list_destroy(parts);
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
 rd_kafka_t *kafkax_topic_reader(const char *brokers, const char *topic, const char *name, int *partitions)
 {
     todo_err err;

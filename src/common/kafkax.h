@@ -101,6 +101,12 @@ typedef struct kafkax_lag {
 int kafkax_group_lag(const char *brokers, const char *group, const char *topic, kafkax_lag *out, int cap, int *n,
                      todo_err *err);
 
+/* Deletes every record of topic, up to each partition's end (Kafka's
+ * DeleteRecords); the topic, its offsets and its groups stay. For the
+ * benchmark and the tests: a projection's rebuild then replays only what
+ * comes after. */
+int kafkax_delete_records(const char *brokers, const char *topic, todo_err *err);
+
 /* A consumer of every partition of topic from its start that joins no group
  * and commits nothing (group.id: name-<pid>), for readers that follow a
  * whole topic; *partitions gets their count. NULL while the topic or its

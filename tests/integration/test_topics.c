@@ -126,28 +126,6 @@ static void a_profile_the_cluster_cannot_meet_is_reported(void **state)
     assert_non_null(strstr(out, "dev or production"));
 }
 
-/* Deletes every record of topic's partitions 0..n-1 (DeleteRecords to
- * their ends); the topic stays. */
-static void delete_records(const char *topic, int n)
-{
-    rd_kafka_t *rk = admin_client();
-    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(n);
-    for (int p = 0; p < n; p++) rd_kafka_topic_partition_list_add(parts, topic, p)->offset = RD_KAFKA_OFFSET_END;
-    rd_kafka_DeleteRecords_t *dr = rd_kafka_DeleteRecords_new(parts);
-    rd_kafka_DeleteRecords(rk, &dr, 1, NULL, q);
-    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 20000);
-    assert_non_null(ev);
-    assert_int_equal(rd_kafka_event_error(ev), RD_KAFKA_RESP_ERR_NO_ERROR);
-    const rd_kafka_topic_partition_list_t *res = rd_kafka_DeleteRecords_result_offsets(rd_kafka_event_DeleteRecords_result(ev));
-    for (int i = 0; i < res->cnt; i++) assert_int_equal(res->elems[i].err, RD_KAFKA_RESP_ERR_NO_ERROR);
-    rd_kafka_event_destroy(ev);
-    rd_kafka_DeleteRecords_destroy(dr);
-    rd_kafka_topic_partition_list_destroy(parts);
-    rd_kafka_queue_destroy(q);
-    rd_kafka_destroy(rk);
-}
-
 /* A projection's live copy records how far it read each partition. After a
  * source topic is recreated those offsets lie past the partition's end, and
  * after its records are deleted the replay has nothing to read up to them.
@@ -178,11 +156,11 @@ static void a_rebuild_finishes_after_a_source_topic_is_recreated_and_emptied(voi
     assert_int_equal(rd_kafka_commit(c, at, 0), RD_KAFKA_RESP_ERR_NO_ERROR);
     rd_kafka_topic_partition_list_destroy(at);
     rd_kafka_destroy(c);
-    delete_records("users.events.v1", 3);
+    todo_err err;
+    if (kafkax_delete_records(getenv("TODO_KAFKA_BROKERS"), "users.events.v1", &err) != TODO_OK) fail_msg("%s", err.msg);
     /* Its next record is the first one left: nothing to lag behind. */
     kafkax_lag lag[8];
     int n = 0;
-    todo_err err;
     assert_int_equal(kafkax_group_lag(getenv("TODO_KAFKA_BROKERS"), "test-topics-behind-deleted", "users.events.v1", lag, 8,
                                       &n, &err),
                      0);
