@@ -11,7 +11,7 @@
 int cmd_outbox_status_read(PGconn *pg, cmd_outbox_status *st, todo_err *err)
 {
     PGresult *r = pgx_exec(pg,
-                           "select" CMD_OUTBOX_BACKLOG_COLUMNS ","
+                           CMD_OUTBOX_BACKLOG_WITH "select" CMD_OUTBOX_BACKLOG_COLUMNS ","
                            " coalesce((select max(position) from write.events), 0),"
                            " coalesce((select string_agg(a.application_name || ' (backend ' || a.pid || ')', ', ')"
                            "    from pg_locks l join pg_stat_activity a on a.pid = l.pid"

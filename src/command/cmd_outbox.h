@@ -32,17 +32,39 @@
 /* The advisory lock the one active relay holds. */
 #define CMD_RELAY_LOCK_KEY LOCK_RELAY
 
+/* The relay's next batch ($1 rows), in position order. Parked rows and the
+ * rows of their aggregates after them wait for an operator: the probe reads
+ * events_parked (few rows), the batch events_ready (migration 0030). */
+#define CMD_RELAY_SELECT_SQL                                                                        \
+    "select e.position, e.user_id, e.aggregate_id::text, e.envelope, e.event_type"                  \
+    " from write.events e where e.published_at is null and e.parked_at is null"                     \
+    " and not exists (select 1 from write.events p where p.parked_at is not null"                   \
+    "   and p.published_at is null and p.aggregate_id = e.aggregate_id"                             \
+    "   and p.position < e.position)"                                                               \
+    " order by e.position limit $1::int"
+
 /* The backlog of write.events, written once for the relay's metrics
  * (outbox_table.status_sql) and for todoctl outbox: the unpublished rows,
  * the oldest one's age in seconds, the parked rows, and the rows waiting
- * behind a parked row of their aggregate. "select" COLUMNS [more] FROM. */
+ * behind a parked row of their aggregate. "select" COLUMNS [more] FROM.
+ * Each part reads one partial index (migration 0030): the publishable rows
+ * once through events_ready, the few parked ones through events_parked,
+ * and the waiting rows from the parked aggregates' own events, so its work
+ * grows with the backlog, never with its square. */
 #define CMD_OUTBOX_BACKLOG_COLUMNS                                                                 \
-    " count(*), coalesce(extract(epoch from now() - min(created_at)), 0)::float8,"               \
-    " count(*) filter (where parked_at is not null),"                                             \
-    " count(*) filter (where parked_at is null and exists (select 1 from write.events p"          \
-    "    where p.parked_at is not null and p.published_at is null"                                 \
-    "    and p.aggregate_id = e.aggregate_id and p.position < e.position))"
-#define CMD_OUTBOX_BACKLOG_FROM " from write.events e where published_at is null"
+    " r.n + (select count(*) from parked),"                                                        \
+    " coalesce(extract(epoch from now() - least(r.oldest, (select min(created_at) from parked))), 0)::float8," \
+    " (select count(*) from parked),"                                                              \
+    " (select count(*) from write.events w join (select aggregate_id, min(position) as position"  \
+    "    from parked group by aggregate_id) p on w.aggregate_id = p.aggregate_id"                  \
+    "    and w.position > p.position where w.published_at is null and w.parked_at is null)"
+#define CMD_OUTBOX_BACKLOG_FROM                                                                    \
+    " from (select count(*) as n, min(created_at) as oldest from write.events"                      \
+    "   where published_at is null and parked_at is null) r"
+/* Goes before "select": the parked rows, read once. */
+#define CMD_OUTBOX_BACKLOG_WITH                                                                    \
+    "with parked as materialized (select aggregate_id, position, created_at from write.events"     \
+    "  where parked_at is not null and published_at is null) "
 
 /* The outbox at a glance. */
 typedef struct cmd_outbox_status {

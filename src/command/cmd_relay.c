@@ -46,18 +46,11 @@ cmd_relay *cmd_relay_start(const todo_config *cfg, todo_err *err)
         .table = "write.events",
         .lock_key = CMD_RELAY_LOCK_KEY,
         .channel = "todo_outbox",
-        /* Parked rows and the rows of their aggregates after them wait for
-         * an operator (events_parked keeps the check cheap). */
-        .select_sql = "select e.position, e.user_id, e.aggregate_id::text, e.envelope, e.event_type"
-                      " from write.events e where e.published_at is null and e.parked_at is null"
-                      " and not exists (select 1 from write.events p where p.parked_at is not null"
-                      "   and p.published_at is null and p.aggregate_id = e.aggregate_id"
-                      "   and p.position < e.position)"
-                      " order by e.position limit $1::int",
+        .select_sql = CMD_RELAY_SELECT_SQL,
         .done_sql = "update write.events set published_at = now() where position = any($1::bigint[])",
         .park_sql = "update write.events set parked_at = now(), parked_reason = $2"
                     " where position = $1::bigint and published_at is null",
-        .status_sql = "select" CMD_OUTBOX_BACKLOG_COLUMNS CMD_OUTBOX_BACKLOG_FROM,
+        .status_sql = CMD_OUTBOX_BACKLOG_WITH "select" CMD_OUTBOX_BACKLOG_COLUMNS CMD_OUTBOX_BACKLOG_FROM,
         .stamp_position = true,
         .leader_tick = leader_tick,
         .ctx = r,

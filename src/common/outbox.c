@@ -19,6 +19,9 @@
 #include "metrics.h"
 #include "pgx.h"
 
+/* The longest the publisher waits for its status query (read_status). */
+#define STATUS_TIMEOUT_MS "2000"
+
 /* ---- the producing half ---- */
 
 struct outbox_sender {
@@ -334,9 +337,21 @@ static void read_status(outbox *ob)
     time_t now = time(NULL);
     if (now - ob->last_status < 5) return;
     ob->last_status = now;
-    PGresult *r = pgx_exec(ob->pg, ob->t->status_sql, 0, NULL, &err);
+    /* Bounded: the publisher waits for it, and must never wait long for
+     * its gauges (a status query that once read the backlog once per row
+     * held every event back for minutes; migration 0030). */
+    PGresult *r = NULL;
+    if (pgx_cmd(ob->pg, "begin", 0, NULL, &err) == TODO_OK &&
+        pgx_cmd(ob->pg, "set local statement_timeout = " STATUS_TIMEOUT_MS, 0, NULL, &err) == TODO_OK)
+        r = pgx_exec(ob->pg, ob->t->status_sql, 0, NULL, &err);
     if (r == NULL) {
-        log_warn(ob->t->name, "reading the outbox's status failed", "error=\"%s\"", err.msg);
+        log_warn(ob->t->name, "reading the outbox's status failed; its gauges keep their last values",
+                 "error=\"%s\"", err.msg);
+        pgx_cmd(ob->pg, "rollback", 0, NULL, NULL);
+        return;
+    }
+    if (pgx_cmd(ob->pg, "commit", 0, NULL, &err) != TODO_OK) {
+        PQclear(r);
         return;
     }
     long rows = strtol(PQgetvalue(r, 0, 0), NULL, 10), parked = strtol(PQgetvalue(r, 0, 2), NULL, 10);
