@@ -11,12 +11,12 @@
 int cmd_outbox_status_read(PGconn *pg, cmd_outbox_status *st, todo_err *err)
 {
     PGresult *r = pgx_exec(pg,
-                           CMD_OUTBOX_BACKLOG_WITH "select" CMD_OUTBOX_BACKLOG_COLUMNS ","
-                           " coalesce((select max(position) from write.events), 0),"
-                           " coalesce((select string_agg(a.application_name || ' (backend ' || a.pid || ')', ', ')"
-                           "    from pg_locks l join pg_stat_activity a on a.pid = l.pid"
-                           "    where l.locktype = 'advisory' and l.objid = " CMD_RELAY_LOCK_KEY " and l.granted), '')"
-                           CMD_OUTBOX_BACKLOG_FROM,
+                           CMD_OUTBOX_BACKLOG_SQL(
+                               ", coalesce((select max(position) from write.events), 0),"
+                               " coalesce((select string_agg(a.application_name || ' (backend ' || a.pid || ')', ', ')"
+                               "    from pg_locks l join pg_stat_activity a on a.pid = l.pid"
+                               "    where l.locktype = 'advisory' and l.objid = " CMD_RELAY_LOCK_KEY
+                               " and l.granted), '')"),
                            0, NULL, err);
     if (r == NULL) return err->code;
     st->unpublished = strtol(PQgetvalue(r, 0, 0), NULL, 10);

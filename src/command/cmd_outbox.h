@@ -46,7 +46,8 @@
 /* The backlog of write.events, written once for the relay's metrics
  * (outbox_table.status_sql) and for todoctl outbox: the unpublished rows,
  * the oldest one's age in seconds, the parked rows, and the rows waiting
- * behind a parked row of their aggregate. "select" COLUMNS [more] FROM.
+ * behind a parked row of their aggregate, then the columns `more` adds
+ * (a string literal: "" or starting with ",").
  * Each part reads one partial index (migration 0030): the publishable rows
  * once through events_ready, the few parked ones through events_parked,
  * and the waiting rows from the parked aggregates' own events, so its work
@@ -61,10 +62,11 @@
 #define CMD_OUTBOX_BACKLOG_FROM                                                                    \
     " from (select count(*) as n, min(created_at) as oldest from write.events"                      \
     "   where published_at is null and parked_at is null) r"
-/* Goes before "select": the parked rows, read once. */
 #define CMD_OUTBOX_BACKLOG_WITH                                                                    \
     "with parked as materialized (select aggregate_id, position, created_at from write.events"     \
     "  where parked_at is not null and published_at is null) "
+#define CMD_OUTBOX_BACKLOG_SQL(more)                                                               \
+    CMD_OUTBOX_BACKLOG_WITH "select" CMD_OUTBOX_BACKLOG_COLUMNS more CMD_OUTBOX_BACKLOG_FROM
 
 /* The outbox at a glance. */
 typedef struct cmd_outbox_status {

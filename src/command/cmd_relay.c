@@ -50,7 +50,7 @@ cmd_relay *cmd_relay_start(const todo_config *cfg, todo_err *err)
         .done_sql = "update write.events set published_at = now() where position = any($1::bigint[])",
         .park_sql = "update write.events set parked_at = now(), parked_reason = $2"
                     " where position = $1::bigint and published_at is null",
-        .status_sql = CMD_OUTBOX_BACKLOG_WITH "select" CMD_OUTBOX_BACKLOG_COLUMNS CMD_OUTBOX_BACKLOG_FROM,
+        .status_sql = CMD_OUTBOX_BACKLOG_SQL(""),
         .stamp_position = true,
         .leader_tick = leader_tick,
         .ctx = r,

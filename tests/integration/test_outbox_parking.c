@@ -352,7 +352,7 @@ static void the_relay_reads_its_backlog_once_not_once_per_row(void **state)
             " gen_random_uuid(), 1, decode(repeat('ab', 180), 'hex') from generate_series(1, 3000)");
     exec_ok("prepare relay_batch(int) as " CMD_RELAY_SELECT_SQL);
     long long batch = buffers_of("execute relay_batch(500)");
-    long long status = buffers_of(CMD_OUTBOX_BACKLOG_WITH "select" CMD_OUTBOX_BACKLOG_COLUMNS CMD_OUTBOX_BACKLOG_FROM);
+    long long status = buffers_of(CMD_OUTBOX_BACKLOG_SQL(""));
     exec_ok("rollback");
     exec_ok("deallocate relay_batch");
     /* Once over the backlog is a page per few rows and a probe per row of
