@@ -8,6 +8,7 @@
 #include <time.h>
 
 #define PARK_RETRY_S 5 /* a dead-letter topic that could not be read is tried again this much later */
+#define PARK_GONE 64   /* letters whose redriven records were applied, remembered (the newest) */
 
 #include "dlq.h"
 #include "kafkax.h"
@@ -25,6 +26,11 @@ struct park {
     int n, cap;
     rd_kafka_t *reader; /* follows system.dlq.v1; NULL: not loaded */
     time_t retry_at;    /* when to try loading again (reader NULL) */
+    /* Letters park_remove forgot: the follower may read such a letter
+     * after its record was redriven and applied (the tombstone comes
+     * later), and must not park the aggregate behind it again. */
+    char gone[PARK_GONE][PARK_ID_MAX];
+    int gone_next;
 };
 
 park *park_new(const char *group)
@@ -73,13 +79,28 @@ void park_add(park *p, const char *letter_id, const char *aggregate, const char 
     copy(e->root, sizeof e->root, root != NULL && root[0] != '\0' ? root : letter_id);
 }
 
-void park_remove(park *p, const char *letter_id)
+/* Drops the letter from the set. */
+static void forget(park *p, const char *letter_id)
 {
     for (int i = 0; i < p->n; i++)
         if (strcmp(p->v[i].id, letter_id) == 0) {
             p->v[i] = p->v[--p->n];
             return;
         }
+}
+
+void park_remove(park *p, const char *letter_id)
+{
+    forget(p, letter_id);
+    copy(p->gone[p->gone_next], PARK_ID_MAX, letter_id);
+    p->gone_next = (p->gone_next + 1) % PARK_GONE;
+}
+
+static bool is_gone(const park *p, const char *letter_id)
+{
+    for (int i = 0; i < PARK_GONE; i++)
+        if (strcmp(p->gone[i], letter_id) == 0) return true;
+    return false;
 }
 
 bool park_blocks(const park *p, const char *aggregate, const char *causation, const char *except_root,
@@ -111,18 +132,17 @@ void park_record_of(const rd_kafka_message_t *m, park_record *out)
     header(m, DLQ_HEADER_REDRIVE_ROOT, out->redrive_root, sizeof out->redrive_root);
 }
 
-/* A record of system.dlq.v1: a letter of the group is added, a tombstone
- * removes what it names. */
-static void take(park *p, const rd_kafka_message_t *m)
+void park_take(park *p, const rd_kafka_message_t *m)
 {
     char id[PARK_ID_MAX];
     if (m->key == NULL || m->key_len == 0 || m->key_len >= sizeof id) return;
     memcpy(id, m->key, m->key_len);
     id[m->key_len] = '\0';
     if (m->payload == NULL) {
-        park_remove(p, id);
+        forget(p, id);
         return;
     }
+    if (is_gone(p, id)) return;
     Todo__V1__DeadLetter *dl = todo__v1__dead_letter__unpack(NULL, m->len, m->payload);
     if (dl == NULL) return;
     if (strcmp(dl->consumer_group, p->group) == 0) {
@@ -175,7 +195,7 @@ int park_load(park *p, const char *brokers, todo_err *err)
         }
         idle = 0;
         if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            take(p, m);
+            park_take(p, m);
             int i = m->partition;
             if (i >= 0 && i < parts && next[i] < end[i] && (next[i] = m->offset + 1) >= end[i]) left--;
         }
@@ -197,7 +217,7 @@ void park_follow(park *p)
     for (int i = 0; i < 1000; i++) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(p->reader, 0);
         if (m == NULL) return;
-        if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) take(p, m);
+        if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) park_take(p, m);
         rd_kafka_message_destroy(m);
     }
 }

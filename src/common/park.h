@@ -54,8 +54,14 @@ void park_follow(park *p);
  * for a head). */
 void park_add(park *p, const char *letter_id, const char *aggregate, const char *event_id, const char *root);
 
-/* Forgets a letter (its record was redriven and applied). */
+/* Forgets a letter (its record was redriven and applied): it parks nothing
+ * more, even if the letter itself is read on system.dlq.v1 afterwards (the
+ * follower lags; its tombstone comes later). */
 void park_remove(park *p, const char *letter_id);
+
+/* One record of system.dlq.v1 (park_load and park_follow read them): a
+ * letter of the group is added, a tombstone removes what it names. */
+void park_take(park *p, const rd_kafka_message_t *m);
 
 /* Whether a record of aggregate caused by causation (either may be "" or
  * NULL) must wait: true when a live letter of its aggregate, or of the
