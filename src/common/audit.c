@@ -43,7 +43,12 @@ audit_log *audit_new(const char *brokers, const char *source, todo_err *err)
     pthread_mutex_init(&log->lock, NULL);
     log->tokens = AUDIT_REFUSED_PER_S * 5;
     log->refill_us = log->reported_us = event_now_us();
-    log->rk = kafkax_producer_new(brokers, "todo-audit", on_delivery, NULL, err);
+    /* A command never waits for its record: the records of AUDIT_LINGER_MS
+     * go to the broker in one request, not one request per command. */
+    char ms[16];
+    snprintf(ms, sizeof ms, "%d", AUDIT_LINGER_MS);
+    const char *linger[] = {"linger.ms", ms, NULL};
+    log->rk = kafkax_producer_new_conf(brokers, "todo-audit", on_delivery, NULL, linger, err);
     if (log->rk == NULL) {
         pthread_mutex_destroy(&log->lock);
         free(log);

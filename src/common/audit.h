@@ -6,8 +6,10 @@
  *
  * Records are sent asynchronously by their own producer (key = user id, or
  * "anonymous"); a command never waits for its audit record. A record that
- * Kafka cannot take within message.timeout.ms is logged as lost. audit_emit
- * is thread-safe.
+ * Kafka cannot take within message.timeout.ms is logged as lost. A record
+ * waits up to AUDIT_LINGER_MS for the next ones, so that a busy command
+ * service sends its records in a few requests a second rather than one per
+ * command. audit_emit is thread-safe.
  */
 #ifndef TODO_AUDIT_H
 #define TODO_AUDIT_H
@@ -32,6 +34,7 @@ typedef struct audit_entry {
 } audit_entry;
 
 #define AUDIT_TOPIC TOPIC_AUDIT
+#define AUDIT_LINGER_MS 50
 
 /* A producer for source ("todo-command") on brokers. */
 audit_log *audit_new(const char *brokers, const char *source, todo_err *err);

@@ -41,6 +41,7 @@ typedef struct loop {
      * consumed (a few dozen at most) its lag. */
     metric_series *handled, *dead_lettered, *batches, *retries, *seconds, *assigned;
     metric_series *rebalances, *fetch_queue; /* from librdkafka's statistics */
+    metric_series *commits, *commits_failed;  /* offset commits, from librdkafka's commit callback */
     long long rebalances_seen;
     struct part {
         char topic[128];
@@ -77,6 +78,12 @@ static void init_metrics(loop *l)
     l->fetch_queue = metric_with(metric_gauge("todo_consumer_fetch_queue_messages",
                                               "Records fetched from Kafka and not yet polled by the consumer "
                                               "(librdkafka's statistics, every 5 s).", "group"), g);
+    metric *commits = metric_counter("todo_consumer_offset_commits_total",
+                                     "Offset commits of a consumer group to Kafka, by outcome (ok, failed: the "
+                                     "records since the last one are read again); one per commit interval at most "
+                                     "while records come, not one per batch.", "group,outcome");
+    l->commits = metric_with(commits, g, "ok");
+    l->commits_failed = metric_with(commits, g, "failed");
     l->seconds = metric_with(metric_histogram("todo_consumer_batch_seconds",
                                               "Time from a batch's poll to its commit (retries included).", "group",
                                               METRIC_LATENCY_BUCKETS, METRIC_N_LATENCY_BUCKETS), g);
@@ -110,6 +117,24 @@ static int on_consumer_stats(rd_kafka_t *rk, char *text, size_t len, void *opaqu
     metric_set(l->fetch_queue, (double)queued);
     json_decref(j);
     return 0;
+}
+
+/* The outcome of an offset commit (on the polling thread): the periodic
+ * ones, and those at a revocation and at close. */
+static void on_committed(rd_kafka_t *rk, rd_kafka_resp_err_t e, rd_kafka_topic_partition_list_t *offsets,
+                         void *opaque)
+{
+    (void)rk;
+    (void)offsets;
+    loop *l = opaque;
+    if (e == RD_KAFKA_RESP_ERR__NO_OFFSET) return; /* nothing new to commit: no request was sent */
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        metric_add(l->commits, 1);
+        return;
+    }
+    metric_add(l->commits_failed, 1);
+    log_warn(l->o->component, "offset commit failed; the records since the last commit will be read again",
+             "group=%s error=\"%s\"", l->o->group, rd_kafka_err2str(e));
 }
 
 /* The partition entry of m's partition, made on first sight. */
@@ -396,9 +421,10 @@ static int send_dead(loop *l)
     return rc;
 }
 
-/* Commits, per topic and partition, the offset after the batch's last
- * record there. */
-static void commit_offsets(loop *l)
+/* Stores, per topic and partition, the offset after the batch's last
+ * record there: librdkafka commits it within the commit interval, when the
+ * partition is revoked, or at close. */
+static void store_offsets(loop *l)
 {
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)l->n);
     for (size_t i = 0; i < l->n; i++) {
@@ -408,9 +434,9 @@ static void commit_offsets(loop *l)
         if (p == NULL) p = rd_kafka_topic_partition_list_add(list, rd_kafka_topic_name(m->rkt), m->partition);
         if (m->offset + 1 > p->offset) p->offset = m->offset + 1;
     }
-    rd_kafka_resp_err_t e = rd_kafka_commit(l->rk, list, 0);
-    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-        log_warn(l->o->component, "offset commit failed; the records will be read again", "group=%s error=\"%s\"",
+    rd_kafka_resp_err_t e = rd_kafka_offsets_store(l->rk, list);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) /* a partition revoked meanwhile: its next owner reads the records again */
+        log_warn(l->o->component, "offsets not stored; the records will be read again", "group=%s error=\"%s\"",
                  l->o->group, rd_kafka_err2str(e));
     rd_kafka_topic_partition_list_destroy(list);
 }
@@ -422,6 +448,9 @@ static int check_opts(const consume_opts *o, todo_err *err)
     if (o->batch < 1 || o->max_attempts < 1)
         return todo_err_set(err, TODO_EINVAL, "consume: batch (%d) and max_attempts (%d) must be 1 or more", o->batch,
                             o->max_attempts);
+    if (o->commit_interval_ms < 0 || o->fetch_wait_ms < 0)
+        return todo_err_set(err, TODO_EINVAL, "consume: commit_interval_ms (%d) and fetch_wait_ms (%d) must be 0 or more",
+                            o->commit_interval_ms, o->fetch_wait_ms);
     if (o->apply == NULL || o->should_stop == NULL)
         return todo_err_set(err, TODO_EINVAL, "consume: apply and should_stop are required");
     return TODO_OK;
@@ -445,7 +474,11 @@ int consume_run(const consume_opts *o, todo_err *err)
         goto out;
     }
     init_metrics(&l);
-    l.rk = kafkax_consumer_new_stats(o->brokers, o->group, o->topics, o->n_topics, o->tail, on_consumer_stats, &l, err);
+    kafkax_consumer_opts ko = {.tail = o->tail, .stats = on_consumer_stats, .committed = on_committed, .opaque = &l,
+                               .fetch_wait_ms = o->fetch_wait_ms,
+                               .commit_interval_ms = o->commit_interval_ms > 0 ? o->commit_interval_ms
+                                                                               : CONSUME_COMMIT_INTERVAL_MS};
+    l.rk = kafkax_consumer_new_opts(o->brokers, o->group, o->topics, o->n_topics, &ko, err);
     if (l.rk == NULL || (l.dlq = dlq_producer_new(&l, err)) == NULL) {
         rc = err->code != TODO_OK ? err->code : TODO_EINTERNAL;
         goto out;
@@ -477,7 +510,7 @@ int consume_run(const consume_opts *o, todo_err *err)
         if (done) {
             int dead = 0;
             for (size_t i = 0; i < l.n; i++) dead += l.dead[i] != NULL;
-            commit_offsets(&l);
+            store_offsets(&l);
             /* A redriven record applied: its old letter parks nothing more
              * (its tombstone follows). */
             for (size_t i = 0; i < l.n; i++) {

@@ -6,8 +6,14 @@
  * group and hands them to the caller's applier. When the applier says the
  * batch is durably applied, the records it marked dead are sent to the
  * dead-letter topic (dlq.h) and, once the topic acknowledged every one of
- * them, the offsets after the batch's records are committed. A crash
- * anywhere re-delivers records: the applier must be idempotent.
+ * them, the offsets after the batch's records are stored; librdkafka
+ * commits what is stored every commit interval (CONSUME_COMMIT_INTERVAL_MS
+ * by default), when a rebalance takes partitions away, and when the loop
+ * stops. One commit per interval instead of one per batch: at a few hundred
+ * records a second a batch is one record, and its commit was one broker
+ * request per record per group. A crash anywhere re-delivers records (at
+ * most the interval's worth more than it did): the applier must be
+ * idempotent.
  *
  * Failures. A batch that fails is applied again, after a pause of 1 s
  * doubling to 30 s. When the applier names the one record that failed (a
@@ -38,6 +44,10 @@
 
 #include "todo_err.h"
 
+/* How often the stored offsets are committed, when consume_opts does not
+ * say (milliseconds). */
+#define CONSUME_COMMIT_INTERVAL_MS 100
+
 typedef struct consume_opts {
     const char *brokers;
     const char *group; /* consumer group; also the dead letters' consumer_group */
@@ -47,6 +57,11 @@ typedef struct consume_opts {
     const char *component; /* the log lines' component ("projector", "saga", "notify") */
     int batch;             /* records per batch, 1.. (1: one record at a time) */
     int max_attempts;      /* failures of one record before it is given up on, 1.. */
+    int commit_interval_ms; /* how often stored offsets are committed; 0: CONSUME_COMMIT_INTERVAL_MS */
+    /* 0: records are fetched as they arrive; > 0: a group that can afford
+     * to see them this much later (milliseconds) fetches them in fewer,
+     * larger requests (kafkax_consumer_opts). */
+    int fetch_wait_ms;
     /* Applies msgs[0..n) (borrowed; freed by the loop after the batch).
      * dead[i] set beforehand (non-NULL) marks a record given up on: skip
      * it. The applier sets dead[i] to why for a record to dead-letter (the
@@ -59,15 +74,16 @@ typedef struct consume_opts {
     int (*apply)(void *ctx, rd_kafka_message_t **msgs, size_t n, const char **dead, int *failed, todo_err *err);
     /* Asked between batches and while retrying: nonzero ends the loop. */
     int (*should_stop)(void *ctx);
-    /* Told after each committed batch, with its size and how many of its
-     * records were dead-lettered. May be NULL. */
+    /* Told after each batch whose offsets were stored (committed within
+     * the interval), with its size and how many of its records were
+     * dead-lettered. May be NULL. */
     void (*after_batch)(void *ctx, size_t n, int dead);
     void *ctx;
 } consume_opts;
 
-/* Runs the loop until should_stop says so, then returns TODO_OK; a batch
- * being retried then is left uncommitted (it is read again by the next
- * consumer of the group). Returns a status with err set when it could not
+/* Runs the loop until should_stop says so, commits what it stored, then
+ * returns TODO_OK; a batch being retried then is left uncommitted (it is
+ * read again by the next consumer of the group). Returns a status with err set when it could not
  * start (a bad option, a consumer or producer librdkafka refused). Every
  * call has handles of its own: several may run at once on as many threads,
  * the callbacks being called on the calling thread only. */

@@ -242,16 +242,18 @@ static void tail_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e, rd_kafka_topic
     rd_kafka_assign(rk, parts);
 }
 
-static rd_kafka_t *consumer(const char *brokers, const char *group, const char *const *topics, int n, bool tail,
-                            kafkax_stats_cb stats, void *opaque, todo_err *err)
+static rd_kafka_t *consumer(const char *brokers, const char *group, const char *const *topics, int n,
+                            const kafkax_consumer_opts *o, todo_err *err)
 {
     rd_kafka_conf_t *conf = kafkax_conf_new(brokers, err);
-    char errstr[512];
+    char errstr[512], interval[16];
     rd_kafka_t *rk;
+    bool tail = o->tail;
     if (conf == NULL) return NULL;
-    if (set(conf, "group.id", group, err) ||
-        set(conf, "client.id", group, err) || set(conf, "enable.auto.commit", "false", err) ||
-        set(conf, "enable.auto.offset.store", "false", err) ||
+    snprintf(interval, sizeof interval, "%d", o->commit_interval_ms > 0 ? o->commit_interval_ms : 5000);
+    if (set(conf, "group.id", group, err) || set(conf, "client.id", group, err) ||
+        set(conf, "enable.auto.commit", o->commit_interval_ms > 0 ? "true" : "false", err) ||
+        set(conf, "auto.commit.interval.ms", interval, err) || set(conf, "enable.auto.offset.store", "false", err) ||
         set(conf, "auto.offset.reset", tail ? "latest" : "earliest", err) ||
         set(conf, "session.timeout.ms", "6000", err) || set(conf, "heartbeat.interval.ms", "1500", err) ||
         /* Eager assignment (range): librdkafka 2.0.2's cooperative-sticky
@@ -277,15 +279,26 @@ static rd_kafka_t *consumer(const char *brokers, const char *group, const char *
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
-    if (stats != NULL) {
+    if (o->stats != NULL) {
         if (set(conf, "statistics.interval.ms", "5000", err) != TODO_OK) {
             kafkax_instance_id_release(group, slot);
             rd_kafka_conf_destroy(conf);
             return NULL;
         }
-        rd_kafka_conf_set_stats_cb(conf, stats);
-        rd_kafka_conf_set_opaque(conf, opaque);
+        rd_kafka_conf_set_stats_cb(conf, o->stats);
     }
+    if (o->fetch_wait_ms > 0) {
+        char wait[16], min_bytes[16];
+        snprintf(wait, sizeof wait, "%d", o->fetch_wait_ms);
+        snprintf(min_bytes, sizeof min_bytes, "%d", KAFKAX_FETCH_MIN_BYTES);
+        if (set(conf, "fetch.wait.max.ms", wait, err) || set(conf, "fetch.min.bytes", min_bytes, err)) {
+            kafkax_instance_id_release(group, slot);
+            rd_kafka_conf_destroy(conf);
+            return NULL;
+        }
+    }
+    if (o->committed != NULL) rd_kafka_conf_set_offset_commit_cb(conf, o->committed);
+    rd_kafka_conf_set_opaque(conf, o->opaque);
     rd_kafka_conf_set_log_cb(conf, log_cb);
     if (tail) rd_kafka_conf_set_rebalance_cb(conf, tail_rebalance);
     rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
@@ -312,19 +325,19 @@ static rd_kafka_t *consumer(const char *brokers, const char *group, const char *
 rd_kafka_t *kafkax_consumer_new(const char *brokers, const char *group, const char *const *topics, int n,
                                 todo_err *err)
 {
-    return consumer(brokers, group, topics, n, false, NULL, NULL, err);
+    return consumer(brokers, group, topics, n, &(kafkax_consumer_opts){.tail = false}, err);
 }
 
 rd_kafka_t *kafkax_consumer_new_tail(const char *brokers, const char *group, const char *const *topics, int n,
                                      todo_err *err)
 {
-    return consumer(brokers, group, topics, n, true, NULL, NULL, err);
+    return consumer(brokers, group, topics, n, &(kafkax_consumer_opts){.tail = true}, err);
 }
 
-rd_kafka_t *kafkax_consumer_new_stats(const char *brokers, const char *group, const char *const *topics, int n,
-                                      bool tail, kafkax_stats_cb stats, void *opaque, todo_err *err)
+rd_kafka_t *kafkax_consumer_new_opts(const char *brokers, const char *group, const char *const *topics, int n,
+                                     const kafkax_consumer_opts *o, todo_err *err)
 {
-    return consumer(brokers, group, topics, n, tail, stats, opaque, err);
+    return consumer(brokers, group, topics, n, o, err);
 }
 
 const char *kafkax_header(const rd_kafka_message_t *msg, const char *name, char *buf, size_t cap)

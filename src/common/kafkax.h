@@ -81,10 +81,34 @@ rd_kafka_t *kafkax_consumer_new(const char *brokers, const char *group, const ch
 rd_kafka_t *kafkax_consumer_new_tail(const char *brokers, const char *group, const char *const *topics, int n,
                                      todo_err *err);
 
-/* kafkax_consumer_new (tail: kafkax_consumer_new_tail) with librdkafka's
- * statistics every 5 s, served by the thread that polls the consumer. */
-rd_kafka_t *kafkax_consumer_new_stats(const char *brokers, const char *group, const char *const *topics, int n,
-                                      bool tail, kafkax_stats_cb stats, void *opaque, todo_err *err);
+/* The outcome of an offset commit (rd_kafka_conf_set_offset_commit_cb). */
+typedef void (*kafkax_commit_cb)(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *offsets,
+                                 void *opaque);
+
+/* What the consume loop asks of its consumer beyond kafkax_consumer_new. */
+typedef struct kafkax_consumer_opts {
+    bool tail;               /* as kafkax_consumer_new_tail */
+    kafkax_stats_cb stats;   /* librdkafka's statistics every 5 s; NULL: none */
+    /* > 0: the offsets the caller stores (rd_kafka_offsets_store) are
+     * committed by librdkafka this often (milliseconds), when partitions
+     * are revoked, and at kafkax_consumer_close; 0: offsets are committed
+     * only by the caller (rd_kafka_commit). */
+    int commit_interval_ms;
+    kafkax_commit_cb committed; /* each commit's outcome; NULL: none */
+    /* > 0: a fetch waits at the broker up to this long (milliseconds) for
+     * KAFKAX_FETCH_MIN_BYTES to gather, so that a consumer that can afford
+     * the delay fetches a few times a second instead of once per record;
+     * 0: a fetch returns as soon as one record is there. */
+    int fetch_wait_ms;
+    void *opaque;               /* the callbacks' */
+} kafkax_consumer_opts;
+
+#define KAFKAX_FETCH_MIN_BYTES 262144
+
+/* kafkax_consumer_new with o's options; stats and commit callbacks are
+ * served by the thread that polls the consumer. */
+rd_kafka_t *kafkax_consumer_new_opts(const char *brokers, const char *group, const char *const *topics, int n,
+                                     const kafkax_consumer_opts *o, todo_err *err);
 
 /* How far consumer group `group` is behind on one partition of a topic. */
 typedef struct kafkax_lag {

@@ -159,6 +159,7 @@ const proj_def proj_analytics = {
     .topics = topics,
     .n_topics = sizeof topics / sizeof topics[0],
     .plan = plan,
+    .fetch_wait_ms = 100, /* statistics: a tenth of a second late is invisible, one fetch per event is not */
     .swap_lock = LOCK_ANALYTICS_SWAP,
     .rebuild_lock = LOCK_ANALYTICS_REBUILD,
 };

@@ -68,6 +68,10 @@ typedef struct proj_def {
     bool (*follow)(const Todo__V1__EventEnvelope *env, arena *a, const char **sql, const char **params, int *n);
     bool feed;  /* the live copy adds applied events to their users' update feed */
     bool cache; /* the live copy asks the Redis fast path (proj_cache.h) first */
+    /* 0: events are fetched as they arrive (what readers wait for); > 0:
+     * a projection nobody waits on fetches in fewer requests, up to this
+     * late (consume_opts.fetch_wait_ms). */
+    int fetch_wait_ms;
     const char *swap_lock;    /* advisory lock key: shared by each batch, exclusive by a rebuild's swap */
     const char *rebuild_lock; /* advisory lock key: one rebuild of this projection at a time */
     /* Run in a rebuild's swap transaction, "%s" being the shadow schema; or NULL. */

@@ -127,7 +127,7 @@ int proj_loop_run(const proj_loop_opts *o, todo_err *err)
     consume_opts co = {.brokers = cfg->kafka_brokers, .group = o->group, .topics = o->def->topics,
                        .n_topics = o->def->n_topics, .component = "projector", .batch = cfg->projector_batch,
                        .max_attempts = cfg->consumer_max_attempts, .apply = apply_batch, .should_stop = should_stop,
-                       .after_batch = after_batch, .ctx = &r};
+                       .after_batch = after_batch, .fetch_wait_ms = o->def->fetch_wait_ms, .ctx = &r};
     rc = consume_run(&co, err);
 out:
     pgx_close(r.pg);

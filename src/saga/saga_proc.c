@@ -121,7 +121,8 @@ void saga_proc_consume(saga_proc *p, const char *component, const char *group, c
     role r = {.proc = p, .app_name = app_name, .fn = fn, .ctx = ctx, .why = calloc((size_t)batch, sizeof *r.why)};
     consume_opts o = {.brokers = p->cfg.kafka_brokers, .group = group, .topics = topics, .n_topics = 1, .tail = true,
                       .component = component, .batch = batch, .max_attempts = p->cfg.consumer_max_attempts,
-                      .apply = apply, .should_stop = role_stopping, .ctx = &r};
+                      .apply = apply, .should_stop = role_stopping, .fetch_wait_ms = SAGA_FETCH_WAIT_MS,
+                      .ctx = &r};
     if (r.why == NULL || consume_run(&o, &err) != TODO_OK) {
         log_error(component, "consumer cannot start", "group=%s error=\"%s\"", group,
                   r.why == NULL ? "out of memory" : err.msg);

@@ -88,8 +88,12 @@ int saga_proc_envelope(saga_proc *p, PGconn *pg, const rd_kafka_message_t *m, co
                        Todo__V1__EventEnvelope **env, todo_err *err);
 
 /* Runs a consumer role: topic in group, batches of batch records handled
- * one by one by fn on a connection named app_name. Returns when the
+ * one by one by fn on a connection named app_name. Records are fetched up
+ * to SAGA_FETCH_WAIT_MS after they arrive (a few fetches a second rather
+ * than one per record: the saga reacts to every task event, and nobody
+ * waits on its reaction within a tenth of a second). Returns when the
  * process stops; a consumer that cannot start stops the process. */
+#define SAGA_FETCH_WAIT_MS 100
 void saga_proc_consume(saga_proc *p, const char *component, const char *group, const char *topic, int batch,
                        const char *app_name, saga_record_fn fn, void *ctx);
 

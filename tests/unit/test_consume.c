@@ -20,6 +20,7 @@
 #include "consume.h"
 #include "dlq.h"
 #include "log.h"
+#include "metrics.h"
 #include "shard.h"
 #include "todo/v1/events.pb-c.h"
 
@@ -47,6 +48,7 @@ typedef struct tcase {
     int failing;
     int away_calls;
     int stop_after_calls; /* ALWAYS_AWAY: asks to stop after this many calls */
+    int commit_interval_ms; /* consume_opts' (0: the default) */
     int calls;
     int applied[MAX_RECORDS]; /* times each record was part of an applied batch */
     int dead_seen;            /* sum of after_batch's dead */
@@ -172,7 +174,8 @@ static int run(tcase *t, int batch, int max_attempts)
     const char *topics[] = {SRC};
     consume_opts o = {.brokers = t->bootstraps, .group = t->group, .topics = topics, .n_topics = 1,
                       .component = "test", .batch = batch, .max_attempts = max_attempts, .apply = apply,
-                      .should_stop = should_stop, .after_batch = after_batch, .ctx = t};
+                      .should_stop = should_stop, .after_batch = after_batch, .ctx = t,
+                      .commit_interval_ms = t->commit_interval_ms};
     clock_gettime(CLOCK_MONOTONIC, &t->started);
     int rc = consume_run(&o, &err);
     if (rc != TODO_OK) print_error("consume_run: %s\n", err.msg);
@@ -443,6 +446,36 @@ static void records_behind_a_dead_letter_wait_for_it(void **state)
     assert_non_null(strstr(reasons[10], "parked: behind"));
 }
 
+/* The group's todo_consumer_offset_commits_total{outcome="ok"} (-1: no
+ * such series). */
+static int commits_of(const tcase *t)
+{
+    char *text = metrics_render(NULL), want[160];
+    assert_non_null(text);
+    snprintf(want, sizeof want, "todo_consumer_offset_commits_total{group=\"%s\",outcome=\"ok\"} ", t->group);
+    const char *at = strstr(text, want);
+    int n = at != NULL ? atoi(at + strlen(want)) : -1;
+    free(text);
+    return n;
+}
+
+/* A batch stores its offsets; they are committed once per interval (here
+ * longer than the case) and when the loop stops, not once per batch: ten
+ * batches of one record, at most one commit, and every offset committed. */
+static void offsets_are_committed_per_interval_and_at_stop_not_per_batch(void **state)
+{
+    tcase *t = *state;
+    produce(t, 10);
+    t->mode = APPLY_ALL;
+    t->commit_interval_ms = 600000;
+    assert_int_equal(run(t, 1, 3), TODO_OK);
+    for (int i = 0; i < t->n; i++) assert_int_equal(t->applied[i], 1);
+    assert_int_equal(t->committed, 10);
+    assert_all_committed(t);
+    int commits = commits_of(t);
+    assert_true(commits >= 0 && commits <= 1);
+}
+
 static void bad_options_are_refused_before_connecting(void **state)
 {
     tcase *t = *state;
@@ -454,6 +487,10 @@ static void bad_options_are_refused_before_connecting(void **state)
     assert_int_equal(consume_run(&o, &err), TODO_EINVAL);
     assert_non_null(strstr(err.msg, "batch"));
     o.batch = 1;
+    o.commit_interval_ms = -1;
+    assert_int_equal(consume_run(&o, &err), TODO_EINVAL);
+    assert_non_null(strstr(err.msg, "commit_interval_ms"));
+    o.commit_interval_ms = 0;
     o.apply = NULL;
     assert_int_equal(consume_run(&o, &err), TODO_EINVAL);
 }
@@ -471,6 +508,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(stopping_while_retrying_commits_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(records_behind_a_dead_letter_wait_for_it, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_options_are_refused_before_connecting, setup, teardown),
+        cmocka_unit_test_setup_teardown(offsets_are_committed_per_interval_and_at_stop_not_per_batch, setup,
+                                        teardown),
     };
     return run_shard(tests, argc, argv);
 }

@@ -109,12 +109,47 @@ static void consumers_join_as_static_members_of_an_instance_name(void **state)
     assert_int_equal(kafkax_set_instance(NULL, &err), TODO_OK);
 }
 
+static void conf_is(rd_kafka_t *rk, const char *key, const char *want)
+{
+    char v[256];
+    size_t n = sizeof v;
+    assert_int_equal(rd_kafka_conf_get(rd_kafka_conf(rk), key, v, &n), RD_KAFKA_CONF_OK);
+    assert_string_equal(v, want);
+}
+
+/* The consume loop's consumer: offsets it stores are committed by
+ * librdkafka every interval, and a group that can wait fetches in fewer
+ * requests; a plain consumer commits only when told, and fetches at once. */
+static void a_consumer_commits_per_interval_and_may_wait_for_its_fetches(void **state)
+{
+    (void)state;
+    todo_err err;
+    const char *topics[] = {"t"};
+    rd_kafka_t *plain = kafkax_consumer_new("127.0.0.1:1", "g-plain", topics, 1, &err);
+    kafkax_consumer_opts o = {.commit_interval_ms = 100, .fetch_wait_ms = 250};
+    rd_kafka_t *lazy = kafkax_consumer_new_opts("127.0.0.1:1", "g-lazy", topics, 1, &o, &err);
+    assert_non_null(plain);
+    assert_non_null(lazy);
+    conf_is(plain, "enable.auto.commit", "false");
+    conf_is(plain, "enable.auto.offset.store", "false");
+    conf_is(plain, "fetch.wait.max.ms", "500"); /* librdkafka's default; fetch.min.bytes 1: at once */
+    conf_is(plain, "fetch.min.bytes", "1");
+    conf_is(lazy, "enable.auto.commit", "true");
+    conf_is(lazy, "enable.auto.offset.store", "false"); /* only what the loop applied is committed */
+    conf_is(lazy, "auto.commit.interval.ms", "100");
+    conf_is(lazy, "fetch.wait.max.ms", "250");
+    conf_is(lazy, "fetch.min.bytes", "262144");
+    kafkax_consumer_close(plain);
+    kafkax_consumer_close(lazy);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(security_settings_reach_every_client_configuration),
         cmocka_unit_test(other_settings_and_bad_values_are_refused),
         cmocka_unit_test(consumers_join_as_static_members_of_an_instance_name),
+        cmocka_unit_test(a_consumer_commits_per_interval_and_may_wait_for_its_fetches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
