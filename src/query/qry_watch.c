@@ -46,9 +46,10 @@ struct qry_watch {
     int efd;            /* wakes the hub: a stream added, a message sent, a stream over, stop */
     atomic_bool stop;
     PGconn *pg;
-    bool listening;
+    bool primary;   /* pg is a primary's: notifications can be listened to */
+    bool listening; /* LISTENing to `feed`: while there are streams */
     arena *a;
-    metric_series *open, *sent;
+    metric_series *open, *sent, *listens;
 };
 
 static double now_s(void)
@@ -261,31 +262,46 @@ static void feed_all(qry_watch *w)
     arena_reset(w->a);
 }
 
-/* Makes sure the hub has a connection that listens; true when it has one.
- * A new connection means notifications may have been missed: every stream
- * is looked at. */
+static void set_listening(qry_watch *w, bool on)
+{
+    w->listening = on;
+    metric_set(w->listens, on);
+}
+
+/* Makes sure the hub has a connection, LISTENing to the projector's `feed`
+ * notifications while it has streams and only then (without streams, a
+ * batch of the projector would still wake it and its backend); true when
+ * it has one. A new connection, or a LISTEN that starts, means
+ * notifications may have been missed: every stream is looked at. */
 static bool connect_db(qry_watch *w)
 {
-    if (w->pg != NULL && PQstatus(w->pg) == CONNECTION_OK) return true;
     todo_err err;
-    pgx_close(w->pg);
-    w->pg = NULL;
-    w->listening = false;
-    if (pgx_ensure(&w->pg, w->cfg->pg_url, "todo-query-watch", &err) != 0) {
+    if (w->pg == NULL || PQstatus(w->pg) != CONNECTION_OK) {
         pgx_close(w->pg);
         w->pg = NULL;
-        return false;
-    }
-    const char *standby = PQparameterStatus(w->pg, "in_hot_standby");
-    if (standby == NULL || strcmp(standby, "on") != 0) {
-        if (pgx_cmd(w->pg, "listen feed", 0, NULL, &err) != 0) {
+        w->primary = false;
+        set_listening(w, false);
+        if (pgx_ensure(&w->pg, w->cfg->pg_url, "todo-query-watch", &err) != 0) {
             pgx_close(w->pg);
             w->pg = NULL;
             return false;
         }
-        w->listening = true;
+        const char *standby = PQparameterStatus(w->pg, "in_hot_standby");
+        w->primary = standby == NULL || strcmp(standby, "on") != 0;
+        for (int i = 0; i < w->n; i++) w->subs[i]->dirty = true;
     }
-    for (int i = 0; i < w->n; i++) w->subs[i]->dirty = true;
+    bool want = w->primary && w->n > 0;
+    if (want != w->listening) {
+        if (pgx_cmd(w->pg, want ? "listen feed" : "unlisten feed", 0, NULL, &err) != 0) {
+            pgx_close(w->pg);
+            w->pg = NULL;
+            set_listening(w, false);
+            return false;
+        }
+        set_listening(w, want);
+        if (want)
+            for (int i = 0; i < w->n; i++) w->subs[i]->dirty = true;
+    }
     return true;
 }
 
@@ -308,7 +324,9 @@ static void *hub_main(void *arg)
     double next_sweep = now_s() + w->cfg->watch_keepalive_ms / 1000.0;
     while (!atomic_load(&w->stop)) {
         bool db = connect_db(w);
-        int timeout = db && w->listening ? 1000 : STANDBY_POLL_MS;
+        /* A primary's hub sleeps until notified (or, without streams, until
+         * one comes); a standby's looks every STANDBY_POLL_MS. */
+        int timeout = db && w->primary ? 1000 : STANDBY_POLL_MS;
         /* Notifications libpq took in with the last round's answers: the
          * socket will not say so. */
         if (db && w->listening && PQisBusy(w->pg) == 0 && notifies_waiting(w)) timeout = 0;
@@ -320,8 +338,12 @@ static void *hub_main(void *arg)
             }
         }
         take_adds(w);
+        /* A stream's first read after the LISTEN: nothing falls between. */
+        if (db && w->primary && w->n > 0 && !w->listening) db = connect_db(w);
         bool all = !db || !w->listening || now_s() >= next_sweep;
-        if (db && w->listening) {
+        /* Also when not listening but the socket speaks: a connection the
+         * server closed is noticed here, not polled for in a loop. */
+        if (db && (w->listening || pfd[1].revents != 0)) {
             PQconsumeInput(w->pg);
             PGnotify *nt;
             while ((nt = PQnotifies(w->pg)) != NULL) {
@@ -355,6 +377,10 @@ qry_watch *qry_watch_start(const todo_config *cfg, todo_err *err)
     pthread_mutex_init(&w->mu, NULL);
     w->open = metric_only(metric_gauge("todo_watch_streams", "WatchUpdates streams open now.", NULL));
     w->sent = metric_only(metric_counter("todo_watch_updates_total", "Updates sent on WatchUpdates streams.", NULL));
+    w->listens = metric_only(metric_gauge("todo_watch_listening",
+                                          "1 while the watch hub LISTENs to the projector's feed notifications "
+                                          "(only while WatchUpdates streams are open).",
+                                          NULL));
     if (w->efd < 0 || pthread_create(&w->thread, NULL, hub_main, w) != 0) {
         if (w->efd >= 0) close(w->efd);
         pthread_mutex_destroy(&w->mu);

@@ -16,7 +16,9 @@ Checked, each for a user of its own:
     UNAUTHENTICATED), a position or token whose updates were pruned
     included;
   - a client that reads nothing while its updates pile up is ended with
-    RESOURCE_EXHAUSTED, after everything its buffer held, and resumes.
+    RESOURCE_EXHAUSTED, after everything its buffer held, and resumes;
+  - the hub LISTENs to the projector's notifications only while streams
+    are open (todo_watch_listening): without them, no batch wakes it.
 
 usage: test_watch.py BIN_DIR (build/<tree>/src)
 """
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 
 import grpc
@@ -84,9 +87,13 @@ class Services:
         os.makedirs(LOGS, exist_ok=True)
         self.command = "127.0.0.1:%d" % free_port()
         self.query = "127.0.0.1:%d" % free_port()
+        self.query_metrics = "127.0.0.1:%d" % free_port()
         self.env = dict(os.environ, TODO_COMMAND_ADDR=self.command, TODO_QUERY_ADDR=self.query,
                         TODO_WATCH_KEEPALIVE_MS=str(KEEPALIVE_MS), TODO_WATCH_STALL_MS=str(STALL_MS),
-                        TODO_METRICS="off")
+                        TODO_QUERY_METRICS_ADDR=self.query_metrics,
+                        TODO_COMMAND_METRICS_ADDR="127.0.0.1:%d" % free_port(),
+                        TODO_PROJECTOR_METRICS_ADDR="127.0.0.1:%d" % free_port())
+        self.env.pop("TODO_METRICS", None)
         self.procs = {}
         for name in ("command", "projection", "query"):
             self.start(name)
@@ -178,6 +185,42 @@ def refused(addr, md, **req):
     end = w.end
     w.close()
     return u, end
+
+
+def listening(svc):
+    """todo-query's todo_watch_listening gauge (None: not there)."""
+    with urllib.request.urlopen("http://%s/metrics" % svc.query_metrics, timeout=WAIT_S) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("todo_watch_listening "):
+                return float(line.split()[1])
+    return None
+
+
+def eventually(fn, want):
+    deadline = time.time() + WAIT_S
+    while time.time() < deadline:
+        got = fn()
+        if got == want:
+            return got
+        time.sleep(0.1)
+    return fn()
+
+
+def test_listens_only_while_streams_are_open(svc):
+    md = token("watch-listen-" + uuid.uuid4().hex[:8])
+    check(eventually(lambda: listening(svc), 0) == 0, "without streams the hub does not LISTEN")
+    command(svc, "CreateTask", CreateTask(title="Nobody watches this one"), md)
+    w = Watch(svc.query, md)
+    w.next(keepalives=True)
+    check(eventually(lambda: listening(svc), 1) == 1, "with a stream open the hub LISTENs")
+    t = command(svc, "CreateTask", CreateTask(title="Watched"), md)
+    u = w.next()
+    if u is not None and u.entity_id != t.id:  # the first task, if projected after the stream began
+        u = w.next()
+    check(u is not None and u.entity_id == t.id and u.task.title == "Watched",
+          "a stream opened while the hub did not listen gets what follows")
+    w.close()
+    check(eventually(lambda: listening(svc), 0) == 0, "once the last stream is over the hub stops listening")
 
 
 def test_from_now_in_order(svc):
@@ -338,7 +381,7 @@ def main():
         return 0
     svc = Services()
     try:
-        for t in (test_from_now_in_order, test_resume, test_refusals, test_pruned, test_slow_client):
+        for t in (test_listens_only_while_streams_are_open, test_from_now_in_order, test_resume, test_refusals, test_pruned, test_slow_client):
             try:
                 t(svc)
             except Exception as e:  # a timeout or a broken stream: the test fails, the others run
