@@ -63,8 +63,10 @@ static void init_metrics(loop *l)
                                      "not its business; dead_lettered: sent to system.dlq.v1).", "group,outcome");
     l->handled = metric_with(records, g, "handled");
     l->dead_lettered = metric_with(records, g, "dead_lettered");
-    l->batches = metric_with(metric_counter("todo_consumer_batches_total", "Batches committed by a consumer group.",
-                                            "group"), g);
+    l->batches = metric_with(metric_counter("todo_consumer_batches_total",
+                                            "Batches a consumer group applied (their offsets are committed within "
+                                            "the commit interval).", "group"),
+                             g);
     l->retries = metric_with(metric_counter("todo_consumer_retries_total",
                                             "Batches a consumer group had to apply again after a failure.", "group"),
                              g);
@@ -85,7 +87,7 @@ static void init_metrics(loop *l)
     l->commits = metric_with(commits, g, "ok");
     l->commits_failed = metric_with(commits, g, "failed");
     l->seconds = metric_with(metric_histogram("todo_consumer_batch_seconds",
-                                              "Time from a batch's poll to its commit (retries included).", "group",
+                                              "Time from a batch's poll to its offsets being stored (retries included).", "group",
                                               METRIC_LATENCY_BUCKETS, METRIC_N_LATENCY_BUCKETS), g);
 }
 
@@ -152,11 +154,11 @@ static struct part *part_of(loop *l, const rd_kafka_message_t *m)
     p->committed = -1;
     p->oldest_ms = -1;
     p->lag = metric_with(metric_gauge("todo_consumer_lag_records",
-                                      "Records of a partition a consumer group has not committed yet (from the "
+                                      "Records of a partition a consumer group has not applied yet (from the "
                                       "partition's high watermark as last fetched).", "group,topic,partition"),
                          l->o->group, topic, partition);
     p->lag_s = metric_with(metric_gauge("todo_consumer_lag_seconds",
-                                        "Age of the oldest record of a partition a consumer group has not committed "
+                                        "Age of the oldest record of a partition a consumer group has not applied "
                                         "yet (0 when caught up; an upper bound while idle).",
                                         "group,topic,partition"),
                            l->o->group, topic, partition);
