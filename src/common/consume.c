@@ -86,9 +86,10 @@ static void init_metrics(loop *l)
                                      "while records come, not one per batch.", "group,outcome");
     l->commits = metric_with(commits, g, "ok");
     l->commits_failed = metric_with(commits, g, "failed");
-    l->seconds = metric_with(metric_histogram("todo_consumer_batch_seconds",
-                                              "Time from a batch's poll to its offsets being stored (retries included).", "group",
-                                              METRIC_LATENCY_BUCKETS, METRIC_N_LATENCY_BUCKETS), g);
+    metric *seconds = metric_histogram("todo_consumer_batch_seconds",
+                                       "Time from a batch's poll to its offsets being stored (retries included).",
+                                       "group", METRIC_LATENCY_BUCKETS, METRIC_N_LATENCY_BUCKETS);
+    l->seconds = metric_with(seconds, g);
 }
 
 /* librdkafka's statistics of the consumer (every 5 s, on the polling
@@ -451,7 +452,8 @@ static int check_opts(const consume_opts *o, todo_err *err)
         return todo_err_set(err, TODO_EINVAL, "consume: batch (%d) and max_attempts (%d) must be 1 or more", o->batch,
                             o->max_attempts);
     if (o->commit_interval_ms < 0 || o->fetch_wait_ms < 0)
-        return todo_err_set(err, TODO_EINVAL, "consume: commit_interval_ms (%d) and fetch_wait_ms (%d) must be 0 or more",
+        return todo_err_set(err, TODO_EINVAL,
+                            "consume: commit_interval_ms (%d) and fetch_wait_ms (%d) must be 0 or more",
                             o->commit_interval_ms, o->fetch_wait_ms);
     if (o->apply == NULL || o->should_stop == NULL)
         return todo_err_set(err, TODO_EINVAL, "consume: apply and should_stop are required");

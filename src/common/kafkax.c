@@ -242,19 +242,16 @@ static void tail_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e, rd_kafka_topic
     rd_kafka_assign(rk, parts);
 }
 
-static rd_kafka_t *consumer(const char *brokers, const char *group, const char *const *topics, int n,
-                            const kafkax_consumer_opts *o, todo_err *err)
+/* The consumer's settings but its instance id: the caller's options on top
+ * of the house's defaults. On failure err names the setting. */
+static int consumer_settings(rd_kafka_conf_t *conf, const char *group, const kafkax_consumer_opts *o, todo_err *err)
 {
-    rd_kafka_conf_t *conf = kafkax_conf_new(brokers, err);
-    char errstr[512], interval[16];
-    rd_kafka_t *rk;
-    bool tail = o->tail;
-    if (conf == NULL) return NULL;
+    char interval[16];
     snprintf(interval, sizeof interval, "%d", o->commit_interval_ms > 0 ? o->commit_interval_ms : 5000);
     if (set(conf, "group.id", group, err) || set(conf, "client.id", group, err) ||
         set(conf, "enable.auto.commit", o->commit_interval_ms > 0 ? "true" : "false", err) ||
         set(conf, "auto.commit.interval.ms", interval, err) || set(conf, "enable.auto.offset.store", "false", err) ||
-        set(conf, "auto.offset.reset", tail ? "latest" : "earliest", err) ||
+        set(conf, "auto.offset.reset", o->tail ? "latest" : "earliest", err) ||
         set(conf, "session.timeout.ms", "6000", err) || set(conf, "heartbeat.interval.ms", "1500", err) ||
         /* Eager assignment (range): librdkafka 2.0.2's cooperative-sticky
          * assignor aborts the process when a consumer that never had an
@@ -265,79 +262,73 @@ static rd_kafka_t *consumer(const char *brokers, const char *group, const char *
         set(conf, "enable.partition.eof", "false", err) || set(conf, "reconnect.backoff.max.ms", "1000", err) ||
         /* Bound the prefetch: librdkafka's default (64 MiB per consumer)
          * made a projector catching up on a long topic weigh 130 MiB. */
-        set(conf, "queued.max.messages.kbytes", "8192", err)) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    /* Static membership: a restarted instance takes back its partitions
-     * without a rebalance, and until it is back (session.timeout.ms) they
-     * wait for it rather than move twice. */
-    char id[256];
-    int slot = kafkax_instance_id(group, id, sizeof id);
-    if (slot >= 0 && set(conf, "group.instance.id", id, err) != TODO_OK) {
-        kafkax_instance_id_release(group, slot);
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
+        set(conf, "queued.max.messages.kbytes", "8192", err))
+        return TODO_EINVAL;
     if (o->stats != NULL) {
-        if (set(conf, "statistics.interval.ms", "5000", err) != TODO_OK) {
-            kafkax_instance_id_release(group, slot);
-            rd_kafka_conf_destroy(conf);
-            return NULL;
-        }
+        if (set(conf, "statistics.interval.ms", "5000", err) != TODO_OK) return TODO_EINVAL;
         rd_kafka_conf_set_stats_cb(conf, o->stats);
     }
     if (o->fetch_wait_ms > 0) {
         char wait[16], min_bytes[16];
         snprintf(wait, sizeof wait, "%d", o->fetch_wait_ms);
         snprintf(min_bytes, sizeof min_bytes, "%d", KAFKAX_FETCH_MIN_BYTES);
-        if (set(conf, "fetch.wait.max.ms", wait, err) || set(conf, "fetch.min.bytes", min_bytes, err)) {
-            kafkax_instance_id_release(group, slot);
-            rd_kafka_conf_destroy(conf);
-            return NULL;
-        }
+        if (set(conf, "fetch.wait.max.ms", wait, err) || set(conf, "fetch.min.bytes", min_bytes, err))
+            return TODO_EINVAL;
     }
     if (o->committed != NULL) rd_kafka_conf_set_offset_commit_cb(conf, o->committed);
     rd_kafka_conf_set_opaque(conf, o->opaque);
     rd_kafka_conf_set_log_cb(conf, log_cb);
-    if (tail) rd_kafka_conf_set_rebalance_cb(conf, tail_rebalance);
+    if (o->tail) rd_kafka_conf_set_rebalance_cb(conf, tail_rebalance);
+    return TODO_OK;
+}
+
+rd_kafka_t *kafkax_consumer_new_opts(const char *brokers, const char *group, const char *const *topics, int n,
+                                     const kafkax_consumer_opts *o, todo_err *err)
+{
+    rd_kafka_conf_t *conf = kafkax_conf_new(brokers, err);
+    char errstr[512], id[256];
+    if (conf == NULL) return NULL;
+    /* Static membership: a restarted instance takes back its partitions
+     * without a rebalance, and until it is back (session.timeout.ms) they
+     * wait for it rather than move twice. */
+    int slot = kafkax_instance_id(group, id, sizeof id);
+    rd_kafka_t *rk = NULL;
+    if (consumer_settings(conf, group, o, err) != TODO_OK ||
+        (slot >= 0 && set(conf, "group.instance.id", id, err) != TODO_OK))
+        goto fail;
     rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
     if (rk == NULL) {
-        kafkax_instance_id_release(group, slot);
-        rd_kafka_conf_destroy(conf);
         todo_err_set(err, TODO_EINVAL, "kafka consumer: %s", errstr);
-        return NULL;
+        goto fail;
     }
+    conf = NULL; /* rd_kafka_new took it */
     rd_kafka_poll_set_consumer(rk);
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(n);
     for (int i = 0; i < n; i++) rd_kafka_topic_partition_list_add(list, topics[i], RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t e = rd_kafka_subscribe(rk, list);
     rd_kafka_topic_partition_list_destroy(list);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        kafkax_instance_id_release(group, slot);
-        rd_kafka_destroy(rk);
         todo_err_set(err, TODO_EUNAVAIL, "kafka subscribe: %s", rd_kafka_err2str(e));
-        return NULL;
+        goto fail;
     }
     return rk;
+fail:
+    kafkax_instance_id_release(group, slot);
+    if (rk != NULL) rd_kafka_destroy(rk);
+    if (conf != NULL) rd_kafka_conf_destroy(conf);
+    return NULL;
 }
 
 rd_kafka_t *kafkax_consumer_new(const char *brokers, const char *group, const char *const *topics, int n,
                                 todo_err *err)
 {
-    return consumer(brokers, group, topics, n, &(kafkax_consumer_opts){.tail = false}, err);
+    return kafkax_consumer_new_opts(brokers, group, topics, n, &(kafkax_consumer_opts){.tail = false}, err);
 }
 
 rd_kafka_t *kafkax_consumer_new_tail(const char *brokers, const char *group, const char *const *topics, int n,
                                      todo_err *err)
 {
-    return consumer(brokers, group, topics, n, &(kafkax_consumer_opts){.tail = true}, err);
-}
-
-rd_kafka_t *kafkax_consumer_new_opts(const char *brokers, const char *group, const char *const *topics, int n,
-                                     const kafkax_consumer_opts *o, todo_err *err)
-{
-    return consumer(brokers, group, topics, n, o, err);
+    return kafkax_consumer_new_opts(brokers, group, topics, n, &(kafkax_consumer_opts){.tail = true}, err);
 }
 
 const char *kafkax_header(const rd_kafka_message_t *msg, const char *name, char *buf, size_t cap)
