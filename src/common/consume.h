@@ -6,14 +6,14 @@
  * group and hands them to the caller's applier. When the applier says the
  * batch is durably applied, the records it marked dead are sent to the
  * dead-letter topic (dlq.h) and, once the topic acknowledged every one of
- * them, the offsets after the batch's records are stored; librdkafka
- * commits what is stored every commit interval (CONSUME_COMMIT_INTERVAL_MS
- * by default), when a rebalance takes partitions away, and when the loop
- * stops. One commit per interval instead of one per batch: at a few hundred
- * records a second a batch is one record, and its commit was one broker
- * request per record per group. A crash anywhere re-delivers records (at
- * most the interval's worth more than it did): the applier must be
- * idempotent.
+ * them, the offsets after the batch's records are stored. The loop commits
+ * what is stored at most once per commit interval (CONSUME_COMMIT_INTERVAL_MS
+ * by default) and only when something was stored; librdkafka commits it
+ * when a rebalance takes partitions away and when the loop stops. One
+ * commit per interval instead of one per batch: at a few hundred records a
+ * second a batch is one record, and its commit was one broker request per
+ * record per group. A crash anywhere re-delivers records (at most the
+ * interval's worth more than it did): the applier must be idempotent.
  *
  * Failures. A batch that fails is applied again, after a pause of 1 s
  * doubling to 30 s. When the applier names the one record that failed (a
@@ -47,6 +47,10 @@
 /* How often the stored offsets are committed, when consume_opts does not
  * say (milliseconds). */
 #define CONSUME_COMMIT_INTERVAL_MS 100
+
+/* librdkafka's own commit timer (milliseconds; the commit interval when
+ * that is longer): a backstop, the loop commits first. */
+#define CONSUME_COMMIT_BACKSTOP_MS 5000
 
 typedef struct consume_opts {
     const char *brokers;

@@ -49,6 +49,9 @@ typedef struct tcase {
     int away_calls;
     int stop_after_calls; /* ALWAYS_AWAY: asks to stop after this many calls */
     int commit_interval_ms; /* consume_opts' (0: the default) */
+    int linger_ms;          /* > 0: the loop runs on this long after every record is committed */
+    struct timespec all_in; /* when every record was (linger) */
+    int ok_commits_in_linger; /* commits_of when the linger ended */
     int calls;
     int applied[MAX_RECORDS]; /* times each record was part of an applied batch */
     int dead_seen;            /* sum of after_batch's dead */
@@ -96,11 +99,21 @@ static int elapsed_s(const tcase *t)
     return (int)(now.tv_sec - t->started.tv_sec);
 }
 
+static int commits_of(const tcase *t);
+
 static int should_stop(void *ctx)
 {
     tcase *t = ctx;
     if (t->mode == ALWAYS_AWAY) return t->calls >= t->stop_after_calls;
-    return t->committed >= (size_t)t->n || elapsed_s(t) >= CASE_LIMIT_S;
+    if (elapsed_s(t) >= CASE_LIMIT_S) return 1;
+    if (t->committed < (size_t)t->n) return 0;
+    if (t->linger_ms <= 0) return 1;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (t->all_in.tv_sec == 0) t->all_in = now;
+    if ((now.tv_sec - t->all_in.tv_sec) * 1000 + (now.tv_nsec - t->all_in.tv_nsec) / 1000000 < t->linger_ms) return 0;
+    t->ok_commits_in_linger = commits_of(t);
+    return 1;
 }
 
 static void after_batch(void *ctx, size_t n, int dead)
@@ -476,6 +489,22 @@ static void offsets_are_committed_per_interval_and_at_stop_not_per_batch(void **
     assert_true(commits >= 0 && commits <= 1);
 }
 
+/* Stored offsets are committed within the interval, without waiting for
+ * more records or the stop: the loop commits them itself (librdkafka's
+ * own timer, every CONSUME_COMMIT_BACKSTOP_MS, comes after the case). */
+static void a_quiet_consumer_commits_its_last_batch_within_the_interval(void **state)
+{
+    tcase *t = *state;
+    produce(t, 2);
+    t->mode = APPLY_ALL;
+    t->commit_interval_ms = 20;
+    t->linger_ms = 1500;
+    assert_int_equal(run(t, 1, 3), TODO_OK);
+    assert_int_equal(t->committed, 2);
+    assert_true(t->ok_commits_in_linger >= 1); /* before the stop's own commit */
+    assert_all_committed(t);
+}
+
 static void bad_options_are_refused_before_connecting(void **state)
 {
     tcase *t = *state;
@@ -509,6 +538,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(records_behind_a_dead_letter_wait_for_it, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_options_are_refused_before_connecting, setup, teardown),
         cmocka_unit_test_setup_teardown(offsets_are_committed_per_interval_and_at_stop_not_per_batch, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_quiet_consumer_commits_its_last_batch_within_the_interval, setup,
                                         teardown),
     };
     return run_shard(tests, argc, argv);
