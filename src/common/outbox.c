@@ -31,6 +31,7 @@ struct outbox_sender {
     rd_kafka_resp_err_t *errors;  /* per row: what Kafka said */
     const char **reasons;         /* per row: why it failed or was refused */
     size_t *sizes;                /* per row: bytes sent */
+    int64_t *times;               /* per row: its event time (us), 0 if none */
     arena *arena;
     /* From librdkafka's statistics (every second, on the polling thread). */
     atomic_int producer_id_assigned; /* the idempotent producer has its id: it can deliver */
@@ -98,8 +99,10 @@ outbox_sender *outbox_sender_new(const char *brokers, const char *client_id, int
     s->errors = calloc((size_t)max_rows, sizeof *s->errors);
     s->reasons = calloc((size_t)max_rows, sizeof *s->reasons);
     s->sizes = calloc((size_t)max_rows, sizeof *s->sizes);
+    s->times = calloc((size_t)max_rows, sizeof *s->times);
     s->arena = arena_new();
-    if (s->state == NULL || s->errors == NULL || s->reasons == NULL || s->sizes == NULL || s->arena == NULL) {
+    if (s->state == NULL || s->errors == NULL || s->reasons == NULL || s->sizes == NULL || s->times == NULL ||
+        s->arena == NULL) {
         todo_err_set(err, TODO_EINTERNAL, "out of memory");
         outbox_sender_free(s);
         return NULL;
@@ -147,6 +150,7 @@ void outbox_sender_free(outbox_sender *s)
     free(s->errors);
     free(s->reasons);
     free(s->sizes);
+    free(s->times);
     free(s);
 }
 
@@ -158,6 +162,11 @@ outbox_state outbox_row_state(const outbox_sender *s, int i)
 const char *outbox_row_reason(const outbox_sender *s, int i)
 {
     return i >= 0 && i < s->max_rows && s->reasons[i] != NULL ? s->reasons[i] : "";
+}
+
+int64_t outbox_row_time_us(const outbox_sender *s, int i)
+{
+    return i >= 0 && i < s->max_rows ? s->times[i] : 0;
 }
 
 /* True when row i shares its key or aggregate with an earlier row that
@@ -204,6 +213,7 @@ static void send_row(outbox_sender *s, const outbox_row *r, int i, bool stamp_po
         s->reasons[i] = arena_printf(s->arena, "the stored envelope does not decode: %s", err.msg);
         return;
     }
+    if (env->time != NULL) s->times[i] = event_timestamp_us(env->time);
     const char *topic = event_topic(env->event_type);
     if (topic == NULL) {
         s->state[i] = OUTBOX_REFUSED;
@@ -241,6 +251,7 @@ int outbox_send(outbox_sender *s, const outbox_row *rows, int n, bool stamp_posi
         s->errors[i] = RD_KAFKA_RESP_ERR_NO_ERROR;
         s->reasons[i] = NULL;
         s->sizes[i] = rows[i].len;
+        s->times[i] = 0;
     }
     for (int i = 0; i < n; i++)
         if (!behind_failure(s, rows, i)) send_row(s, &rows[i], i, stamp_position);
@@ -262,6 +273,13 @@ int outbox_send(outbox_sender *s, const outbox_row *rows, int n, bool stamp_posi
 
 /* ---- the publisher ---- */
 
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 struct outbox {
     const outbox_table *t;
     const outbox_opts *o;
@@ -277,6 +295,7 @@ struct outbox {
     time_t last_status, last_backlog_log;
     metric_series *published, *parked, *unpublished, *oldest, *parked_rows, *waiting, *active;
     metric_series *producer_ready, *queued, *brokers_up;
+    metric_series *delay;  /* per published row: its event time to Kafka's acknowledgement */
     atomic_int kafka_ready;
 };
 
@@ -325,6 +344,11 @@ static void init_metrics(outbox *ob)
     ob->queued = metric_with(metric_gauge("todo_outbox_producer_queued_messages",
                                           "Messages waiting in the outbox's producer (librdkafka's msg_cnt).",
                                           "outbox"), t);
+    ob->delay = metric_with(metric_histogram("todo_outbox_publish_delay_seconds",
+                                             "Time from an event's time (set by the command or saga that wrote "
+                                             "it, just before its transaction) to Kafka's acknowledgement of it, "
+                                             "per event this instance published.",
+                                             "outbox", METRIC_LATENCY_BUCKETS, METRIC_N_LATENCY_BUCKETS), t);
     ob->brokers_up = metric_with(metric_gauge("todo_outbox_producer_brokers_up",
                                               "Kafka brokers the outbox's producer is connected to.", "outbox"), t);
 }
@@ -462,6 +486,12 @@ static int publish_batch(outbox *ob, PGresult *res)
                                .aggregate = PQgetvalue(res, i, 2), .bytes = bytes, .len = raw != NULL ? len : 0};
     }
     int acked = outbox_send(ob->sender, rows, n, ob->t->stamp_position, &ob->stop);
+    double acked_at_us = (double)wall_us();
+    for (int i = 0; i < n; i++) {
+        int64_t t = outbox_row_time_us(ob->sender, i);
+        if (outbox_row_state(ob->sender, i) == OUTBOX_OK && t > 0)
+            metric_observe(ob->delay, acked_at_us > (double)t ? (acked_at_us - (double)t) / 1e6 : 0);
+    }
 
     size_t cap = (size_t)n * 21 + 3, off = 0;
     char *ids = arena_alloc(ob->arena, cap);

@@ -105,6 +105,10 @@ bool outbox_sender_ready(outbox_sender *s);
 /* Why row i failed or was refused ("" otherwise). */
 const char *outbox_row_reason(const outbox_sender *s, int i);
 
+/* Row i's event time (its envelope's `time`, microseconds since the
+ * epoch), or 0 when it has none or did not decode. */
+int64_t outbox_row_time_us(const outbox_sender *s, int i);
+
 /* ---- the publisher (a table, a thread) ---- */
 
 /* An outbox table, as SQL. */

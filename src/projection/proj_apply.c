@@ -9,10 +9,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "event.h"
 #include "keystore.h"
 #include "log.h"
+#include "metrics.h"
 #include "trace.h"
 #include "pgx.h"
 #include "proj_cache.h"
@@ -380,6 +382,20 @@ static bool by_id(const proj_def *def, const Todo__V1__EventEnvelope *env)
     return def->by_event_id != NULL && def->by_event_id(env);
 }
 
+/* How long each applied event took from its time to the read model. */
+static void observe_delays(metric_series *delay, Todo__V1__EventEnvelope **envs, const outcome *out, size_t n)
+{
+    if (delay == NULL) return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double now_us = (double)ts.tv_sec * 1e6 + (double)(ts.tv_nsec / 1000);
+    for (size_t i = 0; i < n; i++) {
+        if (out[i] != APPLIED || envs[i] == NULL || envs[i]->time == NULL) continue;
+        double t = (double)event_timestamp_us(envs[i]->time);
+        metric_observe(delay, now_us > t ? (now_us - t) / 1e6 : 0);
+    }
+}
+
 static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, const char **dead,
                      const proj_status *ps, proj_stats *st, bool one_by_one, todo_err *err)
 {
@@ -520,6 +536,7 @@ static int run_batch(PGconn *pg, rd_kafka_message_t **msgs, size_t n, arena *a, 
     }
     add_stmt(&tail, a, "commit", 0, NULL);
     if ((rc = pgx_pipeline(pg, tail.s, tail.n, NULL, NULL, err)) != 0) goto fail;
+    observe_delays(ps->delay, envs, out, n);
     proj_cache_flush(cache); /* only what the database holds now */
     for (size_t i = 0; i < n && ps->keys != NULL; i++)
         if (out[i] == APPLIED && strcmp(envs[i]->event_type, "user.erased") == 0) keystore_forget(ps->keys, envs[i]->user_id);

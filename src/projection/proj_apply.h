@@ -78,6 +78,9 @@ typedef struct proj_status {
     struct proj_cache *cache; /* the Redis fast path, or NULL */
     struct reg_resolver *schemas; /* resolves the records' schema ids (reg_local.h), or NULL: ids not checked */
     struct keystore *keys;    /* the users' data keys (keystore.h): sealed fields opened, erased users skipped */
+    /* Per applied event, its time (the envelope's) to its batch's commit;
+     * NULL: not observed (a rebuild's replay of old events). */
+    struct metric_series *delay;
 } proj_status;
 
 /* proj_apply_batch, also recording status in the batch's transaction. */

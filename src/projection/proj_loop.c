@@ -14,6 +14,7 @@
 #include "consume.h"
 #include "keystore.h"
 #include "log.h"
+#include "metrics.h"
 #include "pgx.h"
 #include "proj_cache.h"
 #include "reg_local.h"
@@ -123,6 +124,13 @@ int proj_loop_run(const proj_loop_opts *o, todo_err *err)
         rc = err->code;
         goto out;
     }
+    if (!o->shadow)
+        r.base.delay = metric_with(metric_histogram("todo_projection_event_delay_seconds",
+                                                    "Time from an event's time (set by the command or saga that "
+                                                    "wrote it, just before its transaction) to the commit of the "
+                                                    "batch that applied it to the projection.",
+                                                    "group", METRIC_LATENCY_BUCKETS, METRIC_N_LATENCY_BUCKETS),
+                                   o->group);
     log_info("projector", "projecting", "projection=%s group=%s schema=%s", o->def->name, o->group, o->schema);
     consume_opts co = {.brokers = cfg->kafka_brokers, .group = o->group, .topics = o->def->topics,
                        .n_topics = o->def->n_topics, .component = "projector", .batch = cfg->projector_batch,

@@ -204,6 +204,10 @@ static void prometheus_counts_exactly_the_calls_made(void **state)
     assert_true(promql_reaches("up{job=\"todo-saga\"}", 1));
     double ok0 = promql(ok), refused0 = promql(refused);
     double published0 = promql("sum(todo_outbox_published_total{outbox=\"write.events\"}) or vector(0)");
+    const char *relayed = "sum(todo_outbox_publish_delay_seconds_count{outbox=\"write.events\"}) or vector(0)";
+    const char *projected = "sum(todo_projection_event_delay_seconds_count{group=\"projection-task-read-v1\"})"
+                            " or vector(0)";
+    double relayed0 = promql(relayed), projected0 = promql(projected);
     char user[64];
     harness_user(user, "metrics");
     char *auth = harness_bearer(user, 600, NULL);
@@ -230,6 +234,11 @@ static void prometheus_counts_exactly_the_calls_made(void **state)
     assert_true(promql_reaches("max(todo_consumer_lag_records{group=\"projection-task-read-v1\"})", 0));
     assert_true(promql_reaches("sum(todo_consumer_records_total{group=\"projection-task-read-v1\","
                                "outcome=\"handled\"}) >= bool 7", 1));
+    /* Each event's way to Kafka and to the read model was timed. */
+    snprintf(q, sizeof q, "(%s) - %.0f >= bool 7", relayed, relayed0);
+    assert_true(promql_reaches(q, 1));
+    snprintf(q, sizeof q, "(%s) - %.0f >= bool 7", projected, projected0);
+    assert_true(promql_reaches(q, 1));
     /* The latency histogram counted every CreateTask call. */
     snprintf(q, sizeof q, "sum(grpc_server_handling_seconds_count{grpc_method=\"CreateTask\"})");
     double calls = promql(q);
