@@ -273,13 +273,6 @@ int outbox_send(outbox_sender *s, const outbox_row *rows, int n, bool stamp_posi
 
 /* ---- the publisher ---- */
 
-static int64_t wall_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 struct outbox {
     const outbox_table *t;
     const outbox_opts *o;
@@ -486,7 +479,7 @@ static int publish_batch(outbox *ob, PGresult *res)
                                .aggregate = PQgetvalue(res, i, 2), .bytes = bytes, .len = raw != NULL ? len : 0};
     }
     int acked = outbox_send(ob->sender, rows, n, ob->t->stamp_position, &ob->stop);
-    double acked_at_us = (double)wall_us();
+    double acked_at_us = (double)event_now_us();
     for (int i = 0; i < n; i++) {
         int64_t t = outbox_row_time_us(ob->sender, i);
         if (outbox_row_state(ob->sender, i) == OUTBOX_OK && t > 0)

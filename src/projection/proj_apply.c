@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "event.h"
 #include "keystore.h"
@@ -386,9 +385,7 @@ static bool by_id(const proj_def *def, const Todo__V1__EventEnvelope *env)
 static void observe_delays(metric_series *delay, Todo__V1__EventEnvelope **envs, const outcome *out, size_t n)
 {
     if (delay == NULL) return;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    double now_us = (double)ts.tv_sec * 1e6 + (double)(ts.tv_nsec / 1000);
+    double now_us = (double)event_now_us();
     for (size_t i = 0; i < n; i++) {
         if (out[i] != APPLIED || envs[i] == NULL || envs[i]->time == NULL) continue;
         double t = (double)event_timestamp_us(envs[i]->time);
