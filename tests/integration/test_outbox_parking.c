@@ -377,25 +377,74 @@ static void the_relay_reads_its_backlog_once_not_once_per_row(void **state)
 /* An outbox publisher whose status query takes a minute still publishes:
  * the query is cut at 2 s (outbox.c), since the publisher waits for it. A
  * table of the test's own, so the stack's relay is not involved. */
+/* A test outbox table public.<name>, made anew, and its statements; the
+ * status statement ends with status_from (a FROM clause, or ""). */
+typedef struct test_outbox {
+    char name[32], table[48], select_sql[192], done_sql[128], park_sql[128], status_sql[192];
+} test_outbox;
+
+static outbox_table test_outbox_table(test_outbox *b, const char *name, const char *lock_key, const char *status_from)
+{
+    snprintf(b->name, sizeof b->name, "%s", name);
+    snprintf(b->table, sizeof b->table, "public.%s", name);
+    char sql[320];
+    snprintf(sql, sizeof sql, "drop table if exists %s", b->table);
+    exec_ok(sql);
+    snprintf(sql, sizeof sql,
+             "create table %s (id bigserial primary key, user_id text not null, aggregate_id text not null,"
+             " envelope bytea not null, event_type text not null, done boolean not null default false)",
+             b->table);
+    exec_ok(sql);
+    snprintf(b->select_sql, sizeof b->select_sql,
+             "select id, user_id, aggregate_id, envelope, event_type from %s where not done order by id limit $1::int",
+             b->table);
+    snprintf(b->done_sql, sizeof b->done_sql, "update %s set done = true where id = any($1::bigint[])", b->table);
+    snprintf(b->park_sql, sizeof b->park_sql,
+             "update %s set done = true where id = $1::bigint and $2::text is not null", b->table);
+    snprintf(b->status_sql, sizeof b->status_sql,
+             "select (select count(*) from %s where not done), 0::float8, 0::bigint, 0::bigint%s", b->table,
+             status_from);
+    return (outbox_table){.name = b->name, .table = b->table, .lock_key = lock_key, .channel = b->name,
+                          .select_sql = b->select_sql, .done_sql = b->done_sql, .park_sql = b->park_sql,
+                          .status_sql = b->status_sql};
+}
+
+/* Inserts one task.updated row of a new user (named after label) into
+ * the test outbox, and waits up to 20 s for the publisher to mark it. */
+static bool one_row_is_published(const test_outbox *b, const char *label, const char *title)
+{
+    char user[64], task_id[37], event_id[37], sql[192];
+    harness_user(user, label);
+    assert_int_equal(text_uuid_v4(task_id), 0);
+    arena *a = arena_new();
+    size_t len;
+    uint8_t *env = task_updated(a, user, task_id, 2, title, "", event_id, &len);
+    const char *p[3] = {user, task_id, (const char *)env};
+    int lengths[3] = {0, 0, (int)len}, formats[3] = {0, 0, 1};
+    snprintf(sql, sizeof sql,
+             "insert into %s (user_id, aggregate_id, envelope, event_type) values ($1, $2, $3, 'task.updated')",
+             b->table);
+    PGresult *r = PQexecParams(harness_db, sql, 3, NULL, p, lengths, formats, 0);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) fail_msg("insert: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    arena_free(a);
+    snprintf(sql, sizeof sql, "select count(*) from %s where user_id = $1 and done", b->table);
+    return wait_for(sql, user, 1, 20000);
+}
+
+static void drop_test_outbox(const test_outbox *b)
+{
+    char sql[96];
+    snprintf(sql, sizeof sql, "drop table %s", b->table);
+    exec_ok(sql);
+}
+
 static void a_slow_status_query_never_holds_events_back(void **state)
 {
     (void)state;
     HARNESS_NEED_STACK();
-    exec_ok("drop table if exists public.slow_outbox");
-    exec_ok("create table public.slow_outbox (id bigserial primary key, user_id text not null, aggregate_id text not null,"
-            " envelope bytea not null, event_type text not null, done boolean not null default false)");
-    const outbox_table t = {
-        .name = "slow-outbox",
-        .table = "public.slow_outbox",
-        .lock_key = "7428399",
-        .channel = "slow_outbox",
-        .select_sql = "select id, user_id, aggregate_id, envelope, event_type from public.slow_outbox where not done"
-                      " order by id limit $1::int",
-        .done_sql = "update public.slow_outbox set done = true where id = any($1::bigint[])",
-        .park_sql = "update public.slow_outbox set done = true where id = $1::bigint and $2::text is not null",
-        .status_sql = "select (select count(*) from public.slow_outbox where not done), 0::float8, 0::bigint,"
-                      " 0::bigint from pg_sleep(60)",
-    };
+    test_outbox b;
+    const outbox_table t = test_outbox_table(&b, "slow_outbox", "7428399", " from pg_sleep(60)");
     const outbox_opts o = {.pg_url = getenv("TODO_PG_URL"), .brokers = getenv("TODO_KAFKA_BROKERS"),
                            .app_name = "test-slow-outbox", .batch = 10, .poll_ms = 100, .max_event_bytes = 1 << 20};
     todo_err err;
@@ -405,25 +454,10 @@ static void a_slow_status_query_never_holds_events_back(void **state)
     assert_true(wait_for("select count(*) from pg_stat_activity where application_name like 'test-slow-outbox%'"
                          " and state = 'active' and query like $1",
                          "%pg_sleep(60)%", 1, 20000));
-    char user[64], task_id[37], event_id[37];
-    harness_user(user, "slow-status");
-    assert_int_equal(text_uuid_v4(task_id), 0);
-    arena *a = arena_new();
-    size_t len;
-    uint8_t *env = task_updated(a, user, task_id, 2, "waits for no gauge", "", event_id, &len);
-    const char *p[3] = {user, task_id, (const char *)env};
-    int lengths[3] = {0, 0, (int)len}, formats[3] = {0, 0, 1};
-    PGresult *r = PQexecParams(harness_db,
-                               "insert into public.slow_outbox (user_id, aggregate_id, envelope, event_type)"
-                               " values ($1, $2, $3, 'task.updated')",
-                               3, NULL, p, lengths, formats, 0);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) fail_msg("insert: %s", PQresultErrorMessage(r));
-    PQclear(r);
-    arena_free(a);
     /* Published well before the status query would have ended (60 s). */
-    bool published = wait_for("select count(*) from public.slow_outbox where user_id = $1 and done", user, 1, 20000);
+    bool published = one_row_is_published(&b, "slow-status", "waits for no gauge");
     outbox_stop(ob);
-    exec_ok("drop table public.slow_outbox");
+    drop_test_outbox(&b);
     assert_true(published);
 }
 
@@ -452,47 +486,19 @@ static void the_publishers_marks_do_not_wait_for_the_wal_flush(void **state)
 {
     (void)state;
     HARNESS_NEED_STACK();
-    exec_ok("drop table if exists public.async_outbox");
-    exec_ok("create table public.async_outbox (id bigserial primary key, user_id text not null, aggregate_id text"
-            " not null, envelope bytea not null, event_type text not null, done boolean not null default false)");
     tick_seen seen = {.ticks = 0};
-    const outbox_table t = {
-        .name = "async-outbox",
-        .table = "public.async_outbox",
-        .lock_key = "7428400",
-        .channel = "async_outbox",
-        .select_sql = "select id, user_id, aggregate_id, envelope, event_type from public.async_outbox where not done"
-                      " order by id limit $1::int",
-        .done_sql = "update public.async_outbox set done = true where id = any($1::bigint[])",
-        .park_sql = "update public.async_outbox set done = true where id = $1::bigint and $2::text is not null",
-        .status_sql = "select (select count(*) from public.async_outbox where not done), 0::float8, 0::bigint,"
-                      " 0::bigint",
-        .leader_tick = record_settings,
-        .ctx = &seen,
-    };
+    test_outbox b;
+    outbox_table t = test_outbox_table(&b, "async_outbox", "7428400", "");
+    t.leader_tick = record_settings;
+    t.ctx = &seen;
     const outbox_opts o = {.pg_url = getenv("TODO_PG_URL"), .brokers = getenv("TODO_KAFKA_BROKERS"),
                            .app_name = "test-async-outbox", .batch = 10, .poll_ms = 100, .max_event_bytes = 1 << 20};
     todo_err err;
     outbox *ob = outbox_start(&t, &o, &err);
     if (ob == NULL) fail_msg("outbox_start: %s", err.msg);
-    char user[64], task_id[37], event_id[37];
-    harness_user(user, "async-marks");
-    assert_int_equal(text_uuid_v4(task_id), 0);
-    arena *a = arena_new();
-    size_t len;
-    uint8_t *env = task_updated(a, user, task_id, 2, "marked without a flush", "", event_id, &len);
-    const char *p[3] = {user, task_id, (const char *)env};
-    int lengths[3] = {0, 0, (int)len}, formats[3] = {0, 0, 1};
-    PGresult *r = PQexecParams(harness_db,
-                               "insert into public.async_outbox (user_id, aggregate_id, envelope, event_type)"
-                               " values ($1, $2, $3, 'task.updated')",
-                               3, NULL, p, lengths, formats, 0);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) fail_msg("insert: %s", PQresultErrorMessage(r));
-    PQclear(r);
-    arena_free(a);
-    bool published = wait_for("select count(*) from public.async_outbox where user_id = $1 and done", user, 1, 20000);
+    bool published = one_row_is_published(&b, "async-marks", "marked without a flush");
     outbox_stop(ob); /* joins the publisher: seen is its no more */
-    exec_ok("drop table public.async_outbox");
+    drop_test_outbox(&b);
     assert_true(published);
     assert_true(seen.ticks > 0);
     assert_string_equal(seen.synchronous_commit, "off");
