@@ -223,6 +223,9 @@ int32_t event_schema_id(const char *type, int32_t v)
     return i >= 0 ? schema_ids[i] : 0;
 }
 
+const char *const EVENT_TOPICS[] = {TOPIC_TASKS, TOPIC_REMINDERS, TOPIC_NOTIFICATIONS, TOPIC_USERS, TOPIC_SAGA};
+const int EVENT_N_TOPICS = sizeof EVENT_TOPICS / sizeof EVENT_TOPICS[0];
+
 const char *event_topic(const char *type)
 {
     if (strncmp(type, "task.", 5) == 0 || strncmp(type, "recurring_pattern.", 18) == 0) return TOPIC_TASKS;

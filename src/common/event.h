@@ -99,6 +99,9 @@ int32_t event_schema_id(const char *event_type, int32_t schema_version);
 /* The topic an event type is published to ("task.created" ->
  * "tasks.events.v1"), or NULL for a type no topic carries. */
 const char *event_topic(const char *event_type);
+/* Every topic event_topic names. */
+extern const char *const EVENT_TOPICS[];
+extern const int EVENT_N_TOPICS;
 
 /* Formats microseconds since the epoch as RFC 3339 UTC with microseconds
  * ("2026-11-27T10:00:00.123456Z") into out (at least 32 bytes). */

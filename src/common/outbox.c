@@ -24,6 +24,9 @@
 
 /* ---- the producing half ---- */
 
+/* The topics a sender knows from its start (event.h's EVENT_TOPICS). */
+#define MAX_TOPICS 16
+
 struct outbox_sender {
     rd_kafka_t *rk;
     int max_rows, max_event_bytes;
@@ -37,6 +40,12 @@ struct outbox_sender {
     atomic_int producer_id_assigned; /* the idempotent producer has its id: it can deliver */
     atomic_int queued;               /* messages waiting in the producer */
     atomic_int brokers_up;
+    /* Every topic an event goes to (EVENT_TOPICS), from the start:
+     * librdkafka fetches their partitions at once. Learnt on a topic's
+     * first event instead, they held that event and every one behind it
+     * for ~1 s per topic after each start of a publisher (PERFORMANCE.md). */
+    rd_kafka_topic_t *topics[MAX_TOPICS];
+    atomic_uint topics_known;        /* bit i: EVENT_TOPICS[i] has a partition with a leader */
 };
 
 /* librdkafka's statistics: whether the idempotent producer has its
@@ -62,8 +71,26 @@ static int on_stats(rd_kafka_t *rk, char *text, size_t len, void *opaque)
         if (json_integer_value(json_object_get(b, "nodeid")) >= 0 && st != NULL && strcmp(st, "UP") == 0) up++;
     }
     atomic_store(&s->brokers_up, up);
+    unsigned known = 0;
+    for (int i = 0; i < EVENT_N_TOPICS && i < MAX_TOPICS; i++) {
+        json_t *topic = json_object_get(json_object_get(j, "topics"), EVENT_TOPICS[i]);
+        json_t *parts = json_object_get(topic, "partitions");
+        json_object_foreach(parts, name, b)
+        {
+            if (strcmp(name, "-1") != 0 && json_integer_value(json_object_get(b, "leader")) >= 0) known |= 1u << i;
+        }
+    }
+    atomic_store(&s->topics_known, known);
     json_decref(j);
     return 0;
+}
+
+bool outbox_sender_topic_known(outbox_sender *s, const char *topic)
+{
+    rd_kafka_poll(s->rk, 0); /* serves the statistics */
+    for (int i = 0; i < EVENT_N_TOPICS && i < MAX_TOPICS; i++)
+        if (strcmp(EVENT_TOPICS[i], topic) == 0) return (atomic_load(&s->topics_known) >> i & 1u) != 0;
+    return false;
 }
 
 bool outbox_sender_ready(outbox_sender *s)
@@ -125,6 +152,8 @@ outbox_sender *outbox_sender_new(const char *brokers, const char *client_id, int
         outbox_sender_free(s);
         return NULL;
     }
+    for (int i = 0; i < EVENT_N_TOPICS && i < MAX_TOPICS; i++)
+        s->topics[i] = rd_kafka_topic_new(s->rk, EVENT_TOPICS[i], NULL);
     return s;
 }
 
@@ -143,6 +172,8 @@ void outbox_sender_free(outbox_sender *s)
         /* What a producer stopped by a fatal error holds cannot leave. */
         if (outbox_sender_fatal(s, NULL, 0)) rd_kafka_purge(s->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_flush(s->rk, 5000);
+        for (int i = 0; i < MAX_TOPICS; i++)
+            if (s->topics[i] != NULL) rd_kafka_topic_destroy(s->topics[i]);
         rd_kafka_destroy(s->rk);
     }
     arena_free(s->arena);

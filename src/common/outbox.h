@@ -102,6 +102,10 @@ outbox_state outbox_row_state(const outbox_sender *s, int i);
 /* True once the producer has its idempotent producer id (it can deliver);
  * serves pending callbacks. */
 bool outbox_sender_ready(outbox_sender *s);
+/* True once the producer knows a partition leader of topic, one of those
+ * event_topic names (from its statistics, every second). A sender learns
+ * them all as it starts, not on each topic's first event. */
+bool outbox_sender_topic_known(outbox_sender *s, const char *topic);
 /* Why row i failed or was refused ("" otherwise). */
 const char *outbox_row_reason(const outbox_sender *s, int i);
 

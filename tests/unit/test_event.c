@@ -228,6 +228,25 @@ static void each_process_produces_the_catalogue_s_types_of_its_topics(void **sta
     assert_int_equal(event_types_of_producer("todo-command", types, 2), 2);
 }
 
+/* EVENT_TOPICS (the topics an outbox sender learns as it starts) holds
+ * every topic a produced type goes to, each once. */
+static void every_topic_a_type_goes_to_is_among_the_event_topics(void **state)
+{
+    (void)state;
+    const char *producers[2] = {"todo-command", "todo-saga"}, *types[64];
+    for (int p = 0; p < 2; p++) {
+        size_t n = event_types_of_producer(producers[p], types, 64);
+        for (size_t i = 0; i < n; i++) {
+            bool listed = false;
+            for (int t = 0; t < EVENT_N_TOPICS; t++)
+                listed = listed || strcmp(EVENT_TOPICS[t], event_topic(types[i])) == 0;
+            if (!listed) fail_msg("%s goes to %s, not among EVENT_TOPICS", types[i], event_topic(types[i]));
+        }
+    }
+    for (int t = 0; t < EVENT_N_TOPICS; t++)
+        for (int u = 0; u < t; u++) assert_string_not_equal(EVENT_TOPICS[t], EVENT_TOPICS[u]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -238,6 +257,7 @@ int main(void)
         cmocka_unit_test(kafka_headers_carry_cloudevents_names),
         cmocka_unit_test(event_types_map_to_topics_and_messages),
         cmocka_unit_test(each_process_produces_the_catalogue_s_types_of_its_topics),
+        cmocka_unit_test(every_topic_a_type_goes_to_is_among_the_event_topics),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
