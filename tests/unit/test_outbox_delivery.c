@@ -205,7 +205,12 @@ static void request_errors_are_retried_by_the_producer_without_duplicates(void *
 {
     fixture *f = *state;
     todo_err err;
-    outbox_sender *s = outbox_sender_new(f->bootstrap, "test-outbox", 16, 65536, FAST, &err);
+    /* Time enough for the retries: after a refused request the idempotent
+     * producer drains what it has in flight before it sends again, which
+     * under a sanitizer took longer than FAST's 2 s and failed rows that
+     * only had to wait (a publisher's own sender never times out). */
+    const char *const retrying[] = {"message.timeout.ms", "30000", "retry.backoff.ms", "50", NULL};
+    outbox_sender *s = outbox_sender_new(f->bootstrap, "test-outbox", 16, 65536, retrying, &err);
     assert_non_null(s);
     outbox_row rows[3];
     for (int i = 0; i < 3; i++) rows[i] = row(f, 300 + i, "alice", "t-a", 10);
