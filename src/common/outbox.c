@@ -27,6 +27,20 @@
 /* The topics a sender knows from its start (event.h's EVENT_TOPICS). */
 #define MAX_TOPICS 16
 
+/* How long a partition stays settled after its last acknowledgement: well
+ * within the broker's memory of an idle producer (producer.id.expiration.ms,
+ * a day by default), after which it would again take any sequence. */
+#define SETTLED_FOR_US (3600LL * 1000000)
+
+/* A row made ready to leave: its envelope, topic and bytes. */
+typedef struct prepared {
+    Todo__V1__EventEnvelope *env;
+    int topic;          /* index into EVENT_TOPICS */
+    const void *value;
+    size_t len;
+    int32_t partition;  /* where it goes (-1: not known yet); from the report once acknowledged */
+} prepared;
+
 struct outbox_sender {
     rd_kafka_t *rk;
     int max_rows, max_event_bytes;
@@ -46,7 +60,24 @@ struct outbox_sender {
      * for ~1 s per topic after each start of a publisher (PERFORMANCE.md). */
     rd_kafka_topic_t *topics[MAX_TOPICS];
     atomic_uint topics_known;        /* bit i: EVENT_TOPICS[i] has a partition with a leader */
+    /* Settled partitions (outbox_send): when this producer last had a row
+     * acknowledged on each partition of each topic, and how many partitions
+     * each topic has (0 until the first statistics). Kept by the thread that
+     * polls the producer. */
+    int partitions[MAX_TOPICS];
+    int64_t *acked_us[MAX_TOPICS];
+    int acked_cap[MAX_TOPICS];
+    prepared *prep;                  /* per row of the batch */
+    int rounds;                      /* of the last outbox_send */
 };
+
+/* EVENT_TOPICS' index of topic, or -1. */
+static int topic_index(const char *topic)
+{
+    for (int i = 0; i < EVENT_N_TOPICS && i < MAX_TOPICS; i++)
+        if (strcmp(EVENT_TOPICS[i], topic) == 0) return i;
+    return -1;
+}
 
 /* librdkafka's statistics: whether the idempotent producer has its
  * producer id (until then nothing can be delivered: a broker still loading
@@ -75,10 +106,14 @@ static int on_stats(rd_kafka_t *rk, char *text, size_t len, void *opaque)
     for (int i = 0; i < EVENT_N_TOPICS && i < MAX_TOPICS; i++) {
         json_t *topic = json_object_get(json_object_get(j, "topics"), EVENT_TOPICS[i]);
         json_t *parts = json_object_get(topic, "partitions");
+        int count = 0;
         json_object_foreach(parts, name, b)
         {
-            if (strcmp(name, "-1") != 0 && json_integer_value(json_object_get(b, "leader")) >= 0) known |= 1u << i;
+            if (strcmp(name, "-1") == 0) continue; /* the unassigned queue */
+            count++;
+            if (json_integer_value(json_object_get(b, "leader")) >= 0) known |= 1u << i;
         }
+        if (count > 0) s->partitions[i] = count;
     }
     atomic_store(&s->topics_known, known);
     json_decref(j);
@@ -88,9 +123,8 @@ static int on_stats(rd_kafka_t *rk, char *text, size_t len, void *opaque)
 bool outbox_sender_topic_known(outbox_sender *s, const char *topic)
 {
     rd_kafka_poll(s->rk, 0); /* serves the statistics */
-    for (int i = 0; i < EVENT_N_TOPICS && i < MAX_TOPICS; i++)
-        if (strcmp(EVENT_TOPICS[i], topic) == 0) return (atomic_load(&s->topics_known) >> i & 1u) != 0;
-    return false;
+    int i = topic_index(topic);
+    return i >= 0 && (atomic_load(&s->topics_known) >> i & 1u) != 0;
 }
 
 bool outbox_sender_ready(outbox_sender *s)
@@ -99,12 +133,35 @@ bool outbox_sender_ready(outbox_sender *s)
     return atomic_load(&s->producer_id_assigned) != 0;
 }
 
+/* Partition p of topic t acknowledged a row of this producer just now. */
+static void settle(outbox_sender *s, int t, int32_t p)
+{
+    if (t < 0 || t >= MAX_TOPICS || p < 0) return;
+    if (p >= s->acked_cap[t]) {
+        int cap = p + 1 > 2 * s->acked_cap[t] ? p + 1 : 2 * s->acked_cap[t];
+        int64_t *grown = realloc(s->acked_us[t], (size_t)cap * sizeof *grown);
+        if (grown == NULL) return; /* not settled: only slower */
+        memset(grown + s->acked_cap[t], 0, (size_t)(cap - s->acked_cap[t]) * sizeof *grown);
+        s->acked_us[t] = grown;
+        s->acked_cap[t] = cap;
+    }
+    s->acked_us[t][p] = event_now_us();
+}
+
+static bool settled(const outbox_sender *s, int t, int32_t p)
+{
+    return t >= 0 && t < MAX_TOPICS && p >= 0 && p < s->acked_cap[t] &&
+           s->acked_us[t][p] > event_now_us() - SETTLED_FOR_US;
+}
+
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 {
     (void)rk;
     outbox_sender *s = opaque;
     intptr_t i = (intptr_t)msg->_private;
     if (i < 0 || i >= s->max_rows) return;
+    if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) settle(s, topic_index(rd_kafka_topic_name(msg->rkt)), msg->partition);
+    s->prep[i].partition = msg->partition;
     s->errors[i] = msg->err;
     s->state[i] = msg->err == RD_KAFKA_RESP_ERR_NO_ERROR ? OUTBOX_OK
                   : kafkax_err_permanent(msg->err)      ? OUTBOX_REFUSED
@@ -127,9 +184,10 @@ outbox_sender *outbox_sender_new(const char *brokers, const char *client_id, int
     s->reasons = calloc((size_t)max_rows, sizeof *s->reasons);
     s->sizes = calloc((size_t)max_rows, sizeof *s->sizes);
     s->times = calloc((size_t)max_rows, sizeof *s->times);
+    s->prep = calloc((size_t)max_rows, sizeof *s->prep);
     s->arena = arena_new();
     if (s->state == NULL || s->errors == NULL || s->reasons == NULL || s->sizes == NULL || s->times == NULL ||
-        s->arena == NULL) {
+        s->prep == NULL || s->arena == NULL) {
         todo_err_set(err, TODO_EINTERNAL, "out of memory");
         outbox_sender_free(s);
         return NULL;
@@ -182,7 +240,14 @@ void outbox_sender_free(outbox_sender *s)
     free(s->reasons);
     free(s->sizes);
     free(s->times);
+    free(s->prep);
+    for (int i = 0; i < MAX_TOPICS; i++) free(s->acked_us[i]);
     free(s);
+}
+
+int outbox_send_rounds(const outbox_sender *s)
+{
+    return s->rounds;
 }
 
 outbox_state outbox_row_state(const outbox_sender *s, int i)
@@ -198,17 +263,6 @@ const char *outbox_row_reason(const outbox_sender *s, int i)
 int64_t outbox_row_time_us(const outbox_sender *s, int i)
 {
     return i >= 0 && i < s->max_rows ? s->times[i] : 0;
-}
-
-/* True when row i shares its key or aggregate with an earlier row that
- * failed or was refused (a linear scan: failures are rare). */
-static bool behind_failure(const outbox_sender *s, const outbox_row *rows, int i)
-{
-    for (int k = 0; k < i; k++)
-        if ((s->state[k] == OUTBOX_FAILED || s->state[k] == OUTBOX_REFUSED) &&
-            (strcmp(rows[k].key, rows[i].key) == 0 || strcmp(rows[k].aggregate, rows[i].aggregate) == 0))
-            return true;
-    return false;
 }
 
 /* The one path by which an event is produced: the envelope's topic, keyed
@@ -231,42 +285,102 @@ static rd_kafka_resp_err_t produce_event(outbox_sender *s, const Todo__V1__Event
     }
 }
 
-/* Prepares and produces row i; sets its state (and reason when it cannot
- * leave). */
-static void send_row(outbox_sender *s, const outbox_row *r, int i, bool stamp_position)
+static bool same_user_or_aggregate(const outbox_row *a, const outbox_row *b)
 {
-    Todo__V1__EventEnvelope *env = NULL;
+    return strcmp(a->key, b->key) == 0 || strcmp(a->aggregate, b->aggregate) == 0;
+}
+
+/* True when an earlier row of row i's user or aggregate failed, was
+ * refused or waits: row i waits too, keeping their order (a linear scan
+ * comparing only such rows: they are rare). */
+static bool behind_a_row_that_did_not_leave(const outbox_sender *s, const outbox_row *rows, int i)
+{
+    for (int k = 0; k < i; k++)
+        if ((s->state[k] == OUTBOX_FAILED || s->state[k] == OUTBOX_REFUSED || s->state[k] == OUTBOX_HELD) &&
+            same_user_or_aggregate(&rows[k], &rows[i]))
+            return true;
+    return false;
+}
+
+/* Where row i (prepared) goes: librdkafka's own partitioner (the default,
+ * consistent_random: a hash of the key) over the topic's partitions, or,
+ * before the first statistics tell how many there are, where an earlier
+ * row of its user went; -1 when neither is known. */
+static int32_t partition_of(const outbox_sender *s, const outbox_row *rows, int i)
+{
+    int t = s->prep[i].topic;
+    if (s->partitions[t] > 0 && s->topics[t] != NULL)
+        return rd_kafka_msg_partitioner_consistent_random(s->topics[t], rows[i].key, strlen(rows[i].key),
+                                                           s->partitions[t], NULL, NULL);
+    for (int k = i - 1; k >= 0; k--)
+        if (s->state[k] == OUTBOX_OK && s->prep[k].topic == t && strcmp(rows[k].key, rows[i].key) == 0)
+            return s->prep[k].partition;
+    return -1;
+}
+
+/* True when row i must wait for an earlier row of its user or aggregate
+ * still in flight to the same topic: its partition has not acknowledged a row of this
+ * producer yet. A broker takes any sequence number as the first from a
+ * producer it does not know, so there a later request could be written
+ * while the one before it fails for good, and the user's events would
+ * reach Kafka out of order (seen on the mock cluster: the first of three
+ * requests refused, the other two written). On a settled partition the
+ * broker refuses the later requests too, and the producer stops (a fatal
+ * error): nothing is out of order. */
+static bool waits_for_its_partition(const outbox_sender *s, const outbox_row *rows, int i)
+{
+    if (settled(s, s->prep[i].topic, partition_of(s, rows, i))) return false;
+    for (int k = 0; k < i; k++)
+        if (s->state[k] == OUTBOX_SENT && s->prep[k].topic == s->prep[i].topic &&
+            same_user_or_aggregate(&rows[k], &rows[i]))
+            return true;
+    return false;
+}
+
+/* Makes row i ready to leave (prep[i]); false, with the row refused and its
+ * reason, when it never can. */
+static bool prepare_row(outbox_sender *s, const outbox_row *r, int i, bool stamp_position)
+{
+    prepared *p = &s->prep[i];
     todo_err err;
-    const void *value = r->bytes;
-    size_t len = r->len;
-    if (event_decode(r->bytes, r->len, s->arena, &env, &err) != TODO_OK) {
+    if (event_decode(r->bytes, r->len, s->arena, &p->env, &err) != TODO_OK) {
         s->state[i] = OUTBOX_REFUSED;
         s->reasons[i] = arena_printf(s->arena, "the stored envelope does not decode: %s", err.msg);
-        return;
+        return false;
     }
-    if (env->time != NULL) s->times[i] = event_timestamp_us(env->time);
-    const char *topic = event_topic(env->event_type);
-    if (topic == NULL) {
+    if (p->env->time != NULL) s->times[i] = event_timestamp_us(p->env->time);
+    const char *topic = event_topic(p->env->event_type);
+    p->topic = topic != NULL ? topic_index(topic) : -1;
+    if (p->topic < 0) {
         s->state[i] = OUTBOX_REFUSED;
-        s->reasons[i] = arena_printf(s->arena, "no topic carries events of type %s", env->event_type);
-        return;
+        s->reasons[i] = arena_printf(s->arena, "no topic carries events of type %s", p->env->event_type);
+        return false;
     }
+    p->value = r->bytes;
+    p->len = r->len;
     if (stamp_position) {
-        env->position = r->id;
-        len = todo__v1__event_envelope__get_packed_size(env);
-        uint8_t *packed = arena_alloc(s->arena, len + 1);
-        todo__v1__event_envelope__pack(env, packed);
-        value = packed;
+        p->env->position = r->id;
+        p->len = todo__v1__event_envelope__get_packed_size(p->env);
+        uint8_t *packed = arena_alloc(s->arena, p->len + 1);
+        todo__v1__event_envelope__pack(p->env, packed);
+        p->value = packed;
     }
-    if (len > (size_t)s->max_event_bytes) { /* commands refuse these; this one came another way */
+    s->sizes[i] = p->len;
+    if (p->len > (size_t)s->max_event_bytes) { /* commands refuse these; this one came another way */
         s->state[i] = OUTBOX_REFUSED;
-        s->reasons[i] = arena_printf(s->arena, "the event is %zu bytes, over TODO_EVENT_MAX_BYTES (%d)", len,
+        s->reasons[i] = arena_printf(s->arena, "the event is %zu bytes, over TODO_EVENT_MAX_BYTES (%d)", p->len,
                                      s->max_event_bytes);
-        return;
+        return false;
     }
-    s->sizes[i] = len;
+    return true;
+}
+
+/* Produces row i (prepared); sets its state. */
+static void send_row(outbox_sender *s, const outbox_row *r, int i)
+{
+    const prepared *p = &s->prep[i];
     s->state[i] = OUTBOX_SENT;
-    rd_kafka_resp_err_t e = produce_event(s, env, topic, r->key, value, len, i);
+    rd_kafka_resp_err_t e = produce_event(s, p->env, EVENT_TOPICS[p->topic], r->key, p->value, p->len, i);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
         s->errors[i] = e;
         s->state[i] = kafkax_err_permanent(e) ? OUTBOX_REFUSED : OUTBOX_FAILED;
@@ -283,14 +397,29 @@ int outbox_send(outbox_sender *s, const outbox_row *rows, int n, bool stamp_posi
         s->reasons[i] = NULL;
         s->sizes[i] = rows[i].len;
         s->times[i] = 0;
+        s->prep[i] = (prepared){.topic = -1, .partition = -1};
     }
-    for (int i = 0; i < n; i++)
-        if (!behind_failure(s, rows, i)) send_row(s, &rows[i], i, stamp_position);
-    /* Every delivery report comes, unless a stop or a fatal error ends the
-     * wait (rows still OUTBOX_SENT). */
-    while (rd_kafka_outq_len(s->rk) > 0 && (stop == NULL || !atomic_load(stop)) && !outbox_sender_fatal(s, NULL, 0))
-        rd_kafka_flush(s->rk, 500);
-    rd_kafka_poll(s->rk, 0);
+    /* In rounds: a row that waits for its partition to settle goes in the
+     * next round, once the reports of this one are in (on a producer's
+     * first rows to a partition: one extra round trip). */
+    s->rounds = 0;
+    for (bool waited = true; waited;) {
+        waited = false;
+        s->rounds++;
+        for (int i = 0; i < n; i++) {
+            if (s->state[i] != OUTBOX_HELD || behind_a_row_that_did_not_leave(s, rows, i)) continue;
+            if (s->prep[i].env == NULL && !prepare_row(s, &rows[i], i, stamp_position)) continue;
+            if (waits_for_its_partition(s, rows, i)) waited = true;
+            else send_row(s, &rows[i], i);
+        }
+        /* Every delivery report comes, unless a stop or a fatal error ends
+         * the wait (rows still OUTBOX_SENT). */
+        while (rd_kafka_outq_len(s->rk) > 0 && (stop == NULL || !atomic_load(stop)) &&
+               !outbox_sender_fatal(s, NULL, 0))
+            rd_kafka_flush(s->rk, 500);
+        rd_kafka_poll(s->rk, 0);
+        if ((stop != NULL && atomic_load(stop)) || outbox_sender_fatal(s, NULL, 0)) break;
+    }
     int ok = 0;
     for (int i = 0; i < n; i++) {
         if (s->state[i] == OUTBOX_OK) ok++;

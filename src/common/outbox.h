@@ -17,6 +17,12 @@
  *     through would reach Kafka after it. A failure that would leave a
  *     gap in a partition stops the producer (librdkafka's gapless
  *     guarantee: outbox_sender_fatal), and the publisher makes a new one;
+ *   - a producer's first rows to a partition go one per user at a time: a
+ *     broker takes any sequence number first from a producer it does not
+ *     know, so a later request of the user could be written while the one
+ *     before it fails for good. Once the partition acknowledged a row of
+ *     this producer (within the hour), the broker refuses what would follow
+ *     a gap, and a user's rows leave together;
  *   - every row Kafka acknowledged is reported OUTBOX_OK, whatever happened
  *     to the rows around it: the table marks or deletes it at once, so
  *     nothing Kafka has is sent twice by the publisher's own doing;
@@ -59,7 +65,7 @@
 
 /* What became of one row of a batch. */
 typedef enum outbox_state {
-    OUTBOX_HELD = 0,   /* not sent: an earlier row of its user or aggregate failed */
+    OUTBOX_HELD = 0,   /* not sent: an earlier row of its user or aggregate did not leave */
     OUTBOX_SENT,       /* sent; no delivery report yet (stopped while waiting) */
     OUTBOX_OK,         /* Kafka acknowledged it */
     OUTBOX_FAILED,     /* failed for a reason worth retrying */
@@ -106,6 +112,9 @@ bool outbox_sender_ready(outbox_sender *s);
  * event_topic names (from its statistics, every second). A sender learns
  * them all as it starts, not on each topic's first event. */
 bool outbox_sender_topic_known(outbox_sender *s, const char *topic);
+/* How many rounds the last outbox_send took: 1, or more when rows waited
+ * for their partition's first acknowledgement (see the rules above). */
+int outbox_send_rounds(const outbox_sender *s);
 /* Why row i failed or was refused ("" otherwise). */
 const char *outbox_row_reason(const outbox_sender *s, int i);
 
