@@ -324,9 +324,10 @@ static int32_t partition_of(const outbox_sender *s, const outbox_row *rows, int 
  * producer it does not know, so there a later request could be written
  * while the one before it fails for good, and the user's events would
  * reach Kafka out of order (seen on the mock cluster: the first of three
- * requests refused, the other two written). On a settled partition the
- * broker refuses the later requests too, and the producer stops (a fatal
- * error): nothing is out of order. */
+ * requests refused, the other two written). On a settled partition Kafka
+ * refuses the later requests too (a sequence number that does not follow
+ * the last one it wrote for the producer), and the producer stops (a fatal
+ * error): nothing is out of order. (The mock cluster checks neither.) */
 static bool waits_for_its_partition(const outbox_sender *s, const outbox_row *rows, int i)
 {
     if (settled(s, s->prep[i].topic, partition_of(s, rows, i))) return false;

@@ -22,7 +22,8 @@
  *     know, so a later request of the user could be written while the one
  *     before it fails for good. Once the partition acknowledged a row of
  *     this producer (within the hour), the broker refuses what would follow
- *     a gap, and a user's rows leave together;
+ *     a gap (Kafka does; librdkafka's mock cluster does not check), and a
+ *     user's rows leave together;
  *   - every row Kafka acknowledged is reported OUTBOX_OK, whatever happened
  *     to the rows around it: the table marks or deletes it at once, so
  *     nothing Kafka has is sent twice by the publisher's own doing;
