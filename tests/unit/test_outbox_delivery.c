@@ -87,6 +87,19 @@ static outbox_row row(fixture *f, int64_t id, const char *user, const char *aggr
     return (outbox_row){.id = id, .key = user, .aggregate = aggregate, .bytes = bytes, .len = len};
 }
 
+/* n task.created rows of alice for t-a, with ids from first_id. */
+static void alice_rows(fixture *f, outbox_row *rows, int n, int64_t first_id)
+{
+    for (int i = 0; i < n; i++) rows[i] = row(f, first_id + i, "alice", "t-a", 10);
+}
+
+/* Waits (up to 10 s) until the sender knows TOPIC's partitions. */
+static void wait_for_topic(fixture *f, outbox_sender *s)
+{
+    for (int i = 0; i < 100 && !outbox_sender_topic_known(s, TOPIC); i++) rd_kafka_poll(f->host, 100);
+    assert_true(outbox_sender_topic_known(s, TOPIC));
+}
+
 /* A record read back from the topic. */
 typedef struct seen {
     char key[64];
@@ -216,7 +229,7 @@ static void request_errors_are_retried_by_the_producer_without_duplicates(void *
     outbox_sender *s = outbox_sender_new(f->bootstrap, "test-outbox", 16, 65536, retrying, &err);
     assert_non_null(s);
     outbox_row rows[3];
-    for (int i = 0; i < 3; i++) rows[i] = row(f, 300 + i, "alice", "t-a", 10);
+    alice_rows(f, rows, 3, 300);
     rd_kafka_mock_push_request_errors(f->mc, API_PRODUCE, 3, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
                                       RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS);
     assert_int_equal(outbox_send(s, rows, 3, true, NULL), 3);
@@ -334,7 +347,7 @@ static void rows_wait_for_a_broker_that_is_away_and_nothing_is_given_up_on(void 
     outbox_sender *s = outbox_sender_new(f->bootstrap, "test-outbox", 16, 65536, NULL, &err);
     assert_non_null(s);
     outbox_row rows[4];
-    for (int i = 0; i < 4; i++) rows[i] = row(f, 700 + i, "alice", "t-a", 10);
+    alice_rows(f, rows, 4, 700);
     assert_int_equal(rd_kafka_mock_broker_set_down(f->mc, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
     atomic_int stop = 0;
     bring_back b = {f, 1500, &stop};
@@ -377,8 +390,8 @@ static void a_gap_stops_the_producer_and_the_sender_says_so(void **state)
     outbox_sender *s = outbox_sender_new(f->bootstrap, "test-outbox", 16, 65536, NULL, &err);
     assert_non_null(s);
     outbox_row rows[3];
-    for (int i = 0; i < 3; i++) rows[i] = row(f, 800 + i, "alice", "t-a", 10);
-    for (int i = 0; i < 100 && !outbox_sender_topic_known(s, TOPIC); i++) rd_kafka_poll(f->host, 100);
+    alice_rows(f, rows, 3, 800);
+    wait_for_topic(f, s);
     assert_false(outbox_sender_fatal(s, NULL, 0));
     rd_kafka_mock_push_request_errors(f->mc, API_PRODUCE, 1, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER);
     int ok = outbox_send(s, rows, 3, true, NULL);
@@ -404,10 +417,10 @@ static void on_a_settled_partition_a_users_rows_leave_together(void **state)
     outbox_sender *s = outbox_sender_new(f->bootstrap, "test-outbox", 16, 65536, NULL, &err);
     assert_non_null(s);
     outbox_row rows[4];
-    for (int i = 0; i < 4; i++) rows[i] = row(f, 900 + i, "alice", "t-a", 10);
+    alice_rows(f, rows, 4, 900);
     assert_int_equal(outbox_send(s, rows, 1, true, NULL), 1); /* settles alice's partition */
     assert_int_equal(outbox_send_rounds(s), 1);
-    for (int i = 0; i < 100 && !outbox_sender_topic_known(s, TOPIC); i++) rd_kafka_poll(f->host, 100);
+    wait_for_topic(f, s);
     assert_int_equal(outbox_send(s, rows + 1, 3, true, NULL), 3);
     assert_int_equal(outbox_send_rounds(s), 1);
     outbox_sender_free(s);
