@@ -9,8 +9,9 @@
  * standard headers (event.h) and keys it by user (per-user order).
  *
  * Delivery rules (outbox_send, tested against librdkafka's mock cluster in
- * tests/unit/test_outbox_delivery.c, and on a three-broker cluster in
- * tests/integration/test_cluster.c):
+ * tests/unit/test_outbox_delivery.c, on a three-broker cluster in
+ * tests/integration/test_cluster.c, and a refusal by the real broker in
+ * tests/integration/test_outbox_parking.c):
  *   - nothing is given up on by a time-out: while the brokers are away the
  *     rows wait for them (until a stop, which leaves them unacknowledged).
  *     A row failed by a time-out while a later row of its user went

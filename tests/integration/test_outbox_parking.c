@@ -18,7 +18,13 @@
  *     took the unpublished rows' index for the parked-row probe: at 82,000
  *     rows the status query ran for minutes and nothing was published);
  *   - a publisher whose status query hangs still publishes (the query is
- *     cut at 2 s).
+ *     cut at 2 s);
+ *   - when Kafka refuses a row (here: users.events.v1's max.message.bytes
+ *     lowered for the test), none of the later rows of its user is written
+ *     behind it, whether the producer is new to the partition (the later
+ *     rows wait for the first acknowledgement) or settled on it (Kafka
+ *     refuses what would follow the gap). librdkafka's mock cluster checks
+ *     neither, so this is tested here.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -34,8 +40,10 @@
 #include "event.h"
 #include "grpcx.h"
 #include "harness.h"
+#include "kafkax.h"
 #include "outbox.h"
 #include "text.h"
+#include "topic_names.h"
 #include "todo/v1/command.pb-c.h"
 #include "todo/v1/events.pb-c.h"
 
@@ -504,6 +512,189 @@ static void the_publishers_marks_do_not_wait_for_the_wal_flush(void **state)
     assert_string_equal(seen.synchronous_commit, "off");
 }
 
+/* ---- Kafka refuses what would follow a refused row ---- */
+
+#define GAP_MAX_BYTES "2000" /* users.events.v1's max.message.bytes during the test */
+
+/* Describes users.events.v1 into res (a new one, to be freed) with the
+ * topic's own overrides but max.message.bytes; mmb gets that one's value. */
+static rd_kafka_ConfigResource_t *users_topic_overrides(rd_kafka_t *rk, rd_kafka_queue_t *q, char *mmb, size_t cap)
+{
+    rd_kafka_ConfigResource_t *d = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, TOPIC_USERS);
+    rd_kafka_DescribeConfigs(rk, &d, 1, NULL, q);
+    rd_kafka_ConfigResource_destroy(d);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 20000);
+    assert_non_null(ev);
+    assert_int_equal(rd_kafka_event_error(ev), RD_KAFKA_RESP_ERR_NO_ERROR);
+    size_t cnt, n;
+    const rd_kafka_ConfigResource_t **out =
+        rd_kafka_DescribeConfigs_result_resources(rd_kafka_event_DescribeConfigs_result(ev), &cnt);
+    assert_int_equal(cnt, 1);
+    rd_kafka_ConfigResource_t *res = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, TOPIC_USERS);
+    const rd_kafka_ConfigEntry_t **e = rd_kafka_ConfigResource_configs(out[0], &n);
+    snprintf(mmb, cap, "?");
+    for (size_t i = 0; i < n; i++) {
+        const char *name = rd_kafka_ConfigEntry_name(e[i]), *v = rd_kafka_ConfigEntry_value(e[i]);
+        if (strcmp(name, "max.message.bytes") == 0) snprintf(mmb, cap, "%s", v != NULL ? v : "");
+        else if (rd_kafka_ConfigEntry_source(e[i]) == RD_KAFKA_CONFIG_SOURCE_DYNAMIC_TOPIC_CONFIG)
+            rd_kafka_ConfigResource_set_config(res, name, v);
+    }
+    rd_kafka_event_destroy(ev);
+    return res;
+}
+
+/* Sets users.events.v1's max.message.bytes to value, or (NULL) back to the
+ * broker's default, keeping the topic's other overrides (AlterConfigs
+ * replaces them as a whole), and waits until the broker reports it. */
+static void set_users_max_message_bytes(const char *value)
+{
+    char errstr[256], mmb[32];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, harness_kafka_conf(), errstr, sizeof errstr);
+    assert_non_null(rk);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_ConfigResource_t *res = users_topic_overrides(rk, q, mmb, sizeof mmb);
+    if (value != NULL) rd_kafka_ConfigResource_set_config(res, "max.message.bytes", value);
+    rd_kafka_AlterConfigs(rk, &res, 1, NULL, q);
+    rd_kafka_ConfigResource_destroy(res);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 20000);
+    assert_non_null(ev);
+    assert_int_equal(rd_kafka_event_error(ev), RD_KAFKA_RESP_ERR_NO_ERROR);
+    size_t cnt;
+    const rd_kafka_ConfigResource_t **out =
+        rd_kafka_AlterConfigs_result_resources(rd_kafka_event_AlterConfigs_result(ev), &cnt);
+    assert_int_equal(cnt, 1);
+    assert_int_equal(rd_kafka_ConfigResource_error(out[0]), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_event_destroy(ev);
+    long long until = harness_now_ms() + 20000;
+    for (;;) {
+        rd_kafka_ConfigResource_destroy(users_topic_overrides(rk, q, mmb, sizeof mmb));
+        if (value != NULL ? strcmp(mmb, value) == 0 : strcmp(mmb, GAP_MAX_BYTES) != 0) break;
+        if (harness_now_ms() > until) fail_msg("max.message.bytes of %s is still %s", TOPIC_USERS, mmb);
+        harness_sleep_ms(100);
+    }
+    rd_kafka_queue_destroy(q);
+    rd_kafka_destroy(rk);
+}
+
+static int restore_users_topic(void **state)
+{
+    (void)state;
+    if (harness_stack_available()) set_users_max_message_bytes(NULL);
+    return 0;
+}
+
+/* The user's user.registered envelope, sent again with correlation id corr
+ * (its event id unchanged: a consumer takes it for the duplicate it is). */
+static outbox_row registered_again(arena *a, const Todo__V1__EventEnvelope *env, int64_t id, const char *corr)
+{
+    Todo__V1__EventEnvelope e = *env;
+    e.correlation_id = (char *)corr;
+    size_t len = protobuf_c_message_get_packed_size(&e.base);
+    uint8_t *bytes = arena_alloc(a, len);
+    protobuf_c_message_pack(&e.base, bytes);
+    return (outbox_row){.id = id, .key = env->user_id, .aggregate = env->aggregate_id, .bytes = bytes, .len = len};
+}
+
+typedef struct resent {
+    const char *user;
+    int n;
+} resent;
+
+/* A record of the test's user whose correlation id starts with "gap-". */
+static bool resent_by_the_test(const rd_kafka_message_t *m, void *ctx)
+{
+    resent *r = ctx;
+    char corr[16];
+    if (m->key_len != strlen(r->user) || memcmp(m->key, r->user, m->key_len) != 0) return false;
+    if (kafkax_header(m, "correlation_id", corr, sizeof corr) == NULL || strncmp(corr, "gap-", 4) != 0) return false;
+    r->n++;
+    return true;
+}
+
+/* Refused by Kafka as too large, and lz4 cannot make it small: a
+ * correlation id of 6,000 pseudo-random letters and digits. */
+static char *incompressible(arena *a)
+{
+    static const char alnum[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    char *c = arena_alloc(a, 6001);
+    uint32_t x = 2463534242u;
+    memcpy(c, "gap-", 4);
+    for (int i = 4; i < 6000; i++) {
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+        c[i] = alnum[x % 62];
+    }
+    c[6000] = '\0';
+    return c;
+}
+
+static void kafka_writes_nothing_of_a_user_behind_a_row_it_refused(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char user[64];
+    harness_user(user, "gap");
+    char *auth = harness_bearer(user, 600, NULL);
+    free(harness_create(auth, "registers the user"));
+    free(auth);
+    /* The user's user.registered, as the relay sent it. */
+    const char *p[1] = {user};
+    PGresult *r = PQexecParams(harness_db,
+                               "select envelope from write.events where user_id = $1 and event_type = 'user.registered'",
+                               1, NULL, p, NULL, NULL, 1);
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    assert_int_equal(PQntuples(r), 1);
+    arena *a = arena_new();
+    Todo__V1__EventEnvelope *env;
+    todo_err err;
+    assert_int_equal(event_decode((const uint8_t *)PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0), a, &env, &err),
+                     TODO_OK);
+    PQclear(r);
+    outbox_row rows[3] = {registered_again(a, env, 1, incompressible(a)), registered_again(a, env, 2, "gap-after-1"),
+                          registered_again(a, env, 3, "gap-after-2")};
+    assert_true(rows[0].len > 6000);
+    set_users_max_message_bytes(GAP_MAX_BYTES);
+    /* The large row in one request, the later ones in the next. */
+    const char *const conf[] = {"batch.size", "1000", "message.timeout.ms", "30000", NULL};
+    const char *brokers = getenv("TODO_KAFKA_BROKERS");
+
+    /* A producer new to the partition: the later rows wait for the large
+     * one's acknowledgement, which never comes. */
+    outbox_sender *s = outbox_sender_new(brokers, "test-gap-new", 8, 65536, conf, &err);
+    assert_non_null(s);
+    for (int i = 0; i < 200 && !outbox_sender_topic_known(s, TOPIC_USERS); i++) harness_sleep_ms(50);
+    assert_true(outbox_sender_topic_known(s, TOPIC_USERS));
+    assert_int_equal(outbox_send(s, rows, 3, false, NULL), 0);
+    assert_int_equal(outbox_row_state(s, 0), OUTBOX_REFUSED);
+    assert_non_null(strstr(outbox_row_reason(s, 0), "Kafka refused it"));
+    assert_int_equal(outbox_row_state(s, 1), OUTBOX_HELD);
+    assert_int_equal(outbox_row_state(s, 2), OUTBOX_HELD);
+    outbox_sender_free(s);
+
+    /* A producer settled on the partition: the rows leave together (one
+     * round). The refusal stops the producer (gapless), and whatever of the
+     * later rows reached Kafka behind it was refused as out of sequence. */
+    s = outbox_sender_new(brokers, "test-gap-settled", 8, 65536, conf, &err);
+    assert_non_null(s);
+    outbox_row settle = registered_again(a, env, 4, "gap-settles");
+    assert_int_equal(outbox_send(s, &settle, 1, false, NULL), 1);
+    for (int i = 0; i < 200 && !outbox_sender_topic_known(s, TOPIC_USERS); i++) harness_sleep_ms(50);
+    assert_true(outbox_sender_topic_known(s, TOPIC_USERS));
+    int ok = outbox_send(s, rows, 3, false, NULL);
+    assert_int_equal(outbox_send_rounds(s), 1);
+    char why[320] = "";
+    bool fatal = outbox_sender_fatal(s, why, sizeof why);
+    printf("settled: %d acknowledged; fatal: %s\n", ok, fatal ? why : "no");
+    for (int i = 0; i < 3; i++) printf("  row %d: state %d %s\n", i, outbox_row_state(s, i), outbox_row_reason(s, i));
+    assert_int_equal(ok, 0);
+    for (int i = 0; i < 3; i++) assert_int_not_equal(outbox_row_state(s, i), OUTBOX_OK);
+    outbox_sender_free(s);
+
+    /* In the topic: the row that settled the partition, nothing after it. */
+    resent seen = {user, 0};
+    assert_int_equal(harness_count(TOPIC_USERS, resent_by_the_test, &seen, 1, 20000), 1);
+    arena_free(a);
+}
+
 static int setup(void **state)
 {
     setenv("TODO_EVENT_MAX_BYTES", "2048", 1);
@@ -521,6 +712,7 @@ int main(void)
         cmocka_unit_test(the_relay_reads_its_backlog_once_not_once_per_row),
         cmocka_unit_test(a_slow_status_query_never_holds_events_back),
         cmocka_unit_test(the_publishers_marks_do_not_wait_for_the_wal_flush),
+        cmocka_unit_test_teardown(kafka_writes_nothing_of_a_user_behind_a_row_it_refused, restore_users_topic),
     };
     return cmocka_run_group_tests(tests, setup, harness_group_teardown);
 }

@@ -409,7 +409,8 @@ static void a_gap_stops_the_producer_and_the_sender_says_so(void **state)
  * puts them. What makes that safe is Kafka's: a broker refuses a sequence
  * number that would follow a gap from a producer it knows. The mock
  * cluster does not check that (it wrote two rows behind a refused request
- * on a settled partition), so it is not asserted here. */
+ * on a settled partition), so it is asserted on the real broker instead
+ * (test_outbox_parking). */
 static void on_a_settled_partition_a_users_rows_leave_together(void **state)
 {
     fixture *f = *state;
