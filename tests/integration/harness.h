@@ -93,8 +93,11 @@ int harness_consume(const char *topic, bool (*match)(const rd_kafka_message_t *m
 /* How many records of topic match, once at least expect of them are there:
  * reads the topic from its start (every partition, no consumer group) until
  * expect matched or timeout_ms passed, then on to the end the topic has at
- * that moment. A count above expect is a duplicate already published; no
- * waiting out a window to see none comes. */
+ * that moment (a partition whose records were deleted, from where they
+ * ended); the test fails when it cannot read to that end within 10 s more
+ * (a count short of it would pass for a complete one). A count above
+ * expect is a duplicate already published; no waiting out a window to see
+ * none comes. */
 int harness_count(const char *topic, bool (*match)(const rd_kafka_message_t *m, void *ctx), void *ctx, int expect,
                   int timeout_ms);
 
