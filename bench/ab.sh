@@ -79,10 +79,10 @@ for r in $(seq "$ROUNDS"); do
   for c in $CLIENTS; do
     for i in $(seq 0 $((n - 1))); do
       name=${names[$(( (i + r) % n ))]}
-      c0=$(cpu_of "${vpid[$name]}")
+      c0=$(cpu_of "${vpid[$name]}") s0=$(switches_of "${vpid[$name]}")
       bench_ghz "$RPC" "${vaddr[$name]}" "$c" "$SECS" "$out/ghz.json"
-      c1=$(cpu_of "${vpid[$name]}")
-      line="{\"round\": $r, \"clients\": $c, \"variant\": \"$name\", \"result\": $(bench_ghz_summary "$out/ghz.json" "$c0" "$c1")}"
+      c1=$(cpu_of "${vpid[$name]}") s1=$(switches_of "${vpid[$name]}")
+      line="{\"round\": $r, \"clients\": $c, \"variant\": \"$name\", \"result\": $(bench_ghz_summary "$out/ghz.json" "$c0" "$c1" "$s0" "$s1")}"
       echo "$line" >> "$out/rounds.jsonl"
       echo "$line" >&2
     done
@@ -98,16 +98,18 @@ med = {}
 for c in sorted({r["clients"] for r in rows}):
     for v in names:
         rs = [r["result"] for r in rows if r["clients"] == c and r["variant"] == v]
-        med[(c, v)] = {k: statistics.median(x[k] for x in rs) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_call")}
+        med[(c, v)] = {k: statistics.median(x[k] for x in rs)
+                       for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_call", "switches_per_call")}
         med[(c, v)]["errors"] = sum(x["errors"] for x in rs)
 json.dump([dict(clients=c, variant=v, **m) for (c, v), m in med.items()], open(out + "/results.json", "w"), indent=2)
 print("%s, medians of %d rounds; ratios against %s" % (rpc, len({r["round"] for r in rows}), names[0]))
-print("%-12s %7s | %9s %7s %7s %8s %6s | %6s %6s" % ("variant", "clients", "rate/s", "p50 ms", "p99 ms", "us/call",
-                                                     "errors", "rate", "cpu"))
+print("%-12s %7s | %9s %7s %7s %8s %8s %6s | %6s %6s" % ("variant", "clients", "rate/s", "p50 ms", "p99 ms", "us/call",
+                                                          "cs/call", "errors", "rate", "cpu"))
 for (c, v), m in med.items():
     b = med[(c, names[0])]
-    print("%-12s %7d | %9.0f %7.2f %7.2f %8.0f %6d | %5.2fx %5.2fx" % (v, c, m["rps"], m["p50_ms"], m["p99_ms"],
-          m["cpu_us_per_call"], m["errors"], m["rps"] / max(b["rps"], 1e-9),
+    print("%-12s %7d | %9.0f %7.2f %7.2f %8.0f %8.2f %6d | %5.2fx %5.2fx" % (v, c, m["rps"], m["p50_ms"], m["p99_ms"],
+          m["cpu_us_per_call"], m["switches_per_call"], m["errors"], m["rps"] / max(b["rps"], 1e-9),
           m["cpu_us_per_call"] / max(b["cpu_us_per_call"], 1e-9)))
+print("(cs/call: the server's context switches per call, every thread, voluntary or not)")
 PY
 log "results in $out"

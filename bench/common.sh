@@ -35,6 +35,13 @@ cpu_of() {
   echo "$t"
 }
 
+# Context switches (voluntary and not) of every live thread of pid: each
+# is a thread going to sleep or being put off the CPU, and most of a
+# server's hand-offs between threads are two (a wake-up, then a sleep).
+switches_of() {
+  cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {t += $2} END {print t + 0}'
+}
+
 # The pgbench baseline's tables (the write model's, without our trigger's
 # neighbours: bench.tasks and bench.events, made afresh) and its CreateTask
 # script, the two-row transaction, as DIR/create.sql; needs $PSQL.
@@ -132,15 +139,20 @@ bench_ghz() {
 }
 
 # One JSON object of a ghz report FILE and the server's CPU seconds before
-# and after (C0, C1): rps, calls, ok, errors, p50_ms, p99_ms, cpu_us_per_call.
+# and after (C0, C1), optionally its context switches before and after (S0,
+# S1): rps, calls, ok, errors, p50_ms, p99_ms, cpu_us_per_call (and
+# switches_per_call).
 bench_ghz_summary() {
-  python3 - "$1" "$2" "$3" <<'PY'
+  python3 - "$@" <<'PY'
 import json, sys
 j, c0, c1 = json.load(open(sys.argv[1])), float(sys.argv[2]), float(sys.argv[3])
+more = {}
+if len(sys.argv) > 5:
+  more["switches_per_call"] = round((float(sys.argv[5]) - float(sys.argv[4])) / max(j["count"], 1), 2)
 lat = {d["percentage"]: d["latency"] / 1e6 for d in j.get("latencyDistribution") or []}
 ok = j.get("statusCodeDistribution", {}).get("OK", 0)
 print(json.dumps(dict(rps=round(j["rps"], 1), calls=j["count"], ok=ok, errors=j["count"] - ok,
   p50_ms=round(lat.get(50, 0), 3), p99_ms=round(lat.get(99, 0), 3),
-  cpu_us_per_call=round((c1 - c0) * 1e6 / max(j["count"], 1), 1))))
+  cpu_us_per_call=round((c1 - c0) * 1e6 / max(j["count"], 1), 1), **more)))
 PY
 }
