@@ -192,6 +192,28 @@ const char *grpcx_call_method(grpcx_call *c);
  * LONG_MAX without one). */
 long grpcx_call_ms_left(grpcx_call *c);
 
+/* --- replies given later (a unary handler that does not block) ---
+ *
+ * A handler may take its call to answer from another thread: it calls
+ * grpcx_call_later, returns TODO_OK with *resp left NULL, and its worker
+ * goes on to other calls. (Returning an error instead answers the call at
+ * once, and the handle is not to be used.) The request message and the
+ * call's arena are gone once the handler returns: copy what the answer
+ * needs. Every call taken is answered exactly once, also while the server
+ * shuts down: grpcx_server_shutdown waits for the answers before its
+ * workers stop (a call the client gave up on is answered into the void). */
+typedef struct grpcx_later grpcx_later;
+grpcx_later *grpcx_call_later(grpcx_call *c);
+
+/* Answers a taken call: rc TODO_OK with resp (packed before this returns,
+ * so it may live in the caller's arena), or a todo_status with err's
+ * message. Any thread; the handle is gone afterwards. */
+void grpcx_later_reply(grpcx_later *l, int rc, const ProtobufCMessage *resp, const todo_err *err);
+
+/* The taken call's span, for the answering thread's log lines
+ * (trace_enter). */
+const trace_ctx *grpcx_later_trace(grpcx_later *l);
+
 /* --- server streams (thread-safe; st from a grpcx_server_stream_fn) ---
  *
  * Each stream has a bounded buffer: at most GRPCX_STREAM_BUFFER messages

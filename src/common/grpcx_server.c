@@ -135,6 +135,7 @@ typedef struct unary_call {
     char service[64];            /* the service acting for user (a service token), "" for a user's own call */
     char scope[128];             /* that token's scopes, space-separated */
     trace_ctx trace;             /* this call's span: a child of the caller's traceparent, or a new trace */
+    gpr_timespec t0;             /* when its handling began */
 } unary_call;
 
 /* One call to an unregistered method: reflection streams, or UNIMPLEMENTED. */
@@ -158,6 +159,7 @@ typedef struct stream_call {
 struct grpcx_call {
     unary_call *u;
     worker *w;
+    bool later; /* the handler took the call (grpcx_call_later): u may be gone once it returns */
 };
 
 /* ---- handler accessors ---- */
@@ -415,6 +417,44 @@ static void count_handled(method_entry *m, grpc_status_code code)
 
 static bool stream_open(unary_call *u, grpcx_call *c, const ProtobufCMessage *req);
 
+/* Counts the call's end and sends its reply (the message packed in
+ * u->reply, if any) with code and msg. */
+static void unary_reply(unary_call *u, grpc_status_code code, const char *msg)
+{
+    method_entry *m = u->m;
+    grpcx_server *s = u->w->s;
+    if (code == GRPC_STATUS_INTERNAL)
+        log_error(s->component, "call failed", "method=%s code=%s detail=\"%s\"", m->path, grpcx_code_name(code),
+                  msg);
+    double us = gpr_timespec_to_micros(gpr_time_sub(gpr_now(GPR_CLOCK_MONOTONIC), u->t0));
+    log_debug(s->component, "call", "method=%s code=%s ms=%.3f", m->path, grpcx_code_name(code), us / 1000.0);
+    metric_add(call_metrics()->in_flight_series, -1);
+    metric_observe(m->seconds, us / 1e6);
+    count_handled(m, code);
+
+    grpc_op ops[4];
+    size_t n = 0;
+    memset(ops, 0, sizeof ops);
+    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].data.send_initial_metadata.count = u->n_reply_md;
+    ops[n++].data.send_initial_metadata.metadata = u->n_reply_md > 0 ? u->reply_md : NULL;
+    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[n++].data.recv_close_on_server.cancelled = &u->cancelled;
+    if (u->reply != NULL) {
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = u->reply;
+    }
+    u->details = grpc_slice_from_copied_string(msg);
+    u->replying = true;
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = code;
+    ops[n++].data.send_status_from_server.status_details = &u->details;
+    if (!start_batch(u->w, u->call, ops, n, u)) {
+        log_error(s->component, "could not start the reply batch", "method=%s", m->path);
+        unary_free(u);
+    }
+}
+
 static void unary_handle(unary_call *u)
 {
     metric_add(u->m->started, 1);
@@ -425,7 +465,8 @@ static void unary_handle(unary_call *u)
     todo_err err;
     const char *msg = "";
     bool streamed = false; /* a server stream took the call */
-    gpr_timespec t0 = gpr_now(GPR_CLOCK_MONOTONIC);
+    bool taken = false;    /* the handler took it to answer later: u is not to be touched after */
+    u->t0 = gpr_now(GPR_CLOCK_MONOTONIC);
 
     arena_reset(w->arena);
     todo_err_clear(&err);
@@ -466,55 +507,68 @@ static void unary_handle(unary_call *u)
             }
         } else {
             rc = m->fn(&c, req, &resp, &err);
+            taken = c.later;
             if (rc != TODO_OK) {
                 code = grpcx_status_of(rc);
                 msg = err.msg;
-            } else if (resp == NULL) {
+            } else if (resp == NULL && !taken) {
                 code = GRPC_STATUS_INTERNAL;
                 msg = "the handler produced no reply";
-            } else {
+            } else if (resp != NULL && !taken) {
                 u->reply = pack_message(resp);
             }
         }
     }
-    if (code == GRPC_STATUS_INTERNAL)
-        log_error(w->s->component, "call failed", "method=%s code=%s detail=\"%s\"", m->path,
-                  grpcx_code_name(code), msg);
-    double us = gpr_timespec_to_micros(gpr_time_sub(gpr_now(GPR_CLOCK_MONOTONIC), t0));
-    log_debug(w->s->component, "call", "method=%s code=%s ms=%.3f", m->path, grpcx_code_name(code), us / 1000.0);
-    metric_add(call_metrics()->in_flight_series, -1);
-    trace_leave();
     if (streamed) { /* the stream has the call now; it counts its own end */
+        metric_add(call_metrics()->in_flight_series, -1);
+        trace_leave();
         unary_free(u);
         arena_reset(w->arena);
         return;
     }
-    metric_observe(m->seconds, us / 1e6);
-    count_handled(m, code);
-
-    grpc_op ops[4];
-    size_t n = 0;
-    memset(ops, 0, sizeof ops);
-    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[n].data.send_initial_metadata.count = u->n_reply_md;
-    ops[n++].data.send_initial_metadata.metadata = u->n_reply_md > 0 ? u->reply_md : NULL;
-    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    ops[n++].data.recv_close_on_server.cancelled = &u->cancelled;
-    if (u->reply != NULL) {
-        ops[n].op = GRPC_OP_SEND_MESSAGE;
-        ops[n++].data.send_message.send_message = u->reply;
+    if (code != GRPC_STATUS_OK && taken) { /* taken, then refused: answered now (the handle unused) */
+        taken = false;
+        atomic_fetch_sub(&w->s->outstanding, 1);
     }
-    u->details = grpc_slice_from_copied_string(msg);
-    u->replying = true;
-    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-    ops[n].data.send_status_from_server.status = code;
-    ops[n++].data.send_status_from_server.status_details = &u->details;
-    if (!start_batch(w, u->call, ops, n, u)) {
-        log_error(w->s->component, "could not start the reply batch", "method=%s", m->path);
-        unary_free(u);
-    }
+    if (!taken) unary_reply(u, code, msg);
+    trace_leave();
     arena_reset(w->arena);
 }
+
+/* ---- replies given later ---- */
+
+grpcx_later *grpcx_call_later(grpcx_call *c)
+{
+    unary_call *u = c->u;
+    if (!c->later) {
+        c->later = true;
+        atomic_fetch_add(&u->w->s->outstanding, 1); /* the reply owed: the workers wait for it */
+    }
+    return (grpcx_later *)u;
+}
+
+void grpcx_later_reply(grpcx_later *l, int rc, const ProtobufCMessage *resp, const todo_err *err)
+{
+    unary_call *u = (unary_call *)l;
+    grpcx_server *s = u->w->s;
+    grpc_status_code code = GRPC_STATUS_OK;
+    const char *msg = "";
+    trace_enter(&u->trace);
+    if (rc != TODO_OK) {
+        code = grpcx_status_of(rc);
+        msg = err != NULL ? err->msg : "";
+    } else if (resp == NULL) {
+        code = GRPC_STATUS_INTERNAL;
+        msg = "the handler produced no reply";
+    } else {
+        u->reply = pack_message(resp);
+    }
+    unary_reply(u, code, msg); /* counts the reply batch it starts */
+    trace_leave();
+    atomic_fetch_sub(&s->outstanding, 1);
+}
+
+const trace_ctx *grpcx_later_trace(grpcx_later *l) { return &((unary_call *)l)->trace; }
 
 static void on_unary(unary_call *u, int ok)
 {

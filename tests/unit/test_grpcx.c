@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "google/protobuf/timestamp.pb-c.h"
@@ -24,12 +25,61 @@
 static atomic_int slow_calls_started; /* set when a "slow" call is in the handler */
 static atomic_int slow_now, slow_most;  /* "slow" calls in the handler now, and the most at once */
 
+/* Calls taken to be answered later ("later-..." ids), in the order taken. */
+static pthread_mutex_t taken_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t taken_cv = PTHREAD_COND_INITIALIZER;
+static struct {
+    grpcx_later *l;
+    char id[32];
+} taken[8];
+static int n_taken;
+
+/* Waits (up to 5 s) until n calls are taken; false otherwise. */
+static bool wait_taken(int n)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5;
+    pthread_mutex_lock(&taken_mu);
+    while (n_taken < n && pthread_cond_timedwait(&taken_cv, &taken_mu, &until) == 0) {
+    }
+    bool ok = n_taken >= n;
+    pthread_mutex_unlock(&taken_mu);
+    return ok;
+}
+
+/* Answers taken call i: a task titled "answered later", or (not_found)
+ * NOT_FOUND. */
+static void answer(int i, bool not_found)
+{
+    Todo__V1__Task t = TODO__V1__TASK__INIT;
+    t.id = taken[i].id;
+    t.title = "answered later";
+    todo_err err;
+    todo_err_set(&err, TODO_ENOTFOUND, "task %s not found", taken[i].id);
+    grpcx_later_reply(taken[i].l, not_found ? TODO_ENOTFOUND : TODO_OK, &t.base, &err);
+}
+
 /* GetTask echoes: "missing" -> NOT_FOUND, "slow" -> replies after 300 ms,
- * "whoami" -> the authorization metadata as the title. */
+ * "whoami" -> the authorization metadata as the title, "later-..." -> taken
+ * to be answered by the test. */
 static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
 {
     const Todo__V1__GetTaskRequest *rq = (const Todo__V1__GetTaskRequest *)req;
     arena *a = grpcx_call_arena(c);
+    if (strncmp(rq->task_id, "later-", 6) == 0) {
+        pthread_mutex_lock(&taken_mu);
+        if (n_taken == 8) {
+            pthread_mutex_unlock(&taken_mu);
+            return todo_err_set(err, TODO_EUNAVAIL, "too many taken");
+        }
+        taken[n_taken].l = grpcx_call_later(c);
+        snprintf(taken[n_taken].id, sizeof taken[n_taken].id, "%s", rq->task_id); /* the request goes with the handler */
+        n_taken++;
+        pthread_cond_broadcast(&taken_cv);
+        pthread_mutex_unlock(&taken_mu);
+        return TODO_OK;
+    }
     if (strcmp(rq->task_id, "missing") == 0) return todo_err_set(err, TODO_ENOTFOUND, "task missing not found");
     if (strcmp(rq->task_id, "slow") == 0) {
         atomic_store(&slow_calls_started, 1);
@@ -386,6 +436,77 @@ static void shutdown_lets_in_flight_calls_finish(void **state)
     grpcx_server_shutdown(f->srv, 5000);
     pthread_join(th, NULL);
     assert_int_equal(s.code, GRPC_STATUS_OK);
+}
+
+typedef struct later_call {
+    fixture *f;
+    const char *id;
+    grpc_status_code code;
+    char title[32];
+    char message[512];
+} later_call;
+
+static void *call_later(void *arg)
+{
+    later_call *lc = arg;
+    Todo__V1__Task *t = NULL;
+    grpcx_result res;
+    lc->code = get(lc->f, lc->id, NULL, 10000, &t, &res);
+    snprintf(lc->message, sizeof lc->message, "%s", res.message);
+    if (t != NULL) {
+        snprintf(lc->title, sizeof lc->title, "%s", t->title);
+        protobuf_c_message_free_unpacked(&t->base, NULL);
+    }
+    return NULL;
+}
+
+/* One worker takes two calls in turn without answering either (it is not
+ * held by the first), and another thread answers both: a reply and an
+ * error, each to its own caller. */
+static void calls_taken_later_are_answered_from_another_thread(void **state)
+{
+    fixture *f = *state;
+    n_taken = 0;
+    later_call a = {.f = f, .id = "later-a"}, b = {.f = f, .id = "later-b"};
+    pthread_t ta, tb;
+    pthread_create(&ta, NULL, call_later, &a);
+    assert_true(wait_taken(1));
+    pthread_create(&tb, NULL, call_later, &b);
+    assert_true(wait_taken(2)); /* the one worker took the second while the first waits */
+    int ia = strcmp(taken[0].id, "later-a") == 0 ? 0 : 1;
+    answer(1 - ia, true);
+    answer(ia, false);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    assert_int_equal(a.code, GRPC_STATUS_OK);
+    assert_string_equal(a.title, "answered later");
+    assert_int_equal(b.code, GRPC_STATUS_NOT_FOUND);
+    assert_string_equal(b.message, "task later-b not found");
+}
+
+static void *answer_soon(void *arg)
+{
+    (void)arg;
+    usleep(300000);
+    answer(0, false);
+    return NULL;
+}
+
+/* A shutdown waits for the answer of a call taken later. */
+static void shutdown_waits_for_calls_taken_later(void **state)
+{
+    fixture *f = *state;
+    n_taken = 0;
+    later_call a = {.f = f, .id = "later-a"};
+    pthread_t ta, tr;
+    pthread_create(&ta, NULL, call_later, &a);
+    assert_true(wait_taken(1));
+    pthread_create(&tr, NULL, answer_soon, NULL);
+    grpcx_server_shutdown(f->srv, 5000);
+    pthread_join(tr, NULL);
+    pthread_join(ta, NULL);
+    assert_int_equal(a.code, GRPC_STATUS_OK);
+    assert_string_equal(a.title, "answered later");
 }
 
 /* The next status a Health/Watch stream sends, waiting up to wait_ms:
@@ -861,6 +982,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(hostile_bodies_are_refused_without_harm, setup_guarded, teardown),
         cmocka_unit_test_setup_teardown(client_deadlines_are_enforced, setup, teardown),
         cmocka_unit_test_setup_teardown(shutdown_lets_in_flight_calls_finish, setup, teardown),
+        cmocka_unit_test_setup_teardown(calls_taken_later_are_answered_from_another_thread, setup_one_worker, teardown),
+        cmocka_unit_test_setup_teardown(shutdown_waits_for_calls_taken_later, setup, teardown),
         cmocka_unit_test_setup_teardown(one_connection_gets_at_most_its_streams, setup_one_stream, teardown),
         cmocka_unit_test_setup_teardown(tls_calls_need_the_servers_ca, setup_tls, teardown),
         cmocka_unit_test_setup_teardown(mutual_tls_needs_a_client_certificate_of_the_ca, setup_mtls, teardown),
