@@ -284,7 +284,8 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
         (rc = get_int(&cfg->jwt_max_lifetime_s, "TODO_JWT_MAX_LIFETIME_S", 86400, 0, 31536000, get, ctx, err)) != 0 ||
         (rc = get_int(&cfg->jwt_leeway_s, "TODO_JWT_LEEWAY_S", 30, 0, 600, get, ctx, err)) != 0 ||
         (rc = get_int(&cfg->token_cache, "TODO_TOKEN_CACHE", 256, 0, 65536, get, ctx, err)) != 0 ||
-        (rc = get_int(&cfg->query_batch, "TODO_QUERY_BATCH", 32, 1, 1024, get, ctx, err)) != 0)
+        (rc = get_int(&cfg->query_batch, "TODO_QUERY_BATCH", 32, 1, 1024, get, ctx, err)) != 0 ||
+        (rc = get_int(&cfg->query_pumps, "TODO_QUERY_PUMPS", 1, 0, 8, get, ctx, err)) != 0)
         return rc;
     /* Consistency tokens: their own key, so todo-query (which checks them)
      * holds nothing that signs a user's or a service's token. */

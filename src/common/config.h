@@ -49,6 +49,7 @@ typedef struct todo_config {
     int jwt_max_lifetime_s;               /* TODO_JWT_MAX_LIFETIME_S: exp - iat at most (86400; 0: no limit) */
     int jwt_leeway_s;                     /* TODO_JWT_LEEWAY_S: clock skew on exp, nbf, iat (30) */
     int query_batch;                      /* TODO_QUERY_BATCH: GetTask lookups per statement (32; 1: alone) */
+    int query_pumps;                      /* TODO_QUERY_PUMPS: threads answering GetTask and first pages (1; 0: the workers) */
     int token_cache;                      /* TODO_TOKEN_CACHE: verified tokens kept per worker thread (256; 0 off) */
     char service_secret[CONFIG_STR_MAX];  /* TODO_SERVICE_SECRET: service tokens (todo-saga signs, todo-command verifies); "" none */
     char master_key[65];                  /* TODO_MASTER_KEY: 64 hex digits, wraps the users' data keys (seal.h); "" none */

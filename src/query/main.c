@@ -4,6 +4,7 @@
  * (docs/OPERATIONS.md); SIGINT or SIGTERM stop it gracefully.
  */
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "auth.h"
 #include "config.h"
@@ -44,6 +45,13 @@ int main(void)
         return 1;
     }
     svc_signals_block(&sigs); /* before any thread starts */
+    /* GetTask lookups and first pages are answered by pump threads with
+     * their own connections: the gRPC workers do not wait on PostgreSQL. */
+    if (cfg.query_pumps > 0 && (qry_batch_pump(app.gets, cfg.pg_url, cfg.query_pumps, &err) != 0 ||
+                                qry_batch_pump(app.lists, cfg.pg_url, cfg.query_pumps, &err) != 0)) {
+        fprintf(stderr, "todo-query: %s\n", err.msg);
+        return 1;
+    }
     if ((app.watch = qry_watch_start(&cfg, &err)) == NULL) {
         fprintf(stderr, "todo-query: %s\n", err.msg);
         return 1;

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "arena.h"
 #include "pgx.h"
 #include "qry_page.h"
 
@@ -27,6 +28,10 @@ typedef struct lookup {
     todo_err err;
     bool done;
     struct lookup *next;
+    /* A pumped read (qry_batch_get_later): its copies and its answer. */
+    char id_copy[40], user_copy[128];
+    qry_batch_answer answer;
+    void *ctx;
 } lookup;
 
 struct qry_batch {
@@ -39,6 +44,11 @@ struct qry_batch {
     qry_batch_kind kind;
     char *one_sql, *many_sql;
     int64_t statements, reads;
+    /* The pump: threads with their own connections that run what is queued. */
+    pthread_t pumps[8];
+    int n_pumps;
+    bool stopping;
+    char *pg_url;
 };
 
 qry_batch *qry_batch_new(qry_batch_kind kind, int max_batch)
@@ -84,6 +94,12 @@ qry_batch *qry_batch_new(qry_batch_kind kind, int max_batch)
 void qry_batch_free(qry_batch *b)
 {
     if (b == NULL) return;
+    pthread_mutex_lock(&b->mu);
+    b->stopping = true;
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    for (int i = 0; i < b->n_pumps; i++) pthread_join(b->pumps[i], NULL);
+    free(b->pg_url);
     pthread_cond_destroy(&b->cv);
     pthread_mutex_destroy(&b->mu);
     free(b->one_sql);
@@ -185,6 +201,22 @@ static void run(qry_batch *b, PGconn *pg, lookup *first, int n)
     if (!get && s != NULL && n > 1) pages_of(r, first, n);
 }
 
+/* Takes the oldest max_batch queued lookups (the queue is not empty) as a
+ * detached list, their count in *n; under b->mu. */
+static lookup *take(qry_batch *b, int *n)
+{
+    lookup *first = b->head, *last = first;
+    *n = 1;
+    while (*n < b->max_batch && last->next != NULL) {
+        last = last->next;
+        (*n)++;
+    }
+    b->head = last->next;
+    if (b->head == NULL) b->tail = NULL;
+    last->next = NULL;
+    return first;
+}
+
 /* Queues me and returns once a statement answered it. */
 static int read_one(qry_batch *b, PGconn *pg, lookup *me, qry_found *out, todo_err *err)
 {
@@ -200,15 +232,8 @@ static int read_one(qry_batch *b, PGconn *pg, lookup *me, qry_found *out, todo_e
         /* Lead: take the oldest max_batch lookups (this one among them,
          * unless more than that were waiting before it). */
         b->busy = true;
-        lookup *first = b->head, *last = first;
-        int n = 1;
-        while (n < b->max_batch && last->next != NULL) {
-            last = last->next;
-            n++;
-        }
-        b->head = last->next;
-        if (b->head == NULL) b->tail = NULL;
-        last->next = NULL;
+        int n;
+        lookup *first = take(b, &n);
         b->in_flight = n;
         pthread_mutex_unlock(&b->mu);
         run(b, pg, first, n);
@@ -286,4 +311,114 @@ int qry_batch_in_flight(qry_batch *b)
     int n = b->in_flight;
     pthread_mutex_unlock(&b->mu);
     return n;
+}
+
+/* ---- the pump ---- */
+
+typedef struct pump_arg {
+    qry_batch *b;
+    int index;
+} pump_arg;
+
+static void *pump_main(void *arg)
+{
+    pump_arg pa = *(pump_arg *)arg;
+    free(arg);
+    qry_batch *b = pa.b;
+    PGconn *pg = NULL;
+    char app_name[32];
+    snprintf(app_name, sizeof app_name, "todo-query-%s-pump-%d", b->kind == QRY_BATCH_GET ? "get" : "list", pa.index);
+    arena *a = arena_new();
+    if (a == NULL) abort();
+    pthread_mutex_lock(&b->mu);
+    for (;;) {
+        while (b->head == NULL && !b->stopping) pthread_cond_wait(&b->cv, &b->mu);
+        if (b->head == NULL) break; /* stopping, with nothing left to answer */
+        int n;
+        lookup *first = take(b, &n);
+        b->in_flight += n;
+        pthread_mutex_unlock(&b->mu);
+        todo_err err;
+        if (pgx_ensure(&pg, b->pg_url, app_name, &err) != 0) {
+            todo_err_set(&err, TODO_EUNAVAIL, "the read database is unreachable; retry later");
+            for (lookup *l = first; l != NULL; l = l->next) {
+                l->rc = TODO_EUNAVAIL;
+                l->err = err;
+                l->res = NULL;
+            }
+        } else {
+            run(b, pg, first, n);
+        }
+        for (lookup *l = first, *next; l != NULL; l = next) {
+            next = l->next;
+            qry_pumped p = {.rc = l->rc, .err = &l->err, .id = l->id, .limit = l->limit, .rows = l->rows,
+                            .n_rows = l->n_rows,
+                            .f = {.r = l->res != NULL ? l->res->r : NULL, .row = l->row, .ref = l->res}};
+            arena_reset(a);
+            l->answer(l->ctx, &p, a);
+            qry_batch_done(&p.f);
+            free(l->rows);
+            free(l);
+        }
+        pthread_mutex_lock(&b->mu);
+        b->in_flight -= n;
+        b->statements++;
+        b->reads += n;
+    }
+    pthread_mutex_unlock(&b->mu);
+    pgx_close(pg);
+    arena_free(a);
+    return NULL;
+}
+
+int qry_batch_pump(qry_batch *b, const char *pg_url, int threads, todo_err *err)
+{
+    if (threads < 1 || threads > (int)(sizeof b->pumps / sizeof b->pumps[0]))
+        return todo_err_set(err, TODO_EINVAL, "1 to 8 pump threads");
+    b->pg_url = strdup(pg_url);
+    if (b->pg_url == NULL) return todo_err_set(err, TODO_EINTERNAL, "out of memory");
+    for (int i = 0; i < threads; i++) {
+        pump_arg *pa = malloc(sizeof *pa);
+        if (pa == NULL) abort();
+        *pa = (pump_arg){b, i};
+        if (pthread_create(&b->pumps[i], NULL, pump_main, pa) != 0) abort();
+        b->n_pumps++;
+    }
+    return TODO_OK;
+}
+
+bool qry_batch_pumped(const qry_batch *b) { return b->n_pumps > 0; }
+
+static void queue_later(qry_batch *b, lookup *l, const char *user, qry_batch_answer answer, void *ctx)
+{
+    snprintf(l->user_copy, sizeof l->user_copy, "%s", user);
+    l->id = l->id_copy;
+    l->user = l->user_copy;
+    l->row = -1;
+    l->answer = answer;
+    l->ctx = ctx;
+    pthread_mutex_lock(&b->mu);
+    if (b->tail != NULL) b->tail->next = l;
+    else b->head = l;
+    b->tail = l;
+    pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
+void qry_batch_get_later(qry_batch *b, const char *id, const char *user, qry_batch_answer answer, void *ctx)
+{
+    lookup *l = calloc(1, sizeof *l);
+    if (l == NULL) abort();
+    snprintf(l->id_copy, sizeof l->id_copy, "%s", id);
+    queue_later(b, l, user, answer, ctx);
+}
+
+void qry_batch_list_later(qry_batch *b, const char *user, int limit, qry_batch_answer answer, void *ctx)
+{
+    lookup *l = calloc(1, sizeof *l);
+    if (l == NULL) abort();
+    l->limit = limit;
+    l->rows = calloc((size_t)limit, sizeof *l->rows);
+    if (l->rows == NULL) abort();
+    queue_later(b, l, user, answer, ctx);
 }

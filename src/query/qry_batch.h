@@ -8,7 +8,9 @@
  * 12,300/s of one (pgbench, 8 clients): a read in a batch of 8 costs it a
  * fifth (lookups) or 60% (pages) of one alone.
  *
- * Leader and followers, no thread of its own: a caller finding no
+ * Two ways to run: the pump below (threads of its own that answer
+ * through a callback: todo-query's default), or leader and followers with
+ * no thread of its own: a caller finding no
  * statement in flight runs everything queued (up to max_batch, the oldest
  * first) on its own connection; callers arriving meanwhile queue up, and
  * when the statement is done one of them leads the next. A lone read is run
@@ -20,8 +22,10 @@
 #define TODO_QRY_BATCH_H
 
 #include <libpq-fe.h>
+#include <stdbool.h>
 #include <stdint.h>
 
+#include "arena.h"
 #include "todo_err.h"
 
 typedef enum qry_batch_kind {
@@ -60,6 +64,32 @@ int qry_batch_list(qry_batch *b, PGconn *pg, const char *user, int limit, int *r
                    todo_err *err);
 
 void qry_batch_done(qry_found *f);
+
+/* ---- the pump: reads answered by threads of their own ----
+ *
+ * qry_batch_pump starts threads that each keep a connection (pg_url) and
+ * run what is queued, up to max_batch reads a statement; a caller queues a
+ * read with qry_batch_get_later or qry_batch_list_later and goes on (a
+ * gRPC worker that does not block on PostgreSQL). answer then runs on a
+ * pump thread with the read's outcome, as qry_batch_get or qry_batch_list
+ * give it, and an arena for the reply (reset after; p->f is released
+ * after answer returns). qry_batch_free answers everything queued, then
+ * stops the threads. id and user are copied (id a UUID, user under 128
+ * bytes). */
+typedef struct qry_pumped {
+    int rc;              /* TODO_OK, or TODO_EUNAVAIL with err */
+    const todo_err *err;
+    qry_found f;
+    const char *id;      /* GET: the task id asked for (f.row: -1 when none) */
+    int limit;           /* LIST: the limit asked for, and the rows of f.r found, in order */
+    const int *rows;
+    int n_rows;
+} qry_pumped;
+typedef void (*qry_batch_answer)(void *ctx, const qry_pumped *p, arena *a);
+int qry_batch_pump(qry_batch *b, const char *pg_url, int threads, todo_err *err);
+bool qry_batch_pumped(const qry_batch *b);
+void qry_batch_get_later(qry_batch *b, const char *id, const char *user, qry_batch_answer answer, void *ctx);
+void qry_batch_list_later(qry_batch *b, const char *user, int limit, qry_batch_answer answer, void *ctx);
 
 /* Statements run and reads in them since the start (logs, tests). */
 void qry_batch_stats(qry_batch *b, int64_t *statements, int64_t *reads);

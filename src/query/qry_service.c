@@ -21,6 +21,7 @@
 #include "qry_rows.h"
 #include "qry_search.h"
 #include "text.h"
+#include "trace.h"
 #include "todo/v1/query.pb-c.h"
 
 #define PAGE_DEFAULT 20
@@ -267,6 +268,23 @@ static int get_task_as_of(qry_thread *t, arena *a, const char *user, const Todo_
     return TODO_OK;
 }
 
+/* A pumped GetTask's answer (qry_batch_answer; ctx is the call taken). */
+static void answer_get(void *ctx, const qry_pumped *p, arena *a)
+{
+    grpcx_later *l = ctx;
+    todo_err e;
+    int rc = p->rc;
+    trace_enter(grpcx_later_trace(l));
+    if (rc != TODO_OK) {
+        e = *p->err;
+        rc = read_failed("reading the task", &e);
+    } else if (p->f.row < 0) {
+        rc = todo_err_set(&e, TODO_ENOTFOUND, "task %s not found", p->id);
+    }
+    trace_leave();
+    grpcx_later_reply(l, rc, rc == TODO_OK ? &qry_task_of(a, p->f.r, p->f.row)->base : NULL, &e);
+}
+
 static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
 {
     const Todo__V1__GetTaskRequest *rq = (const Todo__V1__GetTaskRequest *)req;
@@ -279,6 +297,10 @@ static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage
     if (!text_is_uuid(rq->task_id)) return todo_err_set(err, TODO_EINVAL, "task_id: must be a UUID");
     if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;
     if (rq->as_of != NULL) return get_task_as_of(t, a, user, rq, resp, err);
+    if (qry_batch_pumped(t->gets)) { /* answered by a pump thread; this worker goes on */
+        qry_batch_get_later(t->gets, rq->task_id, user, answer_get, grpcx_call_later(c));
+        return TODO_OK;
+    }
     qry_found f;
     if (qry_batch_get(t->gets, t->pg, rq->task_id, user, &f, err) != 0) return read_failed("reading the task", err);
     if (f.row < 0) {
@@ -354,10 +376,36 @@ static void fill_page(arena *a, Todo__V1__ListTasksResponse *rs, const PGresult 
     if (n > size) rs->next_page_token = next_token(a, r, at != NULL ? at[shown - 1] : shown - 1, 15, sort);
 }
 
-/* ListTasks' first page of size in the default order, no filter, through
- * the batcher. */
-static int first_page(qry_thread *t, arena *a, const char *user, int size, ProtobufCMessage **resp, todo_err *err)
+/* A pumped first page's answer (qry_batch_answer; ctx is the call taken). */
+static void answer_first_page(void *ctx, const qry_pumped *p, arena *a)
 {
+    grpcx_later *l = ctx;
+    todo_err e;
+    int rc = p->rc;
+    Todo__V1__ListTasksResponse *rs = NULL;
+    if (rc != TODO_OK) {
+        e = *p->err;
+        trace_enter(grpcx_later_trace(l));
+        rc = read_failed("listing tasks", &e);
+        trace_leave();
+    } else {
+        rs = arena_alloc(a, sizeof *rs);
+        todo__v1__list_tasks_response__init(rs);
+        fill_page(a, rs, p->f.r, p->rows, p->n_rows, p->limit - 1,
+                  (qry_sort){.field = QRY_SORT_CREATED_AT, .asc = false});
+    }
+    grpcx_later_reply(l, rc, rs != NULL ? &rs->base : NULL, &e);
+}
+
+/* ListTasks' first page of size in the default order, no filter, through
+ * the batcher (or its pump, with the call answered there). */
+static int first_page(grpcx_call *c, qry_thread *t, arena *a, const char *user, int size, ProtobufCMessage **resp,
+                      todo_err *err)
+{
+    if (qry_batch_pumped(t->lists)) {
+        qry_batch_list_later(t->lists, user, size + 1, answer_first_page, grpcx_call_later(c));
+        return TODO_OK;
+    }
     int *rows = arena_alloc(a, (size_t)(size + 1) * sizeof *rows), n = 0;
     qry_found f;
     if (qry_batch_list(t->lists, t->pg, user, size + 1, rows, &n, &f, err) != 0)
@@ -403,7 +451,7 @@ static int list_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessa
     if (rq->completed == NULL && rq->priority == 0 && rq->category[0] == '\0' && rq->tag[0] == '\0' &&
         rq->due_before == NULL && rq->due_after == NULL && rq->overdue == NULL && rq->text[0] == '\0' &&
         rq->page_token[0] == '\0' && !rq->include_total && sort.field == QRY_SORT_CREATED_AT && !sort.asc)
-        return first_page(t, a, user, size, resp, err);
+        return first_page(c, t, a, user, size, resp, err);
     w.params[w.n++] = user;
     w.len = (size_t)snprintf(w.sql, sizeof w.sql, " where user_id = $1 and not deleted");
     if (rq->completed != NULL) cond(&w, "completed = ?", rq->completed->value ? "true" : "false");

@@ -4,7 +4,10 @@
  * row (never another user's, never a deleted one) and concurrent first
  * pages their own user's newest tasks in order; reads that queue while a
  * statement is in flight go together in the next one; a failed statement
- * fails every read of its batch, and the reads after it are answered.
+ * fails every read of its batch, and the reads after it are answered;
+ * reads queued for a pump (qry_batch_get_later, qry_batch_list_later) are
+ * each answered once with their own rows, none lost when the batcher is
+ * freed, and UNAVAILABLE while the database cannot be reached.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +16,7 @@
 #include <cmocka.h>
 #include <ctype.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -234,6 +238,99 @@ static void a_failed_statement_fails_its_batch_and_the_next_is_answered(void **s
     qry_batch_free(b);
 }
 
+/* ---- the pump ---- */
+
+typedef struct asked {
+    int owner, k, asker, limit;
+    char id[37];
+} asked;
+
+static atomic_int pumped_right, pumped_wrong, pumped_unavailable;
+
+/* Checks a pumped read's answer against what was asked (ctx). */
+static void check_pumped(void *ctx, const qry_pumped *p, arena *a)
+{
+    (void)a;
+    const asked *q = ctx;
+    if (p->rc != TODO_OK) {
+        atomic_fetch_add(&pumped_unavailable, 1);
+        return;
+    }
+    bool right;
+    if (q->limit > 0) { /* a first page */
+        int want = q->limit < TASKS - 1 ? q->limit : TASKS - 1;
+        right = p->n_rows == want;
+        for (int i = 0; right && i < p->n_rows; i++)
+            right = strcmp(PQgetvalue(p->f.r, p->rows[i], 0), ids[q->asker][page[q->asker][i]]) == 0 &&
+                    strcmp(PQgetvalue(p->f.r, p->rows[i], 1), users[q->asker]) == 0;
+    } else {
+        bool visible = q->owner == q->asker && q->k != TASKS - 1;
+        right = strcmp(p->id, q->id) == 0 && (visible ? p->f.row >= 0 : p->f.row < 0);
+        if (right && visible) {
+            char want[64];
+            title_of(want, sizeof want, q->owner, q->k);
+            right = strcmp(PQgetvalue(p->f.r, p->f.row, 2), want) == 0 &&
+                    strcmp(PQgetvalue(p->f.r, p->f.row, 1), users[q->asker]) == 0;
+        }
+    }
+    atomic_fetch_add(right ? &pumped_right : &pumped_wrong, 1);
+}
+
+/* n reads queued at once for 2 pump threads (first pages with lists):
+ * each answered right once, all of them by the time the batcher is freed. */
+static void pumped_reads(bool lists, int n)
+{
+    qry_batch *b = qry_batch_new(lists ? QRY_BATCH_LIST : QRY_BATCH_GET, 32);
+    todo_err err;
+    assert_int_equal(qry_batch_pump(b, db_url, 2, &err), TODO_OK);
+    assert_true(qry_batch_pumped(b));
+    asked *q = calloc((size_t)n, sizeof *q);
+    atomic_store(&pumped_right, 0);
+    atomic_store(&pumped_wrong, 0);
+    atomic_store(&pumped_unavailable, 0);
+    for (int i = 0; i < n; i++) {
+        int seed = i * 31 + 7;
+        q[i] = (asked){.owner = seed % USERS, .k = (seed / USERS) % TASKS, .asker = (seed / 5) % USERS};
+        if (lists) {
+            q[i].limit = 1 + seed % (TASKS + 1);
+            qry_batch_list_later(b, users[q[i].asker], q[i].limit, check_pumped, &q[i]);
+        } else {
+            snprintf(q[i].id, sizeof q[i].id, "%s", ids[q[i].owner][q[i].k]);
+            qry_batch_get_later(b, q[i].id, users[q[i].asker], check_pumped, &q[i]);
+        }
+    }
+    qry_batch_free(b); /* answers what is still queued */
+    assert_int_equal(atomic_load(&pumped_wrong), 0);
+    assert_int_equal(atomic_load(&pumped_unavailable), 0);
+    assert_int_equal(atomic_load(&pumped_right), n);
+    free(q);
+}
+
+static void pumped_reads_are_each_answered_once_with_their_own_rows(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    pumped_reads(false, 600);
+    pumped_reads(true, 400);
+}
+
+static void a_pump_without_its_database_answers_unavailable(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    qry_batch *b = qry_batch_new(QRY_BATCH_GET, 32);
+    todo_err err;
+    char url[64];
+    snprintf(url, sizeof url, "postgresql://nobody@127.0.0.1:%d/none?connect_timeout=2", harness_free_port());
+    assert_int_equal(qry_batch_pump(b, url, 1, &err), TODO_OK);
+    asked q = {.owner = 0, .k = 0, .asker = 0};
+    snprintf(q.id, sizeof q.id, "%s", ids[0][0]);
+    atomic_store(&pumped_unavailable, 0);
+    qry_batch_get_later(b, q.id, users[0], check_pumped, &q);
+    qry_batch_free(b);
+    assert_int_equal(atomic_load(&pumped_unavailable), 1);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -292,6 +389,8 @@ int main(void)
         cmocka_unit_test(concurrent_first_pages_each_get_their_own_tasks_in_order),
         cmocka_unit_test(reads_queued_behind_a_statement_go_together),
         cmocka_unit_test(a_failed_statement_fails_its_batch_and_the_next_is_answered),
+        cmocka_unit_test(pumped_reads_are_each_answered_once_with_their_own_rows),
+        cmocka_unit_test(a_pump_without_its_database_answers_unavailable),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -49,6 +49,7 @@ static void defaults_describe_the_local_dev_stack(void **state)
     assert_int_equal(cfg.jwt_leeway_s, 30);
     assert_int_equal(cfg.token_cache, 256);
     assert_int_equal(cfg.query_batch, 32);
+    assert_int_equal(cfg.query_pumps, 1);
 }
 
 static void each_service_uses_its_own_role_url_with_fallback(void **state)
@@ -197,6 +198,8 @@ static void unsafe_settings_are_refused(void **state)
         {CONFIG_PROJECTOR, {"TODO_ENV", "production", "TODO_PROJECTOR_PG_URL", "postgresql://p@db/t", "TODO_MASTER_KEY",
                             CONFIG_DEV_MASTER_KEY, NULL}, "published development key"},
         {CONFIG_PROJECTOR, {"TODO_ENV", "local", "TODO_MASTER_KEY", "abc", NULL}, "must be 64 hex digits"},
+        {CONFIG_QUERY, {"TODO_ENV", "local", "TODO_QUERY_PUMPS", "9", NULL}, "TODO_QUERY_PUMPS"},
+        {CONFIG_QUERY, {"TODO_ENV", "local", "TODO_QUERY_PUMPS", "0", NULL}, NULL},
         {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_SAGA_PG_URL", "postgresql://s@db/t", "TODO_SERVICE_SECRET", SSECRET,
                        NULL}, "TODO_MASTER_KEY is not set"},
         {CONFIG_QUERY, {"TODO_ENV", "production", PUBKEYS, "TODO_QUERY_PG_URL", "postgresql://q@db/t",
