@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "arena.h"
+#include "auth.h"
 #include "pgx.h"
 #include "qry_page.h"
 
@@ -29,7 +30,7 @@ typedef struct lookup {
     bool done;
     struct lookup *next;
     /* A pumped read (qry_batch_get_later): its copies and its answer. */
-    char id_copy[40], user_copy[128];
+    char id_copy[40], user_copy[AUTH_USER_MAX];
     qry_batch_answer answer;
     void *ctx;
 } lookup;

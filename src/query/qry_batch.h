@@ -74,8 +74,8 @@ void qry_batch_done(qry_found *f);
  * pump thread with the read's outcome, as qry_batch_get or qry_batch_list
  * give it, and an arena for the reply (reset after; p->f is released
  * after answer returns). qry_batch_free answers everything queued, then
- * stops the threads. id and user are copied (id a UUID, user under 128
- * bytes). */
+ * stops the threads. id and user are copied (id a UUID, user a valid
+ * user id: at most AUTH_USER_MAX - 1 bytes). */
 typedef struct qry_pumped {
     int rc;              /* TODO_OK, or TODO_EUNAVAIL with err */
     const todo_err *err;

@@ -276,6 +276,15 @@ static void check_pumped(void *ctx, const qry_pumped *p, arena *a)
     atomic_fetch_add(right ? &pumped_right : &pumped_wrong, 1);
 }
 
+static atomic_int pumped_found, pumped_missing;
+
+/* Counts a pumped lookup's row found or not. */
+static void count_found(void *ctx, const qry_pumped *p, arena *a)
+{
+    (void)ctx, (void)a;
+    if (p->rc == TODO_OK) atomic_fetch_add(p->f.row >= 0 ? &pumped_found : &pumped_missing, 1);
+}
+
 /* n reads queued at once for 2 pump threads (first pages with lists):
  * each answered right once, all of them by the time the batcher is freed. */
 static void pumped_reads(bool lists, int n)
@@ -312,6 +321,37 @@ static void pumped_reads_are_each_answered_once_with_their_own_rows(void **state
     HARNESS_NEED_STACK();
     pumped_reads(false, 600);
     pumped_reads(true, 400);
+}
+
+/* A user id of the longest length is copied whole: cut by a byte, it named
+ * the user whose id is its prefix, whose task it was then answered. */
+static void a_pumped_lookup_keeps_the_longest_user_id_whole(void **state)
+{
+    (void)state;
+    HARNESS_NEED_STACK();
+    char longest[129], prefix[128], id[37];
+    memset(longest, 'u', 128);
+    longest[128] = '\0';
+    memcpy(prefix, longest, 127);
+    prefix[127] = '\0';
+    text_uuid_v4(id);
+    PGconn *c = PQconnectdb(db_url);
+    const char *p[2] = {id, prefix};
+    PGresult *r = PQexecParams(c, "insert into read.tasks (id, user_id, title) values ($1, $2, 'the prefix''s')", 2,
+                               NULL, p, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    PQfinish(c);
+    qry_batch *b = qry_batch_new(QRY_BATCH_GET, 32);
+    todo_err err;
+    assert_int_equal(qry_batch_pump(b, db_url, 1, &err), TODO_OK);
+    atomic_store(&pumped_found, 0);
+    atomic_store(&pumped_missing, 0);
+    qry_batch_get_later(b, id, longest, count_found, NULL);
+    qry_batch_get_later(b, id, prefix, count_found, NULL);
+    qry_batch_free(b);
+    assert_int_equal(atomic_load(&pumped_found), 1);   /* the prefix's own lookup */
+    assert_int_equal(atomic_load(&pumped_missing), 1); /* not the longer id's */
 }
 
 static void a_pump_without_its_database_answers_unavailable(void **state)
@@ -390,6 +430,7 @@ int main(void)
         cmocka_unit_test(reads_queued_behind_a_statement_go_together),
         cmocka_unit_test(a_failed_statement_fails_its_batch_and_the_next_is_answered),
         cmocka_unit_test(pumped_reads_are_each_answered_once_with_their_own_rows),
+        cmocka_unit_test(a_pumped_lookup_keeps_the_longest_user_id_whole),
         cmocka_unit_test(a_pump_without_its_database_answers_unavailable),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
