@@ -455,6 +455,25 @@ static void unary_reply(unary_call *u, grpc_status_code code, const char *msg)
     }
 }
 
+/* A handler's result as the call's status: the error's code and message,
+ * INTERNAL when it produced no reply, or OK with resp packed into
+ * u->reply. */
+static grpc_status_code handler_status(unary_call *u, int rc, const ProtobufCMessage *resp, const todo_err *err,
+                                       const char **msg)
+{
+    *msg = "";
+    if (rc != TODO_OK) {
+        *msg = err != NULL ? err->msg : "";
+        return grpcx_status_of(rc);
+    }
+    if (resp == NULL) {
+        *msg = "the handler produced no reply";
+        return GRPC_STATUS_INTERNAL;
+    }
+    u->reply = pack_message(resp);
+    return GRPC_STATUS_OK;
+}
+
 static void unary_handle(unary_call *u)
 {
     metric_add(u->m->started, 1);
@@ -508,15 +527,7 @@ static void unary_handle(unary_call *u)
         } else {
             rc = m->fn(&c, req, &resp, &err);
             taken = c.later;
-            if (rc != TODO_OK) {
-                code = grpcx_status_of(rc);
-                msg = err.msg;
-            } else if (resp == NULL && !taken) {
-                code = GRPC_STATUS_INTERNAL;
-                msg = "the handler produced no reply";
-            } else if (resp != NULL && !taken) {
-                u->reply = pack_message(resp);
-            }
+            if (rc != TODO_OK || !taken) code = handler_status(u, rc, resp, &err, &msg);
         }
     }
     if (streamed) { /* the stream has the call now; it counts its own end */
@@ -551,18 +562,9 @@ void grpcx_later_reply(grpcx_later *l, int rc, const ProtobufCMessage *resp, con
 {
     unary_call *u = (unary_call *)l;
     grpcx_server *s = u->w->s;
-    grpc_status_code code = GRPC_STATUS_OK;
-    const char *msg = "";
+    const char *msg;
     trace_enter(&u->trace);
-    if (rc != TODO_OK) {
-        code = grpcx_status_of(rc);
-        msg = err != NULL ? err->msg : "";
-    } else if (resp == NULL) {
-        code = GRPC_STATUS_INTERNAL;
-        msg = "the handler produced no reply";
-    } else {
-        u->reply = pack_message(resp);
-    }
+    grpc_status_code code = handler_status(u, rc, resp, err, &msg);
     unary_reply(u, code, msg); /* counts the reply batch it starts */
     trace_leave();
     atomic_fetch_sub(&s->outstanding, 1);

@@ -268,21 +268,26 @@ static int get_task_as_of(qry_thread *t, arena *a, const char *user, const Todo_
     return TODO_OK;
 }
 
+/* GetTask's reply from a lookup of task id whose outcome is rc (err
+ * filled when it failed) and f: the task, NOT_FOUND, or UNAVAILABLE. */
+static int task_found(arena *a, int rc, const qry_found *f, const char *id, ProtobufCMessage **resp, todo_err *err)
+{
+    if (rc != TODO_OK) return read_failed("reading the task", err);
+    if (f->row < 0) return todo_err_set(err, TODO_ENOTFOUND, "task %s not found", id);
+    *resp = &qry_task_of(a, f->r, f->row)->base;
+    return TODO_OK;
+}
+
 /* A pumped GetTask's answer (qry_batch_answer; ctx is the call taken). */
 static void answer_get(void *ctx, const qry_pumped *p, arena *a)
 {
     grpcx_later *l = ctx;
-    todo_err e;
-    int rc = p->rc;
+    todo_err e = p->rc != TODO_OK ? *p->err : (todo_err){0};
+    ProtobufCMessage *resp = NULL;
     trace_enter(grpcx_later_trace(l));
-    if (rc != TODO_OK) {
-        e = *p->err;
-        rc = read_failed("reading the task", &e);
-    } else if (p->f.row < 0) {
-        rc = todo_err_set(&e, TODO_ENOTFOUND, "task %s not found", p->id);
-    }
+    int rc = task_found(a, p->rc, &p->f, p->id, &resp, &e);
     trace_leave();
-    grpcx_later_reply(l, rc, rc == TODO_OK ? &qry_task_of(a, p->f.r, p->f.row)->base : NULL, &e);
+    grpcx_later_reply(l, rc, resp, &e);
 }
 
 static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
@@ -301,15 +306,10 @@ static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage
         qry_batch_get_later(t->gets, rq->task_id, user, answer_get, grpcx_call_later(c));
         return TODO_OK;
     }
-    qry_found f;
-    if (qry_batch_get(t->gets, t->pg, rq->task_id, user, &f, err) != 0) return read_failed("reading the task", err);
-    if (f.row < 0) {
-        qry_batch_done(&f);
-        return todo_err_set(err, TODO_ENOTFOUND, "task %s not found", rq->task_id);
-    }
-    *resp = &qry_task_of(a, f.r, f.row)->base;
+    qry_found f = {.ref = NULL};
+    rc = task_found(a, qry_batch_get(t->gets, t->pg, rq->task_id, user, &f, err), &f, rq->task_id, resp, err);
     qry_batch_done(&f);
-    return TODO_OK;
+    return rc;
 }
 
 /* A WHERE clause under construction with its parameters. */
@@ -376,25 +376,30 @@ static void fill_page(arena *a, Todo__V1__ListTasksResponse *rs, const PGresult 
     if (n > size) rs->next_page_token = next_token(a, r, at != NULL ? at[shown - 1] : shown - 1, 15, sort);
 }
 
+/* ListTasks' first page of size from a batched list whose outcome is rc
+ * (err filled when it failed): the rows of f numbered in rows[0..n), or
+ * UNAVAILABLE. */
+static int first_page_found(arena *a, int rc, const qry_found *f, const int *rows, int n, int size,
+                            ProtobufCMessage **resp, todo_err *err)
+{
+    if (rc != TODO_OK) return read_failed("listing tasks", err);
+    Todo__V1__ListTasksResponse *rs = arena_alloc(a, sizeof *rs);
+    todo__v1__list_tasks_response__init(rs);
+    fill_page(a, rs, f->r, rows, n, size, (qry_sort){.field = QRY_SORT_CREATED_AT, .asc = false});
+    *resp = &rs->base;
+    return TODO_OK;
+}
+
 /* A pumped first page's answer (qry_batch_answer; ctx is the call taken). */
 static void answer_first_page(void *ctx, const qry_pumped *p, arena *a)
 {
     grpcx_later *l = ctx;
-    todo_err e;
-    int rc = p->rc;
-    Todo__V1__ListTasksResponse *rs = NULL;
-    if (rc != TODO_OK) {
-        e = *p->err;
-        trace_enter(grpcx_later_trace(l));
-        rc = read_failed("listing tasks", &e);
-        trace_leave();
-    } else {
-        rs = arena_alloc(a, sizeof *rs);
-        todo__v1__list_tasks_response__init(rs);
-        fill_page(a, rs, p->f.r, p->rows, p->n_rows, p->limit - 1,
-                  (qry_sort){.field = QRY_SORT_CREATED_AT, .asc = false});
-    }
-    grpcx_later_reply(l, rc, rs != NULL ? &rs->base : NULL, &e);
+    todo_err e = p->rc != TODO_OK ? *p->err : (todo_err){0};
+    ProtobufCMessage *resp = NULL;
+    trace_enter(grpcx_later_trace(l));
+    int rc = first_page_found(a, p->rc, &p->f, p->rows, p->n_rows, p->limit - 1, &resp, &e);
+    trace_leave();
+    grpcx_later_reply(l, rc, resp, &e);
 }
 
 /* ListTasks' first page of size in the default order, no filter, through
@@ -407,15 +412,11 @@ static int first_page(grpcx_call *c, qry_thread *t, arena *a, const char *user, 
         return TODO_OK;
     }
     int *rows = arena_alloc(a, (size_t)(size + 1) * sizeof *rows), n = 0;
-    qry_found f;
-    if (qry_batch_list(t->lists, t->pg, user, size + 1, rows, &n, &f, err) != 0)
-        return read_failed("listing tasks", err);
-    Todo__V1__ListTasksResponse *rs = arena_alloc(a, sizeof *rs);
-    todo__v1__list_tasks_response__init(rs);
-    fill_page(a, rs, f.r, rows, n, size, (qry_sort){.field = QRY_SORT_CREATED_AT, .asc = false});
+    qry_found f = {.ref = NULL};
+    int rc = qry_batch_list(t->lists, t->pg, user, size + 1, rows, &n, &f, err);
+    rc = first_page_found(a, rc, &f, rows, n, size, resp, err);
     qry_batch_done(&f);
-    *resp = &rs->base;
-    return TODO_OK;
+    return rc;
 }
 
 static int list_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
