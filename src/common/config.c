@@ -128,6 +128,12 @@ static int load_tls(todo_config *cfg, config_service svc, config_getter get, voi
     return TODO_OK;
 }
 
+int config_cores(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 64 ? 64 : (int)n;
+}
+
 int config_load(todo_config *cfg, config_service svc, config_getter get, void *ctx, todo_err *err)
 {
     static const char *const role_vars[] = {
@@ -285,7 +291,8 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
         (rc = get_int(&cfg->jwt_leeway_s, "TODO_JWT_LEEWAY_S", 30, 0, 600, get, ctx, err)) != 0 ||
         (rc = get_int(&cfg->token_cache, "TODO_TOKEN_CACHE", 256, 0, 65536, get, ctx, err)) != 0 ||
         (rc = get_int(&cfg->query_batch, "TODO_QUERY_BATCH", 32, 1, 1024, get, ctx, err)) != 0 ||
-        (rc = get_int(&cfg->query_pumps, "TODO_QUERY_PUMPS", 1, 0, 8, get, ctx, err)) != 0)
+        (rc = get_int(&cfg->query_pumps, "TODO_QUERY_PUMPS", 1, 0, 8, get, ctx, err)) != 0 ||
+        (rc = get_int(&cfg->query_read_threads, "TODO_QUERY_READ_THREADS", 6, 0, 64, get, ctx, err)) != 0)
         return rc;
     /* Consistency tokens: their own key, so todo-query (which checks them)
      * holds nothing that signs a user's or a service's token. */
@@ -320,7 +327,12 @@ int config_load(todo_config *cfg, config_service svc, config_getter get, void *c
     if ((rc = get_int(&cfg->feed_retention_hours, "TODO_FEED_RETENTION_HOURS", 168, 1, 87600, get, ctx, err)) != 0)
         return rc;
 
-    if ((rc = get_int(&cfg->grpc_threads, "TODO_GRPC_THREADS", 8, 1, 64, get, ctx, err)) != 0) return rc;
+    /* todo-command's handlers wait on PostgreSQL (group commit): 8 workers.
+     * todo-query's workers never wait (pumps and read threads do): one per
+     * core (issue 19: 0.85-0.91x the CPU per call of 8, docs/PERFORMANCE.md). */
+    if ((rc = get_int(&cfg->grpc_threads, "TODO_GRPC_THREADS", svc == CONFIG_QUERY ? config_cores() : 8, 1, 64, get, ctx,
+                      err)) != 0)
+        return rc;
     /* The largest request the API needs is a 256 KiB descriptor set
      * (RegisterSchema); a task is a few KB. */
     if ((rc = get_int(&cfg->max_message_bytes, "TODO_GRPC_MAX_MESSAGE_BYTES", 320 << 10, 1024, 64 << 20,

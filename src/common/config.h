@@ -50,6 +50,7 @@ typedef struct todo_config {
     int jwt_leeway_s;                     /* TODO_JWT_LEEWAY_S: clock skew on exp, nbf, iat (30) */
     int query_batch;                      /* TODO_QUERY_BATCH: GetTask lookups per statement (32; 1: alone) */
     int query_pumps;                      /* TODO_QUERY_PUMPS: threads answering GetTask and first pages (1; 0: the workers) */
+    int query_read_threads;               /* TODO_QUERY_READ_THREADS: threads running the reads that wait (6; 0: the workers) */
     int token_cache;                      /* TODO_TOKEN_CACHE: verified tokens kept per worker thread (256; 0 off) */
     char service_secret[CONFIG_STR_MAX];  /* TODO_SERVICE_SECRET: service tokens (todo-saga signs, todo-command verifies); "" none */
     char master_key[65];                  /* TODO_MASTER_KEY: 64 hex digits, wraps the users' data keys (seal.h); "" none */
@@ -121,6 +122,9 @@ typedef const char *(*config_getter)(const char *name, void *ctx);
 /* True when addr ("host:port") listens on or points to a loopback address
  * only (127.0.0.0/8, [::1], localhost). */
 bool config_addr_is_loopback(const char *addr);
+
+/* The cores online, 1..64: todo-query's default worker count. */
+int config_cores(void);
 
 /* Fills cfg from get (getenv when NULL). Returns TODO_OK or TODO_EINVAL with
  * the variable named in err. */

@@ -83,6 +83,11 @@ typedef struct grpcx_tls_server {
 
 typedef struct grpcx_server_opts {
     int threads;                          /* worker threads, >= 1 */
+    /* Threads that run calls whose handlers may block for long (a wait,
+     * an unbatched query): see grpcx_call_offload. 0: none, every handler
+     * runs on the worker that took its call. */
+    int blocking_threads;
+    int blocking_queue;                   /* calls waiting for them at most (0: 64 per thread) */
     int max_message_bytes;                /* largest request accepted */
     size_t call_memory_bytes;             /* decoding a request may take this much (0: 8 MiB) */
     /* Called for every call of an application service (not health or
@@ -213,6 +218,24 @@ void grpcx_later_reply(grpcx_later *l, int rc, const ProtobufCMessage *resp, con
 /* The taken call's span, for the answering thread's log lines
  * (trace_enter). */
 const trace_ctx *grpcx_later_trace(grpcx_later *l);
+
+/* --- the blocking pool (opts.blocking_threads) ---
+ *
+ * A handler about to block (wait on a database, a lock, a timer) calls
+ * grpcx_call_offload first, before anything with an effect. True: the call
+ * is queued for a thread of the pool, and the handler returns TODO_OK at
+ * once, leaving *resp NULL; that thread runs the whole call again (the
+ * authentication, the decoding, the handler: there grpcx_call_offload
+ * answers false, and grpcx_call_state is that thread's state, made by
+ * thread_init with an index from opts.threads on). False: the server has no
+ * pool, or the call already runs there or was taken (grpcx_call_later):
+ * the handler goes on where it is; also when opts.blocking_queue calls
+ * wait for the pool already (the worker then takes no other call until
+ * this one is done: back-pressure, and bounded memory). The workers, as
+ * many as the cores, so never wait, and calls that wait hold a pool thread
+ * each. Calls queued for the pool are run in the order they came, also
+ * while the server shuts down. */
+bool grpcx_call_offload(grpcx_call *c);
 
 /* --- server streams (thread-safe; st from a grpcx_server_stream_fn) ---
  *

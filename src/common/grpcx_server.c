@@ -79,6 +79,7 @@ typedef struct worker {
     void *state;
     arena *arena;
     int index;
+    bool blocking; /* a thread of the blocking pool (grpcx_call_offload), not a completion-queue worker */
 } worker;
 
 struct grpcx_server {
@@ -91,6 +92,14 @@ struct grpcx_server {
     size_t n_services;
     worker *workers;
     grpc_completion_queue *cq;  /* shared by the workers */
+    /* The blocking pool: calls offloaded by their handlers, run again by
+     * these threads in the order they came (a FIFO of unary_call). */
+    worker *blockers;
+    pthread_mutex_t pool_mu;
+    pthread_cond_t pool_cv;
+    struct unary_call *pool_head, *pool_tail;
+    int pool_queued, pool_max; /* calls in the queue, and the most it takes */
+    bool pool_stop;
     atomic_int outstanding;     /* completions still due on cq, plus events being handled */
     atomic_int cq_shut;
     reflect_index *reflect;
@@ -136,6 +145,8 @@ typedef struct unary_call {
     char scope[128];             /* that token's scopes, space-separated */
     trace_ctx trace;             /* this call's span: a child of the caller's traceparent, or a new trace */
     gpr_timespec t0;             /* when its handling began */
+    bool begun;                  /* handled once already (counted, span made): offloaded, now run again */
+    struct unary_call *pool_next;
 } unary_call;
 
 /* One call to an unregistered method: reflection streams, or UNIMPLEMENTED. */
@@ -159,7 +170,8 @@ typedef struct stream_call {
 struct grpcx_call {
     unary_call *u;
     worker *w;
-    bool later; /* the handler took the call (grpcx_call_later): u may be gone once it returns */
+    bool later;   /* the handler took the call (grpcx_call_later): u may be gone once it returns */
+    bool offload; /* the handler asked for the blocking pool (grpcx_call_offload) */
 };
 
 /* ---- handler accessors ---- */
@@ -474,10 +486,10 @@ static grpc_status_code handler_status(unary_call *u, int rc, const ProtobufCMes
     return GRPC_STATUS_OK;
 }
 
+static void pool_push(unary_call *u);
+
 static void unary_handle(unary_call *u)
 {
-    metric_add(u->m->started, 1);
-    metric_add(call_metrics()->in_flight_series, 1);
     worker *w = u->w;
     method_entry *m = u->m;
     grpc_status_code code = GRPC_STATUS_OK;
@@ -485,16 +497,20 @@ static void unary_handle(unary_call *u)
     const char *msg = "";
     bool streamed = false; /* a server stream took the call */
     bool taken = false;    /* the handler took it to answer later: u is not to be touched after */
-    u->t0 = gpr_now(GPR_CLOCK_MONOTONIC);
+    bool offloaded = false; /* the handler sent it to the blocking pool, to be run again there */
 
     arena_reset(w->arena);
     todo_err_clear(&err);
-    {
+    if (!u->begun) { /* counted and given its span once, also when it is run again */
+        u->begun = true;
+        metric_add(u->m->started, 1);
+        metric_add(call_metrics()->in_flight_series, 1);
+        u->t0 = gpr_now(GPR_CLOCK_MONOTONIC);
         grpcx_call tc = {.u = u, .w = w};
         trace_ctx caller;
         trace_child(trace_parse(grpcx_call_metadata(&tc, "traceparent"), &caller) ? &caller : NULL, &u->trace);
-        trace_enter(&u->trace); /* the handler's log lines carry it */
     }
+    trace_enter(&u->trace); /* the handler's log lines carry it */
     if (u->payload == NULL) {
         code = GRPC_STATUS_INVALID_ARGUMENT;
         msg = "the request carried no message";
@@ -527,7 +543,18 @@ static void unary_handle(unary_call *u)
         } else {
             rc = m->fn(&c, req, &resp, &err);
             taken = c.later;
-            if (rc != TODO_OK || !taken) code = handler_status(u, rc, resp, &err, &msg);
+            offloaded = c.offload && rc == TODO_OK;
+            if (c.offload && !offloaded) { /* offloaded, then refused: its place in the queue is given back */
+                pthread_mutex_lock(&w->s->pool_mu);
+                w->s->pool_queued--;
+                pthread_mutex_unlock(&w->s->pool_mu);
+            }
+            if (offloaded) { /* the blocking pool runs it again; nothing of this run is kept */
+                if (u->reply != NULL) grpc_byte_buffer_destroy(u->reply);
+                u->reply = NULL;
+            } else if (rc != TODO_OK || !taken) {
+                code = handler_status(u, rc, resp, &err, &msg);
+            }
         }
     }
     if (streamed) { /* the stream has the call now; it counts its own end */
@@ -541,9 +568,73 @@ static void unary_handle(unary_call *u)
         taken = false;
         atomic_fetch_sub(&w->s->outstanding, 1);
     }
-    if (!taken) unary_reply(u, code, msg);
+    if (!taken && !offloaded) unary_reply(u, code, msg); /* logged in the call's span */
     trace_leave();
     arena_reset(w->arena);
+    if (offloaded) pool_push(u); /* the last touch of u on this thread */
+}
+
+/* ---- the blocking pool ---- */
+
+bool grpcx_call_offload(grpcx_call *c)
+{
+    grpcx_server *s = c->w->s;
+    if (c->w->blocking || s->opts.blocking_threads <= 0 || c->later) return false;
+    /* A full queue: the worker runs the call itself, and takes no other
+     * call meanwhile (back-pressure, and bounded memory). The place is held
+     * from here: the handler returns, then its call is queued. */
+    pthread_mutex_lock(&s->pool_mu);
+    bool room = s->pool_queued < s->pool_max;
+    if (room) s->pool_queued++;
+    pthread_mutex_unlock(&s->pool_mu);
+    if (room) c->offload = true;
+    return room;
+}
+
+/* Queues u for the blocking pool, counted as owed (the workers wait for
+ * it). Reply metadata of the first run is dropped: the second adds its own. */
+static void pool_push(unary_call *u)
+{
+    grpcx_server *s = u->w->s;
+    for (size_t i = 0; i < u->n_reply_md; i++) {
+        grpc_slice_unref(u->reply_md[i].key);
+        grpc_slice_unref(u->reply_md[i].value);
+    }
+    u->n_reply_md = 0;
+    u->pool_next = NULL;
+    atomic_fetch_add(&s->outstanding, 1);
+    pthread_mutex_lock(&s->pool_mu);
+    if (s->pool_tail != NULL) s->pool_tail->pool_next = u;
+    else s->pool_head = u;
+    s->pool_tail = u;
+    pthread_cond_signal(&s->pool_cv);
+    pthread_mutex_unlock(&s->pool_mu);
+}
+
+/* A thread of the blocking pool: runs offloaded calls until the pool is
+ * stopped and empty. */
+static void *blocker_main(void *arg)
+{
+    worker *w = arg;
+    grpcx_server *s = w->s;
+    if (s->opts.thread_init != NULL) w->state = s->opts.thread_init(s->opts.app, w->index);
+    pthread_mutex_lock(&s->pool_mu);
+    for (;;) {
+        while (s->pool_head == NULL && !s->pool_stop) pthread_cond_wait(&s->pool_cv, &s->pool_mu);
+        unary_call *u = s->pool_head;
+        if (u == NULL) break; /* stopped, and nothing left */
+        s->pool_head = u->pool_next;
+        if (s->pool_head == NULL) s->pool_tail = NULL;
+        s->pool_queued--;
+        pthread_mutex_unlock(&s->pool_mu);
+        u->w = w;
+        unary_handle(u); /* starts its reply (counted up) before it is counted down */
+        atomic_fetch_sub(&s->outstanding, 1);
+        pthread_mutex_lock(&s->pool_mu);
+    }
+    pthread_mutex_unlock(&s->pool_mu);
+    if (s->opts.thread_cleanup != NULL) s->opts.thread_cleanup(w->state);
+    return NULL;
 }
 
 /* ---- replies given later ---- */
@@ -1338,6 +1429,8 @@ grpcx_server *grpcx_server_new(const grpcx_server_opts *opts, todo_err *err)
     }
     s->opts = *opts;
     pthread_mutex_init(&s->watch_mu, NULL);
+    pthread_mutex_init(&s->pool_mu, NULL);
+    pthread_cond_init(&s->pool_cv, NULL);
     snprintf(s->component, sizeof s->component, "%s", opts->component ? opts->component : "grpc");
     s->reflect = reflect_index_new(todo_descriptor_set, todo_descriptor_set_len, err);
     if (s->reflect == NULL) {
@@ -1466,12 +1559,23 @@ int grpcx_server_start(grpcx_server *s, const char *addr, todo_err *err)
         s->workers[i].arena = arena_new();
         if (s->workers[i].arena == NULL) abort();
     }
+    int nb = s->opts.blocking_threads > 0 ? s->opts.blocking_threads : 0;
+    s->pool_max = s->opts.blocking_queue > 0 ? s->opts.blocking_queue : 64 * nb;
+    s->blockers = nb > 0 ? calloc((size_t)nb, sizeof *s->blockers) : NULL;
+    if (nb > 0 && s->blockers == NULL) abort();
+    for (int i = 0; i < nb; i++) {
+        s->blockers[i] = (worker){.s = s, .index = s->opts.threads + i, .arena = arena_new(), .blocking = true};
+        if (s->blockers[i].arena == NULL) abort();
+    }
     grpc_server_start(s->srv);
     s->started = true;
     atomic_store(&s->serving, 1);
+    for (int i = 0; i < nb; i++)
+        if (pthread_create(&s->blockers[i].thread, NULL, blocker_main, &s->blockers[i]) != 0) abort();
     for (int i = 0; i < s->opts.threads; i++)
         if (pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]) != 0) abort();
-    log_info(s->component, "serving", "addr=%s port=%d threads=%d tls=%s", addr, s->port, s->opts.threads,
+    log_info(s->component, "serving", "addr=%s port=%d threads=%d blocking_threads=%d tls=%s", addr, s->port,
+             s->opts.threads, nb,
              !set_(s->opts.tls.cert_file)          ? "off"
              : set_(s->opts.tls.client_ca_file) ? "mutual"
                                                 : "on");
@@ -1528,6 +1632,15 @@ void grpcx_server_shutdown(grpcx_server *s, int grace_ms)
         pthread_join(s->workers[i].thread, NULL);
         arena_free(s->workers[i].arena);
     }
+    /* The workers stopped once nothing was owed: the pool's queue is empty. */
+    pthread_mutex_lock(&s->pool_mu);
+    s->pool_stop = true;
+    pthread_cond_broadcast(&s->pool_cv);
+    pthread_mutex_unlock(&s->pool_mu);
+    for (int i = 0; i < (s->opts.blocking_threads > 0 ? s->opts.blocking_threads : 0); i++) {
+        pthread_join(s->blockers[i].thread, NULL);
+        arena_free(s->blockers[i].arena);
+    }
     grpc_completion_queue_destroy(s->cq);
     grpc_server_destroy(s->srv);
     s->srv = NULL;
@@ -1542,8 +1655,11 @@ void grpcx_server_free(grpcx_server *s)
     for (size_t i = 0; i < s->n_methods; i++) free(s->methods[i].path);
     free(s->methods);
     free(s->workers);
+    free(s->blockers);
     reflect_index_free(s->reflect);
     pthread_mutex_destroy(&s->watch_mu);
+    pthread_mutex_destroy(&s->pool_mu);
+    pthread_cond_destroy(&s->pool_cv);
     free(s);
     grpc_shutdown();
 }

@@ -59,7 +59,8 @@ int main(void)
     metrics_server *metrics = metrics_start("todo-query", cfg.metrics_addr);
 
     grpcx_server_opts opts = {
-        .threads = cfg.grpc_threads, .max_message_bytes = cfg.max_message_bytes,
+        .threads = cfg.grpc_threads, .blocking_threads = cfg.query_read_threads,
+        .max_message_bytes = cfg.max_message_bytes,
         .call_memory_bytes = cfg.call_memory_bytes, .authenticate = qry_authenticate,
         .thread_init = qry_thread_init, .thread_cleanup = qry_thread_cleanup, .app = &app,
         .component = "query",

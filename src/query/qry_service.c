@@ -39,9 +39,10 @@ typedef struct qry_thread {
 } qry_thread;
 
 /* Calls waiting for a consistency token right now, process-wide: at most
- * half the workers wait up to TODO_QUERY_TOKEN_WAIT_MS; while they do, the
- * others wait SHORT_WAIT_MS at most, so waiting calls never hold every
- * worker for long (a read model that lags by more answers UNAVAILABLE). */
+ * half the threads that run them (the read threads, or the workers without
+ * them) wait up to TODO_QUERY_TOKEN_WAIT_MS; while they do, the others wait
+ * SHORT_WAIT_MS at most, so waiting calls never hold every thread for long
+ * (a read model that lags by more answers UNAVAILABLE). */
 static atomic_int waiting;
 #define SHORT_WAIT_MS 250
 
@@ -200,7 +201,8 @@ static int await_token(grpcx_call *c, qry_thread *t, const char *user, const cha
     if ((rc = ctoken_decode(&t->cfg->token_key, user, token, id, &want, err)) != 0) return rc;
     if ((have = applied_version(t, id, err)) < 0) return TODO_EUNAVAIL;
     if (have >= want) return TODO_OK; /* the usual case: no wait */
-    int max = t->cfg->grpc_threads / 2 > 0 ? t->cfg->grpc_threads / 2 : 1;
+    int threads = t->cfg->query_read_threads > 0 ? t->cfg->query_read_threads : t->cfg->grpc_threads;
+    int max = threads / 2 > 0 ? threads / 2 : 1;
     if (atomic_fetch_add(&waiting, 1) >= max) {
         atomic_fetch_sub(&waiting, 1);
         int wait_ms = t->cfg->token_wait_ms < SHORT_WAIT_MS ? t->cfg->token_wait_ms : SHORT_WAIT_MS;
@@ -300,6 +302,9 @@ static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage
 
     if ((rc = begin(c, t, user, err)) != 0) return rc;
     if (!text_is_uuid(rq->task_id)) return todo_err_set(err, TODO_EINVAL, "task_id: must be a UUID");
+    /* Only a plain pumped lookup stays on the worker. */
+    if ((rq->consistency_token[0] != '\0' || rq->as_of != NULL || !qry_batch_pumped(t->gets)) && grpcx_call_offload(c))
+        return TODO_OK;
     if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;
     if (rq->as_of != NULL) return get_task_as_of(t, a, user, rq, resp, err);
     if (qry_batch_pumped(t->gets)) { /* answered by a pump thread; this worker goes on */
@@ -445,14 +450,16 @@ static int list_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessa
         return todo_err_set(err, TODO_EINVAL, "due_after: must be a time of years 1 to 9999 (nanos 0..999999999)");
     if ((rc = qry_sort_parse(rq->order_by, &sort, err)) != 0) return rc;
     if (rq->page_token[0] != '\0' && (rc = qry_page_decode(rq->page_token, &sort, &key, err)) != 0) return rc;
-    if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;
-
     /* The chatbot's "my tasks": the first page, newest first, no filter;
      * such calls arriving together are read in one statement. */
-    if (rq->completed == NULL && rq->priority == 0 && rq->category[0] == '\0' && rq->tag[0] == '\0' &&
-        rq->due_before == NULL && rq->due_after == NULL && rq->overdue == NULL && rq->text[0] == '\0' &&
-        rq->page_token[0] == '\0' && !rq->include_total && sort.field == QRY_SORT_CREATED_AT && !sort.asc)
-        return first_page(c, t, a, user, size, resp, err);
+    bool mine = rq->completed == NULL && rq->priority == 0 && rq->category[0] == '\0' && rq->tag[0] == '\0' &&
+                rq->due_before == NULL && rq->due_after == NULL && rq->overdue == NULL && rq->text[0] == '\0' &&
+                rq->page_token[0] == '\0' && !rq->include_total && sort.field == QRY_SORT_CREATED_AT && !sort.asc;
+    /* Only a plain pumped first page stays on the worker. */
+    if ((rq->consistency_token[0] != '\0' || !mine || !qry_batch_pumped(t->lists)) && grpcx_call_offload(c))
+        return TODO_OK;
+    if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;
+    if (mine) return first_page(c, t, a, user, size, resp, err);
     w.params[w.n++] = user;
     w.len = (size_t)snprintf(w.sql, sizeof w.sql, " where user_id = $1 and not deleted");
     if (rq->completed != NULL) cond(&w, "completed = ?", rq->completed->value ? "true" : "false");
@@ -488,6 +495,7 @@ static int list_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessa
 
 static int search_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
 {
+    if (grpcx_call_offload(c)) return TODO_OK; /* it waits on PostgreSQL: run in the read pool */
     const Todo__V1__SearchTasksRequest *rq = (const Todo__V1__SearchTasksRequest *)req;
     qry_thread *t = grpcx_call_state(c);
     arena *a = grpcx_call_arena(c);
@@ -526,6 +534,7 @@ static int search_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMes
 
 static int get_task_stats(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
 {
+    if (grpcx_call_offload(c)) return TODO_OK; /* it waits on PostgreSQL: run in the read pool */
     const Todo__V1__GetTaskStatsRequest *rq = (const Todo__V1__GetTaskStatsRequest *)req;
     qry_thread *t = grpcx_call_state(c);
     arena *a = grpcx_call_arena(c);
@@ -569,6 +578,7 @@ static int get_task_stats(grpcx_call *c, const ProtobufCMessage *req, ProtobufCM
 
 static int list_reminders(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
 {
+    if (grpcx_call_offload(c)) return TODO_OK; /* it waits on PostgreSQL: run in the read pool */
     const Todo__V1__ListRemindersRequest *rq = (const Todo__V1__ListRemindersRequest *)req;
     qry_thread *t = grpcx_call_state(c);
     arena *a = grpcx_call_arena(c);
@@ -609,6 +619,7 @@ static int list_reminders(grpcx_call *c, const ProtobufCMessage *req, ProtobufCM
 
 static int list_notifications(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
 {
+    if (grpcx_call_offload(c)) return TODO_OK; /* it waits on PostgreSQL: run in the read pool */
     const Todo__V1__ListNotificationsRequest *rq = (const Todo__V1__ListNotificationsRequest *)req;
     qry_thread *t = grpcx_call_state(c);
     arena *a = grpcx_call_arena(c);
@@ -646,6 +657,7 @@ static int list_notifications(grpcx_call *c, const ProtobufCMessage *req, Protob
 
 static int get_task_activity(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
 {
+    if (grpcx_call_offload(c)) return TODO_OK; /* it waits on PostgreSQL: run in the read pool */
     const Todo__V1__GetTaskActivityRequest *rq = (const Todo__V1__GetTaskActivityRequest *)req;
     qry_thread *t = grpcx_call_state(c);
     arena *a = grpcx_call_arena(c);
@@ -710,6 +722,7 @@ static const char *history_text(int field, const char *v)
 
 static int get_task_history(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
 {
+    if (grpcx_call_offload(c)) return TODO_OK; /* it waits on PostgreSQL: run in the read pool */
     static const char *const before_any[N_HISTORY_FIELDS] = {"", "", "", "", "false", "", "", "", "false"};
     const Todo__V1__GetTaskHistoryRequest *rq = (const Todo__V1__GetTaskHistoryRequest *)req;
     qry_thread *t = grpcx_call_state(c);
@@ -856,6 +869,7 @@ static int watch_start_position(grpcx_call *c, qry_thread *t, const char *user,
 
 static int get_productivity_stats(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
 {
+    if (grpcx_call_offload(c)) return TODO_OK; /* it waits on PostgreSQL: run in the read pool */
     const Todo__V1__GetProductivityStatsRequest *rq = (const Todo__V1__GetProductivityStatsRequest *)req;
     qry_thread *t = grpcx_call_state(c);
     arena *a = grpcx_call_arena(c);

@@ -1019,10 +1019,11 @@ static void *wait_read(void *arg)
 
 /* A token whose write never reaches the read model is waited for
  * TODO_QUERY_TOKEN_WAIT_MS (3 s), not the client's 60 s deadline, and that
- * long by half the workers at most (the others 250 ms): a forged token once
- * held a worker for the whole deadline, and 8 of them stopped the read API
- * for everyone. A token the service did not issue to the caller is refused
- * at once. */
+ * long by half the read threads at most (the others 250 ms): a forged token
+ * once held a worker for the whole deadline, and 8 of them stopped the read
+ * API for everyone. Such reads run on the read threads, so plain reads are
+ * still answered meanwhile. A token the service did not issue to the caller
+ * is refused at once. */
 static void a_token_the_projection_cannot_reach_answers_unavailable(void **state)
 {
     (void)state;
@@ -1037,7 +1038,7 @@ static void a_token_the_projection_cannot_reach_answers_unavailable(void **state
     ctoken_encode(&cfg.token_key, user, "0b8e0a4e-6f7c-4d52-9a53-3f1e5a8b9c01", INT64_C(1) << 60, tok);
     Todo__V1__Task *t;
     grpcx_result res;
-    enum { N = 8 }; /* as many as todo-query's workers */
+    enum { N = 8 }; /* more than todo-query's read threads (6) */
     waiter w[N];
     pthread_t th[N];
     long long t0 = harness_now_ms();

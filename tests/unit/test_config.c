@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 
@@ -50,6 +51,24 @@ static void defaults_describe_the_local_dev_stack(void **state)
     assert_int_equal(cfg.token_cache, 256);
     assert_int_equal(cfg.query_batch, 32);
     assert_int_equal(cfg.query_pumps, 1);
+    assert_int_equal(cfg.query_read_threads, 6);
+}
+
+/* todo-query's workers never wait: one per core by default; todo-command
+ * keeps 8 (its handlers wait on PostgreSQL). */
+static void query_workers_default_to_the_cores(void **state)
+{
+    (void)state;
+    const char *env[] = {"TODO_ENV", "local", NULL};
+    todo_config cfg;
+    todo_err err;
+    assert_int_equal(load(CONFIG_QUERY, env, &cfg, &err), TODO_OK);
+    assert_int_equal(cfg.grpc_threads, (int)sysconf(_SC_NPROCESSORS_ONLN));
+    assert_int_equal(load(CONFIG_COMMAND, env, &cfg, &err), TODO_OK);
+    assert_int_equal(cfg.grpc_threads, 8);
+    const char *set[] = {"TODO_ENV", "local", "TODO_GRPC_THREADS", "5", NULL};
+    assert_int_equal(load(CONFIG_QUERY, set, &cfg, &err), TODO_OK);
+    assert_int_equal(cfg.grpc_threads, 5);
 }
 
 static void each_service_uses_its_own_role_url_with_fallback(void **state)
@@ -200,6 +219,8 @@ static void unsafe_settings_are_refused(void **state)
         {CONFIG_PROJECTOR, {"TODO_ENV", "local", "TODO_MASTER_KEY", "abc", NULL}, "must be 64 hex digits"},
         {CONFIG_QUERY, {"TODO_ENV", "local", "TODO_QUERY_PUMPS", "9", NULL}, "TODO_QUERY_PUMPS"},
         {CONFIG_QUERY, {"TODO_ENV", "local", "TODO_QUERY_PUMPS", "0", NULL}, NULL},
+        {CONFIG_QUERY, {"TODO_ENV", "local", "TODO_QUERY_READ_THREADS", "65", NULL}, "TODO_QUERY_READ_THREADS"},
+        {CONFIG_QUERY, {"TODO_ENV", "local", "TODO_QUERY_READ_THREADS", "0", NULL}, NULL},
         {CONFIG_SAGA, {"TODO_ENV", "production", "TODO_SAGA_PG_URL", "postgresql://s@db/t", "TODO_SERVICE_SECRET", SSECRET,
                        NULL}, "TODO_MASTER_KEY is not set"},
         {CONFIG_QUERY, {"TODO_ENV", "production", PUBKEYS, "TODO_QUERY_PG_URL", "postgresql://q@db/t",
@@ -283,6 +304,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(defaults_describe_the_local_dev_stack),
+        cmocka_unit_test(query_workers_default_to_the_cores),
         cmocka_unit_test(each_service_uses_its_own_role_url_with_fallback),
         cmocka_unit_test(production_refuses_to_start_without_a_secret),
         cmocka_unit_test(short_secrets_are_refused),

@@ -60,7 +60,12 @@ static void answer(int i, bool not_found)
     grpcx_later_reply(taken[i].l, not_found ? TODO_ENOTFOUND : TODO_OK, &t.base, &err);
 }
 
-/* GetTask echoes: "missing" -> NOT_FOUND, "slow" -> replies after 300 ms,
+/* The blocking pool: "pool-wait" calls wait in it until pool_open is set
+ * (5 s at most); "pool-slow" calls take 200 ms there. pool_entered counts
+ * the runs in the pool. */
+static atomic_int pool_entered, pool_open, pool_offered; /* pool_offered: calls queued for it */
+
+/* GetTask echoes: "pool-..." -> offloaded (see above), "missing" -> NOT_FOUND, "slow" -> replies after 300 ms,
  * "whoami" -> the authorization metadata as the title, "later-..." -> taken
  * to be answered by the test. */
 static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp, todo_err *err)
@@ -79,6 +84,16 @@ static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage
         pthread_cond_broadcast(&taken_cv);
         pthread_mutex_unlock(&taken_mu);
         return TODO_OK;
+    }
+    if (strncmp(rq->task_id, "pool-", 5) == 0) {
+        if (grpcx_call_offload(c)) { /* run again in the pool */
+            atomic_fetch_add(&pool_offered, 1);
+            return TODO_OK;
+        }
+        atomic_fetch_add(&pool_entered, 1);
+        if (strcmp(rq->task_id, "pool-wait") == 0)
+            for (int i = 0; i < 500 && !atomic_load(&pool_open); i++) usleep(10000);
+        if (strcmp(rq->task_id, "pool-slow") == 0) usleep(200000);
     }
     if (strcmp(rq->task_id, "missing") == 0) return todo_err_set(err, TODO_ENOTFOUND, "task missing not found");
     if (strcmp(rq->task_id, "slow") == 0) {
@@ -192,6 +207,30 @@ static int setup_guarded(void **state) { return setup_with(state, 1 << 20, authe
 static int setup_one_worker(void **state)
 {
     grpcx_server_opts opts = {.threads = 1, .max_message_bytes = 1 << 20, .component = "test"};
+    return serve(state, &opts, true);
+}
+
+/* One worker and a blocking pool of `threads` threads (via *state). */
+static int setup_pool_of(void **state, int threads)
+{
+    grpcx_server_opts opts = {.threads = 1, .blocking_threads = threads, .max_message_bytes = 1 << 20,
+                              .thread_init = thread_init, .component = "test"};
+    atomic_store(&pool_entered, 0);
+    atomic_store(&pool_open, 0);
+    atomic_store(&pool_offered, 0);
+    return serve(state, &opts, true);
+}
+static int setup_pool(void **state) { return setup_pool_of(state, 2); }
+static int setup_pool_of_one(void **state) { return setup_pool_of(state, 1); }
+
+/* A pool of one whose queue takes one call. */
+static int setup_pool_queue_of_one(void **state)
+{
+    grpcx_server_opts opts = {.threads = 1, .blocking_threads = 1, .blocking_queue = 1,
+                              .max_message_bytes = 1 << 20, .thread_init = thread_init, .component = "test"};
+    atomic_store(&pool_entered, 0);
+    atomic_store(&pool_open, 0);
+    atomic_store(&pool_offered, 0);
     return serve(state, &opts, true);
 }
 
@@ -444,6 +483,7 @@ typedef struct later_call {
     grpc_status_code code;
     char title[32];
     char message[512];
+    int64_t version;
 } later_call;
 
 static void *call_later(void *arg)
@@ -507,6 +547,103 @@ static void shutdown_waits_for_calls_taken_later(void **state)
     pthread_join(ta, NULL);
     assert_int_equal(a.code, GRPC_STATUS_OK);
     assert_string_equal(a.title, "answered later");
+}
+
+static void *call_pooled(void *arg)
+{
+    later_call *lc = arg;
+    Todo__V1__Task *t = NULL;
+    grpcx_result res;
+    lc->code = get(lc->f, lc->id, NULL, 10000, &t, &res);
+    if (t != NULL) {
+        lc->version = t->version;
+        protobuf_c_message_free_unpacked(&t->base, NULL);
+    }
+    return NULL;
+}
+
+/* A handler that offloads its call is run again by a thread of the pool
+ * (thread_init's index after the workers'), and the one worker answers
+ * other calls while that one waits there. */
+static void an_offloaded_call_leaves_its_worker_free(void **state)
+{
+    fixture *f = *state;
+    later_call w = {.f = f, .id = "pool-wait"};
+    pthread_t tw;
+    pthread_create(&tw, NULL, call_pooled, &w);
+    for (int i = 0; i < 500 && atomic_load(&pool_entered) == 0; i++) usleep(10000);
+    assert_int_equal(atomic_load(&pool_entered), 1);
+
+    Todo__V1__Task *t = NULL;
+    grpcx_result res;
+    assert_int_equal(get(f, "plain", NULL, 2000, &t, &res), GRPC_STATUS_OK); /* the worker is free */
+    assert_int_equal(t->version, 100);                                        /* and answered it itself */
+    protobuf_c_message_free_unpacked(&t->base, NULL);
+    assert_int_equal(atomic_load(&pool_entered), 1); /* the pooled call still waits */
+
+    atomic_store(&pool_open, 1);
+    pthread_join(tw, NULL);
+    assert_int_equal(w.code, GRPC_STATUS_OK);
+    assert_true(w.version == 101 || w.version == 102); /* a pool thread: index 1 or 2 (version: thread_init's) */
+}
+
+/* Calls queued for the pool when the server shuts down are all run and
+ * answered: three calls of 200 ms on a pool of one. */
+static void shutdown_runs_calls_queued_for_the_pool(void **state)
+{
+    fixture *f = *state;
+    later_call c[3] = {{.f = f, .id = "pool-slow"}, {.f = f, .id = "pool-slow"}, {.f = f, .id = "pool-slow"}};
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++) pthread_create(&th[i], NULL, call_pooled, &c[i]);
+    for (int i = 0; i < 1000 && atomic_load(&pool_offered) < 3; i++) usleep(10000);
+    assert_int_equal(atomic_load(&pool_offered), 3); /* all three queued (or run) */
+    grpcx_server_shutdown(f->srv, 5000);
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(c[i].code, GRPC_STATUS_OK);
+    }
+    assert_int_equal(atomic_load(&pool_entered), 3);
+}
+
+/* A call that finds the pool's queue full is run by its worker: the pool
+ * thread waits with one call, one more is queued, and the third waits on
+ * the worker; all three are answered. */
+static void a_full_pool_queue_leaves_the_call_on_its_worker(void **state)
+{
+    fixture *f = *state;
+    later_call c[3] = {{.f = f, .id = "pool-wait"}, {.f = f, .id = "pool-wait"}, {.f = f, .id = "pool-wait"}};
+    pthread_t th[3];
+    pthread_create(&th[0], NULL, call_pooled, &c[0]);
+    for (int i = 0; i < 500 && atomic_load(&pool_entered) < 1; i++) usleep(10000);
+    assert_int_equal(atomic_load(&pool_entered), 1); /* the pool thread waits */
+    pthread_create(&th[1], NULL, call_pooled, &c[1]);
+    for (int i = 0; i < 500 && atomic_load(&pool_offered) < 2; i++) usleep(10000);
+    assert_int_equal(atomic_load(&pool_offered), 2); /* queued */
+    pthread_create(&th[2], NULL, call_pooled, &c[2]);
+    for (int i = 0; i < 500 && atomic_load(&pool_entered) < 2; i++) usleep(10000);
+    assert_int_equal(atomic_load(&pool_entered), 2); /* the worker runs the third itself */
+    assert_int_equal(atomic_load(&pool_offered), 2);
+    atomic_store(&pool_open, 1);
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(c[i].code, GRPC_STATUS_OK);
+    }
+    assert_int_equal(c[0].version, 101);
+    assert_int_equal(c[1].version, 101);
+    assert_int_equal(c[2].version, 100);
+}
+
+/* Without a pool, a handler that would offload goes on on its worker. */
+static void without_a_pool_an_offloading_handler_runs_on_its_worker(void **state)
+{
+    fixture *f = *state;
+    atomic_store(&pool_entered, 0);
+    Todo__V1__Task *t = NULL;
+    grpcx_result res;
+    assert_int_equal(get(f, "pool-x", NULL, 2000, &t, &res), GRPC_STATUS_OK);
+    assert_true(t->version == 100 || t->version == 101); /* one of the two workers */
+    protobuf_c_message_free_unpacked(&t->base, NULL);
+    assert_int_equal(atomic_load(&pool_entered), 1);
 }
 
 /* The next status a Health/Watch stream sends, waiting up to wait_ms:
@@ -984,6 +1121,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(shutdown_lets_in_flight_calls_finish, setup, teardown),
         cmocka_unit_test_setup_teardown(calls_taken_later_are_answered_from_another_thread, setup_one_worker, teardown),
         cmocka_unit_test_setup_teardown(shutdown_waits_for_calls_taken_later, setup, teardown),
+        cmocka_unit_test_setup_teardown(an_offloaded_call_leaves_its_worker_free, setup_pool, teardown),
+        cmocka_unit_test_setup_teardown(shutdown_runs_calls_queued_for_the_pool, setup_pool_of_one, teardown),
+        cmocka_unit_test_setup_teardown(without_a_pool_an_offloading_handler_runs_on_its_worker, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_full_pool_queue_leaves_the_call_on_its_worker, setup_pool_queue_of_one,
+                                        teardown),
         cmocka_unit_test_setup_teardown(one_connection_gets_at_most_its_streams, setup_one_stream, teardown),
         cmocka_unit_test_setup_teardown(tls_calls_need_the_servers_ca, setup_tls, teardown),
         cmocka_unit_test_setup_teardown(mutual_tls_needs_a_client_certificate_of_the_ca, setup_mtls, teardown),
