@@ -20,7 +20,10 @@
 # Defaults: --rpc get, --clients "8 32", --secs 5, --rounds 3. The stack
 # (bench), todo-command, todo-projector and todo-saga run as in
 # bench/peers.sh. Results: bench/results/ab-<UTC time>/results.json and
-# table.txt (also on stdout).
+# table.txt (also on stdout): per variant and client count the rate,
+# latency, the server's CPU and context switches per call, and where the
+# machine's CPU went per call (the server, ghz, every PostgreSQL process,
+# the whole machine's busy time).
 source "$(dirname "$0")/../scripts/lib.sh"
 source "$(dirname "$0")/common.sh"
 cd "$TODO_REPO"
@@ -80,9 +83,20 @@ for r in $(seq "$ROUNDS"); do
     for i in $(seq 0 $((n - 1))); do
       name=${names[$(( (i + r) % n ))]}
       c0=$(cpu_of "${vpid[$name]}") s0=$(switches_of "${vpid[$name]}")
+      children_cpu g0; p0=$(cpu_of $(pgrep -x postgres)) b0=$(box_cpu)
       bench_ghz "$RPC" "${vaddr[$name]}" "$c" "$SECS" "$out/ghz.json"
+      children_cpu g1; p1=$(cpu_of $(pgrep -x postgres)) b1=$(box_cpu)
       c1=$(cpu_of "${vpid[$name]}") s1=$(switches_of "${vpid[$name]}")
-      line="{\"round\": $r, \"clients\": $c, \"variant\": \"$name\", \"result\": $(bench_ghz_summary "$out/ghz.json" "$c0" "$c1" "$s0" "$s1")}"
+      # Where the machine's CPU went, per call: ghz, PostgreSQL (every
+      # backend), the whole box.
+      res=$(python3 -c '
+import json, sys
+r = json.loads(sys.argv[1]); n = max(r["calls"], 1)
+g0, g1, p0, p1, b0, b1 = map(float, sys.argv[2:])
+r.update(ghz_us_per_call=round((g1 - g0) * 1e6 / n, 1), pg_us_per_call=round((p1 - p0) * 1e6 / n, 1),
+         box_us_per_call=round((b1 - b0) * 1e6 / n, 1))
+print(json.dumps(r))' "$(bench_ghz_summary "$out/ghz.json" "$c0" "$c1" "$s0" "$s1")" "$g0" "$g1" "$p0" "$p1" "$b0" "$b1")
+      line="{\"round\": $r, \"clients\": $c, \"variant\": \"$name\", \"result\": $res}"
       echo "$line" >> "$out/rounds.jsonl"
       echo "$line" >&2
     done
@@ -99,7 +113,8 @@ for c in sorted({r["clients"] for r in rows}):
     for v in names:
         rs = [r["result"] for r in rows if r["clients"] == c and r["variant"] == v]
         med[(c, v)] = {k: statistics.median(x[k] for x in rs)
-                       for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_call", "switches_per_call")}
+                       for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_call", "switches_per_call",
+                                 "ghz_us_per_call", "pg_us_per_call", "box_us_per_call")}
         med[(c, v)]["errors"] = sum(x["errors"] for x in rs)
 json.dump([dict(clients=c, variant=v, **m) for (c, v), m in med.items()], open(out + "/results.json", "w"), indent=2)
 print("%s, medians of %d rounds; ratios against %s" % (rpc, len({r["round"] for r in rows}), names[0]))
@@ -111,5 +126,14 @@ for (c, v), m in med.items():
           m["cpu_us_per_call"], m["switches_per_call"], m["errors"], m["rps"] / max(b["rps"], 1e-9),
           m["cpu_us_per_call"] / max(b["cpu_us_per_call"], 1e-9)))
 print("(cs/call: the server's context switches per call, every thread, voluntary or not)")
+print()
+print("where the machine's CPU went, us per call (medians)")
+print("%-12s %7s | %8s %8s %8s %8s %8s" % ("variant", "clients", "server", "ghz", "postgres", "other", "machine"))
+for (c, v), m in med.items():
+    other = m["box_us_per_call"] - m["cpu_us_per_call"] - m["ghz_us_per_call"] - m["pg_us_per_call"]
+    print("%-12s %7d | %8.0f %8.0f %8.0f %8.0f %8.0f" % (v, c, m["cpu_us_per_call"], m["ghz_us_per_call"],
+          m["pg_us_per_call"], other, m["box_us_per_call"]))
+print("(machine: every core's busy time over the window, per call; other: the rest of the stack, the kernel's")
+print(" work not charged to a process, and the variants not under load)")
 PY
 log "results in $out"

@@ -42,6 +42,23 @@ switches_of() {
   cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {t += $2} END {print t + 0}'
 }
 
+# CPU seconds the whole machine has been busy (every core: user, nice,
+# system, irq, softirq, steal), from /proc/stat.
+box_cpu() {
+  awk -v hz="$(getconf CLK_TCK)" '$1 == "cpu" {print ($2 + $3 + $4 + $7 + $8 + $9) / hz; exit}' /proc/stat
+}
+
+# CPU seconds of this shell's finished children (the `times` builtin's
+# second line) into variable $1: a foreground command's own cost, read
+# before and after it. Not in a $(...): a subshell has children of its own.
+children_cpu() {
+  local f
+  f=$(mktemp)
+  times >"$f"
+  printf -v "$1" '%s' "$(awk 'NR == 2 {t = 0; for (i = 1; i <= 2; i++) {split($i, a, /[ms]/); t += a[1] * 60 + a[2]}; print t}' "$f")"
+  rm -f "$f"
+}
+
 # The pgbench baseline's tables (the write model's, without our trigger's
 # neighbours: bench.tasks and bench.events, made afresh) and its CreateTask
 # script, the two-row transaction, as DIR/create.sql; needs $PSQL.

@@ -228,7 +228,8 @@ const trace_ctx *grpcx_later_trace(grpcx_later *l);
  * authentication, the decoding, the handler: there grpcx_call_offload
  * answers false, and grpcx_call_state is that thread's state, made by
  * thread_init with an index from opts.threads on). False: the server has no
- * pool, or the call already runs there or was taken (grpcx_call_later):
+ * pool, or the call already runs there, was taken (grpcx_call_later) or
+ * opens a server stream:
  * the handler goes on where it is; also when opts.blocking_queue calls
  * wait for the pool already (the worker then takes no other call until
  * this one is done: back-pressure, and bounded memory). The workers, as

@@ -579,7 +579,7 @@ static void unary_handle(unary_call *u)
 bool grpcx_call_offload(grpcx_call *c)
 {
     grpcx_server *s = c->w->s;
-    if (c->w->blocking || s->opts.blocking_threads <= 0 || c->later) return false;
+    if (c->w->blocking || s->opts.blocking_threads <= 0 || c->later || c->u->m->stream != NULL) return false;
     /* A full queue: the worker runs the call itself, and takes no other
      * call meanwhile (back-pressure, and bounded memory). The place is held
      * from here: the handler returns, then its call is queued. */
