@@ -235,8 +235,14 @@ const trace_ctx *grpcx_later_trace(grpcx_later *l);
  * this one is done: back-pressure, and bounded memory). The workers, as
  * many as the cores, so never wait, and calls that wait hold a pool thread
  * each. Calls queued for the pool are run in the order they came, also
- * while the server shuts down. */
+ * while the server shuts down, until its grace period is over: those still
+ * queued then are answered UNAVAILABLE without being run. Calling
+ * grpcx_call_later after grpcx_call_offload answered true aborts (the call
+ * would be answered twice). */
 bool grpcx_call_offload(grpcx_call *c);
+
+/* True when the call runs on a thread of the blocking pool. */
+bool grpcx_call_pooled(grpcx_call *c);
 
 /* --- server streams (thread-safe; st from a grpcx_server_stream_fn) ---
  *

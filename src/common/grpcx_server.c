@@ -100,6 +100,7 @@ struct grpcx_server {
     struct unary_call *pool_head, *pool_tail;
     int pool_queued, pool_max; /* calls in the queue, and the most it takes */
     bool pool_stop;
+    atomic_bool pool_refuse; /* the shutdown's grace is over: queued calls are answered UNAVAILABLE, not run */
     atomic_int outstanding;     /* completions still due on cq, plus events being handled */
     atomic_int cq_shut;
     reflect_index *reflect;
@@ -576,9 +577,12 @@ static void unary_handle(unary_call *u)
 
 /* ---- the blocking pool ---- */
 
+bool grpcx_call_pooled(grpcx_call *c) { return c->w->blocking; }
+
 bool grpcx_call_offload(grpcx_call *c)
 {
     grpcx_server *s = c->w->s;
+    if (c->offload) return true; /* asked twice: one place */
     if (c->w->blocking || s->opts.blocking_threads <= 0 || c->later || c->u->m->stream != NULL) return false;
     /* A full queue: the worker runs the call itself, and takes no other
      * call meanwhile (back-pressure, and bounded memory). The place is held
@@ -628,7 +632,8 @@ static void *blocker_main(void *arg)
         s->pool_queued--;
         pthread_mutex_unlock(&s->pool_mu);
         u->w = w;
-        unary_handle(u); /* starts its reply (counted up) before it is counted down */
+        if (atomic_load(&s->pool_refuse)) unary_reply(u, GRPC_STATUS_UNAVAILABLE, "the server is shutting down");
+        else unary_handle(u); /* starts its reply (counted up) before it is counted down */
         atomic_fetch_sub(&s->outstanding, 1);
         pthread_mutex_lock(&s->pool_mu);
     }
@@ -642,6 +647,10 @@ static void *blocker_main(void *arg)
 grpcx_later *grpcx_call_later(grpcx_call *c)
 {
     unary_call *u = c->u;
+    if (c->offload) { /* the call is queued for the pool: a reply from here too would be a second one */
+        log_error(u->w->s->component, "grpcx_call_later after grpcx_call_offload", "method=%s", u->m->path);
+        abort();
+    }
     if (!c->later) {
         c->later = true;
         atomic_fetch_add(&u->w->s->outstanding, 1); /* the reply owed: the workers wait for it */
@@ -1622,6 +1631,7 @@ void grpcx_server_shutdown(grpcx_server *s, int grace_ms)
     grpc_event ev = grpc_completion_queue_pluck(cq, &shutdown_tag, until, NULL);
     if (ev.type == GRPC_QUEUE_TIMEOUT) {
         log_warn(s->component, "cancelling calls still running after the grace period", "grace_ms=%d", grace_ms);
+        atomic_store(&s->pool_refuse, true); /* calls still queued for the pool are not run */
         grpc_server_cancel_all_calls(s->srv);
         grpc_completion_queue_pluck(cq, &shutdown_tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     }

@@ -87,16 +87,29 @@ int qry_authenticate(grpcx_call *c, todo_err *err)
     return rc;
 }
 
-/* Takes the caller qry_authenticate named and makes sure the thread has a
- * connection. */
-static int begin(grpcx_call *c, qry_thread *t, char user[AUTH_USER_MAX], todo_err *err)
+/* Takes the caller qry_authenticate named. */
+static int caller(grpcx_call *c, char user[AUTH_USER_MAX], todo_err *err)
 {
     const char *who = grpcx_call_user(c);
     if (who == NULL) return todo_err_set(err, TODO_EUNAUTH, "the caller is not authenticated");
     snprintf(user, AUTH_USER_MAX, "%s", who);
+    return TODO_OK;
+}
+
+/* Makes sure the thread has a connection (opened at its first read: a
+ * worker whose reads all go to the pumps and the read threads opens none). */
+static int connect_read(qry_thread *t, todo_err *err)
+{
     if (pgx_ensure(&t->pg, t->cfg->pg_url, t->app_name, err) != 0)
         return todo_err_set(err, TODO_EUNAVAIL, "the read database is unreachable; retry later");
     return TODO_OK;
+}
+
+/* caller, then connect_read. */
+static int begin(grpcx_call *c, qry_thread *t, char user[AUTH_USER_MAX], todo_err *err)
+{
+    int rc = caller(c, user, err);
+    return rc != TODO_OK ? rc : connect_read(t, err);
 }
 
 /* The version of aggregate id the read model has applied (0 when none),
@@ -201,12 +214,16 @@ static int await_token(grpcx_call *c, qry_thread *t, const char *user, const cha
     if ((rc = ctoken_decode(&t->cfg->token_key, user, token, id, &want, err)) != 0) return rc;
     if ((have = applied_version(t, id, err)) < 0) return TODO_EUNAVAIL;
     if (have >= want) return TODO_OK; /* the usual case: no wait */
+    int short_ms = t->cfg->token_wait_ms < SHORT_WAIT_MS ? t->cfg->token_wait_ms : SHORT_WAIT_MS;
+    /* With read threads, the workers are few (one per core) and every other
+     * call waits for them: one waits briefly at most (a WatchUpdates start,
+     * or a read its worker runs because the read threads' queue is full). */
+    if (t->cfg->query_read_threads > 0 && !grpcx_call_pooled(c)) return wait_applied(c, t, id, want, short_ms, err);
     int threads = t->cfg->query_read_threads > 0 ? t->cfg->query_read_threads : t->cfg->grpc_threads;
     int max = threads / 2 > 0 ? threads / 2 : 1;
     if (atomic_fetch_add(&waiting, 1) >= max) {
         atomic_fetch_sub(&waiting, 1);
-        int wait_ms = t->cfg->token_wait_ms < SHORT_WAIT_MS ? t->cfg->token_wait_ms : SHORT_WAIT_MS;
-        return wait_applied(c, t, id, want, wait_ms, err);
+        return wait_applied(c, t, id, want, short_ms, err);
     }
     rc = wait_applied(c, t, id, want, t->cfg->token_wait_ms, err);
     atomic_fetch_sub(&waiting, 1);
@@ -300,14 +317,18 @@ static int get_task(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessage
     char user[AUTH_USER_MAX];
     int rc;
 
-    if ((rc = begin(c, t, user, err)) != 0) return rc;
+    if ((rc = caller(c, user, err)) != 0) return rc;
     if (!text_is_uuid(rq->task_id)) return todo_err_set(err, TODO_EINVAL, "task_id: must be a UUID");
-    /* Only a plain pumped lookup stays on the worker. */
-    if ((rq->consistency_token[0] != '\0' || rq->as_of != NULL || !qry_batch_pumped(t->gets)) && grpcx_call_offload(c))
-        return TODO_OK;
-    if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;
-    if (rq->as_of != NULL) return get_task_as_of(t, a, user, rq, resp, err);
-    if (qry_batch_pumped(t->gets)) { /* answered by a pump thread; this worker goes on */
+    /* A plain lookup goes to a pump thread at once, and this worker goes
+     * on; one with a token or an as-of time runs on a read thread. */
+    bool plain = rq->consistency_token[0] == '\0' && rq->as_of == NULL;
+    if (!plain || !qry_batch_pumped(t->gets)) {
+        if (grpcx_call_offload(c)) return TODO_OK;
+        if ((rc = connect_read(t, err)) != 0) return rc;
+        if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;
+        if (rq->as_of != NULL) return get_task_as_of(t, a, user, rq, resp, err);
+    }
+    if (qry_batch_pumped(t->gets)) { /* (a token's lookup too, once the token is in) */
         qry_batch_get_later(t->gets, rq->task_id, user, answer_get, grpcx_call_later(c));
         return TODO_OK;
     }
@@ -435,7 +456,7 @@ static int list_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessa
     where w = {.len = 0, .n = 0};
     int rc, size;
 
-    if ((rc = begin(c, t, user, err)) != 0 || (rc = page_size(rq->page_size, &size, err)) != 0) return rc;
+    if ((rc = caller(c, user, err)) != 0 || (rc = page_size(rq->page_size, &size, err)) != 0) return rc;
     if ((int)rq->priority < 0 || (int)rq->priority > TODO__V1__PRIORITY__PRIORITY_URGENT)
         return todo_err_set(err, TODO_EINVAL, "priority: unknown value %d", (int)rq->priority);
     if (strlen(rq->text) > TEXT_FILTER_MAX || text_utf8_chars(rq->text, strlen(rq->text)) < 0)
@@ -455,9 +476,12 @@ static int list_tasks(grpcx_call *c, const ProtobufCMessage *req, ProtobufCMessa
     bool mine = rq->completed == NULL && rq->priority == 0 && rq->category[0] == '\0' && rq->tag[0] == '\0' &&
                 rq->due_before == NULL && rq->due_after == NULL && rq->overdue == NULL && rq->text[0] == '\0' &&
                 rq->page_token[0] == '\0' && !rq->include_total && sort.field == QRY_SORT_CREATED_AT && !sort.asc;
-    /* Only a plain pumped first page stays on the worker. */
-    if ((rq->consistency_token[0] != '\0' || !mine || !qry_batch_pumped(t->lists)) && grpcx_call_offload(c))
-        return TODO_OK;
+    /* A plain first page goes to a pump thread, and this worker goes on;
+     * any other list to a read thread. */
+    if (mine && rq->consistency_token[0] == '\0' && qry_batch_pumped(t->lists))
+        return first_page(c, t, a, user, size, resp, err);
+    if (grpcx_call_offload(c)) return TODO_OK;
+    if ((rc = connect_read(t, err)) != 0) return rc;
     if ((rc = await_token(c, t, user, rq->consistency_token, err)) != 0) return rc;
     if (mine) return first_page(c, t, a, user, size, resp, err);
     w.params[w.n++] = user;

@@ -1060,6 +1060,20 @@ static void a_token_the_projection_cannot_reach_answers_unavailable(void **state
     assert_true(harness_now_ms() - t0 < 20000); /* capped at 3 s, not the 60 s deadline */
     assert_true(long_waits >= 1);
 
+    /* WatchUpdates starts on a worker, one of few (one per core): its
+     * token is waited for 250 ms at most, then the stream ends
+     * UNAVAILABLE. */
+    Todo__V1__WatchUpdatesRequest wr = TODO__V1__WATCH_UPDATES_REQUEST__INIT;
+    wr.consistency_token = tok;
+    grpcx_stream *st = grpcx_stream_open(harness_svc.qry, "/todo.v1.TaskQueryService/WatchUpdates", &wr.base, auth,
+                                         10000, &res);
+    assert_non_null(st);
+    ProtobufCMessage *msg = NULL;
+    assert_int_equal(grpcx_stream_next(st, &todo__v1__update__descriptor, 10000, &msg, &res), 0);
+    assert_int_equal(res.code, GRPC_STATUS_UNAVAILABLE);
+    if (strstr(res.message, "waited 250 ms") == NULL) fail_msg("a worker waited longer: %s", res.message);
+    grpcx_stream_close(st);
+
     /* Not issued to this caller, or not issued at all: INVALID_ARGUMENT. */
     assert_int_equal(get(auth_other, "123e4567-e89b-42d3-a456-426614174000", tok, 1500, &t, &res),
                      GRPC_STATUS_INVALID_ARGUMENT);

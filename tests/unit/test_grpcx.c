@@ -633,6 +633,37 @@ static void a_full_pool_queue_leaves_the_call_on_its_worker(void **state)
     assert_int_equal(c[2].version, 100);
 }
 
+static void *open_pool_soon(void *arg)
+{
+    (void)arg;
+    usleep(1000000);
+    atomic_store(&pool_open, 1);
+    return NULL;
+}
+
+/* Once a shutdown's grace period is over, the calls still queued for the
+ * pool are answered without being run: one call waits in the pool of one,
+ * two more are queued, and a shutdown with 100 ms of grace runs neither. */
+static void shutdown_past_its_grace_runs_no_queued_call(void **state)
+{
+    fixture *f = *state;
+    later_call c[3] = {{.f = f, .id = "pool-wait"}, {.f = f, .id = "pool-slow"}, {.f = f, .id = "pool-slow"}};
+    pthread_t th[3], opener;
+    pthread_create(&th[0], NULL, call_pooled, &c[0]);
+    for (int i = 0; i < 500 && atomic_load(&pool_entered) < 1; i++) usleep(10000);
+    assert_int_equal(atomic_load(&pool_entered), 1);
+    for (int i = 1; i < 3; i++) pthread_create(&th[i], NULL, call_pooled, &c[i]);
+    for (int i = 0; i < 500 && atomic_load(&pool_offered) < 3; i++) usleep(10000);
+    assert_int_equal(atomic_load(&pool_offered), 3);
+    pthread_create(&opener, NULL, open_pool_soon, NULL);
+    grpcx_server_shutdown(f->srv, 100);
+    pthread_join(opener, NULL);
+    for (int i = 0; i < 3; i++) pthread_join(th[i], NULL);
+    assert_int_equal(atomic_load(&pool_entered), 1); /* the queued two never ran */
+    assert_int_not_equal(c[1].code, GRPC_STATUS_OK);
+    assert_int_not_equal(c[2].code, GRPC_STATUS_OK);
+}
+
 /* Without a pool, a handler that would offload goes on on its worker. */
 static void without_a_pool_an_offloading_handler_runs_on_its_worker(void **state)
 {
@@ -1126,6 +1157,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(without_a_pool_an_offloading_handler_runs_on_its_worker, setup, teardown),
         cmocka_unit_test_setup_teardown(a_full_pool_queue_leaves_the_call_on_its_worker, setup_pool_queue_of_one,
                                         teardown),
+        cmocka_unit_test_setup_teardown(shutdown_past_its_grace_runs_no_queued_call, setup_pool_of_one, teardown),
         cmocka_unit_test_setup_teardown(one_connection_gets_at_most_its_streams, setup_one_stream, teardown),
         cmocka_unit_test_setup_teardown(tls_calls_need_the_servers_ca, setup_tls, teardown),
         cmocka_unit_test_setup_teardown(mutual_tls_needs_a_client_certificate_of_the_ca, setup_mtls, teardown),
