@@ -232,9 +232,9 @@ const trace_ctx *grpcx_later_trace(grpcx_later *l);
  * opens a server stream:
  * the handler goes on where it is; also when opts.blocking_queue calls
  * wait for the pool already (the worker then takes no other call until
- * this one is done: back-pressure, and bounded memory). The workers, as
- * many as the cores, so never wait, and calls that wait hold a pool thread
- * each. Calls queued for the pool are run in the order they came, also
+ * this one is done: back-pressure, and bounded memory). So calls that wait
+ * hold a pool thread each, not one of the workers (which can then be as
+ * few as the cores). Calls queued for the pool are run in the order they came, also
  * while the server shuts down, until its grace period is over: those still
  * queued then are answered UNAVAILABLE without being run. Calling
  * grpcx_call_later after grpcx_call_offload answered true aborts (the call

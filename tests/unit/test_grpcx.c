@@ -65,6 +65,12 @@ static void answer(int i, bool not_found)
  * the runs in the pool. */
 static atomic_int pool_entered, pool_open, pool_offered; /* pool_offered: calls queued for it */
 
+/* Waits (up to 10 s) until *v reaches n. */
+static void wait_at_least(atomic_int *v, int n)
+{
+    for (int i = 0; i < 1000 && atomic_load(v) < n; i++) usleep(10000);
+}
+
 /* GetTask echoes: "pool-..." -> offloaded (see above), "missing" -> NOT_FOUND, "slow" -> replies after 300 ms,
  * "whoami" -> the authorization metadata as the title, "later-..." -> taken
  * to be answered by the test. */
@@ -210,29 +216,20 @@ static int setup_one_worker(void **state)
     return serve(state, &opts, true);
 }
 
-/* One worker and a blocking pool of `threads` threads (via *state). */
-static int setup_pool_of(void **state, int threads)
+/* One worker and a blocking pool of `threads` threads whose queue takes
+ * `queue` calls (0: the default). */
+static int setup_pool_of(void **state, int threads, int queue)
 {
-    grpcx_server_opts opts = {.threads = 1, .blocking_threads = threads, .max_message_bytes = 1 << 20,
-                              .thread_init = thread_init, .component = "test"};
-    atomic_store(&pool_entered, 0);
-    atomic_store(&pool_open, 0);
-    atomic_store(&pool_offered, 0);
-    return serve(state, &opts, true);
-}
-static int setup_pool(void **state) { return setup_pool_of(state, 2); }
-static int setup_pool_of_one(void **state) { return setup_pool_of(state, 1); }
-
-/* A pool of one whose queue takes one call. */
-static int setup_pool_queue_of_one(void **state)
-{
-    grpcx_server_opts opts = {.threads = 1, .blocking_threads = 1, .blocking_queue = 1,
+    grpcx_server_opts opts = {.threads = 1, .blocking_threads = threads, .blocking_queue = queue,
                               .max_message_bytes = 1 << 20, .thread_init = thread_init, .component = "test"};
     atomic_store(&pool_entered, 0);
     atomic_store(&pool_open, 0);
     atomic_store(&pool_offered, 0);
     return serve(state, &opts, true);
 }
+static int setup_pool(void **state) { return setup_pool_of(state, 2, 0); }
+static int setup_pool_of_one(void **state) { return setup_pool_of(state, 1, 0); }
+static int setup_pool_queue_of_one(void **state) { return setup_pool_of(state, 1, 1); } /* a queue of one call */
 
 static int setup(void **state) { return setup_with(state, 1 << 20, NULL); }
 static int setup_small(void **state) { return setup_with(state, 1024, NULL); }
@@ -571,7 +568,7 @@ static void an_offloaded_call_leaves_its_worker_free(void **state)
     later_call w = {.f = f, .id = "pool-wait"};
     pthread_t tw;
     pthread_create(&tw, NULL, call_pooled, &w);
-    for (int i = 0; i < 500 && atomic_load(&pool_entered) == 0; i++) usleep(10000);
+    wait_at_least(&pool_entered, 1);
     assert_int_equal(atomic_load(&pool_entered), 1);
 
     Todo__V1__Task *t = NULL;
@@ -595,7 +592,7 @@ static void shutdown_runs_calls_queued_for_the_pool(void **state)
     later_call c[3] = {{.f = f, .id = "pool-slow"}, {.f = f, .id = "pool-slow"}, {.f = f, .id = "pool-slow"}};
     pthread_t th[3];
     for (int i = 0; i < 3; i++) pthread_create(&th[i], NULL, call_pooled, &c[i]);
-    for (int i = 0; i < 1000 && atomic_load(&pool_offered) < 3; i++) usleep(10000);
+    wait_at_least(&pool_offered, 3);
     assert_int_equal(atomic_load(&pool_offered), 3); /* all three queued (or run) */
     grpcx_server_shutdown(f->srv, 5000);
     for (int i = 0; i < 3; i++) {
@@ -614,13 +611,13 @@ static void a_full_pool_queue_leaves_the_call_on_its_worker(void **state)
     later_call c[3] = {{.f = f, .id = "pool-wait"}, {.f = f, .id = "pool-wait"}, {.f = f, .id = "pool-wait"}};
     pthread_t th[3];
     pthread_create(&th[0], NULL, call_pooled, &c[0]);
-    for (int i = 0; i < 500 && atomic_load(&pool_entered) < 1; i++) usleep(10000);
+    wait_at_least(&pool_entered, 1);
     assert_int_equal(atomic_load(&pool_entered), 1); /* the pool thread waits */
     pthread_create(&th[1], NULL, call_pooled, &c[1]);
-    for (int i = 0; i < 500 && atomic_load(&pool_offered) < 2; i++) usleep(10000);
+    wait_at_least(&pool_offered, 2);
     assert_int_equal(atomic_load(&pool_offered), 2); /* queued */
     pthread_create(&th[2], NULL, call_pooled, &c[2]);
-    for (int i = 0; i < 500 && atomic_load(&pool_entered) < 2; i++) usleep(10000);
+    wait_at_least(&pool_entered, 2);
     assert_int_equal(atomic_load(&pool_entered), 2); /* the worker runs the third itself */
     assert_int_equal(atomic_load(&pool_offered), 2);
     atomic_store(&pool_open, 1);
@@ -650,10 +647,10 @@ static void shutdown_past_its_grace_runs_no_queued_call(void **state)
     later_call c[3] = {{.f = f, .id = "pool-wait"}, {.f = f, .id = "pool-slow"}, {.f = f, .id = "pool-slow"}};
     pthread_t th[3], opener;
     pthread_create(&th[0], NULL, call_pooled, &c[0]);
-    for (int i = 0; i < 500 && atomic_load(&pool_entered) < 1; i++) usleep(10000);
+    wait_at_least(&pool_entered, 1);
     assert_int_equal(atomic_load(&pool_entered), 1);
     for (int i = 1; i < 3; i++) pthread_create(&th[i], NULL, call_pooled, &c[i]);
-    for (int i = 0; i < 500 && atomic_load(&pool_offered) < 3; i++) usleep(10000);
+    wait_at_least(&pool_offered, 3);
     assert_int_equal(atomic_load(&pool_offered), 3);
     pthread_create(&opener, NULL, open_pool_soon, NULL);
     grpcx_server_shutdown(f->srv, 100);
